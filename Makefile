@@ -1,0 +1,39 @@
+# The kit's entry points. `make reproduce` and `make test` each set up .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.labkit-installed
+PRESET ?= default
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: install reproduce test lab bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# pip (not uv/poetry): the pinned torch/torchvision wheels come from this machine's local disk.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --no-cache-dir --progress-bar off -e '.[dev]'
+	$(BIN)/labkit install-kernel
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Every study notebook, headless, at the default preset, into reports/ (offline)
+reproduce: install
+	$(BIN)/labkit reproduce --preset $(PRESET)
+
+## Unit tests and nbval over every notebook at the smoke preset (offline)
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+## JupyterLab with the kit's kernel
+lab: install
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 notebooks/
+
+## Speed and memory benchmarks
+bench: install
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

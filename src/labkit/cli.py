@@ -1,0 +1,105 @@
+"""The ``labkit`` command: list studies and their parameters, reproduce them, register the kernel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+from labkit.core.errors import LabkitError
+from labkit.core.params import PRESET_HELP, PRESETS, list_specs, load_spec
+
+
+def _format_value(value) -> str:
+    return json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
+
+
+def cmd_list(args) -> int:
+    specs = [load_spec(s) for s in args.studies] if args.studies else list_specs()
+    print("Presets: " + "; ".join(f"{p} ({PRESET_HELP[p]})" for p in PRESETS))
+    for spec in specs:
+        print(f"\n{spec.name}  [{spec.notebook}]\n  {spec.title}\n  headline metric: {spec.headline}")
+        if args.brief:
+            continue
+        for name, param in spec.params.items():
+            values = param.presets
+            if len({json.dumps(v) for v in values.values()}) == 1:
+                shown = _format_value(values["default"])
+            else:
+                shown = ", ".join(f"{p}={_format_value(values[p])}" for p in PRESETS)
+            limits = []
+            if param.choices:
+                limits.append("one of " + "/".join(map(str, param.choices)))
+            if param.min is not None:
+                limits.append(f">= {param.min}")
+            if param.max is not None:
+                limits.append(f"<= {param.max}")
+            extra = f" ({', '.join(limits)})" if limits else ""
+            print(f"  {name} ({param.type}): {shown}{extra}")
+            if param.help:
+                print(textwrap.indent(textwrap.fill(param.help, 90), "      "))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from labkit.runner import reproduce, summary_table
+
+    results = reproduce(args.studies or None, preset=args.preset, overrides=args.param, jobs=args.jobs,
+                        force=args.force, progress=not args.quiet)
+    print()
+    print(summary_table(results))
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def cmd_install_kernel(args) -> int:
+    """Register the ``labkit`` Jupyter kernel inside this environment, with the TCP warning silenced."""
+    import subprocess
+    from pathlib import Path
+
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "labkit",
+                    "--display-name", "labkit (Python 3.11)"], check=True, capture_output=True)
+    spec_file = Path(sys.prefix) / "share" / "jupyter" / "kernels" / "labkit" / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    if "--IPKernelApp.log_level=ERROR" not in spec["argv"]:
+        spec["argv"].append("--IPKernelApp.log_level=ERROR")
+    spec_file.write_text(json.dumps(spec, indent=1))
+    print(f"registered kernel 'labkit' at {spec_file.parent}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labkit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="studies, presets and parameters with defaults and meanings")
+    p_list.add_argument("studies", nargs="*")
+    p_list.add_argument("--brief", action="store_true", help="studies only, no parameters")
+    p_list.set_defaults(func=cmd_list)
+
+    p_rep = sub.add_parser("reproduce", help="run study notebooks with papermill into reports/<study>/")
+    p_rep.add_argument("studies", nargs="*", help="studies to run (default: all, in notebook order)")
+    p_rep.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    p_rep.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                       help="override a parameter (YAML value: 3, 1e-4, true, '[0, 1]'); repeatable")
+    p_rep.add_argument("--jobs", type=int, default=1, help="studies run in parallel (default 1)")
+    p_rep.add_argument("--force", action="store_true", help="rerun even if parameters and code are unchanged")
+    p_rep.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    p_rep.set_defaults(func=cmd_reproduce)
+
+    p_kernel = sub.add_parser("install-kernel", help="register the 'labkit' Jupyter kernel in this environment")
+    p_kernel.set_defaults(func=cmd_install_kernel)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LabkitError as exc:
+        print(f"labkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""One call makes a run repeatable on the CPU."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def seed_everything(seed: int, deterministic: bool = True):
+    """Seed Python, NumPy and torch; return a ``torch.Generator`` for data loaders."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if deterministic:
+        # warn_only: a few CUDA kernels have no deterministic variant; the CPU ones all do.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def rng(seed: int | None) -> np.random.Generator:
+    return np.random.default_rng(seed)

@@ -1,0 +1,1 @@
+"""Layer 1: simulators, loaders for real formats, label noise, datasets."""

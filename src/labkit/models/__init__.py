@@ -1,0 +1,1 @@
+"""Layer 2: backbones (timm), named labkit checkpoints, segmentation models, heads, LoRA."""

@@ -1,0 +1,58 @@
+"""Every study notebook: well-formed (thin, clean, parameters matching its spec) and runs under nbval at smoke."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import papermill
+import pytest
+
+from labkit.core.params import list_specs, notebook_parameter_names
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SPEC_BY_NOTEBOOK = {s.notebook: s for s in list_specs()}
+
+
+def _source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def test_every_spec_has_its_notebook():
+    missing = [s.notebook for s in list_specs() if not (ROOT / "notebooks" / s.notebook).exists()]
+    assert not missing, f"specs name notebooks that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_thin_clean_and_matches_its_spec(path):
+    nb = json.loads(path.read_text())
+    assert path.name in SPEC_BY_NOTEBOOK, f"{path.name} has no study spec in src/labkit/presets/"
+    spec = SPEC_BY_NOTEBOOK[path.name]
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    names = notebook_parameter_names(_source(tagged[0]))
+    assert set(names) == {"preset", *spec.params}, (
+        f"{path.name}: parameters cell names {sorted(names)} but the spec has preset + {sorted(spec.params)}")
+    for cell in code:
+        tree = ast.parse(_source(cell).replace("%", "#"))  # magics are not Python
+        defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not defs, f"{path.name}: defines {defs}; logic belongs in labkit"
+        assert not cell.get("outputs"), f"{path.name}: committed with outputs (reports/ holds executed copies)"
+    assert nb["metadata"]["kernelspec"]["name"] == "labkit"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_under_nbval_at_smoke(path, tmp_path):
+    nb = papermill.parameterize_notebook(papermill.iorw.load_notebook_node(str(path)), {"preset": "smoke"})
+    target = tmp_path / path.name
+    papermill.iorw.write_ipynb(nb, str(target))
+    env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
+                           "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(target)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"nbval failed for {path.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
