@@ -35,21 +35,34 @@ class ConfusionMatrix:
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
         pred, target = pred.ravel(), target.ravel()
-        c = self.num_classes
-        if self.ignore_index is not None:
-            keep = target != self.ignore_index
-            if not keep.all():
-                pred, target = pred[keep], target[keep]
         if target.size == 0:
             return self
-        # One bounds check each (min/max) is much cheaper than masking 1e8 pixels.
-        for name, values in (("target", target), ("prediction", pred)):
-            lo, hi = int(values.min()), int(values.max())
-            if lo < 0 or hi >= c:
-                raise ValueError(f"{name} holds class id {lo if lo < 0 else hi} outside [0, {c})")
-        # Small dtypes keep the combined index compact; bincount needs non-negative ints.
-        index = target.astype(np.int64 if c * c > 2**31 else np.int32, copy=False) * c + pred
-        self.matrix += np.bincount(index, minlength=c * c).reshape(c, c)
+        c = self.num_classes
+        pmin, pmax = int(pred.min()), int(pred.max())
+        if pmin < 0 or pmax >= c:
+            raise ValueError(f"prediction holds class id {pmin if pmin < 0 else pmax} outside [0, {c})")
+        tmin, tmax = int(target.min()), int(target.max())
+        if tmin < 0:
+            if self.ignore_index is None or self.ignore_index >= 0 or (target[target < 0] != self.ignore_index).any():
+                raise ValueError(f"target holds class id {tmin} outside [0, {c})")
+            keep = target != self.ignore_index
+            pred, target = pred[keep], target[keep]
+            if target.size == 0:
+                return self
+            tmax = int(target.max())
+        if tmax >= c and tmax != self.ignore_index:
+            raise ValueError(f"target holds class id {tmax} outside [0, {c})")
+        # One pass, no compaction: ignored pixels land in rows >= c of a slightly larger histogram,
+        # which are dropped (or reported as out-of-range ids when they are not the ignore index).
+        rows = max(tmax + 1, c)
+        index = target.astype(np.int64 if rows * c > 2**31 - 1 else np.int32)
+        index *= c
+        index += pred
+        counts = np.bincount(index, minlength=rows * c).reshape(rows, c)
+        stray = [r for r in range(c, rows) if r != self.ignore_index and counts[r].any()]
+        if stray:
+            raise ValueError(f"target holds class id {stray[0]} outside [0, {c})")
+        self.matrix += counts[:c]
         return self
 
     def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":

@@ -1,0 +1,117 @@
+"""Foundation benchmarks: per-notebook overhead, training-loop overhead vs a bare loop, metrics throughput.
+
+Targets (issue #2): loop overhead <= 5 % of a bare PyTorch loop; metrics over 100 Mpixel < 2 s.
+Run: .venv/bin/python benchmarks/bench_foundation.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from labkit.core.metrics import ConfusionMatrix
+from labkit.methods.training import fit
+
+
+def notebook_overhead() -> dict[str, float]:
+    """Wall time of papermill on an empty notebook (kernel start/stop) and on one that imports the stack."""
+    import papermill
+
+    from labkit.runner import kernel_name
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, source in [("kernel start + stop", "x = 1"),
+                              ("+ import torch, timm, labkit", "import torch, timm, labkit\nimport labkit.reports")]:
+            nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+            path = Path(tmp) / "nb.ipynb"
+            nbformat.write(nb, path)
+            start = time.perf_counter()
+            papermill.execute_notebook(str(path), str(path), kernel_name=kernel_name(), progress_bar=False)
+            out[label] = time.perf_counter() - start
+    return out
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(32, 4, 1))
+
+
+def loop_overhead(epochs: int, batches: int) -> dict[str, float]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batches * 8, 3, 64, 64, generator=g)
+    y = torch.randint(0, 4, (batches * 8, 64, 64), generator=g)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+
+    def bare() -> float:
+        model = _model()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+        loss_fn = nn.CrossEntropyLoss(ignore_index=255)
+        start = time.perf_counter()
+        for _ in range(epochs):
+            model.train()
+            for xb, yb in loader:
+                loss = loss_fn(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss.item()
+        return time.perf_counter() - start
+
+    def kit() -> float:
+        start = time.perf_counter()
+        fit(_model(), loader, None, num_classes=4, epochs=epochs, lr=1e-3, progress=False)
+        return time.perf_counter() - start
+
+    bare(), kit()  # warm-up
+    bare_t = min(bare() for _ in range(3))
+    kit_t = min(kit() for _ in range(3))
+    return {"bare loop (s)": bare_t, "labkit fit (s)": kit_t, "overhead (%)": 100 * (kit_t / bare_t - 1)}
+
+
+def metrics_throughput(megapixels: int) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    n = megapixels * 1_000_000
+    target = rng.integers(0, 6, n, dtype=np.uint8)
+    pred = np.where(rng.random(n) < 0.8, target, rng.integers(0, 6, n, dtype=np.uint8)).astype(np.uint8)
+    target[:1000] = 255
+    cm = ConfusionMatrix(6, ignore_index=255)
+    start = time.perf_counter()
+    cm.update(pred, target)
+    scores = cm.scores()
+    return {f"confusion matrix + scores over {megapixels} Mpixel (s)": time.perf_counter() - start,
+            "miou": scores["miou"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a sanity run, not the targets)")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
+    sections = {
+        "notebook overhead (papermill)": notebook_overhead(),
+        "training loop": loop_overhead(epochs=2 if args.quick else 3, batches=8 if args.quick else 24),
+        "metrics": metrics_throughput(10 if args.quick else 100),
+    }
+    for title, values in sections.items():
+        print(f"\n{title}")
+        for key, value in values.items():
+            print(f"  {key:<55} {value:10.3f}")
+    overhead = sections["training loop"]["overhead (%)"]
+    seconds = next(iter(sections["metrics"].values()))
+    print(f"\ntargets: loop overhead <= 5 %: {'met' if overhead <= 5 else 'NOT met'} ({overhead:.1f} %); "
+          f"metrics < 2 s: {'met' if seconds < 2 else 'NOT met'} ({seconds:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
