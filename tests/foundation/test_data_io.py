@@ -27,7 +27,7 @@ def test_images_keep_their_bit_depth(tmp_path):
 def test_tiff_stacks(tmp_path):
     import tifffile
 
-    tifffile.imwrite(tmp_path / "s.tif", np.zeros((3, 5, 6), np.uint16))
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((3, 5, 6), np.uint16), photometric="minisblack")
     assert read_tiff_stack(tmp_path / "s.tif").shape == (3, 5, 6)
 
 
