@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import papermill
+from papermill.iorw import load_notebook_node, write_ipynb
+from papermill.parameterize import parameterize_notebook
 import pytest
 
 from labkit.core.params import list_specs, notebook_parameter_names
@@ -48,9 +49,9 @@ def test_notebook_is_thin_clean_and_matches_its_spec(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_under_nbval_at_smoke(path, tmp_path):
-    nb = papermill.parameterize_notebook(papermill.iorw.load_notebook_node(str(path)), {"preset": "smoke"})
+    nb = parameterize_notebook(load_notebook_node(str(path)), {"preset": "smoke"})
     target = tmp_path / path.name
-    papermill.iorw.write_ipynb(nb, str(target))
+    write_ipynb(nb, str(target))
     env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks")}
     proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
                            "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(target)],
