@@ -1,0 +1,107 @@
+"""Pretraining throughput of labkit's MAE and SimCLR vs a bare forward+backward of the same model.
+
+For each method: (a) the full pretraining loop (``pretrain_mae`` / ``pretrain_simclr``: batching,
+augmentation, forward, backward, optimiser and scheduler steps) and (b) the bare step on batches
+prepared beforehand (same module, same batch size; for SimCLR the two augmented views are computed
+before timing). The ratio a/b shows whether data handling and augmentation slow pretraining down
+(target: >= 0.8). Also: a bare forward+backward of the encoder alone on all tokens, and the peak
+resident memory of each measurement (each runs in its own process).
+
+    .venv/bin/python benchmarks/bench_ssl_industrial.py [--img-size 64] [--patch-size 16] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def measure(kind: str, method: str, img_size: int, patch: int, batch: int, steps: int) -> dict:
+    import numpy as np
+    import torch
+
+    from labkit.data.surfaces import simulate_surfaces
+    from labkit.methods.ssl import (MaskedAutoencoder, SimCLR, pooled_features, nt_xent_loss, pretrain_mae,
+                                    pretrain_simclr, standardise)
+    from labkit.models.backbones import create_backbone
+
+    images = simulate_surfaces(batch * steps, size=img_size, seed=0).images
+    if kind == "pipeline":
+        fn = pretrain_mae if method == "mae" else pretrain_simclr
+        _, hist = fn(images, img_size=img_size, patch_size=patch, epochs=3, batch_size=batch, progress=False)
+        rate = float(hist["images_per_second"].iloc[1:].median())  # epoch 1 pays one-off warm-up
+    else:
+        torch.manual_seed(0)
+        enc = create_backbone("vit_tiny", weights="random", img_size=img_size, patch_size=patch, in_chans=1,
+                              num_classes=0)
+        x = standardise(torch.from_numpy(images), [0.5], [0.15])
+        batches = [x[i * batch:(i + 1) * batch] for i in range(steps)]
+        if method == "mae":
+            module = MaskedAutoencoder(enc)
+            step = lambda b: module(b)[0]  # noqa: E731
+        elif method == "simclr":
+            module = SimCLR(enc)
+            views = [(module.augment(b), module.augment(b)) for b in batches]
+            batches = list(range(steps))
+            step = lambda i: nt_xent_loss(*module.projector(  # noqa: E731
+                pooled_features(enc, torch.cat(views[i]))).chunk(2), temperature=module.temperature)
+        else:  # encoder alone, all tokens, the mean output as a stand-in loss
+            module = enc
+            step = lambda b: enc.forward_features(b).mean()  # noqa: E731
+        module.train()
+        opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+        times = []
+        for rep in range(3):
+            t0 = time.perf_counter()
+            for b in batches:
+                loss = step(b)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            times.append(time.perf_counter() - t0)
+        rate = steps * batch / float(np.median(times[1:]))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        peak_mb = max(peak_mb, torch.cuda.max_memory_allocated() / 2**20)
+    return {"images_per_second": rate, "peak_memory_mb": peak_mb, "threads": torch.get_num_threads()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--img-size", type=int, default=64)
+    p.add_argument("--patch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=6, help="batches per timed epoch")
+    p.add_argument("--one", nargs=2, metavar=("KIND", "METHOD"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        print(json.dumps(measure(a.one[0], a.one[1], a.img_size, a.patch_size, a.batch_size, a.steps)))
+        return
+    results = {}
+    for kind, method in [("pipeline", "mae"), ("bare", "mae"), ("pipeline", "simclr"), ("bare", "simclr"),
+                         ("bare", "encoder")]:
+        out = subprocess.run([sys.executable, __file__, "--one", kind, method, "--img-size", str(a.img_size),
+                              "--patch-size", str(a.patch_size), "--batch-size", str(a.batch_size),
+                              "--steps", str(a.steps)], capture_output=True, text=True, check=True)
+        results[(kind, method)] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"ViT-Tiny, {a.img_size} px, patch {a.patch_size}, batch {a.batch_size}, "
+          f"{results[('bare', 'encoder')]['threads']} torch thread(s)\n")
+    print("| method | pretraining loop (img/s) | bare step (img/s) | loop / bare | peak memory loop / bare (MB) |")
+    print("|---|---|---|---|---|")
+    for method in ("mae", "simclr"):
+        loop, bare = results[("pipeline", method)], results[("bare", method)]
+        ratio = loop["images_per_second"] / bare["images_per_second"]
+        flag = "" if ratio >= 0.8 else "  (below the 0.8 target)"
+        print(f"| {method} | {loop['images_per_second']:.1f} | {bare['images_per_second']:.1f} | {ratio:.2f}{flag} | "
+              f"{loop['peak_memory_mb']:.0f} / {bare['peak_memory_mb']:.0f} |")
+    enc = results[("bare", "encoder")]
+    print(f"| encoder alone, all tokens (reference) | - | {enc['images_per_second']:.1f} | - | "
+          f"- / {enc['peak_memory_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

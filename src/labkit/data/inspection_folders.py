@@ -1,0 +1,234 @@
+"""Loaders for industrial-inspection image folders.
+
+Two layouts:
+
+- **MVTec-style** (:func:`load_mvtec_style`)::
+
+      root/train/good/*.png                        defect-free training images
+      root/test/good/*.png                         defect-free test images
+      root/test/<defect>/*.png                     defective test images
+      root/ground_truth/<defect>/<name>_mask.png   their pixel masks
+
+- **Per-class, image and mask side by side** (:func:`load_per_class`)::
+
+      root/<class>/Imgs/<name>.jpg   image   (jpg, jpeg, bmp, tif, tiff)
+      root/<class>/Imgs/<name>.png   its mask (a class of "good"/"ok" images may have none)
+
+Images come back as float32 (N, C, H, W) in [0, 1] with ``channels`` 1 (grey) or 3 (colour),
+resized to ``size`` (any input size; masks resized with nearest neighbour). Masks are binarised:
+a pixel is a defect when its value exceeds ``mask_threshold`` times the mask's full scale.
+Unreadable image files are skipped with one warning that lists them (``on_corrupt="warn"``) or
+raise :class:`~labkit.core.errors.DataError` (``on_corrupt="error"``). Every other problem (a
+defect image without its mask, a mask whose size differs from its image, an unknown defect folder)
+raises a DataError naming the file or folder.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from labkit.core.errors import DataError, ParameterError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GOOD_NAMES = ("good", "ok", "normal", "nondefect", "non_defect")
+
+
+@dataclass
+class InspectionSet:
+    """images (N, C, H, W) float32 in [0, 1]; masks (N, H, W) int64 {0, 1}; defect_types (N,) str
+    ("good" for defect-free); splits (N,) str; files (N,) source paths; skipped: unreadable files."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    defect_types: np.ndarray
+    splits: np.ndarray
+    files: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return (self.defect_types != "good").astype(np.int64)
+
+    def subset(self, index) -> "InspectionSet":
+        index = np.asarray(index)
+        return InspectionSet(self.images[index], self.masks[index], self.defect_types[index], self.splits[index],
+                             [self.files[i] for i in np.arange(len(self))[index]], list(self.skipped))
+
+
+def _check_options(channels, on_corrupt, mask_threshold):
+    if channels not in (1, 3):
+        raise ParameterError(f"channels must be 1 or 3, got {channels}")
+    if on_corrupt not in ("warn", "error"):
+        raise ParameterError(f"on_corrupt must be 'warn' or 'error', got {on_corrupt!r}")
+    if not 0 <= mask_threshold < 1:
+        raise ParameterError(f"mask_threshold must be in [0, 1), got {mask_threshold}")
+
+
+def _to_float(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    if image.dtype == bool:
+        return image.astype(np.float32)
+    image = image.astype(np.float32)
+    lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
+    return (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+
+
+def _channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
+    """(H, W) or (H, W, 3/4) -> (C, H, W)."""
+    if image.ndim == 2:
+        grey = image
+        return grey[None] if channels == 1 else np.repeat(grey[None], 3, axis=0)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        rgb = image[..., :3]
+        if channels == 3:
+            return np.moveaxis(rgb, -1, 0)
+        return (rgb @ np.array([0.299, 0.587, 0.114], np.float32))[None]
+    raise DataError(f"{path}: expected a grey or RGB(A) image, got shape {image.shape}")
+
+
+def _binarise(mask: np.ndarray, threshold: float) -> np.ndarray:
+    if mask.ndim == 3:
+        mask = mask[..., :3].max(-1)
+    if mask.dtype == bool:
+        return mask
+    full = 65535 if mask.dtype == np.uint16 else 255 if mask.dtype == np.uint8 else max(float(mask.max()), 1.0)
+    return mask > threshold * full
+
+
+def _resize(array: np.ndarray, size: int | None, order: int) -> np.ndarray:
+    if size is None or array.shape[-2:] == (size, size):
+        return array
+    from skimage.transform import resize
+
+    return resize(array, array.shape[:-2] + (size, size), order=order, anti_aliasing=order > 0,
+                  preserve_range=True).astype(array.dtype)
+
+
+class _Reader:
+    def __init__(self, channels, size, on_corrupt, mask_threshold):
+        self.channels, self.size, self.on_corrupt, self.mask_threshold = channels, size, on_corrupt, mask_threshold
+        self.images, self.masks, self.types, self.splits, self.files, self.skipped = [], [], [], [], [], []
+
+    def add(self, image_path: Path, mask_path: Path | None, defect: str, split: str):
+        from labkit.data.io import read_image
+
+        try:
+            raw = read_image(image_path)
+        except DataError as exc:
+            if self.on_corrupt == "error":
+                raise
+            self.skipped.append(f"{image_path} ({str(exc).split(': ', 1)[-1][:80]})")
+            return
+        image = _channels(_to_float(raw), self.channels, image_path)
+        if mask_path is None:
+            mask = np.zeros(image.shape[-2:], bool)
+        else:
+            try:
+                mask = _binarise(read_image(mask_path), self.mask_threshold)
+            except DataError as exc:
+                raise DataError(f"mask {mask_path} of image {image_path} is not readable: {exc}") from exc
+            if mask.shape != image.shape[-2:]:
+                raise DataError(f"mask {mask_path} is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} "
+                                f"is {image.shape[1]}x{image.shape[2]}")
+        self.images.append(np.clip(_resize(image, self.size, 1), 0, 1))
+        self.masks.append(_resize(mask.astype(np.uint8), self.size, 0))
+        self.types.append(defect)
+        self.splits.append(split)
+        self.files.append(str(image_path))
+
+    def finish(self, root: Path) -> InspectionSet:
+        if self.skipped:
+            warnings.warn(f"skipped {len(self.skipped)} unreadable image file(s) under {root}: "
+                          + "; ".join(self.skipped), stacklevel=3)
+        if not self.images:
+            raise DataError(f"{root}: no readable images found")
+        shapes = {im.shape for im in self.images}
+        if len(shapes) > 1:
+            raise DataError(f"{root}: images have different sizes {sorted(shapes)[:4]}; pass size=... to resize them")
+        return InspectionSet(np.stack(self.images).astype(np.float32), np.stack(self.masks).astype(np.int64),
+                             np.array(self.types, dtype=str), np.array(self.splits, dtype=str), self.files,
+                             self.skipped)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_mvtec_style(root: str | Path, *, splits=("train", "test"), defect_types=None, channels: int = 3,
+                     size: int | None = 64, mask_threshold: float = 0.5, on_corrupt: str = "warn") -> InspectionSet:
+    """Load an MVTec-AD-style category folder (see module docstring).
+
+    defect_types: the defect folder names expected under ``test/`` (None: accept any); a folder not
+    in the list raises DataError. Every defective test image must have its mask.
+    """
+    _check_options(channels, on_corrupt, mask_threshold)
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: inspection folder does not exist")
+    reader = _Reader(channels, size, on_corrupt, mask_threshold)
+    for split in splits:
+        if split not in ("train", "test"):
+            raise ParameterError(f"splits must be among ('train', 'test'), got {split!r}")
+        folder = root / split
+        if not folder.is_dir():
+            raise DataError(f"{root}: missing the '{split}' folder of the MVTec layout")
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            defect = sub.name
+            if split == "train" and defect != "good":
+                raise DataError(f"{sub}: the train split of the MVTec layout holds only 'good' images")
+            if defect != "good" and defect_types is not None and defect not in defect_types:
+                raise DataError(f"{sub}: unknown defect folder '{defect}'; expected one of {sorted(defect_types)}")
+            for image_path in _images_in(sub):
+                mask_path = None
+                if defect != "good":
+                    mask_path = root / "ground_truth" / defect / f"{image_path.stem}_mask.png"
+                    if not mask_path.exists():
+                        raise DataError(f"{image_path}: defect image has no mask (expected {mask_path})")
+                reader.add(image_path, mask_path, "good" if defect == "good" else defect, split)
+    return reader.finish(root)
+
+
+def load_per_class(root: str | Path, *, classes=None, image_dir: str = "Imgs", channels: int = 3,
+                   size: int | None = 64, mask_threshold: float = 0.5, on_corrupt: str = "warn",
+                   good_classes=GOOD_NAMES) -> InspectionSet:
+    """Load ``root/<class>/<image_dir>/<name>.<jpg|...>`` with masks ``<name>.png`` beside them.
+
+    An image of a defect class without its mask raises DataError; in ``good_classes`` a missing mask
+    means an all-good mask. classes: the class folders expected (None: all); others raise DataError.
+    """
+    _check_options(channels, on_corrupt, mask_threshold)
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: inspection folder does not exist")
+    reader = _Reader(channels, size, on_corrupt, mask_threshold)
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        name = class_dir.name
+        if classes is not None and name not in classes:
+            raise DataError(f"{class_dir}: unknown class folder '{name}'; expected one of {sorted(classes)}")
+        folder = class_dir / image_dir
+        if not folder.is_dir():
+            raise DataError(f"{class_dir}: no '{image_dir}' folder with images and masks")
+        is_good = name.lower() in good_classes
+        files = _images_in(folder)
+        masks = {p.stem: p for p in files if p.suffix.lower() == ".png"}
+        photos = [p for p in files if p.suffix.lower() != ".png"]
+        if not photos:  # a PNG-only folder: images are the PNGs that are not '<name>_mask.png'
+            photos = [p for p in files if not p.stem.endswith("_mask")]
+            masks = {p.stem[:-5]: p for p in files if p.stem.endswith("_mask")}
+        for image_path in photos:
+            mask_path = masks.get(image_path.stem)
+            if mask_path is None and not is_good:
+                raise DataError(f"{image_path}: image of defect class '{name}' has no mask "
+                                f"(expected {folder / (image_path.stem + '.png')})")
+            reader.add(image_path, mask_path, "good" if is_good else name, "all")
+    return reader.finish(root)

@@ -1,0 +1,116 @@
+"""PatchCore-style anomaly detection: no defect labels, only defect-free images.
+
+Roth et al. 2022: patch features of defect-free images form a memory bank (thinned by greedy
+k-centre coreset selection); a test patch's anomaly score is the distance to its nearest bank
+entry; the image score is the largest patch score; the pixel map is the patch-score grid upsampled
+and smoothed. Scored with image AUROC and pixel AUROC (scikit-learn's ``roc_auc_score``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from labkit.core.errors import DataError, ParameterError
+
+
+def vit_patch_features(encoder: torch.nn.Module, images: torch.Tensor, layers=(-4, -1)) -> torch.Tensor:
+    """(B, D*len(layers), h, w) patch features of a timm ViT: mid-level and last block outputs
+    concatenated (PatchCore uses mid-level features: local enough for small defects)."""
+    n_blocks = len(encoder.blocks)
+    idx = sorted({(i % n_blocks) for i in layers})
+    feats = encoder.forward_intermediates(images, indices=idx, output_fmt="NCHW", intermediates_only=True)
+    return torch.cat(list(feats), dim=1)
+
+
+def greedy_coreset(features: torch.Tensor, n_select: int, seed: int = 0, projection_dim: int = 128) -> torch.Tensor:
+    """Indices of a k-centre greedy coreset (each pick is the point farthest from those picked),
+    computed on a random projection as in PatchCore."""
+    n = features.shape[0]
+    if n_select >= n:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed)
+    x = features
+    if features.shape[1] > projection_dim:
+        proj = torch.randn(features.shape[1], projection_dim, generator=gen) / projection_dim ** 0.5
+        x = features @ proj
+    picked = [int(torch.randint(n, (1,), generator=gen))]
+    dist = torch.cdist(x, x[picked[-1]][None]).squeeze(1)
+    for _ in range(n_select - 1):
+        nxt = int(dist.argmax())
+        picked.append(nxt)
+        dist = torch.minimum(dist, torch.cdist(x, x[nxt][None]).squeeze(1))
+    return torch.tensor(picked)
+
+
+class PatchCore:
+    """Memory bank of defect-free patch features; scores images by nearest-neighbour distance.
+
+    feature_fn: ``images (B, C, H, W) tensor -> (B, D, h, w)`` patch features (e.g. a lambda around
+    :func:`vit_patch_features`). coreset_ratio: fraction of bank patches kept (1.0 = all).
+    """
+
+    def __init__(self, feature_fn: Callable[[torch.Tensor], torch.Tensor], coreset_ratio: float = 0.25,
+                 batch_size: int = 64, smoothing_sigma: float = 2.0, seed: int = 0):
+        if not 0 < coreset_ratio <= 1:
+            raise ParameterError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
+        self.feature_fn, self.coreset_ratio = feature_fn, float(coreset_ratio)
+        self.batch_size, self.smoothing_sigma, self.seed = int(batch_size), float(smoothing_sigma), int(seed)
+
+    @torch.inference_mode()
+    def _features(self, images) -> torch.Tensor:
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4:
+            raise DataError(f"PatchCore: images must be (N, C, H, W), got shape {images.shape}")
+        out = [self.feature_fn(torch.from_numpy(images[i:i + self.batch_size]))
+               for i in range(0, len(images), self.batch_size)]
+        return torch.cat(out)
+
+    def fit(self, good_images) -> "PatchCore":
+        """Build the memory bank from defect-free images (N, C, H, W)."""
+        if len(good_images) == 0:
+            raise DataError("PatchCore.fit: no defect-free images given")
+        feats = self._features(good_images)
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
+        n_select = max(1, int(round(len(flat) * self.coreset_ratio)))
+        self.memory_bank_ = flat[greedy_coreset(flat, n_select, self.seed)]
+        self.grid_ = feats.shape[-2:]
+        return self
+
+    @torch.inference_mode()
+    def score(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """(image scores (N,), pixel anomaly maps (N, H, W)) for images (N, C, H, W)."""
+        if not hasattr(self, "memory_bank_"):
+            raise RuntimeError("PatchCore.score called before fit")
+        images = np.asarray(images, np.float32)
+        feats = self._features(images)
+        b, d, h, w = feats.shape
+        flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        dists = torch.cat([torch.cdist(flat[i:i + 4096], self.memory_bank_).min(1).values
+                           for i in range(0, len(flat), 4096)])
+        patch_scores = dists.reshape(b, 1, h, w)
+        maps = F.interpolate(patch_scores, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+        if self.smoothing_sigma > 0:
+            from scipy.ndimage import gaussian_filter
+
+            maps = torch.from_numpy(np.stack([gaussian_filter(m.numpy(), self.smoothing_sigma) for m in maps]))
+        return patch_scores.flatten(1).max(1).values.numpy(), maps.numpy()
+
+
+def anomaly_aurocs(image_scores, maps, labels, masks) -> dict:
+    """Image AUROC (defect vs good) and pixel AUROC (defect pixels vs all others) with ROC curves."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labels, masks = np.asarray(labels), np.asarray(masks)
+    out = {"image_auroc": float("nan"), "pixel_auroc": float("nan"), "image_roc": None}
+    if len(np.unique(labels)) == 2:
+        out["image_auroc"] = float(roc_auc_score(labels, image_scores))
+        fpr, tpr, _ = roc_curve(labels, image_scores)
+        out["image_roc"] = (fpr, tpr)
+    flat_masks = (masks.reshape(-1) > 0).astype(int)
+    if len(np.unique(flat_masks)) == 2:
+        out["pixel_auroc"] = float(roc_auc_score(flat_masks, np.asarray(maps).reshape(-1)))
+    return out
