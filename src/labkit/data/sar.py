@@ -1,0 +1,875 @@
+"""Dual-polarisation SAR sea-ice scenes: a physics-based simulator and readers for real formats.
+
+Simulator
+---------
+:func:`simulate_scene` makes one Sentinel-1 EW-like scene (HH and HV backscatter in dB) over an
+ice-chart-like label map with four classes (open water, new/young ice, first-year ice, multi-year
+ice; land is masked). The image is formed the way the radar sees the surface:
+
+* **Ice chart.** Chart polygons (warped Voronoi cells) get a stage of development from their distance
+  to the coast relative to the month's ice edge (the East Greenland Current carries multi-year ice
+  along the coast; new and young ice forms at the ice edge and in leads when it freezes; none forms
+  in the melt season). Each polygon has a total concentration and a secondary ice type, so what the
+  radar sees inside a polygon is a mix of floes and leads while the chart names the dominant type,
+  as real charts do.
+* **Backscatter per surface type and season.** Each ice type has a dry-snow (freeze) and a wet-snow
+  (melt) signature at the reference incidence angle, a spread between polygons, small-scale texture
+  and an incidence-angle slope across the swath (18.9 to 47 degrees, EW). The month's air temperature
+  gives a snow-wetness fraction: wet snow absorbs C-band, so multi-year ice loses its volume
+  scattering and the ice types converge. Open water follows a wind-speed law; in the freeze season
+  grease ice and short fetch damp the capillary waves, in the melt season open water is wind-roughened
+  and its backscatter rises into the range of wet ice. The overlap between classes is a consequence of
+  these signatures, not a target.
+* **Sensor.** Multiplicative speckle (Gamma, ``looks``), an additive thermal-noise floor that is strong
+  in HV and varies across the five EW sub-swaths (residual banding after denoising), and azimuth
+  scalloping. Some scenes miss a corner of the frame (swath edge: no data, NaN).
+
+Scenes are "compressed swaths": the width spans the full EW incidence range and pixels keep GRD speckle
+statistics, so a small array carries the radiometric difficulties of a full scene.
+
+Real formats
+------------
+:func:`read_ai4arctic_netcdf` (AI4Arctic / AutoICE variable names, via xarray), :func:`read_geotiff_scene`
+(SAR GeoTIFF + label GeoTIFF via :func:`labkit.data.io.read_geotiff`), :func:`to_db` / :func:`to_linear`,
+:func:`check_db_range` (linear-vs-dB mix-ups name the band), :class:`BandNormalizer` (per-band
+standardisation; NaN pixels are filled after normalising and their labels ignored, never propagated).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from labkit.core.errors import DataError, ParameterError
+
+CLASS_NAMES: tuple[str, ...] = ("open_water", "young_ice", "first_year_ice", "multi_year_ice")
+"""Class names in label-id order (land and no data are ``IGNORE_INDEX``)."""
+WATER, YOUNG, FYI, MYI = range(4)
+LAND = 4  # surface code only (never a label): land is masked with IGNORE_INDEX
+IGNORE_INDEX = 255
+BAND_NAMES: tuple[str, str] = ("HH", "HV")
+CLASS_COLOURS = ("#1f4e9c", "#9ad0f5", "#f2f2f2", "#d95f02")
+
+# --- Geometry of Sentinel-1 EW mode ------------------------------------------------------------------
+EW_INCIDENCE_RANGE = (18.9, 47.0)  # degrees, near to far range
+REFERENCE_INCIDENCE = 34.0  # degrees; the AI4Arctic training scenes average 34.0 (publisher statistics)
+EW_SUBSWATHS = 5
+
+# --- Numbers derived from the real Sentinel-1 chip -------------------------------------------------
+# Source: /work/shared/data/sea_ice/sen1floods11_sar_water_proxy/Spain_7370579_S1Hand.tif + LabelHand.tif
+# (Sen1Floods11, CC BY 4.0; IW GRD, VV/VH in dB; water vs not-water, not sea ice). Derived with
+# ``real_chip_statistics()`` below (recomputed and compared in tests/sar_transfer when the chip exists):
+#   median dB per class over all labelled pixels;
+#   speckle looks: the median 9x9-window standard deviation of dB over water eroded by 8 px (8,144 px)
+#   inverted through std_dB = 10/ln10 * sqrt(trigamma(L)) (gives an ENL that includes texture, so a
+#   lower bound on the product's looks).
+REAL_CHIP_STATS = {
+    "VV_water_median_db": -17.61,
+    "VV_land_median_db": -9.42,
+    "VH_water_median_db": -25.16,
+    "VH_land_median_db": -16.55,
+    "VV_water_enl": 2.90,
+    "VH_water_enl": 1.37,
+}
+# How the simulator uses them: the speckle looks are the chip's co-pol water ENL rounded (3); the HV
+# thermal-noise floor (-25 dB mean over the swath) sits at the chip's cross-pol level over calm water,
+# which is noise-floor limited in Sentinel-1 (VH water -25.2 dB); calm freeze-season water in HH
+# (a co-pol channel like VV, 2-4 dB lower over water at mid incidence) is darker than the chip's
+# flood water. tests/sar_transfer/test_sar_data.py checks the simulator against these numbers.
+DEFAULT_LOOKS = 3.0
+HV_NOISE_FLOOR_DB = -25.0
+HH_NOISE_FLOOR_DB = -35.0
+# AI4Arctic publisher statistics (misc/global_meanstd.npy of the AI4ArcticSeaIceChallenge toolkit, as quoted
+# in public code): HH -14.5 +- 5.7 dB, HV -24.7 +- 4.7 dB over 513 EW scenes. A plausibility range only.
+AI4ARCTIC_MEAN_STD_DB = {"HH": (-14.51, 5.66), "HV": (-24.70, 4.75)}
+
+# --- Backscatter signatures at the reference incidence angle ---------------------------------------
+# (HH dB, HV dB, spread between polygons dB, texture dB, HH slope dB/deg, HV slope dB/deg).
+# Dry snow (freeze): literature ranges for C-band at ~34 deg (e.g. Makynen & Karvonen 2017 for first-year
+# ice slopes; multi-year ice bright from volume scattering in desalinated ice, HV well above the floor).
+# Wet snow (melt): liquid water in the snow absorbs, multi-year ice loses its volume scattering; melt
+# ponds make ice more heterogeneous (larger spread).
+DRY_SIGNATURES = {
+    YOUNG: (-19.0, -28.5, 2.5, 1.0, -0.25, -0.10),
+    FYI: (-16.0, -25.0, 1.5, 0.8, -0.22, -0.10),
+    MYI: (-10.0, -18.5, 1.5, 1.0, -0.12, -0.08),
+    LAND: (-8.0, -15.0, 2.0, 2.0, -0.10, -0.05),
+}
+WET_SIGNATURES = {
+    YOUNG: (-18.0, -27.5, 2.5, 1.0, -0.25, -0.10),
+    FYI: (-15.0, -26.0, 2.5, 1.2, -0.20, -0.08),
+    MYI: (-13.5, -24.0, 2.5, 1.2, -0.15, -0.08),
+    LAND: (-13.0, -21.0, 2.0, 2.0, -0.10, -0.05),
+}
+# Open water, HH: sigma0 = a + b*log10(U) at the reference angle (a CMOD-like wind law for HH, which sits
+# 2-4 dB under VV at mid incidence); steep incidence slope; cross-pol ~13 dB below co-pol over the ocean.
+WATER_HH_A, WATER_HH_B = -28.0, 17.0
+WATER_SLOPE = -0.50
+WATER_CROSS_POL_RATIO = -13.0
+WATER_TEXTURE_DB = 0.8
+SEAWATER_FREEZING_C = -1.8
+FREEZE_WAVE_DAMPING = 0.45  # grease/frazil ice and short fetch in leads damp short waves when it freezes
+
+
+@dataclass
+class SarScene:
+    """One SAR scene with its chart labels.
+
+    ``sar``: (2, H, W) float32 backscatter in dB (co-pol, cross-pol), NaN where no data.
+    ``labels``: (H, W) int64 class ids, ``IGNORE_INDEX`` on land and where there is no data.
+    ``land``: (H, W) bool. ``incidence``: (H, W) float32 degrees (NaN if unknown).
+    ``surface``: the true surface type per pixel (simulator only; a chart names only the dominant type).
+    """
+
+    sar: np.ndarray
+    labels: np.ndarray
+    land: np.ndarray
+    incidence: np.ndarray
+    name: str
+    month: int | None = None
+    band_names: tuple[str, ...] = BAND_NAMES
+    class_names: tuple[str, ...] = CLASS_NAMES
+    surface: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.labels.shape)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Pixels with backscatter in every band and not on land."""
+        return np.isfinite(self.sar).all(axis=0) & ~self.land
+
+    @property
+    def season(self) -> str:
+        if self.month is None:
+            return "unknown"
+        m = melt_fraction(self.month)
+        return "melt" if m >= 0.5 else ("freeze" if m < 0.05 else "transition")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Season physics
+# ---------------------------------------------------------------------------------------------------
+
+def air_temperature(month: float) -> float:
+    """Monthly mean 2 m air temperature (deg C) on the East Greenland shelf: about -24 in Feb, +4 in Jul."""
+    return float(-10.0 + 14.0 * np.cos(2 * np.pi * (month - 7.25) / 12.0))
+
+
+def melt_fraction(month: float) -> float:
+    """Fraction of the snow cover that is wet (0 dry, 1 wet): a logistic in air temperature around -1 deg C."""
+    return float(1.0 / (1.0 + np.exp(-(air_temperature(month) + 1.0) / 1.5)))
+
+
+def ice_edge(month: float) -> float:
+    """Ice-edge position as a fraction of the coast-to-frame distance: widest in March, narrowest in September."""
+    return float(0.55 + 0.25 * np.cos(2 * np.pi * (month - 3.0) / 12.0))
+
+
+def _check_month(month) -> int:
+    if isinstance(month, bool) or not isinstance(month, (int, np.integer)) or not 1 <= int(month) <= 12:
+        raise ParameterError(f"month must be an integer 1..12, got {month!r}")
+    return int(month)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Simulator
+# ---------------------------------------------------------------------------------------------------
+
+def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
+    """A zero-mean, unit-variance Gaussian random field with correlation length ``sigma`` pixels.
+
+    Long correlation lengths are drawn on a coarser grid and interpolated up: the field is just as smooth,
+    and a 2048-pixel scene does not pay for Gaussian kernels thousands of pixels wide.
+    """
+    h, w = shape
+    factor = int(max(1, sigma // 4))
+    if factor > 1:
+        coarse = (int(np.ceil(h / factor)) + 1, int(np.ceil(w / factor)) + 1)
+        small = ndimage.gaussian_filter(rng.standard_normal(coarse), sigma / factor, mode="reflect")
+        field_ = ndimage.zoom(small, factor, order=1, mode="nearest", grid_mode=False)[:h, :w]
+    else:
+        field_ = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
+    return (field_ - field_.mean()) / (field_.std() + 1e-12)
+
+
+def _uniform_field(rng, shape, sigma) -> np.ndarray:
+    """A spatially smooth field with (approximately) uniform marginals in [0, 1): floes and leads."""
+    from scipy.special import ndtr
+
+    return ndtr(_smooth_noise(rng, shape, sigma))
+
+
+def incidence_angles(shape: tuple[int, int]) -> np.ndarray:
+    """Incidence angle (deg) per pixel: columns run from near to far range over the EW swath."""
+    h, w = shape
+    near, far = EW_INCIDENCE_RANGE
+    row = np.linspace(near, far, w, dtype=np.float32)
+    return np.broadcast_to(row, (h, w)).copy()
+
+
+def _class_probabilities(rel_distance: float, melt: float, coastal: bool, freeze: float | None = None) -> np.ndarray:
+    """P(dominant stage of development) of a chart polygon; ``rel_distance`` = distance / ice edge;
+    ``freeze``: how strongly new ice forms (0 when the air is above sea water's freezing point)."""
+    freeze = 1.0 - melt if freeze is None else freeze
+    if coastal:  # coastal flaw polynya: new ice when it freezes, open water in summer
+        p = [0.15 + 0.4 * melt, 0.45 * freeze, 0.25, 0.15]
+    elif rel_distance > 1.0:  # beyond the ice edge
+        p = [1.0, 0.0, 0.0, 0.0]
+    elif rel_distance > 0.8:  # marginal ice zone
+        p = [0.35 * melt, 0.6 * freeze, 0.4 + 0.2 * melt, 0.05]
+    elif rel_distance < 0.45:  # old ice carried along the coast by the East Greenland Current
+        p = [0.0, 0.05 * freeze, 0.35, 0.6]
+    else:  # pack
+        p = [0.05 * melt, 0.15 * freeze, 0.6, 0.25]
+    p = np.asarray(p, dtype=float)
+    return p / p.sum()
+
+
+def simulate_chart(shape: tuple[int, int], month: int, rng: np.random.Generator, polygon_size: float = 0.16):
+    """An ice-chart-like map: (labels, surface, land, polygon_id).
+
+    ``labels`` names each polygon's dominant stage (land = IGNORE_INDEX); ``surface`` is what lies in each
+    pixel (floes of the secondary type, leads of water or, when it freezes, of new ice).
+    """
+    month = _check_month(month)
+    h, w = shape
+    melt = melt_fraction(month)
+    # new ice forms only when the air is colder than sea water's freezing point (-1.8 deg C)
+    forming = (1.0 - melt) if air_temperature(month) < SEAWATER_FREEZING_C else 0.0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    # Coast on the west (East Greenland), a wiggly line over 6-16 % of the width.
+    wiggle = ndimage.gaussian_filter1d(rng.standard_normal(h), h / 12, mode="reflect")
+    coast = np.clip(w * (0.11 + 0.03 * wiggle / (wiggle.std() + 1e-12)), 0.04 * w, 0.2 * w)
+    land = xx < coast[:, None]
+    rel = (xx - coast[:, None]) / (w - coast[:, None])
+    rel = rel + 0.07 * _smooth_noise(rng, shape, max(h, w) / 8)
+    # Chart polygons: Voronoi cells in warped coordinates, so boundaries meander like drawn polygons.
+    from scipy.spatial import cKDTree
+
+    side = polygon_size * np.sqrt(h * w)
+    n_poly = max(8, int(round(h * w / side**2)))
+    seeds = rng.uniform([0, 0], [h, w], size=(n_poly, 2))
+    warp = 0.35 * side
+    wy = yy + warp * _smooth_noise(rng, shape, side / 3)
+    wx = xx + warp * _smooth_noise(rng, shape, side / 3)
+    _, polygon = cKDTree(seeds).query(np.stack([wy.ravel(), wx.ravel()], 1))
+    polygon = polygon.reshape(shape).astype(np.int32)
+
+    edge = ice_edge(month)
+    dominant = np.zeros(n_poly, dtype=np.int64)
+    concentration = np.ones(n_poly)
+    secondary = np.zeros(n_poly, dtype=np.int64)
+    secondary_fraction = np.zeros(n_poly)
+    land_near = ndimage.distance_transform_edt(~land) <= max(2, int(0.05 * w))
+    counts = np.maximum(np.bincount(polygon.ravel(), minlength=n_poly), 1)  # a seed may own no pixel
+    mean_rel = np.bincount(polygon.ravel(), rel.ravel(), minlength=n_poly) / counts
+    sea_frac = np.bincount(polygon.ravel(), (~land).ravel(), minlength=n_poly) / counts
+    coastal_frac = np.bincount(polygon.ravel(), (land_near & ~land).ravel(), minlength=n_poly) / counts
+    for p in range(n_poly):
+        r = mean_rel[p] / edge
+        coastal = coastal_frac[p] > 0.5 * sea_frac[p] and rng.random() < 0.5
+        c = int(rng.choice(4, p=_class_probabilities(r, melt, coastal, forming)))
+        dominant[p] = c
+        if c == WATER:
+            concentration[p] = rng.uniform(0.0, 0.1)  # open water: some brash / bergy bits
+            secondary[p] = YOUNG if forming > 0 else FYI
+        elif r > 0.8:
+            concentration[p] = rng.uniform(0.4, 0.8)  # marginal ice zone: loose
+        else:
+            concentration[p] = rng.uniform(0.85, 1.0)  # pack ice
+        if c == MYI:
+            secondary[p], secondary_fraction[p] = FYI, rng.uniform(0.05, 0.35)
+        elif c == FYI:
+            secondary[p] = MYI if r < 0.6 else YOUNG
+            secondary_fraction[p] = rng.uniform(0.0, 0.3) if secondary[p] == MYI else rng.uniform(0, 0.3) * forming
+        elif c == YOUNG:
+            secondary[p], secondary_fraction[p] = FYI, rng.uniform(0.0, 0.2)
+
+    labels = dominant[polygon]
+    labels[land] = IGNORE_INDEX
+    # What the radar sees: leads (open water, refrozen into new ice when it freezes) and floes of the
+    # secondary type inside each polygon, at floe scale.
+    u_leads = _uniform_field(rng, shape, 1.5)
+    u_floes = _uniform_field(rng, shape, 2.0)
+    conc = concentration[polygon]
+    surface = labels.copy()
+    open_px = u_leads >= conc
+    refrozen = _uniform_field(rng, shape, 1.0) < 0.7 * forming
+    is_water_poly = dominant[polygon] == WATER
+    # Ice in an open-water polygon: bits of the secondary type where u_leads < concentration.
+    surface = np.where(is_water_poly, np.where(u_leads < conc, secondary[polygon], WATER), surface)
+    ice_poly = ~is_water_poly
+    floe2 = u_floes < secondary_fraction[polygon]
+    surface = np.where(ice_poly & floe2, secondary[polygon], surface)
+    surface = np.where(ice_poly & open_px, np.where(refrozen, YOUNG, WATER), surface)
+    surface[land] = LAND
+    return labels.astype(np.int64), surface.astype(np.int64), land, polygon
+
+
+def _subswath_noise_profile(width: int, rng: np.random.Generator) -> np.ndarray:
+    """Residual thermal-noise level (dB offset) across range: parabolic per sub-swath, steps between them."""
+    x = np.linspace(0, EW_SUBSWATHS, width, endpoint=False)
+    index = np.floor(x).astype(int)
+    within = x - index
+    step = np.array([2.0, 0.5, 0.0, -0.5, -1.0]) + rng.normal(0, 0.3, EW_SUBSWATHS)  # EW1 is noisiest
+    return 3.0 * (2 * within - 1) ** 2 - 1.0 + step[index]
+
+
+def simulate_backscatter(surface: np.ndarray, polygon: np.ndarray, month: int, rng: np.random.Generator,
+                         looks: float = DEFAULT_LOOKS, wind_speed: float | None = None,
+                         noise_floor_db: float = HV_NOISE_FLOOR_DB, scalloping_db: float = 0.4) -> tuple[np.ndarray, dict]:
+    """HH and HV in dB (2, H, W) for a surface-type map; returns the array and the scene's physical settings."""
+    if looks <= 0:
+        raise ParameterError(f"looks must be > 0, got {looks}")
+    shape = surface.shape
+    h, w = shape
+    melt = melt_fraction(month)
+    theta = incidence_angles(shape) - REFERENCE_INCIDENCE
+    n_poly = int(polygon.max()) + 1
+    sigma_db = np.zeros((2,) + shape, dtype=np.float64)
+    texture = _smooth_noise(rng, shape, 1.2)
+    for cls in (YOUNG, FYI, MYI, LAND):
+        sel = surface == cls
+        dry, wet = np.asarray(DRY_SIGNATURES[cls]), np.asarray(WET_SIGNATURES[cls])
+        hh, hv, spread, tex, s_hh, s_hv = (1 - melt) * dry + melt * wet
+        # one mean per polygon and type: ice of one age and history looks alike within a chart polygon
+        offset = rng.normal(0.0, spread, n_poly)[polygon[sel]]
+        cross_offset = 0.7 * offset + rng.normal(0.0, 0.5 * spread, n_poly)[polygon[sel]]
+        sigma_db[0][sel] = hh + offset + tex * texture[sel] + s_hh * theta[sel]
+        sigma_db[1][sel] = hv + cross_offset + tex * texture[sel] + s_hv * theta[sel]
+    if wind_speed is None:
+        wind_speed = float(np.clip(7.0 * rng.weibull(2.0), 1.5, 16.0))
+    sel = surface == WATER
+    local_wind = wind_speed * np.exp(0.2 * _smooth_noise(rng, shape, max(h, w) / 6))
+    effective_wind = np.maximum(local_wind * (1 - FREEZE_WAVE_DAMPING * (1 - melt)), 1.0)
+    water_hh = WATER_HH_A + WATER_HH_B * np.log10(effective_wind) + WATER_SLOPE * theta
+    water_hh = water_hh + WATER_TEXTURE_DB * texture
+    sigma_db[0][sel] = water_hh[sel]
+    sigma_db[1][sel] = water_hh[sel] + WATER_CROSS_POL_RATIO
+    # Radar measurement: speckled signal plus speckled thermal noise, scalloped along azimuth.
+    signal = 10.0 ** (sigma_db / 10.0)
+    noise_db = np.stack([np.full(w, HH_NOISE_FLOOR_DB), noise_floor_db + _subswath_noise_profile(w, rng)])
+    noise = 10.0 ** (noise_db / 10.0)[:, None, :]
+    speckle = rng.gamma(looks, 1.0 / looks, size=signal.shape)
+    noise_fluct = rng.gamma(looks, 1.0 / looks, size=signal.shape)
+    measured = signal * speckle + noise * noise_fluct
+    phase = rng.uniform(0, 2 * np.pi, EW_SUBSWATHS)
+    sub = np.minimum((np.arange(w) * EW_SUBSWATHS) // w, EW_SUBSWATHS - 1)
+    period = max(h / 6.0, 8.0)
+    scallop_db = scalloping_db * np.sin(2 * np.pi * np.arange(h)[:, None] / period + phase[sub][None, :])
+    measured = measured * 10.0 ** (scallop_db / 10.0)
+    physics = {"wind_speed": wind_speed, "melt_fraction": melt, "air_temperature": air_temperature(month),
+               "looks": looks, "noise_floor_db": noise_floor_db}
+    return (10.0 * np.log10(measured)).astype(np.float32), physics
+
+
+def simulate_scene(month: int, size: int | tuple[int, int] = 256, seed: int = 0, looks: float = DEFAULT_LOOKS,
+                   wind_speed: float | None = None, no_data_corner: bool | None = None,
+                   polygon_size: float = 0.16, name: str | None = None) -> SarScene:
+    """One simulated Sentinel-1 EW scene of the given month (1..12) over East Greenland sea ice."""
+    month = _check_month(month)
+    shape = (size, size) if np.isscalar(size) else tuple(int(s) for s in size)
+    if min(shape) < 16:
+        raise ParameterError(f"scene size must be >= 16 pixels a side, got {shape}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), month]))
+    labels, surface, land, polygon = simulate_chart(shape, month, rng, polygon_size=polygon_size)
+    sar, physics = simulate_backscatter(surface, polygon, month, rng, looks=looks, wind_speed=wind_speed)
+    if no_data_corner is None:
+        no_data_corner = bool(rng.random() < 0.5)
+    if no_data_corner:  # the swath edge cuts a corner of the frame
+        h, w = shape
+        yy, xx = np.mgrid[0:h, 0:w]
+        cut = (xx / w) + (1 - yy / h) > 1.0 + rng.uniform(0.55, 0.75)
+        sar[:, cut] = np.nan
+        labels = labels.copy()
+        labels[cut] = IGNORE_INDEX
+    name = name or f"S1_EW_sim_2018{month:02d}_seed{seed}"
+    return SarScene(sar=sar, labels=labels, land=land, incidence=incidence_angles(shape), name=name, month=month,
+                    surface=surface, meta={"simulated": True, "seed": int(seed), **physics})
+
+
+def simulate_year(size: int = 256, seed: int = 0, months: Sequence[int] = tuple(range(1, 13)),
+                  looks: float = DEFAULT_LOOKS) -> list[SarScene]:
+    """One scene per month (as the ExtremeEarth East Greenland 2018 series)."""
+    return [simulate_scene(m, size=size, seed=seed, looks=looks) for m in months]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Units, checks, normalisation
+# ---------------------------------------------------------------------------------------------------
+
+def to_db(linear: np.ndarray) -> np.ndarray:
+    """10*log10 of linear backscatter; non-positive or non-finite values become NaN (masked, not -inf)."""
+    linear = np.asarray(linear, dtype=np.float64)
+    out = np.full(linear.shape, np.nan)
+    ok = np.isfinite(linear) & (linear > 0)
+    out[ok] = 10.0 * np.log10(linear[ok])
+    return out.astype(np.float32)
+
+
+def to_linear(db: np.ndarray) -> np.ndarray:
+    """Linear backscatter from dB (NaN stays NaN)."""
+    return (10.0 ** (np.asarray(db, dtype=np.float64) / 10.0)).astype(np.float32)
+
+
+DB_PHYSICAL_RANGE = (-60.0, 40.0)
+
+
+def check_db_range(sar: np.ndarray, band_names: Sequence[str] = BAND_NAMES, source: str = "scene") -> None:
+    """Raise DataError naming the band when values are not plausible sigma0 in dB.
+
+    Catches linear values passed as dB (all >= 0, median below 1), min-max normalised values (all within
+    [-1.5, 1.5]) and values outside the physical range of C-band sigma0 (-60 .. +40 dB).
+    """
+    sar = np.asarray(sar)
+    for i, band in enumerate(band_names):
+        values = sar[i][np.isfinite(sar[i])]
+        if values.size == 0:
+            raise DataError(f"{source}: band {band} holds no valid (finite) pixels")
+        lo, med, hi = np.percentile(values, [0.5, 50, 99.5])
+        if values.min() >= 0 and med < 1.0:
+            raise DataError(
+                f"{source}: band {band} looks linear, not dB (all values >= 0, median {med:.3g}); "
+                "convert it with labkit.data.sar.to_db or declare the units as linear")
+        if -1.5 <= lo and hi <= 1.5:
+            raise DataError(f"{source}: band {band} looks normalised (values within [{lo:.2f}, {hi:.2f}]), not dB")
+        if lo < DB_PHYSICAL_RANGE[0] or hi > DB_PHYSICAL_RANGE[1]:
+            raise DataError(
+                f"{source}: band {band} has values outside the physical range of sigma0 in dB "
+                f"{DB_PHYSICAL_RANGE} (0.5-99.5 percentiles {lo:.1f} .. {hi:.1f}); is it in the wrong units?")
+
+
+def validate_scene(scene: SarScene, num_classes: int | None = None, source: str | None = None) -> SarScene:
+    """Check shapes, polarisations, units and legend; return the scene with NaN pixels' labels ignored."""
+    source = source or scene.name
+    num_classes = len(scene.class_names) if num_classes is None else num_classes
+    sar = np.asarray(scene.sar)
+    if sar.ndim != 3 or sar.shape[0] != 2:
+        raise DataError(f"{source}: SAR must be (2, H, W) with a co-pol and a cross-pol band, got shape {sar.shape}"
+                        f" (bands {tuple(scene.band_names)}): a polarisation is missing")
+    if sar.shape[1:] != scene.labels.shape:
+        raise DataError(f"{source}: SAR size {sar.shape[1:]} differs from label size {scene.labels.shape}")
+    if scene.land.shape != scene.labels.shape:
+        raise DataError(f"{source}: land mask size {scene.land.shape} differs from label size {scene.labels.shape}")
+    check_db_range(sar, scene.band_names, source)
+    labels = np.asarray(scene.labels)
+    outside = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))
+    if outside.any():
+        codes = sorted(np.unique(labels[outside]).tolist())
+        raise DataError(f"{source}: chart holds class id(s) {codes[:10]} outside the legend "
+                        f"{dict(enumerate(scene.class_names))} at {int(outside.sum())} pixel(s)")
+    missing = ~np.isfinite(sar).all(axis=0)
+    if missing.any():
+        labels = labels.copy()
+        labels[missing] = IGNORE_INDEX
+    labels = labels.copy() if labels is scene.labels else labels
+    labels[scene.land] = IGNORE_INDEX
+    scene.labels = labels.astype(np.int64)
+    return scene
+
+
+class BandNormalizer:
+    """Per-band standardisation of dB backscatter, fitted on valid training pixels only.
+
+    ``transform`` returns float32 with NaN (no data) replaced by 0 after standardising (the band mean),
+    so no NaN reaches a network; labels of those pixels are ignored by :func:`validate_scene`.
+    """
+
+    def __init__(self):
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
+
+    def fit(self, scenes: Sequence[SarScene]) -> "BandNormalizer":
+        if not scenes:
+            raise DataError("BandNormalizer.fit: no scenes given")
+        sums = np.zeros(2)
+        sq = np.zeros(2)
+        count = 0
+        for scene in scenes:
+            valid = scene.valid
+            vals = scene.sar[:, valid].astype(np.float64)
+            sums += vals.sum(axis=1)
+            sq += (vals**2).sum(axis=1)
+            count += vals.shape[1]
+        if count == 0:
+            raise DataError("BandNormalizer.fit: the scenes hold no valid sea pixels")
+        self.mean_ = sums / count
+        self.std_ = np.sqrt(np.maximum(sq / count - self.mean_**2, 1e-12))
+        return self
+
+    def transform(self, sar: np.ndarray) -> np.ndarray:
+        if self.mean_ is None:
+            raise RuntimeError("BandNormalizer is not fitted: call fit(scenes) first")
+        out = (np.asarray(sar, dtype=np.float64) - self.mean_[:, None, None]) / self.std_[:, None, None]
+        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def fit_transform(self, scenes: Sequence[SarScene]) -> list[np.ndarray]:
+        self.fit(scenes)
+        return [self.transform(s.sar) for s in scenes]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tiles
+# ---------------------------------------------------------------------------------------------------
+
+def check_tile_fits(scene: SarScene, tile: int, rows: tuple[float, float] = (0.0, 1.0)) -> tuple[int, int]:
+    """Row range (start, stop) of ``scene`` for ``rows`` fractions; DataError when a tile does not fit."""
+    h, w = scene.shape
+    r0, r1 = int(round(rows[0] * h)), int(round(rows[1] * h))
+    if r1 - r0 < tile or w < tile:
+        raise DataError(f"{scene.name}: region of {r1 - r0} x {w} pixels (rows {rows}) is smaller than the "
+                        f"tile {tile} x {tile}; use a smaller tile or a larger scene")
+    return r0, r1
+
+
+def sample_tiles(scenes: Sequence[SarScene], normalizer: BandNormalizer, tile: int, n_tiles: int,
+                 rng: np.random.Generator, rows: tuple[float, float] = (0.0, 1.0),
+                 min_valid: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Random tiles (N, 2, t, t) normalised and labels (N, t, t) from the ``rows`` band of each scene.
+
+    Tiles are spread evenly over scenes; a tile with less than ``min_valid`` labelled pixels is redrawn
+    (up to 20 times) so land and no-data corners do not dominate.
+    """
+    images = np.zeros((n_tiles, 2, tile, tile), np.float32)
+    masks = np.full((n_tiles, tile, tile), IGNORE_INDEX, np.int64)
+    normed = [normalizer.transform(s.sar) for s in scenes]
+    spans = [check_tile_fits(s, tile, rows) for s in scenes]
+    for i in range(n_tiles):
+        k = i % len(scenes)
+        (r0, r1), w = spans[k], scenes[k].shape[1]
+        for _ in range(20):
+            y = int(rng.integers(r0, r1 - tile + 1))
+            x = int(rng.integers(0, w - tile + 1))
+            lab = scenes[k].labels[y:y + tile, x:x + tile]
+            if (lab != IGNORE_INDEX).mean() >= min_valid:
+                break
+        images[i] = normed[k][:, y:y + tile, x:x + tile]
+        masks[i] = lab
+    return images, masks
+
+
+def grid_tiles(scenes: Sequence[SarScene], normalizer: BandNormalizer, tile: int,
+               rows: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping tiles covering the ``rows`` band of each scene (validation), skipping empty ones."""
+    images, masks = [], []
+    for scene in scenes:
+        r0, r1 = check_tile_fits(scene, tile, rows)
+        normed = normalizer.transform(scene.sar)
+        for y in range(r0, r1 - tile + 1, tile):
+            for x in range(0, scene.shape[1] - tile + 1, tile):
+                lab = scene.labels[y:y + tile, x:x + tile]
+                if (lab != IGNORE_INDEX).any():
+                    images.append(normed[:, y:y + tile, x:x + tile])
+                    masks.append(lab)
+    if not images:
+        raise DataError(f"no labelled {tile}x{tile} tiles in rows {rows} of {[s.name for s in scenes]}")
+    return np.stack(images), np.stack(masks).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real formats
+# ---------------------------------------------------------------------------------------------------
+
+AI4ARCTIC_VARIABLES = {"HH": "nersc_sar_primary", "HV": "nersc_sar_secondary",
+                       "incidence": "sar_incidenceangle", "distance": "distance_map"}
+# AI4Arctic ready-to-train stage-of-development classes -> this kit's legend.
+# 0 ice free, 1 new ice, 2 young ice, 3 thin first-year, 4 thick first-year, 5 old (multi-year) ice; 255 fill.
+SOD_TO_CLASS = {0: WATER, 1: YOUNG, 2: YOUNG, 3: FYI, 4: FYI, 5: MYI}
+AI4ARCTIC_FILL = 255
+_LINEAR_UNITS = ("linear", "m2/m2", "m^2/m^2", "1", "intensity")
+
+
+def _sar_band_as_db(da, band: str, path) -> np.ndarray:
+    values = np.asarray(da.values, dtype=np.float64)
+    fill = da.attrs.get("_FillValue", da.encoding.get("_FillValue"))
+    if fill is not None and np.isfinite(fill):
+        values[values == fill] = np.nan
+    units = str(da.attrs.get("units", "dB")).strip().lower()
+    if units in _LINEAR_UNITS:
+        values = to_db(values)
+    elif units not in ("db", "decibel", "decibels"):
+        raise DataError(f"{path}: variable '{da.name}' ({band}) has units '{da.attrs.get('units')}'; "
+                        "expected dB or linear")
+    return values.astype(np.float32)
+
+
+def read_ai4arctic_netcdf(path: str | Path, label: str = "SOD") -> SarScene:
+    """An AI4Arctic-style netCDF scene: HH/HV (dB or linear, from ``units``), incidence angle, the chart's
+    SIC/SOD/FLOE rasters (uint8, fill 255), land from ``distance_map == 0``; NaN SAR pixels are masked.
+
+    Labels come from SOD (mapped to this kit's four classes); pixels with SIC == 0 are open water.
+    SIC and FLOE are kept in ``meta`` as arrays.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        ds = xr.open_dataset(path, mask_and_scale=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable netCDF file ({exc})") from exc
+    with ds:
+        names = set(ds.variables)
+        for band in ("HH", "HV"):
+            if AI4ARCTIC_VARIABLES[band] not in names:
+                raise DataError(f"{path}: polarisation {band} is missing (no variable "
+                                f"'{AI4ARCTIC_VARIABLES[band]}'; variables: {sorted(names)})")
+        if label not in names:
+            raise DataError(f"{path}: no chart variable '{label}' (variables: {sorted(names)})")
+        sar = np.stack([_sar_band_as_db(ds[AI4ARCTIC_VARIABLES[b]], b, path) for b in ("HH", "HV")])
+        if sar.ndim != 3:
+            raise DataError(f"{path}: SAR variables must be 2-D, got shape {sar.shape[1:]}")
+        shape = sar.shape[1:]
+        chart = np.asarray(ds[label].values).astype(np.int64)
+        if chart.shape != shape:
+            raise DataError(f"{path}: chart '{label}' shape {chart.shape} differs from SAR shape {shape}")
+        sic = np.asarray(ds["SIC"].values).astype(np.int64) if "SIC" in names else None
+        floe = np.asarray(ds["FLOE"].values).astype(np.int64) if "FLOE" in names else None
+        if AI4ARCTIC_VARIABLES["incidence"] in names:
+            incidence = np.asarray(ds[AI4ARCTIC_VARIABLES["incidence"]].values, dtype=np.float32)
+        else:
+            incidence = np.full(shape, np.nan, np.float32)
+        if AI4ARCTIC_VARIABLES["distance"] in names:
+            land = np.asarray(ds[AI4ARCTIC_VARIABLES["distance"]].values) == 0
+        elif "land_mask" in names:
+            land = np.asarray(ds["land_mask"].values).astype(bool)
+        else:
+            land = np.zeros(shape, bool)
+        attrs = dict(ds.attrs)
+    legend = SOD_TO_CLASS if label == "SOD" else None
+    if legend is None:
+        raise DataError(f"{path}: only SOD labels map onto this kit's classes (asked for '{label}')")
+    bad = ~np.isin(chart, list(legend) + [AI4ARCTIC_FILL])
+    if bad.any():
+        codes = sorted(np.unique(chart[bad]).tolist())
+        raise DataError(f"{path}: chart '{label}' holds code(s) {codes[:10]} outside the legend "
+                        f"{sorted(legend)} + fill {AI4ARCTIC_FILL} at {int(bad.sum())} pixel(s)")
+    lut = np.full(256, IGNORE_INDEX, np.int64)
+    for code, cls in legend.items():
+        lut[code] = cls
+    labels = lut[chart]
+    if sic is not None:
+        labels[(sic == 0) & (chart != AI4ARCTIC_FILL)] = WATER
+    month = None
+    stem = path.name
+    if len(stem) >= 8 and stem[:8].isdigit():
+        month = int(stem[4:6]) if 1 <= int(stem[4:6]) <= 12 else None
+    scene = SarScene(sar=sar, labels=labels, land=land, incidence=incidence, name=str(path), month=month,
+                     meta={"SIC": sic, "FLOE": floe, "attrs": attrs, "source": "ai4arctic"})
+    return validate_scene(scene, source=str(path))
+
+
+def write_ai4arctic_netcdf(path: str | Path, scene: SarScene, units: str = "dB") -> Path:
+    """Write a scene with AI4Arctic variable names (fixtures for tests; small exports)."""
+    import xarray as xr
+
+    dims = ("sar_lines", "sar_samples")
+    sar = scene.sar if units == "dB" else to_linear(scene.sar)
+    inverse = {v: k for k, v in SOD_TO_CLASS.items() if k in (0, 1, 4, 5)}  # class -> a representative code
+    inverse[YOUNG] = 2
+    sod = np.full(scene.shape, AI4ARCTIC_FILL, np.uint8)
+    for cls, code in inverse.items():
+        sod[scene.labels == cls] = code
+    sic = np.where(scene.labels == WATER, 0, 10).astype(np.uint8)
+    sic[scene.labels == IGNORE_INDEX] = AI4ARCTIC_FILL
+    floe = np.where(scene.labels == WATER, 0, 3).astype(np.uint8)
+    floe[scene.labels == IGNORE_INDEX] = AI4ARCTIC_FILL
+    distance = np.where(scene.land, 0, 10).astype(np.uint8)
+    ds = xr.Dataset(
+        {
+            "nersc_sar_primary": (dims, sar[0].astype(np.float32),
+                                  {"units": units, "long_name": "HH backscatter, NERSC noise corrected"}),
+            "nersc_sar_secondary": (dims, sar[1].astype(np.float32),
+                                    {"units": units, "long_name": "HV backscatter, NERSC noise corrected"}),
+            "sar_incidenceangle": (dims, scene.incidence.astype(np.float32), {"units": "degree"}),
+            "SIC": (dims, sic, {"long_name": "sea ice concentration class (tens of percent)"}),
+            "SOD": (dims, sod, {"long_name": "stage of development class"}),
+            "FLOE": (dims, floe, {"long_name": "floe size class"}),
+            "distance_map": (dims, distance, {"long_name": "distance to land zone (0 = land)"}),
+        },
+        attrs={"scene_id": scene.name, "ice_service": "simulated"},
+    )
+    encoding = {v: {"_FillValue": AI4ARCTIC_FILL} for v in ("SIC", "SOD", "FLOE")}
+    encoding.update({v: {"_FillValue": None} for v in ("nersc_sar_primary", "nersc_sar_secondary",
+                                                          "sar_incidenceangle", "distance_map")})
+    ds.to_netcdf(path, engine="netcdf4", encoding=encoding)
+    return Path(path)
+
+
+_POLARISATION_PAIRS = (("HH", "HV"), ("VV", "VH"))
+
+
+def read_geotiff_scene(sar_path: str | Path, label_path: str | Path | None = None, *,
+                       band_names: Sequence[str] | None = None, label_map: dict[int, int] | None = None,
+                       label_nodata: Sequence[int] = (), class_names: Sequence[str] = CLASS_NAMES,
+                       units: str = "dB") -> SarScene:
+    """A SAR GeoTIFF (co-pol and cross-pol bands) with an optional label GeoTIFF.
+
+    ``band_names`` default to the file's band descriptions; the bands are reordered to (co-pol, cross-pol)
+    and a missing polarisation is a DataError. ``label_map`` maps file codes to class ids (default:
+    identity over ``class_names``); codes in ``label_nodata`` become ``IGNORE_INDEX``; any other code is an
+    error that names the file and the codes.
+    """
+    from labkit.data.io import read_geotiff
+
+    data, meta = read_geotiff(sar_path)
+    names = list(band_names or meta.get("band_names") or [])
+    names = [str(n).upper() if n else "" for n in names]
+    if data.shape[0] < 2:
+        raise DataError(f"{sar_path}: has {data.shape[0]} band(s) {names}; a co-polarised and a cross-polarised "
+                        "band are needed (HH+HV or VV+VH): a polarisation is missing")
+    pair = next((p for p in _POLARISATION_PAIRS if all(b in names for b in p)), None)
+    if pair is None:
+        if len(names) == data.shape[0] and any(names):
+            raise DataError(f"{sar_path}: bands {names} do not hold a co-pol/cross-pol pair (HH+HV or VV+VH): "
+                            "a polarisation is missing")
+        pair, order = ("band1", "band2"), [0, 1]
+        warnings.warn(f"{sar_path}: bands are unnamed; taking band 1 as co-pol and band 2 as cross-pol",
+                      stacklevel=2)
+    else:
+        order = [names.index(b) for b in pair]
+    sar = data[order].astype(np.float32)
+    if units.lower() in _LINEAR_UNITS:
+        sar = to_db(sar)
+    h, w = sar.shape[1:]
+    if label_path is not None:
+        lab_raw, _ = read_geotiff(label_path, masked_nodata=False)
+        if lab_raw.shape[1:] != (h, w):
+            raise DataError(f"{label_path}: label size {lab_raw.shape[1:]} differs from SAR size {(h, w)} "
+                            f"of {sar_path}")
+        codes = lab_raw[0]
+        if not np.all(np.isfinite(codes)) or not np.all(codes == np.round(codes)):
+            raise DataError(f"{label_path}: labels must be integer codes (found non-integer or NaN values)")
+        codes = codes.astype(np.int64)
+        mapping = dict(label_map) if label_map is not None else {i: i for i in range(len(class_names))}
+        known = set(mapping) | set(int(c) for c in label_nodata)
+        bad = ~np.isin(codes, list(known))
+        if bad.any():
+            found = sorted(np.unique(codes[bad]).tolist())
+            raise DataError(f"{label_path}: code(s) {found[:10]} outside the legend {sorted(mapping)} "
+                            f"(no-data codes {list(label_nodata)}) at {int(bad.sum())} pixel(s)")
+        labels = np.full((h, w), IGNORE_INDEX, np.int64)
+        for code, cls in mapping.items():
+            labels[codes == code] = cls
+    else:
+        labels = np.full((h, w), IGNORE_INDEX, np.int64)
+    scene = SarScene(sar=sar, labels=labels, land=np.zeros((h, w), bool),
+                     incidence=np.full((h, w), np.nan, np.float32), name=str(sar_path),
+                     band_names=tuple(pair), class_names=tuple(class_names),
+                     meta={"crs": meta.get("crs"), "transform": meta.get("transform"), "source": "geotiff"})
+    return validate_scene(scene, source=str(sar_path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statistics (calibration against the real chip; class histograms)
+# ---------------------------------------------------------------------------------------------------
+
+SHARED_CHIP = Path("/work/shared/data/sea_ice/sen1floods11_sar_water_proxy")
+
+
+def enl_from_db_std(std_db: float) -> float:
+    """Equivalent number of looks whose Gamma speckle has this standard deviation in dB."""
+    from scipy import optimize, special
+
+    target = float(std_db)
+    fn = lambda looks: 10.0 / np.log(10.0) * np.sqrt(special.polygamma(1, looks)) - target  # noqa: E731
+    return float(optimize.brentq(fn, 0.05, 1e4))
+
+
+def local_db_std(db: np.ndarray, mask: np.ndarray, window: int = 9) -> float:
+    """Median over ``mask`` of the standard deviation of dB in ``window`` x ``window`` neighbourhoods."""
+    db = np.asarray(db, np.float64)
+    mean = ndimage.uniform_filter(db, window)
+    mean_sq = ndimage.uniform_filter(db**2, window)
+    std = np.sqrt(np.maximum(mean_sq - mean**2, 0))
+    return float(np.median(std[mask]))
+
+
+def real_chip_statistics(folder: str | Path = SHARED_CHIP) -> dict | None:
+    """Recompute ``REAL_CHIP_STATS`` from the shared Sen1Floods11 chip; None when it is absent."""
+    folder = Path(folder)
+    sar_file, label_file = folder / "Spain_7370579_S1Hand.tif", folder / "Spain_7370579_LabelHand.tif"
+    if not (sar_file.is_file() and label_file.is_file()):
+        return None
+    scene = read_geotiff_scene(sar_file, label_file, label_map={1: 0, 0: 1}, label_nodata=(-1,),
+                               class_names=("water", "not_water"))
+    water = ndimage.binary_erosion(scene.labels == 0, iterations=8)
+    out = {}
+    for b, band in enumerate(scene.band_names):
+        out[f"{band}_water_median_db"] = float(np.nanmedian(scene.sar[b][scene.labels == 0]))
+        out[f"{band}_land_median_db"] = float(np.nanmedian(scene.sar[b][scene.labels == 1]))
+        out[f"{band}_water_enl"] = enl_from_db_std(local_db_std(scene.sar[b], water))
+    return out
+
+
+def class_backscatter(scenes: Sequence[SarScene], max_pixels: int = 20000, seed: int = 0):
+    """Long table (season, class, band, dB) of labelled pixels, subsampled per scene, for histograms."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for scene in scenes:
+        ok = (scene.labels != IGNORE_INDEX) & np.isfinite(scene.sar).all(0)
+        idx = np.flatnonzero(ok.ravel())
+        if idx.size > max_pixels:
+            idx = rng.choice(idx, max_pixels, replace=False)
+        labels = scene.labels.ravel()[idx]
+        for b, band in enumerate(scene.band_names):
+            frames.append(pd.DataFrame({"scene": scene.name, "month": scene.month, "season": scene.season,
+                                        "class": np.asarray(scene.class_names)[labels], "band": band,
+                                        "db": scene.sar[b].ravel()[idx]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def calibration_table(scenes: Sequence[SarScene], folder: str | Path = SHARED_CHIP):
+    """The simulator's statistics next to the real chip's (stored constants and, when the chip is present,
+    recomputed) and the AI4Arctic publisher's global statistics."""
+    import pandas as pd
+
+    live = real_chip_statistics(folder)
+    freeze = [s for s in scenes if s.season == "freeze"]
+    melt = [s for s in scenes if s.season == "melt"]
+
+    def water_pixels(group, band):
+        vals = [s.sar[band][(s.labels == WATER) & s.valid] for s in group]
+        return np.concatenate(vals) if vals else np.array([np.nan])
+
+    def sim_enl(group):
+        values = []
+        for s in group:
+            water = ndimage.binary_erosion((s.surface if s.surface is not None else s.labels) == WATER, iterations=6)
+            water &= s.valid
+            if water.sum() > 50:
+                values.append(enl_from_db_std(local_db_std(np.nan_to_num(s.sar[0], nan=-30.0), water)))
+        return float(np.median(values)) if values else float("nan")
+
+    allv = [np.concatenate([s.sar[b][s.valid] for s in scenes]) for b in (0, 1)]
+    nan = float("nan")
+    rows = [
+        ("cross-pol over water, median dB (noise-floor limited)", REAL_CHIP_STATS["VH_water_median_db"],
+         live["VH_water_median_db"] if live else nan, float(np.median(water_pixels(freeze, 1))),
+         float(np.median(water_pixels(melt, 1))), float(np.median(water_pixels(scenes, 1))),
+         "chip VH (IW) vs simulated HV (EW)"),
+        ("co-pol over water, median dB", REAL_CHIP_STATS["VV_water_median_db"],
+         live["VV_water_median_db"] if live else nan, float(np.median(water_pixels(freeze, 0))),
+         float(np.median(water_pixels(melt, 0))), float(np.median(water_pixels(scenes, 0))),
+         "chip VV (calm flood water) vs simulated HH: HH is 2-4 dB under VV over water; freeze water is damped"),
+        ("co-pol speckle ENL over water (texture included)", REAL_CHIP_STATS["VV_water_enl"],
+         live["VV_water_enl"] if live else nan, sim_enl(freeze), sim_enl(melt), sim_enl(scenes),
+         "9x9 dB std -> trigamma inversion; additive noise near the floor raises the apparent ENL"),
+        ("co-pol mean dB", AI4ARCTIC_MEAN_STD_DB["HH"][0], nan, nan, nan, float(np.mean(allv[0])),
+         "reference: AI4Arctic publisher mean over 513 EW scenes (plausibility only)"),
+        ("cross-pol mean dB", AI4ARCTIC_MEAN_STD_DB["HV"][0], nan, nan, nan, float(np.mean(allv[1])),
+         "reference: AI4Arctic publisher mean over 513 EW scenes (plausibility only)"),
+    ]
+    return pd.DataFrame(rows, columns=["quantity", "reference (stored)", "reference (recomputed from shared chip)",
+                                       "simulated freeze scenes", "simulated melt scenes", "simulated year", "note"])

@@ -1,0 +1,244 @@
+"""The SAR sea-ice simulator, unit conversions, checks and real-format readers."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from labkit.core.errors import DataError
+from labkit.data import sar
+from labkit.data.sar import FYI, IGNORE_INDEX, MYI, WATER
+
+
+@pytest.fixture(scope="module")
+def jan():
+    return sar.simulate_scene(1, size=128, seed=3, no_data_corner=True)
+
+
+@pytest.fixture(scope="module")
+def jul():
+    return sar.simulate_scene(7, size=128, seed=3)
+
+
+def test_scene_shapes_legend_and_masks(jan):
+    assert jan.sar.shape == (2, 128, 128) and jan.sar.dtype == np.float32
+    assert jan.labels.dtype == np.int64
+    assert set(np.unique(jan.labels)) <= {0, 1, 2, 3, IGNORE_INDEX}
+    assert (jan.labels[jan.land] == IGNORE_INDEX).all() and jan.land.any()
+    nodata = ~np.isfinite(jan.sar).all(0)
+    assert nodata.any(), "the no-data corner is missing"
+    assert (jan.labels[nodata] == IGNORE_INDEX).all()
+    assert np.isfinite(jan.sar[:, jan.valid]).all()
+    assert jan.season == "freeze"
+    # the incidence angle runs across the swath from near to far range
+    assert jan.incidence[0, 0] == pytest.approx(18.9, abs=0.01) and jan.incidence[0, -1] == pytest.approx(47.0, abs=0.01)
+
+
+def test_simulation_is_repeatable_and_seeded():
+    a = sar.simulate_scene(4, size=64, seed=1)
+    b = sar.simulate_scene(4, size=64, seed=1)
+    c = sar.simulate_scene(4, size=64, seed=2)
+    np.testing.assert_array_equal(a.sar, b.sar)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.labels, c.labels)
+
+
+def test_season_physics():
+    assert sar.melt_fraction(1) < 0.01 and sar.melt_fraction(7) > 0.9
+    assert sar.ice_edge(3) > sar.ice_edge(9)
+    jan = sar.simulate_scene(1, size=160, seed=5, wind_speed=6.0)
+    jul = sar.simulate_scene(7, size=160, seed=5, wind_speed=6.0)
+
+    def median(scene, cls, band=0):
+        return float(np.nanmedian(scene.sar[band][(scene.surface == cls) & scene.valid]))
+
+    # wet snow collapses the multi-year / first-year contrast in HH and HV
+    for band in (0, 1):
+        freeze_contrast = median(jan, MYI, band) - median(jan, FYI, band)
+        melt_contrast = median(jul, MYI, band) - median(jul, FYI, band)
+        assert freeze_contrast > 3.0 and melt_contrast < freeze_contrast - 2.0
+    # at the same wind, open water is brighter in the melt season (no grease-ice damping)
+    assert median(jul, WATER) > median(jan, WATER) + 2.0
+    # no new ice forms in the melt season
+    assert not (jul.labels == sar.YOUNG).any()
+
+
+def test_incidence_angle_slope_of_first_year_ice():
+    scene = sar.simulate_scene(2, size=192, seed=0, looks=50.0)
+    sel = (scene.surface == FYI) & scene.valid
+    slope = np.polyfit(scene.incidence[sel], scene.sar[0][sel], 1)[0]
+    assert -0.4 < slope < -0.08
+
+
+def test_hv_noise_floor_and_subswath_banding():
+    scene = sar.simulate_scene(1, size=200, seed=2, wind_speed=2.0)
+    water = (scene.surface == WATER) & scene.valid
+    median_hv = float(np.median(scene.sar[1][water]))
+    # calm water in HV sits at the noise floor, as the real chip's cross-pol water does
+    assert abs(median_hv - sar.REAL_CHIP_STATS["VH_water_median_db"]) < 2.0
+    # the residual noise differs between the five sub-swaths (banding)
+    columns = np.array_split(np.arange(200), sar.EW_SUBSWATHS)
+    means = [np.nanmedian(np.where(water, scene.sar[1], np.nan)[:, c]) for c in columns]
+    means = [m for m in means if np.isfinite(m)]
+    assert np.ptp(means) > 0.5
+
+
+def test_speckle_looks_recovered_from_db_statistics():
+    rng = np.random.default_rng(0)
+    for looks in (1.0, 3.0, 10.0):
+        db = 10 * np.log10(rng.gamma(looks, 1 / looks, 200_000))
+        assert sar.enl_from_db_std(db.std()) == pytest.approx(looks, rel=0.08)
+
+
+def test_db_linear_round_trip_and_invalid_values():
+    db = np.array([-25.0, -10.0, 0.0, 5.0], np.float32)
+    np.testing.assert_allclose(sar.to_db(sar.to_linear(db)), db, atol=1e-4)
+    out = sar.to_db(np.array([0.0, -1.0, np.nan, 0.01]))
+    assert np.isnan(out[:3]).all() and out[3] == pytest.approx(-20.0)
+
+
+def test_db_range_check_names_the_band(jan):
+    mixed = jan.sar.copy()
+    mixed[1] = sar.to_linear(mixed[1])  # HV left in linear units
+    with pytest.raises(DataError, match="band HV .*linear"):
+        sar.check_db_range(mixed, ("HH", "HV"), "mixed.nc")
+    with pytest.raises(DataError, match="band HH .*normalised"):
+        sar.check_db_range(np.clip(jan.sar / 40.0, -1, 1), ("HH", "HV"), "norm.nc")
+    with pytest.raises(DataError, match="band HH .*physical range"):
+        sar.check_db_range(jan.sar + 80.0, ("HH", "HV"), "bad.nc")
+    with pytest.raises(DataError, match="no valid"):
+        sar.check_db_range(np.full((2, 4, 4), np.nan), ("HH", "HV"), "empty.nc")
+    sar.check_db_range(jan.sar, ("HH", "HV"), "fine")  # real dB passes
+
+
+def test_validate_scene_rejects_bad_charts_and_missing_polarisation(jan):
+    bad = sar.SarScene(sar=jan.sar.copy(), labels=jan.labels.copy(), land=jan.land, incidence=jan.incidence,
+                       name="chart_with_code_7")
+    bad.labels[5, 5] = 7
+    with pytest.raises(DataError, match="chart_with_code_7.*7.*outside the legend"):
+        sar.validate_scene(bad)
+    one_band = sar.SarScene(sar=jan.sar[:1].copy(), labels=jan.labels, land=jan.land, incidence=jan.incidence,
+                            name="hh_only", band_names=("HH",))
+    with pytest.raises(DataError, match="hh_only.*polarisation is missing"):
+        sar.validate_scene(one_band)
+    holes = sar.SarScene(sar=jan.sar.copy(), labels=jan.labels.copy(), land=jan.land, incidence=jan.incidence,
+                         name="holes")
+    holes.sar[1, 40:50, 60:70] = np.nan
+    out = sar.validate_scene(holes)
+    assert (out.labels[40:50, 60:70] == IGNORE_INDEX).all()
+
+
+def test_band_normalizer_masks_nan_and_land(jan, jul):
+    norm = sar.BandNormalizer().fit([jan, jul])
+    valid = np.concatenate([s.sar[:, s.valid] for s in (jan, jul)], axis=1)
+    np.testing.assert_allclose(norm.mean_, valid.mean(1), rtol=1e-5)
+    out = norm.transform(jan.sar)
+    assert np.isfinite(out).all() and out.dtype == np.float32
+    assert abs(out[:, jan.valid].mean()) < 0.5
+    with pytest.raises(RuntimeError, match="not fitted"):
+        sar.BandNormalizer().transform(jan.sar)
+
+
+def test_tiles_and_scenes_smaller_than_the_tile(jan, jul):
+    norm = sar.BandNormalizer().fit([jan, jul])
+    x, y = sar.sample_tiles([jan, jul], norm, 32, 6, np.random.default_rng(0), rows=(0, 0.75))
+    assert x.shape == (6, 2, 32, 32) and y.shape == (6, 32, 32) and np.isfinite(x).all()
+    vx, vy = sar.grid_tiles([jan], norm, 32, rows=(0.75, 1.0))
+    assert vx.shape[1:] == (2, 32, 32) and len(vx) == len(vy) >= 1
+    small = sar.simulate_scene(3, size=40, seed=0, name="tiny_scene")
+    with pytest.raises(DataError, match="tiny_scene.*smaller than the tile 64"):
+        sar.sample_tiles([small], norm, 64, 2, np.random.default_rng(0))
+
+
+# ---- AI4Arctic-style netCDF ------------------------------------------------------------------------
+
+def test_netcdf_round_trip(tmp_path, jan):
+    path = sar.write_ai4arctic_netcdf(tmp_path / "20180115T080000_dmi_prep.nc", jan)
+    scene = sar.read_ai4arctic_netcdf(path)
+    valid = jan.valid
+    np.testing.assert_allclose(scene.sar[:, valid], jan.sar[:, valid], atol=1e-5)
+    np.testing.assert_array_equal(scene.land, jan.land)
+    np.testing.assert_array_equal(scene.labels, jan.labels)
+    assert scene.month == 1 and scene.meta["SIC"] is not None
+    assert np.isnan(scene.sar[:, ~np.isfinite(jan.sar).all(0)]).all()
+
+
+def test_netcdf_linear_units_are_converted(tmp_path, jul):
+    path = sar.write_ai4arctic_netcdf(tmp_path / "linear.nc", jul, units="linear")
+    scene = sar.read_ai4arctic_netcdf(path)
+    np.testing.assert_allclose(scene.sar[:, jul.valid], jul.sar[:, jul.valid], atol=1e-3)
+
+
+def test_netcdf_bad_inputs_name_file_and_problem(tmp_path, jul):
+    import xarray as xr
+
+    path = sar.write_ai4arctic_netcdf(tmp_path / "full.nc", jul)
+    ds = xr.load_dataset(path, mask_and_scale=False)
+    ds.drop_vars("nersc_sar_secondary").to_netcdf(tmp_path / "no_hv.nc")
+    with pytest.raises(DataError, match="no_hv.nc.*polarisation HV is missing"):
+        sar.read_ai4arctic_netcdf(tmp_path / "no_hv.nc")
+    bad = ds.copy()
+    sod = bad["SOD"].values.copy()
+    sod[0, :3] = 9
+    bad["SOD"] = (bad["SOD"].dims, sod, bad["SOD"].attrs)
+    bad.to_netcdf(tmp_path / "bad_sod.nc")
+    with pytest.raises(DataError, match="bad_sod.nc.*code\\(s\\) \\[9\\] outside the legend"):
+        sar.read_ai4arctic_netcdf(tmp_path / "bad_sod.nc")
+    lin = ds.copy()
+    lin["nersc_sar_secondary"] = (lin["nersc_sar_secondary"].dims, sar.to_linear(lin["nersc_sar_secondary"].values),
+                                  lin["nersc_sar_secondary"].attrs)  # says dB, holds linear values
+    lin.to_netcdf(tmp_path / "mislabelled.nc")
+    with pytest.raises(DataError, match="mislabelled.nc: band HV looks linear"):
+        sar.read_ai4arctic_netcdf(tmp_path / "mislabelled.nc")
+    with pytest.raises(DataError, match="does not exist"):
+        sar.read_ai4arctic_netcdf(tmp_path / "absent.nc")
+
+
+# ---- GeoTIFF ---------------------------------------------------------------------------------------
+
+def test_geotiff_scene_reader(tmp_path, jul):
+    from labkit.data.io import write_geotiff
+
+    sar_path = write_geotiff(tmp_path / "s1.tif", jul.sar[::-1].copy(), band_names=["HV", "HH"])  # order swapped
+    labels = np.where(jul.labels == IGNORE_INDEX, -1, jul.labels).astype(np.int16)
+    label_path = write_geotiff(tmp_path / "labels.tif", labels)
+    scene = sar.read_geotiff_scene(sar_path, label_path, label_nodata=(-1,))
+    assert scene.band_names == ("HH", "HV")
+    np.testing.assert_allclose(scene.sar[:, jul.valid], jul.sar[:, jul.valid])  # reordered to co-pol first
+    np.testing.assert_array_equal(scene.labels[jul.valid], jul.labels[jul.valid])
+
+    write_geotiff(tmp_path / "hh_only.tif", jul.sar[:1].copy(), band_names=["HH"])
+    with pytest.raises(DataError, match="hh_only.tif.*polarisation is missing"):
+        sar.read_geotiff_scene(tmp_path / "hh_only.tif")
+    write_geotiff(tmp_path / "hh_vv.tif", jul.sar.copy(), band_names=["HH", "VV"])
+    with pytest.raises(DataError, match="hh_vv.tif.*polarisation is missing"):
+        sar.read_geotiff_scene(tmp_path / "hh_vv.tif")
+    labels[0, 0] = 12
+    write_geotiff(tmp_path / "bad_labels.tif", labels)
+    with pytest.raises(DataError, match="bad_labels.tif.*\\[12\\] outside the legend"):
+        sar.read_geotiff_scene(sar_path, tmp_path / "bad_labels.tif", label_nodata=(-1,))
+
+
+def test_real_chip_matches_stored_constants(shared_data):
+    folder = shared_data / "sea_ice" / "sen1floods11_sar_water_proxy"
+    if not (folder / "Spain_7370579_S1Hand.tif").is_file():
+        pytest.skip("the Sen1Floods11 chip is not in shared/data/sea_ice")
+    scene = sar.read_geotiff_scene(folder / "Spain_7370579_S1Hand.tif", folder / "Spain_7370579_LabelHand.tif",
+                                   label_map={1: 0, 0: 1}, label_nodata=(-1,), class_names=("water", "not_water"))
+    assert scene.band_names == ("VV", "VH") and (scene.labels == IGNORE_INDEX).sum() == 99
+    live = sar.real_chip_statistics(folder)
+    for key, value in sar.REAL_CHIP_STATS.items():
+        assert live[key] == pytest.approx(value, abs=0.02), key
+
+
+def test_simulated_statistics_against_the_real_chip():
+    scenes = [sar.simulate_scene(m, size=128, seed=0) for m in (1, 7)]
+    table = sar.calibration_table(scenes, folder="/nonexistent")
+    row = table.set_index("quantity")
+    cross = row.loc["cross-pol over water, median dB (noise-floor limited)"]
+    assert abs(cross["simulated freeze scenes"] - cross["reference (stored)"]) < 2.0
+    enl = row.loc["co-pol speckle ENL over water (texture included)"]
+    # speckle as heavy as the real chip's (within a factor of 1.6: noise near the floor smooths a little)
+    assert sar.REAL_CHIP_STATS["VV_water_enl"] / 1.6 < enl["simulated melt scenes"] < sar.REAL_CHIP_STATS["VV_water_enl"] * 1.6
+    assert np.isnan(cross["reference (recomputed from shared chip)"])
+    means = row.loc["co-pol mean dB"]
+    assert abs(means["simulated year"] - means["reference (stored)"]) < sar.AI4ARCTIC_MEAN_STD_DB["HH"][1]
