@@ -1,0 +1,264 @@
+"""Loaders for the two public semi-supervised segmentation benchmarks' folder layouts.
+
+* Pascal VOC 2012: ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette PNGs whose
+  indices are class ids; 255 marks the ignored object borders), ``ImageSets/Segmentation/<split>.txt``.
+* Cityscapes: ``leftImg8bit/<split>/<city>/<name>_leftImg8bit.png`` and
+  ``gtFine/<split>/<city>/<name>_gtFine_labelIds.png``; label ids map to the 19 train ids, the rest
+  to 255.
+
+Both also read semi-supervised split lists (``labeled.txt``): one id per line (VOC) or
+``<image path> <mask path>`` relative to the root per line (UniMatch's format). The datasets are not
+redistributed by labkit: point ``root`` at a local copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from labkit.core.errors import DataError
+
+IGNORE_INDEX = 255
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
+
+# Cityscapes label id -> train id (the official table in cityscapesscripts' labels.py).
+CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                             25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_MAX_LABEL_ID = 33
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The VOC colour map (n,3) uint8: the bit-interleaving scheme of the VOC devkit."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+def write_palette_png(path: str | Path, mask: np.ndarray) -> None:
+    """Save class ids as a VOC-style palette PNG (for fixtures and for exporting predictions)."""
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
+    img.putpalette(voc_palette().ravel().tolist())
+    img.save(path)
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise DataError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"image {path} cannot be read: {exc}") from exc
+
+
+def read_voc_mask(path: str | Path, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
+    """Class ids (H,W) int64 of a VOC palette PNG (or greyscale ids, or RGB VOC colours).
+
+    Ids other than 0..num_classes-1 and 255 raise DataError naming the file and the ids.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"mask {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            arr = np.asarray(img)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"mask {path} cannot be read: {exc}") from exc
+    if mode in ("P", "L"):
+        ids = arr.astype(np.int64)
+    elif mode in ("RGB", "RGBA"):
+        # An RGB rendering of the palette: map each VOC colour back to its index.
+        palette = voc_palette()
+        codes = {tuple(int(v) for v in palette[i]): i for i in list(range(num_classes)) + [IGNORE_INDEX]}
+        rgb = arr[..., :3].reshape(-1, 3)
+        uniq, inverse = np.unique(rgb, axis=0, return_inverse=True)
+        unknown = [tuple(int(v) for v in u) for u in uniq if tuple(int(v) for v in u) not in codes]
+        if unknown:
+            raise DataError(f"mask {path}: RGB colours {unknown[:5]} are not VOC class colours")
+        lut = np.array([codes[tuple(int(v) for v in u)] for u in uniq])
+        ids = lut[inverse.ravel()].reshape(arr.shape[:2]).astype(np.int64)
+    else:
+        raise DataError(f"mask {path} has PIL mode {mode}; expected a palette (P) or greyscale (L) PNG of class ids")
+    bad = np.unique(ids[(ids >= num_classes) & (ids != IGNORE_INDEX)])
+    if bad.size:
+        raise DataError(f"mask {path} holds ids {bad[:10].tolist()} outside the {num_classes} classes "
+                        f"(0..{num_classes - 1}) and the ignore index {IGNORE_INDEX}")
+    return ids
+
+
+def read_cityscapes_mask(path: str | Path) -> np.ndarray:
+    """Train ids (H,W) int64 of a ``*_gtFine_labelIds.png``; ids above 33 raise DataError."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"mask {path} does not exist")
+    with Image.open(path) as img:
+        ids = np.asarray(img).astype(np.int64)
+    if ids.ndim != 2:
+        raise DataError(f"mask {path} has shape {ids.shape}; expected a single-channel label-id image")
+    bad = np.unique(ids[(ids > CITYSCAPES_MAX_LABEL_ID) | (ids < 0)])
+    if bad.size:
+        raise DataError(f"mask {path} holds label ids {bad[:10].tolist()} outside Cityscapes' 0..33")
+    lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
+    for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
+        lut[label_id] = train_id
+    return lut[ids]
+
+
+def _fit(image: np.ndarray, mask: np.ndarray, crop: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Centre crop to ``crop`` x ``crop``, padding smaller images (image 0, mask 255)."""
+    if crop is None:
+        return image, mask
+    h, w = mask.shape
+    ph, pw = max(crop - h, 0), max(crop - w, 0)
+    if ph or pw:
+        image = np.pad(image, ((0, 0), (0, ph), (0, pw)))
+        mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+        h, w = mask.shape
+    y, x = (h - crop) // 2, (w - crop) // 2
+    return image[:, y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]
+
+
+class _PairFolder(Dataset):
+    class_names: tuple[str, ...] = ()
+
+    def __init__(self, pairs: list[tuple[str, Path, Path]], crop: int | None, source: Path):
+        missing = [(sid, p) for sid, img, msk in pairs for p in (img, msk) if not p.is_file()]
+        if missing:
+            raise DataError(f"{source} names {len(missing)} missing file(s), e.g. "
+                            + "; ".join(f"{sid}: {p}" for sid, p in missing[:3]))
+        if not pairs:
+            raise DataError(f"{source} lists no samples")
+        self.pairs, self.crop, self.source = pairs, crop, source
+
+    @property
+    def ids(self) -> list[str]:
+        return [p[0] for p in self.pairs]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        raise NotImplementedError
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        sid, img_path, mask_path = self.pairs[index]
+        image, mask = _read_rgb(img_path), self.read_mask(mask_path)
+        if image.shape[1:] != mask.shape:
+            raise DataError(f"sample {sid}: image {img_path} is {image.shape[1:]} but mask {mask_path} is {mask.shape}")
+        return _fit(image, mask, self.crop)
+
+    def __getitem__(self, index: int):
+        image, mask = self.load(index)
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(mask))
+
+    def to_arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """All (or the first ``limit``) samples stacked: images (N,3,H,W) float32, masks (N,H,W) int64."""
+        n = len(self) if limit is None else min(limit, len(self))
+        loaded = [self.load(i) for i in range(n)]
+        shapes = {m.shape for _, m in loaded}
+        if len(shapes) > 1:
+            raise DataError(f"{self.source}: samples differ in size {sorted(shapes)[:3]}; pass crop= to stack them")
+        return (np.stack([i for i, _ in loaded]).astype(np.float32), np.stack([m for _, m in loaded]),
+                self.ids[:n])
+
+
+def _list_lines(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        raise DataError(f"split list {path} does not exist")
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+class VOCSegmentationFolder(_PairFolder):
+    """Pascal VOC 2012 segmentation: ``split`` is ``train``/``val`` (ImageSets) or a split-list file."""
+
+    class_names = VOC_CLASSES
+
+    def __init__(self, root: str | Path, split: str | Path = "train", crop: int | None = None,
+                 mask_dir: str = "SegmentationClass"):
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"VOC root {root} is not a folder")
+        list_path = Path(split) if Path(split).suffix == ".txt" else root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        pairs = []
+        for tokens in _list_lines(list_path):
+            if len(tokens) >= 2:  # UniMatch-style "JPEGImages/x.jpg SegmentationClass/x.png"
+                pairs.append((Path(tokens[0]).stem, root / tokens[0], root / tokens[1]))
+            else:
+                sid = tokens[0]
+                pairs.append((sid, root / "JPEGImages" / f"{sid}.jpg", root / mask_dir / f"{sid}.png"))
+        super().__init__(pairs, crop, list_path)
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return read_voc_mask(path, len(self.class_names))
+
+
+class CityscapesFolder(_PairFolder):
+    """Cityscapes fine annotations with label ids mapped to the 19 train ids."""
+
+    class_names = CITYSCAPES_CLASSES
+
+    def __init__(self, root: str | Path, split: str | Path = "train", crop: int | None = None):
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"Cityscapes root {root} is not a folder")
+        pairs = []
+        if Path(split).suffix == ".txt":
+            source = Path(split)
+            for tokens in _list_lines(source):
+                if len(tokens) < 2:
+                    raise DataError(f"split list {source}: line {' '.join(tokens)!r} needs '<image> <mask>'")
+                mask = tokens[1].replace("_labelTrainIds", "_labelIds")
+                pairs.append((Path(tokens[0]).name.replace("_leftImg8bit.png", ""), root / tokens[0], root / mask))
+        else:
+            source = root / "leftImg8bit" / str(split)
+            if not source.is_dir():
+                raise DataError(f"Cityscapes split folder {source} does not exist")
+            for img in sorted(source.glob("*/*_leftImg8bit.png")):
+                stem = img.name.replace("_leftImg8bit.png", "")
+                mask = root / "gtFine" / str(split) / img.parent.name / f"{stem}_gtFine_labelIds.png"
+                pairs.append((stem, img, mask))
+        super().__init__(pairs, crop, source)
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return read_cityscapes_mask(path)
+
+
+def check_split_against_folder(ids: Sequence[str], dataset: _PairFolder) -> None:
+    """DataError if a split list names ids the dataset does not hold."""
+    known = set(dataset.ids)
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise DataError(f"split names {len(unknown)} id(s) not in {dataset.source}, e.g. {unknown[:3]}")
