@@ -163,3 +163,58 @@ def test_weighted_kmeans_matches_sklearn_on_histogram():
     ref = np.sort(KMeans(3, n_init=5, random_state=0).fit(levels[:, None], sample_weight=counts)
                   .cluster_centers_[:, 0])
     assert np.allclose(ours, ref, atol=1e-6)
+
+
+def test_features_keep_only_the_patch_tokens_asked_for(tiny_vit, tmp_path):
+    images = np.random.default_rng(1).random((6, 32, 32)).astype(np.float32)
+    full = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="r", batch_size=4,
+                                    cache=False, progress=False)
+    part = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="r", batch_size=4,
+                                    cache_dir=tmp_path, progress=False, patch_index=[4, 1, 5])
+    assert part.patch.shape == (3, 64, 2, 2) and np.allclose(part.cls, full.cls, atol=1e-5)
+    assert np.allclose(part.patch_of([5, 1]), full.patch[[5, 1]], atol=1e-5)
+    with pytest.raises(KeyError, match=r"\[0\]"):
+        part.patch_of([0, 1])
+    again = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="r",
+                                     cache_dir=tmp_path, progress=False, patch_index=[1, 4, 5])
+    assert again.from_cache and np.array_equal(again.patch_of([4]), part.patch_of([4]))
+    # a different subset is a different cache entry; an oversized result is not written
+    other = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="r",
+                                     cache_dir=tmp_path, progress=False, patch_index=[0])
+    assert not other.from_cache
+    probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="big", cache_dir=tmp_path,
+                             progress=False, max_cache_bytes=10)
+    assert not probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="big",
+                                        cache_dir=tmp_path, progress=False).from_cache
+
+
+def test_padded_inputs_are_cropped_back_and_padding_is_not_trained_on():
+    rng = np.random.default_rng(0)
+    # 12x12 slices reflect-padded to 16x16 for a patch-4 grid: tokens (4x4) encode the padded slice;
+    # masks are padded with the ignored label 255, predictions cropped back to 12x12
+    padded_masks = rng.integers(0, 2, (40, 4, 4))
+    tokens = np.stack([padded_masks * 2.0 - 1, 1 - padded_masks * 2.0], 1).astype(np.float32)
+    full = np.kron(padded_masks, np.ones((4, 4), int))  # (40, 16, 16)
+    masks = full[:, :12, :12]
+    train = probing.pad_masks(masks, 16)
+    assert train.shape == (40, 16, 16) and (train[:, 12:, :] == 255).all() and (train[:, :12, :12] == masks).all()
+    res = probing.train_token_head(tokens, train, num_classes=2, epochs=15, lr=0.05, seed=0)
+    pred = probing.predict_token_head(res.model, tokens, (12, 12), padded_size=(16, 16))
+    assert pred.shape == (40, 12, 12) and (pred == masks).mean() > 0.9
+    # without the crop, the 16-px grid would be squeezed onto 12 px and misaligned
+    squeezed = probing.predict_token_head(res.model, tokens, (12, 12))
+    assert (squeezed == masks).mean() < (pred == masks).mean()
+    knn = probing.knn_segment(tokens[:30], train[:30], tokens[30:], (12, 12), num_classes=2, k=5, memory_size=5000,
+                              seed=0, padded_size=(16, 16))
+    assert knn.shape == (10, 12, 12) and (knn == masks[30:]).mean() > 0.9
+    with pytest.raises(DataError, match="larger than the padded size"):
+        probing.pad_masks(masks, 8)
+    with pytest.raises(DataError, match="ignore_index"):
+        probing.knn_segment(tokens[:2], np.full((2, 16, 16), 255), tokens[2:4], (12, 12), num_classes=2)
+
+
+def test_all_linear_lora_targets_every_transformer_linear_but_not_the_patch_embedding():
+    dino = create_backbone("dinov2_vits14", weights="random", img_size=28, num_classes=0)
+    names = lora.lora_target_modules(dino, "all-linear")
+    assert len(names) == 4 * len(dino.blocks) and not any("patch_embed" in n for n in names)
+    assert {n.rsplit(".", 1)[-1] for n in names} == {"qkv", "proj", "fc1", "fc2"}

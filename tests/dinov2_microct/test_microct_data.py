@@ -90,10 +90,12 @@ def test_slice_volume_and_bad_labels():
     lab = np.random.randint(0, 3, (6, 8, 9))
     im, lb = m.slice_volume(vol, lab, axis=2, step=2, n_phases=3)
     assert im.shape == (5, 6, 8) and np.array_equal(lb[1], lab[:, :, 2])
-    with pytest.raises(DataError, match="outside the declared phases"):
+    with pytest.raises(DataError, match=r"rock\.tif labels: label values \[7\] are outside the declared phases"):
         m.slice_volume(vol, np.where(lab == 2, 7, lab), n_phases=3, name="rock.tif")
-    with pytest.raises(DataError, match="mask shape"):
-        m.slice_volume(vol, lab[:, :-1], name="rock.tif")
+    with pytest.raises(DataError, match=r"rock\.tif: mask shape \(6, 8, 8\) differs from image shape \(6, 8, 9\)"):
+        m.slice_volume(vol, lab[:, :, :-1], name="rock.tif")
+    with pytest.raises(DataError, match="must be integers"):
+        m.validate_phase_labels(lab.astype(float), 3, name="rock.tif")
 
 
 def test_raw_volume_with_pore_scale_header(tmp_path):
@@ -113,10 +115,16 @@ def test_raw_volume_shape_dtype_mismatch_errors(tmp_path):
     with pytest.raises(DataError, match=r"v\.raw.*bytes"):
         m.read_raw_volume(path, (4, 5, 6), "uint8")
     (tmp_path / "v.json").write_text(json.dumps({"shape": [4, 5, 7], "dtype": "uint16"}))
-    with pytest.raises(DataError, match="header"):
+    with pytest.raises(DataError, match=r"v\.raw: shape \(4, 5, 6\) given but the header v\.json says \(4, 5, 7\)"):
         m.read_raw_volume(path, (4, 5, 6), "uint16")  # disagrees with its header
-    with pytest.raises(DataError, match="bytes"):
+    with pytest.raises(DataError, match=r"v\.raw: file has 240 bytes but shape \(4, 5, 7\).*needs 280 bytes"):
         m.read_raw_volume(path)  # header shape does not fit the file
+    (tmp_path / "v.json").write_text(json.dumps({"shape": [4, 5, 6], "dtype": "uint16"}))
+    with pytest.raises(DataError, match=r"v\.raw: dtype uint8 given but the header v\.json says uint16"):
+        m.read_raw_volume(path, dtype="uint8")
+    (tmp_path / "v.json").write_text(json.dumps({"shape": [4, 5, 6], "dtype": "float32"}))
+    with pytest.raises(DataError, match=r"v\.raw: file has 240 bytes .* float32 needs 480 bytes"):
+        m.read_raw_volume(path)  # header dtype does not fit the file
     bare = tmp_path / "bare.raw"
     vol.tofile(bare)
     with pytest.raises(DataError, match="no shape"):
@@ -169,8 +177,38 @@ def test_tiff_stack_and_slice_folder(tmp_path):
 
 def test_empty_folder_errors(tmp_path):
     (tmp_path / "readme.txt").write_text("x")
-    with pytest.raises(DataError, match="no slice images"):
+    with pytest.raises(DataError, match=f"{tmp_path.name}: folder holds no slice images"):
         m.read_slice_folder(tmp_path)
+    with pytest.raises(DataError, match="no slice images"):
+        m.load_volume(tmp_path)  # the dispatcher reaches the same check
+
+
+def test_labelled_slices_from_files_and_their_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 65535, (4, 10, 12)).astype(np.uint16)
+    labels = rng.integers(0, 3, (4, 10, 12)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rock.tif", grey, photometric="minisblack")
+    labels.tofile(tmp_path / "rock_labels.raw")
+    (tmp_path / "rock_labels.json").write_text(json.dumps({"shape": [4, 10, 12], "dtype": "uint8"}))
+    images, masks = m.load_labelled_slices(tmp_path / "rock.tif", tmp_path / "rock_labels.raw", axis=1, step=3)
+    assert images.shape == masks.shape == (4, 4, 12) and images.dtype == np.float32 and masks.dtype == np.int64
+    assert np.array_equal(masks[1], labels[:, 3]) and 0 <= images.min() and images.max() <= 1
+    # labels outside the declared phases: the label file is named
+    np.where(labels == 2, 5, labels).astype(np.uint8).tofile(tmp_path / "bad_labels.raw")
+    (tmp_path / "bad_labels.json").write_text(json.dumps({"shape": [4, 10, 12], "dtype": "uint8"}))
+    with pytest.raises(DataError, match=r"bad_labels\.raw: label values \[5\] are outside the declared phases 0\.\.2"):
+        m.load_labelled_slices(tmp_path / "rock.tif", tmp_path / "bad_labels.raw")
+    # a mask whose size differs from its image
+    tifffile.imwrite(tmp_path / "small_labels.tif", labels[:, :9], photometric="minisblack")
+    with pytest.raises(DataError, match=r"small_labels\.tif: label volume shape \(4, 9, 12\).*differs from "
+                                        r"the image volume rock\.tif \(4, 10, 12\)"):
+        m.load_labelled_slices(tmp_path / "rock.tif", tmp_path / "small_labels.tif")
+    # a constant image volume cannot be normalised
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((4, 10, 12), 7, np.uint16), photometric="minisblack")
+    with pytest.raises(DataError, match=r"flat\.tif: constant volume"):
+        m.load_labelled_slices(tmp_path / "flat.tif", tmp_path / "rock_labels.raw")
+    with pytest.raises(DataError, match=r"missing\.tif: file not found"):
+        m.load_labelled_slices(tmp_path / "missing.tif", tmp_path / "rock_labels.raw")
 
 
 def test_shared_berea_and_carbonate(shared_data):

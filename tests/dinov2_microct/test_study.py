@@ -1,5 +1,6 @@
 """The study module end to end on a tiny configuration, with a tiny random ViT passed as if it were
-DINOv2 so that the pretrained code path (features, heads, LoRA, claims) runs."""
+DINOv2 so that the pretrained code path (features, heads, LoRA, claims) runs. The tiny slices (40 px)
+do not fit the ViT's 16-px patch grid and are reflect-padded to 48 px, so the padding path runs too."""
 import sys
 import types
 
@@ -10,7 +11,7 @@ import pytest
 import labkit
 from labkit.studies import dinov2_microct as study
 
-TINY = dict(seeds=[0, 1], samples_per_rock=2, slices_per_sample=2, slice_size=48, img_size=64,
+TINY = dict(seeds=[0, 1], samples_per_rock=2, slices_per_sample=2, slice_size=40, img_size=None, resize_policy="pad",
             dinov2_backbone="test_vit", dinov2_weights="random", vit_arch="test_vit",
             backbones=["dinov2", "random"], lora_backbones=["dinov2"], knn_ks=[1, 3, 50],
             head_epochs=2, unet_epochs=1, lora_epochs=1, rf_trees=5, knn_seg_memory=500, embedders=["tsne"])
@@ -33,8 +34,12 @@ def test_tiny_vit_as_dinov2_runs_every_row(tiny_result):
     for split in study.SPLITS:
         assert dino[f"{split}/miou"].between(0, 1).all()
     assert (seg[seg["method"] == "multi-Otsu"]["ood_rock/miou"] > 0.2).all()
-    assert "test_vit" not in " ".join(res.notes) or any("resized" in n for n in res.notes)
-    # every phase IoU column is there; the ResNet row says why it is missing
+    # the padding is said in the report (backbone table), and predictions come back at the slice size
+    table = study.backbone_table(res)
+    assert table["input"].str.contains("reflect-padded to 48 px").all()
+    assert res.first.examples["linear head + LoRA | " + study.BACKBONE_LABELS["dinov2"]].shape[-2:] == (40, 40)
+    assert {f"ood_rock/iou/{p}" for p in study.PHASES} <= set(seg.columns)
+    # the ResNet row says why it is missing
     resnet = seg[seg["backbone"].str.contains("resnet")]
     assert resnet["status"].iloc[0].startswith("not evaluated: weights unavailable")
 
@@ -74,7 +79,10 @@ def test_tables_and_figures(tiny_result):
     assert m["ood_rock_miou_dinov2_linear"] is not None
 
 
-def test_missing_weights_are_not_evaluated_with_the_message():
+def test_missing_weights_are_not_evaluated_with_the_message(monkeypatch):
+    from labkit.models import backbones
+
+    monkeypatch.setattr(backbones, "_hf_cached_file", lambda hub_id: None)  # whatever this machine has cached
     cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, dinov2_weights="pretrained",
                                                            backbones=["dinov2", "random"]))
     bbs = study.load_backbones(cfg, 0)
@@ -86,11 +94,96 @@ def test_missing_weights_are_not_evaluated_with_the_message():
     assert all(c["status"] == "not evaluated" and "weights unavailable" in c["reason"] for c in claims)
 
 
-def test_patch_grid_mismatch_is_reported():
-    cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, img_size=56, resize_policy="error"))
-    model = study.load_backbones(cfg, 0)[0].model
-    with pytest.raises(labkit.core.errors.LabkitError, match="multiple of the patch size 16"):
-        study.input_note(cfg, model)
+def test_patch_grid_policies_resize_pad_or_name_the_problem():
+    base = dict(TINY, slice_size=40, img_size=None)
+    resize = labkit.configure("dinov2_microct", "smoke", dict(base, resize_policy="resize"))
+    assert study.vit_input_size(resize) == 48
+    model = study.load_backbones(resize, 0)[1].model
+    assert study.input_note(resize, model, 48).startswith("slices of 40 px are resized bilinearly to 48 px (3x3 tokens")
+    fits = labkit.configure("dinov2_microct", "smoke", dict(base, slice_size=48))
+    assert study.input_note(fits, model, 48).startswith("slices of 48 px fit the patch grid")
+    error = labkit.configure("dinov2_microct", "smoke", dict(base, resize_policy="error"))
+    with pytest.raises(labkit.core.errors.DataError,
+                       match=r"slice_size 40: image side 40 is not a multiple of the patch size 16.*resize_policy"):
+        study.vit_input_size(error)
+    with pytest.raises(labkit.core.errors.DataError, match="not a multiple of the patch size 16"):
+        study.run(error)  # fails before any work
+    with pytest.raises(labkit.core.errors.ParameterError, match="'img_size' 64 differs from slice_size 40"):
+        study.check_config(labkit.configure("dinov2_microct", "smoke", dict(base, img_size=64, resize_policy="pad")))
+
+
+def test_parameters_that_would_break_the_design_are_refused():
+    from labkit.core.errors import ParameterError
+
+    def cfg(**kw):
+        return labkit.configure("dinov2_microct", "smoke", dict(TINY, **kw))
+
+    with pytest.raises(ParameterError, match="'seg_test_rock' 'vuggy_carbonate' is also a training rock"):
+        study.check_config(cfg(seg_test_rock="vuggy_carbonate"))
+    with pytest.raises(ParameterError, match="'seg_test_scanner' 'industrial_140kv' is also a training scanner"):
+        study.check_config(cfg(seg_test_scanner="industrial_140kv"))
+    with pytest.raises(ParameterError, match="'seg_test_rock' 'laminated_shale' is not in rock_types"):
+        study.check_config(cfg(rock_types=["well_sorted_sandstone", "vuggy_carbonate", "poorly_sorted_sandstone"],
+                               seg_test_rock="laminated_shale"))
+    with pytest.raises(ParameterError, match="embedders.*must be one of"):
+        cfg(embedders=["tsen"])
+    with pytest.raises(ParameterError, match="backbones.*must be one of"):
+        cfg(backbones=["dinov3"])
+
+
+def test_claim_rules_pick_methods_in_distribution_and_need_both_halves_of_claim_1(tiny_result):
+    _, res = tiny_result
+    dino = study.BACKBONE_LABELS["dinov2"]
+    seg = res.segmentation.copy()
+    ours = seg["backbone"] == dino
+    # kNN segmentation: best on the third rock, worst in distribution; the linear head the reverse
+    knn, lin = ours & (seg["method"] == "kNN segmentation (frozen)"), ours & (seg["method"] == "linear head (frozen)")
+    seg.loc[knn, "miou"] = np.where(seg.loc[knn, "split"] == "in_distribution", 0.01, 0.99)
+    seg.loc[lin, "miou"] = np.where(seg.loc[lin, "split"] == "in_distribution", 0.98, 0.02)
+    forced = study.StudyResult(res.classification, seg, res.silhouettes, res.first, res.first_data,
+                               res.backbones, res.notes, res.seconds)
+    c5 = {c["id"]: c for c in study.evaluate_claims(forced, "dinov2")}["c5_holds_out_of_distribution"]
+    assert c5["evidence"]["best_vit_method (chosen on in_distribution)"] == "linear head (frozen)"
+    assert c5["status"] == "did not hold" and "linear head (frozen) loses to" in c5["reason"]
+    # claim 1 with perfect kNN but no t-SNE run is not "held"
+    cls = res.classification.copy()
+    cls.loc[cls["backbone"] == dino, "accuracy"] = 1.0
+    no_tsne = study.StudyResult(cls, res.segmentation, pd.DataFrame(), res.first, res.first_data, res.backbones,
+                                res.notes, res.seconds)
+    c1 = {c["id"]: c for c in study.evaluate_claims(no_tsne, "dinov2")}["c1_knn_rock_classification"]
+    assert c1["status"] == "not evaluated" and "t-SNE not run" in c1["reason"]
+    sil = res.silhouettes.assign(tsne_silhouette=0.9)
+    with_tsne = study.StudyResult(cls, res.segmentation, sil, res.first, res.first_data, res.backbones, res.notes,
+                                  res.seconds)
+    assert {c["id"]: c for c in study.evaluate_claims(with_tsne, "dinov2")}["c1_knn_rock_classification"][
+        "status"] == "held"
+
+
+def test_resnet_lora_row_runs_when_weights_exist(monkeypatch, tiny_result):
+    """The ResNet + LoRA code path, with a random ResNet standing in for pretrained weights (a test
+    double only: the study itself never substitutes random weights)."""
+    from labkit.models import backbones
+
+    cfg, res = tiny_result
+    real = backbones.create_backbone
+
+    asked = []
+
+    def fake(name, weights="pretrained", **kw):
+        asked.append((name, weights))
+        return real(name, weights="random", **kw)
+
+    monkeypatch.setattr(backbones, "create_backbone", fake)
+    cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, resnet_backbone="resnet10t", seeds=[0]))
+    ds = res.first_data
+    sp = study.splits(cfg, ds)
+    out = study.SeedResult()
+    study._resnet_lora(cfg, 0, out, ds, sp, ds.subset(sp["seg_train"]), np.array([0, 1]))
+    rows = pd.DataFrame(out.segmentation)
+    assert set(rows["split"]) == set(study.SPLITS) and (rows["status"] == "evaluated").all()
+    assert rows["miou"].between(0, 1).all() and (rows["trainable_params"] > 0).all()
+    assert out.examples["linear head + LoRA | resnet10t (pretrained)"].shape == (2, 40, 40)
+    assert ("resnet10t", "pretrained") in asked
 
 
 def test_ssl_backbone_is_pretrained_once_and_cached(monkeypatch):

@@ -711,6 +711,29 @@ def load_volume(path: str | Path, **kwargs) -> np.ndarray:
     raise DataError(f"{path}: unknown volume format {suf!r} (tif, raw+header, mhd, mat, png/jpg, folder)")
 
 
+def load_labelled_slices(image_path: str | Path, label_path: str | Path, *, n_phases: int = len(PHASES),
+                         axis: int = 0, step: int = 1, normalize: str = "percentile",
+                         image_kwargs: dict | None = None, label_kwargs: dict | None = None,
+                         ignore_index: int | None = 255) -> tuple[np.ndarray, np.ndarray]:
+    """A grey volume and its phase-label volume (any format :func:`load_volume` reads) as 2-D
+    samples: ``(images (N, H, W) float32 normalised per volume, masks (N, H, W) int64)``.
+
+    Errors name the file: a label volume whose shape differs from the image volume, label
+    values outside ``0..n_phases-1`` (``ignore_index`` allowed), non-integer labels, a
+    constant image volume.
+    """
+    image_path, label_path = Path(image_path), Path(label_path)
+    vol = load_volume(image_path, **(image_kwargs or {}))
+    lab = load_volume(label_path, **(label_kwargs or {}))
+    if vol.shape != lab.shape:
+        raise DataError(f"{label_path}: label volume shape {lab.shape} (z, y, x) differs from the image "
+                        f"volume {image_path.name} {vol.shape}")
+    validate_phase_labels(lab, n_phases, name=str(label_path), ignore_index=ignore_index)
+    norm = normalize_volume(vol, method=normalize, name=str(image_path))
+    images, masks = slice_volume(norm, lab, axis=axis, step=step, name=str(image_path))
+    return images.astype(np.float32), masks.astype(np.int64)
+
+
 # --------------------------------------------------------------------------------------
 # Shared real samples (only when present; never copied into the kit)
 # --------------------------------------------------------------------------------------

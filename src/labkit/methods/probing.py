@@ -24,10 +24,23 @@ from labkit.models.vit_heads import (TokenHead, backbone_tokens, count_parameter
 @dataclass
 class Features:
     cls: np.ndarray  # (N, D) class token (or pooled feature)
-    patch: np.ndarray  # (N, D, h, w) patch-token grid
-    seconds: float  # extraction time (0 when read from the cache... see `from_cache`)
+    patch: np.ndarray  # (M, D, h, w) patch-token grids of the images in `patch_index` (all N when None)
+    seconds: float  # extraction time of the first (uncached) run; see `from_cache`
     from_cache: bool
     key: str
+    patch_index: np.ndarray | None = None  # image indices whose patch tokens are kept (None: every image)
+
+    def patch_of(self, index) -> np.ndarray:
+        """Patch tokens of images ``index`` (indices into the extracted stack)."""
+        index = np.asarray(index)
+        if self.patch_index is None:
+            return self.patch[index]
+        pos = np.searchsorted(self.patch_index, index)
+        pos = np.clip(pos, 0, len(self.patch_index) - 1)
+        if not np.array_equal(self.patch_index[pos], index):
+            missing = sorted(set(np.atleast_1d(index).tolist()) - set(self.patch_index.tolist()))[:5]
+            raise KeyError(f"patch tokens of images {missing} were not kept (patch_index)")
+        return self.patch[pos]
 
 
 def data_fingerprint(images: np.ndarray) -> str:
@@ -37,10 +50,13 @@ def data_fingerprint(images: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def feature_cache_key(backbone: str, weights: str, img_size: int, data: str, policy: str = "resize") -> str:
-    payload = json.dumps({"backbone": backbone, "weights": weights, "img_size": int(img_size),
-                          "data": data, "policy": policy, "version": 1}, sort_keys=True)
-    return hashlib.sha1(payload.encode()).hexdigest()[:24]
+def feature_cache_key(backbone: str, weights: str, img_size: int, data: str, policy: str = "resize",
+                      patch_index: str | None = None) -> str:
+    fields = {"backbone": backbone, "weights": weights, "img_size": int(img_size), "data": data, "policy": policy,
+              "version": 1}
+    if patch_index is not None:  # only then, so keys of earlier caches stay valid
+        fields["patch_index"] = patch_index
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _as_tensor_batch(images: np.ndarray) -> torch.Tensor:
@@ -51,17 +67,25 @@ def _as_tensor_batch(images: np.ndarray) -> torch.Tensor:
 def extract_features(model: torch.nn.Module, images: np.ndarray, *, img_size: int, backbone: str,
                      weights: str, batch_size: int = 32, policy: str = "resize", cache: bool = True,
                      cache_dir: str | Path | None = None, progress: bool = True,
-                     patch_dtype=np.float32) -> Features:
+                     patch_dtype=np.float32, patch_index=None, max_cache_bytes: float = 4e9) -> Features:
     """Class and patch tokens of grey slices ``images`` (N, H, W) in [0, 1].
 
     The result is cached under ``cache_dir("features")`` keyed by ``backbone`` name,
     ``weights`` (an id saying which weights: ``pretrained``, ``random(seed=3)``, a checkpoint
     name...), input size, resize policy and a hash of the data, so a rerun reads it back.
+    ``patch_index`` keeps the patch tokens of those images only (class tokens of all): at
+    560 px a ViT-B/14 gives 1,600 x 768 floats per slice. Results larger than
+    ``max_cache_bytes`` are not written to disk. Batches go to the model's device.
     """
     images = np.asarray(images)
     if images.ndim not in (3, 4) or len(images) == 0:
         raise DataError(f"extract_features: expected a non-empty (N, H, W) stack, got shape {images.shape}")
-    key = feature_cache_key(backbone, weights, img_size, data_fingerprint(images), policy)
+    if patch_index is not None:
+        patch_index = np.unique(np.asarray(patch_index, dtype=np.int64))
+        if len(patch_index) and (patch_index[0] < 0 or patch_index[-1] >= len(images)):
+            raise IndexError(f"patch_index must lie in 0..{len(images) - 1}")
+    index_id = None if patch_index is None else hashlib.sha1(patch_index.tobytes()).hexdigest()[:16]
+    key = feature_cache_key(backbone, weights, img_size, data_fingerprint(images), policy, index_id)
     path = None
     if cache:
         from labkit.core.paths import cache_dir as _cache_dir
@@ -70,30 +94,41 @@ def extract_features(model: torch.nn.Module, images: np.ndarray, *, img_size: in
         path = root / f"{key}.npz"
         if path.is_file():
             with np.load(path) as z:
-                return Features(z["cls"], z["patch"], float(z["seconds"]), True, key)
+                return Features(z["cls"], z["patch"], float(z["seconds"]), True, key, patch_index)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
-    cls_out, patch_out = None, None
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    keep = None if patch_index is None else np.zeros(len(images), bool)
+    if keep is not None:
+        keep[patch_index] = True
+    n_patch = len(images) if patch_index is None else len(patch_index)
+    cls_out, patch_out, row = None, None, 0
     from tqdm.auto import tqdm
 
     starts = range(0, len(images), batch_size)
     with torch.inference_mode():
         for i in tqdm(starts, desc=f"features {backbone}", disable=not progress, leave=False):
-            x = prepare_input(_as_tensor_batch(images[i:i + batch_size]), img_size, policy)
+            x = prepare_input(_as_tensor_batch(images[i:i + batch_size]), img_size, policy).to(device)
             c, g = backbone_tokens(model, x)
+            c, g = c.float().cpu(), g.float().cpu()
             if cls_out is None:  # allocate once the token shapes are known
                 cls_out = np.empty((len(images), c.shape[1]), np.float32)
-                patch_out = np.empty((len(images),) + tuple(g.shape[1:]), patch_dtype)
+                patch_out = np.empty((n_patch,) + tuple(g.shape[1:]), patch_dtype)
             cls_out[i:i + len(x)] = c.numpy()
-            patch_out[i:i + len(x)] = g.numpy()
+            if keep is None:
+                patch_out[i:i + len(x)] = g.numpy()
+            else:
+                sel = keep[i:i + len(x)]
+                patch_out[row:row + int(sel.sum())] = g.numpy()[sel]
+                row += int(sel.sum())
     model.train(was_training)
     seconds = time.perf_counter() - t0
-    if path is not None:
+    if path is not None and cls_out.nbytes + patch_out.nbytes <= max_cache_bytes:
         from labkit.core.atomic import atomic_save_npz
 
         atomic_save_npz(path, cls=cls_out, patch=patch_out, seconds=np.float64(seconds))
-    return Features(cls_out, patch_out, seconds, False, key)
+    return Features(cls_out, patch_out, seconds, False, key, patch_index)
 
 
 # --------------------------------------------------------------------------------------
@@ -212,48 +247,88 @@ def train_token_head(train_tokens: np.ndarray, train_masks: np.ndarray, *, kind:
     return HeadResult(res.model, count_parameters(head), res.seconds, res.history)
 
 
+def _to_output(scores: torch.Tensor, out_size: tuple[int, int], padded_size: tuple[int, int] | None):
+    """Upsample token-resolution scores to the slice: straight to ``out_size``, or, for slices
+    reflect-padded to ``padded_size`` before the backbone, to the padded size and then crop."""
+    if padded_size is None:
+        return F.interpolate(scores, size=tuple(out_size), mode="bilinear", align_corners=False)
+    up = F.interpolate(scores, size=tuple(padded_size), mode="bilinear", align_corners=False)
+    return up[..., :out_size[0], :out_size[1]]
+
+
+def pad_masks(masks: np.ndarray, size: int, ignore_index: int = 255) -> np.ndarray:
+    """Masks (N, H, W) padded at the bottom/right to ``size`` with ``ignore_index`` (the
+    labels of slices reflect-padded for the patch grid; the padding is not trained on)."""
+    masks = np.asarray(masks)
+    h, w = masks.shape[-2:]
+    if h > size or w > size:
+        raise DataError(f"masks of {h}x{w} are larger than the padded size {size}")
+    return np.pad(masks, ((0, 0), (0, size - h), (0, size - w)), constant_values=ignore_index)
+
+
 @torch.inference_mode()
 def predict_token_head(head: torch.nn.Module, tokens: np.ndarray, out_size: tuple[int, int],
-                       batch_size: int = 64) -> np.ndarray:
+                       batch_size: int = 64, padded_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Phase maps (N, *out_size) from a head on patch tokens (see :func:`_to_output` for
+    ``padded_size``)."""
     head.eval()
+    device = next(iter(head.parameters()), torch.empty(0)).device
     preds = []
     for i in range(0, len(tokens), batch_size):
-        logits = head(torch.from_numpy(np.asarray(tokens[i:i + batch_size], np.float32)))
-        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-        preds.append(logits.argmax(1).numpy())
+        logits = head(torch.from_numpy(np.asarray(tokens[i:i + batch_size], np.float32)).to(device))
+        preds.append(_to_output(logits, out_size, padded_size).argmax(1).cpu().numpy())
     return np.concatenate(preds)
 
 
 def knn_segment(train_tokens: np.ndarray, train_masks: np.ndarray, test_tokens: np.ndarray,
                 out_size: tuple[int, int], *, num_classes: int, k: int = 20, temperature: float = 0.07,
                 grid: int | None = None, memory_size: int = 8000, seed: int = 0,
-                batch_size: int = 4096) -> np.ndarray:
+                batch_size: int = 4096, padded_size: tuple[int, int] | None = None,
+                ignore_index: int = 255) -> np.ndarray:
     """kNN segmentation: patch features upsampled bilinearly to a ``grid`` x ``grid`` map; a
-    memory bank of ``memory_size`` labelled training positions; every test position takes the
-    temperature-weighted vote of its k nearest (cosine) memory entries; votes are upsampled
-    to ``out_size`` and the arg-max is the phase."""
+    memory bank of ``memory_size`` labelled training positions (positions labelled
+    ``ignore_index`` are left out); every test position takes the temperature-weighted vote of
+    its k nearest (cosine) memory entries; votes are upsampled to ``out_size`` and the
+    arg-max is the phase. With ``padded_size`` the masks are those of the padded slices and
+    votes are cropped back to ``out_size``."""
+    if len(train_tokens) != len(train_masks):
+        raise DataError(f"kNN segmentation: {len(train_tokens)} token grids but {len(train_masks)} masks")
     grid = int(grid or 2 * train_tokens.shape[-1])
 
     def upsample(t):
         return F.interpolate(torch.from_numpy(np.asarray(t, np.float32)), size=(grid, grid), mode="bilinear",
                              align_corners=False)
 
-    tr = upsample(train_tokens)  # (N, D, g, g)
-    d = tr.shape[1]
+    d = train_tokens.shape[1]
     lab = F.interpolate(torch.from_numpy(np.asarray(train_masks))[:, None].float(), size=(grid, grid),
                         mode="nearest")[:, 0].long()
-    feats = tr.permute(0, 2, 3, 1).reshape(-1, d)
     labels = lab.reshape(-1)
+    valid = np.flatnonzero((labels != ignore_index).numpy())
+    if len(valid) == 0:
+        raise DataError("kNN segmentation: every training position is labelled ignore_index")
     rng = np.random.default_rng(seed)
-    pick = rng.choice(len(feats), size=min(memory_size, len(feats)), replace=False)
-    memory, memory_labels = feats[pick], labels[pick].numpy()
+    pick = valid[rng.choice(len(valid), size=min(memory_size, len(valid)), replace=False)]
+    memory_labels = labels[pick].numpy()
+    # upsample the training grids a chunk at a time and keep only the picked positions (the full
+    # upsampled stack of a paper-size run would be tens of GB)
+    memory = torch.empty((len(pick), d))
+    per_image = grid * grid
+    img_of, pos = pick // per_image, pick % per_image
+    chunk = max(1, (1 << 26) // max(d * per_image, 1))
+    for i in range(0, len(train_tokens), chunk):
+        sel = np.flatnonzero((img_of >= i) & (img_of < i + chunk))
+        if len(sel) == 0:
+            continue
+        flat = upsample(train_tokens[i:i + chunk]).permute(0, 2, 3, 1).reshape(-1, d)
+        memory[torch.from_numpy(sel)] = flat[torch.from_numpy((img_of[sel] - i) * per_image + pos[sel])]
     preds = []
-    for i in range(0, len(test_tokens), max(1, batch_size // (grid * grid))):
-        te = upsample(test_tokens[i:i + max(1, batch_size // (grid * grid))])
+    per_batch = max(1, batch_size // (grid * grid))
+    for i in range(0, len(test_tokens), per_batch):
+        te = upsample(test_tokens[i:i + per_batch])
         n = len(te)
         q = te.permute(0, 2, 3, 1).reshape(-1, d)
         votes = knn_votes(memory, memory_labels, q, [k], temperature=temperature, num_classes=num_classes)[k]
         votes = torch.from_numpy(votes).reshape(n, grid, grid, num_classes).permute(0, 3, 1, 2)
         votes = votes / votes.sum(1, keepdim=True).clamp_min(1e-12)
-        preds.append(F.interpolate(votes, size=out_size, mode="bilinear", align_corners=False).argmax(1).numpy())
+        preds.append(_to_output(votes, out_size, padded_size).argmax(1).numpy())
     return np.concatenate(preds)

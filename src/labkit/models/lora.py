@@ -17,13 +17,16 @@ LORA_TARGETS = {
 def lora_target_modules(model: nn.Module, targets: str | Iterable[str]) -> list[str]:
     """Full dotted names of the Linear/Conv2d modules of ``model`` whose last name component is
     in ``targets`` (a preset name from :data:`LORA_TARGETS` or a list of names). Classifier
-    heads (``head``, ``fc``) are never targeted."""
+    heads (``head``, ``fc``) and a ViT's patch embedding (``patch_embed.proj``, a Conv2d that
+    shares the leaf name ``proj`` with the attention output projection) are never targeted."""
     names = LORA_TARGETS.get(targets, (targets,)) if isinstance(targets, str) else tuple(targets)
     found = []
     for full, module in model.named_modules():
         leaf = full.rsplit(".", 1)[-1]
         if leaf in names and isinstance(module, (nn.Linear, nn.Conv2d)) and not full.startswith(("head", "fc")):
             if full.count(".") == 0 and leaf == "conv1":  # a ResNet's stem is not an adapter target
+                continue
+            if "patch_embed" in full.split("."):  # the input projection is not a transformer linear layer
                 continue
             found.append(full)
     if not found:
