@@ -86,3 +86,39 @@ def test_apply_noise_is_repeatable_and_compose_applies_all(tiles):
         ln.BoundaryNoise(severity=1.5)
     with pytest.raises(ValueError, match="unknown noise models"):
         ln.make_noise("smudge", 0.5)
+
+
+def test_boundary_noise_only_moves_labels_near_boundaries(tiles):
+    from scipy import ndimage
+
+    clean = tiles.labels()[0]
+    noisy = ln.BoundaryNoise(severity=1.0, max_radius=3)(clean, np.random.default_rng(5))
+    changed = noisy != clean
+    assert changed.any()
+    edges = np.zeros_like(changed)
+    edges[:, 1:] |= clean[:, 1:] != clean[:, :-1]
+    edges[:, :-1] |= clean[:, 1:] != clean[:, :-1]
+    edges[1:] |= clean[1:] != clean[:-1]
+    edges[:-1] |= clean[1:] != clean[:-1]
+    # a dilation by radius r reaches at most r pixels (chessboard) from the nearest class edge
+    distance = ndimage.distance_transform_cdt(~edges, metric="chessboard")
+    assert distance[changed].max() <= 3
+
+
+def test_flips_follow_the_confusion_matrix():
+    labels = np.zeros((30, 30), np.int64)
+    labels[:, 15:] = 1
+    confusion = np.array([[0, 0, 1.0], [0, 0, 1.0], [1.0, 1.0, 0]])  # 0 and 1 are only ever mistaken for 2
+    out = ln.ObjectClassFlips(severity=1.0, max_rate=1.0, num_classes=3, confusion=confusion)(
+        labels, np.random.default_rng(0))
+    assert (out == 2).all()
+
+
+def test_compose_is_the_models_in_order(tiles):
+    clean = tiles.labels()[1]
+    parts = [ln.CoarseLabels(severity=0.5), ln.Misregistration(severity=1.0)]
+    composed = ln.Compose(parts)(clean, np.random.default_rng(9))
+    rng = np.random.default_rng(9)
+    by_hand = parts[1](parts[0](clean, rng), rng)
+    np.testing.assert_array_equal(composed, by_hand)
+    assert ln.noise_rate(clean, composed) > ln.noise_rate(clean, parts[0](clean, np.random.default_rng(9)))

@@ -385,13 +385,16 @@ def _as_mask(values: np.ndarray, source: str, nodata=None) -> np.ndarray:
     return out
 
 
-def load_tile(path, mask_path=None, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray | None, dict]:
+def load_tile(path, mask_path=None, channels_last: bool = False,
+              mask_nodata: float | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Read one multi-band tile (any band count) and its mask.
 
     ``path``: GeoTIFF (``.tif``/``.tiff``, via :func:`labkit.data.io.read_geotiff`; no-data becomes NaN),
     ``.npy`` (``(C, H, W)``, or ``(H, W, C)`` with ``channels_last``) or ``.npz`` with arrays ``image`` and
-    optionally ``mask``. ``mask_path``: GeoTIFF or ``.npy`` of class ids (its no-data -> 255).
-    Returns ``(image float32 (C, H, W), mask int64 (H, W) or None, meta)``. Errors name the file.
+    optionally ``mask``. ``mask_path``: GeoTIFF or ``.npy`` of class ids; the GeoTIFF's declared no-data and
+    ``mask_nodata`` (for masks that mark no data by a value they do not declare, e.g. Sen1Floods11's -1)
+    become 255 (ignored). Returns ``(image float32 (C, H, W), mask int64 (H, W) or None, meta)``.
+    Errors name the file.
     """
     from labkit.data import io
 
@@ -409,31 +412,38 @@ def load_tile(path, mask_path=None, channels_last: bool = False) -> tuple[np.nda
         except (ValueError, OSError) as exc:
             raise DataError(f"{path}: not a readable NumPy file ({exc})") from exc
         if suffix == ".npz":
-            if "image" not in loaded.files:
-                raise DataError(f"{path}: .npz tile needs an 'image' array (has {loaded.files})")
-            image = loaded["image"]
-            if "mask" in loaded.files:
-                mask = _as_mask(loaded["mask"], f"{path}[mask]")
+            with loaded:
+                if "image" not in loaded.files:
+                    raise DataError(f"{path}: .npz tile needs an 'image' array (has {loaded.files})")
+                image = loaded["image"]
+                if "mask" in loaded.files:
+                    mask = _as_mask(loaded["mask"], f"{path}[mask]", mask_nodata)
         else:
             image = loaded
+        if image.dtype.kind not in "biuf":
+            raise DataError(f"{path}: tile values must be numbers, got dtype {image.dtype}")
         image = np.asarray(image, np.float32)
+        if image.ndim == 3 and channels_last:
+            image = image.transpose(2, 0, 1)
         if image.ndim == 2:
             image = image[None]
         if image.ndim != 3:
             raise DataError(f"{path}: a tile must be (C, H, W) or (H, W, C), got shape {image.shape}")
-        if channels_last:
-            image = image.transpose(2, 0, 1)
     else:
         raise DataError(f"{path}: unsupported tile format '{suffix}' (GeoTIFF, .npy or .npz)")
     if mask_path is not None:
         mask_path = Path(mask_path)
         if mask_path.suffix.lower() in (".tif", ".tiff"):
             values, mask_meta = io.read_geotiff(mask_path)
-            mask = _as_mask(values, str(mask_path))
+            mask = _as_mask(values, str(mask_path), mask_nodata)
         elif mask_path.suffix.lower() == ".npy":
             if not mask_path.exists():
                 raise DataError(f"{mask_path}: file does not exist")
-            mask = _as_mask(np.load(mask_path, allow_pickle=False), str(mask_path))
+            try:
+                values = np.load(mask_path, allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise DataError(f"{mask_path}: not a readable NumPy file ({exc})") from exc
+            mask = _as_mask(values, str(mask_path), mask_nodata)
         else:
             raise DataError(f"{mask_path}: unsupported mask format '{mask_path.suffix}' (GeoTIFF or .npy)")
     if mask is not None and mask.shape != image.shape[1:]:

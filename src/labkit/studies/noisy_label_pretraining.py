@@ -77,6 +77,59 @@ def build_model(num_classes: int, encoder: str = "resnet18", in_channels: int = 
                             num_classes=num_classes, decoder_channels=decoder_channels(decoder_width))
 
 
+def model_in_channels(model) -> int:
+    """Input band count of a network (that of its first convolution)."""
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no convolution to take input bands")
+    return int(first.in_channels)
+
+
+def check_bands(model, images: np.ndarray, what: str = "tiles") -> None:
+    """DataError naming ``what`` when ``images`` (N, C, H, W) have another band count than ``model`` takes."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise DataError(f"{what}: tiles must be (N, C, H, W), got shape {images.shape}")
+    expected = model_in_channels(model)
+    if images.shape[1] != expected:
+        raise DataError(f"{what}: have {images.shape[1]} bands but the model takes {expected}")
+
+
+#: Sentinel-2 bands that ImageNet's red, green and blue input filters belong to.
+IMAGENET_RGB_BANDS = ("B04", "B03", "B02")
+
+
+def imagenet_encoder_state(num_classes: int, encoder: str, bands: Sequence[str], decoder_width: int) -> dict:
+    """Encoder state dict (``encoder.*`` keys) with ImageNet weights, its first convolution fitted to ``bands``.
+
+    timm fits a 3-channel stem to other band counts by repeating the R, G, B filters in order, which would
+    give the paper's NIR band the red filter and red the green one. Here each of B04, B03, B02 gets the
+    filter of its own colour, any other band (NIR, red edge, SWIR) the mean of the three, and all are scaled
+    by 3 / bands (timm's rule) so a pixel's response keeps its magnitude. Raises WeightsUnavailableError
+    when the weights cannot be had: they are never replaced by random ones.
+    """
+    bands = list(bands)
+    rgb = build_model(num_classes, encoder, 3, decoder_width, weights="pretrained", seed=0)
+    state = {f"encoder.{k}": v.detach().clone() for k, v in rgb.encoder.state_dict().items()}
+    stem = next(k for k, v in state.items() if v.ndim == 4 and v.shape[1] == 3)
+    w = state[stem]
+    mean = w.mean(dim=1, keepdim=True)
+    columns = [w[:, IMAGENET_RGB_BANDS.index(b)][:, None] if b in IMAGENET_RGB_BANDS else mean for b in bands]
+    state[stem] = torch.cat(columns, dim=1) * (3.0 / len(bands))
+    return state
+
+
+def _unavailable_reason(exc: Exception, encoder: str) -> str:
+    """One line for tables and titles; the full message says how to provide the weights."""
+    from labkit.models.backbones import timm_name
+
+    text = str(exc).strip()
+    if "are not available" in text:
+        return (f"weights unavailable: no {timm_name(encoder)} ImageNet weights on this machine (no local file, "
+                "no Hugging Face cache, hub offline); not replaced by random weights")
+    return f"weights unavailable: {text.splitlines()[0] if text else type(exc).__name__}"
+
+
 def band_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and standard deviation over a tile stack (N, C, H, W), ignoring NaN."""
     mean = np.nanmean(images, axis=(0, 2, 3))
@@ -103,13 +156,19 @@ def _loader(images, labels, num_classes, batch_size, steps_per_epoch=None, seed=
 
 def train(model, images, labels, num_classes: int, epochs: int, steps_per_epoch: int, batch_size: int = 8,
           lr: float = 1e-3, seed: int = 0, progress: bool = False, desc: str = ""):
-    """Supervised training for ``epochs * steps_per_epoch`` AdamW steps (cosine schedule); returns FitResult."""
+    """Supervised training for ``epochs * steps_per_epoch`` AdamW steps (cosine schedule); returns FitResult.
+
+    Tiles must be finite (NaN/no-data pixels filled and masked to 255 by :func:`landcover.prepare_tiles`, so they
+    never enter the loss) and have the model's band count; a DataError names the set otherwise.
+    """
+    check_bands(model, images, desc or "training tiles")
     loader = _loader(images, labels, num_classes, batch_size, steps_per_epoch, seed)
     return fit(model, loader, None, task="segmentation", num_classes=num_classes, epochs=epochs, lr=lr,
                scheduler="cosine", ignore_index=IGNORE_INDEX, seed=seed, progress=progress, desc=desc)
 
 
 def score(model, images, labels, num_classes: int, batch_size: int = 32) -> dict:
+    check_bands(model, images, "test tiles")
     return evaluate(model, _loader(images, labels, num_classes, batch_size), "segmentation", num_classes,
                     IGNORE_INDEX)
 
@@ -215,8 +274,43 @@ def _cfg(cfg, name, default=None):
     return getattr(cfg, name, default) if not isinstance(cfg, dict) else cfg.get(name, default)
 
 
+def validate_settings(cfg) -> None:
+    """ValueError naming the parameter when a combination cannot run (beyond the spec's type/range checks)."""
+    tile = int(_cfg(cfg, "tile"))
+    if tile % 32:
+        raise ValueError(f"tile={tile}: the 5-stage U-Net needs a multiple of 32 (e.g. {32 * max(1, round(tile / 32))})")
+    bands = list(_cfg(cfg, "bands", landcover.NIRRGB))
+    unknown = [b for b in bands if b not in landcover.S2_BANDS]
+    if unknown:
+        raise ValueError(f"bands: unknown Sentinel-2 bands {unknown}; known: {landcover.S2_BANDS}")
+    noise_models = list(_cfg(cfg, "noise_models"))
+    unknown = [n for n in noise_models if n not in label_noise.NOISE_MODELS]
+    if unknown or not noise_models:
+        raise ValueError(f"noise_models: unknown or empty {unknown or noise_models}; "
+                         f"known: {list(label_noise.NOISE_MODELS)}")
+    if "sensor_rule" in noise_models and not {"B08", "B04"} <= set(bands):
+        raise ValueError("noise_models: 'sensor_rule' thresholds NDVI, which needs bands B08 and B04")
+    if float(_cfg(cfg, "noise_severity")) <= 0:
+        raise ValueError("noise_severity must be > 0: it is the noisy pretraining (clean pretraining is always run)")
+    levels = [float(v) for v in _cfg(cfg, "noise_levels")]
+    if any(not 0 <= v <= 1 for v in levels):
+        raise ValueError(f"noise_levels must lie in [0, 1], got {levels}")
+    k_values = [int(k) for k in _cfg(cfg, "k_values")]
+    if len(set(k_values)) != len(k_values) or min(k_values) < 1:
+        raise ValueError(f"k_values must be distinct positive tile counts, got {k_values}")
+    inits = list(_cfg(cfg, "inits"))
+    unknown = [i for i in inits if i not in INITS]
+    if unknown:
+        raise ValueError(f"inits: unknown initialisations {unknown}; known: {INITS}")
+    if "random" not in inits:
+        raise ValueError("inits must include 'random': every gain is measured against it")
+    if int(_cfg(cfg, "finetune_steps")) < int(_cfg(cfg, "finetune_epochs")):
+        raise ValueError("finetune_steps must be >= finetune_epochs (the steps are split into the epochs)")
+
+
 def run(cfg, progress: bool = True) -> Results:
     """Every experiment of the study for each seed of ``cfg`` (a labkit Config or a dict of parameters)."""
+    validate_settings(cfg)
     started = time.time()
     seeds = list(_cfg(cfg, "seeds"))
     tile, encoder = int(_cfg(cfg, "tile")), _cfg(cfg, "encoder")
@@ -229,14 +323,11 @@ def run(cfg, progress: bool = True) -> Results:
     n_test = int(_cfg(cfg, "n_test_tiles"))
     noise_models = list(_cfg(cfg, "noise_models"))
     severity = float(_cfg(cfg, "noise_severity"))
-    levels = sorted({float(v) for v in _cfg(cfg, "noise_levels")} | {severity})
+    levels = sorted(({float(v) for v in _cfg(cfg, "noise_levels")} | {severity}) - {0.0})  # 0 = clean, always run
     sweep_k = int(_cfg(cfg, "sweep_k") or k_values[0])
     task_b_k = int(_cfg(cfg, "task_b_k"))
     inits = list(_cfg(cfg, "inits"))
     bins = int(_cfg(cfg, "kl_bins", 64))
-    unknown = [i for i in inits if i not in INITS]
-    if unknown:
-        raise ValueError(f"unknown initialisations {unknown}; known: {INITS}")
     classes_a, classes_b = landcover.task_legend(TASK_A)[0], landcover.task_legend(TASK_B)[0]
     ka, kb = len(classes_a), len(classes_b)
     steps_per_epoch = max(1, ft_steps // ft_epochs)
@@ -246,10 +337,9 @@ def run(cfg, progress: bool = True) -> Results:
     imagenet_state = None
     if "imagenet" in inits:
         try:
-            imagenet_state = full_state(build_model(ka, encoder, len(bands), width, weights="pretrained", seed=0))
+            imagenet_state = imagenet_encoder_state(ka, encoder, bands, width)
         except WeightsUnavailableError as exc:
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            unavailable["imagenet"] = f"weights unavailable: {line}"
+            unavailable["imagenet"] = _unavailable_reason(exc, encoder)
 
     ft_rows, pre_rows, kl_frames, cka_frames = [], [], [], []
     checkpoint_model, checkpoint_meta_ = None, {}
@@ -398,7 +488,8 @@ def label_efficiency_table(results: Results, task: str = TASK_A) -> pd.DataFrame
     """mIoU per initialisation and k at the main noise severity: mean, std, 95 % t-interval over seeds."""
     df = results.finetune
     sev = results.settings["noise_severity"]
-    df = df[(df.task == task) & ((df.severity == sev) | ~df.init.str.startswith("noisy"))]
+    df = df[(df.task == task) & ((df.severity == sev) | ~df.init.str.startswith("noisy"))
+            & df.k.isin(results.settings["k_values"])]
     rows = []
     for (init, k), sub in df.groupby(["init", "k"], sort=False):
         mean, sd, lo, hi = _t_interval(sub.miou.to_numpy())
@@ -416,7 +507,8 @@ def gains_table(results: Results, init: str = "noisy_full", reference: str = "ra
     """Paired (per seed) mIoU difference ``init - reference`` per k at the main severity."""
     df = results.finetune
     sev = results.settings["noise_severity"]
-    df = df[(df.task == task) & ((df.severity == sev) | ~df.init.str.startswith("noisy"))]
+    df = df[(df.task == task) & ((df.severity == sev) | ~df.init.str.startswith("noisy"))
+            & df.k.isin(results.settings["k_values"])]
     rows = []
     for k in sorted(df.k.unique()):
         a = df[(df.init == init) & (df.k == k)].sort_values("seed")
@@ -483,30 +575,67 @@ def _few(results: Results) -> str:
     return "" if n_seeds >= 3 else f" (only {n_seeds} seed(s): indicative)"
 
 
+#: The rule of every claim judged by a paired mIoU gain over seeds (claims 1, 2 and 4).
+GAIN_RULE = ("a gain counts as shown when its paired (same seed) 95 % t-interval over seeds lies above 0; a positive "
+             "mean, or a win in every seed, whose interval still includes 0 is not enough (3 wins of 3 happen by "
+             "chance 1 time in 8)")
+
+
+def _shown(diff) -> bool:
+    """Whether a paired difference (dict or row of :func:`paired_difference`) is shown to be positive."""
+    low = float(diff["ci95_low"])
+    return bool(int(diff["n"]) >= 2 and np.isfinite(low) and low > 0)
+
+
+def _ci(diff) -> str:
+    return (f"{float(diff['mean_diff']):+.3f}, 95 % CI [{float(diff['ci95_low']):+.3f}, "
+            f"{float(diff['ci95_high']):+.3f}], {int(diff['wins'])}/{int(diff['n'])} seeds positive")
+
+
+def _one_seed(claim_id: str, statement: str, n: int) -> dict:
+    return dict(id=claim_id, statement=statement, status="not evaluated", evidence={"seeds": n},
+                reason=f"{n} seed(s): a 95 % interval over seeds needs at least 2 (the default preset runs 3)")
+
+
 def claim_label_efficiency(results: Results) -> dict:
-    """Claim 1: noisy-label pretraining beats random init; the gain is largest at the fewest clean labels."""
-    s, few = results.settings, _few(results)
+    """Claim 1: noisy-label pretraining beats random init; the gain is largest at the fewest clean labels.
+
+    Held when (a) at the smallest k the paired gain of the noisy-pretrained encoder+decoder over random
+    initialisation is shown (:data:`GAIN_RULE`) and (b) the mean gain is largest at the smallest k (a point
+    comparison of means, stated as such in the evidence).
+    """
+    few = _few(results)
+    claim_id = "noisy_pretraining_beats_random"
     gains = gains_table(results)
     statement = ("Pretraining on plentiful noisy labels then fine-tuning on few clean labels beats random "
                  "initialisation on the same clean labels; the gain is largest when clean labels are fewest.")
     if gains.empty or len(gains) < 2:
-        return dict(id="noisy_pretraining_beats_random", statement=statement, status="not evaluated",
+        return dict(id=claim_id, statement=statement, status="not evaluated",
                     evidence={}, reason="needs noisy_full and random rows at two or more k")
+    if int(gains.n.min()) < 2:
+        return _one_seed(claim_id, statement, int(gains.n.min()))
     first, last = gains.iloc[0], gains.iloc[-1]
-    beats = bool(first.mean_diff > 0 and first.wins == first.n)
+    beats = _shown(first)
     largest = bool(first.mean_diff >= gains.mean_diff.max() - 1e-12 and first.mean_diff > last.mean_diff)
+    reason = (f"k={int(first.k)}: gain {_ci(first)}, so the gain is "
+              f"{'shown' if beats else 'not shown (its interval includes 0)'}; the mean gain is "
+              f"{'' if largest else 'not '}largest at the fewest clean tiles{few}")
     return dict(
-        id="noisy_pretraining_beats_random", statement=statement, status="held" if beats and largest else "did not hold",
+        id=claim_id, statement=statement, status="held" if beats and largest else "did not hold",
         evidence={"gain_by_k": {int(r.k): round(float(r.mean_diff), 4) for r in gains.itertuples()},
+                  "ci95_by_k": {int(r.k): [round(float(r.ci95_low), 4), round(float(r.ci95_high), 4)]
+                                for r in gains.itertuples()},
                   "wins_by_k": {int(r.k): f"{int(r.wins)}/{int(r.n)}" for r in gains.itertuples()},
-                  "ci95_at_smallest_k": [round(float(first.ci95_low), 4), round(float(first.ci95_high), 4)],
-                  "rule": "gain>0 in every seed at the smallest k, and the mean gain there is the largest"},
-        reason=f"judged on mIoU of the noisy-pretrained encoder+decoder vs random init{few}")
+                  "gain_shown_at_smallest_k": beats, "mean_gain_largest_at_smallest_k": largest,
+                  "rule": "held = gain shown at the smallest k (" + GAIN_RULE + ") and the mean gain largest there "
+                          "(a comparison of means)"},
+        reason=reason)
 
 
 def claim_encoder_transfer(results: Results) -> dict:
-    """Claim 2: the noisy-pretrained encoder helps a task with other classes and a fresh decoder."""
+    """Claim 2: the noisy-pretrained encoder helps a task with other classes and a fresh decoder (GAIN_RULE)."""
     s, few = results.settings, _few(results)
+    claim_id = "encoder_transfers_to_new_classes"
     statement = ("The benefit comes through the encoder: the noisy-pretrained encoder with a new decoder helps a "
                  "task with a different class definition (merged and split classes).")
     df = results.finetune[results.finetune.task == TASK_B]
@@ -514,14 +643,17 @@ def claim_encoder_transfer(results: Results) -> dict:
     b = df[df.init == "random"].set_index("seed").miou
     common = sorted(set(a.index) & set(b.index))
     if not common:
-        return dict(id="encoder_transfers_to_new_classes", statement=statement, status="not evaluated",
+        return dict(id=claim_id, statement=statement, status="not evaluated",
                     evidence={}, reason="no task-B rows")
+    if len(common) < 2:
+        return _one_seed(claim_id, statement, len(common))
     diff = paired_difference(a.loc[common].to_numpy(), b.loc[common].to_numpy())
-    held = diff["mean_diff"] > 0 and diff["wins"] == diff["n"]
-    return dict(id="encoder_transfers_to_new_classes", statement=statement, status="held" if held else "did not hold",
+    held = _shown(diff)
+    return dict(id=claim_id, statement=statement, status="held" if held else "did not hold",
                 evidence={k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in diff.items()}
-                | {"k": s["task_b_k"], "task": TASK_B},
-                reason=f"paired mIoU gain over random init on task '{TASK_B}' in every seed{few}")
+                | {"k": s["task_b_k"], "task": TASK_B, "rule": "held = " + GAIN_RULE},
+                reason=f"task '{TASK_B}' with a fresh decoder, k={s['task_b_k']}: noisy-pretrained encoder vs random "
+                       f"init {_ci(diff)}{'' if held else ': not shown'}{few}")
 
 
 def claim_layerwise(results: Results) -> dict:
@@ -534,11 +666,11 @@ def claim_layerwise(results: Results) -> dict:
         return dict(id="encoder_robust_decoder_sensitive", statement=statement, status="not evaluated",
                     evidence={}, reason="no layer-wise comparison rows")
     per_seed = results.kl.groupby(["comparison", "seed", "part"]).kl.mean().unstack("part")
-    checks, evidence = [], {}
+    checks, evidence = {}, {}
     for comparison in [c for c in results.kl.comparison.unique() if "reference" not in c]:
         sub = per_seed.loc[comparison]
         lower = sub["encoder"] < sub["decoder"]
-        checks.append(bool(lower.all()))
+        checks[f"raw KL, {comparison}"] = bool(lower.all())
         evidence[comparison] = {"encoder_mean_kl": round(float(sub["encoder"].mean()), 5),
                                 "decoder_mean_kl": round(float(sub["decoder"].mean()), 5),
                                 "seeds_encoder_lower": f"{int(lower.sum())}/{len(lower)}"}
@@ -557,40 +689,87 @@ def claim_layerwise(results: Results) -> dict:
         ratio = (noisy.kl / moved.reindex(noisy.index).clip(lower=1e-12)).rename("ratio")
         per_part = pd.concat([noisy.part, ratio], axis=1).groupby(["seed", "part"]).ratio.median().unstack("part")
         lower = per_part["encoder"] < per_part["decoder"]
-        checks.append(bool(lower.all()))
+        checks["size-normalised KL, clean vs noisy"] = bool(lower.all())
         evidence["size-normalised: median per layer of KL(clean vs noisy) / KL(initial vs clean)"] = {
             "encoder": round(float(per_part["encoder"].mean()), 4), "decoder": round(float(per_part["decoder"].mean()), 4),
             "seeds_encoder_lower": f"{int(lower.sum())}/{len(lower)}"}
+    failed = [name for name, ok in checks.items() if not ok]
+    evidence["rule"] = ("held = encoder < decoder in every seed for the mean layer KL of each comparison and for the "
+                        "size-normalised ratio; raw KL alone is confounded by layer size (small decoder layers have "
+                        "coarse histograms: see the two-random-initialisations reference)")
+    evidence["checks"] = checks
+    held = bool(checks) and not failed
     return dict(id="encoder_robust_decoder_sensitive", statement=statement,
-                status="held" if checks and all(checks) else "did not hold", evidence=evidence,
-                reason="encoder < decoder in every seed for the mean layer KL of both comparisons and for the "
-                       "size-normalised ratio (raw KL alone is confounded by layer size: see the two-random-inits "
-                       f"reference){few}")
+                status="held" if held else "did not hold", evidence=evidence,
+                reason=("encoder < decoder in every seed on every check" if held else
+                        "encoder not below decoder in every seed for: " + "; ".join(failed)) + few)
+
+
+def _sweep_gains(results: Results) -> pd.DataFrame:
+    """Per seed (rows) and pretraining severity (columns): fine-tuned mIoU gain over random init at sweep_k."""
+    ft = results.finetune[(results.finetune.task == TASK_A) & (results.finetune.k == results.settings["sweep_k"])]
+    random_ = ft[ft.init == "random"].set_index("seed").miou
+    columns = {}
+    for level in sorted(results.pretrain.severity.unique()):
+        sub = (ft[ft.init == "clean_full"] if level == 0 else
+               ft[(ft.init == "noisy_full") & (ft.severity == level)]).set_index("seed").miou
+        columns[float(level)] = sub - random_
+    return pd.DataFrame(columns).dropna()
 
 
 def claim_noise_sweep(results: Results) -> dict:
-    """Claim 4: the benefit shrinks as noise grows and stays positive over the swept levels."""
+    """Claim 4: the benefit shrinks as noise grows and holds over a range of noise levels.
+
+    Held when (a) it shrinks: the mean gain falls with severity (Spearman rho < 0) and the per-seed drop in gain
+    from the lowest severity (0 = clean-pretrained) to the highest is shown (:data:`GAIN_RULE`), and (b) it holds
+    over a range: the gain is shown at the lowest noisy severity; the range reported is the run of swept
+    severities, from the lowest up, at which it is shown.
+    """
     s, few = results.settings, _few(results)
+    claim_id = "benefit_shrinks_with_noise"
     statement = "The benefit of noisy-label pretraining shrinks as label noise grows and holds over a range of levels."
     sweep = noise_sweep_table(results)
     noisy_levels = sweep[sweep.severity > 0]
     if len(noisy_levels) < 2:
-        return dict(id="benefit_shrinks_with_noise", statement=statement, status="not evaluated",
+        return dict(id=claim_id, statement=statement, status="not evaluated",
                     evidence={"levels": noisy_levels.severity.tolist()},
                     reason="needs at least two noise levels in the sweep")
+    if int(sweep.n_seeds.min()) < 2:
+        return _one_seed(claim_id, statement, int(sweep.n_seeds.min()))
     from scipy.stats import spearmanr
 
-    rho = float(spearmanr(sweep.severity, sweep.gain_over_random).statistic) if len(sweep) > 2 else float("nan")
-    shrinks = bool(sweep.gain_over_random.iloc[0] > sweep.gain_over_random.iloc[-1] and rho < 0)
-    holds = bool((noisy_levels.gain_over_random > 0).all())
+    rho = float(spearmanr(sweep.severity, sweep.gain_over_random).statistic)
+    per_seed = _sweep_gains(results)
+    lowest, highest = per_seed.columns.min(), per_seed.columns.max()
+    drop = paired_difference(per_seed[lowest].to_numpy(), per_seed[highest].to_numpy())
+    shrinks = bool(rho < 0 and _shown(drop))
+    shown_at = []
+    for r in noisy_levels.sort_values("severity").itertuples():
+        if not _shown({"ci95_low": r.gain_ci95_low, "n": r.n_seeds}):
+            break
+        shown_at.append(float(r.severity))
+    holds = bool(shown_at)
+    reason = (f"fine-tuned on {s['sweep_k']} clean tiles (severity 0 = clean-pretrained): the gain "
+              f"{'shrinks' if shrinks else 'is not shown to shrink'} (drop from severity {lowest:g} to {highest:g}: "
+              f"{_ci(drop)}; Spearman rho {rho:+.2f}); it is "
+              + (f"shown at severities {shown_at[0]:g} to {shown_at[-1]:g}" if holds else
+                 f"not shown at the lowest noisy severity {float(noisy_levels.severity.min()):g}") + few)
     return dict(
-        id="benefit_shrinks_with_noise", statement=statement, status="held" if shrinks and holds else "did not hold",
+        id=claim_id, statement=statement, status="held" if shrinks and holds else "did not hold",
         evidence={"gain_by_severity": {float(r.severity): round(float(r.gain_over_random), 4)
+                                       for r in sweep.itertuples()},
+                  "ci95_by_severity": {float(r.severity): [round(float(r.gain_ci95_low), 4),
+                                                           round(float(r.gain_ci95_high), 4)]
                                        for r in sweep.itertuples()},
                   "pixel_noise_rate": {float(r.severity): round(float(r.pixel_noise_rate), 3)
                                        for r in sweep.itertuples()},
-                  "spearman_severity_gain": round(rho, 3), "shrinks": shrinks, "positive_at_every_level": holds},
-        reason=f"fine-tuned on {s['sweep_k']} clean tiles; severity 0 = clean-pretrained{few}")
+                  "spearman_severity_gain": round(rho, 3),
+                  "drop_lowest_to_highest": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in drop.items()},
+                  "shrinks": shrinks, "gain_shown_at_severities": shown_at,
+                  "positive_mean_at_every_noisy_level": bool((noisy_levels.gain_over_random > 0).all()),
+                  "rule": "held = rho < 0 and the drop shown, and the gain shown at the lowest noisy severity (" +
+                          GAIN_RULE + ")"},
+        reason=reason)
 
 
 def evaluate_claims(results: Results) -> list[dict]:
@@ -712,14 +891,16 @@ def plot_label_efficiency(results: Results, task: str = TASK_A):
         ax.plot(sub.k, sub.miou_mean, marker="o", color=f"C{i}", label=INIT_LABELS.get(init, init))
         if sub.miou_ci95_low.notna().any():
             ax.fill_between(sub.k, sub.miou_ci95_low, sub.miou_ci95_high, color=f"C{i}", alpha=0.15, lw=0)
+    from matplotlib.ticker import NullLocator
+
     ax.set_xscale("log")
-    ax.set_xticks(results.settings["k_values"])
-    ax.set_xticklabels([str(k) for k in results.settings["k_values"]])
+    ax.xaxis.set_minor_locator(NullLocator())  # log minor ticks would print 6x10^0 etc. over the k labels
+    ax.set_xticks(results.settings["k_values"], [str(k) for k in results.settings["k_values"]])
     ax.set_xlabel("clean labelled tiles for fine-tuning (k)")
     ax.set_ylabel("test mIoU")
     title = f"label efficiency ({len(results.settings['seeds'])} seed(s), band = 95 % CI)"
-    for init, reason in results.unavailable.items():
-        title += f"\n{init}: not evaluated ({reason[:60]})"
+    for init in results.unavailable:
+        title += f"\n{INIT_LABELS.get(init, init)}: not evaluated (weights unavailable; see the table)"
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -803,7 +984,11 @@ def real_patch_figure(root: str | Path = "/work/shared/data/remote_sensing/eolea
     ka = len(landcover.task_legend(TASK_A)[0])
     images, masks, counts = landcover.prepare_tiles(image[None], mask[None], len(meta["bands"]), ka,
                                                     names=[f"{root}/REFERENCE_SCENES.npy scene {meta['scene']}"])
-    noisy = label_noise.make_noise(list(noise_models), severity, ka)(masks[0], np.random.default_rng(seed))
+    # The sensor rule thresholds a LiDAR surface height the patch does not have (its DEM is terrain, not nDSM).
+    models = [m for m in noise_models if m != "sensor_rule"]
+    skipped = [m for m in noise_models if m == "sensor_rule"]
+    noisy = (label_noise.make_noise(models, severity, ka)(masks[0], np.random.default_rng(seed)) if models
+             else masks[0].copy())
     fig, axes = plt.subplots(1, 3, figsize=(8, 2.9))
     axes[0].imshow(false_colour(images[0], meta["bands"]))
     axes[0].set_title("Sentinel-2 scene 2 (NIR-R-G)", fontsize=8)
@@ -815,5 +1000,6 @@ def real_patch_figure(root: str | Path = "/work/shared/data/remote_sensing/eolea
     summary = {"available": True, "pixels": int(masks[0].size), "labelled_pixels": int(labelled.sum()),
                "nodata_label_pixels": int((~labelled).sum()), "nan_image_pixels": counts["nodata_pixels"],
                "class_pixels": {n: int((masks[0] == i).sum()) for i, n in enumerate(landcover.task_legend(TASK_A)[0])},
-               "noisy_pixel_rate": label_noise.noise_rate(masks[0], noisy)}
+               "noisy_pixel_rate": label_noise.noise_rate(masks[0], noisy), "noise_models": models,
+               "noise_models_skipped": {m: "needs a surface height (nDSM) the patch lacks" for m in skipped}}
     return fig, summary
