@@ -93,3 +93,106 @@ def test_per_class_layout_with_masks_side_by_side(tmp_path):
         load_per_class(tmp_path)
     with pytest.raises(DataError, match="unknown class folder"):
         load_per_class(tmp_path, classes=["good"])
+
+
+def test_masks_stored_as_zero_one_are_read_as_defects(tmp_path):
+    root = _mvtec(tmp_path)
+    mask = np.zeros((40, 30), np.uint8)
+    mask[2:6, 3:9] = 1  # label-style mask: 0/1, not 0/255
+    _save(root / "ground_truth" / "hole" / "000_mask.png", mask)
+    s = load_mvtec_style(root, size=None)
+    assert s.masks[s.defect_types == "hole"][0].sum() == 24
+
+
+def test_empty_defect_mask_warns_with_its_file(tmp_path):
+    root = _mvtec(tmp_path)
+    faint = np.full((40, 30), 60, np.uint8)  # all below 0.5 x 255
+    faint[0, 0] = 2
+    _save(root / "ground_truth" / "hole" / "000_mask.png", faint)
+    with pytest.warns(UserWarning, match=r"hole[/\\]000_mask.png"):
+        s = load_mvtec_style(root, size=None)
+    assert s.masks[s.defect_types == "hole"].sum() == 0
+
+
+def test_corrupt_mask_is_an_error_naming_mask_and_image(tmp_path):
+    root = _mvtec(tmp_path)
+    (root / "ground_truth" / "scratch" / "000_mask.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError, match=r"mask .*000_mask.png of image .*scratch[/\\]000.png is not readable"):
+        load_mvtec_style(root)
+
+
+def test_layout_errors_name_the_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_mvtec_style(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="does not exist"):
+        load_per_class(tmp_path / "nowhere")
+    only_train = tmp_path / "b"
+    _save(only_train / "train" / "good" / "000.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match="missing the 'test' folder"):
+        load_mvtec_style(only_train)
+    root = _mvtec(tmp_path / "a")
+    _save(root / "train" / "scratch" / "000.png", np.zeros((40, 30), np.uint8))
+    with pytest.raises(DataError, match=r"train[/\\]scratch: the train split .* only 'good'"):
+        load_mvtec_style(root)
+
+
+def test_bad_options_are_parameter_errors(tmp_path):
+    from labkit.core.errors import ParameterError
+
+    root = _mvtec(tmp_path)
+    with pytest.raises(ParameterError, match="on_corrupt"):
+        load_mvtec_style(root, on_corrupt="ignore")
+    with pytest.raises(ParameterError, match="mask_threshold"):
+        load_per_class(root, mask_threshold=1.5)
+    with pytest.raises(ParameterError, match="channels"):
+        load_mvtec_style(root, channels=2)
+    with pytest.raises(ParameterError, match="splits"):
+        load_mvtec_style(root, splits=("val",))
+
+
+def test_mixed_sizes_without_resizing_is_an_error(tmp_path):
+    root = _mvtec(tmp_path)
+    _save(root / "train" / "good" / "big.png", np.zeros((50, 50, 3), np.uint8))
+    with pytest.raises(DataError, match="different sizes.*size="):
+        load_mvtec_style(root, size=None)
+    assert load_mvtec_style(root, size=32).images.shape == (7, 3, 32, 32)
+
+
+def _per_class(root, rng):
+    for cls in ("crack", "good"):
+        for i in range(2):
+            _save(root / cls / "Imgs" / f"{i}.jpg", rng.integers(0, 255, (24, 36, 3), dtype=np.uint8))
+            if cls == "crack":
+                mask = np.zeros((24, 36), np.uint8)
+                mask[:4] = 255
+                _save(root / cls / "Imgs" / f"{i}.png", mask)
+    return root
+
+
+def test_per_class_mask_size_mismatch_and_corrupt_images(tmp_path):
+    root = _per_class(tmp_path, np.random.default_rng(2))
+    (root / "good" / "Imgs" / "9.jpg").write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match=r"9.jpg"):
+        s = load_per_class(root, size=None)
+    assert len(s) == 4 and len(s.skipped) == 1
+    with pytest.raises(DataError, match="9.jpg"):
+        load_per_class(root, on_corrupt="error")
+    _save(root / "crack" / "Imgs" / "0.png", np.zeros((12, 36), np.uint8))
+    with pytest.raises(DataError, match=r"0.png is 12x36 but its image .*0.jpg is 24x36"):
+        load_per_class(root, size=None)
+
+
+def test_per_class_png_only_folder_uses_mask_suffix(tmp_path):
+    rng = np.random.default_rng(3)
+    _save(tmp_path / "stain" / "Imgs" / "a.png", rng.integers(0, 255, (16, 16), dtype=np.uint8))
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    _save(tmp_path / "stain" / "Imgs" / "a_mask.png", mask)
+    s = load_per_class(tmp_path, channels=1, size=None)
+    assert len(s) == 1 and s.defect_types[0] == "stain" and s.masks[0].sum() == 16
+    _save(tmp_path / "stain" / "Imgs" / "b.png", rng.integers(0, 255, (16, 16), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"b.png: image of defect class 'stain' has no mask"):
+        load_per_class(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: no 'Imgs' folder"):
+        load_per_class(tmp_path)

@@ -118,9 +118,50 @@ def test_named_checkpoint_round_trip_through_create_backbone():
         torch.testing.assert_close(loaded.forward_features(x), enc.eval().forward_features(x))
     _, meta = load_named_checkpoint("ssl-mae-vit-tiny-industrial")
     assert meta["arch"] == "vit_tiny" and meta["patch_size"] == 8 and meta["epochs"] == 1 and meta["data"] == "test"
+    # asked for by name alone: the settings come from the checkpoint's meta
+    from labkit.methods.ssl import load_ssl_encoder
+
+    again = load_ssl_encoder("ssl-mae-vit-tiny-industrial")
+    assert again.pretrain_meta["pixel_mean"] == pytest.approx(enc.pretrain_meta["pixel_mean"])
+    with torch.no_grad():
+        torch.testing.assert_close(again.forward_features(x), enc.forward_features(x))
 
 
-def test_missing_named_checkpoint_says_which_study_makes_it():
+def test_load_ssl_encoder_errors_name_the_problem(tmp_path, monkeypatch):
+    import json
+
+    from labkit.methods.ssl import load_ssl_encoder
+    from labkit.models.registry import save_named_checkpoint
+
+    monkeypatch.setenv("LABKIT_CHECKPOINTS", str(tmp_path))
     with pytest.raises(WeightsUnavailableError, match="labkit reproduce ssl_industrial"):
-        create_backbone("vit_tiny", weights="labkit:ssl-simclr-vit-tiny-industrial", img_size=32, patch_size=8,
-                        in_chans=1, num_classes=0)
+        load_ssl_encoder("ssl-simclr-vit-tiny-industrial")
+    save_named_checkpoint("ssl-simclr-vit-tiny-industrial", _vit(), {"arch": "vit_tiny"})
+    with pytest.raises(DataError, match=r"ssl-simclr-vit-tiny-industrial.json.*no img_size, patch_size"):
+        load_ssl_encoder("ssl-simclr-vit-tiny-industrial")
+    assert json.loads((tmp_path / "ssl-simclr-vit-tiny-industrial.json").read_text())["arch"] == "vit_tiny"
+
+
+def test_missing_named_checkpoint_says_which_study_makes_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CHECKPOINTS", str(tmp_path / "empty"))  # whatever other tests saved
+    for name in ("ssl-simclr-vit-tiny-industrial", "ssl-mae-vit-tiny-industrial"):
+        with pytest.raises(WeightsUnavailableError, match=f"'{name}' does not exist yet.*labkit reproduce ssl_industrial"):
+            create_backbone("vit_tiny", weights=f"labkit:{name}", img_size=32, patch_size=8, in_chans=1,
+                            num_classes=0)
+    with pytest.raises(WeightsUnavailableError, match="no study declares .*'ssl-byol-vit'.*ssl-mae-vit-tiny-industrial"):
+        create_backbone("vit_tiny", weights="labkit:ssl-byol-vit", img_size=32, patch_size=8, in_chans=1,
+                        num_classes=0)
+
+
+def test_pretrain_rejects_bad_parameters():
+    from labkit.core.errors import ParameterError
+
+    images = np.zeros((8, 1, 32, 32), np.float32)
+    with pytest.raises(ParameterError, match="epochs must be >= 1"):
+        pretrain_mae(images, img_size=32, patch_size=8, batch_size=4, epochs=0, progress=False)
+    with pytest.raises(ParameterError, match="mask_ratio"):
+        pretrain_mae(images, img_size=32, patch_size=8, batch_size=4, epochs=1, mask_ratio=1.0, progress=False)
+    with pytest.raises(ParameterError, match="batch_size must be >= 2"):
+        pretrain_simclr(images, img_size=32, patch_size=8, batch_size=1, progress=False)
+    with pytest.raises(DataError, match="square"):
+        pretrain_mae(np.zeros((8, 1, 32, 40), np.float32), batch_size=4, progress=False)

@@ -77,3 +77,66 @@ def test_dinov2_is_reported_not_evaluated_offline():
     inits, table = study.initialisations(cfg, {"unlabeled": study.SurfaceSimulator(size=32).sample(4)}, {})
     assert inits == {}
     assert table.loc[0, "status"] == "not evaluated" and "weights unavailable" in table.loc[0, "reason"]
+
+
+def test_claim2_needs_more_than_a_noisy_mean():
+    # SimCLR ahead under the probes on average, but one seed in three behind: the paired CI straddles 0.
+    rows = []
+    for init, lin in (("mae", (0.55, 0.55, 0.55)), ("simclr", (0.70, 0.68, 0.45))):
+        for seed, v in enumerate(lin):
+            rows += [{"init": init, "protocol": "linear probe", "seed": seed, "n_labels": 128, "balanced_accuracy": v},
+                     {"init": init, "protocol": "kNN probe", "seed": seed, "n_labels": 128, "balanced_accuracy": v},
+                     {"init": init, "protocol": "fine-tune", "seed": seed, "n_labels": 128,
+                      "balanced_accuracy": 0.8 if init == "mae" else v + 0.05}]
+    c = study.claim_probe_vs_finetune(_cfg(), pd.DataFrame(rows))
+    assert c["evidence"]["simclr_minus_mae_linear"]["mean_diff"] > 0
+    assert c["status"] == "did not hold" and not c["evidence"]["simclr_beats_mae_under_both_probes"]
+
+
+def test_claim2_flags_chance_level_features():
+    c = study.claim_probe_vs_finetune(_cfg(), _probes(mae=(0.5, 0.51, 0.52), simclr=(0.5, 0.49, 0.53)))
+    assert c["status"] == "did not hold" and "chance" in c["reason"]
+
+
+def test_unknown_initialisation_is_a_parameter_error():
+    from labkit.core.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="inits.*must be one of"):
+        labkit.configure("ssl_industrial", "smoke", {"inits": ["scratch", "mea"]})
+    with pytest.raises(ParameterError, match="protocols.*must be one of"):
+        labkit.configure("ssl_industrial", "smoke", {"protocols": ["adapter"]})
+
+
+def test_finetune_protocols_table_and_not_evaluated_rows():
+    cfg = labkit.configure("ssl_industrial", "smoke", {"finetune_steps": 2, "protocol_labels": 8, "seeds": [0],
+                                                       "inits": ["scratch", "dinov2"]})
+    sim = study.SurfaceSimulator(size=32)
+    data = {"unlabeled": sim.sample(8, seed=1), "pool": sim.sample(20, seed=2), "test": sim.sample(6, seed=3)}
+    inits, init_table = study.initialisations(cfg, data, {})
+    runs = study.finetune_protocols(cfg, data, inits, progress=False)
+    assert set(runs["protocol"]) == set(cfg.protocols) and set(runs["init"]) == {"scratch"}
+    params = runs.set_index("protocol")["trainable_params"]
+    assert params["frozen_linear"] < params["frozen_decoder"] < params["partial"] < params["full"]
+    assert params["lora"] < params["partial"]
+    assert (runs.set_index("protocol")["tuned_blocks"][["frozen_linear", "partial", "full", "lora"]].tolist()
+            == [0, cfg.trainable_blocks, 12, 12])
+    table = study.protocol_table(runs, init_table)
+    assert list(table["init"]) == ["scratch", "dinov2"]
+    assert table.iloc[1, 1:].str.startswith("not evaluated: weights unavailable").all()
+    with pytest.raises(ValueError, match="protocol_labels=99"):
+        study.finetune_protocols(labkit.configure("ssl_industrial", "smoke", {"protocol_labels": 99}), data, inits,
+                                 progress=False)
+
+
+def test_partial_protocol_reuses_the_sweep_runs_exactly():
+    cfg = labkit.configure("ssl_industrial", "smoke", {"finetune_steps": 2, "protocol_labels": 8, "seeds": [0, 1],
+                                                       "label_counts": [8], "inits": ["scratch"],
+                                                       "protocols": ["partial"]})
+    sim = study.SurfaceSimulator(size=32)
+    data = {"unlabeled": sim.sample(8, seed=1), "pool": sim.sample(20, seed=2), "test": sim.sample(6, seed=3)}
+    inits, _ = study.initialisations(cfg, data, {})
+    le = study.label_efficiency(cfg, data, inits, progress=False)
+    fresh = study.finetune_protocols(cfg, data, inits, progress=False)
+    reused = study.finetune_protocols(cfg, data, inits, progress=False, label_eff=le)
+    cols = ["init", "protocol", "seed", "n_labels", "miou", "defect_f1", "trainable_params"]
+    pd.testing.assert_frame_equal(fresh[cols], reused[cols], check_dtype=False)

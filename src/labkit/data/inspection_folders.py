@@ -16,7 +16,9 @@ Two layouts:
 
 Images come back as float32 (N, C, H, W) in [0, 1] with ``channels`` 1 (grey) or 3 (colour),
 resized to ``size`` (any input size; masks resized with nearest neighbour). Masks are binarised:
-a pixel is a defect when its value exceeds ``mask_threshold`` times the mask's full scale.
+a pixel is a defect when its value exceeds ``mask_threshold`` times the mask's full scale (255 for
+8-bit, 65535 for 16-bit, 1 for masks stored as 0/1); a defect image whose mask comes out empty
+is kept, with one warning listing such masks.
 Unreadable image files are skipped with one warning that lists them (``on_corrupt="warn"``) or
 raise :class:`~labkit.core.errors.DataError` (``on_corrupt="error"``). Every other problem (a
 defect image without its mask, a mask whose size differs from its image, an unknown defect folder)
@@ -97,10 +99,14 @@ def _channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
 
 
 def _binarise(mask: np.ndarray, threshold: float) -> np.ndarray:
+    """Defect where the value exceeds ``threshold`` x the full scale: 255 (8-bit), 65535 (16-bit), or 1
+    for an integer mask stored as 0/1 (a common way to save label masks, which 255 would read as empty)."""
     if mask.ndim == 3:
         mask = mask[..., :3].max(-1)
     if mask.dtype == bool:
         return mask
+    if np.issubdtype(mask.dtype, np.integer) and mask.size and mask.max() <= 1:
+        return mask > threshold
     full = 65535 if mask.dtype == np.uint16 else 255 if mask.dtype == np.uint8 else max(float(mask.max()), 1.0)
     return mask > threshold * full
 
@@ -118,6 +124,7 @@ class _Reader:
     def __init__(self, channels, size, on_corrupt, mask_threshold):
         self.channels, self.size, self.on_corrupt, self.mask_threshold = channels, size, on_corrupt, mask_threshold
         self.images, self.masks, self.types, self.splits, self.files, self.skipped = [], [], [], [], [], []
+        self.empty_masks = []
 
     def add(self, image_path: Path, mask_path: Path | None, defect: str, split: str):
         from labkit.data.io import read_image
@@ -140,6 +147,8 @@ class _Reader:
             if mask.shape != image.shape[-2:]:
                 raise DataError(f"mask {mask_path} is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} "
                                 f"is {image.shape[1]}x{image.shape[2]}")
+            if defect != "good" and not mask.any():
+                self.empty_masks.append(str(mask_path))
         self.images.append(np.clip(_resize(image, self.size, 1), 0, 1))
         self.masks.append(_resize(mask.astype(np.uint8), self.size, 0))
         self.types.append(defect)
@@ -150,6 +159,10 @@ class _Reader:
         if self.skipped:
             warnings.warn(f"skipped {len(self.skipped)} unreadable image file(s) under {root}: "
                           + "; ".join(self.skipped), stacklevel=3)
+        if self.empty_masks:
+            warnings.warn(f"{len(self.empty_masks)} mask(s) of defect images under {root} have no pixel above "
+                          f"mask_threshold={self.mask_threshold} x full scale (wrong threshold?): "
+                          + "; ".join(self.empty_masks[:10]), stacklevel=3)
         if not self.images:
             raise DataError(f"{root}: no readable images found")
         shapes = {im.shape for im in self.images}

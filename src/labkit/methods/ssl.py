@@ -403,3 +403,28 @@ def checkpoint_meta(encoder: nn.Module, data: str) -> dict:
     meta = dict(getattr(encoder, "pretrain_meta", {}))
     meta["data"] = data
     return meta
+
+
+def load_ssl_encoder(name: str) -> nn.Module:
+    """The encoder of a named labkit SSL checkpoint (e.g. ``"ssl-mae-vit-tiny-industrial"``), built with
+    the architecture, input size, patch size and channels recorded in its meta, in eval mode.
+
+    ``encoder.pretrain_meta`` holds that meta; feed the encoder images standardised with
+    ``standardise(x, meta["pixel_mean"], meta["pixel_std"])``. A checkpoint that has not been produced
+    yet raises :class:`~labkit.core.errors.WeightsUnavailableError` naming the study that makes it;
+    one whose meta lacks the settings raises DataError naming the file and the missing keys.
+    """
+    from labkit.core.checkpoints import load_state_into
+    from labkit.models.registry import load_named_checkpoint, named_checkpoint_path
+
+    state, meta = load_named_checkpoint(name)
+    needed = ("arch", "img_size", "patch_size", "in_chans", "pixel_mean", "pixel_std")
+    missing = [k for k in needed if k not in meta]
+    if missing:
+        raise DataError(f"{named_checkpoint_path(name).with_suffix('.json')}: labkit checkpoint '{name}' has no "
+                        f"{', '.join(missing)} in its meta, so its encoder cannot be rebuilt; produce it again with "
+                        f"labkit.methods.ssl (pretrain_mae / pretrain_simclr + checkpoint_meta)")
+    encoder = _make_encoder(meta["arch"], int(meta["img_size"]), int(meta["in_chans"]), int(meta["patch_size"]))
+    load_state_into(encoder, state, source=f"labkit checkpoint '{name}'")
+    encoder.pretrain_meta = meta
+    return encoder.eval()

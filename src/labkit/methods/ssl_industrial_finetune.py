@@ -1,9 +1,12 @@
 """Fine-tuning a (pretrained) timm ViT for defect segmentation and defect/no-defect classification.
 
 The encoder is split into a frozen trunk (patch embedding + the first ``depth - k`` blocks) and a
-trainable top (the last ``k`` blocks, the final norm, and a head). ``k = depth`` is full
-fine-tuning; ``k = 0`` is a frozen probe with a trained head; in between is MAE's "partial
-fine-tuning" (He et al. 2022, Fig. 9). Without augmentation the trunk's output for an image never
+trainable top (the last ``k`` blocks, the final norm, and a head). ``k = depth`` fine-tunes every
+transformer block (the patch embedding, position embedding and class token stay as initialised);
+``k = 0`` is a frozen probe with a trained head; in between is MAE's "partial fine-tuning" (He et
+al. 2022, Fig. 9). With ``lora_rank > 0`` the top's blocks stay frozen and only low-rank adapters
+(LoRA, Hu et al. 2022, via peft: :func:`labkit.models.lora.apply_lora`) on their attention
+projections, and the head, are trained. Without augmentation the trunk's output for an image never
 changes, so it is computed once (:func:`trunk_tokens`) and every run over every label count and
 seed trains only the top: on two CPU cores this is what makes a label-count x seed x
 initialisation sweep fit in minutes.
@@ -24,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from labkit.core.errors import DataError, ParameterError
 from labkit.core.metrics import segmentation_scores
+from labkit.core.seeding import seed_everything
 
 SEG_HEADS = ("linear", "conv")
 
@@ -52,13 +55,29 @@ def trunk_tokens(encoder: nn.Module, images, trainable_blocks: int, batch_size: 
 
 
 class _Top(nn.Module):
-    def __init__(self, encoder: nn.Module, trainable_blocks: int):
+    def __init__(self, encoder: nn.Module, trainable_blocks: int, lora_rank: int = 0, lora_alpha: float | None = None,
+                 lora_targets="attention"):
         super().__init__()
         depth = len(encoder.blocks)
+        if not 0 <= trainable_blocks <= depth:
+            raise ParameterError(f"trainable_blocks must be in [0, {depth}], got {trainable_blocks}")
+        if lora_rank < 0:
+            raise ParameterError(f"lora_rank must be >= 0, got {lora_rank}")
+        if lora_rank > 0 and trainable_blocks == 0:
+            raise ParameterError("LoRA needs blocks to adapt: trainable_blocks must be >= 1 when lora_rank > 0")
         self.blocks = nn.Sequential(*[copy.deepcopy(b) for b in encoder.blocks[depth - trainable_blocks:]])
-        # With no block to tune, the final norm stays frozen too (a probe on the encoder's output).
+        self.blocks.requires_grad_(True)
+        self.lora_rank = int(lora_rank)
+        if lora_rank > 0:
+            from labkit.models.lora import apply_lora
+
+            # peft freezes the copied blocks and trains only the adapters (B starts at 0: same output as before).
+            self.blocks = apply_lora(self.blocks, rank=int(lora_rank),
+                                     alpha=float(lora_alpha if lora_alpha is not None else 2 * lora_rank),
+                                     targets=lora_targets)
+        # With no block to tune (or only adapters), the final norm stays frozen too.
         self.norm = copy.deepcopy(encoder.norm)
-        self.norm.requires_grad_(trainable_blocks > 0)
+        self.norm.requires_grad_(trainable_blocks > 0 and lora_rank == 0)
         self.prefix = int(getattr(encoder, "num_prefix_tokens", 1))
         ps = encoder.patch_embed.patch_size
         self.patch = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
@@ -72,11 +91,11 @@ class TokenSegmenter(nn.Module):
     """Trainable top of a ViT + a segmentation head; input: trunk tokens; output: logits at ``out_size``."""
 
     def __init__(self, encoder: nn.Module, trainable_blocks: int, num_classes: int = 2, head: str = "conv",
-                 out_size: int = 64, decoder_channels: int = 32):
+                 out_size: int = 64, decoder_channels: int = 32, lora_rank: int = 0, lora_alpha: float | None = None):
         super().__init__()
         if head not in SEG_HEADS:
             raise ParameterError(f"head must be one of {SEG_HEADS}, got {head!r}")
-        self.top = _Top(encoder, trainable_blocks)
+        self.top = _Top(encoder, trainable_blocks, lora_rank, lora_alpha)
         self.out_size, self.head_kind = int(out_size), head
         d = self.top.dim
         if head == "linear":
@@ -108,76 +127,159 @@ def mean_max_pool(patch_tokens: torch.Tensor) -> torch.Tensor:
 class TokenClassifier(nn.Module):
     """Trainable top of a ViT + a linear classifier on the mean and max patch token."""
 
-    def __init__(self, encoder: nn.Module, trainable_blocks: int, num_classes: int = 2):
+    def __init__(self, encoder: nn.Module, trainable_blocks: int, num_classes: int = 2, lora_rank: int = 0,
+                 lora_alpha: float | None = None):
         super().__init__()
-        self.top = _Top(encoder, trainable_blocks)
+        self.top = _Top(encoder, trainable_blocks, lora_rank, lora_alpha)
         self.head = nn.Sequential(nn.LayerNorm(2 * self.top.dim), nn.Linear(2 * self.top.dim, num_classes))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(mean_max_pool(self.top.patch_tokens(tokens)))
 
 
-def _epochs_for(steps: int, n: int, batch_size: int) -> int:
-    return max(1, math.ceil(steps / max(1, math.ceil(n / batch_size))))
+def count_trainable(model: nn.Module) -> int:
+    """Parameters the optimiser updates."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def _check_tokens(train_tokens, n_targets: int, test_tokens, n_test_targets: int, what: str):
+    if train_tokens.ndim != 3 or test_tokens.ndim != 3:
+        raise DataError(f"tokens must be (N, tokens, dim) from trunk_tokens, got {tuple(train_tokens.shape)} "
+                        f"and {tuple(test_tokens.shape)}")
+    if len(train_tokens) == 0:
+        raise DataError("no labelled training images given")
+    if n_targets != len(train_tokens):
+        raise DataError(f"{len(train_tokens)} training images but {n_targets} {what}")
+    if n_test_targets != len(test_tokens):
+        raise DataError(f"{len(test_tokens)} test images but {n_test_targets} {what}")
+
+
+def _train_steps(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn, *, steps: int,
+                 batch_size: int, lr: float, encoder_lr_scale: float, seed: int, weight_decay: float = 1e-4,
+                 progress: bool = False, desc: str = "") -> float:
+    """Exactly ``steps`` AdamW steps over shuffled mini-batches (the last partial batch dropped when there
+    is more than one batch), cosine learning-rate decay over the steps; the top's parameters (blocks,
+    norm, LoRA adapters) learn at ``lr * encoder_lr_scale``, the head at ``lr``. Returns seconds."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    if steps < 1:
+        raise ParameterError(f"steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    if not encoder_lr_scale >= 0:
+        raise ParameterError(f"encoder_lr_scale must be >= 0, got {encoder_lr_scale}")
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    top = [p for p in model.top.parameters() if p.requires_grad]
+    groups = [{"params": head, "lr": lr}]
+    if top and encoder_lr_scale > 0:
+        groups.append({"params": top, "lr": lr * encoder_lr_scale})
+    elif top:
+        for p in top:
+            p.requires_grad_(False)
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    gen = torch.Generator().manual_seed(seed)
+    n = len(inputs)
+    per_epoch = n // batch_size if n > batch_size else 1
+    size = batch_size if n > batch_size else n
+    started, step = time.time(), 0
+    model.train()
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    while step < steps:
+        order = torch.randperm(n, generator=gen)
+        for b in range(per_epoch):
+            if step >= steps:
+                break
+            idx = order[b * size:(b + 1) * size]
+            loss = loss_fn(model(inputs[idx]), targets[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+    bar.close()
+    model.eval()
+    return time.time() - started
 
 
 def finetune_segmentation(encoder: nn.Module, train_tokens: torch.Tensor, train_masks, test_tokens: torch.Tensor,
                           test_masks, *, trainable_blocks: int, head: str = "conv", steps: int = 60,
                           batch_size: int = 16, lr: float = 5e-4, defect_weight: float | None = None,
-                          seed: int = 0, progress: bool = False) -> dict:
+                          seed: int = 0, progress: bool = False, lora_rank: int = 0,
+                          lora_alpha: float | None = None, encoder_lr_scale: float = 1.0) -> dict:
     """Train top + head on labelled tokens/masks for a fixed number of steps; score on the test set.
 
     ``defect_weight``: cross-entropy weight of the defect class (default: sqrt of the background-to-
     defect pixel ratio of the training masks, as defects cover a few percent of the pixels).
-    Returns ``{"miou", "defect_iou", "defect_f1", "pixel_accuracy", "seconds", "model"}``.
+    ``lora_rank > 0``: train LoRA adapters on the top's blocks instead of the blocks themselves.
+    ``encoder_lr_scale``: the top's learning rate relative to the head's (below 1 keeps pretrained
+    blocks closer to where pretraining left them, as MAE/BEiT fine-tuning does with layer-wise decay).
+    Returns ``{"miou", "defect_iou", "defect_f1", "defect_ap", "pixel_accuracy", "trainable_params", "seconds",
+    "model"}`` (``defect_ap``: :func:`pixel_average_precision`, threshold-free).
     """
-    from labkit.methods.training import fit
-
     train_masks = torch.as_tensor(np.asarray(train_masks), dtype=torch.long)
-    if len(train_masks) != len(train_tokens):
-        raise DataError(f"{len(train_tokens)} training images but {len(train_masks)} masks")
+    test_masks = np.asarray(test_masks)
+    _check_tokens(train_tokens, len(train_masks), test_tokens, len(test_masks), "masks")
+    if train_masks.ndim != 3 or test_masks.ndim != 3 or train_masks.shape[1:] != test_masks.shape[1:]:
+        raise DataError(f"masks must be (N, H, W) of one size, got training {tuple(train_masks.shape)} and "
+                        f"test {test_masks.shape}")
     if defect_weight is None:
         frac = float(train_masks.float().mean().clamp(min=1e-3))
         defect_weight = float(np.clip(np.sqrt((1 - frac) / frac), 1.0, 10.0))
-    model = TokenSegmenter(encoder, trainable_blocks, head=head, out_size=int(train_masks.shape[-1]))
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(TensorDataset(train_tokens, train_masks), batch_size=batch_size, shuffle=True,
-                        generator=gen, drop_last=len(train_masks) > batch_size)
-    result = fit(model, loader, None, task="segmentation", num_classes=2,
-                 epochs=_epochs_for(steps, len(train_masks), batch_size), lr=lr, scheduler="cosine",
-                 loss_fn=nn.CrossEntropyLoss(weight=torch.tensor([1.0, defect_weight])), seed=seed,
-                 progress=progress, desc=f"fine-tune seg ({len(train_masks)} labels)")
-    result.model.eval()
+    seed_everything(seed)  # the head's (and LoRA's) initial weights depend on the seed, not on what ran before
+    model = TokenSegmenter(encoder, trainable_blocks, head=head, out_size=int(train_masks.shape[-1]),
+                           lora_rank=lora_rank, lora_alpha=lora_alpha)
+    seconds = _train_steps(model, train_tokens, train_masks,
+                           nn.CrossEntropyLoss(weight=torch.tensor([1.0, defect_weight])), steps=steps,
+                           batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale, seed=seed,
+                           progress=progress, desc=f"fine-tune seg ({len(train_masks)} labels)")
     with torch.inference_mode():
-        pred = torch.cat([result.model(test_tokens[i:i + 128]).argmax(1)
-                          for i in range(0, len(test_tokens), 128)]).numpy()
-    scores = segmentation_scores(pred, np.asarray(test_masks), num_classes=2, class_names=["good", "defect"])
+        logits = torch.cat([model(test_tokens[i:i + 128]) for i in range(0, len(test_tokens), 128)])
+    pred = logits.argmax(1).numpy()
+    scores = segmentation_scores(pred, test_masks, num_classes=2, class_names=["good", "defect"])
     return {"miou": scores["miou"], "defect_iou": scores["iou/defect"], "defect_f1": scores["f1/defect"],
-            "pixel_accuracy": scores["pixel_accuracy"], "seconds": result.seconds, "model": result.model}
+            "defect_ap": pixel_average_precision(logits.softmax(1)[:, 1].numpy(), test_masks),
+            "pixel_accuracy": scores["pixel_accuracy"], "trainable_params": count_trainable(model),
+            "seconds": seconds, "model": model}
+
+
+def pixel_average_precision(defect_prob, masks) -> float:
+    """Average precision of per-pixel defect probabilities against the masks: threshold-free, so it
+    does not swing with how the 0.5 cut-off happens to fall after a short fine-tune (NaN without defects)."""
+    from sklearn.metrics import average_precision_score
+
+    y = (np.asarray(masks).reshape(-1) > 0)
+    if not y.any() or y.all():
+        return float("nan")
+    return float(average_precision_score(y, np.asarray(defect_prob, np.float32).reshape(-1)))
 
 
 def finetune_classification(encoder: nn.Module, train_tokens: torch.Tensor, train_labels, test_tokens: torch.Tensor,
                             test_labels, *, trainable_blocks: int, steps: int = 60, batch_size: int = 16,
-                            lr: float = 5e-4, seed: int = 0, progress: bool = False) -> dict:
-    """Defect/no-defect classifier (top + linear head); returns accuracy, balanced accuracy, AUROC."""
+                            lr: float = 5e-4, seed: int = 0, progress: bool = False, lora_rank: int = 0,
+                            lora_alpha: float | None = None, encoder_lr_scale: float = 1.0) -> dict:
+    """Defect/no-defect classifier (top + linear head); returns accuracy, balanced accuracy, AUROC.
+    Same training as :func:`finetune_segmentation`."""
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-    from labkit.methods.training import fit
-
     train_labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
-    model = TokenClassifier(encoder, trainable_blocks)
-    gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(TensorDataset(train_tokens, train_labels), batch_size=batch_size, shuffle=True,
-                        generator=gen, drop_last=len(train_labels) > batch_size)
-    result = fit(model, loader, None, task="classification", num_classes=2,
-                 epochs=_epochs_for(steps, len(train_labels), batch_size), lr=lr, scheduler="cosine", seed=seed,
-                 progress=progress, desc=f"fine-tune cls ({len(train_labels)} labels)")
-    result.model.eval()
+    _check_tokens(train_tokens, len(train_labels), test_tokens, len(np.asarray(test_labels)), "labels")
+    if len(np.unique(train_labels.numpy())) < 2:
+        raise DataError(f"classification needs both good and defective training images, got only class "
+                        f"{int(train_labels[0])} in {len(train_labels)} labels")
+    seed_everything(seed)
+    model = TokenClassifier(encoder, trainable_blocks, lora_rank=lora_rank, lora_alpha=lora_alpha)
+    seconds = _train_steps(model, train_tokens, train_labels, nn.CrossEntropyLoss(), steps=steps,
+                           batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale, seed=seed,
+                           progress=progress, desc=f"fine-tune cls ({len(train_labels)} labels)")
     with torch.inference_mode():
-        prob = torch.cat([result.model(test_tokens[i:i + 256]).softmax(1)[:, 1]
+        prob = torch.cat([model(test_tokens[i:i + 256]).softmax(1)[:, 1]
                           for i in range(0, len(test_tokens), 256)]).numpy()
     y = np.asarray(test_labels)
     pred = (prob > 0.5).astype(int)
     return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
             "auroc": float(roc_auc_score(y, prob)) if len(np.unique(y)) == 2 else float("nan"),
-            "seconds": result.seconds}
+            "seconds": seconds}

@@ -4,8 +4,10 @@ Pipeline: simulate unlabeled surfaces, a labelled pool and a test set -> pretrai
 masked autoencoding (MAE) and by SimCLR on the unlabeled in-domain images, and by MAE on the same
 number of unrelated photographs -> fine-tune each initialisation (scratch, MAE, SimCLR, MAE on
 unrelated images, DINOv2 when its weights can be had) on 'n' labelled images for defect
-segmentation, over label counts and seeds -> frozen linear/kNN probes vs fine-tuning for
-defect/no-defect classification -> a PatchCore anomaly detector that needs no defect labels.
+segmentation, over label counts and seeds -> fine-tuning protocols compared at one label count
+(frozen encoder with a linear head or a small decoder, partial, full and LoRA fine-tuning) ->
+frozen linear/kNN probes vs fine-tuning for defect/no-defect classification -> a PatchCore anomaly
+detector that needs no defect labels.
 
 Pretraining runs once per method (seed ``seeds[0]``); each seed draws its own labelled subset and
 fine-tuning order, so the claims are judged over label-subset x fine-tuning randomness.
@@ -49,7 +51,8 @@ def make_data(cfg) -> dict:
     base = 1000 * cfg.data_seed
     return {
         "unlabeled": sim.sample(cfg.n_unlabeled, seed=base + 1, defect_fraction=cfg.unlabeled_defect_fraction),
-        "pool": sim.sample(int(1.25 * max(max(cfg.label_counts), cfg.probe_labels)), seed=base + 2),
+        "pool": sim.sample(int(1.25 * max(max(cfg.label_counts), cfg.probe_labels, cfg.protocol_labels)),
+                           seed=base + 2),
         "test": sim.sample(cfg.n_test, seed=base + 3),
         "good": sim.sample(cfg.n_good, seed=base + 4, defect_fraction=0.0),
         "unrelated": unrelated_images(cfg.n_unlabeled, size=cfg.img_size, channels=cfg.channels, seed=base + 5),
@@ -149,14 +152,16 @@ def pretraining_figure(pretrained: dict):
 
 
 def reconstruction_figure(pretrained: dict, images: np.ndarray, n: int = 6):
-    """Input, masked input (75% hidden) and MAE reconstruction for a few held-out images."""
+    """Input, masked input (``mask_ratio`` of the patches hidden) and MAE reconstruction for a few held-out images."""
     p = pretrained["mae"]
     meta = p["encoder"].pretrain_meta
     x = standardise(torch.from_numpy(images[:n]), meta["pixel_mean"], meta["pixel_std"])
     recon, masked = p["module"].reconstruct(x, seed=0)
+    visible = f"visible {100 * (1 - p['module'].mask_ratio):.0f}%"
     fig, axes = plt.subplots(3, n, figsize=(1.8 * n, 5.6), squeeze=False)
     for i in range(n):
-        for r, (arr, title) in enumerate([(x, "input"), (masked, "visible 25%"), (recon, "reconstruction")]):
+        for r, (arr, title) in enumerate([(x, "input"), (masked, visible), (recon, "reconstruction (hidden patches "
+                                                                                  "at their true mean/contrast)")]):
             axes[r, i].imshow(arr[i].mean(0).numpy(), cmap="gray", vmin=-2.5, vmax=2.5)
             axes[r, i].axis("off")
             if i == 0:
@@ -239,13 +244,14 @@ def label_efficiency(cfg, data, inits: dict, progress: bool = True) -> pd.DataFr
         res = finetune_segmentation(enc, tokens[name]["pool"][idx], data["pool"].masks[idx], tokens[name]["test"],
                                     data["test"].masks, trainable_blocks=cfg.trainable_blocks, head=cfg.seg_head,
                                     steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size, lr=cfg.finetune_lr,
-                                    seed=seed)
+                                    seed=seed, encoder_lr_scale=cfg.encoder_lr_scale)
         rows.append({"init": name, "n_labels": n, "seed": seed, **{k: v for k, v in res.items() if k != "model"}})
     return pd.DataFrame(rows)
 
 
 def label_efficiency_summary(df: pd.DataFrame) -> pd.DataFrame:
-    return aggregate_over_seeds(df, ["miou", "defect_f1", "defect_iou"], ["init", "n_labels"])
+    metrics = [m for m in ("miou", "defect_f1", "defect_iou", "defect_ap") if m in df.columns]
+    return aggregate_over_seeds(df, metrics, ["init", "n_labels"])
 
 
 def label_efficiency_figure(df: pd.DataFrame):
@@ -268,6 +274,102 @@ def label_efficiency_figure(df: pd.DataFrame):
     fig.suptitle("Label efficiency: defect segmentation after fine-tuning (bands: 95% CI over seeds)")
     fig.tight_layout()
     return fig
+
+
+# Segmentation fine-tuning protocols: (label, trainable blocks ("k": cfg.trainable_blocks, "all": every
+# block), head, LoRA).
+PROTOCOLS = {
+    "frozen_linear": ("frozen encoder + linear head", 0, "linear", False),
+    "frozen_decoder": ("frozen encoder + small decoder", 0, "conv", False),
+    "partial": ("top-k blocks + small decoder", "k", "conv", False),
+    "full": ("every block + small decoder", "all", "conv", False),
+    "lora": ("LoRA on every block + small decoder", "all", "conv", True),
+}
+
+
+def _protocol_blocks(cfg, proto: str, depth: int) -> int:
+    blocks = PROTOCOLS[proto][1]
+    return depth if blocks == "all" else min(cfg.trainable_blocks, depth) if blocks == "k" else int(blocks)
+
+
+def finetune_protocols(cfg, data, inits: dict, progress: bool = True,
+                       label_eff: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Defect segmentation with ``protocol_labels`` labels under each protocol of ``cfg.protocols``,
+    per initialisation (the unrelated-photos control is left out: it answers claim 3 only) and seed.
+
+    Every protocol takes the same optimiser steps and batch size; LoRA's adapters and head learn at
+    ``lora_lr`` (the adapters start at zero), the others at ``finetune_lr`` (tuned blocks at
+    ``finetune_lr * encoder_lr_scale``). The patch embedding stays as initialised in all of them.
+    ``label_eff``: the label-efficiency runs; where they already hold the ``partial`` protocol's runs
+    (same label count, ``seg_head == "conv"``) those are reused instead of trained again.
+    """
+    n = cfg.protocol_labels
+    if n > len(data["pool"]):
+        raise ValueError(f"protocol_labels={n} but the labelled pool holds {len(data['pool'])}")
+    rows = []
+    names = [name for name in inits if name != "mae_unrelated"]
+    jobs = [(name, proto) for name in names for proto in cfg.protocols]
+    reusable = (label_eff is not None and len(label_eff) and cfg.seg_head == "conv"
+                and "trainable_params" in label_eff.columns)
+    cache: dict = {}
+    for name, proto in tqdm(jobs, desc="fine-tuning protocols", disable=not progress):
+        enc, prepare = inits[name]
+        blocks = _protocol_blocks(cfg, proto, len(enc.blocks))
+        label, _, head, lora = PROTOCOLS[proto]
+        if proto == "partial" and reusable:
+            done = label_eff[(label_eff["init"] == name) & (label_eff["n_labels"] == n)
+                             & label_eff["seed"].isin(cfg.seeds)]
+            if len(done) == len(cfg.seeds):
+                for _, r in done.iterrows():
+                    rows.append({"init": name, "protocol": proto, "description": label, "tuned_blocks": blocks,
+                                 **{k: r[k] for k in ("seed", "n_labels", "miou", "defect_iou", "defect_f1",
+                                                      "defect_ap", "pixel_accuracy", "trainable_params", "seconds")
+                                    if k in r}})
+                continue
+        if (name, blocks) not in cache:  # trunk tokens depend on the initialisation and the frozen depth only
+            cache = {k: v for k, v in cache.items() if k[0] == name}
+            cache[name, blocks] = (trunk_tokens(enc, prepare(data["pool"].images), blocks),
+                                   trunk_tokens(enc, prepare(data["test"].images), blocks))
+        pool_tokens, test_tokens = cache[name, blocks]
+        for seed in cfg.seeds:
+            idx = _labelled_subset(data["pool"], n, seed)
+            res = finetune_segmentation(enc, pool_tokens[idx], data["pool"].masks[idx], test_tokens,
+                                        data["test"].masks, trainable_blocks=blocks, head=head,
+                                        steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size,
+                                        lr=cfg.lora_lr if lora else cfg.finetune_lr, seed=seed,
+                                        lora_rank=cfg.lora_rank if lora else 0,
+                                        encoder_lr_scale=1.0 if lora else cfg.encoder_lr_scale)
+            rows.append({"init": name, "protocol": proto, "description": label, "tuned_blocks": blocks,
+                         "seed": seed, "n_labels": n, **{k: v for k, v in res.items() if k != "model"}})
+    return pd.DataFrame(rows)
+
+
+def _not_evaluated_rows(table: pd.DataFrame, init_table: pd.DataFrame | None) -> pd.DataFrame:
+    """Append a row per initialisation that could not be evaluated, every cell saying why."""
+    if init_table is None:
+        return table
+    extra = []
+    for _, r in init_table[init_table["status"] != "evaluated"].iterrows():
+        if r["init"] in set(table["init"]):
+            continue
+        why = "weights unavailable" if "weights unavailable" in r["reason"] else r["reason"]
+        extra.append({"init": r["init"], **{c: f"not evaluated: {why}" for c in table.columns if c != "init"}})
+    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True) if extra else table
+
+
+def protocol_table(df: pd.DataFrame, init_table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Initialisations x protocols: 'mIoU mean ± std (defect F1, defect pixel AP means)' over seeds;
+    column headers carry the trainable parameter count."""
+    g = df.groupby(["init", "protocol"], sort=False).agg(
+        miou=("miou", "mean"), miou_sd=("miou", "std"), f1=("defect_f1", "mean"),
+        ap=("defect_ap", "mean"), params=("trainable_params", "median")).reset_index()
+    g["cell"] = [f"{m:.3f} ± {sd:.3f} (F1 {f:.3f}, AP {a:.3f})" if np.isfinite(sd) else
+                 f"{m:.3f} (F1 {f:.3f}, AP {a:.3f})" for m, sd, f, a in zip(g["miou"], g["miou_sd"], g["f1"], g["ap"])]
+    out = g.pivot(index="init", columns="protocol", values="cell").reindex(list(dict.fromkeys(df["init"])))
+    protos = [p for p in PROTOCOLS if p in out.columns]
+    params = g.groupby("protocol")["params"].median()
+    out = out[protos].rename(columns={p: f"{p} ({params[p] / 1e3:.0f}k trainable)" for p in protos})
+    return _not_evaluated_rows(out.reset_index().rename_axis(columns=None), init_table)
 
 
 @torch.inference_mode()
@@ -298,7 +400,8 @@ def probes_vs_finetune(cfg, data, inits: dict, progress: bool = True) -> pd.Data
             pred_knn = KNNProbe(k=min(cfg.knn_k, len(idx))).fit(f_pool[idx], y).predict(f_test)
             ft = finetune_classification(enc, tokens[name]["pool"][idx], y, tokens[name]["test"], y_test,
                                          trainable_blocks=cfg.trainable_blocks, steps=cfg.finetune_steps,
-                                         batch_size=cfg.finetune_batch_size, lr=cfg.finetune_lr, seed=seed)
+                                         batch_size=cfg.finetune_batch_size, lr=cfg.finetune_lr, seed=seed,
+                                         encoder_lr_scale=cfg.encoder_lr_scale)
             for protocol, bacc in [("linear probe", balanced_accuracy_score(y_test, pred_lin)),
                                    ("kNN probe", balanced_accuracy_score(y_test, pred_knn)),
                                    ("fine-tune", ft["balanced_accuracy"])]:
@@ -307,13 +410,14 @@ def probes_vs_finetune(cfg, data, inits: dict, progress: bool = True) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def probe_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean balanced accuracy (and std over seeds): initialisations x protocols."""
+def probe_table(df: pd.DataFrame, init_table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean balanced accuracy (and std over seeds): initialisations x protocols (with a 'not
+    evaluated' row per initialisation in ``init_table`` that could not be had)."""
     g = df.groupby(["init", "protocol"], sort=False)["balanced_accuracy"].agg(["mean", "std"]).reset_index()
     g["cell"] = [f"{m:.3f} ± {sd:.3f}" if np.isfinite(sd) else f"{m:.3f}" for m, sd in zip(g["mean"], g["std"])]
     out = g.pivot(index="init", columns="protocol", values="cell").reindex(list(dict.fromkeys(df["init"])))
     cols = [c for c in ("linear probe", "kNN probe", "fine-tune") if c in out.columns]
-    return out[cols].reset_index().rename_axis(columns=None)
+    return _not_evaluated_rows(out[cols].reset_index().rename_axis(columns=None), init_table)
 
 
 # --------------------------------------------------------------------------------------
@@ -385,6 +489,9 @@ def claim_label_efficiency(cfg, le: pd.DataFrame) -> dict:
         narrows = large["mean_diff"] < small["mean_diff"]
         evidence[ssl] = {f"miou_gap_at_{lo}": small, f"miou_gap_at_{hi}": large, "beats_at_small": bool(beats),
                          "gap_narrows": bool(narrows)}
+        if "defect_ap" in le.columns:  # threshold-free companion (evidence only; the verdict is on mIoU)
+            evidence[ssl][f"defect_ap_gap_at_{lo}"] = _paired(le, ssl, "scratch", "defect_ap", n_labels=lo)
+            evidence[ssl][f"defect_ap_gap_at_{hi}"] = _paired(le, ssl, "scratch", "defect_ap", n_labels=hi)
         verdicts.append(beats and narrows)
     status = "held" if any(verdicts) else "did not hold"
     reason = (f"mIoU of SSL-pretrained minus scratch, paired over seeds {list(cfg.seeds)}; 'beats' = 95% CI "
@@ -406,15 +513,23 @@ def claim_probe_vs_finetune(cfg, probes: pd.DataFrame) -> dict:
     knn = paired_difference(sim["kNN probe"], mae["kNN probe"])
     gain = paired_difference(mae["fine-tune"] - mae["linear probe"], sim["fine-tune"] - sim["linear probe"])
     ft = paired_difference(mae["fine-tune"], sim["fine-tune"])
-    probes_favour_simclr = lin["mean_diff"] > 0 and knn["mean_diff"] > 0
-    mae_gains_more = gain["mean_diff"] > 0
+    probes_favour_simclr = lin["ci95_low"] > 0 and knn["ci95_low"] > 0
+    mae_gains_more = gain["ci95_low"] > 0
     status = "held" if probes_favour_simclr and mae_gains_more else "did not hold"
+    means = m.groupby(level=0).mean()
     evidence = {"simclr_minus_mae_linear": lin, "simclr_minus_mae_knn": knn,
                 "mae_gain_minus_simclr_gain(finetune-linear)": gain, "mae_minus_simclr_finetune": ft,
-                "means": m.groupby(level=0).mean().round(4).to_dict(orient="index")}
-    reason = (f"defect/no-defect balanced accuracy with {cfg.probe_labels} labels over seeds {list(cfg.seeds)}; "
-              "held if SimCLR beats MAE under both probes (mean) and MAE gains more from fine-tuning "
-              f"({cfg.trainable_blocks} of the top blocks tuned) over its linear probe than SimCLR does")
+                "simclr_beats_mae_under_both_probes": bool(probes_favour_simclr),
+                "mae_gains_more_from_finetuning": bool(mae_gains_more),
+                "means": means.round(4).to_dict(orient="index")}
+    reason = (f"defect/no-defect balanced accuracy with {cfg.probe_labels} labels, paired over seeds "
+              f"{list(cfg.seeds)}; held if SimCLR beats MAE under both the linear and the kNN probe and MAE gains "
+              f"more from fine-tuning ({cfg.trainable_blocks} top blocks tuned) over its linear probe than SimCLR "
+              "does, each with its 95% CI above 0")
+    near_chance = float((means.loc[["mae", "simclr"]] - 0.5).abs().to_numpy().max())
+    if near_chance < 0.1:
+        reason += (f"; note: every MAE/SimCLR protocol is within {near_chance:.2f} of chance (0.5), so the "
+                   "features carry little defect information at this preset and the comparison says little")
     return dict(id="C2_probe_vs_finetune", statement=statement, status=status, evidence=evidence, reason=reason)
 
 
@@ -428,6 +543,8 @@ def claim_in_domain(cfg, le: pd.DataFrame, probes: pd.DataFrame | None = None) -
     seg = _paired(le, "mae", "mae_unrelated", "miou", n_labels=lo)
     f1 = _paired(le, "mae", "mae_unrelated", "defect_f1", n_labels=lo)
     evidence = {f"miou_gap_at_{lo}": seg, f"defect_f1_gap_at_{lo}": f1}
+    if "defect_ap" in le.columns:
+        evidence[f"defect_ap_gap_at_{lo}"] = _paired(le, "mae", "mae_unrelated", "defect_ap", n_labels=lo)
     if probes is not None and {"mae", "mae_unrelated"} <= set(probes["init"]):
         p = probes[probes["protocol"] == "fine-tune"]
         evidence["classification_finetune_gap"] = _paired(p, "mae", "mae_unrelated", "balanced_accuracy")
@@ -441,14 +558,21 @@ def claims_from_results(cfg, le: pd.DataFrame, probes: pd.DataFrame) -> list[dic
     return [claim_label_efficiency(cfg, le), claim_probe_vs_finetune(cfg, probes), claim_in_domain(cfg, le, probes)]
 
 
-def headline_metrics(cfg, le: pd.DataFrame, probes: pd.DataFrame, anomaly: pd.DataFrame) -> dict:
+def headline_metrics(cfg, le: pd.DataFrame, probes: pd.DataFrame, anomaly: pd.DataFrame,
+                     protocols: pd.DataFrame | None = None) -> dict:
     lo = min(cfg.label_counts)
     small = le[le["n_labels"] == lo].groupby("init")["miou"].mean()
     out = {f"miou_at_{lo}_labels/{k}": float(v) for k, v in small.items()}
+    if "defect_ap" in le.columns:
+        ap = le[le["n_labels"] == lo].groupby("init")["defect_ap"].mean()
+        out.update({f"defect_ap_at_{lo}_labels/{k}": float(v) for k, v in ap.items()})
     out["miou_few_labels_mae"] = float(small.get("mae", np.nan))
     out["miou_few_labels_scratch"] = float(small.get("scratch", np.nan))
     for (init, protocol), v in probes.groupby(["init", "protocol"])["balanced_accuracy"].mean().items():
         out[f"balanced_accuracy/{protocol}/{init}"] = float(v)
+    if protocols is not None and len(protocols):
+        for (init, proto), v in protocols.groupby(["init", "protocol"])["miou"].mean().items():
+            out[f"miou_at_{cfg.protocol_labels}_labels/{proto}/{init}"] = float(v)
     for _, r in anomaly.iterrows():
         out[f"patchcore_image_auroc/{r['init']}"] = float(r["image_auroc"])
         out[f"patchcore_pixel_auroc/{r['init']}"] = float(r["pixel_auroc"])
