@@ -1,6 +1,6 @@
 """Sliding-window inference over a large SAR scene: time and peak memory (prints a table).
 
-The study's model (ResNet-18 truncated after stage 3 + DeepLabV3 head, 2 bands, 4 classes) predicts a
+The study's model (ResNet-18 truncated after layer3 + DeepLabV3 head, 2 bands, 4 classes) predicts a
 square scene of each size with ``labkit.methods.inference.sliding_window_predict``. Memory is sampled
 from the process RSS in a background thread. What must hold: the extra memory beyond the scene's own
 arrays (input + class probabilities + weight map, which grow with the scene) stays about constant as the
@@ -83,7 +83,7 @@ def main() -> None:
         rows.append((size, n_tiles, seconds, 1e3 * seconds / n_tiles, scene.nbytes / 2**20, output_mb, extra,
                      extra - output_mb))
         del probs, scene
-    print(f"model: ResNet-18 (3 stages) + DeepLabV3 head ({args.decoder_channels} ch), tile {args.tile}, "
+    print(f"model: ResNet-18 up to layer3 (stride 16) + DeepLabV3 head ({args.decoder_channels} ch), tile {args.tile}, "
           f"overlap {args.overlap}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
     print("| scene side | tiles | seconds | ms / tile | input MB | output MB | peak extra RSS MB | "
           "extra beyond output MB |")

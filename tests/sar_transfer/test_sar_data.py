@@ -82,6 +82,37 @@ def test_hv_noise_floor_and_subswath_banding():
     assert np.ptp(means) > 0.5
 
 
+def _uniform_first_year_ice(shape=(96, 240)):
+    return np.full(shape, FYI), np.zeros(shape, np.int32)
+
+
+def test_azimuth_scalloping_is_periodic_along_azimuth_per_subswath():
+    surface, polygon = _uniform_first_year_ice()
+    with_scallop, _ = sar.simulate_backscatter(surface, polygon, 1, np.random.default_rng(4), scalloping_db=0.4)
+    without, _ = sar.simulate_backscatter(surface, polygon, 1, np.random.default_rng(4), scalloping_db=0.0)
+    ripple = (with_scallop - without).astype(np.float64)  # the same draws otherwise: the ripple alone
+    np.testing.assert_allclose(ripple[0], ripple[1], atol=1e-3)  # an antenna pattern: both polarisations
+    ripple = ripple[0]
+    assert np.abs(ripple).max() == pytest.approx(0.4, abs=0.02)
+    bands = np.array_split(np.arange(surface.shape[1]), sar.EW_SUBSWATHS)
+    profiles = [ripple[:, cols].mean(1) for cols in bands]
+    for cols, prof in zip(bands, profiles):
+        np.testing.assert_allclose(ripple[:, cols], np.repeat(prof[:, None], len(cols), 1), atol=1e-3)  # constant along range
+        spectrum = np.abs(np.fft.rfft(prof))
+        assert np.argmax(spectrum[1:]) + 1 == 6  # six scalloping periods over the 96 azimuth lines
+    assert max(np.abs(profiles[0] - p).max() for p in profiles[1:]) > 0.1  # phase differs between sub-swaths
+
+
+def test_speckle_follows_the_number_of_looks():
+    surface, polygon = _uniform_first_year_ice()
+    enl = {}
+    for looks in (1.0, 16.0):
+        db, _ = sar.simulate_backscatter(surface, polygon, 1, np.random.default_rng(0), looks=looks, scalloping_db=0.0)
+        enl[looks] = sar.enl_from_db_std(sar.local_db_std(db[0], np.ones(surface.shape, bool)))
+    assert enl[1.0] < 1.5  # single-look speckle (texture can only lower the apparent ENL)
+    assert enl[16.0] > 6.0 and enl[16.0] > 5 * enl[1.0]
+
+
 def test_speckle_looks_recovered_from_db_statistics():
     rng = np.random.default_rng(0)
     for looks in (1.0, 3.0, 10.0):
@@ -168,6 +199,23 @@ def test_netcdf_linear_units_are_converted(tmp_path, jul):
     np.testing.assert_allclose(scene.sar[:, jul.valid], jul.sar[:, jul.valid], atol=1e-3)
 
 
+def test_netcdf_sar_fill_value_is_masked_not_propagated(tmp_path, jul):
+    import xarray as xr
+
+    path = sar.write_ai4arctic_netcdf(tmp_path / "full.nc", jul)
+    ds = xr.load_dataset(path, mask_and_scale=False)
+    hh = ds["nersc_sar_primary"].values.copy()
+    hh[10:20, 30:40] = -9999.0  # the file's fill value, declared in _FillValue
+    ds["nersc_sar_primary"] = (ds["nersc_sar_primary"].dims, hh, {**ds["nersc_sar_primary"].attrs,
+                                                                  "_FillValue": np.float32(-9999.0)})
+    ds.to_netcdf(tmp_path / "filled.nc", encoding={"nersc_sar_primary": {"_FillValue": None}})
+    scene = sar.read_ai4arctic_netcdf(tmp_path / "filled.nc")
+    assert np.isnan(scene.sar[0, 10:20, 30:40]).all() and np.isfinite(scene.sar[1, 10:20, 30:40]).all()
+    assert (scene.labels[10:20, 30:40] == IGNORE_INDEX).all()
+    assert not scene.valid[10:20, 30:40].any()
+    assert np.isfinite(sar.BandNormalizer().fit([scene]).transform(scene.sar)).all()
+
+
 def test_netcdf_bad_inputs_name_file_and_problem(tmp_path, jul):
     import xarray as xr
 
@@ -216,6 +264,19 @@ def test_geotiff_scene_reader(tmp_path, jul):
     write_geotiff(tmp_path / "bad_labels.tif", labels)
     with pytest.raises(DataError, match="bad_labels.tif.*\\[12\\] outside the legend"):
         sar.read_geotiff_scene(sar_path, tmp_path / "bad_labels.tif", label_nodata=(-1,))
+
+
+def test_geotiff_units_no_data_and_linear_mixups(tmp_path, jul):
+    from labkit.data.io import write_geotiff
+
+    linear = np.nan_to_num(sar.to_linear(jul.sar), nan=-9999.0)
+    linear[:, :6, :6] = -9999.0
+    write_geotiff(tmp_path / "linear.tif", linear, nodata=-9999.0, band_names=["HH", "HV"])
+    scene = sar.read_geotiff_scene(tmp_path / "linear.tif", units="linear")
+    np.testing.assert_allclose(scene.sar[:, jul.valid[:, :]][:, 40:], jul.sar[:, jul.valid][:, 40:], atol=1e-3)
+    assert np.isnan(scene.sar[:, :6, :6]).all()  # the file's no-data value is masked, not read as backscatter
+    with pytest.raises(DataError, match="linear.tif: band HH looks linear"):
+        sar.read_geotiff_scene(tmp_path / "linear.tif")  # linear values read as dB
 
 
 def test_real_chip_matches_stored_constants(shared_data):

@@ -41,13 +41,43 @@ def test_first_conv_adaptation_keeps_filters_and_band_sum():
     torch.testing.assert_close(study.adapt_input_conv_weight(w, 4), w)
 
 
+def test_model_is_resnet18_truncated_after_layer3_with_deeplab_head():
+    """As the group's code: torchvision resnet18 up to layer3 (256 channels, stride 16) and DeepLabHead."""
+    model = study.create_model(decoder_channels=64).eval()
+    keys = model.encoder.state_dict().keys()
+    assert any(k.startswith("model.layer3.") for k in keys) and not any(k.startswith("model.layer4.") for k in keys)
+    assert model.encoder.out_channels[-1] == 256
+    x = torch.zeros(2, 2, 64, 64)
+    with torch.no_grad():
+        features = model.encoder(x)
+        assert features[-1].shape[-2:] == (4, 4)  # stride 16, no dilation
+        assert model(x).shape == (2, 4, 64, 64)
+    assert type(model.decoder).__name__ == "DeepLabV3Decoder"
+
+
+def test_sizes_are_checked_before_training():
+    from labkit.core.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="multiple of 16.*got 40"):
+        study.check_sizes(256, 40)
+    with pytest.raises(ParameterError, match="scene_size 96 is too small for tile 64"):
+        study.check_sizes(96, 64)
+    with pytest.raises(ParameterError, match="scene_size 100 is too small for tile 64"):
+        study.make_data(0, scene_size=100, tile=64)
+    # refused before any encoder is looked for or produced
+    with pytest.raises(ParameterError, match="too small"):
+        study.run_study([0], ["random", "cross_sensor"], scene_size=64, tile=48, pretrain_if_missing=True,
+                        progress=False)
+    study.check_sizes(128, 64)
+
+
 def test_encoder_state_fits_truncated_encoder(optical_checkpoint):
     encoder = study.create_model().encoder
     loaded, info = study.adapt_encoder_state(optical_checkpoint, encoder)
     encoder.load_state_dict(loaded, strict=True)
-    assert info["dropped_stages"] == ["layer3", "layer4"] and info["first_conv_bands"] == "4 -> 2"
-    torch.testing.assert_close(encoder.state_dict()["model.layer2.0.conv1.weight"],
-                               optical_checkpoint["model.layer2.0.conv1.weight"])
+    assert info["dropped_stages"] == ["layer4"] and info["first_conv_bands"] == "4 -> 2"
+    for key in ("model.layer2.0.conv1.weight", "model.layer3.1.conv2.weight", "model.layer3.0.bn1.running_var"):
+        torch.testing.assert_close(encoder.state_dict()[key], optical_checkpoint[key])
     broken = {k: v for k, v in optical_checkpoint.items() if not k.startswith("model.layer1.")}
     with pytest.raises(CheckpointMismatchError, match="lacks .*model.layer1"):
         study.adapt_encoder_state(broken, encoder)
@@ -103,6 +133,28 @@ def test_predict_scene_masks_no_data():
     assert set(np.unique(pred[scene.valid])) <= {0, 1, 2, 3}
 
 
+def test_predict_scene_smaller_than_the_tile_is_padded_not_cropped():
+    scene = study.sar.simulate_scene(7, size=40, seed=1, no_data_corner=False)
+    norm = study.sar.BandNormalizer().fit([scene])
+    pred = study.predict_scene(study.create_model(decoder_channels=32), scene, norm, tile=64, overlap=0.25)
+    assert pred.shape == (40, 40)
+    assert (pred[scene.land] == study.IGNORE_INDEX).all() and set(np.unique(pred[scene.valid])) <= {0, 1, 2, 3}
+
+
+def test_class_maps_show_land_and_no_data_apart_from_every_class():
+    labels = np.array([[0, 1, 2, 3, study.IGNORE_INDEX, study.IGNORE_INDEX]])
+    land = np.array([[False] * 4 + [True, False]])
+    nodata = np.array([[False] * 5 + [True]])
+    rgb = study.class_map_rgb(labels, land, nodata)
+    colours = {tuple(np.round(c, 3)) for c in rgb[0]}
+    assert len(colours) == 6  # four classes, land and no data all differ
+    assert tuple(np.round(rgb[0, 4], 3)) == tuple(np.round(study._rgb(study.LAND_COLOUR), 3))
+    scene = study.sar.simulate_scene(7, size=64, seed=0, no_data_corner=True)
+    fc = study.false_colour(scene)
+    nan = ~np.isfinite(scene.sar).all(0)
+    assert np.allclose(fc[nan], study._rgb(study.NO_DATA_COLOUR))
+
+
 def _fake_results(melt_gain, freeze_gains_by_class, epochs_pre, epochs_rand, seeds=(0, 1, 2)):
     """Scores where the pretrained arm gains ``melt_gain[seed]`` mIoU on melt and the per-class gains on freeze."""
     rng = np.random.default_rng(0)
@@ -119,6 +171,7 @@ def _fake_results(melt_gain, freeze_gains_by_class, epochs_pre, epochs_rand, see
                 row = {"seed": s, "init": init, "season": season, "scene": season,
                        "miou": base + (np.mean(list(class_gain.values())) if on else 0.0)}
                 row.update({f"iou/{n}": base + (g if on else 0.0) for n, g in class_gain.items()})
+                row.update({f"f1/{n}": row[f"iou/{n}"] for n in class_gain})
                 rows.append(row)
         for init, epochs in (("random", epochs_rand), ("cross_sensor", epochs_pre)):
             fits.append({"seed": s, "init": init, "best_epoch": 5, "best_val_miou": 0.6,
@@ -144,6 +197,46 @@ def test_claims_follow_the_evidence():
     claims = {c["id"]: c for c in study.judge_claims(bad)}
     assert [claims[k]["status"] for k in study.CLAIMS] == ["did not hold"] * 3
     assert claims["freeze_smaller_mixed"]["evidence"]["mixed_sign_across_classes"] is False
+
+
+def test_freeze_claim_needs_a_melt_gain_not_just_a_melt_difference():
+    """A pretrained arm that loses clearly on melt does not make the freeze difference 'smaller' (the paper's
+    claim is that the benefit concentrates in the melt season)."""
+    mixed = {"open_water": [0.01, 0.02, 0.01], "young_ice": [-0.01, -0.02, -0.01],
+             "first_year_ice": [0.0, 0.01, 0.0], "multi_year_ice": [0.0, -0.01, 0.0]}
+    res = _fake_results([-0.10, -0.12, -0.09], mixed, [5, 5, 5], [5, 5, 5])
+    claims = {c["id"]: c for c in study.judge_claims(res)}
+    assert claims["better_on_melt"]["status"] == "did not hold"
+    assert claims["freeze_smaller_mixed"]["status"] == "did not hold"
+    assert claims["freeze_smaller_mixed"]["evidence"]["melt_gain_minus_abs_freeze_gain"]["mean_diff"] < 0
+
+
+def test_mixed_signs_count_only_classes_in_the_freeze_chart():
+    """A class absent from the freeze chart has no IoU to compare (false alarms alone give 0 vs NaN)."""
+    one_sign = {"open_water": [0.02, 0.03, 0.02], "young_ice": [-0.05, -0.04, -0.06],
+                "first_year_ice": [0.01, 0.02, 0.01], "multi_year_ice": [0.02, 0.01, 0.02]}
+    res = _fake_results([0.10, 0.12, 0.09], one_sign, [2, 3, 2], [6, 7, 5])
+    assert {c["id"]: c["status"] for c in study.judge_claims(res)}["freeze_smaller_mixed"] == "held"
+    scores = res.scores.copy()
+    for name in study.CLASS_NAMES:
+        scores[f"present/{name}"] = ~((scores.season == "freeze") & (name == "young_ice"))
+    res.scores = scores
+    claim = {c["id"]: c for c in study.judge_claims(res)}["freeze_smaller_mixed"]
+    assert "young_ice" not in claim["evidence"]["freeze_iou_diff_by_class"]
+    assert claim["evidence"]["mixed_sign_across_classes"] is False and claim["status"] == "did not hold"
+    table = study.per_class_table(res).set_index(["season", "init", "class"])
+    assert table.loc[("freeze", "random", "young_ice"), "n"] == 0
+    assert np.isnan(table.loc[("freeze", "random", "young_ice"), "iou_mean"])
+
+
+def test_common_threshold_convergence_is_reported():
+    rows = []
+    for seed in (0, 1):
+        for init, curve in (("random", [0.2, 0.4, 0.5, 0.6]), ("cross_sensor", [0.45, 0.58, 0.6, 0.7])):
+            rows += [{"seed": seed, "init": init, "epoch": e + 1, "val_miou": v} for e, v in enumerate(curve)]
+    table = study.epochs_to_common_threshold(pd.DataFrame(rows)).set_index(["seed", "init"])
+    assert table.loc[(0, "random"), "epochs_to_common"] == 4  # 0.95 * 0.6 = 0.57
+    assert table.loc[(0, "cross_sensor"), "epochs_to_common"] == 2
 
 
 def test_claims_not_evaluated_without_pretrained_arm_or_seeds():

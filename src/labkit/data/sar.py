@@ -61,7 +61,7 @@ REFERENCE_INCIDENCE = 34.0  # degrees; the AI4Arctic training scenes average 34.
 EW_SUBSWATHS = 5
 
 # --- Numbers derived from the real Sentinel-1 chip -------------------------------------------------
-# Source: /work/shared/data/sea_ice/sen1floods11_sar_water_proxy/Spain_7370579_S1Hand.tif + LabelHand.tif
+# Source: <shared>/data/sea_ice/sen1floods11_sar_water_proxy/Spain_7370579_S1Hand.tif + LabelHand.tif
 # (Sen1Floods11, CC BY 4.0; IW GRD, VV/VH in dB; water vs not-water, not sea ice). Derived with
 # ``real_chip_statistics()`` below (recomputed and compared in tests/sar_transfer when the chip exists):
 #   median dB per class over all labelled pixels;
@@ -773,7 +773,14 @@ def read_geotiff_scene(sar_path: str | Path, label_path: str | Path | None = Non
 # Statistics (calibration against the real chip; class histograms)
 # ---------------------------------------------------------------------------------------------------
 
-SHARED_CHIP = Path("/work/shared/data/sea_ice/sen1floods11_sar_water_proxy")
+def _shared_chip_folder() -> Path:
+    """The Sen1Floods11 chip in the workplace's ``shared/data`` beside the repository (``<root>/../shared``)."""
+    from labkit.core.paths import repo_root
+
+    return repo_root().parent / "shared" / "data" / "sea_ice" / "sen1floods11_sar_water_proxy"
+
+
+SHARED_CHIP = _shared_chip_folder()
 
 
 def enl_from_db_std(std_db: float) -> float:

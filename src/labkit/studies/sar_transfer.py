@@ -1,7 +1,8 @@
 """SAR sea-ice segmentation: transfer learning versus randomly initialised weights.
 
 Reproduces Karimzadeh and Pires de Lima (IGARSS 2023, arXiv 2310.17126) over labkit: a ResNet-18
-truncated after its third stage with a DeepLabV3 head segments dual-polarisation SAR scenes into
+truncated after its third residual stage (layer3, as in the group's public code) with a DeepLabV3 head
+segments dual-polarisation SAR scenes into
 open water, young ice, first-year ice and multi-year ice. The same network is trained from random
 weights and from a pretrained encoder, with everything else identical (seed, decoder initialisation,
 tiles, data order, schedule). Convergence is the validation mIoU per epoch; test scenes from the freeze
@@ -32,7 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from labkit.core.errors import CheckpointMismatchError, WeightsUnavailableError
+from labkit.core.errors import CheckpointMismatchError, ParameterError, WeightsUnavailableError
 from labkit.core.metrics import ConfusionMatrix
 from labkit.core.seeding import seed_everything
 from labkit.core.stats import paired_difference
@@ -73,6 +74,7 @@ def make_data(seed: int, scene_size: int = 256, tile: int = 64, n_train_tiles: i
               val_fraction: float = 0.25, looks: float = sar.DEFAULT_LOOKS) -> SarData:
     """A scene per month; January and July held out for testing; the other ten scenes give training tiles
     from their upper rows and validation tiles from their lower ``val_fraction`` of rows (no overlap)."""
+    check_sizes(scene_size, tile, val_fraction)
     scenes = sar.simulate_year(size=scene_size, seed=seed, looks=looks)
     test = {season: scenes[month - 1] for season, month in SEASON_MONTHS.items()}
     train_scenes = [s for s in scenes if s.month not in SEASON_MONTHS.values()]
@@ -90,15 +92,36 @@ def make_data(seed: int, scene_size: int = 256, tile: int = 64, n_train_tiles: i
 # Models and pretrained encoders
 # ---------------------------------------------------------------------------------------------------
 
+ENCODER_DEPTH = 4  # smp stages kept: stem, layer1, layer2, layer3 (layer4 dropped)
+OUTPUT_STRIDE = 16  # layer3's stride in an undilated ResNet-18: tiles must be a multiple of it
+
+
 def create_model(num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS, weights: str = "random",
                  decoder_channels: int = 256):
-    """ResNet-18 truncated after its third stage (smp ``encoder_depth=3``: stem, layer1, layer2) with a
-    DeepLabV3 head (ASPP width ``decoder_channels``; 256 as in torchvision's DeepLabHead), from the
-    foundation's factory."""
+    """ResNet-18 truncated after its third residual stage with a DeepLabV3 head, from the foundation's factory.
+
+    As the group's public code (torchvision ``resnet18`` through ``IntermediateLayerGetter`` with
+    ``return_layers={"layer3": "out"}`` and ``DeepLabHead(256, classes)``): the encoder keeps the stem,
+    layer1, layer2 and layer3 (smp ``encoder_depth=4``, 256 channels at stride 16, no dilation); layer4 is
+    dropped. The head is ASPP (rates 12, 24, 36 and image pooling; width ``decoder_channels``, 256 in
+    torchvision's DeepLabHead), a 3x3 convolution and a 1x1 classifier, upsampled x16 to the input size.
+    """
     from labkit.models.segmentation import create_segmenter
 
-    return create_segmenter("deeplabv3", encoder="resnet18", encoder_depth=3, in_channels=in_channels,
-                            num_classes=num_classes, weights=weights, decoder_channels=decoder_channels)
+    return create_segmenter("deeplabv3", encoder="resnet18", encoder_depth=ENCODER_DEPTH, in_channels=in_channels,
+                            num_classes=num_classes, weights=weights, decoder_channels=decoder_channels,
+                            encoder_output_stride=OUTPUT_STRIDE)
+
+
+def check_sizes(scene_size: int, tile: int, val_fraction: float = 0.25) -> None:
+    """ParameterError unless a training and a validation tile fit in a scene and the tile suits the network."""
+    if tile % OUTPUT_STRIDE:
+        raise ParameterError(f"tile must be a multiple of {OUTPUT_STRIDE} (the truncated ResNet-18's output stride), "
+                             f"got {tile}")
+    if scene_size < 2 * tile or scene_size * (1.0 - val_fraction) < tile:
+        raise ParameterError(
+            f"scene_size {scene_size} is too small for tile {tile}: each training scene must hold a training tile "
+            f"above and a validation tile below its lower {val_fraction:.0%} of rows (scene_size >= 2 x tile)")
 
 
 def adapt_input_conv_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -244,6 +267,7 @@ def scene_scores(cm: ConfusionMatrix, class_names: Sequence[str] = CLASS_NAMES) 
     scores["miou"] = float(np.nanmean(iou[present])) if present.any() else float("nan")
     scores["mean_f1"] = float(np.nanmean(f1[present])) if present.any() else float("nan")
     scores["classes_present"] = int(present.sum())
+    scores.update({f"present/{name}": bool(flag) for name, flag in zip(class_names, present)})
     return scores
 
 
@@ -301,6 +325,7 @@ def run_study(seeds: Sequence[int], inits: Sequence[str] = ("random", "cross_sen
     from torch.utils.data import DataLoader, TensorDataset
 
     started = time.time()
+    check_sizes(scene_size, tile, val_fraction)  # before any encoder is produced or loaded
     resolved = resolve_initialisations(inits, pretrain_if_missing, pretrain_kwargs)
     if "random" not in resolved:
         resolved = {"random": resolve_initialisations(["random"])["random"], **resolved}
@@ -388,14 +413,24 @@ def season_table(results: SarTransferResults) -> pd.DataFrame:
     return aggregate_over_seeds(results.scores, ["miou", "mean_f1", "pixel_accuracy"], ["season", "init"])
 
 
+def _in_chart(scores: pd.DataFrame, name: str) -> pd.Series:
+    """Rows whose test scene's chart holds class ``name`` (all rows when presence was not recorded)."""
+    column = f"present/{name}"
+    if column not in scores:
+        return pd.Series(True, index=scores.index)
+    return scores[column].fillna(False).astype(bool)
+
+
 def per_class_table(results: SarTransferResults) -> pd.DataFrame:
-    """Per season, class and initialisation: IoU and F1 (mean over seeds)."""
+    """Per season, class and initialisation: IoU and F1 (mean over the seeds whose test chart holds the
+    class; a class absent from the chart, e.g. young ice in July, has no IoU to average: NaN, n 0)."""
     rows = []
     for (season, init), g in results.scores.groupby(["season", "init"], sort=False):
         for name in CLASS_NAMES:
+            h = g[_in_chart(g, name)]
             rows.append({"season": season, "init": init, "class": name,
-                         "iou_mean": g[f"iou/{name}"].mean(), "iou_std": g[f"iou/{name}"].std(ddof=1),
-                         "f1_mean": g[f"f1/{name}"].mean(), "n": len(g)})
+                         "iou_mean": h[f"iou/{name}"].mean(), "iou_std": h[f"iou/{name}"].std(ddof=1),
+                         "f1_mean": h[f"f1/{name}"].mean(), "n": len(h)})
     return pd.DataFrame(rows)
 
 
@@ -415,7 +450,7 @@ CLAIMS = {
                           "than the same network from random weights.",
     "better_on_melt": "The pretrained encoder segments the melt-season scene better (mIoU) than random "
                       "initialisation.",
-    "freeze_smaller_mixed": "On the freeze-season scene the difference is smaller than on the melt scene and "
+    "freeze_smaller_mixed": "On the freeze-season scene the difference is smaller than the melt-season gain and "
                             "mixed across classes.",
 }
 DECISION_RULE = ("paired over seeds (same data and order per seed); 'held' when the 95 % t-interval of the "
@@ -424,6 +459,25 @@ DECISION_RULE = ("paired over seeds (same data and order per seed); 'held' when 
 
 def _fmt(d: dict) -> str:
     return f"{d['mean_diff']:+.3f} (95% CI {d['ci95_low']:+.3f} .. {d['ci95_high']:+.3f}; wins {d['wins']}/{d['n']})"
+
+
+def epochs_to_common_threshold(history: pd.DataFrame, reference: str = "random",
+                               fraction: float = 0.95) -> pd.DataFrame:
+    """Per seed and initialisation: the first epoch whose validation mIoU reaches ``fraction`` of the
+    ``reference`` arm's best on that seed (NaN if never). Supplementary to "95 % of the run's own best",
+    whose bar is higher for the arm that ends higher."""
+    rows = []
+    if history.empty or reference not in set(history.init):
+        return pd.DataFrame(columns=["seed", "init", "epochs_to_common"])
+    for seed, g in history.groupby("seed"):
+        ref = g[g.init == reference]
+        if ref.empty:
+            continue
+        bar = fraction * float(ref["val_miou"].max())
+        for init, h in g.groupby("init", sort=False):
+            hits = h.loc[h["val_miou"] >= bar, "epoch"]
+            rows.append({"seed": seed, "init": init, "epochs_to_common": float(hits.min()) if len(hits) else np.nan})
+    return pd.DataFrame(rows)
 
 
 def judge_claims(results: SarTransferResults) -> list[dict[str, Any]]:
@@ -449,12 +503,19 @@ def judge_claims(results: SarTransferResults) -> list[dict[str, Any]]:
     fits = results.fits.pivot_table(index="seed", columns="init", values="epochs_to_95")
     d1 = paired_difference(fits["random"].to_numpy(float), fits[pre].to_numpy(float))  # random - pretrained
     held1 = d1["ci95_low"] > 0
+    common = epochs_to_common_threshold(results.history)
+    common_evidence = {}
+    if not common.empty:
+        wide = common.pivot_table(index="seed", columns="init", values="epochs_to_common", dropna=False)
+        if pre in wide:
+            common_evidence = {"epochs_to_95_of_random_best_random": wide["random"].tolist(),
+                               f"epochs_to_95_of_random_best_{pre}": wide[pre].tolist()}
     out.append(dict(
         id="faster_convergence", statement=CLAIMS["faster_convergence"],
         status="held" if held1 else "did not hold",
         evidence={"pretrained_arm": pre, "epochs_to_95_random": fits["random"].tolist(),
                   f"epochs_to_95_{pre}": fits[pre].tolist(), "random_minus_pretrained": d1,
-                  "rule": DECISION_RULE},
+                  "rule": DECISION_RULE, "supplementary (not judged)": common_evidence},
         reason=f"{arm}; epochs to 95 % of best val mIoU, random minus pretrained: {_fmt(d1)}"))
 
     # 2. melt-season mIoU
@@ -466,11 +527,14 @@ def judge_claims(results: SarTransferResults) -> list[dict[str, Any]]:
                   f"melt_miou_{pre}": wide2[pre].tolist(), "pretrained_minus_random": d2, "rule": DECISION_RULE},
         reason=f"{arm}; melt-scene mIoU, pretrained minus random: {_fmt(d2)}"))
 
-    # 3. freeze gain smaller than melt gain (paired over seeds) and mixed in sign across classes
+    # 3. the melt gain (signed: pretrained minus random) exceeds the size of the freeze difference, paired over
+    # seeds; and the freeze differences are mixed in sign over the classes in the freeze chart. A pretrained
+    # arm that loses on melt does not make the freeze difference "smaller" in the paper's sense.
     d3f, wide3 = _paired(results, "freeze", "miou", pre, "random")
     gains = pd.DataFrame({"melt": wide2[pre] - wide2["random"], "freeze": wide3[pre] - wide3["random"]}).dropna()
-    d3 = paired_difference(gains["melt"].abs().to_numpy(), gains["freeze"].abs().to_numpy())
+    d3 = paired_difference(gains["melt"].to_numpy(), gains["freeze"].abs().to_numpy())
     s = results.scores[results.scores.season == "freeze"]
+    s = s.assign(**{f"iou/{n}": s[f"iou/{n}"].where(_in_chart(s, n)) for n in CLASS_NAMES})
     class_diff = {}
     for name in CLASS_NAMES:
         w = s.pivot_table(index="seed", columns="init", values=f"iou/{name}")
@@ -485,10 +549,12 @@ def judge_claims(results: SarTransferResults) -> list[dict[str, Any]]:
         id="freeze_smaller_mixed", statement=CLAIMS["freeze_smaller_mixed"],
         status="held" if held3 else "did not hold",
         evidence={"pretrained_arm": pre, "freeze_pretrained_minus_random": d3f,
-                  "abs_melt_gain_minus_abs_freeze_gain": d3, "freeze_iou_diff_by_class": class_diff,
-                  "mixed_sign_across_classes": mixed, "rule": DECISION_RULE + "; mixed = class-wise mean IoU "
-                                                                              "differences of both signs"},
-        reason=(f"{arm}; |melt gain| - |freeze gain| in mIoU: {_fmt(d3)}; freeze gain {_fmt(d3f)}; "
+                  "melt_gain_minus_abs_freeze_gain": d3, "freeze_iou_diff_by_class": class_diff,
+                  "mixed_sign_across_classes": mixed,
+                  "rule": DECISION_RULE + "; smaller = melt gain (signed) minus |freeze gain|, paired; mixed = "
+                                          "class-wise mean IoU differences of both signs over the classes in "
+                                          "the freeze chart"},
+        reason=(f"{arm}; melt gain - |freeze gain| in mIoU: {_fmt(d3)}; freeze gain {_fmt(d3f)}; "
                 f"per-class freeze IoU differences {', '.join(f'{k} {v:+.3f}' for k, v in class_diff.items())}"
                 f" ({'mixed' if mixed else 'one sign'})")))
     return out
@@ -513,10 +579,8 @@ def headline_metrics(results: SarTransferResults) -> dict[str, float]:
 # Figures
 # ---------------------------------------------------------------------------------------------------
 
-def _class_cmap():
-    from matplotlib.colors import ListedColormap
-
-    return ListedColormap(sar.CLASS_COLOURS)
+LAND_COLOUR = "#a6894f"  # tan: land (masked, never a label)
+NO_DATA_COLOUR = "#6a3d9a"  # purple: outside the swath (NaN backscatter)
 
 
 def _stretch(band: np.ndarray, lo: float = 2, hi: float = 98) -> np.ndarray:
@@ -524,35 +588,65 @@ def _stretch(band: np.ndarray, lo: float = 2, hi: float = 98) -> np.ndarray:
     return np.clip((band - a) / max(b - a, 1e-6), 0, 1)
 
 
+def _rgb(colour: str) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+
+    return np.asarray(to_rgb(colour), dtype=float)
+
+
 def false_colour(scene: sar.SarScene) -> np.ndarray:
-    """RGB composite: R = HH, G = HV, B = HH - HV (co/cross ratio), each percentile-stretched; no data black."""
+    """RGB composite: R = HH, G = HV, B = HH - HV (co/cross ratio), each percentile-stretched; no data purple."""
     hh, hv = scene.sar
     rgb = np.stack([_stretch(hh), _stretch(hv), _stretch(hh - hv)], axis=-1)
-    return np.nan_to_num(rgb, nan=0.0)
+    nodata = ~np.isfinite(scene.sar).all(axis=0)
+    rgb = np.nan_to_num(rgb, nan=0.0)
+    rgb[nodata] = _rgb(NO_DATA_COLOUR)
+    return rgb
 
 
-def _labels_rgba(labels: np.ndarray) -> np.ndarray:
-    return np.ma.masked_equal(labels, IGNORE_INDEX)
+def class_map_rgb(labels: np.ndarray, land: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+    """(H, W, 3) colours of a chart or a prediction: classes in ``CLASS_COLOURS``, land tan, no data purple;
+    any other ignored pixel (e.g. a chart's unlabelled area) mid grey."""
+    rgb = np.full(labels.shape + (3,), 0.5)
+    for cls, colour in enumerate(sar.CLASS_COLOURS):
+        rgb[labels == cls] = _rgb(colour)
+    rgb[land] = _rgb(LAND_COLOUR)
+    rgb[nodata] = _rgb(NO_DATA_COLOUR)
+    return rgb
+
+
+def _scene_masks(scene: sar.SarScene) -> tuple[np.ndarray, np.ndarray]:
+    nodata = ~np.isfinite(scene.sar).all(axis=0)
+    return scene.land & ~nodata, nodata
+
+
+def _legend_handles():
+    from matplotlib.patches import Patch
+
+    return ([Patch(facecolor=c, edgecolor="#555555", label=n) for c, n in zip(sar.CLASS_COLOURS, CLASS_NAMES)]
+            + [Patch(facecolor=LAND_COLOUR, label="land (masked)"),
+               Patch(facecolor=NO_DATA_COLOUR, label="no data (outside swath)")])
 
 
 def scenes_figure(scenes: dict[str, sar.SarScene]):
-    """HH, HV, false colour and chart for each test scene (rows)."""
+    """HH, HV, false colour and chart for each test scene (rows); no data purple in every panel, land tan
+    in the chart (land is imaged in HH and HV)."""
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
+    grey = plt.get_cmap("gray").copy()
+    grey.set_bad(NO_DATA_COLOUR)
     fig, axes = plt.subplots(len(scenes), 4, figsize=(13, 3.7 * len(scenes)), squeeze=False)
     for row, (season, scene) in zip(axes, scenes.items()):
-        row[0].imshow(scene.sar[0], cmap="gray", vmin=-30, vmax=-5)
-        row[1].imshow(scene.sar[1], cmap="gray", vmin=-32, vmax=-15)
+        land, nodata = _scene_masks(scene)
+        row[0].imshow(np.ma.masked_invalid(scene.sar[0]), cmap=grey, vmin=-30, vmax=-5)
+        row[1].imshow(np.ma.masked_invalid(scene.sar[1]), cmap=grey, vmin=-32, vmax=-15)
         row[2].imshow(false_colour(scene))
-        row[3].imshow(_labels_rgba(scene.labels), cmap=_class_cmap(), vmin=-0.5, vmax=NUM_CLASSES - 0.5,
-                      interpolation="nearest")
+        row[3].imshow(class_map_rgb(scene.labels, land, nodata), interpolation="nearest")
         titles = ["HH (dB, -30..-5)", "HV (dB, -32..-15)", "false colour R=HH G=HV B=HH-HV", "ice chart"]
         for ax, t in zip(row, titles):
             ax.set_title(f"{season} ({scene.month:02d}/2018): {t}" if ax is row[0] else t, fontsize=9)
             ax.set_xticks([]), ax.set_yticks([])
-    handles = [Patch(color=c, label=n) for c, n in zip(sar.CLASS_COLOURS, CLASS_NAMES)]
-    fig.legend(handles=handles, loc="lower center", ncol=NUM_CLASSES, frameon=False)
+    fig.legend(handles=_legend_handles(), loc="lower center", ncol=NUM_CLASSES + 2, frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
@@ -599,26 +693,27 @@ def learning_curves_figure(results: SarTransferResults):
 
 
 def predictions_figure(results: SarTransferResults):
-    """Chart and predicted maps (first seed) per test scene and initialisation."""
+    """Chart and predicted maps (first seed) per test scene and initialisation; land tan, no data purple."""
     import matplotlib.pyplot as plt
 
     inits = [i for i in results.evaluated]
     seasons = list(results.example.test_scenes)
-    fig, axes = plt.subplots(len(seasons), 1 + len(inits), figsize=(3.3 * (1 + len(inits)), 3.4 * len(seasons)),
+    fig, axes = plt.subplots(len(seasons), 1 + len(inits), figsize=(3.3 * (1 + len(inits)), 3.7 * len(seasons) + 0.6),
                              squeeze=False)
     for row, season in zip(axes, seasons):
         scene = results.example.test_scenes[season]
+        land, nodata = _scene_masks(scene)
         panels = [("chart", scene.labels)] + [(i, results.predictions[(i, season)]) for i in inits]
         for ax, (title, img) in zip(row, panels):
-            ax.imshow(_labels_rgba(img), cmap=_class_cmap(), vmin=-0.5, vmax=NUM_CLASSES - 0.5,
-                      interpolation="nearest")
+            ax.imshow(class_map_rgb(img, land, nodata), interpolation="nearest")
             if title != "chart":
                 s = results.scores
                 m = s[(s.seed == s.seed.min()) & (s.init == title) & (s.season == season)]["miou"].iloc[0]
                 title = f"{title} (mIoU {m:.2f})"
             ax.set_title(f"{season}: {title}", fontsize=9)
             ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
+    fig.legend(handles=_legend_handles(), loc="lower center", ncol=3, frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     return fig
 
 
@@ -628,7 +723,7 @@ def confusion_figure(results: SarTransferResults):
 
     inits = results.evaluated
     seasons = list(results.example.test_scenes)
-    fig, axes = plt.subplots(len(seasons), len(inits), figsize=(3.6 * len(inits), 3.4 * len(seasons)),
+    fig, axes = plt.subplots(len(seasons), len(inits), figsize=(3.6 * len(inits), 3.5 * len(seasons)),
                              squeeze=False)
     short = ["water", "young", "FYI", "MYI"]
     for row, season in zip(axes, seasons):
@@ -638,12 +733,17 @@ def confusion_figure(results: SarTransferResults):
                 norm = m / m.sum(axis=1, keepdims=True)
             ax.imshow(np.nan_to_num(norm), vmin=0, vmax=1, cmap="Blues")
             for i in range(NUM_CLASSES):
+                if not np.isfinite(norm[i]).any():
+                    ax.text(NUM_CLASSES / 2 - 0.5, i, "not in chart", ha="center", va="center", fontsize=7,
+                            color="#777777")
                 for j in range(NUM_CLASSES):
                     if np.isfinite(norm[i, j]):
                         ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
                                 color="white" if norm[i, j] > 0.6 else "black")
             ax.set_xticks(range(NUM_CLASSES), short, fontsize=7)
             ax.set_yticks(range(NUM_CLASSES), short, fontsize=7)
+            ax.set_xlabel("predicted", fontsize=8)
+            ax.set_ylabel("chart", fontsize=8)
             ax.set_title(f"{season}: {init}", fontsize=9)
     fig.tight_layout()
     return fig
