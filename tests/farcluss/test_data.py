@@ -170,3 +170,104 @@ def test_cityscapes_missing_mask_is_an_error(tmp_path):
     (tmp_path / "gtFine" / "train" / "aachen" / f"{stem}_gtFine_labelIds.png").unlink()
     with pytest.raises(DataError, match="missing file"):
         sf.CityscapesFolder(tmp_path, "train")
+
+
+# ----------------------------------------------------------------------------- more bad input
+
+
+def test_bad_fractions_and_empty_id_lists_are_errors(scenes):
+    from labkit.core.errors import ParameterError
+
+    for fraction in (0.0, -0.1, 1.5):
+        with pytest.raises(ParameterError, match="labelled fraction"):
+            sc.sample_labeled_split(scenes.ids, fraction, seed=0)
+    with pytest.raises(DataError, match="empty id list"):
+        sc.sample_labeled_split([], 0.5, seed=0)
+
+
+def test_missing_split_list_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        sc.read_split_list(tmp_path / "labeled.txt")
+    with pytest.raises(DataError, match="does not exist"):
+        sf.VOCSegmentationFolder(tmp_path, tmp_path / "labeled.txt")
+
+
+def test_voc_rgb_mask_with_a_foreign_colour_is_an_error(tmp_path):
+    ids, masks = _voc_tree(tmp_path, n=1)
+    rgb = sf.voc_palette()[masks[0]]
+    rgb[1, 1] = (1, 2, 3)  # no VOC class has this colour
+    Image.fromarray(rgb).save(tmp_path / "SegmentationClass" / f"{ids[0]}.png")
+    with pytest.raises(DataError, match=r"RGB colours \[\(1, 2, 3\)\] are not VOC class colours"):
+        sf.VOCSegmentationFolder(tmp_path, "train")[0]
+
+
+def test_voc_mask_in_an_unsupported_mode_is_an_error(tmp_path):
+    ids, masks = _voc_tree(tmp_path, n=1)
+    Image.fromarray(masks[0].astype(np.float32), mode="F").save(tmp_path / "SegmentationClass" / f"{ids[0]}.tiff")
+    (tmp_path / "SegmentationClass" / f"{ids[0]}.tiff").rename(tmp_path / "SegmentationClass" / f"{ids[0]}.png")
+    with pytest.raises(DataError, match="PIL mode F"):
+        sf.VOCSegmentationFolder(tmp_path, "train")[0]
+
+
+def test_image_and_mask_of_different_sizes_is_an_error(tmp_path):
+    ids, masks = _voc_tree(tmp_path, n=1, size=(10, 12))
+    sf.write_palette_png(tmp_path / "SegmentationClass" / f"{ids[0]}.png", masks[0][:8])
+    with pytest.raises(DataError, match=rf"sample {ids[0]}: image .* is \(10, 12\) but mask .* is \(8, 12\)"):
+        sf.VOCSegmentationFolder(tmp_path, "train")[0]
+
+
+def test_unreadable_image_is_an_error(tmp_path):
+    ids, _ = _voc_tree(tmp_path, n=1)
+    (tmp_path / "JPEGImages" / f"{ids[0]}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="cannot be read"):
+        sf.VOCSegmentationFolder(tmp_path, "train")[0]
+
+
+def test_empty_split_list_and_missing_root_are_errors(tmp_path):
+    _voc_tree(tmp_path, n=1)
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("\n")
+    with pytest.raises(DataError, match="lists no samples"):
+        sf.VOCSegmentationFolder(tmp_path, "val")
+    with pytest.raises(DataError, match="is not a folder"):
+        sf.VOCSegmentationFolder(tmp_path / "nowhere", "train")
+    with pytest.raises(DataError, match="is not a folder"):
+        sf.CityscapesFolder(tmp_path / "nowhere", "train")
+
+
+def test_samples_of_different_sizes_need_a_crop_to_stack(tmp_path):
+    ids, _ = _voc_tree(tmp_path, n=2, size=(10, 12))
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(tmp_path / "JPEGImages" / f"{ids[1]}.jpg")
+    sf.write_palette_png(tmp_path / "SegmentationClass" / f"{ids[1]}.png", np.zeros((6, 6), dtype=np.uint8))
+    with pytest.raises(DataError, match="differ in size"):
+        sf.VOCSegmentationFolder(tmp_path, "train").to_arrays()
+    x, y, _ = sf.VOCSegmentationFolder(tmp_path, "train", crop=8).to_arrays()
+    assert x.shape == (2, 3, 8, 8) and (y[1, 6:, :] == 255).all()  # padding is ignored
+
+
+def test_split_naming_ids_outside_the_dataset_is_an_error(tmp_path):
+    ids, _ = _voc_tree(tmp_path, n=2)
+    ds = sf.VOCSegmentationFolder(tmp_path, "train")
+    sf.check_split_against_folder(ids[:1], ds)
+    with pytest.raises(DataError, match=r"split names 1 id\(s\) not in .*train.txt"):
+        sf.check_split_against_folder([ids[0], "2012_999999"], ds)
+
+
+def test_cityscapes_reads_unimatch_split_lists(tmp_path):
+    label_ids = np.array([[7, 8], [26, 0]])
+    stem = _cityscapes_tree(tmp_path, label_ids)
+    split = tmp_path / "labeled.txt"
+    split.write_text(f"leftImg8bit/train/aachen/{stem}_leftImg8bit.png gtFine/train/aachen/{stem}_gtFine_labelTrainIds.png\n")
+    ds = sf.CityscapesFolder(tmp_path, split)
+    assert ds.ids == [stem]
+    np.testing.assert_array_equal(ds[0][1].numpy(), [[0, 1], [13, 255]])
+
+
+def test_cityscapes_bad_split_list_line_and_split_folder_are_errors(tmp_path):
+    stem = _cityscapes_tree(tmp_path, np.array([[7, 8]]))
+    split = tmp_path / "labeled.txt"
+    split.write_text(f"leftImg8bit/train/aachen/{stem}_leftImg8bit.png\n")
+    with pytest.raises(DataError, match="needs '<image> <mask>'"):
+        sf.CityscapesFolder(tmp_path, split)
+    with pytest.raises(DataError, match="split folder .*val does not exist"):
+        sf.CityscapesFolder(tmp_path, "val")

@@ -110,6 +110,135 @@ def test_bad_config_values_are_rejected():
         ss.SemiSupConfig(method="mixmatch")
     with pytest.raises(ParameterError, match="certainty"):
         ss.SemiSupConfig(certainty="variance")
+    with pytest.raises(ParameterError, match="top_k"):
+        ss.SemiSupConfig(top_k=0)
+    with pytest.raises(ParameterError, match="ema_momentum"):
+        ss.SemiSupConfig(ema_momentum=1.0)
+    with pytest.raises(ParameterError, match="crop_min_scale"):
+        ss.SemiSupConfig(crop_min_scale=0.0)
+    with pytest.raises(ParameterError, match="unknown method"):
+        ss.method_config("meanteacher")
+
+
+def test_random_scale_crop_moves_image_and_mask_together():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(6, 32, 32, dtype=torch.long)
+    masks[:, :16, :16], masks[:, 16:, :16], masks[:, :16, 16:] = 1, 2, 3
+    masks[:, 24:, 24:] = 255  # the ignore index survives nearest sampling
+    images = F.one_hot(masks.clamp(max=4), 5).permute(0, 3, 1, 2).float()
+    xi, xm = ss.random_scale_crop(images, masks, 0.5, g)
+    assert xi.shape == images.shape and xm.shape == masks.shape and xm.dtype == masks.dtype
+    assert set(torch.unique(xm).tolist()) <= {0, 1, 2, 3, 255} and (xm == 255).any()
+    assert (xm != masks).float().mean() > 0.05  # it did zoom in
+    # the bilinear image and the nearest mask agree everywhere but on a few boundary pixels
+    assert (xi.argmax(dim=1) == xm.clamp(max=4)).float().mean() > 0.97
+    # min_scale 1 is the identity and draws no random numbers
+    state = g.get_state()
+    same_i, same_m = ss.random_scale_crop(images, masks, 1.0, g)
+    assert same_i is images and same_m is masks and torch.equal(g.get_state(), state)
+
+
+def test_weak_augmentation_with_crop_keeps_images_and_masks_aligned():
+    g = torch.Generator().manual_seed(2)
+    masks = torch.zeros(4, 32, 32, dtype=torch.long)
+    masks[:, :, 10:] = 1
+    masks[:, 20:, :] = 2
+    images = F.one_hot(masks, 3).permute(0, 3, 1, 2).float()
+    xi, xm = ss.weak_augment(images, masks, g, crop_min_scale=0.6)
+    assert (xi.argmax(dim=1) == xm).float().mean() > 0.97
+
+
+def _reference_contrast(trainer, emb, yl, t_emb, probs, targets, weights, n_l):
+    """The first (slower) implementation of the contrast term, kept to pin down what it computes."""
+    cfg = trainer.config
+
+    def update(embeddings, labels):
+        flat = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
+        lab = labels.reshape(-1)
+        valid = lab >= 0
+        sums = torch.zeros_like(trainer.prototypes).index_add_(0, lab[valid], flat[valid])
+        seen = torch.bincount(lab[valid], minlength=trainer.num_classes)[: trainer.num_classes] > 0
+        means = F.normalize(sums, dim=1)
+        m = cfg.prototype_momentum
+        blended = F.normalize(m * trainer.prototypes + (1 - m) * means, dim=1)
+        updated = torch.where(trainer.prototype_ready[:, None], blended, means)
+        trainer.prototypes = torch.where(seen[:, None], updated, trainer.prototypes)
+        trainer.prototype_ready = trainer.prototype_ready | seen
+
+    size = emb.shape[-2:]
+    lab_l = F.interpolate(yl[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    lab_l = torch.where(lab_l == 255, torch.full_like(lab_l, -1), lab_l)
+    t_small = F.interpolate(targets, size=size, mode="area")
+    w_small = F.interpolate(weights[:, None], size=size, mode="area")[:, 0]
+    lab_u, conf_u = t_small.argmax(dim=1), t_small.max(dim=1).values
+    with torch.no_grad():
+        t_lab = F.interpolate(probs, size=size, mode="area")
+        t_arg = t_lab.argmax(dim=1)
+        t_arg = torch.where(ss.certainty_map(t_lab, cfg.certainty) >= cfg.prototype_confidence, t_arg,
+                            torch.full_like(t_arg, -1))
+        update(emb[:n_l].detach(), lab_l)
+        update(t_emb, t_arg)
+    labels = torch.cat([lab_l.reshape(-1), torch.where(conf_u > 0, lab_u, -1).reshape(-1)])
+    pix_w = torch.cat([torch.ones(lab_l.numel()), w_small.reshape(-1)])
+    flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+    if cfg.prototype and not cfg.pairwise:
+        ready = trainer.prototype_ready[labels.clamp_min(0)] & (labels >= 0)
+        labels = torch.where(ready, labels, -1)
+    idx = ss.sample_pixels(labels, pix_w, cfg.contrast_pixels, trainer.generator)
+    e, lab, w = flat[idx], labels[idx], pix_w[idx]
+    if cfg.pairwise:
+        return ss.pairwise_contrast(e, lab, w, cfg.temperature)
+    logits = e @ trainer.prototypes.t() / cfg.temperature
+    loss = F.cross_entropy(logits, lab, reduction="none")
+    return (loss * w).sum() / w.sum().clamp_min(1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"contrast_pixels": 100}, {"pairwise": True, "prototype": False},
+                                       {"fuzzy": False, "uncertainty": False, "certainty": "maxprob"}])
+def test_fast_contrast_computes_what_the_reference_computes(overrides):
+    """Same loss, gradient, prototypes and readiness as the reference, step after step (classes appear late)."""
+    import copy
+
+    torch.manual_seed(0)
+    config = ss.method_config("farcluss", **overrides)
+    model = ss.build_model(8, "resnet10t", encoder_depth=3, decoder_channels=16, embed_dim=8)
+    fast = ss.TeacherStudentTrainer(copy.deepcopy(model), 8, config, seed=3)
+    ref = ss.TeacherStudentTrainer(copy.deepcopy(model), 8, config, seed=3)
+    for it in range(4):
+        emb = F.normalize(torch.randn(4, 8, 8, 8), dim=1)
+        yl = torch.randint(0, 8, (2, 32, 32))
+        yl[:, :3] = 255
+        if it < 2:
+            yl[yl == 5] = 1  # class 5 has no labelled pixel (and no ready prototype) at first
+        t_emb = F.normalize(torch.randn(2, 8, 8, 8), dim=1)
+        probs = torch.softmax(4 * torch.randn(2, 8, 32, 32), dim=1)
+        targets, weights = ss.pseudo_labels(probs, config, None)
+        e1, e2 = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
+        l1 = fast._contrast(e1, yl, t_emb, probs, targets, weights, 2)
+        l2 = _reference_contrast(ref, e2, yl, t_emb, probs, targets, weights, 2)
+        l1.backward()
+        l2.backward()
+        assert torch.allclose(l1, l2, atol=1e-6, rtol=1e-5)
+        assert torch.allclose(e1.grad, e2.grad, atol=1e-7)
+        assert torch.allclose(fast.prototypes, ref.prototypes, atol=1e-6)
+        assert torch.equal(fast.prototype_ready, ref.prototype_ready)
+    assert bool(fast.prototype_ready[5])  # class 5 arrived in the later steps
+
+
+def test_step_costs_measure_rounds_and_reject_unknown_names(tiny_batch):
+    images, masks = tiny_batch
+    xl, yl, xu = torch.from_numpy(images[:2]), torch.from_numpy(masks[:2]), torch.from_numpy(images[2:4])
+    configs = {"supervised": ss.method_config("supervised"), "noc": ss.method_config("farcluss", prototype=False),
+               "proto": ss.method_config("farcluss")}
+    table = ss.measure_step_costs(_tiny_model, configs, xl, yl, xu, 8, repeats=3, warmup=0,
+                                  baselines={"proto": "noc"})
+    assert list(table.method) == list(configs) and table.attrs["rounds_ms"].shape == (3, 3)
+    row = table.set_index("method").loc["proto"]
+    rounds = table.attrs["rounds_ms"]
+    assert row["extra_ms"] == pytest.approx(float((rounds["proto"] - rounds["noc"]).median()))
+    assert table.set_index("method").loc["supervised", "vs_reference"] == 1.0
+    with pytest.raises(ParameterError, match="'pairwise' is not one of"):
+        ss.measure_step_costs(_tiny_model, configs, xl, yl, xu, 8, repeats=1, baselines={"pairwise": "noc"})
 
 
 def test_ema_update_moves_teacher_towards_student():
@@ -166,11 +295,17 @@ def test_semi_supervised_training_without_unlabeled_images_is_an_error(tiny_batc
                                 num_classes=8, iterations=1, batch_size=2, progress=False)
 
 
-def test_sliding_window_prediction_matches_shape(tiny_batch):
+def test_sliding_window_prediction_tiles_the_large_image(tiny_batch):
     images, _ = tiny_batch
     big = np.concatenate([images[:1], images[1:2]], axis=-1)  # (1, 3, 32, 64)
-    pred = ss.predict(_tiny_model().eval(), big, tile=32)
+    model = _tiny_model().eval()
+    pred = ss.predict(model, big, tile=32)
     assert pred.shape == (1, 32, 64)
+    # tiles start at x = 0, 24, 32: columns 0-23 are seen by the first tile only (= the left scene alone) and
+    # columns 56-63 by the last tile only (= the right scene alone)
+    left, right = ss.predict(model, images[:1]), ss.predict(model, images[1:2])
+    np.testing.assert_array_equal(pred[..., :24], left[..., :24])
+    np.testing.assert_array_equal(pred[..., 56:], right[..., 24:])
 
 
 def test_scores_include_boundary_miou():
@@ -182,3 +317,15 @@ def test_scores_include_boundary_miou():
     band[:, :, 1:3] = True
     s = ss.score_predictions(pred, target, ["a", "b"], band=band)
     assert s["boundary_miou"] < s["miou"] < 1
+
+
+def test_embedding_normalisation_matches_f_normalize():
+    x = torch.randn(3, 8, 5, 5, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    a, b = ss.l2_normalize_channels(x), F.normalize(y, dim=1)
+    assert torch.allclose(a, b, atol=1e-6)
+    (a * torch.arange(8.0).view(1, 8, 1, 1)).sum().backward()
+    (b * torch.arange(8.0).view(1, 8, 1, 1)).sum().backward()
+    assert torch.allclose(x.grad, y.grad, atol=1e-5)
+    _, emb = _tiny_model().forward_with_embedding(torch.rand(2, 3, 32, 32))
+    assert torch.allclose(emb.norm(dim=1), torch.ones(1), atol=1e-5)

@@ -3,10 +3,10 @@
 One training step (:class:`TeacherStudentTrainer.step`) covers every method:
 
 * ``supervised``: cross-entropy on the labelled batch only.
-* ``fixmatch``: the teacher labels weakly augmented unlabeled images; pixels whose
-  top probability reaches ``threshold`` (0.95) become hard targets for the student
-  on strongly augmented views (colour jitter, grey, blur, CutMix) - the
-  FixMatch/UniMatch weak-to-strong baseline.
+* ``fixmatch``: the teacher labels weakly augmented unlabeled images (random scale
+  crop, flips, 90-degree turns); pixels whose top probability reaches ``threshold``
+  (0.95) become hard targets for the student on strongly augmented views (colour
+  jitter, grey, blur, CutMix) - the FixMatch/UniMatch weak-to-strong baseline.
 * ``farcluss``: four switchable parts on the same teacher-student
   (Tarubinga et al., arXiv 2506.11142):
 
@@ -73,6 +73,7 @@ class SemiSupConfig:
     prototype_confidence: float = 0.7
     contrast_pixels: int = 512
     cutmix_probability: float = 0.5
+    crop_min_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -83,6 +84,8 @@ class SemiSupConfig:
             raise ParameterError(f"top_k must be >= 1, got {self.top_k}")
         if not 0 <= self.ema_momentum < 1:
             raise ParameterError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
+        if not 0 < self.crop_min_scale <= 1:
+            raise ParameterError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
 
     @property
     def uses_unlabeled(self) -> bool:
@@ -151,11 +154,20 @@ class SegmenterWithEmbedding(nn.Module):
         logits = self.segmenter.segmentation_head(decoded)
         if logits.shape[-2:] != x.shape[-2:]:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        emb = F.normalize(self.projection(decoded), dim=1) if embed else None
+        emb = l2_normalize_channels(self.projection(decoded)) if embed else None
         return logits, emb
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_embedding(x, embed=False)[0]
+
+
+def l2_normalize_channels(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(x, dim=1)`` for (B,D,H,W) maps (equal to within float rounding).
+
+    ``torch.linalg.vector_norm`` over the strided channel axis of a small NCHW map is several times
+    slower on the CPU than a sum of squares, forward and backward.
+    """
+    return x / x.square().sum(dim=1, keepdim=True).sqrt().clamp_min(eps)
 
 
 def build_model(num_classes: int, encoder: str = "resnet10t", arch: str = "deeplabv3plus", embed_dim: int = 32,
@@ -180,8 +192,37 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 # ----------------------------------------------------------------------------- augmentation
 
 
-def weak_augment(images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator):
-    """Per-sample flips and 90-degree turns, identical for image and mask (aerial views have no 'up')."""
+def random_scale_crop(images: torch.Tensor, masks: torch.Tensor | None, min_scale: float,
+                      generator: torch.Generator):
+    """Per-sample random crop of side ``s`` x the image side (``s`` uniform in [min_scale, 1]) at a random
+    position, resized back to the full size: images bilinearly, masks by nearest neighbour, through the
+    same sampling grid so that image and mask stay aligned. ``min_scale >= 1`` returns the inputs untouched
+    (and draws no random numbers).
+    """
+    if min_scale >= 1:
+        return images, masks
+    b = images.shape[0]
+    scale = min_scale + (1 - min_scale) * torch.rand(b, generator=generator)
+    shift = (2 * torch.rand(b, 2, generator=generator) - 1) * (1 - scale)[:, None]
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    out_i = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if masks is None:
+        return out_i, None
+    out_m = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="border",
+                          align_corners=False)[:, 0].round().to(masks.dtype)
+    return out_i, out_m
+
+
+def weak_augment(images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator,
+                 crop_min_scale: float = 1.0):
+    """Random scale crop (see :func:`random_scale_crop`), then per-sample flips and 90-degree turns
+    (aerial views have no 'up'); every geometric change is identical for image and mask.
+    """
+    images, masks = random_scale_crop(images, masks, crop_min_scale, generator)
     out_i, out_m = [], []
     for b in range(images.shape[0]):
         k = int(torch.randint(0, 4, (1,), generator=generator))
@@ -316,9 +357,13 @@ class ClassFrequencyTracker:
 
 def prototype_contrast(embeddings: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
                        prototypes: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE of N pixel embeddings (N,D) against C class prototypes (C,D): O(N C D)."""
-    logits = embeddings @ prototypes.t() / temperature
-    loss = F.cross_entropy(logits, labels, reduction="none")
+    """InfoNCE of N pixel embeddings (N,D) against C class prototypes (C,D): O(N C D).
+
+    The (C,N) logits put the classes along dim 0: the same cross-entropy as ``F.cross_entropy`` on
+    (N,C), but CPU log-softmax over a short contiguous class axis is several times slower.
+    """
+    logits = prototypes @ embeddings.t() / temperature
+    loss = -F.log_softmax(logits, dim=0).gather(0, labels[None]).squeeze(0)
     return (loss * weights).sum() / weights.sum().clamp_min(1e-6)
 
 
@@ -373,18 +418,33 @@ class TeacherStudentTrainer:
 
     @torch.no_grad()
     def _update_prototypes(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
-        # One scatter for all classes (no per-class Python loop): the update is O(pixels + classes).
+        """EMA update of the class prototypes from (B,D,h,w) embeddings and (B,h,w) labels (-1 = skip)."""
         flat = embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
-        lab = labels.reshape(-1)
-        valid = lab >= 0
-        sums = torch.zeros_like(self.prototypes).index_add_(0, lab[valid], flat[valid])
-        seen = torch.bincount(lab[valid], minlength=self.num_classes)[: self.num_classes] > 0
-        means = F.normalize(sums, dim=1)
+        self._update_prototypes_flat((flat, labels.reshape(-1)))
+
+    @torch.no_grad()
+    def _update_prototypes_flat(self, *groups: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """One EMA update of the prototypes per ``(embeddings (N,D), labels (N,))`` group, applied in order.
+
+        Each group's class means come from one shared scatter (labels of group g are offset by g*C,
+        skipped pixels go to a spare row), so two groups cost one ``index_add_`` instead of two
+        full passes; the per-group blends then run on the tiny (C,D) prototype table.
+        """
+        c, n_groups = self.num_classes, len(groups)
+        dim = self.prototypes.shape[1]
+        emb = groups[0][0] if n_groups == 1 else torch.cat([e for e, _ in groups])
+        spare = n_groups * c
+        labs = torch.cat([torch.where(lab >= 0, lab + g * c, spare) for g, (_, lab) in enumerate(groups)])
+        sums = emb.new_zeros(spare + 1, dim).index_add_(0, labs, emb)
+        seen = (torch.bincount(labs, minlength=spare + 1)[:spare] > 0).view(n_groups, c, 1)
+        means = F.normalize(sums[:spare], dim=1).view(n_groups, c, dim)
         m = self.config.prototype_momentum
-        blended = F.normalize(m * self.prototypes + (1 - m) * means, dim=1)
-        updated = torch.where(self.prototype_ready[:, None], blended, means)
-        self.prototypes = torch.where(seen[:, None], updated, self.prototypes)
-        self.prototype_ready = self.prototype_ready | seen
+        protos, ready = self.prototypes, self.prototype_ready[:, None]
+        for g in range(n_groups):
+            blended = F.normalize(m * protos + (1 - m) * means[g], dim=1)
+            protos = torch.where(seen[g], torch.where(ready, blended, means[g]), protos)
+            ready = ready | seen[g]
+        self.prototypes, self.prototype_ready = protos, ready[:, 0]
 
     def step(self, labeled_images: torch.Tensor, labeled_masks: torch.Tensor,
              unlabeled_images: torch.Tensor | None = None) -> dict[str, float]:
@@ -394,7 +454,7 @@ class TeacherStudentTrainer:
         labeled_images, labeled_masks = labeled_images.to(self.device), labeled_masks.to(self.device)
         if unlabeled_images is not None:
             unlabeled_images = unlabeled_images.to(self.device)
-        xl, yl = weak_augment(labeled_images, labeled_masks, g)
+        xl, yl = weak_augment(labeled_images, labeled_masks, g, cfg.crop_min_scale)
         want_emb = cfg.uses_contrast
         terms: dict[str, torch.Tensor] = {}
         if not cfg.uses_unlabeled:
@@ -403,7 +463,7 @@ class TeacherStudentTrainer:
         else:
             if unlabeled_images is None or unlabeled_images.shape[0] == 0:
                 raise DataError("semi-supervised step needs a non-empty batch of unlabeled images")
-            xu, _ = weak_augment(unlabeled_images, None, g)
+            xu, _ = weak_augment(unlabeled_images, None, g, cfg.crop_min_scale)
             with torch.no_grad():
                 self.teacher.eval()
                 t_logits, t_emb = self.teacher.forward_with_embedding(xu, embed=want_emb)
@@ -433,37 +493,63 @@ class TeacherStudentTrainer:
         self.steps += 1
         return {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
 
-    def _contrast(self, emb, yl, t_emb, probs, targets, weights, n_l, boxes, partner) -> torch.Tensor:
+    def _contrast_labels(self, size, yl: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor,
+                         weights: torch.Tensor):
+        """Labels and weights at the embedding stride ``size``.
+
+        Returns the labelled pixels' labels (nearest sampling, -1 = ignored), the unlabeled pixels'
+        labels and weights (area means of the CutMixed targets and weights) and the teacher's confident
+        labels on the un-mixed unlabeled images (-1 below ``prototype_confidence``), for the prototypes.
+        """
+        cfg, c = self.config, self.num_classes
+        h, w = yl.shape[-2:]
+        if h % size[0] == 0 and w % size[1] == 0:  # integer stride: nearest sampling is plain slicing
+            lab_l = yl[:, :: h // size[0], :: w // size[1]]
+        else:
+            lab_l = F.interpolate(yl[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        lab_l = torch.where(lab_l == self.ignore_index, -1, lab_l)
+        # One area pooling for targets, weights and teacher probabilities (channel-wise, so the same means);
+        # at an integer stride area pooling is average pooling, which is quicker.
+        stacked = torch.cat([targets, weights[:, None], probs], dim=1)
+        if h % size[0] == 0 and w % size[1] == 0:
+            pooled = F.avg_pool2d(stacked, (h // size[0], w // size[1]))
+        else:
+            pooled = F.interpolate(stacked, size=size, mode="area")
+        t_small, w_small, t_lab = pooled[:, :c], pooled[:, c], pooled[:, c + 1:]
+        conf_u, lab_u = t_small.max(dim=1)
+        lab_u = torch.where(conf_u > 0, lab_u, -1)
+        t_arg = t_lab.max(dim=1).indices  # = argmax (first maximum), but quicker on a strided class axis
+        t_arg = torch.where(certainty_map(t_lab, cfg.certainty) >= cfg.prototype_confidence, t_arg, -1)
+        return lab_l, lab_u, w_small, t_arg
+
+    def _contrast(self, emb, yl, t_emb, probs, targets, weights, n_l, boxes=None, partner=None) -> torch.Tensor:
+        """The contrastive term of a step: prototype InfoNCE (or pairwise) on sampled pixel embeddings."""
         cfg = self.config
-        size = emb.shape[-2:]
-        # Labels at the embedding stride: labelled pixels by nearest sampling, unlabeled by the mixed targets.
-        lab_l = F.interpolate(yl[:, None].float(), size=size, mode="nearest")[:, 0].long()
-        lab_l = torch.where(lab_l == self.ignore_index, torch.full_like(lab_l, -1), lab_l)
-        t_small = F.interpolate(targets, size=size, mode="area")
-        w_small = F.interpolate(weights[:, None], size=size, mode="area")[:, 0]
-        lab_u = t_small.argmax(dim=1)
-        conf_u = t_small.max(dim=1).values
+        dim = emb.shape[1]
+        with torch.no_grad():
+            lab_l, lab_u, w_small, t_arg = self._contrast_labels(emb.shape[-2:], yl, probs, targets, weights)
+        flat = emb.permute(0, 2, 3, 1).reshape(-1, dim)
+        n_lab = lab_l.numel()
         with torch.no_grad():
             # Prototypes: labelled teacher pixels are not computed (no teacher pass on them), so use the
-            # student's detached labelled embeddings plus the teacher's confident unlabeled ones.
-            t_lab = F.interpolate(probs, size=size, mode="area")
-            t_conf, t_arg = t_lab.max(dim=1)
-            t_arg = torch.where(certainty_map(t_lab, cfg.certainty) >= cfg.prototype_confidence, t_arg,
-                                torch.full_like(t_arg, -1))
-            self._update_prototypes(emb[:n_l].detach(), lab_l)
-            self._update_prototypes(t_emb, t_arg)
-        labels = torch.cat([lab_l.reshape(-1), torch.where(conf_u > 0, lab_u, -1).reshape(-1)])
-        pix_w = torch.cat([torch.ones(lab_l.numel(), device=w_small.device), w_small.reshape(-1)])
-        flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
-        if cfg.prototype and not cfg.pairwise:
-            ready = self.prototype_ready[labels.clamp_min(0)] & (labels >= 0)
-            labels = torch.where(ready, labels, -1)
-        idx = sample_pixels(labels, pix_w, cfg.contrast_pixels, self.generator)
+            # student's detached labelled embeddings, then the teacher's confident unlabeled ones.
+            self._update_prototypes_flat((flat[:n_lab].detach(), lab_l.reshape(-1)),
+                                         (t_emb.permute(0, 2, 3, 1).reshape(-1, dim), t_arg.reshape(-1)))
+            labels = torch.cat([lab_l.reshape(-1), lab_u.reshape(-1)])
+            pix_w = torch.cat([w_small.new_ones(n_lab), w_small.reshape(-1)])
+            if cfg.prototype and not cfg.pairwise:
+                # A spare False at the end: label -1 indexes it, so ignored pixels stay ignored.
+                ready = torch.cat([self.prototype_ready, self.prototype_ready.new_zeros(1)])[labels]
+                labels = torch.where(ready, labels, -1)
+            idx = sample_pixels(labels, pix_w, cfg.contrast_pixels, self.generator)
         if idx.numel() < 2:
             return flat.sum() * 0.0
+        if idx.numel() < labels.numel():
+            flat, labels, pix_w = flat[idx], labels[idx], pix_w[idx]
+        # else: every pixel is used, in order; skipping the gather gives the same loss without a scatter in backward
         if cfg.pairwise:
-            return pairwise_contrast(flat[idx], labels[idx], pix_w[idx], cfg.temperature)
-        return prototype_contrast(flat[idx], labels[idx], pix_w[idx], self.prototypes, cfg.temperature)
+            return pairwise_contrast(flat, labels, pix_w, cfg.temperature)
+        return prototype_contrast(flat, labels, pix_w, self.prototypes, cfg.temperature)
 
 
 def train_semisupervised(model: SegmenterWithEmbedding, labeled_images: np.ndarray, labeled_masks: np.ndarray,
@@ -586,32 +672,74 @@ class SavedTensorMeter:
 
 def measure_step_costs(model_factory, configs: dict[str, SemiSupConfig], labeled_images: torch.Tensor,
                        labeled_masks: torch.Tensor, unlabeled_images: torch.Tensor, num_classes: int,
-                       repeats: int = 5, warmup: int = 2, seed: int = 0) -> pd.DataFrame:
-    """Wall time (best of ``repeats``, ms) and memory per training step of each config on the same batch.
+                       repeats: int = 5, warmup: int = 2, seed: int = 0, reference: str | None = None,
+                       baselines: dict[str, str] | None = None) -> pd.DataFrame:
+    """Wall time and memory per training step of each config on the same batch.
 
-    The configs are stepped round-robin so that load from other processes falls on all of them alike,
-    and the best time is kept (the least disturbed run). ``model_factory()`` must build identical fresh
-    models. Memory: the activation bytes saved for backward (see :class:`SavedTensorMeter`).
+    The configs are stepped in rounds (one step of each per round, the order reversed every other
+    round) so that load from other processes falls on all of them alike. Columns:
+
+    * ``ms_per_iteration``: the best time over ``repeats`` rounds (the least disturbed step);
+    * ``ms_median``: the median time;
+    * ``vs_reference``: the median over rounds of this step's time / the ``reference`` config's time in
+      the same round (default reference: the first config);
+    * ``extra_ms`` and ``extra_pct_of_reference``: for configs named in ``baselines`` (config -> the
+      config it adds to), the median over rounds of (time - baseline's time) and of that difference as a
+      percentage of the reference's time in the same round. Ratios and differences within a round are
+      far steadier on a shared machine than differences of separately taken minima;
+    * ``saved_activation_mb``: the activation bytes saved for backward (see :class:`SavedTensorMeter`);
+      on CUDA also ``peak_mb``, the allocator's peak during one step.
+
+    ``model_factory()`` must build identical fresh models (on the device to measure).
     """
+    names = list(configs)
+    reference = reference or names[0]
+    baselines = baselines or {}
+    for name in [reference, *baselines, *baselines.values()]:
+        if name not in configs:
+            raise ParameterError(f"measure_step_costs: {name!r} is not one of the configs {names}")
     trainers = {}
     for name, config in configs.items():
         torch.manual_seed(seed)
         trainers[name] = TeacherStudentTrainer(model_factory(), num_classes, config, seed=seed)
+    cuda = trainers[names[0]].device.type == "cuda"
+
+    def timed_step(trainer) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        trainer.step(labeled_images, labeled_masks, unlabeled_images)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for trainer in trainers.values():
         for _ in range(warmup):
-            trainers[name].step(labeled_images, labeled_masks, unlabeled_images)
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(repeats):
-        for name, trainer in trainers.items():
-            t0 = time.perf_counter()
             trainer.step(labeled_images, labeled_masks, unlabeled_images)
-            times[name].append(time.perf_counter() - t0)
+    rounds = []
+    for r in range(repeats):
+        order = names if r % 2 == 0 else names[::-1]
+        rounds.append({name: timed_step(trainers[name]) for name in order})
+    times = pd.DataFrame(rounds)[names] * 1000
     rows = []
     for name, trainer in trainers.items():
+        row = {"method": name, "ms_per_iteration": float(times[name].min()), "ms_median": float(times[name].median()),
+               "vs_reference": float((times[name] / times[reference]).median())}
+        if name in baselines:
+            diff = times[name] - times[baselines[name]]
+            row["extra_ms"] = float(diff.median())
+            row["extra_pct_of_reference"] = float((100 * diff / times[reference]).median())
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         with SavedTensorMeter() as meter:
             trainer.step(labeled_images, labeled_masks, unlabeled_images)
-        rows.append({"method": name, "ms_per_iteration": 1000 * float(np.min(times[name])),
-                     "saved_activation_mb": meter.bytes / 2**20})
-    return pd.DataFrame(rows)
+        row["saved_activation_mb"] = meter.bytes / 2**20
+        if cuda:
+            row["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["rounds_ms"] = times
+    return table
 
 
 def measure_contrast_costs(n_pixels: Sequence[int], num_classes: int = 8, embed_dim: int = 32,
