@@ -2,11 +2,13 @@
 
 import ast
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from papermill import inspect_notebook
 from papermill.iorw import load_notebook_node, write_ipynb
 from papermill.parameterize import parameterize_notebook
 import pytest
@@ -45,6 +47,16 @@ def test_notebook_is_thin_clean_and_matches_its_spec(path):
         assert not defs, f"{path.name}: defines {defs}; logic belongs in labkit"
         assert not cell.get("outputs"), f"{path.name}: committed with outputs (reports/ holds executed copies)"
     assert nb["metadata"]["kernelspec"]["name"] == "labkit"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter_with_its_help(path, caplog):
+    # papermill's parser gives up on a comment holding " = " and drops its help from `papermill --help-notebook`
+    with caplog.at_level(logging.WARNING, logger="papermill"):
+        params = inspect_notebook(str(path))
+    assert not [r.getMessage() for r in caplog.records if "Unable to parse" in r.getMessage()]
+    missing = [name for name, p in params.items() if name != "preset" and not p["help"]]
+    assert not missing, f"{path.name}: parameters without a comment saying what they mean: {missing}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
