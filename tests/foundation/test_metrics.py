@@ -5,7 +5,7 @@ import torch
 from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
 from labkit.core.metrics import ConfusionMatrix, aggregate_over_seeds, classification_scores, segmentation_scores
-from labkit.core.stats import paired_difference
+from labkit.core.stats import paired_by_index, paired_difference
 
 
 def test_scores_match_scikit_learn_with_ignore_index():
@@ -59,3 +59,13 @@ def test_paired_difference():
     out = paired_difference([0.8, 0.7, 0.9], [0.6, 0.7, 0.5])
     assert out["mean_diff"] == pytest.approx(0.2) and out["wins"] == 2 and out["n"] == 3
     assert out["ci95_low"] < 0.2 < out["ci95_high"]
+
+
+def test_paired_by_index_pairs_only_the_shared_seeds():
+    a = pd.Series([0.8, 0.7, 0.9, 0.1], index=[2, 0, 1, 7])  # seed 7 has no partner
+    b = pd.Series([0.5, 0.6, 0.7], index=[1, 0, 2])
+    out = paired_by_index(a, b)
+    assert out["n"] == 3 and out["mean_diff"] == pytest.approx(((0.8 - 0.7) + (0.7 - 0.6) + (0.9 - 0.5)) / 3)
+    assert out["wins"] == 3
+    none = paired_by_index(a, pd.Series([0.5], index=[9]))
+    assert none["n"] == 0 and np.isnan(none["mean_diff"])

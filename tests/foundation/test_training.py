@@ -97,3 +97,11 @@ def test_sliding_window_matches_whole_image_prediction_for_a_local_model():
         sliding_window_predict(model, np.full((1, 8, 8), np.nan, np.float32), 2, tile=8)
     small = sliding_window_predict(model, np.zeros((1, 10, 12), np.float32), 2, tile=32)
     assert small.shape == (2, 10, 12)
+
+
+def test_model_device_is_where_the_parameters_live():
+    from labkit.methods.training import model_device
+
+    assert model_device(torch.nn.Conv2d(1, 2, 1)) == torch.device("cpu")
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")  # no parameters: the CPU
+    assert model_device(torch.nn.Conv2d(1, 2, 1, device="meta")) == torch.device("meta")

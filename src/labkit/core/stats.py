@@ -21,3 +21,12 @@ def paired_difference(a, b) -> dict[str, float]:
         half = float("nan")
     return {"mean_diff": mean, "ci95_low": mean - half, "ci95_high": mean + half,
             "wins": int((diff > 0).sum()), "n": int(n)}
+
+
+def paired_by_index(a, b) -> dict[str, float]:
+    """:func:`paired_difference` of two pandas Series over the index labels (seeds) they share.
+
+    With no shared label, ``n`` is 0 and the other values are NaN.
+    """
+    common = a.index.intersection(b.index)
+    return paired_difference(a.loc[common].to_numpy(dtype=float), b.loc[common].to_numpy(dtype=float))

@@ -62,6 +62,12 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out["out"] if isinstance(out, dict) else out
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live; batches are moved there (a no-op on the CPU)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, task: str = "segmentation", num_classes: int = 2,
              ignore_index: int = 255, loss_fn: Callable | None = None) -> dict[str, float]:
@@ -73,7 +79,9 @@ def evaluate(model: nn.Module, loader, task: str = "segmentation", num_classes: 
     loss_fn = loss_fn or nn.CrossEntropyLoss(ignore_index=ignore_index)
     cm = ConfusionMatrix(num_classes, ignore_index if task == "segmentation" else None)
     total, count = 0.0, 0
+    device = model_device(model)
     for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = _outputs(model, x)
         if task == "segmentation" and logits.shape[-2:] != y.shape[-2:]:
             logits = nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
@@ -162,9 +170,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
             if generator is not None:
                 generator.manual_seed(seed * 7919 + epoch)
         running, batches = 0.0, 0
+        device = model_device(model)
         for batch in train_loader:
             if train_step is None:
-                x, y = batch
+                x, y = (t.to(device, non_blocking=True) for t in batch)
                 logits = _outputs(model, x)
                 if task == "segmentation" and logits.shape[-2:] != y.shape[-2:]:
                     logits = nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear",
@@ -215,14 +224,15 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
 
 @torch.inference_mode()
 def predict_segmentation(model: nn.Module, images, batch_size: int = 16) -> np.ndarray:
-    """Class maps (N,H,W) for images (N,C,H,W), batched."""
+    """Class maps (N,H,W) for images (N,C,H,W), batched, on the model's device."""
     model.eval()
     images = torch.as_tensor(np.asarray(images, dtype=np.float32)) if not torch.is_tensor(images) else images
+    device = model_device(model)
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
+        x = images[i:i + batch_size].to(device)
         logits = _outputs(model, x)
         if logits.shape[-2:] != x.shape[-2:]:
             logits = nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        out.append(logits.argmax(1).numpy())
+        out.append(logits.argmax(1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0,) + tuple(images.shape[-2:]), dtype=np.int64)

@@ -38,7 +38,7 @@ import torch
 from labkit.core.errors import DataError, LabkitError, ParameterError, WeightsUnavailableError
 from labkit.core.metrics import ConfusionMatrix, aggregate_over_seeds
 from labkit.core.seeding import seed_everything
-from labkit.core.stats import paired_difference
+from labkit.core.stats import paired_by_index
 from labkit.data import microct
 from labkit.data.microct import PHASES
 from labkit.methods import baselines, probing
@@ -382,44 +382,19 @@ def _loader(images, masks, batch_size, seed, shuffle=True):
 
 
 def _train_segmenter(cfg, model, images, masks, *, batch_size, epochs, lr, seed, desc):
-    """labkit's training loop, on the GPU when there is one (batches are moved by a train step;
-    on the CPU the loop's own supervised step runs, unchanged)."""
+    """labkit's training loop, on the GPU when there is one (the loop moves batches to the model)."""
     from labkit.methods.training import fit
 
-    device = _device()
-    model.to(device)
-    step = None
-    if device.type != "cpu":
-        loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
-
-        def step(m, batch):
-            x, y = (t.to(device, non_blocking=True) for t in batch)
-            logits = m(x)
-            logits = logits["out"] if isinstance(logits, dict) else logits
-            if logits.shape[-2:] != y.shape[-2:]:
-                logits = torch.nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear",
-                                                         align_corners=False)
-            return loss_fn(logits, y)
-
-    return fit(model, _loader(images, masks, batch_size, seed), task="segmentation", num_classes=NUM_PHASES,
-               epochs=epochs, lr=lr, scheduler="cosine", seed=seed, progress=cfg.progress, desc=desc,
-               train_step=step)
+    return fit(model.to(_device()), _loader(images, masks, batch_size, seed), task="segmentation",
+               num_classes=NUM_PHASES, epochs=epochs, lr=lr, scheduler="cosine", seed=seed,
+               progress=cfg.progress, desc=desc)
 
 
-@torch.inference_mode()
 def _predict(model, images, batch_size=16) -> np.ndarray:
     """Phase maps (N, H, W) of grey slices (N, H, W), batched, on the model's device."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size, None], np.float32)).to(device)
-        logits = model(x)
-        logits = logits["out"] if isinstance(logits, dict) else logits
-        if logits.shape[-2:] != x.shape[-2:]:
-            logits = torch.nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        out.append(logits.argmax(1).cpu().numpy())
-    return np.concatenate(out)
+    from labkit.methods.training import predict_segmentation
+
+    return predict_segmentation(model, images[:, None], batch_size)
 
 
 def tsne_silhouette(cls_tokens: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
@@ -772,10 +747,9 @@ def _per_seed(df: pd.DataFrame, method: str, backbone: str, split: str) -> pd.Se
 
 
 def _paired(a: pd.Series, b: pd.Series) -> dict:
-    common = a.index.intersection(b.index)
-    if len(common) == 0:
+    d = paired_by_index(a, b)
+    if d["n"] == 0:
         return {}
-    d = paired_difference(a.loc[common].to_numpy(), b.loc[common].to_numpy())
     return {k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v) for k, v in d.items()}
 
 

@@ -453,15 +453,14 @@ def contrast_scaling_table(cfg, pixels=CONTRAST_SCALING_PIXELS) -> pd.DataFrame:
 
 
 def _paired(runs: pd.DataFrame, a: str, b: str, value: str, fraction=None) -> dict:
-    from labkit.core.stats import paired_difference
+    from labkit.core.stats import paired_by_index
 
     sel = runs if fraction is None else runs[runs.fraction == fraction]
     pa = sel[sel.name == a].set_index(["fraction", "seed"])[value]
     pb = sel[sel.name == b].set_index(["fraction", "seed"])[value]
-    common = pa.index.intersection(pb.index)
-    if len(common) == 0:
+    if len(pa.index.intersection(pb.index)) == 0:
         return {"mean_diff": float("nan"), "n": 0}
-    return paired_difference(pa.loc[common].to_numpy(), pb.loc[common].to_numpy())
+    return paired_by_index(pa, pb)
 
 
 def evaluate_claims(cfg, results: ExperimentResults, costs: pd.DataFrame | None) -> list[dict]:

@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from labkit.core.errors import DataError, WeightsUnavailableError
 from labkit.core.seeding import seed_everything
-from labkit.core.stats import paired_difference
+from labkit.core.metrics import aggregate_over_seeds
+from labkit.core.stats import paired_by_index, paired_difference
 from labkit.data import label_noise, landcover
 from labkit.data.datasets import ArraySegmentationDataset, random_flip_rotate
 from labkit.methods.training import evaluate, fit
@@ -471,31 +472,13 @@ def run(cfg, progress: bool = True) -> Results:
 # Tables
 # ---------------------------------------------------------------------------------------------------
 
-def _t_interval(values: np.ndarray) -> tuple[float, float, float, float]:
-    from scipy import stats
-
-    values = np.asarray(values, float)
-    n = len(values)
-    mean = float(values.mean())
-    if n < 2:
-        return mean, float("nan"), float("nan"), float("nan")
-    sd = float(values.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))
-    return mean, sd, mean - half, mean + half
-
-
 def label_efficiency_table(results: Results, task: str = TASK_A) -> pd.DataFrame:
     """mIoU per initialisation and k at the main noise severity: mean, std, 95 % t-interval over seeds."""
     df = results.finetune
     sev = results.settings["noise_severity"]
     df = df[(df.task == task) & ((df.severity == sev) | ~df.init.str.startswith("noisy"))
             & df.k.isin(results.settings["k_values"])]
-    rows = []
-    for (init, k), sub in df.groupby(["init", "k"], sort=False):
-        mean, sd, lo, hi = _t_interval(sub.miou.to_numpy())
-        rows.append({"init": init, "k": k, "miou_mean": mean, "miou_std": sd, "miou_ci95_low": lo,
-                     "miou_ci95_high": hi, "n_seeds": len(sub)})
-    out = pd.DataFrame(rows)
+    out = aggregate_over_seeds(df, "miou", ["init", "k"]).rename(columns={"n": "n_seeds"})
     for init, reason in results.unavailable.items():
         out = pd.concat([out, pd.DataFrame([{"init": init, "k": np.nan, "miou_mean": np.nan,
                                              "n_seeds": 0, "note": f"not evaluated: {reason}"}])], ignore_index=True)
@@ -511,13 +494,10 @@ def gains_table(results: Results, init: str = "noisy_full", reference: str = "ra
             & df.k.isin(results.settings["k_values"])]
     rows = []
     for k in sorted(df.k.unique()):
-        a = df[(df.init == init) & (df.k == k)].sort_values("seed")
-        b = df[(df.init == reference) & (df.k == k)].sort_values("seed")
-        common = sorted(set(a.seed) & set(b.seed))
-        if not common:
+        diff = paired_by_index(df[(df.init == init) & (df.k == k)].set_index("seed").miou,
+                               df[(df.init == reference) & (df.k == k)].set_index("seed").miou)
+        if diff["n"] == 0:
             continue
-        diff = paired_difference(a.set_index("seed").loc[common, "miou"].to_numpy(),
-                                 b.set_index("seed").loc[common, "miou"].to_numpy())
         rows.append({"init": init, "reference": reference, "k": int(k), **diff})
     return pd.DataFrame(rows)
 
@@ -535,7 +515,7 @@ def noise_sweep_table(results: Results) -> pd.DataFrame:
         else:
             sub = ft[(ft.init == "noisy_full") & (ft.severity == level)].set_index("seed").miou
         common = sorted(set(sub.index) & set(random_.index))
-        gain = paired_difference(sub.loc[common].to_numpy(), random_.loc[common].to_numpy()) if common else {}
+        gain = paired_by_index(sub, random_) if common else {}
         rows.append({"severity": level, "pixel_noise_rate": pre.pixel_noise_rate.mean(),
                      "pretrained_miou_no_finetune": pre.test_miou.mean(),
                      "finetuned_miou": sub.mean() if len(sub) else np.nan,
@@ -547,12 +527,9 @@ def noise_sweep_table(results: Results) -> pd.DataFrame:
 
 def task_b_table(results: Results) -> pd.DataFrame:
     df = results.finetune[results.finetune.task == TASK_B]
-    rows = []
-    for init, sub in df.groupby("init", sort=False):
-        mean, sd, lo, hi = _t_interval(sub.miou.to_numpy())
-        rows.append({"init": init, "k": int(sub.k.iloc[0]), "miou_mean": mean, "miou_std": sd,
-                     "miou_ci95_low": lo, "miou_ci95_high": hi, "n_seeds": len(sub)})
-    return pd.DataFrame(rows)
+    out = aggregate_over_seeds(df, "miou", ["init", "k"]).rename(columns={"n": "n_seeds"})
+    out["k"] = out["k"].astype(int)
+    return out
 
 
 def kl_summary_table(results: Results) -> pd.DataFrame:
@@ -594,7 +571,7 @@ def _ci(diff) -> str:
 
 def _one_seed(claim_id: str, statement: str, n: int) -> dict:
     return dict(id=claim_id, statement=statement, status="not evaluated", evidence={"seeds": n},
-                reason=f"{n} seed(s): a 95 % interval over seeds needs at least 2 (the default preset runs 3)")
+                reason=f"{n} seed(s): a 95 % interval over seeds needs at least 2 (the default preset runs 5)")
 
 
 def claim_label_efficiency(results: Results) -> dict:
@@ -647,7 +624,7 @@ def claim_encoder_transfer(results: Results) -> dict:
                     evidence={}, reason="no task-B rows")
     if len(common) < 2:
         return _one_seed(claim_id, statement, len(common))
-    diff = paired_difference(a.loc[common].to_numpy(), b.loc[common].to_numpy())
+    diff = paired_by_index(a, b)
     held = _shown(diff)
     return dict(id=claim_id, statement=statement, status="held" if held else "did not hold",
                 evidence={k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in diff.items()}

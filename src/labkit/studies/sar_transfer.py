@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from labkit.core.errors import CheckpointMismatchError, ParameterError, WeightsUnavailableError
-from labkit.core.metrics import ConfusionMatrix
+from labkit.core.metrics import ConfusionMatrix, aggregate_over_seeds
 from labkit.core.seeding import seed_everything
 from labkit.core.stats import paired_difference
 from labkit.data import sar
@@ -398,8 +398,6 @@ def initialisations_table(results: SarTransferResults) -> pd.DataFrame:
 
 def convergence_table(results: SarTransferResults) -> pd.DataFrame:
     """Per initialisation, over seeds: epochs to 95 % of the run's best validation mIoU, best epoch, best mIoU."""
-    from labkit.core.metrics import aggregate_over_seeds
-
     fits = results.fits.copy()
     fits["epochs_to_95"] = fits["epochs_to_95"].astype(float)
     fits["best_epoch"] = fits["best_epoch"].astype(float)
@@ -408,8 +406,6 @@ def convergence_table(results: SarTransferResults) -> pd.DataFrame:
 
 def season_table(results: SarTransferResults) -> pd.DataFrame:
     """Melt vs freeze test scenes: mIoU, mean F1 and pixel accuracy per initialisation (mean and 95 % CI)."""
-    from labkit.core.metrics import aggregate_over_seeds
-
     return aggregate_over_seeds(results.scores, ["miou", "mean_f1", "pixel_accuracy"], ["season", "init"])
 
 
@@ -676,15 +672,14 @@ def backscatter_histograms_figure(table: pd.DataFrame):
 def learning_curves_figure(results: SarTransferResults):
     """Validation mIoU per epoch: mean over seeds with a 95 % t-band, per initialisation."""
     import matplotlib.pyplot as plt
-    from scipy import stats
 
     fig, ax = plt.subplots(figsize=(7, 4))
     colours = {"random": "#555555", "cross_sensor": "#d95f02", "imagenet": "#1b9e77"}
     for init, g in results.history.groupby("init", sort=False):
-        agg = g.groupby("epoch")["val_miou"].agg(["mean", "std", "count"])
-        half = stats.t.ppf(0.975, np.maximum(agg["count"] - 1, 1)) * agg["std"].fillna(0) / np.sqrt(agg["count"])
-        ax.plot(agg.index, agg["mean"], color=colours.get(init), label=f"{init} (n={int(agg['count'].max())})")
-        ax.fill_between(agg.index, agg["mean"] - half, agg["mean"] + half, color=colours.get(init), alpha=0.2)
+        agg = aggregate_over_seeds(g, "val_miou", "epoch").sort_values("epoch")
+        ax.plot(agg["epoch"], agg["val_miou_mean"], color=colours.get(init), label=f"{init} (n={int(agg['n'].max())})")
+        ax.fill_between(agg["epoch"], agg["val_miou_ci95_low"], agg["val_miou_ci95_high"], color=colours.get(init),
+                        alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation mIoU")
     ax.legend()

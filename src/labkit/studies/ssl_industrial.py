@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from labkit.core.errors import WeightsUnavailableError
 from labkit.core.metrics import aggregate_over_seeds
-from labkit.core.stats import paired_difference
+from labkit.core.stats import paired_by_index, paired_difference
 from labkit.data.surfaces import DEFECT_TYPES, SurfaceSimulator, unrelated_images
 from labkit.methods.anomaly import PatchCore, anomaly_aurocs, vit_patch_features
 from labkit.methods.probing import KNNProbe, linear_probe
@@ -461,10 +461,8 @@ def _paired(df, a, b, metric, **where):
     sel = df
     for k, v in where.items():
         sel = sel[sel[k] == v]
-    pa = sel[sel["init"] == a].set_index("seed")[metric]
-    pb = sel[sel["init"] == b].set_index("seed")[metric]
-    seeds = sorted(set(pa.index) & set(pb.index))
-    return paired_difference(pa.loc[seeds].to_numpy(), pb.loc[seeds].to_numpy())
+    return paired_by_index(sel[sel["init"] == a].set_index("seed")[metric],
+                           sel[sel["init"] == b].set_index("seed")[metric])
 
 
 def _few_seeds(cfg) -> str | None:
