@@ -42,14 +42,52 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _grid_overrides(args) -> list[tuple[str, str]]:
+    """``--executor/--workers/--scheduler/--device`` as the common study parameters they set."""
+    pairs = list(args.param)
+    for name in ("executor", "workers", "scheduler", "device"):
+        value = getattr(args, name, None)
+        if value is not None:
+            pairs.append((name, str(value)))
+    return pairs
+
+
 def cmd_reproduce(args) -> int:
     from labkit.runner import reproduce, summary_table
 
-    results = reproduce(args.studies or None, preset=args.preset, overrides=args.param, jobs=args.jobs,
-                        force=args.force, progress=not args.quiet)
+    results = reproduce(args.studies or None, preset=args.preset, overrides=_grid_overrides(args), jobs=args.jobs,
+                        force=args.force, progress=not args.quiet, publish=True if args.publish else None,
+                        out=args.out)
     print()
     print(summary_table(results))
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def cmd_sweep(args) -> int:
+    from labkit.core.errors import ParameterError
+    from labkit.runner import sweep
+
+    spec = load_spec(args.study)
+    axes, fixed = {}, {}
+    for name, text in args.param:
+        if name not in spec.params:
+            raise ParameterError(f"study '{spec.name}' has no parameter '{name}' (see `labkit list {spec.name}`)")
+        from labkit.core.params import _yaml
+
+        value = _yaml(text)
+        if isinstance(value, list) and not spec.params[name].type.startswith("list["):
+            axes[name] = value
+        elif isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            axes[name] = value  # a list parameter swept over several lists
+        else:
+            fixed[name] = spec.params[name].parse_cli(text)
+    if not axes:
+        raise ParameterError("a sweep needs at least one -p NAME '[v1, v2]' with several values")
+    folder, table = sweep(spec.name, axes, preset=args.preset, fixed=fixed, executor=args.executor or "serial",
+                          workers=args.workers, scheduler=args.scheduler)
+    print(table.to_markdown(index=False))
+    print(f"\nsweep table: {folder}/sweep.md")
+    return 1 if (table["status"] != "ok").any() else 0
 
 
 def cmd_install_kernel(args) -> int:
@@ -66,6 +104,16 @@ def cmd_install_kernel(args) -> int:
     spec_file.write_text(json.dumps(spec, indent=1))
     print(f"registered kernel 'labkit' at {spec_file.parent}")
     return 0
+
+
+def _grid_options(parser, device: bool = True) -> None:
+    parser.add_argument("--executor", choices=("serial", "processes", "dask"),
+                        help="how each study's grid of tasks runs (default: the preset's, serial)")
+    parser.add_argument("--workers", type=int, help="processes or Dask workers (default: one per core)")
+    parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786), or slurm / pbs for a "
+                                            "dask-jobqueue cluster from your dask config")
+    if device:
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run (default auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep.add_argument("--jobs", type=int, default=1, help="studies run in parallel (default 1)")
     p_rep.add_argument("--force", action="store_true", help="rerun even if parameters and code are unchanged")
     p_rep.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
+    p_rep.add_argument("--publish", action="store_true",
+                       help="replace reports/<study>/ even at a preset other than default")
+    p_rep.add_argument("--out", metavar="DIR", help="write each study's run to DIR/<study>/ (never publishes)")
+    _grid_options(p_rep)
     p_rep.set_defaults(func=cmd_reproduce)
+
+    p_sw = sub.add_parser("sweep", help="run the product of parameter values as one grid into a run folder")
+    p_sw.add_argument("study")
+    p_sw.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    p_sw.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUES"), default=[],
+                      help="a parameter and its values as a YAML list ('[1, 2]'); a single value is held fixed")
+    _grid_options(p_sw, device=False)
+    p_sw.set_defaults(func=cmd_sweep)
 
     p_kernel = sub.add_parser("install-kernel", help="register the 'labkit' Jupyter kernel in this environment")
     p_kernel.set_defaults(func=cmd_install_kernel)

@@ -1,7 +1,10 @@
-"""``labkit reproduce``: run study notebooks with papermill and publish their reports atomically.
+"""``labkit reproduce`` and ``labkit sweep``: run study notebooks with papermill.
 
-Each study runs in a staging folder; only a successful run replaces ``reports/<study>/``. A failing
-study is reported and kept under ``reports/.failed/<study>/`` while the others go on.
+Only a run at the published preset (``default``), or one asked to with ``publish=True`` (``--publish``),
+replaces ``reports/<study>/``: it runs in a staging folder that is swapped in only when it succeeds. Every
+other run (another preset, ``--out DIR``, a sweep) writes to a run folder ``runs/<study>/<time>-<preset>/``.
+A failing study is reported and kept under ``reports/.failed/<study>/`` (or its run folder) while the
+others go on.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from labkit.core.atomic import atomic_write_text, publish_dir, recover_dir
 from labkit.core.errors import NotebookError, ParameterError
 from labkit.core.fingerprint import study_fingerprint
 from labkit.core.params import StudySpec, check_preset, list_specs, load_spec
-from labkit.core.paths import notebooks_dir, reports_root
+from labkit.core.paths import PUBLISHED_PRESET, checkpoints_dir, display_path, new_run_dir, notebooks_dir, reports_root
 
 
 @dataclasses.dataclass
@@ -107,28 +110,49 @@ def export_html(notebook: Path) -> Path:
     return target
 
 
+def consumed_checkpoints(spec: StudySpec) -> dict[str, str]:
+    """Digest of every named checkpoint the study consumes (``"missing"`` when not produced yet)."""
+    from labkit.core.grid import file_digest
+
+    return {name: file_digest(checkpoints_dir() / f"{name}.safetensors") for name in spec.consumes}
+
+
 def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = False,
-              progress: bool = True, kernel: str | None = None) -> RunResult:
-    """Run one study notebook; never raises for a failing notebook (the result says so)."""
+              progress: bool = True, kernel: str | None = None, publish: bool | None = None,
+              out: str | Path | None = None) -> RunResult:
+    """Run one study notebook; never raises for a failing notebook (the result says so).
+
+    ``publish``: replace ``reports/<study>/`` (default: only at the published preset and without ``out``).
+    Otherwise the run goes to ``out`` or a fresh ``runs/<study>/<time>-<preset>/``.
+    """
     import papermill
 
     spec = load_spec(name)
     notebook = notebooks_dir() / spec.notebook
     values = spec.resolve(preset, overrides).to_dict()
     values.pop("study"), values.pop("preset")
-    fingerprint = study_fingerprint(notebook, preset, values)
+    if publish is None:
+        publish = preset == PUBLISHED_PRESET and out is None
+    fingerprint = study_fingerprint(notebook, preset, {**values, "consumes": consumed_checkpoints(spec)})
     final = reports_root() / name
-    if not force and _previous_fingerprint(name) == fingerprint:
+    if publish and not force and _previous_fingerprint(name) == fingerprint:
         return RunResult(name, "skipped", headline=spec.headline, headline_value=_headline(spec, final),
                          message="parameters and code unchanged since the last good run (use --force)",
                          report=str(final))
-    staging = reports_root() / ".staging" / f"{name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    if publish:
+        staging = reports_root() / ".staging" / f"{name}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+    elif out is not None:
+        staging = Path(out) / name
+        staging.mkdir(parents=True, exist_ok=True)
+    else:
+        staging = new_run_dir(name, preset)
     output = staging / spec.notebook
     start = time.time()
-    saved_env = {k: os.environ.get(k) for k in ("LABKIT_REPORT_DIR", "LABKIT_FINGERPRINT")}
+    saved_env = {k: os.environ.get(k) for k in ("LABKIT_REPORT_DIR", "LABKIT_FINGERPRINT", "LABKIT_HEADLESS")}
     os.environ["LABKIT_REPORT_DIR"] = str(staging)
     os.environ["LABKIT_FINGERPRINT"] = fingerprint
+    os.environ["LABKIT_HEADLESS"] = "1"
     try:
         papermill.execute_notebook(
             str(notebook), str(output), parameters={"preset": preset, **overrides},
@@ -139,10 +163,19 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
         export_html(output)
         manifest = json.loads((staging / "manifest.json").read_text())
         manifest["runner_wall_seconds"] = round(time.time() - start, 1)
+        manifest["published"] = bool(publish)
         atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
+        if not publish:
+            return RunResult(name, "ok", time.time() - start, spec.headline, _headline(spec, staging),
+                             report=display_path(staging))
         publish_dir(staging, final)
-        return RunResult(name, "ok", time.time() - start, spec.headline, _headline(spec, final), report=str(final))
+        return RunResult(name, "ok", time.time() - start, spec.headline, _headline(spec, final),
+                         report=display_path(final))
     except Exception as exc:  # a failing study must not stop the others
+        if not publish:
+            return RunResult(name, "failed", time.time() - start, spec.headline,
+                             message=f"{type(exc).__name__}: {_first_line(exc)} (executed notebook kept in "
+                                     f"{display_path(staging)})", report=display_path(staging))
         failed = reports_root() / ".failed" / name
         if failed.exists():
             shutil.rmtree(failed)
@@ -161,24 +194,36 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
                 os.environ[key] = value
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def reproduce(studies: list[str] | None = None, preset: str = "default",
               overrides: list[tuple[str, str]] | None = None, jobs: int = 1, force: bool = False,
-              progress: bool = True, log=print) -> list[RunResult]:
-    """Run the selected studies (all, in notebook order, when none are named) and rebuild the index."""
+              progress: bool = True, log=print, publish: bool | None = None,
+              out: str | Path | None = None) -> list[RunResult]:
+    """Run the selected studies (all, in notebook order, when none are named); rebuild the index when
+    something was published."""
     from labkit.reports.index import write_index
 
     specs = plan(studies, preset)
     per_study = parse_overrides(overrides, specs)
+    will_publish = (preset == PUBLISHED_PRESET and out is None) if publish is None else publish
+    if not will_publish:
+        log(f"preset {preset}: writing to run folders under {display_path(out) if out else 'runs/'} "
+            "(reports/ is published only from the default preset, or with --publish)")
     results: list[RunResult] = []
     if jobs <= 1:
         for i, spec in enumerate(specs, 1):
             log(f"[{i}/{len(specs)}] {spec.name} ({spec.notebook}, preset {preset}) ...")
-            result = run_study(spec.name, preset, per_study[spec.name], force, progress)
-            log(f"[{i}/{len(specs)}] {spec.name}: {result.status} in {result.seconds:.0f} s")
+            result = run_study(spec.name, preset, per_study[spec.name], force, progress, publish=publish, out=out)
+            log(f"[{i}/{len(specs)}] {spec.name}: {result.status} in {result.seconds:.0f} s -> {result.report}")
             results.append(result)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(run_study, s.name, preset, per_study[s.name], force, False): s for s in specs}
+            futures = {pool.submit(run_study, s.name, preset, per_study[s.name], force, False, None, publish, out): s
+                       for s in specs}
             log(f"running {len(specs)} studies, {jobs} at a time ...")
             for future in as_completed(futures):
                 result = future.result()
@@ -186,8 +231,75 @@ def reproduce(studies: list[str] | None = None, preset: str = "default",
                 results.append(result)
         order = {s.name: i for i, s in enumerate(specs)}
         results.sort(key=lambda r: order[r.study])
-    write_index()
+    if will_publish and any(r.status == "ok" for r in results):
+        write_index()
     return results
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def sweep_point(study: str, preset: str, overrides: dict[str, Any], folder: str, labkit_digest: str,
+                notebook_digest: str) -> dict[str, Any]:
+    """One point of a sweep (a grid task): run the notebook into ``folder``; return its metrics and claims."""
+    result = run_study(study, preset, overrides, progress=False, publish=False, out=folder)
+    point = Path(folder) / study
+    record: dict[str, Any] = {"status": result.status, "seconds": result.seconds, "folder": str(point),
+                              "message": result.message}
+    try:
+        record["metrics"] = json.loads((point / "metrics.json").read_text())
+        record["claims"] = {c["id"]: c["status"] for c in json.loads((point / "claims.json").read_text())}
+    except (OSError, json.JSONDecodeError):
+        record["metrics"], record["claims"] = {}, {}
+    return record
+
+
+def sweep(study: str, axes: dict[str, list[Any]], preset: str = "default",
+          fixed: dict[str, Any] | None = None, executor: str = "serial", workers: int | None = None,
+          scheduler: str | None = None, log=print) -> tuple[Path, Any]:
+    """Run the product of ``axes`` (parameter -> values) as one grid of notebook runs into a run folder and
+    write ``sweep.csv``/``sweep.md`` comparing the points (headline metric and claim statuses)."""
+    import itertools
+
+    import pandas as pd
+
+    from labkit.core.fingerprint import notebook_source_digest, package_digest
+    from labkit.core.grid import Grid
+
+    spec = load_spec(study)
+    for name, values in axes.items():
+        if name not in spec.params:
+            raise ParameterError(f"study '{study}' has no parameter '{name}' to sweep")
+        if not isinstance(values, list) or not values:
+            raise ParameterError(f"sweep values of '{name}' must be a non-empty list, e.g. '[1, 2]'")
+        for value in values:
+            spec.params[name].validate(value, f" of study '{study}' (sweep)")
+    base = new_run_dir(study, preset, "sweep")
+    grid = Grid(f"sweep-{study}", sweep_point)
+    names = list(axes)
+    points = []
+    for combo in itertools.product(*axes.values()):
+        overrides = {**(fixed or {}), **dict(zip(names, combo))}
+        spec.resolve(preset, overrides)  # every point validated before any runs
+        label = "-".join(f"{k}={json.dumps(v).replace(' ', '')}" for k, v in zip(names, combo))
+        folder = base / "".join(ch if ch.isalnum() or ch in "=-_.," else "_" for ch in label)
+        points.append(dict(zip(names, combo)))
+        grid.add(study=study, preset=preset, overrides=overrides, folder=str(folder),
+                 labkit_digest=package_digest(), notebook_digest=notebook_source_digest(notebooks_dir() / spec.notebook))
+    log(f"sweep of {study}: {len(grid)} points into {display_path(base)}/")
+    result = grid.run(executor=executor, workers=workers, scheduler=scheduler, threads=None)
+    rows = []
+    for point, record in zip(points, result.records):
+        row = {**{k: json.dumps(v) if isinstance(v, list) else v for k, v in point.items()},
+               "status": record["status"], spec.headline: record["metrics"].get(spec.headline),
+               "seconds": round(record["seconds"], 1)}
+        row.update({f"claim {cid}": status for cid, status in record["claims"].items()})
+        row["folder"] = display_path(record["folder"])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    atomic_write_text(base / "sweep.csv", table.to_csv(index=False))
+    atomic_write_text(base / "sweep.md", table.to_markdown(index=False) + "\n")
+    return base, table
 
 
 def summary_table(results: list[RunResult]) -> str:

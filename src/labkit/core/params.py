@@ -125,6 +125,7 @@ class StudySpec:
     headline: str
     params: dict[str, Param]
     produces: tuple[dict, ...] = ()
+    consumes: tuple[str, ...] = ()  # named labkit checkpoints the study reads: part of its fingerprint
     source: Path | None = None
 
     def preset_values(self, preset: str) -> dict[str, Any]:
@@ -214,6 +215,32 @@ def _parse_param(study: str, name: str, raw: Mapping, source: Path) -> Param:
     return dataclasses.replace(param, presets={p: param.validate(v) for p, v in presets.items()})
 
 
+# Parameters every study has, with one meaning everywhere; a spec may restate one to change its presets.
+COMMON_PARAMS = """
+device:
+  type: str
+  help: where models run; auto takes a CUDA GPU when there is one and says so when there is not
+  choices: [auto, cpu, cuda]
+  value: auto
+executor:
+  type: str
+  help: how the study's grid of tasks runs; serial in this process, processes on a local pool, dask on a cluster
+  choices: [serial, processes, dask]
+  value: serial
+workers:
+  type: int
+  help: processes or Dask workers for the grid; null means one per core (a jobqueue cluster scales to this many jobs)
+  min: 1
+  nullable: true
+  value: null
+scheduler:
+  type: str
+  help: Dask scheduler address like tcp://host:8786, or slurm or pbs for a dask-jobqueue cluster from your dask config; null means LABKIT_DASK_SCHEDULER or a local cluster
+  nullable: true
+  value: null
+"""
+
+
 def parse_spec(source: Path) -> StudySpec:
     try:
         raw = _yaml(Path(source).read_text())
@@ -225,6 +252,8 @@ def parse_spec(source: Path) -> StudySpec:
     if "preset" in raw["params"]:
         raise ParameterError(f"{source}: 'preset' is reserved and cannot be a parameter")
     params = {name: _parse_param(raw["name"], name, value, Path(source)) for name, value in raw["params"].items()}
+    for name, value in _yaml(COMMON_PARAMS).items():
+        params.setdefault(name, _parse_param(raw["name"], name, value, Path(source)))
     return StudySpec(
         name=raw["name"],
         title=raw["title"],
@@ -232,6 +261,7 @@ def parse_spec(source: Path) -> StudySpec:
         headline=raw["headline"],
         params=params,
         produces=tuple(raw.get("produces") or ()),
+        consumes=tuple(raw.get("consumes") or ()),
         source=Path(source),
     )
 

@@ -39,6 +39,38 @@ def reports_root() -> Path:
     return Path(env).resolve() if env else repo_root() / "reports"
 
 
+PUBLISHED_PRESET = "default"  # the preset whose run the kit publishes to reports/
+
+
+def runs_root() -> Path:
+    """Run folders of interactive and non-published runs (``LABKIT_RUNS`` overrides ``<root>/runs``)."""
+    env = os.environ.get("LABKIT_RUNS")
+    return Path(env).resolve() if env else repo_root() / "runs"
+
+
+def new_run_dir(study: str, preset: str, label: str = "") -> Path:
+    """A fresh ``runs/<study>/<UTC time>-<preset>[-label]/`` folder (never an existing one)."""
+    import time
+    import uuid
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    name = f"{stamp}-{preset}" + (f"-{label}" if label else "")
+    path = runs_root() / study / name
+    if path.exists():
+        path = path.with_name(f"{name}-{uuid.uuid4().hex[:6]}")
+    path.mkdir(parents=True)
+    return path
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the project root when it lies inside it (printed paths carry no home folders)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
 def cache_dir(sub: str = "") -> Path:
     """A cache folder (``LABKIT_CACHE`` overrides ``<root>/.cache/labkit``), created on demand."""
     env = os.environ.get("LABKIT_CACHE")

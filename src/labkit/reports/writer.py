@@ -14,7 +14,6 @@ import os
 import platform
 import subprocess
 import time
-import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -22,10 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from labkit.core.atomic import atomic_write_text, publish_dir
+from labkit.core.atomic import atomic_write_text
 from labkit.core.fingerprint import study_fingerprint
 from labkit.core.params import Config, load_spec
-from labkit.core.paths import notebooks_dir, repo_root, reports_root
+from labkit.core.claims import Claim, judge, verdicts_table
+from labkit.core.paths import display_path, new_run_dir, notebooks_dir, repo_root
 
 CLAIM_STATUSES = ("held", "did not hold", "not evaluated")
 _VERSIONED = ("torch", "torchvision", "timm", "peft", "numpy", "scipy", "pandas", "scikit-learn",
@@ -97,7 +97,13 @@ def _in_notebook() -> bool:
 
 
 class Report:
-    """Collects one study run's outputs; ``finalize()`` publishes them to ``reports/<study>/``."""
+    """Collects one study run's outputs into its folder.
+
+    Run by ``labkit reproduce``, the folder is the runner's (``LABKIT_REPORT_DIR``), which publishes it to
+    ``reports/<study>/`` only for the published preset or ``--publish``. Run any other way (JupyterLab,
+    papermill by hand), it is a fresh run folder ``runs/<study>/<time>-<preset>/``: ``reports/`` is never
+    touched, and the notebook says where its outputs went.
+    """
 
     def __init__(self, cfg: Config, title: str | None = None):
         self.cfg = cfg
@@ -109,10 +115,12 @@ class Report:
         self.managed = bool(managed)
         if managed:
             self.path = Path(managed)
+            self.path.mkdir(parents=True, exist_ok=True)
         else:
-            self.path = reports_root() / ".staging" / f"{cfg.study}-{uuid.uuid4().hex[:8]}"
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.final_path = reports_root() / cfg.study
+            self.path = new_run_dir(cfg.study, cfg.preset)
+            print(f"This run writes its figures, tables and claims to {display_path(self.path)}/ "
+                  "(reports/ holds the published default run and is not touched).")
+        self.final_path = self.path
         self.figures: list[str] = []
         self.tables: list[str] = []
         self.headline_table: str | None = None
@@ -134,7 +142,7 @@ class Report:
         plt.close(fig)
         if name not in self.figures:
             self.figures.append(name)
-        return path
+        return None  # nothing for a notebook cell to echo; the file is self.path / f"{name}.png"
 
     def table(self, name: str, df: pd.DataFrame, headline: bool = False, floatfmt: str = ".3f",
               index: bool = False) -> pd.DataFrame:
@@ -154,22 +162,35 @@ class Report:
         self._metrics.update(_json_safe({**(values or {}), **more}))
         return dict(self._metrics)
 
-    def claim(self, id: str, statement: str, status: str, evidence: dict[str, Any] | None = None,
-              reason: str = "") -> dict:
-        """Record one claim of the paper: ``held``, ``did not hold`` or ``not evaluated`` (with a reason)."""
-        if status not in CLAIM_STATUSES:
-            raise ValueError(f"claim '{id}': status must be one of {CLAIM_STATUSES}, got {status!r}")
-        if status == "not evaluated" and not reason:
-            raise ValueError(f"claim '{id}': a 'not evaluated' claim needs the reason")
-        row = {"id": id, "statement": statement, "status": status,
-               "evidence": _json_safe(evidence or {}), "reason": reason}
-        self._claims[id] = row
+    def claim(self, claim: Claim | dict, tables=None) -> dict:
+        """Record one claim's verdict from the kit's claim judge (:mod:`labkit.core.claims`).
+
+        ``claim``: a :class:`~labkit.core.claims.Claim` (judged here on ``tables``) or a verdict of
+        :func:`~labkit.core.claims.judge`. Statuses, reasons and evidence come only from the judge.
+        """
+        if isinstance(claim, Claim):
+            if tables is None and not claim.unavailable:
+                raise ValueError(f"claim '{claim.id}': pass the tables it is judged on")
+            verdict = judge(claim, tables if tables is not None else {})
+        elif isinstance(claim, dict) and {"status", "reason", "rule", "comparisons", "preconditions"} <= set(claim):
+            verdict = claim
+        else:
+            raise TypeError("report.claim takes a labkit.core.claims.Claim or a verdict from labkit.core.claims.judge")
+        if verdict["status"] not in CLAIM_STATUSES:
+            raise ValueError(f"claim '{verdict['id']}': status {verdict['status']!r} is not one of {CLAIM_STATUSES}")
+        row = _json_safe(verdict)
+        self._claims[row["id"]] = row
         return row
 
+    def claims(self, claims, tables=None) -> pd.DataFrame:
+        """Record several claims (see :meth:`claim`) and return the claims table."""
+        for claim in claims:
+            self.claim(claim, tables)
+        return self.claims_table()
+
     def claims_table(self) -> pd.DataFrame:
-        rows = [{"claim": c["id"], "status": c["status"], "statement": c["statement"], "reason": c["reason"]}
-                for c in self._claims.values()]
-        return pd.DataFrame(rows, columns=["claim", "status", "statement", "reason"])
+        """One row per claim: status, statement, preconditions and reason (what the notebook shows)."""
+        return verdicts_table(list(self._claims.values()))
 
     # ---- publishing ----------------------------------------------------------------------------
     def finalize(self) -> Path:
@@ -194,11 +215,6 @@ class Report:
         atomic_write_text(self.path / "claims.json", json.dumps(list(self._claims.values()), indent=2))
         atomic_write_text(self.path / "manifest.json", json.dumps(_json_safe(manifest), indent=2))
         self.finalized = True
-        if self.managed:
-            return self.path
-        publish_dir(self.path, self.final_path)
-        self.path = self.final_path
-        from labkit.reports.index import write_index
-
-        write_index()
-        return self.final_path
+        if not self.managed:
+            print(f"Run complete: {display_path(self.path)}/")
+        return None

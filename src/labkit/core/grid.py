@@ -1,0 +1,556 @@
+"""A study's runs as a grid of cached tasks that resume after a crash and scale out on an existing engine.
+
+A task is one call ``fn(**params) -> record`` of a module-level function (named ``"module:function"`` so a
+worker process or a Dask worker can import it). Records are dicts of numbers, strings, lists, dicts and
+NumPy arrays; each is cached on disk under a fingerprint of the function, its parameters, the source of
+the labkit modules it imports (found by reading their imports) and the digests of its inputs (data files,
+consumed checkpoints). Rerun after a kill or a failure, a grid computes only its missing tasks; a changed
+parameter reruns only the tasks whose parameters changed.
+
+Executors (the ``executor`` parameter of every study, ``labkit reproduce --executor``):
+
+- ``serial``: in this process, one task after another;
+- ``processes``: a local process pool (``concurrent.futures``), one worker per core, one torch thread each;
+- ``dask``: ``dask.distributed``: a scheduler address (``scheduler="tcp://host:8786"`` or
+  ``LABKIT_DASK_SCHEDULER``), ``scheduler="slurm"`` / ``"pbs"`` for a dask-jobqueue cluster configured in
+  the user's dask config (``~/.config/dask/jobqueue.yaml``), or, with no scheduler, a ``LocalCluster``.
+
+Only the process that runs the grid writes the cache, so a cluster needs no shared filesystem. No
+scheduling is done here: ordering, retries and placement are the engine's.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labkit.core.atomic import atomic_write_bytes
+from labkit.core.errors import LabkitError, ParameterError
+
+EXECUTORS = ("serial", "processes", "dask")
+RECORD_FORMAT = 1
+
+
+class GridError(LabkitError):
+    """A grid could not run: a bad executor, an unreachable scheduler, an unwritable cache, a failed task."""
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def _module_file(name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+
+
+@lru_cache(maxsize=None)
+def _labkit_imports(module: str) -> tuple[str, ...]:
+    """The labkit modules ``module`` imports (directly), read from its source without importing it."""
+    path = _module_file(module)
+    if path is None:
+        return ()
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("labkit")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("labkit"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}")}
+    return tuple(sorted(found))
+
+
+@lru_cache(maxsize=None)
+def code_digest(module: str) -> str:
+    """Digest of ``module``'s source and of every labkit module it reaches through its imports."""
+    seen, stack = set(), [module]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        stack.extend(_labkit_imports(name))
+    digest = hashlib.sha256()
+    for name in sorted(seen):
+        path = _module_file(name)
+        if path is not None:
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """Digest of a file's bytes (or of every file under a folder), or ``"missing"``."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_file():
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    if path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(item.relative_to(path)).encode())
+            digest.update(file_digest(item).encode())
+        return digest.hexdigest()
+    return "missing"
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and value.is_integer():
+        return value  # 1.0 and 1 stay distinct, as the task sees them
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One call of the grid's function: its parameters, a readable key, and its input digests."""
+
+    fn: str
+    params: Mapping[str, Any]
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.params.items())
+
+    def fingerprint(self) -> str:
+        module = self.fn.split(":")[0]
+        payload = json.dumps({"fn": self.fn, "params": _canonical(dict(self.params)),
+                              "inputs": _canonical(dict(self.inputs)), "code": code_digest(module),
+                              "format": RECORD_FORMAT}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+# ----------------------------------------------------------------------------- records on disk
+
+
+def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = value
+        return {"__array__": key}
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+        return _encode(value.detach().cpu().numpy(), arrays)
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v, arrays) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, arrays) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return {"__float__": repr(value)}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"a grid record may hold numbers, strings, lists, dicts and arrays, not {type(value).__name__}")
+
+
+def _decode(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__array__"}:
+            return arrays[value["__array__"]]
+        if set(value) == {"__float__"}:
+            return float(value["__float__"])
+        return {k: _decode(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v, arrays) for v in value]
+    return value
+
+
+def dump_record(record: Mapping[str, Any]) -> bytes:
+    """A record as bytes: a JSON header line, then an ``.npz`` of its arrays; never a pickle."""
+    arrays: dict[str, np.ndarray] = {}
+    body = _encode(dict(record), arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    blob = buffer.getvalue()
+    header = json.dumps({"record": body, "arrays_sha256": hashlib.sha256(blob).hexdigest()}, allow_nan=False)
+    return header.encode() + b"\n" + blob
+
+
+def load_record(data: bytes) -> dict[str, Any]:
+    """Inverse of :func:`dump_record`; raises ValueError on a truncated or altered record."""
+    head, sep, blob = data.partition(b"\n")
+    if not sep:
+        raise ValueError("no header line")
+    header = json.loads(head)
+    if hashlib.sha256(blob).hexdigest() != header["arrays_sha256"]:
+        raise ValueError("array payload does not match its checksum")
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return _decode(header["record"], arrays)
+
+
+class RecordCache:
+    """Records under ``<folder>/<fingerprint>.rec``; a corrupted one is recomputed with a warning."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GridError(f"grid cache folder {self.folder} cannot be created ({exc.strerror}); "
+                            "set LABKIT_CACHE to a writable folder") from exc
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            raise GridError(f"grid cache folder {self.folder} is not writable; set LABKIT_CACHE to a writable folder")
+
+    def path(self, fingerprint: str) -> Path:
+        return self.folder / f"{fingerprint}.rec"
+
+    def get(self, task: Task, fingerprint: str) -> dict | None:
+        path = self.path(fingerprint)
+        if not path.exists():
+            return None
+        try:
+            return load_record(path.read_bytes())
+        except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
+            warnings.warn(f"cached record {path} for task ({task.key}) is corrupted ({exc}); recomputing it",
+                          stacklevel=3)
+            return None
+
+    def put(self, fingerprint: str, record: Mapping[str, Any]) -> None:
+        atomic_write_bytes(self.path(fingerprint), dump_record(record))
+
+
+# ----------------------------------------------------------------------------- running one task
+
+
+def resolve_function(fn: str) -> Callable[..., Mapping[str, Any]]:
+    module, _, name = fn.partition(":")
+    if not name:
+        raise GridError(f"task function {fn!r} must be named 'module:function'")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise GridError(f"task function {fn!r} cannot be imported: {exc}") from exc
+
+
+def run_task(fn: str, params: Mapping[str, Any], threads: int | None, seed: int) -> dict[str, Any]:
+    """Run one task in this process (a worker's entry point): fixed torch threads and a fixed RNG state."""
+    import random
+
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    record = dict(resolve_function(fn)(**params))
+    record.setdefault("task_seconds", time.perf_counter() - started)
+    return record
+
+
+def _task_seed(fingerprint: str) -> int:
+    return int(fingerprint[:8], 16)
+
+
+def _worker_init():  # one torch thread per process-pool worker, set before any task
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def _interactive_widgets() -> bool:
+    """A widget progress bar only in a live Jupyter frontend (not papermill, not a terminal)."""
+    if os.environ.get("LABKIT_HEADLESS"):
+        return False
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None or "IPKernelApp" not in shell.config:
+            return False
+        import ipywidgets  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+class _Progress:
+    """A tqdm widget in JupyterLab; in papermill and terminals one summary line at the end."""
+
+    def __init__(self, name: str, total: int, cached: int, enabled: bool):
+        self.name, self.total, self.done, self.cached = name, total, cached, cached
+        self.started = time.time()
+        self.enabled = enabled
+        self.bar = None
+        if enabled and _interactive_widgets():
+            from tqdm.notebook import tqdm
+
+            self.bar = tqdm(total=total, initial=cached, desc=name, unit="task")
+
+    def update(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self, failed: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.enabled:
+            seconds = time.time() - self.started
+            failed_text = f", {failed} failed" if failed else ""
+            print(f"grid {self.name}: {self.done - failed} of {self.total} tasks done ({self.cached} from cache"
+                  f"{failed_text}) in {seconds:.0f} s", flush=True)
+
+
+# ----------------------------------------------------------------------------- executors
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def dask_client(scheduler: str | None, workers: int | None):
+    """A dask.distributed Client: an address, a dask-jobqueue cluster ('slurm', 'pbs'), or a LocalCluster."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - a dependency of the kit
+        raise GridError("executor 'dask' needs dask.distributed (pip install 'distributed')") from exc
+    scheduler = scheduler or os.environ.get("LABKIT_DASK_SCHEDULER") or None
+    if scheduler in ("slurm", "pbs"):
+        try:
+            import dask_jobqueue
+        except ImportError as exc:
+            raise GridError(f"scheduler '{scheduler}' needs dask-jobqueue (pip install dask-jobqueue)") from exc
+        cluster_cls = dask_jobqueue.SLURMCluster if scheduler == "slurm" else dask_jobqueue.PBSCluster
+        cluster = cluster_cls()  # queue, cores, memory, walltime: from the user's dask config (jobqueue.yaml)
+        cluster.scale(jobs=workers or 1)
+        return Client(cluster), cluster
+    if scheduler:
+        if "://" not in scheduler:
+            raise GridError(f"scheduler {scheduler!r} is not an address like tcp://host:8786, nor 'slurm' or 'pbs'")
+        try:
+            return Client(scheduler, timeout="10s"), None
+        except (OSError, TimeoutError) as exc:
+            raise GridError(f"Dask scheduler {scheduler} did not answer within 10 s ({type(exc).__name__}); "
+                            "is it running and reachable from here?") from exc
+    cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster), cluster
+
+
+@dataclasses.dataclass
+class GridResult:
+    """The records of a grid, in task order, and how they were obtained."""
+
+    tasks: list[Task]
+    records: list[dict[str, Any] | None]
+    cached: int
+    computed: int
+    seconds: float
+    errors: dict[int, str]
+
+    def frame(self, columns: Sequence[str] | None = None):
+        """Task parameters and scalar record fields as one tidy DataFrame (one row per task)."""
+        import pandas as pd
+
+        rows = []
+        for task, record in zip(self.tasks, self.records):
+            if record is None:
+                continue
+            scalars = {k: v for k, v in record.items() if isinstance(v, (int, float, str, bool)) or v is None}
+            rows.append({**task.params, **scalars})
+        frame = pd.DataFrame(rows)
+        return frame[list(columns)] if columns is not None else frame
+
+
+class Grid:
+    """A named grid of tasks of one function. ``Grid(name, fn).add(**params)`` then ``.run(...)``."""
+
+    def __init__(self, name: str, fn: str | Callable, cache_dir: str | Path | None = None,
+                 inputs: Mapping[str, str] | None = None):
+        if callable(fn):
+            fn = f"{fn.__module__}:{fn.__qualname__}"
+        if "<" in fn or "." in fn.split(":")[-1]:
+            raise GridError(f"task function {fn!r} must be a module-level function")
+        self.name, self.fn = name, fn
+        self.inputs = dict(inputs or {})
+        if cache_dir is None:
+            from labkit.core.paths import cache_dir as _cache_dir
+
+            cache_dir = _cache_dir("grid") / name
+        self.cache_dir = Path(cache_dir)
+        self.tasks: list[Task] = []
+
+    def add(self, **params: Any) -> "Grid":
+        self.tasks.append(Task(self.fn, dict(params), self.inputs))
+        return self
+
+    def product(self, fixed: Mapping[str, Any] | None = None, **axes: Iterable[Any]) -> "Grid":
+        """One task per combination of the axes' values (the last axis varies fastest)."""
+        import itertools
+
+        names = list(axes)
+        for combo in itertools.product(*(list(v) for v in axes.values())):
+            self.add(**{**dict(fixed or {}), **dict(zip(names, combo))})
+        return self
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def run(self, executor: str = "serial", workers: int | None = None, scheduler: str | None = None,
+            threads: int | None = None, progress: bool = True, raise_errors: bool = True,
+            client=None) -> GridResult:
+        """Compute the missing records with ``executor`` and return all of them, in task order.
+
+        ``threads``: torch threads per task (default: 1 per worker on ``processes``/``dask``, unchanged on
+        ``serial``). ``client``: an existing ``dask.distributed.Client`` (executor ``dask``).
+        """
+        if executor not in EXECUTORS:
+            raise ParameterError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+        if workers is not None and workers < 1:
+            raise ParameterError(f"workers must be >= 1, got {workers}")
+        cache = RecordCache(self.cache_dir)
+        started = time.time()
+        fingerprints = [t.fingerprint() for t in self.tasks]
+        records: list[dict | None] = [cache.get(t, fp) for t, fp in zip(self.tasks, fingerprints)]
+        todo = [i for i, r in enumerate(records) if r is None]
+        cached = len(self.tasks) - len(todo)
+        bar = _Progress(self.name, len(self.tasks), cached, progress)
+        errors: dict[int, str] = {}
+
+        def done(i: int, record: dict | None, error: BaseException | None) -> None:
+            if error is not None:
+                errors[i] = f"{type(error).__name__}: {error}"
+            else:
+                records[i] = record
+                cache.put(fingerprints[i], record)
+            bar.update()
+
+        try:
+            if todo:
+                if executor == "serial":
+                    self._serial(todo, fingerprints, threads, done, raise_errors)
+                elif executor == "processes":
+                    self._processes(todo, fingerprints, workers, threads, done)
+                else:
+                    self._dask(todo, fingerprints, workers, scheduler, threads, done, client)
+        finally:
+            bar.close(len(errors))
+        if errors and raise_errors:
+            first = min(errors)
+            raise GridError(f"grid {self.name}: {len(errors)} of {len(todo)} task(s) failed; first: "
+                            f"({self.tasks[first].key}) {errors[first]}. Rerun to retry only the missing tasks.")
+        return GridResult(self.tasks, records, cached, len(todo) - len(errors), time.time() - started, errors)
+
+    def _serial(self, todo, fingerprints, threads, done, raise_errors):
+        for i in todo:
+            task = self.tasks[i]
+            try:
+                record = run_task(task.fn, task.params, threads, _task_seed(fingerprints[i]))
+            except Exception as exc:  # recorded; the other tasks go on
+                if raise_errors and isinstance(exc, LabkitError):
+                    raise
+                done(i, None, exc)
+                continue
+            done(i, record, None)
+
+    def _processes(self, todo, fingerprints, workers, threads, done):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: forking a process whose torch thread pool already ran can deadlock.
+        context = multiprocessing.get_context("spawn")
+        workers = min(workers or default_workers(), len(todo))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+            futures = {pool.submit(run_task, self.tasks[i].fn, self.tasks[i].params, threads or 1,
+                                   _task_seed(fingerprints[i])): i for i in todo}
+            for future in as_completed(futures):
+                i = futures[future]
+                error = future.exception()
+                done(i, None if error else future.result(), error)
+
+    def _dask(self, todo, fingerprints, workers, scheduler, threads, done, client):
+        from distributed import as_completed
+
+        owned = None
+        if client is None:
+            client, owned = dask_client(scheduler, workers)
+        try:
+            futures = {client.submit(run_task, self.tasks[i].fn, self.tasks[i].params, threads or 1,
+                                     _task_seed(fingerprints[i]), pure=False, key=f"{self.name}-{fingerprints[i]}"): i
+                       for i in todo}
+            for future in as_completed(futures):
+                i = futures[future]
+                error = future.exception() if future.status == "error" else None
+                done(i, None if error else future.result(), error)
+        finally:
+            if owned is not None:
+                client.close()
+                owned.close()
+
+
+def run_grid(name: str, fn: str | Callable, tasks: Iterable[Mapping[str, Any]], cfg: Mapping[str, Any] | None = None,
+             inputs: Mapping[str, str] | None = None, **kwargs) -> GridResult:
+    """Build and run a grid with a study config's ``executor``, ``workers`` and ``scheduler`` values."""
+    grid = Grid(name, fn, inputs=inputs)
+    for params in tasks:
+        grid.add(**params)
+    cfg = cfg or {}
+    options = {"executor": cfg.get("executor", "serial"), "workers": cfg.get("workers"),
+               "scheduler": cfg.get("scheduler")}
+    options.update(kwargs)
+    return grid.run(**options)
+
+
+
+def example_task(seed: int, size: int = 8, steps: int = 20, sleep: float = 0.0) -> dict[str, Any]:
+    """A small deterministic task (a few steps of least squares in torch) for the grid's tests and benchmarks."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, size, generator=generator)
+    w_true = torch.randn(size, 1, generator=generator)
+    y = x @ w_true
+    w = torch.zeros(size, 1, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((x @ w - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+    if sleep:
+        time.sleep(sleep)
+    return {"seed": seed, "loss": float(loss.detach()), "weights": w.detach().numpy().ravel(),
+            "noise": float(torch.rand(1).item())}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("labkit.core.grid is a library module")

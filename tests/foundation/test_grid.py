@@ -1,0 +1,148 @@
+"""The experiment grid: cached records, resume, the three executors, and its bad inputs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from labkit.core.errors import ParameterError
+from labkit.core.grid import Grid, GridError, Task, dump_record, load_record
+
+FN = "labkit.core.grid:example_task"
+
+
+def _grid(tmp_path, seeds=range(4), **fixed):
+    grid = Grid("toy", FN, cache_dir=tmp_path / "cache")
+    return grid.product(fixed=fixed or {"size": 4, "steps": 5}, seed=list(seeds))
+
+
+def _same(a, b):
+    assert len(a.records) == len(b.records)
+    for ra, rb in zip(a.records, b.records):
+        assert ra["loss"] == rb["loss"] and ra["noise"] == rb["noise"]
+        np.testing.assert_array_equal(ra["weights"], rb["weights"])
+
+
+def test_records_round_trip_without_pickle():
+    record = {"a": 1, "b": [1.5, float("nan")], "arr": np.arange(6).reshape(2, 3), "nested": {"x": np.ones(2)}}
+    back = load_record(dump_record(record))
+    assert back["a"] == 1 and np.isnan(back["b"][1])
+    np.testing.assert_array_equal(back["arr"], record["arr"])
+    np.testing.assert_array_equal(back["nested"]["x"], np.ones(2))
+    with pytest.raises(TypeError):
+        dump_record({"obj": object()})
+
+
+def test_second_run_reads_every_record_from_the_cache(tmp_path):
+    first = _grid(tmp_path).run(threads=1, progress=False)
+    assert first.computed == 4 and first.cached == 0
+    second = _grid(tmp_path).run(threads=1, progress=False)
+    assert second.computed == 0 and second.cached == 4
+    _same(first, second)
+
+
+def test_a_changed_parameter_reruns_only_its_tasks(tmp_path):
+    _grid(tmp_path).run(threads=1, progress=False)
+    more = _grid(tmp_path, seeds=range(6)).run(threads=1, progress=False)
+    assert more.cached == 4 and more.computed == 2
+
+
+def test_task_fingerprint_depends_on_parameters_and_inputs():
+    a = Task(FN, {"seed": 0}).fingerprint()
+    assert a == Task(FN, {"seed": 0}).fingerprint()
+    assert a != Task(FN, {"seed": 1}).fingerprint()
+    assert a != Task(FN, {"seed": 0}, {"data": "abc"}).fingerprint()
+
+
+def test_executors_give_the_same_records(tmp_path):
+    serial = _grid(tmp_path / "s").run("serial", threads=1, progress=False)
+    pool = _grid(tmp_path / "p").run("processes", workers=2, progress=False)
+    dask = _grid(tmp_path / "d").run("dask", workers=2, progress=False)
+    assert pool.computed == dask.computed == 4
+    _same(serial, pool)
+    _same(serial, dask)
+
+
+def test_corrupted_record_is_recomputed_with_a_warning(tmp_path):
+    grid = _grid(tmp_path)
+    clean = grid.run(threads=1, progress=False)
+    victim = grid.cache_dir / f"{grid.tasks[1].fingerprint()}.rec"
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.warns(UserWarning, match="corrupted"):
+        again = _grid(tmp_path).run(threads=1, progress=False)
+    assert again.computed == 1
+    _same(clean, again)
+
+
+def test_read_only_cache_folder_is_a_clear_error(tmp_path, monkeypatch):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.geteuid() == 0:  # root may write anywhere; make the folder read-only as the kit sees it
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(folder) else real(p, mode))
+    try:
+        with pytest.raises(GridError, match="not writable"):
+            Grid("toy", FN, cache_dir=folder).add(seed=0).run(progress=False)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_cache_folder_under_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(GridError, match="cannot be created"):
+        Grid("toy", FN, cache_dir=blocker / "cache").add(seed=0).run(progress=False)
+
+
+def test_unknown_executor_is_an_error(tmp_path):
+    with pytest.raises(ParameterError, match="unknown executor 'threads'"):
+        _grid(tmp_path).run("threads")
+
+
+def test_unreachable_scheduler_fails_within_seconds_naming_it(tmp_path):
+    started = time.time()
+    with pytest.raises(GridError, match="tcp://127.0.0.1:9"):
+        _grid(tmp_path).run("dask", scheduler="tcp://127.0.0.1:9", progress=False)
+    assert time.time() - started < 15
+
+
+def test_a_failing_task_is_reported_and_the_others_are_kept(tmp_path):
+    grid = Grid("toy", FN, cache_dir=tmp_path / "c")
+    grid.add(seed=0, size=4, steps=3).add(seed=1, size=-1, steps=3)
+    with pytest.raises(GridError, match="1 of 2 task"):
+        grid.run(threads=1, progress=False)
+    again = Grid("toy", FN, cache_dir=tmp_path / "c").add(seed=0, size=4, steps=3).run(progress=False)
+    assert again.cached == 1
+
+
+def test_killed_grid_resumes_with_the_missing_tasks_only(tmp_path):
+    script = (f"from labkit.core.grid import Grid\n"
+              f"g = Grid('toy', '{FN}', cache_dir={str(tmp_path / 'cache')!r})\n"
+              "g.product(fixed={'size': 4, 'steps': 5, 'sleep': 0.4}, seed=list(range(10)))\n"
+              "g.run(threads=1, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    cache = tmp_path / "cache"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(cache.glob("*.rec"))) < 4:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(cache.glob("*.rec")))
+    assert 4 <= done_before < 10
+    grid = Grid("toy", FN, cache_dir=cache).product(fixed={"size": 4, "steps": 5, "sleep": 0.4}, seed=list(range(10)))
+    resumed = grid.run(threads=1, progress=False)
+    assert resumed.cached == done_before and resumed.computed == 10 - done_before
+    clean = Grid("toy", FN, cache_dir=tmp_path / "clean").product(
+        fixed={"size": 4, "steps": 5, "sleep": 0.4}, seed=list(range(10))).run(threads=1, progress=False)
+    _same(resumed, clean)
+    assert not list(cache.glob("*.tmp"))
+
+
+def test_frame_is_tidy(tmp_path):
+    frame = _grid(tmp_path).run(threads=1, progress=False).frame()
+    assert list(frame.seed) == [0, 1, 2, 3] and "loss" in frame and "weights" not in frame
