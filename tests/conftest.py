@@ -13,6 +13,7 @@ import pytest
 
 _SANDBOX = Path(tempfile.mkdtemp(prefix="labkit-tests-"))
 os.environ["LABKIT_REPORTS"] = str(_SANDBOX / "reports")
+os.environ["LABKIT_RUNS"] = str(_SANDBOX / "runs")
 os.environ["LABKIT_CACHE"] = str(_SANDBOX / "cache")
 os.environ["LABKIT_CHECKPOINTS"] = str(_SANDBOX / "checkpoints")
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -40,8 +40,11 @@ CELLS = [
              "report.table('numbers', pd.DataFrame({{'n': [cfg.n], 'seeds': [len(cfg.seeds)]}}))\n"
              "fig, ax = plt.subplots()\nax.plot([0, cfg.n])\nreport.figure('line', fig)\n"
              "report.metrics(score=cfg.n * 10)\n"
-             "report.claim('c1', 'n is positive', 'held' if cfg.n > 0 else 'did not hold', {{'n': cfg.n}})\n"
-             "report.claim('c2', 'needs weights', 'not evaluated', reason='weights unavailable')\n"
+             "from labkit.core.claims import Claim, Compare\n"
+             "runs = pd.DataFrame({{'arm': ['a'] * 3 + ['b'] * 3, 'seed': [0, 1, 2] * 2,\n"
+             "                     'score': [cfg.n + 0.1, cfg.n + 0.2, cfg.n + 0.15, 0, 0, 0]}})\n"
+             "report.claim(Claim('c1', 'n is positive', [Compare('score', a={{'arm': 'a'}}, b={{'arm': 'b'}})]), runs)\n"
+             "report.claim(Claim('c2', 'needs weights', [], unavailable='weights unavailable'))\n"
              "open(report.path / 'started.flag', 'w').close()\ntime.sleep(cfg.sleep)", []),
     ("code", "report.finalize()", []),
 ]
@@ -69,6 +72,8 @@ def toys(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_SPECS", str(tmp_path / "specs"))
     monkeypatch.setenv("LABKIT_NOTEBOOKS", str(tmp_path / "notebooks"))
     monkeypatch.setenv("LABKIT_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("LABKIT_CHECKPOINTS", str(tmp_path / "checkpoints"))
     return tmp_path
 
 
@@ -76,15 +81,20 @@ def quiet(*args, **kwargs):
     return reproduce(*args, progress=False, log=lambda *_: None, **kwargs)
 
 
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_runs_inject_parameters_publish_and_skip_when_unchanged(toys):
-    results = quiet(["alpha"], preset="smoke", overrides=[("n", "4")])
+    results = quiet(["alpha"], preset="default", overrides=[("n", "4")])
     assert [r.status for r in results] == ["ok"]
     folder = toys / "reports" / "alpha"
     assert json.loads((folder / "metrics.json").read_text())["score"] == 40
     assert {"01_alpha.ipynb", "01_alpha.html", "line.png", "numbers.csv", "numbers.md", "claims.json",
             "manifest.json", "metrics.json"} <= {p.name for p in folder.iterdir()}
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["preset"] == "smoke" and manifest["params"]["n"] == 4 and manifest["seeds"] == [0]
+    assert manifest["preset"] == "default" and manifest["params"]["n"] == 4 and manifest["seeds"] == [0, 1]
+    assert manifest["published"] is True
     assert manifest["packages"]["torch"] and "cpu_count" in manifest["device"]
     executed = nbformat.read(folder / "01_alpha.ipynb", as_version=4)
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
@@ -92,21 +102,82 @@ def test_runs_inject_parameters_publish_and_skip_when_unchanged(toys):
     index = (toys / "reports" / "README.md").read_text()
     assert "alpha" in index and "score = 40.000" in index and "1 / 0 / 1" in index
 
-    again = quiet(["alpha"], preset="smoke", overrides=[("n", "4")])
+    claims = {c["id"]: c for c in json.loads((folder / "claims.json").read_text())}
+    assert claims["c1"]["status"] == "held" and claims["c1"]["rule"] and claims["c1"]["comparisons"][0]["n"] == 3
+    assert claims["c2"]["status"] == "not evaluated" and claims["c2"]["reason"] == "weights unavailable"
+
+    again = quiet(["alpha"], preset="default", overrides=[("n", "4")])
     assert again[0].status == "skipped" and again[0].headline_value == 40
-    assert quiet(["alpha"], preset="smoke", overrides=[("n", "5")])[0].status == "ok"
-    assert quiet(["alpha"], preset="smoke", overrides=[("n", "5")], force=True)[0].status == "ok"
+    assert quiet(["alpha"], preset="default", overrides=[("n", "5")])[0].status == "ok"
+    assert quiet(["alpha"], preset="default", overrides=[("n", "5")], force=True)[0].status == "ok"
+
+
+def test_other_presets_and_out_go_to_run_folders_and_leave_reports_untouched(toys):
+    assert quiet(["alpha"], preset="default")[0].status == "ok"
+    before = snapshot(toys / "reports")
+    smoke = quiet(["alpha"], preset="smoke", overrides=[("n", "7")])[0]
+    assert smoke.status == "ok" and "smoke" in smoke.report
+    runs = list((toys / "runs" / "alpha").glob("*-smoke"))
+    assert len(runs) == 1 and json.loads((runs[0] / "metrics.json").read_text())["score"] == 70
+    assert json.loads((runs[0] / "manifest.json").read_text())["published"] is False
+    out = quiet(["alpha"], preset="default", overrides=[("n", "8")], out=toys / "elsewhere")[0]
+    assert out.status == "ok" and (toys / "elsewhere" / "alpha" / "metrics.json").exists()
+    assert snapshot(toys / "reports") == before, "a non-published run changed reports/"
+    published = quiet(["alpha"], preset="smoke", overrides=[("n", "3")], publish=True)[0]
+    assert published.status == "ok"
+    assert json.loads((toys / "reports" / "alpha" / "metrics.json").read_text())["score"] == 30
+
+
+def test_a_notebook_run_by_hand_writes_a_run_folder_not_reports(toys):
+    import papermill
+
+    out = toys / "executed.ipynb"
+    papermill.execute_notebook(str(toys / "notebooks" / "01_alpha.ipynb"), str(out),
+                               parameters={"preset": "smoke"}, kernel_name="python3", progress_bar=False)
+    assert not (toys / "reports").exists()
+    runs = list((toys / "runs" / "alpha").glob("*-smoke"))
+    assert len(runs) == 1 and (runs[0] / "claims.json").exists()
+    printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"
+                      for o in c.outputs)
+    assert "This run writes" in printed and "reports/ holds the published default run" in printed
+
+
+def test_sweep_runs_the_product_into_a_run_folder_with_a_table(toys):
+    from labkit.runner import sweep
+
+    before = snapshot(toys / "reports") if (toys / "reports").exists() else {}
+    folder, table = sweep("alpha", {"n": [1, 2]}, preset="smoke", log=lambda *_: None)
+    assert list(table["n"]) == [1, 2] and list(table["score"]) == [10, 20] and (table["status"] == "ok").all()
+    assert "claim c1" in table and (folder / "sweep.md").exists() and (folder / "sweep.csv").exists()
+    assert folder.parent == toys / "runs" / "alpha"
+    assert (snapshot(toys / "reports") if (toys / "reports").exists() else {}) == before
+    with pytest.raises(ParameterError, match="has no parameter 'm'"):
+        sweep("alpha", {"m": [1]}, preset="smoke")
+
+
+def test_consumed_checkpoints_are_part_of_the_fingerprint(toys):
+    spec = toys / "specs" / "alpha.yaml"
+    spec.write_text(spec.read_text().replace("headline: score", "headline: score\nconsumes: [toy-encoder]"))
+    from labkit.core import params
+
+    params._all_specs.cache_clear()
+    assert quiet(["alpha"])[0].status == "ok"
+    assert quiet(["alpha"])[0].status == "skipped"
+    (toys / "checkpoints").mkdir(exist_ok=True)
+    (toys / "checkpoints" / "toy-encoder.safetensors").write_bytes(b"new weights")
+    assert quiet(["alpha"])[0].status == "ok", "a rewritten consumed checkpoint must rerun the study"
+    params._all_specs.cache_clear()
 
 
 def test_a_failing_study_does_not_stop_the_others_or_clobber_its_last_report(toys):
-    assert quiet(["alpha"], preset="smoke")[0].status == "ok"
+    assert quiet(["alpha"], preset="default")[0].status == "ok"
     before = (toys / "reports" / "alpha" / "metrics.json").read_text()
-    results = quiet(preset="smoke", overrides=[("fail", "true")], force=True)
+    results = quiet(preset="default", overrides=[("fail", "true")], force=True)
     assert [(r.study, r.status) for r in results] == [("alpha", "failed"), ("beta", "failed")]
     assert "the toy failed on purpose" in results[0].message
     assert (toys / "reports" / "alpha" / "metrics.json").read_text() == before
     assert (toys / "reports" / ".failed" / "alpha" / "01_alpha.ipynb").exists()
-    mixed = quiet(["alpha", "beta"], preset="smoke")
+    mixed = quiet(["alpha", "beta"], preset="default")
     assert [r.status for r in mixed] == ["skipped", "ok"]
     table = summary_table(results)
     assert "failed" in table and "alpha" in table and "beta" in table
@@ -137,10 +208,10 @@ def test_notebook_without_parameters_cell_is_named(toys):
 
 
 def test_a_killed_run_leaves_the_previous_report_whole(toys):
-    assert quiet(["alpha"], preset="smoke")[0].status == "ok"
+    assert quiet(["alpha"], preset="default")[0].status == "ok"
     folder = toys / "reports" / "alpha"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "reproduce", "alpha", "--preset", "smoke",
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "reproduce", "alpha", "--preset", "default",
                              "--force", "--quiet", "-p", "sleep", "60", "-p", "n", "9"],
                             env=os.environ.copy(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -152,5 +223,5 @@ def test_a_killed_run_leaves_the_previous_report_whole(toys):
     proc.wait()
     after = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert after == before
-    assert json.loads((folder / "metrics.json").read_text())["score"] == 10
-    assert "score = 10.000" in render_index(toys / "reports")
+    assert json.loads((folder / "metrics.json").read_text())["score"] == 20
+    assert "score = 20.000" in render_index(toys / "reports")

@@ -25,12 +25,44 @@ class ConfusionMatrix:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self._matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self._on_device = None  # counts of GPU batches, summed on the GPU and fetched once when read
+
+    @property
+    def matrix(self) -> np.ndarray:
+        if self._on_device is not None:
+            self._matrix += self._on_device.cpu().numpy()
+            self._on_device = None
+        return self._matrix
+
+    @matrix.setter
+    def matrix(self, value: np.ndarray) -> None:
+        self._matrix, self._on_device = np.asarray(value, dtype=np.int64), None
 
     def reset(self) -> None:
-        self.matrix[:] = 0
+        self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+
+    def _update_on_device(self, pred, target) -> "ConfusionMatrix":
+        """Accumulate GPU tensors on the GPU: no copy to the host per batch (ids are checked there too)."""
+        import torch
+
+        c = self.num_classes
+        pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            pred, target = pred[keep], target[keep]
+        bad = (pred < 0) | (pred >= c) | (target < 0) | (target >= c)
+        if bool(bad.any()):  # one scalar sync; the message needs the host anyway
+            self.update(pred.cpu(), target.cpu())
+        counts = torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)
+        self._on_device = counts if self._on_device is None else self._on_device + counts
+        return self
 
     def update(self, pred, target) -> "ConfusionMatrix":
+        if getattr(pred, "is_cuda", False) and getattr(target, "is_cuda", False):
+            if tuple(pred.shape) != tuple(target.shape):
+                raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+            return self._update_on_device(pred, target)
         pred, target = _as_int_array(pred), _as_int_array(target)
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
@@ -62,7 +94,7 @@ class ConfusionMatrix:
         stray = [r for r in range(c, rows) if r != self.ignore_index and counts[r].any()]
         if stray:
             raise ValueError(f"target holds class id {stray[0]} outside [0, {c})")
-        self.matrix += counts[:c]
+        self._matrix += counts[:c]
         return self
 
     def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from labkit.core.checkpoints import load_training_state, save_training_state
+from labkit.core.device import autocast, grad_scaler
 from labkit.core.metrics import ConfusionMatrix
 from labkit.core.seeding import seed_everything
 
@@ -70,8 +71,11 @@ def model_device(model: nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader, task: str = "segmentation", num_classes: int = 2,
-             ignore_index: int = 255, loss_fn: Callable | None = None) -> dict[str, float]:
-    """Loss and scores of ``model`` over ``loader`` (``miou``, ``pixel_accuracy``... or ``accuracy``)."""
+             ignore_index: int = 255, loss_fn: Callable | None = None, precision: str = "fp32") -> dict[str, float]:
+    """Loss and scores of ``model`` over ``loader`` (``miou``, ``pixel_accuracy``... or ``accuracy``).
+
+    Batches go to the model's device; scores accumulate there (one copy to the host at the end).
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     was_training = model.training
@@ -82,15 +86,17 @@ def evaluate(model: nn.Module, loader, task: str = "segmentation", num_classes: 
     device = model_device(model)
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = _outputs(model, x)
+        with autocast(device, precision):
+            logits = _outputs(model, x)
+        logits = logits.float()
         if task == "segmentation" and logits.shape[-2:] != y.shape[-2:]:
             logits = nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        total += float(loss_fn(logits, y)) * len(x)
+        total = total + loss_fn(logits, y).detach() * len(x)  # stays on the device until the end
         count += len(x)
         cm.update(logits.argmax(1), y)
     model.train(was_training)
     scores = cm.scores()
-    out = {"loss": total / max(count, 1), **scores}
+    out = {"loss": float(total) / max(count, 1), **scores}
     if task == "classification":
         out["accuracy"] = scores["pixel_accuracy"]
     return out
@@ -118,7 +124,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
         train_step: Callable[[nn.Module, object], torch.Tensor] | None = None,
         checkpoint_dir: str | Path | None = None, seed: int | None = None, progress: bool = True,
         desc: str = "", params: Iterable[nn.Parameter] | None = None,
-        on_epoch_end: Callable[[int, dict], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, dict], None] | None = None, precision: str = "fp32") -> FitResult:
     """Train ``model``; validate each epoch; keep the best weights; stop early; resume when interrupted.
 
     ``train_step(model, batch) -> loss`` replaces the default supervised loss (teacher-student, SSL).
@@ -138,6 +144,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     opt = make_optimizer(optimizer, params, lr, weight_decay)
     sched = make_scheduler(scheduler, opt, epochs, mode)
+    scaler = grad_scaler(model_device(model), precision)
 
     rows: list[dict] = []
     best_score, best_epoch, best_state, bad_epochs, start_epoch = None, None, None, 0, 1
@@ -172,23 +179,29 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
         running, batches = 0.0, 0
         device = model_device(model)
         for batch in train_loader:
-            if train_step is None:
-                x, y = (t.to(device, non_blocking=True) for t in batch)
-                logits = _outputs(model, x)
-                if task == "segmentation" and logits.shape[-2:] != y.shape[-2:]:
-                    logits = nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear",
-                                                       align_corners=False)
-                loss = loss_fn(logits, y)
-            else:
-                loss = train_step(model, batch)
+            with autocast(device, precision):
+                if train_step is None:
+                    x, y = (t.to(device, non_blocking=True) for t in batch)
+                    logits = _outputs(model, x)
+                    if task == "segmentation" and logits.shape[-2:] != y.shape[-2:]:
+                        logits = nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear",
+                                                           align_corners=False)
+                    loss = loss_fn(logits.float(), y)
+                else:
+                    loss = train_step(model, batch)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.item()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            running = running + loss.detach()  # one host sync per epoch, not per step
             batches += 1
-        row = {"epoch": epoch, "train_loss": running / max(batches, 1), "lr": opt.param_groups[0]["lr"]}
+        row = {"epoch": epoch, "train_loss": float(running) / max(batches, 1), "lr": opt.param_groups[0]["lr"]}
         if val_loader is not None:
-            scores = evaluate(model, val_loader, task, num_classes, ignore_index, loss_fn)
+            scores = evaluate(model, val_loader, task, num_classes, ignore_index, loss_fn, precision)
             row.update({f"val_{k}": v for k, v in scores.items() if "/" not in k})
             score = scores[monitor]
             improved = best_score is None or (score > best_score if mode == "max" else score < best_score)
@@ -223,7 +236,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
 
 
 @torch.inference_mode()
-def predict_segmentation(model: nn.Module, images, batch_size: int = 16) -> np.ndarray:
+def predict_segmentation(model: nn.Module, images, batch_size: int = 16, precision: str = "fp32") -> np.ndarray:
     """Class maps (N,H,W) for images (N,C,H,W), batched, on the model's device."""
     model.eval()
     images = torch.as_tensor(np.asarray(images, dtype=np.float32)) if not torch.is_tensor(images) else images
@@ -231,7 +244,8 @@ def predict_segmentation(model: nn.Module, images, batch_size: int = 16) -> np.n
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device)
-        logits = _outputs(model, x)
+        with autocast(device, precision):
+            logits = _outputs(model, x).float()
         if logits.shape[-2:] != x.shape[-2:]:
             logits = nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         out.append(logits.argmax(1).cpu().numpy())
