@@ -146,3 +146,12 @@ def test_killed_grid_resumes_with_the_missing_tasks_only(tmp_path):
 def test_frame_is_tidy(tmp_path):
     frame = _grid(tmp_path).run(threads=1, progress=False).frame()
     assert list(frame.seed) == [0, 1, 2, 3] and "loss" in frame and "weights" not in frame
+
+
+def test_headless_progress_is_one_summary_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LABKIT_HEADLESS", "1")
+    _grid(tmp_path).run(threads=1)
+    _grid(tmp_path).run(threads=1)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert lines == ["grid toy: 4 of 4 tasks done (0 from cache) in 0 s",
+                     "grid toy: 4 of 4 tasks done (4 from cache) in 0 s"]

@@ -287,7 +287,9 @@ def _worker_init():  # one torch thread per process-pool worker, set before any 
 
 def _interactive_widgets() -> bool:
     """A widget progress bar only in a live Jupyter frontend (not papermill, not a terminal)."""
-    if os.environ.get("LABKIT_HEADLESS"):
+    from labkit.core.progress import headless
+
+    if headless():
         return False
     try:
         from IPython import get_ipython

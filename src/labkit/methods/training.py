@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from labkit.core.checkpoints import load_training_state, save_training_state
 from labkit.core.device import autocast, grad_scaler
 from labkit.core.metrics import ConfusionMatrix
+from labkit.core.progress import bar_enabled
 from labkit.core.seeding import seed_everything
 
 TASKS = ("segmentation", "classification")
@@ -163,7 +164,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
 
     started = time.time()
     stopped_early = False
-    bar = tqdm(range(start_epoch, epochs + 1), desc=desc or f"fit {type(model).__name__}", disable=not progress,
+    bar = tqdm(range(start_epoch, epochs + 1), desc=desc or f"fit {type(model).__name__}", disable=not bar_enabled(progress),
                initial=start_epoch - 1, total=epochs, leave=False)
     for epoch in bar:
         if stopped_early:
