@@ -276,6 +276,9 @@ def sweep(study: str, axes: dict[str, list[Any]], preset: str = "default",
             spec.params[name].validate(value, f" of study '{study}' (sweep)")
     base = new_run_dir(study, preset, "sweep")
     grid = Grid(f"sweep-{study}", sweep_point)
+    # What every point's result depends on beyond its parameters: hashed once, not once per point.
+    code = {"labkit_digest": package_digest(),
+            "notebook_digest": notebook_source_digest(notebooks_dir() / spec.notebook)}
     names = list(axes)
     points = []
     for combo in itertools.product(*axes.values()):
@@ -284,8 +287,7 @@ def sweep(study: str, axes: dict[str, list[Any]], preset: str = "default",
         label = "-".join(f"{k}={json.dumps(v).replace(' ', '')}" for k, v in zip(names, combo))
         folder = base / "".join(ch if ch.isalnum() or ch in "=-_.," else "_" for ch in label)
         points.append(dict(zip(names, combo)))
-        grid.add(study=study, preset=preset, overrides=overrides, folder=str(folder),
-                 labkit_digest=package_digest(), notebook_digest=notebook_source_digest(notebooks_dir() / spec.notebook))
+        grid.add(study=study, preset=preset, overrides=overrides, folder=str(folder), **code)
     log(f"sweep of {study}: {len(grid)} points into {display_path(base)}/")
     result = grid.run(executor=executor, workers=workers, scheduler=scheduler, threads=None)
     rows = []

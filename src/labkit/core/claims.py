@@ -339,7 +339,7 @@ def synthetic_tables(claim: Claim, n_seeds: int = 5, flip: bool = False, break_p
             if isinstance(b, tuple):
                 values[b] = values[b] + 0.5 * (values[a] - gap - values[b])
     pair_cols: dict[str, tuple[str, ...]] = {}
-    for a, b, _, pair_on in edges:
+    for a, _, _, pair_on in edges:
         pair_cols[a[0]] = pair_on
     rng = np.random.default_rng(seed)
     rows: dict[str, list[dict]] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 
 from labkit.core.errors import ParameterError
 
@@ -58,9 +57,3 @@ def grad_scaler(device, precision: str = "fp32"):
         return torch.amp.GradScaler("cuda")
     return None
 
-
-def warn_if_slow(device, precision: str) -> None:
-    import torch
-
-    if precision != "fp32" and torch.device(device).type != "cuda":
-        warnings.warn(f"precision {precision!r} applies on CUDA only; running in fp32 on the CPU", stacklevel=2)

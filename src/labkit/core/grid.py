@@ -121,8 +121,6 @@ def _canonical(value: Any) -> Any:
         return [_canonical(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and value.is_integer():
-        return value  # 1.0 and 1 stay distinct, as the task sees them
     if isinstance(value, Path):
         return str(value)
     return value
