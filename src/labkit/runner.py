@@ -199,7 +199,8 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
         return RunResult(name, "ok", time.time() - start, spec.headline, _headline(spec, final),
                          report=display_path(final))
     except Exception as exc:  # a failing study must not stop the others
-        message = error_summary(exc)
+        message = path_rewriter(staging, staging if not publish else reports_root() / ".failed" / name)(
+            error_summary(exc))
         if not isinstance(exc, (papermill.PapermillExecutionError, NotebookError)):
             message += "\n" + traceback.format_exc(limit=3)
         if output.exists():
@@ -329,12 +330,9 @@ def clean_stale_staging(root: Path, before: float) -> list[Path]:
 # ----------------------------------------------------------------------------- printed paths
 
 
-def relativize_notebook_paths(notebook: Path, staging: Path, shown_as: Path) -> None:
-    """Rewrite the paths printed in an executed notebook: ``staging`` becomes ``shown_as`` (the folder it is
-    published to) and the project root, the home folder and the Python environment disappear, so the
-    notebook and its HTML export carry neither staging folders nor a developer's absolute paths."""
-    import nbformat
-
+def path_rewriter(staging: Path, shown_as: Path):
+    """A function rewriting text so that ``staging`` reads as ``shown_as`` (the folder it is published to)
+    and the project root, the home folder and the Python environment disappear from the paths in it."""
     root = repo_root()
     pairs = []
     for src, dst in ((staging, display_path(shown_as)), (root, "."), (Path(sys.prefix), "$PYTHON_PREFIX"),
@@ -351,6 +349,15 @@ def relativize_notebook_paths(notebook: Path, staging: Path, shown_as: Path) -> 
             text = text.replace(form + "/", "" if dst == "." else dst + "/").replace(form, dst)
         return text
 
+    return fix
+
+
+def relativize_notebook_paths(notebook: Path, staging: Path, shown_as: Path) -> None:
+    """Rewrite the paths printed in an executed notebook (see :func:`path_rewriter`), so the notebook and its
+    HTML export carry neither staging folders (deleted at publish) nor a developer's absolute paths."""
+    import nbformat
+
+    fix = path_rewriter(staging, shown_as)
     nb = nbformat.read(str(notebook), as_version=4)
     for cell in nb.cells:
         for out in cell.get("outputs", []):

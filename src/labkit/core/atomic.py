@@ -123,21 +123,53 @@ def publish_lock(final: str | Path, timeout: float = 600.0):
     return FileLock(str(locks / f"{final.name}.lock"), timeout=timeout)
 
 
-def publish_dir(staging: str | Path, final: str | Path) -> Path:
+TRASH_GRACE_SECONDS = 60.0
+
+
+def _purge_trash(trash: Path, grace: float) -> None:
+    import time
+
+    try:
+        entries = list(trash.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if time.time() - entry.stat().st_mtime > grace:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def publish_dir(staging: str | Path, final: str | Path, grace: float = TRASH_GRACE_SECONDS) -> Path:
     """Replace folder ``final`` by folder ``staging``, under ``final``'s publish lock.
 
-    Where the system can, the two swap places atomically and the old folder is then removed from where
-    ``staging`` was: a concurrent reader never finds ``final`` missing or partial. Otherwise two renames
-    (``final`` to ``.<name>.old``, ``staging`` to ``final``); :func:`recover_dir` undoes one killed midway.
+    Where the system can, the two swap places atomically: a concurrent reader never finds ``final`` missing or
+    partial. The old folder is moved to ``<parent>/.trash/`` and deleted by a later publish once it is
+    ``grace`` seconds old, so a reader that opened the old folder just before the swap still lists it whole.
+    Otherwise two renames (``final`` to ``.<name>.old``, ``staging`` to ``final``); :func:`recover_dir`
+    undoes one killed midway.
     """
+    import time
+    import uuid
+
     staging, final = Path(staging), Path(final)
     if not staging.is_dir():
         raise FileNotFoundError(f"cannot publish {staging}: it is not a folder")
     final.parent.mkdir(parents=True, exist_ok=True)
+    trash = final.parent / ".trash"
     with publish_lock(final):
         recover_dir(final)
         if final.is_dir() and not final.is_symlink() and exchange_paths(staging, final):
-            shutil.rmtree(staging, ignore_errors=True)  # the old report, now where staging was
+            # ``staging`` now holds the old report: keep it a moment for readers that opened it
+            trash.mkdir(exist_ok=True)
+            try:
+                old = trash / f"{final.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+                os.replace(staging, old)
+                os.utime(old)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+            _purge_trash(trash, grace)
             return final
         old = final.with_name(f".{final.name}.old")
         if old.exists():
