@@ -5,6 +5,12 @@ replaces ``reports/<study>/``: it runs in a staging folder that is swapped in on
 other run (another preset, ``--out DIR``, a sweep) writes to a run folder ``runs/<study>/<time>-<preset>/``.
 A failing study is reported and kept under ``reports/.failed/<study>/`` (or its run folder) while the
 others go on.
+
+Publishing is safe when two runs of one study finish together: each publish holds the study's lock and swaps
+the folders in one atomic step (:func:`labkit.core.atomic.publish_dir`). Every staging folder is locked by
+its run; a run cleans up the staging folders of killed runs (older than itself and not locked). Paths printed
+in the executed notebook (and so in its HTML export) are rewritten relative to the project, with the
+staging folder shown as the folder it is published to.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -21,11 +28,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from labkit.core.atomic import atomic_write_text, publish_dir, recover_dir
+from labkit.core.atomic import atomic_write_text, publish_dir, publish_lock, recover_dir
 from labkit.core.errors import NotebookError, ParameterError
 from labkit.core.fingerprint import study_fingerprint
-from labkit.core.params import StudySpec, check_preset, list_specs, load_spec
-from labkit.core.paths import PUBLISHED_PRESET, checkpoints_dir, display_path, new_run_dir, notebooks_dir, reports_root
+from labkit.core.params import StudySpec, check_preset, is_weights_name, list_specs, load_spec, weights_file_of
+from labkit.core.paths import (PUBLISHED_PRESET, checkpoints_dir, display_path, new_run_dir, notebooks_dir,
+                               repo_root, reports_root)
 
 
 @dataclasses.dataclass
@@ -60,15 +68,31 @@ def kernel_name() -> str:
 
 def parse_overrides(pairs: list[tuple[str, str]] | None, specs: list[StudySpec]) -> dict[str, dict[str, Any]]:
     """Per study, the ``-p NAME VALUE`` overrides that apply to it, parsed and validated."""
+    import difflib
+
     out: dict[str, dict[str, Any]] = {s.name: {} for s in specs}
     for name, text in pairs or []:
         owners = [s for s in specs if name in s.params]
         if not owners:
-            raise ParameterError(f"no selected study has a parameter '{name}' "
+            known = sorted({p for s in specs for p in s.params})
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise ParameterError(f"no selected study has a parameter '{name}'{hint} "
                                  f"(see `labkit list` for each study's parameters)")
         for spec in owners:
-            out[spec.name][name] = spec.params[name].parse_cli(text)
+            out[spec.name][name] = absolute_weights(name, spec.params[name].parse_cli(text))
     return out
+
+
+def absolute_weights(name: str, value: Any) -> Any:
+    """A relative weights file path made absolute against the caller's folder (notebooks run elsewhere)."""
+    file = weights_file_of(value) if is_weights_name(name) else None
+    return str(file.resolve()) if file is not None and not file.is_absolute() else value
+
+
+def explicit_nulls(overrides: dict[str, Any]) -> list[str]:
+    """Names given as null on the command line: explicit nulls (see :mod:`labkit.core.params`)."""
+    return [k for k, v in overrides.items() if v is None]
 
 
 def plan(studies: list[str] | None, preset: str) -> list[StudySpec]:
@@ -84,7 +108,9 @@ def plan(studies: list[str] | None, preset: str) -> list[StudySpec]:
 
 def _previous_fingerprint(study: str) -> str | None:
     folder = reports_root() / study
-    recover_dir(folder)
+    if folder.with_name(f".{folder.name}.old").exists():
+        with publish_lock(folder):
+            recover_dir(folder)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -129,7 +155,7 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
 
     spec = load_spec(name)
     notebook = notebooks_dir() / spec.notebook
-    values = spec.resolve(preset, overrides).to_dict()
+    values = spec.resolve(preset, overrides, nulls=explicit_nulls(overrides)).to_dict()
     values.pop("study"), values.pop("preset")
     if publish is None:
         publish = preset == PUBLISHED_PRESET and out is None
@@ -139,9 +165,9 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
         return RunResult(name, "skipped", headline=spec.headline, headline_value=_headline(spec, final),
                          message="parameters and code unchanged since the last good run (use --force)",
                          report=str(final))
+    staging_lock = None
     if publish:
-        staging = reports_root() / ".staging" / f"{name}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
+        staging, staging_lock = _new_staging(name)
     elif out is not None:
         staging = Path(out) / name
         staging.mkdir(parents=True, exist_ok=True)
@@ -160,6 +186,7 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
             log_output=False)
         if not (staging / "manifest.json").exists():
             raise NotebookError(f"{notebook} ran but never called report.finalize(): no manifest was written")
+        relativize_notebook_paths(output, staging, final if publish else staging)
         export_html(output)
         manifest = json.loads((staging / "manifest.json").read_text())
         manifest["runner_wall_seconds"] = round(time.time() - start, 1)
@@ -172,21 +199,28 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
         return RunResult(name, "ok", time.time() - start, spec.headline, _headline(spec, final),
                          report=display_path(final))
     except Exception as exc:  # a failing study must not stop the others
-        if not publish:
-            return RunResult(name, "failed", time.time() - start, spec.headline,
-                             message=f"{type(exc).__name__}: {_first_line(exc)} (executed notebook kept in "
-                                     f"{display_path(staging)})", report=display_path(staging))
-        failed = reports_root() / ".failed" / name
-        if failed.exists():
-            shutil.rmtree(failed)
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, failed)
-        message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        message = path_rewriter(staging, staging if not publish else reports_root() / ".failed" / name)(
+            error_summary(exc))
         if not isinstance(exc, (papermill.PapermillExecutionError, NotebookError)):
             message += "\n" + traceback.format_exc(limit=3)
+        if output.exists():
+            try:
+                relativize_notebook_paths(output, staging, staging if not publish else reports_root() / ".failed" / name)
+            except Exception:  # the notebook may be unreadable after a crash: keep it as it is
+                pass
+        if not publish:
+            return RunResult(name, "failed", time.time() - start, spec.headline,
+                             message=f"{message} (executed notebook kept in {display_path(staging)})",
+                             report=display_path(staging))
+        failed = reports_root() / ".failed" / name
+        if staging.is_dir():
+            publish_dir(staging, failed)
         return RunResult(name, "failed", time.time() - start, spec.headline,
-                         message=f"{message} (executed notebook kept in {failed})", report=str(failed))
+                         message=f"{message} (executed notebook kept in {display_path(failed)})",
+                         report=display_path(failed))
     finally:
+        if staging_lock is not None:
+            _release_staging(staging, staging_lock)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -194,9 +228,155 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
                 os.environ[key] = value
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
+_FILE_SUFFIXES = ("safetensors", "pth", "pt", "bin", "ckpt", "tif", "tiff", "png", "jpg", "jpeg", "bmp", "nc",
+                  "h5", "hdf5", "npz", "npy", "json", "yaml", "yml", "csv", "txt", "ipynb", "zip", "tar", "gz",
+                  "raw", "img", "mat", "pkl", "lock")
+_NAMES_A_FILE = re.compile(r"(?:^|[\s'\"(=:])(?:~|\.{1,2})?/[^\s'\"]+|"
+                           r"\b[\w\-]+\.(?:" + "|".join(_FILE_SUFFIXES) + r")\b", re.IGNORECASE)
+SUMMARY_LIMIT = 400
+
+
+def names_a_file(line: str) -> bool:
+    return bool(_NAMES_A_FILE.search(line))
+
+
+def error_summary(exc: BaseException, limit: int = SUMMARY_LIMIT) -> str:
+    """One line for the run summary: the error's type, its first line, and the first line naming a file.
+
+    For an error raised inside the notebook (papermill's ``PapermillExecutionError``) the type and message
+    are the notebook's, not papermill's.
+    """
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    text = str(evalue if evalue is not None else exc)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    summary = f"{ename}: {first}" if first else ename
+    if first and not names_a_file(first):
+        named = next((line for line in lines[1:] if names_a_file(line)), None)
+        if named:
+            summary += f" [{named}]"
+    if len(summary) > limit:
+        summary = summary[: limit - 3] + "..."
+    return summary
+
+
+# ----------------------------------------------------------------------------- staging folders
+
+
+def _new_staging(name: str):
+    """A fresh, locked ``reports/.staging/<study>-<id>/``; first removes stale staging folders of killed runs."""
+    from filelock import FileLock
+
+    root = reports_root() / ".staging"
+    root.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(root, before=time.time())
+    staging = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    lock = FileLock(str(staging) + ".lock", timeout=0)
+    lock.acquire()  # held for the whole run, so no other run takes this folder for stale
+    staging.mkdir()
+    return staging, lock
+
+
+def _release_staging(staging: Path, lock) -> None:
+    shutil.rmtree(staging, ignore_errors=True)  # empty after a publish; gone when it moved to .failed/
+    lock.release()
+    try:
+        os.unlink(lock.lock_file)
+    except OSError:
+        pass
+
+
+def clean_stale_staging(root: Path, before: float) -> list[Path]:
+    """Remove staging folders (and lock files) of killed runs: modified before ``before`` and not locked.
+
+    A live run holds its folder's lock (``<folder>.lock``) from before it creates the folder until it is done,
+    so a folder whose lock can be taken at once belongs to no running process. Returns what was removed.
+    """
+    from filelock import FileLock, Timeout
+
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        folder = entry.with_suffix("") if entry.suffix == ".lock" else entry
+        if entry.suffix == ".lock" and folder.exists():
+            continue  # handled with its folder
+        try:
+            if entry.stat().st_mtime >= before:
+                continue
+        except OSError:
+            continue
+        lock = FileLock(str(folder) + ".lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue  # a running process holds it
+        try:
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        finally:
+            lock.release()
+            try:
+                os.unlink(str(folder) + ".lock")
+            except OSError:
+                pass
+    return removed
+
+
+# ----------------------------------------------------------------------------- printed paths
+
+
+def path_rewriter(staging: Path, shown_as: Path):
+    """A function rewriting text so that ``staging`` reads as ``shown_as`` (the folder it is published to)
+    and the project root, the home folder and the Python environment disappear from the paths in it."""
+    root = repo_root()
+    pairs = []
+    for src, dst in ((staging, display_path(shown_as)), (root, "."), (Path(sys.prefix), "$PYTHON_PREFIX"),
+                     (Path.home(), "~")):
+        for form in dict.fromkeys([str(Path(src)), str(Path(src).resolve())]):
+            if form not in ("/", "."):
+                pairs.append((form, dst))
+    if not Path(display_path(staging)).is_absolute():  # staging printed relative to the project already
+        pairs.append((display_path(staging), display_path(shown_as)))
+    pairs.sort(key=lambda pair: -len(pair[0]))  # the longest prefix first (staging lies inside the root)
+
+    def fix(text: str) -> str:
+        for form, dst in pairs:
+            text = text.replace(form + "/", "" if dst == "." else dst + "/").replace(form, dst)
+        return text
+
+    return fix
+
+
+def relativize_notebook_paths(notebook: Path, staging: Path, shown_as: Path) -> None:
+    """Rewrite the paths printed in an executed notebook (see :func:`path_rewriter`), so the notebook and its
+    HTML export carry neither staging folders (deleted at publish) nor a developer's absolute paths."""
+    import nbformat
+
+    fix = path_rewriter(staging, shown_as)
+    nb = nbformat.read(str(notebook), as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = fix(out["text"])
+            if "traceback" in out:
+                out["traceback"] = [fix(line) for line in out["traceback"]]
+            if "evalue" in out:
+                out["evalue"] = fix(out["evalue"])
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in out.get("data", {}):
+                    value = out["data"][mime]
+                    out["data"][mime] = [fix(v) for v in value] if isinstance(value, list) else fix(value)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path", "cwd"):
+        if isinstance(meta.get(key), str):
+            meta[key] = fix(meta[key])
+    buffer = nbformat.writes(nb)
+    atomic_write_text(notebook, buffer)
 
 
 def reproduce(studies: list[str] | None = None, preset: str = "default",
@@ -209,6 +389,8 @@ def reproduce(studies: list[str] | None = None, preset: str = "default",
 
     specs = plan(studies, preset)
     per_study = parse_overrides(overrides, specs)
+    for spec in specs:  # every value checked before any study runs
+        spec.resolve(preset, per_study[spec.name], nulls=explicit_nulls(per_study[spec.name]))
     will_publish = (preset == PUBLISHED_PRESET and out is None) if publish is None else publish
     if not will_publish:
         log(f"preset {preset}: writing to run folders under {display_path(out) if out else 'runs/'} "
@@ -283,7 +465,7 @@ def sweep(study: str, axes: dict[str, list[Any]], preset: str = "default",
     points = []
     for combo in itertools.product(*axes.values()):
         overrides = {**(fixed or {}), **dict(zip(names, combo))}
-        spec.resolve(preset, overrides)  # every point validated before any runs
+        spec.resolve(preset, overrides, nulls=explicit_nulls(overrides))  # every point validated before any runs
         label = "-".join(f"{k}={json.dumps(v).replace(' ', '')}" for k, v in zip(names, combo))
         folder = base / "".join(ch if ch.isalnum() or ch in "=-_.," else "_" for ch in label)
         points.append(dict(zip(names, combo)))

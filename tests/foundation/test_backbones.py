@@ -5,7 +5,7 @@ import timm
 import torch
 
 from labkit.core.checkpoints import save_checkpoint
-from labkit.core.errors import CheckpointMismatchError, WeightsUnavailableError
+from labkit.core.errors import CheckpointMismatchError, WeightsFileError, WeightsUnavailableError
 from labkit.models.backbones import create_backbone
 from labkit.models.registry import load_named_checkpoint, save_named_checkpoint
 from labkit.models.segmentation import create_segmenter
@@ -37,11 +37,12 @@ def test_local_file_and_weights_dir(tmp_path, monkeypatch):
 
 
 def test_bad_paths_and_wrong_architectures_are_named(tmp_path):
-    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+    # A named file that is missing or not a checkpoint is a mistake (WeightsFileError), never "unavailable".
+    with pytest.raises(WeightsFileError, match="does not exist"):
         create_backbone("resnet10t", weights_path=tmp_path / "missing.safetensors")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(WeightsUnavailableError, match="is not a checkpoint"):
+    with pytest.raises(WeightsFileError, match="is not a checkpoint"):
         create_backbone("resnet10t", weights_path=text)
     save_checkpoint(tmp_path / "vit", timm.create_model("test_vit", pretrained=False).state_dict())
     with pytest.raises(CheckpointMismatchError, match=r"does not fit.*missing key\(s\)"):

@@ -43,29 +43,41 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
         raise WeightsUnavailableError(f"checkpoint file {path} does not exist")
     if not path.is_file():
         raise WeightsUnavailableError(f"checkpoint path {path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointMismatchError(f"checkpoint file {path} is empty (0 bytes): a copy or a save was interrupted")
     meta_path = _with(_stem(path), ".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointMismatchError(f"checkpoint sidecar {meta_path} is not readable JSON: {exc}") from exc
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path)), meta
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointMismatchError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
+        except Exception as exc:  # SafetensorError, OSError, ValueError... on random or truncated bytes
+            raise CheckpointMismatchError(
+                f"{path} is not a readable safetensors checkpoint (random bytes, truncated, or another format): "
+                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... on bad files
+        first = (str(exc).strip().splitlines() or ["(no message)"])[0]
         raise CheckpointMismatchError(
-            f"{path} is not a weights-only PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]}); "
-            "labkit never unpickles arbitrary objects") from exc
+            f"{path} is not a weights-only PyTorch checkpoint (truncated, corrupt, or holding pickled objects; "
+            f"{type(exc).__name__}: {first[:300]}); labkit never unpickles arbitrary objects") from exc
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise CheckpointMismatchError(f"{path} does not hold a state dict of tensors")
+    if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
+        what = type(state).__name__ if not isinstance(state, dict) else (
+            "an empty dict" if not state else "a dict with non-tensor values such as " + ", ".join(
+                f"{k!r} ({type(v).__name__})" for k, v in list(
+                    (k, v) for k, v in state.items() if not hasattr(v, "shape"))[:3]))
+        raise CheckpointMismatchError(f"{path} does not hold a state dict of tensors (it holds {what})")
     return state, meta
 
 
@@ -114,6 +126,25 @@ def save_training_state(path: str | Path, state: dict) -> Path:
 
 
 def load_training_state(path: str | Path) -> dict:
+    """Read a state saved by :func:`save_training_state` (weights only: a pickled object is refused).
+
+    Raises WeightsUnavailableError when the file is missing, CheckpointMismatchError naming the file when it
+    is empty, corrupt, holds objects only unpickling can restore, or is not a dict.
+    """
     import torch
 
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"training state {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointMismatchError(f"training state {path} is empty (0 bytes): a save was interrupted")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError for a pickle payload, RuntimeError/EOFError for corrupt files
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointMismatchError(
+            f"training state {path} cannot be read as weights only ({type(exc).__name__}: {first[:300]}); "
+            "labkit never unpickles arbitrary objects: save it with save_training_state") from exc
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(f"training state {path} holds a {type(state).__name__}, not a dict")
+    return state

@@ -17,6 +17,14 @@ class WeightsUnavailableError(LabkitError, OSError):
     """Pretrained weights were asked for and cannot be had."""
 
 
+class WeightsFileError(LabkitError, FileNotFoundError):
+    """A weights file that was named (a path) does not exist or is not a checkpoint.
+
+    Not a :class:`WeightsUnavailableError`: a mistyped path is a mistake to fix before the run, never a
+    reason to report a row as *not evaluated*.
+    """
+
+
 class CheckpointMismatchError(LabkitError, ValueError):
     """A checkpoint does not fit the model it is loaded into."""
 

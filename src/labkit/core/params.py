@@ -4,14 +4,39 @@ A spec lives at ``labkit/presets/<study>.yaml``. Each parameter has a type, a he
 ``min``/``max``/``choices``/``nullable``, and either one ``value`` for every preset or a
 ``presets`` mapping. The notebook's ``parameters`` cell picks a preset by name; any parameter the
 notebook sets to something other than ``None`` (e.g. papermill ``-p``) overrides the preset.
+
+Values are checked before any work: type, ``min``/``max`` and ``choices`` for a scalar and for every
+element of a list; NaN and infinity are never a valid number; a seed is an integer in [0, 2**32); a
+weights parameter (``weights``, ``*_weights``, ``*weights_path``) that names a file must name one that
+exists. A ``str`` parameter never silently takes a list (``-p encoder '[resnet10t]'`` is an error).
+
+**None, "not set" and an explicit null.** In the notebook's parameters cell ``name = None`` means *not
+set*: the preset's value is used. Some parameters document a meaning for null (``threads`` null is
+torch's default, ``img_size`` null is the slice size, a null time cap is no cap); an *explicit* null asks
+for that meaning and replaces the preset's value. An explicit null is spelled:
+
+- ``labkit reproduce STUDY -p NAME null`` (the YAML null; also ``~``);
+- papermill by hand: ``papermill nb.ipynb out.ipynb -p NAME None`` (or ``-p NAME null``, or
+  ``-y "NAME: null"``): every value papermill *injects* (its cell tagged ``injected-parameters``) counts,
+  None included;
+- in JupyterLab: ``NAME = "null"`` in the parameters cell.
+
+The string ``"null"`` is an explicit null only for a parameter that is ``nullable``; for any other it is an
+error (or an ordinary string). A name papermill injects that the spec does not know (``-p itertions 3``)
+is an error listing the near matches: :func:`configure` tells injected names from ordinary notebook
+globals by reading the injected cell from the kernel's input history (IPython's ``In``).
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
+import io
+import math
 import os
-from collections.abc import Mapping
+import tokenize
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +54,26 @@ PRESET_HELP = {
 }
 TYPES = ("int", "float", "str", "bool", "list[int]", "list[float]", "list[str]")
 _SCALAR = {"int": int, "float": float, "str": str, "bool": bool}
+NULL_TEXT = "null"  # the string that spells an explicit null in a notebook cell or papermill ``-p``
+SEED_LIMIT = 2**32  # numpy's and torch's seeds are below this
+INT_LIMIT = 2**63  # torch refuses integers beyond int64
+WEIGHTS_KEYWORDS = ("random", "pretrained")
+
+
+def is_seed_name(name: str) -> bool:
+    return name in ("seed", "seeds") or name.endswith(("_seed", "_seeds"))
+
+
+def is_weights_name(name: str) -> bool:
+    """Parameters that take ``random``, ``pretrained``, ``labkit:<name>`` or a weights file path."""
+    return name == "weights" or name.endswith(("_weights", "weights_path"))
+
+
+def weights_file_of(value: Any) -> Path | None:
+    """The file a weights value names, or None for ``random``/``pretrained``/``labkit:<name>``/null."""
+    if not isinstance(value, str) or value in WEIGHTS_KEYWORDS or value.startswith("labkit:") or not value:
+        return None
+    return Path(value).expanduser()
 
 
 class _Loader(yaml.SafeLoader):
@@ -66,10 +111,12 @@ class Param:
     def validate(self, value: Any, where: str = "") -> Any:
         """Return ``value`` coerced to this parameter's type, or raise ParameterError naming it."""
         label = f"parameter '{self.name}'{where}"
+        if isinstance(value, str) and value.strip().lower() == NULL_TEXT and self.nullable:
+            value = None  # an explicit null spelled as text (a notebook cell, papermill -p NAME null)
         if value is None:
             if self.nullable:
                 return None
-            raise ParameterError(f"{label} may not be None ({self.help})")
+            raise ParameterError(f"{label} may not be None or null ({self.help})")
         if self.type.startswith("list["):
             if isinstance(value, tuple):
                 value = list(value)
@@ -78,11 +125,13 @@ class Param:
             if not value:
                 raise ParameterError(f"{label} must not be an empty list")
             inner = self.type[5:-1]
-            return [self._scalar(v, inner, f"{label} item") for v in value]
+            return [self._scalar(v, inner, f"{label} item {i} ({v!r})") for i, v in enumerate(value)]
         return self._scalar(value, self.type, label)
 
     def _scalar(self, value: Any, type_name: str, label: str) -> Any:
         kind = _SCALAR[type_name]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterError(f"{label} must be a finite number, got {value!r}")
         if kind is bool:
             if not isinstance(value, bool):
                 raise ParameterError(f"{label} must be true or false, got {value!r}")
@@ -90,12 +139,16 @@ class Param:
             if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
                 raise ParameterError(f"{label} must be an integer, got {value!r}")
             value = int(value)
+            if is_seed_name(self.name) and not 0 <= value < SEED_LIMIT:
+                raise ParameterError(f"{label}: a seed must be an integer in [0, 2**32), got {value!r}")
+            if abs(value) >= INT_LIMIT:
+                raise ParameterError(f"{label} must be below 2**63 in size, got {value!r}")
         elif kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ParameterError(f"{label} must be a number, got {value!r}")
             value = float(value)
         elif not isinstance(value, str):
-            raise ParameterError(f"{label} must be a string, got {value!r}")
+            raise ParameterError(f"{label} must be a string, got {type(value).__name__} {value!r}")
         if self.choices is not None and value not in self.choices:
             raise ParameterError(f"{label} must be one of {list(self.choices)}, got {value!r}")
         if self.min is not None and value < self.min:
@@ -110,8 +163,11 @@ class Param:
             value = _yaml(text)
         except yaml.YAMLError as exc:
             raise ParameterError(f"parameter '{self.name}': cannot parse {text!r}: {exc}") from exc
+        if self.type == "str" and isinstance(value, (list, dict)):
+            raise ParameterError(f"parameter '{self.name}' takes one string, got the {type(value).__name__} "
+                                 f"{text!r} (quote it if the brackets are meant literally)")
         if self.type == "str" and not isinstance(value, str) and value is not None:
-            value = text
+            value = text  # a number or true/false given to a str parameter is meant as text
         if self.type == "list[str]" and isinstance(value, str):
             value = [value]
         return self.validate(value)
@@ -132,16 +188,39 @@ class StudySpec:
         check_preset(preset)
         return {name: p.presets[preset] for name, p in self.params.items()}
 
-    def resolve(self, preset: str, overrides: Mapping[str, Any] | None = None) -> "Config":
-        """Preset values, then overrides (None means: keep the preset's), all validated."""
+    def resolve(self, preset: str, overrides: Mapping[str, Any] | None = None,
+                nulls: Iterable[str] = ()) -> "Config":
+        """Preset values, then overrides, all validated.
+
+        An override of None means *keep the preset's value*, unless its name is in ``nulls``: then it is an
+        explicit null (the parameter's documented meaning of null; an error for a non-nullable one).
+        A weights parameter naming a file that does not exist is an error here, before any work.
+        """
         values = self.preset_values(preset)
-        for name, value in (overrides or {}).items():
+        nulls = set(nulls)
+        overrides = dict(overrides or {})
+        for name in nulls:
+            overrides.setdefault(name, None)
+        for name, value in overrides.items():
             if name not in self.params:
-                known = ", ".join(self.params)
-                raise ParameterError(f"study '{self.name}' has no parameter '{name}' (known: {known})")
-            if value is not None:
+                raise ParameterError(unknown_parameter_message(self, name))
+            if value is not None or name in nulls:
                 values[name] = self.params[name].validate(value, f" of study '{self.name}'")
+        for name, value in values.items():
+            file = weights_file_of(value) if is_weights_name(name) else None
+            if file is not None and not file.exists():
+                raise ParameterError(
+                    f"parameter '{name}' of study '{self.name}' names the weights file {value!r}, which does not "
+                    f"exist (from {os.getcwd()}); give an existing .safetensors/.pth file, pretrained, random or "
+                    f"labkit:<name>")
         return Config(study=self.name, preset=preset, values=values)
+
+
+def unknown_parameter_message(spec: "StudySpec", name: str) -> str:
+    close = difflib.get_close_matches(name, list(spec.params), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return (f"study '{spec.name}' has no parameter '{name}': {hint}"
+            f"(known: {', '.join(spec.params)}; see `labkit list {spec.name}`)")
 
 
 class Config(Mapping):
@@ -293,12 +372,73 @@ def load_spec(name: str) -> StudySpec:
 def configure(study: str, preset: str, namespace: Mapping[str, Any] | None = None) -> Config:
     """Resolve a notebook's parameters: ``labkit.configure("sar_transfer", preset, globals())``.
 
-    Spec parameters found in ``namespace`` with a value other than None override the preset.
+    Spec parameters found in ``namespace`` with a value other than None override the preset. Values papermill
+    injected (see :func:`injected_parameters`) are explicit, None included: an injected None, like the
+    string ``"null"``, is an explicit null. An injected name the spec does not know is a ParameterError
+    listing the near matches (ordinary notebook globals are never checked).
     """
     spec = load_spec(study)
     check_preset(preset)
-    overrides = {k: namespace[k] for k in spec.params if namespace is not None and k in namespace}
-    return spec.resolve(preset, overrides)
+    namespace = namespace if namespace is not None else {}
+    injected = injected_parameters(namespace)
+    unknown = [n for n in injected if n not in spec.params and n != "preset" and not n.startswith("PAPERMILL_")]
+    if unknown:
+        raise ParameterError("; ".join(unknown_parameter_message(spec, n) for n in unknown)
+                             + " (a value papermill injected)")
+    overrides = {k: namespace[k] for k in spec.params if k in namespace and namespace[k] is not None}
+    nulls = [k for k in injected if k in spec.params and namespace.get(k) is None]
+    return spec.resolve(preset, overrides, nulls=nulls)
+
+
+def _is_injected_cell(source: str) -> bool:
+    """Whether ``source`` is a cell papermill wrote: ``# Parameters`` then plain ``name = literal`` lines."""
+    lines = source.strip().splitlines()
+    if not lines or lines[0].strip() != "# Parameters":
+        return False
+    try:
+        tree = ast.parse(source)
+        comments = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT]
+    except (SyntaxError, tokenize.TokenError):
+        return False
+    if len(comments) != 1:  # a hand-written parameters cell carries a help comment per line
+        return False
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            return False
+        if not _is_literal(node.value):
+            return False
+    return True
+
+
+def _is_literal(node: ast.AST) -> bool:
+    """A literal as papermill writes it (NaN and infinity are written ``float('nan')``)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float":
+        return len(node.args) == 1 and isinstance(node.args[0], ast.Constant) and not node.keywords
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return all(_is_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is not None and _is_literal(k) for k in node.keys) and all(_is_literal(v) for v in node.values)
+    try:
+        ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError):
+        return False
+    return True
+
+
+def injected_parameters(namespace: Mapping[str, Any]) -> list[str]:
+    """Names papermill injected into this kernel (its cell tagged ``injected-parameters``), in order.
+
+    The kernel cannot see cell tags, but IPython keeps every executed cell's source in ``In``; papermill's
+    cell is ``# Parameters`` followed by ``name = literal`` lines, without the help comments a notebook's own
+    parameters cell has. The latest such cell counts. Outside a kernel (no ``In``), nothing was injected.
+    """
+    history = namespace.get("In") if isinstance(namespace, Mapping) else None
+    if not isinstance(history, (list, tuple)):
+        return []
+    for source in reversed(history):
+        if isinstance(source, str) and _is_injected_cell(source):
+            return notebook_parameter_names(source)
+    return []
 
 
 def notebook_parameter_names(source: str) -> list[str]:

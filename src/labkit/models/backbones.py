@@ -8,15 +8,25 @@ Weight sources for ``weights="pretrained"``, in order:
 4. the Hugging Face hub, only when it answers within a second and ``HF_HUB_OFFLINE`` is not set.
 Otherwise :class:`WeightsUnavailableError` names these ways. ``weights="random"`` is the only way to get
 an untrained network; ``weights="labkit:<name>"`` loads a checkpoint another study produced.
+
+A weights file that was named but does not exist, or is not a checkpoint, is a :class:`WeightsFileError`
+(a mistake to fix, never a row to mark *not evaluated*). A file that is read goes through
+:func:`labkit.core.checkpoints.load_checkpoint` first (so a corrupt, empty or pickled file is an error naming
+it), and after timm has loaded it every backbone parameter must have come from the file: timm loads
+non-strictly for ``num_classes=0`` and ``features_only=True``, and a file for another architecture would
+otherwise leave a random network. Only the classifier head (which the caller replaces) may be missing; the
+error names the missing and the unexpected keys.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from labkit.core.errors import WeightsUnavailableError
+from labkit.core.errors import CheckpointMismatchError, WeightsFileError, WeightsUnavailableError
 
 # Short names used by the studies' presets -> timm names (with their pretrained tag).
 BACKBONES: dict[str, str] = {
@@ -72,12 +82,12 @@ def _local_file(full: str, weights_path: str | os.PathLike | None) -> Path | Non
             for fname in _FOLDER_FILES:
                 if (path / fname).is_file():
                     return path / fname
-            raise WeightsUnavailableError(
+            raise WeightsFileError(
                 f"weights folder {path} holds none of {', '.join(_FOLDER_FILES)}")
         if not path.exists():
-            raise WeightsUnavailableError(f"weights file {path} does not exist")
+            raise WeightsFileError(f"weights file {path} does not exist (from {os.getcwd()})")
         if path.suffix not in _CHECKPOINT_SUFFIXES:
-            raise WeightsUnavailableError(
+            raise WeightsFileError(
                 f"weights file {path} is not a checkpoint (expected {', '.join(_CHECKPOINT_SUFFIXES)})")
         return path
     from labkit.core.paths import weights_dir
@@ -155,18 +165,112 @@ def create_backbone(name: str, weights: str = "pretrained", weights_path=None, *
     return _create_from_file(full, file, timm_kwargs)
 
 
-def _create_from_file(full: str, file: Path, timm_kwargs: dict):
+_RECORD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _recorded_timm_loads():
+    """Record what timm's ``load_pretrained`` loads: the keys of the state dict and the keys it left missing.
+
+    timm may load non-strictly (``num_classes=0``, ``features_only=True``) and then only logs what was
+    missing; this keeps the list. Yields a list of records, one per load (empty when timm used another path).
+    """
+    try:
+        from timm.models import _builder
+
+        original = _builder.load_pretrained
+    except (ImportError, AttributeError):  # another timm layout: the key check below covers it
+        yield []
+        return
+    records: list[dict] = []
+
+    def recording(model, *args, **kwargs):
+        own = model.load_state_dict
+
+        def load_state_dict(state_dict, strict=True, **more):
+            result = own(state_dict, strict=strict, **more)
+            records.append({"keys": list(state_dict), "missing": list(result.missing_keys),
+                            "unexpected": list(result.unexpected_keys)})
+            return result
+
+        model.load_state_dict = load_state_dict
+        try:
+            return original(model, *args, **kwargs)
+        finally:
+            del model.load_state_dict
+
+    with _RECORD_LOCK:
+        _builder.load_pretrained = recording
+        try:
+            yield records
+        finally:
+            _builder.load_pretrained = original
+
+
+def _head_prefixes(full: str) -> tuple[str, ...]:
+    """Key prefixes of the classifier head (the part a caller may replace), from timm's pretrained config."""
     import timm
 
-    from labkit.core.checkpoints import load_checkpoint, load_state_into
-
+    heads = ("head.", "fc.", "classifier.", "head_dist.")
     try:
-        # timm's own loader applies the model's checkpoint filter (e.g. resampling position embeddings).
-        return timm.create_model(full, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **timm_kwargs)
-    except (RuntimeError, KeyError, ValueError) as exc:
-        # Name the offending keys rather than passing on timm's long traceback.
-        state, _ = load_checkpoint(file)
-        reference = timm.create_model(full, pretrained=False, **{k: v for k, v in timm_kwargs.items()
-                                                                 if k not in ("features_only", "out_indices")})
-        load_state_into(reference, state, source=f"weights file {file}", ignore=("head.", "fc.", "classifier."))
-        raise  # the keys fit, so the failure was something else: keep timm's message
+        cfg = timm.models.get_pretrained_cfg(full)
+        classifier = getattr(cfg, "classifier", None) if cfg is not None else None
+    except Exception:  # an unknown tag
+        classifier = None
+    if isinstance(classifier, str):
+        classifier = (classifier,)
+    return tuple(dict.fromkeys([f"{c}." for c in classifier or ()] + list(heads)))
+
+
+def _not_filled_error(file: Path, full: str, missing: list[str], unexpected: list[str]) -> CheckpointMismatchError:
+    from labkit.core.checkpoints import _preview
+
+    parts = [f"{len(missing)} missing key(s): {_preview(missing)}"]
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_preview(unexpected)}")
+    return CheckpointMismatchError(
+        f"weights file {file} does not fit {full} (is it for another architecture?): the file does not fill the "
+        f"backbone, which would run with random weights; " + "; ".join(parts))
+
+
+def _reference_keys(full: str, timm_kwargs: dict) -> list[str]:
+    """The state-dict keys of the model timm loads a file into (before any features wrapper)."""
+    import timm
+
+    kwargs = {k: v for k, v in timm_kwargs.items() if k not in ("features_only", "out_indices", "feature_cls")}
+    return list(timm.create_model(full, pretrained=False, **kwargs).state_dict())
+
+
+def _create_from_file(full: str, file: Path, timm_kwargs: dict):
+    """Build ``full`` with timm's loader over ``file`` and check that the file filled every backbone key."""
+    import timm
+
+    from labkit.core.checkpoints import load_checkpoint
+
+    state, _ = load_checkpoint(file)  # a corrupt, empty, pickled or non-tensor file: an error naming it
+    heads = _head_prefixes(full)
+    is_head = lambda key: key.startswith(heads) or key.endswith("num_batches_tracked")  # noqa: E731
+    with _recorded_timm_loads() as records:
+        try:
+            # timm's own loader applies the model's checkpoint filter (e.g. resampling position embeddings).
+            model = timm.create_model(full, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)),
+                                      **timm_kwargs)
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            reference = set(_reference_keys(full, timm_kwargs))
+            missing = [k for k in reference if k not in state and not is_head(k)]
+            unexpected = [k for k in state if k not in reference and not is_head(k)]
+            if missing:
+                raise _not_filled_error(file, full, missing, unexpected) from exc
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise CheckpointMismatchError(
+                f"weights file {file} does not load into {full}: {type(exc).__name__}: {first[:500]}") from exc
+    if records:
+        missing = [k for r in records for k in r["missing"] if not is_head(k)]
+        unexpected = [k for r in records for k in r["unexpected"] if not is_head(k)]
+    else:  # timm loaded some other way: compare the file's keys with the model's
+        reference = set(_reference_keys(full, timm_kwargs))
+        missing = [k for k in reference if k not in state and not is_head(k)]
+        unexpected = [k for k in state if k not in reference and not is_head(k)]
+    if missing:
+        raise _not_filled_error(file, full, missing, unexpected)
+    return model
