@@ -29,11 +29,11 @@ def test_index_has_one_row_per_study_with_preset_seeds_signed_headline_counts_an
     cells = [c.strip() for c in alpha[0].strip("|").split("|")]
     assert cells[0] == "[alpha](alpha/README.md)"
     assert cells[1] == "`default`" and cells[2] == "5 (0-4)"
-    assert cells[3] == "`toy_gain_at_fewest` = +0.051"
+    assert cells[3] == "`toy_gain_at_fewest = +0.051`"
     assert "> 0" in cells[4]  # the sign is explained
     assert cells[5] == "1 / 1 / 2"  # held / did not hold / not evaluated
     assert cells[6] == "2.1 min"  # the runner's wall time, in minutes past 90 s
-    assert "`toy_gain_at_fewest` = -0.250" in beta[0]
+    assert "`toy_gain_at_fewest = -0.250`" in beta[0]
 
 
 def test_index_gives_each_study_a_thumbnail_links_and_a_short_claims_table(tmp_path):
@@ -55,7 +55,7 @@ def test_a_declared_main_figure_wins_and_a_missing_headline_reads_na(tmp_path):
     toy_report(tmp_path, "alpha", headline=None, main_figure="bars")
     text = render_index(tmp_path)
     assert '<img src="alpha/bars.png"' in text and '<img src="alpha/line.png"' not in text
-    assert "`toy_gain_at_fewest` = n/a" in text
+    assert "`toy_gain_at_fewest = n/a`" in text
 
 
 def test_empty_reports_folder_says_how_to_fill_it(tmp_path):

@@ -84,7 +84,7 @@ def render_index(root: Path | None = None) -> str:
                       f'width="{THUMBNAIL_WIDTH}"></a>', ""]
         key = m.get("headline_metric")
         if key:
-            lines += [f"Headline `{key}` = {headline_value(s)} ({headline_meaning(key, m)}).", ""]
+            lines += [f"Headline `{key} = {headline_value(s)}` ({headline_meaning(key, m)}).", ""]
         lines += claims_table(s["claims"])
     return "\n".join(lines) + "\n"
 

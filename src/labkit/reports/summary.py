@@ -199,7 +199,7 @@ def study_summary_rows(studies: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     for s in studies:
         m = s["manifest"]
         key = m.get("headline_metric")
-        headline = f"`{cell(key)}` = {headline_value(s)}" if key else "-"
+        headline = f"`{cell(key)} = {headline_value(s)}`" if key else "-"
         rows.append([f"[{cell(s['name'])}]({s['folder'].name}/README.md)", f"`{m.get('preset')}`",
                      seeds_text(m.get("seeds")), headline, cell(headline_meaning(key, m)), counts_text(s["counts"]),
                      seconds_text(wall_seconds(m))])
@@ -224,7 +224,7 @@ def render_study_readme(folder: str | Path) -> str:
     if html:
         lines += [f"The executed notebook as a report (prose, figures, tables): [{html}]({html}).", ""]
     if key:
-        lines += [f"Headline: `{key}` = {headline_value(study)}: {headline_meaning(key, m)}.", ""]
+        lines += [f"Headline: `{key} = {headline_value(study)}`: {headline_meaning(key, m)}.", ""]
     if figure:
         lines += [f"![{figure[:-4]}]({figure})", ""]
     c = study["counts"]
