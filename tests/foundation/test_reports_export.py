@@ -7,7 +7,6 @@ import nbformat
 
 from labkit.reports.html import export_report_html, path_replacements, report_view, scrub_paths
 from labkit.runner import export_html
-
 from tests.foundation.reports_toys import CODE_MARKER, STDERR_TEXT, executed_notebook, toy_report
 
 

@@ -4,7 +4,6 @@ import json
 
 from labkit.reports.index import render_index, write_index
 from labkit.reports.summary import claims_table, headline_meaning, one_line, read_study, render_study_readme
-
 from tests.foundation.reports_toys import toy_report, toy_verdicts
 
 
@@ -88,7 +87,9 @@ def test_study_readme_says_what_was_run_shows_the_main_figure_and_every_claim_in
 
 
 def test_reasons_are_one_line_and_pipes_cannot_break_a_table():
-    verdicts = [{"id": "a", "status": "not evaluated", "reason": "first | line:\n  1. second line", "preconditions": []}]
+    verdicts = [
+        {"id": "a", "status": "not evaluated", "reason": "first | line:\n  1. second line", "preconditions": []}
+    ]
     lines = claims_table(verdicts)
     assert len(lines) == 3 and lines[2] == "| `a` | not evaluated | - | first / line |"
     assert one_line("x " * 300, limit=50).endswith("…") and len(one_line("x " * 300, limit=50)) <= 52

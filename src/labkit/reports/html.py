@@ -87,8 +87,11 @@ def report_view(nb, replacements: Iterable[tuple[str, str]] = ()):
                 data = out.get("data", {})
                 if WIDGET_VIEW in data:
                     continue
-                if kind == "execute_result" and set(data) == {"text/plain"} and _PATH_ECHO.match(
-                        "".join(data["text/plain"]).strip()):
+                if (
+                    kind == "execute_result"
+                    and set(data) == {"text/plain"}
+                    and _PATH_ECHO.match("".join(data["text/plain"]).strip())
+                ):
                     continue
                 for key in _TEXT_KEYS:
                     if key in data:

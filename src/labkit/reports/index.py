@@ -43,7 +43,7 @@ INTRO = [
     "**Claims.** *held*: the paired 95 % interval of the difference over at least 3 seeds lies on the claimed",
     "side of the claim's margin (every part of a several-part claim). *did not hold*: it does not, with every",
     "precondition passing. *not evaluated*: the claim could not show here (a precondition failed, such as",
-    "\"the baseline is label-limited\", fewer than 3 seeds, or weights or data missing); the reason says which",
+    '"the baseline is label-limited", fewer than 3 seeds, or weights or data missing); the reason says which',
     "and so what it would take.",
     "",
 ]
@@ -62,8 +62,11 @@ def render_index(root: Path | None = None) -> str:
     lines = list(INTRO)
     if not studies:
         return "\n".join(lines + ["No study has been published yet: run `labkit reproduce`.", ""])
-    lines += ["| study | preset | seeds | headline | what the headline means | held / did not hold / "
-              "not evaluated | wall time |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| study | preset | seeds | headline | what the headline means | held / did not hold / "
+        "not evaluated | wall time |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in study_summary_rows(studies):
         lines.append("| " + " | ".join(row) + " |")
     for s in studies:
@@ -76,12 +79,17 @@ def render_index(root: Path | None = None) -> str:
         if html:
             links.append(f"[executed notebook (HTML)]({link}/{html})")
         links.append(f"[claims.json]({link}/claims.json)")
-        lines += [f"`{name}`: preset `{m.get('preset')}`, seeds {seeds_text(m.get('seeds'))}, "
-                  f"{seconds_text(wall_seconds(m))}; run {run_on(m)}; commit {commit_text(m)}. "
-                  + " · ".join(links), ""]
+        lines += [
+            f"`{name}`: preset `{m.get('preset')}`, seeds {seeds_text(m.get('seeds'))}, "
+            f"{seconds_text(wall_seconds(m))}; run {run_on(m)}; commit {commit_text(m)}. " + " · ".join(links),
+            "",
+        ]
         if figure:
-            lines += [f'<a href="{link}/{figure}"><img src="{link}/{figure}" alt="{figure[:-4]}" '
-                      f'width="{THUMBNAIL_WIDTH}"></a>', ""]
+            lines += [
+                f'<a href="{link}/{figure}"><img src="{link}/{figure}" alt="{figure[:-4]}" '
+                f'width="{THUMBNAIL_WIDTH}"></a>',
+                "",
+            ]
         key = m.get("headline_metric")
         if key:
             lines += [f"Headline `{key} = {headline_value(s)}` ({headline_meaning(key, m)}).", ""]
@@ -120,4 +128,3 @@ def _main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))
-

@@ -27,9 +27,12 @@ STATUSES = ("held", "did not hold", "not evaluated")
 HEADLINE_MEANING: dict[str, str] = {
     "ood_rock_miou_dinov2_linear": "mIoU (0-1) of the DINOv2 linear head on the held-out rock; higher is better",
     "farcluss_gain_over_supervised_lowest_fraction": (
-        "mIoU of FARCLUSS minus supervised-only at the fewest labels (0-1 scale); > 0: FARCLUSS ahead"),
-    "gain_smallest_k": ("mIoU with noisy-label pretraining minus random init at the fewest clean tiles (0-1 scale); "
-                        "> 0: pretraining helps"),
+        "mIoU of FARCLUSS minus supervised-only at the fewest labels (0-1 scale); > 0: FARCLUSS ahead"
+    ),
+    "gain_smallest_k": (
+        "mIoU with noisy-label pretraining minus random init at the fewest clean tiles (0-1 scale); "
+        "> 0: pretraining helps"
+    ),
     "melt_miou_pretrained": "mIoU (0-1) of the pretrained encoder on the melt-season test scene; higher is better",
     "miou_few_labels_mae": "mIoU (0-1) of the MAE-pretrained ViT at the fewest labels; higher is better",
 }
@@ -56,9 +59,14 @@ def read_study(folder: str | Path) -> dict[str, Any] | None:
         claims = []
     metrics = read_json(folder / "metrics.json", {})
     counts = {s: sum(1 for c in claims if isinstance(c, dict) and c.get("status") == s) for s in STATUSES}
-    return {"folder": folder, "name": manifest.get("study", folder.name), "manifest": manifest,
-            "claims": [c for c in claims if isinstance(c, dict)], "metrics": metrics if isinstance(metrics, dict)
-            else {}, "counts": counts}
+    return {
+        "folder": folder,
+        "name": manifest.get("study", folder.name),
+        "manifest": manifest,
+        "claims": [c for c in claims if isinstance(c, dict)],
+        "metrics": metrics if isinstance(metrics, dict) else {},
+        "counts": counts,
+    }
 
 
 # ----------------------------------------------------------------------------- small formatters
@@ -158,8 +166,11 @@ def html_export(study: Mapping[str, Any]) -> str | None:
 
 
 def preconditions_text(claim: Mapping[str, Any]) -> str:
-    parts = [f"{p.get('name')} {'passed' if p.get('passed') else 'failed'}" for p in claim.get("preconditions") or []
-             if isinstance(p, dict)]
+    parts = [
+        f"{p.get('name')} {'passed' if p.get('passed') else 'failed'}"
+        for p in claim.get("preconditions") or []
+        if isinstance(p, dict)
+    ]
     return ", ".join(parts) or "-"
 
 
@@ -167,8 +178,7 @@ def status_text(status: Any) -> str:
     return f"**{status}**" if status == "held" else str(status)
 
 
-def claims_table(claims: Sequence[Mapping[str, Any]], statements: bool = False,
-                 limit: int = REASON_CHARS) -> list[str]:
+def claims_table(claims: Sequence[Mapping[str, Any]], statements: bool = False, limit: int = REASON_CHARS) -> list[str]:
     """A Markdown claims table; a reason shared by several claims is written once, below the table."""
     if not claims:
         return ["No claims were recorded."]
@@ -200,9 +210,17 @@ def study_summary_rows(studies: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         m = s["manifest"]
         key = m.get("headline_metric")
         headline = f"`{cell(key)} = {headline_value(s)}`" if key else "-"
-        rows.append([f"[{cell(s['name'])}]({s['folder'].name}/README.md)", f"`{m.get('preset')}`",
-                     seeds_text(m.get("seeds")), headline, cell(headline_meaning(key, m)), counts_text(s["counts"]),
-                     seconds_text(wall_seconds(m))])
+        rows.append(
+            [
+                f"[{cell(s['name'])}]({s['folder'].name}/README.md)",
+                f"`{m.get('preset')}`",
+                seeds_text(m.get("seeds")),
+                headline,
+                cell(headline_meaning(key, m)),
+                counts_text(s["counts"]),
+                seconds_text(wall_seconds(m)),
+            ]
+        )
     return rows
 
 
@@ -218,9 +236,13 @@ def render_study_readme(folder: str | Path) -> str:
     key = m.get("headline_metric")
     html = html_export(study)
     figure = main_figure(study)
-    lines = [f"# {m.get('title', study['name'])}", "",
-             f"Study `{study['name']}`, preset `{m.get('preset')}`, seeds {seeds_text(m.get('seeds'))}, "
-             f"wall time {seconds_text(wall_seconds(m))}; run {run_on(m)}; commit {commit_text(m)}.", ""]
+    lines = [
+        f"# {m.get('title', study['name'])}",
+        "",
+        f"Study `{study['name']}`, preset `{m.get('preset')}`, seeds {seeds_text(m.get('seeds'))}, "
+        f"wall time {seconds_text(wall_seconds(m))}; run {run_on(m)}; commit {commit_text(m)}.",
+        "",
+    ]
     if html:
         lines += [f"The executed notebook as a report (prose, figures, tables): [{html}]({html}).", ""]
     if key:
@@ -228,11 +250,15 @@ def render_study_readme(folder: str | Path) -> str:
     if figure:
         lines += [f"![{figure[:-4]}]({figure})", ""]
     c = study["counts"]
-    lines += ["## Claims", "",
-              f"{c['held']} held, {c['did not hold']} did not hold, {c['not evaluated']} not evaluated. A claim "
-              "holds when the paired 95 % interval over at least 3 seeds lies on its claimed side; it is not "
-              "evaluated when a precondition failed or weights or data were missing (the reason says which). "
-              "The evidence of each is in [`claims.json`](claims.json).", ""]
+    lines += [
+        "## Claims",
+        "",
+        f"{c['held']} held, {c['did not hold']} did not hold, {c['not evaluated']} not evaluated. A claim "
+        "holds when the paired 95 % interval over at least 3 seeds lies on its claimed side; it is not "
+        "evaluated when a precondition failed or weights or data were missing (the reason says which). "
+        "The evidence of each is in [`claims.json`](claims.json).",
+        "",
+    ]
     lines += claims_table(study["claims"], statements=True, limit=10_000)
     tables = [t for t in m.get("tables") or [] if (folder / f"{t}.md").is_file()]
     figures = [f for f in m.get("figures") or [] if (folder / f"{f}.png").is_file()]
@@ -241,8 +267,10 @@ def render_study_readme(folder: str | Path) -> str:
         lines += ["Tables: " + ", ".join(f"[{t}]({t}.md)" for t in tables) + ".", ""]
     if figures:
         lines += ["Figures: " + ", ".join(f"[{f}]({f}.png)" for f in figures) + ".", ""]
-    lines += ["Numbers: [`metrics.json`](metrics.json); parameters, seeds, package versions and device: "
-              "[`manifest.json`](manifest.json)."]
+    lines += [
+        "Numbers: [`metrics.json`](metrics.json); parameters, seeds, package versions and device: "
+        "[`manifest.json`](manifest.json)."
+    ]
     params = m.get("params")
     if isinstance(params, dict) and params:
         lines += ["", "<details><summary>Parameters of this run</summary>", "", "| parameter | value |", "|---|---|"]
