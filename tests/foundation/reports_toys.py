@@ -119,7 +119,7 @@ def toy_report(
         "title": f"Toy study {study}",
         "preset": "default",
         "seeds": [0, 1, 2, 3, 4],
-        "params": {"seeds": [0, 1, 2, 3, 4], "n_steps": 10},
+        "params": {"seeds": [0, 1, 2, 3, 4], "n_steps": 10, "data_source": "geotiff", "data_root": str(root / "tiles")},
         "started_at": "2026-11-30T08:00:00+00:00",
         "wall_seconds": 120.0,
         "runner_wall_seconds": 126.0,

@@ -77,12 +77,13 @@ def test_study_readme_says_what_was_run_shows_the_main_figure_and_every_claim_in
     (folder / "01_alpha.html").write_text("<html></html>")
     text = render_study_readme(folder)
     assert text.startswith("# Toy study alpha\n")
-    assert "preset `default`, seeds 5 (0-4), wall time 2.1 min" in text
+    assert "preset `default`, seeds 5 (0-4), data `geotiff` from a folder `tiles`, wall time 2.1 min" in text
     assert "![line](line.png)" in text and "[01_alpha.html](01_alpha.html)" in text
     for verdict in toy_verdicts():
         assert f"| `{verdict['id']}` |" in text
     assert "Ours beats the baseline at 1/16 labels" in text  # statements appear in the study's own table
     assert "[numbers](numbers.md)" in text and "`n_steps` | `10`" in text
+    assert str(tmp_path) not in render_study_readme(folder)
     assert "1 held, 1 did not hold, 2 not evaluated" in text
 
 

@@ -141,6 +141,16 @@ def run_on(manifest: Mapping[str, Any]) -> str:
     return f"{date}, {cpu}, " + (f"GPU {gpu}" if gpu else "no GPU")
 
 
+def data_text(manifest: Mapping[str, Any]) -> str:
+    """Which data the run read: ``data_source`` and the name (never the full path) of ``data_root``."""
+    params = manifest.get("params") or {}
+    source = params.get("data_source") if isinstance(params, dict) else None
+    if not source:
+        return ""
+    root = params.get("data_root")
+    return f"data `{source}`" + (f" from a folder `{Path(str(root)).name}`" if root else "")
+
+
 def commit_text(manifest: Mapping[str, Any]) -> str:
     git = manifest.get("git") or {}
     commit = git.get("commit")
@@ -240,7 +250,8 @@ def render_study_readme(folder: str | Path) -> str:
         f"# {m.get('title', study['name'])}",
         "",
         f"Study `{study['name']}`, preset `{m.get('preset')}`, seeds {seeds_text(m.get('seeds'))}, "
-        f"wall time {seconds_text(wall_seconds(m))}; run {run_on(m)}; commit {commit_text(m)}.",
+        + (f"{data_text(m)}, " if data_text(m) else "")
+        + f"wall time {seconds_text(wall_seconds(m))}; run {run_on(m)}; commit {commit_text(m)}.",
         "",
     ]
     if html:
@@ -274,9 +285,21 @@ def render_study_readme(folder: str | Path) -> str:
     params = m.get("params")
     if isinstance(params, dict) and params:
         lines += ["", "<details><summary>Parameters of this run</summary>", "", "| parameter | value |", "|---|---|"]
-        lines += [f"| `{cell(k)}` | `{cell(json.dumps(v))}` |" for k, v in params.items()]
+        from labkit.reports.html import path_replacements, scrub_paths
+
+        paths = path_replacements(folder)  # a data_root inside the project or the home folder reads relative
+        lines += [f"| `{cell(k)}` | `{cell(_param_text(v, paths, scrub_paths))}` |" for k, v in params.items()]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _param_text(value: Any, paths, scrub) -> str:
+    """A parameter value for the README; an absolute path outside the project and home reads ``.../<name>``
+    (the manifest keeps it whole)."""
+    if isinstance(value, str) and Path(value).is_absolute():
+        text = scrub(value, paths)
+        return json.dumps(text if not Path(text).is_absolute() else f".../{Path(text).name}")
+    return scrub(json.dumps(value), paths)
 
 
 def write_study_readme(folder: str | Path) -> Path:
