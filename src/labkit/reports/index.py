@@ -16,8 +16,6 @@ from labkit.reports.summary import (
     cell,
     claims_table,
     commit_text,
-    headline_meaning,
-    headline_value,
     html_export,
     main_figure,
     read_study,
@@ -90,9 +88,6 @@ def render_index(root: Path | None = None) -> str:
                 f'width="{THUMBNAIL_WIDTH}"></a>',
                 "",
             ]
-        key = m.get("headline_metric")
-        if key:
-            lines += [f"Headline `{key} = {headline_value(s)}` ({headline_meaning(key, m)}).", ""]
         lines += claims_table(s["claims"])
     return "\n".join(lines) + "\n"
 

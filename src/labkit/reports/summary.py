@@ -39,6 +39,7 @@ HEADLINE_MEANING: dict[str, str] = {
 _DIFFERENCE_WORDS = ("gain", "diff", "delta", "minus", "improvement", "advantage")
 
 REASON_CHARS = 220  # a reason in a summary table is cut to one line of about this length
+NOTE_CHARS = 600  # a reason shared by several claims, said once below the table
 
 
 def read_json(path: Path, default: Any) -> Any:
@@ -205,7 +206,8 @@ def claims_table(claims: Sequence[Mapping[str, Any]], statements: bool = False, 
         lines.append("| " + " | ".join(row) + " |")
     if notes:
         lines.append("")
-        lines += [f"{mark} {reason}  " for reason, mark in notes.items()]
+        full = {r: one_line(c.get("reason", ""), max(limit, NOTE_CHARS)) for c, r in zip(claims, reasons, strict=True)}
+        lines += [f"{mark} {full[reason]}  " for reason, mark in notes.items()]
     return lines
 
 
