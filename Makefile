@@ -23,13 +23,18 @@ install: $(STAMP)
 reproduce: install
 	$(BIN)/labkit reproduce --preset $(PRESET)
 
-## Unit tests and nbval over every notebook at the smoke preset (offline)
+## Lint and format checks, then unit tests and nbval over every notebook at the smoke preset (offline)
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# Jupyter refuses to start as root (a container, an HPC node) unless asked: add the flag only then.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 
 ## JupyterLab with the kit's kernel
 lab: install
-	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 notebooks/
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 $(ALLOW_ROOT) notebooks/
 
 ## Speed and memory benchmarks
 bench: install

@@ -127,12 +127,14 @@ def _headline(spec: StudySpec, folder: Path) -> float | None:
 
 
 def export_html(notebook: Path) -> Path:
-    import nbformat
-    from nbconvert import HTMLExporter
+    """The executed notebook's HTML report view (no code, no stderr, no absolute paths) beside it, and the
+    folder's ``README.md`` (what was run, the main figure, the claims), both before the folder is published."""
+    from labkit.reports.html import export_report_html
+    from labkit.reports.summary import write_study_readme
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
-    target = notebook.with_suffix(".html")
-    target.write_text(body, encoding="utf-8")
+    target = export_report_html(notebook)
+    if (Path(notebook).parent / "manifest.json").exists():
+        write_study_readme(Path(notebook).parent)
     return target
 
 
