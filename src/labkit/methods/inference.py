@@ -52,11 +52,14 @@ def sliding_window_predict(model: nn.Module, image, num_classes: int, tile: int 
     for i in range(0, len(coords), batch_size):
         chunk = coords[i:i + batch_size]
         batch = torch.from_numpy(np.stack([image[:, y:y + tile, x:x + tile] for y, x in chunk]))
+        param = next(model.parameters(), None)
+        if param is not None and param.device.type != "cpu":
+            batch = batch.to(param.device)  # tiles go to the model's device; probabilities come back
         out = model(batch)
         out = out["out"] if isinstance(out, dict) else out
         if out.shape[-2:] != (tile, tile):
             out = nn.functional.interpolate(out, size=(tile, tile), mode="bilinear", align_corners=False)
-        p = torch.softmax(out, dim=1).numpy()
+        p = torch.softmax(out.float(), dim=1).cpu().numpy()
         for (y, x), tile_probs in zip(chunk, p):
             probs[:, y:y + tile, x:x + tile] += tile_probs * window
             weight[y:y + tile, x:x + tile] += window
