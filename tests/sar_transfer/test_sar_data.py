@@ -109,7 +109,9 @@ def test_speckle_follows_the_number_of_looks():
     for looks in (1.0, 16.0):
         db, _ = sar.simulate_backscatter(surface, polygon, 1, np.random.default_rng(0), looks=looks, scalloping_db=0.0)
         enl[looks] = sar.enl_from_db_std(sar.local_db_std(db[0], np.ones(surface.shape, bool)))
-    assert enl[1.0] < 1.5  # single-look speckle (texture can only lower the apparent ENL)
+    # single-look speckle: texture lowers the apparent ENL, the additive noise floor (-25 dB in HH too, 9 dB
+    # under first-year ice) raises it a little
+    assert enl[1.0] < 1.7
     assert enl[16.0] > 6.0 and enl[16.0] > 5 * enl[1.0]
 
 
@@ -303,3 +305,162 @@ def test_simulated_statistics_against_the_real_chip():
     assert np.isnan(cross["reference (recomputed from shared chip)"])
     means = row.loc["co-pol mean dB"]
     assert abs(means["simulated year"] - means["reference (stored)"]) < sar.AI4ARCTIC_MEAN_STD_DB["HH"][1]
+
+
+# ---- simulator: noise floors, texture, weather -----------------------------------------------------
+
+def test_both_channels_share_the_sentinel1_ew_noise_floor(monkeypatch):
+    assert sar.NOISE_FLOOR_DB["HH"] == sar.NOISE_FLOOR_DB["HV"] == -25.0
+    assert "-22" in sar.NOISE_FLOOR_SOURCE and "User Guide" in sar.NOISE_FLOOR_SOURCE
+    monkeypatch.setattr(sar, "WATER_HH_A", -70.0)  # water far below the floor: what is measured is noise
+    surface = np.full((64, 200), WATER)
+    db, physics = sar.simulate_backscatter(surface, np.zeros(surface.shape, np.int32), 1, np.random.default_rng(0),
+                                           wind_speed=1.0, scalloping_db=0.0)
+    for band, floor in enumerate((sar.HH_NOISE_FLOOR_DB, sar.HV_NOISE_FLOOR_DB)):
+        assert abs(float(np.median(db[band])) - floor) < 1.5
+    # the same range profile in both channels (one antenna): sub-swath medians move together
+    cols = np.array_split(np.arange(200), sar.EW_SUBSWATHS)
+    hh = [np.median(db[0][:, c]) for c in cols]
+    hv = [np.median(db[1][:, c]) for c in cols]
+    assert np.corrcoef(hh, hv)[0, 1] > 0.9 and np.ptp(hh) > 0.5
+    assert physics["noise_floor_db"] == [-25.0, -25.0]
+
+
+def test_texture_differs_by_class_and_polarisation():
+    surface = np.zeros((128, 128), np.int64)
+    surface[:, 64:] = MYI
+    surface[:, :64] = FYI
+    tex = sar.texture_fields(surface, np.random.default_rng(0))
+    myi, fyi = surface == MYI, surface == FYI
+    # multi-year ice: volume scattering, more texture in HV than HH; first-year ice smoother than multi-year
+    assert tex[1][myi].std() > 1.3 * tex[0][myi].std()
+    assert tex[1][myi].std() > 2.0 * tex[1][fyi].std()
+    # HH and HV textures are related but not one field
+    r = np.corrcoef(tex[0][myi], tex[1][myi])[0, 1]
+    assert 0.4 < r < 0.9
+    # correlation lengths differ by class: neighbouring pixels of multi-year ice are more alike
+    def lag1(a):
+        return np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1]
+    assert lag1(tex[0][:, 70:]) > lag1(tex[0][:, :58])
+    wet = sar.texture_fields(surface, np.random.default_rng(0), melt=1.0)
+    assert wet[0][myi].std() < tex[0][myi].std()  # wet snow damps texture
+
+
+def test_every_scene_draws_its_own_weather():
+    a = sar.simulate_scene(7, size=64, seed=(0, 1))
+    b = sar.simulate_scene(7, size=64, seed=(0, 2))
+    assert a.meta["wind_speed"] != b.meta["wind_speed"]
+    assert a.meta["temperature_offset"] != b.meta["temperature_offset"]
+    warm = sar.simulate_scene(7, size=64, seed=0, temperature_offset=3.0)
+    cold = sar.simulate_scene(7, size=64, seed=0, temperature_offset=-6.0)
+    assert warm.meta["melt_fraction"] > 0.95 > 0.5 > cold.meta["melt_fraction"]
+
+
+# ---- bad input named by file -----------------------------------------------------------------------
+
+def test_netcdf_raster_on_another_grid_names_the_file_and_variable(tmp_path, jul):
+    import xarray as xr
+
+    path = sar.write_ai4arctic_netcdf(tmp_path / "full.nc", jul)
+    ds = xr.load_dataset(path, mask_and_scale=False)
+    for var in ("nersc_sar_secondary", "SIC"):
+        bad = ds.drop_vars(var)
+        values = ds[var].values[::2, ::2]  # a coarser grid
+        bad[var] = (("y2", "x2"), values, ds[var].attrs)
+        target = tmp_path / f"grid_{var}.nc"
+        bad.to_netcdf(target)
+        with pytest.raises(DataError, match=f"grid_{var}.nc: variable '{var}' is on a different grid from HH"):
+            sar.read_ai4arctic_netcdf(target)
+
+
+def test_geotiff_with_three_unnamed_bands_needs_names(tmp_path, jul):
+    from labkit.data.io import write_geotiff
+
+    stack = np.concatenate([np.nan_to_num(jul.sar, nan=-30.0), jul.incidence[None]]).astype(np.float32)
+    write_geotiff(tmp_path / "three.tif", stack)
+    with pytest.raises(DataError, match="three.tif: 3 bands without names.*sar_bands"):
+        sar.read_geotiff_scene(tmp_path / "three.tif")
+    scene = sar.read_geotiff_scene(tmp_path / "three.tif", band_names=["HH", "HV", "incidence"])
+    np.testing.assert_allclose(scene.sar[:, jul.valid], jul.sar[:, jul.valid])
+    with pytest.raises(DataError, match="3 band\\(s\\) but 2 band name"):
+        sar.read_geotiff_scene(tmp_path / "three.tif", band_names=["HH", "HV"])
+
+
+# ---- folders of real scenes: one tree per layout, in the published layout -------------------------------
+
+def _scenes(size=96):
+    return [(sar.simulate_scene(m, size=size, seed=k), season, split) for m, season, split, k in
+            [(3, "freeze", "train", 0), (11, "freeze", "train", 1), (1, "freeze", "test", 2),
+             (7, "melt", "test", 3)]]
+
+
+@pytest.mark.parametrize("layout", ["ai4arctic", "geotiff", "extremeearth"])
+def test_scene_tree_round_trip(tmp_path, layout):
+    triples = _scenes()
+    sar.write_scene_tree(tmp_path, triples, layout)
+    entries = sar.read_scene_list(tmp_path, layout)
+    assert [e.split for e in entries] == ["train", "train", "test", "test"]
+    for entry, (orig, season, split) in zip(entries, triples):
+        scene = sar.load_scene(entry, layout)
+        assert scene.season == season and scene.meta["split"] == split and scene.month == orig.month
+        np.testing.assert_allclose(scene.sar[:, orig.valid], orig.sar[:, orig.valid], atol=1e-4)
+        np.testing.assert_array_equal(scene.labels[orig.valid], orig.labels[orig.valid])
+        if layout != "geotiff":  # the geotiff layout has no land mask: land is a no-data label
+            np.testing.assert_array_equal(scene.land, orig.land)
+
+
+def test_extremeearth_tree_without_a_scene_list_uses_the_papers_split(tmp_path):
+    triples = [(sar.simulate_scene(m, size=64, seed=m), "freeze", "train") for m in (1, 3, 7, 9)]
+    sar.write_scene_tree(tmp_path, triples, "extremeearth", scene_list=False)
+    entries = {e.month: e for e in sar.read_scene_list(tmp_path, "extremeearth")}
+    assert entries[1].split == "test" and entries[1].season == "freeze"
+    assert entries[7].split == "test" and entries[7].season == "melt"
+    assert entries[3].split == "train" and entries[9].season == "transition"
+
+
+def test_extremeearth_chart_codes_outside_the_legend_name_the_file(tmp_path):
+    from labkit.data.io import read_geotiff, write_geotiff
+
+    sar.write_scene_tree(tmp_path, _scenes(64), "extremeearth")
+    label = sorted((tmp_path / "labels_rasterized").glob("*.tif"))[0]
+    codes, _ = read_geotiff(label, masked_nodata=False)
+    codes = codes[0].astype(np.int16)
+    codes[0, :4] = 42
+    write_geotiff(label, codes, nodata=-9999)
+    entry = next(e for e in sar.read_scene_list(tmp_path, "extremeearth") if e.label == label)
+    with pytest.raises(DataError, match=f"{label.name}.*\\[42\\] outside the legend"):
+        sar.load_scene(entry, "extremeearth")
+
+
+def test_scene_list_errors_name_the_list_and_the_row(tmp_path):
+    import pandas as pd
+
+    sar.write_scene_tree(tmp_path, _scenes(64), "geotiff")
+    listing = tmp_path / sar.SCENE_LIST
+    good = pd.read_csv(listing)
+
+    def broken(**change):
+        table = good.copy()
+        for col, (row, value) in change.items():
+            table.loc[row, col] = value
+        table.to_csv(listing, index=False)
+
+    broken(file=(1, "sar/absent.tif"))
+    with pytest.raises(DataError, match="scenes.csv row 3: scene file .*absent.tif does not exist"):
+        sar.read_scene_list(tmp_path, "geotiff")
+    broken(season=(0, "summer"))
+    with pytest.raises(DataError, match="row 2: season 'summer' is not one of"):
+        sar.read_scene_list(tmp_path, "geotiff")
+    broken(season=(3, "freeze"))  # the melt test scene relabelled: no melt test scene is left
+    with pytest.raises(DataError, match="no test scene of the melt season"):
+        sar.read_scene_list(tmp_path, "geotiff")
+    good.drop(columns="split").to_csv(listing, index=False)
+    with pytest.raises(DataError, match="missing column\\(s\\) \\['split'\\]"):
+        sar.read_scene_list(tmp_path, "geotiff")
+    good.to_csv(listing, index=False)
+    (tmp_path / "labels" / "20180117t020000.tif").unlink()
+    with pytest.raises(DataError, match="label raster .*20180117t020000.tif does not exist"):
+        sar.read_scene_list(tmp_path, "geotiff")
+    listing.unlink()
+    with pytest.raises(DataError, match="no scene list"):
+        sar.read_scene_list(tmp_path, "geotiff")

@@ -14,15 +14,16 @@ ice; land is masked). The image is formed the way the radar sees the surface:
   as real charts do.
 * **Backscatter per surface type and season.** Each ice type has a dry-snow (freeze) and a wet-snow
   (melt) signature at the reference incidence angle, a spread between polygons, small-scale texture
-  and an incidence-angle slope across the swath (18.9 to 47 degrees, EW). The month's air temperature
+  and an incidence-angle slope across the swath (18.9 to 47 degrees, EW). Texture differs by surface type
+  and polarisation (:data:`TEXTURE`). The month's air temperature plus the scene's own weather anomaly
   gives a snow-wetness fraction: wet snow absorbs C-band, so multi-year ice loses its volume
   scattering and the ice types converge. Open water follows a wind-speed law; in the freeze season
   grease ice and short fetch damp the capillary waves, in the melt season open water is wind-roughened
   and its backscatter rises into the range of wet ice. The overlap between classes is a consequence of
   these signatures, not a target.
-* **Sensor.** Multiplicative speckle (Gamma, ``looks``), an additive thermal-noise floor that is strong
-  in HV and varies across the five EW sub-swaths (residual banding after denoising), and azimuth
-  scalloping. Some scenes miss a corner of the frame (swath edge: no data, NaN).
+* **Sensor.** Multiplicative speckle (Gamma, ``looks``), an additive thermal-noise floor of the same
+  level in HH and HV (Sentinel-1 EW NESZ, :data:`NOISE_FLOOR_DB`, with its source) that varies across the
+  five EW sub-swaths (residual banding after denoising), and azimuth scalloping. Some scenes miss a corner of the frame (swath edge: no data, NaN).
 
 Scenes are "compressed swaths": the width spans the full EW incidence range and pixels keep GRD speckle
 statistics, so a small array carries the radiometric difficulties of a full scene.
@@ -76,35 +77,52 @@ REAL_CHIP_STATS = {
     "VV_water_enl": 2.90,
     "VH_water_enl": 1.37,
 }
-# How the simulator uses them: the speckle looks are the chip's co-pol water ENL rounded (3); the HV
-# thermal-noise floor (-25 dB mean over the swath) sits at the chip's cross-pol level over calm water,
-# which is noise-floor limited in Sentinel-1 (VH water -25.2 dB); calm freeze-season water in HH
-# (a co-pol channel like VV, 2-4 dB lower over water at mid incidence) is darker than the chip's
-# flood water. tests/sar_transfer/test_sar_data.py checks the simulator against these numbers.
+# How the simulator uses them: the speckle looks are the chip's co-pol water ENL rounded (3); the thermal
+# noise floor (-25 dB mean over the swath, both channels, see NOISE_FLOOR_DB) sits at the chip's cross-pol
+# level over calm water, which is noise-floor limited in Sentinel-1 (VH water -25.2 dB); calm freeze-season
+# water in HH (a co-pol channel like VV, 2-4 dB lower over water at mid incidence) is darker than the chip's
+# flood water and, at far range, noise-limited too. tests/sar_transfer/test_sar_data.py checks the simulator
+# against these numbers.
 DEFAULT_LOOKS = 3.0
-HV_NOISE_FLOOR_DB = -25.0
-HH_NOISE_FLOOR_DB = -35.0
+# --- Thermal noise: Sentinel-1 EW, both channels -----------------------------------------------------
+# The noise-equivalent sigma0 (NESZ) is the instrument's, not the polarisation's: HH and HV are received by
+# the same antenna through receive chains of the same design, so both channels see noise of similar level
+# and the same range profile (sub-swath steps, a bow within each sub-swath). Values: the Sentinel-1 EW
+# requirement is NESZ <= -22 dB (ESA Sentinel-1 SAR User Guide, EW mode characteristics); the noise
+# vectors annotated in EW GRD products lie a few dB under it, about -22 (EW1, near range) to -28 dB
+# (Sentinel-1 MPC annual performance reports), which this simulator models as a -25 dB mean with the
+# sub-swath profile below, for both channels. It matches the real chip's cross-pol water (VH -25.2 dB,
+# noise-limited). Approximate values: use them as a plausibility model, not as a calibration.
+NOISE_FLOOR_DB = {"HH": -25.0, "HV": -25.0}
+HV_NOISE_FLOOR_DB = NOISE_FLOOR_DB["HV"]
+HH_NOISE_FLOOR_DB = NOISE_FLOOR_DB["HH"]
+NOISE_FLOOR_SOURCE = ("Sentinel-1 EW NESZ: requirement <= -22 dB (ESA Sentinel-1 SAR User Guide); product noise "
+                      "vectors about -22 to -28 dB across EW1-EW5 (Sentinel-1 MPC annual performance reports); "
+                      "the same for HH and HV (one antenna, one receiver design)")
+# Weather: each scene draws its own wind (open water) and an air-temperature anomaly (deg C, normal with
+# this standard deviation) around the month's climatology, which moves its snow wetness.
+WEATHER_TEMPERATURE_SD = 2.0
 # AI4Arctic publisher statistics (misc/global_meanstd.npy of the AI4ArcticSeaIceChallenge toolkit, as quoted
 # in public code): HH -14.5 +- 5.7 dB, HV -24.7 +- 4.7 dB over 513 EW scenes. A plausibility range only.
 AI4ARCTIC_MEAN_STD_DB = {"HH": (-14.51, 5.66), "HV": (-24.70, 4.75)}
 
 # --- Backscatter signatures at the reference incidence angle ---------------------------------------
-# (HH dB, HV dB, spread between polygons dB, texture dB, HH slope dB/deg, HV slope dB/deg).
+# (HH dB, HV dB, spread between polygons dB, HH slope dB/deg, HV slope dB/deg); texture: TEXTURE below.
 # Dry snow (freeze): literature ranges for C-band at ~34 deg (e.g. Makynen & Karvonen 2017 for first-year
 # ice slopes; multi-year ice bright from volume scattering in desalinated ice, HV well above the floor).
 # Wet snow (melt): liquid water in the snow absorbs, multi-year ice loses its volume scattering; melt
 # ponds make ice more heterogeneous (larger spread).
 DRY_SIGNATURES = {
-    YOUNG: (-19.0, -28.5, 2.5, 1.0, -0.25, -0.10),
-    FYI: (-16.0, -25.0, 1.5, 0.8, -0.22, -0.10),
-    MYI: (-10.0, -18.5, 1.5, 1.0, -0.12, -0.08),
-    LAND: (-8.0, -15.0, 2.0, 2.0, -0.10, -0.05),
+    YOUNG: (-19.0, -28.5, 2.5, -0.25, -0.10),
+    FYI: (-16.0, -25.0, 1.5, -0.22, -0.10),
+    MYI: (-10.0, -18.5, 1.5, -0.12, -0.08),
+    LAND: (-8.0, -15.0, 2.0, -0.10, -0.05),
 }
 WET_SIGNATURES = {
-    YOUNG: (-18.0, -27.5, 2.5, 1.0, -0.25, -0.10),
-    FYI: (-15.0, -26.0, 2.5, 1.2, -0.20, -0.08),
-    MYI: (-13.5, -24.0, 2.5, 1.2, -0.15, -0.08),
-    LAND: (-13.0, -21.0, 2.0, 2.0, -0.10, -0.05),
+    YOUNG: (-18.0, -27.5, 2.5, -0.25, -0.10),
+    FYI: (-15.0, -26.0, 2.5, -0.20, -0.08),
+    MYI: (-13.5, -24.0, 2.5, -0.15, -0.08),
+    LAND: (-13.0, -21.0, 2.0, -0.10, -0.05),
 }
 # Open water, HH: sigma0 = a + b*log10(U) at the reference angle (a CMOD-like wind law for HH, which sits
 # 2-4 dB under VV at mid incidence); steep incidence slope; cross-pol ~13 dB below co-pol over the ocean.
@@ -114,6 +132,22 @@ WATER_CROSS_POL_RATIO = -13.0
 WATER_TEXTURE_DB = 0.8
 SEAWATER_FREEZING_C = -1.8
 FREEZE_WAVE_DAMPING = 0.45  # grease/frazil ice and short fetch in leads damp short waves when it freezes
+
+
+# Small-scale texture (dB) by surface type and polarisation: (HH amplitude, HV amplitude, correlation length
+# in pixels, HH-HV correlation). Texture is the surface's own structure within a polygon, not speckle:
+# wind streaks and long waves on open water (co-pol mostly; cross-pol over water is near the noise floor);
+# rafting and frost flowers on young ice (rough in co-pol); level first-year ice with sparse ridges (smooth);
+# hummocky multi-year ice (volume scattering: strongest in cross-pol, coarser structure). Wet snow
+# (melt) damps the texture of ice by TEXTURE_MELT_DAMPING (liquid water masks the volume and the surface).
+TEXTURE = {
+    WATER: (0.8, 0.4, 3.0, 0.6),
+    YOUNG: (1.2, 0.8, 1.0, 0.5),
+    FYI: (0.7, 0.6, 1.5, 0.4),
+    MYI: (1.0, 1.5, 2.5, 0.7),
+    LAND: (2.0, 2.0, 2.5, 0.8),
+}
+TEXTURE_MELT_DAMPING = 0.35
 
 
 @dataclass
@@ -148,6 +182,9 @@ class SarScene:
 
     @property
     def season(self) -> str:
+        """``freeze``, ``melt`` or ``transition``: from a scene list when it says, else from the month."""
+        if self.meta.get("season"):
+            return str(self.meta["season"])
         if self.month is None:
             return "unknown"
         m = melt_fraction(self.month)
@@ -163,9 +200,10 @@ def air_temperature(month: float) -> float:
     return float(-10.0 + 14.0 * np.cos(2 * np.pi * (month - 7.25) / 12.0))
 
 
-def melt_fraction(month: float) -> float:
-    """Fraction of the snow cover that is wet (0 dry, 1 wet): a logistic in air temperature around -1 deg C."""
-    return float(1.0 / (1.0 + np.exp(-(air_temperature(month) + 1.0) / 1.5)))
+def melt_fraction(month: float, temperature_offset: float = 0.0) -> float:
+    """Fraction of the snow cover that is wet (0 dry, 1 wet): a logistic in air temperature around -1 deg C;
+    ``temperature_offset``: the scene's weather, deg C above the month's climatology."""
+    return float(1.0 / (1.0 + np.exp(-(air_temperature(month) + temperature_offset + 1.0) / 1.5)))
 
 
 def ice_edge(month: float) -> float:
@@ -233,7 +271,8 @@ def _class_probabilities(rel_distance: float, melt: float, coastal: bool, freeze
     return p / p.sum()
 
 
-def simulate_chart(shape: tuple[int, int], month: int, rng: np.random.Generator, polygon_size: float = 0.16):
+def simulate_chart(shape: tuple[int, int], month: int, rng: np.random.Generator, polygon_size: float = 0.16,
+                   temperature_offset: float = 0.0):
     """An ice-chart-like map: (labels, surface, land, polygon_id).
 
     ``labels`` names each polygon's dominant stage (land = IGNORE_INDEX); ``surface`` is what lies in each
@@ -241,9 +280,9 @@ def simulate_chart(shape: tuple[int, int], month: int, rng: np.random.Generator,
     """
     month = _check_month(month)
     h, w = shape
-    melt = melt_fraction(month)
+    melt = melt_fraction(month, temperature_offset)
     # new ice forms only when the air is colder than sea water's freezing point (-1.8 deg C)
-    forming = (1.0 - melt) if air_temperature(month) < SEAWATER_FREEZING_C else 0.0
+    forming = (1.0 - melt) if air_temperature(month) + temperature_offset < SEAWATER_FREEZING_C else 0.0
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     # Coast on the west (East Greenland), a wiggly line over 6-16 % of the width.
     wiggle = ndimage.gaussian_filter1d(rng.standard_normal(h), h / 12, mode="reflect")
@@ -323,40 +362,65 @@ def _subswath_noise_profile(width: int, rng: np.random.Generator) -> np.ndarray:
     return 3.0 * (2 * within - 1) ** 2 - 1.0 + step[index]
 
 
+def texture_fields(surface: np.ndarray, rng: np.random.Generator, melt: float = 0.0) -> np.ndarray:
+    """(2, H, W) small-scale texture in dB (HH, HV) by surface type, from :data:`TEXTURE`.
+
+    Each type has its own amplitude per polarisation, its own correlation length, and HH and HV fields that
+    are correlated (``rho``) but not identical; wet snow damps the texture of ice and land.
+    """
+    out = np.zeros((2,) + surface.shape, dtype=np.float64)
+    for cls, (amp_hh, amp_hv, corr, rho) in TEXTURE.items():
+        sel = surface == cls
+        if not sel.any():
+            continue
+        damp = 1.0 - TEXTURE_MELT_DAMPING * melt if cls != WATER else 1.0
+        a = _smooth_noise(rng, surface.shape, corr)
+        b = _smooth_noise(rng, surface.shape, corr)
+        out[0][sel] = damp * amp_hh * a[sel]
+        out[1][sel] = damp * amp_hv * (rho * a[sel] + np.sqrt(1.0 - rho**2) * b[sel])
+    return out
+
+
 def simulate_backscatter(surface: np.ndarray, polygon: np.ndarray, month: int, rng: np.random.Generator,
                          looks: float = DEFAULT_LOOKS, wind_speed: float | None = None,
-                         noise_floor_db: float = HV_NOISE_FLOOR_DB, scalloping_db: float = 0.4) -> tuple[np.ndarray, dict]:
-    """HH and HV in dB (2, H, W) for a surface-type map; returns the array and the scene's physical settings."""
+                         noise_floor_db: float | Sequence[float] = (HH_NOISE_FLOOR_DB, HV_NOISE_FLOOR_DB),
+                         scalloping_db: float = 0.4, temperature_offset: float = 0.0) -> tuple[np.ndarray, dict]:
+    """HH and HV in dB (2, H, W) for a surface-type map; returns the array and the scene's physical settings.
+
+    ``noise_floor_db``: the mean thermal-noise level of (HH, HV) in dB (one number: both channels).
+    """
     if looks <= 0:
         raise ParameterError(f"looks must be > 0, got {looks}")
+    floors = np.broadcast_to(np.asarray(noise_floor_db, dtype=float), (2,))
     shape = surface.shape
     h, w = shape
-    melt = melt_fraction(month)
+    melt = melt_fraction(month, temperature_offset)
     theta = incidence_angles(shape) - REFERENCE_INCIDENCE
     n_poly = int(polygon.max()) + 1
     sigma_db = np.zeros((2,) + shape, dtype=np.float64)
-    texture = _smooth_noise(rng, shape, 1.2)
+    texture = texture_fields(surface, rng, melt)
     for cls in (YOUNG, FYI, MYI, LAND):
         sel = surface == cls
         dry, wet = np.asarray(DRY_SIGNATURES[cls]), np.asarray(WET_SIGNATURES[cls])
-        hh, hv, spread, tex, s_hh, s_hv = (1 - melt) * dry + melt * wet
+        hh, hv, spread, s_hh, s_hv = (1 - melt) * dry + melt * wet
         # one mean per polygon and type: ice of one age and history looks alike within a chart polygon
         offset = rng.normal(0.0, spread, n_poly)[polygon[sel]]
         cross_offset = 0.7 * offset + rng.normal(0.0, 0.5 * spread, n_poly)[polygon[sel]]
-        sigma_db[0][sel] = hh + offset + tex * texture[sel] + s_hh * theta[sel]
-        sigma_db[1][sel] = hv + cross_offset + tex * texture[sel] + s_hv * theta[sel]
+        sigma_db[0][sel] = hh + offset + texture[0][sel] + s_hh * theta[sel]
+        sigma_db[1][sel] = hv + cross_offset + texture[1][sel] + s_hv * theta[sel]
     if wind_speed is None:
         wind_speed = float(np.clip(7.0 * rng.weibull(2.0), 1.5, 16.0))
     sel = surface == WATER
     local_wind = wind_speed * np.exp(0.2 * _smooth_noise(rng, shape, max(h, w) / 6))
     effective_wind = np.maximum(local_wind * (1 - FREEZE_WAVE_DAMPING * (1 - melt)), 1.0)
     water_hh = WATER_HH_A + WATER_HH_B * np.log10(effective_wind) + WATER_SLOPE * theta
-    water_hh = water_hh + WATER_TEXTURE_DB * texture
-    sigma_db[0][sel] = water_hh[sel]
-    sigma_db[1][sel] = water_hh[sel] + WATER_CROSS_POL_RATIO
-    # Radar measurement: speckled signal plus speckled thermal noise, scalloped along azimuth.
+    sigma_db[0][sel] = water_hh[sel] + texture[0][sel]
+    sigma_db[1][sel] = water_hh[sel] + WATER_CROSS_POL_RATIO + texture[1][sel]
+    # Radar measurement: speckled signal plus speckled thermal noise (the same range profile in both
+    # channels: one antenna), scalloped along azimuth.
     signal = 10.0 ** (sigma_db / 10.0)
-    noise_db = np.stack([np.full(w, HH_NOISE_FLOOR_DB), noise_floor_db + _subswath_noise_profile(w, rng)])
+    profile = _subswath_noise_profile(w, rng)
+    noise_db = np.stack([floors[0] + profile, floors[1] + profile])
     noise = 10.0 ** (noise_db / 10.0)[:, None, :]
     speckle = rng.gamma(looks, 1.0 / looks, size=signal.shape)
     noise_fluct = rng.gamma(looks, 1.0 / looks, size=signal.shape)
@@ -366,22 +430,35 @@ def simulate_backscatter(surface: np.ndarray, polygon: np.ndarray, month: int, r
     period = max(h / 6.0, 8.0)
     scallop_db = scalloping_db * np.sin(2 * np.pi * np.arange(h)[:, None] / period + phase[sub][None, :])
     measured = measured * 10.0 ** (scallop_db / 10.0)
-    physics = {"wind_speed": wind_speed, "melt_fraction": melt, "air_temperature": air_temperature(month),
-               "looks": looks, "noise_floor_db": noise_floor_db}
+    physics = {"wind_speed": wind_speed, "melt_fraction": melt,
+               "air_temperature": air_temperature(month) + temperature_offset,
+               "temperature_offset": float(temperature_offset), "looks": looks,
+               "noise_floor_db": [float(f) for f in floors]}
     return (10.0 * np.log10(measured)).astype(np.float32), physics
 
 
-def simulate_scene(month: int, size: int | tuple[int, int] = 256, seed: int = 0, looks: float = DEFAULT_LOOKS,
-                   wind_speed: float | None = None, no_data_corner: bool | None = None,
-                   polygon_size: float = 0.16, name: str | None = None) -> SarScene:
-    """One simulated Sentinel-1 EW scene of the given month (1..12) over East Greenland sea ice."""
+def simulate_scene(month: int, size: int | tuple[int, int] = 256, seed: int | Sequence[int] = 0,
+                   looks: float = DEFAULT_LOOKS, wind_speed: float | None = None, no_data_corner: bool | None = None,
+                   polygon_size: float = 0.16, name: str | None = None,
+                   temperature_offset: float | None = None) -> SarScene:
+    """One simulated Sentinel-1 EW scene of the given month (1..12) over East Greenland sea ice.
+
+    ``seed``: an int or a sequence of ints (e.g. ``(seed, k)`` for the k-th scene of a month). Each scene
+    draws its own weather: wind speed (unless ``wind_speed``) and an air-temperature anomaly (unless
+    ``temperature_offset``) of standard deviation :data:`WEATHER_TEMPERATURE_SD`.
+    """
     month = _check_month(month)
     shape = (size, size) if np.isscalar(size) else tuple(int(s) for s in size)
     if min(shape) < 16:
         raise ParameterError(f"scene size must be >= 16 pixels a side, got {shape}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), month]))
-    labels, surface, land, polygon = simulate_chart(shape, month, rng, polygon_size=polygon_size)
-    sar, physics = simulate_backscatter(surface, polygon, month, rng, looks=looks, wind_speed=wind_speed)
+    seeds = [int(seed)] if np.isscalar(seed) else [int(v) for v in seed]
+    rng = np.random.default_rng(np.random.SeedSequence([*seeds, month]))
+    if temperature_offset is None:
+        temperature_offset = float(rng.normal(0.0, WEATHER_TEMPERATURE_SD))
+    labels, surface, land, polygon = simulate_chart(shape, month, rng, polygon_size=polygon_size,
+                                                    temperature_offset=temperature_offset)
+    sar, physics = simulate_backscatter(surface, polygon, month, rng, looks=looks, wind_speed=wind_speed,
+                                        temperature_offset=temperature_offset)
     if no_data_corner is None:
         no_data_corner = bool(rng.random() < 0.5)
     if no_data_corner:  # the swath edge cuts a corner of the frame
@@ -391,9 +468,9 @@ def simulate_scene(month: int, size: int | tuple[int, int] = 256, seed: int = 0,
         sar[:, cut] = np.nan
         labels = labels.copy()
         labels[cut] = IGNORE_INDEX
-    name = name or f"S1_EW_sim_2018{month:02d}_seed{seed}"
+    name = name or f"S1_EW_sim_2018{month:02d}_seed{'-'.join(map(str, seeds))}"
     return SarScene(sar=sar, labels=labels, land=land, incidence=incidence_angles(shape), name=name, month=month,
-                    surface=surface, meta={"simulated": True, "seed": int(seed), **physics})
+                    surface=surface, meta={"simulated": True, "seed": seeds, **physics})
 
 
 def simulate_year(size: int = 256, seed: int = 0, months: Sequence[int] = tuple(range(1, 13)),
@@ -625,13 +702,22 @@ def read_ai4arctic_netcdf(path: str | Path, label: str = "SOD") -> SarScene:
                                 f"'{AI4ARCTIC_VARIABLES[band]}'; variables: {sorted(names)})")
         if label not in names:
             raise DataError(f"{path}: no chart variable '{label}' (variables: {sorted(names)})")
-        sar = np.stack([_sar_band_as_db(ds[AI4ARCTIC_VARIABLES[b]], b, path) for b in ("HH", "HV")])
-        if sar.ndim != 3:
-            raise DataError(f"{path}: SAR variables must be 2-D, got shape {sar.shape[1:]}")
-        shape = sar.shape[1:]
+        bands = [_sar_band_as_db(ds[AI4ARCTIC_VARIABLES[b]], b, path) for b in ("HH", "HV")]
+        if bands[0].ndim != 2:
+            raise DataError(f"{path}: SAR variable '{AI4ARCTIC_VARIABLES['HH']}' must be 2-D, got shape {bands[0].shape}")
+        shape = bands[0].shape
+        # Every raster must lie on the HH grid (same dimensions and size): a chart or HV on another grid
+        # would be silently misaligned, so it is an error naming the variable, never a resample.
+        hh_dims = tuple(ds[AI4ARCTIC_VARIABLES["HH"]].dims)
+        for name in [AI4ARCTIC_VARIABLES["HV"], label, "SIC", "FLOE", AI4ARCTIC_VARIABLES["incidence"],
+                     AI4ARCTIC_VARIABLES["distance"], "land_mask"]:
+            if name in names and (tuple(ds[name].shape) != shape or tuple(ds[name].dims) != hh_dims):
+                raise DataError(f"{path}: variable '{name}' is on a different grid from HH "
+                                f"('{AI4ARCTIC_VARIABLES['HH']}' {dict(zip(hh_dims, shape))}, '{name}' "
+                                f"{dict(zip(ds[name].dims, ds[name].shape))}); put every raster on the SAR grid "
+                                "(e.g. the AI4Arctic ready-to-train files) before reading")
+        sar = np.stack(bands)
         chart = np.asarray(ds[label].values).astype(np.int64)
-        if chart.shape != shape:
-            raise DataError(f"{path}: chart '{label}' shape {chart.shape} differs from SAR shape {shape}")
         sic = np.asarray(ds["SIC"].values).astype(np.int64) if "SIC" in names else None
         floe = np.asarray(ds["FLOE"].values).astype(np.int64) if "FLOE" in names else None
         if AI4ARCTIC_VARIABLES["incidence"] in names:
@@ -727,13 +813,22 @@ def read_geotiff_scene(sar_path: str | Path, label_path: str | Path | None = Non
     if data.shape[0] < 2:
         raise DataError(f"{sar_path}: has {data.shape[0]} band(s) {names}; a co-polarised and a cross-polarised "
                         "band are needed (HH+HV or VV+VH): a polarisation is missing")
+    if band_names is not None and len(names) != data.shape[0]:
+        raise DataError(f"{sar_path}: has {data.shape[0]} band(s) but {len(names)} band name(s) were given "
+                        f"({names}); name every band, e.g. HH, HV, incidence")
     pair = next((p for p in _POLARISATION_PAIRS if all(b in names for b in p)), None)
     if pair is None:
         if len(names) == data.shape[0] and any(names):
             raise DataError(f"{sar_path}: bands {names} do not hold a co-pol/cross-pol pair (HH+HV or VV+VH): "
                             "a polarisation is missing")
+        if data.shape[0] != 2:
+            # Which of three or more unnamed bands are HH and HV cannot be guessed (and dropping one silently
+            # would hide a mistake): the file must name its bands, or the caller must.
+            raise DataError(f"{sar_path}: {data.shape[0]} bands without names; name them in the file (band "
+                            "descriptions) or say which are which (band_names, e.g. ['HH', 'HV', 'incidence'], or "
+                            "the study's sar_bands parameter)")
         pair, order = ("band1", "band2"), [0, 1]
-        warnings.warn(f"{sar_path}: bands are unnamed; taking band 1 as co-pol and band 2 as cross-pol",
+        warnings.warn(f"{sar_path}: the 2 bands are unnamed; taking band 1 as co-pol and band 2 as cross-pol",
                       stacklevel=2)
     else:
         order = [names.index(b) for b in pair]
@@ -767,6 +862,239 @@ def read_geotiff_scene(sar_path: str | Path, label_path: str | Path | None = Non
                      band_names=tuple(pair), class_names=tuple(class_names),
                      meta={"crs": meta.get("crs"), "transform": meta.get("transform"), "source": "geotiff"})
     return validate_scene(scene, source=str(sar_path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Folders of real scenes: a scene list decides the splits
+# ---------------------------------------------------------------------------------------------------
+
+DATA_SOURCES = ("simulated", "ai4arctic", "geotiff", "extremeearth")
+SEASONS = ("freeze", "melt", "transition")
+SPLITS = ("train", "val", "test")
+SCENE_LIST = "scenes.csv"
+SCENE_LIST_COLUMNS = ("file", "date", "season", "split")
+GEOTIFF_LABEL_NODATA = (255, -1)
+# ExtremeEarth (MET Norway's East Greenland 2018 polygons, Zenodo 10.5281/zenodo.4683174, rasterised onto each
+# Sentinel-1 scene as the group's utils/rasterize.py does): label rasters hold the WMO SIGRID-3 stage of
+# development of the thickest ice (the polygons' SA attribute), 0 where the polygon is ice free (poly_type W),
+# -1 on land (poly_type L) and -9999 where there is no polygon (the group's nodata value).
+EXTREMEEARTH_SA_TO_CLASS = {0: WATER, 81: YOUNG, 82: YOUNG, 83: YOUNG, 84: YOUNG, 85: YOUNG,
+                            86: FYI, 87: FYI, 88: FYI, 89: FYI, 91: FYI, 93: FYI, 95: MYI, 96: MYI, 97: MYI}
+EXTREMEEARTH_IGNORED = (-9999, -1, 98, 99)  # no data, land, glacier ice, undetermined
+EXTREMEEARTH_BANDS = ("HH", "HV", "incidence")  # the group's denoised_resampled rasters (dB, dB, degrees)
+EXTREMEEARTH_PUBLISHED = ("ExtremeEarth polar use case: sea-ice polygons for 12 Sentinel-1 EW scenes over East "
+                          "Greenland, 2018 (MET Norway), Zenodo https://doi.org/10.5281/zenodo.4683174; the "
+                          "Sentinel-1 EW GRD scenes themselves from the Copernicus Data Space "
+                          "(https://dataspace.copernicus.eu)")
+AI4ARCTIC_PUBLISHED = ("AI4Arctic Sea Ice Challenge ready-to-train dataset (DTU, "
+                       "https://data.dtu.dk/collections/AI4Arctic_Sea_Ice_Challenge_Dataset/6244065)")
+
+LAYOUTS = {
+    "ai4arctic": f"""{{data_root}}/
+  {SCENE_LIST}                      file,date,season,split  (one row per scene)
+  20180116T075430_dmi_prep.nc     AI4Arctic ready-to-train netCDF: nersc_sar_primary (HH), nersc_sar_secondary (HV),
+  ...                             sar_incidenceangle, SIC, SOD, FLOE, distance_map, all on the SAR grid""",
+    "geotiff": f"""{{data_root}}/
+  {SCENE_LIST}                      file,date,season,split[,label]
+  sar/<scene>.tif                 co-pol and cross-pol bands (named HH/HV or VV/VH, or set sar_bands), dB
+  labels/<scene>.tif              one band on the same grid: 0 open water, 1 young ice, 2 first-year ice,
+                                  3 multi-year ice; 255 or -1 no data / land""",
+    "extremeearth": f"""{{data_root}}/
+  {SCENE_LIST}                      optional: file,date,season,split (default: January freeze test, July melt test,
+                                  the other ten months training, as in the paper)
+  denoised_resampled/20180116t075430.tif            HH, HV (dB), incidence angle (degrees)
+  labels_rasterized/seaice_s1_20180116t075430.tif   SIGRID-3 SA codes; 0 ice free, -1 land, -9999 no data""",
+}
+
+
+@dataclass
+class SceneEntry:
+    """One row of a scene list: the scene's file (and label raster), acquisition date, season and split."""
+
+    file: Path
+    date: str
+    season: str
+    split: str
+    label: Path | None = None
+
+    @property
+    def month(self) -> int | None:
+        digits = "".join(ch for ch in self.date if ch.isdigit())
+        return int(digits[4:6]) if len(digits) >= 6 and 1 <= int(digits[4:6]) <= 12 else None
+
+
+def describe_layout(data_source: str) -> str:
+    """The folder layout a data source expects (for errors and docs)."""
+    if data_source not in LAYOUTS:
+        raise ParameterError(f"data_source must be one of {DATA_SOURCES}, got {data_source!r}")
+    return LAYOUTS[data_source]
+
+
+def _extremeearth_label(root: Path, sar_file: Path) -> Path:
+    return root / "labels_rasterized" / f"seaice_s1_{sar_file.stem}.tif"
+
+
+def _default_extremeearth_list(root: Path) -> list[SceneEntry]:
+    folder = root / "denoised_resampled"
+    files = sorted(folder.glob("*.tif")) if folder.is_dir() else []
+    if not files:
+        raise DataError(f"{root}: no ExtremeEarth scenes: expected denoised_resampled/<yyyymmddthhmmss>.tif "
+                        f"(and no {SCENE_LIST}); layout:\n{LAYOUTS['extremeearth'].format(data_root=root)}")
+    entries = []
+    for f in files:
+        month = int(f.stem[4:6]) if len(f.stem) >= 6 and f.stem[:6].isdigit() else None
+        if month is None:
+            raise DataError(f"{f}: ExtremeEarth scene names start with the acquisition date (yyyymmdd...)")
+        season = "freeze" if month in (1, 2, 3, 4, 10, 11, 12) else ("melt" if month in (6, 7, 8) else "transition")
+        split = "test" if month in (1, 7) else "train"
+        entries.append(SceneEntry(f, f.stem[:8], season, split, _extremeearth_label(root, f)))
+    return entries
+
+
+def read_scene_list(root: str | Path, data_source: str) -> list[SceneEntry]:
+    """The scenes of ``root`` (``scenes.csv``: file, date, season, split; optional label), checked.
+
+    Errors (DataError, naming the scene list and the row): a missing column, a file that does not exist,
+    an unknown season or split, a label raster that does not exist, no training scene, and a test season
+    that no scene has (at least one freeze and one melt test scene).
+    """
+    import pandas as pd
+
+    root = Path(root)
+    describe_layout(data_source)
+    if not root.is_dir():
+        raise DataError(f"data_root {root} is not a folder")
+    listing = root / SCENE_LIST
+    if not listing.is_file():
+        if data_source == "extremeearth":
+            entries = _default_extremeearth_list(root)
+        else:
+            raise DataError(f"{listing}: no scene list; a {data_source} folder needs {SCENE_LIST} with columns "
+                            f"{', '.join(SCENE_LIST_COLUMNS)}; layout:\n{LAYOUTS[data_source].format(data_root=root)}")
+    else:
+        try:
+            table = pd.read_csv(listing, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DataError(f"{listing}: not a readable CSV scene list ({exc})") from exc
+        missing = [c for c in SCENE_LIST_COLUMNS if c not in table.columns]
+        if missing:
+            raise DataError(f"{listing}: missing column(s) {missing} (has {list(table.columns)}); "
+                            f"columns: {', '.join(SCENE_LIST_COLUMNS)}[, label]")
+        entries = []
+        for i, row in table.iterrows():
+            where = f"{listing} row {i + 2}"
+            season, split = row["season"].strip().lower(), row["split"].strip().lower()
+            if season not in SEASONS:
+                raise DataError(f"{where}: season {row['season']!r} is not one of {SEASONS}")
+            if split not in SPLITS:
+                raise DataError(f"{where}: split {row['split']!r} is not one of {SPLITS}")
+            file = root / row["file"].strip()
+            if not file.is_file():
+                raise DataError(f"{where}: scene file {file} does not exist")
+            label = None
+            if data_source == "geotiff":
+                label = root / (row.get("label") or "").strip() if (row.get("label") or "").strip() \
+                    else root / "labels" / file.name
+            elif data_source == "extremeearth":
+                label = root / row["label"].strip() if (row.get("label") or "").strip() \
+                    else _extremeearth_label(root, file)
+            entries.append(SceneEntry(file, row["date"].strip(), season, split, label))
+    for e in entries:
+        if e.label is not None and not e.label.is_file():
+            raise DataError(f"{e.file}: its label raster {e.label} does not exist")
+    where = listing if listing.is_file() else root
+    if not any(e.split == "train" for e in entries):
+        raise DataError(f"{where}: no scene has split 'train'")
+    for season in ("freeze", "melt"):
+        if not any(e.split == "test" and e.season == season for e in entries):
+            raise DataError(f"{where}: no test scene of the {season} season (the study scores freeze and melt "
+                            f"test scenes; seasons of the test scenes: "
+                            f"{sorted({e.season for e in entries if e.split == 'test'}) or 'none'})")
+    return entries
+
+
+def read_extremeearth_scene(sar_path: str | Path, label_path: str | Path) -> SarScene:
+    """An ExtremeEarth scene as the group's code prepared it: HH, HV (dB) and incidence angle in one GeoTIFF,
+    the rasterised SIGRID-3 stage-of-development chart on the same grid."""
+    from labkit.data.io import read_geotiff
+
+    data, meta = read_geotiff(sar_path)
+    names = [str(n).upper() if n else "" for n in (meta.get("band_names") or [])]
+    bands = names if any(names) else list(EXTREMEEARTH_BANDS)[:data.shape[0]]
+    scene = read_geotiff_scene(sar_path, label_path, band_names=bands, label_map=EXTREMEEARTH_SA_TO_CLASS,
+                               label_nodata=EXTREMEEARTH_IGNORED)
+    lab_raw, _ = read_geotiff(label_path, masked_nodata=False)
+    scene.land = lab_raw[0] == -1
+    scene.labels[scene.land] = IGNORE_INDEX
+    upper = [b.upper() for b in bands]
+    if "INCIDENCE" in upper:
+        scene.incidence = data[upper.index("INCIDENCE")].astype(np.float32)
+    scene.meta["source"] = "extremeearth"
+    return scene
+
+
+def load_scene(entry: SceneEntry, data_source: str, sar_bands: Sequence[str] | None = None) -> SarScene:
+    """Read one scene of a scene list in its data source's format; season and date from the list."""
+    if data_source == "ai4arctic":
+        scene = read_ai4arctic_netcdf(entry.file)
+    elif data_source == "geotiff":
+        scene = read_geotiff_scene(entry.file, entry.label, band_names=list(sar_bands) if sar_bands else None,
+                                   label_nodata=GEOTIFF_LABEL_NODATA)
+    elif data_source == "extremeearth":
+        scene = read_extremeearth_scene(entry.file, entry.label)
+    else:
+        raise ParameterError(f"load_scene reads real scenes; data_source {data_source!r} is not one of "
+                             f"{DATA_SOURCES[1:]}")
+    scene.month = entry.month if entry.month is not None else scene.month
+    scene.meta.update({"season": entry.season, "split": entry.split, "date": entry.date})
+    scene.name = entry.file.stem
+    return scene
+
+
+def write_scene_tree(root: str | Path, scenes: Sequence[tuple[SarScene, str, str]], layout: str,
+                     scene_list: bool = True) -> Path:
+    """Write ``(scene, season, split)`` triples as a folder of ``layout`` (fixtures for tests and examples).
+
+    Dates come from each scene's month (2018, day 15). Returns ``root``.
+    """
+    from labkit.data.io import write_geotiff
+
+    root = Path(root)
+    describe_layout(layout)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (scene, season, split) in enumerate(scenes):
+        month = scene.month or 1
+        stamp = f"2018{month:02d}{15 + i % 10:02d}t0{i % 10}0000"
+        if layout == "ai4arctic":
+            rel = f"{stamp.upper()}_dmi_prep.nc"
+            write_ai4arctic_netcdf(root / rel, scene)
+        elif layout == "geotiff":
+            rel = f"sar/{stamp}.tif"
+            (root / "sar").mkdir(exist_ok=True)
+            (root / "labels").mkdir(exist_ok=True)
+            write_geotiff(root / rel, np.nan_to_num(scene.sar, nan=-9999.0).astype(np.float32), nodata=-9999.0,
+                          band_names=list(scene.band_names))
+            write_geotiff(root / "labels" / f"{stamp}.tif", np.where(scene.labels == IGNORE_INDEX, 255,
+                                                                       scene.labels).astype(np.uint8))
+        else:
+            rel = f"denoised_resampled/{stamp}.tif"
+            (root / "denoised_resampled").mkdir(exist_ok=True)
+            (root / "labels_rasterized").mkdir(exist_ok=True)
+            stack = np.concatenate([np.nan_to_num(scene.sar, nan=-9999.0), scene.incidence[None]]).astype(np.float32)
+            write_geotiff(root / rel, stack, nodata=-9999.0)  # unnamed bands, as the group's rasters
+            inverse = {WATER: 0, YOUNG: 83, FYI: 86, MYI: 95}
+            codes = np.full(scene.shape, -9999, np.int16)
+            for cls, code in inverse.items():
+                codes[scene.labels == cls] = code
+            codes[scene.land] = -1
+            write_geotiff(root / "labels_rasterized" / f"seaice_s1_{stamp}.tif", codes, nodata=-9999)
+        rows.append({"file": rel, "date": f"2018-{month:02d}-{15 + i % 10:02d}", "season": season, "split": split})
+    if scene_list:
+        import pandas as pd
+
+        pd.DataFrame(rows, columns=list(SCENE_LIST_COLUMNS)).to_csv(root / SCENE_LIST, index=False)
+    return root
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,30 +2,44 @@
 
 Reproduces Karimzadeh and Pires de Lima (IGARSS 2023, arXiv 2310.17126) over labkit: a ResNet-18
 truncated after its third residual stage (layer3, as in the group's public code) with a DeepLabV3 head
-segments dual-polarisation SAR scenes into
-open water, young ice, first-year ice and multi-year ice. The same network is trained from random
-weights and from a pretrained encoder, with everything else identical (seed, decoder initialisation,
-tiles, data order, schedule). Convergence is the validation mIoU per epoch; test scenes from the freeze
-season (January) and the melt season (July) are predicted whole with a sliding window.
+segments dual-polarisation SAR scenes into open water, young ice, first-year ice and multi-year ice. The
+same network is trained from random weights and from a pretrained encoder, with everything else identical
+(seed, decoder initialisation, tiles, batch order, schedule).
 
-Pretrained encoders ("initialisations"):
+The study, in the kit's order:
 
-* ``imagenet``: timm's ImageNet ResNet-18 via :func:`labkit.models.segmentation.create_segmenter`
-  (first convolution adapted from RGB to 2 bands by timm). Offline it is "not evaluated".
-* ``cross_sensor``: the labkit checkpoint ``noisy-pretrained-unet-r18``, a ResNet-18 U-Net encoder that
-  the noisy-label study trained on 4-band optical land-cover tiles. Its first convolution is adapted
-  from 4 optical bands to the 2 SAR bands (see :func:`adapt_input_conv_weight`). This is a cross-sensor
-  transfer (optical land cover -> SAR sea ice), not the paper's ImageNet transfer, and is named so.
-* ``random``: the reference.
+1. **data** (:func:`make_data`): ``data_source`` ``simulated`` (a year of East Greenland scenes per seed,
+   several freeze and melt test scenes, each with its own weather) or real scenes from ``data_root``
+   (``ai4arctic``, ``geotiff``, ``extremeearth``), whose scene list decides the splits.
+2. **the grid** (:func:`run_task`, :func:`run`): arm x seed x training-tile count, each task trains (or
+   fits the pixel classifier) and scores every test scene; cached, resumable, on any executor.
+3. **claims** (:func:`declare_claims`, :func:`claim_tables`): the paper's three claims for each pretrained
+   arm, with the preconditions that make them testable (both arms plateau; the baseline is data-limited).
+4. **tables** and 5. **figures**.
 
-The study module returns DataFrames, dicts and figures; the notebook hands them to the Report.
+Pretrained encoders ("arms"):
+
+* ``imagenet``: timm's ImageNet ResNet-18 (``imagenet_weights``: ``pretrained`` or a file), first
+  convolution adapted from RGB to 2 bands by timm. Offline and without a file it is *not evaluated*.
+* ``cross_sensor``: ``cross_sensor_weights``, by default the labkit checkpoint ``noisy-pretrained-unet-r18``
+  (a ResNet-18 U-Net encoder the noisy-label study trained on 4-band optical land-cover tiles; declared
+  under ``consumes:`` so it is part of the run's fingerprint), or any ResNet-18 state dict file (e.g.
+  Sentinel-1 pretrained weights). Its first convolution is adapted to the 2 SAR bands
+  (:func:`adapt_input_conv_weight`). This is a cross-sensor transfer, not the paper's ImageNet transfer,
+  and is named so in every claim.
+* ``random``: the reference. ``gbm`` (gradient boosting on per-pixel HH/HV and local means) and
+  ``majority`` (the training tiles' most common class) are reference rows, not claims.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +47,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from labkit.core.errors import CheckpointMismatchError, ParameterError, WeightsUnavailableError
+from labkit.core.claims import Claim, Compare, Precondition
+from labkit.core.errors import (
+    CheckpointMismatchError,
+    ParameterError,
+    WeightsUnavailableError,
+)
 from labkit.core.metrics import ConfusionMatrix, aggregate_over_seeds
 from labkit.core.seeding import seed_everything
-from labkit.core.stats import paired_difference
 from labkit.data import sar
 from labkit.data.sar import CLASS_NAMES, IGNORE_INDEX
 
@@ -45,59 +63,214 @@ CHECKPOINT_NAME = "noisy-pretrained-unet-r18"
 NUM_CLASSES = len(CLASS_NAMES)
 IN_CHANNELS = 2
 INITS = ("random", "imagenet", "cross_sensor")
-INIT_LABELS = {
+PRETRAINED_ARMS = ("imagenet", "cross_sensor")  # the paper's arm first: it is the headline when evaluated
+REFERENCE_ARMS = ("gbm", "majority")
+ARM_LABELS = {
     "random": "random initialisation",
-    "imagenet": "ImageNet-pretrained encoder (optical RGB -> SAR)",
-    "cross_sensor": "cross-sensor transfer: labkit encoder pretrained on 4-band optical land cover "
-                    f"(noisy labels, checkpoint '{CHECKPOINT_NAME}')",
+    "imagenet": "ImageNet-pretrained encoder (optical RGB -> SAR; the paper's arm)",
+    "cross_sensor": "cross-sensor transfer: an encoder pretrained on another sensor (by default labkit's 4-band "
+                    f"optical land-cover encoder '{CHECKPOINT_NAME}')",
+    "gbm": "gradient-boosting pixel classifier on HH/HV and their local means (reference)",
+    "majority": "majority class of the training tiles (floor)",
 }
-SEASON_MONTHS = {"freeze": 1, "melt": 7}  # the held-out test scenes, as in the paper (January, July)
+TRAIN_MONTHS = (2, 3, 4, 5, 6, 8, 9, 10, 11, 12)
+TEST_MONTHS = {"freeze": 1, "melt": 7}  # the held-out test months of the paper (January, July)
+SEASONS = ("freeze", "melt")
+TASK = "labkit.studies.sar_transfer:run_task"
+PAPER_DATASET = "extremeearth"
 
 
 # ---------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class SarData:
-    """One simulated year: training and validation tiles, held-out test scenes, the band normaliser."""
-
-    scenes: list[sar.SarScene]
-    train_scenes: list[sar.SarScene]
-    test_scenes: dict[str, sar.SarScene]
-    normalizer: sar.BandNormalizer
-    train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray]
-
-
-def make_data(seed: int, scene_size: int = 256, tile: int = 64, n_train_tiles: int = 256,
-              val_fraction: float = 0.25, looks: float = sar.DEFAULT_LOOKS) -> SarData:
-    """A scene per month; January and July held out for testing; the other ten scenes give training tiles
-    from their upper rows and validation tiles from their lower ``val_fraction`` of rows (no overlap)."""
-    check_sizes(scene_size, tile, val_fraction)
-    scenes = sar.simulate_year(size=scene_size, seed=seed, looks=looks)
-    test = {season: scenes[month - 1] for season, month in SEASON_MONTHS.items()}
-    train_scenes = [s for s in scenes if s.month not in SEASON_MONTHS.values()]
-    for scene in scenes:
-        sar.validate_scene(scene)
-    normalizer = sar.BandNormalizer().fit(train_scenes)
-    split = 1.0 - max(val_fraction, tile / scene_size)  # at least one tile high
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-    train = sar.sample_tiles(train_scenes, normalizer, tile, n_train_tiles, rng, rows=(0.0, split))
-    val = sar.grid_tiles(train_scenes, normalizer, tile, rows=(split, 1.0))
-    return SarData(scenes, train_scenes, test, normalizer, train, val)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Models and pretrained encoders
+# 1. Data
 # ---------------------------------------------------------------------------------------------------
 
 ENCODER_DEPTH = 4  # smp stages kept: stem, layer1, layer2, layer3 (layer4 dropped)
 OUTPUT_STRIDE = 16  # layer3's stride in an undilated ResNet-18: tiles must be a multiple of it
 
 
+def check_sizes(scene_size: int, tile: int, val_fraction: float = 0.25) -> None:
+    """ParameterError unless a training and a validation tile fit in a scene and the tile suits the network."""
+    if tile % OUTPUT_STRIDE:
+        raise ParameterError(f"tile must be a multiple of {OUTPUT_STRIDE} (the truncated ResNet-18's output stride), "
+                             f"got {tile}")
+    if scene_size < 2 * tile or scene_size * (1.0 - val_fraction) < tile:
+        raise ParameterError(
+            f"scene_size {scene_size} is too small for tile {tile}: each training scene must hold a training tile "
+            f"above and a validation tile below its lower {val_fraction:.0%} of rows (scene_size >= 2 x tile)")
+
+
+def _weights_file(value: str, name: str) -> Path | None:
+    """The file a weights parameter names (None for 'pretrained' / 'labkit:<name>'); it must exist."""
+    if value in ("pretrained", "random") or value.startswith("labkit:"):
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ParameterError(f"parameter '{name}': weights file {path} does not exist (give a .safetensors/.pth "
+                             "ResNet-18 state dict, or " + ("'pretrained'" if name == "imagenet_weights"
+                                                           else f"'labkit:{CHECKPOINT_NAME}'") + ")")
+    return path
+
+
+def check_settings(cfg) -> None:
+    """Every check that needs no work, before any: sizes, tiles, the data folder, weights files.
+
+    At the ``paper`` preset without ``data_root`` this stops at once, naming the dataset, the folder layout
+    and where it is published.
+    """
+    source = cfg["data_source"]
+    root = cfg["data_root"]
+    if source not in sar.DATA_SOURCES:
+        raise ParameterError(f"parameter 'data_source' must be one of {sar.DATA_SOURCES}, got {source!r}")
+    if source != "simulated" and not root:
+        dataset = {"extremeearth": sar.EXTREMEEARTH_PUBLISHED, "ai4arctic": sar.AI4ARCTIC_PUBLISHED}.get(
+            source, "your own dual-polarisation scenes")
+        preset = getattr(cfg, "preset", "")
+        raise ParameterError(
+            f"data_source '{source}'{' (the paper preset)' if preset == 'paper' else ''} needs data_root: a folder "
+            f"laid out as\n{sar.describe_layout(source).format(data_root='<data_root>')}\nDataset: {dataset}. "
+            f"Run: labkit reproduce {STUDY} -p preset {preset or 'default'} -p data_source {source} "
+            "-p data_root /path/to/folder (see docs/data/sar_transfer.md)")
+    if root and not Path(root).expanduser().is_dir():
+        raise ParameterError(f"parameter 'data_root': {root} is not a folder")
+    if root and source == "simulated":
+        raise ParameterError("parameter 'data_root' is set but data_source is 'simulated': set data_source to "
+                             f"one of {sar.DATA_SOURCES[1:]}")
+    check_sizes(cfg["scene_size"], cfg["tile"], cfg["val_fraction"])
+    tiles = list(cfg["tiles"])
+    if len(set(tiles)) < 2 or min(tiles) < 1:
+        raise ParameterError(f"parameter 'tiles' needs at least two distinct positive training-tile counts (the "
+                             f"fewest is the data-limited regime the claims are judged in), got {tiles}")
+    unknown = [i for i in cfg["inits"] if i not in INITS]
+    if unknown or "random" not in cfg["inits"]:
+        raise ParameterError(f"parameter 'inits': {unknown or cfg['inits']} must name arms of {INITS} and include "
+                             "random (the reference)")
+    if cfg["sar_bands"] is not None and source != "geotiff":
+        raise ParameterError("parameter 'sar_bands' names the bands of GeoTIFF scenes (data_source geotiff)")
+    _weights_file(cfg["imagenet_weights"], "imagenet_weights")
+    _weights_file(cfg["cross_sensor_weights"], "cross_sensor_weights")
+    if cfg["n_steps"] < 2 * math.ceil(min(tiles) / cfg["batch_size"]):
+        raise ParameterError(f"parameter 'n_steps' {cfg['n_steps']} gives the fewest tiles ({min(tiles)}) less than "
+                             "2 epochs: convergence cannot be measured")
+    if source != "simulated":
+        sar.read_scene_list(Path(root).expanduser(), source)  # the list and its files, before any work
+
+
+def data_settings(cfg) -> dict[str, Any]:
+    """The JSON-able data parameters a grid task needs to build its data."""
+    root = cfg["data_root"]
+    return {"data_source": cfg["data_source"], "data_root": str(Path(root).expanduser().resolve()) if root else None,
+            "sar_bands": list(cfg["sar_bands"]) if cfg["sar_bands"] else None, "scene_size": cfg["scene_size"],
+            "tile": cfg["tile"], "val_fraction": cfg["val_fraction"], "n_val_tiles": cfg["n_val_tiles"],
+            "looks": cfg["looks"], "n_test_scenes": cfg["n_test_scenes"], "max_tiles": max(cfg["tiles"])}
+
+
+@dataclasses.dataclass
+class SarData:
+    """One seed's scenes: training (and validation) scenes, test scenes, the band normaliser."""
+
+    train_scenes: list[sar.SarScene]
+    val_scenes: list[sar.SarScene]
+    test_scenes: list[sar.SarScene]
+    normalizer: sar.BandNormalizer
+    source: str
+
+    @property
+    def scenes(self) -> list[sar.SarScene]:
+        return self.train_scenes + self.val_scenes + self.test_scenes
+
+
+def _simulated(settings: Mapping, seed: int) -> SarData:
+    size, looks = settings["scene_size"], settings["looks"]
+    train = [sar.simulate_scene(m, size=size, seed=(seed,), looks=looks) for m in TRAIN_MONTHS]
+    test = []
+    for season, month in TEST_MONTHS.items():
+        for k in range(settings["n_test_scenes"]):  # each its own wind and weather draw
+            scene = sar.simulate_scene(month, size=size, seed=(seed, 1000 + k), looks=looks, name=f"{season}_{k + 1}")
+            scene.meta["season"] = season
+            test.append(scene)
+    return SarData(train, [], test, sar.BandNormalizer().fit(train), "simulated")
+
+
+def _real(settings: Mapping) -> SarData:
+    source, root = settings["data_source"], Path(settings["data_root"])
+    entries = sar.read_scene_list(root, source)
+    scenes = {"train": [], "val": [], "test": []}
+    for entry in entries:
+        scene = sar.load_scene(entry, source, settings.get("sar_bands"))
+        sar.check_tile_fits(scene, settings["tile"])
+        scenes[entry.split].append(scene)
+    test = [s for s in scenes["test"] if s.season in SEASONS]
+    return SarData(scenes["train"], scenes["val"], test, sar.BandNormalizer().fit(scenes["train"]), source)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_data(key: str) -> SarData:
+    settings = json.loads(key)
+    seed = settings.pop("_seed")
+    if settings["data_source"] == "simulated":
+        return _simulated(settings, seed)
+    return _real(settings)
+
+
+def make_data(settings: Mapping, seed: int) -> SarData:
+    """The scenes of ``seed`` (simulated: each seed its own year; real: the same scenes for every seed)."""
+    key = dict(settings)
+    key["_seed"] = int(seed) if settings["data_source"] == "simulated" else 0
+    return _cached_data(json.dumps(key, sort_keys=True))
+
+
+def _val_split(data: SarData, settings: Mapping) -> float:
+    """Fraction of rows of each training scene used for training tiles (the rest: validation)."""
+    if data.val_scenes:
+        return 1.0
+    tile = settings["tile"]
+    return 1.0 - max(settings["val_fraction"], tile / min(s.shape[0] for s in data.train_scenes))
+
+
+def training_tiles(data: SarData, settings: Mapping, seed: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n_tiles`` of one seeded draw of ``max_tiles`` tiles: fewer tiles are a subset of more."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
+    images, masks = sar.sample_tiles(data.train_scenes, data.normalizer, settings["tile"],
+                                     max(settings["max_tiles"], n_tiles), rng, rows=(0.0, _val_split(data, settings)))
+    return images[:n_tiles], masks[:n_tiles]
+
+
+def validation_tiles(data: SarData, settings: Mapping, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validation tiles: the val scenes, or the lower rows of the training scenes; at most ``n_val_tiles``."""
+    if data.val_scenes:
+        images, masks = sar.grid_tiles(data.val_scenes, data.normalizer, settings["tile"])
+    else:
+        images, masks = sar.grid_tiles(data.train_scenes, data.normalizer, settings["tile"],
+                                       rows=(_val_split(data, settings), 1.0))
+    n = settings["n_val_tiles"]
+    if len(images) > n:
+        keep = np.sort(np.random.default_rng(np.random.SeedSequence([int(seed), 11])).choice(len(images), n,
+                                                                                                replace=False))
+        images, masks = images[keep], masks[keep]
+    return images, masks
+
+
+def data_from_config(cfg) -> SarData:
+    """The first seed's scenes (the notebook's figures); checks every setting first."""
+    check_settings(cfg)
+    return make_data(data_settings(cfg), cfg["seeds"][0])
+
+
+def data_inputs(cfg) -> dict[str, str]:
+    """Digests of the real data a grid reads (part of every task's fingerprint)."""
+    from labkit.core.grid import file_digest
+
+    if cfg["data_source"] == "simulated":
+        return {}
+    return {"data_root": file_digest(Path(cfg["data_root"]).expanduser())}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models and pretrained encoders
+# ---------------------------------------------------------------------------------------------------
+
 def create_model(num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS, weights: str = "random",
-                 decoder_channels: int = 256):
+                 decoder_channels: int = 256, weights_path=None):
     """ResNet-18 truncated after its third residual stage with a DeepLabV3 head, from the foundation's factory.
 
     As the group's public code (torchvision ``resnet18`` through ``IntermediateLayerGetter`` with
@@ -110,18 +283,7 @@ def create_model(num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS,
 
     return create_segmenter("deeplabv3", encoder="resnet18", encoder_depth=ENCODER_DEPTH, in_channels=in_channels,
                             num_classes=num_classes, weights=weights, decoder_channels=decoder_channels,
-                            encoder_output_stride=OUTPUT_STRIDE)
-
-
-def check_sizes(scene_size: int, tile: int, val_fraction: float = 0.25) -> None:
-    """ParameterError unless a training and a validation tile fit in a scene and the tile suits the network."""
-    if tile % OUTPUT_STRIDE:
-        raise ParameterError(f"tile must be a multiple of {OUTPUT_STRIDE} (the truncated ResNet-18's output stride), "
-                             f"got {tile}")
-    if scene_size < 2 * tile or scene_size * (1.0 - val_fraction) < tile:
-        raise ParameterError(
-            f"scene_size {scene_size} is too small for tile {tile}: each training scene must hold a training tile "
-            f"above and a validation tile below its lower {val_fraction:.0%} of rows (scene_size >= 2 x tile)")
+                            encoder_output_stride=OUTPUT_STRIDE, weights_path=weights_path)
 
 
 def adapt_input_conv_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -148,7 +310,7 @@ def adapt_input_conv_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor
 
 def _encoder_key(key: str) -> str:
     """Checkpoint key -> smp ``TimmUniversalEncoder`` key (``model.<timm key>``)."""
-    for prefix in ("encoder.",):
+    for prefix in ("encoder.", "backbone.", "module."):
         if key.startswith(prefix):
             key = key[len(prefix):]
     return key if key.startswith("model.") else f"model.{key}"
@@ -156,9 +318,9 @@ def _encoder_key(key: str) -> str:
 
 def adapt_encoder_state(state: dict, encoder: nn.Module, in_chans: int = IN_CHANNELS,
                         source: str = f"labkit checkpoint '{CHECKPOINT_NAME}'") -> tuple[dict, dict]:
-    """Fit a ResNet-18 encoder state dict (from a deeper, 4-band U-Net encoder) into the truncated encoder.
+    """Fit a ResNet-18 encoder state dict (from a deeper encoder, any band count) into the truncated encoder.
 
-    Stages beyond the truncation (layer3, layer4) are dropped and listed; the first convolution is
+    Stages beyond the truncation (layer4, a classifier) are dropped and listed; the first convolution is
     adapted to ``in_chans``; any key the truncated encoder needs and the checkpoint lacks, or any other
     shape mismatch, is a CheckpointMismatchError naming the keys.
     """
@@ -184,72 +346,118 @@ def adapt_encoder_state(state: dict, encoder: nn.Module, in_chans: int = IN_CHAN
     return loaded, info
 
 
-def load_cross_sensor_state(encoder: nn.Module, in_chans: int = IN_CHANNELS, pretrain_if_missing: bool = False,
-                            pretrain_kwargs: dict | None = None) -> tuple[dict, dict]:
-    """The noisy-label study's optical encoder, adapted to ``encoder``; WeightsUnavailableError if it is missing.
-
-    With ``pretrain_if_missing`` a missing checkpoint is produced with a small budget by
-    ``labkit.studies.noisy_label_pretraining.produce_pretrained_encoder(**pretrain_kwargs)``.
-    """
-    from labkit.core.checkpoints import load_checkpoint
-    from labkit.models.registry import load_named_checkpoint
-
-    produced = False
+def _produce_cross_sensor(cfg) -> Path:
+    """Produce the noisy-label study's encoder here with a small budget (``pretrain_if_missing``)."""
     try:
-        state, meta = load_named_checkpoint(CHECKPOINT_NAME)
-    except WeightsUnavailableError as exc:
-        if not pretrain_if_missing:
-            raise WeightsUnavailableError(
-                f"{exc} Run `labkit reproduce noisy_label_pretraining` first, or set pretrain_if_missing=True "
-                "to produce it here with a small budget.") from exc
-        try:
-            from labkit.studies.noisy_label_pretraining import produce_pretrained_encoder
-        except ImportError as imp:
-            raise WeightsUnavailableError(
-                f"{exc} It cannot be produced here either: labkit.studies.noisy_label_pretraining."
-                f"produce_pretrained_encoder is not available ({imp}).") from imp
-        path = produce_pretrained_encoder(**(pretrain_kwargs or {}))
-        state, meta = load_checkpoint(path)
-        produced = True
-    loaded, info = adapt_encoder_state(state, encoder, in_chans)
-    info.update({"checkpoint": CHECKPOINT_NAME, "produced_here": produced,
-                 "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))}})
-    return loaded, info
+        import importlib
+
+        producer = importlib.import_module("labkit.studies.noisy_label_pretraining").produce_pretrained_encoder
+    except (ImportError, AttributeError) as exc:
+        raise WeightsUnavailableError(
+            f"labkit checkpoint '{CHECKPOINT_NAME}' is missing and cannot be produced here "
+            f"(labkit.studies.noisy_label_pretraining.produce_pretrained_encoder: {exc}); run "
+            "`labkit reproduce noisy_label_pretraining` first") from exc
+    torch_threads = torch.get_num_threads()
+    try:
+        return producer(n_tiles=cfg["pretrain_tiles"], epochs=cfg["pretrain_epochs"], tile=cfg["pretrain_tile"],
+                        seed=0, progress=False)
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
-def resolve_initialisations(inits: Sequence[str], pretrain_if_missing: bool = False,
-                            pretrain_kwargs: dict | None = None) -> dict[str, dict]:
-    """For each initialisation: ``status`` ("ok" / "not evaluated"), ``reason``, ``label`` and the encoder
-    state (None for random). Unavailable weights are reported, never replaced by random ones."""
-    out: dict[str, dict] = {}
-    for init in inits:
-        if init not in INITS:
-            raise ValueError(f"unknown initialisation '{init}' (one of {INITS})")
-        row = {"status": "ok", "reason": "", "label": INIT_LABELS[init], "state": None, "info": {}}
+def _source_state(arm: str, cfg) -> tuple[dict, dict]:
+    """(state dict, provenance) of a pretrained arm's source weights; WeightsUnavailableError if missing."""
+    from labkit.core.checkpoints import load_checkpoint
+    from labkit.core.grid import file_digest
+
+    if arm == "imagenet":
+        spec = cfg["imagenet_weights"]
+        file = _weights_file(spec, "imagenet_weights")
+        model = create_model(weights="pretrained", weights_path=file)
+        provenance = {"weights": spec, "source": "timm resnet18 ImageNet weights; first conv RGB -> 2 bands by timm"}
+        if file is not None:
+            provenance.update(file=str(file), sha256=file_digest(file))
+        return {f"model.{k}" if not k.startswith("model.") else k: v
+                for k, v in model.encoder.state_dict().items()}, provenance
+    spec = cfg["cross_sensor_weights"]
+    if spec.startswith("labkit:"):
+        from labkit.models.registry import load_named_checkpoint, named_checkpoint_path
+
+        name = spec.split(":", 1)[1]
+        produced = False
         try:
-            if init == "imagenet":
-                row["state"] = create_model(weights="pretrained").encoder.state_dict()
-                row["info"] = {"source": "timm resnet18 ImageNet weights; first conv RGB -> 2 bands by timm"}
-            elif init == "cross_sensor":
-                encoder = create_model(weights="random").encoder
-                row["state"], row["info"] = load_cross_sensor_state(
-                    encoder, IN_CHANNELS, pretrain_if_missing, pretrain_kwargs)
+            state, meta = load_named_checkpoint(name)
         except WeightsUnavailableError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            row.update(status="not evaluated", reason=f"weights unavailable: {first_line}")
-        out[init] = row
+            if not cfg["pretrain_if_missing"] or name != CHECKPOINT_NAME:
+                raise WeightsUnavailableError(f"{str(exc).strip().splitlines()[0]} (or set pretrain_if_missing to "
+                                              "produce it here with a small budget)") from exc
+            _produce_cross_sensor(cfg)
+            state, meta = load_named_checkpoint(name)
+            produced = True
+        path = named_checkpoint_path(name)
+        provenance = {"weights": spec, "checkpoint": name, "file": str(path), "sha256": file_digest(path),
+                      "sidecar": str(path.with_suffix(".json")), "produced_here": produced,
+                      "checkpoint_meta": {k: v for k, v in (meta or {}).items()
+                                          if isinstance(v, (str, int, float, bool))}}
+        return state, provenance
+    file = _weights_file(spec, "cross_sensor_weights")
+    state, meta = load_checkpoint(file)
+    return state, {"weights": spec, "file": str(file), "sha256": file_digest(file), "produced_here": False,
+                   "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))}}
+
+
+def resolve_weights(cfg) -> dict[str, dict]:
+    """Per arm of ``cfg.inits``: ``status`` ("ok" / "not evaluated"), ``reason``, ``label``, ``provenance``, and
+    for a pretrained arm the adapted encoder saved as a safetensors file (``path``, ``digest``) that every
+    grid task loads. Unavailable weights are reported with what to do, never replaced by random ones."""
+    from labkit.core.checkpoints import save_checkpoint
+    from labkit.core.grid import file_digest
+    from labkit.core.paths import cache_dir
+
+    out: dict[str, dict] = {}
+    for arm in cfg["inits"]:
+        row = {"status": "ok", "reason": "", "label": ARM_LABELS[arm], "provenance": {}, "path": None, "digest": None}
+        if arm != "random":
+            try:
+                state, provenance = _source_state(arm, cfg)
+                encoder = create_model(weights="random").encoder
+                loaded, info = adapt_encoder_state(state, encoder, IN_CHANNELS, source=f"{arm} weights "
+                                                   f"({cfg[arm + '_weights']})")
+                provenance.update(info)
+                folder = cache_dir(f"{STUDY}/encoders")
+                tmp = save_checkpoint(folder / f"{arm}-staging", loaded, {"arm": arm, **_flat(provenance)})
+                digest = file_digest(tmp)
+                path = folder / f"{arm}-{digest[:16]}.safetensors"
+                tmp.replace(path)
+                tmp.with_suffix(".json").replace(path.with_suffix(".json"))
+                row.update(provenance=provenance, path=str(path), digest=digest)
+            except WeightsUnavailableError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                row.update(status="not evaluated", reason=f"weights unavailable: {first}")
+        out[arm] = row
     return out
 
 
-def build_model(init: str, seed: int, resolved: dict[str, dict], decoder_channels: int = 256) -> nn.Module:
-    """The segmenter for one initialisation; the decoder and head start identical across initialisations
-    because the model is built from the same seed before the encoder weights are replaced."""
+def _flat(d: Mapping) -> dict:
+    return {k: (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for k, v in d.items()}
+
+
+def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
+    """``{arm: reason}`` for the arms that cannot run (context for :func:`declare_claims`)."""
+    return {arm: row["reason"] for arm, row in weights.items() if row["status"] != "ok"}
+
+
+def build_model(arm: str, seed: int, encoder_path: str | None = None, decoder_channels: int = 256) -> nn.Module:
+    """The segmenter for one arm; the decoder and head start identical across arms because the model is
+    built from the same seed before the encoder weights are replaced."""
+    from labkit.core.checkpoints import load_checkpoint
+
     seed_everything(seed)
     model = create_model(weights="random", decoder_channels=decoder_channels)
-    state = resolved.get(init, {}).get("state")
-    if init != "random":
-        if state is None:
-            raise WeightsUnavailableError(f"initialisation '{init}' has no weights: {resolved[init]['reason']}")
+    if arm != "random":
+        if encoder_path is None:
+            raise WeightsUnavailableError(f"arm '{arm}' has no encoder weights")
+        state, _ = load_checkpoint(encoder_path)
         model.encoder.load_state_dict(state, strict=True)
     return model
 
@@ -273,7 +481,8 @@ def scene_scores(cm: ConfusionMatrix, class_names: Sequence[str] = CLASS_NAMES) 
 
 def predict_scene(model: nn.Module, scene: sar.SarScene, normalizer: sar.BandNormalizer, tile: int,
                   overlap: float, batch_size: int = 8) -> np.ndarray:
-    """Class map of a whole scene by sliding-window inference; no-data and land pixels -> IGNORE_INDEX."""
+    """Class map of a whole scene by sliding-window inference; no-data and land pixels -> IGNORE_INDEX.
+    Memory: one batch of tiles plus the scene's class probabilities (never whole-scene feature maps)."""
     from labkit.methods.inference import sliding_window_predict
 
     probs = sliding_window_predict(model, normalizer.transform(scene.sar), NUM_CLASSES, tile=tile,
@@ -283,296 +492,485 @@ def predict_scene(model: nn.Module, scene: sar.SarScene, normalizer: sar.BandNor
     return pred
 
 
+def _score_scenes(data: SarData, predict, keep_maps: bool) -> dict[str, Any]:
+    rows, confusion, maps = [], {}, {}
+    for scene in data.test_scenes:
+        pred = predict(scene)
+        pred[~scene.valid] = IGNORE_INDEX
+        cm = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX).update(np.where(pred == IGNORE_INDEX, 0, pred), scene.labels)
+        rows.append({"scene": scene.name, "season": scene.season, "month": scene.month,
+                     "wind_speed": float(scene.meta.get("wind_speed", float("nan"))),
+                     "air_temperature": float(scene.meta.get("air_temperature", float("nan"))), **scene_scores(cm)})
+        confusion[scene.name] = cm.matrix.astype(np.int64)
+        if keep_maps:
+            maps[scene.name] = pred.astype(np.uint8)
+    return {"scenes": rows, "confusion": confusion, "maps": maps}
+
+
+def pixel_features(image: np.ndarray) -> np.ndarray:
+    """(H*W, 8) per-pixel features of a normalised (2, H, W) image: HH, HV, their 5x5 and 11x11 local means,
+    HH - HV and its 5x5 local mean (an affine map of dB, so trees see the dB values)."""
+    from scipy import ndimage
+
+    hh, hv = image[0].astype(np.float32), image[1].astype(np.float32)
+    feats = [hh, hv]
+    for size in (5, 11):
+        feats += [ndimage.uniform_filter(hh, size, mode="reflect"), ndimage.uniform_filter(hv, size, mode="reflect")]
+    diff = hh - hv
+    feats += [diff, ndimage.uniform_filter(diff, 5, mode="reflect")]
+    return np.stack(feats, axis=-1).reshape(-1, len(feats))
+
+
 # ---------------------------------------------------------------------------------------------------
-# The experiment
+# 2. The grid: one task per arm x seed x training-tile count
 # ---------------------------------------------------------------------------------------------------
+
+def late_gain(curve: Sequence[float]) -> float:
+    """Best score in the last fifth of the epochs minus the best before it (plateau: small or negative)."""
+    values = np.asarray(curve, dtype=float)
+    if len(values) < 2:
+        return float("nan")
+    k = max(1, len(values) // 5)
+    return float(np.nanmax(values[-k:]) - np.nanmax(values[:-k]))
+
+
+def run_task(arm: str, seed: int, n_tiles: int, data: Mapping, train: Mapping, encoder: Mapping | None = None,
+             keep_maps: bool = False) -> dict[str, Any]:
+    """One grid task: train ``arm`` (or fit a reference classifier) on ``n_tiles`` tiles of ``seed``'s data,
+    then score every test scene whole. Returns a record: the learning curve, per-scene scores, confusion
+    matrices (and the predicted maps when ``keep_maps``)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    d = make_data(data, seed)
+    images, masks = training_tiles(d, data, seed, n_tiles)
+    if arm in REFERENCE_ARMS:
+        out = _reference_task(arm, seed, d, images, masks, keep_maps)
+    else:
+        out = _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps)
+    out.update(arm=arm, seed=int(seed), n_tiles=int(n_tiles), seconds=time.perf_counter() - started,
+               cpu_seconds=time.process_time() - cpu)
+    return out
+
+
+def _reference_task(arm, seed, d, images, masks, keep_maps):
+    labelled = masks != IGNORE_INDEX
+    if arm == "majority":
+        majority = int(np.bincount(masks[labelled].ravel(), minlength=NUM_CLASSES).argmax())
+        return _score_scenes(d, lambda scene: np.full(scene.shape, majority, np.int64), keep_maps) | {
+            "majority_class": CLASS_NAMES[majority]}
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    x = np.concatenate([pixel_features(img)[lab.ravel()] for img, lab in zip(images, labelled)])
+    y = np.concatenate([m[lab] for m, lab in zip(masks, labelled)])
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 5]))
+    if len(y) > 40_000:
+        keep = rng.choice(len(y), 40_000, replace=False)
+        x, y = x[keep], y[keep]
+    clf = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=int(seed)).fit(x, y)
+
+    def predict(scene):
+        return clf.predict(pixel_features(d.normalizer.transform(scene.sar))).reshape(scene.shape).astype(np.int64)
+
+    return _score_scenes(d, predict, keep_maps) | {"train_pixels": int(len(y))}
+
+
+def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from labkit.core.device import resolve_device
+    from labkit.methods.training import fit
+
+    device = resolve_device(train["device"], announce=False)
+    val_x, val_y = validation_tiles(d, data, seed)
+    model = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"]).to(device)
+    batch = train["batch_size"]
+    steps_per_epoch = math.ceil(len(images) / batch)
+    epochs = max(2, math.ceil(train["n_steps"] / steps_per_epoch))
+    # The same generator seed gives every arm the same batches in the same order.
+    order = torch.Generator().manual_seed(int(seed))
+    loader = DataLoader(TensorDataset(torch.from_numpy(images), torch.from_numpy(masks)), batch_size=batch,
+                        shuffle=True, generator=order)
+    val_loader = DataLoader(TensorDataset(torch.from_numpy(val_x), torch.from_numpy(val_y)), batch_size=64)
+    result = fit(model, loader, val_loader, task="segmentation", num_classes=NUM_CLASSES, epochs=epochs,
+                 lr=train["lr"], optimizer="adam", weight_decay=0.0, scheduler=None, ignore_index=IGNORE_INDEX,
+                 monitor="miou", seed=int(seed), progress=False)
+    history = result.history
+    curve = history["val_miou"].to_numpy(dtype=float)
+    model = result.model.eval()
+    out = _score_scenes(d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]),
+                        keep_maps)
+    out.update(val_miou=curve, train_loss=history["train_loss"].to_numpy(dtype=float),
+               epochs=int(len(curve)), steps_per_epoch=int(steps_per_epoch), best_val_miou=float(np.nanmax(curve)),
+               late_gain=late_gain(curve), val_tiles=int(len(val_x)), device=str(device))
+    return out
+
+
+def train_settings(cfg) -> dict[str, Any]:
+    """The JSON-able training parameters of a grid task (the device resolved here, once)."""
+    from labkit.core.device import resolve_device
+
+    return {"n_steps": cfg["n_steps"], "lr": cfg["lr"], "batch_size": cfg["batch_size"],
+            "decoder_channels": cfg["decoder_channels"], "overlap": cfg["overlap"],
+            "device": str(resolve_device(cfg["device"], announce=False))}
+
+
+def build_grid(cfg, weights: Mapping[str, dict]):
+    """The study's grid: every evaluated arm at the fewest tiles (the claims' regime) on every seed; random
+    init and the pixel classifier at every tile count (the data-limited precondition and references)."""
+    from labkit.core.grid import Grid
+
+    grid = Grid(STUDY, TASK, inputs=data_inputs(cfg))
+    data, train = data_settings(cfg), train_settings(cfg)
+    tiles = sorted(set(cfg["tiles"]))
+    few = tiles[0]
+    arms = [a for a in INITS if a in weights and weights[a]["status"] == "ok"]
+    first = cfg["seeds"][0]
+    for seed in cfg["seeds"]:
+        for n_tiles in tiles:
+            for arm in arms + list(REFERENCE_ARMS):
+                if n_tiles != few and arm not in ("random", "gbm"):
+                    continue
+                encoder = None
+                if arm in PRETRAINED_ARMS:
+                    encoder = {"path": weights[arm]["path"], "digest": weights[arm]["digest"]}
+                grid.add(arm=arm, seed=int(seed), n_tiles=int(n_tiles), data=data, train=train, encoder=encoder,
+                         keep_maps=bool(seed == first and n_tiles == few))
+    return grid
+
 
 @dataclasses.dataclass
 class SarTransferResults:
-    history: pd.DataFrame  # seed, init, epoch, train_loss, val_loss, val_miou, lr, seconds
-    fits: pd.DataFrame  # seed, init, best_epoch, best_val_miou, epochs_to_95, epochs_run, seconds
-    scores: pd.DataFrame  # seed, init, season, scene, miou, pixel_accuracy, mean_f1, iou/<c>, f1/<c>
-    confusion: dict  # (init, season) -> confusion matrix summed over seeds
-    predictions: dict  # (init, season) -> class map of the first seed
-    example: SarData  # the first seed's data (figures)
-    inits: dict  # init -> status, reason, label, info
+    """The grid's records (one per task), the weights each arm used, and the settings."""
+
+    records: list[dict]
+    weights: dict
     settings: dict
+    grid_seconds: float = 0.0
+    cached: int = 0
+    computed: int = 0
 
     @property
     def evaluated(self) -> list[str]:
-        return [k for k, v in self.inits.items() if v["status"] == "ok"]
+        return [a for a in INITS if a in self.weights and self.weights[a]["status"] == "ok"]
 
     @property
-    def pretrained_init(self) -> str | None:
-        """The pretrained arm the claims are judged on: ImageNet (the paper's) when evaluated, else the
-        cross-sensor encoder (named so in every claim)."""
-        for init in ("imagenet", "cross_sensor"):
-            if init in self.evaluated:
-                return init
-        return None
+    def pretrained_arm(self) -> str | None:
+        """The headline's pretrained arm: ImageNet (the paper's) when evaluated, else the cross-sensor one."""
+        return next((a for a in PRETRAINED_ARMS if a in self.evaluated), None)
+
+    @property
+    def few(self) -> int:
+        return min(self.settings["tiles"])
+
+    @property
+    def many(self) -> int:
+        return max(self.settings["tiles"])
+
+    def record(self, arm: str, seed: int, n_tiles: int) -> dict | None:
+        return next((r for r in self.records if r["arm"] == arm and r["seed"] == seed and r["n_tiles"] == n_tiles),
+                    None)
 
 
-def run_study(seeds: Sequence[int], inits: Sequence[str] = ("random", "cross_sensor", "imagenet"), *,
-              n_epochs: int = 10, lr: float = 1e-3, batch_size: int = 16, patience: int | None = None,
-              decoder_channels: int = 256,
-              scheduler: str | None = "plateau", scene_size: int = 256, tile: int = 64, n_train_tiles: int = 256,
-              val_fraction: float = 0.25, overlap: float = 0.25, looks: float = sar.DEFAULT_LOOKS,
-              pretrain_if_missing: bool = False, pretrain_kwargs: dict | None = None,
-              progress: bool = True) -> SarTransferResults:
-    """Train every evaluated initialisation on every seed (same data, order, schedule) and test on the
-    freeze and melt scenes. A seed draws its own simulated year and the training order."""
-    from labkit.methods.training import epochs_to_fraction, fit
-    from torch.utils.data import DataLoader, TensorDataset
-
-    started = time.time()
-    check_sizes(scene_size, tile, val_fraction)  # before any encoder is produced or loaded
-    resolved = resolve_initialisations(inits, pretrain_if_missing, pretrain_kwargs)
-    if "random" not in resolved:
-        resolved = {"random": resolve_initialisations(["random"])["random"], **resolved}
-    evaluated = [k for k, v in resolved.items() if v["status"] == "ok"]
-    histories, fits, score_rows = [], [], []
-    confusion: dict = {}
-    predictions: dict = {}
-    example = None
-    for seed in seeds:
-        data = make_data(seed, scene_size, tile, n_train_tiles, val_fraction, looks)
-        example = example or data
-        train_set = TensorDataset(torch.from_numpy(data.train[0]), torch.from_numpy(data.train[1]))
-        val_set = TensorDataset(torch.from_numpy(data.val[0]), torch.from_numpy(data.val[1]))
-        for init in evaluated:
-            model = build_model(init, seed, resolved, decoder_channels)
-            # The same generator seed gives both initialisations the same batches in the same order.
-            order = torch.Generator().manual_seed(seed)
-            train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=order)
-            val_loader = DataLoader(val_set, batch_size=64)
-            result = fit(model, train_loader, val_loader, task="segmentation", num_classes=NUM_CLASSES,
-                         epochs=n_epochs, lr=lr, optimizer="adam", weight_decay=0.0, scheduler=scheduler,
-                         ignore_index=IGNORE_INDEX, monitor="miou", patience=patience, seed=seed,
-                         progress=progress, desc=f"seed {seed} {init}")
-            hist = result.history.assign(seed=seed, init=init)
-            histories.append(hist)
-            fits.append({"seed": seed, "init": init, "best_epoch": result.best_epoch,
-                         "best_val_miou": result.best_score,
-                         "epochs_to_95": epochs_to_fraction(result.history, "val_miou", 0.95),
-                         "epochs_run": len(result.history), "seconds": result.seconds})
-            for season, scene in data.test_scenes.items():
-                pred = predict_scene(result.model, scene, data.normalizer, tile, overlap)
-                cm = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX).update(
-                    np.where(pred == IGNORE_INDEX, 0, pred), scene.labels)
-                score_rows.append({"seed": seed, "init": init, "season": season, "scene": scene.name,
-                                   **scene_scores(cm)})
-                key = (init, season)
-                confusion[key] = confusion.get(key, 0) + cm.matrix
-                if seed == seeds[0]:
-                    predictions[key] = pred
-    settings = dict(seeds=list(seeds), inits=list(inits), n_epochs=n_epochs, lr=lr, batch_size=batch_size,
-                    decoder_channels=decoder_channels,
-                    patience=patience, scheduler=scheduler, scene_size=scene_size, tile=tile,
-                    n_train_tiles=n_train_tiles, val_fraction=val_fraction, overlap=overlap, looks=looks,
-                    optimizer="adam", seconds=time.time() - started)
-    inits_public = {k: {kk: vv for kk, vv in v.items() if kk != "state"} for k, v in resolved.items()}
-    return SarTransferResults(
-        history=pd.concat(histories, ignore_index=True) if histories else pd.DataFrame(),
-        fits=pd.DataFrame(fits), scores=pd.DataFrame(score_rows), confusion=confusion, predictions=predictions,
-        example=example, inits=inits_public, settings=settings)
+def run(cfg, weights: Mapping[str, dict] | None = None, progress: bool = True, **run_kwargs) -> SarTransferResults:
+    """Run the study's grid with ``cfg.executor`` (``workers``, ``scheduler``); records are cached and resumed."""
+    check_settings(cfg)
+    weights = dict(weights) if weights is not None else resolve_weights(cfg)
+    grid = build_grid(cfg, weights)
+    options = {"executor": cfg["executor"], "workers": cfg["workers"], "scheduler": cfg["scheduler"],
+               "progress": progress, **run_kwargs}
+    result = grid.run(**options)
+    settings = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(cfg).items()}
+    return SarTransferResults(records=[r for r in result.records if r is not None], weights=weights,
+                              settings=settings, grid_seconds=result.seconds, cached=result.cached,
+                              computed=result.computed)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Tables
+# Tidy tables
 # ---------------------------------------------------------------------------------------------------
 
-def initialisations_table(results: SarTransferResults) -> pd.DataFrame:
-    rows = []
-    for k, v in results.inits.items():
-        info = dict(v.get("info") or {})
-        meta = info.pop("checkpoint_meta", {})
-        details = "; ".join(f"{key}: {val}" for key, val in info.items())
-        if meta:
-            details += "; checkpoint: " + ", ".join(f"{key}={meta[key]}" for key in
-                                                     ("producer", "n_tiles", "epochs", "tile", "noise_severity")
-                                                     if key in meta)
-        rows.append({"initialisation": k, "description": v["label"], "status": v["status"],
-                     "details": details, "reason": v["reason"][:300]})
+def scene_frame(results: SarTransferResults) -> pd.DataFrame:
+    """One row per arm x seed x tile count x test scene: season, weather, mIoU, per-class IoU/F1."""
+    rows = [{"arm": r["arm"], "seed": r["seed"], "n_tiles": r["n_tiles"], **s} for r in results.records
+            for s in r["scenes"]]
     return pd.DataFrame(rows)
 
 
-def convergence_table(results: SarTransferResults) -> pd.DataFrame:
-    """Per initialisation, over seeds: epochs to 95 % of the run's best validation mIoU, best epoch, best mIoU."""
-    fits = results.fits.copy()
-    fits["epochs_to_95"] = fits["epochs_to_95"].astype(float)
-    fits["best_epoch"] = fits["best_epoch"].astype(float)
-    return aggregate_over_seeds(fits, ["epochs_to_95", "best_epoch", "best_val_miou", "seconds"], "init")
-
-
-def season_table(results: SarTransferResults) -> pd.DataFrame:
-    """Melt vs freeze test scenes: mIoU, mean F1 and pixel accuracy per initialisation (mean and 95 % CI)."""
-    return aggregate_over_seeds(results.scores, ["miou", "mean_f1", "pixel_accuracy"], ["season", "init"])
-
-
-def _in_chart(scores: pd.DataFrame, name: str) -> pd.Series:
-    """Rows whose test scene's chart holds class ``name`` (all rows when presence was not recorded)."""
-    column = f"present/{name}"
-    if column not in scores:
-        return pd.Series(True, index=scores.index)
-    return scores[column].fillna(False).astype(bool)
-
-
-def per_class_table(results: SarTransferResults) -> pd.DataFrame:
-    """Per season, class and initialisation: IoU and F1 (mean over the seeds whose test chart holds the
-    class; a class absent from the chart, e.g. young ice in July, has no IoU to average: NaN, n 0)."""
+def history_frame(results: SarTransferResults) -> pd.DataFrame:
+    """Validation mIoU per epoch (and optimiser step) of every trained run."""
     rows = []
-    for (season, init), g in results.scores.groupby(["season", "init"], sort=False):
-        for name in CLASS_NAMES:
-            h = g[_in_chart(g, name)]
-            rows.append({"season": season, "init": init, "class": name,
-                         "iou_mean": h[f"iou/{name}"].mean(), "iou_std": h[f"iou/{name}"].std(ddof=1),
-                         "f1_mean": h[f"f1/{name}"].mean(), "n": len(h)})
+    for r in results.records:
+        if "val_miou" not in r:
+            continue
+        for e, (v, loss) in enumerate(zip(r["val_miou"], r["train_loss"]), 1):
+            rows.append({"arm": r["arm"], "seed": r["seed"], "n_tiles": r["n_tiles"], "epoch": e,
+                         "step": e * r["steps_per_epoch"], "val_miou": float(v), "train_loss": float(loss)})
+    return pd.DataFrame(rows, columns=["arm", "seed", "n_tiles", "epoch", "step", "val_miou", "train_loss"])
+
+
+def season_frame(results: SarTransferResults) -> pd.DataFrame:
+    """Per arm x seed x tile count: mean mIoU over the test scenes of each season, and over all (``all``)."""
+    scenes = scene_frame(results)
+    if scenes.empty:
+        return pd.DataFrame(columns=["arm", "seed", "n_tiles", "season", "miou", "n_scenes"])
+    by_season = scenes.groupby(["arm", "seed", "n_tiles", "season"], as_index=False).agg(
+        miou=("miou", "mean"), n_scenes=("miou", "size"))
+    overall = scenes.groupby(["arm", "seed", "n_tiles"], as_index=False).agg(miou=("miou", "mean"),
+                                                                            n_scenes=("miou", "size"))
+    return pd.concat([by_season, overall.assign(season="all")], ignore_index=True)
+
+
+def curves_frame(results: SarTransferResults) -> pd.DataFrame:
+    rows = [{"arm": r["arm"], "seed": r["seed"], "n_tiles": r["n_tiles"], "best_val_miou": r["best_val_miou"],
+             "late_gain": r["late_gain"], "epochs": r["epochs"], "steps_per_epoch": r["steps_per_epoch"],
+             "seconds": r["seconds"]} for r in results.records if "val_miou" in r]
+    return pd.DataFrame(rows, columns=["arm", "seed", "n_tiles", "best_val_miou", "late_gain", "epochs",
+                                       "steps_per_epoch", "seconds"])
+
+
+def convergence_frame(results: SarTransferResults, fraction: float | None = None) -> pd.DataFrame:
+    """Per pretrained arm (``pair``), seed and arm (the pretrained one and random), at the fewest tiles:
+    epochs and optimiser steps to a **common** threshold, ``fraction`` of the lower of the two runs' best
+    validation mIoU, so neither arm's bar depends on how high it ends."""
+    fraction = results.settings["convergence_fraction"] if fraction is None else fraction
+    rows = []
+    for pre in [a for a in PRETRAINED_ARMS if a in results.evaluated]:
+        for seed in results.settings["seeds"]:
+            pair = {a: results.record(a, seed, results.few) for a in ("random", pre)}
+            if any(v is None for v in pair.values()):
+                continue
+            bar = fraction * min(float(np.nanmax(v["val_miou"])) for v in pair.values())
+            for arm, rec in pair.items():
+                hits = np.flatnonzero(np.asarray(rec["val_miou"], float) >= bar)
+                epoch = float(hits[0] + 1) if len(hits) else float("nan")
+                rows.append({"pair": pre, "arm": arm, "seed": seed, "threshold": bar, "epochs_to_common": epoch,
+                             "steps_to_common": epoch * rec["steps_per_epoch"],
+                             "best_val_miou": float(np.nanmax(rec["val_miou"]))})
+    return pd.DataFrame(rows, columns=["pair", "arm", "seed", "threshold", "epochs_to_common", "steps_to_common",
+                                       "best_val_miou"])
+
+
+def gains_frame(results: SarTransferResults) -> pd.DataFrame:
+    """Per pretrained arm and seed, at the fewest tiles: melt and freeze gains over random (mean over each
+    season's test scenes), melt gain minus |freeze gain|, and the largest and smallest class-wise freeze IoU
+    gain (each class averaged over the freeze test scenes whose chart holds it)."""
+    scenes = scene_frame(results)
+    rows = []
+    if scenes.empty:
+        return pd.DataFrame(columns=["arm", "seed"])
+    few = scenes[scenes.n_tiles == results.few]
+    for pre in [a for a in PRETRAINED_ARMS if a in results.evaluated]:
+        for seed in results.settings["seeds"]:
+            s = few[few.seed == seed]
+            a, r = s[s.arm == pre].set_index("scene"), s[s.arm == "random"].set_index("scene")
+            if a.empty or r.empty:
+                continue
+            gain = {season: float(a.miou[a.season == season].mean() - r.miou[r.season == season].mean())
+                    for season in SEASONS}
+            freeze = a.index[a.season == "freeze"]
+            class_gain = {}
+            for name in CLASS_NAMES:
+                present = a.loc[freeze, f"present/{name}"].astype(bool)
+                scenes_with = freeze[present.to_numpy()]
+                if len(scenes_with):
+                    class_gain[name] = float((a.loc[scenes_with, f"iou/{name}"]
+                                              - r.loc[scenes_with, f"iou/{name}"]).mean())
+            rows.append({"arm": pre, "seed": seed, "melt_gain": gain["melt"], "freeze_gain": gain["freeze"],
+                         "melt_gain_minus_abs_freeze_gain": gain["melt"] - abs(gain["freeze"]),
+                         "max_class_gain": max(class_gain.values()) if class_gain else float("nan"),
+                         "min_class_gain": min(class_gain.values()) if class_gain else float("nan"),
+                         **{f"freeze_gain/{k}": v for k, v in class_gain.items()}})
     return pd.DataFrame(rows)
 
 
-def _paired(results: SarTransferResults, season: str, column: str, a: str, b: str) -> tuple[dict, pd.DataFrame]:
-    s = results.scores[results.scores.season == season]
-    wide = s.pivot_table(index="seed", columns="init", values=column, dropna=False)
-    wide = wide.dropna(subset=[a, b])
-    return paired_difference(wide[a].to_numpy(), wide[b].to_numpy()), wide
+def claim_tables(results: SarTransferResults) -> dict[str, pd.DataFrame]:
+    """The tidy tables the claims are judged on: ``runs`` (season mIoU per arm, seed, tile count),
+    ``curves`` (plateau per run), ``convergence`` (common-threshold epochs) and ``gains``."""
+    return {"runs": season_frame(results), "curves": curves_frame(results),
+            "convergence": convergence_frame(results), "gains": gains_frame(results)}
 
 
 # ---------------------------------------------------------------------------------------------------
-# Claims
+# 3. Claims
 # ---------------------------------------------------------------------------------------------------
 
 CLAIMS = {
     "faster_convergence": "An encoder pretrained on optical images and fine-tuned converges in fewer epochs "
                           "than the same network from random weights.",
-    "better_on_melt": "The pretrained encoder segments the melt-season scene better (mIoU) than random "
+    "better_on_melt": "The pretrained encoder segments the melt-season scenes better (mIoU) than random "
                       "initialisation.",
-    "freeze_smaller_mixed": "On the freeze-season scene the difference is smaller than the melt-season gain and "
+    "freeze_smaller_mixed": "On the freeze-season scenes the difference is smaller than the melt-season gain and "
                             "mixed across classes.",
 }
-DECISION_RULE = ("paired over seeds (same data and order per seed); 'held' when the 95 % t-interval of the "
-                 "paired difference lies on the claimed side of zero, 'did not hold' otherwise")
 
 
-def _fmt(d: dict) -> str:
-    return f"{d['mean_diff']:+.3f} (95% CI {d['ci95_low']:+.3f} .. {d['ci95_high']:+.3f}; wins {d['wins']}/{d['n']})"
+def claim_id(base: str, arm: str) -> str:
+    """The paper's arm (ImageNet) keeps the paper's claim ids; another pretrained arm is suffixed."""
+    return base if arm == "imagenet" else f"{base}_{arm}"
 
 
-def epochs_to_common_threshold(history: pd.DataFrame, reference: str = "random",
-                               fraction: float = 0.95) -> pd.DataFrame:
-    """Per seed and initialisation: the first epoch whose validation mIoU reaches ``fraction`` of the
-    ``reference`` arm's best on that seed (NaN if never). Supplementary to "95 % of the run's own best",
-    whose bar is higher for the arm that ends higher."""
-    rows = []
-    if history.empty or reference not in set(history.init):
-        return pd.DataFrame(columns=["seed", "init", "epochs_to_common"])
-    for seed, g in history.groupby("seed"):
-        ref = g[g.init == reference]
-        if ref.empty:
-            continue
-        bar = fraction * float(ref["val_miou"].max())
-        for init, h in g.groupby("init", sort=False):
-            hits = h.loc[h["val_miou"] >= bar, "epoch"]
-            rows.append({"seed": seed, "init": init, "epochs_to_common": float(hits.min()) if len(hits) else np.nan})
-    return pd.DataFrame(rows)
+def _rename(pre: Precondition, name: str, why: str | None = None) -> Precondition:
+    return dataclasses.replace(pre, name=name, why=why or pre.why)
 
 
-def judge_claims(results: SarTransferResults) -> list[dict[str, Any]]:
-    """The paper's three claims with honest statuses, evidence and reasons (never hard-coded)."""
-    pre = results.pretrained_init
-    out = []
-    if pre is None:
-        reasons = "; ".join(f"{k}: {v['reason']}" for k, v in results.inits.items() if v["status"] != "ok")
-        for cid, statement in CLAIMS.items():
-            out.append(dict(id=cid, statement=statement, status="not evaluated", evidence={},
-                            reason=f"no pretrained encoder could be evaluated ({reasons[:600]})"))
-        return out
-    arm = f"pretrained arm: {pre} ({INIT_LABELS[pre]})"
-    n_seeds = results.scores.seed.nunique()
-    if n_seeds < 2:
-        for cid, statement in CLAIMS.items():
-            out.append(dict(id=cid, statement=statement, status="not evaluated",
-                            evidence={"pretrained_arm": pre, "seeds": n_seeds},
-                            reason=f"only {n_seeds} seed: a paired interval needs at least 2 (use preset default)"))
-        return out
+def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context) -> list[Claim]:
+    """The paper's three claims for each pretrained arm (ImageNet: the paper's ids; cross-sensor: suffixed),
+    judged at the fewest training tiles, paired over seeds.
 
-    # 1. convergence: epochs to reach 95 % of the run's best validation mIoU (fewer is better)
-    fits = results.fits.pivot_table(index="seed", columns="init", values="epochs_to_95")
-    d1 = paired_difference(fits["random"].to_numpy(float), fits[pre].to_numpy(float))  # random - pretrained
-    held1 = d1["ci95_low"] > 0
-    common = epochs_to_common_threshold(results.history)
-    common_evidence = {}
-    if not common.empty:
-        wide = common.pivot_table(index="seed", columns="init", values="epochs_to_common", dropna=False)
-        if pre in wide:
-            common_evidence = {"epochs_to_95_of_random_best_random": wide["random"].tolist(),
-                               f"epochs_to_95_of_random_best_{pre}": wide[pre].tolist()}
-    out.append(dict(
-        id="faster_convergence", statement=CLAIMS["faster_convergence"],
-        status="held" if held1 else "did not hold",
-        evidence={"pretrained_arm": pre, "epochs_to_95_random": fits["random"].tolist(),
-                  f"epochs_to_95_{pre}": fits[pre].tolist(), "random_minus_pretrained": d1,
-                  "rule": DECISION_RULE, "supplementary (not judged)": common_evidence},
-        reason=f"{arm}; epochs to 95 % of best val mIoU, random minus pretrained: {_fmt(d1)}"))
-
-    # 2. melt-season mIoU
-    d2, wide2 = _paired(results, "melt", "miou", pre, "random")
-    held2 = d2["ci95_low"] > 0
-    out.append(dict(
-        id="better_on_melt", statement=CLAIMS["better_on_melt"], status="held" if held2 else "did not hold",
-        evidence={"pretrained_arm": pre, "melt_miou_random": wide2["random"].tolist(),
-                  f"melt_miou_{pre}": wide2[pre].tolist(), "pretrained_minus_random": d2, "rule": DECISION_RULE},
-        reason=f"{arm}; melt-scene mIoU, pretrained minus random: {_fmt(d2)}"))
-
-    # 3. the melt gain (signed: pretrained minus random) exceeds the size of the freeze difference, paired over
-    # seeds; and the freeze differences are mixed in sign over the classes in the freeze chart. A pretrained
-    # arm that loses on melt does not make the freeze difference "smaller" in the paper's sense.
-    d3f, wide3 = _paired(results, "freeze", "miou", pre, "random")
-    gains = pd.DataFrame({"melt": wide2[pre] - wide2["random"], "freeze": wide3[pre] - wide3["random"]}).dropna()
-    d3 = paired_difference(gains["melt"].to_numpy(), gains["freeze"].abs().to_numpy())
-    s = results.scores[results.scores.season == "freeze"]
-    s = s.assign(**{f"iou/{n}": s[f"iou/{n}"].where(_in_chart(s, n)) for n in CLASS_NAMES})
-    class_diff = {}
-    for name in CLASS_NAMES:
-        w = s.pivot_table(index="seed", columns="init", values=f"iou/{name}")
-        if pre in w and "random" in w:
-            diff = (w[pre] - w["random"]).dropna()
-            if len(diff):
-                class_diff[name] = float(diff.mean())
-    mixed = any(v > 0 for v in class_diff.values()) and any(v < 0 for v in class_diff.values())
-    smaller = d3["ci95_low"] > 0
-    held3 = smaller and mixed
-    out.append(dict(
-        id="freeze_smaller_mixed", statement=CLAIMS["freeze_smaller_mixed"],
-        status="held" if held3 else "did not hold",
-        evidence={"pretrained_arm": pre, "freeze_pretrained_minus_random": d3f,
-                  "melt_gain_minus_abs_freeze_gain": d3, "freeze_iou_diff_by_class": class_diff,
-                  "mixed_sign_across_classes": mixed,
-                  "rule": DECISION_RULE + "; smaller = melt gain (signed) minus |freeze gain|, paired; mixed = "
-                                          "class-wise mean IoU differences of both signs over the classes in "
-                                          "the freeze chart"},
-        reason=(f"{arm}; melt gain - |freeze gain| in mIoU: {_fmt(d3)}; freeze gain {_fmt(d3f)}; "
-                f"per-class freeze IoU differences {', '.join(f'{k} {v:+.3f}' for k, v in class_diff.items())}"
-                f" ({'mixed' if mixed else 'one sign'})")))
-    return out
+    Preconditions: both arms plateau (the last fifth of training improves validation mIoU by less than
+    ``plateau_gain``) for convergence; the baseline is data-limited (random init with the most tiles beats
+    itself with the fewest by more than ``data_limited_margin`` test mIoU) for the season claims.
+    ``unavailable``: ``{arm: reason}`` for arms that cannot run (e.g. missing weights).
+    """
+    unavailable = dict(unavailable or {})
+    tiles = sorted(set(cfg["tiles"]))
+    few, many = tiles[0], tiles[-1]
+    plateau, margin = cfg["plateau_gain"], cfg["data_limited_margin"]
+    fraction = cfg["convergence_fraction"]
+    data_limited = _rename(
+        Precondition.label_limited("miou", full={"arm": "random", "season": "all", "n_tiles": many},
+                                   few={"arm": "random", "season": "all", "n_tiles": few}, margin=margin),
+        "data-limited", why=f"random init with {many} training tiles beats itself with {few} by more than "
+                            f"{margin:g} test mIoU (mean over the test scenes)")
+    claims = []
+    for arm in PRETRAINED_ARMS:
+        reason = unavailable.get(arm)
+        if reason is None and arm not in cfg["inits"]:
+            reason = f"arm '{arm}' was not run (add it to inits)"
+        if reason is not None and arm == "imagenet" and "weights unavailable" in reason:
+            reason += ("; put ImageNet ResNet-18 weights (resnet18.a1_in1k.safetensors) in LABKIT_WEIGHTS_DIR or "
+                       "pass -p imagenet_weights /path/to/file")
+        label = f"[{arm}] "
+        plateaus = [_rename(Precondition.plateau("late_gain", {"arm": a, "n_tiles": few}, plateau),
+                            f"plateau ({a})") for a in ("random", arm)]
+        fast = Compare("epochs_to_common", a={"pair": arm, "arm": "random"}, b={"pair": arm, "arm": arm},
+                       table="convergence", label=f"{label}epochs to {fraction:.0%} of the lower arm's best val mIoU: "
+                                                  f"random minus pretrained > 0")
+        melt = Compare("miou", a={"arm": arm, "season": "melt", "n_tiles": few},
+                       b={"arm": "random", "season": "melt", "n_tiles": few},
+                       label=f"{label}melt-scene mIoU: pretrained minus random > 0")
+        smaller = Compare("melt_gain_minus_abs_freeze_gain", a={"arm": arm}, b=0.0, table="gains",
+                          label=f"{label}melt gain minus |freeze gain| > 0")
+        pos = Compare("max_class_gain", a={"arm": arm}, b=0.0, table="gains",
+                      label=f"{label}some freeze class gains (largest class-wise IoU gain > 0)")
+        neg = Compare("min_class_gain", a={"arm": arm}, b=0.0, greater=False, table="gains",
+                      label=f"{label}some freeze class loses (smallest class-wise IoU gain < 0)")
+        note = ARM_LABELS[arm]
+        claims += [
+            Claim(claim_id("faster_convergence", arm), CLAIMS["faster_convergence"], [fast], plateaus,
+                  unavailable=reason, note=note + f"; judged at {few} training tiles"),
+            Claim(claim_id("better_on_melt", arm), CLAIMS["better_on_melt"], [melt], [data_limited],
+                  unavailable=reason, note=note + f"; judged at {few} training tiles"),
+            Claim(claim_id("freeze_smaller_mixed", arm), CLAIMS["freeze_smaller_mixed"], [smaller, pos, neg],
+                  [data_limited], unavailable=reason, note=note + f"; judged at {few} training tiles"),
+        ]
+    return claims
 
 
-def headline_metrics(results: SarTransferResults) -> dict[str, float]:
-    """Numbers for metrics.json; ``melt_miou_pretrained`` is the headline (NaN when no pretrained arm ran)."""
-    out: dict[str, Any] = {"pretrained_arm": results.pretrained_init or "none"}
-    for (season, init), g in results.scores.groupby(["season", "init"]):
-        out[f"{season}_miou_{init}"] = float(g["miou"].mean())
-    for init, g in results.fits.groupby("init"):
-        out[f"epochs_to_95_{init}"] = float(g["epochs_to_95"].astype(float).mean())
-        out[f"best_val_miou_{init}"] = float(g["best_val_miou"].mean())
-    pre = results.pretrained_init
-    out["melt_miou_pretrained"] = out.get(f"melt_miou_{pre}", float("nan")) if pre else float("nan")
-    out["freeze_miou_pretrained"] = out.get(f"freeze_miou_{pre}", float("nan")) if pre else float("nan")
-    out["train_seconds"] = results.settings["seconds"]
+def headline_metrics(results: SarTransferResults) -> dict[str, Any]:
+    """Numbers for metrics.json; ``melt_miou_pretrained`` (the headline) is the judged pretrained arm's melt
+    mIoU at the fewest tiles (NaN when no pretrained arm ran)."""
+    seasons = season_frame(results)
+    out: dict[str, Any] = {"pretrained_arm": results.pretrained_arm or "none", "few_tiles": results.few,
+                           "many_tiles": results.many}
+    for (arm, n_tiles, season), g in seasons.groupby(["arm", "n_tiles", "season"]):
+        out[f"{season}_miou_{arm}_{n_tiles}tiles"] = float(g["miou"].mean())
+    conv = convergence_frame(results)
+    for (pair, arm), g in conv.groupby(["pair", "arm"]):
+        out[f"epochs_to_common_{arm}_vs_{pair}" if arm == "random" else f"epochs_to_common_{arm}"] = float(
+            g["epochs_to_common"].mean())
+    pre = results.pretrained_arm
+    few = seasons[seasons.n_tiles == results.few]
+    for season in ("melt", "freeze"):
+        sel = few[(few.arm == pre) & (few.season == season)] if pre else few.iloc[:0]
+        out[f"{season}_miou_pretrained"] = float(sel["miou"].mean()) if len(sel) else float("nan")
+    out["grid_seconds"] = results.grid_seconds
+    out["grid_tasks_computed"] = results.computed
+    out["grid_tasks_cached"] = results.cached
+    for arm in PRETRAINED_ARMS:
+        if arm in results.weights and results.weights[arm]["status"] == "ok":
+            out[f"{arm}_weights_sha256"] = results.weights[arm]["provenance"].get("sha256", "")
     return out
 
 
 # ---------------------------------------------------------------------------------------------------
-# Figures
+# 4. Tables
+# ---------------------------------------------------------------------------------------------------
+
+def weights_table(weights: Mapping[str, dict]) -> pd.DataFrame:
+    """Per arm: status, the weights it used (checkpoint, file, sha256, provenance from the sidecar), reason."""
+    rows = []
+    for arm, w in weights.items():
+        prov = dict(w.get("provenance") or {})
+        meta = prov.pop("checkpoint_meta", {})
+        keep = ("weights", "checkpoint", "file", "sha256", "produced_here", "dropped_stages", "first_conv_bands",
+                "source")
+        details = "; ".join(f"{k}: {str(prov[k])[:80] if k != 'sha256' else str(prov[k])[:16]}" for k in keep
+                            if k in prov)
+        if meta:
+            details += "; sidecar: " + ", ".join(f"{k}={meta[k]}" for k in
+                                                 ("study", "produced_by", "n_tiles", "epochs", "tile", "seed",
+                                                  "severity", "commit", "seconds") if k in meta)
+        rows.append({"arm": arm, "description": w["label"], "status": w["status"], "weights": details or "-",
+                     "reason": w["reason"][:300]})
+    return pd.DataFrame(rows, columns=["arm", "description", "status", "weights", "reason"])
+
+
+def convergence_table(results: SarTransferResults) -> pd.DataFrame:
+    """Per pretrained arm: epochs and optimiser steps of both arms to the common threshold, mean and 95 % CI."""
+    conv = convergence_frame(results)
+    if conv.empty:
+        return pd.DataFrame()
+    return aggregate_over_seeds(conv, ["epochs_to_common", "steps_to_common", "threshold", "best_val_miou"],
+                                ["pair", "arm"])
+
+
+def regime_table(results: SarTransferResults) -> pd.DataFrame:
+    """The regime: test mIoU (all scenes) of random init and the references at each tile count, and the
+    plateau measure (late gain) of each trained arm; floor (majority) and data-rich rows included."""
+    seasons = season_frame(results)
+    table = aggregate_over_seeds(seasons[seasons.season == "all"], "miou", ["arm", "n_tiles"])
+    curves = curves_frame(results)
+    if not curves.empty:
+        late = aggregate_over_seeds(curves, ["late_gain", "best_val_miou", "seconds"], ["arm", "n_tiles"])
+        table = table.merge(late.drop(columns="n"), on=["arm", "n_tiles"], how="left")
+    role = {"majority": "floor", "gbm": "classical reference"}
+    table.insert(2, "role", [role.get(a, "data-rich (ceiling)" if n == results.many else "claims' regime")
+                             for a, n in zip(table.arm, table.n_tiles)])
+    return table.sort_values(["n_tiles", "arm"]).reset_index(drop=True)
+
+
+def season_table(results: SarTransferResults) -> pd.DataFrame:
+    """Per season, arm and tile count: mean over seeds of the season's mean scene mIoU, with its 95 % CI."""
+    seasons = season_frame(results)
+    return aggregate_over_seeds(seasons[seasons.season != "all"], "miou", ["season", "arm", "n_tiles"])
+
+
+def scene_table(results: SarTransferResults) -> pd.DataFrame:
+    """Per test scene (each its own weather), at the fewest tiles: mIoU per arm (mean over seeds), wind, air
+    temperature (simulated scenes vary by seed: their weather is the mean over seeds)."""
+    scenes = scene_frame(results)
+    few = scenes[scenes.n_tiles == results.few]
+    wide = few.pivot_table(index=["season", "scene"], columns="arm", values="miou", aggfunc="mean")
+    weather = few.groupby(["season", "scene"])[["wind_speed", "air_temperature"]].mean()
+    return weather.join(wide).reset_index()
+
+
+def per_class_table(results: SarTransferResults) -> pd.DataFrame:
+    """Per season, class and arm (fewest tiles): IoU over the scenes whose chart holds the class."""
+    scenes = scene_frame(results)
+    few = scenes[scenes.n_tiles == results.few]
+    rows = []
+    for (season, arm), g in few.groupby(["season", "arm"], sort=False):
+        for name in CLASS_NAMES:
+            h = g[g[f"present/{name}"].astype(bool)]
+            rows.append({"season": season, "arm": arm, "class": name, "iou_mean": h[f"iou/{name}"].mean(),
+                         "iou_std": h[f"iou/{name}"].std(ddof=1), "f1_mean": h[f"f1/{name}"].mean(),
+                         "n_scene_runs": len(h)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. Figures
 # ---------------------------------------------------------------------------------------------------
 
 LAND_COLOUR = "#a6894f"  # tan: land (masked, never a label)
@@ -624,26 +1022,35 @@ def _legend_handles():
                Patch(facecolor=NO_DATA_COLOUR, label="no data (outside swath)")])
 
 
-def scenes_figure(scenes: dict[str, sar.SarScene]):
-    """HH, HV, false colour and chart for each test scene (rows); no data purple in every panel, land tan
-    in the chart (land is imaged in HH and HV)."""
+ARM_COLOURS = {"random": "#555555", "cross_sensor": "#d95f02", "imagenet": "#1b9e77", "gbm": "#7570b3",
+               "majority": "#bbbbbb"}
+
+
+def scenes_figure(scenes: Sequence[sar.SarScene]):
+    """HH, HV, false colour and chart of each test scene (rows), with its season and weather; no data purple
+    in every panel, land tan in the chart (land is imaged in HH and HV)."""
     import matplotlib.pyplot as plt
 
     grey = plt.get_cmap("gray").copy()
     grey.set_bad(NO_DATA_COLOUR)
-    fig, axes = plt.subplots(len(scenes), 4, figsize=(13, 3.7 * len(scenes)), squeeze=False)
-    for row, (season, scene) in zip(axes, scenes.items()):
+    scenes = list(scenes)
+    fig, axes = plt.subplots(len(scenes), 4, figsize=(11, 2.8 * len(scenes)), squeeze=False)
+    for row, scene in zip(axes, scenes):
         land, nodata = _scene_masks(scene)
         row[0].imshow(np.ma.masked_invalid(scene.sar[0]), cmap=grey, vmin=-30, vmax=-5)
         row[1].imshow(np.ma.masked_invalid(scene.sar[1]), cmap=grey, vmin=-32, vmax=-15)
         row[2].imshow(false_colour(scene))
         row[3].imshow(class_map_rgb(scene.labels, land, nodata), interpolation="nearest")
-        titles = ["HH (dB, -30..-5)", "HV (dB, -32..-15)", "false colour R=HH G=HV B=HH-HV", "ice chart"]
+        weather = ""
+        if "wind_speed" in scene.meta:
+            weather = f", wind {scene.meta['wind_speed']:.1f} m/s, {scene.meta['air_temperature']:+.1f} C"
+        titles = [f"{scene.name} ({scene.season}{weather}): HH", "HV (dB, -32..-15)", "R=HH G=HV B=HH-HV",
+                  "ice chart"]
         for ax, t in zip(row, titles):
-            ax.set_title(f"{season} ({scene.month:02d}/2018): {t}" if ax is row[0] else t, fontsize=9)
+            ax.set_title(t, fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
-    fig.legend(handles=_legend_handles(), loc="lower center", ncol=NUM_CLASSES + 2, frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles=_legend_handles(), loc="lower center", ncol=NUM_CLASSES + 2, frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -670,42 +1077,72 @@ def backscatter_histograms_figure(table: pd.DataFrame):
 
 
 def learning_curves_figure(results: SarTransferResults):
-    """Validation mIoU per epoch: mean over seeds with a 95 % t-band, per initialisation."""
+    """Validation mIoU against optimiser steps at the fewest tiles: mean over seeds with a 95 % t-band per
+    arm, and the common threshold (mean over seeds) of each pretrained arm's comparison as a dashed line."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colours = {"random": "#555555", "cross_sensor": "#d95f02", "imagenet": "#1b9e77"}
-    for init, g in results.history.groupby("init", sort=False):
-        agg = aggregate_over_seeds(g, "val_miou", "epoch").sort_values("epoch")
-        ax.plot(agg["epoch"], agg["val_miou_mean"], color=colours.get(init), label=f"{init} (n={int(agg['n'].max())})")
-        ax.fill_between(agg["epoch"], agg["val_miou_ci95_low"], agg["val_miou_ci95_high"], color=colours.get(init),
-                        alpha=0.2)
-    ax.set_xlabel("epoch")
+    hist = history_frame(results)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    few = hist[hist.n_tiles == results.few]
+    for arm, g in few.groupby("arm", sort=False):
+        agg = aggregate_over_seeds(g, "val_miou", "step").sort_values("step")
+        colour = ARM_COLOURS.get(arm)
+        ax.plot(agg["step"], agg["val_miou_mean"], color=colour, label=f"{arm} (n={int(agg['n'].max())})")
+        ax.fill_between(agg["step"], agg["val_miou_ci95_low"], agg["val_miou_ci95_high"], color=colour, alpha=0.2)
+    conv = convergence_frame(results)
+    for pair, g in conv.groupby("pair"):
+        ax.axhline(g["threshold"].mean(), color=ARM_COLOURS.get(pair), ls="--", lw=1,
+                   label=f"common threshold vs {pair} (mean)")
+    ax.set_xlabel(f"optimiser steps ({results.few} training tiles, validated every epoch)")
     ax.set_ylabel("validation mIoU")
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
 
 
-def predictions_figure(results: SarTransferResults):
-    """Chart and predicted maps (first seed) per test scene and initialisation; land tan, no data purple."""
+def scene_scores_figure(results: SarTransferResults):
+    """Test-scene mIoU at the fewest tiles, one panel per season: each test scene's mean over seeds per arm
+    (points) and the season mean (bar), so a season effect is not one scene's luck."""
     import matplotlib.pyplot as plt
 
-    inits = [i for i in results.evaluated]
-    seasons = list(results.example.test_scenes)
-    fig, axes = plt.subplots(len(seasons), 1 + len(inits), figsize=(3.3 * (1 + len(inits)), 3.7 * len(seasons) + 0.6),
+    scenes = scene_frame(results)
+    few = scenes[scenes.n_tiles == results.few]
+    arms = [a for a in INITS + REFERENCE_ARMS if a in set(few.arm)]
+    fig, axes = plt.subplots(1, len(SEASONS), figsize=(10, 3.8), sharey=True, squeeze=False)
+    for ax, season in zip(axes[0], SEASONS):
+        s = few[few.season == season]
+        per_scene = s.groupby(["arm", "scene"], as_index=False)["miou"].mean()
+        for i, arm in enumerate(arms):
+            v = per_scene[per_scene.arm == arm]["miou"].to_numpy()
+            ax.bar(i, v.mean() if len(v) else np.nan, color=ARM_COLOURS.get(arm), alpha=0.5)
+            ax.scatter(np.full(len(v), i) + np.linspace(-0.15, 0.15, max(len(v), 1))[:len(v)], v, color="k", s=12)
+        ax.set_xticks(range(len(arms)), arms, rotation=20, fontsize=8)
+        ax.set_title(f"{season} test scenes (n={s.scene.nunique()})", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("scene mIoU (mean over seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def predictions_figure(results: SarTransferResults, data: SarData):
+    """Chart and predicted maps (first seed, fewest tiles) of one freeze and one melt test scene per arm."""
+    import matplotlib.pyplot as plt
+
+    seed = results.settings["seeds"][0]
+    arms = [a for a in INITS + ("gbm",) if results.record(a, seed, results.few) is not None]
+    chosen = [next(s for s in data.test_scenes if s.season == season) for season in SEASONS]
+    fig, axes = plt.subplots(len(chosen), 1 + len(arms), figsize=(3.0 * (1 + len(arms)), 3.3 * len(chosen) + 0.6),
                              squeeze=False)
-    for row, season in zip(axes, seasons):
-        scene = results.example.test_scenes[season]
+    for row, scene in zip(axes, chosen):
         land, nodata = _scene_masks(scene)
-        panels = [("chart", scene.labels)] + [(i, results.predictions[(i, season)]) for i in inits]
-        for ax, (title, img) in zip(row, panels):
+        panels = [("chart", scene.labels, None)]
+        for arm in arms:
+            rec = results.record(arm, seed, results.few)
+            score = next(s["miou"] for s in rec["scenes"] if s["scene"] == scene.name)
+            panels.append((f"{arm} (mIoU {score:.2f})", rec["maps"][scene.name].astype(np.int64), score))
+        for ax, (title, img, _) in zip(row, panels):
             ax.imshow(class_map_rgb(img, land, nodata), interpolation="nearest")
-            if title != "chart":
-                s = results.scores
-                m = s[(s.seed == s.seed.min()) & (s.init == title) & (s.season == season)]["miou"].iloc[0]
-                title = f"{title} (mIoU {m:.2f})"
-            ax.set_title(f"{season}: {title}", fontsize=9)
+            ax.set_title(f"{scene.name}: {title}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
     fig.legend(handles=_legend_handles(), loc="lower center", ncol=3, frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
@@ -713,17 +1150,20 @@ def predictions_figure(results: SarTransferResults):
 
 
 def confusion_figure(results: SarTransferResults):
-    """Row-normalised confusion matrices summed over seeds (rows: chart, columns: prediction)."""
+    """Row-normalised confusion matrices at the fewest tiles, summed over seeds and each season's scenes."""
     import matplotlib.pyplot as plt
 
-    inits = results.evaluated
-    seasons = list(results.example.test_scenes)
-    fig, axes = plt.subplots(len(seasons), len(inits), figsize=(3.6 * len(inits), 3.5 * len(seasons)),
-                             squeeze=False)
+    arms = [a for a in INITS + ("gbm",) if any(r["arm"] == a for r in results.records)]
+    fig, axes = plt.subplots(len(SEASONS), len(arms), figsize=(3.4 * len(arms), 3.3 * len(SEASONS)), squeeze=False)
     short = ["water", "young", "FYI", "MYI"]
-    for row, season in zip(axes, seasons):
-        for ax, init in zip(row, inits):
-            m = results.confusion[(init, season)].astype(float)
+    for row, season in zip(axes, SEASONS):
+        for ax, arm in zip(row, arms):
+            m = np.zeros((NUM_CLASSES, NUM_CLASSES))
+            for r in results.records:
+                if r["arm"] == arm and r["n_tiles"] == results.few:
+                    for s in r["scenes"]:
+                        if s["season"] == season:
+                            m += np.asarray(r["confusion"][s["scene"]], float)
             with np.errstate(invalid="ignore"):
                 norm = m / m.sum(axis=1, keepdims=True)
             ax.imshow(np.nan_to_num(norm), vmin=0, vmax=1, cmap="Blues")
@@ -739,23 +1179,6 @@ def confusion_figure(results: SarTransferResults):
             ax.set_yticks(range(NUM_CLASSES), short, fontsize=7)
             ax.set_xlabel("predicted", fontsize=8)
             ax.set_ylabel("chart", fontsize=8)
-            ax.set_title(f"{season}: {init}", fontsize=9)
+            ax.set_title(f"{season}: {arm}", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def run_from_config(cfg, progress: bool = True) -> SarTransferResults:
-    """:func:`run_study` with a notebook's :class:`labkit.Config`."""
-    return run_study(
-        cfg.seeds, cfg.inits, n_epochs=cfg.n_epochs, lr=cfg.lr, batch_size=cfg.batch_size, patience=cfg.patience,
-        decoder_channels=cfg.decoder_channels,
-        scene_size=cfg.scene_size, tile=cfg.tile, n_train_tiles=cfg.n_train_tiles, val_fraction=cfg.val_fraction,
-        overlap=cfg.overlap, looks=cfg.looks, pretrain_if_missing=cfg.pretrain_if_missing,
-        pretrain_kwargs=dict(n_tiles=cfg.pretrain_tiles, epochs=cfg.pretrain_epochs, tile=cfg.pretrain_tile,
-                             seed=0),
-        progress=progress)
-
-
-def data_from_config(cfg) -> SarData:
-    """The first seed's simulated year (the scenes shown in the notebook's figures)."""
-    return make_data(cfg.seeds[0], cfg.scene_size, cfg.tile, cfg.n_train_tiles, cfg.val_fraction, cfg.looks)

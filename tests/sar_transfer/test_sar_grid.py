@@ -1,0 +1,69 @@
+"""The study runs fully on labkit.core.grid: the same records on every executor, and a rerun resumes."""
+
+import numpy as np
+import pytest
+
+from labkit.core.params import load_spec
+from labkit.studies import sar_transfer as study
+
+from .test_sar_study import optical_checkpoint  # noqa: F401  (fixture)
+
+TIMING = {"seconds", "task_seconds", "cpu_seconds"}
+
+
+def _same(a, b, where=""):
+    if isinstance(a, dict):
+        assert set(a) - TIMING == set(b) - TIMING, where
+        for k in set(a) - TIMING:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where
+
+
+def test_smoke_grid_gives_the_same_records_on_every_executor(optical_checkpoint, tmp_path, monkeypatch):  # noqa: F811
+    cfg = load_spec("sar_transfer").resolve("smoke")
+    weights = study.resolve_weights(cfg)
+    assert weights["cross_sensor"]["status"] == "ok"
+    grid_tasks = len(study.build_grid(cfg, weights))
+    assert grid_tasks == 6  # random, cross_sensor, gbm, majority at 16 tiles; random and gbm at 32
+    runs = {}
+    for name, options in {"serial": {"executor": "serial", "threads": 1},
+                          "processes": {"executor": "processes", "workers": 2},
+                          "dask": {"executor": "dask", "workers": 2}}.items():
+        monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / f"cache-{name}"))  # each executor computes afresh
+        res = study.run(cfg, weights, progress=False, **options)
+        assert res.computed == grid_tasks and res.cached == 0
+        runs[name] = sorted(res.records, key=lambda r: (r["arm"], r["n_tiles"]))
+    for name in ("processes", "dask"):
+        _same(runs["serial"], runs[name], name)
+    # a rerun finds every record in the cache and computes nothing
+    again = study.run(cfg, weights, progress=False, executor="serial", threads=1)
+    assert again.computed == 0 and again.cached == grid_tasks
+    _same(runs["serial"], sorted(again.records, key=lambda r: (r["arm"], r["n_tiles"])), "cached")
+    tables = study.claim_tables(again)
+    assert set(tables["runs"].arm) == {"random", "cross_sensor", "gbm", "majority"}
+    assert len(tables["convergence"]) == 2 and np.isfinite(tables["convergence"]["epochs_to_common"]).all()
+
+
+def test_a_changed_checkpoint_reruns_only_the_tasks_that_read_it(optical_checkpoint, tmp_path, monkeypatch):  # noqa: F811
+    import torch
+
+    from labkit.core.checkpoints import save_checkpoint
+    from labkit.models.registry import named_checkpoint_path
+
+    cfg = load_spec("sar_transfer").resolve("smoke", {"tiles": [16, 24]})
+    first = study.run(cfg, progress=False, threads=1)
+    assert first.computed == 6
+    changed = {k: v + 0.01 if v.is_floating_point() else v for k, v in optical_checkpoint.items()}
+    save_checkpoint(named_checkpoint_path(study.CHECKPOINT_NAME), changed, {"produced_by": "test-2"})
+    second = study.run(cfg, progress=False, threads=1)
+    assert second.computed == 1 and second.cached == 5  # only the cross-sensor task
+    assert second.weights["cross_sensor"]["digest"] != first.weights["cross_sensor"]["digest"]
