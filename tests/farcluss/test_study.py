@@ -1,194 +1,218 @@
-"""Study glue: the run plan, the tables and claim statuses computed from (synthetic) runs."""
+"""Study glue: the run plan (each configuration once), the tables, and the claims judged on (synthetic) runs."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import labkit
+from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, judge_all
+from labkit.core.errors import ParameterError
 from labkit.methods import semisup as ss
 from labkit.studies import farcluss as study
 
 
 @pytest.fixture
 def cfg():
-    return labkit.configure("farcluss", "smoke", {"seeds": [0, 1, 2], "fractions": [0.0625, 0.25]})
+    return labkit.configure("farcluss", "smoke", {"seeds": [0, 1, 2], "fractions": [0.0625, 0.25],
+                                                  "ablation_fraction": 0.0625})
 
 
-def _runs(gain_main: float, gain_tail: float, part_gain: float) -> study.ExperimentResults:
+def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_gain=0.1, seeds=3):
+    """Runs as run_experiments gives them: FARCLUSS gains ``gain`` (more on tail and boundary pixels), each
+    part adds ``part_gain``, all labels beat the fewest by ``full_gap``."""
     rng = np.random.default_rng(0)
     rows = []
-    for fraction, split in ((0.0625, "1_16"), (0.25, "1_4")):
-        for seed in range(3):
-            base = 0.5 + 0.01 * rng.standard_normal()
-            for name, g in (("supervised", 0.0), ("fixmatch", gain_main / 2), ("farcluss", gain_main)):
-                rows.append({"table": "main", "name": name, "fraction": fraction, "split": split, "seed": seed,
-                             "miou": base + g + 0.001 * seed, "miou_head": base + g / 2, "miou_body": base + g,
-                             "miou_tail": 0.2 + g + gain_tail * (name == "farcluss"),
-                             "boundary_miou": 0.3 + 2 * g, "iou/a": base})
-    for seed in range(3):
-        for name, config in ss.ablation_configs().items():
-            # each part adds part_gain: parts removed or added one by one change mIoU by that much
-            n_parts = sum(getattr(config, p) for p in ss.PARTS)
-            rows.append({"table": "ablation", "name": name, "fraction": 0.0625, "split": "1_16", "seed": seed,
-                         "miou": 0.5 + part_gain * n_parts + 0.001 * seed, "miou_tail": 0.2,
-                         "boundary_miou": 0.3, "iou/a": 0.5})
-    return study.ExperimentResults(pd.DataFrame(rows), pd.DataFrame())
+    for seed in range(seeds):
+        noise = 0.003 * rng.standard_normal()
+        base = 0.5 + noise
+        for split in study._split_names(cfg):
+            for arm in ("supervised", "fixmatch", "farcluss"):
+                g = {"supervised": 0.0, "fixmatch": gain / 2, "farcluss": gain}[arm]
+                rows.append({"arm": arm, "split": split, "seed": seed, "miou": base + g,
+                             "miou_head": base + g / 2, "miou_body": base + g,
+                             "miou_tail": 0.1 + g + tail_gain * (arm == "farcluss"), "boundary_miou": 0.3 + 2 * g})
+        split = study._ablation_split(cfg)
+        for arm in study.ablation_arms(cfg):
+            if arm in ("fixmatch", "farcluss"):
+                continue
+            n_parts = sum(getattr(study.arm_config(cfg, arm), p) for p in ss.PARTS)
+            rows.append({"arm": arm, "split": split, "seed": seed,
+                         "miou": base + gain - part_gain * (4 - n_parts) + 0.001 * rng.standard_normal(),
+                         "miou_head": base, "miou_body": base, "miou_tail": 0.1, "boundary_miou": 0.3})
+        # the ablation's end points are the main arms: FARCLUSS has all 4 parts, the hard threshold none
+        rows.append({"arm": "supervised", "split": study.ALL_LABELS, "seed": seed, "miou": base + full_gap,
+                     "miou_head": base, "miou_body": base, "miou_tail": tail_all, "boundary_miou": 0.3})
+    runs = pd.DataFrame(rows)
+    # fixmatch at the ablation split must sit 4 parts below FARCLUSS for the additions to line up
+    abl = study._ablation_split(cfg)
+    sel = (runs.arm == "fixmatch") & (runs.split == abl)
+    runs.loc[sel, "miou"] = runs.loc[(runs.arm == "farcluss") & (runs.split == abl), "miou"].to_numpy() - 4 * part_gain
+    runs["fraction"] = [study._split_fraction(s) for s in runs.split]
+    return study.ExperimentResults(runs, pd.DataFrame())
 
 
-def _costs(proto_pct: float, pair_pct: float, proto_mb: float = 0.1, pair_mb: float = 3.0) -> pd.DataFrame:
-    """A cost table as study.cost_table returns it (supervised median 100 ms, so ms = % of supervised)."""
-    rows = [("supervised", 100.0, 5.0, None), ("hard threshold (FixMatch-style)", 200.0, 9.0, None),
-            ("FARCLUSS without contrast", 200.0, 9.0, None),
-            ("FARCLUSS (prototype contrast)", 200.0 + proto_pct, 9.0 + proto_mb, proto_pct),
-            ("FARCLUSS with pairwise contrast", 200.0 + pair_pct, 9.0 + pair_mb, pair_pct)]
-    return pd.DataFrame([
-        {"method": m, "ms_per_iteration": ms - 3, "ms_median": ms, "vs supervised": ms / 100, "saved_activation_mb": mb,
-         "contrast extra ms": extra if extra is not None else np.nan,
-         "contrast extra (% of supervised)": extra if extra is not None else np.nan,
-         "contrast_pixels": 512 if extra is not None else 0, "rounds": 30}
-        for m, ms, mb, extra in rows])
+def _costs(proto_pct=5.0, pair_pct=40.0, rounds=12, noise=1.0, proto_mem=1.0, pair_mem=2.0):
+    rng = np.random.default_rng(1)
+    rows = []
+    for contrast, pct in (("prototype", proto_pct), ("pairwise", pair_pct)):
+        for r in range(rounds):
+            extra = pct + noise * rng.standard_normal()
+            rows.append({"contrast": contrast, "round": r, "extra_pct": extra, "extra_ms": extra})
+    fits = [{"contrast": c, "repeat": r, "time_exponent": t + 0.02 * rng.standard_normal(), "memory_exponent": m}
+            for c, t, m in (("prototype", 0.5, proto_mem), ("pairwise", 2.0, pair_mem)) for r in range(5)]
+    return study.CostResults(pd.DataFrame(), pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame(fits))
 
 
-def _status(claims, claim_id):
-    return next(c["status"] for c in claims if c["id"] == claim_id)
+def _verdicts(cfg, results, costs):
+    return {v["id"]: v for v in judge_all(study.declare_claims(cfg), study.claim_tables(results, costs))}
 
 
 def test_claims_hold_when_the_runs_show_the_effects(cfg):
-    claims = study.evaluate_claims(cfg, _runs(0.05, 0.1, 0.02), _costs(5, 80))
-    assert {c["id"]: c["status"] for c in claims} == {
-        "beats_baselines_every_fraction": "held", "largest_gains_tail_and_boundaries": "held",
-        "each_part_contributes": "held", "prototype_contrast_cheap": "held"}
+    verdicts = _verdicts(cfg, _runs(cfg), _costs())
+    assert {k: v["status"] for k, v in verdicts.items()} == {
+        "beats_baselines_every_fraction": HELD, "largest_gains_tail_and_boundaries": HELD,
+        "each_part_contributes": HELD, "prototype_contrast_cheap": HELD}
 
 
 def test_claims_do_not_hold_when_the_runs_do_not_show_them(cfg):
-    claims = study.evaluate_claims(cfg, _runs(-0.02, -0.1, -0.01), _costs(30, 20))
-    assert all(c["status"] == "did not hold" for c in claims)
-    assert "fractions 1_8, 1_2 not run" in claims[0]["reason"]
+    verdicts = _verdicts(cfg, _runs(cfg, gain=-0.03, part_gain=-0.01, tail_gain=-0.2), _costs(proto_pct=30))
+    assert all(v["status"] == NOT_HELD for v in verdicts.values()), {k: v["reason"] for k, v in verdicts.items()}
 
 
-def test_single_seed_leaves_the_main_claim_not_evaluated():
-    cfg1 = labkit.configure("farcluss", "smoke", {"seeds": [0]})
-    results = _runs(0.05, 0.1, 0.02)
-    results.runs = results.runs[results.runs.seed == 0]
-    assert _status(study.evaluate_claims(cfg1, results, None), "beats_baselines_every_fraction") == "not evaluated"
-    assert _status(study.evaluate_claims(cfg1, results, None), "prototype_contrast_cheap") == "not evaluated"
+def test_a_baseline_that_is_not_label_limited_leaves_the_claims_not_evaluated(cfg):
+    verdicts = _verdicts(cfg, _runs(cfg, full_gap=0.01), _costs())
+    for claim in ("beats_baselines_every_fraction", "largest_gains_tail_and_boundaries", "each_part_contributes"):
+        assert verdicts[claim]["status"] == NOT_EVALUATED
+        assert "precondition 'label-limited' failed" in verdicts[claim]["reason"]
+    assert verdicts["prototype_contrast_cheap"]["status"] == HELD
 
 
-def test_tables_name_their_rows(cfg):
-    results = _runs(0.05, 0.1, 0.02)
-    main = study.main_table(results)
-    assert list(main.iloc[:, 0]) == [study.METHOD_LABELS[m] for m in study.MAIN_METHODS]
-    assert list(main.columns[1:]) == ["1_16", "1_4"]
-    abl = study.ablation_table(results)
-    assert "without prototype" in set(abl.iloc[:, 0])
+def test_an_unresolved_tail_leaves_the_tail_claim_not_evaluated(cfg):
+    verdicts = _verdicts(cfg, _runs(cfg, tail_all=0.01), _costs())
+    tail = verdicts["largest_gains_tail_and_boundaries"]
+    assert tail["status"] == NOT_EVALUATED and "precondition 'tail resolvable' failed" in tail["reason"]
+    assert verdicts["beats_baselines_every_fraction"]["status"] == HELD
 
 
-def test_run_plan_shares_identical_configs(cfg):
-    plan = study.run_plan(cfg)
-    keys = {study._behaviour_key(c) for t, n, f, c in plan if f == cfg.ablation_fraction}
-    # the full ablation's 9 rows are 8 distinct trainings ("without prototype" = "+ fuzzy + uncertainty + rebalance")
-    assert len(keys) == 8
-    shared = labkit.configure("farcluss", "smoke", {})  # main fraction = ablation fraction: main rows reuse them
-    assert len({study._behaviour_key(c) for t, n, f, c in study.run_plan(shared)}) == 9
-    remove_only = labkit.configure("farcluss", "smoke", {"ablation": "remove_only"})
-    assert not any(n.startswith("+ ") for t, n, f, c in study.run_plan(remove_only))
+def test_no_tail_class_or_no_ablation_says_why(cfg):
+    data = study.StudyData(None, None, ("a", "b"), np.array([0.5, 0.5]), {"a": "head", "b": "head"}, None, "x")
+    claims = {c.id: c for c in study.declare_claims(cfg, data=data)}
+    assert "no class has under" in claims["largest_gains_tail_and_boundaries"].unavailable
     none = labkit.configure("farcluss", "smoke", {"ablation": "none"})
-    assert {t for t, n, f, c in study.run_plan(none)} == {"main"}
+    claims = {c.id: c for c in study.declare_claims(none)}
+    assert "ablation: none" in claims["each_part_contributes"].unavailable
 
 
-def test_default_preset_covers_every_fraction_and_the_full_ablation():
+def test_each_part_comparison_is_made_once(cfg):
+    claim = next(c for c in study.declare_claims(cfg) if c.id == "each_part_contributes")
+    pairs = [(c.a["arm"], c.b["arm"]) for c in claim.compare]
+    assert len(pairs) == len(set(pairs)) == 7  # 4 removals + 3 additions; adding the prototype = removing it
+    assert ("farcluss", "without prototype") in pairs
+    remove_only = labkit.configure("farcluss", "smoke", {"ablation": "remove_only"})
+    claim = next(c for c in study.declare_claims(remove_only) if c.id == "each_part_contributes")
+    assert len(claim.compare) == 4
+
+
+def test_a_part_whose_removal_is_within_seed_noise_does_not_hold(cfg):
+    results = _runs(cfg)
+    rows = (results.runs.arm == "without rebalance")
+    results.runs.loc[rows, "miou"] += np.array([0.035, 0.0, 0.02])  # mean loss 0.2 pp, CI reaches below 0
+    verdict = _verdicts(cfg, results, _costs())["each_part_contributes"]
+    assert verdict["status"] == NOT_HELD and "removing rebalance" in verdict["reason"]
+
+
+def test_cost_claim_is_judged_over_rounds_with_the_tolerance(cfg):
+    runs = _runs(cfg)
+    # median overhead a little over the tolerance in one noisy round does not decide: the interval does
+    assert _verdicts(cfg, runs, _costs(proto_pct=8.0, noise=2.0))["prototype_contrast_cheap"]["status"] == HELD
+    assert _verdicts(cfg, runs, _costs(proto_pct=10.5, noise=2.0))["prototype_contrast_cheap"]["status"] == NOT_HELD
+    quadratic = _verdicts(cfg, runs, _costs(proto_mem=1.9))["prototype_contrast_cheap"]
+    assert quadratic["status"] == NOT_HELD and "prototype memory" in quadratic["reason"]
+
+
+def test_run_plan_runs_each_configuration_once_per_split():
     default = labkit.configure("farcluss", "default", {})
     plan = study.run_plan(default)
-    assert sorted({f for t, n, f, c in plan if t == "main"}) == [0.0625, 0.125, 0.25, 0.5]
-    names = {n for t, n, f, c in plan if t == "ablation"}
-    assert set(ss.ablation_configs()) == names and len(default.seeds) >= 3
+    assert len(plan) == len(set(plan))
+    configs = {}
+    for arm, split in plan:
+        key = (split, tuple(sorted(ss.config_dict(study.arm_config(default, arm)).items())))
+        assert key not in configs, f"{arm} at {split} trains like {configs.get(key)}"
+        configs[key] = arm
+    assert ("supervised", study.ALL_LABELS) in plan
+    fractions = {study._split_fraction(s) for _, s in plan} - {1.0}
+    assert fractions == set(default.fractions) and len(default.seeds) >= 3
+    none = labkit.configure("farcluss", "smoke", {"ablation": "none"})
+    assert {a for a, _ in study.run_plan(none)} == set(study.MAIN_METHODS)
 
 
-def test_voc_data_source_loads_a_local_tree_and_evaluates_by_sliding_window(tmp_path):
-    from tests.farcluss.test_data import _voc_tree
-
-    ids, _ = _voc_tree(tmp_path, n=4, size=(20, 20))
-    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids[:2]) + "\n")
-    cfg = labkit.configure("farcluss", "smoke", {"data_source": "voc", "data_root": str(tmp_path),
-                                                 "image_size": 16, "n_train_images": 4, "n_val_images": 2})
-    data = study.load_data(cfg)
-    assert data.num_classes == 21 and data.train.images.shape == (4, 3, 16, 16)
-    assert data.val.images.shape == (2, 3, 32, 32) and data.tile == 16
-    assert (data.val.masks[:, 20:, :] == 255).all()  # padding is ignored, not scored
-    model = study._build_model(cfg, data).eval()
-    assert ss.predict(model, data.val.images, tile=data.tile).shape == (2, 32, 32)
+def test_arms_switch_the_parts_they_name(cfg):
+    assert not study.arm_config(cfg, "without uncertainty").uncertainty
+    plus = study.arm_config(cfg, "+ fuzzy + uncertainty")
+    assert plus.fuzzy and plus.uncertainty and not plus.rebalance and not plus.prototype
+    with pytest.raises(ParameterError, match="unknown arm"):
+        study.arm_config(cfg, "without magic")
 
 
-def test_voc_data_source_without_root_is_an_error():
-    from labkit.core.errors import ParameterError
+def test_tables_name_their_rows_and_show_floor_and_ceiling(cfg):
+    results = _runs(cfg)
+    main = study.main_table(results)
+    labels = list(main.iloc[:, 0])
+    assert labels[:3] == ["supervised only", "hard threshold 0.95 (FixMatch-style)", "FARCLUSS"]
+    assert labels[-1].startswith("ceiling: supervised, all")
+    assert list(main.columns[1:]) == ["1_16", "1_4"]
+    abl = study.ablation_table(cfg, results)
+    assert len(abl) == 8 and "without prototype (= + fuzzy + uncertainty + rebalance)" in set(abl.iloc[:, 0])
+    regime = study.regime_table(cfg, results)
+    assert regime["label-limited gap (pp)"].iloc[:3].round(1).tolist() == [8.0, 8.0, 8.0]
 
+
+def test_gains_average_over_splits_per_seed(cfg):
+    gains = study.gains_table(_runs(cfg, gain=0.04, tail_gain=0.1))
+    sup = gains[(gains.baseline == "supervised")].groupby("part").gain.mean()
+    assert sup["all"] == pytest.approx(0.04) and sup["tail"] == pytest.approx(0.14) and sup["head"] == pytest.approx(0.02)
+    assert len(gains) == 2 * 5 * 3
+
+
+def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
+    with pytest.raises(ParameterError) as err:
+        study.load_data(labkit.configure("farcluss", "paper", {}))
+    message = str(err.value)
+    for expected in ("train_aug", "10,582", "splits/1_16/labeled.txt", "662", "SegmentationClass",
+                     "host.robots.ox.ac.uk", "UniMatch"):
+        assert expected in message
+
+
+def test_a_data_root_that_does_not_exist_is_an_error_naming_the_parameter(tmp_path):
+    cfg = labkit.configure("farcluss", "smoke", {"data_source": "folders", "data_root": str(tmp_path / "nope")})
     with pytest.raises(ParameterError, match="data_root"):
-        study.load_data(labkit.configure("farcluss", "smoke", {"data_source": "voc"}))
+        study.load_data(cfg)
+    bad_weights = labkit.configure("farcluss", "smoke", {"encoder_weights": str(tmp_path / "missing.pth")})
+    with pytest.raises(ParameterError, match="encoder_weights"):
+        study.load_data(bad_weights)
 
 
-def test_cost_claim_uses_the_in_round_overhead_and_memory(cfg):
-    runs = _runs(0.05, 0.1, 0.02)
-    assert _status(study.evaluate_claims(cfg, runs, _costs(9.5, 40)), "prototype_contrast_cheap") == "held"
-    assert _status(study.evaluate_claims(cfg, runs, _costs(10.5, 40)), "prototype_contrast_cheap") == "did not hold"
-    # cheaper in time but not in memory than pairwise: not held
-    memory = _costs(5, 40, proto_mb=4.0, pair_mb=3.0)
-    assert _status(study.evaluate_claims(cfg, runs, memory), "prototype_contrast_cheap") == "did not hold"
-    o = study.contrast_overhead(_costs(7, 40))
-    assert o["prototype_extra_pct_of_supervised"] == 7 and o["pairwise_extra_ms"] == 40 and o["rounds"] == 30
-
-
-def test_part_claim_needs_significant_removals_and_gains_when_added(cfg):
-    runs = _runs(0.05, 0.1, 0.02)
-    abl = runs.runs.table == "ablation"
-    # the removals still cost 2 pp, but adding uncertainty to fuzzy does not help: not held
-    plus_u = abl & (runs.runs.name == "+ fuzzy + uncertainty")
-    runs.runs.loc[plus_u, "miou"] -= 0.03
-    claim = next(c for c in study.evaluate_claims(cfg, runs, None) if c["id"] == "each_part_contributes")
-    assert claim["status"] == "did not hold" and "adding uncertainty" in claim["reason"]
-    # a removal that loses 0.5 pp on average but not on every seed (CI reaches below 0): not held
-    noisy = _runs(0.05, 0.1, 0.02)
-    rows = (noisy.runs.table == "ablation") & (noisy.runs.name == "without rebalance")
-    noisy.runs.loc[rows, "miou"] += np.array([0.025, -0.01, 0.0])
-    claim = next(c for c in study.evaluate_claims(cfg, noisy, None) if c["id"] == "each_part_contributes")
-    assert claim["status"] == "did not hold" and "removing rebalance" in claim["reason"]
-    # without the add-one-by-one rows only removals are judged, and the reason says so
-    removals = _runs(0.05, 0.1, 0.02)
-    removals.runs = removals.runs[~removals.runs.name.str.startswith("+ ")]
-    claim = next(c for c in study.evaluate_claims(cfg, removals, None) if c["id"] == "each_part_contributes")
-    assert claim["status"] == "held" and "only removals" in claim["reason"]
-
-
-def test_tail_claim_reports_when_no_method_segments_the_tail(cfg):
-    runs = _runs(0.05, 0.1, 0.02)
-    runs.runs["miou_tail"] = 0.0
-    claim = next(c for c in study.evaluate_claims(cfg, runs, None) if c["id"] == "largest_gains_tail_and_boundaries")
-    assert claim["status"] == "did not hold" and "tail IoU 0 throughout" in claim["reason"]
-    runs.runs["miou_tail"] = np.nan  # no class under the tail threshold
-    claim = next(c for c in study.evaluate_claims(cfg, runs, None) if c["id"] == "largest_gains_tail_and_boundaries")
-    assert claim["status"] == "not evaluated"
-
-
-def test_cost_table_measures_every_method_and_the_contrast_overhead():
-    cfg = labkit.configure("farcluss", "smoke", {"n_train_images": 8, "n_val_images": 2, "decoder_channels": 8})
+def test_cost_measurement_gives_rounds_and_scaling_exponents():
+    cfg = labkit.configure("farcluss", "smoke", {"n_train_images": 8, "n_val_images": 2, "decoder_channels": 8,
+                                                 "cost_repeats": 3})
     data = study.load_data(cfg)
-    costs = study.cost_table(cfg, data, repeats=2, batch_size=2)
-    assert list(costs.method) == ["supervised", "hard threshold (FixMatch-style)", "FARCLUSS without contrast",
-                                  "FARCLUSS (prototype contrast)", "FARCLUSS with pairwise contrast"]
-    c = costs.set_index("method")
-    assert c.loc["supervised", "vs supervised"] == 1.0 and (c["rounds"] == 2).all()
-    assert np.isfinite(c.loc["FARCLUSS (prototype contrast)", "contrast extra ms"])
-    assert np.isnan(c.loc["supervised", "contrast extra ms"])
-    # the pairwise contrast keeps an N x N similarity matrix for backward
-    assert c.loc["FARCLUSS with pairwise contrast", "saved_activation_mb"] > c.loc[
-        "FARCLUSS (prototype contrast)", "saved_activation_mb"] > c.loc["FARCLUSS without contrast", "saved_activation_mb"]
-    assert c.loc["FARCLUSS (prototype contrast)", "contrast_pixels"] == 2 * 2 * 8 * 8
+    costs = study.measure_costs(cfg, data, repeats=3, batch_size=2, pixels=(128, 256, 512))
+    assert list(costs.table.method) == [study.COST_REFERENCE, "hard threshold (FixMatch-style)",
+                                        study.COST_WITHOUT_CONTRAST, study.COST_PROTOTYPE, study.COST_PAIRWISE]
+    assert sorted(costs.rounds.contrast.unique()) == ["pairwise", "prototype"] and len(costs.rounds) == 6
+    exps = costs.exponents.groupby("contrast").memory_exponent.mean()
+    assert exps["prototype"] == pytest.approx(1.0, abs=0.1) and exps["pairwise"] > 1.6
+    c = costs.table.set_index("method")
+    assert c.loc[study.COST_PAIRWISE, "saved_activation_mb"] > c.loc[study.COST_PROTOTYPE, "saved_activation_mb"] \
+        > c.loc[study.COST_WITHOUT_CONTRAST, "saved_activation_mb"]
 
 
-def test_a_split_without_some_class_is_warned_and_listed(tmp_path):
+def test_a_split_without_some_class_is_warned_and_listed(tmp_path, monkeypatch):
     from labkit.data import scenes as sc
 
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     cfg = labkit.configure("farcluss", "smoke", {"fractions": [1 / 32], "ablation": "none", "iterations": 1,
-                                                 "warmup_iterations": 1, "decoder_channels": 8})
+                                                 "warmup_iterations": 1, "decoder_channels": 8, "seeds": [0]})
     data = study.load_data(cfg)
     labeled, _ = sc.sample_labeled_split(data.train.ids, 1 / 32, 0)
     li = [data.train.ids.index(i) for i in labeled]
@@ -196,6 +220,13 @@ def test_a_split_without_some_class_is_warned_and_listed(tmp_path):
     expected = [c for i, c in enumerate(data.class_names) if i not in present]
     assert expected, "the fixture split must miss a class for this test to mean anything"
     with pytest.warns(sc.SplitCoverageWarning):
-        results = study.run_experiments(cfg, data, split_dir=tmp_path, progress=False)
-    assert results.splits.classes_without_labels.iloc[0] == ", ".join(expected)
-    assert sc.read_split_list(tmp_path / "1_32" / "seed0" / "labeled.txt", data.train.ids) == labeled
+        results = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
+    row = results.splits[results.splits.split == "1_32"].iloc[0]
+    assert row.classes_without_labels == ", ".join(expected)
+    assert sc.read_split_list(tmp_path / "splits" / "1_32" / "seed0" / "labeled.txt", data.train.ids) == labeled
+    # one row per arm x split x seed; the all-labels supervised row is there
+    assert set(zip(results.runs.arm, results.runs.split)) == set(study.run_plan(cfg))
+    # rerun: every task comes from the cache
+    again = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
+    assert again.grid["arm cached"] == again.grid["arm tasks"]
+    pd.testing.assert_frame_equal(again.runs.drop(columns="train_seconds"), results.runs.drop(columns="train_seconds"))

@@ -6,6 +6,9 @@
   ``gtFine/<split>/<city>/<name>_gtFine_labelIds.png``; label ids map to the 19 train ids, the rest
   to 255.
 
+:func:`load_semisup_folder` reads a whole benchmark tree (VOC ``train_aug``, Cityscapes, or your own
+``images/`` + ``masks/`` + ``classes.txt``) with the split lists under ``splits/``.
+
 Both also read semi-supervised split lists (``labeled.txt``): one id per line (VOC) or
 ``<image path> <mask path>`` relative to the root per line (UniMatch's format). The datasets are not
 redistributed by labkit: point ``root`` at a local copy.
@@ -13,6 +16,7 @@ redistributed by labkit: point ``root`` at a local copy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -115,13 +119,16 @@ def read_voc_mask(path: str | Path, num_classes: int = len(VOC_CLASSES)) -> np.n
 
 def read_cityscapes_mask(path: str | Path) -> np.ndarray:
     """Train ids (H,W) int64 of a ``*_gtFine_labelIds.png``; ids above 33 raise DataError."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"mask {path} does not exist")
-    with Image.open(path) as img:
-        ids = np.asarray(img).astype(np.int64)
+    try:
+        with Image.open(path) as img:
+            ids = np.asarray(img).astype(np.int64)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"mask {path} cannot be read as a label-id image: {exc}") from exc
     if ids.ndim != 2:
         raise DataError(f"mask {path} has shape {ids.shape}; expected a single-channel label-id image")
     bad = np.unique(ids[(ids > CITYSCAPES_MAX_LABEL_ID) | (ids < 0)])
@@ -262,3 +269,184 @@ def check_split_against_folder(ids: Sequence[str], dataset: _PairFolder) -> None
     unknown = [i for i in ids if i not in known]
     if unknown:
         raise DataError(f"split names {len(unknown)} id(s) not in {dataset.source}, e.g. {unknown[:3]}")
+
+
+# ----------------------------------------------------------------------------- semi-supervised benchmark trees
+
+FOLDER_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def read_class_list(path: str | Path) -> tuple[str, ...]:
+    """Class names from a ``classes.txt`` (one per line, in id order); DataError when missing, empty,
+    duplicated or too long for 8-bit masks (255 is the ignore index)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"class list {path} does not exist: write one class name per line, in id order")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"class list {path} names no class")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise DataError(f"class list {path} names {dup} more than once")
+    if len(names) > IGNORE_INDEX:
+        raise DataError(f"class list {path} names {len(names)} classes; masks hold at most {IGNORE_INDEX} "
+                        f"(id {IGNORE_INDEX} is ignored)")
+    return tuple(names)
+
+
+class MaskFolder(_PairFolder):
+    """Your own data: ``images/<id>.<png|jpg|tif>`` and ``masks/<id>.png`` (palette or greyscale class ids,
+    255 ignored) with the classes of ``classes.txt``."""
+
+    def __init__(self, root: str | Path, ids: Sequence[str], class_names: Sequence[str], crop: int | None = None,
+                 source: Path | None = None):
+        root = Path(root)
+        self.class_names = tuple(class_names)
+        pairs = []
+        for sid in ids:
+            image = next((root / "images" / f"{sid}{s}" for s in FOLDER_IMAGE_SUFFIXES
+                          if (root / "images" / f"{sid}{s}").is_file()), root / "images" / f"{sid}.png")
+            pairs.append((sid, image, root / "masks" / f"{sid}.png"))
+        super().__init__(pairs, crop, source or root)
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return read_voc_mask(path, len(self.class_names))
+
+
+@dataclass
+class SemiSupData:
+    """A real benchmark as arrays: the training pool (labelled and unlabeled), the held-out set, the classes and
+    the labelled lists read from ``data_root/splits/<split>/labeled.txt``."""
+
+    train_images: np.ndarray
+    train_masks: np.ndarray
+    train_ids: list[str]
+    val_images: np.ndarray
+    val_masks: np.ndarray
+    val_ids: list[str]
+    class_names: tuple[str, ...]
+    split_lists: dict[str, list[str]]
+
+
+def _sample_id(token: str, source: str) -> str:
+    name = Path(token).name
+    if source == "cityscapes":
+        for suffix in ("_leftImg8bit.png", "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"):
+            name = name.replace(suffix, "")
+        return name
+    return Path(name).stem
+
+
+def read_id_list(path: Path, source: str) -> list[str]:
+    """Sample ids of a split list: one id per line, or ``<image path> <mask path>`` (UniMatch's format)."""
+    ids = [_sample_id(tokens[0], source) for tokens in _list_lines(path)]
+    if not ids:
+        raise DataError(f"split list {path} lists no samples")
+    return ids
+
+
+def _pad_to(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack samples of different sizes, padding to the largest (image 0, mask 255 so padding is not scored)."""
+    h = max(m.shape[0] for m in masks)
+    w = max(m.shape[1] for m in masks)
+    out_i = np.zeros((len(images), 3, h, w), dtype=np.float32)
+    out_m = np.full((len(masks), h, w), IGNORE_INDEX, dtype=np.int64)
+    for k, (img, msk) in enumerate(zip(images, masks)):
+        out_i[k, :, :msk.shape[0], :msk.shape[1]] = img
+        out_m[k, :msk.shape[0], :msk.shape[1]] = msk
+    return out_i, out_m
+
+
+def load_semisup_folder(source: str, root: str | Path, crop: int, n_train: int | None = None,
+                        n_val: int | None = None, splits: Sequence[str] | None = None) -> SemiSupData:
+    """Read a VOC ``train_aug``, Cityscapes or own-folders tree with its split lists (see docs/data/farcluss.md).
+
+    Training samples are centre crops of ``crop`` (padded with the ignore index when smaller); held-out samples
+    keep their full size (padded to the largest, the padding ignored) for sliding-window evaluation at ``crop``.
+    ``splits``: names of folders under ``root/splits/`` whose ``labeled.txt`` is read (each must exist and name
+    training samples). ``n_train``: the pool is cut to this many samples, the labelled ones first.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data_root {root} is not a folder")
+    split_root = root / "splits"
+    if source == "voc":
+        class_names = VOC_CLASSES
+        pool_list = split_root / "train_aug.txt"
+        val_list = split_root / "val.txt"
+        if not val_list.is_file():
+            val_list = root / "ImageSets" / "Segmentation" / "val.txt"
+        if not val_list.is_file():
+            raise DataError(f"VOC tree {root} has no splits/val.txt (nor ImageSets/Segmentation/val.txt)")
+        pool = read_id_list(pool_list, source) if pool_list.is_file() else None
+    elif source == "cityscapes":
+        class_names = CITYSCAPES_CLASSES
+        pool = None
+    elif source == "folders":
+        class_names = read_class_list(root / "classes.txt")
+        val_list = split_root / "val.txt"
+        if not val_list.is_file():
+            raise DataError(f"folder {root} has no splits/val.txt naming the held-out ids")
+        images = root / "images"
+        if not images.is_dir():
+            raise DataError(f"folder {root} has no images/ folder")
+        pool = None
+    else:
+        raise DataError(f"unknown data source {source!r}")
+    split_lists = {}
+    for name in splits or ():
+        path = split_root / str(name) / "labeled.txt"
+        if not path.is_file():
+            found = sorted(p.parent.name for p in split_root.glob("*/labeled.txt")) if split_root.is_dir() else []
+            raise DataError(f"split list {path} does not exist (splits found under {split_root}: {found or 'none'})")
+        split_lists[str(name)] = read_id_list(path, source)
+    # The training pool: the listed pool, or every sample of the tree that is not held out.
+    if source == "cityscapes":
+        every = CityscapesFolder(root, "train")
+        val_ds = CityscapesFolder(root, "val")
+        by_id = {sid: (img, msk) for sid, img, msk in every.pairs}
+        pool = pool or list(by_id)
+    else:
+        val_ids = read_id_list(val_list, source)
+        if pool is None:
+            if source == "voc":
+                listed = [i for ids in split_lists.values() for i in ids]
+                for extra in sorted(split_root.glob("*/unlabeled.txt")) if split_root.is_dir() else []:
+                    listed += read_id_list(extra, source)
+                train_list = root / "ImageSets" / "Segmentation" / "train.txt"
+                pool = list(dict.fromkeys(listed)) or read_id_list(train_list, source)
+            else:
+                held = set(val_ids)
+                pool = sorted(p.stem for p in (root / "images").iterdir()
+                              if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES and p.stem not in held)
+    known = set(pool)
+    for name, ids in split_lists.items():
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise DataError(f"split list {split_root / name / 'labeled.txt'} names {len(unknown)} sample(s) not in "
+                            f"the training pool, e.g. {unknown[:3]}")
+    labelled = list(dict.fromkeys(i for ids in split_lists.values() for i in ids))
+    order = labelled + [i for i in pool if i not in set(labelled)]
+    if n_train is not None:
+        order = order[:max(n_train, len(labelled))]
+    if source == "cityscapes":
+        train_ds = CityscapesFolder.__new__(CityscapesFolder)
+        _PairFolder.__init__(train_ds, [(i, *by_id[i]) for i in order], crop, root / "leftImg8bit" / "train")
+        val_pairs = val_ds.pairs[:n_val] if n_val else val_ds.pairs
+        val_ds = CityscapesFolder.__new__(CityscapesFolder)
+        _PairFolder.__init__(val_ds, val_pairs, None, root / "leftImg8bit" / "val")
+    elif source == "voc":
+        train_ds = VOCSegmentationFolder.__new__(VOCSegmentationFolder)
+        _PairFolder.__init__(train_ds, [(i, root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png")
+                                        for i in order], crop, pool_list if pool_list.is_file() else split_root)
+        val_ids = val_ids[:n_val] if n_val else val_ids
+        val_ds = VOCSegmentationFolder.__new__(VOCSegmentationFolder)
+        _PairFolder.__init__(val_ds, [(i, root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png")
+                                      for i in val_ids], None, val_list)
+    else:
+        train_ds = MaskFolder(root, order, class_names, crop=crop, source=root / "images")
+        val_ds = MaskFolder(root, val_ids[:n_val] if n_val else val_ids, class_names, source=val_list)
+    x, y, ids = train_ds.to_arrays()
+    loaded = [val_ds.load(i) for i in range(len(val_ds))]
+    xv, yv = _pad_to([a for a, _ in loaded], [b for _, b in loaded])
+    return SemiSupData(x, y, ids, xv, yv, val_ds.ids, tuple(class_names), split_lists)

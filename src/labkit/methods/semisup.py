@@ -48,6 +48,21 @@ from labkit.core.errors import DataError, ParameterError
 METHODS = ("supervised", "fixmatch", "farcluss")
 PARTS = ("fuzzy", "uncertainty", "rebalance", "prototype")
 
+# The strong (photometric) view of the unlabeled images; CutMix is applied on top in both.
+# ``paper``: UniMatch/FixMatch's colour jitter (+-40 % brightness and contrast, +-50 % saturation), random
+# grey (p 0.2) and Gaussian blur (sigma 0.3-1.2 px, p 0.5), made for natural photographs.
+# ``cue_preserving``: for the simulated scenes, whose classes differ by hue (soil vs grass vs water), by
+# texture scale (grass vs woodland vs hedgerow) and by 1-2 px structures (hedgerows, vehicles): +-15 %
+# brightness and contrast, +-10 % saturation, no grey (it removes the hue cue), no blur (it removes the
+# texture-scale cue and the thin classes), plus Gaussian sensor noise (sigma 0.02); the view still differs
+# from the weak one, as the weak-to-strong consistency needs.
+STRONG_AUGMENTATIONS = {
+    "paper": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.5, "grey": 0.2, "blur": 0.5,
+              "blur_sigma": (0.3, 1.2), "noise": 0.0},
+    "cue_preserving": {"brightness": 0.15, "contrast": 0.15, "saturation": 0.1, "grey": 0.0, "blur": 0.0,
+                       "blur_sigma": (0.3, 1.2), "noise": 0.02},
+}
+
 
 @dataclass(frozen=True)
 class SemiSupConfig:
@@ -74,8 +89,14 @@ class SemiSupConfig:
     contrast_pixels: int = 512
     cutmix_probability: float = 0.5
     crop_min_scale: float = 1.0
+    strong: str = "paper"
 
     def __post_init__(self) -> None:
+        if self.strong not in STRONG_AUGMENTATIONS:
+            raise ParameterError(f"strong must be one of {sorted(STRONG_AUGMENTATIONS)}, got {self.strong!r}")
+        self._check()
+
+    def _check(self) -> None:
         if self.method not in METHODS:
             raise ParameterError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.certainty not in ("entropy", "maxprob"):
@@ -171,12 +192,20 @@ def l2_normalize_channels(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def build_model(num_classes: int, encoder: str = "resnet10t", arch: str = "deeplabv3plus", embed_dim: int = 32,
-                mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), **segmenter_kwargs) -> SegmenterWithEmbedding:
-    """DeepLabV3+ (or U-Net) from the foundation's factory (random init), wrapped with an embedding head."""
+                mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), weights: str = "random",
+                **segmenter_kwargs) -> SegmenterWithEmbedding:
+    """DeepLabV3+ (or U-Net) from the foundation's factory, wrapped with an embedding head.
+
+    ``weights``: the encoder's weights (``random``, ``pretrained`` for timm's ImageNet weights, a checkpoint
+    path or ``labkit:<name>``), resolved by :func:`labkit.models.segmentation.create_segmenter`. With
+    pretrained weights the input is normalised by the ImageNet mean and std the encoder was trained with.
+    """
     from labkit.models.segmentation import create_segmenter
 
-    segmenter = create_segmenter(arch, encoder=encoder, weights="random", in_channels=3, num_classes=num_classes,
+    segmenter = create_segmenter(arch, encoder=encoder, weights=weights, in_channels=3, num_classes=num_classes,
                                  **segmenter_kwargs)
+    if weights != "random":
+        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     return SegmenterWithEmbedding(segmenter, embed_dim=embed_dim, mean=mean, std=std)
 
 
@@ -236,23 +265,28 @@ def weak_augment(images: torch.Tensor, masks: torch.Tensor | None, generator: to
     return torch.stack(out_i), (torch.stack(out_m) if masks is not None else None)
 
 
-def strong_photometric(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Colour jitter (brightness, contrast, saturation), random grey and Gaussian blur; geometry unchanged."""
+def strong_photometric(images: torch.Tensor, generator: torch.Generator, kind: str = "paper") -> torch.Tensor:
+    """Colour jitter (brightness, contrast, saturation), random grey, Gaussian blur and sensor noise, with the
+    strengths of :data:`STRONG_AUGMENTATIONS` ``[kind]``; geometry unchanged."""
+    if kind not in STRONG_AUGMENTATIONS:
+        raise ParameterError(f"strong augmentation must be one of {sorted(STRONG_AUGMENTATIONS)}, got {kind!r}")
+    a = STRONG_AUGMENTATIONS[kind]
     b = images.shape[0]
 
     def uniform(lo, hi):
         return (lo + (hi - lo) * torch.rand(b, 1, 1, 1, generator=generator)).to(images.device)
 
-    x = images * uniform(0.6, 1.4)
+    x = images * uniform(1 - a["brightness"], 1 + a["brightness"])
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * uniform(0.6, 1.4) + mean
+    x = (x - mean) * uniform(1 - a["contrast"], 1 + a["contrast"]) + mean
     grey = x.mean(dim=1, keepdim=True)
-    x = (x - grey) * uniform(0.5, 1.5) + grey
-    to_grey = (torch.rand(b, 1, 1, 1, generator=generator) < 0.2).to(images.device)
+    x = (x - grey) * uniform(1 - a["saturation"], 1 + a["saturation"]) + grey
+    to_grey = (torch.rand(b, 1, 1, 1, generator=generator) < a["grey"]).to(images.device)
     x = torch.where(to_grey, x.mean(dim=1, keepdim=True).expand_as(x), x)
-    blur = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+    blur = (torch.rand(b, generator=generator) < a["blur"]).to(images.device)
     if blur.any():
-        sigma = float(0.3 + 0.9 * torch.rand(1, generator=generator))
+        lo, hi = a["blur_sigma"]
+        sigma = float(lo + (hi - lo) * torch.rand(1, generator=generator))
         radius = max(1, int(math.ceil(2 * sigma)))
         taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
         taps = taps / taps.sum()
@@ -263,6 +297,9 @@ def strong_photometric(images: torch.Tensor, generator: torch.Generator) -> torc
                            taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
         x = x.clone()
         x[blur] = blurred
+    if a["noise"]:
+        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        x = x + a["noise"] * noise
     return x.clamp(0, 1)
 
 
@@ -474,7 +511,7 @@ class TeacherStudentTrainer:
                     self.tracker.update(targets)
                 boxes = cutmix_boxes(xu.shape[0], xu.shape[2], xu.shape[3], cfg.cutmix_probability, g).to(self.device)
                 partner = torch.roll(torch.arange(xu.shape[0], device=self.device), 1)
-                xs = apply_cutmix(strong_photometric(xu, g), boxes, partner)
+                xs = apply_cutmix(strong_photometric(xu, g, cfg.strong), boxes, partner)
                 targets = apply_cutmix(targets, boxes, partner)
                 weights = apply_cutmix(weights, boxes, partner)
             logits, emb = self.student.forward_with_embedding(torch.cat([xl, xs]), embed=want_emb)
@@ -485,13 +522,18 @@ class TeacherStudentTrainer:
                 terms["contrast"] = cfg.contrast_weight * self._contrast(emb, yl, t_emb, probs, targets, weights,
                                                                          n_l, boxes, partner)
         loss = sum(terms.values())
+        stats = {}
+        if cfg.uses_unlabeled:
+            # How much of the unlabeled signal survives: pixels with a non-zero weight, and the mean weight.
+            stats = {"pseudo_kept": (weights > 0).float().mean().detach(), "pseudo_weight": weights.mean().detach()}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         momentum = min(cfg.ema_momentum, 1.0 - 1.0 / (self.steps + 2))  # mean-teacher warm-up of the EMA
         ema_update(self.teacher, self.student, momentum)
         self.steps += 1
-        return {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
+        return ({k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
+                | {k: float(v) for k, v in stats.items()})
 
     def _contrast_labels(self, size, yl: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor,
                          weights: torch.Tensor):
@@ -555,8 +597,15 @@ class TeacherStudentTrainer:
 def train_semisupervised(model: SegmenterWithEmbedding, labeled_images: np.ndarray, labeled_masks: np.ndarray,
                          unlabeled_images: np.ndarray | None, config: SemiSupConfig, *, num_classes: int,
                          iterations: int, batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 1e-4,
-                         seed: int = 0, progress: bool = True, desc: str = "") -> tuple[nn.Module, pd.DataFrame]:
-    """Train ``model`` for ``iterations`` steps; returns (the EMA teacher, per-step loss history)."""
+                         seed: int = 0, progress: bool = True, desc: str = "",
+                         lr_schedule: str = "constant") -> tuple[nn.Module, pd.DataFrame]:
+    """Train ``model`` for ``iterations`` steps; returns (the EMA teacher, per-step loss history).
+
+    ``lr_schedule``: ``constant`` or ``poly`` (lr x (1 - t/T)^0.9 over the ``iterations`` steps, the decay
+    of UniMatch and FARCLUSS).
+    """
+    if lr_schedule not in ("constant", "poly"):
+        raise ParameterError(f"lr_schedule must be 'constant' or 'poly', got {lr_schedule!r}")
     from tqdm.auto import tqdm
 
     if len(labeled_images) == 0:
@@ -565,6 +614,10 @@ def train_semisupervised(model: SegmenterWithEmbedding, labeled_images: np.ndarr
         raise DataError(f"{config.method} needs unlabeled images, but the unlabeled set is empty")
     torch.manual_seed(seed)
     trainer = TeacherStudentTrainer(model, num_classes, config, lr=lr, weight_decay=weight_decay, seed=seed)
+    scheduler = None
+    if lr_schedule == "poly":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            trainer.optimizer, lambda t: max(0.0, 1.0 - t / max(iterations, 1)) ** 0.9)
     xl_all, yl_all = torch.from_numpy(np.ascontiguousarray(labeled_images)), torch.from_numpy(
         np.ascontiguousarray(labeled_masks)).long()
     xu_all = torch.from_numpy(np.ascontiguousarray(unlabeled_images)) if config.uses_unlabeled else None
@@ -575,7 +628,9 @@ def train_semisupervised(model: SegmenterWithEmbedding, labeled_images: np.ndarr
         li = torch.randint(0, len(xl_all), (batch_size,), generator=g)
         ui = torch.randint(0, len(xu_all), (batch_size,), generator=g) if xu_all is not None else None
         terms = trainer.step(xl_all[li], yl_all[li], xu_all[ui] if ui is not None else None)
-        rows.append({"iteration": it, **terms})
+        rows.append({"iteration": it, "lr": trainer.optimizer.param_groups[0]["lr"], **terms})
+        if scheduler is not None:
+            scheduler.step()
     history = pd.DataFrame(rows)
     history.attrs["seconds"] = time.perf_counter() - start
     return trainer.teacher, history
@@ -769,4 +824,40 @@ def measure_contrast_costs(n_pixels: Sequence[int], num_classes: int = 8, embed_
                 saved = meter.bytes
             rows.append({"contrast": name, "pixels": n, "ms": 1000 * float(np.min(times)),
                          "saved_activation_mb": saved / 2**20})
+    return pd.DataFrame(rows)
+
+
+def measure_contrast_scaling(n_pixels: Sequence[int], num_classes: int = 8, embed_dim: int = 32,
+                             temperature: float = 0.1, repeats: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Forward+backward time and saved memory of prototype vs pairwise contrast on the same N pixels, one
+    row per (contrast, pixels, repeat). Repeats are interleaved (each repeat measures every size and both
+    contrasts), so load from other processes falls on all alike; one unmeasured pass first."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = F.normalize(torch.randn(num_classes, embed_dim, generator=g), dim=1)
+    inputs = {}
+    for n in n_pixels:
+        inputs[n] = (torch.randn(n, embed_dim, generator=g), torch.randint(0, num_classes, (n,), generator=g),
+                     torch.rand(n, generator=g))
+
+    def once(name: str, n: int) -> tuple[float, int]:
+        base, labels, weights = inputs[n]
+        emb = base.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        with SavedTensorMeter() as meter:
+            z = F.normalize(emb, dim=1)
+            if name == "prototype":
+                loss = prototype_contrast(z, labels, weights, prototypes, temperature)
+            else:
+                loss = pairwise_contrast(z, labels, weights, temperature)
+        loss.backward()
+        return time.perf_counter() - t0, meter.bytes
+
+    rows = []
+    for r in range(repeats + 1):
+        for n in n_pixels:
+            for name in (("prototype", "pairwise") if r % 2 == 0 else ("pairwise", "prototype")):
+                seconds, saved = once(name, n)
+                if r:  # the first pass pays one-off allocation costs
+                    rows.append({"contrast": name, "pixels": int(n), "repeat": r - 1, "ms": 1000 * seconds,
+                                 "saved_activation_mb": saved / 2**20})
     return pd.DataFrame(rows)

@@ -1,19 +1,25 @@
-"""FARCLUSS semi-supervised segmentation study (notebook 05): data, runs, tables, figures, claims.
+"""FARCLUSS semi-supervised segmentation study (notebook 05): data, the grid of runs, claims, tables, figures.
 
-Protocol (every method, fraction and seed): a DeepLabV3+ is first trained on the labelled split
-alone for ``warmup_iterations`` (shared by all methods of that split and seed), then each method
-continues for ``iterations`` steps from that same state: supervised-only keeps training on labels,
-the hard-threshold baseline and FARCLUSS add the unlabeled images through an EMA teacher. The EMA
-teacher of each run is evaluated on held-out scenes. The warm start is a CPU concession (a teacher
-that starts from random weights needs thousands of steps); at ``paper`` it is a short phase.
+Protocol (every arm, labelled split and seed): a segmenter is first trained on the labelled split alone for
+``warmup_iterations`` (one warm-up per split and seed, shared by every arm: a grid task of its own), then
+each arm continues from that same state for ``iterations`` steps with the learning rate decayed to zero
+(``lr_schedule: poly``): supervised-only keeps training on labels, the hard-threshold baseline and FARCLUSS
+(and its ablations) add the unlabeled images through an EMA teacher. The EMA teacher of each run is scored
+on held-out images. The all-labels supervised run (split ``all``) is the ceiling of the label-limited
+precondition and of the tail-resolvable one.
+
+Each distinct configuration is one arm and runs once per split and seed: "FARCLUSS without the prototype"
+is the same training as "hard threshold + fuzzy + uncertainty + rebalance", so it is one arm
+(``without prototype``), and removing or adding a part are one comparison where they coincide.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +28,60 @@ import numpy as np
 import pandas as pd
 import torch
 
+from labkit.core.claims import Claim, Compare, Precondition
 from labkit.core.errors import DataError, ParameterError
 from labkit.data import scenes as sc
 from labkit.methods import semisup as ss
 
 MAIN_METHODS = ("supervised", "fixmatch", "farcluss")
-METHOD_LABELS = {"supervised": "supervised only", "fixmatch": "hard threshold 0.95 (FixMatch-style)",
-                 "farcluss": "FARCLUSS"}
+ABLATION_REMOVE = tuple(f"without {p}" for p in ss.PARTS)
+ABLATION_ADD = ("+ fuzzy", "+ fuzzy + uncertainty")
+# (part, arm with it, arm before it) when the parts are added one by one to the hard-threshold baseline.
+# Adding the prototype last is removing it from FARCLUSS: that comparison is made once, as a removal.
+ADD_STEPS = (("fuzzy", "+ fuzzy", "fixmatch"), ("uncertainty", "+ fuzzy + uncertainty", "+ fuzzy"),
+             ("rebalance", "without prototype", "+ fuzzy + uncertainty"))
+ALL_LABELS = "all"
+ARM_LABELS = {"supervised": "supervised only", "fixmatch": "hard threshold 0.95 (FixMatch-style)",
+              "farcluss": "FARCLUSS (all parts)", "without fuzzy": "without fuzzy",
+              "without uncertainty": "without uncertainty", "without rebalance": "without rebalance",
+              "without prototype": "without prototype (= + fuzzy + uncertainty + rebalance)",
+              "+ fuzzy": "hard threshold + fuzzy", "+ fuzzy + uncertainty": "hard threshold + fuzzy + uncertainty"}
 GROUPS = ("head", "body", "tail")
+REAL_SOURCES = ("voc", "cityscapes", "folders")
+
+DATASET_HELP = {
+    "voc": (
+        "Pascal VOC 2012 train_aug (10,582 training images: VOC 2012 merged with SBD's masks) with the "
+        "semi-supervised split lists. Expected layout under data_root:\n"
+        "  JPEGImages/<id>.jpg\n"
+        "  SegmentationClass/<id>.png        train_aug masks (SegmentationClassAug), palette or greyscale ids, "
+        "255 = ignore\n"
+        "  splits/val.txt                    the 1,449 validation ids\n"
+        "  splits/1_16/labeled.txt ...       1_16, 1_8, 1_4, 1_2 (662 / 1323 / 2646 / 5291 ids; blended) and "
+        "92, 183, 366, 732, 1464 (classic)\n"
+        "  splits/<split>/unlabeled.txt      optional (default: the rest of splits/train_aug.txt or of the "
+        "labelled+unlabeled ids)\n"
+        "Published at: VOC 2012 http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ , SBD "
+        "http://home.bharathh.info/pubs/codes/SBD/download.html (merged as SegmentationClassAug), split lists "
+        "https://github.com/LiheYoung/UniMatch/tree/main/splits/pascal (see docs/data/farcluss.md)"),
+    "cityscapes": (
+        "Cityscapes fine annotations (2,975 training, 500 validation images) with the semi-supervised split "
+        "lists. Expected layout under data_root:\n"
+        "  leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png\n"
+        "  gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png\n"
+        "  splits/1_16/labeled.txt ...       1_16, 1_8, 1_4, 1_2 (186 / 372 / 744 / 1488 images), lines "
+        "'<image path> <mask path>' or names\n"
+        "Published at: https://www.cityscapes-dataset.com/ (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip), "
+        "split lists https://github.com/LiheYoung/UniMatch/tree/main/splits/cityscapes (see docs/data/farcluss.md)"),
+    "folders": (
+        "your own images and masks. Expected layout under data_root:\n"
+        "  classes.txt                       one class name per line, in id order\n"
+        "  images/<id>.png|.jpg|.tif\n"
+        "  masks/<id>.png                    palette or greyscale class ids, 255 = ignore\n"
+        "  splits/val.txt                    held-out ids\n"
+        "  splits/<split>/labeled.txt        optional labelled lists (else drawn per seed from the fractions)\n"
+        "(see docs/data/farcluss.md)"),
+}
 
 
 # ----------------------------------------------------------------------------- data
@@ -47,15 +99,48 @@ class StudyData:
     tile: int | None = None
     head_min: float = 0.15
     tail_max: float = 0.02
+    split_lists: dict[str, list[str]] = field(default_factory=dict)  # split name -> labelled ids (from files)
+    floor_miou: float = 0.0
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def tail_classes(self) -> list[str]:
+        return [c for c in self.class_names if self.groups[c] == "tail"]
+
+
+def check_inputs(cfg) -> None:
+    """Stop before any work when the data cannot be found: a real ``data_source`` needs ``data_root`` (the
+    message names the dataset, its layout and where it is published); a given root must exist."""
+    if cfg.data_source in REAL_SOURCES:
+        if not cfg.data_root:
+            raise ParameterError(f"data_source={cfg.data_source!r} needs data_root: the folder of "
+                                 f"{DATASET_HELP[cfg.data_source]}")
+        if not Path(cfg.data_root).expanduser().is_dir():
+            raise ParameterError(f"parameter data_root={cfg.data_root!r} is not an existing folder "
+                                 f"(data_source={cfg.data_source!r} expects {DATASET_HELP[cfg.data_source]})")
+    weights = str(cfg.encoder_weights)
+    if weights not in ("random", "pretrained") and not weights.startswith("labkit:") and not Path(
+            weights).expanduser().is_file():
+        raise ParameterError(f"parameter encoder_weights={weights!r} is neither random, pretrained, labkit:<name> "
+                             "nor an existing checkpoint file")
+
+
+def majority_floor(train_masks: np.ndarray, val_masks: np.ndarray, class_names) -> float:
+    """mIoU of the trivial predictor: the most frequent training class everywhere (the table's floor)."""
+    freqs = sc.class_frequencies(train_masks, len(class_names))
+    pred = np.full(val_masks.shape, int(np.argmax(freqs)), dtype=np.int64)
+    return float(ss.score_predictions(pred, val_masks, class_names)["miou"])
+
 
 def load_data(cfg) -> StudyData:
-    """Simulated scenes (default), or a user's VOC / Cityscapes copy (``data_source``, ``data_root``)."""
-    if cfg.data_source == "simulator":
+    """Simulated scenes (default), or a local VOC / Cityscapes copy or your own folders (``data_source``,
+    ``data_root``); checks the inputs first (:func:`check_inputs`)."""
+    check_inputs(cfg)
+    split_lists: dict[str, list[str]] = {}
+    if cfg.data_source == "simulated":
         scene_cfg = sc.SceneConfig(size=cfg.image_size)
         train = sc.simulate_scenes(cfg.n_train_images, seed=10_000, config=scene_cfg, prefix="train")
         val = sc.simulate_scenes(cfg.n_val_images, seed=20_000, config=scene_cfg, prefix="val")
@@ -63,21 +148,18 @@ def load_data(cfg) -> StudyData:
     else:
         from labkit.data import segmentation_folders as sf
 
-        if not cfg.data_root:
-            raise ParameterError(f"data_source={cfg.data_source!r} needs data_root (the dataset's local folder)")
-        loader = sf.VOCSegmentationFolder if cfg.data_source == "voc" else sf.CityscapesFolder
-        train_ds = loader(cfg.data_root, split="train", crop=cfg.image_size)
-        val_ds = loader(cfg.data_root, split="val", crop=2 * cfg.image_size)  # evaluated by sliding window
-        x, y, ids = train_ds.to_arrays(limit=cfg.n_train_images)
-        train = sc.SceneSet(x, y, ids, tuple(train_ds.class_names))
-        xv, yv, idv = val_ds.to_arrays(limit=cfg.n_val_images)
-        val = sc.SceneSet(xv, yv, idv, tuple(val_ds.class_names))
-        names, tile = tuple(train_ds.class_names), cfg.image_size
+        real = sf.load_semisup_folder(cfg.data_source, cfg.data_root, crop=cfg.image_size,
+                                      n_train=cfg.n_train_images, n_val=cfg.n_val_images,
+                                      splits=_split_names(cfg) if cfg.splits else None)
+        train = sc.SceneSet(real.train_images, real.train_masks, real.train_ids, real.class_names)
+        val = sc.SceneSet(real.val_images, real.val_masks, real.val_ids, real.class_names)
+        names, tile, split_lists = real.class_names, cfg.image_size, real.split_lists
     freqs = sc.class_frequencies(train.masks, len(names))
     groups = sc.frequency_groups(freqs, names, head_min=cfg.head_min_fraction, tail_max=cfg.tail_max_fraction)
     band = sc.boundary_band(val.masks, width=1)
     return StudyData(train, val, tuple(names), freqs, groups, band, cfg.data_source, tile,
-                     cfg.head_min_fraction, cfg.tail_max_fraction)
+                     cfg.head_min_fraction, cfg.tail_max_fraction, split_lists,
+                     majority_floor(train.masks, val.masks, names))
 
 
 def class_frequency_table(data: StudyData) -> pd.DataFrame:
@@ -88,7 +170,7 @@ def class_frequency_table(data: StudyData) -> pd.DataFrame:
 def scenes_figure(data: StudyData, n: int = 6):
     """Example scenes (top) and their labels (bottom), with the class-frequency histogram."""
     k = data.num_classes
-    cmap = plt.get_cmap("tab10", k)
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
     n = min(n, len(data.train))
     fig = plt.figure(figsize=(2.0 * n + 4, 4.4))
     grid = fig.add_gridspec(2, n + 2)
@@ -102,7 +184,8 @@ def scenes_figure(data: StudyData, n: int = 6):
                   vmax=k - 0.5, interpolation="nearest")
         ax.set_axis_off()
     ax = fig.add_subplot(grid[:, n:])
-    ax.bar(range(k), data.frequencies * 100, color=[cmap(i) for i in range(k)], edgecolor="k", linewidth=0.5)
+    ax.bar(range(k), np.maximum(data.frequencies, 1e-6) * 100, color=[cmap(i) for i in range(k)], edgecolor="k",
+           linewidth=0.5)
     for share, label in ((data.head_min, f"head ≥ {100 * data.head_min:g}%"),
                          (data.tail_max, f"tail < {100 * data.tail_max:g}%")):
         ax.axhline(100 * share, color="0.3", ls="--", lw=1)
@@ -115,129 +198,321 @@ def scenes_figure(data: StudyData, n: int = 6):
     return fig
 
 
-# ----------------------------------------------------------------------------- runs
+# ----------------------------------------------------------------------------- arms and splits
 
 
-def _semisup_config(cfg, method: str) -> ss.SemiSupConfig:
-    return ss.method_config(method, top_k=cfg.top_k, threshold=cfg.threshold, certainty=cfg.certainty,
+def _base_config(cfg) -> ss.SemiSupConfig:
+    return ss.method_config("farcluss", top_k=cfg.top_k, threshold=cfg.threshold, certainty=cfg.certainty,
                             ema_momentum=cfg.ema_momentum, unsup_weight=cfg.unsup_weight,
                             contrast_weight=cfg.contrast_weight, temperature=cfg.temperature,
                             rebalance_power=cfg.rebalance_power, contrast_pixels=cfg.contrast_pixels,
-                            crop_min_scale=cfg.crop_min_scale)
+                            crop_min_scale=cfg.crop_min_scale, strong=cfg.strong_augmentation)
 
 
-def _behaviour_key(config: ss.SemiSupConfig) -> tuple:
-    """Configs that train identically share a key (the baseline is FARCLUSS with every part off)."""
-    if config.method == "supervised":
-        return ("supervised",)
-    parts = tuple(getattr(config, p) for p in ss.PARTS) + (config.pairwise,)
-    return ("teacher-student",) + parts
+def arm_config(cfg, arm: str) -> ss.SemiSupConfig:
+    """The training configuration of an arm (one distinct configuration per arm)."""
+    full = _base_config(cfg)
+    off = {p: False for p in ss.PARTS}
+    if arm == "farcluss":
+        return full
+    if arm in ("supervised", "fixmatch"):
+        return replace(full, method=arm, **off)
+    if arm.startswith("without "):
+        part = arm.split(" ", 1)[1]
+        if part not in ss.PARTS:
+            raise ParameterError(f"unknown arm {arm!r}")
+        return replace(full, **{part: False})
+    if arm.startswith("+ "):
+        parts = arm[2:].split(" + ")
+        if not set(parts) <= set(ss.PARTS):
+            raise ParameterError(f"unknown arm {arm!r}")
+        return replace(full, **{p: p in parts for p in ss.PARTS})
+    raise ParameterError(f"unknown arm {arm!r}")
 
 
-def run_plan(cfg) -> list[tuple[str, str, float, ss.SemiSupConfig]]:
-    """(table, name, fraction, config) of every row the study reports."""
-    plan = []
-    for fraction in cfg.fractions:
-        for method in MAIN_METHODS:
-            plan.append(("main", method, fraction, _semisup_config(cfg, method)))
-    if cfg.ablation != "none":
-        for name, config in ss.ablation_configs(_semisup_config(cfg, "farcluss")).items():
-            if cfg.ablation == "remove_only" and name.startswith("+ "):
-                continue
-            plan.append(("ablation", name, cfg.ablation_fraction, config))
-    return plan
+def _split_names(cfg) -> list[str]:
+    """The labelled splits of the main table: ``splits`` (folder names under data_root/splits/) or the
+    ``fractions``' names (``0.0625 -> 1_16``)."""
+    if cfg.splits:
+        return [str(s) for s in cfg.splits]
+    return [sc.fraction_name(f) for f in sorted(cfg.fractions)]
+
+
+def _ablation_split(cfg) -> str:
+    if cfg.splits:
+        return str(cfg.ablation_split) if cfg.ablation_split else str(cfg.splits[0])
+    return sc.fraction_name(cfg.ablation_fraction)
+
+
+def ablation_arms(cfg) -> list[str]:
+    if cfg.ablation == "none":
+        return []
+    arms = ["farcluss", "fixmatch", *ABLATION_REMOVE]
+    return arms + (list(ABLATION_ADD) if cfg.ablation == "all" else [])
+
+
+def run_plan(cfg) -> list[tuple[str, str]]:
+    """(arm, split) of every distinct training; each runs once per seed."""
+    plan = [(arm, split) for split in _split_names(cfg) for arm in MAIN_METHODS]
+    plan += [(arm, _ablation_split(cfg)) for arm in ablation_arms(cfg)]
+    plan.append(("supervised", ALL_LABELS))
+    return list(dict.fromkeys(plan))
+
+
+def _split_fraction(name: str) -> float | None:
+    if name == ALL_LABELS:
+        return 1.0
+    if "_" in name:
+        num, den = name.split("_", 1)
+        return int(num) / int(den)
+    return None
+
+
+def labelled_indices(cfg, data: StudyData, split: str, seed: int) -> tuple[list[int], list[str]]:
+    """Indices into ``data.train`` of the labelled images of ``split`` at ``seed``, and the classes without
+    any labelled pixel (warned). Split lists read from data_root are the same at every seed; otherwise the
+    split is drawn per seed from its fraction."""
+    ids = data.train.ids
+    if split == ALL_LABELS:
+        return list(range(len(ids))), []
+    if split in data.split_lists:
+        index = {i: n for n, i in enumerate(ids)}
+        chosen = sorted(index[i] for i in data.split_lists[split])
+    else:
+        fraction = _split_fraction(split)
+        if fraction is None:
+            raise ParameterError(f"split {split!r} is neither a fraction name like 1_16 nor a list under "
+                                 "data_root/splits/")
+        labeled, _ = sc.sample_labeled_split(ids, fraction, seed)
+        index = {i: n for n, i in enumerate(ids)}
+        chosen = sorted(index[i] for i in labeled)
+    if len(chosen) >= len(ids):
+        raise DataError(f"split {split} labels all {len(ids)} training images: the unlabeled set is empty "
+                        "(semi-supervised training needs unlabeled images)")
+    missing = sc.missing_classes(data.train.masks[chosen], data.num_classes, data.class_names,
+                                 context=f"split {split} seed {seed}")
+    return chosen, missing
+
+
+# ----------------------------------------------------------------------------- the grid's tasks
+
+
+def _model_params(cfg, data: StudyData) -> dict:
+    mean = data.train.images.mean(axis=(0, 2, 3))
+    std = data.train.images.std(axis=(0, 2, 3)) + 1e-6
+    kwargs: dict[str, Any] = {"encoder_depth": cfg.encoder_depth}
+    if cfg.arch == "deeplabv3plus":
+        kwargs["decoder_channels"] = cfg.decoder_channels
+    else:  # U-Net: halve the width per stage from decoder_channels
+        kwargs["decoder_channels"] = [max(8, cfg.decoder_channels // 2 ** i) for i in range(cfg.encoder_depth)]
+    return {"num_classes": data.num_classes, "encoder": cfg.encoder, "arch": cfg.arch, "embed_dim": cfg.embed_dim,
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std], "weights": str(cfg.encoder_weights),
+            "kwargs": kwargs}
+
+
+def build_model(params: dict) -> ss.SegmenterWithEmbedding:
+    return ss.build_model(params["num_classes"], encoder=params["encoder"], arch=params["arch"],
+                          embed_dim=params["embed_dim"], mean=tuple(params["mean"]), std=tuple(params["std"]),
+                          weights=params["weights"], **params["kwargs"])
 
 
 def _build_model(cfg, data: StudyData) -> ss.SegmenterWithEmbedding:
-    mean = data.train.images.mean(axis=(0, 2, 3))
-    std = data.train.images.std(axis=(0, 2, 3)) + 1e-6
-    kwargs = {"encoder_depth": cfg.encoder_depth}
-    if cfg.arch == "deeplabv3plus":
-        kwargs["decoder_channels"] = cfg.decoder_channels
-    return ss.build_model(data.num_classes, encoder=cfg.encoder, arch=cfg.arch, embed_dim=cfg.embed_dim,
-                          mean=tuple(mean), std=tuple(std), **kwargs)
+    return build_model(_model_params(cfg, data))
+
+
+def _array_digest(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        digest.update(str((a.shape, a.dtype.str)).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()[:24]
+
+
+def cache_arrays(data: StudyData) -> tuple[str, str]:
+    """The study data as one ``.npz`` in the cache (read by every task), and its digest (the grid's input)."""
+    from labkit.core.paths import cache_dir
+
+    digest = _array_digest(data.train.images, data.train.masks, data.val.images, data.val.masks, data.val_band)
+    path = cache_dir("farcluss") / "data" / f"{digest}.npz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, train_images=data.train.images, train_masks=data.train.masks, val_images=data.val.images,
+                 val_masks=data.val.masks, val_band=data.val_band,
+                 class_names=np.array(data.class_names, dtype=object).astype(str))
+        tmp.replace(path)
+    return str(path), digest
+
+
+@lru_cache(maxsize=2)
+def _load_arrays(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _device(name: str):
+    from labkit.core.device import resolve_device
+
+    return resolve_device(name, announce=False)
+
+
+def warmup_task(data_file: str, split: str, labeled: list[int], seed: int, model: dict, iterations: int,
+                batch_size: int, lr: float, crop_min_scale: float, device: str = "cpu") -> dict:
+    """One split's shared supervised warm-up: the student's weights after ``iterations`` steps on the labels."""
+    arrays = _load_arrays(data_file)
+    torch.manual_seed(seed)
+    net = build_model(model).to(_device(device))
+    config = replace(ss.method_config("supervised"), crop_min_scale=crop_min_scale)
+    ss.train_semisupervised(net, arrays["train_images"][labeled], arrays["train_masks"][labeled], None, config,
+                            num_classes=model["num_classes"], iterations=iterations, batch_size=batch_size, lr=lr,
+                            seed=seed, progress=False)
+    return {"state": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}}
+
+
+def _config_from(params: dict) -> ss.SemiSupConfig:
+    names = {f.name for f in fields(ss.SemiSupConfig)}
+    return ss.SemiSupConfig(**{k: v for k, v in params.items() if k in names})
+
+
+def arm_task(data_file: str, split: str, labeled: list[int], seed: int, arm: str, config: dict, model: dict, iterations: int,
+             batch_size: int, lr: float, lr_schedule: str, warm_path: str, warm_fingerprint: str,
+             device: str = "cpu", tile: int | None = None, class_names: list[str] | None = None,
+             keep_state: bool = False) -> dict:
+    """One arm on one split and seed, from the split's warm-up: the EMA teacher's scores on the held-out set."""
+    from safetensors.torch import load_file
+
+    arrays = _load_arrays(data_file)
+    dev = _device(device)
+    net = build_model(model)
+    net.load_state_dict(load_file(warm_path))
+    net = net.to(dev)
+    train_x, train_y = arrays["train_images"], arrays["train_masks"]
+    unlabeled = np.setdiff1d(np.arange(len(train_x)), np.asarray(labeled, dtype=np.int64))
+    semisup = _config_from(config)
+    t0 = time.perf_counter()
+    teacher, history = ss.train_semisupervised(
+        net, train_x[labeled], train_y[labeled], train_x[unlabeled] if semisup.uses_unlabeled else None, semisup,
+        num_classes=model["num_classes"], iterations=iterations, batch_size=batch_size, lr=lr, seed=seed + 1,
+        progress=False, lr_schedule=lr_schedule)
+    seconds = time.perf_counter() - t0
+    pred = ss.predict(teacher, arrays["val_images"], tile=tile)
+    names = class_names or [str(c) for c in range(model["num_classes"])]
+    record: dict[str, Any] = {**ss.score_predictions(pred, arrays["val_masks"], names, band=arrays["val_band"]),
+                              "train_seconds": seconds, "n_labeled": len(labeled), "warm": warm_fingerprint}
+    late = history.iloc[int(0.8 * len(history)):]
+    for col in ("pseudo_kept", "pseudo_weight"):
+        if col in late:
+            record[col] = float(late[col].mean())
+    if keep_state:
+        record["state"] = {k: v.detach().cpu().numpy() for k, v in teacher.state_dict().items()}
+    return record
+
+
+# ----------------------------------------------------------------------------- running the grid
 
 
 @dataclass
 class ExperimentResults:
-    runs: pd.DataFrame  # one row per (table, name, fraction, seed)
-    splits: pd.DataFrame  # one row per (fraction, seed)
-    example_model: Any = None  # warm-started FARCLUSS teacher of the first split, for the figures
+    runs: pd.DataFrame  # one row per (arm, split, seed): every distinct training once
+    splits: pd.DataFrame  # one row per (split, seed)
+    example_model: Any = None  # FARCLUSS teacher of the first split and seed, for the pseudo-label figure
     seconds: float = 0.0
+    grid: dict = field(default_factory=dict)  # tasks cached / computed per grid
+
+
+def _train_settings(cfg) -> dict:
+    return {"batch_size": cfg.batch_size, "lr": cfg.lr}
 
 
 def run_experiments(cfg, data: StudyData, split_dir: str | Path | None = None,
                     progress: bool = True) -> ExperimentResults:
-    """Train and evaluate every planned row over every seed; identical configs run once."""
-    from tqdm.auto import tqdm
+    """Every arm x split x seed as a grid of cached tasks (after a grid of the splits' warm-ups)."""
+    from safetensors.numpy import save_file
 
+    from labkit.core.grid import Grid
     from labkit.core.paths import cache_dir
-    from labkit.core.seeding import seed_everything
 
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    split_dir = Path(split_dir) if split_dir else cache_dir("farcluss") / "splits"
-    plan = run_plan(cfg)
-    fractions = sorted({p[2] for p in plan})
-    ids = data.train.ids
-    id_index = {i: n for n, i in enumerate(ids)}
-    rows, split_rows, example = [], [], None
     start = time.perf_counter()
-    jobs = [(f, s) for f in fractions for s in cfg.seeds]
-    bar = tqdm(jobs, desc="splits x seeds", disable=not progress)
-    for fraction, seed in bar:
-        labeled, unlabeled = sc.sample_labeled_split(ids, fraction, seed)
-        path = sc.write_split_lists(split_dir / sc.fraction_name(fraction) / f"seed{seed}", labeled, unlabeled)
-        li = np.array([id_index[i] for i in labeled])
-        ui = np.array([id_index[i] for i in unlabeled])
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", sc.SplitCoverageWarning)
-            missing = sc.missing_classes(data.train.masks[li], data.num_classes, data.class_names,
-                                         context=f"split {sc.fraction_name(fraction)} seed {seed}")
-        for w in caught:
-            warnings.warn(w.message, w.category, stacklevel=2)
-        split_rows.append({"fraction": fraction, "split": sc.fraction_name(fraction), "seed": seed,
-                           "labeled": len(labeled), "unlabeled": len(unlabeled),
-                           "classes_without_labels": ", ".join(missing),
-                           "lists": f"{path.parent.name}/{path.name}/labeled.txt"})
-        xl, yl = data.train.images[li], data.train.masks[li]
-        xu = data.train.images[ui]
-        seed_everything(seed, deterministic=False)
-        warm = _build_model(cfg, data).to(device)
-        ss.train_semisupervised(warm, xl, yl, None, _semisup_config(cfg, "supervised"),
-                                num_classes=data.num_classes, iterations=cfg.warmup_iterations,
-                                batch_size=cfg.batch_size, lr=cfg.lr, seed=seed, progress=False)
-        done: dict[tuple, dict] = {}
-        for table, name, frac, config in plan:
-            if frac != fraction:
-                continue
-            key = _behaviour_key(config)
-            if key not in done:
-                bar.set_postfix_str(f"{sc.fraction_name(fraction)} seed {seed}: {name}")
-                model = copy.deepcopy(warm)
-                t0 = time.perf_counter()
-                teacher, history = ss.train_semisupervised(
-                    model, xl, yl, xu, config, num_classes=data.num_classes, iterations=cfg.iterations,
-                    batch_size=cfg.batch_size, lr=cfg.lr, seed=seed + 1, progress=False)
-                seconds = time.perf_counter() - t0
-                pred = ss.predict(teacher, data.val.images, tile=data.tile)
-                scores = ss.score_predictions(pred, data.val.masks, data.class_names, band=data.val_band)
-                done[key] = {**scores, "seconds": seconds}
-                if example is None and config.method == "farcluss" and all(getattr(config, p) for p in ss.PARTS):
-                    example = teacher
-            rows.append({"table": table, "name": name, "fraction": fraction, "split": sc.fraction_name(fraction),
-                         "seed": seed, **done[key]})
-    runs = pd.DataFrame(rows)
-    runs = add_group_scores(runs, data)
-    return ExperimentResults(runs, pd.DataFrame(split_rows), example, time.perf_counter() - start)
+    root = cache_dir("farcluss")
+    split_dir = Path(split_dir) if split_dir else root / "splits"
+    data_file, digest = cache_arrays(data)
+    model = _model_params(cfg, data)
+    device = str(_device(cfg.device))
+    plan = run_plan(cfg)
+    split_names = list(dict.fromkeys(s for _, s in plan))
+    labelled: dict[tuple[str, int], list[int]] = {}
+    split_rows = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", sc.SplitCoverageWarning)
+        for split in split_names:
+            for seed in cfg.seeds:
+                chosen, missing = labelled_indices(cfg, data, split, seed)
+                labelled[split, seed] = chosen
+                row = {"split": split, "seed": seed, "labeled": len(chosen),
+                       "unlabeled": len(data.train) - len(chosen), "classes_without_labels": ", ".join(missing)}
+                if split != ALL_LABELS and split not in data.split_lists:
+                    ids = data.train.ids
+                    chosen_ids = [ids[i] for i in chosen]
+                    rest = [ids[i] for i in range(len(ids)) if i not in set(chosen)]
+                    path = sc.write_split_lists(split_dir / split / f"seed{seed}", chosen_ids, rest)
+                    row["lists"] = f"{path.parent.name}/{path.name}/labeled.txt"
+                else:
+                    row["lists"] = "data_root/splits/" + split if split in data.split_lists else "-"
+                split_rows.append(row)
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=2)
+    run_options = {"executor": cfg.executor, "workers": cfg.workers, "scheduler": cfg.scheduler,
+                   "threads": cfg.threads, "progress": progress}
+    warm = Grid("farcluss-warmup", warmup_task, inputs={"data": digest})
+    for split in split_names:
+        for seed in cfg.seeds:
+            warm.add(data_file=data_file, split=split, labeled=labelled[split, seed], seed=seed, model=model,
+                     iterations=cfg.warmup_iterations, crop_min_scale=cfg.crop_min_scale, device=device,
+                     **_train_settings(cfg))
+    warm_result = warm.run(**run_options)
+    warm_paths: dict[tuple[str, int], tuple[str, str]] = {}
+    for task, record in zip(warm_result.tasks, warm_result.records):
+        fp = task.fingerprint()
+        path = root / "warm" / f"{fp}.safetensors"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: np.ascontiguousarray(v) for k, v in record["state"].items()}, str(path))
+        warm_paths[task.params["split"], task.params["seed"]] = (str(path), fp)
+    arms = Grid("farcluss-arms", arm_task, inputs={"data": digest})
+    first_split = _split_names(cfg)[0]
+    for arm, split in plan:
+        for seed in cfg.seeds:
+            path, fp = warm_paths[split, seed]
+            arms.add(data_file=data_file, split=split, labeled=labelled[split, seed], seed=seed, arm=arm,
+                     config=asdict(arm_config(cfg, arm)), model=model, iterations=cfg.iterations,
+                     lr_schedule=cfg.lr_schedule, warm_path=path, warm_fingerprint=fp, device=device,
+                     tile=data.tile, class_names=list(data.class_names),
+                     keep_state=bool(arm == "farcluss" and split == first_split and seed == cfg.seeds[0]),
+                     **_train_settings(cfg))
+    arm_result = arms.run(**run_options)
+    rows, example = [], None
+    for task, record in zip(arm_result.tasks, arm_result.records):
+        p = task.params
+        if "state" in record:
+            example = build_model(model)
+            example.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in record["state"].items()})
+            example.eval()
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        rows.append({"arm": p["arm"], "split": p["split"], "seed": p["seed"], **scalars})
+    runs = add_group_scores(pd.DataFrame(rows), data)
+    runs.insert(2, "fraction", [_split_fraction(s) if _split_fraction(s) is not None
+                                else n / len(data.train) for s, n in zip(runs.split, runs.n_labeled)])
+    grid = {"warm-up tasks": len(warm_result.tasks), "warm-up cached": warm_result.cached,
+            "arm tasks": len(arm_result.tasks), "arm cached": arm_result.cached}
+    return ExperimentResults(runs, pd.DataFrame(split_rows), example, time.perf_counter() - start, grid)
 
 
 def add_group_scores(runs: pd.DataFrame, data: StudyData) -> pd.DataFrame:
     """Columns ``miou_head``, ``miou_body``, ``miou_tail``: mean IoU over the classes of each frequency group."""
     runs = runs.copy()
     for group in GROUPS:
-        cols = [f"iou/{c}" for c in data.class_names if data.groups[c] == group]
+        cols = [f"iou/{c}" for c in data.class_names if data.groups[c] == group and f"iou/{c}" in runs]
         runs[f"miou_{group}"] = runs[cols].mean(axis=1, skipna=True) if cols else np.nan
     return runs
 
@@ -245,63 +520,107 @@ def add_group_scores(runs: pd.DataFrame, data: StudyData) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- tables
 
 
-def _mean_std(frame: pd.DataFrame, value: str, index: str, columns: str) -> pd.DataFrame:
-    stats = frame.groupby([index, columns])[value].agg(["mean", "std", "count"]).reset_index()
-    stats["cell"] = [f"{100 * m:.1f} ± {100 * (s if s == s else 0):.1f}" for m, s in zip(stats["mean"], stats["std"])]
-    return stats.pivot(index=index, columns=columns, values="cell")
+def _cell(values: pd.Series) -> str:
+    m, s = values.mean(), values.std()
+    return f"{100 * m:.1f} ± {100 * (s if s == s else 0):.1f}"
 
 
-def main_table(results: ExperimentResults, value: str = "miou") -> pd.DataFrame:
-    """Methods x labelled fractions: mean ± std over seeds (in %)."""
-    main = results.runs[results.runs.table == "main"]
-    table = _mean_std(main, value, "name", "split")
-    order = [m for m in MAIN_METHODS if m in table.index]
-    splits = [sc.fraction_name(f) for f in sorted(main.fraction.unique())]
-    table = table.loc[order, splits]
-    table.index = [METHOD_LABELS[m] for m in table.index]
-    table.columns.name = None
-    return table.rename_axis(f"method, {value} (%) by split").reset_index()
+def main_table(results: ExperimentResults, data: StudyData | None = None, value: str = "miou") -> pd.DataFrame:
+    """Methods x labelled splits, mean ± std over seeds (in %), between a floor (the majority-class
+    predictor) and a ceiling (supervised with all labels, same seeds)."""
+    runs = results.runs
+    splits = [s for s in dict.fromkeys(runs.split) if s != ALL_LABELS]
+    main_splits = [s for s in splits if set(MAIN_METHODS) <= set(runs[runs.split == s].arm)]
+    rows = []
+    if data is not None and value == "miou":
+        rows.append({"method": "floor: majority class everywhere", **{s: f"{100 * data.floor_miou:.1f}"
+                                                                       for s in main_splits}})
+    for arm in MAIN_METHODS:
+        sel = runs[runs.arm == arm]
+        rows.append({"method": ARM_LABELS[arm] if arm != "farcluss" else "FARCLUSS",
+                     **{s: _cell(sel[sel.split == s][value]) for s in main_splits}})
+    ceiling = runs[(runs.arm == "supervised") & (runs.split == ALL_LABELS)][value]
+    if len(ceiling):
+        rows.append({"method": f"ceiling: supervised, all {len(data.train) if data else ''} labels".replace("  ", " "),
+                     **{s: _cell(ceiling) for s in main_splits}})
+    return pd.DataFrame(rows).rename(columns={"method": f"method, {value} (%) by split"})
+
+
+def runs_table(results: ExperimentResults) -> pd.DataFrame:
+    """Every run, one row per arm x split x seed (the tidy table the claims are judged on)."""
+    cols = ["arm", "split", "seed", "n_labeled", "miou", "miou_head", "miou_body", "miou_tail", "boundary_miou",
+            "pseudo_kept", "train_seconds"]
+    runs = results.runs[[c for c in cols if c in results.runs]].copy()
+    for c in ("miou", "miou_head", "miou_body", "miou_tail", "boundary_miou", "pseudo_kept"):
+        if c in runs:
+            runs[c] = (100 * runs[c]).round(2)
+    return runs.sort_values(["split", "arm", "seed"]).reset_index(drop=True)
+
+
+def regime_table(cfg, results: ExperimentResults) -> pd.DataFrame:
+    """Per seed: supervised with all labels vs with the fewest (the label-limited gap), and the all-labels
+    model's tail IoU (the tail-resolvable check), against the stated margin and floor."""
+    runs = results.runs
+    few = _split_names(cfg)[0]
+    sup = runs[runs.arm == "supervised"].pivot_table(index="seed", columns="split", values=["miou", "miou_tail"])
+    table = pd.DataFrame({
+        f"supervised {few} mIoU (%)": 100 * sup[("miou", few)],
+        "supervised all labels mIoU (%)": 100 * sup[("miou", ALL_LABELS)],
+        "label-limited gap (pp)": 100 * (sup[("miou", ALL_LABELS)] - sup[("miou", few)]),
+        "all labels tail mIoU (%)": 100 * sup[("miou_tail", ALL_LABELS)],
+    }).round(2)
+    table.loc["stated bar"] = [np.nan, np.nan, 100 * cfg.label_limited_margin, 100 * cfg.tail_floor]
+    return table.reset_index().rename(columns={"index": "seed"})
 
 
 def group_table(results: ExperimentResults, data: StudyData) -> pd.DataFrame:
-    """Per method: mIoU of head/body/tail classes and of boundary pixels, averaged over fractions and seeds."""
-    main = results.runs[results.runs.table == "main"]
+    """Per method: mIoU of head/body/tail classes and of boundary pixels, averaged over splits and seeds."""
+    main = _main_runs(results)
     cols = [f"miou_{g}" for g in GROUPS] + ["boundary_miou", "miou"]
-    table = main.groupby("name")[cols].mean().loc[[m for m in MAIN_METHODS if m in set(main.name)]] * 100
-    table.index = [METHOD_LABELS[m] for m in table.index]
-    members = {g: ", ".join(c for c in data.class_names if data.groups[c] == g) for g in GROUPS}
-    table.columns = [f"{g} ({members[g]})" if g in GROUPS else c for g, c in
-                     zip([*GROUPS, "boundary", "all"], ["", "", "", "boundary pixels", "all pixels"])]
+    table = main.groupby("arm")[cols].mean().loc[[m for m in MAIN_METHODS if m in set(main.arm)]] * 100
+    table.index = [ARM_LABELS[m] for m in table.index]
+    members = {g: ", ".join(c for c in data.class_names if data.groups[c] == g) or "none" for g in GROUPS}
+    table.columns = [f"{g} ({members[g]})" for g in GROUPS] + ["boundary pixels", "all pixels"]
     return table.round(1).rename_axis("method, mIoU (%)").reset_index()
 
 
 def per_class_table(results: ExperimentResults, data: StudyData) -> pd.DataFrame:
-    main = results.runs[results.runs.table == "main"]
+    main = _main_runs(results)
     cols = [f"iou/{c}" for c in data.class_names]
-    table = main.groupby("name")[cols].mean().loc[[m for m in MAIN_METHODS if m in set(main.name)]].T * 100
-    table.columns = [METHOD_LABELS[m] for m in table.columns]
+    table = main.groupby("arm")[cols].mean().loc[[m for m in MAIN_METHODS if m in set(main.arm)]].T * 100
+    table.columns = [ARM_LABELS[m] for m in table.columns]
+    ceiling = results.runs[(results.runs.arm == "supervised") & (results.runs.split == ALL_LABELS)]
+    if len(ceiling):
+        table["supervised, all labels"] = ceiling[cols].mean().to_numpy() * 100
     table.insert(0, "group", [data.groups[c] for c in data.class_names])
     table.index = list(data.class_names)
     return table.round(1).rename_axis("class, IoU (%)").reset_index()
 
 
-def ablation_table(results: ExperimentResults) -> pd.DataFrame:
-    abl = results.runs[results.runs.table == "ablation"]
+def _main_runs(results: ExperimentResults) -> pd.DataFrame:
+    runs = results.runs
+    main_splits = [s for s in dict.fromkeys(runs.split) if s != ALL_LABELS
+                   and set(MAIN_METHODS) <= set(runs[runs.split == s].arm)]
+    return runs[runs.arm.isin(MAIN_METHODS) & runs.split.isin(main_splits)]
+
+
+def ablation_table(cfg, results: ExperimentResults) -> pd.DataFrame:
+    """The ablation arms at the ablation split: mIoU, and the paired difference to FARCLUSS with all parts."""
+    arms = ablation_arms(cfg)
+    split = _ablation_split(cfg)
+    abl = results.runs[(results.runs.split == split) & results.runs.arm.isin(arms)]
     if abl.empty:
         return pd.DataFrame()
-    order = list(dict.fromkeys(abl.name))
-    stats = abl.groupby("name")[["miou", "miou_tail", "boundary_miou"]].agg(["mean", "std"]).loc[order] * 100
-    full = abl[abl.name == "FARCLUSS (all parts)"].set_index("seed")["miou"]
-    deltas = {n: (100 * (abl[abl.name == n].set_index("seed")["miou"] - full)).mean() for n in order}
-    table = pd.DataFrame({
-        "mIoU (%)": [f"{stats.loc[n, ('miou', 'mean')]:.1f} ± {np.nan_to_num(stats.loc[n, ('miou', 'std')]):.1f}"
-                     for n in order],
-        "vs all parts (pp)": [round(deltas[n], 2) for n in order],
-        "tail mIoU (%)": [round(stats.loc[n, ("miou_tail", "mean")], 1) for n in order],
-        "boundary mIoU (%)": [round(stats.loc[n, ("boundary_miou", "mean")], 1) for n in order],
-    }, index=order)
-    table.index.name = f"ablation (split {abl.split.iloc[0]}, {abl.seed.nunique()} seeds)"
-    return table.reset_index()
+    full = abl[abl.arm == "farcluss"].set_index("seed")["miou"]
+    rows = []
+    for arm in arms:
+        sel = abl[abl.arm == arm].set_index("seed")
+        rows.append({"arm": ARM_LABELS[arm], **{p: "on" if getattr(arm_config(cfg, arm), p) else "-" for p in ss.PARTS},
+                     "mIoU (%)": _cell(sel["miou"]),
+                     "vs all parts (pp)": round(float((100 * (sel["miou"] - full)).mean()), 2),
+                     "tail mIoU (%)": round(100 * float(sel["miou_tail"].mean()), 1),
+                     "boundary mIoU (%)": round(100 * float(sel["boundary_miou"].mean()), 1)})
+    return pd.DataFrame(rows).rename(columns={"arm": f"ablation (split {split}, {abl.seed.nunique()} seeds)"})
 
 
 # ----------------------------------------------------------------------------- pseudo-label views
@@ -311,13 +630,13 @@ def pseudo_label_figure(cfg, data: StudyData, teacher, n: int = 3):
     """Teacher views on held-out scenes: hard label with the 0.95 threshold (grey where dropped), the
     fuzzy top-K target's second-class share, and the certainty weight (before class rebalancing)."""
     k = data.num_classes
-    cmap = plt.get_cmap("tab10", k)
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
     images = torch.from_numpy(data.val.images[:n]).to(next(teacher.parameters()).device)
     teacher.eval()
     with torch.no_grad():
         probs = teacher(images).softmax(dim=1).cpu()
-    hard_cfg = _semisup_config(cfg, "fixmatch")
-    fuzzy_cfg = replace(_semisup_config(cfg, "farcluss"), rebalance=False)
+    hard_cfg = arm_config(cfg, "fixmatch")
+    fuzzy_cfg = replace(arm_config(cfg, "farcluss"), rebalance=False)
     _, hard_w = ss.pseudo_labels(probs, hard_cfg)
     fuzzy_t, fuzzy_w = ss.pseudo_labels(probs, fuzzy_cfg)
     hard = probs.argmax(dim=1).numpy()
@@ -328,7 +647,8 @@ def pseudo_label_figure(cfg, data: StudyData, teacher, n: int = 3):
     for i in range(n):
         img = data.val.images[i].transpose(1, 2, 0)
         axes[i, 0].imshow(np.clip(img / max(np.percentile(img, 99), 1e-6), 0, 1))
-        axes[i, 1].imshow(data.val.masks[i], cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
+        axes[i, 1].imshow(np.where(data.val.masks[i] == 255, np.nan, data.val.masks[i]), cmap=cmap, vmin=-0.5,
+                          vmax=k - 0.5, interpolation="nearest")
         kept = np.where(hard_w[i].numpy() > 0, hard[i], np.nan)
         axes[i, 2].set_facecolor("0.85")  # grey: dropped by the threshold
         axes[i, 2].imshow(kept, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
@@ -349,18 +669,18 @@ def pseudo_label_figure(cfg, data: StudyData, teacher, n: int = 3):
 
 def gains_figure(results: ExperimentResults):
     """FARCLUSS minus each baseline, per frequency group and on boundary pixels (mean ± std over seeds)."""
-    main = results.runs[results.runs.table == "main"].set_index(["split", "seed", "name"])
-    cols = [f"miou_{g}" for g in GROUPS] + ["boundary_miou", "miou"]
+    gains = gains_table(results)
     labels = ["head", "body", "tail", "boundary", "all"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.38
     for j, base in enumerate(("supervised", "fixmatch")):
-        diff = (main.xs("farcluss", level="name")[cols] - main.xs(base, level="name")[cols]) * 100
-        ax.bar(np.arange(len(cols)) + (j - 0.5) * width, diff.mean(), width, yerr=diff.std().fillna(0),
-               label=f"FARCLUSS − {METHOD_LABELS[base]}", capsize=3)
+        sel = gains[gains.baseline == base]
+        stats = sel.groupby("part")["gain"].agg(["mean", "std"]).reindex(labels) * 100
+        ax.bar(np.arange(len(labels)) + (j - 0.5) * width, stats["mean"], width, yerr=stats["std"].fillna(0),
+               label=f"FARCLUSS − {ARM_LABELS[base]}", capsize=3)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(range(len(cols)), labels)
-    ax.set_ylabel("mIoU gain (pp)")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("mIoU gain (pp), mean over splits")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -373,216 +693,269 @@ COST_REFERENCE = "supervised"
 COST_WITHOUT_CONTRAST = "FARCLUSS without contrast"
 COST_PROTOTYPE = "FARCLUSS (prototype contrast)"
 COST_PAIRWISE = "FARCLUSS with pairwise contrast"
+CONTRAST_SCALING_PIXELS = (256, 512, 1024, 2048, 4096)
+
+
+@dataclass
+class CostResults:
+    table: pd.DataFrame  # one row per method: time and memory per step
+    rounds: pd.DataFrame  # one row per (contrast, measuring round): the contrast's extra time in that round
+    scaling: pd.DataFrame  # one row per (contrast, pixels, repeat)
+    exponents: pd.DataFrame  # one row per (contrast, repeat): log-log slopes of time and memory in pixels
+
+    @property
+    def scaling_table(self) -> pd.DataFrame:
+        wide = self.scaling.groupby(["pixels", "contrast"])[["ms", "saved_activation_mb"]].median().unstack()
+        wide.columns = [f"{c} {v}" for v, c in wide.columns]
+        return wide.round(3).reset_index()
+
+    @property
+    def exponent_table(self) -> pd.DataFrame:
+        stats = self.exponents.groupby("contrast")[["time_exponent", "memory_exponent"]].agg(["mean", "std"])
+        stats.columns = [f"{m} {s}" for m, s in stats.columns]
+        return stats.round(3).reset_index()
 
 
 def cost_table(cfg, data: StudyData, repeats: int | None = None, batch_size: int | None = None,
                contrast_pixels: int | None = None, device: str | None = None) -> pd.DataFrame:
-    """Time and memory per training iteration of each method on the same batch.
+    """Time and memory per training iteration of each method on the same batch (see :func:`measure_costs`)."""
+    return _step_costs(cfg, data, repeats, batch_size, contrast_pixels, device)
 
-    The notebook and ``benchmarks/bench_farcluss.py`` both call this, so they measure the same steps the
-    same way: ``cfg.threads`` torch threads, ``cfg.cost_repeats`` rounds (one step of every method per
-    round), the contrast's extra time taken within each round against the same step without the contrast.
-    """
+
+def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, device=None) -> pd.DataFrame:
     torch.manual_seed(0)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    dev = torch.device(device or "cpu")
+    dev = _device(device or cfg.device)
     b = batch_size or cfg.batch_size
+    if len(data.train) < 2 * b:
+        raise DataError(f"cost table needs {2 * b} training images, got {len(data.train)}")
     xl = torch.from_numpy(data.train.images[:b]).to(dev)
     yl = torch.from_numpy(data.train.masks[:b]).long().to(dev)
     xu = torch.from_numpy(data.train.images[b:2 * b]).to(dev)
-    if len(xu) < b:
-        raise DataError(f"cost table needs {2 * b} training images, got {len(data.train)}")
     # Default: every pixel of the batch at the embedding stride, so the two contrasts see the same, full set.
     h, w = data.train.images.shape[-2:]
     all_pixels = 2 * b * -(-h // 4) * -(-w // 4)
     n_pix = min(contrast_pixels or all_pixels, all_pixels)
-    base = replace(_semisup_config(cfg, "farcluss"), contrast_pixels=n_pix)
+    base = replace(arm_config(cfg, "farcluss"), contrast_pixels=n_pix)
     configs = {
-        COST_REFERENCE: _semisup_config(cfg, "supervised"),
-        "hard threshold (FixMatch-style)": _semisup_config(cfg, "fixmatch"),
+        COST_REFERENCE: arm_config(cfg, "supervised"),
+        "hard threshold (FixMatch-style)": arm_config(cfg, "fixmatch"),
         COST_WITHOUT_CONTRAST: replace(base, prototype=False),
         COST_PROTOTYPE: base,
         COST_PAIRWISE: replace(base, prototype=False, pairwise=True),
     }
     rounds = repeats or cfg.cost_repeats
-    table = ss.measure_step_costs(lambda: _build_model(cfg, data).to(dev), configs, xl, yl, xu, data.num_classes,
+    model = _model_params(cfg, data)
+    table = ss.measure_step_costs(lambda: build_model(model).to(dev), configs, xl, yl, xu, data.num_classes,
                                   repeats=rounds, warmup=3, reference=COST_REFERENCE,
                                   baselines={COST_PROTOTYPE: COST_WITHOUT_CONTRAST,
                                              COST_PAIRWISE: COST_WITHOUT_CONTRAST})
+    times = table.attrs["rounds_ms"]
     table = table.rename(columns={"vs_reference": "vs supervised", "extra_ms": "contrast extra ms",
                                   "extra_pct_of_reference": "contrast extra (% of supervised)"})
     table["contrast_pixels"] = [n_pix if m in (COST_PROTOTYPE, COST_PAIRWISE) else 0 for m in table.method]
     table["rounds"] = rounds
-    return table.round(3)
+    table = table.round(3)
+    table.attrs["rounds_ms"] = times
+    return table
+
+
+def _log_slope(x, y) -> float:
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def measure_costs(cfg, data: StudyData, repeats: int | None = None, batch_size: int | None = None,
+                  pixels=CONTRAST_SCALING_PIXELS, device: str | None = None) -> CostResults:
+    """The measurements the cost claim rests on (``benchmarks/bench_farcluss.py`` calls this too).
+
+    1. Every method's training step on the same batch, in ``cost_repeats`` interleaved rounds (one step of
+       each per round, the order reversed every other round); per round, each contrast's extra time over
+       the same step without it, in ms and in % of that step.
+    2. The two contrast losses alone (forward + backward) as the number of pixels grows, interleaved over
+       repeats; per repeat, the log-log slope of time and of saved memory in the pixel count (1 = linear,
+       2 = quadratic).
+    """
+    table = _step_costs(cfg, data, repeats, batch_size, device=device)
+    times = table.attrs["rounds_ms"]
+    rows = []
+    for contrast, name in (("prototype", COST_PROTOTYPE), ("pairwise", COST_PAIRWISE)):
+        for r in range(len(times)):
+            extra = float(times[name].iloc[r] - times[COST_WITHOUT_CONTRAST].iloc[r])
+            rows.append({"contrast": contrast, "round": r, "extra_ms": extra,
+                         "extra_pct": 100 * extra / float(times[COST_WITHOUT_CONTRAST].iloc[r])})
+    scaling = ss.measure_contrast_scaling(pixels, num_classes=data.num_classes, embed_dim=cfg.embed_dim,
+                                          temperature=cfg.temperature, repeats=max(3, min(cfg.cost_repeats, 5)))
+    fits = []
+    for (contrast, rep), grp in scaling.groupby(["contrast", "repeat"]):
+        fits.append({"contrast": contrast, "repeat": rep, "time_exponent": _log_slope(grp.pixels, grp.ms),
+                     "memory_exponent": _log_slope(grp.pixels, grp.saved_activation_mb)})
+    return CostResults(table, pd.DataFrame(rows), scaling, pd.DataFrame(fits))
 
 
 def contrast_overhead(costs: pd.DataFrame) -> dict[str, float]:
-    """What the prototype and the pairwise contrast add to a step (from :func:`cost_table`).
-
-    Times are medians over the measuring rounds of the in-round difference to the step without the
-    contrast (and of that difference over the round's supervised step, in %); memory is the difference
-    in activations saved for backward.
-    """
+    """What the prototype and the pairwise contrast add to a step (from :func:`cost_table`): medians over
+    the measuring rounds of the in-round difference to the step without the contrast."""
     c = costs.set_index("method")
     out = {"supervised_ms": float(c.loc[COST_REFERENCE, "ms_median"]),
+           "without_contrast_ms": float(c.loc[COST_WITHOUT_CONTRAST, "ms_median"]),
            "rounds": int(c["rounds"].max()) if "rounds" in c else 0}
     for key, name in (("prototype", COST_PROTOTYPE), ("pairwise", COST_PAIRWISE)):
         out[f"{key}_extra_ms"] = float(c.loc[name, "contrast extra ms"])
-        out[f"{key}_extra_pct_of_supervised"] = float(c.loc[name, "contrast extra (% of supervised)"])
         out[f"{key}_extra_mb"] = float(c.loc[name, "saved_activation_mb"] - c.loc[COST_WITHOUT_CONTRAST,
                                                                                     "saved_activation_mb"])
     out["contrast_pixels"] = int(c["contrast_pixels"].max())
     return out
 
 
-CONTRAST_SCALING_PIXELS = (256, 1024, 4096)
-
-
 def contrast_scaling_table(cfg, pixels=CONTRAST_SCALING_PIXELS) -> pd.DataFrame:
-    """Prototype vs pairwise contrast alone (forward + backward) as the pixel count grows; at most 5 repeats
-    (pairwise on 4096 pixels takes about a second a repeat)."""
-    table = ss.measure_contrast_costs(pixels, num_classes=8, embed_dim=cfg.embed_dim, temperature=cfg.temperature,
-                                      repeats=max(1, min(cfg.cost_repeats, 5)))
-    wide = table.pivot(index="pixels", columns="contrast", values=["ms", "saved_activation_mb"])
-    wide.columns = [f"{c} {v}" for v, c in wide.columns]
-    return wide.round(3).reset_index()
+    """Prototype vs pairwise contrast alone as the pixel count grows (median over repeats)."""
+    scaling = ss.measure_contrast_scaling(pixels, num_classes=8, embed_dim=cfg.embed_dim,
+                                          temperature=cfg.temperature, repeats=max(3, min(cfg.cost_repeats, 5)))
+    return CostResults(pd.DataFrame(), pd.DataFrame(), scaling, pd.DataFrame()).scaling_table
 
 
 # ----------------------------------------------------------------------------- claims
 
 
-def _paired(runs: pd.DataFrame, a: str, b: str, value: str, fraction=None) -> dict:
-    from labkit.core.stats import paired_by_index
+def declare_claims(cfg, unavailable: dict[str, str] | None = None, data: StudyData | None = None) -> list[Claim]:
+    """The paper's four claims, judged by :func:`labkit.core.claims.judge` on :func:`claim_tables`.
 
-    sel = runs if fraction is None else runs[runs.fraction == fraction]
-    pa = sel[sel.name == a].set_index(["fraction", "seed"])[value]
-    pb = sel[sel.name == b].set_index(["fraction", "seed"])[value]
-    if len(pa.index.intersection(pb.index)) == 0:
-        return {"mean_diff": float("nan"), "n": 0}
-    return paired_by_index(pa, pb)
+    ``unavailable``: claim id -> a reason it cannot be run; ``data``: the loaded data (a claim about tail
+    classes is unavailable when no class falls under the tail threshold).
+    """
+    unavailable = dict(unavailable or {})
+    splits = _split_names(cfg)
+    few = splits[0]
+    full = {"arm": "supervised", "split": ALL_LABELS}
+    margin = float(cfg.label_limited_margin)
 
+    def label_limited(split: str) -> Precondition:
+        return Precondition.label_limited("miou", full=full, few={"arm": "supervised", "split": split},
+                                          margin=margin)
 
-def evaluate_claims(cfg, results: ExperimentResults, costs: pd.DataFrame | None) -> list[dict]:
-    """The issue's four claims with statuses computed from the runs (never hard-coded)."""
-    runs = results.runs
-    main = runs[runs.table == "main"]
-    n_seeds = len(cfg.seeds)
     claims = []
-    fractions_tried = [sc.fraction_name(f) for f in sorted(main.fraction.unique())]
-    untried = [sc.fraction_name(f) for f in (1 / 16, 1 / 8, 1 / 4, 1 / 2) if sc.fraction_name(f) not in fractions_tried]
+    claims.append(Claim(
+        id="beats_baselines_every_fraction",
+        statement="FARCLUSS beats supervised-only and the hard-threshold (0.95) teacher-student in mIoU at every "
+                  "labelled fraction",
+        compare=[Compare("miou", a={"arm": "farcluss", "split": s}, b={"arm": base, "split": s},
+                         label=f"mIoU at {s}: FARCLUSS > {base}")
+                 for s in splits for base in ("supervised", "fixmatch")],
+        preconditions=[label_limited(few)],
+        unavailable=unavailable.get("beats_baselines_every_fraction"),
+        note=f"splits {', '.join(splits)}; the label-limited precondition: supervised with all labels beats "
+             f"itself at {few} by more than {100 * margin:g} mIoU points"))
 
-    # 1. FARCLUSS beats both baselines at every fraction.
-    evidence, ok = {}, True
-    for f in sorted(main.fraction.unique()):
-        for base in ("supervised", "fixmatch"):
-            d = _paired(main, "farcluss", base, "miou", f)
-            evidence[f"{sc.fraction_name(f)} vs {base}"] = {k: round(float(v), 4) for k, v in d.items()}
-            ok &= bool(d["n"] >= 2 and d.get("ci95_low", -1) > 0)
-    reason = (f"{n_seeds} seeds; held means the 95% CI of the paired mIoU difference is above 0 for every "
-              f"fraction tried ({', '.join(fractions_tried)}) and both baselines")
-    if untried:
-        reason += f"; fractions {', '.join(untried)} not run at preset {cfg.preset} (time budget)"
-    claims.append({"id": "beats_baselines_every_fraction",
-                   "statement": "FARCLUSS beats supervised-only and the hard-threshold (0.95) teacher-student in "
-                                "mIoU at every labelled fraction tried",
-                   "status": "held" if ok and n_seeds >= 2 else ("did not hold" if n_seeds >= 2 else "not evaluated"),
-                   "evidence": evidence, "reason": reason if n_seeds >= 2 else "needs >= 2 seeds"})
+    tail_reason = unavailable.get("largest_gains_tail_and_boundaries")
+    if tail_reason is None and data is not None and not data.tail_classes:
+        tail_reason = (f"no class has under {100 * cfg.tail_max_fraction:g}% of the training pixels, so there is no "
+                       "tail group; raise tail_max_fraction to name one")
+    tail_parts = []
+    for base in ("supervised", "fixmatch"):
+        for hi, lo in (("tail", "head"), ("tail", "body"), ("boundary", "all")):
+            tail_parts.append(Compare("gain", a={"baseline": base, "part": hi}, b={"baseline": base, "part": lo},
+                                      table="gains", label=f"gain over {base}: {hi} > {lo}"))
+    claims.append(Claim(
+        id="largest_gains_tail_and_boundaries",
+        statement="FARCLUSS's gains are largest on tail (minority) classes and on boundary pixels",
+        compare=tail_parts,
+        preconditions=[label_limited(few), Precondition(
+            "tail resolvable", Compare("miou_tail", a=full, b=float(cfg.tail_floor),
+                                       label=f"all-labels supervised tail mIoU > {cfg.tail_floor:g}"),
+            why=f"with every label the model segments the tail classes (tail mIoU above {cfg.tail_floor:g}); "
+                "otherwise no method could gain there")],
+        unavailable=tail_reason,
+        note="gain = FARCLUSS minus the baseline, per seed averaged over the main splits; parts: head, body, "
+             "tail class groups, boundary pixels (within 1 px of a class edge), all pixels"))
 
-    # 2. Largest gains on minority classes and boundaries.
-    statement = "FARCLUSS's gains are largest on tail (minority) classes and on boundary pixels"
-    tail_iou = main["miou_tail"] if "miou_tail" in main else pd.Series(dtype=float)
-    if n_seeds < 2:
-        claims.append({"id": "largest_gains_tail_and_boundaries", "statement": statement,
-                       "status": "not evaluated", "evidence": {}, "reason": "needs >= 2 seeds"})
-    elif tail_iou.isna().all():
-        claims.append({"id": "largest_gains_tail_and_boundaries", "statement": statement,
-                       "status": "not evaluated", "evidence": {},
-                       "reason": "no class is in the tail group (under the tail_max_fraction pixel share)"})
-    else:
-        evidence, ok = {}, True
-        for base in ("supervised", "fixmatch"):
-            gains = {c: _paired(main, "farcluss", base, c)["mean_diff"]
-                     for c in ("miou_head", "miou_body", "miou_tail", "boundary_miou", "miou")}
-            evidence[f"gain vs {base} (pp)"] = {k: round(100 * v, 2) for k, v in gains.items()}
-            ok &= bool(gains["miou_tail"] > max(gains["miou_head"], gains["miou_body"], 0)
-                       and gains["boundary_miou"] > max(gains["miou"], 0))
-        reason = ("held means, against both baselines, the mean tail-class gain exceeds the head and body gains "
-                  "and 0, and the boundary-pixel gain exceeds the all-pixel gain and 0 (paired, averaged over "
-                  f"fractions and {n_seeds} seeds)")
-        if float(tail_iou.max()) == 0.0:
-            reason += ("; no method segmented any tail-class pixel in any run (tail IoU 0 throughout), so the "
-                       "tail part could not show a gain at this budget")
-        claims.append({"id": "largest_gains_tail_and_boundaries", "statement": statement,
-                       "status": "held" if ok else "did not hold", "evidence": evidence, "reason": reason})
+    split = _ablation_split(cfg)
+    parts = [Compare("miou", a={"arm": "farcluss", "split": split}, b={"arm": f"without {p}", "split": split},
+                     label=f"removing {p} lowers mIoU") for p in ss.PARTS]
+    if cfg.ablation == "all":
+        parts += [Compare("miou", a={"arm": with_it, "split": split}, b={"arm": before, "split": split},
+                          label=f"adding {p} raises mIoU ({with_it} > {before})")
+                  for p, with_it, before in ADD_STEPS]
+    abl_reason = unavailable.get("each_part_contributes")
+    if abl_reason is None and cfg.ablation == "none":
+        abl_reason = "ablation switched off (ablation: none); run with ablation: all or remove_only"
+    claims.append(Claim(
+        id="each_part_contributes",
+        statement=("Each part contributes: removing any one of the four parts lowers mIoU, and adding them one by "
+                   "one to the hard-threshold baseline raises it at every step" if cfg.ablation == "all" else
+                   "Each part contributes: removing any one of the four parts lowers mIoU"),
+        compare=parts, preconditions=[label_limited(split)], unavailable=abl_reason,
+        note=f"split {split}; each distinct configuration runs once: adding the prototype last is removing it, "
+             "one comparison" + ("" if cfg.ablation == "all" else "; additions not run (ablation: remove_only)")))
 
-    # 3. Each part contributes: removing it lowers mIoU beyond seed noise, and adding it (one by one) raises it.
-    abl = runs[runs.table == "ablation"]
-    statement = ("Each part contributes: removing any one of the four parts lowers mIoU (paired 95% CI above 0), "
-                 "and adding the parts one by one to the hard-threshold baseline raises mIoU at every step")
-    if abl.empty:
-        claims.append({"id": "each_part_contributes", "statement": statement,
-                       "status": "not evaluated", "evidence": {}, "reason": "ablation switched off (ablation: none)"})
-    elif n_seeds < 2:
-        claims.append({"id": "each_part_contributes", "statement": statement,
-                       "status": "not evaluated", "evidence": {}, "reason": "needs >= 2 seeds"})
-    else:
-        evidence, failing = {}, []
-        for part in ss.PARTS:
-            d = _paired(abl, "FARCLUSS (all parts)", f"without {part}", "miou")
-            evidence[f"removing {part} (pp lost)"] = {k: round(100 * float(d[k]), 2)
-                                                      for k in ("mean_diff", "ci95_low", "ci95_high")}
-            if not (d["n"] >= 2 and d["ci95_low"] > 0):
-                failing.append(f"removing {part}")
-        chain = ["hard threshold (no part)"] + ["+ " + " + ".join(ss.PARTS[:i]) for i in range(1, len(ss.PARTS))]
-        chain.append("FARCLUSS (all parts)")
-        names = set(abl.name)
-        if all(n in names for n in chain):
-            added = {}
-            for part, before, after in zip(ss.PARTS, chain[:-1], chain[1:]):
-                d = _paired(abl, after, before, "miou")
-                added[f"+ {part} (pp gained)"] = round(100 * float(d["mean_diff"]), 2)
-                if not d["mean_diff"] > 0:
-                    failing.append(f"adding {part}")
-            evidence["adding one by one"] = added
-            evidence["adding one by one (mIoU %)"] = {n: round(100 * abl[abl.name == n].miou.mean(), 2)
-                                                     for n in chain}
-        reason = (f"split {sc.fraction_name(cfg.ablation_fraction)}, {n_seeds} seeds; held means every part's "
-                  "removal lowers mIoU with the paired 95% CI above 0 and every part's addition raises the mean "
-                  f"mIoU; failing: {failing or 'none'}")
-        if not all(n in names for n in chain):
-            reason += "; the add-one-by-one rows were not run at this preset (ablation: remove_only), so only removals"
-        claims.append({"id": "each_part_contributes", "statement": statement,
-                       "status": "held" if not failing else "did not hold", "evidence": evidence,
-                       "reason": reason})
-
-    # 4. Prototype contrast is cheap; pairwise is not.
-    if costs is None or costs.empty:
-        claims.append({"id": "prototype_contrast_cheap", "statement": "Prototype contrast is cheap",
-                       "status": "not evaluated", "evidence": {}, "reason": "cost table not measured"})
-    else:
-        o = contrast_overhead(costs)
-        ok = (o["prototype_extra_pct_of_supervised"] <= 10.0 and o["prototype_extra_ms"] < o["pairwise_extra_ms"]
-              and o["prototype_extra_mb"] < o["pairwise_extra_mb"])
-        claims.append({"id": "prototype_contrast_cheap",
-                       "statement": "Prototype contrast adds at most 10% of a supervised step and costs less time "
-                                    "and memory than pairwise pixel contrast on the same sampled pixels",
-                       "status": "held" if ok else "did not hold",
-                       "evidence": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in o.items()},
-                       "reason": f"{o['rounds']} measuring rounds, each one step of every method on the same batch; "
-                                 "extra = median over rounds of (step with the contrast - the same step without it), "
-                                 "as % of the same round's supervised step; both contrasts on every pixel of the "
-                                 "batch at the embedding stride; memory = activations saved for backward (CPU)"})
+    tol = float(cfg.cost_tolerance)
+    claims.append(Claim(
+        id="prototype_contrast_cheap",
+        statement="Prototype contrast is cheap: it adds little to a training step and costs less time than pairwise "
+                  "pixel contrast on the same pixels; it is linear in the number of pixels, pairwise quadratic",
+        compare=[
+            Compare("extra_pct", a={"contrast": "prototype"}, b=tol, greater=False, table="cost_rounds",
+                    pair_on=("round",), label=f"prototype's extra time < {tol:g}% of the step without contrast"),
+            Compare("extra_ms", a={"contrast": "prototype"}, b={"contrast": "pairwise"}, greater=False,
+                    table="cost_rounds", pair_on=("round",), label="prototype's extra ms < pairwise's"),
+            Compare("memory_exponent", a={"contrast": "prototype"}, b=1.25, greater=False, table="scaling",
+                    pair_on=("repeat",), label="prototype memory grows at most linearly (log-log slope < 1.25)"),
+            Compare("memory_exponent", a={"contrast": "pairwise"}, b=1.75, table="scaling", pair_on=("repeat",),
+                    label="pairwise memory grows quadratically (log-log slope > 1.75)"),
+            Compare("time_exponent", a={"contrast": "pairwise"}, b={"contrast": "prototype"}, margin=0.5,
+                    table="scaling", pair_on=("repeat",),
+                    label="pairwise time grows faster (log-log slope more than 0.5 above prototype's)"),
+        ],
+        unavailable=unavailable.get("prototype_contrast_cheap"),
+        note="paired over interleaved measuring rounds (step costs) and repeats (scaling); the tolerance is the "
+             "cost_tolerance parameter"))
     return claims
 
 
-def headline_metrics(cfg, results: ExperimentResults) -> dict:
-    main = results.runs[results.runs.table == "main"]
+def gains_table(results: ExperimentResults) -> pd.DataFrame:
+    """FARCLUSS minus each baseline per seed, averaged over the main splits: one row per baseline x part x seed."""
+    main = _main_runs(results).set_index(["split", "seed", "arm"])
+    cols = {"head": "miou_head", "body": "miou_body", "tail": "miou_tail", "boundary": "boundary_miou",
+            "all": "miou"}
+    rows = []
+    if main.empty:
+        return pd.DataFrame(rows, columns=["baseline", "part", "seed", "gain"])
+    far = main.xs("farcluss", level="arm")
+    for base in ("supervised", "fixmatch"):
+        diff = far[list(cols.values())] - main.xs(base, level="arm")[list(cols.values())]
+        per_seed = diff.groupby(level="seed").mean()
+        for part, col in cols.items():
+            for seed, value in per_seed[col].items():
+                rows.append({"baseline": base, "part": part, "seed": seed, "gain": float(value)})
+    return pd.DataFrame(rows, columns=["baseline", "part", "seed", "gain"])
+
+
+def claim_tables(results: ExperimentResults, costs: CostResults | None = None) -> dict[str, pd.DataFrame]:
+    """The tidy tables the claims are judged on: ``runs`` (arm x split x seed), ``gains`` (baseline x part x
+    seed), ``cost_rounds`` (contrast x measuring round) and ``scaling`` (contrast x repeat)."""
+    tables = {"runs": results.runs, "gains": gains_table(results)}
+    if costs is not None:
+        tables["cost_rounds"] = costs.rounds
+        tables["scaling"] = costs.exponents
+    else:
+        tables["cost_rounds"] = pd.DataFrame(columns=["contrast", "round", "extra_ms", "extra_pct"])
+        tables["scaling"] = pd.DataFrame(columns=["contrast", "repeat", "time_exponent", "memory_exponent"])
+    return tables
+
+
+def headline_metrics(cfg, results: ExperimentResults, costs: CostResults | None = None) -> dict:
+    runs = results.runs
     out = {"seconds_training": round(results.seconds, 1)}
-    for (name, split), grp in main.groupby(["name", "split"]):
-        out[f"miou_{name}_{split}"] = round(float(grp.miou.mean()), 4)
-    first = sc.fraction_name(min(cfg.fractions))
-    far = main[(main.name == "farcluss") & (main.split == first)].set_index("seed").miou
-    sup = main[(main.name == "supervised") & (main.split == first)].set_index("seed").miou
+    for (arm, split), grp in runs.groupby(["arm", "split"]):
+        out[f"miou_{arm}_{split}".replace(" ", "_").replace("+", "plus")] = round(float(grp.miou.mean()), 4)
+    first = _split_names(cfg)[0]
+    far = runs[(runs.arm == "farcluss") & (runs.split == first)].set_index("seed").miou
+    sup = runs[(runs.arm == "supervised") & (runs.split == first)].set_index("seed").miou
     out["farcluss_gain_over_supervised_lowest_fraction"] = round(float((far - sup).mean()), 4)
+    full = runs[(runs.arm == "supervised") & (runs.split == ALL_LABELS)].set_index("seed").miou
+    out["label_limited_gap"] = round(float((full - sup).mean()), 4)
+    if costs is not None:
+        r = costs.rounds.groupby("contrast")["extra_pct"].median()
+        out["prototype_extra_pct_median"] = round(float(r.get("prototype", np.nan)), 2)
+        out["pairwise_extra_pct_median"] = round(float(r.get("pairwise", np.nan)), 2)
     return out
