@@ -58,3 +58,27 @@ def test_plot_runs():
     df = wa.layerwise_kl(_state(0), _state(1))
     assert wa.plot_layerwise_kl(df) is not None
     assert wa.plot_weight_histograms(_state(0), _state(1), ["encoder.conv.weight"]) is not None
+
+
+def test_layerwise_divergence_does_not_scale_with_layer_size():
+    """Two independent draws of the same distribution: the histogram KL of whole layers falls with layer size
+    (the finite-sample floor), the equal-size-subsample measure does not."""
+    g = torch.Generator().manual_seed(0)
+    sizes = {"encoder.big.weight": (256, 256, 3, 3), "encoder.mid.weight": (64, 32, 3, 3),
+             "decoder.small.weight": (8, 8, 3, 3)}
+    a = {n: torch.randn(*s, generator=g) for n, s in sizes.items()}
+    b = {n: torch.randn(*s, generator=g) for n, s in sizes.items()}
+    init = {n: torch.randn(*s, generator=g) for n, s in sizes.items()}
+    raw = wa.layerwise_kl(a, b).set_index("name").kl
+    assert raw["decoder.small.weight"] > 20 * raw["encoder.big.weight"]  # the old measure's size artefact
+    fair = wa.layerwise_divergence(a, b, init, sample=512, bins=16, draws=16, seed=0).set_index("name")
+    assert (fair["sample"] == 512).all()  # the same number of weights from every layer
+    ratio = fair.value.max() / fair.value.min()
+    assert ratio < 3.0, fair.value.to_dict()  # one realisation each; the whole-layer KL differs 20-fold
+    # a real change (the decoder layer scaled by 2) stands far above that common floor
+    changed = wa.layerwise_divergence(a, {**b, "decoder.small.weight": b["decoder.small.weight"] * 2}, init,
+                                      sample=512, bins=16, draws=16, seed=0).set_index("name").value
+    assert changed["decoder.small.weight"] > 5 * fair.value.max()
+    assert np.allclose(wa.layerwise_divergence(a, a, init, seed=0).value, 0)
+    with pytest.raises(ValueError, match="decoder.small.weight"):
+        wa.layerwise_divergence(a, {k: v for k, v in b.items() if k != "decoder.small.weight"}, init)

@@ -1,0 +1,219 @@
+"""The grid's tasks of the noisy-label study: module-level functions that run in worker processes.
+
+Kept apart from the study's data loaders, claims, tables and figures so that editing those does not invalidate
+the cached records (a task's fingerprint covers this module and the labkit modules it imports). Every task reads
+its tiles from a prepared ``.npz`` file named by path and digest, and returns a record of numbers and arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from labkit.core.errors import DataError
+from labkit.core.seeding import seed_everything
+from labkit.data import label_noise
+from labkit.data.datasets import ArraySegmentationDataset, random_flip_rotate
+from labkit.methods.training import evaluate, fit
+
+TASK_A, TASK_B = "lulc", "structure"
+IGNORE_INDEX = 255
+#: Fine-tuning validation score: the gain over the last fifth of training must stay below a bound (plateau).
+PLATEAU_FRACTION = 0.2
+
+
+def decoder_channels(width: int, depth: int = 5) -> tuple[int, ...]:
+    """U-Net decoder widths from the deepest block: ``width, width/2, ...`` (at least 8), one per encoder stage."""
+    return tuple(max(8, int(width) // 2 ** i) for i in range(int(depth)))
+
+
+def build_model(num_classes: int, encoder: str = "resnet18", in_channels: int = 4, decoder_width: int = 64,
+                weights: str = "random", seed: int | None = None, encoder_depth: int = 5) -> torch.nn.Module:
+    """U-Net over a timm ``encoder`` of ``encoder_depth`` stages; with ``seed`` the random weights are repeatable."""
+    from labkit.models.segmentation import create_segmenter
+
+    if seed is not None:
+        seed_everything(seed)
+    return create_segmenter("unet", encoder=encoder, weights=weights, in_channels=in_channels,
+                            num_classes=num_classes, encoder_depth=int(encoder_depth),
+                            decoder_channels=decoder_channels(decoder_width, encoder_depth))
+
+
+def model_in_channels(model) -> int:
+    """Input band count of a network (that of its first convolution)."""
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no convolution to take input bands")
+    return int(first.in_channels)
+
+
+def check_bands(model, images: np.ndarray, what: str = "tiles") -> None:
+    """DataError naming ``what`` when ``images`` (N, C, H, W) have another band count than ``model`` takes."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise DataError(f"{what}: tiles must be (N, C, H, W), got shape {images.shape}")
+    expected = model_in_channels(model)
+    if images.shape[1] != expected:
+        raise DataError(f"{what}: have {images.shape[1]} bands but the model takes {expected}")
+
+
+def _loader(images, labels, num_classes, batch_size, steps_per_epoch=None, seed=0, augment=True):
+    transform = random_flip_rotate if augment else None
+    dataset = ArraySegmentationDataset(images, labels, num_classes, ignore_index=IGNORE_INDEX, transform=transform)
+    if steps_per_epoch is None:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    generator = torch.Generator().manual_seed(int(seed))
+    # Sampling with replacement gives every training set, however small, the same number of steps.
+    sampler = RandomSampler(dataset, replacement=True, num_samples=steps_per_epoch * batch_size,
+                            generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator)
+
+
+def train(model, images, labels, num_classes: int, epochs: int, steps_per_epoch: int, batch_size: int = 8,
+          lr: float = 1e-3, seed: int = 0, progress: bool = False, desc: str = "", val=None,
+          scheduler: str | None = "cosine"):
+    """Supervised training for ``epochs * steps_per_epoch`` AdamW steps; returns FitResult.
+
+    ``val``: ``(images, labels)`` scored after every epoch (the best epoch's weights are kept). Tiles must be
+    finite (no-data pixels filled and masked to 255 by :func:`landcover.prepare_tiles`, so they never enter the
+    loss) and have the model's band count; a DataError names the set otherwise.
+    """
+    check_bands(model, images, desc or "training tiles")
+    if not np.isfinite(np.asarray(images)).all():
+        raise DataError(f"{desc or 'training tiles'}: NaN or infinite pixels; prepare them with "
+                        "landcover.prepare_tiles (no-data masked out of the loss)")
+    loader = _loader(images, labels, num_classes, batch_size, steps_per_epoch, seed)
+    val_loader = None if val is None else _loader(val[0], val[1], num_classes, 32)
+    return fit(model, loader, val_loader, task="segmentation", num_classes=num_classes, epochs=epochs, lr=lr,
+               scheduler=scheduler, ignore_index=IGNORE_INDEX, seed=seed, progress=progress, desc=desc)
+
+
+def score(model, images, labels, num_classes: int, batch_size: int = 32) -> dict:
+    check_bands(model, images, "test tiles")
+    return evaluate(model, _loader(images, labels, num_classes, batch_size), "segmentation", num_classes,
+                    IGNORE_INDEX)
+
+
+def encoder_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+
+
+def full_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def trivial_loss(labels: np.ndarray, num_classes: int) -> float:
+    """Cross-entropy of the best constant predictor (the class frequencies) on ``labels`` (255 ignored)."""
+    y = np.asarray(labels).ravel()
+    y = y[y != IGNORE_INDEX]
+    if not len(y):
+        return float("nan")
+    p = np.bincount(y, minlength=num_classes) / len(y)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+@lru_cache(maxsize=8)
+def _load_arrays(path: str, digest: str) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _model_from(params: Mapping, num_classes: int, seed: int, depth: int | None = None):
+    return build_model(num_classes, params["encoder"], params["in_channels"], params["decoder_width"],
+                       seed=seed, encoder_depth=depth or params["encoder_depth"])
+
+
+def _labels(arrays: dict, task: str, split: str) -> np.ndarray:
+    return arrays[f"{'a' if task == TASK_A else 'b'}_{split}"]
+
+
+def pretrain_task(data: dict, seed: int, labels: str, order: int, model: dict, steps: int, batch_size: int,
+                  lr: float, device: str = "cpu", depth: int | None = None) -> dict:
+    """Pretrain the seed's initial U-Net on the pretraining pool's ``labels`` (``clean``, ``sevX`` or ``real``),
+    drawing batches in data order ``order`` (0; 1 for the null). Returns the weights, the final training loss over
+    the trivial predictor's, and the clean test mIoU without fine-tuning."""
+    arrays = _load_arrays(data["path"], data["digest"])
+    y = arrays["a_pretrain" if labels == "clean" else f"a_pretrain_{labels}"]
+    x = arrays["x_pretrain"]
+    num_classes = int(model["num_classes"])
+    net = _model_from(model, num_classes, 1000 * seed + 11, depth).to(device)
+    epochs = min(10, steps)
+    started = time.time()
+    result = train(net, x, y, num_classes, epochs, max(1, steps // epochs), batch_size, lr,
+                   1000 * seed + 12 + 7 * int(order), desc=f"pretrain {labels} order {order}")
+    s = score(net, arrays["x_test"], arrays["a_test"], num_classes)
+    final = float(result.history.train_loss.iloc[-1])
+    trivial = trivial_loss(y, num_classes)
+    state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+    return {"state": state, "final_loss": final, "trivial_loss": trivial, "loss_ratio": final / trivial,
+            "test_miou": float(s["miou"]), "pixel_noise_rate": label_noise.noise_rate(arrays["a_pretrain"], y),
+            "steps": int(epochs * max(1, steps // epochs)), "seconds": time.time() - started}
+
+
+def finetune_task(data: dict, seed: int, task: str, init: str, k: int, weights: dict | None, model: dict,
+                  steps: int, eval_points: int, batch_size: int, lr: float, device: str = "cpu") -> dict:
+    """Fine-tune one initialisation on the first ``k`` clean tiles of ``task`` for ``steps`` steps, scoring the
+    validation tiles ``eval_points`` times (the best point's weights are kept) and the test tiles at the end.
+
+    ``weights``: ``{"path", "digest", "part"}`` (part ``encoder`` or ``full``) or None for random initialisation.
+    Every run of a seed starts its decoder from the same random weights and draws the same batches.
+    """
+    from labkit.core.checkpoints import load_checkpoint
+
+    arrays = _load_arrays(data["path"], data["digest"])
+    num_classes = int(model["num_classes_b"] if task == TASK_B else model["num_classes"])
+    net = _model_from(model, num_classes, 1000 * seed + 21)
+    if weights is not None:
+        state, _ = load_checkpoint(weights["path"])
+        if weights["part"] == "full":
+            net.load_state_dict(state)
+        else:
+            net.encoder.load_state_dict({n[len("encoder."):]: v for n, v in state.items() if n.startswith("encoder.")})
+    net = net.to(device)
+    x, y = arrays["x_finetune"][:k], _labels(arrays, task, "finetune")[:k]
+    started = time.time()
+    result = train(net, x, y, num_classes, eval_points, max(1, steps // eval_points), batch_size, lr,
+                   1000 * seed + 22, desc=f"{task} {init} k={k}",
+                   val=(arrays["x_val"], _labels(arrays, task, "val")))
+    curve = result.history.val_miou.to_numpy(dtype=float)
+    s = score(net, arrays["x_test"], _labels(arrays, task, "test"), num_classes)
+    return {"miou": float(s["miou"]), "pixel_accuracy": float(s["pixel_accuracy"]), "curve": curve,
+            "late_gain": late_gain(curve), "best_point": int(result.best_epoch or 0),
+            "steps": int(eval_points * max(1, steps // eval_points)), "seconds": time.time() - started}
+
+
+def late_gain(curve: Sequence[float], fraction: float = PLATEAU_FRACTION) -> float:
+    """How much the last ``fraction`` of training improved the best validation score: best over the whole curve
+    minus best before its last fifth (0 when training had plateaued; needs >= 5 points to resolve a fifth)."""
+    curve = np.asarray(curve, dtype=float)
+    if len(curve) < 2:
+        return float("nan")
+    cut = max(1, int(round(len(curve) * (1 - fraction))))
+    return float(np.nanmax(curve) - np.nanmax(curve[:cut]))
+
+
+def qda_task(data: dict, seed: int, task: str, k: int, num_classes: int, reg_param: float = 1e-3) -> dict:
+    """Per-pixel quadratic discriminant analysis (scikit-learn) on the first ``k`` clean fine-tuning tiles."""
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+
+    from labkit.core.metrics import segmentation_scores
+
+    arrays = _load_arrays(data["path"], data["digest"])
+    started = time.time()
+    x = arrays["x_finetune"][:k].transpose(0, 2, 3, 1).reshape(-1, arrays["x_finetune"].shape[1])
+    y = _labels(arrays, task, "finetune")[:k].ravel()
+    keep = y != IGNORE_INDEX
+    present = np.unique(y[keep])
+    counts = np.bincount(y[keep], minlength=int(present.max()) + 1)
+    ok = np.isin(y, present[counts[present] > x.shape[1]]) & keep  # QDA needs more pixels than bands per class
+    qda = QuadraticDiscriminantAnalysis(reg_param=reg_param).fit(x[ok], y[ok])
+    xt = arrays["x_test"].transpose(0, 2, 3, 1).reshape(-1, x.shape[1])
+    pred = qda.predict(xt).reshape(arrays["x_test"].shape[0], *arrays["x_test"].shape[2:])
+    m = segmentation_scores(pred, _labels(arrays, task, "test"), num_classes, IGNORE_INDEX)
+    return {"miou": float(m["miou"]), "pixel_accuracy": float(m["pixel_accuracy"]), "seconds": time.time() - started}
