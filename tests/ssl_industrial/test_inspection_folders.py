@@ -196,3 +196,14 @@ def test_per_class_png_only_folder_uses_mask_suffix(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"empty: no 'Imgs' folder"):
         load_per_class(tmp_path)
+
+
+def test_nan_pixels_in_a_float_tiff_are_rejected_naming_the_file(tmp_path):
+    import tifffile
+
+    root = _mvtec(tmp_path / "d")
+    img = np.random.default_rng(0).random((40, 30)).astype(np.float32)
+    img[3, 4] = np.nan
+    tifffile.imwrite(root / "train" / "good" / "nan.tif", img)
+    with pytest.raises(DataError, match=r"nan\.tif: 1 NaN or infinite pixel"):
+        load_mvtec_style(root)

@@ -1,142 +1,182 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import labkit
+from labkit.core.claims import HELD, NOT_EVALUATED, judge
+from labkit.core.errors import DataError, ParameterError
 from labkit.studies import ssl_industrial as study
 
-
-def _cfg(**over):
-    return labkit.configure("ssl_industrial", "default", over)
+from .fixtures import write_mvtec_tree, write_per_class_tree
 
 
-def _le(gaps_small, gaps_large, unrelated_gap=0.05):
+def _cfg(preset="default", **over):
+    return labkit.configure("ssl_industrial", preset, over)
+
+
+def test_label_subsets_are_disjoint_between_seeds_nested_within_a_seed_and_balanced():
+    labels = np.array([1] * 50 + [0] * 50)
+    subsets = {s: study.label_subset(labels, 32, s, block=32) for s in (0, 1, 2)}
+    for s, idx in subsets.items():
+        assert len(set(idx)) == 32 and labels[idx].sum() == 16
+        assert set(study.label_subset(labels, 8, s, block=32)) <= set(idx)  # nested
+    assert not set(subsets[0]) & set(subsets[1]) and not set(subsets[1]) & set(subsets[2])
+    np.testing.assert_array_equal(subsets[1], study.label_subset(labels, 32, 1, block=32))
+    with pytest.raises(ParameterError, match="pool holds 100"):
+        study.label_subset(labels, 101, 0, block=101)
+
+
+def test_paper_without_data_root_stops_at_once_naming_mvtec_its_layout_and_where_it_is_published():
+    cfg = _cfg("paper")
+    with pytest.raises(ParameterError) as err:
+        study.make_data(cfg)
+    text = str(err.value)
+    assert "MVTec AD" in text and "mvtec.com" in text and "ground_truth/<defect>/<name>_mask.png" in text
+    assert "data_root" in text
+
+
+def test_missing_paths_are_errors_naming_the_parameter(tmp_path):
+    with pytest.raises(ParameterError, match="parameter data_root: folder .*nowhere does not exist"):
+        study.check_inputs(_cfg(data_source="mvtec", data_root=str(tmp_path / "nowhere")))
+    with pytest.raises(ParameterError, match="parameter dinov2_weights: weights file"):
+        study.check_inputs(_cfg(dinov2_weights=str(tmp_path / "w.safetensors")))
+    with pytest.raises(ParameterError, match="data_source is 'simulated'"):
+        study.check_inputs(_cfg(data_root=str(tmp_path)))
+
+
+@pytest.mark.parametrize("layout,channels", [("mvtec", 3), ("mvtec", 1), ("per_class", 1), ("per_class", 3)])
+def test_real_folders_split_by_the_documented_rule(tmp_path, monkeypatch, layout, channels):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    if layout == "mvtec":
+        write_mvtec_tree(root, colour=channels == 3)
+    else:
+        write_per_class_tree(root, colour=channels == 3)
+    cfg = _cfg("smoke", data_source=layout, data_root=str(root), channels=channels, n_unlabeled=16, n_good=8)
+    data = study.make_data(cfg)
+    assert data["pool"]["images"].shape[1:] == (channels, 32, 32)
+    n_bad = 8
+    assert (data["pool"]["defect_types"] != "good").sum() == n_bad // 2
+    assert (data["test"]["defect_types"] != "good").sum() == n_bad - n_bad // 2
+    assert (data["unlabeled"]["defect_types"] == "good").all() and len(data["unlabeled"]["images"]) == 16
+    assert data["test"]["masks"][data["test"]["defect_types"] != "good"].any(axis=(1, 2)).all()
+    again = study.make_data(cfg)
+    assert again["digest"] == data["digest"]  # seeded split
+
+
+def test_too_few_defect_free_images_for_pretraining_is_an_error(tmp_path):
+    root = write_mvtec_tree(tmp_path / "d", n_train_good=6)
+    cfg = _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=16)
+    with pytest.raises(DataError, match="n_unlabeled=16"):
+        study.make_data(cfg)
+
+
+def test_unknown_defect_folder_is_an_error(tmp_path):
+    root = write_mvtec_tree(tmp_path / "d")
+    cfg = _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=8, defect_types=["scratch"])
+    with pytest.raises(DataError, match="unknown defect folder 'hole'"):
+        study.make_data(cfg)
+
+
+def test_every_claim_is_not_evaluated_with_the_reason_when_an_arm_is_missing():
+    cfg = _cfg()
+    assert all(c.unavailable is None for c in study.declare_claims(cfg))
+    claims = {c.id: c for c in study.declare_claims(cfg, unavailable={"dinov2": "weights unavailable: put them in X",
+                                                                      "mae": "did not train"})}
+    assert "weights unavailable" in judge(claims["C4_foundation_model"], {})["reason"]
+    for cid in ("C1_label_efficiency_mae", "C2_probe_vs_finetune", "C3_in_domain"):
+        assert judge(claims[cid], {})["status"] == NOT_EVALUATED and "did not train" in claims[cid].unavailable
+    assert claims["C1_label_efficiency_simclr"].unavailable is None
+    dropped = {c.id: c for c in study.declare_claims(_cfg(inits=["scratch", "mae"]))}
+    assert "not in inits" in dropped["C3_in_domain"].unavailable
+
+
+def _runs(gap_small, gap_large, scratch_gain=0.2):
     rows = []
-    for seed in (0, 1, 2):
-        for n, gap in ((8, gaps_small), (32, (gaps_small + gaps_large) / 2), (128, gaps_large)):
-            base = 0.5 + 0.01 * seed
-            rows += [{"init": "scratch", "n_labels": n, "seed": seed, "miou": base, "defect_f1": 0.1},
-                     {"init": "mae", "n_labels": n, "seed": seed, "miou": base + gap + 0.002 * seed, "defect_f1": 0.2},
-                     {"init": "simclr", "n_labels": n, "seed": seed, "miou": base, "defect_f1": 0.1}]
-            if n == 8:
-                rows.append({"init": "mae_unrelated", "n_labels": n, "seed": seed,
-                             "miou": base + gap - unrelated_gap + 0.001 * seed, "defect_f1": 0.15})
+    for seed in range(4):
+        for n, gap in ((8, gap_small), (64, gap_large)):
+            base = 0.1 + (scratch_gain if n == 64 else 0) + 0.01 * seed
+            rows.append({"init": "scratch", "protocol": "full", "n_labels": n, "seed": seed, "defect_ap": base})
+            rows.append({"init": "mae", "protocol": "full", "n_labels": n, "seed": seed,
+                         "defect_ap": base + gap + 0.003 * seed})
     return pd.DataFrame(rows)
 
 
-def test_claim1_held_when_gap_is_positive_and_narrows():
-    c = study.claim_label_efficiency(_cfg(), _le(0.1, 0.02))
-    assert c["status"] == "held"
-    assert c["evidence"]["mae"]["beats_at_small"] and c["evidence"]["mae"]["gap_narrows"]
+def test_claim_tables_and_the_judge_on_claim1():
+    cfg = _cfg()
+    pre = {"mae": {"record": {"loss_ratio": 0.5}}}
+    claim = {c.id: c for c in study.declare_claims(cfg)}["C1_label_efficiency_mae"]
+    tables = study.claim_tables({"runs": _runs(0.1, 0.02), "pretrained": pre})
+    assert np.allclose(tables["gaps"].query("n_labels == 8")["gap_ap"], 0.1 + 0.003 * np.arange(4))
+    assert judge(claim, tables)["status"] == HELD
+    widening = judge(claim, study.claim_tables({"runs": _runs(0.02, 0.1), "pretrained": pre}))
+    assert widening["status"] == "did not hold"
+    flat = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02, scratch_gain=0.0), "pretrained": pre}))
+    assert flat["status"] == NOT_EVALUATED and "precondition 'label-limited' failed" in flat["reason"]
+    untrained = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02), "pretrained": {"mae": {"record": {
+        "loss_ratio": 0.97}}}}))
+    assert untrained["status"] == NOT_EVALUATED and "trained (mae)" in untrained["reason"]
 
 
-def test_claim1_did_not_hold_when_the_gap_widens_or_is_negative():
-    assert study.claim_label_efficiency(_cfg(), _le(0.02, 0.1))["status"] == "did not hold"
-    assert study.claim_label_efficiency(_cfg(), _le(-0.05, -0.1))["status"] == "did not hold"
+def test_all_good_floor_and_a_full_finetune_that_trains_the_patch_embedding(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg("smoke", seeds=[0], label_counts=[4, 8])
+    data = study.make_data(cfg)
+    tasks = {(t["init"], t["n_labels"]): t for t in study.finetune_tasks(cfg, data, {}, {
+        k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")})}
+    assert {k[0] for k in tasks} == {"scratch", "unet", "all_good"}
+    floor = study.finetune_task(**tasks["all_good", 8])
+    prevalence = data["test"]["masks"].mean()
+    assert floor["defect_f1"] == 0 and floor["image_auroc"] == 0.5 and np.isclose(floor["defect_ap"], prevalence)
+    from labkit.methods.ssl_industrial_finetune import ViTSegmenter, count_trainable, train_segmenter
+
+    enc = study._new_vit("vit_tiny", 32, 8, 1, {"depth": 2, "embed_dim": 64, "num_heads": 2})
+    model = ViTSegmenter(enc, out_size=32)
+    assert count_trainable(model) == sum(p.numel() for p in model.parameters())
+    before = model.encoder.patch_embed.proj.weight.detach().clone()
+    x, y = torch.randn(8, 1, 32, 32), (torch.rand(8, 32, 32) > 0.9).long()
+    train_segmenter(model, x, y, steps=3, batch_size=4, lr=1e-3, seed=0)
+    assert not torch.allclose(before, model.encoder.patch_embed.proj.weight)
+    frozen = ViTSegmenter(enc, out_size=32, head="linear", frozen=True)
+    before = [p.detach().clone() for p in frozen.encoder.parameters()]
+    feats = frozen.features(x).detach()
+    train_segmenter(frozen, feats, y, steps=3, batch_size=4, lr=1e-3, seed=0, augment=False, forward=frozen.decode)
+    assert all(torch.equal(a, b) for a, b in zip(before, frozen.encoder.parameters()))
 
 
-def test_claims_not_evaluated_with_one_seed():
-    c = study.claim_label_efficiency(_cfg(seeds=[0]), _le(0.1, 0.02))
-    assert c["status"] == "not evaluated" and "seed" in c["reason"]
+def test_defect_metrics_and_aupro():
+    from labkit.methods.anomaly import aupro
+    from labkit.methods.ssl_industrial_finetune import defect_metrics
+
+    masks = np.zeros((4, 16, 16), int)
+    masks[0, 2:6, 2:6] = 1
+    masks[1, 8:12, 8:14] = 1
+    perfect = defect_metrics(masks.astype(float), masks)
+    assert perfect["defect_ap"] == 1 and perfect["defect_f1"] == 1 and perfect["image_auroc"] == 1
+    assert np.isclose(aupro(masks.astype(float), masks), 1.0, atol=0.02)
+    noise = np.random.default_rng(0).random(masks.shape)
+    assert aupro(noise, masks) < 0.3
 
 
-def test_claim3_in_domain_vs_unrelated():
-    assert study.claim_in_domain(_cfg(), _le(0.1, 0.02, unrelated_gap=0.05))["status"] == "held"
-    assert study.claim_in_domain(_cfg(), _le(0.1, 0.02, unrelated_gap=-0.05))["status"] == "did not hold"
+def test_patchcore_aggregates_each_patch_with_its_neighbours():
+    from labkit.methods.anomaly import PatchCore
+
+    feats = torch.zeros(1, 1, 5, 5)
+    feats[0, 0, 2, 2] = 9.0
+    pc = PatchCore(lambda im: feats, neighbourhood=3)
+    out = pc._features(np.zeros((1, 1, 5, 5), np.float32))
+    assert np.isclose(float(out[0, 0, 2, 2]), 1.0) and np.isclose(float(out[0, 0, 1, 1]), 1.0)
+    assert float(out[0, 0, 0, 0]) == 0.0
+    with pytest.raises(ParameterError, match="odd"):
+        PatchCore(lambda im: feats, neighbourhood=2)
 
 
-def _probes(mae, simclr):
-    rows = []
-    for init, vals in (("mae", mae), ("simclr", simclr)):
-        for seed in (0, 1, 2):
-            for protocol, v in zip(("linear probe", "kNN probe", "fine-tune"), vals):
-                rows.append({"init": init, "protocol": protocol, "seed": seed, "n_labels": 128,
-                             "balanced_accuracy": v + 0.01 * seed})
-    return pd.DataFrame(rows)
-
-
-def test_claim2_probe_vs_finetune():
-    held = study.claim_probe_vs_finetune(_cfg(), _probes(mae=(0.55, 0.52, 0.8), simclr=(0.7, 0.68, 0.78)))
-    assert held["status"] == "held"
-    not_held = study.claim_probe_vs_finetune(_cfg(), _probes(mae=(0.75, 0.7, 0.8), simclr=(0.6, 0.6, 0.7)))
-    assert not_held["status"] == "did not hold"
-
-
-def test_labelled_subset_is_balanced_and_seeded():
-    pool = study.SurfaceSimulator(size=32).sample(40, seed=0)
-    a = study._labelled_subset(pool, 10, seed=1)
-    assert len(set(a)) == 10 and pool.labels[a].sum() == 5
-    np.testing.assert_array_equal(a, study._labelled_subset(pool, 10, seed=1))
-    assert not np.array_equal(a, study._labelled_subset(pool, 10, seed=2))
-    with pytest.raises(ValueError, match="pool holds 40"):
-        study._labelled_subset(pool, 41, seed=0)
-
-
-def test_dinov2_is_reported_not_evaluated_offline():
-    cfg = labkit.configure("ssl_industrial", "smoke", {"inits": ["dinov2"]})
-    inits, table = study.initialisations(cfg, {"unlabeled": study.SurfaceSimulator(size=32).sample(4)}, {})
-    assert inits == {}
-    assert table.loc[0, "status"] == "not evaluated" and "weights unavailable" in table.loc[0, "reason"]
-
-
-def test_claim2_needs_more_than_a_noisy_mean():
-    # SimCLR ahead under the probes on average, but one seed in three behind: the paired CI straddles 0.
-    rows = []
-    for init, lin in (("mae", (0.55, 0.55, 0.55)), ("simclr", (0.70, 0.68, 0.45))):
-        for seed, v in enumerate(lin):
-            rows += [{"init": init, "protocol": "linear probe", "seed": seed, "n_labels": 128, "balanced_accuracy": v},
-                     {"init": init, "protocol": "kNN probe", "seed": seed, "n_labels": 128, "balanced_accuracy": v},
-                     {"init": init, "protocol": "fine-tune", "seed": seed, "n_labels": 128,
-                      "balanced_accuracy": 0.8 if init == "mae" else v + 0.05}]
-    c = study.claim_probe_vs_finetune(_cfg(), pd.DataFrame(rows))
-    assert c["evidence"]["simclr_minus_mae_linear"]["mean_diff"] > 0
-    assert c["status"] == "did not hold" and not c["evidence"]["simclr_beats_mae_under_both_probes"]
-
-
-def test_claim2_flags_chance_level_features():
-    c = study.claim_probe_vs_finetune(_cfg(), _probes(mae=(0.5, 0.51, 0.52), simclr=(0.5, 0.49, 0.53)))
-    assert c["status"] == "did not hold" and "chance" in c["reason"]
-
-
-def test_unknown_initialisation_is_a_parameter_error():
-    from labkit.core.errors import ParameterError
-
-    with pytest.raises(ParameterError, match="inits.*must be one of"):
-        labkit.configure("ssl_industrial", "smoke", {"inits": ["scratch", "mea"]})
-    with pytest.raises(ParameterError, match="protocols.*must be one of"):
-        labkit.configure("ssl_industrial", "smoke", {"protocols": ["adapter"]})
-
-
-def test_finetune_protocols_table_and_not_evaluated_rows():
-    cfg = labkit.configure("ssl_industrial", "smoke", {"finetune_steps": 2, "protocol_labels": 8, "seeds": [0],
-                                                       "inits": ["scratch", "dinov2"]})
-    sim = study.SurfaceSimulator(size=32)
-    data = {"unlabeled": sim.sample(8, seed=1), "pool": sim.sample(20, seed=2), "test": sim.sample(6, seed=3)}
-    inits, init_table = study.initialisations(cfg, data, {})
-    runs = study.finetune_protocols(cfg, data, inits, progress=False)
-    assert set(runs["protocol"]) == set(cfg.protocols) and set(runs["init"]) == {"scratch"}
-    params = runs.set_index("protocol")["trainable_params"]
-    assert params["frozen_linear"] < params["frozen_decoder"] < params["partial"] < params["full"]
-    assert params["lora"] < params["partial"]
-    assert (runs.set_index("protocol")["tuned_blocks"][["frozen_linear", "partial", "full", "lora"]].tolist()
-            == [0, cfg.trainable_blocks, 12, 12])
-    table = study.protocol_table(runs, init_table)
-    assert list(table["init"]) == ["scratch", "dinov2"]
-    assert table.iloc[1, 1:].str.startswith("not evaluated: weights unavailable").all()
-    with pytest.raises(ValueError, match="protocol_labels=99"):
-        study.finetune_protocols(labkit.configure("ssl_industrial", "smoke", {"protocol_labels": 99}), data, inits,
-                                 progress=False)
-
-
-def test_partial_protocol_reuses_the_sweep_runs_exactly():
-    cfg = labkit.configure("ssl_industrial", "smoke", {"finetune_steps": 2, "protocol_labels": 8, "seeds": [0, 1],
-                                                       "label_counts": [8], "inits": ["scratch"],
-                                                       "protocols": ["partial"]})
-    sim = study.SurfaceSimulator(size=32)
-    data = {"unlabeled": sim.sample(8, seed=1), "pool": sim.sample(20, seed=2), "test": sim.sample(6, seed=3)}
-    inits, _ = study.initialisations(cfg, data, {})
-    le = study.label_efficiency(cfg, data, inits, progress=False)
-    fresh = study.finetune_protocols(cfg, data, inits, progress=False)
-    reused = study.finetune_protocols(cfg, data, inits, progress=False, label_eff=le)
-    cols = ["init", "protocol", "seed", "n_labels", "miou", "defect_f1", "trainable_params"]
-    pd.testing.assert_frame_equal(fresh[cols], reused[cols], check_dtype=False)
+def test_pretraining_records_the_trivial_predictors_loss(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg("smoke")
+    data = study.make_data(cfg)
+    rec = study.pretrain_task(**study._pretrain_params(cfg, data, "mae"))
+    assert 0.8 < rec["trivial_loss"] < 1.2 and np.isclose(rec["loss_ratio"], rec["final_loss"] / rec["trivial_loss"])
+    rec = study.pretrain_task(**study._pretrain_params(cfg, data, "simclr"))
+    assert np.isclose(rec["trivial_loss"], np.log(2 * cfg.pretrain_batch_size - 1))

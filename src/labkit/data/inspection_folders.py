@@ -19,6 +19,8 @@ resized to ``size`` (any input size; masks resized with nearest neighbour). Mask
 a pixel is a defect when its value exceeds ``mask_threshold`` times the mask's full scale (255 for
 8-bit, 65535 for 16-bit, 1 for masks stored as 0/1); a defect image whose mask comes out empty
 is kept, with one warning listing such masks.
+Float images (e.g. 32-bit TIFF) are scaled by their own min and max; one holding NaN or infinite
+pixels raises DataError naming the file and the count (never passed through, never filled in).
 Unreadable image files are skipped with one warning that lists them (``on_corrupt="warn"``) or
 raise :class:`~labkit.core.errors.DataError` (``on_corrupt="error"``). Every other problem (a
 defect image without its mask, a mask whose size differs from its image, an unknown defect folder)
@@ -136,6 +138,11 @@ class _Reader:
                 raise
             self.skipped.append(f"{image_path} ({str(exc).split(': ', 1)[-1][:80]})")
             return
+        if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
+            bad = int((~np.isfinite(raw)).sum())
+            raise DataError(f"{image_path}: {bad} NaN or infinite pixel(s) in a float image; labkit does not guess "
+                            "values for them (a dead-pixel map or a failed reconstruction?): fill or crop them, or "
+                            "remove the file")
         image = _channels(_to_float(raw), self.channels, image_path)
         if mask_path is None:
             mask = np.zeros(image.shape[-2:], bool)

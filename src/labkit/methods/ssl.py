@@ -90,7 +90,10 @@ def unpatchify(patches: torch.Tensor, patch: int, channels: int) -> torch.Tensor
 def random_masking(n_batch: int, n_tokens: int, mask_ratio: float, device=None, generator=None):
     """Per-sample random split of token indices: (keep indices (B, K), mask (B, L) 1=hidden, restore)."""
     n_keep = max(1, int(round(n_tokens * (1 - mask_ratio))))
-    noise = torch.rand(n_batch, n_tokens, device=device, generator=generator)
+    if generator is not None and torch.device(generator.device).type != torch.device(device or "cpu").type:
+        noise = torch.rand(n_batch, n_tokens, generator=generator).to(device)
+    else:
+        noise = torch.rand(n_batch, n_tokens, device=device, generator=generator)
     shuffle = noise.argsort(dim=1)
     restore = shuffle.argsort(dim=1)
     keep = shuffle[:, :n_keep]
@@ -293,10 +296,12 @@ class SimCLR(nn.Module):
 # --------------------------------------------------------------------------------------
 # pretraining entry points (any study)
 # --------------------------------------------------------------------------------------
-def _make_encoder(arch: str, img_size: int, in_chans: int, patch_size: int | None, drop_path_rate: float = 0.0):
+def _make_encoder(arch: str, img_size: int, in_chans: int, patch_size: int | None, drop_path_rate: float = 0.0,
+                  encoder_kwargs: dict | None = None):
     from labkit.models.backbones import create_backbone
 
-    kwargs = dict(img_size=img_size, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate)
+    kwargs = dict(img_size=img_size, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate,
+                  **(encoder_kwargs or {}))
     if patch_size is not None:
         kwargs["patch_size"] = patch_size
     return create_backbone(arch, weights="random", **kwargs)
@@ -310,7 +315,8 @@ def _resize_if_needed(images: torch.Tensor, img_size: int) -> torch.Tensor:
 
 def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int | None, epochs: int,
               batch_size: int, lr: float, weight_decay: float, seed: int, progress: bool, desc: str,
-              make_module, max_seconds: float | None = None):
+              make_module, max_seconds: float | None = None, encoder_kwargs: dict | None = None, device=None,
+              trivial_loss=None):
     from tqdm.auto import tqdm
 
     images = check_unlabeled_images(images, batch_size)
@@ -318,8 +324,9 @@ def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int 
         raise ParameterError(f"epochs must be >= 1, got {epochs}")
     seed_everything(seed)
     mean, std = pixel_stats(images)
-    encoder = _make_encoder(arch, img_size, images.shape[1], patch_size)
-    module = make_module(encoder)
+    encoder = _make_encoder(arch, img_size, images.shape[1], patch_size, encoder_kwargs=encoder_kwargs)
+    device = torch.device(device or "cpu")
+    module = make_module(encoder).to(device)
     data = standardise(_resize_if_needed(torch.from_numpy(images), img_size), mean, std)
     opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     steps_per_epoch = len(data) // batch_size  # drop the last partial batch (SimCLR needs negatives)
@@ -335,7 +342,7 @@ def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int 
         t0, running = time.time(), 0.0
         order = torch.randperm(len(data), generator=gen)
         for i in range(steps_per_epoch):
-            batch = data[order[i * batch_size:(i + 1) * batch_size]]
+            batch = data[order[i * batch_size:(i + 1) * batch_size]].to(device)
             out = module(batch, generator=gen)
             loss = out[0] if isinstance(out, tuple) else out
             opt.zero_grad(set_to_none=True)
@@ -353,20 +360,26 @@ def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int 
     module.eval()
     encoder.eval()
     history = pd.DataFrame(rows)
+    trivial = float(trivial_loss(module, data[:min(len(data), 4 * batch_size)].to(device), gen)) if trivial_loss \
+        else float("nan")
     ps = encoder.patch_embed.patch_size
     patch = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
     encoder.pretrain_meta = {
         "method": method, "arch": arch, "img_size": int(img_size), "patch_size": patch,
         "in_chans": int(images.shape[1]), "epochs": int(len(rows)), "batch_size": int(batch_size), "lr": lr,
         "n_images": int(len(images)), "seed": int(seed), "pixel_mean": mean, "pixel_std": std,
-        "seconds": round(time.time() - started, 2)}
+        "seconds": round(time.time() - started, 2), "trivial_loss": trivial,
+        "loss_ratio": float(history["loss"].iloc[-1] / trivial) if trivial == trivial and trivial > 0 else float("nan"),
+        **{k: v for k, v in (encoder_kwargs or {}).items()}}
+    encoder.cpu()
     return encoder, history, module
 
 
 def pretrain_mae(images, arch: str = "vit_tiny", img_size: int = 64, epochs: int = 20, batch_size: int = 64,
                  mask_ratio: float = 0.75, seed: int = 0, progress: bool = True, patch_size: int | None = None,
                  lr: float = 1.5e-3, weight_decay: float = 0.05, decoder_dim: int = 128, decoder_depth: int = 2,
-                 return_module: bool = False, max_seconds: float | None = None):
+                 return_module: bool = False, max_seconds: float | None = None, norm_pix_loss: bool = True,
+                 encoder_kwargs: dict | None = None, device=None):
     """Masked-autoencoder pretraining of a timm ViT on unlabeled ``images`` (N, C, H, W), any range.
 
     Images are standardised with their own per-channel mean/std (stored in ``encoder.pretrain_meta``
@@ -378,8 +391,8 @@ def pretrain_mae(images, arch: str = "vit_tiny", img_size: int = 64, epochs: int
         "mae", images, arch=arch, img_size=img_size, patch_size=patch_size, epochs=epochs, batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, seed=seed, progress=progress, desc="MAE pretraining",
         make_module=lambda enc: MaskedAutoencoder(enc, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
-                                                  mask_ratio=mask_ratio),
-        max_seconds=max_seconds)
+                                                  mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss),
+        max_seconds=max_seconds, encoder_kwargs=encoder_kwargs, device=device, trivial_loss=mae_trivial_loss)
     encoder.pretrain_meta["mask_ratio"] = mask_ratio
     return (encoder, history, module) if return_module else (encoder, history)
 
@@ -387,15 +400,30 @@ def pretrain_mae(images, arch: str = "vit_tiny", img_size: int = 64, epochs: int
 def pretrain_simclr(images, arch: str = "vit_tiny", img_size: int = 64, epochs: int = 20, batch_size: int = 64,
                     temperature: float = 0.2, seed: int = 0, progress: bool = True, patch_size: int | None = None,
                     lr: float = 1e-3, weight_decay: float = 0.05, projection_dim: int = 128,
-                    return_module: bool = False, max_seconds: float | None = None):
+                    return_module: bool = False, max_seconds: float | None = None,
+                    encoder_kwargs: dict | None = None, device=None):
     """SimCLR pretraining of a timm ViT on unlabeled ``images``; same inputs and outputs as :func:`pretrain_mae`."""
     encoder, history, module = _pretrain(
         "simclr", images, arch=arch, img_size=img_size, patch_size=patch_size, epochs=epochs, batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, seed=seed, progress=progress, desc="SimCLR pretraining",
         make_module=lambda enc: SimCLR(enc, projection_dim=projection_dim, temperature=temperature),
-        max_seconds=max_seconds)
+        max_seconds=max_seconds, encoder_kwargs=encoder_kwargs, device=device,
+        trivial_loss=lambda module, data, gen: simclr_trivial_loss(batch_size))
     encoder.pretrain_meta["temperature"] = temperature
     return (encoder, history, module) if return_module else (encoder, history)
+
+
+@torch.no_grad()
+def mae_trivial_loss(module: "MaskedAutoencoder", images: torch.Tensor, generator=None) -> float:
+    """The MAE loss of the trivial predictor that outputs zeros for every hidden patch (the mean of the
+    normalised targets): the bar a pretrained MAE must get well below to have learned anything."""
+    _, pred, mask = module(images, generator=generator)
+    return float(module.loss(images, torch.zeros_like(pred), mask))
+
+
+def simclr_trivial_loss(batch_size: int) -> float:
+    """NT-Xent of a constant embedding: every one of the 2N-1 candidates equally likely, log(2N - 1)."""
+    return float(np.log(2 * batch_size - 1))
 
 
 def checkpoint_meta(encoder: nn.Module, data: str) -> dict:

@@ -283,3 +283,161 @@ def finetune_classification(encoder: nn.Module, train_tokens: torch.Tensor, trai
     return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
             "auroc": float(roc_auc_score(y, prob)) if len(np.unique(y)) == 2 else float("nan"),
             "seconds": seconds}
+
+
+# --------------------------------------------------------------------------------------
+# Study 3 v2: fine-tuning that trains what it says, on images (not cached trunk tokens)
+# --------------------------------------------------------------------------------------
+class ViTSegmenter(nn.Module):
+    """A timm ViT (every parameter: patch embedding, position embedding, class token, blocks, final norm)
+    followed by a light convolutional decoder on its patch-token grid, upsampled to ``out_size``.
+
+    ``frozen=True`` freezes the whole encoder (a frozen probe): only the decoder learns, and the study
+    computes the encoder's features once (:meth:`features`) and trains :meth:`decode` on them.
+    Input (B, C, H, W) -> logits (B, num_classes, out_size, out_size).
+    """
+
+    def __init__(self, encoder: nn.Module, out_size: int, num_classes: int = 2, head: str = "conv",
+                 decoder_channels: int = 32, frozen: bool = False):
+        super().__init__()
+        if head not in SEG_HEADS:
+            raise ParameterError(f"head must be one of {SEG_HEADS}, got {head!r}")
+        self.encoder = copy.deepcopy(encoder)
+        self.encoder.requires_grad_(not frozen)
+        self.frozen = bool(frozen)
+        self.prefix = int(getattr(encoder, "num_prefix_tokens", 1))
+        ps = encoder.patch_embed.patch_size
+        patch = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+        self.out_size = int(out_size)
+        d = int(encoder.embed_dim)
+        if head == "linear":
+            self.head = nn.Sequential(nn.BatchNorm2d(d), nn.Conv2d(d, num_classes, 1))
+        else:
+            c = decoder_channels
+            layers: list[nn.Module] = [nn.Conv2d(d, 2 * c, 1), nn.BatchNorm2d(2 * c), nn.ReLU(inplace=True)]
+            ch = 2 * c
+            for _ in range(max(0, int(math.floor(math.log2(patch))) - 1)):
+                layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                           nn.Conv2d(ch, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+                ch = c
+            layers.append(nn.Conv2d(ch, num_classes, 1))
+            self.head = nn.Sequential(*layers)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> patch-token grid (B, D, h, w)."""
+        t = self.encoder.forward_features(x)[:, self.prefix:]
+        g = int(round(t.shape[1] ** 0.5))
+        return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], g, g)
+
+    def decode(self, grid: torch.Tensor) -> torch.Tensor:
+        logits = self.head(grid)
+        return F.interpolate(logits, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.features(x))
+
+
+def small_unet(in_channels: int, num_classes: int = 2) -> nn.Module:
+    """A small CNN U-Net trained from scratch (segmentation-models-pytorch: ResNet-18 encoder cut at depth 3,
+    decoder 64/32/16 channels, random weights): the supervised CNN row every ViT row is shown against."""
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet(encoder_name="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(64, 32, 16),
+                    in_channels=in_channels, classes=num_classes)
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
+    """The same random flip / 90-degree turn for a batch of images (B, C, H, W) and masks (B, H, W)."""
+    k = int(torch.randint(0, 4, (1,), generator=gen))
+    if k:
+        x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
+    if bool(torch.randint(0, 2, (1,), generator=gen)):
+        x, y = torch.flip(x, (-1,)), torch.flip(y, (-1,))
+    return x, y
+
+
+def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, *, steps: int, batch_size: int,
+                    lr: float, seed: int, encoder_lr_scale: float = 1.0, augment: bool = True,
+                    weight_decay: float = 1e-4, device=None, forward=None) -> dict:
+    """Exactly ``steps`` AdamW steps (cosine decay) of class-weighted cross-entropy on (images, masks).
+
+    ``model.encoder`` parameters (if any are trainable) learn at ``lr * encoder_lr_scale``, the rest at ``lr``.
+    ``forward``: what maps a batch of ``images`` to logits (default ``model``; a frozen probe passes
+    ``model.decode`` over cached features). Returns ``{"seconds", "final_loss", "steps"}``.
+    """
+    import time
+
+    if steps < 1:
+        raise ParameterError(f"steps must be >= 1, got {steps}")
+    if batch_size < 1:
+        raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device or "cpu")
+    model.to(device)
+    forward = forward or model
+    encoder_params = {id(p) for p in getattr(model, "encoder", nn.Module()).parameters()}
+    enc = [p for p in model.parameters() if p.requires_grad and id(p) in encoder_params]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_params]
+    groups = [{"params": rest, "lr": lr}] + ([{"params": enc, "lr": lr * encoder_lr_scale}] if enc else [])
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    frac = float(masks.float().mean().clamp(min=1e-3))
+    weight = torch.tensor([1.0, float(np.clip(np.sqrt((1 - frac) / frac), 1.0, 10.0))], device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(images)
+    size = min(batch_size, n)
+    started, losses = time.time(), []
+    model.train()
+    step = 0
+    while step < steps:
+        order = torch.randperm(n, generator=gen)
+        for b in range(max(1, n // size)):
+            if step >= steps:
+                break
+            idx = order[b * size:(b + 1) * size]
+            x, y = images[idx], masks[idx]
+            if augment:
+                x, y = _augment(x, y, gen)
+            loss = loss_fn(forward(x.to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            step += 1
+    model.eval()
+    return {"seconds": time.time() - started, "final_loss": float(np.mean(losses[-max(1, steps // 10):])),
+            "steps": steps}
+
+
+@torch.inference_mode()
+def predict_defect_prob(forward, images: torch.Tensor, batch_size: int = 64, device=None) -> np.ndarray:
+    """Defect probability maps (N, H, W) of ``forward`` (a batch -> 2-class logits)."""
+    device = torch.device(device or "cpu")
+    out = [forward(images[i:i + batch_size].to(device)).softmax(1)[:, 1].float().cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def defect_metrics(prob: np.ndarray, masks: np.ndarray, threshold: float = 0.5) -> dict:
+    """The claims' metrics from defect probability maps (N, H, W) and masks (N, H, W) {0, 1}.
+
+    ``defect_ap``: pixel average precision (threshold-free); ``defect_f1``: pixel F1 (Dice) of the defect
+    class at ``threshold``; ``image_auroc``: AUROC of the image score (the largest pixel probability)
+    against the image label (has a defect or not); ``miou``: mean IoU of good and defect (secondary).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    prob, masks = np.asarray(prob, np.float32), np.asarray(masks) > 0
+    pred = prob > threshold
+    tp = float((pred & masks).sum())
+    fp, fn = float((pred & ~masks).sum()), float((~pred & masks).sum())
+    tn = float(masks.size - tp - fp - fn)
+    f1 = 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else float("nan")
+    iou_defect = tp / (tp + fp + fn) if (tp + fp + fn) else float("nan")
+    iou_good = tn / (tn + fp + fn) if (tn + fp + fn) else float("nan")
+    labels = masks.reshape(len(masks), -1).any(1)
+    image_auroc = (float(roc_auc_score(labels, prob.reshape(len(prob), -1).max(1)))
+                   if 0 < labels.sum() < len(labels) else float("nan"))
+    return {"defect_ap": pixel_average_precision(prob, masks), "defect_f1": float(f1), "image_auroc": image_auroc,
+            "miou": float(np.nanmean([iou_good, iou_defect])), "defect_iou": float(iou_defect)}

@@ -1,0 +1,54 @@
+"""Small inspection trees in the exact published layouts (MVTec AD category; per-class Imgs folders)."""
+
+import numpy as np
+from PIL import Image
+
+
+def _save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _part(rng, size, colour, defect=False):
+    """A textured part (grey or colour) with a dark blob where ``defect``; returns (image, mask)."""
+    h, w = size
+    base = (128 + 40 * rng.standard_normal((h, w))).clip(0, 255)
+    mask = np.zeros((h, w), np.uint8)
+    if defect:
+        y, x = rng.integers(4, h - 8), rng.integers(4, w - 8)
+        mask[y:y + 5, x:x + 6] = 255
+        base[mask > 0] = 20
+    img = base.astype(np.uint8)
+    if colour:
+        img = np.stack([img, (img * 0.9).astype(np.uint8), (img * 0.8).astype(np.uint8)], -1)
+    return img, mask
+
+
+def write_mvtec_tree(root, n_train_good=24, n_test_good=4, defects=("scratch", "hole"), n_per_defect=4,
+                     size=(40, 30), colour=True, seed=0):
+    """``root`` as one MVTec AD category: train/good, test/good, test/<defect>, ground_truth/<defect>/*_mask.png."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_train_good):
+        _save(root / "train" / "good" / f"{i:03d}.png", _part(rng, size, colour)[0])
+    for i in range(n_test_good):
+        _save(root / "test" / "good" / f"{i:03d}.png", _part(rng, size, colour)[0])
+    for defect in defects:
+        for i in range(n_per_defect):
+            img, mask = _part(rng, size, colour, defect=True)
+            _save(root / "test" / defect / f"{i:03d}.png", img)
+            _save(root / "ground_truth" / defect / f"{i:03d}_mask.png", mask)
+    return root
+
+
+def write_per_class_tree(root, n_good=28, defects=("crack", "stain"), n_per_defect=4, size=(36, 44), colour=False,
+                         seed=1):
+    """``root/<class>/Imgs/<name>.jpg`` with its mask beside it as ``<name>.png`` (the good class has none)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_good):
+        _save(root / "good" / "Imgs" / f"g{i:03d}.bmp", _part(rng, size, colour)[0])
+    for defect in defects:
+        for i in range(n_per_defect):
+            img, mask = _part(rng, size, colour, defect=True)
+            _save(root / defect / "Imgs" / f"{defect}{i:03d}.bmp", img)
+            _save(root / defect / "Imgs" / f"{defect}{i:03d}.png", mask)
+    return root
