@@ -10,6 +10,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_dinov2_microct.py [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ def bench_features(n_images: int, size: int, batch: int, cache_root: str):
     model = create_backbone("dinov2_vits14", weights="random", img_size=size, num_classes=0).eval()
     images = np.random.default_rng(0).random((n_images, size, size)).astype(np.float32)
     # bare timm: the same batches, already preprocessed, forward_features only
-    batches = [prepare_input(torch.from_numpy(images[i:i + batch]), size) for i in range(0, n_images, batch)]
+    batches = [prepare_input(torch.from_numpy(images[i : i + batch]), size) for i in range(0, n_images, batch)]
 
     def bare():
         with torch.inference_mode():
@@ -47,26 +48,78 @@ def bench_features(n_images: int, size: int, batch: int, cache_root: str):
                 model.forward_features(x)
 
     def ours():
-        return extract_features(model, images, img_size=size, backbone="dinov2_vits14", weights="bench",
-                                batch_size=batch, cache=False, progress=False)
+        return extract_features(
+            model,
+            images,
+            img_size=size,
+            backbone="dinov2_vits14",
+            weights="bench",
+            batch_size=batch,
+            cache=False,
+            progress=False,
+        )
 
     bare()  # warm-up
     t_bare, _ = best_of(bare, 2)
     t_ours, _ = best_of(ours, 2)
-    t_first, f = best_of(lambda: extract_features(model, images, img_size=size, backbone="dinov2_vits14",
-                                                   weights=f"bench-{time.time()}", batch_size=batch,
-                                                   cache_dir=cache_root, progress=False), 1)
+    t_first, f = best_of(
+        lambda: extract_features(
+            model,
+            images,
+            img_size=size,
+            backbone="dinov2_vits14",
+            weights=f"bench-{time.time()}",
+            batch_size=batch,
+            cache_dir=cache_root,
+            progress=False,
+        ),
+        1,
+    )
     key_weights = "bench-cached"
-    extract_features(model, images, img_size=size, backbone="dinov2_vits14", weights=key_weights,
-                     batch_size=batch, cache_dir=cache_root, progress=False)
-    t_cached, f2 = best_of(lambda: extract_features(model, images, img_size=size, backbone="dinov2_vits14",
-                                                    weights=key_weights, batch_size=batch, cache_dir=cache_root,
-                                                    progress=False), 3)
+    extract_features(
+        model,
+        images,
+        img_size=size,
+        backbone="dinov2_vits14",
+        weights=key_weights,
+        batch_size=batch,
+        cache_dir=cache_root,
+        progress=False,
+    )
+    t_cached, f2 = best_of(
+        lambda: extract_features(
+            model,
+            images,
+            img_size=size,
+            backbone="dinov2_vits14",
+            weights=key_weights,
+            batch_size=batch,
+            cache_dir=cache_root,
+            progress=False,
+        ),
+        3,
+    )
     assert f2.from_cache
-    return [("feature extraction vs bare timm forward (throughput ratio)", t_bare, t_ours, t_bare / t_ours, 0.90,
-             f"{n_images} x {size}px, ViT-S/14, batch {batch}", True),
-            ("cached rerun vs first extraction (speed-up)", t_first, t_cached, t_first / t_cached, 20.0,
-             f"cache file {f2.patch.nbytes / 1e6:.1f} MB of patch tokens", True)]
+    return [
+        (
+            "feature extraction vs bare timm forward (throughput ratio)",
+            t_bare,
+            t_ours,
+            t_bare / t_ours,
+            0.90,
+            f"{n_images} x {size}px, ViT-S/14, batch {batch}",
+            True,
+        ),
+        (
+            "cached rerun vs first extraction (speed-up)",
+            t_first,
+            t_cached,
+            t_first / t_cached,
+            20.0,
+            f"cache file {f2.patch.nbytes / 1e6:.1f} MB of patch tokens",
+            True,
+        ),
+    ]
 
 
 def bench_knn(n: int, dim: int, k: int = 20, t: float = 0.07):
@@ -83,8 +136,17 @@ def bench_knn(n: int, dim: int, k: int = 20, t: float = 0.07):
     sk = KNeighborsClassifier(k, metric="cosine", algorithm="brute", weights=lambda d: np.exp(-d / t)).fit(xtr, ytr)
     t_sk, ref = best_of(lambda: sk.predict(xte), 1)
     same = float((ours == ref).mean())
-    return [("kNN probe vs scikit-learn brute cosine kNN (speed-up)", t_sk, t_ours, t_sk / t_ours, 5.0,
-             f"{n} train x {n} test x {dim}, k={k}; identical predictions: {same * 100:.2f}%", same == 1.0)]
+    return [
+        (
+            "kNN probe vs scikit-learn brute cosine kNN (speed-up)",
+            t_sk,
+            t_ours,
+            t_sk / t_ours,
+            5.0,
+            f"{n} train x {n} test x {dim}, k={k}; identical predictions: {same * 100:.2f}%",
+            same == 1.0,
+        )
+    ]
 
 
 def bench_fcm(side: int):
@@ -101,9 +163,17 @@ def bench_fcm(side: int):
     data = img.reshape(1, -1).astype(np.float64)
     t_sk, ref = best_of(lambda: skfuzzy.cmeans(data, 3, 2.0, 1e-5, 300, init=u0), 1)
     diff = float(np.abs(ref[1] - ours.memberships).max())
-    return [("fuzzy C-means vs scikit-fuzzy cmeans (speed-up)", t_sk, t_ours, t_sk / t_ours, 10.0,
-             f"{side}x{side} px 8-bit, {ours.n_iter} vs {ref[5]} iterations; max membership diff {diff:.1e}",
-             diff <= 1e-4)]
+    return [
+        (
+            "fuzzy C-means vs scikit-fuzzy cmeans (speed-up)",
+            t_sk,
+            t_ours,
+            t_sk / t_ours,
+            10.0,
+            f"{side}x{side} px 8-bit, {ours.n_iter} vs {ref[5]} iterations; max membership diff {diff:.1e}",
+            diff <= 1e-4,
+        )
+    ]
 
 
 def main():
@@ -121,8 +191,10 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for name, ref, ours, ratio, target, detail, same in rows:
         # a speed-up only passes with the same answers (identical kNN predictions, FCM within 1e-4)
-        print(f"| {name} | {ref:.3f} | {ours:.3f} | {ratio:.2f} | >= {target:g} | "
-              f"{'yes' if ratio >= target and same else 'NO'} | {detail} |")
+        print(
+            f"| {name} | {ref:.3f} | {ours:.3f} | {ratio:.2f} | >= {target:g} | "
+            f"{'yes' if ratio >= target and same else 'NO'} | {detail} |"
+        )
 
 
 if __name__ == "__main__":

@@ -46,10 +46,11 @@ def contrast_breakdown(cfg, data) -> pd.DataFrame:
     b = cfg.batch_size
     xl = torch.from_numpy(data.train.images[:b])
     yl = torch.from_numpy(data.train.masks[:b]).long()
-    xu = torch.from_numpy(data.train.images[b:2 * b])
+    xu = torch.from_numpy(data.train.images[b : 2 * b])
     torch.manual_seed(0)
-    trainer = ss.TeacherStudentTrainer(study._build_model(cfg, data), data.num_classes,
-                                       study.arm_config(cfg, "farcluss"))
+    trainer = ss.TeacherStudentTrainer(
+        study._build_model(cfg, data), data.num_classes, study.arm_config(cfg, "farcluss")
+    )
     captured = {}
     contrast = trainer._contrast
 
@@ -72,8 +73,9 @@ def contrast_breakdown(cfg, data) -> pd.DataFrame:
     saved = trainer.prototypes.clone(), trainer.prototype_ready.clone()
 
     def update():
-        trainer._update_prototypes_flat((flat[:lab_l.numel()], lab_l.reshape(-1)),
-                                        (t_emb.permute(0, 2, 3, 1).reshape(-1, dim), t_arg.reshape(-1)))
+        trainer._update_prototypes_flat(
+            (flat[: lab_l.numel()], lab_l.reshape(-1)), (t_emb.permute(0, 2, 3, 1).reshape(-1, dim), t_arg.reshape(-1))
+        )
         trainer.prototypes, trainer.prototype_ready = saved
 
     def loss():
@@ -92,8 +94,9 @@ def contrast_breakdown(cfg, data) -> pd.DataFrame:
 
     gen = torch.Generator().manual_seed(0)
     parts = {
-        "labels at the embedding stride (pooling, teacher certainty)":
-            lambda: trainer._contrast_labels(size, yl_aug, probs, targets, weights),
+        "labels at the embedding stride (pooling, teacher certainty)": lambda: trainer._contrast_labels(
+            size, yl_aug, probs, targets, weights
+        ),
         "prototype EMA update (labelled + teacher pixels)": update,
         "pixel sampling": lambda: ss.sample_pixels(labels, pix_w, cfg.contrast_pixels, gen),
         "InfoNCE loss vs prototypes, forward + backward": loss,
@@ -107,22 +110,38 @@ def contrast_breakdown(cfg, data) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default", choices=["smoke", "default", "paper"])
-    parser.add_argument("--repeats", type=int, default=None, help="measuring rounds (default: the preset's cost_repeats)")
-    parser.add_argument("--pixels", type=int, nargs="+", default=None,
-                        help="pixel counts of the contrast-only table (default: the notebook's)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="measuring rounds (default: the preset's cost_repeats)"
+    )
+    parser.add_argument(
+        "--pixels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="pixel counts of the contrast-only table (default: the notebook's)",
+    )
     parser.add_argument("--breakdown", action="store_true", help="time the parts of the prototype contrast")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     overrides = {}
     if args.preset == "paper":
         # the step's cost structure at 128 px on simulated scenes (no VOC copy needed), a small pool
-        overrides = {"n_train_images": 32, "n_val_images": 4, "image_size": 128, "data_source": "simulated", "splits": None, "encoder_weights": "random"}
+        overrides = {
+            "n_train_images": 32,
+            "n_val_images": 4,
+            "image_size": 128,
+            "data_source": "simulated",
+            "splits": None,
+            "encoder_weights": "random",
+        }
     cfg = labkit.configure("farcluss", args.preset, overrides)
     data = study.load_data(cfg)
     pixels = tuple(args.pixels) if args.pixels else study.CONTRAST_SCALING_PIXELS
     costs = study.measure_costs(cfg, data, repeats=args.repeats, device=args.device, pixels=pixels)
-    print(f"# FARCLUSS cost per iteration: {cfg.encoder} {cfg.arch}, batch {cfg.batch_size} labelled + "
-          f"{cfg.batch_size} unlabeled, {cfg.image_size} px, {torch.get_num_threads()} thread(s), {args.device}\n")
+    print(
+        f"# FARCLUSS cost per iteration: {cfg.encoder} {cfg.arch}, batch {cfg.batch_size} labelled + "
+        f"{cfg.batch_size} unlabeled, {cfg.image_size} px, {torch.get_num_threads()} thread(s), {args.device}\n"
+    )
     print(costs.table.to_markdown(index=False))
     print("\n# per-round extra time of each contrast over the step without it (median, % of that step)\n")
     print(costs.rounds.groupby("contrast")[["extra_ms", "extra_pct"]].median().round(2).to_markdown())
@@ -139,8 +158,10 @@ def main() -> None:
 
 
 def _no_runs() -> pd.DataFrame:
-    return pd.DataFrame(columns=["arm", "split", "seed", "miou", "miou_head", "miou_body", "miou_tail",
-                                 "boundary_miou"])
+    return pd.DataFrame(
+        columns=["arm", "split", "seed", "miou", "miou_head", "miou_body", "miou_tail", "boundary_miou"]
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -32,8 +32,10 @@ def notebook_overhead() -> dict[str, float]:
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, source in [("kernel start + stop", "x = 1"),
-                              ("+ import torch, timm, labkit", "import torch, timm, labkit\nimport labkit.reports")]:
+        for label, source in [
+            ("kernel start + stop", "x = 1"),
+            ("+ import torch, timm, labkit", "import torch, timm, labkit\nimport labkit.reports"),
+        ]:
             nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
             path = Path(tmp) / "nb.ipynb"
             nbformat.write(nb, path)
@@ -45,8 +47,9 @@ def notebook_overhead() -> dict[str, float]:
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(32, 4, 1))
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 4, 1)
+    )
 
 
 def loop_overhead(epochs: int, batches: int, rounds: int = 5) -> dict[str, float]:
@@ -96,8 +99,10 @@ def metrics_throughput(megapixels: int) -> dict[str, float]:
     start = time.perf_counter()
     cm.update(pred, target)
     scores = cm.scores()
-    return {f"confusion matrix + scores over {megapixels} Mpixel (s)": time.perf_counter() - start,
-            "miou": scores["miou"]}
+    return {
+        f"confusion matrix + scores over {megapixels} Mpixel (s)": time.perf_counter() - start,
+        "miou": scores["miou"],
+    }
 
 
 def grid_overhead(tasks: int) -> dict[str, float]:
@@ -118,7 +123,9 @@ def grid_overhead(tasks: int) -> dict[str, float]:
                 walls.append(time.perf_counter() - start)
                 insides.append(sum(r["task_seconds"] for r in result.records) / (2 if executor == "processes" else 1))
             extra = tasks - tasks // 10
-            out[f"{executor}: overhead per task (ms)"] = 1000 * ((walls[1] - walls[0]) - (insides[1] - insides[0])) / extra
+            out[f"{executor}: overhead per task (ms)"] = (
+                1000 * ((walls[1] - walls[0]) - (insides[1] - insides[0])) / extra
+            )
             out[f"{executor}: wall of {tasks} tasks (s)"] = walls[1]
             start = time.perf_counter()
             grid.run(executor, workers=2, progress=False)
@@ -144,10 +151,12 @@ def main() -> None:
     overhead = sections["training loop"]["overhead (%)"]
     seconds = next(iter(sections["metrics"].values()))
     per_task = sections["experiment grid"]["processes: overhead per task (ms)"]
-    print(f"\ntargets: loop overhead <= 5 %: {'met' if overhead <= 5 else 'NOT met'} ({overhead:.1f} %); "
-          f"metrics < 2 s: {'met' if seconds < 2 else 'NOT met'} ({seconds:.2f} s); "
-          f"grid overhead < 50 ms per task on the process pool: {'met' if per_task < 50 else 'NOT met'} "
-          f"({per_task:.1f} ms)")
+    print(
+        f"\ntargets: loop overhead <= 5 %: {'met' if overhead <= 5 else 'NOT met'} ({overhead:.1f} %); "
+        f"metrics < 2 s: {'met' if seconds < 2 else 'NOT met'} ({seconds:.2f} s); "
+        f"grid overhead < 50 ms per task on the process pool: {'met' if per_task < 50 else 'NOT met'} "
+        f"({per_task:.1f} ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -91,15 +91,18 @@ def main() -> None:
     walls = {"serial_2_threads": [], "processes_2x1": [], "dask_localcluster_2x1": []}
     records = {}
     for _ in range(1):
-        for name, options in (("serial_2_threads", {"executor": "serial", "threads": 2}),
-                              ("processes_2x1", {"executor": "processes", "workers": 2}),
-                              ("dask_localcluster_2x1", {"executor": "dask", "workers": 2})):
+        for name, options in (
+            ("serial_2_threads", {"executor": "serial", "threads": 2}),
+            ("processes_2x1", {"executor": "processes", "workers": 2}),
+            ("dask_localcluster_2x1", {"executor": "dask", "workers": 2}),
+        ):
             wall, res = full(name, **options)
             walls[name].append(wall)
             records[name] = _records(res)
     out["walls"] = walls
-    proc, ser, dask = (float(np.median(walls[k])) for k in ("processes_2x1", "serial_2_threads",
-                                                             "dask_localcluster_2x1"))
+    proc, ser, dask = (
+        float(np.median(walls[k])) for k in ("processes_2x1", "serial_2_threads", "dask_localcluster_2x1")
+    )
     out["serial_over_processes"] = ser / proc
     out["dask_over_processes"] = dask / proc
     out["dask_equals_processes"] = _equal(records["processes_2x1"], records["dask_localcluster_2x1"])
@@ -110,8 +113,11 @@ def main() -> None:
     (work / "weights.json").write_text(json.dumps(weights))
     env = {**os.environ, "LABKIT_CACHE": str(cache)}
     grid_folder = cache / "grid" / study.STUDY
-    child = subprocess.Popen([sys.executable, "-c", CHILD, args.preset, json.dumps(overrides),
-                              str(work / "weights.json")], env=env, start_new_session=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, args.preset, json.dumps(overrides), str(work / "weights.json")],
+        env=env,
+        start_new_session=True,
+    )
     started = time.perf_counter()
     while child.poll() is None and len(list(grid_folder.glob("*.rec"))) < n_tasks // 2:
         time.sleep(0.2)
@@ -122,10 +128,15 @@ def main() -> None:
     started = time.perf_counter()
     res = study.run(cfg, weights, progress=False, executor="processes", workers=2)
     rerun = time.perf_counter() - started
-    out["resume"] = {"killed_after_records": killed_at, "killed_after_seconds": before_kill, "rerun_seconds": rerun,
-                     "rerun_over_full": rerun / proc, "records_equal_clean_run": _equal(_records(res),
-                                                                                        records["processes_2x1"]),
-                     "rerun_computed": res.computed, "rerun_cached": res.cached}
+    out["resume"] = {
+        "killed_after_records": killed_at,
+        "killed_after_seconds": before_kill,
+        "rerun_seconds": rerun,
+        "rerun_over_full": rerun / proc,
+        "records_equal_clean_run": _equal(_records(res), records["processes_2x1"]),
+        "rerun_computed": res.computed,
+        "rerun_cached": res.cached,
+    }
     print(f"  resume: killed at {killed_at}/{n_tasks} records, rerun {rerun:.1f} s", flush=True)
 
     # 4. grid overhead per task on the process pool: a grid of near-empty tasks (the dispatch, record
@@ -156,8 +167,10 @@ def main() -> None:
     print(f"| dask LocalCluster (2 x 1) / processes (2 x 1), wall | {out['dask_over_processes']:.2f} | 0.9 .. 1.1 |")
     print(f"| dask records equal the process pool's | {out['dask_equals_processes']} | True |")
     r = out["resume"]
-    print(f"| rerun after SIGKILL at {r['killed_after_records']}/{n_tasks} / full run | {r['rerun_over_full']:.2f} | "
-          "<= 0.60 |")
+    print(
+        f"| rerun after SIGKILL at {r['killed_after_records']}/{n_tasks} / full run | {r['rerun_over_full']:.2f} | "
+        "<= 0.60 |"
+    )
     print(f"| rerun records equal a clean run's | {r['records_equal_clean_run']} | True |")
     o = out["overhead_per_task_ms"]
     print(f"| grid overhead per task: dispatch + record write (ms) | {o['dispatch_and_write']:.1f} | < 50 |")

@@ -64,8 +64,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = create_model(decoder_channels=args.decoder_channels).eval()
     # Warm-up: the first forward pass allocates torch's workspaces; do not charge them to the first scene.
-    sliding_window_predict(model, np.zeros((2, args.tile, args.tile), np.float32), NUM_CLASSES, tile=args.tile,
-                           batch_size=args.batch_size)
+    sliding_window_predict(
+        model, np.zeros((2, args.tile, args.tile), np.float32), NUM_CLASSES, tile=args.tile, batch_size=args.batch_size
+    )
     rows = []
     for size in args.sizes:
         # Inference cost does not depend on content: a normalised dual-pol scene of random values.
@@ -74,19 +75,25 @@ def main() -> None:
         gc.collect()
         with PeakRSS() as mem:
             t0 = time.perf_counter()
-            probs = sliding_window_predict(model, scene, NUM_CLASSES, tile=args.tile, overlap=args.overlap,
-                                           batch_size=args.batch_size)
+            probs = sliding_window_predict(
+                model, scene, NUM_CLASSES, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size
+            )
             seconds = time.perf_counter() - t0
         stride = max(int(args.tile * (1 - args.overlap)), 1)
         n_tiles = int(np.ceil(max(size - args.tile, 0) / stride) + 1) ** 2
         extra = (mem.peak - mem.start) / 2**20
-        rows.append((size, n_tiles, seconds, 1e3 * seconds / n_tiles, scene.nbytes / 2**20, output_mb, extra,
-                     extra - output_mb))
+        rows.append(
+            (size, n_tiles, seconds, 1e3 * seconds / n_tiles, scene.nbytes / 2**20, output_mb, extra, extra - output_mb)
+        )
         del probs, scene
-    print(f"model: ResNet-18 up to layer3 (stride 16) + DeepLabV3 head ({args.decoder_channels} ch), tile {args.tile}, "
-          f"overlap {args.overlap}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
-    print("| scene side | tiles | seconds | ms / tile | input MB | output MB | peak extra RSS MB | "
-          "extra beyond output MB |")
+    print(
+        f"model: ResNet-18 up to layer3 (stride 16) + DeepLabV3 head ({args.decoder_channels} ch), tile {args.tile}, "
+        f"overlap {args.overlap}, batch {args.batch_size}, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        "| scene side | tiles | seconds | ms / tile | input MB | output MB | peak extra RSS MB | "
+        "extra beyond output MB |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.0f} | {r[5]:.0f} | {r[6]:.0f} | {r[7]:.0f} |")

@@ -29,8 +29,15 @@ def measure(kind: str, method: str, img_size: int, patch: int, batch: int, steps
     import torch
 
     from labkit.data.surfaces import simulate_surfaces
-    from labkit.methods.ssl import (MaskedAutoencoder, SimCLR, pooled_features, nt_xent_loss, pretrain_mae,
-                                    pretrain_simclr, standardise)
+    from labkit.methods.ssl import (
+        MaskedAutoencoder,
+        SimCLR,
+        nt_xent_loss,
+        pooled_features,
+        pretrain_mae,
+        pretrain_simclr,
+        standardise,
+    )
     from labkit.models.backbones import create_backbone
 
     images = simulate_surfaces(batch * steps, size=img_size, seed=0).images
@@ -40,10 +47,11 @@ def measure(kind: str, method: str, img_size: int, patch: int, batch: int, steps
         rate = float(hist["images_per_second"].iloc[1:].max())  # epoch 1 pays one-off warm-up
     else:
         torch.manual_seed(0)
-        enc = create_backbone("vit_tiny", weights="random", img_size=img_size, patch_size=patch, in_chans=1,
-                              num_classes=0)
+        enc = create_backbone(
+            "vit_tiny", weights="random", img_size=img_size, patch_size=patch, in_chans=1, num_classes=0
+        )
         x = standardise(torch.from_numpy(images), [0.5], [0.15])
-        batches = [x[i * batch:(i + 1) * batch] for i in range(steps)]
+        batches = [x[i * batch : (i + 1) * batch] for i in range(steps)]
         if method == "mae":
             module = MaskedAutoencoder(enc)
             step = lambda b: module(b)[0]  # noqa: E731
@@ -51,15 +59,16 @@ def measure(kind: str, method: str, img_size: int, patch: int, batch: int, steps
             module = SimCLR(enc)
             views = [(module.augment(b), module.augment(b)) for b in batches]
             batches = list(range(steps))
-            step = lambda i: nt_xent_loss(*module.projector(  # noqa: E731
-                pooled_features(enc, torch.cat(views[i]))).chunk(2), temperature=module.temperature)
+            step = lambda i: nt_xent_loss(  # noqa: E731
+                *module.projector(pooled_features(enc, torch.cat(views[i]))).chunk(2), temperature=module.temperature
+            )
         else:  # encoder alone, all tokens, the mean output as a stand-in loss
             module = enc
             step = lambda b: enc.forward_features(b).mean()  # noqa: E731
         module.train()
         opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
         times = []
-        for rep in range(reps):
+        for _rep in range(reps):
             t0 = time.perf_counter()
             for b in batches:
                 loss = step(b)
@@ -87,26 +96,55 @@ def main():
         print(json.dumps(measure(a.one[0], a.one[1], a.img_size, a.patch_size, a.batch_size, a.steps, a.reps)))
         return
     results = {}
-    for kind, method in [("pipeline", "mae"), ("bare", "mae"), ("pipeline", "simclr"), ("bare", "simclr"),
-                         ("bare", "encoder")]:
-        out = subprocess.run([sys.executable, __file__, "--one", kind, method, "--img-size", str(a.img_size),
-                              "--patch-size", str(a.patch_size), "--batch-size", str(a.batch_size),
-                              "--steps", str(a.steps), "--reps", str(a.reps)], capture_output=True, text=True,
-                             check=True)
+    for kind, method in [
+        ("pipeline", "mae"),
+        ("bare", "mae"),
+        ("pipeline", "simclr"),
+        ("bare", "simclr"),
+        ("bare", "encoder"),
+    ]:
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                kind,
+                method,
+                "--img-size",
+                str(a.img_size),
+                "--patch-size",
+                str(a.patch_size),
+                "--batch-size",
+                str(a.batch_size),
+                "--steps",
+                str(a.steps),
+                "--reps",
+                str(a.reps),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[(kind, method)] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"ViT-Tiny, {a.img_size} px, patch {a.patch_size}, batch {a.batch_size}, "
-          f"{results[('bare', 'encoder')]['threads']} torch thread(s)\n")
+    print(
+        f"ViT-Tiny, {a.img_size} px, patch {a.patch_size}, batch {a.batch_size}, "
+        f"{results[('bare', 'encoder')]['threads']} torch thread(s)\n"
+    )
     print("| method | pretraining loop (img/s) | bare step (img/s) | loop / bare | peak memory loop / bare (MB) |")
     print("|---|---|---|---|---|")
     for method in ("mae", "simclr"):
         loop, bare = results[("pipeline", method)], results[("bare", method)]
         ratio = loop["images_per_second"] / bare["images_per_second"]
         flag = "" if ratio >= 0.8 else "  (below the 0.8 target)"
-        print(f"| {method} | {loop['images_per_second']:.1f} | {bare['images_per_second']:.1f} | {ratio:.2f}{flag} | "
-              f"{loop['peak_memory_mb']:.0f} / {bare['peak_memory_mb']:.0f} |")
+        print(
+            f"| {method} | {loop['images_per_second']:.1f} | {bare['images_per_second']:.1f} | {ratio:.2f}{flag} | "
+            f"{loop['peak_memory_mb']:.0f} / {bare['peak_memory_mb']:.0f} |"
+        )
     enc = results[("bare", "encoder")]
-    print(f"| encoder alone, all tokens (reference) | - | {enc['images_per_second']:.1f} | - | "
-          f"- / {enc['peak_memory_mb']:.0f} |")
+    print(
+        f"| encoder alone, all tokens (reference) | - | {enc['images_per_second']:.1f} | - | "
+        f"- / {enc['peak_memory_mb']:.0f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def pytest_sessionfinish(session, exitstatus):
 def shared_data() -> Path:
     """The workplace's small real samples (../shared/data); tests that need them skip when absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared sample data not found at {SHARED_DATA}: these tests read small public samples "
-                    "(rock micro-CT, a Sentinel-2 patch, a Sentinel-1 chip) from a shared/data/ folder beside the "
-                    "repository; put the project's shared/ folder there (each data folder's MANIFEST.md names the "
-                    "public repository, commit and licence it was copied from). Nothing else needs them.")
+        pytest.skip(
+            f"shared sample data not found at {SHARED_DATA}: these tests read small public samples "
+            "(rock micro-CT, a Sentinel-2 patch, a Sentinel-1 chip) from a shared/data/ folder beside the "
+            "repository; put the project's shared/ folder there (each data folder's MANIFEST.md names the "
+            "public repository, commit and licence it was copied from). Nothing else needs them."
+        )
     return SHARED_DATA

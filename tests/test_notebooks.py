@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from papermill import inspect_notebook
 from papermill.iorw import load_notebook_node, write_ipynb
 from papermill.parameterize import parameterize_notebook
-import pytest
 
 from labkit.core.params import list_specs, notebook_parameter_names
 
@@ -40,7 +40,8 @@ def test_notebook_is_thin_clean_and_matches_its_spec(path):
     assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
     names = notebook_parameter_names(_source(tagged[0]))
     assert set(names) == {"preset", *spec.params}, (
-        f"{path.name}: parameters cell names {sorted(names)} but the spec has preset + {sorted(spec.params)}")
+        f"{path.name}: parameters cell names {sorted(names)} but the spec has preset + {sorted(spec.params)}"
+    )
     for cell in code:
         tree = ast.parse(_source(cell).replace("%", "#"))  # magics are not Python
         defs = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
@@ -65,7 +66,24 @@ def test_notebook_runs_under_nbval_at_smoke(path, tmp_path):
     target = tmp_path / path.name
     write_ipynb(nb, str(target))
     env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks")}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
-                           "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(target)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(target),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"nbval failed for {path.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"

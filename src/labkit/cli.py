@@ -55,9 +55,16 @@ def _grid_overrides(args) -> list[tuple[str, str]]:
 def cmd_reproduce(args) -> int:
     from labkit.runner import reproduce, summary_table
 
-    results = reproduce(args.studies or None, preset=args.preset, overrides=_grid_overrides(args), jobs=args.jobs,
-                        force=args.force, progress=not args.quiet, publish=True if args.publish else None,
-                        out=args.out)
+    results = reproduce(
+        args.studies or None,
+        preset=args.preset,
+        overrides=_grid_overrides(args),
+        jobs=args.jobs,
+        force=args.force,
+        progress=not args.quiet,
+        publish=True if args.publish else None,
+        out=args.out,
+    )
     print()
     print(summary_table(results))
     return 1 if any(r.status == "failed" for r in results) else 0
@@ -83,8 +90,15 @@ def cmd_sweep(args) -> int:
             fixed[name] = spec.params[name].parse_cli(text)
     if not axes:
         raise ParameterError("a sweep needs at least one -p NAME '[v1, v2]' with several values")
-    folder, table = sweep(spec.name, axes, preset=args.preset, fixed=fixed, executor=args.executor or "serial",
-                          workers=args.workers, scheduler=args.scheduler)
+    folder, table = sweep(
+        spec.name,
+        axes,
+        preset=args.preset,
+        fixed=fixed,
+        executor=args.executor or "serial",
+        workers=args.workers,
+        scheduler=args.scheduler,
+    )
     print(table.to_markdown(index=False))
     print(f"\nsweep table: {folder}/sweep.md")
     return 1 if (table["status"] != "ok").any() else 0
@@ -95,8 +109,21 @@ def cmd_install_kernel(args) -> int:
     import subprocess
     from pathlib import Path
 
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "labkit",
-                    "--display-name", "labkit (Python 3.11)"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ipykernel",
+            "install",
+            "--sys-prefix",
+            "--name",
+            "labkit",
+            "--display-name",
+            "labkit (Python 3.11)",
+        ],
+        check=True,
+        capture_output=True,
+    )
     spec_file = Path(sys.prefix) / "share" / "jupyter" / "kernels" / "labkit" / "kernel.json"
     spec = json.loads(spec_file.read_text())
     if "--IPKernelApp.log_level=ERROR" not in spec["argv"]:
@@ -107,11 +134,17 @@ def cmd_install_kernel(args) -> int:
 
 
 def _grid_options(parser, device: bool = True) -> None:
-    parser.add_argument("--executor", choices=("serial", "processes", "dask"),
-                        help="how each study's grid of tasks runs (default: the preset's, serial)")
+    parser.add_argument(
+        "--executor",
+        choices=("serial", "processes", "dask"),
+        help="how each study's grid of tasks runs (default: the preset's, serial)",
+    )
     parser.add_argument("--workers", type=int, help="processes or Dask workers (default: one per core)")
-    parser.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786), or slurm / pbs for a "
-                                            "dask-jobqueue cluster from your dask config")
+    parser.add_argument(
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786), or slurm / pbs for a "
+        "dask-jobqueue cluster from your dask config",
+    )
     if device:
         parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run (default auto)")
 
@@ -128,13 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep = sub.add_parser("reproduce", help="run study notebooks with papermill into reports/<study>/")
     p_rep.add_argument("studies", nargs="*", help="studies to run (default: all, in notebook order)")
     p_rep.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
-    p_rep.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
-                       help="override a parameter (YAML value: 3, 1e-4, true, '[0, 1]'); repeatable")
+    p_rep.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="override a parameter (YAML value: 3, 1e-4, true, '[0, 1]'); repeatable",
+    )
     p_rep.add_argument("--jobs", type=int, default=1, help="studies run in parallel (default 1)")
     p_rep.add_argument("--force", action="store_true", help="rerun even if parameters and code are unchanged")
     p_rep.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
-    p_rep.add_argument("--publish", action="store_true",
-                       help="replace reports/<study>/ even at a preset other than default")
+    p_rep.add_argument(
+        "--publish", action="store_true", help="replace reports/<study>/ even at a preset other than default"
+    )
     p_rep.add_argument("--out", metavar="DIR", help="write each study's run to DIR/<study>/ (never publishes)")
     _grid_options(p_rep)
     p_rep.set_defaults(func=cmd_reproduce)
@@ -142,8 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_sw = sub.add_parser("sweep", help="run the product of parameter values as one grid into a run folder")
     p_sw.add_argument("study")
     p_sw.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
-    p_sw.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUES"), default=[],
-                      help="a parameter and its values as a YAML list ('[1, 2]'); a single value is held fixed")
+    p_sw.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUES"),
+        default=[],
+        help="a parameter and its values as a YAML list ('[1, 2]'); a single value is held fixed",
+    )
     _grid_options(p_sw, device=False)
     p_sw.set_defaults(func=cmd_sweep)
 

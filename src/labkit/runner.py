@@ -32,8 +32,15 @@ from labkit.core.atomic import atomic_write_text, publish_dir, publish_lock, rec
 from labkit.core.errors import NotebookError, ParameterError
 from labkit.core.fingerprint import study_fingerprint
 from labkit.core.params import StudySpec, check_preset, is_weights_name, list_specs, load_spec, weights_file_of
-from labkit.core.paths import (PUBLISHED_PRESET, checkpoints_dir, display_path, new_run_dir, notebooks_dir,
-                               repo_root, reports_root)
+from labkit.core.paths import (
+    PUBLISHED_PRESET,
+    checkpoints_dir,
+    display_path,
+    new_run_dir,
+    notebooks_dir,
+    repo_root,
+    reports_root,
+)
 
 
 @dataclasses.dataclass
@@ -77,8 +84,9 @@ def parse_overrides(pairs: list[tuple[str, str]] | None, specs: list[StudySpec])
             known = sorted({p for s in specs for p in s.params})
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
             hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-            raise ParameterError(f"no selected study has a parameter '{name}'{hint} "
-                                 f"(see `labkit list` for each study's parameters)")
+            raise ParameterError(
+                f"no selected study has a parameter '{name}'{hint} (see `labkit list` for each study's parameters)"
+            )
         for spec in owners:
             out[spec.name][name] = absolute_weights(name, spec.params[name].parse_cli(text))
     return out
@@ -145,9 +153,16 @@ def consumed_checkpoints(spec: StudySpec) -> dict[str, str]:
     return {name: file_digest(checkpoints_dir() / f"{name}.safetensors") for name in spec.consumes}
 
 
-def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = False,
-              progress: bool = True, kernel: str | None = None, publish: bool | None = None,
-              out: str | Path | None = None) -> RunResult:
+def run_study(
+    name: str,
+    preset: str,
+    overrides: dict[str, Any],
+    force: bool = False,
+    progress: bool = True,
+    kernel: str | None = None,
+    publish: bool | None = None,
+    out: str | Path | None = None,
+) -> RunResult:
     """Run one study notebook; never raises for a failing notebook (the result says so).
 
     ``publish``: replace ``reports/<study>/`` (default: only at the published preset and without ``out``).
@@ -164,9 +179,14 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
     fingerprint = study_fingerprint(notebook, preset, {**values, "consumes": consumed_checkpoints(spec)})
     final = reports_root() / name
     if publish and not force and _previous_fingerprint(name) == fingerprint:
-        return RunResult(name, "skipped", headline=spec.headline, headline_value=_headline(spec, final),
-                         message="parameters and code unchanged since the last good run (use --force)",
-                         report=str(final))
+        return RunResult(
+            name,
+            "skipped",
+            headline=spec.headline,
+            headline_value=_headline(spec, final),
+            message="parameters and code unchanged since the last good run (use --force)",
+            report=str(final),
+        )
     staging_lock = None
     if publish:
         staging, staging_lock = _new_staging(name)
@@ -183,9 +203,14 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
     os.environ["LABKIT_HEADLESS"] = "1"
     try:
         papermill.execute_notebook(
-            str(notebook), str(output), parameters={"preset": preset, **overrides},
-            kernel_name=kernel or kernel_name(), cwd=str(notebook.parent), progress_bar=progress,
-            log_output=False)
+            str(notebook),
+            str(output),
+            parameters={"preset": preset, **overrides},
+            kernel_name=kernel or kernel_name(),
+            cwd=str(notebook.parent),
+            progress_bar=progress,
+            log_output=False,
+        )
         if not (staging / "manifest.json").exists():
             raise NotebookError(f"{notebook} ran but never called report.finalize(): no manifest was written")
         relativize_notebook_paths(output, staging, final if publish else staging)
@@ -195,31 +220,46 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
         manifest["published"] = bool(publish)
         atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
         if not publish:
-            return RunResult(name, "ok", time.time() - start, spec.headline, _headline(spec, staging),
-                             report=display_path(staging))
+            return RunResult(
+                name, "ok", time.time() - start, spec.headline, _headline(spec, staging), report=display_path(staging)
+            )
         publish_dir(staging, final)
-        return RunResult(name, "ok", time.time() - start, spec.headline, _headline(spec, final),
-                         report=display_path(final))
+        return RunResult(
+            name, "ok", time.time() - start, spec.headline, _headline(spec, final), report=display_path(final)
+        )
     except Exception as exc:  # a failing study must not stop the others
         message = path_rewriter(staging, staging if not publish else reports_root() / ".failed" / name)(
-            error_summary(exc))
+            error_summary(exc)
+        )
         if not isinstance(exc, (papermill.PapermillExecutionError, NotebookError)):
             message += "\n" + traceback.format_exc(limit=3)
         if output.exists():
             try:
-                relativize_notebook_paths(output, staging, staging if not publish else reports_root() / ".failed" / name)
+                relativize_notebook_paths(
+                    output, staging, staging if not publish else reports_root() / ".failed" / name
+                )
             except Exception:  # the notebook may be unreadable after a crash: keep it as it is
                 pass
         if not publish:
-            return RunResult(name, "failed", time.time() - start, spec.headline,
-                             message=f"{message} (executed notebook kept in {display_path(staging)})",
-                             report=display_path(staging))
+            return RunResult(
+                name,
+                "failed",
+                time.time() - start,
+                spec.headline,
+                message=f"{message} (executed notebook kept in {display_path(staging)})",
+                report=display_path(staging),
+            )
         failed = reports_root() / ".failed" / name
         if staging.is_dir():
             publish_dir(staging, failed)
-        return RunResult(name, "failed", time.time() - start, spec.headline,
-                         message=f"{message} (executed notebook kept in {display_path(failed)})",
-                         report=display_path(failed))
+        return RunResult(
+            name,
+            "failed",
+            time.time() - start,
+            spec.headline,
+            message=f"{message} (executed notebook kept in {display_path(failed)})",
+            report=display_path(failed),
+        )
     finally:
         if staging_lock is not None:
             _release_staging(staging, staging_lock)
@@ -230,11 +270,43 @@ def run_study(name: str, preset: str, overrides: dict[str, Any], force: bool = F
                 os.environ[key] = value
 
 
-_FILE_SUFFIXES = ("safetensors", "pth", "pt", "bin", "ckpt", "tif", "tiff", "png", "jpg", "jpeg", "bmp", "nc",
-                  "h5", "hdf5", "npz", "npy", "json", "yaml", "yml", "csv", "txt", "ipynb", "zip", "tar", "gz",
-                  "raw", "img", "mat", "pkl", "lock")
-_NAMES_A_FILE = re.compile(r"(?:^|[\s'\"(=:])(?:~|\.{1,2})?/[^\s'\"]+|"
-                           r"\b[\w\-]+\.(?:" + "|".join(_FILE_SUFFIXES) + r")\b", re.IGNORECASE)
+_FILE_SUFFIXES = (
+    "safetensors",
+    "pth",
+    "pt",
+    "bin",
+    "ckpt",
+    "tif",
+    "tiff",
+    "png",
+    "jpg",
+    "jpeg",
+    "bmp",
+    "nc",
+    "h5",
+    "hdf5",
+    "npz",
+    "npy",
+    "json",
+    "yaml",
+    "yml",
+    "csv",
+    "txt",
+    "ipynb",
+    "zip",
+    "tar",
+    "gz",
+    "raw",
+    "img",
+    "mat",
+    "pkl",
+    "lock",
+)
+_NAMES_A_FILE = re.compile(
+    r"(?:^|[\s'\"(=:])(?:~|\.{1,2})?/[^\s'\"]+|"
+    r"\b[\w\-]+\.(?:" + "|".join(_FILE_SUFFIXES) + r")\b",
+    re.IGNORECASE,
+)
 SUMMARY_LIMIT = 400
 
 
@@ -337,8 +409,12 @@ def path_rewriter(staging: Path, shown_as: Path):
     and the project root, the home folder and the Python environment disappear from the paths in it."""
     root = repo_root()
     pairs = []
-    for src, dst in ((staging, display_path(shown_as)), (root, "."), (Path(sys.prefix), "$PYTHON_PREFIX"),
-                     (Path.home(), "~")):
+    for src, dst in (
+        (staging, display_path(shown_as)),
+        (root, "."),
+        (Path(sys.prefix), "$PYTHON_PREFIX"),
+        (Path.home(), "~"),
+    ):
         for form in dict.fromkeys([str(Path(src)), str(Path(src).resolve())]):
             if form not in ("/", "."):
                 pairs.append((form, dst))
@@ -381,10 +457,17 @@ def relativize_notebook_paths(notebook: Path, staging: Path, shown_as: Path) -> 
     atomic_write_text(notebook, buffer)
 
 
-def reproduce(studies: list[str] | None = None, preset: str = "default",
-              overrides: list[tuple[str, str]] | None = None, jobs: int = 1, force: bool = False,
-              progress: bool = True, log=print, publish: bool | None = None,
-              out: str | Path | None = None) -> list[RunResult]:
+def reproduce(
+    studies: list[str] | None = None,
+    preset: str = "default",
+    overrides: list[tuple[str, str]] | None = None,
+    jobs: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    log=print,
+    publish: bool | None = None,
+    out: str | Path | None = None,
+) -> list[RunResult]:
     """Run the selected studies (all, in notebook order, when none are named); rebuild the index when
     something was published."""
     from labkit.reports.index import write_index
@@ -395,8 +478,10 @@ def reproduce(studies: list[str] | None = None, preset: str = "default",
         spec.resolve(preset, per_study[spec.name], nulls=explicit_nulls(per_study[spec.name]))
     will_publish = (preset == PUBLISHED_PRESET and out is None) if publish is None else publish
     if not will_publish:
-        log(f"preset {preset}: writing to run folders under {display_path(out) if out else 'runs/'} "
-            "(reports/ is published only from the default preset, or with --publish)")
+        log(
+            f"preset {preset}: writing to run folders under {display_path(out) if out else 'runs/'} "
+            "(reports/ is published only from the default preset, or with --publish)"
+        )
     results: list[RunResult] = []
     if jobs <= 1:
         for i, spec in enumerate(specs, 1):
@@ -406,8 +491,10 @@ def reproduce(studies: list[str] | None = None, preset: str = "default",
             results.append(result)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = {pool.submit(run_study, s.name, preset, per_study[s.name], force, False, None, publish, out): s
-                       for s in specs}
+            futures = {
+                pool.submit(run_study, s.name, preset, per_study[s.name], force, False, None, publish, out): s
+                for s in specs
+            }
             log(f"running {len(specs)} studies, {jobs} at a time ...")
             for future in as_completed(futures):
                 result = future.result()
@@ -423,13 +510,18 @@ def reproduce(studies: list[str] | None = None, preset: str = "default",
 # ----------------------------------------------------------------------------- sweeps
 
 
-def sweep_point(study: str, preset: str, overrides: dict[str, Any], folder: str, labkit_digest: str,
-                notebook_digest: str) -> dict[str, Any]:
+def sweep_point(
+    study: str, preset: str, overrides: dict[str, Any], folder: str, labkit_digest: str, notebook_digest: str
+) -> dict[str, Any]:
     """One point of a sweep (a grid task): run the notebook into ``folder``; return its metrics and claims."""
     result = run_study(study, preset, overrides, progress=False, publish=False, out=folder)
     point = Path(folder) / study
-    record: dict[str, Any] = {"status": result.status, "seconds": result.seconds, "folder": str(point),
-                              "message": result.message}
+    record: dict[str, Any] = {
+        "status": result.status,
+        "seconds": result.seconds,
+        "folder": str(point),
+        "message": result.message,
+    }
     try:
         record["metrics"] = json.loads((point / "metrics.json").read_text())
         record["claims"] = {c["id"]: c["status"] for c in json.loads((point / "claims.json").read_text())}
@@ -438,9 +530,16 @@ def sweep_point(study: str, preset: str, overrides: dict[str, Any], folder: str,
     return record
 
 
-def sweep(study: str, axes: dict[str, list[Any]], preset: str = "default",
-          fixed: dict[str, Any] | None = None, executor: str = "serial", workers: int | None = None,
-          scheduler: str | None = None, log=print) -> tuple[Path, Any]:
+def sweep(
+    study: str,
+    axes: dict[str, list[Any]],
+    preset: str = "default",
+    fixed: dict[str, Any] | None = None,
+    executor: str = "serial",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    log=print,
+) -> tuple[Path, Any]:
     """Run the product of ``axes`` (parameter -> values) as one grid of notebook runs into a run folder and
     write ``sweep.csv``/``sweep.md`` comparing the points (headline metric and claim statuses)."""
     import itertools
@@ -461,8 +560,10 @@ def sweep(study: str, axes: dict[str, list[Any]], preset: str = "default",
     base = new_run_dir(study, preset, "sweep")
     grid = Grid(f"sweep-{study}", sweep_point)
     # What every point's result depends on beyond its parameters: hashed once, not once per point.
-    code = {"labkit_digest": package_digest(),
-            "notebook_digest": notebook_source_digest(notebooks_dir() / spec.notebook)}
+    code = {
+        "labkit_digest": package_digest(),
+        "notebook_digest": notebook_source_digest(notebooks_dir() / spec.notebook),
+    }
     names = list(axes)
     points = []
     for combo in itertools.product(*axes.values()):
@@ -476,9 +577,12 @@ def sweep(study: str, axes: dict[str, list[Any]], preset: str = "default",
     result = grid.run(executor=executor, workers=workers, scheduler=scheduler, threads=None)
     rows = []
     for point, record in zip(points, result.records):
-        row = {**{k: json.dumps(v) if isinstance(v, list) else v for k, v in point.items()},
-               "status": record["status"], spec.headline: record["metrics"].get(spec.headline),
-               "seconds": round(record["seconds"], 1)}
+        row = {
+            **{k: json.dumps(v) if isinstance(v, list) else v for k, v in point.items()},
+            "status": record["status"],
+            spec.headline: record["metrics"].get(spec.headline),
+            "seconds": round(record["seconds"], 1),
+        }
         row.update({f"claim {cid}": status for cid, status in record["claims"].items()})
         row["folder"] = display_path(record["folder"])
         rows.append(row)

@@ -1,4 +1,5 @@
 """Probing, heads, LoRA and classical baselines."""
+
 import numpy as np
 import pytest
 import torch
@@ -38,15 +39,32 @@ def test_knn_probe_estimator_and_errors():
 
 def test_feature_extraction_shapes_and_cache(tiny_vit, tmp_path):
     images = np.random.default_rng(0).random((5, 30, 30)).astype(np.float32)
-    f1 = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="random(0)",
-                                  batch_size=2, cache_dir=tmp_path, progress=False)
+    f1 = probing.extract_features(
+        tiny_vit,
+        images,
+        img_size=32,
+        backbone="test_vit",
+        weights="random(0)",
+        batch_size=2,
+        cache_dir=tmp_path,
+        progress=False,
+    )
     assert f1.cls.shape == (5, 64) and f1.patch.shape == (5, 64, 2, 2) and not f1.from_cache
-    f2 = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="random(0)",
-                                  cache_dir=tmp_path, progress=False)
+    f2 = probing.extract_features(
+        tiny_vit, images, img_size=32, backbone="test_vit", weights="random(0)", cache_dir=tmp_path, progress=False
+    )
     assert f2.from_cache and np.array_equal(f1.patch, f2.patch)
     # batching does not change the features; a different weights id is a different cache entry
-    f3 = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="random(1)",
-                                  batch_size=5, cache_dir=tmp_path, progress=False)
+    f3 = probing.extract_features(
+        tiny_vit,
+        images,
+        img_size=32,
+        backbone="test_vit",
+        weights="random(1)",
+        batch_size=5,
+        cache_dir=tmp_path,
+        progress=False,
+    )
     assert not f3.from_cache and np.allclose(f1.cls, f3.cls, atol=1e-5)
     with torch.inference_mode():
         ref = tiny_vit.forward_features(vit_heads.prepare_input(torch.from_numpy(images[:1]), 32))
@@ -83,8 +101,9 @@ def test_token_head_learns_a_separable_task():
     res = probing.train_token_head(tokens, full, num_classes=2, epochs=15, lr=0.05, seed=0)
     pred = probing.predict_token_head(res.model, tokens, (16, 16))
     assert (pred == full).mean() > 0.9
-    knn = probing.knn_segment(tokens[:30], full[:30], tokens[30:], (16, 16), num_classes=2, k=5,
-                              memory_size=500, seed=0)
+    knn = probing.knn_segment(
+        tokens[:30], full[:30], tokens[30:], (16, 16), num_classes=2, k=5, memory_size=500, seed=0
+    )
     assert (knn == full[30:]).mean() > 0.9
 
 
@@ -160,32 +179,66 @@ def test_weighted_kmeans_matches_sklearn_on_histogram():
     values = np.concatenate([rng.normal(m, 5, 500) for m in (10, 50, 90)]).round()
     levels, counts = np.unique(values, return_counts=True)
     ours = baselines.weighted_kmeans_1d(levels, counts.astype(float), 3)
-    ref = np.sort(KMeans(3, n_init=5, random_state=0).fit(levels[:, None], sample_weight=counts)
-                  .cluster_centers_[:, 0])
+    ref = np.sort(KMeans(3, n_init=5, random_state=0).fit(levels[:, None], sample_weight=counts).cluster_centers_[:, 0])
     assert np.allclose(ours, ref, atol=1e-6)
 
 
 def test_features_keep_only_the_patch_tokens_asked_for(tiny_vit, tmp_path):
     images = np.random.default_rng(1).random((6, 32, 32)).astype(np.float32)
-    full = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="r", batch_size=4,
-                                    cache=False, progress=False)
-    part = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="r", batch_size=4,
-                                    cache_dir=tmp_path, progress=False, patch_index=[4, 1, 5])
+    full = probing.extract_features(
+        tiny_vit, images, img_size=32, backbone="test_vit", weights="r", batch_size=4, cache=False, progress=False
+    )
+    part = probing.extract_features(
+        tiny_vit,
+        images,
+        img_size=32,
+        backbone="test_vit",
+        weights="r",
+        batch_size=4,
+        cache_dir=tmp_path,
+        progress=False,
+        patch_index=[4, 1, 5],
+    )
     assert part.patch.shape == (3, 64, 2, 2) and np.allclose(part.cls, full.cls, atol=1e-5)
     assert np.allclose(part.patch_of([5, 1]), full.patch[[5, 1]], atol=1e-5)
     with pytest.raises(KeyError, match=r"\[0\]"):
         part.patch_of([0, 1])
-    again = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="r",
-                                     cache_dir=tmp_path, progress=False, patch_index=[1, 4, 5])
+    again = probing.extract_features(
+        tiny_vit,
+        images,
+        img_size=32,
+        backbone="test_vit",
+        weights="r",
+        cache_dir=tmp_path,
+        progress=False,
+        patch_index=[1, 4, 5],
+    )
     assert again.from_cache and np.array_equal(again.patch_of([4]), part.patch_of([4]))
     # a different subset is a different cache entry; an oversized result is not written
-    other = probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="r",
-                                     cache_dir=tmp_path, progress=False, patch_index=[0])
+    other = probing.extract_features(
+        tiny_vit,
+        images,
+        img_size=32,
+        backbone="test_vit",
+        weights="r",
+        cache_dir=tmp_path,
+        progress=False,
+        patch_index=[0],
+    )
     assert not other.from_cache
-    probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="big", cache_dir=tmp_path,
-                             progress=False, max_cache_bytes=10)
-    assert not probing.extract_features(tiny_vit, images, img_size=32, backbone="test_vit", weights="big",
-                                        cache_dir=tmp_path, progress=False).from_cache
+    probing.extract_features(
+        tiny_vit,
+        images,
+        img_size=32,
+        backbone="test_vit",
+        weights="big",
+        cache_dir=tmp_path,
+        progress=False,
+        max_cache_bytes=10,
+    )
+    assert not probing.extract_features(
+        tiny_vit, images, img_size=32, backbone="test_vit", weights="big", cache_dir=tmp_path, progress=False
+    ).from_cache
 
 
 def test_padded_inputs_are_cropped_back_and_padding_is_not_trained_on():
@@ -204,8 +257,17 @@ def test_padded_inputs_are_cropped_back_and_padding_is_not_trained_on():
     # without the crop, the 16-px grid would be squeezed onto 12 px and misaligned
     squeezed = probing.predict_token_head(res.model, tokens, (12, 12))
     assert (squeezed == masks).mean() < (pred == masks).mean()
-    knn = probing.knn_segment(tokens[:30], train[:30], tokens[30:], (12, 12), num_classes=2, k=5, memory_size=5000,
-                              seed=0, padded_size=(16, 16))
+    knn = probing.knn_segment(
+        tokens[:30],
+        train[:30],
+        tokens[30:],
+        (12, 12),
+        num_classes=2,
+        k=5,
+        memory_size=5000,
+        seed=0,
+        padded_size=(16, 16),
+    )
     assert knn.shape == (10, 12, 12) and (knn == masks[30:]).mean() > 0.9
     with pytest.raises(DataError, match="larger than the padded size"):
         probing.pad_masks(masks, 8)

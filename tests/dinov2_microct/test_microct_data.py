@@ -1,4 +1,5 @@
 """Simulator, CT forward model and loaders of labkit.data.microct."""
+
 import json
 
 import numpy as np
@@ -47,8 +48,10 @@ def test_forward_model_orders_phases_and_scanners_differ():
     assert grey["benchtop_80kv"].max() <= 255
     # noise: the synchrotron is the cleanest inside the mineral phase
     inner = ph == m.MINERAL
-    assert grey["synchrotron_25kev"][inner].std() / grey["synchrotron_25kev"][inner].mean() < \
-        grey["industrial_140kv"][inner].std() / grey["industrial_140kv"][inner].mean()
+    assert (
+        grey["synchrotron_25kev"][inner].std() / grey["synchrotron_25kev"][inner].mean()
+        < grey["industrial_140kv"][inner].std() / grey["industrial_140kv"][inner].mean()
+    )
 
 
 def test_ring_artifacts_and_cupping_show_in_a_uniform_sample():
@@ -63,8 +66,14 @@ def test_ring_artifacts_and_cupping_show_in_a_uniform_sample():
 
 
 def test_simulate_slices_metadata_and_selection():
-    ds = m.simulate_slices(("oolitic_limestone", "laminated_shale"), ("benchtop_80kv", "synchrotron_25kev"),
-                           samples_per_rock=2, slices_per_sample=3, size=32, seed=0)
+    ds = m.simulate_slices(
+        ("oolitic_limestone", "laminated_shale"),
+        ("benchtop_80kv", "synchrotron_25kev"),
+        samples_per_rock=2,
+        slices_per_sample=3,
+        size=32,
+        seed=0,
+    )
     assert ds.images.shape == (2 * 2 * 2 * 3, 32, 32) and ds.masks.shape == ds.images.shape
     assert ds.images.dtype == np.float32 and 0 <= ds.images.min() and ds.images.max() <= 1
     sub = ds.select(rocks=["laminated_shale"], scanners=["synchrotron_25kev"], geometries=[1])
@@ -134,8 +143,9 @@ def test_raw_volume_shape_dtype_mismatch_errors(tmp_path):
 def test_metaimage_big_endian(tmp_path):
     vol = np.arange(2 * 3 * 4, dtype=">i2").reshape(2, 3, 4)
     vol.tofile(tmp_path / "v.raw")
-    (tmp_path / "v.mhd").write_text("NDims = 3\nDimSize = 4 3 2\nElementType = MET_SHORT\n"
-                                    "BinaryDataByteOrderMSB = True\nElementDataFile = v.raw\n")
+    (tmp_path / "v.mhd").write_text(
+        "NDims = 3\nDimSize = 4 3 2\nElementType = MET_SHORT\nBinaryDataByteOrderMSB = True\nElementDataFile = v.raw\n"
+    )
     out = m.load_volume(tmp_path / "v.mhd")
     assert out.shape == (2, 3, 4) and np.array_equal(out, vol.astype(np.int16))
 
@@ -200,8 +210,11 @@ def test_labelled_slices_from_files_and_their_errors(tmp_path):
         m.load_labelled_slices(tmp_path / "rock.tif", tmp_path / "bad_labels.raw")
     # a mask whose size differs from its image
     tifffile.imwrite(tmp_path / "small_labels.tif", labels[:, :9], photometric="minisblack")
-    with pytest.raises(DataError, match=r"small_labels\.tif: label volume shape \(4, 9, 12\).*differs from "
-                                        r"the image volume rock\.tif \(4, 10, 12\)"):
+    with pytest.raises(
+        DataError,
+        match=r"small_labels\.tif: label volume shape \(4, 9, 12\).*differs from "
+        r"the image volume rock\.tif \(4, 10, 12\)",
+    ):
         m.load_labelled_slices(tmp_path / "rock.tif", tmp_path / "small_labels.tif")
     # a constant image volume cannot be normalised
     tifffile.imwrite(tmp_path / "flat.tif", np.full((4, 10, 12), 7, np.uint16), photometric="minisblack")

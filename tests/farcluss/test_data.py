@@ -257,7 +257,9 @@ def test_cityscapes_reads_unimatch_split_lists(tmp_path):
     label_ids = np.array([[7, 8], [26, 0]])
     stem = _cityscapes_tree(tmp_path, label_ids)
     split = tmp_path / "labeled.txt"
-    split.write_text(f"leftImg8bit/train/aachen/{stem}_leftImg8bit.png gtFine/train/aachen/{stem}_gtFine_labelTrainIds.png\n")
+    split.write_text(
+        f"leftImg8bit/train/aachen/{stem}_leftImg8bit.png gtFine/train/aachen/{stem}_gtFine_labelTrainIds.png\n"
+    )
     ds = sf.CityscapesFolder(tmp_path, split)
     assert ds.ids == [stem]
     np.testing.assert_array_equal(ds[0][1].numpy(), [[0, 1], [13, 255]])

@@ -1,7 +1,5 @@
 """FARCLUSS parts and the teacher-student step."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -174,8 +172,9 @@ def _reference_contrast(trainer, emb, yl, t_emb, probs, targets, weights, n_l):
     with torch.no_grad():
         t_lab = F.interpolate(probs, size=size, mode="area")
         t_arg = t_lab.argmax(dim=1)
-        t_arg = torch.where(ss.certainty_map(t_lab, cfg.certainty) >= cfg.prototype_confidence, t_arg,
-                            torch.full_like(t_arg, -1))
+        t_arg = torch.where(
+            ss.certainty_map(t_lab, cfg.certainty) >= cfg.prototype_confidence, t_arg, torch.full_like(t_arg, -1)
+        )
         update(emb[:n_l].detach(), lab_l)
         update(t_emb, t_arg)
     labels = torch.cat([lab_l.reshape(-1), torch.where(conf_u > 0, lab_u, -1).reshape(-1)])
@@ -193,8 +192,15 @@ def _reference_contrast(trainer, emb, yl, t_emb, probs, targets, weights, n_l):
     return (loss * w).sum() / w.sum().clamp_min(1e-6)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"contrast_pixels": 100}, {"pairwise": True, "prototype": False},
-                                       {"fuzzy": False, "uncertainty": False, "certainty": "maxprob"}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"contrast_pixels": 100},
+        {"pairwise": True, "prototype": False},
+        {"fuzzy": False, "uncertainty": False, "certainty": "maxprob"},
+    ],
+)
 def test_fast_contrast_computes_what_the_reference_computes(overrides):
     """Same loss, gradient, prototypes and readiness as the reference, step after step (classes appear late)."""
     import copy
@@ -228,10 +234,12 @@ def test_fast_contrast_computes_what_the_reference_computes(overrides):
 def test_step_costs_measure_rounds_and_reject_unknown_names(tiny_batch):
     images, masks = tiny_batch
     xl, yl, xu = torch.from_numpy(images[:2]), torch.from_numpy(masks[:2]), torch.from_numpy(images[2:4])
-    configs = {"supervised": ss.method_config("supervised"), "noc": ss.method_config("farcluss", prototype=False),
-               "proto": ss.method_config("farcluss")}
-    table = ss.measure_step_costs(_tiny_model, configs, xl, yl, xu, 8, repeats=3, warmup=0,
-                                  baselines={"proto": "noc"})
+    configs = {
+        "supervised": ss.method_config("supervised"),
+        "noc": ss.method_config("farcluss", prototype=False),
+        "proto": ss.method_config("farcluss"),
+    }
+    table = ss.measure_step_costs(_tiny_model, configs, xl, yl, xu, 8, repeats=3, warmup=0, baselines={"proto": "noc"})
     assert list(table.method) == list(configs) and table.attrs["rounds_ms"].shape == (3, 3)
     row = table.set_index("method").loc["proto"]
     rounds = table.attrs["rounds_ms"]
@@ -261,14 +269,16 @@ def _tiny_model():
     return ss.build_model(8, "resnet10t", encoder_depth=3, decoder_channels=16, embed_dim=8)
 
 
-@pytest.mark.parametrize("method,overrides", [("supervised", {}), ("fixmatch", {}), ("farcluss", {}),
-                                              ("farcluss", {"pairwise": True})])
+@pytest.mark.parametrize(
+    "method,overrides", [("supervised", {}), ("fixmatch", {}), ("farcluss", {}), ("farcluss", {"pairwise": True})]
+)
 def test_every_method_trains_and_updates_its_teacher(tiny_batch, method, overrides):
     images, masks = tiny_batch
     model = _tiny_model()
     config = ss.method_config(method, **overrides)
-    teacher, history = ss.train_semisupervised(model, images[:4], masks[:4], images[4:], config, num_classes=8,
-                                               iterations=2, batch_size=2, progress=False)
+    teacher, history = ss.train_semisupervised(
+        model, images[:4], masks[:4], images[4:], config, num_classes=8, iterations=2, batch_size=2, progress=False
+    )
     assert len(history) == 2 and np.isfinite(history["loss"]).all()
     if config.uses_unlabeled:
         assert "unsupervised" in history
@@ -291,8 +301,17 @@ def test_supervised_training_lowers_the_loss(tiny_batch):
 def test_semi_supervised_training_without_unlabeled_images_is_an_error(tiny_batch):
     images, masks = tiny_batch
     with pytest.raises(DataError, match="unlabeled set is empty"):
-        ss.train_semisupervised(_tiny_model(), images[:2], masks[:2], images[:0], ss.method_config("farcluss"),
-                                num_classes=8, iterations=1, batch_size=2, progress=False)
+        ss.train_semisupervised(
+            _tiny_model(),
+            images[:2],
+            masks[:2],
+            images[:0],
+            ss.method_config("farcluss"),
+            num_classes=8,
+            iterations=1,
+            batch_size=2,
+            progress=False,
+        )
 
 
 def test_sliding_window_prediction_tiles_the_large_image(tiny_batch):

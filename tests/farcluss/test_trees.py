@@ -17,7 +17,7 @@ def test_voc_train_aug_tree_reads_split_lists_labelled_first(tmp_path):
     assert data.train_images.shape == (24, 3, 16, 16) and data.class_names == sf.VOC_CLASSES
     assert data.split_lists == tree["splits"]
     labelled = list(dict.fromkeys(tree["splits"]["1_4"] + tree["splits"]["92"]))
-    assert data.train_ids[:len(labelled)] == labelled and sorted(data.train_ids) == sorted(tree["train"])
+    assert data.train_ids[: len(labelled)] == labelled and sorted(data.train_ids) == sorted(tree["train"])
     # held-out images keep their size (padded to the largest; the padding is ignored)
     assert data.val_images.shape == (4, 3, 20, 26) and data.val_ids == tree["val"]
     assert (data.val_masks[0, 18:] == 255).all() and (data.val_masks[1, :, 24:] == 255).all()  # 18x26 and 20x24
@@ -91,7 +91,8 @@ def test_a_cityscapes_label_id_outside_the_table_is_an_error(tmp_path):
     tree = trees.write_cityscapes_tree(tmp_path)
     city, stem = tree["val"][0]
     Image.fromarray(np.full((16, 32), 40, dtype=np.uint8), mode="L").save(
-        tmp_path / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png")
+        tmp_path / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png"
+    )
     with pytest.raises(DataError, match=r"labelIds\.png holds label ids \[40\] outside Cityscapes' 0\.\.33"):
         sf.load_semisup_folder("cityscapes", tmp_path, crop=16)
 
@@ -109,8 +110,11 @@ def test_class_list_problems_are_errors(tmp_path):
 def test_a_split_that_labels_every_image_leaves_no_unlabeled_set(tmp_path):
     tree = trees.write_folder_tree(tmp_path, n_train=6, splits=(("all6", 6),))
     (tmp_path / "splits" / "all6" / "labeled.txt").write_text("".join(f"{i}\n" for i in tree["train"]))
-    cfg = labkit.configure("farcluss", "smoke", {"data_source": "folders", "data_root": str(tmp_path),
-                                                 "splits": ["all6"], "image_size": 16})
+    cfg = labkit.configure(
+        "farcluss",
+        "smoke",
+        {"data_source": "folders", "data_root": str(tmp_path), "splits": ["all6"], "image_size": 16},
+    )
     data = study.load_data(cfg)
     with pytest.raises(DataError, match="the unlabeled set is empty"):
         study.labelled_indices(cfg, data, "all6", 0)
@@ -119,11 +123,23 @@ def test_a_split_that_labels_every_image_leaves_no_unlabeled_set(tmp_path):
 @pytest.mark.parametrize("source", ["voc", "cityscapes", "folders"])
 def test_the_study_runs_on_each_tree_with_frequency_groups_and_sliding_windows(tmp_path, monkeypatch, source):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
-    writer = {"voc": trees.write_voc_tree, "cityscapes": trees.write_cityscapes_tree,
-              "folders": trees.write_folder_tree}[source]
+    writer = {
+        "voc": trees.write_voc_tree,
+        "cityscapes": trees.write_cityscapes_tree,
+        "folders": trees.write_folder_tree,
+    }[source]
     tree = writer(tmp_path / "data")
-    cfg = labkit.configure("farcluss", "smoke", {"data_source": source, "data_root": str(tmp_path / "data"),
-                                                 "splits": ["1_4"], "image_size": 16, "ablation": "none"})
+    cfg = labkit.configure(
+        "farcluss",
+        "smoke",
+        {
+            "data_source": source,
+            "data_root": str(tmp_path / "data"),
+            "splits": ["1_4"],
+            "image_size": 16,
+            "ablation": "none",
+        },
+    )
     data = study.load_data(cfg)
     assert data.tile == 16 and data.val.images.shape[-1] > 16  # held-out images are scored by sliding window
     assert set(data.groups.values()) <= {"head", "body", "tail"}

@@ -24,8 +24,9 @@ def _image_for(rng, mask) -> np.ndarray:
     return np.clip(colours[mask] + rng.normal(0, 8, (*mask.shape, 3)), 0, 255).astype(np.uint8)
 
 
-def write_voc_tree(root: Path, n_train: int = 24, n_val: int = 4, size=(20, 24),
-                   splits=(("1_4", 6), ("92", 3))) -> dict:
+def write_voc_tree(
+    root: Path, n_train: int = 24, n_val: int = 4, size=(20, 24), splits=(("1_4", 6), ("92", 3))
+) -> dict:
     """Pascal VOC train_aug layout: JPEGImages/, SegmentationClass/ (palette PNGs, 255 borders), splits/train_aug.txt,
     splits/val.txt and splits/<name>/labeled.txt + unlabeled.txt in UniMatch's '<image> <mask>' format."""
     root = Path(root)
@@ -49,15 +50,16 @@ def write_voc_tree(root: Path, n_train: int = 24, n_val: int = 4, size=(20, 24),
         labeled = train[:: max(1, len(train) // n)][:n]
         (split_dir / name).mkdir(exist_ok=True)
         (split_dir / name / "labeled.txt").write_text(
-            "".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in labeled))
+            "".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in labeled)
+        )
         (split_dir / name / "unlabeled.txt").write_text(
-            "".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in train if i not in labeled))
+            "".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in train if i not in labeled)
+        )
         lists[name] = labeled
     return {"train": train, "val": val, "splits": lists}
 
 
-def write_cityscapes_tree(root: Path, n_train: int = 16, n_val: int = 3, size=(16, 32),
-                          splits=(("1_4", 4),)) -> dict:
+def write_cityscapes_tree(root: Path, n_train: int = 16, n_val: int = 3, size=(16, 32), splits=(("1_4", 4),)) -> dict:
     """Cityscapes layout: leftImg8bit/{train,val}/<city>/..._leftImg8bit.png, gtFine/.../..._gtFine_labelIds.png and
     splits/<name>/labeled.txt in UniMatch's format (labelTrainIds names, mapped to the labelIds files)."""
     root = Path(root)
@@ -77,15 +79,25 @@ def write_cityscapes_tree(root: Path, n_train: int = 16, n_val: int = 3, size=(1
     for name, n in splits:
         chosen = out["train"][:: max(1, n_train // n)][:n]
         (root / "splits" / name).mkdir(parents=True, exist_ok=True)
-        (root / "splits" / name / "labeled.txt").write_text("".join(
-            f"leftImg8bit/train/{c}/{s}_leftImg8bit.png gtFine/train/{c}/{s}_gtFine_labelTrainIds.png\n"
-            for c, s in chosen))
+        (root / "splits" / name / "labeled.txt").write_text(
+            "".join(
+                f"leftImg8bit/train/{c}/{s}_leftImg8bit.png gtFine/train/{c}/{s}_gtFine_labelTrainIds.png\n"
+                for c, s in chosen
+            )
+        )
         lists[name] = [s for _, s in chosen]
     return {**out, "splits": lists}
 
 
-def write_folder_tree(root: Path, classes=("background", "crop", "weed"), n_train: int = 16, n_val: int = 3,
-                      size=(18, 18), palette: bool = False, splits=(("1_4", 4),)) -> dict:
+def write_folder_tree(
+    root: Path,
+    classes=("background", "crop", "weed"),
+    n_train: int = 16,
+    n_val: int = 3,
+    size=(18, 18),
+    palette: bool = False,
+    splits=(("1_4", 4),),
+) -> dict:
     """Your own data: classes.txt, images/<id>.png, masks/<id>.png (greyscale or palette ids, 255 ignored),
     splits/val.txt and splits/<name>/labeled.txt (one id per line)."""
     root = Path(root)
@@ -95,8 +107,9 @@ def write_folder_tree(root: Path, classes=("background", "crop", "weed"), n_trai
     rng = np.random.default_rng(2)
     ids = [f"field_{i:03d}" for i in range(n_train + n_val)]
     for sid in ids:
-        mask = _blocky_mask(rng, size, [0, 0, 0, 1, 1, 2][: 2 * len(classes)] if len(classes) == 3
-                            else list(range(len(classes))))
+        mask = _blocky_mask(
+            rng, size, [0, 0, 0, 1, 1, 2][: 2 * len(classes)] if len(classes) == 3 else list(range(len(classes)))
+        )
         mask[-1, -1] = 255
         Image.fromarray(_image_for(rng, mask)).save(root / "images" / f"{sid}.png")
         if palette:

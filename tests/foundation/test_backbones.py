@@ -55,7 +55,8 @@ def test_named_checkpoints_say_which_study_makes_them(tmp_path, monkeypatch):
     (spec_dir / "maker.yaml").write_text(
         "name: maker\ntitle: t\nnotebook: 99_maker.ipynb\nheadline: h\n"
         "produces:\n  - {name: tiny-encoder, arch: resnet10t, help: test}\n"
-        "params:\n  seeds: {type: \"list[int]\", value: [0], help: s}\n")
+        'params:\n  seeds: {type: "list[int]", value: [0], help: s}\n'
+    )
     monkeypatch.setenv("LABKIT_SPECS", str(spec_dir))
     with pytest.raises(WeightsUnavailableError, match=r"'maker' produces it: run `labkit reproduce maker`"):
         create_backbone("resnet10t", weights="labkit:tiny-encoder")
@@ -71,8 +72,9 @@ def test_named_checkpoints_say_which_study_makes_them(tmp_path, monkeypatch):
 def test_segmenter_takes_encoder_weights_from_the_factory(tmp_path):
     encoder = timm.create_model("resnet10t", pretrained=False, features_only=True, in_chans=3)
     save_checkpoint(tmp_path / "enc", encoder.state_dict())
-    model = create_segmenter("unet", "resnet10t", weights=str(tmp_path / "enc.safetensors"), in_channels=3,
-                             num_classes=3)
+    model = create_segmenter(
+        "unet", "resnet10t", weights=str(tmp_path / "enc.safetensors"), in_channels=3, num_classes=3
+    )
     assert torch.equal(model.encoder.model.conv1[0].weight, encoder.conv1[0].weight)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
     with pytest.raises(WeightsUnavailableError):

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from labkit.core.atomic import atomic_write_text, publish_dir, recover_dir
 from labkit.core.checkpoints import load_checkpoint, load_state_into, save_checkpoint
 from labkit.core.errors import CheckpointMismatchError, WeightsUnavailableError
-from labkit.core.atomic import atomic_write_text, publish_dir, recover_dir
 
 
 def test_safetensors_roundtrip_with_sidecar(tmp_path):
@@ -25,7 +25,9 @@ def test_mismatched_checkpoint_names_the_keys(tmp_path):
     state, _ = load_checkpoint(tmp_path / "m.safetensors")
     with pytest.raises(CheckpointMismatchError, match=r"shape mismatch.*weight: checkpoint \(4, 3\) vs model \(5, 3\)"):
         load_state_into(nn.Linear(3, 5), state, source="m")
-    with pytest.raises(CheckpointMismatchError, match=r"missing key\(s\): 0.bias, 0.weight.*unexpected key\(s\): bias, weight"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"missing key\(s\): 0.bias, 0.weight.*unexpected key\(s\): bias, weight"
+    ):
         load_state_into(nn.Sequential(nn.Linear(3, 4)), state, source="m")
 
 

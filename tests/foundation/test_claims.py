@@ -4,8 +4,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labkit.core.claims import (HELD, NOT_EVALUATED, NOT_HELD, Check, Claim, Compare, Precondition, judge,
-                                judge_all, verdicts_table)
+from labkit.core.claims import (
+    HELD,
+    NOT_EVALUATED,
+    NOT_HELD,
+    Check,
+    Claim,
+    Compare,
+    Precondition,
+    judge,
+    judge_all,
+    verdicts_table,
+)
 
 
 def _runs(diffs, base=0.5):
@@ -36,8 +46,11 @@ def test_fewer_than_three_shared_seeds_is_not_evaluated():
 
 def test_less_direction_and_one_sample_constant():
     costs = pd.DataFrame({"round": range(5), "pct": [4.0, 5.0, 6.0, 5.5, 4.5], "contrast": "prototype"})
-    claim = Claim("cheap", "under 10 %", [Compare("pct", a={"contrast": "prototype"}, b=10.0, greater=False,
-                                                  table="costs", pair_on=("round",))])
+    claim = Claim(
+        "cheap",
+        "under 10 %",
+        [Compare("pct", a={"contrast": "prototype"}, b=10.0, greater=False, table="costs", pair_on=("round",))],
+    )
     assert judge(claim, {"costs": costs})["status"] == HELD
     costs["pct"] += 6
     assert judge(claim, {"costs": costs})["status"] == NOT_HELD
@@ -46,8 +59,12 @@ def test_less_direction_and_one_sample_constant():
 def test_failed_precondition_is_not_evaluated_with_its_numbers():
     runs = _runs([0.1, 0.12, 0.11])
     pre = pd.DataFrame({"encoder": ["mae"], "loss_ratio": [0.99]})
-    claim = Claim("c", "s", [Compare("miou", a={"arm": "a"}, b={"arm": "b"})],
-                  [Precondition.trained("loss_ratio", {"encoder": "mae"}, 0.5)])
+    claim = Claim(
+        "c",
+        "s",
+        [Compare("miou", a={"arm": "a"}, b={"arm": "b"})],
+        [Precondition.trained("loss_ratio", {"encoder": "mae"}, 0.5)],
+    )
     verdict = judge(claim, {"runs": runs, "pretraining": pre})
     assert verdict["status"] == NOT_EVALUATED
     assert "precondition 'trained' failed" in verdict["reason"] and "0.99" in verdict["reason"]
@@ -58,8 +75,14 @@ def test_failed_precondition_is_not_evaluated_with_its_numbers():
 def test_several_parts_name_the_failing_ones():
     runs = pd.concat([_runs([0.1, 0.11, 0.12]), _runs([-0.1, 0.2, 0.0]).replace({"a": "c"})])
     runs = runs.drop_duplicates(["arm", "seed"])
-    claim = Claim("c", "s", [Compare("miou", a={"arm": "a"}, b={"arm": "b"}, label="a vs b"),
-                             Compare("miou", a={"arm": "c"}, b={"arm": "b"}, label="c vs b")])
+    claim = Claim(
+        "c",
+        "s",
+        [
+            Compare("miou", a={"arm": "a"}, b={"arm": "b"}, label="a vs b"),
+            Compare("miou", a={"arm": "c"}, b={"arm": "b"}, label="c vs b"),
+        ],
+    )
     verdict = judge(claim, runs)
     assert verdict["status"] == NOT_HELD and "c vs b" in verdict["reason"] and "a vs b" not in verdict["reason"]
 

@@ -1,5 +1,3 @@
-import pytest
-
 from labkit.cli import main
 
 
@@ -7,7 +5,8 @@ def test_list_shows_studies_presets_and_parameters(capsys, monkeypatch, tmp_path
     (tmp_path / "toy.yaml").write_text(
         "name: toy\ntitle: A toy\nnotebook: 01_toy.ipynb\nheadline: score\nparams:\n"
         "  n_epochs: {type: int, min: 1, help: training epochs, presets: {smoke: 1, default: 5, paper: 50}}\n"
-        "  arch: {type: str, choices: [a, b], value: a, help: which network}\n")
+        "  arch: {type: str, choices: [a, b], value: a, help: which network}\n"
+    )
     monkeypatch.setenv("LABKIT_SPECS", str(tmp_path))
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -29,8 +29,11 @@ def test_environment_yml_mirrors_pyproject():
     wanted = _pyproject_requirements()
     missing = sorted(set(wanted) - set(pip_reqs))
     assert not missing, f"environment.yml lacks {missing}"
-    differ = {n: (str(wanted[n].specifier), str(pip_reqs[n].specifier)) for n in wanted
-              if wanted[n].specifier != pip_reqs[n].specifier}
+    differ = {
+        n: (str(wanted[n].specifier), str(pip_reqs[n].specifier))
+        for n in wanted
+        if wanted[n].specifier != pip_reqs[n].specifier
+    }
     assert not differ, f"pins differ between pyproject and environment.yml: {differ}"
 
 

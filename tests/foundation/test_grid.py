@@ -122,10 +122,12 @@ def test_a_failing_task_is_reported_and_the_others_are_kept(tmp_path):
 
 
 def test_killed_grid_resumes_with_the_missing_tasks_only(tmp_path):
-    script = (f"from labkit.core.grid import Grid\n"
-              f"g = Grid('toy', '{FN}', cache_dir={str(tmp_path / 'cache')!r})\n"
-              "g.product(fixed={'size': 4, 'steps': 5, 'sleep': 0.4}, seed=list(range(10)))\n"
-              "g.run(threads=1, progress=False)\n")
+    script = (
+        f"from labkit.core.grid import Grid\n"
+        f"g = Grid('toy', '{FN}', cache_dir={str(tmp_path / 'cache')!r})\n"
+        "g.product(fixed={'size': 4, 'steps': 5, 'sleep': 0.4}, seed=list(range(10)))\n"
+        "g.run(threads=1, progress=False)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", script])
     cache = tmp_path / "cache"
     deadline = time.time() + 60
@@ -138,8 +140,11 @@ def test_killed_grid_resumes_with_the_missing_tasks_only(tmp_path):
     grid = Grid("toy", FN, cache_dir=cache).product(fixed={"size": 4, "steps": 5, "sleep": 0.4}, seed=list(range(10)))
     resumed = grid.run(threads=1, progress=False)
     assert resumed.cached == done_before and resumed.computed == 10 - done_before
-    clean = Grid("toy", FN, cache_dir=tmp_path / "clean").product(
-        fixed={"size": 4, "steps": 5, "sleep": 0.4}, seed=list(range(10))).run(threads=1, progress=False)
+    clean = (
+        Grid("toy", FN, cache_dir=tmp_path / "clean")
+        .product(fixed={"size": 4, "steps": 5, "sleep": 0.4}, seed=list(range(10)))
+        .run(threads=1, progress=False)
+    )
     _same(resumed, clean)
     assert not list(cache.glob("*.tmp"))
 

@@ -13,8 +13,9 @@ def test_scores_match_scikit_learn_with_ignore_index():
     target = rng.integers(0, 4, size=(3, 32, 32))
     pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 4, size=target.shape))
     target[:, :4] = 255
-    scores = segmentation_scores(torch.as_tensor(pred), torch.as_tensor(target), 4, ignore_index=255,
-                                 class_names=list("abcd"))
+    scores = segmentation_scores(
+        torch.as_tensor(pred), torch.as_tensor(target), 4, ignore_index=255, class_names=list("abcd")
+    )
     keep = target != 255
     t, p = target[keep], pred[keep]
     np.testing.assert_allclose([scores[f"iou/{c}"] for c in "abcd"], jaccard_score(t, p, average=None))

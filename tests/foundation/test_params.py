@@ -41,17 +41,20 @@ def test_presets_resolve_and_overrides_apply_on_top(spec):
         cfg.n_epochs = 4
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("n_epochs", "ten", "parameter 'n_epochs'.*integer"),
-    ("n_epochs", 0, "parameter 'n_epochs'.*>= 1"),
-    ("n_epochs", 2.5, "parameter 'n_epochs'.*integer"),
-    ("lr", -1.0, "parameter 'lr'.*>= 0"),
-    ("backbone", "vgg", "parameter 'backbone'.*one of"),
-    ("use_lora", 1, "parameter 'use_lora'.*true or false"),
-    ("seeds", 3, "parameter 'seeds'.*list"),
-    ("seeds", [], "parameter 'seeds'.*empty"),
-    ("nonexistent", 1, "no parameter 'nonexistent'"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("n_epochs", "ten", "parameter 'n_epochs'.*integer"),
+        ("n_epochs", 0, "parameter 'n_epochs'.*>= 1"),
+        ("n_epochs", 2.5, "parameter 'n_epochs'.*integer"),
+        ("lr", -1.0, "parameter 'lr'.*>= 0"),
+        ("backbone", "vgg", "parameter 'backbone'.*one of"),
+        ("use_lora", 1, "parameter 'use_lora'.*true or false"),
+        ("seeds", 3, "parameter 'seeds'.*list"),
+        ("seeds", [], "parameter 'seeds'.*empty"),
+        ("nonexistent", 1, "no parameter 'nonexistent'"),
+    ],
+)
 def test_bad_parameters_raise_errors_that_name_them(spec, name, value, message):
     with pytest.raises(ParameterError, match=message):
         spec.resolve("default", {name: value})
@@ -73,14 +76,16 @@ def test_cli_values_parse_as_yaml(spec):
 
 def test_spec_file_errors_name_the_file_and_parameter(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(textwrap.dedent("""
+    bad.write_text(
+        textwrap.dedent("""
         name: bad
         title: t
         notebook: n.ipynb
         headline: h
         params:
           k: {type: int, min: 1, presets: {smoke: 0, default: 1, paper: 1}}
-    """))
+    """)
+    )
     with pytest.raises(ParameterError, match=r"bad.yaml preset 'smoke'.*>= 1"):
         parse_spec(bad)
     bad.write_text("name: bad\ntitle: t\nnotebook: n\nheadline: h\nparams:\n  k: {type: int, presets: {smoke: 1}}\n")
@@ -105,5 +110,9 @@ def test_shipped_specs_are_valid():
 
 
 def test_parameters_cell_names():
-    assert notebook_parameter_names("preset = 'default'\nn: int = None  # epochs\nx = y = 1\n") == \
-        ["preset", "n", "x", "y"]
+    assert notebook_parameter_names("preset = 'default'\nn: int = None  # epochs\nx = y = 1\n") == [
+        "preset",
+        "n",
+        "x",
+        "y",
+    ]

@@ -45,9 +45,21 @@ def spec(tmp_path, monkeypatch):
 
 # ---- 4: non-finite values ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, text", [("threshold", ".nan"), ("lr", ".nan"), ("lr", ".inf"), ("lr", "-.inf"),
-                                        ("lr", "1e400"), ("iterations", ".nan"), ("iterations", ".inf"),
-                                        ("fractions", "[0.5, .nan]"), ("seeds", "[1, .nan]")])
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("threshold", ".nan"),
+        ("lr", ".nan"),
+        ("lr", ".inf"),
+        ("lr", "-.inf"),
+        ("lr", "1e400"),
+        ("iterations", ".nan"),
+        ("iterations", ".inf"),
+        ("fractions", "[0.5, .nan]"),
+        ("seeds", "[1, .nan]"),
+    ],
+)
 def test_non_finite_values_are_rejected_naming_the_parameter(spec, name, text):
     with pytest.raises(ParameterError, match=rf"parameter '{name}'.*finite"):
         spec.params[name].parse_cli(text)
@@ -61,6 +73,7 @@ def test_non_finite_values_from_a_notebook_are_rejected(spec, value):
 
 
 # ---- 7: list elements, str parameters, seeds ----------------------------------------------------
+
 
 def test_every_list_element_gets_type_range_and_choices(spec):
     with pytest.raises(ParameterError, match=r"parameter 'fractions' item 1 \(2\).*<= 1"):
@@ -96,14 +109,18 @@ def test_valid_seeds_and_big_integers(spec):
 
 # ---- 5: explicit null ---------------------------------------------------------------------------
 
+
 def test_none_keeps_the_preset_and_an_explicit_null_replaces_it(spec):
     assert spec.resolve("default", {"threads": None}).threads == 1
     cfg = spec.resolve("default", {"threads": None, "img_size": None}, nulls=["threads", "img_size"])
     assert cfg.threads is None and cfg.img_size is None and cfg.ssl_max_seconds == 150
     assert spec.resolve("default", nulls=["ssl_max_seconds"]).ssl_max_seconds is None
     # The string "null" is an explicit null (a notebook cell in JupyterLab, papermill -p NAME null).
-    assert labkit.configure("toy", "default", {"threads": "null", "img_size": "NULL"}).to_dict() | {} \
-        == {**spec.resolve("default").to_dict(), "threads": None, "img_size": None}
+    assert labkit.configure("toy", "default", {"threads": "null", "img_size": "NULL"}).to_dict() | {} == {
+        **spec.resolve("default").to_dict(),
+        "threads": None,
+        "img_size": None,
+    }
     assert labkit.configure("toy", "default", {"threads": None}).threads == 1
     with pytest.raises(ParameterError, match="parameter 'iterations'.*may not be None or null"):
         spec.resolve("default", nulls=["iterations"])
@@ -117,9 +134,15 @@ def _kernel_history(*cells):
 
 def test_configure_counts_injected_values_and_ignores_notebook_globals(spec):
     own = "preset = 'default'  # smoke | default | paper\nthreads = None  # torch threads\nimg_size = None  # side"
-    injected = "# Parameters\npreset = \"default\"\nthreads = None\niterations = 3\n"
-    namespace = {**_kernel_history(own, injected), "preset": "default", "threads": None, "img_size": None,
-                 "iterations": 3, "unrelated_global": 1}
+    injected = '# Parameters\npreset = "default"\nthreads = None\niterations = 3\n'
+    namespace = {
+        **_kernel_history(own, injected),
+        "preset": "default",
+        "threads": None,
+        "img_size": None,
+        "iterations": 3,
+        "unrelated_global": 1,
+    }
     assert injected_parameters(namespace) == ["preset", "threads", "iterations"]
     cfg = labkit.configure("toy", "default", namespace)
     assert cfg.threads is None and cfg.img_size == 168 and cfg.iterations == 3
@@ -135,14 +158,15 @@ def test_configure_counts_injected_values_and_ignores_notebook_globals(spec):
 
 
 def test_an_injected_name_the_spec_does_not_know_is_an_error_with_near_matches(spec):
-    namespace = {**_kernel_history("# Parameters\npreset = \"smoke\"\nitertions = 3\n"), "itertions": 3}
+    namespace = {**_kernel_history('# Parameters\npreset = "smoke"\nitertions = 3\n'), "itertions": 3}
     with pytest.raises(ParameterError, match=r"no parameter 'itertions': did you mean 'iterations'"):
         labkit.configure("toy", "smoke", namespace)
-    paths = {**_kernel_history("# Parameters\nPAPERMILL_INPUT_PATH = \"a.ipynb\"\n"), "PAPERMILL_INPUT_PATH": "a"}
+    paths = {**_kernel_history('# Parameters\nPAPERMILL_INPUT_PATH = "a.ipynb"\n'), "PAPERMILL_INPUT_PATH": "a"}
     assert labkit.configure("toy", "smoke", paths).iterations == 10  # papermill --inject-paths is fine
 
 
 # ---- 10: weights paths --------------------------------------------------------------------------
+
 
 def test_a_weights_parameter_naming_a_missing_file_fails_before_the_run(spec, tmp_path):
     with pytest.raises(ParameterError, match=r"parameter 'encoder_weights'.*typo.pth.*does not exist"):
@@ -155,14 +179,18 @@ def test_a_weights_parameter_naming_a_missing_file_fails_before_the_run(spec, tm
 
 # ---- 5 and 6 through papermill, as a user runs it by hand ---------------------------------------
 
+
 def _tiny_notebook(path, out_json):
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("preset = \"default\"  # preset\niterations = None  # steps\n"
-                                       "threads = None  # torch threads\nimg_size = None  # side")
+    params = nbformat.v4.new_code_cell(
+        'preset = "default"  # preset\niterations = None  # steps\n'
+        "threads = None  # torch threads\nimg_size = None  # side"
+    )
     params.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell(
         "import json, labkit\nhelper = 1\ncfg = labkit.configure('toy', preset, globals())\n"
-        f"open({str(out_json)!r}, 'w').write(json.dumps(dict(cfg)))")
+        f"open({str(out_json)!r}, 'w').write(json.dumps(dict(cfg)))"
+    )
     nb.cells = [params, body]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
@@ -175,8 +203,14 @@ def test_papermill_by_hand_explicit_null_and_unknown_names(spec, tmp_path):
     _tiny_notebook(notebook, out)
 
     def run(**parameters):
-        papermill.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), parameters=parameters,
-                                   kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+        papermill.execute_notebook(
+            str(notebook),
+            str(tmp_path / "out.ipynb"),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(tmp_path),
+        )
         return json.loads(out.read_text())
 
     # papermill -p threads None (or -y 'threads: null') and -p img_size null: explicit nulls.

@@ -34,15 +34,27 @@ params:
 """
 
 CELLS = [
-    ("code", 'preset = "default"  # preset\nseeds = None  # seeds\nn = None  # n\nfail = None  # fail\n'
-             'threads = None  # threads', ["parameters"]),
-    ("code", "import os\nimport pandas as pd\nimport labkit\nfrom labkit.reports import Report\n"
-             "cfg = labkit.configure('{name}', preset, globals())\nreport = Report(cfg)\n"
-             "print('writing to', report.path)\nprint('working in', os.getcwd())", []),
-    ("code", "if cfg.fail:\n    raise RuntimeError('the toy failed on purpose\\nwhile reading ' + str(report.path / "
-             "'tile_007.tif') + '\\nsee the log')\n"
-             "report.table('numbers', pd.DataFrame({{'n': [cfg.n], 'threads': [str(cfg.threads)]}}))\n"
-             "report.metrics(score=cfg.n * 10)", []),
+    (
+        "code",
+        'preset = "default"  # preset\nseeds = None  # seeds\nn = None  # n\nfail = None  # fail\n'
+        "threads = None  # threads",
+        ["parameters"],
+    ),
+    (
+        "code",
+        "import os\nimport pandas as pd\nimport labkit\nfrom labkit.reports import Report\n"
+        "cfg = labkit.configure('{name}', preset, globals())\nreport = Report(cfg)\n"
+        "print('writing to', report.path)\nprint('working in', os.getcwd())",
+        [],
+    ),
+    (
+        "code",
+        "if cfg.fail:\n    raise RuntimeError('the toy failed on purpose\\nwhile reading ' + str(report.path / "
+        "'tile_007.tif') + '\\nsee the log')\n"
+        "report.table('numbers', pd.DataFrame({{'n': [cfg.n], 'threads': [str(cfg.threads)]}}))\n"
+        "report.metrics(score=cfg.n * 10)",
+        [],
+    ),
     ("code", "report.finalize()", []),
 ]
 
@@ -52,7 +64,7 @@ def write_toy(folder: Path, name: str, notebook: str):
     (folder / "notebooks").mkdir(exist_ok=True)
     (folder / "specs" / f"{name}.yaml").write_text(TOY_SPEC.format(name=name, notebook=notebook))
     nb = nbformat.v4.new_notebook()
-    for kind, source, tags in CELLS:
+    for _kind, source, tags in CELLS:
         cell = nbformat.v4.new_code_cell(source.format(name=name))
         cell.metadata["tags"] = tags
         nb.cells.append(cell)
@@ -63,8 +75,13 @@ def write_toy(folder: Path, name: str, notebook: str):
 @pytest.fixture
 def toys(tmp_path, monkeypatch):
     write_toy(tmp_path, "alpha", "01_alpha.ipynb")
-    for key, sub in (("LABKIT_SPECS", "specs"), ("LABKIT_NOTEBOOKS", "notebooks"), ("LABKIT_REPORTS", "reports"),
-                     ("LABKIT_RUNS", "runs"), ("LABKIT_ROOT", "")):
+    for key, sub in (
+        ("LABKIT_SPECS", "specs"),
+        ("LABKIT_NOTEBOOKS", "notebooks"),
+        ("LABKIT_REPORTS", "reports"),
+        ("LABKIT_RUNS", "runs"),
+        ("LABKIT_ROOT", ""),
+    ):
         monkeypatch.setenv(key, str(tmp_path / sub) if sub else str(tmp_path))
     return tmp_path
 
@@ -74,6 +91,7 @@ def quiet(*args, **kwargs):
 
 
 # ---- 5: -p NAME null ----------------------------------------------------------------------------
+
 
 def test_reproduce_with_an_explicit_null(toys):
     assert quiet(["alpha"], preset="default")[0].status == "ok"
@@ -88,13 +106,19 @@ def test_reproduce_with_an_explicit_null(toys):
 
 # ---- 9: the run summary -------------------------------------------------------------------------
 
+
 def test_error_summary_keeps_type_and_the_line_naming_a_file():
     import papermill
 
     long_tail = "x" * 300
-    exc = papermill.PapermillExecutionError(3, 3, "load()", "DataError",
-                                            "4 pages differ in size\n  in /data/scan/volume.tif: pages 16x16 "
-                                            f"and 20x20\n{long_tail}", ["Traceback..."])
+    exc = papermill.PapermillExecutionError(
+        3,
+        3,
+        "load()",
+        "DataError",
+        f"4 pages differ in size\n  in /data/scan/volume.tif: pages 16x16 and 20x20\n{long_tail}",
+        ["Traceback..."],
+    )
     summary = error_summary(exc)
     assert summary.startswith("DataError: 4 pages differ in size")
     assert "/data/scan/volume.tif" in summary and long_tail not in summary
@@ -190,8 +214,9 @@ def _run_toy(env: dict, n: int, queue) -> None:
 def test_two_runs_of_one_study_finishing_together_both_publish(toys):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    env = {k: os.environ[k] for k in ("LABKIT_SPECS", "LABKIT_NOTEBOOKS", "LABKIT_REPORTS", "LABKIT_RUNS",
-                                      "LABKIT_ROOT")}
+    env = {
+        k: os.environ[k] for k in ("LABKIT_SPECS", "LABKIT_NOTEBOOKS", "LABKIT_REPORTS", "LABKIT_RUNS", "LABKIT_ROOT")
+    }
     procs = [ctx.Process(target=_run_toy, args=(env, n, queue)) for n in (3, 4)]
     for p in procs:
         p.start()
@@ -205,6 +230,7 @@ def test_two_runs_of_one_study_finishing_together_both_publish(toys):
 
 
 # ---- 13: permissions ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_atomic_files_honour_the_umask(tmp_path, umask, mode):
@@ -223,6 +249,7 @@ def test_atomic_files_honour_the_umask(tmp_path, umask, mode):
 
 # ---- 14: stale staging folders ------------------------------------------------------------------
 
+
 def test_stale_staging_folders_are_cleaned_unless_locked_or_newer(tmp_path):
     root = tmp_path / ".staging"
     stale, locked, fresh = root / "alpha-stale", root / "alpha-locked", root / "alpha-fresh"
@@ -233,9 +260,17 @@ def test_stale_staging_folders_are_cleaned_unless_locked_or_newer(tmp_path):
     past = time.time() - 3600
     for path in (stale, locked, root / "alpha-orphan.lock"):
         os.utime(path, (past, past))
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom filelock import FileLock\n"
-                               f"lock = FileLock({str(locked) + '.lock'!r}); lock.acquire()\n"
-                               "print('locked', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom filelock import FileLock\n"
+            f"lock = FileLock({str(locked) + '.lock'!r}); lock.acquire()\n"
+            "print('locked', flush=True)\ntime.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         os.utime(locked, (past, past))
@@ -260,6 +295,7 @@ def test_a_publishing_run_removes_a_killed_runs_staging_folder(toys):
 
 
 # ---- 15: printed paths --------------------------------------------------------------------------
+
 
 def test_printed_paths_are_relative_to_the_project_and_name_the_published_folder(toys):
     assert quiet(["alpha"], preset="default")[0].status == "ok"

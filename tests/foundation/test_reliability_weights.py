@@ -31,10 +31,17 @@ def files(tmp_path_factory):
     partial = dict(headless)
     del partial["layer4.1.conv2.weight"]
     save_file(partial, str(folder / "partial.safetensors"))
-    return {"folder": folder, "vit": folder / "vit_tiny.safetensors", "resnet": folder / "resnet18.safetensors",
-            "resnet_model": resnet, "foo_st": folder / "foo.safetensors", "foo_pth": folder / "foo.pth",
-            "nontensor": folder / "nontensor.pth", "headless": folder / "headless.safetensors",
-            "partial": folder / "partial.safetensors"}
+    return {
+        "folder": folder,
+        "vit": folder / "vit_tiny.safetensors",
+        "resnet": folder / "resnet18.safetensors",
+        "resnet_model": resnet,
+        "foo_st": folder / "foo.safetensors",
+        "foo_pth": folder / "foo.pth",
+        "nontensor": folder / "nontensor.pth",
+        "headless": folder / "headless.safetensors",
+        "partial": folder / "partial.safetensors",
+    }
 
 
 @pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"features_only": True}, {}])
@@ -93,8 +100,11 @@ def test_vit_file_with_another_input_size_still_loads(files):
 def test_corrupt_safetensors_are_named(files, tmp_path, kind):
     path = tmp_path / f"{kind}.safetensors"
     if kind == "random":
-        path.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-                         .numpy().tobytes())
+        path.write_bytes(
+            torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+            .numpy()
+            .tobytes()
+        )
     else:
         path.write_bytes(files["resnet"].read_bytes()[:5000])
     for call in (lambda: load_checkpoint(path), lambda: create_backbone("resnet18", weights_path=path, num_classes=0)):
@@ -138,9 +148,11 @@ def test_training_state_with_a_pickle_payload_is_named_and_never_runs(tmp_path):
 
 def test_a_named_weights_file_that_does_not_exist_is_not_unavailable(tmp_path):
     missing = tmp_path / "typo.safetensors"
-    for call in (lambda: create_backbone("resnet18", weights_path=missing, num_classes=0),
-                 lambda: create_backbone("resnet18", weights=str(missing)),
-                 lambda: create_segmenter("unet", "resnet18", weights="pretrained", weights_path=missing)):
+    for call in (
+        lambda: create_backbone("resnet18", weights_path=missing, num_classes=0),
+        lambda: create_backbone("resnet18", weights=str(missing)),
+        lambda: create_segmenter("unet", "resnet18", weights="pretrained", weights_path=missing),
+    ):
         with pytest.raises(WeightsFileError, match="typo.safetensors does not exist") as info:
             call()
         assert not isinstance(info.value, WeightsUnavailableError)  # studies turn that into "not evaluated"

@@ -32,20 +32,28 @@ params:
 
 CELLS = [
     ("code", 'preset = "default"\nseeds = None\nn = None\nfail = None\nsleep = None', ["parameters"]),
-    ("code", "import time\nimport pandas as pd\nimport matplotlib.pyplot as plt\nimport labkit\n"
-             "from labkit.reports import Report\n"
-             "cfg = labkit.configure('{name}', preset, globals())\nreport = Report(cfg)", []),
+    (
+        "code",
+        "import time\nimport pandas as pd\nimport matplotlib.pyplot as plt\nimport labkit\n"
+        "from labkit.reports import Report\n"
+        "cfg = labkit.configure('{name}', preset, globals())\nreport = Report(cfg)",
+        [],
+    ),
     ("markdown", "The toy's table and figure.", []),
-    ("code", "if cfg.fail:\n    raise RuntimeError('the toy failed on purpose')\n"
-             "report.table('numbers', pd.DataFrame({{'n': [cfg.n], 'seeds': [len(cfg.seeds)]}}))\n"
-             "fig, ax = plt.subplots()\nax.plot([0, cfg.n])\nreport.figure('line', fig)\n"
-             "report.metrics(score=cfg.n * 10)\n"
-             "from labkit.core.claims import Claim, Compare\n"
-             "runs = pd.DataFrame({{'arm': ['a'] * 3 + ['b'] * 3, 'seed': [0, 1, 2] * 2,\n"
-             "                     'score': [cfg.n + 0.1, cfg.n + 0.2, cfg.n + 0.15, 0, 0, 0]}})\n"
-             "report.claim(Claim('c1', 'n is positive', [Compare('score', a={{'arm': 'a'}}, b={{'arm': 'b'}})]), runs)\n"
-             "report.claim(Claim('c2', 'needs weights', [], unavailable='weights unavailable'))\n"
-             "open(report.path / 'started.flag', 'w').close()\ntime.sleep(cfg.sleep)", []),
+    (
+        "code",
+        "if cfg.fail:\n    raise RuntimeError('the toy failed on purpose')\n"
+        "report.table('numbers', pd.DataFrame({{'n': [cfg.n], 'seeds': [len(cfg.seeds)]}}))\n"
+        "fig, ax = plt.subplots()\nax.plot([0, cfg.n])\nreport.figure('line', fig)\n"
+        "report.metrics(score=cfg.n * 10)\n"
+        "from labkit.core.claims import Claim, Compare\n"
+        "runs = pd.DataFrame({{'arm': ['a'] * 3 + ['b'] * 3, 'seed': [0, 1, 2] * 2,\n"
+        "                     'score': [cfg.n + 0.1, cfg.n + 0.2, cfg.n + 0.15, 0, 0, 0]}})\n"
+        "report.claim(Claim('c1', 'n is positive', [Compare('score', a={{'arm': 'a'}}, b={{'arm': 'b'}})]), runs)\n"
+        "report.claim(Claim('c2', 'needs weights', [], unavailable='weights unavailable'))\n"
+        "open(report.path / 'started.flag', 'w').close()\ntime.sleep(cfg.sleep)",
+        [],
+    ),
     ("code", "report.finalize()", []),
 ]
 
@@ -90,15 +98,27 @@ def test_runs_inject_parameters_publish_and_skip_when_unchanged(toys):
     assert [r.status for r in results] == ["ok"]
     folder = toys / "reports" / "alpha"
     assert json.loads((folder / "metrics.json").read_text())["score"] == 40
-    assert {"01_alpha.ipynb", "01_alpha.html", "line.png", "numbers.csv", "numbers.md", "claims.json",
-            "manifest.json", "metrics.json"} <= {p.name for p in folder.iterdir()}
+    assert {
+        "01_alpha.ipynb",
+        "01_alpha.html",
+        "line.png",
+        "numbers.csv",
+        "numbers.md",
+        "claims.json",
+        "manifest.json",
+        "metrics.json",
+    } <= {p.name for p in folder.iterdir()}
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["preset"] == "default" and manifest["params"]["n"] == 4 and manifest["seeds"] == [0, 1]
     assert manifest["published"] is True
     assert manifest["packages"]["torch"] and "cpu_count" in manifest["device"]
     executed = nbformat.read(folder / "01_alpha.ipynb", as_version=4)
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-               for c in executed.cells if c.cell_type == "code" for o in c.outputs), "figure not inline"
+    assert any(
+        o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    ), "figure not inline"
     index = (toys / "reports" / "README.md").read_text()
     assert "alpha" in index and "score = 40.000" in index and "1 / 0 / 1" in index
 
@@ -132,13 +152,19 @@ def test_a_notebook_run_by_hand_writes_a_run_folder_not_reports(toys):
     import papermill
 
     out = toys / "executed.ipynb"
-    papermill.execute_notebook(str(toys / "notebooks" / "01_alpha.ipynb"), str(out),
-                               parameters={"preset": "smoke"}, kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(toys / "notebooks" / "01_alpha.ipynb"),
+        str(out),
+        parameters={"preset": "smoke"},
+        kernel_name="python3",
+        progress_bar=False,
+    )
     assert not (toys / "reports").exists()
     runs = list((toys / "runs" / "alpha").glob("*-smoke"))
     assert len(runs) == 1 and (runs[0] / "claims.json").exists()
-    printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"
-                      for o in c.outputs)
+    printed = "".join(
+        o.get("text", "") for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs
+    )
     assert "This run writes" in printed and "reports/ holds the published default run" in printed
 
 
@@ -188,13 +214,16 @@ def test_parallel_jobs(toys):
     assert [(r.study, r.status) for r in results] == [("alpha", "ok"), ("beta", "ok")]
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(studies=["gamma"]), ParameterError, "unknown study 'gamma'"),
-    (dict(preset="fast"), ParameterError, "unknown preset 'fast'"),
-    (dict(overrides=[("n", "zero")]), ParameterError, "parameter 'n' must be an integer"),
-    (dict(overrides=[("n", "0")]), ParameterError, "parameter 'n' must be >= 1"),
-    (dict(overrides=[("epochs", "3")]), ParameterError, "no selected study has a parameter 'epochs'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(studies=["gamma"]), ParameterError, "unknown study 'gamma'"),
+        (dict(preset="fast"), ParameterError, "unknown preset 'fast'"),
+        (dict(overrides=[("n", "zero")]), ParameterError, "parameter 'n' must be an integer"),
+        (dict(overrides=[("n", "0")]), ParameterError, "parameter 'n' must be >= 1"),
+        (dict(overrides=[("epochs", "3")]), ParameterError, "no selected study has a parameter 'epochs'"),
+    ],
+)
 def test_bad_requests_fail_before_running(toys, kwargs, error, message):
     with pytest.raises(error, match=message):
         quiet(**kwargs)
@@ -211,10 +240,29 @@ def test_a_killed_run_leaves_the_previous_report_whole(toys):
     assert quiet(["alpha"], preset="default")[0].status == "ok"
     folder = toys / "reports" / "alpha"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "reproduce", "alpha", "--preset", "default",
-                             "--force", "--quiet", "-p", "sleep", "60", "-p", "n", "9"],
-                            env=os.environ.copy(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "labkit.cli",
+            "reproduce",
+            "alpha",
+            "--preset",
+            "default",
+            "--force",
+            "--quiet",
+            "-p",
+            "sleep",
+            "60",
+            "-p",
+            "n",
+            "9",
+        ],
+        env=os.environ.copy(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not list((toys / "reports" / ".staging").glob("alpha-*/started.flag")):
         assert time.time() < deadline and proc.poll() is None, "the run never reached its last cell"

@@ -24,12 +24,23 @@ def _model(seed=0):
 def test_fit_learns_restores_best_and_records_history():
     data = _toy_segmentation()
     loader = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
-    result = fit(_model(), loader, DataLoader(data, batch_size=8), num_classes=2, epochs=6, lr=0.05, seed=0,
-                 progress=False, scheduler="cosine")
+    result = fit(
+        _model(),
+        loader,
+        DataLoader(data, batch_size=8),
+        num_classes=2,
+        epochs=6,
+        lr=0.05,
+        seed=0,
+        progress=False,
+        scheduler="cosine",
+    )
     assert list(result.history.columns[:3]) == ["epoch", "train_loss", "lr"]
     assert result.history["val_miou"].max() == pytest.approx(result.best_score)
     assert result.best_score > 0.8
-    assert evaluate(result.model, DataLoader(data, batch_size=8), num_classes=2)["miou"] == pytest.approx(result.best_score)
+    assert evaluate(result.model, DataLoader(data, batch_size=8), num_classes=2)["miou"] == pytest.approx(
+        result.best_score
+    )
 
 
 def test_fit_is_deterministic_under_a_seed():
@@ -47,8 +58,18 @@ def test_early_stopping_and_classification():
     x = torch.randn(40, 5, generator=g)
     y = (x[:, 0] > 0).long()
     loader = DataLoader(TensorDataset(x, y), batch_size=10)
-    result = fit(nn.Linear(5, 2), loader, loader, task="classification", num_classes=2, epochs=50, lr=0.0,
-                 patience=2, progress=False, seed=0)
+    result = fit(
+        nn.Linear(5, 2),
+        loader,
+        loader,
+        task="classification",
+        num_classes=2,
+        epochs=50,
+        lr=0.0,
+        patience=2,
+        progress=False,
+        seed=0,
+    )
     assert result.stopped_early and len(result.history) == 4  # best at 1, then 3 epochs without gain
     assert "val_accuracy" in result.history
 
@@ -69,10 +90,20 @@ def test_interrupted_fit_resumes_from_its_last_epoch(tmp_path):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        fit(_model(), loader(), loader(), num_classes=2, epochs=4, seed=1, progress=False,
-            checkpoint_dir=tmp_path, on_epoch_end=stop_after_two)
-    resumed = fit(_model(), loader(), loader(), num_classes=2, epochs=4, seed=1, progress=False,
-                  checkpoint_dir=tmp_path)
+        fit(
+            _model(),
+            loader(),
+            loader(),
+            num_classes=2,
+            epochs=4,
+            seed=1,
+            progress=False,
+            checkpoint_dir=tmp_path,
+            on_epoch_end=stop_after_two,
+        )
+    resumed = fit(
+        _model(), loader(), loader(), num_classes=2, epochs=4, seed=1, progress=False, checkpoint_dir=tmp_path
+    )
     assert list(resumed.history["epoch"]) == [1, 2, 3, 4]
     np.testing.assert_allclose(resumed.history["train_loss"], full.history["train_loss"], rtol=1e-5)
 

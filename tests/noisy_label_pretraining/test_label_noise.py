@@ -110,7 +110,8 @@ def test_flips_follow_the_confusion_matrix():
     labels[:, 15:] = 1
     confusion = np.array([[0, 0, 1.0], [0, 0, 1.0], [1.0, 1.0, 0]])  # 0 and 1 are only ever mistaken for 2
     out = ln.ObjectClassFlips(severity=1.0, max_rate=1.0, num_classes=3, confusion=confusion)(
-        labels, np.random.default_rng(0))
+        labels, np.random.default_rng(0)
+    )
     assert (out == 2).all()
 
 

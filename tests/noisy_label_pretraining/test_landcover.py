@@ -121,8 +121,9 @@ def test_load_real_sentinel2_geotiff_with_undeclared_mask_nodata(shared_data):
     assert image.shape == (13, 512, 512) and meta["count"] == 13
     with pytest.raises(DataError, match=r"LabelHand.tif: mask has class id\(s\) \[-1\] outside the legend"):
         landcover.prepare_tiles(image[None], mask[None], 13, 2, names=[str(chip / "Spain_7370579_LabelHand.tif")])
-    _, mask, _ = landcover.load_tile(chip / "Spain_7370579_S2Hand.tif", chip / "Spain_7370579_LabelHand.tif",
-                                     mask_nodata=-1)
+    _, mask, _ = landcover.load_tile(
+        chip / "Spain_7370579_S2Hand.tif", chip / "Spain_7370579_LabelHand.tif", mask_nodata=-1
+    )
     assert (mask == 255).sum() == 99 and (mask == 1).sum() == 70035  # the label's own counts
     images, masks, counts = landcover.prepare_tiles(image[None], mask[None], 13, 2, crop=256)
     assert images.shape == (1, 13, 256, 256) and counts["tiles"] == 1

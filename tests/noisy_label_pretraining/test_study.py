@@ -12,14 +12,42 @@ from labkit.core.params import load_spec
 from labkit.models.segmentation import create_segmenter
 from labkit.studies import noisy_label_pretraining as study
 
-TINY = dict(seeds=[0], data_source="simulated", data_root=None, encoder_weights="pretrained", tile=32,
-            bands=["B08", "B04", "B03", "B02"], encoder="resnet10t", encoder_depth=3, decoder_width=8, batch_size=2,
-            lr=1e-3, finetune_lr=1e-3, n_pretrain_tiles=4, pretrain_steps=2, finetune_steps=4, eval_points=2,
-            n_val_tiles=1, k_values=[2, 4], n_test_tiles=2, noise_models=list(study.DEFAULT_NOISE),
-            noise_severity=0.3, noise_levels=[0.3, 1.0], sweep_k=None, task_b_k=2,
-            inits=["random", "noisy_encoder", "noisy_full", "clean_full", "imagenet"], kl_bins=16, layer_sample=64,
-            plateau_max_gain=0.02, label_limited_margin=0.02, save_checkpoint=True, device="cpu", executor="serial",
-            workers=None, scheduler=None)
+TINY = dict(
+    seeds=[0],
+    data_source="simulated",
+    data_root=None,
+    encoder_weights="pretrained",
+    tile=32,
+    bands=["B08", "B04", "B03", "B02"],
+    encoder="resnet10t",
+    encoder_depth=3,
+    decoder_width=8,
+    batch_size=2,
+    lr=1e-3,
+    finetune_lr=1e-3,
+    n_pretrain_tiles=4,
+    pretrain_steps=2,
+    finetune_steps=4,
+    eval_points=2,
+    n_val_tiles=1,
+    k_values=[2, 4],
+    n_test_tiles=2,
+    noise_models=list(study.DEFAULT_NOISE),
+    noise_severity=0.3,
+    noise_levels=[0.3, 1.0],
+    sweep_k=None,
+    task_b_k=2,
+    inits=["random", "noisy_encoder", "noisy_full", "clean_full", "imagenet"],
+    kl_bins=16,
+    layer_sample=64,
+    plateau_max_gain=0.02,
+    label_limited_margin=0.02,
+    save_checkpoint=True,
+    device="cpu",
+    executor="serial",
+    workers=None,
+    scheduler=None,
+)
 
 
 def test_produce_pretrained_encoder_loads_into_a_resnet18_unet_encoder():
@@ -31,8 +59,9 @@ def test_produce_pretrained_encoder_loads_into_a_resnet18_unet_encoder():
     assert meta["in_channels"] == 4 and meta["bands"] == ["B08", "B04", "B03", "B02"]
     assert meta["classes"][-1] == "artificial" and meta["noise_severity"] == 0.6
     assert len(meta["norm_mean"]) == 4 and 0 < meta["pixel_noise_rate"] < 1
-    named = create_segmenter("unet", encoder="resnet18", weights="labkit:noisy-pretrained-unet-r18",
-                             in_channels=4, num_classes=3)
+    named = create_segmenter(
+        "unet", encoder="resnet18", weights="labkit:noisy-pretrained-unet-r18", in_channels=4, num_classes=3
+    )
     key = next(iter(state))
     assert np.allclose(named.encoder.state_dict()[key].numpy(), state[key].numpy())
 
@@ -63,8 +92,12 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert (results.layers["sample"] == results.layers["sample"].iloc[0]).all()
     tables = study.claim_tables(results)
     verdicts = judge_all(study.declare_claims(TINY, unavailable=results.unavailable), tables)
-    assert [v["id"] for v in verdicts] == ["noisy_pretraining_beats_random", "encoder_transfers_to_new_classes",
-                                           "encoder_robust_decoder_sensitive", "benefit_shrinks_with_noise"]
+    assert [v["id"] for v in verdicts] == [
+        "noisy_pretraining_beats_random",
+        "encoder_transfers_to_new_classes",
+        "encoder_robust_decoder_sensitive",
+        "benefit_shrinks_with_noise",
+    ]
     assert all(v["status"] == NOT_EVALUATED and "n seeds 1 < 3" in v["reason"] for v in verdicts)
     saved = study.save_study_checkpoint(results)
     assert saved["saved"] is False and "resnet10t" in saved["reason"]
@@ -83,33 +116,79 @@ def test_resnet18_run_saves_the_full_depth_named_checkpoint():
     assert meta["encoder"] == "resnet18" and meta["bands"] == TINY["bands"] and meta["noise_severity"] == 0.3
 
 
-def _tables(random_few=0.30, random_many=0.40, gain_few=0.10, gain_many=0.02, late=0.0, seeds=(0, 1, 2),
-            sweep=(0.08, 0.05, 0.01), excess=(0.001, 0.02), loss_ratio=0.5, size_corr=0.1):
+def _tables(
+    random_few=0.30,
+    random_many=0.40,
+    gain_few=0.10,
+    gain_many=0.02,
+    late=0.0,
+    seeds=(0, 1, 2),
+    sweep=(0.08, 0.05, 0.01),
+    excess=(0.001, 0.02),
+    loss_ratio=0.5,
+    size_corr=0.1,
+):
     """Claim tables with per-seed jitter: the arms' values, the late gains, the sweep and the layer excess."""
     rng = np.random.default_rng(0)
     j = lambda: float(rng.normal(0, 0.003))  # noqa: E731
     runs = []
     for s in seeds:
         for k, base, gain in ((4, random_few, gain_few), (32, random_many, gain_many)):
-            runs += [dict(seed=s, task="lulc", init="random", k=k, pretraining="none", miou=base + j(), late_gain=late),
-                     dict(seed=s, task="lulc", init="noisy_full", k=k, pretraining="sev0p3", miou=base + gain + j(),
-                          late_gain=0.0),
-                     dict(seed=s, task="lulc", init="noisy_encoder", k=k, pretraining="sev0p3",
-                          miou=base + gain / 2 + j(), late_gain=0.0)]
-        runs += [dict(seed=s, task="structure", init="random", k=16, pretraining="none", miou=0.3 + j(), late_gain=late),
-                 dict(seed=s, task="structure", init="noisy_encoder", k=16, pretraining="sev0p3", miou=0.35 + j(),
-                      late_gain=0.0)]
+            runs += [
+                dict(seed=s, task="lulc", init="random", k=k, pretraining="none", miou=base + j(), late_gain=late),
+                dict(
+                    seed=s,
+                    task="lulc",
+                    init="noisy_full",
+                    k=k,
+                    pretraining="sev0p3",
+                    miou=base + gain + j(),
+                    late_gain=0.0,
+                ),
+                dict(
+                    seed=s,
+                    task="lulc",
+                    init="noisy_encoder",
+                    k=k,
+                    pretraining="sev0p3",
+                    miou=base + gain / 2 + j(),
+                    late_gain=0.0,
+                ),
+            ]
+        runs += [
+            dict(seed=s, task="structure", init="random", k=16, pretraining="none", miou=0.3 + j(), late_gain=late),
+            dict(
+                seed=s,
+                task="structure",
+                init="noisy_encoder",
+                k=16,
+                pretraining="sev0p3",
+                miou=0.35 + j(),
+                late_gain=0.0,
+            ),
+        ]
     runs = pd.DataFrame(runs)
     a = runs[runs.task == "lulc"]
-    gains = (a[a.init == "noisy_full"].set_index(["seed", "k"]).miou
-             - a[a.init == "random"].set_index(["seed", "k"]).miou).rename("gain").reset_index()
+    gains = (
+        (a[a.init == "noisy_full"].set_index(["seed", "k"]).miou - a[a.init == "random"].set_index(["seed", "k"]).miou)
+        .rename("gain")
+        .reset_index()
+    )
     sweep_rows = [dict(seed=s, severity=v, gain=g + j()) for s in seeds for v, g in zip((0.3, 0.6, 1.0), sweep)]
     layers = [dict(seed=s, part=p, excess=e + j() / 10) for s in seeds for p, e in zip(("encoder", "decoder"), excess)]
-    pre = pd.DataFrame([dict(seed=s, labels=lab, order=0, loss_ratio=loss_ratio) for s in seeds
-                        for lab in ("clean", "sev0p3")])
-    return {"runs": runs, "curves": runs, "gains": gains, "sweep": pd.DataFrame(sweep_rows),
-            "layers": pd.DataFrame(layers), "layer_null": pd.DataFrame([dict(seed=s, null_layers=10) for s in seeds]),
-            "layer_size": pd.DataFrame([dict(seed=s, size_corr_abs=size_corr) for s in seeds]), "pretraining": pre}
+    pre = pd.DataFrame(
+        [dict(seed=s, labels=lab, order=0, loss_ratio=loss_ratio) for s in seeds for lab in ("clean", "sev0p3")]
+    )
+    return {
+        "runs": runs,
+        "curves": runs,
+        "gains": gains,
+        "sweep": pd.DataFrame(sweep_rows),
+        "layers": pd.DataFrame(layers),
+        "layer_null": pd.DataFrame([dict(seed=s, null_layers=10) for s in seeds]),
+        "layer_size": pd.DataFrame([dict(seed=s, size_corr_abs=size_corr) for s in seeds]),
+        "pretraining": pre,
+    }
 
 
 DEFAULT = load_spec("noisy_label_pretraining").resolve("default")
@@ -173,7 +252,7 @@ def test_every_preset_validates_and_paper_matches_the_paper_setting():
     assert paper.encoder == "resnet18" and paper.tile == 288 and list(paper.bands) == ["B08", "B04", "B03", "B02"]
     assert study.decoder_channels(paper.decoder_width) == (256, 128, 64, 32, 16)
     default = spec.resolve("default")
-    assert len(default.seeds) >= 3 and default.tile >= 64 and default.tile // 2 ** default.encoder_depth >= 4
+    assert len(default.seeds) >= 3 and default.tile >= 64 and default.tile // 2**default.encoder_depth >= 4
     assert {4, 32} <= set(default.k_values) and len(default.noise_levels) >= 3 and min(default.noise_levels) > 0
 
 
@@ -193,18 +272,21 @@ def test_paths_that_do_not_exist_are_named_before_any_work(tmp_path):
         study.run({**TINY, "encoder_weights": str(tmp_path / "w.safetensors")}, progress=False)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(tile=36), "tile=36: a 3-stage U-Net needs a multiple of 8"),
-    (dict(tile=32, encoder_depth=5), "1x1 deepest map"),
-    (dict(noise_models=["boundary", "smudge"]), "noise_models: unknown"),
-    (dict(noise_models=["sensor_rule"], bands=["B03", "B02"]), "'sensor_rule' thresholds NDVI"),
-    (dict(noise_severity=0.0), "noise_severity must be > 0"),
-    (dict(noise_levels=[0.0, 0.5]), "clean pretraining is the reference line"),
-    (dict(inits=["noisy_full", "imagenet"]), "inits must include 'random'"),
-    (dict(inits=["random", "moco"]), "inits: unknown initialisations"),
-    (dict(k_values=[4, 4]), "k_values must be two or more distinct"),
-    (dict(bands=["B08", "B99"]), "bands: unknown Sentinel-2 bands"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(tile=36), "tile=36: a 3-stage U-Net needs a multiple of 8"),
+        (dict(tile=32, encoder_depth=5), "1x1 deepest map"),
+        (dict(noise_models=["boundary", "smudge"]), "noise_models: unknown"),
+        (dict(noise_models=["sensor_rule"], bands=["B03", "B02"]), "'sensor_rule' thresholds NDVI"),
+        (dict(noise_severity=0.0), "noise_severity must be > 0"),
+        (dict(noise_levels=[0.0, 0.5]), "clean pretraining is the reference line"),
+        (dict(inits=["noisy_full", "imagenet"]), "inits must include 'random'"),
+        (dict(inits=["random", "moco"]), "inits: unknown initialisations"),
+        (dict(k_values=[4, 4]), "k_values must be two or more distinct"),
+        (dict(bands=["B08", "B99"]), "bands: unknown Sentinel-2 bands"),
+    ],
+)
 def test_bad_settings_are_refused_before_any_training(change, message):
     with pytest.raises(ParameterError, match=message):
         study.run({**TINY, **change}, progress=False)
@@ -235,7 +317,9 @@ def test_imagenet_stem_gives_each_band_its_own_colour_filter(tmp_path, monkeypat
     from safetensors.torch import save_file
 
     reference = timm.create_model("resnet10t", pretrained=False)
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "resnet10t.c3_in1k.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in reference.state_dict().items()}, tmp_path / "resnet10t.c3_in1k.safetensors"
+    )
     monkeypatch.setenv("LABKIT_WEIGHTS_DIR", str(tmp_path))
     state = study.imagenet_encoder_state(6, "resnet10t", ["B08", "B04", "B03", "B02"], 8)
     rgb = reference.state_dict()["conv1.0.weight"]
@@ -245,7 +329,7 @@ def test_imagenet_stem_gives_each_band_its_own_colour_filter(tmp_path, monkeypat
     assert close(stem[:, 1], rgb[:, 0] * 0.75) and close(stem[:, 3], rgb[:, 2] * 0.75)
     assert close(stem[:, 0], rgb.mean(1) * 0.75)
     model = study.build_model(6, "resnet10t", in_channels=4, decoder_width=8, seed=0)
-    model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in state.items()}, strict=True)
+    model.encoder.load_state_dict({k[len("encoder.") :]: v for k, v in state.items()}, strict=True)
     monkeypatch.delenv("LABKIT_WEIGHTS_DIR")
     with pytest.raises(study.WeightsUnavailableError):
         study.imagenet_encoder_state(6, "resnet10t", ["B08", "B04", "B03", "B02"], 8)

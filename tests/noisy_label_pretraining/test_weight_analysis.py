@@ -9,10 +9,12 @@ from labkit.methods import weight_analysis as wa
 
 def _state(seed, scale=1.0):
     g = torch.Generator().manual_seed(seed)
-    return {"encoder.conv.weight": torch.randn(64, 3, 3, 3, generator=g) * scale,
-            "encoder.bn.weight": torch.ones(64),
-            "decoder.block.weight": torch.randn(16, 64, 3, 3, generator=g) * scale,
-            "segmentation_head.0.weight": torch.randn(4, 16, 1, 1, generator=g)}
+    return {
+        "encoder.conv.weight": torch.randn(64, 3, 3, 3, generator=g) * scale,
+        "encoder.bn.weight": torch.ones(64),
+        "decoder.block.weight": torch.randn(16, 64, 3, 3, generator=g) * scale,
+        "segmentation_head.0.weight": torch.randn(4, 16, 1, 1, generator=g),
+    }
 
 
 def test_layers_in_forward_order_by_part():
@@ -33,7 +35,8 @@ def test_kl_is_zero_for_identical_and_grows_with_difference():
 
 def test_kl_divergence_known_value():
     assert wa.kl_divergence([0.5, 0.5], [0.25, 0.75], eps=0) == pytest.approx(
-        0.5 * np.log(2) + 0.5 * np.log(0.5 / 0.75))
+        0.5 * np.log(2) + 0.5 * np.log(0.5 / 0.75)
+    )
 
 
 def test_shape_mismatch_is_an_error():
@@ -64,8 +67,11 @@ def test_layerwise_divergence_does_not_scale_with_layer_size():
     """Two independent draws of the same distribution: the histogram KL of whole layers falls with layer size
     (the finite-sample floor), the equal-size-subsample measure does not."""
     g = torch.Generator().manual_seed(0)
-    sizes = {"encoder.big.weight": (256, 256, 3, 3), "encoder.mid.weight": (64, 32, 3, 3),
-             "decoder.small.weight": (8, 8, 3, 3)}
+    sizes = {
+        "encoder.big.weight": (256, 256, 3, 3),
+        "encoder.mid.weight": (64, 32, 3, 3),
+        "decoder.small.weight": (8, 8, 3, 3),
+    }
     a = {n: torch.randn(*s, generator=g) for n, s in sizes.items()}
     b = {n: torch.randn(*s, generator=g) for n, s in sizes.items()}
     init = {n: torch.randn(*s, generator=g) for n, s in sizes.items()}
@@ -76,8 +82,13 @@ def test_layerwise_divergence_does_not_scale_with_layer_size():
     ratio = fair.value.max() / fair.value.min()
     assert ratio < 3.0, fair.value.to_dict()  # one realisation each; the whole-layer KL differs 20-fold
     # a real change (the decoder layer scaled by 2) stands far above that common floor
-    changed = wa.layerwise_divergence(a, {**b, "decoder.small.weight": b["decoder.small.weight"] * 2}, init,
-                                      sample=512, bins=16, draws=16, seed=0).set_index("name").value
+    changed = (
+        wa.layerwise_divergence(
+            a, {**b, "decoder.small.weight": b["decoder.small.weight"] * 2}, init, sample=512, bins=16, draws=16, seed=0
+        )
+        .set_index("name")
+        .value
+    )
     assert changed["decoder.small.weight"] > 5 * fair.value.max()
     assert np.allclose(wa.layerwise_divergence(a, a, init, seed=0).value, 0)
     with pytest.raises(ValueError, match="decoder.small.weight"):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from labkit.core.errors import DataError
 from labkit.data import sar
@@ -30,7 +29,9 @@ def test_scene_shapes_legend_and_masks(jan):
     assert np.isfinite(jan.sar[:, jan.valid]).all()
     assert jan.season == "freeze"
     # the incidence angle runs across the swath from near to far range
-    assert jan.incidence[0, 0] == pytest.approx(18.9, abs=0.01) and jan.incidence[0, -1] == pytest.approx(47.0, abs=0.01)
+    assert jan.incidence[0, 0] == pytest.approx(18.9, abs=0.01) and jan.incidence[0, -1] == pytest.approx(
+        47.0, abs=0.01
+    )
 
 
 def test_simulation_is_repeatable_and_seeded():
@@ -97,7 +98,9 @@ def test_azimuth_scalloping_is_periodic_along_azimuth_per_subswath():
     bands = np.array_split(np.arange(surface.shape[1]), sar.EW_SUBSWATHS)
     profiles = [ripple[:, cols].mean(1) for cols in bands]
     for cols, prof in zip(bands, profiles):
-        np.testing.assert_allclose(ripple[:, cols], np.repeat(prof[:, None], len(cols), 1), atol=1e-3)  # constant along range
+        np.testing.assert_allclose(
+            ripple[:, cols], np.repeat(prof[:, None], len(cols), 1), atol=1e-3
+        )  # constant along range
         spectrum = np.abs(np.fft.rfft(prof))
         assert np.argmax(spectrum[1:]) + 1 == 6  # six scalloping periods over the 96 azimuth lines
     assert max(np.abs(profiles[0] - p).max() for p in profiles[1:]) > 0.1  # phase differs between sub-swaths
@@ -144,17 +147,25 @@ def test_db_range_check_names_the_band(jan):
 
 
 def test_validate_scene_rejects_bad_charts_and_missing_polarisation(jan):
-    bad = sar.SarScene(sar=jan.sar.copy(), labels=jan.labels.copy(), land=jan.land, incidence=jan.incidence,
-                       name="chart_with_code_7")
+    bad = sar.SarScene(
+        sar=jan.sar.copy(), labels=jan.labels.copy(), land=jan.land, incidence=jan.incidence, name="chart_with_code_7"
+    )
     bad.labels[5, 5] = 7
     with pytest.raises(DataError, match="chart_with_code_7.*7.*outside the legend"):
         sar.validate_scene(bad)
-    one_band = sar.SarScene(sar=jan.sar[:1].copy(), labels=jan.labels, land=jan.land, incidence=jan.incidence,
-                            name="hh_only", band_names=("HH",))
+    one_band = sar.SarScene(
+        sar=jan.sar[:1].copy(),
+        labels=jan.labels,
+        land=jan.land,
+        incidence=jan.incidence,
+        name="hh_only",
+        band_names=("HH",),
+    )
     with pytest.raises(DataError, match="hh_only.*polarisation is missing"):
         sar.validate_scene(one_band)
-    holes = sar.SarScene(sar=jan.sar.copy(), labels=jan.labels.copy(), land=jan.land, incidence=jan.incidence,
-                         name="holes")
+    holes = sar.SarScene(
+        sar=jan.sar.copy(), labels=jan.labels.copy(), land=jan.land, incidence=jan.incidence, name="holes"
+    )
     holes.sar[1, 40:50, 60:70] = np.nan
     out = sar.validate_scene(holes)
     assert (out.labels[40:50, 60:70] == IGNORE_INDEX).all()
@@ -184,6 +195,7 @@ def test_tiles_and_scenes_smaller_than_the_tile(jan, jul):
 
 # ---- AI4Arctic-style netCDF ------------------------------------------------------------------------
 
+
 def test_netcdf_round_trip(tmp_path, jan):
     path = sar.write_ai4arctic_netcdf(tmp_path / "20180115T080000_dmi_prep.nc", jan)
     scene = sar.read_ai4arctic_netcdf(path)
@@ -208,8 +220,11 @@ def test_netcdf_sar_fill_value_is_masked_not_propagated(tmp_path, jul):
     ds = xr.load_dataset(path, mask_and_scale=False)
     hh = ds["nersc_sar_primary"].values.copy()
     hh[10:20, 30:40] = -9999.0  # the file's fill value, declared in _FillValue
-    ds["nersc_sar_primary"] = (ds["nersc_sar_primary"].dims, hh, {**ds["nersc_sar_primary"].attrs,
-                                                                  "_FillValue": np.float32(-9999.0)})
+    ds["nersc_sar_primary"] = (
+        ds["nersc_sar_primary"].dims,
+        hh,
+        {**ds["nersc_sar_primary"].attrs, "_FillValue": np.float32(-9999.0)},
+    )
     ds.to_netcdf(tmp_path / "filled.nc", encoding={"nersc_sar_primary": {"_FillValue": None}})
     scene = sar.read_ai4arctic_netcdf(tmp_path / "filled.nc")
     assert np.isnan(scene.sar[0, 10:20, 30:40]).all() and np.isfinite(scene.sar[1, 10:20, 30:40]).all()
@@ -234,8 +249,11 @@ def test_netcdf_bad_inputs_name_file_and_problem(tmp_path, jul):
     with pytest.raises(DataError, match="bad_sod.nc.*code\\(s\\) \\[9\\] outside the legend"):
         sar.read_ai4arctic_netcdf(tmp_path / "bad_sod.nc")
     lin = ds.copy()
-    lin["nersc_sar_secondary"] = (lin["nersc_sar_secondary"].dims, sar.to_linear(lin["nersc_sar_secondary"].values),
-                                  lin["nersc_sar_secondary"].attrs)  # says dB, holds linear values
+    lin["nersc_sar_secondary"] = (
+        lin["nersc_sar_secondary"].dims,
+        sar.to_linear(lin["nersc_sar_secondary"].values),
+        lin["nersc_sar_secondary"].attrs,
+    )  # says dB, holds linear values
     lin.to_netcdf(tmp_path / "mislabelled.nc")
     with pytest.raises(DataError, match="mislabelled.nc: band HV looks linear"):
         sar.read_ai4arctic_netcdf(tmp_path / "mislabelled.nc")
@@ -244,6 +262,7 @@ def test_netcdf_bad_inputs_name_file_and_problem(tmp_path, jul):
 
 
 # ---- GeoTIFF ---------------------------------------------------------------------------------------
+
 
 def test_geotiff_scene_reader(tmp_path, jul):
     from labkit.data.io import write_geotiff
@@ -285,8 +304,13 @@ def test_real_chip_matches_stored_constants(shared_data):
     folder = shared_data / "sea_ice" / "sen1floods11_sar_water_proxy"
     if not (folder / "Spain_7370579_S1Hand.tif").is_file():
         pytest.skip("the Sen1Floods11 chip is not in shared/data/sea_ice")
-    scene = sar.read_geotiff_scene(folder / "Spain_7370579_S1Hand.tif", folder / "Spain_7370579_LabelHand.tif",
-                                   label_map={1: 0, 0: 1}, label_nodata=(-1,), class_names=("water", "not_water"))
+    scene = sar.read_geotiff_scene(
+        folder / "Spain_7370579_S1Hand.tif",
+        folder / "Spain_7370579_LabelHand.tif",
+        label_map={1: 0, 0: 1},
+        label_nodata=(-1,),
+        class_names=("water", "not_water"),
+    )
     assert scene.band_names == ("VV", "VH") and (scene.labels == IGNORE_INDEX).sum() == 99
     live = sar.real_chip_statistics(folder)
     for key, value in sar.REAL_CHIP_STATS.items():
@@ -301,7 +325,11 @@ def test_simulated_statistics_against_the_real_chip():
     assert abs(cross["simulated freeze scenes"] - cross["reference (stored)"]) < 2.0
     enl = row.loc["co-pol speckle ENL over water (texture included)"]
     # speckle as heavy as the real chip's (within a factor of 1.6: noise near the floor smooths a little)
-    assert sar.REAL_CHIP_STATS["VV_water_enl"] / 1.6 < enl["simulated melt scenes"] < sar.REAL_CHIP_STATS["VV_water_enl"] * 1.6
+    assert (
+        sar.REAL_CHIP_STATS["VV_water_enl"] / 1.6
+        < enl["simulated melt scenes"]
+        < sar.REAL_CHIP_STATS["VV_water_enl"] * 1.6
+    )
     assert np.isnan(cross["reference (recomputed from shared chip)"])
     means = row.loc["co-pol mean dB"]
     assert abs(means["simulated year"] - means["reference (stored)"]) < sar.AI4ARCTIC_MEAN_STD_DB["HH"][1]
@@ -309,13 +337,15 @@ def test_simulated_statistics_against_the_real_chip():
 
 # ---- simulator: noise floors, texture, weather -----------------------------------------------------
 
+
 def test_both_channels_share_the_sentinel1_ew_noise_floor(monkeypatch):
     assert sar.NOISE_FLOOR_DB["HH"] == sar.NOISE_FLOOR_DB["HV"] == -25.0
     assert "-22" in sar.NOISE_FLOOR_SOURCE and "User Guide" in sar.NOISE_FLOOR_SOURCE
     monkeypatch.setattr(sar, "WATER_HH_A", -70.0)  # water far below the floor: what is measured is noise
     surface = np.full((64, 200), WATER)
-    db, physics = sar.simulate_backscatter(surface, np.zeros(surface.shape, np.int32), 1, np.random.default_rng(0),
-                                           wind_speed=1.0, scalloping_db=0.0)
+    db, physics = sar.simulate_backscatter(
+        surface, np.zeros(surface.shape, np.int32), 1, np.random.default_rng(0), wind_speed=1.0, scalloping_db=0.0
+    )
     for band, floor in enumerate((sar.HH_NOISE_FLOOR_DB, sar.HV_NOISE_FLOOR_DB)):
         assert abs(float(np.median(db[band])) - floor) < 1.5
     # the same range profile in both channels (one antenna): sub-swath medians move together
@@ -338,9 +368,11 @@ def test_texture_differs_by_class_and_polarisation():
     # HH and HV textures are related but not one field
     r = np.corrcoef(tex[0][myi], tex[1][myi])[0, 1]
     assert 0.4 < r < 0.9
+
     # correlation lengths differ by class: neighbouring pixels of multi-year ice are more alike
     def lag1(a):
         return np.corrcoef(a[:, :-1].ravel(), a[:, 1:].ravel())[0, 1]
+
     assert lag1(tex[0][:, 70:]) > lag1(tex[0][:, :58])
     wet = sar.texture_fields(surface, np.random.default_rng(0), melt=1.0)
     assert wet[0][myi].std() < tex[0][myi].std()  # wet snow damps texture
@@ -357,6 +389,7 @@ def test_every_scene_draws_its_own_weather():
 
 
 # ---- bad input named by file -----------------------------------------------------------------------
+
 
 def test_netcdf_raster_on_another_grid_names_the_file_and_variable(tmp_path, jul):
     import xarray as xr
@@ -388,10 +421,17 @@ def test_geotiff_with_three_unnamed_bands_needs_names(tmp_path, jul):
 
 # ---- folders of real scenes: one tree per layout, in the published layout -------------------------------
 
+
 def _scenes(size=96):
-    return [(sar.simulate_scene(m, size=size, seed=k), season, split) for m, season, split, k in
-            [(3, "freeze", "train", 0), (11, "freeze", "train", 1), (1, "freeze", "test", 2),
-             (7, "melt", "test", 3)]]
+    return [
+        (sar.simulate_scene(m, size=size, seed=k), season, split)
+        for m, season, split, k in [
+            (3, "freeze", "train", 0),
+            (11, "freeze", "train", 1),
+            (1, "freeze", "test", 2),
+            (7, "melt", "test", 3),
+        ]
+    ]
 
 
 @pytest.mark.parametrize("layout", ["ai4arctic", "geotiff", "extremeearth"])

@@ -1,7 +1,6 @@
 """The study runs fully on labkit.core.grid: the same records on every executor, and a rerun resumes."""
 
 import numpy as np
-import pytest
 
 from labkit.core.params import load_spec
 from labkit.studies import sar_transfer as study
@@ -35,9 +34,11 @@ def test_smoke_grid_gives_the_same_records_on_every_executor(optical_checkpoint,
     grid_tasks = len(study.build_grid(cfg, weights))
     assert grid_tasks == 6  # random, cross_sensor, gbm, majority at 16 tiles; random and gbm at 32
     runs = {}
-    for name, options in {"serial": {"executor": "serial", "threads": 1},
-                          "processes": {"executor": "processes", "workers": 2},
-                          "dask": {"executor": "dask", "workers": 2}}.items():
+    for name, options in {
+        "serial": {"executor": "serial", "threads": 1},
+        "processes": {"executor": "processes", "workers": 2},
+        "dask": {"executor": "dask", "workers": 2},
+    }.items():
         monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / f"cache-{name}"))  # each executor computes afresh
         res = study.run(cfg, weights, progress=False, **options)
         assert res.computed == grid_tasks and res.cached == 0
@@ -54,7 +55,6 @@ def test_smoke_grid_gives_the_same_records_on_every_executor(optical_checkpoint,
 
 
 def test_a_changed_checkpoint_reruns_only_the_tasks_that_read_it(optical_checkpoint, tmp_path, monkeypatch):  # noqa: F811
-    import torch
 
     from labkit.core.checkpoints import save_checkpoint
     from labkit.models.registry import named_checkpoint_path

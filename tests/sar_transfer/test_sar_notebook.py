@@ -17,18 +17,43 @@ NOTEBOOK = ROOT / "notebooks" / "04_sar_transfer.ipynb"
 
 @pytest.mark.parametrize("layout", ["ai4arctic", "geotiff"])
 def test_notebook_runs_on_a_fixture_tree(tmp_path, layout):
-    triples = [(sar.simulate_scene(m, size=112, seed=k), season, split) for m, season, split, k in
-               [(3, "freeze", "train", 0), (10, "freeze", "train", 1), (6, "melt", "train", 2),
-                (1, "freeze", "test", 3), (7, "melt", "test", 4)]]
+    triples = [
+        (sar.simulate_scene(m, size=112, seed=k), season, split)
+        for m, season, split, k in [
+            (3, "freeze", "train", 0),
+            (10, "freeze", "train", 1),
+            (6, "melt", "train", 2),
+            (1, "freeze", "test", 3),
+            (7, "melt", "test", 4),
+        ]
+    ]
     tree = sar.write_scene_tree(tmp_path / "scenes", triples, layout)
-    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)),
-                               {"preset": "smoke", "data_source": layout, "data_root": str(tree)})
+    nb = parameterize_notebook(
+        load_notebook_node(str(NOTEBOOK)), {"preset": "smoke", "data_source": layout, "data_root": str(tree)}
+    )
     target = tmp_path / NOTEBOOK.name
     write_ipynb(nb, str(target))
     env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks"), "LABKIT_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
-                           "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(target)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(target),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"nbval failed on the {layout} tree:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     claims = sorted((tmp_path / "runs").rglob("claims.json"))
     assert claims, "the run wrote no claims.json"

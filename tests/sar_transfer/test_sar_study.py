@@ -29,8 +29,11 @@ def optical_checkpoint(tmp_path, monkeypatch):
     torch.manual_seed(123)
     unet = smp.Unet(encoder_name="tu-resnet18", encoder_weights=None, in_channels=4, classes=5)
     state = unet.encoder.state_dict()
-    save_checkpoint(registry.named_checkpoint_path(study.CHECKPOINT_NAME), state,
-                    {"bands": "RGBN", "study": "noisy_label_pretraining", "produced_by": "test"})
+    save_checkpoint(
+        registry.named_checkpoint_path(study.CHECKPOINT_NAME),
+        state,
+        {"bands": "RGBN", "study": "noisy_label_pretraining", "produced_by": "test"},
+    )
     return state
 
 
@@ -144,7 +147,9 @@ def test_a_weights_file_is_an_option(tmp_path, optical_checkpoint):
     assert weights["cross_sensor"]["status"] == "ok"
     assert weights["cross_sensor"]["provenance"]["first_conv_bands"] == "2 -> 2"
     model = study.build_model("cross_sensor", 0, weights["cross_sensor"]["path"], 32)
-    torch.testing.assert_close(model.encoder.state_dict()["model.layer2.0.conv1.weight"], state["layer2.0.conv1.weight"])
+    torch.testing.assert_close(
+        model.encoder.state_dict()["model.layer2.0.conv1.weight"], state["layer2.0.conv1.weight"]
+    )
 
 
 def test_arms_differ_only_in_the_encoder(optical_checkpoint):
@@ -157,8 +162,9 @@ def test_arms_differ_only_in_the_encoder(optical_checkpoint):
             assert not same, key
         elif not key.startswith("encoder."):
             assert same, key  # decoder and head start identical
-    torch.testing.assert_close(b["encoder.model.conv1.weight"],
-                               study.adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 2))
+    torch.testing.assert_close(
+        b["encoder.model.conv1.weight"], study.adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 2)
+    )
 
 
 def test_scene_scores_average_over_classes_in_the_chart():
@@ -218,24 +224,38 @@ def test_pixel_features_are_the_bands_and_local_means():
 
 # ---- tables and claims on fake records ---------------------------------------------------------------
 
+
 def _record(arm, seed, n_tiles, miou, curve=None, class_iou=None):
     scenes = []
     for season in ("freeze", "melt"):
         for k in range(3):
             ious = (class_iou or {}).get(season, {n: miou[season] for n in study.CLASS_NAMES})
-            row = {"scene": f"{season}_{k + 1}", "season": season, "month": 1 if season == "freeze" else 7,
-                   "wind_speed": 5.0, "air_temperature": -20.0, "miou": miou[season] + 0.001 * k,
-                   "mean_f1": 0.5, "pixel_accuracy": 0.5, "classes_present": 4}
+            row = {
+                "scene": f"{season}_{k + 1}",
+                "season": season,
+                "month": 1 if season == "freeze" else 7,
+                "wind_speed": 5.0,
+                "air_temperature": -20.0,
+                "miou": miou[season] + 0.001 * k,
+                "mean_f1": 0.5,
+                "pixel_accuracy": 0.5,
+                "classes_present": 4,
+            }
             for name in study.CLASS_NAMES:
                 row[f"iou/{name}"] = ious[name]
                 row[f"f1/{name}"] = ious[name]
                 row[f"present/{name}"] = True
             scenes.append(row)
-    rec = {"arm": arm, "seed": seed, "n_tiles": n_tiles, "scenes": scenes, "confusion": {}, "maps": {},
-           "seconds": 1.0}
+    rec = {"arm": arm, "seed": seed, "n_tiles": n_tiles, "scenes": scenes, "confusion": {}, "maps": {}, "seconds": 1.0}
     if curve is not None:
-        rec.update(val_miou=np.asarray(curve, float), train_loss=np.ones(len(curve)), steps_per_epoch=3,
-                   epochs=len(curve), best_val_miou=max(curve), late_gain=study.late_gain(curve))
+        rec.update(
+            val_miou=np.asarray(curve, float),
+            train_loss=np.ones(len(curve)),
+            steps_per_epoch=3,
+            epochs=len(curve),
+            best_val_miou=max(curve),
+            late_gain=study.late_gain(curve),
+        )
     return rec
 
 
@@ -253,16 +273,33 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
         records.append(_record("random", s, 64, {"freeze": rich, "melt": rich}, slow))
         classes = {n: base for n in study.CLASS_NAMES}
         if freeze_mixed:
-            classes = {"open_water": base + 0.02, "young_ice": base - 0.02, "first_year_ice": base,
-                       "multi_year_ice": base}
-        records.append(_record("cross_sensor", s, 16, {"freeze": base + noise, "melt": base + melt_gain + noise},
-                               fast if pre_faster else slow[:1] + slow[:-1],
-                               class_iou={"freeze": classes}))
+            classes = {
+                "open_water": base + 0.02,
+                "young_ice": base - 0.02,
+                "first_year_ice": base,
+                "multi_year_ice": base,
+            }
+        records.append(
+            _record(
+                "cross_sensor",
+                s,
+                16,
+                {"freeze": base + noise, "melt": base + melt_gain + noise},
+                fast if pre_faster else slow[:1] + slow[:-1],
+                class_iou={"freeze": classes},
+            )
+        )
         records.append(_record("gbm", s, 16, {"freeze": 0.45, "melt": 0.4}))
-    weights = {"random": {"status": "ok", "reason": "", "label": "r", "provenance": {}},
-               "cross_sensor": {"status": "ok", "reason": "", "label": "c", "provenance": {}},
-               "imagenet": {"status": "not evaluated", "reason": "weights unavailable: offline", "label": "i",
-                            "provenance": {}}}
+    weights = {
+        "random": {"status": "ok", "reason": "", "label": "r", "provenance": {}},
+        "cross_sensor": {"status": "ok", "reason": "", "label": "c", "provenance": {}},
+        "imagenet": {
+            "status": "not evaluated",
+            "reason": "weights unavailable: offline",
+            "label": "i",
+            "provenance": {},
+        },
+    }
     settings = dict(cfg)
     return cfg, study.SarTransferResults(records=records, weights=weights, settings=settings)
 
@@ -318,6 +355,7 @@ def test_tables_show_floor_reference_and_per_scene_scores():
     metrics = study.headline_metrics(res)
     assert metrics["pretrained_arm"] == "cross_sensor"
     assert metrics["melt_miou_pretrained"] == pytest.approx(
-        study.season_frame(res).query("arm == 'cross_sensor' and season == 'melt' and n_tiles == 16")["miou"].mean())
+        study.season_frame(res).query("arm == 'cross_sensor' and season == 'melt' and n_tiles == 16")["miou"].mean()
+    )
     assert len(study.per_class_table(res)) > 0 and not study.convergence_table(res).empty
     assert isinstance(study.history_frame(res), pd.DataFrame)

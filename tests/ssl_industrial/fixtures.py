@@ -16,7 +16,7 @@ def _part(rng, size, colour, defect=False):
     mask = np.zeros((h, w), np.uint8)
     if defect:
         y, x = rng.integers(4, h - 8), rng.integers(4, w - 8)
-        mask[y:y + 5, x:x + 6] = 255
+        mask[y : y + 5, x : x + 6] = 255
         base[mask > 0] = 20
     img = base.astype(np.uint8)
     if colour:
@@ -24,8 +24,16 @@ def _part(rng, size, colour, defect=False):
     return img, mask
 
 
-def write_mvtec_tree(root, n_train_good=24, n_test_good=4, defects=("scratch", "hole"), n_per_defect=4,
-                     size=(40, 30), colour=True, seed=0):
+def write_mvtec_tree(
+    root,
+    n_train_good=24,
+    n_test_good=4,
+    defects=("scratch", "hole"),
+    n_per_defect=4,
+    size=(40, 30),
+    colour=True,
+    seed=0,
+):
     """``root`` as one MVTec AD category: train/good, test/good, test/<defect>, ground_truth/<defect>/*_mask.png."""
     rng = np.random.default_rng(seed)
     for i in range(n_train_good):
@@ -40,8 +48,9 @@ def write_mvtec_tree(root, n_train_good=24, n_test_good=4, defects=("scratch", "
     return root
 
 
-def write_per_class_tree(root, n_good=28, defects=("crack", "stain"), n_per_defect=4, size=(36, 44), colour=False,
-                         seed=1):
+def write_per_class_tree(
+    root, n_good=28, defects=("crack", "stain"), n_per_defect=4, size=(36, 44), colour=False, seed=1
+):
     """``root/<class>/Imgs/<name>.jpg`` with its mask beside it as ``<name>.png`` (the good class has none)."""
     rng = np.random.default_rng(seed)
     for i in range(n_good):

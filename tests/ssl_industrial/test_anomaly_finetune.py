@@ -5,15 +5,21 @@ import torch.nn.functional as F
 
 from labkit.core.errors import ParameterError
 from labkit.methods.anomaly import PatchCore, anomaly_aurocs, greedy_coreset, vit_patch_features
-from labkit.methods.ssl_industrial_finetune import (TokenClassifier, TokenSegmenter, finetune_classification,
-                                                    finetune_segmentation, trunk_tokens)
+from labkit.methods.ssl_industrial_finetune import (
+    TokenClassifier,
+    TokenSegmenter,
+    finetune_classification,
+    finetune_segmentation,
+    trunk_tokens,
+)
 from labkit.models.backbones import create_backbone
 
 
 def _vit():
     torch.manual_seed(0)
-    return create_backbone("vit_tiny", weights="random", img_size=32, patch_size=8, in_chans=1, num_classes=0,
-                           depth=3).eval()
+    return create_backbone(
+        "vit_tiny", weights="random", img_size=32, patch_size=8, in_chans=1, num_classes=0, depth=3
+    ).eval()
 
 
 def test_greedy_coreset_covers_every_cluster():
@@ -70,15 +76,17 @@ def test_finetuning_learns_a_learnable_task_and_leaves_the_encoder_alone():
     labels = np.zeros(48, np.int64)
     for i in range(0, 48, 2):  # defect: a bright 8x8 square in a random patch
         r, c = rng.integers(0, 4, 2) * 8
-        images[i, 0, r:r + 8, c:c + 8] += 3.0
-        masks[i, r:r + 8, c:c + 8] = 1
+        images[i, 0, r : r + 8, c : c + 8] += 3.0
+        masks[i, r : r + 8, c : c + 8] = 1
         labels[i] = 1
     tokens = trunk_tokens(enc, images, 2)
-    seg = finetune_segmentation(enc, tokens[:32], masks[:32], tokens[32:], masks[32:], trainable_blocks=2,
-                                steps=60, batch_size=8, lr=2e-3)
+    seg = finetune_segmentation(
+        enc, tokens[:32], masks[:32], tokens[32:], masks[32:], trainable_blocks=2, steps=60, batch_size=8, lr=2e-3
+    )
     assert seg["defect_iou"] > 0.5
-    cls = finetune_classification(enc, tokens[:32], labels[:32], tokens[32:], labels[32:], trainable_blocks=2,
-                                  steps=40, batch_size=8, lr=2e-3)
+    cls = finetune_classification(
+        enc, tokens[:32], labels[:32], tokens[32:], labels[32:], trainable_blocks=2, steps=40, batch_size=8, lr=2e-3
+    )
     assert cls["balanced_accuracy"] > 0.8
     for k, v in enc.state_dict().items():
         assert torch.equal(v, before[k]), f"fine-tuning changed the shared encoder's {k}"
@@ -97,8 +105,8 @@ def _blob_task(n=48, seed=0):
     masks = np.zeros((n, 32, 32), np.int64)
     for i in range(0, n, 2):
         r, c = rng.integers(0, 4, 2) * 8
-        images[i, 0, r:r + 8, c:c + 8] += 3.0
-        masks[i, r:r + 8, c:c + 8] = 1
+        images[i, 0, r : r + 8, c : c + 8] += 3.0
+        masks[i, r : r + 8, c : c + 8] = 1
     return images, masks
 
 
@@ -123,8 +131,18 @@ def test_lora_finetuning_learns_and_leaves_the_encoder_alone():
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     images, masks = _blob_task()
     tokens = trunk_tokens(enc, images, 3)
-    res = finetune_segmentation(enc, tokens[:32], masks[:32], tokens[32:], masks[32:], trainable_blocks=3,
-                                steps=60, batch_size=8, lr=5e-3, lora_rank=4)
+    res = finetune_segmentation(
+        enc,
+        tokens[:32],
+        masks[:32],
+        tokens[32:],
+        masks[32:],
+        trainable_blocks=3,
+        steps=60,
+        batch_size=8,
+        lr=5e-3,
+        lora_rank=4,
+    )
     assert res["defect_iou"] > 0.3 and res["trainable_params"] > 0
     for k, v in enc.state_dict().items():
         assert torch.equal(v, before[k]), f"LoRA fine-tuning changed the shared encoder's {k}"
@@ -171,12 +189,25 @@ def test_finetuning_repeats_whatever_ran_before():
     for noise in (1, 2):
         torch.manual_seed(noise)
         torch.rand(noise * 10)
-        runs.append(finetune_segmentation(enc, tokens[:16], masks[:16], tokens[16:], masks[16:], trainable_blocks=1,
-                                          steps=3, batch_size=8, seed=5)["miou"])
+        runs.append(
+            finetune_segmentation(
+                enc, tokens[:16], masks[:16], tokens[16:], masks[16:], trainable_blocks=1, steps=3, batch_size=8, seed=5
+            )["miou"]
+        )
         torch.manual_seed(noise)
-        runs.append(finetune_classification(enc, tokens[:16], (masks[:16].sum((1, 2)) > 0).astype(int), tokens[16:],
-                                            (masks[16:].sum((1, 2)) > 0).astype(int), trainable_blocks=1, steps=3,
-                                            batch_size=8, seed=5)["balanced_accuracy"])
+        runs.append(
+            finetune_classification(
+                enc,
+                tokens[:16],
+                (masks[:16].sum((1, 2)) > 0).astype(int),
+                tokens[16:],
+                (masks[16:].sum((1, 2)) > 0).astype(int),
+                trainable_blocks=1,
+                steps=3,
+                batch_size=8,
+                seed=5,
+            )["balanced_accuracy"]
+        )
     assert runs[0] == runs[2] and runs[1] == runs[3]
 
 
@@ -200,14 +231,25 @@ def test_fixed_steps_and_encoder_lr_scale():
     calls = []
     model = TokenSegmenter(enc, 1, out_size=32)
     loss = torch.nn.CrossEntropyLoss()
-    ft._train_steps(model, tokens, torch.as_tensor(masks), lambda out, y: calls.append(1) or loss(out, y), steps=7,
-                    batch_size=8, lr=1e-3, encoder_lr_scale=1.0, seed=0)
+    ft._train_steps(
+        model,
+        tokens,
+        torch.as_tensor(masks),
+        lambda out, y: calls.append(1) or loss(out, y),
+        steps=7,
+        batch_size=8,
+        lr=1e-3,
+        encoder_lr_scale=1.0,
+        seed=0,
+    )
     assert len(calls) == 7  # exactly the steps asked for, whatever the label count
     frozen_top = TokenSegmenter(enc, 1, out_size=32)
     before = [p.clone() for p in frozen_top.top.parameters()]
-    ft._train_steps(frozen_top, tokens, torch.as_tensor(masks), loss, steps=3, batch_size=8, lr=1e-3,
-                    encoder_lr_scale=0.0, seed=0)
+    ft._train_steps(
+        frozen_top, tokens, torch.as_tensor(masks), loss, steps=3, batch_size=8, lr=1e-3, encoder_lr_scale=0.0, seed=0
+    )
     assert all(torch.equal(a, b) for a, b in zip(before, frozen_top.top.parameters()))
     with pytest.raises(ParameterError, match="steps must be >= 1"):
-        ft._train_steps(model, tokens, torch.as_tensor(masks), loss, steps=0, batch_size=8, lr=1e-3,
-                        encoder_lr_scale=1.0, seed=0)
+        ft._train_steps(
+            model, tokens, torch.as_tensor(masks), loss, steps=0, batch_size=8, lr=1e-3, encoder_lr_scale=1.0, seed=0
+        )

@@ -3,15 +3,26 @@ import pytest
 import torch
 
 from labkit.core.errors import DataError, WeightsUnavailableError
-from labkit.methods.ssl import (BatchAugment, MaskedAutoencoder, SimCLR, nt_xent_loss, patchify, pretrain_mae,
-                                pretrain_simclr, random_masking, standardise, unpatchify)
+from labkit.methods.ssl import (
+    BatchAugment,
+    MaskedAutoencoder,
+    SimCLR,
+    nt_xent_loss,
+    patchify,
+    pretrain_mae,
+    pretrain_simclr,
+    random_masking,
+    standardise,
+    unpatchify,
+)
 from labkit.models.backbones import create_backbone
 
 
 def _vit(img=32, patch=8, chans=1):
     torch.manual_seed(0)
-    return create_backbone("vit_tiny", weights="random", img_size=img, patch_size=patch, in_chans=chans,
-                           num_classes=0, depth=2)
+    return create_backbone(
+        "vit_tiny", weights="random", img_size=img, patch_size=patch, in_chans=chans, num_classes=0, depth=2
+    )
 
 
 def test_patchify_roundtrip_and_order():
@@ -111,8 +122,9 @@ def test_named_checkpoint_round_trip_through_create_backbone():
     images = np.random.default_rng(0).random((16, 1, 32, 32)).astype(np.float32)
     enc, _ = pretrain_mae(images, img_size=32, patch_size=8, epochs=1, batch_size=8, progress=False)
     save_named_checkpoint("ssl-mae-vit-tiny-industrial", enc, checkpoint_meta(enc, data="test"))
-    loaded = create_backbone("vit_tiny", weights="labkit:ssl-mae-vit-tiny-industrial", img_size=32, patch_size=8,
-                             in_chans=1, num_classes=0).eval()
+    loaded = create_backbone(
+        "vit_tiny", weights="labkit:ssl-mae-vit-tiny-industrial", img_size=32, patch_size=8, in_chans=1, num_classes=0
+    ).eval()
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded.forward_features(x), enc.eval().forward_features(x))
@@ -145,12 +157,14 @@ def test_load_ssl_encoder_errors_name_the_problem(tmp_path, monkeypatch):
 def test_missing_named_checkpoint_says_which_study_makes_it(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CHECKPOINTS", str(tmp_path / "empty"))  # whatever other tests saved
     for name in ("ssl-simclr-vit-tiny-industrial", "ssl-mae-vit-tiny-industrial"):
-        with pytest.raises(WeightsUnavailableError, match=f"'{name}' does not exist yet.*labkit reproduce ssl_industrial"):
-            create_backbone("vit_tiny", weights=f"labkit:{name}", img_size=32, patch_size=8, in_chans=1,
-                            num_classes=0)
-    with pytest.raises(WeightsUnavailableError, match="no study declares .*'ssl-byol-vit'.*ssl-mae-vit-tiny-industrial"):
-        create_backbone("vit_tiny", weights="labkit:ssl-byol-vit", img_size=32, patch_size=8, in_chans=1,
-                        num_classes=0)
+        with pytest.raises(
+            WeightsUnavailableError, match=f"'{name}' does not exist yet.*labkit reproduce ssl_industrial"
+        ):
+            create_backbone("vit_tiny", weights=f"labkit:{name}", img_size=32, patch_size=8, in_chans=1, num_classes=0)
+    with pytest.raises(
+        WeightsUnavailableError, match="no study declares .*'ssl-byol-vit'.*ssl-mae-vit-tiny-industrial"
+    ):
+        create_backbone("vit_tiny", weights="labkit:ssl-byol-vit", img_size=32, patch_size=8, in_chans=1, num_classes=0)
 
 
 def test_pretrain_rejects_bad_parameters():

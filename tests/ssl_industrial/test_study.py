@@ -39,8 +39,8 @@ def test_paper_without_data_root_stops_at_once_naming_mvtec_its_layout_and_where
 def test_missing_paths_are_errors_naming_the_parameter(tmp_path):
     with pytest.raises(ParameterError, match="parameter data_root: folder .*nowhere does not exist"):
         study.check_inputs(_cfg(data_source="mvtec", data_root=str(tmp_path / "nowhere")))
-    with pytest.raises(ParameterError, match="parameter dinov2_weights: weights file"):
-        study.check_inputs(_cfg(dinov2_weights=str(tmp_path / "w.safetensors")))
+    with pytest.raises(ParameterError, match="parameter 'dinov2_weights' .*w.safetensors', which does not exist"):
+        _cfg(dinov2_weights=str(tmp_path / "w.safetensors"))  # configure checks it, before any work
     with pytest.raises(ParameterError, match="data_source is 'simulated'"):
         study.check_inputs(_cfg(data_root=str(tmp_path)))
 
@@ -82,8 +82,12 @@ def test_unknown_defect_folder_is_an_error(tmp_path):
 def test_every_claim_is_not_evaluated_with_the_reason_when_an_arm_is_missing():
     cfg = _cfg()
     assert all(c.unavailable is None for c in study.declare_claims(cfg))
-    claims = {c.id: c for c in study.declare_claims(cfg, unavailable={"dinov2": "weights unavailable: put them in X",
-                                                                      "mae": "did not train"})}
+    claims = {
+        c.id: c
+        for c in study.declare_claims(
+            cfg, unavailable={"dinov2": "weights unavailable: put them in X", "mae": "did not train"}
+        )
+    }
     assert "weights unavailable" in judge(claims["C4_foundation_model"], {})["reason"]
     for cid in ("C1_label_efficiency_mae", "C2_probe_vs_finetune", "C3_in_domain"):
         assert judge(claims[cid], {})["status"] == NOT_EVALUATED and "did not train" in claims[cid].unavailable
@@ -98,8 +102,9 @@ def _runs(gap_small, gap_large, scratch_gain=0.2):
         for n, gap in ((8, gap_small), (64, gap_large)):
             base = 0.1 + (scratch_gain if n == 64 else 0) + 0.01 * seed
             rows.append({"init": "scratch", "protocol": "full", "n_labels": n, "seed": seed, "defect_ap": base})
-            rows.append({"init": "mae", "protocol": "full", "n_labels": n, "seed": seed,
-                         "defect_ap": base + gap + 0.003 * seed})
+            rows.append(
+                {"init": "mae", "protocol": "full", "n_labels": n, "seed": seed, "defect_ap": base + gap + 0.003 * seed}
+            )
     return pd.DataFrame(rows)
 
 
@@ -114,8 +119,9 @@ def test_claim_tables_and_the_judge_on_claim1():
     assert widening["status"] == "did not hold"
     flat = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02, scratch_gain=0.0), "pretrained": pre}))
     assert flat["status"] == NOT_EVALUATED and "precondition 'label-limited' failed" in flat["reason"]
-    untrained = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02), "pretrained": {"mae": {"record": {
-        "loss_ratio": 0.97}}}}))
+    untrained = judge(
+        claim, study.claim_tables({"runs": _runs(0.1, 0.02), "pretrained": {"mae": {"record": {"loss_ratio": 0.97}}}})
+    )
     assert untrained["status"] == NOT_EVALUATED and "trained (mae)" in untrained["reason"]
 
 
@@ -123,8 +129,10 @@ def test_all_good_floor_and_a_full_finetune_that_trains_the_patch_embedding(tmp_
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     cfg = _cfg("smoke", seeds=[0], label_counts=[4, 8])
     data = study.make_data(cfg)
-    tasks = {(t["init"], t["n_labels"]): t for t in study.finetune_tasks(cfg, data, {}, {
-        k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")})}
+    tasks = {
+        (t["init"], t["n_labels"]): t
+        for t in study.finetune_tasks(cfg, data, {}, {k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")})
+    }
     assert {k[0] for k in tasks} == {"scratch", "unet", "all_good"}
     floor = study.finetune_task(**tasks["all_good", 8])
     prevalence = data["test"]["masks"].mean()

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 
 from labkit.core.errors import ParameterError
-from labkit.data.surfaces import (DEFECT_TYPES, MATERIAL_DEFECTS, MATERIALS, SurfaceSimulator, simulate_surfaces,
-                                  unrelated_images)
+from labkit.data.surfaces import (
+    DEFECT_TYPES,
+    MATERIAL_DEFECTS,
+    MATERIALS,
+    SurfaceSimulator,
+    simulate_surfaces,
+    unrelated_images,
+)
 
 
 def test_shapes_ranges_and_masks_follow_defect_types():

@@ -51,7 +51,6 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointMismatchError(f"checkpoint sidecar {meta_path} is not readable JSON: {exc}") from exc
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
@@ -59,7 +58,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
         except Exception as exc:  # SafetensorError, OSError, ValueError... on random or truncated bytes
             raise CheckpointMismatchError(
                 f"{path} is not a readable safetensors checkpoint (random bytes, truncated, or another format): "
-                f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
     import torch
 
     try:
@@ -68,15 +68,25 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
         first = (str(exc).strip().splitlines() or ["(no message)"])[0]
         raise CheckpointMismatchError(
             f"{path} is not a weights-only PyTorch checkpoint (truncated, corrupt, or holding pickled objects; "
-            f"{type(exc).__name__}: {first[:300]}); labkit never unpickles arbitrary objects") from exc
+            f"{type(exc).__name__}: {first[:300]}); labkit never unpickles arbitrary objects"
+        ) from exc
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
-        what = type(state).__name__ if not isinstance(state, dict) else (
-            "an empty dict" if not state else "a dict with non-tensor values such as " + ", ".join(
-                f"{k!r} ({type(v).__name__})" for k, v in list(
-                    (k, v) for k, v in state.items() if not hasattr(v, "shape"))[:3]))
+        what = (
+            type(state).__name__
+            if not isinstance(state, dict)
+            else (
+                "an empty dict"
+                if not state
+                else "a dict with non-tensor values such as "
+                + ", ".join(
+                    f"{k!r} ({type(v).__name__})"
+                    for k, v in list((k, v) for k, v in state.items() if not hasattr(v, "shape"))[:3]
+                )
+            )
+        )
         raise CheckpointMismatchError(f"{path} does not hold a state dict of tensors (it holds {what})")
     return state, meta
 
@@ -87,8 +97,9 @@ def _preview(keys, limit: int = 8) -> str:
     return ", ".join(keys[:limit]) + extra
 
 
-def load_state_into(model, state_dict: dict, source: str = "checkpoint", strict: bool = True,
-                    ignore: tuple[str, ...] = ()) -> dict[str, list[str]]:
+def load_state_into(
+    model, state_dict: dict, source: str = "checkpoint", strict: bool = True, ignore: tuple[str, ...] = ()
+) -> dict[str, list[str]]:
     """Load ``state_dict`` into ``model``; on any mismatch raise an error that names the keys.
 
     ``ignore``: key prefixes allowed to be missing or unexpected (e.g. a classifier head).
@@ -97,8 +108,11 @@ def load_state_into(model, state_dict: dict, source: str = "checkpoint", strict:
     keep = lambda k: not any(k.startswith(p) for p in ignore)  # noqa: E731
     missing = [k for k in own if k not in state_dict and keep(k)]
     unexpected = [k for k in state_dict if k not in own and keep(k)]
-    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
     if strict and (missing or unexpected or shapes):
         parts = []
         if missing:
@@ -108,7 +122,8 @@ def load_state_into(model, state_dict: dict, source: str = "checkpoint", strict:
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:4])}")
         raise CheckpointMismatchError(
-            f"{source} does not fit {type(model).__name__} (is it for another architecture?): " + "; ".join(parts))
+            f"{source} does not fit {type(model).__name__} (is it for another architecture?): " + "; ".join(parts)
+        )
     loadable = {k: v for k, v in state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     model.load_state_dict(loadable, strict=False)
     return {"missing": missing, "unexpected": unexpected, "shape_mismatch": shapes}
@@ -144,7 +159,8 @@ def load_training_state(path: str | Path) -> dict:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise CheckpointMismatchError(
             f"training state {path} cannot be read as weights only ({type(exc).__name__}: {first[:300]}); "
-            "labkit never unpickles arbitrary objects: save it with save_training_state") from exc
+            "labkit never unpickles arbitrary objects: save it with save_training_state"
+        ) from exc
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"training state {path} holds a {type(state).__name__}, not a dict")
     return state

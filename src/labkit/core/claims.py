@@ -44,9 +44,11 @@ from labkit.core.stats import paired_difference
 HELD, NOT_HELD, NOT_EVALUATED = "held", "did not hold", "not evaluated"
 STATUSES = (HELD, NOT_HELD, NOT_EVALUATED)
 MIN_SEEDS = 3
-RULE = ("a comparison holds when the paired 95 % t-interval of the difference over shared seeds lies on the "
-        f"claimed side of its margin; at least {MIN_SEEDS} shared seeds; a claim holds when every part holds; "
-        "a failed precondition leaves it not evaluated")
+RULE = (
+    "a comparison holds when the paired 95 % t-interval of the difference over shared seeds lies on the "
+    f"claimed side of its margin; at least {MIN_SEEDS} shared seeds; a claim holds when every part holds; "
+    "a failed precondition leaves it not evaluated"
+)
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 Tables = Mapping[str, pd.DataFrame]
@@ -109,8 +111,10 @@ class Compare:
     def values(self, tables: Tables) -> tuple[np.ndarray, np.ndarray]:
         """The paired values of A and B over their shared pairing keys (both 1-D, equal length)."""
         if self.table not in tables:
-            raise KeyError(f"comparison '{self.describe()}' reads table '{self.table}', which was not given "
-                           f"(tables: {sorted(tables)})")
+            raise KeyError(
+                f"comparison '{self.describe()}' reads table '{self.table}', which was not given "
+                f"(tables: {sorted(tables)})"
+            )
         table = tables[self.table]
         a = self._series(table, self.a)
         if isinstance(self.b, Mapping):
@@ -130,24 +134,38 @@ class Compare:
         series = rows.set_index(list(keys))[self.metric]
         if series.index.has_duplicates:
             dup = series.index[series.index.duplicated()][0]
-            raise ValueError(f"comparison '{self.describe()}': several rows share {self.pair_on} = {dup}; "
-                             "the filter must pick one row per seed")
+            raise ValueError(
+                f"comparison '{self.describe()}': several rows share {self.pair_on} = {dup}; "
+                "the filter must pick one row per seed"
+            )
         return series
 
     def evaluate(self, tables: Tables) -> dict[str, Any]:
         """Paired difference (A - B, sign as claimed) with its interval, and whether it holds."""
         a, b = self.values(tables)
-        diff = paired_difference(a, b) if len(a) else {"mean_diff": math.nan, "ci95_low": math.nan,
-                                                        "ci95_high": math.nan, "wins": 0, "n": 0}
+        diff = (
+            paired_difference(a, b)
+            if len(a)
+            else {"mean_diff": math.nan, "ci95_low": math.nan, "ci95_high": math.nan, "wins": 0, "n": 0}
+        )
         if self.greater:
             holds = bool(diff["n"] >= 2 and diff["ci95_low"] > self.margin)
             wins = int((a - b > self.margin).sum())
         else:
             holds = bool(diff["n"] >= 2 and diff["ci95_high"] < -self.margin)
             wins = int((a - b < -self.margin).sum())
-        return {"comparison": self.describe(), "metric": self.metric, "direction": ">" if self.greater else "<",
-                "mean_diff": diff["mean_diff"], "ci95_low": diff["ci95_low"], "ci95_high": diff["ci95_high"],
-                "wins": wins, "n": int(diff["n"]), "margin": float(self.margin), "holds": holds}
+        return {
+            "comparison": self.describe(),
+            "metric": self.metric,
+            "direction": ">" if self.greater else "<",
+            "mean_diff": diff["mean_diff"],
+            "ci95_low": diff["ci95_low"],
+            "ci95_high": diff["ci95_high"],
+            "wins": wins,
+            "n": int(diff["n"]),
+            "margin": float(self.margin),
+            "holds": holds,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,8 +194,13 @@ class Check:
         rows = _select(tables[self.table], self.where, self.table)
         values = rows[self.metric].to_numpy(dtype=float) if len(rows) else np.array([])
         passed = bool(len(values) and np.isfinite(values).all() and _OPS[self.op](values, self.value).all())
-        return {"check": self.describe(), "values": [round(float(v), 6) for v in values], "op": self.op,
-                "threshold": float(self.value), "holds": passed}
+        return {
+            "check": self.describe(),
+            "values": [round(float(v), 6) for v in values],
+            "op": self.op,
+            "threshold": float(self.value),
+            "holds": passed,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,30 +213,56 @@ class Precondition:
 
     # The preconditions the brief names, as constructors so every study words them alike.
     @classmethod
-    def label_limited(cls, metric: str, full: Mapping, few: Mapping, margin: float, table: str = "runs",
-                      pair_on: tuple[str, ...] = ("seed",)) -> "Precondition":
+    def label_limited(
+        cls,
+        metric: str,
+        full: Mapping,
+        few: Mapping,
+        margin: float,
+        table: str = "runs",
+        pair_on: tuple[str, ...] = ("seed",),
+    ) -> Precondition:
         """The baseline is label-limited: with all labels it beats itself with the fewest by ``margin``."""
-        return cls("label-limited", Compare(metric, a=full, b=few, margin=margin, table=table, pair_on=pair_on),
-                   why=f"the baseline with all labels beats itself with the fewest by more than {margin:g} {metric}")
+        return cls(
+            "label-limited",
+            Compare(metric, a=full, b=few, margin=margin, table=table, pair_on=pair_on),
+            why=f"the baseline with all labels beats itself with the fewest by more than {margin:g} {metric}",
+        )
 
     @classmethod
-    def trained(cls, ratio_metric: str, where: Mapping, max_ratio: float, table: str = "pretraining") -> "Precondition":
+    def trained(cls, ratio_metric: str, where: Mapping, max_ratio: float, table: str = "pretraining") -> Precondition:
         """The stand-in trained: its final loss over the trivial predictor's loss is below ``max_ratio``."""
-        return cls("trained", Check(ratio_metric, where, "<", max_ratio, table=table),
-                   why=f"final pretraining loss below {max_ratio:g} x the trivial predictor's loss")
+        return cls(
+            "trained",
+            Check(ratio_metric, where, "<", max_ratio, table=table),
+            why=f"final pretraining loss below {max_ratio:g} x the trivial predictor's loss",
+        )
 
     @classmethod
-    def resolvable(cls, metric: str, ceiling: Mapping, baseline: Mapping | float, margin: float = 0.0,
-                   table: str = "runs", pair_on: tuple[str, ...] = ("seed",)) -> "Precondition":
+    def resolvable(
+        cls,
+        metric: str,
+        ceiling: Mapping,
+        baseline: Mapping | float,
+        margin: float = 0.0,
+        table: str = "runs",
+        pair_on: tuple[str, ...] = ("seed",),
+    ) -> Precondition:
         """The resolution can show it: an oracle ceiling above the baseline it must beat."""
-        return cls("resolvable", Compare(metric, a=ceiling, b=baseline, margin=margin, table=table, pair_on=pair_on),
-                   why="an oracle at this resolution scores above the baseline the claim must beat")
+        return cls(
+            "resolvable",
+            Compare(metric, a=ceiling, b=baseline, margin=margin, table=table, pair_on=pair_on),
+            why="an oracle at this resolution scores above the baseline the claim must beat",
+        )
 
     @classmethod
-    def plateau(cls, metric: str, where: Mapping, max_late_gain: float, table: str = "curves") -> "Precondition":
+    def plateau(cls, metric: str, where: Mapping, max_late_gain: float, table: str = "curves") -> Precondition:
         """An arm reached a plateau: ``metric`` (its gain over the last fifth of training) is below the bound."""
-        return cls("plateau", Check(metric, where, "<", max_late_gain, table=table),
-                   why=f"the last fifth of training improved the score by less than {max_late_gain:g}")
+        return cls(
+            "plateau",
+            Check(metric, where, "<", max_late_gain, table=table),
+            why=f"the last fifth of training improved the score by less than {max_late_gain:g}",
+        )
 
     def evaluate(self, tables: Tables) -> dict[str, Any]:
         result = self.test.evaluate(tables)
@@ -245,8 +294,10 @@ class Claim:
 
 def _brief(evidence: Mapping[str, Any]) -> str:
     if "mean_diff" in evidence:
-        return (f"{evidence['mean_diff']:+.4g}, 95% CI [{evidence['ci95_low']:+.4g}, {evidence['ci95_high']:+.4g}], "
-                f"{evidence['wins']}/{evidence['n']} seeds")
+        return (
+            f"{evidence['mean_diff']:+.4g}, 95% CI [{evidence['ci95_low']:+.4g}, {evidence['ci95_high']:+.4g}], "
+            f"{evidence['wins']}/{evidence['n']} seeds"
+        )
     return f"values {evidence.get('values')} vs {evidence.get('op')} {evidence.get('threshold')}"
 
 
@@ -255,8 +306,14 @@ def judge(claim: Claim, tables: pd.DataFrame | Tables) -> dict[str, Any]:
 
     ``tables``: one tidy DataFrame (named ``runs``) or a mapping of table name to DataFrame.
     """
-    base = {"id": claim.id, "statement": claim.statement, "rule": RULE, "note": claim.note,
-            "comparisons": [], "preconditions": []}
+    base = {
+        "id": claim.id,
+        "statement": claim.statement,
+        "rule": RULE,
+        "note": claim.note,
+        "comparisons": [],
+        "preconditions": [],
+    }
     if claim.unavailable:
         return {**base, "status": NOT_EVALUATED, "reason": claim.unavailable}
     tables = _as_tables(tables)
@@ -294,8 +351,15 @@ def verdicts_table(verdicts: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for v in verdicts:
         pre = "; ".join(f"{p['name']} {'passed' if p['passed'] else 'FAILED'}" for p in v.get("preconditions", []))
-        rows.append({"claim": v["id"], "status": v["status"], "statement": v["statement"],
-                     "preconditions": pre or "-", "reason": v["reason"]})
+        rows.append(
+            {
+                "claim": v["id"],
+                "status": v["status"],
+                "statement": v["statement"],
+                "preconditions": pre or "-",
+                "reason": v["reason"],
+            }
+        )
     return pd.DataFrame(rows, columns=["claim", "status", "statement", "preconditions", "reason"])
 
 
@@ -308,8 +372,14 @@ def _node(table: str, metric: str, where: Mapping) -> tuple:
     return (table, metric, tuple(sorted((k, v) for k, v in where.items())))
 
 
-def synthetic_tables(claim: Claim, n_seeds: int = 5, flip: bool = False, break_precondition: int | None = None,
-                     noise: float = 1e-3, seed: int = 0) -> dict[str, pd.DataFrame]:
+def synthetic_tables(
+    claim: Claim,
+    n_seeds: int = 5,
+    flip: bool = False,
+    break_precondition: int | None = None,
+    noise: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, pd.DataFrame]:
     """Tables on which the claim's comparisons all hold (``flip``: all fail in the claimed direction's
     reverse), its preconditions pass except number ``break_precondition``, which fails."""
     edges = []  # (a_node, b_node or constant, signed gap): value(a) - value(b) should be gap

@@ -28,9 +28,11 @@ def resolve_device(name: str = "auto", announce: bool = True):
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ParameterError(f"parameter 'device' is {name!r} but torch sees no CUDA GPU here "
-                                 f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
-                                 "use device='auto' or 'cpu'")
+            raise ParameterError(
+                f"parameter 'device' is {name!r} but torch sees no CUDA GPU here "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); "
+                "use device='auto' or 'cpu'"
+            )
         return torch.device(name)
     return torch.device("cpu")
 
@@ -56,4 +58,3 @@ def grad_scaler(device, precision: str = "fp32"):
     if precision == "fp16" and torch.device(device).type == "cuda":
         return torch.amp.GradScaler("cuda")
     return None
-

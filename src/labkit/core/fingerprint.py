@@ -32,6 +32,9 @@ def package_digest(root: Path | None = None) -> str:
 
 
 def study_fingerprint(notebook: str | Path, preset: str, values: dict) -> str:
-    payload = json.dumps({"preset": preset, "params": values, "notebook": notebook_source_digest(notebook),
-                          "labkit": package_digest()}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"preset": preset, "params": values, "notebook": notebook_source_digest(notebook), "labkit": package_digest()},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]

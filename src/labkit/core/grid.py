@@ -33,7 +33,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def _module_file(name: str) -> Path | None:
     return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _labkit_imports(module: str) -> tuple[str, ...]:
     """The labkit modules ``module`` imports (directly), read from its source without importing it."""
     path = _module_file(module)
@@ -78,7 +78,7 @@ def _labkit_imports(module: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_digest(module: str) -> str:
     """Digest of ``module``'s source and of every labkit module it reaches through its imports."""
     seen, stack = set(), [module]
@@ -140,9 +140,17 @@ class Task:
 
     def fingerprint(self) -> str:
         module = self.fn.split(":")[0]
-        payload = json.dumps({"fn": self.fn, "params": _canonical(dict(self.params)),
-                              "inputs": _canonical(dict(self.inputs)), "code": code_digest(module),
-                              "format": RECORD_FORMAT}, sort_keys=True, default=str)
+        payload = json.dumps(
+            {
+                "fn": self.fn,
+                "params": _canonical(dict(self.params)),
+                "inputs": _canonical(dict(self.inputs)),
+                "code": code_digest(module),
+                "format": RECORD_FORMAT,
+            },
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -213,8 +221,10 @@ class RecordCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise GridError(f"grid cache folder {self.folder} cannot be created ({exc.strerror}); "
-                            "set LABKIT_CACHE to a writable folder") from exc
+            raise GridError(
+                f"grid cache folder {self.folder} cannot be created ({exc.strerror}); "
+                "set LABKIT_CACHE to a writable folder"
+            ) from exc
         if not os.access(self.folder, os.W_OK | os.X_OK):
             raise GridError(f"grid cache folder {self.folder} is not writable; set LABKIT_CACHE to a writable folder")
 
@@ -228,8 +238,9 @@ class RecordCache:
         try:
             return load_record(path.read_bytes())
         except (ValueError, KeyError, OSError, json.JSONDecodeError) as exc:
-            warnings.warn(f"cached record {path} for task ({task.key}) is corrupted ({exc}); recomputing it",
-                          stacklevel=3)
+            warnings.warn(
+                f"cached record {path} for task ({task.key}) is corrupted ({exc}); recomputing it", stacklevel=3
+            )
             return None
 
     def put(self, fingerprint: str, record: Mapping[str, Any]) -> None:
@@ -326,8 +337,11 @@ class _Progress:
         if self.enabled:
             seconds = time.time() - self.started
             failed_text = f", {failed} failed" if failed else ""
-            print(f"grid {self.name}: {self.done - failed} of {self.total} tasks done ({self.cached} from cache"
-                  f"{failed_text}) in {seconds:.0f} s", flush=True)
+            print(
+                f"grid {self.name}: {self.done - failed} of {self.total} tasks done ({self.cached} from cache"
+                f"{failed_text}) in {seconds:.0f} s",
+                flush=True,
+            )
 
 
 # ----------------------------------------------------------------------------- executors
@@ -359,10 +373,13 @@ def dask_client(scheduler: str | None, workers: int | None):
         try:
             return Client(scheduler, timeout="10s"), None
         except (OSError, TimeoutError) as exc:
-            raise GridError(f"Dask scheduler {scheduler} did not answer within 10 s ({type(exc).__name__}); "
-                            "is it running and reachable from here?") from exc
-    cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+            raise GridError(
+                f"Dask scheduler {scheduler} did not answer within 10 s ({type(exc).__name__}); "
+                "is it running and reachable from here?"
+            ) from exc
+    cluster = LocalCluster(
+        n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=None
+    )
     return Client(cluster), cluster
 
 
@@ -394,8 +411,13 @@ class GridResult:
 class Grid:
     """A named grid of tasks of one function. ``Grid(name, fn).add(**params)`` then ``.run(...)``."""
 
-    def __init__(self, name: str, fn: str | Callable, cache_dir: str | Path | None = None,
-                 inputs: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        fn: str | Callable,
+        cache_dir: str | Path | None = None,
+        inputs: Mapping[str, str] | None = None,
+    ):
         if callable(fn):
             fn = f"{fn.__module__}:{fn.__qualname__}"
         if "<" in fn or "." in fn.split(":")[-1]:
@@ -409,11 +431,11 @@ class Grid:
         self.cache_dir = Path(cache_dir)
         self.tasks: list[Task] = []
 
-    def add(self, **params: Any) -> "Grid":
+    def add(self, **params: Any) -> Grid:
         self.tasks.append(Task(self.fn, dict(params), self.inputs))
         return self
 
-    def product(self, fixed: Mapping[str, Any] | None = None, **axes: Iterable[Any]) -> "Grid":
+    def product(self, fixed: Mapping[str, Any] | None = None, **axes: Iterable[Any]) -> Grid:
         """One task per combination of the axes' values (the last axis varies fastest)."""
         import itertools
 
@@ -425,9 +447,16 @@ class Grid:
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def run(self, executor: str = "serial", workers: int | None = None, scheduler: str | None = None,
-            threads: int | None = None, progress: bool = True, raise_errors: bool = True,
-            client=None) -> GridResult:
+    def run(
+        self,
+        executor: str = "serial",
+        workers: int | None = None,
+        scheduler: str | None = None,
+        threads: int | None = None,
+        progress: bool = True,
+        raise_errors: bool = True,
+        client=None,
+    ) -> GridResult:
         """Compute the missing records with ``executor`` and return all of them, in task order.
 
         ``threads``: torch threads per task (default: 1 per worker on ``processes``/``dask``, unchanged on
@@ -466,8 +495,10 @@ class Grid:
             bar.close(len(errors))
         if errors and raise_errors:
             first = min(errors)
-            raise GridError(f"grid {self.name}: {len(errors)} of {len(todo)} task(s) failed; first: "
-                            f"({self.tasks[first].key}) {errors[first]}. Rerun to retry only the missing tasks.")
+            raise GridError(
+                f"grid {self.name}: {len(errors)} of {len(todo)} task(s) failed; first: "
+                f"({self.tasks[first].key}) {errors[first]}. Rerun to retry only the missing tasks."
+            )
         return GridResult(self.tasks, records, cached, len(todo) - len(errors), time.time() - started, errors)
 
     def _serial(self, todo, fingerprints, threads, done, raise_errors):
@@ -490,8 +521,12 @@ class Grid:
         context = multiprocessing.get_context("spawn")
         workers = min(workers or default_workers(), len(todo))
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
-            futures = {pool.submit(run_task, self.tasks[i].fn, self.tasks[i].params, threads or 1,
-                                   _task_seed(fingerprints[i])): i for i in todo}
+            futures = {
+                pool.submit(
+                    run_task, self.tasks[i].fn, self.tasks[i].params, threads or 1, _task_seed(fingerprints[i])
+                ): i
+                for i in todo
+            }
             for future in as_completed(futures):
                 i = futures[future]
                 error = future.exception()
@@ -504,9 +539,18 @@ class Grid:
         if client is None:
             client, owned = dask_client(scheduler, workers)
         try:
-            futures = {client.submit(run_task, self.tasks[i].fn, self.tasks[i].params, threads or 1,
-                                     _task_seed(fingerprints[i]), pure=False, key=f"{self.name}-{fingerprints[i]}"): i
-                       for i in todo}
+            futures = {
+                client.submit(
+                    run_task,
+                    self.tasks[i].fn,
+                    self.tasks[i].params,
+                    threads or 1,
+                    _task_seed(fingerprints[i]),
+                    pure=False,
+                    key=f"{self.name}-{fingerprints[i]}",
+                ): i
+                for i in todo
+            }
             for future in as_completed(futures):
                 i = futures[future]
                 error = future.exception() if future.status == "error" else None
@@ -517,18 +561,26 @@ class Grid:
                 owned.close()
 
 
-def run_grid(name: str, fn: str | Callable, tasks: Iterable[Mapping[str, Any]], cfg: Mapping[str, Any] | None = None,
-             inputs: Mapping[str, str] | None = None, **kwargs) -> GridResult:
+def run_grid(
+    name: str,
+    fn: str | Callable,
+    tasks: Iterable[Mapping[str, Any]],
+    cfg: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, str] | None = None,
+    **kwargs,
+) -> GridResult:
     """Build and run a grid with a study config's ``executor``, ``workers`` and ``scheduler`` values."""
     grid = Grid(name, fn, inputs=inputs)
     for params in tasks:
         grid.add(**params)
     cfg = cfg or {}
-    options = {"executor": cfg.get("executor", "serial"), "workers": cfg.get("workers"),
-               "scheduler": cfg.get("scheduler")}
+    options = {
+        "executor": cfg.get("executor", "serial"),
+        "workers": cfg.get("workers"),
+        "scheduler": cfg.get("scheduler"),
+    }
     options.update(kwargs)
     return grid.run(**options)
-
 
 
 def example_task(seed: int, size: int = 8, steps: int = 20, sleep: float = 0.0) -> dict[str, Any]:
@@ -548,8 +600,12 @@ def example_task(seed: int, size: int = 8, steps: int = 20, sleep: float = 0.0) 
         opt.step()
     if sleep:
         time.sleep(sleep)
-    return {"seed": seed, "loss": float(loss.detach()), "weights": w.detach().numpy().ravel(),
-            "noise": float(torch.rand(1).item())}
+    return {
+        "seed": seed,
+        "loss": float(loss.detach()),
+        "weights": w.detach().numpy().ravel(),
+        "noise": float(torch.rand(1).item()),
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,7 +42,7 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
-    def _update_on_device(self, pred, target) -> "ConfusionMatrix":
+    def _update_on_device(self, pred, target) -> ConfusionMatrix:
         """Accumulate GPU tensors on the GPU: no copy to the host per batch (ids are checked there too)."""
         import torch
 
@@ -58,10 +58,12 @@ class ConfusionMatrix:
         self._on_device = counts if self._on_device is None else self._on_device + counts
         return self
 
-    def update(self, pred, target) -> "ConfusionMatrix":
+    def update(self, pred, target) -> ConfusionMatrix:
         if getattr(pred, "is_cuda", False) and getattr(target, "is_cuda", False):
             if tuple(pred.shape) != tuple(target.shape):
-                raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
+                raise ValueError(
+                    f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}"
+                )
             return self._update_on_device(pred, target)
         pred, target = _as_int_array(pred), _as_int_array(target)
         if pred.shape != target.shape:
@@ -97,7 +99,7 @@ class ConfusionMatrix:
         self._matrix += counts[:c]
         return self
 
-    def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+    def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         out = ConfusionMatrix(self.num_classes, self.ignore_index)
         out.matrix = self.matrix + other.matrix
         return out
@@ -142,20 +144,25 @@ class ConfusionMatrix:
         return out
 
 
-def segmentation_scores(pred, target, num_classes: int, ignore_index: int | None = 255,
-                        class_names: Sequence[str] | None = None) -> dict[str, float]:
+def segmentation_scores(
+    pred, target, num_classes: int, ignore_index: int | None = 255, class_names: Sequence[str] | None = None
+) -> dict[str, float]:
     return ConfusionMatrix(num_classes, ignore_index).update(pred, target).scores(class_names)
 
 
 def classification_scores(pred, target, num_classes: int, class_names: Sequence[str] | None = None) -> dict[str, float]:
     cm = ConfusionMatrix(num_classes, ignore_index=None).update(pred, target)
     scores = cm.scores(class_names)
-    return {"accuracy": scores["pixel_accuracy"], "macro_f1": scores["mean_f1"],
-            **{k: v for k, v in scores.items() if k.startswith("f1/")}}
+    return {
+        "accuracy": scores["pixel_accuracy"],
+        "macro_f1": scores["mean_f1"],
+        **{k: v for k, v in scores.items() if k.startswith("f1/")},
+    }
 
 
-def aggregate_over_seeds(df: pd.DataFrame, value_cols: Sequence[str] | str,
-                         group_cols: Sequence[str] | str = ()) -> pd.DataFrame:
+def aggregate_over_seeds(
+    df: pd.DataFrame, value_cols: Sequence[str] | str, group_cols: Sequence[str] | str = ()
+) -> pd.DataFrame:
     """Mean, standard deviation and a 95% t-interval of each value column over the rows of each group."""
     from scipy import stats
 
@@ -173,15 +180,23 @@ def aggregate_over_seeds(df: pd.DataFrame, value_cols: Sequence[str] | str,
             mean = values.mean() if n else np.nan
             std = values.std(ddof=1) if n > 1 else (0.0 if n == 1 else np.nan)
             half = stats.t.ppf(0.975, n - 1) * std / np.sqrt(n) if n > 1 else np.nan
-            row.update({f"{col}_mean": mean, f"{col}_std": std,
-                        f"{col}_ci95_low": mean - half, f"{col}_ci95_high": mean + half})
+            row.update(
+                {
+                    f"{col}_mean": mean,
+                    f"{col}_std": std,
+                    f"{col}_ci95_low": mean - half,
+                    f"{col}_ci95_high": mean + half,
+                }
+            )
         row["n"] = len(frame)
         return pd.Series(row)
 
     if not group_cols:
         return summarise(df).to_frame().T
-    rows = [dict(zip(group_cols, key if isinstance(key, tuple) else (key,))) | summarise(g).to_dict()
-            for key, g in df.groupby(group_cols, sort=False)]
+    rows = [
+        dict(zip(group_cols, key if isinstance(key, tuple) else (key,))) | summarise(g).to_dict()
+        for key, g in df.groupby(group_cols, sort=False)
+    ]
     out = pd.DataFrame(rows)
     out["n"] = out["n"].astype(int)
     return out

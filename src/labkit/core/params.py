@@ -37,7 +37,7 @@ import math
 import os
 import tokenize
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,9 @@ class Param:
             if not isinstance(value, bool):
                 raise ParameterError(f"{label} must be true or false, got {value!r}")
         elif kind is int:
-            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            if isinstance(value, bool) or not (
+                isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+            ):
                 raise ParameterError(f"{label} must be an integer, got {value!r}")
             value = int(value)
             if is_seed_name(self.name) and not 0 <= value < SEED_LIMIT:
@@ -164,8 +166,10 @@ class Param:
         except yaml.YAMLError as exc:
             raise ParameterError(f"parameter '{self.name}': cannot parse {text!r}: {exc}") from exc
         if self.type == "str" and isinstance(value, (list, dict)):
-            raise ParameterError(f"parameter '{self.name}' takes one string, got the {type(value).__name__} "
-                                 f"{text!r} (quote it if the brackets are meant literally)")
+            raise ParameterError(
+                f"parameter '{self.name}' takes one string, got the {type(value).__name__} "
+                f"{text!r} (quote it if the brackets are meant literally)"
+            )
         if self.type == "str" and not isinstance(value, str) and value is not None:
             value = text  # a number or true/false given to a str parameter is meant as text
         if self.type == "list[str]" and isinstance(value, str):
@@ -188,8 +192,7 @@ class StudySpec:
         check_preset(preset)
         return {name: p.presets[preset] for name, p in self.params.items()}
 
-    def resolve(self, preset: str, overrides: Mapping[str, Any] | None = None,
-                nulls: Iterable[str] = ()) -> "Config":
+    def resolve(self, preset: str, overrides: Mapping[str, Any] | None = None, nulls: Iterable[str] = ()) -> Config:
         """Preset values, then overrides, all validated.
 
         An override of None means *keep the preset's value*, unless its name is in ``nulls``: then it is an
@@ -212,15 +215,18 @@ class StudySpec:
                 raise ParameterError(
                     f"parameter '{name}' of study '{self.name}' names the weights file {value!r}, which does not "
                     f"exist (from {os.getcwd()}); give an existing .safetensors/.pth file, pretrained, random or "
-                    f"labkit:<name>")
+                    f"labkit:<name>"
+                )
         return Config(study=self.name, preset=preset, values=values)
 
 
-def unknown_parameter_message(spec: "StudySpec", name: str) -> str:
+def unknown_parameter_message(spec: StudySpec, name: str) -> str:
     close = difflib.get_close_matches(name, list(spec.params), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    return (f"study '{spec.name}' has no parameter '{name}': {hint}"
-            f"(known: {', '.join(spec.params)}; see `labkit list {spec.name}`)")
+    return (
+        f"study '{spec.name}' has no parameter '{name}': {hint}"
+        f"(known: {', '.join(spec.params)}; see `labkit list {spec.name}`)"
+    )
 
 
 class Config(Mapping):
@@ -345,7 +351,7 @@ def parse_spec(source: Path) -> StudySpec:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _all_specs(directory: str) -> dict[str, StudySpec]:
     specs = {}
     for path in sorted(Path(directory).glob("*.yaml")):
@@ -383,8 +389,9 @@ def configure(study: str, preset: str, namespace: Mapping[str, Any] | None = Non
     injected = injected_parameters(namespace)
     unknown = [n for n in injected if n not in spec.params and n != "preset" and not n.startswith("PAPERMILL_")]
     if unknown:
-        raise ParameterError("; ".join(unknown_parameter_message(spec, n) for n in unknown)
-                             + " (a value papermill injected)")
+        raise ParameterError(
+            "; ".join(unknown_parameter_message(spec, n) for n in unknown) + " (a value papermill injected)"
+        )
     overrides = {k: namespace[k] for k in spec.params if k in namespace and namespace[k] is not None}
     nulls = [k for k in injected if k in spec.params and namespace.get(k) is None]
     return spec.resolve(preset, overrides, nulls=nulls)

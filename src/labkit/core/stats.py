@@ -19,8 +19,13 @@ def paired_difference(a, b) -> dict[str, float]:
         half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n))
     else:
         half = float("nan")
-    return {"mean_diff": mean, "ci95_low": mean - half, "ci95_high": mean + half,
-            "wins": int((diff > 0).sum()), "n": int(n)}
+    return {
+        "mean_diff": mean,
+        "ci95_low": mean - half,
+        "ci95_high": mean + half,
+        "wins": int((diff > 0).sum()),
+        "n": int(n),
+    }
 
 
 def paired_by_index(a, b) -> dict[str, float]:

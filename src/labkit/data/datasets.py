@@ -11,9 +11,14 @@ from torch.utils.data import Dataset
 from labkit.core.errors import DataError
 
 
-def validate_segmentation_arrays(images: np.ndarray, masks: np.ndarray, num_classes: int,
-                                 ignore_index: int | None = 255, names: Sequence[str] | None = None,
-                                 source: str = "dataset") -> None:
+def validate_segmentation_arrays(
+    images: np.ndarray,
+    masks: np.ndarray,
+    num_classes: int,
+    ignore_index: int | None = 255,
+    names: Sequence[str] | None = None,
+    source: str = "dataset",
+) -> None:
     """Raise DataError for wrong shapes, NaNs in images, or mask ids outside ``[0, num_classes)``."""
     images, masks = np.asarray(images), np.asarray(masks)
     if len(images) == 0:
@@ -30,15 +35,19 @@ def validate_segmentation_arrays(images: np.ndarray, masks: np.ndarray, num_clas
     bad = ~np.isfinite(images).reshape(len(images), -1).all(axis=1)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{source}: {label(first)} has NaN or inf pixels ({int(bad.sum())} sample(s) affected); "
-                        "mask them or fill them before training")
+        raise DataError(
+            f"{source}: {label(first)} has NaN or inf pixels ({int(bad.sum())} sample(s) affected); "
+            "mask them or fill them before training"
+        )
     valid = masks if ignore_index is None else np.where(masks == ignore_index, 0, masks)
     out = (valid < 0) | (valid >= num_classes)
     if out.any():
         first = int(np.flatnonzero(out.reshape(len(masks), -1).any(axis=1))[0])
         ids = sorted(set(np.unique(masks[first][out[first]]).tolist()))
-        raise DataError(f"{source}: {label(first)} has label id(s) {ids[:10]} outside the legend "
-                        f"[0, {num_classes}){'' if ignore_index is None else f' (ignore index {ignore_index})'}")
+        raise DataError(
+            f"{source}: {label(first)} has label id(s) {ids[:10]} outside the legend "
+            f"[0, {num_classes}){'' if ignore_index is None else f' (ignore index {ignore_index})'}"
+        )
 
 
 class ArraySegmentationDataset(Dataset):
@@ -47,8 +56,16 @@ class ArraySegmentationDataset(Dataset):
     ``transform(image, mask) -> (image, mask)`` works on tensors, so flips and crops stay aligned.
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, num_classes: int, ignore_index: int | None = 255,
-                 transform: Callable | None = None, names: Sequence[str] | None = None, source: str = "dataset"):
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        num_classes: int,
+        ignore_index: int | None = 255,
+        transform: Callable | None = None,
+        names: Sequence[str] | None = None,
+        source: str = "dataset",
+    ):
         validate_segmentation_arrays(images, masks, num_classes, ignore_index, names, source)
         self.images = torch.as_tensor(np.asarray(images, dtype=np.float32))
         self.masks = torch.as_tensor(np.asarray(masks, dtype=np.int64))

@@ -60,10 +60,16 @@ class InspectionSet:
     def labels(self) -> np.ndarray:
         return (self.defect_types != "good").astype(np.int64)
 
-    def subset(self, index) -> "InspectionSet":
+    def subset(self, index) -> InspectionSet:
         index = np.asarray(index)
-        return InspectionSet(self.images[index], self.masks[index], self.defect_types[index], self.splits[index],
-                             [self.files[i] for i in np.arange(len(self))[index]], list(self.skipped))
+        return InspectionSet(
+            self.images[index],
+            self.masks[index],
+            self.defect_types[index],
+            self.splits[index],
+            [self.files[i] for i in np.arange(len(self))[index]],
+            list(self.skipped),
+        )
 
 
 def _check_options(channels, on_corrupt, mask_threshold):
@@ -118,8 +124,9 @@ def _resize(array: np.ndarray, size: int | None, order: int) -> np.ndarray:
         return array
     from skimage.transform import resize
 
-    return resize(array, array.shape[:-2] + (size, size), order=order, anti_aliasing=order > 0,
-                  preserve_range=True).astype(array.dtype)
+    return resize(
+        array, array.shape[:-2] + (size, size), order=order, anti_aliasing=order > 0, preserve_range=True
+    ).astype(array.dtype)
 
 
 class _Reader:
@@ -140,9 +147,11 @@ class _Reader:
             return
         if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
             bad = int((~np.isfinite(raw)).sum())
-            raise DataError(f"{image_path}: {bad} NaN or infinite pixel(s) in a float image; labkit does not guess "
-                            "values for them (a dead-pixel map or a failed reconstruction?): fill or crop them, or "
-                            "remove the file")
+            raise DataError(
+                f"{image_path}: {bad} NaN or infinite pixel(s) in a float image; labkit does not guess "
+                "values for them (a dead-pixel map or a failed reconstruction?): fill or crop them, or "
+                "remove the file"
+            )
         image = _channels(_to_float(raw), self.channels, image_path)
         if mask_path is None:
             mask = np.zeros(image.shape[-2:], bool)
@@ -152,8 +161,10 @@ class _Reader:
             except DataError as exc:
                 raise DataError(f"mask {mask_path} of image {image_path} is not readable: {exc}") from exc
             if mask.shape != image.shape[-2:]:
-                raise DataError(f"mask {mask_path} is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} "
-                                f"is {image.shape[1]}x{image.shape[2]}")
+                raise DataError(
+                    f"mask {mask_path} is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} "
+                    f"is {image.shape[1]}x{image.shape[2]}"
+                )
             if defect != "good" and not mask.any():
                 self.empty_masks.append(str(mask_path))
         self.images.append(np.clip(_resize(image, self.size, 1), 0, 1))
@@ -164,28 +175,46 @@ class _Reader:
 
     def finish(self, root: Path) -> InspectionSet:
         if self.skipped:
-            warnings.warn(f"skipped {len(self.skipped)} unreadable image file(s) under {root}: "
-                          + "; ".join(self.skipped), stacklevel=3)
+            warnings.warn(
+                f"skipped {len(self.skipped)} unreadable image file(s) under {root}: " + "; ".join(self.skipped),
+                stacklevel=3,
+            )
         if self.empty_masks:
-            warnings.warn(f"{len(self.empty_masks)} mask(s) of defect images under {root} have no pixel above "
-                          f"mask_threshold={self.mask_threshold} x full scale (wrong threshold?): "
-                          + "; ".join(self.empty_masks[:10]), stacklevel=3)
+            warnings.warn(
+                f"{len(self.empty_masks)} mask(s) of defect images under {root} have no pixel above "
+                f"mask_threshold={self.mask_threshold} x full scale (wrong threshold?): "
+                + "; ".join(self.empty_masks[:10]),
+                stacklevel=3,
+            )
         if not self.images:
             raise DataError(f"{root}: no readable images found")
         shapes = {im.shape for im in self.images}
         if len(shapes) > 1:
             raise DataError(f"{root}: images have different sizes {sorted(shapes)[:4]}; pass size=... to resize them")
-        return InspectionSet(np.stack(self.images).astype(np.float32), np.stack(self.masks).astype(np.int64),
-                             np.array(self.types, dtype=str), np.array(self.splits, dtype=str), self.files,
-                             self.skipped)
+        return InspectionSet(
+            np.stack(self.images).astype(np.float32),
+            np.stack(self.masks).astype(np.int64),
+            np.array(self.types, dtype=str),
+            np.array(self.splits, dtype=str),
+            self.files,
+            self.skipped,
+        )
 
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_mvtec_style(root: str | Path, *, splits=("train", "test"), defect_types=None, channels: int = 3,
-                     size: int | None = 64, mask_threshold: float = 0.5, on_corrupt: str = "warn") -> InspectionSet:
+def load_mvtec_style(
+    root: str | Path,
+    *,
+    splits=("train", "test"),
+    defect_types=None,
+    channels: int = 3,
+    size: int | None = 64,
+    mask_threshold: float = 0.5,
+    on_corrupt: str = "warn",
+) -> InspectionSet:
     """Load an MVTec-AD-style category folder (see module docstring).
 
     defect_types: the defect folder names expected under ``test/`` (None: accept any); a folder not
@@ -218,9 +247,17 @@ def load_mvtec_style(root: str | Path, *, splits=("train", "test"), defect_types
     return reader.finish(root)
 
 
-def load_per_class(root: str | Path, *, classes=None, image_dir: str = "Imgs", channels: int = 3,
-                   size: int | None = 64, mask_threshold: float = 0.5, on_corrupt: str = "warn",
-                   good_classes=GOOD_NAMES) -> InspectionSet:
+def load_per_class(
+    root: str | Path,
+    *,
+    classes=None,
+    image_dir: str = "Imgs",
+    channels: int = 3,
+    size: int | None = 64,
+    mask_threshold: float = 0.5,
+    on_corrupt: str = "warn",
+    good_classes=GOOD_NAMES,
+) -> InspectionSet:
     """Load ``root/<class>/<image_dir>/<name>.<jpg|...>`` with masks ``<name>.png`` beside them.
 
     An image of a defect class without its mask raises DataError; in ``good_classes`` a missing mask
@@ -248,7 +285,9 @@ def load_per_class(root: str | Path, *, classes=None, image_dir: str = "Imgs", c
         for image_path in photos:
             mask_path = masks.get(image_path.stem)
             if mask_path is None and not is_good:
-                raise DataError(f"{image_path}: image of defect class '{name}' has no mask "
-                                f"(expected {folder / (image_path.stem + '.png')})")
+                raise DataError(
+                    f"{image_path}: image of defect class '{name}' has no mask "
+                    f"(expected {folder / (image_path.stem + '.png')})"
+                )
             reader.add(image_path, mask_path, "good" if is_good else name, "all")
     return reader.finish(root)

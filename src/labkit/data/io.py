@@ -38,9 +38,16 @@ def read_geotiff(path: str | Path, masked_nodata: bool = True) -> tuple[np.ndarr
     try:
         with rasterio.open(path) as src:
             data = src.read().astype(np.float32)
-            meta = {"nodata": src.nodata, "crs": str(src.crs) if src.crs else None,
-                    "transform": tuple(src.transform)[:6], "band_names": list(src.descriptions),
-                    "dtype": src.dtypes[0], "width": src.width, "height": src.height, "count": src.count}
+            meta = {
+                "nodata": src.nodata,
+                "crs": str(src.crs) if src.crs else None,
+                "transform": tuple(src.transform)[:6],
+                "band_names": list(src.descriptions),
+                "dtype": src.dtypes[0],
+                "width": src.width,
+                "height": src.height,
+                "count": src.count,
+            }
     except RasterioIOError as exc:
         raise DataError(f"{path}: not a readable GeoTIFF ({exc})") from exc
     if masked_nodata and meta["nodata"] is not None and not np.isnan(meta["nodata"]):
@@ -48,8 +55,14 @@ def read_geotiff(path: str | Path, masked_nodata: bool = True) -> tuple[np.ndarr
     return data, meta
 
 
-def write_geotiff(path: str | Path, array: np.ndarray, nodata: float | None = None, crs: str | None = "EPSG:32633",
-                  transform=None, band_names: list[str] | None = None) -> Path:
+def write_geotiff(
+    path: str | Path,
+    array: np.ndarray,
+    nodata: float | None = None,
+    crs: str | None = "EPSG:32633",
+    transform=None,
+    band_names: list[str] | None = None,
+) -> Path:
     """Write (B, H, W) or (H, W) as a GeoTIFF (used for fixtures and exports)."""
     import rasterio
     from rasterio.transform import from_origin
@@ -60,8 +73,18 @@ def write_geotiff(path: str | Path, array: np.ndarray, nodata: float | None = No
     if array.ndim != 3:
         raise DataError(f"{path}: a GeoTIFF needs (bands, H, W), got shape {array.shape}")
     transform = transform or from_origin(500000.0, 5100000.0, 10.0, 10.0)
-    with rasterio.open(path, "w", driver="GTiff", height=array.shape[1], width=array.shape[2], count=array.shape[0],
-                       dtype=array.dtype, crs=crs, transform=transform, nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=array.shape[1],
+        width=array.shape[2],
+        count=array.shape[0],
+        dtype=array.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dst:
         dst.write(array)
         for i, name in enumerate(band_names or [], 1):
             dst.set_band_description(i, name)

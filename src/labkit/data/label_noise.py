@@ -52,8 +52,7 @@ def _fill_from_nearest(labels: np.ndarray, holes: np.ndarray) -> np.ndarray:
         return labels
     # Chamfer (chessboard) distance: about 2.5x faster than the exact Euclidean transform, and "nearest" in
     # either metric is a plausible surrounding label.
-    iy, ix = ndimage.distance_transform_cdt(holes, metric="chessboard", return_distances=False,
-                                            return_indices=True)
+    iy, ix = ndimage.distance_transform_cdt(holes, metric="chessboard", return_distances=False, return_indices=True)
     out = labels.copy()
     out[holes] = labels[iy[holes], ix[holes]]
     return out
@@ -159,8 +158,11 @@ class ObjectClassFlips(NoiseModel):
         new_class = object_class.copy()
         flip = (rng.random(n) < self.max_rate * self.severity) & (object_class != self.ignore_index)
         for i in np.flatnonzero(flip):
-            weights = (np.ones(num_classes) if self.confusion is None
-                       else np.asarray(self.confusion, float)[object_class[i]].copy())
+            weights = (
+                np.ones(num_classes)
+                if self.confusion is None
+                else np.asarray(self.confusion, float)[object_class[i]].copy()
+            )
             weights[object_class[i]] = 0
             if weights.sum() > 0:
                 new_class[i] = rng.choice(num_classes, p=weights / weights.sum())
@@ -240,8 +242,16 @@ class SensorRuleLabels(NoiseModel):
     ndvi_water: float = 0.2
     ndvi_vegetation: float = 0.5
     ndvi_grass: float = 0.6
-    class_ids: dict = field(default_factory=lambda: {"cultivated": 0, "grassland": 1, "shrubland": 2,
-                                                     "forest": 3, "water": 4, "artificial": 5})
+    class_ids: dict = field(
+        default_factory=lambda: {
+            "cultivated": 0,
+            "grassland": 1,
+            "shrubland": 2,
+            "forest": 3,
+            "water": 4,
+            "artificial": 5,
+        }
+    )
     ignore_index: int | None = IGNORE_INDEX
     name = "sensor rule"
 
@@ -257,10 +267,10 @@ class SensorRuleLabels(NoiseModel):
         v = ndvi + rng.normal(0, 0.1 * self.severity, labels.shape)
         ids = self.class_ids
         out = np.where(v >= self.ndvi_grass, ids["grassland"], ids["cultivated"])
-        out = np.where(h >= self.shrub_height, np.where(v < self.ndvi_vegetation, ids["artificial"],
-                                                        ids["shrubland"]), out)
-        out = np.where(h >= self.tree_height, np.where(v < self.ndvi_vegetation, ids["artificial"],
-                                                       ids["forest"]), out)
+        out = np.where(
+            h >= self.shrub_height, np.where(v < self.ndvi_vegetation, ids["artificial"], ids["shrubland"]), out
+        )
+        out = np.where(h >= self.tree_height, np.where(v < self.ndvi_vegetation, ids["artificial"], ids["forest"]), out)
         out = np.where((v < self.ndvi_water) & (h < self.shrub_height), ids["water"], out)
         return out.astype(labels.dtype)
 
@@ -287,8 +297,14 @@ class Compose(NoiseModel):
         return f"Compose({', '.join(map(repr, self.models))})"
 
 
-NOISE_MODELS = {"boundary": BoundaryNoise, "misregistration": Misregistration, "flips": ObjectClassFlips,
-                "omission": SmallObjectOmission, "coarse": CoarseLabels, "sensor_rule": SensorRuleLabels}
+NOISE_MODELS = {
+    "boundary": BoundaryNoise,
+    "misregistration": Misregistration,
+    "flips": ObjectClassFlips,
+    "omission": SmallObjectOmission,
+    "coarse": CoarseLabels,
+    "sensor_rule": SensorRuleLabels,
+}
 
 
 def make_noise(names, severity: float, num_classes: int | None = None) -> NoiseModel:
@@ -305,8 +321,7 @@ def make_noise(names, severity: float, num_classes: int | None = None) -> NoiseM
     return Compose(models)
 
 
-def apply_noise(model: NoiseModel, labels: np.ndarray, seed: int = 0, progress: bool = False,
-                **context) -> np.ndarray:
+def apply_noise(model: NoiseModel, labels: np.ndarray, seed: int = 0, progress: bool = False, **context) -> np.ndarray:
     """Noisy copies of a ``(N, H, W)`` label stack; tile ``i`` uses generator ``(seed, i)``.
 
     ``context`` arrays (e.g. ``height=``, ``ndvi=``) are stacks of the same ``N`` and sliced per tile.

@@ -62,22 +62,85 @@ IGNORE_INDEX = 255
 # ----------------------------------------------------------------------------------------------------------
 # @@CALIBRATION-START@@
 CLASS_SPECTRA_MEAN = {
-    'cultivated': (0.1119, 0.091, 0.0905, 0.0662, 0.1092, 0.2608, 0.3128, 0.3044, 0.3461, 0.086, 0.001, 0.1833, 0.0919),
-    'grassland': (0.1128, 0.0866, 0.0825, 0.0571, 0.1027, 0.248, 0.3022, 0.2995, 0.338, 0.0969, 0.0011, 0.1887, 0.0895),
-    'shrubland': (0.1106, 0.0794, 0.0688, 0.0431, 0.0799, 0.2157, 0.2717, 0.2652, 0.3034, 0.0879, 0.001, 0.1439, 0.0639),
-    'forest': (0.1075, 0.0762, 0.0613, 0.0368, 0.0634, 0.1839, 0.2364, 0.2286, 0.2624, 0.0779, 0.001, 0.1063, 0.0447),
-    'artificial': (0.1163, 0.0945, 0.0873, 0.0681, 0.1019, 0.2204, 0.2656, 0.2561, 0.2934, 0.0862, 0.0011, 0.1708, 0.0923),
-    'water': (0.1352, 0.1093, 0.1055, 0.104, 0.1103, 0.0945, 0.1062, 0.0899, 0.0948, 0.0178, 0.001, 0.0449, 0.0258),
+    "cultivated": (0.1119, 0.091, 0.0905, 0.0662, 0.1092, 0.2608, 0.3128, 0.3044, 0.3461, 0.086, 0.001, 0.1833, 0.0919),
+    "grassland": (0.1128, 0.0866, 0.0825, 0.0571, 0.1027, 0.248, 0.3022, 0.2995, 0.338, 0.0969, 0.0011, 0.1887, 0.0895),
+    "shrubland": (
+        0.1106,
+        0.0794,
+        0.0688,
+        0.0431,
+        0.0799,
+        0.2157,
+        0.2717,
+        0.2652,
+        0.3034,
+        0.0879,
+        0.001,
+        0.1439,
+        0.0639,
+    ),
+    "forest": (0.1075, 0.0762, 0.0613, 0.0368, 0.0634, 0.1839, 0.2364, 0.2286, 0.2624, 0.0779, 0.001, 0.1063, 0.0447),
+    "artificial": (
+        0.1163,
+        0.0945,
+        0.0873,
+        0.0681,
+        0.1019,
+        0.2204,
+        0.2656,
+        0.2561,
+        0.2934,
+        0.0862,
+        0.0011,
+        0.1708,
+        0.0923,
+    ),
+    "water": (0.1352, 0.1093, 0.1055, 0.104, 0.1103, 0.0945, 0.1062, 0.0899, 0.0948, 0.0178, 0.001, 0.0449, 0.0258),
 }
 CLASS_SPECTRA_STD = {
-    'cultivated': (0.0049, 0.0081, 0.0099, 0.0161, 0.0149, 0.0341, 0.0398, 0.0448, 0.0461, 0.0135, 0.0001, 0.023, 0.0144),
-    'grassland': (0.0046, 0.0079, 0.011, 0.015, 0.019, 0.0393, 0.0465, 0.0508, 0.0501, 0.0196, 0.0002, 0.0406, 0.0248),
-    'shrubland': (0.0049, 0.0045, 0.0072, 0.008, 0.0151, 0.037, 0.0457, 0.0492, 0.0505, 0.0176, 0.0002, 0.035, 0.0186),
-    'forest': (0.0045, 0.0036, 0.0044, 0.0043, 0.0091, 0.0361, 0.0484, 0.0524, 0.0537, 0.0171, 0.0002, 0.0288, 0.0128),
-    'artificial': (0.0049, 0.0135, 0.0163, 0.0211, 0.0196, 0.0364, 0.0435, 0.05, 0.0478, 0.0183, 0.0002, 0.0358, 0.0232),
-    'water': (0.0115, 0.0196, 0.0321, 0.0435, 0.0456, 0.0515, 0.0601, 0.0559, 0.0621, 0.0084, 0.0001, 0.0361, 0.0216),
+    "cultivated": (
+        0.0049,
+        0.0081,
+        0.0099,
+        0.0161,
+        0.0149,
+        0.0341,
+        0.0398,
+        0.0448,
+        0.0461,
+        0.0135,
+        0.0001,
+        0.023,
+        0.0144,
+    ),
+    "grassland": (0.0046, 0.0079, 0.011, 0.015, 0.019, 0.0393, 0.0465, 0.0508, 0.0501, 0.0196, 0.0002, 0.0406, 0.0248),
+    "shrubland": (0.0049, 0.0045, 0.0072, 0.008, 0.0151, 0.037, 0.0457, 0.0492, 0.0505, 0.0176, 0.0002, 0.035, 0.0186),
+    "forest": (0.0045, 0.0036, 0.0044, 0.0043, 0.0091, 0.0361, 0.0484, 0.0524, 0.0537, 0.0171, 0.0002, 0.0288, 0.0128),
+    "artificial": (
+        0.0049,
+        0.0135,
+        0.0163,
+        0.0211,
+        0.0196,
+        0.0364,
+        0.0435,
+        0.05,
+        0.0478,
+        0.0183,
+        0.0002,
+        0.0358,
+        0.0232,
+    ),
+    "water": (0.0115, 0.0196, 0.0321, 0.0435, 0.0456, 0.0515, 0.0601, 0.0559, 0.0621, 0.0084, 0.0001, 0.0361, 0.0216),
 }
-CALIBRATION_PIXELS = {'cultivated': 33, 'grassland': 5331, 'shrubland': 1074, 'forest': 22803, 'artificial': 594, 'water': 70035}
+CALIBRATION_PIXELS = {
+    "cultivated": 33,
+    "grassland": 5331,
+    "shrubland": 1074,
+    "forest": 22803,
+    "artificial": 594,
+    "water": 70035,
+}
 HAZE_SPECTRUM = (0.068, 0.0723, 0.0687, 0.0775, 0.0729, 0.0568, 0.0531, 0.0549, 0.048, 0.0484, 0.0041, 0.0677, 0.0828)
 SCENE_GAIN_CV = 0.068
 BAND_CORRELATION = (
@@ -107,8 +170,12 @@ def calibrate_class_spectra(shared_root: str | Path = "/work/shared/data") -> di
     shared_root = Path(shared_root)
     patch = shared_root / "remote_sensing" / "eolearn_testeopatch_slovenia"
     chip = shared_root / "sea_ice" / "sen1floods11_sar_water_proxy"
-    needed = [patch / "REFERENCE_SCENES.npy", patch / "LULC.npy", chip / "Spain_7370579_S2Hand.tif",
-              chip / "Spain_7370579_LabelHand.tif"]
+    needed = [
+        patch / "REFERENCE_SCENES.npy",
+        patch / "LULC.npy",
+        chip / "Spain_7370579_S2Hand.tif",
+        chip / "Spain_7370579_LabelHand.tif",
+    ]
     for path in needed:
         if not path.exists():
             raise DataError(f"{path}: calibration file missing (see the MANIFEST.md of {path.parent.parent})")
@@ -116,8 +183,13 @@ def calibrate_class_spectra(shared_root: str | Path = "/work/shared/data") -> di
     lulc = np.load(needed[1])[..., 0]
     clear = scenes[2:5]
     by_class: dict[str, np.ndarray] = {}
-    for name, ids in (("cultivated", [1]), ("grassland", [3]), ("shrubland", [4]), ("forest", [2]),
-                      ("artificial", [8])):
+    for name, ids in (
+        ("cultivated", [1]),
+        ("grassland", [3]),
+        ("shrubland", [4]),
+        ("forest", [2]),
+        ("artificial", [8]),
+    ):
         mask = np.isin(lulc, ids)
         by_class[name] = clear[:, mask, :].reshape(-1, 13)
     import tifffile  # only needed for calibration; the simulator runs on the stored constants
@@ -145,9 +217,13 @@ def format_calibration(calibration: dict) -> str:
     lines += [f"    {k!r}: {v},".replace("[", "(").replace("]", ")") for k, v in calibration["mean"].items()]
     lines += ["}", "CLASS_SPECTRA_STD = {"]
     lines += [f"    {k!r}: {v},".replace("[", "(").replace("]", ")") for k, v in calibration["std"].items()]
-    lines += ["}", f"CALIBRATION_PIXELS = {calibration['pixels']}",
-              f"HAZE_SPECTRUM = {tuple(calibration['haze'])}", f"SCENE_GAIN_CV = {calibration['gain_cv']}",
-              "BAND_CORRELATION = ("]
+    lines += [
+        "}",
+        f"CALIBRATION_PIXELS = {calibration['pixels']}",
+        f"HAZE_SPECTRUM = {tuple(calibration['haze'])}",
+        f"SCENE_GAIN_CV = {calibration['gain_cv']}",
+        "BAND_CORRELATION = (",
+    ]
     lines += [f"    {tuple(row)}," for row in calibration["correlation"]]
     lines += [")"]
     return "\n".join(lines)
@@ -159,8 +235,15 @@ def format_calibration(calibration: dict) -> str:
 
 #: Fine class -> key of the calibrated spectra (roads and buildings share the artificial-surface spectrum;
 #: they differ by shape and height, as they do at 10 m).
-_SPECTRUM_OF = {"cultivated": "cultivated", "grassland": "grassland", "shrubland": "shrubland",
-                "forest": "forest", "water": "water", "road": "artificial", "building": "artificial"}
+_SPECTRUM_OF = {
+    "cultivated": "cultivated",
+    "grassland": "grassland",
+    "shrubland": "shrubland",
+    "forest": "forest",
+    "water": "water",
+    "road": "artificial",
+    "building": "artificial",
+}
 
 
 @dataclass
@@ -185,9 +268,10 @@ class LandcoverTiles:
         """(N, H, W) NDVI from bands B08 and B04 (needs both)."""
         return ndvi(self.images, self.bands)
 
-    def subset(self, index) -> "LandcoverTiles":
-        return LandcoverTiles(self.images[index], self.fine_labels[index], self.height[index], self.bands,
-                              dict(self.meta))
+    def subset(self, index) -> LandcoverTiles:
+        return LandcoverTiles(
+            self.images[index], self.fine_labels[index], self.height[index], self.bands, dict(self.meta)
+        )
 
 
 def task_legend(task: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -234,9 +318,17 @@ class LandscapeSimulator:
 
     class_probabilities = {"cultivated": 0.35, "grassland": 0.3, "shrubland": 0.15, "forest": 0.2}
 
-    def __init__(self, tile: int = 64, bands=NIRRGB, parcel_size: float = 16.0, haze: float = 0.5,
-                 illumination: float = 1.0, object_share: float = 0.6, psf_sigma: float = 0.5,
-                 sensor_noise: float = 0.002):
+    def __init__(
+        self,
+        tile: int = 64,
+        bands=NIRRGB,
+        parcel_size: float = 16.0,
+        haze: float = 0.5,
+        illumination: float = 1.0,
+        object_share: float = 0.6,
+        psf_sigma: float = 0.5,
+        sensor_noise: float = 0.002,
+    ):
         bands = tuple(bands)
         unknown = [b for b in bands if b not in S2_BANDS]
         if unknown:
@@ -302,10 +394,11 @@ class LandscapeSimulator:
                 near = ndimage.distance_transform_edt(~road)
                 candidates = np.argwhere((near > 1.5) & (near < 6) & (labels != fine["water"]))
                 building = np.zeros((t, t), dtype=bool)
-                for cy, cx in candidates[rng.choice(len(candidates), min(len(candidates), rng.integers(3, 10)),
-                                                    replace=False)]:
+                for cy, cx in candidates[
+                    rng.choice(len(candidates), min(len(candidates), rng.integers(3, 10)), replace=False)
+                ]:
                     h, w = rng.integers(2, 5, size=2)
-                    building[cy:cy + h, cx:cx + w] = True
+                    building[cy : cy + h, cx : cx + w] = True
                 building &= ~road & (labels != fine["water"])
                 paint(building, "building")
         height = np.abs(rng.normal(0, 0.15, (t, t)))
@@ -327,8 +420,9 @@ class LandscapeSimulator:
         object_z = rng.standard_normal((n_objects, c)) @ self._factor.T
         pixel_z = rng.standard_normal((t, t, c)) @ self._factor.T
         std = self._std[labels]
-        surface = (self._mean[labels] + std * (np.sqrt(self.object_share) * object_z[object_id]
-                                               + np.sqrt(1 - self.object_share) * pixel_z))
+        surface = self._mean[labels] + std * (
+            np.sqrt(self.object_share) * object_z[object_id] + np.sqrt(1 - self.object_share) * pixel_z
+        )
         forest = labels == FINE_CLASSES.index("forest")
         if forest.any():  # crown shading: gaps in the canopy are darker
             shade = 0.9 + 0.2 * np.clip((height - 14) / 8, 0, 1)
@@ -359,13 +453,15 @@ class LandscapeSimulator:
             rng = np.random.default_rng([int(seed), i])
             fine[i], object_id, height[i] = self._layout(rng)
             images[i] = self._radiometry(rng, fine[i], object_id, height[i])
-        return LandcoverTiles(images, fine, height, self.bands,
-                              {"simulator": type(self).__name__, "seed": int(seed), "tile": self.tile})
+        return LandcoverTiles(
+            images, fine, height, self.bands, {"simulator": type(self).__name__, "seed": int(seed), "tile": self.tile}
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Real formats
 # ----------------------------------------------------------------------------------------------------------
+
 
 def _as_mask(values: np.ndarray, source: str, nodata=None) -> np.ndarray:
     values = np.asarray(values)
@@ -385,8 +481,9 @@ def _as_mask(values: np.ndarray, source: str, nodata=None) -> np.ndarray:
     return out
 
 
-def load_tile(path, mask_path=None, channels_last: bool = False,
-              mask_nodata: float | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+def load_tile(
+    path, mask_path=None, channels_last: bool = False, mask_nodata: float | None = None
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Read one multi-band tile (any band count) and its mask.
 
     ``path``: GeoTIFF (``.tif``/``.tiff``, via :func:`labkit.data.io.read_geotiff`; no-data becomes NaN),
@@ -451,8 +548,15 @@ def load_tile(path, mask_path=None, channels_last: bool = False,
     return image.astype(np.float32), mask, meta
 
 
-def prepare_tiles(images: np.ndarray, masks: np.ndarray, in_channels: int, num_classes: int, crop: int | None = None,
-                  names=None, fill_value: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict]:
+def prepare_tiles(
+    images: np.ndarray,
+    masks: np.ndarray,
+    in_channels: int,
+    num_classes: int,
+    crop: int | None = None,
+    names=None,
+    fill_value: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Check tiles for a model and mask bad pixels out of the loss.
 
     Raises :class:`DataError` naming the tile for: a band count other than ``in_channels``, mask ids outside
@@ -475,8 +579,10 @@ def prepare_tiles(images: np.ndarray, masks: np.ndarray, in_channels: int, num_c
             raise DataError(f"{name}: tile {image.shape[1]}x{image.shape[2]} is smaller than the crop {crop}")
         bad_ids = np.setdiff1d(np.unique(mask), np.r_[np.arange(num_classes), IGNORE_INDEX])
         if bad_ids.size:
-            raise DataError(f"{name}: mask has class id(s) {bad_ids[:10].tolist()} outside the legend "
-                            f"[0, {num_classes}) (255 = ignore)")
+            raise DataError(
+                f"{name}: mask has class id(s) {bad_ids[:10].tolist()} outside the legend "
+                f"[0, {num_classes}) (255 = ignore)"
+            )
         invalid = ~np.isfinite(image).all(axis=0)
         if invalid.any():
             nodata_tiles += 1
@@ -487,12 +593,16 @@ def prepare_tiles(images: np.ndarray, masks: np.ndarray, in_channels: int, num_c
             image, mask = image[:, :crop, :crop], mask[:crop, :crop]
         out_images.append(image)
         out_masks.append(mask.astype(np.int64))
-    return (np.stack(out_images), np.stack(out_masks),
-            {"tiles": len(out_images), "tiles_with_nodata": nodata_tiles, "nodata_pixels": nodata_pixels})
+    return (
+        np.stack(out_images),
+        np.stack(out_masks),
+        {"tiles": len(out_images), "tiles_with_nodata": nodata_tiles, "nodata_pixels": nodata_pixels},
+    )
 
 
-def load_eolearn_patch(root: str | Path = "/work/shared/data/remote_sensing/eolearn_testeopatch_slovenia",
-                       scene: int = 2, bands=NIRRGB) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_eolearn_patch(
+    root: str | Path = "/work/shared/data/remote_sensing/eolearn_testeopatch_slovenia", scene: int = 2, bands=NIRRGB
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """The eo-learn Slovenia patch: ``(image (C, H, W) float32, lulc-task mask (H, W) int64, meta)``.
 
     ``scene`` indexes REFERENCE_SCENES (2-4 are clear). LULC ids are mapped to the ``lulc`` task legend; no data

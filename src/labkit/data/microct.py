@@ -23,13 +23,14 @@ TIFF stacks and folders of slices, raw volumes with an explicit shape/dtype or a
 per-volume intensity normalisation. Bad input raises :class:`labkit.core.errors.DataError`
 naming the file and the problem.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -87,11 +88,11 @@ def material_phases(materials: np.ndarray) -> np.ndarray:
     return _MATERIAL_PHASE[materials]
 
 
-def materials_for_phases(phases: np.ndarray, mineral: str = "quartz", micro: str = "clay",
-                         pore: str = "air") -> np.ndarray:
+def materials_for_phases(
+    phases: np.ndarray, mineral: str = "quartz", micro: str = "clay", pore: str = "air"
+) -> np.ndarray:
     """Material map for a phase map from elsewhere (e.g. a real segmented volume)."""
-    table = np.array([MATERIAL_INDEX[pore], MATERIAL_INDEX[mineral], MATERIAL_INDEX[micro]],
-                     dtype=np.uint8)
+    table = np.array([MATERIAL_INDEX[pore], MATERIAL_INDEX[mineral], MATERIAL_INDEX[micro]], dtype=np.uint8)
     phases = np.asarray(phases)
     validate_phase_labels(phases, len(PHASES), name="phase map")
     return table[phases.astype(np.intp)]
@@ -105,11 +106,18 @@ def _smooth_field(rng: np.random.Generator, shape, sigma) -> np.ndarray:
     return (f - f.mean()) / (f.std() + 1e-8)
 
 
-def _place_ellipsoids(mat: np.ndarray, rng: np.random.Generator, radius: Callable[[], float],
-                      target_fraction: float, material: Callable[[], int], *,
-                      aspect: Callable[[], tuple[float, float, float]] = lambda: (1.0, 1.0, 1.0),
-                      core: tuple[float, int] | None = None, occupied: np.ndarray | None = None,
-                      max_objects: int = 20000) -> np.ndarray:
+def _place_ellipsoids(
+    mat: np.ndarray,
+    rng: np.random.Generator,
+    radius: Callable[[], float],
+    target_fraction: float,
+    material: Callable[[], int],
+    *,
+    aspect: Callable[[], tuple[float, float, float]] = lambda: (1.0, 1.0, 1.0),
+    core: tuple[float, int] | None = None,
+    occupied: np.ndarray | None = None,
+    max_objects: int = 20000,
+) -> np.ndarray:
     """Drop ellipsoids at random until `target_fraction` of the volume is covered.
 
     Overlap is allowed (it stands for compaction and pressure solution). ``core=(f, m)``
@@ -130,7 +138,7 @@ def _place_ellipsoids(mat: np.ndarray, rng: np.random.Generator, radius: Callabl
         hi = np.minimum(np.ceil(c + ax).astype(int) + 1, shape)
         if np.any(hi <= lo):
             continue
-        zz, yy, xx = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        zz, yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         q = ((zz - c[0]) / ax[0]) ** 2 + ((yy - c[1]) / ax[1]) ** 2 + ((xx - c[2]) / ax[2]) ** 2
         inside = q <= 1.0
         box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
@@ -148,9 +156,13 @@ def _well_sorted_sandstone(rng, shape, scale):
     mat = np.full(shape, MATERIAL_INDEX["air"], np.uint8)
     q, f = MATERIAL_INDEX["quartz"], MATERIAL_INDEX["feldspar"]
     solid = _place_ellipsoids(
-        mat, rng, lambda: 6.5 * scale * rng.lognormal(0, 0.12), 0.78,
+        mat,
+        rng,
+        lambda: 6.5 * scale * rng.lognormal(0, 0.12),
+        0.78,
         lambda: f if rng.random() < 0.08 else q,
-        aspect=lambda: tuple(rng.uniform(0.85, 1.15, 3)))
+        aspect=lambda: tuple(rng.uniform(0.85, 1.15, 3)),
+    )
     dist = ndimage.distance_transform_edt(~solid)
     coat = (~solid) & (dist <= 2.0) & (_smooth_field(rng, shape, 2.0) > 0.6)
     mat[coat] = MATERIAL_INDEX["clay"]
@@ -163,9 +175,13 @@ def _poorly_sorted_sandstone(rng, shape, scale):
     mat = np.full(shape, MATERIAL_INDEX["air"], np.uint8)
     q, f = MATERIAL_INDEX["quartz"], MATERIAL_INDEX["feldspar"]
     solid = _place_ellipsoids(
-        mat, rng, lambda: float(np.clip(4.0 * scale * rng.lognormal(0, 0.6), 1.2, 18 * scale)),
-        0.70, lambda: f if rng.random() < 0.3 else q,
-        aspect=lambda: tuple(rng.uniform(0.6, 1.4, 3)))
+        mat,
+        rng,
+        lambda: float(np.clip(4.0 * scale * rng.lognormal(0, 0.6), 1.2, 18 * scale)),
+        0.70,
+        lambda: f if rng.random() < 0.3 else q,
+        aspect=lambda: tuple(rng.uniform(0.6, 1.4, 3)),
+    )
     fill = (~solid) & (_smooth_field(rng, shape, 3.0 * scale) > -0.1)
     mat[fill] = MATERIAL_INDEX["clay"]
     return mat
@@ -185,8 +201,7 @@ def _vuggy_carbonate(rng, shape, scale):
         for _ in range(rng.integers(3, 7)):  # a vug is a union of lobes: irregular outline
             cc = c + rng.normal(0, 5 * scale, 3)
             r = rng.uniform(4, 10) * scale
-            mat[((zz - cc[0]) ** 2 + (yy - cc[1]) ** 2 + (xx - cc[2]) ** 2) <= r * r] = \
-                MATERIAL_INDEX["air"]
+            mat[((zz - cc[0]) ** 2 + (yy - cc[1]) ** 2 + (xx - cc[2]) ** 2) <= r * r] = MATERIAL_INDEX["air"]
     return mat
 
 
@@ -196,8 +211,14 @@ def _oolitic_limestone(rng, shape, scale):
     mat = np.full(shape, MATERIAL_INDEX["air"], np.uint8)
     cal = MATERIAL_INDEX["calcite"]
     solid = _place_ellipsoids(
-        mat, rng, lambda: 7.0 * scale * rng.lognormal(0, 0.08), 0.60, lambda: cal,
-        aspect=lambda: tuple(rng.uniform(0.9, 1.1, 3)), core=(0.55, MATERIAL_INDEX["micrite"]))
+        mat,
+        rng,
+        lambda: 7.0 * scale * rng.lognormal(0, 0.08),
+        0.60,
+        lambda: cal,
+        aspect=lambda: tuple(rng.uniform(0.9, 1.1, 3)),
+        core=(0.55, MATERIAL_INDEX["micrite"]),
+    )
     dist = ndimage.distance_transform_edt(~solid)
     mat[(~solid) & (dist <= 1.5)] = cal
     return mat
@@ -220,9 +241,14 @@ def _laminated_shale(rng, shape, scale):
     mat[(~silt_band) & silt & (_smooth_field(rng, shape, 0.9 * scale) > 1.6)] = MATERIAL_INDEX["quartz"]
     pores = np.full(shape, 255, np.uint8)
     air = MATERIAL_INDEX["air"]
-    _place_ellipsoids(pores, rng, lambda: rng.uniform(2.5, 6.0) * scale, 0.05, lambda: air,
-                      aspect=lambda: (rng.uniform(0.8, 1.2), rng.uniform(0.15, 0.3),
-                                      rng.uniform(0.8, 1.4)))
+    _place_ellipsoids(
+        pores,
+        rng,
+        lambda: rng.uniform(2.5, 6.0) * scale,
+        0.05,
+        lambda: air,
+        aspect=lambda: (rng.uniform(0.8, 1.2), rng.uniform(0.15, 0.3), rng.uniform(0.8, 1.4)),
+    )
     mat[pores == air] = air
     return mat
 
@@ -236,8 +262,13 @@ ROCK_TYPES: dict[str, Callable] = {
 }
 
 
-def simulate_rock(rock_type: str, shape: Sequence[int] = (24, 112, 112), *,
-                  grain_scale: float = 1.0, seed: int | np.random.Generator = 0) -> np.ndarray:
+def simulate_rock(
+    rock_type: str,
+    shape: Sequence[int] = (24, 112, 112),
+    *,
+    grain_scale: float = 1.0,
+    seed: int | np.random.Generator = 0,
+) -> np.ndarray:
     """3-D material map (uint8 indices into :data:`MATERIALS`) of one rock sample.
 
     ``grain_scale`` scales every length (grain radii, vug size, lamina period) in voxels,
@@ -284,9 +315,13 @@ def attenuation_map(materials: np.ndarray, energy_kev: float) -> np.ndarray:
     return table[materials]
 
 
-def ct_forward(materials: np.ndarray, scanner: Scanner | str, *,
-               seed: int | np.random.Generator = 0, fov_offset: tuple[float, float] | None = None
-               ) -> np.ndarray:
+def ct_forward(
+    materials: np.ndarray,
+    scanner: Scanner | str,
+    *,
+    seed: int | np.random.Generator = 0,
+    fov_offset: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Reconstructed CT grey values of a 3-D material map (Z, Y, X), quantised to the
     scanner's bit depth (uint8 or uint16). Slices are axial (rings and cupping in-plane)."""
     sc = SCANNERS[scanner] if isinstance(scanner, str) else scanner
@@ -346,15 +381,26 @@ class MicroCTSlices:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, index) -> "MicroCTSlices":
+    def subset(self, index) -> MicroCTSlices:
         index = np.asarray(index)
-        return MicroCTSlices(self.images[index], self.masks[index], self.rock[index],
-                             self.scanner[index], self.geometry[index], self.rock_types,
-                             self.scanners, self.phases,
-                             None if self.raw is None else self.raw[index])
+        return MicroCTSlices(
+            self.images[index],
+            self.masks[index],
+            self.rock[index],
+            self.scanner[index],
+            self.geometry[index],
+            self.rock_types,
+            self.scanners,
+            self.phases,
+            None if self.raw is None else self.raw[index],
+        )
 
-    def where(self, rocks: Iterable[str] | None = None, scanners: Iterable[str] | None = None,
-              geometries: Iterable[int] | None = None) -> np.ndarray:
+    def where(
+        self,
+        rocks: Iterable[str] | None = None,
+        scanners: Iterable[str] | None = None,
+        geometries: Iterable[int] | None = None,
+    ) -> np.ndarray:
         """Boolean selector over slices."""
         keep = np.ones(len(self), bool)
         if rocks is not None:
@@ -365,7 +411,7 @@ class MicroCTSlices:
             keep &= np.isin(self.geometry, list(geometries))
         return keep
 
-    def select(self, **kw) -> "MicroCTSlices":
+    def select(self, **kw) -> MicroCTSlices:
         return self.subset(np.flatnonzero(self.where(**kw)))
 
     def fingerprint(self) -> str:
@@ -377,10 +423,19 @@ class MicroCTSlices:
         return h.hexdigest()[:16]
 
 
-def simulate_slices(rock_types: Sequence[str] = tuple(ROCK_TYPES), scanners: Sequence[str] = ("benchtop_80kv",),
-                    *, samples_per_rock: int = 2, slices_per_sample: int = 8, size: int = 112,
-                    slice_step: int = 3, grain_scale: float = 1.0, seed: int = 0,
-                    normalize: str = "percentile", progress: bool = False) -> MicroCTSlices:
+def simulate_slices(
+    rock_types: Sequence[str] = tuple(ROCK_TYPES),
+    scanners: Sequence[str] = ("benchtop_80kv",),
+    *,
+    samples_per_rock: int = 2,
+    slices_per_sample: int = 8,
+    size: int = 112,
+    slice_step: int = 3,
+    grain_scale: float = 1.0,
+    seed: int = 0,
+    normalize: str = "percentile",
+    progress: bool = False,
+) -> MicroCTSlices:
     """Simulate ``samples_per_rock`` rock samples per rock type, image each with every
     scanner (same geometry, different physics), and cut each volume into axial slices
     ``slice_step`` voxels apart. Intensities are normalised per volume."""
@@ -401,7 +456,7 @@ def simulate_slices(rock_types: Sequence[str] = tuple(ROCK_TYPES), scanners: Seq
         rng = np.random.default_rng(child)
         mat = simulate_rock(rock_types[ri], (depth + 4, size, size), grain_scale=grain_scale, seed=rng)
         phases = material_phases(mat)[2:-2:slice_step]  # 2-voxel margin keeps z-blur honest
-        for si, sname in enumerate(scanners):
+        for _si, sname in enumerate(scanners):
             vol = ct_forward(mat, sname, seed=rng)[2:-2:slice_step]
             raw.append(vol)
             images.append(normalize_volume(vol, method=normalize))
@@ -410,17 +465,25 @@ def simulate_slices(rock_types: Sequence[str] = tuple(ROCK_TYPES), scanners: Seq
             rock_idx.append(np.full(n, ri))
             scan_idx.append(np.full(n, scanners.index(sname)))
             geom_idx.append(np.full(n, g))
-    return MicroCTSlices(np.concatenate(images).astype(np.float32), np.concatenate(masks),
-                         np.concatenate(rock_idx), np.concatenate(scan_idx),
-                         np.concatenate(geom_idx), tuple(rock_types), tuple(scanners), PHASES,
-                         np.concatenate([r.astype(np.uint16) for r in raw]))
+    return MicroCTSlices(
+        np.concatenate(images).astype(np.float32),
+        np.concatenate(masks),
+        np.concatenate(rock_idx),
+        np.concatenate(scan_idx),
+        np.concatenate(geom_idx),
+        tuple(rock_types),
+        tuple(scanners),
+        PHASES,
+        np.concatenate([r.astype(np.uint16) for r in raw]),
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Normalisation, slicing and validation
 # --------------------------------------------------------------------------------------
-def normalize_volume(volume: np.ndarray, method: str = "percentile",
-                     percentiles: tuple[float, float] = (0.5, 99.5), name: str = "volume") -> np.ndarray:
+def normalize_volume(
+    volume: np.ndarray, method: str = "percentile", percentiles: tuple[float, float] = (0.5, 99.5), name: str = "volume"
+) -> np.ndarray:
     """Per-volume intensity normalisation to float32.
 
     ``percentile``: clip to the given percentiles and scale to [0, 1] (robust to rings and
@@ -447,8 +510,9 @@ def normalize_volume(volume: np.ndarray, method: str = "percentile",
     return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def validate_phase_labels(labels: np.ndarray, n_phases: int, *, name: str = "labels",
-                          ignore_index: int | None = 255) -> None:
+def validate_phase_labels(
+    labels: np.ndarray, n_phases: int, *, name: str = "labels", ignore_index: int | None = 255
+) -> None:
     """Raise DataError when a label map holds ids outside 0..n_phases-1 (or ignore_index)."""
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iub":
@@ -458,8 +522,7 @@ def validate_phase_labels(labels: np.ndarray, n_phases: int, *, name: str = "lab
     if ignore_index is not None:
         bad = bad[bad != ignore_index]
     if bad.size:
-        raise DataError(f"{name}: label values {bad.tolist()[:10]} are outside the declared "
-                        f"phases 0..{n_phases - 1}")
+        raise DataError(f"{name}: label values {bad.tolist()[:10]} are outside the declared phases 0..{n_phases - 1}")
 
 
 def check_mask_matches(image: np.ndarray, mask: np.ndarray, name: str = "sample") -> None:
@@ -467,9 +530,16 @@ def check_mask_matches(image: np.ndarray, mask: np.ndarray, name: str = "sample"
         raise DataError(f"{name}: mask shape {np.shape(mask)} differs from image shape {np.shape(image)}")
 
 
-def slice_volume(volume: np.ndarray, labels: np.ndarray | None = None, *, axis: int = 0,
-                 step: int = 1, start: int = 0, n_phases: int | None = None,
-                 name: str = "volume") -> tuple[np.ndarray, np.ndarray | None]:
+def slice_volume(
+    volume: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    axis: int = 0,
+    step: int = 1,
+    start: int = 0,
+    n_phases: int | None = None,
+    name: str = "volume",
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Cut a (Z, Y, X) volume (and its label volume) into 2-D slices along ``axis``."""
     volume = np.asarray(volume)
     if volume.ndim != 3:
@@ -489,8 +559,16 @@ def slice_volume(volume: np.ndarray, labels: np.ndarray | None = None, *, axis: 
 # --------------------------------------------------------------------------------------
 # Loaders
 # --------------------------------------------------------------------------------------
-_MET_TYPES = {"MET_UCHAR": "uint8", "MET_CHAR": "int8", "MET_USHORT": "uint16", "MET_SHORT": "int16",
-              "MET_UINT": "uint32", "MET_INT": "int32", "MET_FLOAT": "float32", "MET_DOUBLE": "float64"}
+_MET_TYPES = {
+    "MET_UCHAR": "uint8",
+    "MET_CHAR": "int8",
+    "MET_USHORT": "uint16",
+    "MET_SHORT": "int16",
+    "MET_UINT": "uint32",
+    "MET_INT": "int32",
+    "MET_FLOAT": "float32",
+    "MET_DOUBLE": "float64",
+}
 
 
 def read_raw_header(path: str | Path) -> dict:
@@ -508,9 +586,13 @@ def read_raw_header(path: str | Path) -> dict:
     try:
         if path.suffix.lower() == ".json":
             d = json.loads(text)
-            return {"shape": tuple(int(s) for s in d["shape"]), "dtype": str(np.dtype(d.get("dtype", "uint8"))),
-                    "spacing": tuple(d.get("spacing", (1, 1, 1))), "data_file": d.get("data_file"),
-                    "byte_order": d.get("byte_order", "<")}
+            return {
+                "shape": tuple(int(s) for s in d["shape"]),
+                "dtype": str(np.dtype(d.get("dtype", "uint8"))),
+                "spacing": tuple(d.get("spacing", (1, 1, 1))),
+                "data_file": d.get("data_file"),
+                "byte_order": d.get("byte_order", "<"),
+            }
         if path.suffix.lower() == ".mhd" or "DimSize" in text:
             kv = {}
             for line in text.splitlines():
@@ -524,19 +606,31 @@ def read_raw_header(path: str | Path) -> dict:
             if et not in _MET_TYPES:
                 raise DataError(f"{path}: unsupported ElementType {et}")
             msb = kv.get("BinaryDataByteOrderMSB", kv.get("ElementByteOrderMSB", "False")).lower() == "true"
-            return {"shape": tuple(reversed(dims)), "dtype": _MET_TYPES[et],
-                    "spacing": tuple(float(x) for x in kv.get("ElementSpacing", "1 1 1").split()[::-1]),
-                    "data_file": kv.get("ElementDataFile"), "byte_order": ">" if msb else "<"}
+            return {
+                "shape": tuple(reversed(dims)),
+                "dtype": _MET_TYPES[et],
+                "spacing": tuple(float(x) for x in kv.get("ElementSpacing", "1 1 1").split()[::-1]),
+                "data_file": kv.get("ElementDataFile"),
+                "byte_order": ">" if msb else "<",
+            }
         body = text.split("Comments", 1)[0]
-        numeric = [ln.split() for ln in body.splitlines()
-                   if ln.split() and all(re.fullmatch(r"[-+0-9.eE]+", t) for t in ln.split())]
+        numeric = [
+            ln.split()
+            for ln in body.splitlines()
+            if ln.split() and all(re.fullmatch(r"[-+0-9.eE]+", t) for t in ln.split())
+        ]
         if not numeric or len(numeric[0]) != 3:
             raise DataError(f"{path}: no 'Nx Ny Nz' line found in the header")
         nx, ny, nz = (int(float(t)) for t in numeric[0])
         spacing = tuple(float(t) for t in numeric[1])[::-1] if len(numeric) > 1 else (1.0, 1.0, 1.0)
         m = re.search(r"^\s*dtype\s*[:=]?\s*(\w+)", body, re.M | re.I)
-        return {"shape": (nz, ny, nx), "dtype": str(np.dtype(m.group(1))) if m else "uint8",
-                "spacing": spacing, "data_file": None, "byte_order": "<"}
+        return {
+            "shape": (nz, ny, nx),
+            "dtype": str(np.dtype(m.group(1))) if m else "uint8",
+            "spacing": spacing,
+            "data_file": None,
+            "byte_order": "<",
+        }
     except DataError:
         raise
     except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
@@ -545,16 +639,26 @@ def read_raw_header(path: str | Path) -> dict:
 
 def find_raw_header(path: str | Path) -> Path | None:
     path = Path(path)
-    for cand in (path.with_name(path.name + "_header"), path.with_suffix(".mhd"),
-                 path.with_suffix(".json"), path.with_name(path.name + ".json"),
-                 path.with_suffix(".hdr")):
+    for cand in (
+        path.with_name(path.name + "_header"),
+        path.with_suffix(".mhd"),
+        path.with_suffix(".json"),
+        path.with_name(path.name + ".json"),
+        path.with_suffix(".hdr"),
+    ):
         if cand.is_file() and cand != path:
             return cand
     return None
 
 
-def read_raw_volume(path: str | Path, shape: Sequence[int] | None = None, dtype: str | None = None, *,
-                    header: str | Path | None = None, byte_order: str | None = None) -> np.ndarray:
+def read_raw_volume(
+    path: str | Path,
+    shape: Sequence[int] | None = None,
+    dtype: str | None = None,
+    *,
+    header: str | Path | None = None,
+    byte_order: str | None = None,
+) -> np.ndarray:
     """Read a headerless binary volume, x fastest, returned as (Z, Y, X).
 
     The shape and dtype come from the arguments, or from a header next to the file
@@ -573,17 +677,20 @@ def read_raw_volume(path: str | Path, shape: Sequence[int] | None = None, dtype:
     hdr = read_raw_header(hdr_path) if hdr_path is not None else None
     if hdr is not None:
         if shape is not None and tuple(int(s) for s in shape) != tuple(hdr["shape"]):
-            raise DataError(f"{path}: shape {tuple(shape)} given but the header {hdr_path.name} says "
-                            f"{tuple(hdr['shape'])} (z, y, x)")
+            raise DataError(
+                f"{path}: shape {tuple(shape)} given but the header {hdr_path.name} says "
+                f"{tuple(hdr['shape'])} (z, y, x)"
+            )
         if dtype is not None and np.dtype(dtype) != np.dtype(hdr["dtype"]):
-            raise DataError(f"{path}: dtype {np.dtype(dtype)} given but the header {hdr_path.name} "
-                            f"says {hdr['dtype']}")
+            raise DataError(f"{path}: dtype {np.dtype(dtype)} given but the header {hdr_path.name} says {hdr['dtype']}")
         shape = shape or hdr["shape"]
         dtype = dtype or hdr["dtype"]
         byte_order = byte_order or hdr.get("byte_order", "<")
     if shape is None or dtype is None:
-        raise DataError(f"{path}: no shape/dtype given and no header found (looked for "
-                        f"{path.name}_header, {path.stem}.mhd, {path.stem}.json)")
+        raise DataError(
+            f"{path}: no shape/dtype given and no header found (looked for "
+            f"{path.name}_header, {path.stem}.mhd, {path.stem}.json)"
+        )
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise DataError(f"{path}: shape {shape} is not a 3-D (z, y, x) shape")
@@ -591,8 +698,10 @@ def read_raw_volume(path: str | Path, shape: Sequence[int] | None = None, dtype:
     expected = int(np.prod(shape)) * dt.itemsize
     actual = path.stat().st_size
     if actual != expected:
-        raise DataError(f"{path}: file has {actual} bytes but shape {shape} (z, y, x) of "
-                        f"{np.dtype(dtype).name} needs {expected} bytes: shape or dtype do not match")
+        raise DataError(
+            f"{path}: file has {actual} bytes but shape {shape} (z, y, x) of "
+            f"{np.dtype(dtype).name} needs {expected} bytes: shape or dtype do not match"
+        )
     return np.fromfile(path, dtype=dt).reshape(shape).astype(np.dtype(dtype).newbyteorder("="))
 
 
@@ -607,16 +716,18 @@ def read_mat_volume(path: str | Path, variable: str | None = None) -> np.ndarray
     try:
         data = scipy.io.loadmat(path)
     except NotImplementedError as e:  # v7.3 files are HDF5
-        raise DataError(f"{path}: MATLAB v7.3 (HDF5) files are not supported here; "
-                        f"re-save with -v7 or read with h5py ({e})") from e
+        raise DataError(
+            f"{path}: MATLAB v7.3 (HDF5) files are not supported here; re-save with -v7 or read with h5py ({e})"
+        ) from e
     except Exception as e:  # scipy raises many types for corrupt files
         raise DataError(f"{path}: cannot read as a .mat file ({type(e).__name__}: {e})") from e
     arrays = {k: v for k, v in data.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
     if variable is None:
         vols = [k for k, v in arrays.items() if v.ndim == 3]
         if len(vols) != 1:
-            raise DataError(f"{path}: found 3-D variables {vols} (all variables: {sorted(arrays)}); "
-                            f"pass variable=... to choose one")
+            raise DataError(
+                f"{path}: found 3-D variables {vols} (all variables: {sorted(arrays)}); pass variable=... to choose one"
+            )
         variable = vols[0]
     if variable not in arrays:
         raise DataError(f"{path}: no variable {variable!r}; variables are {sorted(arrays)}")
@@ -661,8 +772,7 @@ def read_slice_folder(folder: str | Path, pattern: str = "*") -> np.ndarray:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    files = sorted((p for p in folder.glob(pattern) if p.suffix.lower() in SLICE_SUFFIXES),
-                   key=_natural_key)
+    files = sorted((p for p in folder.glob(pattern) if p.suffix.lower() in SLICE_SUFFIXES), key=_natural_key)
     if not files:
         raise DataError(f"{folder}: folder holds no slice images ({', '.join(SLICE_SUFFIXES)})")
     first = read_slice(files[0])
@@ -711,10 +821,18 @@ def load_volume(path: str | Path, **kwargs) -> np.ndarray:
     raise DataError(f"{path}: unknown volume format {suf!r} (tif, raw+header, mhd, mat, png/jpg, folder)")
 
 
-def load_labelled_slices(image_path: str | Path, label_path: str | Path, *, n_phases: int = len(PHASES),
-                         axis: int = 0, step: int = 1, normalize: str = "percentile",
-                         image_kwargs: dict | None = None, label_kwargs: dict | None = None,
-                         ignore_index: int | None = 255) -> tuple[np.ndarray, np.ndarray]:
+def load_labelled_slices(
+    image_path: str | Path,
+    label_path: str | Path,
+    *,
+    n_phases: int = len(PHASES),
+    axis: int = 0,
+    step: int = 1,
+    normalize: str = "percentile",
+    image_kwargs: dict | None = None,
+    label_kwargs: dict | None = None,
+    ignore_index: int | None = 255,
+) -> tuple[np.ndarray, np.ndarray]:
     """A grey volume and its phase-label volume (any format :func:`load_volume` reads) as 2-D
     samples: ``(images (N, H, W) float32 normalised per volume, masks (N, H, W) int64)``.
 
@@ -726,8 +844,10 @@ def load_labelled_slices(image_path: str | Path, label_path: str | Path, *, n_ph
     vol = load_volume(image_path, **(image_kwargs or {}))
     lab = load_volume(label_path, **(label_kwargs or {}))
     if vol.shape != lab.shape:
-        raise DataError(f"{label_path}: label volume shape {lab.shape} (z, y, x) differs from the image "
-                        f"volume {image_path.name} {vol.shape}")
+        raise DataError(
+            f"{label_path}: label volume shape {lab.shape} (z, y, x) differs from the image "
+            f"volume {image_path.name} {vol.shape}"
+        )
     validate_phase_labels(lab, n_phases, name=str(label_path), ignore_index=ignore_index)
     norm = normalize_volume(vol, method=normalize, name=str(image_path))
     images, masks = slice_volume(norm, lab, axis=axis, step=step, name=str(image_path))

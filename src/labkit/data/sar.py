@@ -39,9 +39,9 @@ standardisation; NaN pixels are filled after normalising and their labels ignore
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -96,9 +96,11 @@ DEFAULT_LOOKS = 3.0
 NOISE_FLOOR_DB = {"HH": -25.0, "HV": -25.0}
 HV_NOISE_FLOOR_DB = NOISE_FLOOR_DB["HV"]
 HH_NOISE_FLOOR_DB = NOISE_FLOOR_DB["HH"]
-NOISE_FLOOR_SOURCE = ("Sentinel-1 EW NESZ: requirement <= -22 dB (ESA Sentinel-1 SAR User Guide); product noise "
-                      "vectors about -22 to -28 dB across EW1-EW5 (Sentinel-1 MPC annual performance reports); "
-                      "the same for HH and HV (one antenna, one receiver design)")
+NOISE_FLOOR_SOURCE = (
+    "Sentinel-1 EW NESZ: requirement <= -22 dB (ESA Sentinel-1 SAR User Guide); product noise "
+    "vectors about -22 to -28 dB across EW1-EW5 (Sentinel-1 MPC annual performance reports); "
+    "the same for HH and HV (one antenna, one receiver design)"
+)
 # Weather: each scene draws its own wind (open water) and an air-temperature anomaly (deg C, normal with
 # this standard deviation) around the month's climatology, which moves its snow wetness.
 WEATHER_TEMPERATURE_SD = 2.0
@@ -195,6 +197,7 @@ class SarScene:
 # Season physics
 # ---------------------------------------------------------------------------------------------------
 
+
 def air_temperature(month: float) -> float:
     """Monthly mean 2 m air temperature (deg C) on the East Greenland shelf: about -24 in Feb, +4 in Jul."""
     return float(-10.0 + 14.0 * np.cos(2 * np.pi * (month - 7.25) / 12.0))
@@ -220,6 +223,7 @@ def _check_month(month) -> int:
 # ---------------------------------------------------------------------------------------------------
 # Simulator
 # ---------------------------------------------------------------------------------------------------
+
 
 def _smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
     """A zero-mean, unit-variance Gaussian random field with correlation length ``sigma`` pixels.
@@ -271,8 +275,13 @@ def _class_probabilities(rel_distance: float, melt: float, coastal: bool, freeze
     return p / p.sum()
 
 
-def simulate_chart(shape: tuple[int, int], month: int, rng: np.random.Generator, polygon_size: float = 0.16,
-                   temperature_offset: float = 0.0):
+def simulate_chart(
+    shape: tuple[int, int],
+    month: int,
+    rng: np.random.Generator,
+    polygon_size: float = 0.16,
+    temperature_offset: float = 0.0,
+):
     """An ice-chart-like map: (labels, surface, land, polygon_id).
 
     ``labels`` names each polygon's dominant stage (land = IGNORE_INDEX); ``surface`` is what lies in each
@@ -381,10 +390,17 @@ def texture_fields(surface: np.ndarray, rng: np.random.Generator, melt: float = 
     return out
 
 
-def simulate_backscatter(surface: np.ndarray, polygon: np.ndarray, month: int, rng: np.random.Generator,
-                         looks: float = DEFAULT_LOOKS, wind_speed: float | None = None,
-                         noise_floor_db: float | Sequence[float] = (HH_NOISE_FLOOR_DB, HV_NOISE_FLOOR_DB),
-                         scalloping_db: float = 0.4, temperature_offset: float = 0.0) -> tuple[np.ndarray, dict]:
+def simulate_backscatter(
+    surface: np.ndarray,
+    polygon: np.ndarray,
+    month: int,
+    rng: np.random.Generator,
+    looks: float = DEFAULT_LOOKS,
+    wind_speed: float | None = None,
+    noise_floor_db: float | Sequence[float] = (HH_NOISE_FLOOR_DB, HV_NOISE_FLOOR_DB),
+    scalloping_db: float = 0.4,
+    temperature_offset: float = 0.0,
+) -> tuple[np.ndarray, dict]:
     """HH and HV in dB (2, H, W) for a surface-type map; returns the array and the scene's physical settings.
 
     ``noise_floor_db``: the mean thermal-noise level of (HH, HV) in dB (one number: both channels).
@@ -430,17 +446,28 @@ def simulate_backscatter(surface: np.ndarray, polygon: np.ndarray, month: int, r
     period = max(h / 6.0, 8.0)
     scallop_db = scalloping_db * np.sin(2 * np.pi * np.arange(h)[:, None] / period + phase[sub][None, :])
     measured = measured * 10.0 ** (scallop_db / 10.0)
-    physics = {"wind_speed": wind_speed, "melt_fraction": melt,
-               "air_temperature": air_temperature(month) + temperature_offset,
-               "temperature_offset": float(temperature_offset), "looks": looks,
-               "noise_floor_db": [float(f) for f in floors]}
+    physics = {
+        "wind_speed": wind_speed,
+        "melt_fraction": melt,
+        "air_temperature": air_temperature(month) + temperature_offset,
+        "temperature_offset": float(temperature_offset),
+        "looks": looks,
+        "noise_floor_db": [float(f) for f in floors],
+    }
     return (10.0 * np.log10(measured)).astype(np.float32), physics
 
 
-def simulate_scene(month: int, size: int | tuple[int, int] = 256, seed: int | Sequence[int] = 0,
-                   looks: float = DEFAULT_LOOKS, wind_speed: float | None = None, no_data_corner: bool | None = None,
-                   polygon_size: float = 0.16, name: str | None = None,
-                   temperature_offset: float | None = None) -> SarScene:
+def simulate_scene(
+    month: int,
+    size: int | tuple[int, int] = 256,
+    seed: int | Sequence[int] = 0,
+    looks: float = DEFAULT_LOOKS,
+    wind_speed: float | None = None,
+    no_data_corner: bool | None = None,
+    polygon_size: float = 0.16,
+    name: str | None = None,
+    temperature_offset: float | None = None,
+) -> SarScene:
     """One simulated Sentinel-1 EW scene of the given month (1..12) over East Greenland sea ice.
 
     ``seed``: an int or a sequence of ints (e.g. ``(seed, k)`` for the k-th scene of a month). Each scene
@@ -455,10 +482,12 @@ def simulate_scene(month: int, size: int | tuple[int, int] = 256, seed: int | Se
     rng = np.random.default_rng(np.random.SeedSequence([*seeds, month]))
     if temperature_offset is None:
         temperature_offset = float(rng.normal(0.0, WEATHER_TEMPERATURE_SD))
-    labels, surface, land, polygon = simulate_chart(shape, month, rng, polygon_size=polygon_size,
-                                                    temperature_offset=temperature_offset)
-    sar, physics = simulate_backscatter(surface, polygon, month, rng, looks=looks, wind_speed=wind_speed,
-                                        temperature_offset=temperature_offset)
+    labels, surface, land, polygon = simulate_chart(
+        shape, month, rng, polygon_size=polygon_size, temperature_offset=temperature_offset
+    )
+    sar, physics = simulate_backscatter(
+        surface, polygon, month, rng, looks=looks, wind_speed=wind_speed, temperature_offset=temperature_offset
+    )
     if no_data_corner is None:
         no_data_corner = bool(rng.random() < 0.5)
     if no_data_corner:  # the swath edge cuts a corner of the frame
@@ -469,12 +498,21 @@ def simulate_scene(month: int, size: int | tuple[int, int] = 256, seed: int | Se
         labels = labels.copy()
         labels[cut] = IGNORE_INDEX
     name = name or f"S1_EW_sim_2018{month:02d}_seed{'-'.join(map(str, seeds))}"
-    return SarScene(sar=sar, labels=labels, land=land, incidence=incidence_angles(shape), name=name, month=month,
-                    surface=surface, meta={"simulated": True, "seed": seeds, **physics})
+    return SarScene(
+        sar=sar,
+        labels=labels,
+        land=land,
+        incidence=incidence_angles(shape),
+        name=name,
+        month=month,
+        surface=surface,
+        meta={"simulated": True, "seed": seeds, **physics},
+    )
 
 
-def simulate_year(size: int = 256, seed: int = 0, months: Sequence[int] = tuple(range(1, 13)),
-                  looks: float = DEFAULT_LOOKS) -> list[SarScene]:
+def simulate_year(
+    size: int = 256, seed: int = 0, months: Sequence[int] = tuple(range(1, 13)), looks: float = DEFAULT_LOOKS
+) -> list[SarScene]:
     """One scene per month (as the ExtremeEarth East Greenland 2018 series)."""
     return [simulate_scene(m, size=size, seed=seed, looks=looks) for m in months]
 
@@ -482,6 +520,7 @@ def simulate_year(size: int = 256, seed: int = 0, months: Sequence[int] = tuple(
 # ---------------------------------------------------------------------------------------------------
 # Units, checks, normalisation
 # ---------------------------------------------------------------------------------------------------
+
 
 def to_db(linear: np.ndarray) -> np.ndarray:
     """10*log10 of linear backscatter; non-positive or non-finite values become NaN (masked, not -inf)."""
@@ -515,13 +554,15 @@ def check_db_range(sar: np.ndarray, band_names: Sequence[str] = BAND_NAMES, sour
         if values.min() >= 0 and med < 1.0:
             raise DataError(
                 f"{source}: band {band} looks linear, not dB (all values >= 0, median {med:.3g}); "
-                "convert it with labkit.data.sar.to_db or declare the units as linear")
+                "convert it with labkit.data.sar.to_db or declare the units as linear"
+            )
         if -1.5 <= lo and hi <= 1.5:
             raise DataError(f"{source}: band {band} looks normalised (values within [{lo:.2f}, {hi:.2f}]), not dB")
         if lo < DB_PHYSICAL_RANGE[0] or hi > DB_PHYSICAL_RANGE[1]:
             raise DataError(
                 f"{source}: band {band} has values outside the physical range of sigma0 in dB "
-                f"{DB_PHYSICAL_RANGE} (0.5-99.5 percentiles {lo:.1f} .. {hi:.1f}); is it in the wrong units?")
+                f"{DB_PHYSICAL_RANGE} (0.5-99.5 percentiles {lo:.1f} .. {hi:.1f}); is it in the wrong units?"
+            )
 
 
 def validate_scene(scene: SarScene, num_classes: int | None = None, source: str | None = None) -> SarScene:
@@ -530,8 +571,10 @@ def validate_scene(scene: SarScene, num_classes: int | None = None, source: str 
     num_classes = len(scene.class_names) if num_classes is None else num_classes
     sar = np.asarray(scene.sar)
     if sar.ndim != 3 or sar.shape[0] != 2:
-        raise DataError(f"{source}: SAR must be (2, H, W) with a co-pol and a cross-pol band, got shape {sar.shape}"
-                        f" (bands {tuple(scene.band_names)}): a polarisation is missing")
+        raise DataError(
+            f"{source}: SAR must be (2, H, W) with a co-pol and a cross-pol band, got shape {sar.shape}"
+            f" (bands {tuple(scene.band_names)}): a polarisation is missing"
+        )
     if sar.shape[1:] != scene.labels.shape:
         raise DataError(f"{source}: SAR size {sar.shape[1:]} differs from label size {scene.labels.shape}")
     if scene.land.shape != scene.labels.shape:
@@ -541,8 +584,10 @@ def validate_scene(scene: SarScene, num_classes: int | None = None, source: str 
     outside = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= num_classes))
     if outside.any():
         codes = sorted(np.unique(labels[outside]).tolist())
-        raise DataError(f"{source}: chart holds class id(s) {codes[:10]} outside the legend "
-                        f"{dict(enumerate(scene.class_names))} at {int(outside.sum())} pixel(s)")
+        raise DataError(
+            f"{source}: chart holds class id(s) {codes[:10]} outside the legend "
+            f"{dict(enumerate(scene.class_names))} at {int(outside.sum())} pixel(s)"
+        )
     missing = ~np.isfinite(sar).all(axis=0)
     if missing.any():
         labels = labels.copy()
@@ -564,7 +609,7 @@ class BandNormalizer:
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
 
-    def fit(self, scenes: Sequence[SarScene]) -> "BandNormalizer":
+    def fit(self, scenes: Sequence[SarScene]) -> BandNormalizer:
         if not scenes:
             raise DataError("BandNormalizer.fit: no scenes given")
         sums = np.zeros(2)
@@ -597,19 +642,28 @@ class BandNormalizer:
 # Tiles
 # ---------------------------------------------------------------------------------------------------
 
+
 def check_tile_fits(scene: SarScene, tile: int, rows: tuple[float, float] = (0.0, 1.0)) -> tuple[int, int]:
     """Row range (start, stop) of ``scene`` for ``rows`` fractions; DataError when a tile does not fit."""
     h, w = scene.shape
     r0, r1 = int(round(rows[0] * h)), int(round(rows[1] * h))
     if r1 - r0 < tile or w < tile:
-        raise DataError(f"{scene.name}: region of {r1 - r0} x {w} pixels (rows {rows}) is smaller than the "
-                        f"tile {tile} x {tile}; use a smaller tile or a larger scene")
+        raise DataError(
+            f"{scene.name}: region of {r1 - r0} x {w} pixels (rows {rows}) is smaller than the "
+            f"tile {tile} x {tile}; use a smaller tile or a larger scene"
+        )
     return r0, r1
 
 
-def sample_tiles(scenes: Sequence[SarScene], normalizer: BandNormalizer, tile: int, n_tiles: int,
-                 rng: np.random.Generator, rows: tuple[float, float] = (0.0, 1.0),
-                 min_valid: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def sample_tiles(
+    scenes: Sequence[SarScene],
+    normalizer: BandNormalizer,
+    tile: int,
+    n_tiles: int,
+    rng: np.random.Generator,
+    rows: tuple[float, float] = (0.0, 1.0),
+    min_valid: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """Random tiles (N, 2, t, t) normalised and labels (N, t, t) from the ``rows`` band of each scene.
 
     Tiles are spread evenly over scenes; a tile with less than ``min_valid`` labelled pixels is redrawn
@@ -625,16 +679,17 @@ def sample_tiles(scenes: Sequence[SarScene], normalizer: BandNormalizer, tile: i
         for _ in range(20):
             y = int(rng.integers(r0, r1 - tile + 1))
             x = int(rng.integers(0, w - tile + 1))
-            lab = scenes[k].labels[y:y + tile, x:x + tile]
+            lab = scenes[k].labels[y : y + tile, x : x + tile]
             if (lab != IGNORE_INDEX).mean() >= min_valid:
                 break
-        images[i] = normed[k][:, y:y + tile, x:x + tile]
+        images[i] = normed[k][:, y : y + tile, x : x + tile]
         masks[i] = lab
     return images, masks
 
 
-def grid_tiles(scenes: Sequence[SarScene], normalizer: BandNormalizer, tile: int,
-               rows: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+def grid_tiles(
+    scenes: Sequence[SarScene], normalizer: BandNormalizer, tile: int, rows: tuple[float, float] = (0.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """Non-overlapping tiles covering the ``rows`` band of each scene (validation), skipping empty ones."""
     images, masks = [], []
     for scene in scenes:
@@ -642,9 +697,9 @@ def grid_tiles(scenes: Sequence[SarScene], normalizer: BandNormalizer, tile: int
         normed = normalizer.transform(scene.sar)
         for y in range(r0, r1 - tile + 1, tile):
             for x in range(0, scene.shape[1] - tile + 1, tile):
-                lab = scene.labels[y:y + tile, x:x + tile]
+                lab = scene.labels[y : y + tile, x : x + tile]
                 if (lab != IGNORE_INDEX).any():
-                    images.append(normed[:, y:y + tile, x:x + tile])
+                    images.append(normed[:, y : y + tile, x : x + tile])
                     masks.append(lab)
     if not images:
         raise DataError(f"no labelled {tile}x{tile} tiles in rows {rows} of {[s.name for s in scenes]}")
@@ -655,8 +710,12 @@ def grid_tiles(scenes: Sequence[SarScene], normalizer: BandNormalizer, tile: int
 # Real formats
 # ---------------------------------------------------------------------------------------------------
 
-AI4ARCTIC_VARIABLES = {"HH": "nersc_sar_primary", "HV": "nersc_sar_secondary",
-                       "incidence": "sar_incidenceangle", "distance": "distance_map"}
+AI4ARCTIC_VARIABLES = {
+    "HH": "nersc_sar_primary",
+    "HV": "nersc_sar_secondary",
+    "incidence": "sar_incidenceangle",
+    "distance": "distance_map",
+}
 # AI4Arctic ready-to-train stage-of-development classes -> this kit's legend.
 # 0 ice free, 1 new ice, 2 young ice, 3 thin first-year, 4 thick first-year, 5 old (multi-year) ice; 255 fill.
 SOD_TO_CLASS = {0: WATER, 1: YOUNG, 2: YOUNG, 3: FYI, 4: FYI, 5: MYI}
@@ -673,8 +732,9 @@ def _sar_band_as_db(da, band: str, path) -> np.ndarray:
     if units in _LINEAR_UNITS:
         values = to_db(values)
     elif units not in ("db", "decibel", "decibels"):
-        raise DataError(f"{path}: variable '{da.name}' ({band}) has units '{da.attrs.get('units')}'; "
-                        "expected dB or linear")
+        raise DataError(
+            f"{path}: variable '{da.name}' ({band}) has units '{da.attrs.get('units')}'; expected dB or linear"
+        )
     return values.astype(np.float32)
 
 
@@ -698,24 +758,37 @@ def read_ai4arctic_netcdf(path: str | Path, label: str = "SOD") -> SarScene:
         names = set(ds.variables)
         for band in ("HH", "HV"):
             if AI4ARCTIC_VARIABLES[band] not in names:
-                raise DataError(f"{path}: polarisation {band} is missing (no variable "
-                                f"'{AI4ARCTIC_VARIABLES[band]}'; variables: {sorted(names)})")
+                raise DataError(
+                    f"{path}: polarisation {band} is missing (no variable "
+                    f"'{AI4ARCTIC_VARIABLES[band]}'; variables: {sorted(names)})"
+                )
         if label not in names:
             raise DataError(f"{path}: no chart variable '{label}' (variables: {sorted(names)})")
         bands = [_sar_band_as_db(ds[AI4ARCTIC_VARIABLES[b]], b, path) for b in ("HH", "HV")]
         if bands[0].ndim != 2:
-            raise DataError(f"{path}: SAR variable '{AI4ARCTIC_VARIABLES['HH']}' must be 2-D, got shape {bands[0].shape}")
+            raise DataError(
+                f"{path}: SAR variable '{AI4ARCTIC_VARIABLES['HH']}' must be 2-D, got shape {bands[0].shape}"
+            )
         shape = bands[0].shape
         # Every raster must lie on the HH grid (same dimensions and size): a chart or HV on another grid
         # would be silently misaligned, so it is an error naming the variable, never a resample.
         hh_dims = tuple(ds[AI4ARCTIC_VARIABLES["HH"]].dims)
-        for name in [AI4ARCTIC_VARIABLES["HV"], label, "SIC", "FLOE", AI4ARCTIC_VARIABLES["incidence"],
-                     AI4ARCTIC_VARIABLES["distance"], "land_mask"]:
+        for name in [
+            AI4ARCTIC_VARIABLES["HV"],
+            label,
+            "SIC",
+            "FLOE",
+            AI4ARCTIC_VARIABLES["incidence"],
+            AI4ARCTIC_VARIABLES["distance"],
+            "land_mask",
+        ]:
             if name in names and (tuple(ds[name].shape) != shape or tuple(ds[name].dims) != hh_dims):
-                raise DataError(f"{path}: variable '{name}' is on a different grid from HH "
-                                f"('{AI4ARCTIC_VARIABLES['HH']}' {dict(zip(hh_dims, shape))}, '{name}' "
-                                f"{dict(zip(ds[name].dims, ds[name].shape))}); put every raster on the SAR grid "
-                                "(e.g. the AI4Arctic ready-to-train files) before reading")
+                raise DataError(
+                    f"{path}: variable '{name}' is on a different grid from HH "
+                    f"('{AI4ARCTIC_VARIABLES['HH']}' {dict(zip(hh_dims, shape))}, '{name}' "
+                    f"{dict(zip(ds[name].dims, ds[name].shape))}); put every raster on the SAR grid "
+                    "(e.g. the AI4Arctic ready-to-train files) before reading"
+                )
         sar = np.stack(bands)
         chart = np.asarray(ds[label].values).astype(np.int64)
         sic = np.asarray(ds["SIC"].values).astype(np.int64) if "SIC" in names else None
@@ -737,8 +810,10 @@ def read_ai4arctic_netcdf(path: str | Path, label: str = "SOD") -> SarScene:
     bad = ~np.isin(chart, list(legend) + [AI4ARCTIC_FILL])
     if bad.any():
         codes = sorted(np.unique(chart[bad]).tolist())
-        raise DataError(f"{path}: chart '{label}' holds code(s) {codes[:10]} outside the legend "
-                        f"{sorted(legend)} + fill {AI4ARCTIC_FILL} at {int(bad.sum())} pixel(s)")
+        raise DataError(
+            f"{path}: chart '{label}' holds code(s) {codes[:10]} outside the legend "
+            f"{sorted(legend)} + fill {AI4ARCTIC_FILL} at {int(bad.sum())} pixel(s)"
+        )
     lut = np.full(256, IGNORE_INDEX, np.int64)
     for code, cls in legend.items():
         lut[code] = cls
@@ -749,8 +824,15 @@ def read_ai4arctic_netcdf(path: str | Path, label: str = "SOD") -> SarScene:
     stem = path.name
     if len(stem) >= 8 and stem[:8].isdigit():
         month = int(stem[4:6]) if 1 <= int(stem[4:6]) <= 12 else None
-    scene = SarScene(sar=sar, labels=labels, land=land, incidence=incidence, name=str(path), month=month,
-                     meta={"SIC": sic, "FLOE": floe, "attrs": attrs, "source": "ai4arctic"})
+    scene = SarScene(
+        sar=sar,
+        labels=labels,
+        land=land,
+        incidence=incidence,
+        name=str(path),
+        month=month,
+        meta={"SIC": sic, "FLOE": floe, "attrs": attrs, "source": "ai4arctic"},
+    )
     return validate_scene(scene, source=str(path))
 
 
@@ -772,10 +854,16 @@ def write_ai4arctic_netcdf(path: str | Path, scene: SarScene, units: str = "dB")
     distance = np.where(scene.land, 0, 10).astype(np.uint8)
     ds = xr.Dataset(
         {
-            "nersc_sar_primary": (dims, sar[0].astype(np.float32),
-                                  {"units": units, "long_name": "HH backscatter, NERSC noise corrected"}),
-            "nersc_sar_secondary": (dims, sar[1].astype(np.float32),
-                                    {"units": units, "long_name": "HV backscatter, NERSC noise corrected"}),
+            "nersc_sar_primary": (
+                dims,
+                sar[0].astype(np.float32),
+                {"units": units, "long_name": "HH backscatter, NERSC noise corrected"},
+            ),
+            "nersc_sar_secondary": (
+                dims,
+                sar[1].astype(np.float32),
+                {"units": units, "long_name": "HV backscatter, NERSC noise corrected"},
+            ),
             "sar_incidenceangle": (dims, scene.incidence.astype(np.float32), {"units": "degree"}),
             "SIC": (dims, sic, {"long_name": "sea ice concentration class (tens of percent)"}),
             "SOD": (dims, sod, {"long_name": "stage of development class"}),
@@ -785,8 +873,12 @@ def write_ai4arctic_netcdf(path: str | Path, scene: SarScene, units: str = "dB")
         attrs={"scene_id": scene.name, "ice_service": "simulated"},
     )
     encoding = {v: {"_FillValue": AI4ARCTIC_FILL} for v in ("SIC", "SOD", "FLOE")}
-    encoding.update({v: {"_FillValue": None} for v in ("nersc_sar_primary", "nersc_sar_secondary",
-                                                          "sar_incidenceangle", "distance_map")})
+    encoding.update(
+        {
+            v: {"_FillValue": None}
+            for v in ("nersc_sar_primary", "nersc_sar_secondary", "sar_incidenceangle", "distance_map")
+        }
+    )
     ds.to_netcdf(path, engine="netcdf4", encoding=encoding)
     return Path(path)
 
@@ -794,10 +886,16 @@ def write_ai4arctic_netcdf(path: str | Path, scene: SarScene, units: str = "dB")
 _POLARISATION_PAIRS = (("HH", "HV"), ("VV", "VH"))
 
 
-def read_geotiff_scene(sar_path: str | Path, label_path: str | Path | None = None, *,
-                       band_names: Sequence[str] | None = None, label_map: dict[int, int] | None = None,
-                       label_nodata: Sequence[int] = (), class_names: Sequence[str] = CLASS_NAMES,
-                       units: str = "dB") -> SarScene:
+def read_geotiff_scene(
+    sar_path: str | Path,
+    label_path: str | Path | None = None,
+    *,
+    band_names: Sequence[str] | None = None,
+    label_map: dict[int, int] | None = None,
+    label_nodata: Sequence[int] = (),
+    class_names: Sequence[str] = CLASS_NAMES,
+    units: str = "dB",
+) -> SarScene:
     """A SAR GeoTIFF (co-pol and cross-pol bands) with an optional label GeoTIFF.
 
     ``band_names`` default to the file's band descriptions; the bands are reordered to (co-pol, cross-pol)
@@ -811,25 +909,34 @@ def read_geotiff_scene(sar_path: str | Path, label_path: str | Path | None = Non
     names = list(band_names or meta.get("band_names") or [])
     names = [str(n).upper() if n else "" for n in names]
     if data.shape[0] < 2:
-        raise DataError(f"{sar_path}: has {data.shape[0]} band(s) {names}; a co-polarised and a cross-polarised "
-                        "band are needed (HH+HV or VV+VH): a polarisation is missing")
+        raise DataError(
+            f"{sar_path}: has {data.shape[0]} band(s) {names}; a co-polarised and a cross-polarised "
+            "band are needed (HH+HV or VV+VH): a polarisation is missing"
+        )
     if band_names is not None and len(names) != data.shape[0]:
-        raise DataError(f"{sar_path}: has {data.shape[0]} band(s) but {len(names)} band name(s) were given "
-                        f"({names}); name every band, e.g. HH, HV, incidence")
+        raise DataError(
+            f"{sar_path}: has {data.shape[0]} band(s) but {len(names)} band name(s) were given "
+            f"({names}); name every band, e.g. HH, HV, incidence"
+        )
     pair = next((p for p in _POLARISATION_PAIRS if all(b in names for b in p)), None)
     if pair is None:
         if len(names) == data.shape[0] and any(names):
-            raise DataError(f"{sar_path}: bands {names} do not hold a co-pol/cross-pol pair (HH+HV or VV+VH): "
-                            "a polarisation is missing")
+            raise DataError(
+                f"{sar_path}: bands {names} do not hold a co-pol/cross-pol pair (HH+HV or VV+VH): "
+                "a polarisation is missing"
+            )
         if data.shape[0] != 2:
             # Which of three or more unnamed bands are HH and HV cannot be guessed (and dropping one silently
             # would hide a mistake): the file must name its bands, or the caller must.
-            raise DataError(f"{sar_path}: {data.shape[0]} bands without names; name them in the file (band "
-                            "descriptions) or say which are which (band_names, e.g. ['HH', 'HV', 'incidence'], or "
-                            "the study's sar_bands parameter)")
+            raise DataError(
+                f"{sar_path}: {data.shape[0]} bands without names; name them in the file (band "
+                "descriptions) or say which are which (band_names, e.g. ['HH', 'HV', 'incidence'], or "
+                "the study's sar_bands parameter)"
+            )
         pair, order = ("band1", "band2"), [0, 1]
-        warnings.warn(f"{sar_path}: the 2 bands are unnamed; taking band 1 as co-pol and band 2 as cross-pol",
-                      stacklevel=2)
+        warnings.warn(
+            f"{sar_path}: the 2 bands are unnamed; taking band 1 as co-pol and band 2 as cross-pol", stacklevel=2
+        )
     else:
         order = [names.index(b) for b in pair]
     sar = data[order].astype(np.float32)
@@ -839,8 +946,9 @@ def read_geotiff_scene(sar_path: str | Path, label_path: str | Path | None = Non
     if label_path is not None:
         lab_raw, _ = read_geotiff(label_path, masked_nodata=False)
         if lab_raw.shape[1:] != (h, w):
-            raise DataError(f"{label_path}: label size {lab_raw.shape[1:]} differs from SAR size {(h, w)} "
-                            f"of {sar_path}")
+            raise DataError(
+                f"{label_path}: label size {lab_raw.shape[1:]} differs from SAR size {(h, w)} of {sar_path}"
+            )
         codes = lab_raw[0]
         if not np.all(np.isfinite(codes)) or not np.all(codes == np.round(codes)):
             raise DataError(f"{label_path}: labels must be integer codes (found non-integer or NaN values)")
@@ -850,17 +958,25 @@ def read_geotiff_scene(sar_path: str | Path, label_path: str | Path | None = Non
         bad = ~np.isin(codes, list(known))
         if bad.any():
             found = sorted(np.unique(codes[bad]).tolist())
-            raise DataError(f"{label_path}: code(s) {found[:10]} outside the legend {sorted(mapping)} "
-                            f"(no-data codes {list(label_nodata)}) at {int(bad.sum())} pixel(s)")
+            raise DataError(
+                f"{label_path}: code(s) {found[:10]} outside the legend {sorted(mapping)} "
+                f"(no-data codes {list(label_nodata)}) at {int(bad.sum())} pixel(s)"
+            )
         labels = np.full((h, w), IGNORE_INDEX, np.int64)
         for code, cls in mapping.items():
             labels[codes == code] = cls
     else:
         labels = np.full((h, w), IGNORE_INDEX, np.int64)
-    scene = SarScene(sar=sar, labels=labels, land=np.zeros((h, w), bool),
-                     incidence=np.full((h, w), np.nan, np.float32), name=str(sar_path),
-                     band_names=tuple(pair), class_names=tuple(class_names),
-                     meta={"crs": meta.get("crs"), "transform": meta.get("transform"), "source": "geotiff"})
+    scene = SarScene(
+        sar=sar,
+        labels=labels,
+        land=np.zeros((h, w), bool),
+        incidence=np.full((h, w), np.nan, np.float32),
+        name=str(sar_path),
+        band_names=tuple(pair),
+        class_names=tuple(class_names),
+        meta={"crs": meta.get("crs"), "transform": meta.get("transform"), "source": "geotiff"},
+    )
     return validate_scene(scene, source=str(sar_path))
 
 
@@ -878,16 +994,35 @@ GEOTIFF_LABEL_NODATA = (255, -1)
 # Sentinel-1 scene as the group's utils/rasterize.py does): label rasters hold the WMO SIGRID-3 stage of
 # development of the thickest ice (the polygons' SA attribute), 0 where the polygon is ice free (poly_type W),
 # -1 on land (poly_type L) and -9999 where there is no polygon (the group's nodata value).
-EXTREMEEARTH_SA_TO_CLASS = {0: WATER, 81: YOUNG, 82: YOUNG, 83: YOUNG, 84: YOUNG, 85: YOUNG,
-                            86: FYI, 87: FYI, 88: FYI, 89: FYI, 91: FYI, 93: FYI, 95: MYI, 96: MYI, 97: MYI}
+EXTREMEEARTH_SA_TO_CLASS = {
+    0: WATER,
+    81: YOUNG,
+    82: YOUNG,
+    83: YOUNG,
+    84: YOUNG,
+    85: YOUNG,
+    86: FYI,
+    87: FYI,
+    88: FYI,
+    89: FYI,
+    91: FYI,
+    93: FYI,
+    95: MYI,
+    96: MYI,
+    97: MYI,
+}
 EXTREMEEARTH_IGNORED = (-9999, -1, 98, 99)  # no data, land, glacier ice, undetermined
 EXTREMEEARTH_BANDS = ("HH", "HV", "incidence")  # the group's denoised_resampled rasters (dB, dB, degrees)
-EXTREMEEARTH_PUBLISHED = ("ExtremeEarth polar use case: sea-ice polygons for 12 Sentinel-1 EW scenes over East "
-                          "Greenland, 2018 (MET Norway), Zenodo https://doi.org/10.5281/zenodo.4683174; the "
-                          "Sentinel-1 EW GRD scenes themselves from the Copernicus Data Space "
-                          "(https://dataspace.copernicus.eu)")
-AI4ARCTIC_PUBLISHED = ("AI4Arctic Sea Ice Challenge ready-to-train dataset (DTU, "
-                       "https://data.dtu.dk/collections/AI4Arctic_Sea_Ice_Challenge_Dataset/6244065)")
+EXTREMEEARTH_PUBLISHED = (
+    "ExtremeEarth polar use case: sea-ice polygons for 12 Sentinel-1 EW scenes over East "
+    "Greenland, 2018 (MET Norway), Zenodo https://doi.org/10.5281/zenodo.4683174; the "
+    "Sentinel-1 EW GRD scenes themselves from the Copernicus Data Space "
+    "(https://dataspace.copernicus.eu)"
+)
+AI4ARCTIC_PUBLISHED = (
+    "AI4Arctic Sea Ice Challenge ready-to-train dataset (DTU, "
+    "https://data.dtu.dk/collections/AI4Arctic_Sea_Ice_Challenge_Dataset/6244065)"
+)
 
 LAYOUTS = {
     "ai4arctic": f"""{{data_root}}/
@@ -938,8 +1073,10 @@ def _default_extremeearth_list(root: Path) -> list[SceneEntry]:
     folder = root / "denoised_resampled"
     files = sorted(folder.glob("*.tif")) if folder.is_dir() else []
     if not files:
-        raise DataError(f"{root}: no ExtremeEarth scenes: expected denoised_resampled/<yyyymmddthhmmss>.tif "
-                        f"(and no {SCENE_LIST}); layout:\n{LAYOUTS['extremeearth'].format(data_root=root)}")
+        raise DataError(
+            f"{root}: no ExtremeEarth scenes: expected denoised_resampled/<yyyymmddthhmmss>.tif "
+            f"(and no {SCENE_LIST}); layout:\n{LAYOUTS['extremeearth'].format(data_root=root)}"
+        )
     entries = []
     for f in files:
         month = int(f.stem[4:6]) if len(f.stem) >= 6 and f.stem[:6].isdigit() else None
@@ -969,8 +1106,10 @@ def read_scene_list(root: str | Path, data_source: str) -> list[SceneEntry]:
         if data_source == "extremeearth":
             entries = _default_extremeearth_list(root)
         else:
-            raise DataError(f"{listing}: no scene list; a {data_source} folder needs {SCENE_LIST} with columns "
-                            f"{', '.join(SCENE_LIST_COLUMNS)}; layout:\n{LAYOUTS[data_source].format(data_root=root)}")
+            raise DataError(
+                f"{listing}: no scene list; a {data_source} folder needs {SCENE_LIST} with columns "
+                f"{', '.join(SCENE_LIST_COLUMNS)}; layout:\n{LAYOUTS[data_source].format(data_root=root)}"
+            )
     else:
         try:
             table = pd.read_csv(listing, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -978,8 +1117,10 @@ def read_scene_list(root: str | Path, data_source: str) -> list[SceneEntry]:
             raise DataError(f"{listing}: not a readable CSV scene list ({exc})") from exc
         missing = [c for c in SCENE_LIST_COLUMNS if c not in table.columns]
         if missing:
-            raise DataError(f"{listing}: missing column(s) {missing} (has {list(table.columns)}); "
-                            f"columns: {', '.join(SCENE_LIST_COLUMNS)}[, label]")
+            raise DataError(
+                f"{listing}: missing column(s) {missing} (has {list(table.columns)}); "
+                f"columns: {', '.join(SCENE_LIST_COLUMNS)}[, label]"
+            )
         entries = []
         for i, row in table.iterrows():
             where = f"{listing} row {i + 2}"
@@ -993,11 +1134,15 @@ def read_scene_list(root: str | Path, data_source: str) -> list[SceneEntry]:
                 raise DataError(f"{where}: scene file {file} does not exist")
             label = None
             if data_source == "geotiff":
-                label = root / (row.get("label") or "").strip() if (row.get("label") or "").strip() \
+                label = (
+                    root / (row.get("label") or "").strip()
+                    if (row.get("label") or "").strip()
                     else root / "labels" / file.name
+                )
             elif data_source == "extremeearth":
-                label = root / row["label"].strip() if (row.get("label") or "").strip() \
-                    else _extremeearth_label(root, file)
+                label = (
+                    root / row["label"].strip() if (row.get("label") or "").strip() else _extremeearth_label(root, file)
+                )
             entries.append(SceneEntry(file, row["date"].strip(), season, split, label))
     for e in entries:
         if e.label is not None and not e.label.is_file():
@@ -1007,9 +1152,11 @@ def read_scene_list(root: str | Path, data_source: str) -> list[SceneEntry]:
         raise DataError(f"{where}: no scene has split 'train'")
     for season in ("freeze", "melt"):
         if not any(e.split == "test" and e.season == season for e in entries):
-            raise DataError(f"{where}: no test scene of the {season} season (the study scores freeze and melt "
-                            f"test scenes; seasons of the test scenes: "
-                            f"{sorted({e.season for e in entries if e.split == 'test'}) or 'none'})")
+            raise DataError(
+                f"{where}: no test scene of the {season} season (the study scores freeze and melt "
+                f"test scenes; seasons of the test scenes: "
+                f"{sorted({e.season for e in entries if e.split == 'test'}) or 'none'})"
+            )
     return entries
 
 
@@ -1020,9 +1167,10 @@ def read_extremeearth_scene(sar_path: str | Path, label_path: str | Path) -> Sar
 
     data, meta = read_geotiff(sar_path)
     names = [str(n).upper() if n else "" for n in (meta.get("band_names") or [])]
-    bands = names if any(names) else list(EXTREMEEARTH_BANDS)[:data.shape[0]]
-    scene = read_geotiff_scene(sar_path, label_path, band_names=bands, label_map=EXTREMEEARTH_SA_TO_CLASS,
-                               label_nodata=EXTREMEEARTH_IGNORED)
+    bands = names if any(names) else list(EXTREMEEARTH_BANDS)[: data.shape[0]]
+    scene = read_geotiff_scene(
+        sar_path, label_path, band_names=bands, label_map=EXTREMEEARTH_SA_TO_CLASS, label_nodata=EXTREMEEARTH_IGNORED
+    )
     lab_raw, _ = read_geotiff(label_path, masked_nodata=False)
     scene.land = lab_raw[0] == -1
     scene.labels[scene.land] = IGNORE_INDEX
@@ -1038,21 +1186,27 @@ def load_scene(entry: SceneEntry, data_source: str, sar_bands: Sequence[str] | N
     if data_source == "ai4arctic":
         scene = read_ai4arctic_netcdf(entry.file)
     elif data_source == "geotiff":
-        scene = read_geotiff_scene(entry.file, entry.label, band_names=list(sar_bands) if sar_bands else None,
-                                   label_nodata=GEOTIFF_LABEL_NODATA)
+        scene = read_geotiff_scene(
+            entry.file,
+            entry.label,
+            band_names=list(sar_bands) if sar_bands else None,
+            label_nodata=GEOTIFF_LABEL_NODATA,
+        )
     elif data_source == "extremeearth":
         scene = read_extremeearth_scene(entry.file, entry.label)
     else:
-        raise ParameterError(f"load_scene reads real scenes; data_source {data_source!r} is not one of "
-                             f"{DATA_SOURCES[1:]}")
+        raise ParameterError(
+            f"load_scene reads real scenes; data_source {data_source!r} is not one of {DATA_SOURCES[1:]}"
+        )
     scene.month = entry.month if entry.month is not None else scene.month
     scene.meta.update({"season": entry.season, "split": entry.split, "date": entry.date})
     scene.name = entry.file.stem
     return scene
 
 
-def write_scene_tree(root: str | Path, scenes: Sequence[tuple[SarScene, str, str]], layout: str,
-                     scene_list: bool = True) -> Path:
+def write_scene_tree(
+    root: str | Path, scenes: Sequence[tuple[SarScene, str, str]], layout: str, scene_list: bool = True
+) -> Path:
     """Write ``(scene, season, split)`` triples as a folder of ``layout`` (fixtures for tests and examples).
 
     Dates come from each scene's month (2018, day 15). Returns ``root``.
@@ -1073,10 +1227,16 @@ def write_scene_tree(root: str | Path, scenes: Sequence[tuple[SarScene, str, str
             rel = f"sar/{stamp}.tif"
             (root / "sar").mkdir(exist_ok=True)
             (root / "labels").mkdir(exist_ok=True)
-            write_geotiff(root / rel, np.nan_to_num(scene.sar, nan=-9999.0).astype(np.float32), nodata=-9999.0,
-                          band_names=list(scene.band_names))
-            write_geotiff(root / "labels" / f"{stamp}.tif", np.where(scene.labels == IGNORE_INDEX, 255,
-                                                                       scene.labels).astype(np.uint8))
+            write_geotiff(
+                root / rel,
+                np.nan_to_num(scene.sar, nan=-9999.0).astype(np.float32),
+                nodata=-9999.0,
+                band_names=list(scene.band_names),
+            )
+            write_geotiff(
+                root / "labels" / f"{stamp}.tif",
+                np.where(scene.labels == IGNORE_INDEX, 255, scene.labels).astype(np.uint8),
+            )
         else:
             rel = f"denoised_resampled/{stamp}.tif"
             (root / "denoised_resampled").mkdir(exist_ok=True)
@@ -1100,6 +1260,7 @@ def write_scene_tree(root: str | Path, scenes: Sequence[tuple[SarScene, str, str
 # ---------------------------------------------------------------------------------------------------
 # Statistics (calibration against the real chip; class histograms)
 # ---------------------------------------------------------------------------------------------------
+
 
 def _shared_chip_folder() -> Path:
     """The Sen1Floods11 chip in the workplace's ``shared/data`` beside the repository (``<root>/../shared``)."""
@@ -1135,8 +1296,9 @@ def real_chip_statistics(folder: str | Path = SHARED_CHIP) -> dict | None:
     sar_file, label_file = folder / "Spain_7370579_S1Hand.tif", folder / "Spain_7370579_LabelHand.tif"
     if not (sar_file.is_file() and label_file.is_file()):
         return None
-    scene = read_geotiff_scene(sar_file, label_file, label_map={1: 0, 0: 1}, label_nodata=(-1,),
-                               class_names=("water", "not_water"))
+    scene = read_geotiff_scene(
+        sar_file, label_file, label_map={1: 0, 0: 1}, label_nodata=(-1,), class_names=("water", "not_water")
+    )
     water = ndimage.binary_erosion(scene.labels == 0, iterations=8)
     out = {}
     for b, band in enumerate(scene.band_names):
@@ -1159,9 +1321,18 @@ def class_backscatter(scenes: Sequence[SarScene], max_pixels: int = 20000, seed:
             idx = rng.choice(idx, max_pixels, replace=False)
         labels = scene.labels.ravel()[idx]
         for b, band in enumerate(scene.band_names):
-            frames.append(pd.DataFrame({"scene": scene.name, "month": scene.month, "season": scene.season,
-                                        "class": np.asarray(scene.class_names)[labels], "band": band,
-                                        "db": scene.sar[b].ravel()[idx]}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "scene": scene.name,
+                        "month": scene.month,
+                        "season": scene.season,
+                        "class": np.asarray(scene.class_names)[labels],
+                        "band": band,
+                        "db": scene.sar[b].ravel()[idx],
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -1190,21 +1361,61 @@ def calibration_table(scenes: Sequence[SarScene], folder: str | Path = SHARED_CH
     allv = [np.concatenate([s.sar[b][s.valid] for s in scenes]) for b in (0, 1)]
     nan = float("nan")
     rows = [
-        ("cross-pol over water, median dB (noise-floor limited)", REAL_CHIP_STATS["VH_water_median_db"],
-         live["VH_water_median_db"] if live else nan, float(np.median(water_pixels(freeze, 1))),
-         float(np.median(water_pixels(melt, 1))), float(np.median(water_pixels(scenes, 1))),
-         "chip VH (IW) vs simulated HV (EW)"),
-        ("co-pol over water, median dB", REAL_CHIP_STATS["VV_water_median_db"],
-         live["VV_water_median_db"] if live else nan, float(np.median(water_pixels(freeze, 0))),
-         float(np.median(water_pixels(melt, 0))), float(np.median(water_pixels(scenes, 0))),
-         "chip VV (calm flood water) vs simulated HH: HH is 2-4 dB under VV over water; freeze water is damped"),
-        ("co-pol speckle ENL over water (texture included)", REAL_CHIP_STATS["VV_water_enl"],
-         live["VV_water_enl"] if live else nan, sim_enl(freeze), sim_enl(melt), sim_enl(scenes),
-         "9x9 dB std -> trigamma inversion; additive noise near the floor raises the apparent ENL"),
-        ("co-pol mean dB", AI4ARCTIC_MEAN_STD_DB["HH"][0], nan, nan, nan, float(np.mean(allv[0])),
-         "reference: AI4Arctic publisher mean over 513 EW scenes (plausibility only)"),
-        ("cross-pol mean dB", AI4ARCTIC_MEAN_STD_DB["HV"][0], nan, nan, nan, float(np.mean(allv[1])),
-         "reference: AI4Arctic publisher mean over 513 EW scenes (plausibility only)"),
+        (
+            "cross-pol over water, median dB (noise-floor limited)",
+            REAL_CHIP_STATS["VH_water_median_db"],
+            live["VH_water_median_db"] if live else nan,
+            float(np.median(water_pixels(freeze, 1))),
+            float(np.median(water_pixels(melt, 1))),
+            float(np.median(water_pixels(scenes, 1))),
+            "chip VH (IW) vs simulated HV (EW)",
+        ),
+        (
+            "co-pol over water, median dB",
+            REAL_CHIP_STATS["VV_water_median_db"],
+            live["VV_water_median_db"] if live else nan,
+            float(np.median(water_pixels(freeze, 0))),
+            float(np.median(water_pixels(melt, 0))),
+            float(np.median(water_pixels(scenes, 0))),
+            "chip VV (calm flood water) vs simulated HH: HH is 2-4 dB under VV over water; freeze water is damped",
+        ),
+        (
+            "co-pol speckle ENL over water (texture included)",
+            REAL_CHIP_STATS["VV_water_enl"],
+            live["VV_water_enl"] if live else nan,
+            sim_enl(freeze),
+            sim_enl(melt),
+            sim_enl(scenes),
+            "9x9 dB std -> trigamma inversion; additive noise near the floor raises the apparent ENL",
+        ),
+        (
+            "co-pol mean dB",
+            AI4ARCTIC_MEAN_STD_DB["HH"][0],
+            nan,
+            nan,
+            nan,
+            float(np.mean(allv[0])),
+            "reference: AI4Arctic publisher mean over 513 EW scenes (plausibility only)",
+        ),
+        (
+            "cross-pol mean dB",
+            AI4ARCTIC_MEAN_STD_DB["HV"][0],
+            nan,
+            nan,
+            nan,
+            float(np.mean(allv[1])),
+            "reference: AI4Arctic publisher mean over 513 EW scenes (plausibility only)",
+        ),
     ]
-    return pd.DataFrame(rows, columns=["quantity", "reference (stored)", "reference (recomputed from shared chip)",
-                                       "simulated freeze scenes", "simulated melt scenes", "simulated year", "note"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "quantity",
+            "reference (stored)",
+            "reference (recomputed from shared chip)",
+            "simulated freeze scenes",
+            "simulated melt scenes",
+            "simulated year",
+            "note",
+        ],
+    )

@@ -28,10 +28,10 @@ benchmarks (e.g. ``splits/pascal/1_16/labeled.txt``).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -121,11 +121,9 @@ class SceneSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, indices: Sequence[int]) -> "SceneSet":
+    def subset(self, indices: Sequence[int]) -> SceneSet:
         idx = np.asarray(indices, dtype=np.int64)
-        return SceneSet(
-            self.images[idx], self.masks[idx], [self.ids[i] for i in idx], self.class_names, self.config
-        )
+        return SceneSet(self.images[idx], self.masks[idx], [self.ids[i] for i in idx], self.class_names, self.config)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -347,8 +345,13 @@ def sample_labeled_split(ids: Sequence[str], fraction: float, seed: int) -> tupl
     return labeled, unlabeled
 
 
-def missing_classes(masks: np.ndarray, num_classes: int, class_names: Sequence[str] | None = None,
-                    ignore_index: int = 255, context: str = "labelled split") -> list[str]:
+def missing_classes(
+    masks: np.ndarray,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    ignore_index: int = 255,
+    context: str = "labelled split",
+) -> list[str]:
     """Names of classes with no labelled pixel in ``masks``; warns (SplitCoverageWarning) if any."""
     present = np.bincount(masks[masks != ignore_index].ravel(), minlength=num_classes)[:num_classes] > 0
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]

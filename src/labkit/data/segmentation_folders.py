@@ -16,9 +16,9 @@ redistributed by labkit: point ``root`` at a local copy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,18 +29,73 @@ from labkit.core.errors import DataError
 IGNORE_INDEX = 255
 
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
-    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
 )
 
 # Cityscapes label id -> train id (the official table in cityscapesscripts' labels.py).
-CITYSCAPES_LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
-                             25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+CITYSCAPES_LABEL_TO_TRAIN = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 CITYSCAPES_MAX_LABEL_ID = 33
 
 
@@ -112,8 +167,10 @@ def read_voc_mask(path: str | Path, num_classes: int = len(VOC_CLASSES)) -> np.n
         raise DataError(f"mask {path} has PIL mode {mode}; expected a palette (P) or greyscale (L) PNG of class ids")
     bad = np.unique(ids[(ids >= num_classes) & (ids != IGNORE_INDEX)])
     if bad.size:
-        raise DataError(f"mask {path} holds ids {bad[:10].tolist()} outside the {num_classes} classes "
-                        f"(0..{num_classes - 1}) and the ignore index {IGNORE_INDEX}")
+        raise DataError(
+            f"mask {path} holds ids {bad[:10].tolist()} outside the {num_classes} classes "
+            f"(0..{num_classes - 1}) and the ignore index {IGNORE_INDEX}"
+        )
     return ids
 
 
@@ -151,7 +208,7 @@ def _fit(image: np.ndarray, mask: np.ndarray, crop: int | None) -> tuple[np.ndar
         mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
         h, w = mask.shape
     y, x = (h - crop) // 2, (w - crop) // 2
-    return image[:, y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]
+    return image[:, y : y + crop, x : x + crop], mask[y : y + crop, x : x + crop]
 
 
 class _PairFolder(Dataset):
@@ -160,8 +217,10 @@ class _PairFolder(Dataset):
     def __init__(self, pairs: list[tuple[str, Path, Path]], crop: int | None, source: Path):
         missing = [(sid, p) for sid, img, msk in pairs for p in (img, msk) if not p.is_file()]
         if missing:
-            raise DataError(f"{source} names {len(missing)} missing file(s), e.g. "
-                            + "; ".join(f"{sid}: {p}" for sid, p in missing[:3]))
+            raise DataError(
+                f"{source} names {len(missing)} missing file(s), e.g. "
+                + "; ".join(f"{sid}: {p}" for sid, p in missing[:3])
+            )
         if not pairs:
             raise DataError(f"{source} lists no samples")
         self.pairs, self.crop, self.source = pairs, crop, source
@@ -198,8 +257,7 @@ class _PairFolder(Dataset):
         shapes = {m.shape for _, m in loaded}
         if len(shapes) > 1:
             raise DataError(f"{self.source}: samples differ in size {sorted(shapes)[:3]}; pass crop= to stack them")
-        return (np.stack([i for i, _ in loaded]).astype(np.float32), np.stack([m for _, m in loaded]),
-                self.ids[:n])
+        return (np.stack([i for i, _ in loaded]).astype(np.float32), np.stack([m for _, m in loaded]), self.ids[:n])
 
 
 def _list_lines(path: Path) -> list[list[str]]:
@@ -213,12 +271,19 @@ class VOCSegmentationFolder(_PairFolder):
 
     class_names = VOC_CLASSES
 
-    def __init__(self, root: str | Path, split: str | Path = "train", crop: int | None = None,
-                 mask_dir: str = "SegmentationClass"):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | Path = "train",
+        crop: int | None = None,
+        mask_dir: str = "SegmentationClass",
+    ):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"VOC root {root} is not a folder")
-        list_path = Path(split) if Path(split).suffix == ".txt" else root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        list_path = (
+            Path(split) if Path(split).suffix == ".txt" else root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        )
         pairs = []
         for tokens in _list_lines(list_path):
             if len(tokens) >= 2:  # UniMatch-style "JPEGImages/x.jpg SegmentationClass/x.png"
@@ -289,8 +354,10 @@ def read_class_list(path: str | Path) -> tuple[str, ...]:
     if dup:
         raise DataError(f"class list {path} names {dup} more than once")
     if len(names) > IGNORE_INDEX:
-        raise DataError(f"class list {path} names {len(names)} classes; masks hold at most {IGNORE_INDEX} "
-                        f"(id {IGNORE_INDEX} is ignored)")
+        raise DataError(
+            f"class list {path} names {len(names)} classes; masks hold at most {IGNORE_INDEX} "
+            f"(id {IGNORE_INDEX} is ignored)"
+        )
     return tuple(names)
 
 
@@ -298,14 +365,26 @@ class MaskFolder(_PairFolder):
     """Your own data: ``images/<id>.<png|jpg|tif>`` and ``masks/<id>.png`` (palette or greyscale class ids,
     255 ignored) with the classes of ``classes.txt``."""
 
-    def __init__(self, root: str | Path, ids: Sequence[str], class_names: Sequence[str], crop: int | None = None,
-                 source: Path | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        ids: Sequence[str],
+        class_names: Sequence[str],
+        crop: int | None = None,
+        source: Path | None = None,
+    ):
         root = Path(root)
         self.class_names = tuple(class_names)
         pairs = []
         for sid in ids:
-            image = next((root / "images" / f"{sid}{s}" for s in FOLDER_IMAGE_SUFFIXES
-                          if (root / "images" / f"{sid}{s}").is_file()), root / "images" / f"{sid}.png")
+            image = next(
+                (
+                    root / "images" / f"{sid}{s}"
+                    for s in FOLDER_IMAGE_SUFFIXES
+                    if (root / "images" / f"{sid}{s}").is_file()
+                ),
+                root / "images" / f"{sid}.png",
+            )
             pairs.append((sid, image, root / "masks" / f"{sid}.png"))
         super().__init__(pairs, crop, source or root)
 
@@ -352,13 +431,19 @@ def _pad_to(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarr
     out_i = np.zeros((len(images), 3, h, w), dtype=np.float32)
     out_m = np.full((len(masks), h, w), IGNORE_INDEX, dtype=np.int64)
     for k, (img, msk) in enumerate(zip(images, masks)):
-        out_i[k, :, :msk.shape[0], :msk.shape[1]] = img
-        out_m[k, :msk.shape[0], :msk.shape[1]] = msk
+        out_i[k, :, : msk.shape[0], : msk.shape[1]] = img
+        out_m[k, : msk.shape[0], : msk.shape[1]] = msk
     return out_i, out_m
 
 
-def load_semisup_folder(source: str, root: str | Path, crop: int, n_train: int | None = None,
-                        n_val: int | None = None, splits: Sequence[str] | None = None) -> SemiSupData:
+def load_semisup_folder(
+    source: str,
+    root: str | Path,
+    crop: int,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    splits: Sequence[str] | None = None,
+) -> SemiSupData:
     """Read a VOC ``train_aug``, Cityscapes or own-folders tree with its split lists (see docs/data/farcluss.md).
 
     Training samples are centre crops of ``crop`` (padded with the ignore index when smaller); held-out samples
@@ -417,18 +502,23 @@ def load_semisup_folder(source: str, root: str | Path, crop: int, n_train: int |
                 pool = list(dict.fromkeys(listed)) or read_id_list(train_list, source)
             else:
                 held = set(val_ids)
-                pool = sorted(p.stem for p in (root / "images").iterdir()
-                              if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES and p.stem not in held)
+                pool = sorted(
+                    p.stem
+                    for p in (root / "images").iterdir()
+                    if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES and p.stem not in held
+                )
     known = set(pool)
     for name, ids in split_lists.items():
         unknown = [i for i in ids if i not in known]
         if unknown:
-            raise DataError(f"split list {split_root / name / 'labeled.txt'} names {len(unknown)} sample(s) not in "
-                            f"the training pool, e.g. {unknown[:3]}")
+            raise DataError(
+                f"split list {split_root / name / 'labeled.txt'} names {len(unknown)} sample(s) not in "
+                f"the training pool, e.g. {unknown[:3]}"
+            )
     labelled = list(dict.fromkeys(i for ids in split_lists.values() for i in ids))
     order = labelled + [i for i in pool if i not in set(labelled)]
     if n_train is not None:
-        order = order[:max(n_train, len(labelled))]
+        order = order[: max(n_train, len(labelled))]
     if source == "cityscapes":
         train_ds = CityscapesFolder.__new__(CityscapesFolder)
         _PairFolder.__init__(train_ds, [(i, *by_id[i]) for i in order], crop, root / "leftImg8bit" / "train")
@@ -437,12 +527,20 @@ def load_semisup_folder(source: str, root: str | Path, crop: int, n_train: int |
         _PairFolder.__init__(val_ds, val_pairs, None, root / "leftImg8bit" / "val")
     elif source == "voc":
         train_ds = VOCSegmentationFolder.__new__(VOCSegmentationFolder)
-        _PairFolder.__init__(train_ds, [(i, root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png")
-                                        for i in order], crop, pool_list if pool_list.is_file() else split_root)
+        _PairFolder.__init__(
+            train_ds,
+            [(i, root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png") for i in order],
+            crop,
+            pool_list if pool_list.is_file() else split_root,
+        )
         val_ids = val_ids[:n_val] if n_val else val_ids
         val_ds = VOCSegmentationFolder.__new__(VOCSegmentationFolder)
-        _PairFolder.__init__(val_ds, [(i, root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png")
-                                      for i in val_ids], None, val_list)
+        _PairFolder.__init__(
+            val_ds,
+            [(i, root / "JPEGImages" / f"{i}.jpg", root / "SegmentationClass" / f"{i}.png") for i in val_ids],
+            None,
+            val_list,
+        )
     else:
         train_ds = MaskFolder(root, order, class_names, crop=crop, source=root / "images")
         val_ds = MaskFolder(root, val_ids[:n_val] if n_val else val_ids, class_names, source=val_list)

@@ -52,14 +52,31 @@ MATERIAL_DEFECTS: dict[str, tuple[str, ...]] = {
 
 # Colour of each material under white light (used when channels == 3).
 _TINTS = {
-    "brushed_metal": (0.92, 0.95, 1.0), "machined_metal": (0.95, 0.96, 1.0), "casting": (0.85, 0.82, 0.8),
-    "ceramic_tile": (1.0, 0.97, 0.9), "woven": (0.7, 0.8, 1.0), "brick": (1.0, 0.7, 0.55),
-    "gravel": (0.9, 0.88, 0.82), "grass": (0.6, 1.0, 0.5),
+    "brushed_metal": (0.92, 0.95, 1.0),
+    "machined_metal": (0.95, 0.96, 1.0),
+    "casting": (0.85, 0.82, 0.8),
+    "ceramic_tile": (1.0, 0.97, 0.9),
+    "woven": (0.7, 0.8, 1.0),
+    "brick": (1.0, 0.7, 0.55),
+    "gravel": (0.9, 0.88, 0.82),
+    "grass": (0.6, 1.0, 0.5),
 }
 
 # Photographs shipped inside scikit-image that are NOT surfaces: the "unrelated images" control.
-UNRELATED_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins", "moon",
-                    "hubble_deep_field", "immunohistochemistry", "page", "clock", "cell")
+UNRELATED_IMAGES = (
+    "astronaut",
+    "camera",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "coins",
+    "moon",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "page",
+    "clock",
+    "cell",
+)
 
 _TEXTURE_CACHE: dict[str, np.ndarray] = {}
 
@@ -102,10 +119,11 @@ class SurfaceSet:
         """Image-level label: 1 if the image has a defect, else 0."""
         return (self.defect_types != "good").astype(np.int64)
 
-    def subset(self, index) -> "SurfaceSet":
+    def subset(self, index) -> SurfaceSet:
         index = np.asarray(index)
-        return SurfaceSet(self.images[index], self.masks[index], self.defect_types[index],
-                          self.materials[index], dict(self.meta))
+        return SurfaceSet(
+            self.images[index], self.masks[index], self.defect_types[index], self.materials[index], dict(self.meta)
+        )
 
 
 def _normalise(a: np.ndarray) -> np.ndarray:
@@ -140,7 +158,7 @@ def _material_texture(material: str, side: int, rng: np.random.Generator) -> np.
         img = 0.72 + shade[ty.astype(int) % shade.shape[0], tx.astype(int) % shade.shape[1]]
         dx = np.minimum((xx + ox) % pitch, pitch - (xx + ox) % pitch)
         dy = np.minimum((yy + oy) % pitch, pitch - (yy + oy) % pitch)
-        grout = np.exp(-(np.minimum(dx, dy) / 1.2) ** 2)
+        grout = np.exp(-((np.minimum(dx, dy) / 1.2) ** 2))
         return img - 0.3 * grout + 0.008 * noise
     if material == "woven":
         # Plain weave: warp over weft on alternate cells, each thread with a rounded profile.
@@ -155,7 +173,7 @@ def _material_texture(material: str, side: int, rng: np.random.Generator) -> np.
         tex = _skimage_image(material)
         crop = int(rng.uniform(0.25, 0.45) * tex.shape[0])
         y0, x0 = rng.integers(0, tex.shape[0] - crop), rng.integers(0, tex.shape[1] - crop)
-        patch = resize(tex[y0:y0 + crop, x0:x0 + crop], (side, side), order=1, anti_aliasing=True)
+        patch = resize(tex[y0 : y0 + crop, x0 : x0 + crop], (side, side), order=1, anti_aliasing=True)
         return (0.5 + 0.6 * (patch - patch.mean())).astype(np.float32)
     raise ParameterError(f"unknown material {material!r}; choose from {MATERIALS}")
 
@@ -170,8 +188,9 @@ def _pose(texture: np.ndarray, size: int, rng: np.random.Generator, max_rotation
     matrix = np.array([[c, -s], [s, c]])
     centre_out = np.array([size / 2, size / 2])
     offset = np.array([side / 2, side / 2]) + shift - matrix @ centre_out
-    return ndimage.affine_transform(texture, matrix, offset=offset, output_shape=(size, size),
-                                    order=1, mode="reflect").astype(np.float32)
+    return ndimage.affine_transform(
+        texture, matrix, offset=offset, output_shape=(size, size), order=1, mode="reflect"
+    ).astype(np.float32)
 
 
 def _curve_distance(points: np.ndarray, size: int) -> np.ndarray:
@@ -197,13 +216,13 @@ def _draw_scratch(img, size, rng):
         p2 = rng.uniform(0.05, 0.95, 2) * size
     p1 = (p0 + p2) / 2 + rng.normal(0, 0.15 * size, 2)
     t = np.linspace(0, 1, 4 * size)[:, None]
-    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
     dist = _curve_distance(pts, size)
     width = rng.uniform(0.6, 1.4)
     depth = rng.uniform(0.08, 0.2)
-    groove = np.exp(-(dist / width) ** 2)
+    groove = np.exp(-((dist / width) ** 2))
     # Lip thrown up beside the groove catches the light: a faint bright halo.
-    lip = np.exp(-((dist - 1.5 * width) / width) ** 2)
+    lip = np.exp(-(((dist - 1.5 * width) / width) ** 2))
     img = img * (1 - depth * groove) + 0.35 * depth * lip
     return img, dist <= max(width, 0.75)
 
@@ -226,7 +245,7 @@ def _draw_crack(img, size, rng):
                 branches.append((pos.copy(), head + rng.choice([-1, 1]) * rng.uniform(0.5, 1.0), steps // 3))
     dist = _curve_distance(np.array(mask_pts), size)
     depth = rng.uniform(0.2, 0.45)
-    img = img * (1 - depth * np.exp(-(dist / 0.7) ** 2))
+    img = img * (1 - depth * np.exp(-((dist / 0.7) ** 2)))
     return img, dist <= 0.75
 
 
@@ -235,14 +254,14 @@ def _draw_blowhole(img, size, rng):
     cy, cx = rng.uniform(r + 2, size - r - 2, 2)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     dy, dx = yy - cy, xx - cx
-    d = np.sqrt(dy ** 2 + dx ** 2)
+    d = np.sqrt(dy**2 + dx**2)
     light = _light_direction(rng)
     inside = d <= r
     # Cavity: the wall facing the light is lit, the opposite floor in shadow.
     shading = 0.5 + 0.5 * np.clip((dy * light[0] + dx * light[1]) / (r + 1e-6), -1, 1)
     depth = rng.uniform(0.35, 0.7)
     cavity = np.where(inside, 1 - depth * (1 - 0.6 * shading), 1.0)
-    rim = 1 + 0.15 * np.exp(-((d - r - 0.8) / 0.7) ** 2)
+    rim = 1 + 0.15 * np.exp(-(((d - r - 0.8) / 0.7) ** 2))
     return img * cavity * rim, inside
 
 
@@ -268,7 +287,7 @@ def _draw_edge_break(img, size, rng, material):
             lane = np.abs(along - pos) < 0.6
             threads = np.maximum(threads, lane * (depth_from_edge > rng.uniform(0, reach)) * 0.35)
         background = background + threads
-    edge = np.exp(-((depth_from_edge - profile) / 0.8) ** 2) * (profile > 0)
+    edge = np.exp(-(((depth_from_edge - profile) / 0.8) ** 2)) * (profile > 0)
     img = np.where(region, background, img) + 0.15 * edge
     return img, region
 
@@ -309,10 +328,10 @@ def _acquire(img, size, rng, lighting, read_noise, photon_gain):
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
     g = rng.uniform(-lighting, lighting, 2)
     gradient = 1 + g[0] * yy * 2 + g[1] * xx * 2
-    vignette = 1 - lighting * 0.5 * (xx ** 2 + yy ** 2)
+    vignette = 1 - lighting * 0.5 * (xx**2 + yy**2)
     brightness = rng.uniform(0.85, 1.15)
     img = np.clip(img * gradient * vignette * brightness, 0, None)
-    sigma = np.sqrt(img / photon_gain + read_noise ** 2)
+    sigma = np.sqrt(img / photon_gain + read_noise**2)
     return img + sigma * rng.standard_normal(img.shape)
 
 
@@ -331,9 +350,18 @@ class SurfaceSimulator:
     max_rotation: largest part rotation in degrees.
     """
 
-    def __init__(self, size: int = 64, channels: int = 1, materials=MATERIALS, defect_types=DEFECT_TYPES,
-                 defect_fraction: float = 0.5, lighting: float = 0.25, read_noise: float = 0.01,
-                 photon_gain: float = 2000.0, max_rotation: float = 180.0):
+    def __init__(
+        self,
+        size: int = 64,
+        channels: int = 1,
+        materials=MATERIALS,
+        defect_types=DEFECT_TYPES,
+        defect_fraction: float = 0.5,
+        lighting: float = 0.25,
+        read_noise: float = 0.01,
+        photon_gain: float = 2000.0,
+        max_rotation: float = 180.0,
+    ):
         if size < 16:
             raise ParameterError(f"size must be at least 16 px, got {size}")
         if channels not in (1, 3):
@@ -391,9 +419,13 @@ class SurfaceSimulator:
         else:
             images = np.stack([i[0] for i in items])
             masks = np.stack([i[1] for i in items]).astype(np.int64)
-        return SurfaceSet(images, masks, np.array([i[2] for i in items], dtype=object).astype(str),
-                          np.array([i[3] for i in items], dtype=object).astype(str),
-                          {"size": self.size, "channels": self.channels, "seed": seed})
+        return SurfaceSet(
+            images,
+            masks,
+            np.array([i[2] for i in items], dtype=object).astype(str),
+            np.array([i[3] for i in items], dtype=object).astype(str),
+            {"size": self.size, "channels": self.channels, "seed": seed},
+        )
 
 
 def simulate_surfaces(n: int, size: int = 64, channels: int = 1, seed: int = 0, **kwargs) -> SurfaceSet:
@@ -402,8 +434,7 @@ def simulate_surfaces(n: int, size: int = 64, channels: int = 1, seed: int = 0, 
     return SurfaceSimulator(size=size, channels=channels, defect_fraction=defect_fraction, **kwargs).sample(n, seed)
 
 
-def unrelated_images(n: int, size: int = 64, channels: int = 1, seed: int = 0,
-                     sources=UNRELATED_IMAGES) -> np.ndarray:
+def unrelated_images(n: int, size: int = 64, channels: int = 1, seed: int = 0, sources=UNRELATED_IMAGES) -> np.ndarray:
     """``n`` random crops of photographs shipped with scikit-image that show no industrial surface.
 
     The control set for "in-domain vs unrelated pretraining data": same count, size and channels
@@ -417,7 +448,7 @@ def unrelated_images(n: int, size: int = 64, channels: int = 1, seed: int = 0,
         img = _skimage_image(sources[rng.integers(len(sources))])
         crop = int(rng.uniform(0.2, 0.5) * min(img.shape))
         y0, x0 = rng.integers(0, img.shape[0] - crop + 1), rng.integers(0, img.shape[1] - crop + 1)
-        patch = resize(img[y0:y0 + crop, x0:x0 + crop], (size, size), order=1, anti_aliasing=True)
+        patch = resize(img[y0 : y0 + crop, x0 : x0 + crop], (size, size), order=1, anti_aliasing=True)
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
         out[i] = np.clip(patch, 0, 1)[None]

@@ -14,7 +14,7 @@ study's documentation (``docs/data/ssl_industrial.md``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ def greedy_coreset(features: torch.Tensor, n_select: int, seed: int = 0, project
     gen = torch.Generator().manual_seed(seed)
     x = features
     if features.shape[1] > projection_dim:
-        proj = torch.randn(features.shape[1], projection_dim, generator=gen) / projection_dim ** 0.5
+        proj = torch.randn(features.shape[1], projection_dim, generator=gen) / projection_dim**0.5
         x = features @ proj
     picked = [int(torch.randint(n, (1,), generator=gen))]
     dist = torch.cdist(x, x[picked[-1]][None]).squeeze(1)
@@ -59,8 +59,15 @@ class PatchCore:
     :func:`vit_patch_features`). coreset_ratio: fraction of bank patches kept (1.0 = all).
     """
 
-    def __init__(self, feature_fn: Callable[[torch.Tensor], torch.Tensor], coreset_ratio: float = 0.25,
-                 batch_size: int = 64, smoothing_sigma: float = 2.0, seed: int = 0, neighbourhood: int = 3):
+    def __init__(
+        self,
+        feature_fn: Callable[[torch.Tensor], torch.Tensor],
+        coreset_ratio: float = 0.25,
+        batch_size: int = 64,
+        smoothing_sigma: float = 2.0,
+        seed: int = 0,
+        neighbourhood: int = 3,
+    ):
         if not 0 < coreset_ratio <= 1:
             raise ParameterError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
         if neighbourhood < 1 or neighbourhood % 2 == 0:
@@ -74,15 +81,17 @@ class PatchCore:
         images = np.asarray(images, np.float32)
         if images.ndim != 4:
             raise DataError(f"PatchCore: images must be (N, C, H, W), got shape {images.shape}")
-        out = [self.feature_fn(torch.from_numpy(images[i:i + self.batch_size])).float().cpu()
-               for i in range(0, len(images), self.batch_size)]
+        out = [
+            self.feature_fn(torch.from_numpy(images[i : i + self.batch_size])).float().cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
         feats = torch.cat(out)
         if self.neighbourhood > 1:  # local neighbourhood aggregation (PatchCore eq. 2): mean over adjacent patches
             p = self.neighbourhood
             feats = F.avg_pool2d(feats, p, stride=1, padding=p // 2, count_include_pad=False)
         return feats
 
-    def fit(self, good_images) -> "PatchCore":
+    def fit(self, good_images) -> PatchCore:
         """Build the memory bank from defect-free images (N, C, H, W)."""
         if len(good_images) == 0:
             raise DataError("PatchCore.fit: no defect-free images given")
@@ -102,8 +111,9 @@ class PatchCore:
         feats = self._features(images)
         b, d, h, w = feats.shape
         flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
-        dists = torch.cat([torch.cdist(flat[i:i + 4096], self.memory_bank_).min(1).values
-                           for i in range(0, len(flat), 4096)])
+        dists = torch.cat(
+            [torch.cdist(flat[i : i + 4096], self.memory_bank_).min(1).values for i in range(0, len(flat), 4096)]
+        )
         patch_scores = dists.reshape(b, 1, h, w)
         maps = F.interpolate(patch_scores, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         if self.smoothing_sigma > 0:

@@ -11,10 +11,11 @@
   of Gaussians, gradient magnitude, Hessian and structure-tensor eigenvalues).
 - :func:`create_unet`: UNet with a randomly initialised ResNet-18 encoder.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -44,9 +45,17 @@ def fcm_memberships(x: np.ndarray, centers: np.ndarray, m: float = 2.0) -> np.nd
     return u / u.sum(0, keepdims=True)
 
 
-def fuzzy_cmeans(x: np.ndarray, n_clusters: int, *, m: float = 2.0, max_iter: int = 300, tol: float = 1e-5,
-                 weights: np.ndarray | None = None, init: np.ndarray | None = None,
-                 seed: int = 0) -> FCMResult:
+def fuzzy_cmeans(
+    x: np.ndarray,
+    n_clusters: int,
+    *,
+    m: float = 2.0,
+    max_iter: int = 300,
+    tol: float = 1e-5,
+    weights: np.ndarray | None = None,
+    init: np.ndarray | None = None,
+    seed: int = 0,
+) -> FCMResult:
     """Fuzzy C-means on samples x (N, F) or (N,), optionally weighted (a histogram bin counts
     as ``weight`` samples). Same update and stopping rule as scikit-fuzzy's ``cmeans``
     (stop when the Frobenius norm of the membership change, over all weighted samples, is
@@ -66,7 +75,7 @@ def fuzzy_cmeans(x: np.ndarray, n_clusters: int, *, m: float = 2.0, max_iter: in
     u = np.fmax(u / u.sum(0, keepdims=True), _EPS)
     expo = -2.0 / (m - 1.0)
     jm = np.nan
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count of steps taken is returned)
         u_old = u
         um = (u_old / u_old.sum(0, keepdims=True)) ** m  # skfuzzy renormalises before each step
         um = np.fmax(um, 0)
@@ -85,16 +94,26 @@ def fuzzy_cmeans(x: np.ndarray, n_clusters: int, *, m: float = 2.0, max_iter: in
     return FCMResult(centers, u, it, jm)
 
 
-def fuzzy_cmeans_image(image: np.ndarray, n_clusters: int, *, m: float = 2.0, max_iter: int = 300,
-                       tol: float = 1e-5, init_centers: np.ndarray | None = None, seed: int = 0,
-                       max_levels: int = 65536) -> FCMResult:
+def fuzzy_cmeans_image(
+    image: np.ndarray,
+    n_clusters: int,
+    *,
+    m: float = 2.0,
+    max_iter: int = 300,
+    tol: float = 1e-5,
+    init_centers: np.ndarray | None = None,
+    seed: int = 0,
+    max_levels: int = 65536,
+) -> FCMResult:
     """FCM on the grey levels of an image. Memberships depend on the grey level alone, so when
     the image holds at most ``max_levels`` distinct values (8/16-bit CT) the histogram is
     clustered with counts as weights; memberships are returned per pixel (c, N)."""
     flat = np.asarray(image).ravel()
     levels, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
     if init_centers is not None:
-        init = fcm_memberships(levels.astype(np.float64)[:, None], np.asarray(init_centers, np.float64).reshape(n_clusters, -1), m)
+        init = fcm_memberships(
+            levels.astype(np.float64)[:, None], np.asarray(init_centers, np.float64).reshape(n_clusters, -1), m
+        )
     else:
         init = None
     if len(levels) <= max_levels:
@@ -214,12 +233,21 @@ def filter_bank(image: np.ndarray, sigmas: Sequence[float] = (1.0, 2.0, 4.0)) ->
         gr = ndimage.gaussian_filter(img, s, order=(1, 0))
         gc = ndimage.gaussian_filter(img, s, order=(0, 1))
         feats.append(np.hypot(gr, gc))
-        feats.extend(_sym2_eigvals(ndimage.gaussian_filter(img, s, order=(2, 0)),
-                                   ndimage.gaussian_filter(img, s, order=(1, 1)),
-                                   ndimage.gaussian_filter(img, s, order=(0, 2))))
+        feats.extend(
+            _sym2_eigvals(
+                ndimage.gaussian_filter(img, s, order=(2, 0)),
+                ndimage.gaussian_filter(img, s, order=(1, 1)),
+                ndimage.gaussian_filter(img, s, order=(0, 2)),
+            )
+        )
         # structure tensor: local-gradient outer products at the inner scale, averaged at 2s
-        feats.extend(_sym2_eigvals(ndimage.gaussian_filter(gr * gr, 2 * s), ndimage.gaussian_filter(gr * gc, 2 * s),
-                                   ndimage.gaussian_filter(gc * gc, 2 * s)))
+        feats.extend(
+            _sym2_eigvals(
+                ndimage.gaussian_filter(gr * gr, 2 * s),
+                ndimage.gaussian_filter(gr * gc, 2 * s),
+                ndimage.gaussian_filter(gc * gc, 2 * s),
+            )
+        )
     return np.stack(feats, -1).astype(np.float32)
 
 
@@ -247,8 +275,9 @@ class FilterBankForest:
             pick = rng.choice(len(f), size=min(self.pixels_per_image, len(f)), replace=False)
             xs.append(f[pick])
             ys.append(msk.ravel()[pick])
-        self.forest_ = RandomForestClassifier(self.n_estimators, max_depth=self.max_depth, n_jobs=self.n_jobs,
-                                              random_state=self.seed).fit(np.concatenate(xs), np.concatenate(ys))
+        self.forest_ = RandomForestClassifier(
+            self.n_estimators, max_depth=self.max_depth, n_jobs=self.n_jobs, random_state=self.seed
+        ).fit(np.concatenate(xs), np.concatenate(ys))
         return self
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -256,8 +285,8 @@ class FilterBankForest:
         out = np.empty(images.shape, np.int64)
         chunk = 16  # one predict call per chunk of images: sklearn's per-call overhead is large
         for i in range(0, len(images), chunk):
-            f = np.stack([filter_bank(img, self.sigmas) for img in images[i:i + chunk]])
-            out[i:i + chunk] = self.forest_.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:-1])
+            f = np.stack([filter_bank(img, self.sigmas) for img in images[i : i + chunk]])
+            out[i : i + chunk] = self.forest_.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:-1])
         return out
 
 
@@ -272,5 +301,4 @@ def create_unet(num_classes: int, in_channels: int = 1, encoder: str = "resnet18
     """UNet with a randomly initialised encoder (no pretraining: the from-scratch baseline)."""
     from labkit.models.segmentation import create_segmenter
 
-    return create_segmenter("unet", encoder=encoder, weights="random", in_channels=in_channels,
-                            num_classes=num_classes)
+    return create_segmenter("unet", encoder=encoder, weights="random", in_channels=in_channels, num_classes=num_classes)

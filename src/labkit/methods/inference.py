@@ -23,8 +23,9 @@ def _blend_window(tile: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def sliding_window_predict(model: nn.Module, image, num_classes: int, tile: int = 256, overlap: float = 0.25,
-                           batch_size: int = 8) -> np.ndarray:
+def sliding_window_predict(
+    model: nn.Module, image, num_classes: int, tile: int = 256, overlap: float = 0.25, batch_size: int = 8
+) -> np.ndarray:
     """Class probabilities (num_classes, H, W) of a (C, H, W) image, predicted tile by tile.
 
     Memory: one batch of tiles plus the (num_classes, H, W) float32 output and a (H, W) weight map.
@@ -52,16 +53,16 @@ def sliding_window_predict(model: nn.Module, image, num_classes: int, tile: int 
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     for i in range(0, len(coords), batch_size):
-        chunk = coords[i:i + batch_size]
-        batch = torch.from_numpy(np.stack([image[:, y:y + tile, x:x + tile] for y, x in chunk])).to(device)
+        chunk = coords[i : i + batch_size]
+        batch = torch.from_numpy(np.stack([image[:, y : y + tile, x : x + tile] for y, x in chunk])).to(device)
         out = model(batch)
         out = out["out"] if isinstance(out, dict) else out
         if out.shape[-2:] != (tile, tile):
             out = nn.functional.interpolate(out, size=(tile, tile), mode="bilinear", align_corners=False)
         p = torch.softmax(out.float(), dim=1).cpu().numpy()
         for (y, x), tile_probs in zip(chunk, p):
-            probs[:, y:y + tile, x:x + tile] += tile_probs * window
-            weight[y:y + tile, x:x + tile] += window
+            probs[:, y : y + tile, x : x + tile] += tile_probs * window
+            weight[y : y + tile, x : x + tile] += window
     model.train(was_training)
     probs /= weight
     return probs[:, :h, :w]

@@ -1,21 +1,21 @@
 """Probing frozen backbones: feature extraction with an on-disk cache, kNN and linear probes for
 classification, and linear-head / kNN segmentation over patch tokens."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from labkit.core.errors import DataError
-from labkit.models.vit_heads import (TokenHead, backbone_tokens, count_parameters, create_head,
-                                     prepare_input)
+from labkit.models.vit_heads import TokenHead, backbone_tokens, count_parameters, create_head, prepare_input
 
 
 # --------------------------------------------------------------------------------------
@@ -50,10 +50,17 @@ def data_fingerprint(images: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def feature_cache_key(backbone: str, weights: str, img_size: int, data: str, policy: str = "resize",
-                      patch_index: str | None = None) -> str:
-    fields = {"backbone": backbone, "weights": weights, "img_size": int(img_size), "data": data, "policy": policy,
-              "version": 1}
+def feature_cache_key(
+    backbone: str, weights: str, img_size: int, data: str, policy: str = "resize", patch_index: str | None = None
+) -> str:
+    fields = {
+        "backbone": backbone,
+        "weights": weights,
+        "img_size": int(img_size),
+        "data": data,
+        "policy": policy,
+        "version": 1,
+    }
     if patch_index is not None:  # only then, so keys of earlier caches stay valid
         fields["patch_index"] = patch_index
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
@@ -64,10 +71,22 @@ def _as_tensor_batch(images: np.ndarray) -> torch.Tensor:
     return x[:, None] if x.ndim == 3 else x
 
 
-def extract_features(model: torch.nn.Module, images: np.ndarray, *, img_size: int, backbone: str,
-                     weights: str, batch_size: int = 32, policy: str = "resize", cache: bool = True,
-                     cache_dir: str | Path | None = None, progress: bool = True,
-                     patch_dtype=np.float32, patch_index=None, max_cache_bytes: float = 4e9) -> Features:
+def extract_features(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    *,
+    img_size: int,
+    backbone: str,
+    weights: str,
+    batch_size: int = 32,
+    policy: str = "resize",
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    patch_dtype=np.float32,
+    patch_index=None,
+    max_cache_bytes: float = 4e9,
+) -> Features:
     """Class and patch tokens of grey slices ``images`` (N, H, W) in [0, 1].
 
     The result is cached under ``cache_dir("features")`` keyed by ``backbone`` name,
@@ -109,18 +128,18 @@ def extract_features(model: torch.nn.Module, images: np.ndarray, *, img_size: in
     starts = range(0, len(images), batch_size)
     with torch.inference_mode():
         for i in tqdm(starts, desc=f"features {backbone}", disable=not progress, leave=False):
-            x = prepare_input(_as_tensor_batch(images[i:i + batch_size]), img_size, policy).to(device)
+            x = prepare_input(_as_tensor_batch(images[i : i + batch_size]), img_size, policy).to(device)
             c, g = backbone_tokens(model, x)
             c, g = c.float().cpu(), g.float().cpu()
             if cls_out is None:  # allocate once the token shapes are known
                 cls_out = np.empty((len(images), c.shape[1]), np.float32)
                 patch_out = np.empty((n_patch,) + tuple(g.shape[1:]), patch_dtype)
-            cls_out[i:i + len(x)] = c.numpy()
+            cls_out[i : i + len(x)] = c.numpy()
             if keep is None:
-                patch_out[i:i + len(x)] = g.numpy()
+                patch_out[i : i + len(x)] = g.numpy()
             else:
-                sel = keep[i:i + len(x)]
-                patch_out[row:row + int(sel.sum())] = g.numpy()[sel]
+                sel = keep[i : i + len(x)]
+                patch_out[row : row + int(sel.sum())] = g.numpy()[sel]
                 row += int(sel.sum())
     model.train(was_training)
     seconds = time.perf_counter() - t0
@@ -139,9 +158,16 @@ def _l2n(x) -> torch.Tensor:
     return F.normalize(t, dim=1)
 
 
-def knn_votes(train_features, train_labels, test_features, ks: Sequence[int] = (20,), *,
-              temperature: float = 0.07, num_classes: int | None = None,
-              batch_size: int = 2048) -> dict[int, np.ndarray]:
+def knn_votes(
+    train_features,
+    train_labels,
+    test_features,
+    ks: Sequence[int] = (20,),
+    *,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    batch_size: int = 2048,
+) -> dict[int, np.ndarray]:
     """Class votes (N_test, C) for each k: the k most cosine-similar training samples vote with
     weight exp(similarity / temperature). One matmul + top-k per test batch, shared by all k."""
     train = _l2n(train_features)
@@ -159,14 +185,14 @@ def knn_votes(train_features, train_labels, test_features, ks: Sequence[int] = (
     out = {k: np.empty((len(test), c), np.float32) for k in ks}
     with torch.inference_mode():
         for i in range(0, len(test), batch_size):
-            sims, idx = (test[i:i + batch_size] @ train.T).topk(kmax, dim=1)
+            sims, idx = (test[i : i + batch_size] @ train.T).topk(kmax, dim=1)
             weights = (sims / temperature).exp()
             neighbour_labels = labels[idx]
             for k in ks:
                 kk = min(k, kmax)
                 votes = torch.zeros(len(idx), c)
                 votes.scatter_add_(1, neighbour_labels[:, :kk], weights[:, :kk])
-                out[k][i:i + len(idx)] = votes.numpy()
+                out[k][i : i + len(idx)] = votes.numpy()
     return out
 
 
@@ -190,8 +216,9 @@ class KNNProbe:
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        v = knn_votes(self.X_, self.y_, X, [self.k], temperature=self.temperature,
-                      num_classes=len(self.classes_))[self.k]
+        v = knn_votes(self.X_, self.y_, X, [self.k], temperature=self.temperature, num_classes=len(self.classes_))[
+            self.k
+        ]
         return v / v.sum(1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
@@ -220,10 +247,20 @@ class HeadResult:
     history: object
 
 
-def train_token_head(train_tokens: np.ndarray, train_masks: np.ndarray, *, kind: str = "linear",
-                     num_classes: int, epochs: int = 20, lr: float = 1e-3, batch_size: int = 16,
-                     val_tokens: np.ndarray | None = None, val_masks: np.ndarray | None = None,
-                     seed: int = 0, progress: bool = False) -> HeadResult:
+def train_token_head(
+    train_tokens: np.ndarray,
+    train_masks: np.ndarray,
+    *,
+    kind: str = "linear",
+    num_classes: int,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 16,
+    val_tokens: np.ndarray | None = None,
+    val_masks: np.ndarray | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> HeadResult:
     """Train a linear (BatchNorm + 1x1 conv) or small CNN head on frozen patch tokens
     (N, D, h, w) against full-resolution masks (N, H, W); logits are upsampled bilinearly."""
     from torch.utils.data import DataLoader, TensorDataset
@@ -235,15 +272,31 @@ def train_token_head(train_tokens: np.ndarray, train_masks: np.ndarray, *, kind:
         raise DataError(f"{len(train_tokens)} token grids but {len(train_masks)} masks")
     gen = seed_everything(seed)
     head = TokenHead(create_head(kind, train_tokens.shape[1], num_classes))
-    ds = TensorDataset(torch.from_numpy(np.asarray(train_tokens, np.float32)),
-                       torch.from_numpy(np.asarray(train_masks, np.int64)))
+    ds = TensorDataset(
+        torch.from_numpy(np.asarray(train_tokens, np.float32)), torch.from_numpy(np.asarray(train_masks, np.int64))
+    )
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen)
     val = None
     if val_tokens is not None:
-        val = DataLoader(TensorDataset(torch.from_numpy(np.asarray(val_tokens, np.float32)),
-                                       torch.from_numpy(np.asarray(val_masks, np.int64))), batch_size=64)
-    res = fit(head, loader, val, task="segmentation", num_classes=num_classes, epochs=epochs, lr=lr,
-              scheduler="cosine", seed=seed, progress=progress, desc=f"{kind} head")
+        val = DataLoader(
+            TensorDataset(
+                torch.from_numpy(np.asarray(val_tokens, np.float32)), torch.from_numpy(np.asarray(val_masks, np.int64))
+            ),
+            batch_size=64,
+        )
+    res = fit(
+        head,
+        loader,
+        val,
+        task="segmentation",
+        num_classes=num_classes,
+        epochs=epochs,
+        lr=lr,
+        scheduler="cosine",
+        seed=seed,
+        progress=progress,
+        desc=f"{kind} head",
+    )
     return HeadResult(res.model, count_parameters(head), res.seconds, res.history)
 
 
@@ -253,7 +306,7 @@ def _to_output(scores: torch.Tensor, out_size: tuple[int, int], padded_size: tup
     if padded_size is None:
         return F.interpolate(scores, size=tuple(out_size), mode="bilinear", align_corners=False)
     up = F.interpolate(scores, size=tuple(padded_size), mode="bilinear", align_corners=False)
-    return up[..., :out_size[0], :out_size[1]]
+    return up[..., : out_size[0], : out_size[1]]
 
 
 def pad_masks(masks: np.ndarray, size: int, ignore_index: int = 255) -> np.ndarray:
@@ -267,24 +320,40 @@ def pad_masks(masks: np.ndarray, size: int, ignore_index: int = 255) -> np.ndarr
 
 
 @torch.inference_mode()
-def predict_token_head(head: torch.nn.Module, tokens: np.ndarray, out_size: tuple[int, int],
-                       batch_size: int = 64, padded_size: tuple[int, int] | None = None) -> np.ndarray:
+def predict_token_head(
+    head: torch.nn.Module,
+    tokens: np.ndarray,
+    out_size: tuple[int, int],
+    batch_size: int = 64,
+    padded_size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Phase maps (N, *out_size) from a head on patch tokens (see :func:`_to_output` for
     ``padded_size``)."""
     head.eval()
     device = next(iter(head.parameters()), torch.empty(0)).device
     preds = []
     for i in range(0, len(tokens), batch_size):
-        logits = head(torch.from_numpy(np.asarray(tokens[i:i + batch_size], np.float32)).to(device))
+        logits = head(torch.from_numpy(np.asarray(tokens[i : i + batch_size], np.float32)).to(device))
         preds.append(_to_output(logits, out_size, padded_size).argmax(1).cpu().numpy())
     return np.concatenate(preds)
 
 
-def knn_segment(train_tokens: np.ndarray, train_masks: np.ndarray, test_tokens: np.ndarray,
-                out_size: tuple[int, int], *, num_classes: int, k: int = 20, temperature: float = 0.07,
-                grid: int | None = None, memory_size: int = 8000, seed: int = 0,
-                batch_size: int = 4096, padded_size: tuple[int, int] | None = None,
-                ignore_index: int = 255) -> np.ndarray:
+def knn_segment(
+    train_tokens: np.ndarray,
+    train_masks: np.ndarray,
+    test_tokens: np.ndarray,
+    out_size: tuple[int, int],
+    *,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    grid: int | None = None,
+    memory_size: int = 8000,
+    seed: int = 0,
+    batch_size: int = 4096,
+    padded_size: tuple[int, int] | None = None,
+    ignore_index: int = 255,
+) -> np.ndarray:
     """kNN segmentation: patch features upsampled bilinearly to a ``grid`` x ``grid`` map; a
     memory bank of ``memory_size`` labelled training positions (positions labelled
     ``ignore_index`` are left out); every test position takes the temperature-weighted vote of
@@ -296,12 +365,14 @@ def knn_segment(train_tokens: np.ndarray, train_masks: np.ndarray, test_tokens: 
     grid = int(grid or 2 * train_tokens.shape[-1])
 
     def upsample(t):
-        return F.interpolate(torch.from_numpy(np.asarray(t, np.float32)), size=(grid, grid), mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(
+            torch.from_numpy(np.asarray(t, np.float32)), size=(grid, grid), mode="bilinear", align_corners=False
+        )
 
     d = train_tokens.shape[1]
-    lab = F.interpolate(torch.from_numpy(np.asarray(train_masks))[:, None].float(), size=(grid, grid),
-                        mode="nearest")[:, 0].long()
+    lab = F.interpolate(torch.from_numpy(np.asarray(train_masks))[:, None].float(), size=(grid, grid), mode="nearest")[
+        :, 0
+    ].long()
     labels = lab.reshape(-1)
     valid = np.flatnonzero((labels != ignore_index).numpy())
     if len(valid) == 0:
@@ -319,12 +390,12 @@ def knn_segment(train_tokens: np.ndarray, train_masks: np.ndarray, test_tokens: 
         sel = np.flatnonzero((img_of >= i) & (img_of < i + chunk))
         if len(sel) == 0:
             continue
-        flat = upsample(train_tokens[i:i + chunk]).permute(0, 2, 3, 1).reshape(-1, d)
+        flat = upsample(train_tokens[i : i + chunk]).permute(0, 2, 3, 1).reshape(-1, d)
         memory[torch.from_numpy(sel)] = flat[torch.from_numpy((img_of[sel] - i) * per_image + pos[sel])]
     preds = []
     per_batch = max(1, batch_size // (grid * grid))
     for i in range(0, len(test_tokens), per_batch):
-        te = upsample(test_tokens[i:i + per_batch])
+        te = upsample(test_tokens[i : i + per_batch])
         n = len(te)
         q = te.permute(0, 2, 3, 1).reshape(-1, d)
         votes = knn_votes(memory, memory_labels, q, [k], temperature=temperature, num_classes=num_classes)[k]

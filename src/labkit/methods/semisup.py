@@ -34,8 +34,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,10 +57,24 @@ PARTS = ("fuzzy", "uncertainty", "rebalance", "prototype")
 # texture-scale cue and the thin classes), plus Gaussian sensor noise (sigma 0.02); the view still differs
 # from the weak one, as the weak-to-strong consistency needs.
 STRONG_AUGMENTATIONS = {
-    "paper": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.5, "grey": 0.2, "blur": 0.5,
-              "blur_sigma": (0.3, 1.2), "noise": 0.0},
-    "cue_preserving": {"brightness": 0.15, "contrast": 0.15, "saturation": 0.1, "grey": 0.0, "blur": 0.0,
-                       "blur_sigma": (0.3, 1.2), "noise": 0.02},
+    "paper": {
+        "brightness": 0.4,
+        "contrast": 0.4,
+        "saturation": 0.5,
+        "grey": 0.2,
+        "blur": 0.5,
+        "blur_sigma": (0.3, 1.2),
+        "noise": 0.0,
+    },
+    "cue_preserving": {
+        "brightness": 0.15,
+        "contrast": 0.15,
+        "saturation": 0.1,
+        "grey": 0.0,
+        "blur": 0.0,
+        "blur_sigma": (0.3, 1.2),
+        "noise": 0.02,
+    },
 }
 
 
@@ -156,8 +170,13 @@ class SegmenterWithEmbedding(nn.Module):
     ``forward_with_embedding(x)`` also gives L2-normalised pixel embeddings at the decoder's stride.
     """
 
-    def __init__(self, segmenter: nn.Module, embed_dim: int = 32, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 std: Sequence[float] = (0.25, 0.25, 0.25)):
+    def __init__(
+        self,
+        segmenter: nn.Module,
+        embed_dim: int = 32,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+    ):
         super().__init__()
         self.segmenter = segmenter
         channels = segmenter.segmentation_head[0].in_channels
@@ -191,9 +210,16 @@ def l2_normalize_channels(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.square().sum(dim=1, keepdim=True).sqrt().clamp_min(eps)
 
 
-def build_model(num_classes: int, encoder: str = "resnet10t", arch: str = "deeplabv3plus", embed_dim: int = 32,
-                mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), weights: str = "random",
-                **segmenter_kwargs) -> SegmenterWithEmbedding:
+def build_model(
+    num_classes: int,
+    encoder: str = "resnet10t",
+    arch: str = "deeplabv3plus",
+    embed_dim: int = 32,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+    weights: str = "random",
+    **segmenter_kwargs,
+) -> SegmenterWithEmbedding:
     """DeepLabV3+ (or U-Net) from the foundation's factory, wrapped with an embedding head.
 
     ``weights``: the encoder's weights (``random``, ``pretrained`` for timm's ImageNet weights, a checkpoint
@@ -202,8 +228,9 @@ def build_model(num_classes: int, encoder: str = "resnet10t", arch: str = "deepl
     """
     from labkit.models.segmentation import create_segmenter
 
-    segmenter = create_segmenter(arch, encoder=encoder, weights=weights, in_channels=3, num_classes=num_classes,
-                                 **segmenter_kwargs)
+    segmenter = create_segmenter(
+        arch, encoder=encoder, weights=weights, in_channels=3, num_classes=num_classes, **segmenter_kwargs
+    )
     if weights != "random":
         mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     return SegmenterWithEmbedding(segmenter, embed_dim=embed_dim, mean=mean, std=std)
@@ -221,8 +248,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 # ----------------------------------------------------------------------------- augmentation
 
 
-def random_scale_crop(images: torch.Tensor, masks: torch.Tensor | None, min_scale: float,
-                      generator: torch.Generator):
+def random_scale_crop(images: torch.Tensor, masks: torch.Tensor | None, min_scale: float, generator: torch.Generator):
     """Per-sample random crop of side ``s`` x the image side (``s`` uniform in [min_scale, 1]) at a random
     position, resized back to the full size: images bilinearly, masks by nearest neighbour, through the
     same sampling grid so that image and mask stay aligned. ``min_scale >= 1`` returns the inputs untouched
@@ -241,13 +267,19 @@ def random_scale_crop(images: torch.Tensor, masks: torch.Tensor | None, min_scal
     out_i = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if masks is None:
         return out_i, None
-    out_m = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="border",
-                          align_corners=False)[:, 0].round().to(masks.dtype)
+    out_m = (
+        F.grid_sample(
+            masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="border", align_corners=False
+        )[:, 0]
+        .round()
+        .to(masks.dtype)
+    )
     return out_i, out_m
 
 
-def weak_augment(images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator,
-                 crop_min_scale: float = 1.0):
+def weak_augment(
+    images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator, crop_min_scale: float = 1.0
+):
     """Random scale crop (see :func:`random_scale_crop`), then per-sample flips and 90-degree turns
     (aerial views have no 'up'); every geometric change is identical for image and mask.
     """
@@ -291,10 +323,12 @@ def strong_photometric(images: torch.Tensor, generator: torch.Generator, kind: s
         taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
         taps = taps / taps.sum()
         c = x.shape[1]
-        blurred = F.conv2d(F.pad(x[blur], (radius, radius, 0, 0), mode="reflect"),
-                           taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-        blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="reflect"),
-                           taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+        blurred = F.conv2d(
+            F.pad(x[blur], (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c
+        )
+        blurred = F.conv2d(
+            F.pad(blurred, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c
+        )
         x = x.clone()
         x[blur] = blurred
     if a["noise"]:
@@ -315,7 +349,7 @@ def cutmix_boxes(batch: int, height: int, width: int, probability: float, genera
         w = min(width, max(1, int(round(math.sqrt(area * height * width / ratio)))))
         y = int(torch.randint(0, height - h + 1, (1,), generator=generator))
         x = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-        boxes[b, y:y + h, x:x + w] = True
+        boxes[b, y : y + h, x : x + w] = True
     return boxes
 
 
@@ -392,8 +426,9 @@ class ClassFrequencyTracker:
 # ----------------------------------------------------------------------------- contrast
 
 
-def prototype_contrast(embeddings: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                       prototypes: torch.Tensor, temperature: float) -> torch.Tensor:
+def prototype_contrast(
+    embeddings: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, prototypes: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """InfoNCE of N pixel embeddings (N,D) against C class prototypes (C,D): O(N C D).
 
     The (C,N) logits put the classes along dim 0: the same cross-entropy as ``F.cross_entropy`` on
@@ -404,8 +439,9 @@ def prototype_contrast(embeddings: torch.Tensor, labels: torch.Tensor, weights: 
     return (loss * weights).sum() / weights.sum().clamp_min(1e-6)
 
 
-def pairwise_contrast(embeddings: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
+def pairwise_contrast(
+    embeddings: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """ReCo-style supervised pixel contrast over all N x N pairs of the sampled pixels: O(N^2 D)."""
     n = embeddings.shape[0]
     sim = embeddings @ embeddings.t() / temperature
@@ -433,8 +469,16 @@ def sample_pixels(labels: torch.Tensor, weights: torch.Tensor, n: int, generator
 class TeacherStudentTrainer:
     """Student trained by AdamW, EMA teacher, prototypes and class-frequency tracker; one call per step."""
 
-    def __init__(self, model: SegmenterWithEmbedding, num_classes: int, config: SemiSupConfig, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, seed: int = 0, ignore_index: int = 255):
+    def __init__(
+        self,
+        model: SegmenterWithEmbedding,
+        num_classes: int,
+        config: SemiSupConfig,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        seed: int = 0,
+        ignore_index: int = 255,
+    ):
         self.student = model
         self.teacher = copy.deepcopy(model)
         for p in self.teacher.parameters():
@@ -442,8 +486,9 @@ class TeacherStudentTrainer:
         self.config, self.num_classes, self.ignore_index = config, num_classes, ignore_index
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=lr, weight_decay=weight_decay)
         self.generator = torch.Generator().manual_seed(seed)
-        self.tracker = ClassFrequencyTracker(num_classes, config.rebalance_momentum, config.rebalance_power,
-                                             config.max_class_weight)
+        self.tracker = ClassFrequencyTracker(
+            num_classes, config.rebalance_momentum, config.rebalance_power, config.max_class_weight
+        )
         embed_dim = model.projection[-1].out_channels
         self.prototypes = torch.zeros(num_classes, embed_dim)
         self.prototype_ready = torch.zeros(num_classes, dtype=torch.bool)
@@ -483,8 +528,9 @@ class TeacherStudentTrainer:
             ready = ready | seen[g]
         self.prototypes, self.prototype_ready = protos, ready[:, 0]
 
-    def step(self, labeled_images: torch.Tensor, labeled_masks: torch.Tensor,
-             unlabeled_images: torch.Tensor | None = None) -> dict[str, float]:
+    def step(
+        self, labeled_images: torch.Tensor, labeled_masks: torch.Tensor, unlabeled_images: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """One optimisation step; returns the loss terms."""
         cfg, g = self.config, self.generator
         self.student.train()
@@ -519,8 +565,9 @@ class TeacherStudentTrainer:
             terms["supervised"] = F.cross_entropy(logits[:n_l], yl, ignore_index=self.ignore_index)
             terms["unsupervised"] = cfg.unsup_weight * soft_cross_entropy(logits[n_l:], targets, weights)
             if want_emb:
-                terms["contrast"] = cfg.contrast_weight * self._contrast(emb, yl, t_emb, probs, targets, weights,
-                                                                         n_l, boxes, partner)
+                terms["contrast"] = cfg.contrast_weight * self._contrast(
+                    emb, yl, t_emb, probs, targets, weights, n_l, boxes, partner
+                )
         loss = sum(terms.values())
         stats = {}
         if cfg.uses_unlabeled:
@@ -532,11 +579,15 @@ class TeacherStudentTrainer:
         momentum = min(cfg.ema_momentum, 1.0 - 1.0 / (self.steps + 2))  # mean-teacher warm-up of the EMA
         ema_update(self.teacher, self.student, momentum)
         self.steps += 1
-        return ({k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
-                | {k: float(v) for k, v in stats.items()})
+        return (
+            {k: float(v.detach()) for k, v in terms.items()}
+            | {"loss": float(loss.detach())}
+            | {k: float(v) for k, v in stats.items()}
+        )
 
-    def _contrast_labels(self, size, yl: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor,
-                         weights: torch.Tensor):
+    def _contrast_labels(
+        self, size, yl: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+    ):
         """Labels and weights at the embedding stride ``size``.
 
         Returns the labelled pixels' labels (nearest sampling, -1 = ignored), the unlabeled pixels'
@@ -557,7 +608,7 @@ class TeacherStudentTrainer:
             pooled = F.avg_pool2d(stacked, (h // size[0], w // size[1]))
         else:
             pooled = F.interpolate(stacked, size=size, mode="area")
-        t_small, w_small, t_lab = pooled[:, :c], pooled[:, c], pooled[:, c + 1:]
+        t_small, w_small, t_lab = pooled[:, :c], pooled[:, c], pooled[:, c + 1 :]
         conf_u, lab_u = t_small.max(dim=1)
         lab_u = torch.where(conf_u > 0, lab_u, -1)
         t_arg = t_lab.max(dim=1).indices  # = argmax (first maximum), but quicker on a strided class axis
@@ -575,8 +626,10 @@ class TeacherStudentTrainer:
         with torch.no_grad():
             # Prototypes: labelled teacher pixels are not computed (no teacher pass on them), so use the
             # student's detached labelled embeddings, then the teacher's confident unlabeled ones.
-            self._update_prototypes_flat((flat[:n_lab].detach(), lab_l.reshape(-1)),
-                                         (t_emb.permute(0, 2, 3, 1).reshape(-1, dim), t_arg.reshape(-1)))
+            self._update_prototypes_flat(
+                (flat[:n_lab].detach(), lab_l.reshape(-1)),
+                (t_emb.permute(0, 2, 3, 1).reshape(-1, dim), t_arg.reshape(-1)),
+            )
             labels = torch.cat([lab_l.reshape(-1), lab_u.reshape(-1)])
             pix_w = torch.cat([w_small.new_ones(n_lab), w_small.reshape(-1)])
             if cfg.prototype and not cfg.pairwise:
@@ -594,11 +647,23 @@ class TeacherStudentTrainer:
         return prototype_contrast(flat, labels, pix_w, self.prototypes, cfg.temperature)
 
 
-def train_semisupervised(model: SegmenterWithEmbedding, labeled_images: np.ndarray, labeled_masks: np.ndarray,
-                         unlabeled_images: np.ndarray | None, config: SemiSupConfig, *, num_classes: int,
-                         iterations: int, batch_size: int = 8, lr: float = 1e-3, weight_decay: float = 1e-4,
-                         seed: int = 0, progress: bool = True, desc: str = "",
-                         lr_schedule: str = "constant") -> tuple[nn.Module, pd.DataFrame]:
+def train_semisupervised(
+    model: SegmenterWithEmbedding,
+    labeled_images: np.ndarray,
+    labeled_masks: np.ndarray,
+    unlabeled_images: np.ndarray | None,
+    config: SemiSupConfig,
+    *,
+    num_classes: int,
+    iterations: int,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "",
+    lr_schedule: str = "constant",
+) -> tuple[nn.Module, pd.DataFrame]:
     """Train ``model`` for ``iterations`` steps; returns (the EMA teacher, per-step loss history).
 
     ``lr_schedule``: ``constant`` or ``poly`` (lr x (1 - t/T)^0.9 over the ``iterations`` steps, the decay
@@ -617,9 +682,12 @@ def train_semisupervised(model: SegmenterWithEmbedding, labeled_images: np.ndarr
     scheduler = None
     if lr_schedule == "poly":
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            trainer.optimizer, lambda t: max(0.0, 1.0 - t / max(iterations, 1)) ** 0.9)
-    xl_all, yl_all = torch.from_numpy(np.ascontiguousarray(labeled_images)), torch.from_numpy(
-        np.ascontiguousarray(labeled_masks)).long()
+            trainer.optimizer, lambda t: max(0.0, 1.0 - t / max(iterations, 1)) ** 0.9
+        )
+    xl_all, yl_all = (
+        torch.from_numpy(np.ascontiguousarray(labeled_images)),
+        torch.from_numpy(np.ascontiguousarray(labeled_masks)).long(),
+    )
     xu_all = torch.from_numpy(np.ascontiguousarray(unlabeled_images)) if config.uses_unlabeled else None
     g = torch.Generator().manual_seed(seed + 7919)
     rows = []
@@ -670,13 +738,18 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 32, tile: in
         return np.stack(preds)
     device = next(model.parameters()).device
     for i in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device)
+        batch = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
         preds.append(model(batch).argmax(dim=1).cpu().numpy())
     return np.concatenate(preds)
 
 
-def score_predictions(pred: np.ndarray, target: np.ndarray, class_names: Sequence[str],
-                      band: np.ndarray | None = None, ignore_index: int = 255) -> dict[str, float]:
+def score_predictions(
+    pred: np.ndarray,
+    target: np.ndarray,
+    class_names: Sequence[str],
+    band: np.ndarray | None = None,
+    ignore_index: int = 255,
+) -> dict[str, float]:
     """mIoU and per-class IoU; with ``band`` also ``boundary_miou`` over the boundary-band pixels."""
     from labkit.core.metrics import ConfusionMatrix
 
@@ -725,10 +798,19 @@ class SavedTensorMeter:
         self._ctx.__exit__(*exc)
 
 
-def measure_step_costs(model_factory, configs: dict[str, SemiSupConfig], labeled_images: torch.Tensor,
-                       labeled_masks: torch.Tensor, unlabeled_images: torch.Tensor, num_classes: int,
-                       repeats: int = 5, warmup: int = 2, seed: int = 0, reference: str | None = None,
-                       baselines: dict[str, str] | None = None) -> pd.DataFrame:
+def measure_step_costs(
+    model_factory,
+    configs: dict[str, SemiSupConfig],
+    labeled_images: torch.Tensor,
+    labeled_masks: torch.Tensor,
+    unlabeled_images: torch.Tensor,
+    num_classes: int,
+    repeats: int = 5,
+    warmup: int = 2,
+    seed: int = 0,
+    reference: str | None = None,
+    baselines: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """Wall time and memory per training step of each config on the same batch.
 
     The configs are stepped in rounds (one step of each per round, the order reversed every other
@@ -778,8 +860,12 @@ def measure_step_costs(model_factory, configs: dict[str, SemiSupConfig], labeled
     times = pd.DataFrame(rounds)[names] * 1000
     rows = []
     for name, trainer in trainers.items():
-        row = {"method": name, "ms_per_iteration": float(times[name].min()), "ms_median": float(times[name].median()),
-               "vs_reference": float((times[name] / times[reference]).median())}
+        row = {
+            "method": name,
+            "ms_per_iteration": float(times[name].min()),
+            "ms_median": float(times[name].median()),
+            "vs_reference": float((times[name] / times[reference]).median()),
+        }
         if name in baselines:
             diff = times[name] - times[baselines[name]]
             row["extra_ms"] = float(diff.median())
@@ -797,8 +883,14 @@ def measure_step_costs(model_factory, configs: dict[str, SemiSupConfig], labeled
     return table
 
 
-def measure_contrast_costs(n_pixels: Sequence[int], num_classes: int = 8, embed_dim: int = 32,
-                           temperature: float = 0.1, repeats: int = 5, seed: int = 0) -> pd.DataFrame:
+def measure_contrast_costs(
+    n_pixels: Sequence[int],
+    num_classes: int = 8,
+    embed_dim: int = 32,
+    temperature: float = 0.1,
+    repeats: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Forward+backward time and saved memory of prototype vs pairwise contrast on the same N pixels."""
     g = torch.Generator().manual_seed(seed)
     prototypes = F.normalize(torch.randn(num_classes, embed_dim, generator=g), dim=1)
@@ -822,13 +914,20 @@ def measure_contrast_costs(n_pixels: Sequence[int], num_classes: int = 8, embed_
                 if r:  # the first call pays one-off allocation costs
                     times.append(time.perf_counter() - t0)
                 saved = meter.bytes
-            rows.append({"contrast": name, "pixels": n, "ms": 1000 * float(np.min(times)),
-                         "saved_activation_mb": saved / 2**20})
+            rows.append(
+                {"contrast": name, "pixels": n, "ms": 1000 * float(np.min(times)), "saved_activation_mb": saved / 2**20}
+            )
     return pd.DataFrame(rows)
 
 
-def measure_contrast_scaling(n_pixels: Sequence[int], num_classes: int = 8, embed_dim: int = 32,
-                             temperature: float = 0.1, repeats: int = 5, seed: int = 0) -> pd.DataFrame:
+def measure_contrast_scaling(
+    n_pixels: Sequence[int],
+    num_classes: int = 8,
+    embed_dim: int = 32,
+    temperature: float = 0.1,
+    repeats: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Forward+backward time and saved memory of prototype vs pairwise contrast on the same N pixels, one
     row per (contrast, pixels, repeat). Repeats are interleaved (each repeat measures every size and both
     contrasts), so load from other processes falls on all alike; one unmeasured pass first."""
@@ -836,8 +935,11 @@ def measure_contrast_scaling(n_pixels: Sequence[int], num_classes: int = 8, embe
     prototypes = F.normalize(torch.randn(num_classes, embed_dim, generator=g), dim=1)
     inputs = {}
     for n in n_pixels:
-        inputs[n] = (torch.randn(n, embed_dim, generator=g), torch.randint(0, num_classes, (n,), generator=g),
-                     torch.rand(n, generator=g))
+        inputs[n] = (
+            torch.randn(n, embed_dim, generator=g),
+            torch.randint(0, num_classes, (n,), generator=g),
+            torch.rand(n, generator=g),
+        )
 
     def once(name: str, n: int) -> tuple[float, int]:
         base, labels, weights = inputs[n]
@@ -855,9 +957,16 @@ def measure_contrast_scaling(n_pixels: Sequence[int], num_classes: int = 8, embe
     rows = []
     for r in range(repeats + 1):
         for n in n_pixels:
-            for name in (("prototype", "pairwise") if r % 2 == 0 else ("pairwise", "prototype")):
+            for name in ("prototype", "pairwise") if r % 2 == 0 else ("pairwise", "prototype"):
                 seconds, saved = once(name, n)
                 if r:  # the first pass pays one-off allocation costs
-                    rows.append({"contrast": name, "pixels": int(n), "repeat": r - 1, "ms": 1000 * seconds,
-                                 "saved_activation_mb": saved / 2**20})
+                    rows.append(
+                        {
+                            "contrast": name,
+                            "pixels": int(n),
+                            "repeat": r - 1,
+                            "ms": 1000 * seconds,
+                            "saved_activation_mb": saved / 2**20,
+                        }
+                    )
     return pd.DataFrame(rows)

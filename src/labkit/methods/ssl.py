@@ -45,8 +45,10 @@ def check_unlabeled_images(images, batch_size: int, name: str = "unlabeled set")
     if images.shape[2] != images.shape[3]:
         raise DataError(f"{name}: images must be square for a ViT, got {images.shape[2]}x{images.shape[3]}")
     if len(images) < batch_size:
-        raise DataError(f"{name}: {len(images)} images is too small for batch_size {batch_size}; "
-                        f"give at least {batch_size} images or lower batch_size")
+        raise DataError(
+            f"{name}: {len(images)} images is too small for batch_size {batch_size}; "
+            f"give at least {batch_size} images or lower batch_size"
+        )
     if batch_size < 2:
         raise ParameterError(f"batch_size must be >= 2, got {batch_size}")
     images = images.astype(np.float32, copy=False)
@@ -82,7 +84,7 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
 def unpatchify(patches: torch.Tensor, patch: int, channels: int) -> torch.Tensor:
     """Inverse of :func:`patchify` for square images."""
     b, n, _ = patches.shape
-    g = int(round(n ** 0.5))
+    g = int(round(n**0.5))
     x = patches.reshape(b, g, g, patch, patch, channels).permute(0, 5, 1, 3, 2, 4)
     return x.reshape(b, channels, g * patch, g * patch)
 
@@ -106,8 +108,15 @@ def random_masking(n_batch: int, n_tokens: int, mask_ratio: float, device=None, 
 class MaskedAutoencoder(nn.Module):
     """MAE over a timm VisionTransformer ``encoder`` (kept intact, so its state dict is a plain ViT's)."""
 
-    def __init__(self, encoder: nn.Module, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
-                 mask_ratio: float = 0.75, norm_pix_loss: bool = True):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder_dim: int = 128,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+    ):
         super().__init__()
         from timm.models.vision_transformer import Block
 
@@ -126,8 +135,9 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_embed = nn.Linear(dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_pos = nn.Parameter(torch.zeros(1, self.n_tokens + self.prefix, decoder_dim))
-        self.decoder_blocks = nn.ModuleList([Block(decoder_dim, decoder_heads, mlp_ratio=4.0, qkv_bias=True)
-                                             for _ in range(decoder_depth)])
+        self.decoder_blocks = nn.ModuleList(
+            [Block(decoder_dim, decoder_heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(decoder_depth)]
+        )
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, self.patch * self.patch * self.channels)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -137,7 +147,7 @@ class MaskedAutoencoder(nn.Module):
         pos = self.encoder.pos_embed
         if getattr(self.encoder, "no_embed_class", False):
             return pos.new_zeros(1, self.prefix, pos.shape[-1]), pos
-        return pos[:, :self.prefix], pos[:, self.prefix:]
+        return pos[:, : self.prefix], pos[:, self.prefix :]
 
     def forward_encoder(self, images: torch.Tensor, mask_ratio: float, generator=None):
         enc = self.encoder
@@ -162,14 +172,14 @@ class MaskedAutoencoder(nn.Module):
 
     def forward_decoder(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
         x = self.decoder_embed(latent)
-        prefix, visible = x[:, :self.prefix], x[:, self.prefix:]
+        prefix, visible = x[:, : self.prefix], x[:, self.prefix :]
         n_hidden = restore.shape[1] - visible.shape[1]
         full = torch.cat([visible, self.mask_token.expand(x.shape[0], n_hidden, -1)], dim=1)
         full = torch.gather(full, 1, restore[..., None].expand(-1, -1, x.shape[-1]))
         x = torch.cat([prefix, full], dim=1) + self.decoder_pos
         for block in self.decoder_blocks:
             x = block(x)
-        return self.decoder_pred(self.decoder_norm(x))[:, self.prefix:]
+        return self.decoder_pred(self.decoder_norm(x))[:, self.prefix :]
 
     def loss(self, images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         target = patchify(images, self.patch)
@@ -181,8 +191,9 @@ class MaskedAutoencoder(nn.Module):
 
     def forward(self, images: torch.Tensor, mask_ratio: float | None = None, generator=None):
         """Returns (loss, predicted patches (B, L, p*p*C), mask (B, L) with 1 = hidden)."""
-        latent, mask, restore = self.forward_encoder(images, self.mask_ratio if mask_ratio is None else mask_ratio,
-                                                     generator)
+        latent, mask, restore = self.forward_encoder(
+            images, self.mask_ratio if mask_ratio is None else mask_ratio, generator
+        )
         pred = self.forward_decoder(latent, restore)
         return self.loss(images, pred, mask), pred, mask
 
@@ -225,8 +236,14 @@ class BatchAugment(nn.Module):
     of +-40%, Gaussian blur with probability 0.5, additive noise.
     """
 
-    def __init__(self, scale=(0.25, 1.0), ratio=(0.75, 1.333), jitter: float = 0.4, blur_prob: float = 0.5,
-                 noise_std: float = 0.03):
+    def __init__(
+        self,
+        scale=(0.25, 1.0),
+        ratio=(0.75, 1.333),
+        jitter: float = 0.4,
+        blur_prob: float = 0.5,
+        noise_std: float = 0.03,
+    ):
         super().__init__()
         self.scale, self.ratio = scale, ratio
         self.jitter, self.blur_prob, self.noise_std = jitter, blur_prob, noise_std
@@ -262,7 +279,8 @@ class BatchAugment(nn.Module):
             out = use * blurred + (1 - use) * out
         if self.noise_std > 0:
             out = out + self.noise_std * torch.randn(out.shape, generator=generator).to(x) * out.std(
-                dim=(1, 2, 3), keepdim=True)
+                dim=(1, 2, 3), keepdim=True
+            )
         return out
 
 
@@ -276,13 +294,23 @@ def pooled_features(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class SimCLR(nn.Module):
     """Encoder + projection MLP (D -> hidden -> out), trained with :func:`nt_xent_loss`."""
 
-    def __init__(self, encoder: nn.Module, projection_dim: int = 128, hidden_dim: int = 512,
-                 temperature: float = 0.2, augment: BatchAugment | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        projection_dim: int = 128,
+        hidden_dim: int = 512,
+        temperature: float = 0.2,
+        augment: BatchAugment | None = None,
+    ):
         super().__init__()
         dim = int(encoder.embed_dim if hasattr(encoder, "embed_dim") else encoder.num_features)
         self.encoder = encoder
-        self.projector = nn.Sequential(nn.Linear(dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
-                                       nn.Linear(hidden_dim, projection_dim))
+        self.projector = nn.Sequential(
+            nn.Linear(dim, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, projection_dim),
+        )
         self.temperature = float(temperature)
         self.augment = augment or BatchAugment()
 
@@ -296,12 +324,19 @@ class SimCLR(nn.Module):
 # --------------------------------------------------------------------------------------
 # pretraining entry points (any study)
 # --------------------------------------------------------------------------------------
-def _make_encoder(arch: str, img_size: int, in_chans: int, patch_size: int | None, drop_path_rate: float = 0.0,
-                  encoder_kwargs: dict | None = None):
+def _make_encoder(
+    arch: str,
+    img_size: int,
+    in_chans: int,
+    patch_size: int | None,
+    drop_path_rate: float = 0.0,
+    encoder_kwargs: dict | None = None,
+):
     from labkit.models.backbones import create_backbone
 
-    kwargs = dict(img_size=img_size, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate,
-                  **(encoder_kwargs or {}))
+    kwargs = dict(
+        img_size=img_size, in_chans=in_chans, num_classes=0, drop_path_rate=drop_path_rate, **(encoder_kwargs or {})
+    )
     if patch_size is not None:
         kwargs["patch_size"] = patch_size
     return create_backbone(arch, weights="random", **kwargs)
@@ -313,10 +348,26 @@ def _resize_if_needed(images: torch.Tensor, img_size: int) -> torch.Tensor:
     return images
 
 
-def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int | None, epochs: int,
-              batch_size: int, lr: float, weight_decay: float, seed: int, progress: bool, desc: str,
-              make_module, max_seconds: float | None = None, encoder_kwargs: dict | None = None, device=None,
-              trivial_loss=None):
+def _pretrain(
+    method: str,
+    images,
+    *,
+    arch: str,
+    img_size: int,
+    patch_size: int | None,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    progress: bool,
+    desc: str,
+    make_module,
+    max_seconds: float | None = None,
+    encoder_kwargs: dict | None = None,
+    device=None,
+    trivial_loss=None,
+):
     from tqdm.auto import tqdm
 
     images = check_unlabeled_images(images, batch_size)
@@ -333,7 +384,8 @@ def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int 
     total = epochs * steps_per_epoch
     warmup = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(total, 1)))))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(total, 1))))
+    )
     gen = torch.Generator().manual_seed(seed)
     rows, started = [], time.time()
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
@@ -342,7 +394,7 @@ def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int 
         t0, running = time.time(), 0.0
         order = torch.randperm(len(data), generator=gen)
         for i in range(steps_per_epoch):
-            batch = data[order[i * batch_size:(i + 1) * batch_size]].to(device)
+            batch = data[order[i * batch_size : (i + 1) * batch_size]].to(device)
             out = module(batch, generator=gen)
             loss = out[0] if isinstance(out, tuple) else out
             opt.zero_grad(set_to_none=True)
@@ -351,8 +403,15 @@ def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int 
             sched.step()
             running += loss.item()
         seconds = time.time() - t0
-        rows.append({"epoch": epoch, "loss": running / steps_per_epoch, "lr": opt.param_groups[0]["lr"],
-                     "seconds": seconds, "images_per_second": steps_per_epoch * batch_size / max(seconds, 1e-9)})
+        rows.append(
+            {
+                "epoch": epoch,
+                "loss": running / steps_per_epoch,
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": seconds,
+                "images_per_second": steps_per_epoch * batch_size / max(seconds, 1e-9),
+            }
+        )
         bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}")
         if max_seconds is not None and time.time() - started > max_seconds:
             break
@@ -360,26 +419,55 @@ def _pretrain(method: str, images, *, arch: str, img_size: int, patch_size: int 
     module.eval()
     encoder.eval()
     history = pd.DataFrame(rows)
-    trivial = float(trivial_loss(module, data[:min(len(data), 4 * batch_size)].to(device), gen)) if trivial_loss \
+    trivial = (
+        float(trivial_loss(module, data[: min(len(data), 4 * batch_size)].to(device), gen))
+        if trivial_loss
         else float("nan")
+    )
     ps = encoder.patch_embed.patch_size
     patch = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
     encoder.pretrain_meta = {
-        "method": method, "arch": arch, "img_size": int(img_size), "patch_size": patch,
-        "in_chans": int(images.shape[1]), "epochs": int(len(rows)), "batch_size": int(batch_size), "lr": lr,
-        "n_images": int(len(images)), "seed": int(seed), "pixel_mean": mean, "pixel_std": std,
-        "seconds": round(time.time() - started, 2), "trivial_loss": trivial,
+        "method": method,
+        "arch": arch,
+        "img_size": int(img_size),
+        "patch_size": patch,
+        "in_chans": int(images.shape[1]),
+        "epochs": int(len(rows)),
+        "batch_size": int(batch_size),
+        "lr": lr,
+        "n_images": int(len(images)),
+        "seed": int(seed),
+        "pixel_mean": mean,
+        "pixel_std": std,
+        "seconds": round(time.time() - started, 2),
+        "trivial_loss": trivial,
         "loss_ratio": float(history["loss"].iloc[-1] / trivial) if trivial == trivial and trivial > 0 else float("nan"),
-        **{k: v for k, v in (encoder_kwargs or {}).items()}}
+        **{k: v for k, v in (encoder_kwargs or {}).items()},
+    }
     encoder.cpu()
     return encoder, history, module
 
 
-def pretrain_mae(images, arch: str = "vit_tiny", img_size: int = 64, epochs: int = 20, batch_size: int = 64,
-                 mask_ratio: float = 0.75, seed: int = 0, progress: bool = True, patch_size: int | None = None,
-                 lr: float = 1.5e-3, weight_decay: float = 0.05, decoder_dim: int = 128, decoder_depth: int = 2,
-                 return_module: bool = False, max_seconds: float | None = None, norm_pix_loss: bool = True,
-                 encoder_kwargs: dict | None = None, device=None):
+def pretrain_mae(
+    images,
+    arch: str = "vit_tiny",
+    img_size: int = 64,
+    epochs: int = 20,
+    batch_size: int = 64,
+    mask_ratio: float = 0.75,
+    seed: int = 0,
+    progress: bool = True,
+    patch_size: int | None = None,
+    lr: float = 1.5e-3,
+    weight_decay: float = 0.05,
+    decoder_dim: int = 128,
+    decoder_depth: int = 2,
+    return_module: bool = False,
+    max_seconds: float | None = None,
+    norm_pix_loss: bool = True,
+    encoder_kwargs: dict | None = None,
+    device=None,
+):
     """Masked-autoencoder pretraining of a timm ViT on unlabeled ``images`` (N, C, H, W), any range.
 
     Images are standardised with their own per-channel mean/std (stored in ``encoder.pretrain_meta``
@@ -388,33 +476,78 @@ def pretrain_mae(images, arch: str = "vit_tiny", img_size: int = 64, epochs: int
     seconds, images_per_second), or ``(encoder, history, mae_module)`` with ``return_module``.
     """
     encoder, history, module = _pretrain(
-        "mae", images, arch=arch, img_size=img_size, patch_size=patch_size, epochs=epochs, batch_size=batch_size,
-        lr=lr, weight_decay=weight_decay, seed=seed, progress=progress, desc="MAE pretraining",
-        make_module=lambda enc: MaskedAutoencoder(enc, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
-                                                  mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss),
-        max_seconds=max_seconds, encoder_kwargs=encoder_kwargs, device=device, trivial_loss=mae_trivial_loss)
+        "mae",
+        images,
+        arch=arch,
+        img_size=img_size,
+        patch_size=patch_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        progress=progress,
+        desc="MAE pretraining",
+        make_module=lambda enc: MaskedAutoencoder(
+            enc,
+            decoder_dim=decoder_dim,
+            decoder_depth=decoder_depth,
+            mask_ratio=mask_ratio,
+            norm_pix_loss=norm_pix_loss,
+        ),
+        max_seconds=max_seconds,
+        encoder_kwargs=encoder_kwargs,
+        device=device,
+        trivial_loss=mae_trivial_loss,
+    )
     encoder.pretrain_meta["mask_ratio"] = mask_ratio
     return (encoder, history, module) if return_module else (encoder, history)
 
 
-def pretrain_simclr(images, arch: str = "vit_tiny", img_size: int = 64, epochs: int = 20, batch_size: int = 64,
-                    temperature: float = 0.2, seed: int = 0, progress: bool = True, patch_size: int | None = None,
-                    lr: float = 1e-3, weight_decay: float = 0.05, projection_dim: int = 128,
-                    return_module: bool = False, max_seconds: float | None = None,
-                    encoder_kwargs: dict | None = None, device=None):
+def pretrain_simclr(
+    images,
+    arch: str = "vit_tiny",
+    img_size: int = 64,
+    epochs: int = 20,
+    batch_size: int = 64,
+    temperature: float = 0.2,
+    seed: int = 0,
+    progress: bool = True,
+    patch_size: int | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    projection_dim: int = 128,
+    return_module: bool = False,
+    max_seconds: float | None = None,
+    encoder_kwargs: dict | None = None,
+    device=None,
+):
     """SimCLR pretraining of a timm ViT on unlabeled ``images``; same inputs and outputs as :func:`pretrain_mae`."""
     encoder, history, module = _pretrain(
-        "simclr", images, arch=arch, img_size=img_size, patch_size=patch_size, epochs=epochs, batch_size=batch_size,
-        lr=lr, weight_decay=weight_decay, seed=seed, progress=progress, desc="SimCLR pretraining",
+        "simclr",
+        images,
+        arch=arch,
+        img_size=img_size,
+        patch_size=patch_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        progress=progress,
+        desc="SimCLR pretraining",
         make_module=lambda enc: SimCLR(enc, projection_dim=projection_dim, temperature=temperature),
-        max_seconds=max_seconds, encoder_kwargs=encoder_kwargs, device=device,
-        trivial_loss=lambda module, data, gen: simclr_trivial_loss(batch_size))
+        max_seconds=max_seconds,
+        encoder_kwargs=encoder_kwargs,
+        device=device,
+        trivial_loss=lambda module, data, gen: simclr_trivial_loss(batch_size),
+    )
     encoder.pretrain_meta["temperature"] = temperature
     return (encoder, history, module) if return_module else (encoder, history)
 
 
 @torch.no_grad()
-def mae_trivial_loss(module: "MaskedAutoencoder", images: torch.Tensor, generator=None) -> float:
+def mae_trivial_loss(module: MaskedAutoencoder, images: torch.Tensor, generator=None) -> float:
     """The MAE loss of the trivial predictor that outputs zeros for every hidden patch (the mean of the
     normalised targets): the bar a pretrained MAE must get well below to have learned anything."""
     _, pred, mask = module(images, generator=generator)
@@ -449,9 +582,11 @@ def load_ssl_encoder(name: str) -> nn.Module:
     needed = ("arch", "img_size", "patch_size", "in_chans", "pixel_mean", "pixel_std")
     missing = [k for k in needed if k not in meta]
     if missing:
-        raise DataError(f"{named_checkpoint_path(name).with_suffix('.json')}: labkit checkpoint '{name}' has no "
-                        f"{', '.join(missing)} in its meta, so its encoder cannot be rebuilt; produce it again with "
-                        f"labkit.methods.ssl (pretrain_mae / pretrain_simclr + checkpoint_meta)")
+        raise DataError(
+            f"{named_checkpoint_path(name).with_suffix('.json')}: labkit checkpoint '{name}' has no "
+            f"{', '.join(missing)} in its meta, so its encoder cannot be rebuilt; produce it again with "
+            f"labkit.methods.ssl (pretrain_mae / pretrain_simclr + checkpoint_meta)"
+        )
     encoder = _make_encoder(meta["arch"], int(meta["img_size"]), int(meta["in_chans"]), int(meta["patch_size"]))
     load_state_into(encoder, state, source=f"labkit checkpoint '{name}'")
     encoder.pretrain_meta = meta

@@ -45,18 +45,24 @@ def trunk_tokens(encoder: nn.Module, images, trainable_blocks: int, batch_size: 
     images = torch.as_tensor(np.asarray(images, np.float32))
     out = []
     for i in range(0, len(images), batch_size):
-        x = encoder.patch_embed(images[i:i + batch_size])
+        x = encoder.patch_embed(images[i : i + batch_size])
         x = encoder._pos_embed(x)
         x = encoder.norm_pre(encoder.patch_drop(x))
-        for block in encoder.blocks[:depth - trainable_blocks]:
+        for block in encoder.blocks[: depth - trainable_blocks]:
             x = block(x)
         out.append(x.clone())
     return torch.cat(out)
 
 
 class _Top(nn.Module):
-    def __init__(self, encoder: nn.Module, trainable_blocks: int, lora_rank: int = 0, lora_alpha: float | None = None,
-                 lora_targets="attention"):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        trainable_blocks: int,
+        lora_rank: int = 0,
+        lora_alpha: float | None = None,
+        lora_targets="attention",
+    ):
         super().__init__()
         depth = len(encoder.blocks)
         if not 0 <= trainable_blocks <= depth:
@@ -65,16 +71,19 @@ class _Top(nn.Module):
             raise ParameterError(f"lora_rank must be >= 0, got {lora_rank}")
         if lora_rank > 0 and trainable_blocks == 0:
             raise ParameterError("LoRA needs blocks to adapt: trainable_blocks must be >= 1 when lora_rank > 0")
-        self.blocks = nn.Sequential(*[copy.deepcopy(b) for b in encoder.blocks[depth - trainable_blocks:]])
+        self.blocks = nn.Sequential(*[copy.deepcopy(b) for b in encoder.blocks[depth - trainable_blocks :]])
         self.blocks.requires_grad_(True)
         self.lora_rank = int(lora_rank)
         if lora_rank > 0:
             from labkit.models.lora import apply_lora
 
             # peft freezes the copied blocks and trains only the adapters (B starts at 0: same output as before).
-            self.blocks = apply_lora(self.blocks, rank=int(lora_rank),
-                                     alpha=float(lora_alpha if lora_alpha is not None else 2 * lora_rank),
-                                     targets=lora_targets)
+            self.blocks = apply_lora(
+                self.blocks,
+                rank=int(lora_rank),
+                alpha=float(lora_alpha if lora_alpha is not None else 2 * lora_rank),
+                targets=lora_targets,
+            )
         # With no block to tune (or only adapters), the final norm stays frozen too.
         self.norm = copy.deepcopy(encoder.norm)
         self.norm.requires_grad_(trainable_blocks > 0 and lora_rank == 0)
@@ -84,14 +93,23 @@ class _Top(nn.Module):
         self.dim = int(encoder.embed_dim)
 
     def patch_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.blocks(tokens))[:, self.prefix:]
+        return self.norm(self.blocks(tokens))[:, self.prefix :]
 
 
 class TokenSegmenter(nn.Module):
     """Trainable top of a ViT + a segmentation head; input: trunk tokens; output: logits at ``out_size``."""
 
-    def __init__(self, encoder: nn.Module, trainable_blocks: int, num_classes: int = 2, head: str = "conv",
-                 out_size: int = 64, decoder_channels: int = 32, lora_rank: int = 0, lora_alpha: float | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        trainable_blocks: int,
+        num_classes: int = 2,
+        head: str = "conv",
+        out_size: int = 64,
+        decoder_channels: int = 32,
+        lora_rank: int = 0,
+        lora_alpha: float | None = None,
+    ):
         super().__init__()
         if head not in SEG_HEADS:
             raise ParameterError(f"head must be one of {SEG_HEADS}, got {head!r}")
@@ -105,8 +123,12 @@ class TokenSegmenter(nn.Module):
             layers: list[nn.Module] = [nn.Conv2d(d, 2 * c, 1), nn.BatchNorm2d(2 * c), nn.ReLU(inplace=True)]
             ch = 2 * c
             for _ in range(max(0, int(round(math.log2(self.top.patch))) - 1)):
-                layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                           nn.Conv2d(ch, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    nn.Conv2d(ch, c, 3, padding=1),
+                    nn.BatchNorm2d(c),
+                    nn.ReLU(inplace=True),
+                ]
                 ch = c
             layers.append(nn.Conv2d(ch, num_classes, 1))
             self.head = nn.Sequential(*layers)
@@ -127,8 +149,14 @@ def mean_max_pool(patch_tokens: torch.Tensor) -> torch.Tensor:
 class TokenClassifier(nn.Module):
     """Trainable top of a ViT + a linear classifier on the mean and max patch token."""
 
-    def __init__(self, encoder: nn.Module, trainable_blocks: int, num_classes: int = 2, lora_rank: int = 0,
-                 lora_alpha: float | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        trainable_blocks: int,
+        num_classes: int = 2,
+        lora_rank: int = 0,
+        lora_alpha: float | None = None,
+    ):
         super().__init__()
         self.top = _Top(encoder, trainable_blocks, lora_rank, lora_alpha)
         self.head = nn.Sequential(nn.LayerNorm(2 * self.top.dim), nn.Linear(2 * self.top.dim, num_classes))
@@ -144,8 +172,10 @@ def count_trainable(model: nn.Module) -> int:
 
 def _check_tokens(train_tokens, n_targets: int, test_tokens, n_test_targets: int, what: str):
     if train_tokens.ndim != 3 or test_tokens.ndim != 3:
-        raise DataError(f"tokens must be (N, tokens, dim) from trunk_tokens, got {tuple(train_tokens.shape)} "
-                        f"and {tuple(test_tokens.shape)}")
+        raise DataError(
+            f"tokens must be (N, tokens, dim) from trunk_tokens, got {tuple(train_tokens.shape)} "
+            f"and {tuple(test_tokens.shape)}"
+        )
     if len(train_tokens) == 0:
         raise DataError("no labelled training images given")
     if n_targets != len(train_tokens):
@@ -154,9 +184,21 @@ def _check_tokens(train_tokens, n_targets: int, test_tokens, n_test_targets: int
         raise DataError(f"{len(test_tokens)} test images but {n_test_targets} {what}")
 
 
-def _train_steps(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn, *, steps: int,
-                 batch_size: int, lr: float, encoder_lr_scale: float, seed: int, weight_decay: float = 1e-4,
-                 progress: bool = False, desc: str = "") -> float:
+def _train_steps(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    encoder_lr_scale: float,
+    seed: int,
+    weight_decay: float = 1e-4,
+    progress: bool = False,
+    desc: str = "",
+) -> float:
     """Exactly ``steps`` AdamW steps over shuffled mini-batches (the last partial batch dropped when there
     is more than one batch), cosine learning-rate decay over the steps; the top's parameters (blocks,
     norm, LoRA adapters) learn at ``lr * encoder_lr_scale``, the head at ``lr``. Returns seconds."""
@@ -192,7 +234,7 @@ def _train_steps(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, 
         for b in range(per_epoch):
             if step >= steps:
                 break
-            idx = order[b * size:(b + 1) * size]
+            idx = order[b * size : (b + 1) * size]
             loss = loss_fn(model(inputs[idx]), targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -205,11 +247,25 @@ def _train_steps(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, 
     return time.time() - started
 
 
-def finetune_segmentation(encoder: nn.Module, train_tokens: torch.Tensor, train_masks, test_tokens: torch.Tensor,
-                          test_masks, *, trainable_blocks: int, head: str = "conv", steps: int = 60,
-                          batch_size: int = 16, lr: float = 5e-4, defect_weight: float | None = None,
-                          seed: int = 0, progress: bool = False, lora_rank: int = 0,
-                          lora_alpha: float | None = None, encoder_lr_scale: float = 1.0) -> dict:
+def finetune_segmentation(
+    encoder: nn.Module,
+    train_tokens: torch.Tensor,
+    train_masks,
+    test_tokens: torch.Tensor,
+    test_masks,
+    *,
+    trainable_blocks: int,
+    head: str = "conv",
+    steps: int = 60,
+    batch_size: int = 16,
+    lr: float = 5e-4,
+    defect_weight: float | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    lora_rank: int = 0,
+    lora_alpha: float | None = None,
+    encoder_lr_scale: float = 1.0,
+) -> dict:
     """Train top + head on labelled tokens/masks for a fixed number of steps; score on the test set.
 
     ``defect_weight``: cross-entropy weight of the defect class (default: sqrt of the background-to-
@@ -224,26 +280,48 @@ def finetune_segmentation(encoder: nn.Module, train_tokens: torch.Tensor, train_
     test_masks = np.asarray(test_masks)
     _check_tokens(train_tokens, len(train_masks), test_tokens, len(test_masks), "masks")
     if train_masks.ndim != 3 or test_masks.ndim != 3 or train_masks.shape[1:] != test_masks.shape[1:]:
-        raise DataError(f"masks must be (N, H, W) of one size, got training {tuple(train_masks.shape)} and "
-                        f"test {test_masks.shape}")
+        raise DataError(
+            f"masks must be (N, H, W) of one size, got training {tuple(train_masks.shape)} and test {test_masks.shape}"
+        )
     if defect_weight is None:
         frac = float(train_masks.float().mean().clamp(min=1e-3))
         defect_weight = float(np.clip(np.sqrt((1 - frac) / frac), 1.0, 10.0))
     seed_everything(seed)  # the head's (and LoRA's) initial weights depend on the seed, not on what ran before
-    model = TokenSegmenter(encoder, trainable_blocks, head=head, out_size=int(train_masks.shape[-1]),
-                           lora_rank=lora_rank, lora_alpha=lora_alpha)
-    seconds = _train_steps(model, train_tokens, train_masks,
-                           nn.CrossEntropyLoss(weight=torch.tensor([1.0, defect_weight])), steps=steps,
-                           batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale, seed=seed,
-                           progress=progress, desc=f"fine-tune seg ({len(train_masks)} labels)")
+    model = TokenSegmenter(
+        encoder,
+        trainable_blocks,
+        head=head,
+        out_size=int(train_masks.shape[-1]),
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+    )
+    seconds = _train_steps(
+        model,
+        train_tokens,
+        train_masks,
+        nn.CrossEntropyLoss(weight=torch.tensor([1.0, defect_weight])),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        encoder_lr_scale=encoder_lr_scale,
+        seed=seed,
+        progress=progress,
+        desc=f"fine-tune seg ({len(train_masks)} labels)",
+    )
     with torch.inference_mode():
-        logits = torch.cat([model(test_tokens[i:i + 128]) for i in range(0, len(test_tokens), 128)])
+        logits = torch.cat([model(test_tokens[i : i + 128]) for i in range(0, len(test_tokens), 128)])
     pred = logits.argmax(1).numpy()
     scores = segmentation_scores(pred, test_masks, num_classes=2, class_names=["good", "defect"])
-    return {"miou": scores["miou"], "defect_iou": scores["iou/defect"], "defect_f1": scores["f1/defect"],
-            "defect_ap": pixel_average_precision(logits.softmax(1)[:, 1].numpy(), test_masks),
-            "pixel_accuracy": scores["pixel_accuracy"], "trainable_params": count_trainable(model),
-            "seconds": seconds, "model": model}
+    return {
+        "miou": scores["miou"],
+        "defect_iou": scores["iou/defect"],
+        "defect_f1": scores["f1/defect"],
+        "defect_ap": pixel_average_precision(logits.softmax(1)[:, 1].numpy(), test_masks),
+        "pixel_accuracy": scores["pixel_accuracy"],
+        "trainable_params": count_trainable(model),
+        "seconds": seconds,
+        "model": model,
+    }
 
 
 def pixel_average_precision(defect_prob, masks) -> float:
@@ -251,16 +329,29 @@ def pixel_average_precision(defect_prob, masks) -> float:
     does not swing with how the 0.5 cut-off happens to fall after a short fine-tune (NaN without defects)."""
     from sklearn.metrics import average_precision_score
 
-    y = (np.asarray(masks).reshape(-1) > 0)
+    y = np.asarray(masks).reshape(-1) > 0
     if not y.any() or y.all():
         return float("nan")
     return float(average_precision_score(y, np.asarray(defect_prob, np.float32).reshape(-1)))
 
 
-def finetune_classification(encoder: nn.Module, train_tokens: torch.Tensor, train_labels, test_tokens: torch.Tensor,
-                            test_labels, *, trainable_blocks: int, steps: int = 60, batch_size: int = 16,
-                            lr: float = 5e-4, seed: int = 0, progress: bool = False, lora_rank: int = 0,
-                            lora_alpha: float | None = None, encoder_lr_scale: float = 1.0) -> dict:
+def finetune_classification(
+    encoder: nn.Module,
+    train_tokens: torch.Tensor,
+    train_labels,
+    test_tokens: torch.Tensor,
+    test_labels,
+    *,
+    trainable_blocks: int,
+    steps: int = 60,
+    batch_size: int = 16,
+    lr: float = 5e-4,
+    seed: int = 0,
+    progress: bool = False,
+    lora_rank: int = 0,
+    lora_alpha: float | None = None,
+    encoder_lr_scale: float = 1.0,
+) -> dict:
     """Defect/no-defect classifier (top + linear head); returns accuracy, balanced accuracy, AUROC.
     Same training as :func:`finetune_segmentation`."""
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
@@ -268,21 +359,37 @@ def finetune_classification(encoder: nn.Module, train_tokens: torch.Tensor, trai
     train_labels = torch.as_tensor(np.asarray(train_labels), dtype=torch.long)
     _check_tokens(train_tokens, len(train_labels), test_tokens, len(np.asarray(test_labels)), "labels")
     if len(np.unique(train_labels.numpy())) < 2:
-        raise DataError(f"classification needs both good and defective training images, got only class "
-                        f"{int(train_labels[0])} in {len(train_labels)} labels")
+        raise DataError(
+            f"classification needs both good and defective training images, got only class "
+            f"{int(train_labels[0])} in {len(train_labels)} labels"
+        )
     seed_everything(seed)
     model = TokenClassifier(encoder, trainable_blocks, lora_rank=lora_rank, lora_alpha=lora_alpha)
-    seconds = _train_steps(model, train_tokens, train_labels, nn.CrossEntropyLoss(), steps=steps,
-                           batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale, seed=seed,
-                           progress=progress, desc=f"fine-tune cls ({len(train_labels)} labels)")
+    seconds = _train_steps(
+        model,
+        train_tokens,
+        train_labels,
+        nn.CrossEntropyLoss(),
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        encoder_lr_scale=encoder_lr_scale,
+        seed=seed,
+        progress=progress,
+        desc=f"fine-tune cls ({len(train_labels)} labels)",
+    )
     with torch.inference_mode():
-        prob = torch.cat([model(test_tokens[i:i + 256]).softmax(1)[:, 1]
-                          for i in range(0, len(test_tokens), 256)]).numpy()
+        prob = torch.cat(
+            [model(test_tokens[i : i + 256]).softmax(1)[:, 1] for i in range(0, len(test_tokens), 256)]
+        ).numpy()
     y = np.asarray(test_labels)
     pred = (prob > 0.5).astype(int)
-    return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-            "auroc": float(roc_auc_score(y, prob)) if len(np.unique(y)) == 2 else float("nan"),
-            "seconds": seconds}
+    return {
+        "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "auroc": float(roc_auc_score(y, prob)) if len(np.unique(y)) == 2 else float("nan"),
+        "seconds": seconds,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -297,8 +404,15 @@ class ViTSegmenter(nn.Module):
     Input (B, C, H, W) -> logits (B, num_classes, out_size, out_size).
     """
 
-    def __init__(self, encoder: nn.Module, out_size: int, num_classes: int = 2, head: str = "conv",
-                 decoder_channels: int = 32, frozen: bool = False):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        out_size: int,
+        num_classes: int = 2,
+        head: str = "conv",
+        decoder_channels: int = 32,
+        frozen: bool = False,
+    ):
         super().__init__()
         if head not in SEG_HEADS:
             raise ParameterError(f"head must be one of {SEG_HEADS}, got {head!r}")
@@ -317,15 +431,19 @@ class ViTSegmenter(nn.Module):
             layers: list[nn.Module] = [nn.Conv2d(d, 2 * c, 1), nn.BatchNorm2d(2 * c), nn.ReLU(inplace=True)]
             ch = 2 * c
             for _ in range(max(0, int(math.floor(math.log2(patch))) - 1)):
-                layers += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                           nn.Conv2d(ch, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    nn.Conv2d(ch, c, 3, padding=1),
+                    nn.BatchNorm2d(c),
+                    nn.ReLU(inplace=True),
+                ]
                 ch = c
             layers.append(nn.Conv2d(ch, num_classes, 1))
             self.head = nn.Sequential(*layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> patch-token grid (B, D, h, w)."""
-        t = self.encoder.forward_features(x)[:, self.prefix:]
+        t = self.encoder.forward_features(x)[:, self.prefix :]
         g = int(round(t.shape[1] ** 0.5))
         return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], g, g)
 
@@ -342,8 +460,14 @@ def small_unet(in_channels: int, num_classes: int = 2) -> nn.Module:
     decoder 64/32/16 channels, random weights): the supervised CNN row every ViT row is shown against."""
     import segmentation_models_pytorch as smp
 
-    return smp.Unet(encoder_name="resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(64, 32, 16),
-                    in_channels=in_channels, classes=num_classes)
+    return smp.Unet(
+        encoder_name="resnet18",
+        encoder_weights=None,
+        encoder_depth=3,
+        decoder_channels=(64, 32, 16),
+        in_channels=in_channels,
+        classes=num_classes,
+    )
 
 
 def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
@@ -356,9 +480,21 @@ def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
     return x, y
 
 
-def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, *, steps: int, batch_size: int,
-                    lr: float, seed: int, encoder_lr_scale: float = 1.0, augment: bool = True,
-                    weight_decay: float = 1e-4, device=None, forward=None) -> dict:
+def train_segmenter(
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    encoder_lr_scale: float = 1.0,
+    augment: bool = True,
+    weight_decay: float = 1e-4,
+    device=None,
+    forward=None,
+) -> dict:
     """Exactly ``steps`` AdamW steps (cosine decay) of class-weighted cross-entropy on (images, masks).
 
     ``model.encoder`` parameters (if any are trainable) learn at ``lr * encoder_lr_scale``, the rest at ``lr``.
@@ -394,7 +530,7 @@ def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
         for b in range(max(1, n // size)):
             if step >= steps:
                 break
-            idx = order[b * size:(b + 1) * size]
+            idx = order[b * size : (b + 1) * size]
             x, y = images[idx], masks[idx]
             if augment:
                 x, y = _augment(x, y, gen)
@@ -406,16 +542,21 @@ def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor,
             losses.append(float(loss.detach()))
             step += 1
     model.eval()
-    return {"seconds": time.time() - started, "final_loss": float(np.mean(losses[-max(1, steps // 10):])),
-            "steps": steps}
+    return {
+        "seconds": time.time() - started,
+        "final_loss": float(np.mean(losses[-max(1, steps // 10) :])),
+        "steps": steps,
+    }
 
 
 @torch.inference_mode()
 def predict_defect_prob(forward, images: torch.Tensor, batch_size: int = 64, device=None) -> np.ndarray:
     """Defect probability maps (N, H, W) of ``forward`` (a batch -> 2-class logits)."""
     device = torch.device(device or "cpu")
-    out = [forward(images[i:i + batch_size].to(device)).softmax(1)[:, 1].float().cpu()
-           for i in range(0, len(images), batch_size)]
+    out = [
+        forward(images[i : i + batch_size].to(device)).softmax(1)[:, 1].float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out).numpy()
 
 
@@ -437,7 +578,15 @@ def defect_metrics(prob: np.ndarray, masks: np.ndarray, threshold: float = 0.5) 
     iou_defect = tp / (tp + fp + fn) if (tp + fp + fn) else float("nan")
     iou_good = tn / (tn + fp + fn) if (tn + fp + fn) else float("nan")
     labels = masks.reshape(len(masks), -1).any(1)
-    image_auroc = (float(roc_auc_score(labels, prob.reshape(len(prob), -1).max(1)))
-                   if 0 < labels.sum() < len(labels) else float("nan"))
-    return {"defect_ap": pixel_average_precision(prob, masks), "defect_f1": float(f1), "image_auroc": image_auroc,
-            "miou": float(np.nanmean([iou_good, iou_defect])), "defect_iou": float(iou_defect)}
+    image_auroc = (
+        float(roc_auc_score(labels, prob.reshape(len(prob), -1).max(1)))
+        if 0 < labels.sum() < len(labels)
+        else float("nan")
+    )
+    return {
+        "defect_ap": pixel_average_precision(prob, masks),
+        "defect_f1": float(f1),
+        "image_auroc": image_auroc,
+        "miou": float(np.nanmean([iou_good, iou_defect])),
+        "defect_iou": float(iou_defect),
+    }

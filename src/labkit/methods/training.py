@@ -71,8 +71,15 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader, task: str = "segmentation", num_classes: int = 2,
-             ignore_index: int = 255, loss_fn: Callable | None = None, precision: str = "fp32") -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader,
+    task: str = "segmentation",
+    num_classes: int = 2,
+    ignore_index: int = 255,
+    loss_fn: Callable | None = None,
+    precision: str = "fp32",
+) -> dict[str, float]:
     """Loss and scores of ``model`` over ``loader`` (``miou``, ``pixel_accuracy``... or ``accuracy``).
 
     Batches go to the model's device; scores accumulate there (one copy to the host at the end).
@@ -103,8 +110,7 @@ def evaluate(model: nn.Module, loader, task: str = "segmentation", num_classes: 
     return out
 
 
-def epochs_to_fraction(history: pd.DataFrame, column: str, fraction: float = 0.95,
-                       mode: str = "max") -> int | None:
+def epochs_to_fraction(history: pd.DataFrame, column: str, fraction: float = 0.95, mode: str = "max") -> int | None:
     """The first epoch at which ``column`` reaches ``fraction`` of its best value (None if never finite)."""
     values = history[column].to_numpy(dtype=float)
     if not np.isfinite(values).any():
@@ -118,14 +124,31 @@ def epochs_to_fraction(history: pd.DataFrame, column: str, fraction: float = 0.9
     return int(history["epoch"].iloc[hits[0]])
 
 
-def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segmentation", num_classes: int = 2,
-        epochs: int = 10, lr: float = 1e-3, optimizer: str = "adamw", weight_decay: float = 1e-4,
-        scheduler: str | None = None, loss_fn: Callable | None = None, ignore_index: int = 255,
-        monitor: str | None = None, patience: int | None = None,
-        train_step: Callable[[nn.Module, object], torch.Tensor] | None = None,
-        checkpoint_dir: str | Path | None = None, seed: int | None = None, progress: bool = True,
-        desc: str = "", params: Iterable[nn.Parameter] | None = None,
-        on_epoch_end: Callable[[int, dict], None] | None = None, precision: str = "fp32") -> FitResult:
+def fit(
+    model: nn.Module,
+    train_loader,
+    val_loader=None,
+    *,
+    task: str = "segmentation",
+    num_classes: int = 2,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    optimizer: str = "adamw",
+    weight_decay: float = 1e-4,
+    scheduler: str | None = None,
+    loss_fn: Callable | None = None,
+    ignore_index: int = 255,
+    monitor: str | None = None,
+    patience: int | None = None,
+    train_step: Callable[[nn.Module, object], torch.Tensor] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    desc: str = "",
+    params: Iterable[nn.Parameter] | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    precision: str = "fp32",
+) -> FitResult:
     """Train ``model``; validate each epoch; keep the best weights; stop early; resume when interrupted.
 
     ``train_step(model, batch) -> loss`` replaces the default supervised loss (teacher-student, SSL).
@@ -164,8 +187,14 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
 
     started = time.time()
     stopped_early = False
-    bar = tqdm(range(start_epoch, epochs + 1), desc=desc or f"fit {type(model).__name__}", disable=not bar_enabled(progress),
-               initial=start_epoch - 1, total=epochs, leave=False)
+    bar = tqdm(
+        range(start_epoch, epochs + 1),
+        desc=desc or f"fit {type(model).__name__}",
+        disable=not bar_enabled(progress),
+        initial=start_epoch - 1,
+        total=epochs,
+        leave=False,
+    )
     for epoch in bar:
         if stopped_early:
             break
@@ -185,8 +214,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
                     x, y = (t.to(device, non_blocking=True) for t in batch)
                     logits = _outputs(model, x)
                     if task == "segmentation" and logits.shape[-2:] != y.shape[-2:]:
-                        logits = nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear",
-                                                           align_corners=False)
+                        logits = nn.functional.interpolate(
+                            logits, size=y.shape[-2:], mode="bilinear", align_corners=False
+                        )
                     loss = loss_fn(logits.float(), y)
                 else:
                     loss = train_step(model, batch)
@@ -223,12 +253,21 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, task: str = "segment
             on_epoch_end(epoch, row)
         if state_file is not None:
             state_file.parent.mkdir(parents=True, exist_ok=True)
-            save_training_state(state_file, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "torch_rng": torch.get_rng_state(), "history": rows, "epoch": epoch,
-                "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                "best_model": best_state})
+            save_training_state(
+                state_file,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "torch_rng": torch.get_rng_state(),
+                    "history": rows,
+                    "epoch": epoch,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "best_model": best_state,
+                },
+            )
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -244,7 +283,7 @@ def predict_segmentation(model: nn.Module, images, batch_size: int = 16, precisi
     device = model_device(model)
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(device)
+        x = images[i : i + batch_size].to(device)
         with autocast(device, precision):
             logits = _outputs(model, x).float()
         if logits.shape[-2:] != x.shape[-2:]:

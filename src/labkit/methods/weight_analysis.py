@@ -37,8 +37,7 @@ def weight_layers(model: nn.Module | dict, parts: dict[str, Sequence[str]] | Non
         rows.append({"name": name, "part": part, "n_params": int(value.numel())})
     df = pd.DataFrame(rows, columns=["name", "part", "n_params"])
     df["depth"] = np.arange(len(df))
-    df["relative_depth"] = df.groupby("part")["depth"].transform(
-        lambda d: (d - d.min()) / max(d.max() - d.min(), 1))
+    df["relative_depth"] = df.groupby("part")["depth"].transform(lambda d: (d - d.min()) / max(d.max() - d.min(), 1))
     return df
 
 
@@ -63,8 +62,13 @@ def kl_divergence(p: np.ndarray, q: np.ndarray, eps: float = 1e-6) -> float:
     return float(np.sum(p * np.log(p / q)))
 
 
-def layerwise_kl(model_a: nn.Module | dict, model_b: nn.Module | dict, bins: int = 64, eps: float = 1e-6,
-                 parts: dict[str, Sequence[str]] | None = None) -> pd.DataFrame:
+def layerwise_kl(
+    model_a: nn.Module | dict,
+    model_b: nn.Module | dict,
+    bins: int = 64,
+    eps: float = 1e-6,
+    parts: dict[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
     """Per-layer ``KL(hist(a) || hist(b))``; columns of :func:`weight_layers` plus ``kl``.
 
     Raises ``ValueError`` if the models differ in a layer's presence or shape.
@@ -77,8 +81,9 @@ def layerwise_kl(model_a: nn.Module | dict, model_b: nn.Module | dict, bins: int
         if name not in state_b:
             raise ValueError(f"layer {name} is missing from the second model")
         if state_a[name].shape != state_b[name].shape:
-            raise ValueError(f"layer {name}: shapes differ {tuple(state_a[name].shape)} vs "
-                             f"{tuple(state_b[name].shape)}")
+            raise ValueError(
+                f"layer {name}: shapes differ {tuple(state_a[name].shape)} vs {tuple(state_b[name].shape)}"
+            )
         p, q, _ = histogram_pair(state_a[name], state_b[name], bins)
         kls.append(kl_divergence(p, q, eps))
     layers["kl"] = kls
@@ -87,8 +92,12 @@ def layerwise_kl(model_a: nn.Module | dict, model_b: nn.Module | dict, bins: int
 
 def summarize_by_part(df: pd.DataFrame, value: str = "kl") -> pd.DataFrame:
     """Mean, median and max of ``value`` per part (and the number of layers)."""
-    return (df.groupby("part")[value].agg(["mean", "median", "max", "count"]).rename(columns={"count": "layers"})
-            .reset_index())
+    return (
+        df.groupby("part")[value]
+        .agg(["mean", "median", "max", "count"])
+        .rename(columns={"count": "layers"})
+        .reset_index()
+    )
 
 
 def plot_layerwise_kl(df: pd.DataFrame, ax=None, value: str = "kl", hue: str | None = None, title: str = ""):
@@ -107,13 +116,11 @@ def plot_layerwise_kl(df: pd.DataFrame, ax=None, value: str = "kl", hue: str | N
         ax.fill_between(stats["depth"], stats["min"], stats["max"], color=color, alpha=0.2, lw=0)
         for part, marker in markers.items():
             s = stats[stats["part"] == part]
-            ax.scatter(s["depth"], s["mean"], color=color, marker=marker, s=14,
-                       label=f"{part}" if i == 0 else None)
+            ax.scatter(s["depth"], s["mean"], color=color, marker=marker, s=14, label=f"{part}" if i == 0 else None)
     boundary = df.loc[df["part"] != "encoder", "depth"].min()
     if np.isfinite(boundary):
         ax.axvline(boundary - 0.5, color="grey", ls="--", lw=0.8)
-        ax.text(boundary - 0.7, ax.get_ylim()[1], "encoder | decoder ", ha="right", va="top", fontsize=8,
-                color="grey")
+        ax.text(boundary - 0.7, ax.get_ylim()[1], "encoder | decoder ", ha="right", va="top", fontsize=8, color="grey")
     ax.set_yscale("log")
     ax.set_xlabel("layer (forward order)")
     ax.set_ylabel(f"{value} (nats)")
@@ -156,8 +163,9 @@ def linear_cka(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> fl
 
 
 @torch.inference_mode()
-def encoder_feature_cka(encoder_a: nn.Module, encoder_b: nn.Module, images: torch.Tensor,
-                        max_positions: int = 2048, seed: int = 0) -> pd.DataFrame:
+def encoder_feature_cka(
+    encoder_a: nn.Module, encoder_b: nn.Module, images: torch.Tensor, max_positions: int = 2048, seed: int = 0
+) -> pd.DataFrame:
     """Linear CKA between the two encoders' feature maps at each stage (pixels as samples, subsampled)."""
     was = encoder_a.training, encoder_b.training
     encoder_a.eval()
@@ -186,14 +194,26 @@ DIVERGENCE_ESTIMATOR = (
     "models, n weights per layer whatever its size, averaged over draws), with bins fixed in units of the layer's "
     "initial standard deviation (+-4 sd, values beyond clipped into the edge bins) and additive smoothing; equal n "
     "gives every layer the same finite-sample floor, and the clean-vs-clean null (same initial weights, another data "
-    "order) is subtracted layer by layer")
-DIVERGENCE_ESTIMATOR_SHORT = ("KL of equal-size weight subsamples per layer, bins in units of the layer's initial sd; "
-                              "null = two clean pretrainings that differ in data order only")
+    "order) is subtracted layer by layer"
+)
+DIVERGENCE_ESTIMATOR_SHORT = (
+    "KL of equal-size weight subsamples per layer, bins in units of the layer's initial sd; "
+    "null = two clean pretrainings that differ in data order only"
+)
 
 
-def layerwise_divergence(model_a: nn.Module | dict, model_b: nn.Module | dict, reference: nn.Module | dict,
-                         sample: int = 512, bins: int = 32, draws: int = 8, span: float = 4.0, seed: int = 0,
-                         eps: float = 1e-3, parts: dict[str, Sequence[str]] | None = None) -> pd.DataFrame:
+def layerwise_divergence(
+    model_a: nn.Module | dict,
+    model_b: nn.Module | dict,
+    reference: nn.Module | dict,
+    sample: int = 512,
+    bins: int = 32,
+    draws: int = 8,
+    span: float = 4.0,
+    seed: int = 0,
+    eps: float = 1e-3,
+    parts: dict[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
     """Per-layer divergence of two models' weights that does not scale with layer size.
 
     For each conv/linear weight (:func:`weight_layers`), ``min(sample, smallest layer)`` positions are drawn

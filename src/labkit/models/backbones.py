@@ -82,13 +82,13 @@ def _local_file(full: str, weights_path: str | os.PathLike | None) -> Path | Non
             for fname in _FOLDER_FILES:
                 if (path / fname).is_file():
                     return path / fname
-            raise WeightsFileError(
-                f"weights folder {path} holds none of {', '.join(_FOLDER_FILES)}")
+            raise WeightsFileError(f"weights folder {path} holds none of {', '.join(_FOLDER_FILES)}")
         if not path.exists():
             raise WeightsFileError(f"weights file {path} does not exist (from {os.getcwd()})")
         if path.suffix not in _CHECKPOINT_SUFFIXES:
             raise WeightsFileError(
-                f"weights file {path} is not a checkpoint (expected {', '.join(_CHECKPOINT_SUFFIXES)})")
+                f"weights file {path} is not a checkpoint (expected {', '.join(_CHECKPOINT_SUFFIXES)})"
+            )
         return path
     from labkit.core.paths import weights_dir
 
@@ -189,8 +189,13 @@ def _recorded_timm_loads():
 
         def load_state_dict(state_dict, strict=True, **more):
             result = own(state_dict, strict=strict, **more)
-            records.append({"keys": list(state_dict), "missing": list(result.missing_keys),
-                            "unexpected": list(result.unexpected_keys)})
+            records.append(
+                {
+                    "keys": list(state_dict),
+                    "missing": list(result.missing_keys),
+                    "unexpected": list(result.unexpected_keys),
+                }
+            )
             return result
 
         model.load_state_dict = load_state_dict
@@ -230,7 +235,8 @@ def _not_filled_error(file: Path, full: str, missing: list[str], unexpected: lis
         parts.append(f"{len(unexpected)} unexpected key(s): {_preview(unexpected)}")
     return CheckpointMismatchError(
         f"weights file {file} does not fit {full} (is it for another architecture?): the file does not fill the "
-        f"backbone, which would run with random weights; " + "; ".join(parts))
+        f"backbone, which would run with random weights; " + "; ".join(parts)
+    )
 
 
 def _reference_keys(full: str, timm_kwargs: dict) -> list[str]:
@@ -253,8 +259,7 @@ def _create_from_file(full: str, file: Path, timm_kwargs: dict):
     with _recorded_timm_loads() as records:
         try:
             # timm's own loader applies the model's checkpoint filter (e.g. resampling position embeddings).
-            model = timm.create_model(full, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)),
-                                      **timm_kwargs)
+            model = timm.create_model(full, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **timm_kwargs)
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
             reference = set(_reference_keys(full, timm_kwargs))
             missing = [k for k in reference if k not in state and not is_head(k)]
@@ -263,7 +268,8 @@ def _create_from_file(full: str, file: Path, timm_kwargs: dict):
                 raise _not_filled_error(file, full, missing, unexpected) from exc
             first = (str(exc).strip().splitlines() or [""])[0]
             raise CheckpointMismatchError(
-                f"weights file {file} does not load into {full}: {type(exc).__name__}: {first[:500]}") from exc
+                f"weights file {file} does not load into {full}: {type(exc).__name__}: {first[:500]}"
+            ) from exc
     if records:
         missing = [k for r in records for k in r["missing"] if not is_head(k)]
         unexpected = [k for r in records for k in r["unexpected"] if not is_head(k)]

@@ -1,7 +1,8 @@
 """LoRA adapters (peft) on timm ViTs and ResNets, with rank, alpha and target modules as parameters."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from torch import nn
 
@@ -34,8 +35,14 @@ def lora_target_modules(model: nn.Module, targets: str | Iterable[str]) -> list[
     return found
 
 
-def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16, targets: str | Iterable[str] = "attention",
-               dropout: float = 0.0, modules_to_save: Iterable[str] | None = None) -> nn.Module:
+def apply_lora(
+    model: nn.Module,
+    rank: int = 8,
+    alpha: float = 16,
+    targets: str | Iterable[str] = "attention",
+    dropout: float = 0.0,
+    modules_to_save: Iterable[str] | None = None,
+) -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters; only the adapters (and ``modules_to_save``)
     are trainable. Returns the peft model, which forwards attribute access (e.g.
     ``forward_features``) to the wrapped timm model."""
@@ -43,7 +50,11 @@ def apply_lora(model: nn.Module, rank: int = 8, alpha: float = 16, targets: str 
 
     if rank < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    config = LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=float(dropout),
-                        target_modules=lora_target_modules(model, targets),
-                        modules_to_save=list(modules_to_save) if modules_to_save else None)
+    config = LoraConfig(
+        r=int(rank),
+        lora_alpha=float(alpha),
+        lora_dropout=float(dropout),
+        target_modules=lora_target_modules(model, targets),
+        modules_to_save=list(modules_to_save) if modules_to_save else None,
+    )
     return get_peft_model(model, config)

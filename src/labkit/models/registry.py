@@ -27,7 +27,8 @@ def _declared(name: str) -> dict:
     known = declared_checkpoints()
     if name not in known:
         raise WeightsUnavailableError(
-            f"no study declares a labkit checkpoint named '{name}' (declared: {', '.join(sorted(known)) or 'none'})")
+            f"no study declares a labkit checkpoint named '{name}' (declared: {', '.join(sorted(known)) or 'none'})"
+        )
     return known[name]
 
 
@@ -49,8 +50,33 @@ def load_named_checkpoint(name: str) -> tuple[dict, dict]:
         raise WeightsUnavailableError(
             f"labkit checkpoint '{name}' does not exist yet at {path}. The study '{info['study']}' produces it: "
             f"run `labkit reproduce {info['study']}` (or its notebook) first, or set LABKIT_CHECKPOINTS to a "
-            f"folder that holds {path.name}.")
+            f"folder that holds {path.name}."
+        )
     return load_checkpoint(path)
+
+
+def produce_named_checkpoint(name: str, **kwargs) -> Path:
+    """Make checkpoint ``name`` with the producer its study declares (``producer: "module:function"``).
+
+    A consuming study asks for a checkpoint by name and never imports the producing study: the YAML says who
+    makes it, the way a grid names its task.
+    """
+    import importlib
+
+    info = _declared(name)
+    target = info.get("producer")
+    if not target:
+        raise WeightsUnavailableError(
+            f"labkit checkpoint '{name}' has no declared producer: run `labkit reproduce {info['study']}` first"
+        )
+    module, _, function = str(target).partition(":")
+    try:
+        producer = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        raise WeightsUnavailableError(
+            f"the producer of labkit checkpoint '{name}' ({target}) cannot be loaded: {exc}"
+        ) from exc
+    return Path(producer(**kwargs))
 
 
 def load_named_into(model, name: str, strict: bool = True) -> dict:

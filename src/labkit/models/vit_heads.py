@@ -6,6 +6,7 @@ grey CT slices to an ImageNet-style timm backbone.
 - :class:`ConvSegmentationHead`: a small CNN (two 3x3 conv blocks with one 2x upsampling).
 - :class:`BackboneSegmenter`: backbone + head, end to end (used for LoRA fine-tuning).
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,8 +37,7 @@ def grid_input_size(size: int, patch: int, policy: str = "resize") -> int:
     if size % patch == 0:
         return size
     if policy == "error":
-        raise DataError(f"image side {size} is not a multiple of the patch size {patch}; "
-                        f"use policy 'resize' or 'pad'")
+        raise DataError(f"image side {size} is not a multiple of the patch size {patch}; use policy 'resize' or 'pad'")
     return (size // patch + 1) * patch
 
 
@@ -77,8 +77,9 @@ def backbone_tokens(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     h, w = x.shape[-2] // patch, x.shape[-1] // patch
     tokens = feats[:, prefix:]
     if tokens.shape[1] != h * w:
-        raise DataError(f"backbone gave {tokens.shape[1]} patch tokens for a {x.shape[-2]}x{x.shape[-1]} "
-                        f"input; expected {h}x{w}")
+        raise DataError(
+            f"backbone gave {tokens.shape[1]} patch tokens for a {x.shape[-2]}x{x.shape[-1]} input; expected {h}x{w}"
+        )
     grid = tokens.transpose(1, 2).reshape(len(x), -1, h, w)
     cls = feats[:, 0] if prefix > 0 else tokens.mean(1)
     return cls, grid
@@ -158,8 +159,9 @@ class BackboneSegmenter(nn.Module):
         _, grid = backbone_tokens(self.backbone, prepare_input(x, self.img_size, self.policy))
         logits = self.head(grid)
         if self.policy == "pad":  # crop the padded border back off at token resolution first
-            return F.interpolate(logits, size=(self.img_size, self.img_size), mode="bilinear",
-                                 align_corners=False)[..., :h, :w]
+            return F.interpolate(logits, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)[
+                ..., :h, :w
+            ]
         return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
 
 

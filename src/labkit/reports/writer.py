@@ -162,25 +162,12 @@ class Report:
         self._metrics.update(_json_safe({**(values or {}), **more}))
         return dict(self._metrics)
 
-    def claim(self, claim: Claim | dict | str | None = None, tables=None, status: str | None = None, evidence=None,
-              reason: str = "", id: str | None = None, statement: str | None = None) -> dict:
+    def claim(self, claim: Claim | dict, tables=None) -> dict:
         """Record one claim's verdict from the kit's claim judge (:mod:`labkit.core.claims`).
 
         ``claim``: a :class:`~labkit.core.claims.Claim` (judged here on ``tables``) or a verdict of
         :func:`~labkit.core.claims.judge`. Statuses, reasons and evidence come only from the judge.
         """
-        if id is not None:
-            claim, tables = id, statement
-        if isinstance(claim, str):  # legacy form (id, statement, status, ...) until every study is on the judge
-            if status not in CLAIM_STATUSES:
-                raise ValueError(f"claim '{claim}': status must be one of {CLAIM_STATUSES}, got {status!r}")
-            if status == "not evaluated" and not reason:
-                raise ValueError(f"claim '{claim}': a 'not evaluated' claim needs the reason")
-            row = _json_safe({"id": claim, "statement": tables, "status": status, "reason": reason,
-                              "rule": "study-specific (not yet on labkit.core.claims)", "comparisons": [],
-                              "preconditions": [], "evidence": evidence or {}})
-            self._claims[row["id"]] = row
-            return row
         if isinstance(claim, Claim):
             if tables is None and not claim.unavailable:
                 raise ValueError(f"claim '{claim.id}': pass the tables it is judged on")

@@ -19,6 +19,7 @@ Backbones (each a row, each judged the same way):
 
 The module returns DataFrames, dicts and figures; the notebook hands them to the Report.
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,8 +43,7 @@ from labkit.core.seeding import seed_everything
 from labkit.data import microct
 from labkit.data.microct import PHASES
 from labkit.methods import baselines, probing
-from labkit.models.vit_heads import (BackboneSegmenter, count_parameters, create_head,
-                                     grid_input_size, patch_size_of)
+from labkit.models.vit_heads import BackboneSegmenter, count_parameters, create_head, grid_input_size, patch_size_of
 
 STUDY = "dinov2_microct"
 NUM_PHASES = len(PHASES)
@@ -67,12 +67,14 @@ PAPER_DATA = (
     "the paper's data: Digital Rocks Portal project 317 ('Eleven Sandstones', Neumann et al., grey-scale and "
     "segmented micro-CT volumes of ten or more sandstones; https://www.digitalrocksportal.org/projects/317) for "
     "rock-type classification, and project 151 (a three-phase segmented carbonate; "
-    "https://www.digitalrocksportal.org/projects/151) for phase segmentation")
+    "https://www.digitalrocksportal.org/projects/151) for phase segmentation"
+)
 PAPER_LAYOUT = (
     "data_root/\n"
     "  317/<Rock>/<Rock>_<voxel>um_grayscale.raw (+ .raw_header or .mhd) and <Rock>_<voxel>um_binary.raw\n"
     "  151/<sample>.raw (+ .raw_header) with its labels <sample>_labels.raw\n"
-    "or any layout listed in data_root/manifest.yaml (data_source volumes; see docs/data/dinov2_microct.md)")
+    "or any layout listed in data_root/manifest.yaml (data_source volumes; see docs/data/dinov2_microct.md)"
+)
 
 
 def check_data_source(cfg) -> None:
@@ -80,17 +82,25 @@ def check_data_source(cfg) -> None:
     source, root = cfg.data_source, cfg.data_root
     if source == "simulated":
         if root is not None:
-            raise ParameterError(f"parameter 'data_root' is {root!r} but data_source is 'simulated'; set "
-                                 "data_source to 'volumes' (a manifest.yaml in data_root) or drop data_root")
+            raise ParameterError(
+                f"parameter 'data_root' is {root!r} but data_source is 'simulated'; set "
+                "data_source to 'volumes' (a manifest.yaml in data_root) or drop data_root"
+            )
         return
     if root is None:
-        what = PAPER_DATA if source == "drp317_151" else (
-            "your own volumes, listed in data_root/manifest.yaml (grey image file, label volume, rock, scanner, "
-            "voxel size per volume)")
+        what = (
+            PAPER_DATA
+            if source == "drp317_151"
+            else (
+                "your own volumes, listed in data_root/manifest.yaml (grey image file, label volume, rock, scanner, "
+                "voxel size per volume)"
+            )
+        )
         raise ParameterError(
             f"parameter 'data_root' is not set but data_source is {source!r}, which reads {what}. Download it and "
             f"pass its folder, e.g. `labkit reproduce dinov2_microct -p data_source {source} -p data_root /path`. "
-            f"Expected layout:\n{PAPER_LAYOUT if source == 'drp317_151' else MANIFEST_LAYOUT}")
+            f"Expected layout:\n{PAPER_LAYOUT if source == 'drp317_151' else MANIFEST_LAYOUT}"
+        )
     from pathlib import Path
 
     if not Path(root).is_dir():
@@ -106,11 +116,15 @@ def check_weights(cfg) -> None:
         if value in ("pretrained", "random") or str(value).startswith("labkit:"):
             continue
         if not Path(value).is_file():
-            raise ParameterError(f"parameter '{name}' is {value!r}, which is neither pretrained, random, "
-                                 "labkit:<name> nor an existing file")
+            raise ParameterError(
+                f"parameter '{name}' is {value!r}, which is neither pretrained, random, "
+                "labkit:<name> nor an existing file"
+            )
     if cfg.resnet_weights == "random":
-        raise ParameterError("parameter 'resnet_weights' is 'random': the ResNet + LoRA row is the paper's "
-                             "pretrained ResNet; the random-init ResNet is its own baseline row")
+        raise ParameterError(
+            "parameter 'resnet_weights' is 'random': the ResNet + LoRA row is the paper's "
+            "pretrained ResNet; the random-init ResNet is its own baseline row"
+        )
 
 
 MANIFEST_LAYOUT = (
@@ -118,11 +132,13 @@ MANIFEST_LAYOUT = (
     "  manifest.yaml      volumes: [{name, image, labels, rock, scanner, voxel_size_um}, ...]\n"
     "  <image files>      TIFF stack (.tif), raw (.raw + .raw_header, or shape/dtype/byte order in the "
     "manifest), .mhd (+ .raw) or .mat\n"
-    "  <label files>      the same formats, integer phases 0 pore, 1 mineral, 2 micro-porous")
+    "  <label files>      the same formats, integer phases 0 pore, 1 mineral, 2 micro-porous"
+)
 
 
 def check_config(cfg) -> None:
     """Checks across parameters that the spec cannot express; each error names the parameter."""
+
     def need(ok: bool, msg: str):
         if not ok:
             raise ParameterError(msg)
@@ -132,29 +148,46 @@ def check_config(cfg) -> None:
     for name in ("seg_train_rocks",):
         extra = [r for r in cfg[name] if r not in cfg.rock_types]
         need(not extra, f"parameter '{name}' names {extra}, which are not in rock_types {cfg.rock_types}")
-    need(cfg.seg_test_rock in cfg.rock_types,
-         f"parameter 'seg_test_rock' {cfg.seg_test_rock!r} is not in rock_types {cfg.rock_types}")
-    need(cfg.seg_test_rock not in cfg.seg_train_rocks,
-         f"parameter 'seg_test_rock' {cfg.seg_test_rock!r} is also a training rock (seg_train_rocks): "
-         "the out-of-distribution split would not be out of distribution")
+    need(
+        cfg.seg_test_rock in cfg.rock_types,
+        f"parameter 'seg_test_rock' {cfg.seg_test_rock!r} is not in rock_types {cfg.rock_types}",
+    )
+    need(
+        cfg.seg_test_rock not in cfg.seg_train_rocks,
+        f"parameter 'seg_test_rock' {cfg.seg_test_rock!r} is also a training rock (seg_train_rocks): "
+        "the out-of-distribution split would not be out of distribution",
+    )
     extra = [s for s in cfg.seg_train_scanners if s not in cfg.scanners]
     need(not extra, f"parameter 'seg_train_scanners' names {extra}, which are not in scanners {cfg.scanners}")
-    need(cfg.seg_test_scanner in cfg.scanners,
-         f"parameter 'seg_test_scanner' {cfg.seg_test_scanner!r} is not in scanners {cfg.scanners}")
-    need(cfg.seg_test_scanner not in cfg.seg_train_scanners,
-         f"parameter 'seg_test_scanner' {cfg.seg_test_scanner!r} is also a training scanner (seg_train_scanners)")
+    need(
+        cfg.seg_test_scanner in cfg.scanners,
+        f"parameter 'seg_test_scanner' {cfg.seg_test_scanner!r} is not in scanners {cfg.scanners}",
+    )
+    need(
+        cfg.seg_test_scanner not in cfg.seg_train_scanners,
+        f"parameter 'seg_test_scanner' {cfg.seg_test_scanner!r} is also a training scanner (seg_train_scanners)",
+    )
     if cfg.resize_policy in ("pad", "error") and cfg.img_size is not None and cfg.img_size != cfg.slice_size:
-        raise ParameterError(f"parameter 'img_size' {cfg.img_size} differs from slice_size {cfg.slice_size}, but "
-                             f"resize_policy {cfg.resize_policy!r} does not resample; use resize_policy 'resize' "
-                             "or img_size null")
+        raise ParameterError(
+            f"parameter 'img_size' {cfg.img_size} differs from slice_size {cfg.slice_size}, but "
+            f"resize_policy {cfg.resize_policy!r} does not resample; use resize_policy 'resize' "
+            "or img_size null"
+        )
 
 
 def make_data(cfg, seed: int) -> microct.MicroCTSlices:
     """All rocks x all scanners, ``samples_per_rock`` rock samples each, cut into slices."""
-    return microct.simulate_slices(tuple(cfg.rock_types), tuple(cfg.scanners), samples_per_rock=cfg.samples_per_rock,
-                                   slices_per_sample=cfg.slices_per_sample, size=cfg.slice_size,
-                                   slice_step=cfg.slice_step, grain_scale=cfg.grain_scale, seed=1000 + seed,
-                                   progress=cfg.progress)
+    return microct.simulate_slices(
+        tuple(cfg.rock_types),
+        tuple(cfg.scanners),
+        samples_per_rock=cfg.samples_per_rock,
+        slices_per_sample=cfg.slices_per_sample,
+        size=cfg.slice_size,
+        slice_step=cfg.slice_step,
+        grain_scale=cfg.grain_scale,
+        seed=1000 + seed,
+        progress=cfg.progress,
+    )
 
 
 def splits(cfg, ds: microct.MicroCTSlices) -> dict[str, np.ndarray]:
@@ -164,13 +197,16 @@ def splits(cfg, ds: microct.MicroCTSlices) -> dict[str, np.ndarray]:
     return {
         "cls_train": np.flatnonzero(ds.where(geometries=train_geoms)),
         "cls_test": np.flatnonzero(ds.where(geometries=test_geom)),
-        "seg_train": np.flatnonzero(ds.where(rocks=cfg.seg_train_rocks, scanners=cfg.seg_train_scanners,
-                                             geometries=train_geoms)),
-        "in_distribution": np.flatnonzero(ds.where(rocks=cfg.seg_train_rocks, scanners=cfg.seg_train_scanners,
-                                                   geometries=test_geom)),
+        "seg_train": np.flatnonzero(
+            ds.where(rocks=cfg.seg_train_rocks, scanners=cfg.seg_train_scanners, geometries=train_geoms)
+        ),
+        "in_distribution": np.flatnonzero(
+            ds.where(rocks=cfg.seg_train_rocks, scanners=cfg.seg_train_scanners, geometries=test_geom)
+        ),
         "ood_rock": np.flatnonzero(ds.where(rocks=[cfg.seg_test_rock], scanners=cfg.seg_train_scanners)),
-        "ood_scanner": np.flatnonzero(ds.where(rocks=cfg.seg_train_rocks, scanners=[cfg.seg_test_scanner],
-                                               geometries=test_geom)),
+        "ood_scanner": np.flatnonzero(
+            ds.where(rocks=cfg.seg_train_rocks, scanners=[cfg.seg_test_scanner], geometries=test_geom)
+        ),
     }
 
 
@@ -180,10 +216,15 @@ def data_summary(cfg, ds: microct.MicroCTSlices) -> pd.DataFrame:
     for name, idx in sp.items():
         sub = ds.subset(idx)
         frac = np.bincount(sub.masks.ravel(), minlength=NUM_PHASES) / max(sub.masks.size, 1)
-        rows.append({"split": name, "slices": len(idx),
-                     "rocks": ", ".join(sorted({ds.rock_types[r] for r in sub.rock})),
-                     "scanners": ", ".join(sorted({ds.scanners[s] for s in sub.scanner})),
-                     **{f"fraction/{p}": round(float(f), 3) for p, f in zip(PHASES, frac)}})
+        rows.append(
+            {
+                "split": name,
+                "slices": len(idx),
+                "rocks": ", ".join(sorted({ds.rock_types[r] for r in sub.rock})),
+                "scanners": ", ".join(sorted({ds.scanners[s] for s in sub.scanner})),
+                **{f"fraction/{p}": round(float(f), 3) for p, f in zip(PHASES, frac)},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -234,7 +275,7 @@ class Backbone:
         return self.model is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def arch_patch_size(name: str) -> int:
     """Patch side of a ViT architecture (from its timm name, else from a randomly built model)."""
     from labkit.models.backbones import create_backbone, timm_name
@@ -254,17 +295,24 @@ def vit_input_size(cfg, arch: str | None = None) -> int:
     try:
         return grid_input_size(size, patch, cfg.resize_policy)
     except DataError as exc:
-        raise DataError(f"{'img_size' if cfg.img_size else 'slice_size'} {size}: {exc} "
-                        f"(parameter resize_policy is 'error')") from exc
+        raise DataError(
+            f"{'img_size' if cfg.img_size else 'slice_size'} {size}: {exc} (parameter resize_policy is 'error')"
+        ) from exc
 
 
 def _ssl_images(cfg) -> np.ndarray:
     """Unlabeled slices for self-supervised pretraining: simulated with their own seed, so no
     evaluation slice is ever seen."""
-    ds = microct.simulate_slices(tuple(cfg.rock_types), tuple(cfg.scanners),
-                                 samples_per_rock=max(1, cfg.ssl_samples_per_rock),
-                                 slices_per_sample=cfg.slices_per_sample, size=cfg.slice_size,
-                                 slice_step=cfg.slice_step, grain_scale=cfg.grain_scale, seed=987_654)
+    ds = microct.simulate_slices(
+        tuple(cfg.rock_types),
+        tuple(cfg.scanners),
+        samples_per_rock=max(1, cfg.ssl_samples_per_rock),
+        slices_per_sample=cfg.slices_per_sample,
+        size=cfg.slice_size,
+        slice_step=cfg.slice_step,
+        grain_scale=cfg.grain_scale,
+        seed=987_654,
+    )
     return ds.images
 
 
@@ -298,14 +346,24 @@ def load_ssl_backbone(cfg, progress: bool = False) -> Backbone:
     try:
         from labkit.methods.ssl import pretrain_mae
     except ImportError as exc:
-        return Backbone("ssl", label, None, "", f"not evaluated: labkit.methods.ssl.pretrain_mae is not "
-                                                  f"available ({exc})")
+        return Backbone(
+            "ssl", label, None, "", f"not evaluated: labkit.methods.ssl.pretrain_mae is not available ({exc})"
+        )
     size = vit_input_size(cfg)
-    settings = {"arch": cfg.vit_arch, "img_size": size, "epochs": cfg.ssl_epochs,
-                "samples_per_rock": cfg.ssl_samples_per_rock, "slice_size": cfg.slice_size,
-                "rocks": list(cfg.rock_types), "scanners": list(cfg.scanners), "grain_scale": cfg.grain_scale,
-                "slices_per_sample": cfg.slices_per_sample, "slice_step": cfg.slice_step,
-                "max_seconds": cfg.ssl_max_seconds, "fold": 1}
+    settings = {
+        "arch": cfg.vit_arch,
+        "img_size": size,
+        "epochs": cfg.ssl_epochs,
+        "samples_per_rock": cfg.ssl_samples_per_rock,
+        "slice_size": cfg.slice_size,
+        "rocks": list(cfg.rock_types),
+        "scanners": list(cfg.scanners),
+        "grain_scale": cfg.grain_scale,
+        "slices_per_sample": cfg.slices_per_sample,
+        "slice_step": cfg.slice_step,
+        "max_seconds": cfg.ssl_max_seconds,
+        "fold": 1,
+    }
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir("ssl") / f"mae_{cfg.vit_arch}_{key}"
     weights_id = f"labkit-mae({key})"
@@ -313,14 +371,30 @@ def load_ssl_backbone(cfg, progress: bool = False) -> Backbone:
     if path.with_suffix(".safetensors").is_file():
         state, meta = load_checkpoint(path)
         load_state_into(model, state, source=str(path))
-        return Backbone("ssl", label, model, weights_id, "ok (cached)", cfg.vit_arch, size,
-                        input_note(cfg, model, size), pretraining=dict(meta.get("pretraining") or {}))
+        return Backbone(
+            "ssl",
+            label,
+            model,
+            weights_id,
+            "ok (cached)",
+            cfg.vit_arch,
+            size,
+            input_note(cfg, model, size),
+            pretraining=dict(meta.get("pretraining") or {}),
+        )
     # The encoder must see exactly what the probes feed it: 3-channel, ImageNet-normalised slices.
     from labkit.models.vit_heads import prepare_input
 
     images = prepare_input(torch.from_numpy(_ssl_images(cfg)), size).numpy()
-    kwargs = {"arch": cfg.vit_arch, "img_size": size, "epochs": cfg.ssl_epochs, "seed": 0,
-              "progress": progress, "max_seconds": cfg.ssl_max_seconds, "batch_size": 32}
+    kwargs = {
+        "arch": cfg.vit_arch,
+        "img_size": size,
+        "epochs": cfg.ssl_epochs,
+        "seed": 0,
+        "progress": progress,
+        "max_seconds": cfg.ssl_max_seconds,
+        "batch_size": 32,
+    }
     accepted = inspect.signature(pretrain_mae).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}
@@ -336,12 +410,15 @@ def load_ssl_backbone(cfg, progress: bool = False) -> Backbone:
     curve = pd.DataFrame(history) if history is not None else pd.DataFrame()
     final = float(curve["loss"].iloc[-1]) if len(curve) else float("nan")
     trivial = mae_trivial_loss(images, patch_size_of(model))
-    record = {"final_loss": final, "trivial_loss": trivial, "loss_ratio": final / trivial,
-              "steps": int(len(curve))}
-    save_checkpoint(path, model.state_dict(), {"study": STUDY, "settings": settings, "pretraining": record,
-                                               "history": curve.to_dict("list")})
-    return Backbone("ssl", label, model, weights_id, "ok", cfg.vit_arch, size, input_note(cfg, model, size),
-                    pretraining=record)
+    record = {"final_loss": final, "trivial_loss": trivial, "loss_ratio": final / trivial, "steps": int(len(curve))}
+    save_checkpoint(
+        path,
+        model.state_dict(),
+        {"study": STUDY, "settings": settings, "pretraining": record, "history": curve.to_dict("list")},
+    )
+    return Backbone(
+        "ssl", label, model, weights_id, "ok", cfg.vit_arch, size, input_note(cfg, model, size), pretraining=record
+    )
 
 
 def mae_trivial_loss(images: np.ndarray, patch: int) -> float:
@@ -350,18 +427,20 @@ def mae_trivial_loss(images: np.ndarray, patch: int) -> float:
     P pixel values per patch (less for flat patches, where the normalisation's epsilon dominates)."""
     x = torch.as_tensor(np.asarray(images, np.float32))
     n, c, h, w = x.shape
-    t = x[:, :, :h // patch * patch, :w // patch * patch].unfold(2, patch, patch).unfold(3, patch, patch)
+    t = x[:, :, : h // patch * patch, : w // patch * patch].unfold(2, patch, patch).unfold(3, patch, patch)
     t = t.permute(0, 2, 3, 4, 5, 1).reshape(n, -1, patch * patch * c)
     var = t.var(-1, keepdim=True)
     z = (t - t.mean(-1, keepdim=True)) / (var + 1e-6) ** 0.5
-    return float((z ** 2).mean())
+    return float((z**2).mean())
 
 
 def _weights_reason(exc: Exception) -> str:
     """'not evaluated: weights unavailable (...)' with the first sentence of the factory's message."""
     first = str(exc).splitlines()[0].split(" Provide them")[0]
-    return (f"not evaluated: weights unavailable ({first} Provide them in LABKIT_WEIGHTS_DIR, the Hugging Face "
-            "cache or from the hub; random weights are never substituted)")
+    return (
+        f"not evaluated: weights unavailable ({first} Provide them in LABKIT_WEIGHTS_DIR, the Hugging Face "
+        "cache or from the hub; random weights are never substituted)"
+    )
 
 
 def load_backbones(cfg, seed: int, ssl_backbone: Backbone | None = None) -> list[Backbone]:
@@ -374,20 +453,44 @@ def load_backbones(cfg, seed: int, ssl_backbone: Backbone | None = None) -> list
         size = vit_input_size(cfg, cfg.dinov2_backbone)
         try:
             dino = create_backbone(cfg.dinov2_backbone, weights=cfg.dinov2_weights, img_size=size, num_classes=0)
-            out.append(Backbone("dinov2", BACKBONE_LABELS["dinov2"], dino, f"{cfg.dinov2_weights}", "ok",
-                                cfg.dinov2_backbone, size, input_note(cfg, dino, size)))
+            out.append(
+                Backbone(
+                    "dinov2",
+                    BACKBONE_LABELS["dinov2"],
+                    dino,
+                    f"{cfg.dinov2_weights}",
+                    "ok",
+                    cfg.dinov2_backbone,
+                    size,
+                    input_note(cfg, dino, size),
+                )
+            )
         except WeightsUnavailableError as exc:
-            out.append(Backbone("dinov2", BACKBONE_LABELS["dinov2"], None, "",
-                                _weights_reason(exc), cfg.dinov2_backbone))
+            out.append(
+                Backbone("dinov2", BACKBONE_LABELS["dinov2"], None, "", _weights_reason(exc), cfg.dinov2_backbone)
+            )
     if "random" in cfg.backbones:
         size = vit_input_size(cfg)
         seed_everything(seed)
         ctrl = create_backbone(cfg.vit_arch, weights="random", img_size=size, num_classes=0)
-        out.append(Backbone("random", BACKBONE_LABELS["random"], ctrl, f"random(seed={seed})", "ok", cfg.vit_arch,
-                            size, input_note(cfg, ctrl, size)))
+        out.append(
+            Backbone(
+                "random",
+                BACKBONE_LABELS["random"],
+                ctrl,
+                f"random(seed={seed})",
+                "ok",
+                cfg.vit_arch,
+                size,
+                input_note(cfg, ctrl, size),
+            )
+        )
     if "ssl" in cfg.backbones:
-        out.append(ssl_backbone if ssl_backbone is not None else
-                   Backbone("ssl", BACKBONE_LABELS["ssl"], None, "", "not evaluated: not loaded"))
+        out.append(
+            ssl_backbone
+            if ssl_backbone is not None
+            else Backbone("ssl", BACKBONE_LABELS["ssl"], None, "", "not evaluated: not loaded")
+        )
     return out
 
 
@@ -401,10 +504,14 @@ def input_note(cfg, model: torch.nn.Module, size: int | None = None) -> str:
     if cfg.slice_size == size:
         return f"slices of {cfg.slice_size} px fit the patch grid ({grid})"
     if cfg.resize_policy == "pad":
-        return (f"slices of {cfg.slice_size} px are reflect-padded to {size} px ({grid}); the padding is not "
-                f"trained on and predictions are cropped back to {cfg.slice_size} px")
-    return (f"slices of {cfg.slice_size} px are resized bilinearly to {size} px ({grid}); predictions are "
-            f"resized back to {cfg.slice_size} px")
+        return (
+            f"slices of {cfg.slice_size} px are reflect-padded to {size} px ({grid}); the padding is not "
+            f"trained on and predictions are cropped back to {cfg.slice_size} px"
+        )
+    return (
+        f"slices of {cfg.slice_size} px are resized bilinearly to {size} px ({grid}); predictions are "
+        f"resized back to {cfg.slice_size} px"
+    )
 
 
 def _device(cfg=None) -> torch.device:
@@ -437,26 +544,49 @@ class SeedResult:
 def _seg_rows(out: SeedResult, seed, method, backbone, kind, trainable, seconds, preds: dict, ds, sp, example_idx):
     for split in SPLITS:
         s = _scores(preds[split], ds.masks[sp[split]])
-        out.segmentation.append({"seed": seed, "method": method, "backbone": backbone, "kind": kind,
-                                 "split": split, "trainable_params": trainable, "train_seconds": seconds,
-                                 "status": "evaluated", "miou": s["miou"],
-                                 **{f"iou/{p}": s[f"iou/{p}"] for p in PHASES}})
+        out.segmentation.append(
+            {
+                "seed": seed,
+                "method": method,
+                "backbone": backbone,
+                "kind": kind,
+                "split": split,
+                "trainable_params": trainable,
+                "train_seconds": seconds,
+                "status": "evaluated",
+                "miou": s["miou"],
+                **{f"iou/{p}": s[f"iou/{p}"] for p in PHASES},
+            }
+        )
     key = f"{method} | {backbone}" if backbone else method
     out.examples[key] = preds["ood_rock"][example_idx]
 
 
 def _not_evaluated(out: SeedResult, seed, method, backbone, kind, reason):
     for split in SPLITS:
-        out.segmentation.append({"seed": seed, "method": method, "backbone": backbone, "kind": kind,
-                                 "split": split, "trainable_params": np.nan, "train_seconds": np.nan,
-                                 "status": reason, "miou": np.nan, **{f"iou/{p}": np.nan for p in PHASES}})
+        out.segmentation.append(
+            {
+                "seed": seed,
+                "method": method,
+                "backbone": backbone,
+                "kind": kind,
+                "split": split,
+                "trainable_params": np.nan,
+                "train_seconds": np.nan,
+                "status": reason,
+                "miou": np.nan,
+                **{f"iou/{p}": np.nan for p in PHASES},
+            }
+        )
 
 
 def _loader(images, masks, batch_size, seed, shuffle=True):
     from torch.utils.data import DataLoader, TensorDataset
 
-    ds = TensorDataset(torch.from_numpy(np.ascontiguousarray(images[:, None], np.float32)),
-                       torch.from_numpy(np.ascontiguousarray(masks, np.int64)))
+    ds = TensorDataset(
+        torch.from_numpy(np.ascontiguousarray(images[:, None], np.float32)),
+        torch.from_numpy(np.ascontiguousarray(masks, np.int64)),
+    )
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
 
 
@@ -464,9 +594,18 @@ def _train_segmenter(cfg, model, images, masks, *, batch_size, epochs, lr, seed,
     """labkit's training loop, on the GPU when there is one (the loop moves batches to the model)."""
     from labkit.methods.training import fit
 
-    return fit(model.to(_device(cfg)), _loader(images, masks, batch_size, seed), task="segmentation",
-               num_classes=NUM_PHASES, epochs=epochs, lr=lr, scheduler="cosine", seed=seed,
-               progress=cfg.progress, desc=desc)
+    return fit(
+        model.to(_device(cfg)),
+        _loader(images, masks, batch_size, seed),
+        task="segmentation",
+        num_classes=NUM_PHASES,
+        epochs=epochs,
+        lr=lr,
+        scheduler="cosine",
+        seed=seed,
+        progress=cfg.progress,
+        desc=desc,
+    )
 
 
 def _predict(model, images, batch_size=16) -> np.ndarray:
@@ -525,10 +664,12 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
     device = _device(cfg)
 
     # --- classical baselines -------------------------------------------------------------------
-    classical = [("multi-Otsu", baselines.ClusterSegmenter("otsu", NUM_PHASES, cfg.denoise_sigma, seed)),
-                 ("K-means", baselines.ClusterSegmenter("kmeans", NUM_PHASES, cfg.denoise_sigma, seed)),
-                 ("fuzzy C-means", baselines.ClusterSegmenter("fcm", NUM_PHASES, cfg.denoise_sigma, seed)),
-                 ("random forest (filter bank)", baselines.FilterBankForest(n_estimators=cfg.rf_trees, seed=seed))]
+    classical = [
+        ("multi-Otsu", baselines.ClusterSegmenter("otsu", NUM_PHASES, cfg.denoise_sigma, seed)),
+        ("K-means", baselines.ClusterSegmenter("kmeans", NUM_PHASES, cfg.denoise_sigma, seed)),
+        ("fuzzy C-means", baselines.ClusterSegmenter("fcm", NUM_PHASES, cfg.denoise_sigma, seed)),
+        ("random forest (filter bank)", baselines.FilterBankForest(n_estimators=cfg.rf_trees, seed=seed)),
+    ]
     for name, est in classical:
         t0 = time.perf_counter()
         est.fit(seg_tr.images, seg_tr.masks)
@@ -539,11 +680,31 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
     # --- UNet from scratch -----------------------------------------------------------------------
     seed_everything(seed)
     unet = baselines.create_unet(NUM_PHASES, in_channels=1)
-    res = _train_segmenter(cfg, unet, seg_tr.images, seg_tr.masks, batch_size=cfg.unet_batch_size,
-                           epochs=cfg.unet_epochs, lr=cfg.unet_lr, seed=seed, desc="UNet from scratch")
+    res = _train_segmenter(
+        cfg,
+        unet,
+        seg_tr.images,
+        seg_tr.masks,
+        batch_size=cfg.unet_batch_size,
+        epochs=cfg.unet_epochs,
+        lr=cfg.unet_lr,
+        seed=seed,
+        desc="UNet from scratch",
+    )
     preds = {s: _predict(res.model, ds.images[sp[s]]) for s in SPLITS}
-    _seg_rows(out, seed, "UNet from scratch", "", "from scratch", count_parameters(unet), res.seconds, preds, ds, sp,
-              example_idx)
+    _seg_rows(
+        out,
+        seed,
+        "UNet from scratch",
+        "",
+        "from scratch",
+        count_parameters(unet),
+        res.seconds,
+        preds,
+        ds,
+        sp,
+        example_idx,
+    )
     del unet, res
 
     # --- ResNet + LoRA (pretrained only) ------------------------------------------------------------
@@ -556,8 +717,16 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
         out.backbones[bb.kind] = bb.status
         if not bb.ok:
             for split in ("knn", "linear"):
-                out.classification.append({"seed": seed, "backbone": bb.label, "probe": split, "k": np.nan,
-                                           "accuracy": np.nan, "status": bb.status})
+                out.classification.append(
+                    {
+                        "seed": seed,
+                        "backbone": bb.label,
+                        "probe": split,
+                        "k": np.nan,
+                        "accuracy": np.nan,
+                        "status": bb.status,
+                    }
+                )
             for m in ("linear head (frozen)", "CNN head (frozen)", "kNN segmentation (frozen)"):
                 _not_evaluated(out, seed, m, bb.label, "frozen", bb.status)
             for h in cfg.lora_heads:
@@ -566,28 +735,60 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
         out.notes.append(f"{bb.label}: {bb.input}")
         out.inputs[bb.kind] = bb.input
         grid = bb.img_size // patch_size_of(bb.model)
-        preds = {s: token_oracle(ds.masks[sp[s]], grid, bb.img_size if cfg.resize_policy == "pad" else None)
-                 for s in SPLITS}
+        preds = {
+            s: token_oracle(ds.masks[sp[s]], grid, bb.img_size if cfg.resize_policy == "pad" else None) for s in SPLITS
+        }
         _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, example_idx)
         bb.model.to(device)
-        feats = probing.extract_features(bb.model, ds.images, img_size=bb.img_size, backbone=bb.name,
-                                         weights=bb.weights_id, batch_size=cfg.feature_batch_size,
-                                         policy=cfg.resize_policy, progress=cfg.progress, patch_index=keep_patch)
+        feats = probing.extract_features(
+            bb.model,
+            ds.images,
+            img_size=bb.img_size,
+            backbone=bb.name,
+            weights=bb.weights_id,
+            batch_size=cfg.feature_batch_size,
+            policy=cfg.resize_policy,
+            progress=cfg.progress,
+            patch_index=keep_patch,
+        )
         # keep only what the figures need (class tokens, the PCA slices' patch tokens)
         pca_idx = np.sort(pca_indices(ds))
-        out.features[bb.kind] = probing.Features(feats.cls, feats.patch_of(pca_idx), feats.seconds,
-                                                 feats.from_cache, feats.key, pca_idx)
+        out.features[bb.kind] = probing.Features(
+            feats.cls, feats.patch_of(pca_idx), feats.seconds, feats.from_cache, feats.key, pca_idx
+        )
         # classification
         tr, te = sp["cls_train"], sp["cls_test"]
-        preds = probing.knn_predict(feats.cls[tr], ds.rock[tr], feats.cls[te], cfg.knn_ks,
-                                    temperature=cfg.knn_temperature, num_classes=len(ds.rock_types))
+        preds = probing.knn_predict(
+            feats.cls[tr],
+            ds.rock[tr],
+            feats.cls[te],
+            cfg.knn_ks,
+            temperature=cfg.knn_temperature,
+            num_classes=len(ds.rock_types),
+        )
         for k, p in preds.items():
-            out.classification.append({"seed": seed, "backbone": bb.label, "probe": "knn", "k": k,
-                                       "k_below_class_size": bool(k < n_per_class),
-                                       "accuracy": float((p == ds.rock[te]).mean()), "status": "evaluated"})
+            out.classification.append(
+                {
+                    "seed": seed,
+                    "backbone": bb.label,
+                    "probe": "knn",
+                    "k": k,
+                    "k_below_class_size": bool(k < n_per_class),
+                    "accuracy": float((p == ds.rock[te]).mean()),
+                    "status": "evaluated",
+                }
+            )
         p = probing.linear_probe(feats.cls[tr], ds.rock[tr], feats.cls[te], seed=seed)
-        out.classification.append({"seed": seed, "backbone": bb.label, "probe": "linear", "k": np.nan,
-                                   "accuracy": float((p == ds.rock[te]).mean()), "status": "evaluated"})
+        out.classification.append(
+            {
+                "seed": seed,
+                "backbone": bb.label,
+                "probe": "linear",
+                "k": np.nan,
+                "accuracy": float((p == ds.rock[te]).mean()),
+                "status": "evaluated",
+            }
+        )
         if "tsne" in cfg.embedders:
             emb, sil = tsne_silhouette(feats.cls, ds.rock, seed)
             out.embeddings[bb.kind] = {"tsne": emb, "silhouette": sil}
@@ -597,32 +798,67 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
         tr_masks = seg_tr.masks if padded is None else probing.pad_masks(seg_tr.masks, bb.img_size)
         tok_tr = feats.patch_of(sp["seg_train"])
         for head, name in (("linear", "linear head (frozen)"), ("cnn", "CNN head (frozen)")):
-            hr = probing.train_token_head(tok_tr, tr_masks, kind=head, num_classes=NUM_PHASES,
-                                          epochs=cfg.head_epochs, lr=cfg.head_lr, batch_size=cfg.batch_size,
-                                          seed=seed, progress=cfg.progress)
-            preds = {s: probing.predict_token_head(hr.model, feats.patch_of(sp[s]), size, padded_size=padded)
-                     for s in SPLITS}
-            _seg_rows(out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp,
-                      example_idx)
+            hr = probing.train_token_head(
+                tok_tr,
+                tr_masks,
+                kind=head,
+                num_classes=NUM_PHASES,
+                epochs=cfg.head_epochs,
+                lr=cfg.head_lr,
+                batch_size=cfg.batch_size,
+                seed=seed,
+                progress=cfg.progress,
+            )
+            preds = {
+                s: probing.predict_token_head(hr.model, feats.patch_of(sp[s]), size, padded_size=padded) for s in SPLITS
+            }
+            _seg_rows(out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp, example_idx)
         t0 = time.perf_counter()
-        preds = {s: probing.knn_segment(tok_tr, tr_masks, feats.patch_of(sp[s]), size, num_classes=NUM_PHASES,
-                                        k=cfg.knn_seg_k, temperature=cfg.knn_temperature,
-                                        memory_size=cfg.knn_seg_memory, seed=seed, padded_size=padded)
-                 for s in SPLITS}
-        _seg_rows(out, seed, "kNN segmentation (frozen)", bb.label, "frozen", 0, time.perf_counter() - t0, preds,
-                  ds, sp, example_idx)
+        preds = {
+            s: probing.knn_segment(
+                tok_tr,
+                tr_masks,
+                feats.patch_of(sp[s]),
+                size,
+                num_classes=NUM_PHASES,
+                k=cfg.knn_seg_k,
+                temperature=cfg.knn_temperature,
+                memory_size=cfg.knn_seg_memory,
+                seed=seed,
+                padded_size=padded,
+            )
+            for s in SPLITS
+        }
+        _seg_rows(
+            out,
+            seed,
+            "kNN segmentation (frozen)",
+            bb.label,
+            "frozen",
+            0,
+            time.perf_counter() - t0,
+            preds,
+            ds,
+            sp,
+            example_idx,
+        )
         del feats, tok_tr
         # LoRA fine-tuning
         for head in cfg.lora_heads:
             name = f"{head} head + LoRA"
             if bb.kind not in cfg.lora_backbones:
-                _not_evaluated(out, seed, name, bb.label, "LoRA", "not evaluated: LoRA not run for this backbone "
-                               "in this preset (parameter lora_backbones)")
+                _not_evaluated(
+                    out,
+                    seed,
+                    name,
+                    bb.label,
+                    "LoRA",
+                    "not evaluated: LoRA not run for this backbone in this preset (parameter lora_backbones)",
+                )
                 continue
             model, r = _fit_lora(cfg, bb.model, head, seg_tr, seed, f"LoRA {head} {bb.kind}", img_size=bb.img_size)
             preds = {s: _predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in SPLITS}
-            _seg_rows(out, seed, name, bb.label, "LoRA", count_parameters(model), r.seconds, preds, ds, sp,
-                      example_idx)
+            _seg_rows(out, seed, name, bb.label, "LoRA", count_parameters(model), r.seconds, preds, ds, sp, example_idx)
             del model, r
         bb.model.to("cpu")
     out.notes = sorted(set(out.notes))
@@ -633,13 +869,24 @@ def _fit_lora(cfg, backbone, head_kind, seg_tr, seed, desc, targets=None, img_si
     from labkit.models.lora import apply_lora
 
     seed_everything(seed)
-    tuned = apply_lora(copy.deepcopy(backbone), rank=cfg.lora_rank, alpha=cfg.lora_alpha,
-                       targets=targets or cfg.lora_targets)
+    tuned = apply_lora(
+        copy.deepcopy(backbone), rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=targets or cfg.lora_targets
+    )
     dim = getattr(backbone, "num_features", None) or backbone.embed_dim
-    model = BackboneSegmenter(tuned, create_head(head_kind, dim, NUM_PHASES), img_size or vit_input_size(cfg),
-                              cfg.resize_policy)
-    r = _train_segmenter(cfg, model, seg_tr.images, seg_tr.masks, batch_size=cfg.lora_batch_size,
-                         epochs=cfg.lora_epochs, lr=cfg.lora_lr, seed=seed, desc=desc)
+    model = BackboneSegmenter(
+        tuned, create_head(head_kind, dim, NUM_PHASES), img_size or vit_input_size(cfg), cfg.resize_policy
+    )
+    r = _train_segmenter(
+        cfg,
+        model,
+        seg_tr.images,
+        seg_tr.masks,
+        batch_size=cfg.lora_batch_size,
+        epochs=cfg.lora_epochs,
+        lr=cfg.lora_lr,
+        seed=seed,
+        desc=desc,
+    )
     return model, r
 
 
@@ -654,13 +901,13 @@ def _resnet_lora(cfg, seed, out, ds, sp, seg_tr, example_idx):
         resnet = create_backbone(cfg.resnet_backbone, weights=cfg.resnet_weights, num_classes=0)
     except WeightsUnavailableError as exc:
         # LoRA on a random ResNet would measure nothing the paper claims: no silent substitute.
-        _not_evaluated(out, seed, "linear head + LoRA", label, "LoRA",
-                       _weights_reason(exc))
+        _not_evaluated(out, seed, "linear head + LoRA", label, "LoRA", _weights_reason(exc))
         return
     model, r = _fit_lora(cfg, resnet, "linear", seg_tr, seed, "LoRA resnet", targets="resnet-convs")
     preds = {s: _predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in SPLITS}
-    _seg_rows(out, seed, "linear head + LoRA", label, "LoRA", count_parameters(model), r.seconds, preds, ds, sp,
-              example_idx)
+    _seg_rows(
+        out, seed, "linear head + LoRA", label, "LoRA", count_parameters(model), r.seconds, preds, ds, sp, example_idx
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -699,8 +946,17 @@ def run(cfg) -> StudyResult:
         if first is None:
             first = r
     pretraining = {"ssl": ssl_bb.pretraining} if ssl_bb is not None and ssl_bb.pretraining else {}
-    return StudyResult(pd.DataFrame(cls_rows), pd.DataFrame(seg_rows), pd.DataFrame(sil_rows), first,
-                       first.data, first.backbones, sorted(set(notes)), time.perf_counter() - t0, pretraining)
+    return StudyResult(
+        pd.DataFrame(cls_rows),
+        pd.DataFrame(seg_rows),
+        pd.DataFrame(sil_rows),
+        first,
+        first.data,
+        first.backbones,
+        sorted(set(notes)),
+        time.perf_counter() - t0,
+        pretraining,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -708,8 +964,12 @@ def run(cfg) -> StudyResult:
 # ---------------------------------------------------------------------------------------------------
 def backbone_table(res: StudyResult) -> pd.DataFrame:
     """Each ViT row: its status (or why it is not evaluated) and how slices meet its patch grid."""
-    return pd.DataFrame([{"backbone": BACKBONE_LABELS[k], "status": v, "input": res.first.inputs.get(k, "")}
-                         for k, v in res.backbones.items()])
+    return pd.DataFrame(
+        [
+            {"backbone": BACKBONE_LABELS[k], "status": v, "input": res.first.inputs.get(k, "")}
+            for k, v in res.backbones.items()
+        ]
+    )
 
 
 def classification_table(res: StudyResult) -> pd.DataFrame:
@@ -795,12 +1055,16 @@ def embedding_figure(res: StudyResult, method: str = "tsne", seed: int = 0):
     for ax, kind in zip(axes[0], kinds):
         cls = res.first.features[kind].cls
         if method == "tsne" and kind in res.first.embeddings:
-            emb, title = res.first.embeddings[kind]["tsne"], f"t-SNE (silhouette {res.first.embeddings[kind]['silhouette']:.2f})"
+            emb, title = (
+                res.first.embeddings[kind]["tsne"],
+                f"t-SNE (silhouette {res.first.embeddings[kind]['silhouette']:.2f})",
+            )
         elif method == "umap":
             import umap
 
-            emb = umap.UMAP(n_neighbors=min(15, len(cls) - 1), random_state=seed, n_jobs=1,
-                            metric="cosine").fit_transform(cls)
+            emb = umap.UMAP(
+                n_neighbors=min(15, len(cls) - 1), random_state=seed, n_jobs=1, metric="cosine"
+            ).fit_transform(cls)
             title = "UMAP"
         else:
             from sklearn.decomposition import PCA
@@ -847,17 +1111,17 @@ def examples_figure(res: StudyResult, max_methods: int | None = None):
 # ---------------------------------------------------------------------------------------------------
 STATEMENTS = {
     "c1_knn_rock_classification": "Frozen features classify rock types almost perfectly with a kNN probe "
-                                  "(k in the grid) and t-SNE of the class tokens shows one cluster per rock.",
+    "(k in the grid) and t-SNE of the class tokens shows one cluster per rock.",
     "c2_linear_head_beats_classical": "For phase segmentation, a linear head on frozen patch tokens beats "
-                                      "multi-Otsu, K-means, fuzzy C-means and a random forest on filter-bank "
-                                      "features (third-rock test, mean IoU).",
+    "multi-Otsu, K-means, fuzzy C-means and a random forest on filter-bank "
+    "features (third-rock test, mean IoU).",
     "c3_lora_lifts_heads": f"LoRA fine-tuning lifts the frozen heads a lot (by at least {LORA_LIFT} mean IoU; "
-                           "paper: linear 0.67 -> 0.81, CNN 0.75 -> 0.82).",
+    "paper: linear 0.67 -> 0.81, CNN 0.75 -> 0.82).",
     "c4_lora_beats_unet": "With LoRA the ViT beats a UNet trained from scratch, with fewer trainable parameters.",
     "c4b_lora_beats_resnet_lora": "With LoRA the ViT beats a pretrained ResNet with LoRA.",
     "c5_holds_out_of_distribution": "These hold out of distribution: trained on two rocks and scanners, the "
-                                    "ViT's best method (chosen in distribution) still beats the UNet and every "
-                                    "classical pipeline on a third rock and on a third scanner.",
+    "ViT's best method (chosen in distribution) still beats the UNet and every "
+    "classical pipeline on a third rock and on a third scanner.",
 }
 FROZEN_OF = {"linear": "linear head (frozen)", "cnn": "CNN head (frozen)"}
 ORACLE = "per-token oracle"
@@ -881,17 +1145,26 @@ def _seg(method: str, arm: str, split: str = "ood_rock") -> dict:
 
 
 def _resolvable(kind: str, split: str, baseline: str, margin: float = 0.0) -> Precondition:
-    base = _seg(baseline, "classical" if baseline == BEST_CLASSICAL else "baseline", split) \
-        if baseline in (BEST_CLASSICAL, BEST_BASELINE) else _seg(baseline, kind, split)
-    return Precondition(f"resolvable ({split})", Compare("miou", a=_seg(ORACLE, kind, split), b=base, margin=margin,
-                                                          table="segmentation"),
-                        why=f"the per-token oracle of this token grid (each token labelled with its true phase "
-                            f"fractions) scores above {baseline}{f' + {margin:g}' if margin else ''} on {split}: "
-                            "the grid allows a per-token head to win")
+    base = (
+        _seg(baseline, "classical" if baseline == BEST_CLASSICAL else "baseline", split)
+        if baseline in (BEST_CLASSICAL, BEST_BASELINE)
+        else _seg(baseline, kind, split)
+    )
+    return Precondition(
+        f"resolvable ({split})",
+        Compare("miou", a=_seg(ORACLE, kind, split), b=base, margin=margin, table="segmentation"),
+        why=f"the per-token oracle of this token grid (each token labelled with its true phase "
+        f"fractions) scores above {baseline}{f' + {margin:g}' if margin else ''} on {split}: "
+        "the grid allows a per-token head to win",
+    )
 
 
-def declare_claims(cfg, unavailable: dict[str, str] | None = None, chosen: dict[str, dict[str, str]] | None = None,
-                   ks: list[int] | None = None) -> list[Claim]:
+def declare_claims(
+    cfg,
+    unavailable: dict[str, str] | None = None,
+    chosen: dict[str, dict[str, str]] | None = None,
+    ks: list[int] | None = None,
+) -> list[Claim]:
     """The paper's claims for DINOv2, then the same tests on labkit's stand-in ViT (an analogue).
 
     Context (all optional; with none, every arm is assumed available):
@@ -917,55 +1190,144 @@ def declare_claims(cfg, unavailable: dict[str, str] | None = None, chosen: dict[
         lora_choice = pick.get("lora", f"{lora_heads[0]} head + LoRA" if lora_heads else "linear head + LoRA")
         best = pick.get("best", DEFAULT_CHOICE)
         no_lora = unavailable.get(f"lora:{kind}") or (
-            None if kind in cfg.lora_backbones and lora_heads else
-            "not evaluated: LoRA was not run for this backbone in this preset; add it to parameter lora_backbones "
-            "(and a head to lora_heads), or run the paper preset")
+            None
+            if kind in cfg.lora_backbones and lora_heads
+            else "not evaluated: LoRA was not run for this backbone in this preset; add it to parameter lora_backbones "
+            "(and a head to lora_heads), or run the paper preset"
+        )
 
-        def claim(cid, compare, preconditions, why_not=None, note=""):
-            claims.append(Claim(cid + suffix, prefix + STATEMENTS[cid], compare, pre + preconditions,
-                                unavailable=blocked or why_not, note=note))
+        def claim(
+            cid, compare, preconditions, why_not=None, note="", suffix=suffix, prefix=prefix, pre=pre, blocked=blocked
+        ):
+            claims.append(
+                Claim(
+                    cid + suffix,
+                    prefix + STATEMENTS[cid],
+                    compare,
+                    pre + preconditions,
+                    unavailable=blocked or why_not,
+                    note=note,
+                )
+            )
 
         # 1. kNN classification near perfect at every judged k, and one t-SNE cluster per rock
-        c1 = [Compare("accuracy", a={"arm": kind, "probe": "knn", "feature": "cls", "k": k}, b=NEAR_PERFECT_ACCURACY,
-                      table="classification", label=f"kNN accuracy (k={k}) > {NEAR_PERFECT_ACCURACY}") for k in ks]
-        c1.append(Compare("tsne_silhouette", a={"arm": kind}, b=CLUSTER_SILHOUETTE, table="embeddings",
-                          label=f"t-SNE silhouette of the rocks > {CLUSTER_SILHOUETTE}"))
-        claim("c1_knn_rock_classification", c1, [],
-              why_not=(None if ks else "not evaluated: no k of parameter knn_ks is below the training slices per "
-                       "rock; add a smaller k") or unavailable.get("tsne"),
-              note="judged at k = " + ", ".join(map(str, ks)) + " (below the training slices per rock)")
+        c1 = [
+            Compare(
+                "accuracy",
+                a={"arm": kind, "probe": "knn", "feature": "cls", "k": k},
+                b=NEAR_PERFECT_ACCURACY,
+                table="classification",
+                label=f"kNN accuracy (k={k}) > {NEAR_PERFECT_ACCURACY}",
+            )
+            for k in ks
+        ]
+        c1.append(
+            Compare(
+                "tsne_silhouette",
+                a={"arm": kind},
+                b=CLUSTER_SILHOUETTE,
+                table="embeddings",
+                label=f"t-SNE silhouette of the rocks > {CLUSTER_SILHOUETTE}",
+            )
+        )
+        claim(
+            "c1_knn_rock_classification",
+            c1,
+            [],
+            why_not=(
+                None
+                if ks
+                else "not evaluated: no k of parameter knn_ks is below the training slices per rock; add a smaller k"
+            )
+            or unavailable.get("tsne"),
+            note="judged at k = " + ", ".join(map(str, ks)) + " (below the training slices per rock)",
+        )
         # 2. linear head vs every classical pipeline, third rock
-        claim("c2_linear_head_beats_classical",
-              [Compare("miou", a=_seg("linear head (frozen)", kind), b=_seg(c, "classical"), table="segmentation",
-                       label=f"linear head > {c} (ood_rock)") for c in CLASSICAL],
-              [_resolvable(kind, "ood_rock", BEST_CLASSICAL)])
+        claim(
+            "c2_linear_head_beats_classical",
+            [
+                Compare(
+                    "miou",
+                    a=_seg("linear head (frozen)", kind),
+                    b=_seg(c, "classical"),
+                    table="segmentation",
+                    label=f"linear head > {c} (ood_rock)",
+                )
+                for c in CLASSICAL
+            ],
+            [_resolvable(kind, "ood_rock", BEST_CLASSICAL)],
+        )
         # 3. LoRA lifts each frozen head by at least LORA_LIFT
-        claim("c3_lora_lifts_heads",
-              [Compare("miou", a=_seg(f"{h} head + LoRA", kind), b=_seg(FROZEN_OF[h], kind), margin=LORA_LIFT,
-                       table="segmentation", label=f"{h} head: LoRA - frozen > {LORA_LIFT} (ood_rock)")
-               for h in (lora_heads or ["linear"])],
-              [_resolvable(kind, "ood_rock", FROZEN_OF[(lora_heads or ["linear"])[0]], LORA_LIFT)], why_not=no_lora)
+        claim(
+            "c3_lora_lifts_heads",
+            [
+                Compare(
+                    "miou",
+                    a=_seg(f"{h} head + LoRA", kind),
+                    b=_seg(FROZEN_OF[h], kind),
+                    margin=LORA_LIFT,
+                    table="segmentation",
+                    label=f"{h} head: LoRA - frozen > {LORA_LIFT} (ood_rock)",
+                )
+                for h in (lora_heads or ["linear"])
+            ],
+            [_resolvable(kind, "ood_rock", FROZEN_OF[(lora_heads or ["linear"])[0]], LORA_LIFT)],
+            why_not=no_lora,
+        )
         # 4. LoRA (head chosen in distribution) vs the UNet, with fewer trainable parameters
-        claim("c4_lora_beats_unet",
-              [Compare("miou", a=_seg(lora_choice, kind), b=_seg("UNet from scratch", "unet"), table="segmentation",
-                       label=f"{lora_choice} > UNet from scratch (ood_rock)")],
-              [Precondition("fewer trainable parameters",
-                            Check("param_ratio_vs_unet", {"method": lora_choice, "arm": kind}, "<", 1.0,
-                                  table="params"),
-                            why="the paper's comparison: the LoRA model trains fewer parameters than the UNet")],
-              why_not=no_lora, note=f"LoRA head chosen on the in-distribution split: {lora_choice}")
-        claim("c4b_lora_beats_resnet_lora",
-              [Compare("miou", a=_seg(lora_choice, kind), b=_seg("linear head + LoRA", "resnet"),
-                       table="segmentation", label=f"{lora_choice} > ResNet + LoRA (ood_rock)")],
-              [], why_not=no_lora or unavailable.get("resnet"))
+        claim(
+            "c4_lora_beats_unet",
+            [
+                Compare(
+                    "miou",
+                    a=_seg(lora_choice, kind),
+                    b=_seg("UNet from scratch", "unet"),
+                    table="segmentation",
+                    label=f"{lora_choice} > UNet from scratch (ood_rock)",
+                )
+            ],
+            [
+                Precondition(
+                    "fewer trainable parameters",
+                    Check("param_ratio_vs_unet", {"method": lora_choice, "arm": kind}, "<", 1.0, table="params"),
+                    why="the paper's comparison: the LoRA model trains fewer parameters than the UNet",
+                )
+            ],
+            why_not=no_lora,
+            note=f"LoRA head chosen on the in-distribution split: {lora_choice}",
+        )
+        claim(
+            "c4b_lora_beats_resnet_lora",
+            [
+                Compare(
+                    "miou",
+                    a=_seg(lora_choice, kind),
+                    b=_seg("linear head + LoRA", "resnet"),
+                    table="segmentation",
+                    label=f"{lora_choice} > ResNet + LoRA (ood_rock)",
+                )
+            ],
+            [],
+            why_not=no_lora or unavailable.get("resnet"),
+        )
         # 5. the ViT's best method (chosen in distribution) vs the UNet and every classical pipeline, OOD
-        c5 = [Compare("miou", a=_seg(best, kind, split), b=_seg(m, arm, split), table="segmentation",
-                      label=f"{best} > {m} ({split})")
-              for split in ("ood_rock", "ood_scanner")
-              for m, arm in [(c, "classical") for c in CLASSICAL] + [("UNet from scratch", "unet")]]
-        claim("c5_holds_out_of_distribution", c5,
-              [_resolvable(kind, s, BEST_BASELINE) for s in ("ood_rock", "ood_scanner")],
-              note=f"method chosen on the in-distribution split: {best}")
+        c5 = [
+            Compare(
+                "miou",
+                a=_seg(best, kind, split),
+                b=_seg(m, arm, split),
+                table="segmentation",
+                label=f"{best} > {m} ({split})",
+            )
+            for split in ("ood_rock", "ood_scanner")
+            for m, arm in [(c, "classical") for c in CLASSICAL] + [("UNet from scratch", "unet")]
+        ]
+        claim(
+            "c5_holds_out_of_distribution",
+            c5,
+            [_resolvable(kind, s, BEST_BASELINE) for s in ("ood_rock", "ood_scanner")],
+            note=f"method chosen on the in-distribution split: {best}",
+        )
     return claims
 
 
@@ -987,19 +1349,24 @@ def claim_tables(res: StudyResult) -> dict[str, pd.DataFrame]:
     seed, tsne_silhouette), ``pretraining`` (arm, loss_ratio) and ``params`` (method, arm,
     param_ratio_vs_unet)."""
     seg = res.segmentation
-    seg = seg[seg["status"] == "evaluated"].copy() if len(seg) else pd.DataFrame(
-        columns=["method", "backbone", "kind", "split", "seed", "miou", "trainable_params", "status"])
+    seg = (
+        seg[seg["status"] == "evaluated"].copy()
+        if len(seg)
+        else pd.DataFrame(columns=["method", "backbone", "kind", "split", "seed", "miou", "trainable_params", "status"])
+    )
     seg["arm"] = [_arm(r) for _, r in seg.iterrows()] if len(seg) else []
     extra = []
     for (seed, split), g in seg.groupby(["seed", "split"]):
         cl = g[g["arm"] == "classical"]["miou"]
         base = g[g["arm"].isin(["classical", "unet"])]["miou"]
         if len(cl):
-            extra.append({"method": BEST_CLASSICAL, "arm": "classical", "split": split, "seed": seed,
-                          "miou": float(cl.max())})
+            extra.append(
+                {"method": BEST_CLASSICAL, "arm": "classical", "split": split, "seed": seed, "miou": float(cl.max())}
+            )
         if len(base):
-            extra.append({"method": BEST_BASELINE, "arm": "baseline", "split": split, "seed": seed,
-                          "miou": float(base.max())})
+            extra.append(
+                {"method": BEST_BASELINE, "arm": "baseline", "split": split, "seed": seed, "miou": float(base.max())}
+            )
     cols = ["method", "arm", "split", "seed", "miou"]
     segmentation = pd.concat([seg[cols], pd.DataFrame(extra, columns=cols)], ignore_index=True)
     cls = res.classification
@@ -1015,19 +1382,28 @@ def claim_tables(res: StudyResult) -> dict[str, pd.DataFrame]:
     embeddings = pd.DataFrame(columns=["arm", "seed", "tsne_silhouette"])
     if len(sil):
         inverse = {v: k for k, v in BACKBONE_LABELS.items()}
-        embeddings = sil.assign(arm=sil["backbone"].map(lambda b: inverse.get(b, b)))[["arm", "seed",
-                                                                                          "tsne_silhouette"]]
-    pretraining = pd.DataFrame([{"arm": k, **v} for k, v in res.pretraining.items()],
-                               columns=["arm", "loss_ratio", "final_loss", "trivial_loss", "steps"])
+        embeddings = sil.assign(arm=sil["backbone"].map(lambda b: inverse.get(b, b)))[
+            ["arm", "seed", "tsne_silhouette"]
+        ]
+    pretraining = pd.DataFrame(
+        [{"arm": k, **v} for k, v in res.pretraining.items()],
+        columns=["arm", "loss_ratio", "final_loss", "trivial_loss", "steps"],
+    )
     params = pd.DataFrame(columns=["method", "arm", "param_ratio_vs_unet"])
     if len(seg):
         unet = seg[seg["arm"] == "unet"]["trainable_params"]
         if len(unet):
             p = seg[seg["trainable_params"].notna()].drop_duplicates(["method", "arm"])
             params = p.assign(param_ratio_vs_unet=p["trainable_params"] / float(unet.iloc[0]))[
-                ["method", "arm", "param_ratio_vs_unet"]].reset_index(drop=True)
-    return {"segmentation": segmentation, "classification": classification, "embeddings": embeddings,
-            "pretraining": pretraining, "params": params}
+                ["method", "arm", "param_ratio_vs_unet"]
+            ].reset_index(drop=True)
+    return {
+        "segmentation": segmentation,
+        "classification": classification,
+        "embeddings": embeddings,
+        "pretraining": pretraining,
+        "params": params,
+    }
 
 
 def claim_context(cfg, res: StudyResult) -> dict:
@@ -1042,8 +1418,15 @@ def claim_context(cfg, res: StudyResult) -> dict:
         unavailable["tsne"] = "not evaluated: the t-SNE half of the claim was not run; add tsne to parameter embedders"
     chosen = {}
     for kind in ("dinov2", "ssl"):
-        ours = seg[(seg["backbone"] == BACKBONE_LABELS[kind]) & (seg["status"] == "evaluated")
-                   & (seg["split"] == "in_distribution")] if len(seg) else seg
+        ours = (
+            seg[
+                (seg["backbone"] == BACKBONE_LABELS[kind])
+                & (seg["status"] == "evaluated")
+                & (seg["split"] == "in_distribution")
+            ]
+            if len(seg)
+            else seg
+        )
         if not len(ours):
             continue
         means = ours.groupby("method")["miou"].mean()
@@ -1055,8 +1438,12 @@ def claim_context(cfg, res: StudyResult) -> dict:
     ks = None
     if len(res.classification) and "k_below_class_size" in res.classification:
         c = res.classification
-        ks = sorted(int(k) for k in c[(c["probe"] == "knn") & c["k_below_class_size"].fillna(False).astype(bool)]
-                    ["k"].dropna().unique())
+        ks = sorted(
+            int(k)
+            for k in c[(c["probe"] == "knn") & c["k_below_class_size"].fillna(False).astype(bool)]["k"]
+            .dropna()
+            .unique()
+        )
     return {"unavailable": unavailable, "chosen": chosen, "ks": ks}
 
 
@@ -1068,10 +1455,15 @@ def headline_metrics(res: StudyResult) -> dict:
             continue
         key = f"{r['method']}|{r['backbone']}".strip("|")
         out[f"ood_rock_miou/{key}"] = r["ood_rock/miou"]
+
     def pick(method, kind):
         rows = seg[(seg["method"] == method) & (seg["backbone"] == BACKBONE_LABELS[kind])]
-        return float(rows["ood_rock/miou"].iloc[0]) if len(rows) and "ood_rock/miou" in rows and \
-            pd.notna(rows["ood_rock/miou"].iloc[0]) else None
+        return (
+            float(rows["ood_rock/miou"].iloc[0])
+            if len(rows) and "ood_rock/miou" in rows and pd.notna(rows["ood_rock/miou"].iloc[0])
+            else None
+        )
+
     out["ood_rock_miou_dinov2_linear"] = pick("linear head (frozen)", "dinov2")
     out["ood_rock_miou_random_vit_linear"] = pick("linear head (frozen)", "random")
     out["ood_rock_miou_ssl_vit_linear"] = pick("linear head (frozen)", "ssl")

@@ -38,14 +38,23 @@ ABLATION_REMOVE = tuple(f"without {p}" for p in ss.PARTS)
 ABLATION_ADD = ("+ fuzzy", "+ fuzzy + uncertainty")
 # (part, arm with it, arm before it) when the parts are added one by one to the hard-threshold baseline.
 # Adding the prototype last is removing it from FARCLUSS: that comparison is made once, as a removal.
-ADD_STEPS = (("fuzzy", "+ fuzzy", "fixmatch"), ("uncertainty", "+ fuzzy + uncertainty", "+ fuzzy"),
-             ("rebalance", "without prototype", "+ fuzzy + uncertainty"))
+ADD_STEPS = (
+    ("fuzzy", "+ fuzzy", "fixmatch"),
+    ("uncertainty", "+ fuzzy + uncertainty", "+ fuzzy"),
+    ("rebalance", "without prototype", "+ fuzzy + uncertainty"),
+)
 ALL_LABELS = "all"
-ARM_LABELS = {"supervised": "supervised only", "fixmatch": "hard threshold 0.95 (FixMatch-style)",
-              "farcluss": "FARCLUSS (all parts)", "without fuzzy": "without fuzzy",
-              "without uncertainty": "without uncertainty", "without rebalance": "without rebalance",
-              "without prototype": "without prototype (= + fuzzy + uncertainty + rebalance)",
-              "+ fuzzy": "hard threshold + fuzzy", "+ fuzzy + uncertainty": "hard threshold + fuzzy + uncertainty"}
+ARM_LABELS = {
+    "supervised": "supervised only",
+    "fixmatch": "hard threshold 0.95 (FixMatch-style)",
+    "farcluss": "FARCLUSS (all parts)",
+    "without fuzzy": "without fuzzy",
+    "without uncertainty": "without uncertainty",
+    "without rebalance": "without rebalance",
+    "without prototype": "without prototype (= + fuzzy + uncertainty + rebalance)",
+    "+ fuzzy": "hard threshold + fuzzy",
+    "+ fuzzy + uncertainty": "hard threshold + fuzzy + uncertainty",
+}
 GROUPS = ("head", "body", "tail")
 REAL_SOURCES = ("voc", "cityscapes", "folders")
 
@@ -63,7 +72,8 @@ DATASET_HELP = {
         "labelled+unlabeled ids)\n"
         "Published at: VOC 2012 http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ , SBD "
         "http://home.bharathh.info/pubs/codes/SBD/download.html (merged as SegmentationClassAug), split lists "
-        "https://github.com/LiheYoung/UniMatch/tree/main/splits/pascal (see docs/data/farcluss.md)"),
+        "https://github.com/LiheYoung/UniMatch/tree/main/splits/pascal (see docs/data/farcluss.md)"
+    ),
     "cityscapes": (
         "Cityscapes fine annotations (2,975 training, 500 validation images) with the semi-supervised split "
         "lists. Expected layout under data_root:\n"
@@ -72,7 +82,8 @@ DATASET_HELP = {
         "  splits/1_16/labeled.txt ...       1_16, 1_8, 1_4, 1_2 (186 / 372 / 744 / 1488 images), lines "
         "'<image path> <mask path>' or names\n"
         "Published at: https://www.cityscapes-dataset.com/ (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip), "
-        "split lists https://github.com/LiheYoung/UniMatch/tree/main/splits/cityscapes (see docs/data/farcluss.md)"),
+        "split lists https://github.com/LiheYoung/UniMatch/tree/main/splits/cityscapes (see docs/data/farcluss.md)"
+    ),
     "folders": (
         "your own images and masks. Expected layout under data_root:\n"
         "  classes.txt                       one class name per line, in id order\n"
@@ -80,7 +91,8 @@ DATASET_HELP = {
         "  masks/<id>.png                    palette or greyscale class ids, 255 = ignore\n"
         "  splits/val.txt                    held-out ids\n"
         "  splits/<split>/labeled.txt        optional labelled lists (else drawn per seed from the fractions)\n"
-        "(see docs/data/farcluss.md)"),
+        "(see docs/data/farcluss.md)"
+    ),
 }
 
 
@@ -116,16 +128,24 @@ def check_inputs(cfg) -> None:
     message names the dataset, its layout and where it is published); a given root must exist."""
     if cfg.data_source in REAL_SOURCES:
         if not cfg.data_root:
-            raise ParameterError(f"data_source={cfg.data_source!r} needs data_root: the folder of "
-                                 f"{DATASET_HELP[cfg.data_source]}")
+            raise ParameterError(
+                f"data_source={cfg.data_source!r} needs data_root: the folder of {DATASET_HELP[cfg.data_source]}"
+            )
         if not Path(cfg.data_root).expanduser().is_dir():
-            raise ParameterError(f"parameter data_root={cfg.data_root!r} is not an existing folder "
-                                 f"(data_source={cfg.data_source!r} expects {DATASET_HELP[cfg.data_source]})")
+            raise ParameterError(
+                f"parameter data_root={cfg.data_root!r} is not an existing folder "
+                f"(data_source={cfg.data_source!r} expects {DATASET_HELP[cfg.data_source]})"
+            )
     weights = str(cfg.encoder_weights)
-    if weights not in ("random", "pretrained") and not weights.startswith("labkit:") and not Path(
-            weights).expanduser().is_file():
-        raise ParameterError(f"parameter encoder_weights={weights!r} is neither random, pretrained, labkit:<name> "
-                             "nor an existing checkpoint file")
+    if (
+        weights not in ("random", "pretrained")
+        and not weights.startswith("labkit:")
+        and not Path(weights).expanduser().is_file()
+    ):
+        raise ParameterError(
+            f"parameter encoder_weights={weights!r} is neither random, pretrained, labkit:<name> "
+            "nor an existing checkpoint file"
+        )
 
 
 def majority_floor(train_masks: np.ndarray, val_masks: np.ndarray, class_names) -> float:
@@ -148,23 +168,44 @@ def load_data(cfg) -> StudyData:
     else:
         from labkit.data import segmentation_folders as sf
 
-        real = sf.load_semisup_folder(cfg.data_source, cfg.data_root, crop=cfg.image_size,
-                                      n_train=cfg.n_train_images, n_val=cfg.n_val_images,
-                                      splits=_split_names(cfg) if cfg.splits else None)
+        real = sf.load_semisup_folder(
+            cfg.data_source,
+            cfg.data_root,
+            crop=cfg.image_size,
+            n_train=cfg.n_train_images,
+            n_val=cfg.n_val_images,
+            splits=_split_names(cfg) if cfg.splits else None,
+        )
         train = sc.SceneSet(real.train_images, real.train_masks, real.train_ids, real.class_names)
         val = sc.SceneSet(real.val_images, real.val_masks, real.val_ids, real.class_names)
         names, tile, split_lists = real.class_names, cfg.image_size, real.split_lists
     freqs = sc.class_frequencies(train.masks, len(names))
     groups = sc.frequency_groups(freqs, names, head_min=cfg.head_min_fraction, tail_max=cfg.tail_max_fraction)
     band = sc.boundary_band(val.masks, width=1)
-    return StudyData(train, val, tuple(names), freqs, groups, band, cfg.data_source, tile,
-                     cfg.head_min_fraction, cfg.tail_max_fraction, split_lists,
-                     majority_floor(train.masks, val.masks, names))
+    return StudyData(
+        train,
+        val,
+        tuple(names),
+        freqs,
+        groups,
+        band,
+        cfg.data_source,
+        tile,
+        cfg.head_min_fraction,
+        cfg.tail_max_fraction,
+        split_lists,
+        majority_floor(train.masks, val.masks, names),
+    )
 
 
 def class_frequency_table(data: StudyData) -> pd.DataFrame:
-    return pd.DataFrame({"class": data.class_names, "pixel_fraction": data.frequencies,
-                         "group": [data.groups[n] for n in data.class_names]})
+    return pd.DataFrame(
+        {
+            "class": data.class_names,
+            "pixel_fraction": data.frequencies,
+            "group": [data.groups[n] for n in data.class_names],
+        }
+    )
 
 
 def scenes_figure(data: StudyData, n: int = 6):
@@ -180,14 +221,26 @@ def scenes_figure(data: StudyData, n: int = 6):
         ax.imshow(np.clip(img / max(np.percentile(img, 99), 1e-6), 0, 1))
         ax.set_axis_off()
         ax = fig.add_subplot(grid[1, i])
-        ax.imshow(np.where(data.train.masks[i] == 255, np.nan, data.train.masks[i]), cmap=cmap, vmin=-0.5,
-                  vmax=k - 0.5, interpolation="nearest")
+        ax.imshow(
+            np.where(data.train.masks[i] == 255, np.nan, data.train.masks[i]),
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=k - 0.5,
+            interpolation="nearest",
+        )
         ax.set_axis_off()
     ax = fig.add_subplot(grid[:, n:])
-    ax.bar(range(k), np.maximum(data.frequencies, 1e-6) * 100, color=[cmap(i) for i in range(k)], edgecolor="k",
-           linewidth=0.5)
-    for share, label in ((data.head_min, f"head ≥ {100 * data.head_min:g}%"),
-                         (data.tail_max, f"tail < {100 * data.tail_max:g}%")):
+    ax.bar(
+        range(k),
+        np.maximum(data.frequencies, 1e-6) * 100,
+        color=[cmap(i) for i in range(k)],
+        edgecolor="k",
+        linewidth=0.5,
+    )
+    for share, label in (
+        (data.head_min, f"head ≥ {100 * data.head_min:g}%"),
+        (data.tail_max, f"tail < {100 * data.tail_max:g}%"),
+    ):
         ax.axhline(100 * share, color="0.3", ls="--", lw=1)
         ax.text(k - 0.5, 100 * share, label, ha="right", va="bottom", fontsize=8, color="0.3")
     ax.set_yscale("log")
@@ -202,11 +255,20 @@ def scenes_figure(data: StudyData, n: int = 6):
 
 
 def _base_config(cfg) -> ss.SemiSupConfig:
-    return ss.method_config("farcluss", top_k=cfg.top_k, threshold=cfg.threshold, certainty=cfg.certainty,
-                            ema_momentum=cfg.ema_momentum, unsup_weight=cfg.unsup_weight,
-                            contrast_weight=cfg.contrast_weight, temperature=cfg.temperature,
-                            rebalance_power=cfg.rebalance_power, contrast_pixels=cfg.contrast_pixels,
-                            crop_min_scale=cfg.crop_min_scale, strong=cfg.strong_augmentation)
+    return ss.method_config(
+        "farcluss",
+        top_k=cfg.top_k,
+        threshold=cfg.threshold,
+        certainty=cfg.certainty,
+        ema_momentum=cfg.ema_momentum,
+        unsup_weight=cfg.unsup_weight,
+        contrast_weight=cfg.contrast_weight,
+        temperature=cfg.temperature,
+        rebalance_power=cfg.rebalance_power,
+        contrast_pixels=cfg.contrast_pixels,
+        crop_min_scale=cfg.crop_min_scale,
+        strong=cfg.strong_augmentation,
+    )
 
 
 def arm_config(cfg, arm: str) -> ss.SemiSupConfig:
@@ -281,16 +343,20 @@ def labelled_indices(cfg, data: StudyData, split: str, seed: int) -> tuple[list[
     else:
         fraction = _split_fraction(split)
         if fraction is None:
-            raise ParameterError(f"split {split!r} is neither a fraction name like 1_16 nor a list under "
-                                 "data_root/splits/")
+            raise ParameterError(
+                f"split {split!r} is neither a fraction name like 1_16 nor a list under data_root/splits/"
+            )
         labeled, _ = sc.sample_labeled_split(ids, fraction, seed)
         index = {i: n for n, i in enumerate(ids)}
         chosen = sorted(index[i] for i in labeled)
     if len(chosen) >= len(ids):
-        raise DataError(f"split {split} labels all {len(ids)} training images: the unlabeled set is empty "
-                        "(semi-supervised training needs unlabeled images)")
-    missing = sc.missing_classes(data.train.masks[chosen], data.num_classes, data.class_names,
-                                 context=f"split {split} seed {seed}")
+        raise DataError(
+            f"split {split} labels all {len(ids)} training images: the unlabeled set is empty "
+            "(semi-supervised training needs unlabeled images)"
+        )
+    missing = sc.missing_classes(
+        data.train.masks[chosen], data.num_classes, data.class_names, context=f"split {split} seed {seed}"
+    )
     return chosen, missing
 
 
@@ -304,16 +370,30 @@ def _model_params(cfg, data: StudyData) -> dict:
     if cfg.arch == "deeplabv3plus":
         kwargs["decoder_channels"] = cfg.decoder_channels
     else:  # U-Net: halve the width per stage from decoder_channels
-        kwargs["decoder_channels"] = [max(8, cfg.decoder_channels // 2 ** i) for i in range(cfg.encoder_depth)]
-    return {"num_classes": data.num_classes, "encoder": cfg.encoder, "arch": cfg.arch, "embed_dim": cfg.embed_dim,
-            "mean": [float(v) for v in mean], "std": [float(v) for v in std], "weights": str(cfg.encoder_weights),
-            "kwargs": kwargs}
+        kwargs["decoder_channels"] = [max(8, cfg.decoder_channels // 2**i) for i in range(cfg.encoder_depth)]
+    return {
+        "num_classes": data.num_classes,
+        "encoder": cfg.encoder,
+        "arch": cfg.arch,
+        "embed_dim": cfg.embed_dim,
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "weights": str(cfg.encoder_weights),
+        "kwargs": kwargs,
+    }
 
 
 def build_model(params: dict) -> ss.SegmenterWithEmbedding:
-    return ss.build_model(params["num_classes"], encoder=params["encoder"], arch=params["arch"],
-                          embed_dim=params["embed_dim"], mean=tuple(params["mean"]), std=tuple(params["std"]),
-                          weights=params["weights"], **params["kwargs"])
+    return ss.build_model(
+        params["num_classes"],
+        encoder=params["encoder"],
+        arch=params["arch"],
+        embed_dim=params["embed_dim"],
+        mean=tuple(params["mean"]),
+        std=tuple(params["std"]),
+        weights=params["weights"],
+        **params["kwargs"],
+    )
 
 
 def _build_model(cfg, data: StudyData) -> ss.SegmenterWithEmbedding:
@@ -338,9 +418,15 @@ def cache_arrays(data: StudyData) -> tuple[str, str]:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, train_images=data.train.images, train_masks=data.train.masks, val_images=data.val.images,
-                 val_masks=data.val.masks, val_band=data.val_band,
-                 class_names=np.array(data.class_names, dtype=object).astype(str))
+        np.savez(
+            tmp,
+            train_images=data.train.images,
+            train_masks=data.train.masks,
+            val_images=data.val.images,
+            val_masks=data.val.masks,
+            val_band=data.val_band,
+            class_names=np.array(data.class_names, dtype=object).astype(str),
+        )
         tmp.replace(path)
     return str(path), digest
 
@@ -357,16 +443,36 @@ def _device(name: str):
     return resolve_device(name, announce=False)
 
 
-def warmup_task(data_file: str, split: str, labeled: list[int], seed: int, model: dict, iterations: int,
-                batch_size: int, lr: float, crop_min_scale: float, device: str = "cpu") -> dict:
+def warmup_task(
+    data_file: str,
+    split: str,
+    labeled: list[int],
+    seed: int,
+    model: dict,
+    iterations: int,
+    batch_size: int,
+    lr: float,
+    crop_min_scale: float,
+    device: str = "cpu",
+) -> dict:
     """One split's shared supervised warm-up: the student's weights after ``iterations`` steps on the labels."""
     arrays = _load_arrays(data_file)
     torch.manual_seed(seed)
     net = build_model(model).to(_device(device))
     config = replace(ss.method_config("supervised"), crop_min_scale=crop_min_scale)
-    ss.train_semisupervised(net, arrays["train_images"][labeled], arrays["train_masks"][labeled], None, config,
-                            num_classes=model["num_classes"], iterations=iterations, batch_size=batch_size, lr=lr,
-                            seed=seed, progress=False)
+    ss.train_semisupervised(
+        net,
+        arrays["train_images"][labeled],
+        arrays["train_masks"][labeled],
+        None,
+        config,
+        num_classes=model["num_classes"],
+        iterations=iterations,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=False,
+    )
     return {"state": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}}
 
 
@@ -375,10 +481,25 @@ def _config_from(params: dict) -> ss.SemiSupConfig:
     return ss.SemiSupConfig(**{k: v for k, v in params.items() if k in names})
 
 
-def arm_task(data_file: str, split: str, labeled: list[int], seed: int, arm: str, config: dict, model: dict, iterations: int,
-             batch_size: int, lr: float, lr_schedule: str, warm_path: str, warm_fingerprint: str,
-             device: str = "cpu", tile: int | None = None, class_names: list[str] | None = None,
-             keep_state: bool = False) -> dict:
+def arm_task(
+    data_file: str,
+    split: str,
+    labeled: list[int],
+    seed: int,
+    arm: str,
+    config: dict,
+    model: dict,
+    iterations: int,
+    batch_size: int,
+    lr: float,
+    lr_schedule: str,
+    warm_path: str,
+    warm_fingerprint: str,
+    device: str = "cpu",
+    tile: int | None = None,
+    class_names: list[str] | None = None,
+    keep_state: bool = False,
+) -> dict:
     """One arm on one split and seed, from the split's warm-up: the EMA teacher's scores on the held-out set."""
     from safetensors.torch import load_file
 
@@ -392,15 +513,29 @@ def arm_task(data_file: str, split: str, labeled: list[int], seed: int, arm: str
     semisup = _config_from(config)
     t0 = time.perf_counter()
     teacher, history = ss.train_semisupervised(
-        net, train_x[labeled], train_y[labeled], train_x[unlabeled] if semisup.uses_unlabeled else None, semisup,
-        num_classes=model["num_classes"], iterations=iterations, batch_size=batch_size, lr=lr, seed=seed + 1,
-        progress=False, lr_schedule=lr_schedule)
+        net,
+        train_x[labeled],
+        train_y[labeled],
+        train_x[unlabeled] if semisup.uses_unlabeled else None,
+        semisup,
+        num_classes=model["num_classes"],
+        iterations=iterations,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed + 1,
+        progress=False,
+        lr_schedule=lr_schedule,
+    )
     seconds = time.perf_counter() - t0
     pred = ss.predict(teacher, arrays["val_images"], tile=tile)
     names = class_names or [str(c) for c in range(model["num_classes"])]
-    record: dict[str, Any] = {**ss.score_predictions(pred, arrays["val_masks"], names, band=arrays["val_band"]),
-                              "train_seconds": seconds, "n_labeled": len(labeled), "warm": warm_fingerprint}
-    late = history.iloc[int(0.8 * len(history)):]
+    record: dict[str, Any] = {
+        **ss.score_predictions(pred, arrays["val_masks"], names, band=arrays["val_band"]),
+        "train_seconds": seconds,
+        "n_labeled": len(labeled),
+        "warm": warm_fingerprint,
+    }
+    late = history.iloc[int(0.8 * len(history)) :]
     for col in ("pseudo_kept", "pseudo_weight"):
         if col in late:
             record[col] = float(late[col].mean())
@@ -425,8 +560,9 @@ def _train_settings(cfg) -> dict:
     return {"batch_size": cfg.batch_size, "lr": cfg.lr}
 
 
-def run_experiments(cfg, data: StudyData, split_dir: str | Path | None = None,
-                    progress: bool = True) -> ExperimentResults:
+def run_experiments(
+    cfg, data: StudyData, split_dir: str | Path | None = None, progress: bool = True
+) -> ExperimentResults:
     """Every arm x split x seed as a grid of cached tasks (after a grid of the splits' warm-ups)."""
     from safetensors.numpy import save_file
 
@@ -449,8 +585,13 @@ def run_experiments(cfg, data: StudyData, split_dir: str | Path | None = None,
             for seed in cfg.seeds:
                 chosen, missing = labelled_indices(cfg, data, split, seed)
                 labelled[split, seed] = chosen
-                row = {"split": split, "seed": seed, "labeled": len(chosen),
-                       "unlabeled": len(data.train) - len(chosen), "classes_without_labels": ", ".join(missing)}
+                row = {
+                    "split": split,
+                    "seed": seed,
+                    "labeled": len(chosen),
+                    "unlabeled": len(data.train) - len(chosen),
+                    "classes_without_labels": ", ".join(missing),
+                }
                 if split != ALL_LABELS and split not in data.split_lists:
                     ids = data.train.ids
                     chosen_ids = [ids[i] for i in chosen]
@@ -462,14 +603,27 @@ def run_experiments(cfg, data: StudyData, split_dir: str | Path | None = None,
                 split_rows.append(row)
     for w in caught:
         warnings.warn(w.message, w.category, stacklevel=2)
-    run_options = {"executor": cfg.executor, "workers": cfg.workers, "scheduler": cfg.scheduler,
-                   "threads": cfg.threads, "progress": progress}
+    run_options = {
+        "executor": cfg.executor,
+        "workers": cfg.workers,
+        "scheduler": cfg.scheduler,
+        "threads": cfg.threads,
+        "progress": progress,
+    }
     warm = Grid("farcluss-warmup", warmup_task, inputs={"data": digest})
     for split in split_names:
         for seed in cfg.seeds:
-            warm.add(data_file=data_file, split=split, labeled=labelled[split, seed], seed=seed, model=model,
-                     iterations=cfg.warmup_iterations, crop_min_scale=cfg.crop_min_scale, device=device,
-                     **_train_settings(cfg))
+            warm.add(
+                data_file=data_file,
+                split=split,
+                labeled=labelled[split, seed],
+                seed=seed,
+                model=model,
+                iterations=cfg.warmup_iterations,
+                crop_min_scale=cfg.crop_min_scale,
+                device=device,
+                **_train_settings(cfg),
+            )
     warm_result = warm.run(**run_options)
     warm_paths: dict[tuple[str, int], tuple[str, str]] = {}
     for task, record in zip(warm_result.tasks, warm_result.records):
@@ -484,12 +638,24 @@ def run_experiments(cfg, data: StudyData, split_dir: str | Path | None = None,
     for arm, split in plan:
         for seed in cfg.seeds:
             path, fp = warm_paths[split, seed]
-            arms.add(data_file=data_file, split=split, labeled=labelled[split, seed], seed=seed, arm=arm,
-                     config=asdict(arm_config(cfg, arm)), model=model, iterations=cfg.iterations,
-                     lr_schedule=cfg.lr_schedule, warm_path=path, warm_fingerprint=fp, device=device,
-                     tile=data.tile, class_names=list(data.class_names),
-                     keep_state=bool(arm == "farcluss" and split == first_split and seed == cfg.seeds[0]),
-                     **_train_settings(cfg))
+            arms.add(
+                data_file=data_file,
+                split=split,
+                labeled=labelled[split, seed],
+                seed=seed,
+                arm=arm,
+                config=asdict(arm_config(cfg, arm)),
+                model=model,
+                iterations=cfg.iterations,
+                lr_schedule=cfg.lr_schedule,
+                warm_path=path,
+                warm_fingerprint=fp,
+                device=device,
+                tile=data.tile,
+                class_names=list(data.class_names),
+                keep_state=bool(arm == "farcluss" and split == first_split and seed == cfg.seeds[0]),
+                **_train_settings(cfg),
+            )
     arm_result = arms.run(**run_options)
     rows, example = [], None
     for task, record in zip(arm_result.tasks, arm_result.records):
@@ -501,10 +667,20 @@ def run_experiments(cfg, data: StudyData, split_dir: str | Path | None = None,
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         rows.append({"arm": p["arm"], "split": p["split"], "seed": p["seed"], **scalars})
     runs = add_group_scores(pd.DataFrame(rows), data)
-    runs.insert(2, "fraction", [_split_fraction(s) if _split_fraction(s) is not None
-                                else n / len(data.train) for s, n in zip(runs.split, runs.n_labeled)])
-    grid = {"warm-up tasks": len(warm_result.tasks), "warm-up cached": warm_result.cached,
-            "arm tasks": len(arm_result.tasks), "arm cached": arm_result.cached}
+    runs.insert(
+        2,
+        "fraction",
+        [
+            _split_fraction(s) if _split_fraction(s) is not None else n / len(data.train)
+            for s, n in zip(runs.split, runs.n_labeled)
+        ],
+    )
+    grid = {
+        "warm-up tasks": len(warm_result.tasks),
+        "warm-up cached": warm_result.cached,
+        "arm tasks": len(arm_result.tasks),
+        "arm cached": arm_result.cached,
+    }
     return ExperimentResults(runs, pd.DataFrame(split_rows), example, time.perf_counter() - start, grid)
 
 
@@ -533,23 +709,43 @@ def main_table(results: ExperimentResults, data: StudyData | None = None, value:
     main_splits = [s for s in splits if set(MAIN_METHODS) <= set(runs[runs.split == s].arm)]
     rows = []
     if data is not None and value == "miou":
-        rows.append({"method": "floor: majority class everywhere", **{s: f"{100 * data.floor_miou:.1f}"
-                                                                       for s in main_splits}})
+        rows.append(
+            {"method": "floor: majority class everywhere", **{s: f"{100 * data.floor_miou:.1f}" for s in main_splits}}
+        )
     for arm in MAIN_METHODS:
         sel = runs[runs.arm == arm]
-        rows.append({"method": ARM_LABELS[arm] if arm != "farcluss" else "FARCLUSS",
-                     **{s: _cell(sel[sel.split == s][value]) for s in main_splits}})
+        rows.append(
+            {
+                "method": ARM_LABELS[arm] if arm != "farcluss" else "FARCLUSS",
+                **{s: _cell(sel[sel.split == s][value]) for s in main_splits},
+            }
+        )
     ceiling = runs[(runs.arm == "supervised") & (runs.split == ALL_LABELS)][value]
     if len(ceiling):
-        rows.append({"method": f"ceiling: supervised, all {len(data.train) if data else ''} labels".replace("  ", " "),
-                     **{s: _cell(ceiling) for s in main_splits}})
+        rows.append(
+            {
+                "method": f"ceiling: supervised, all {len(data.train) if data else ''} labels".replace("  ", " "),
+                **{s: _cell(ceiling) for s in main_splits},
+            }
+        )
     return pd.DataFrame(rows).rename(columns={"method": f"method, {value} (%) by split"})
 
 
 def runs_table(results: ExperimentResults) -> pd.DataFrame:
     """Every run, one row per arm x split x seed (the tidy table the claims are judged on)."""
-    cols = ["arm", "split", "seed", "n_labeled", "miou", "miou_head", "miou_body", "miou_tail", "boundary_miou",
-            "pseudo_kept", "train_seconds"]
+    cols = [
+        "arm",
+        "split",
+        "seed",
+        "n_labeled",
+        "miou",
+        "miou_head",
+        "miou_body",
+        "miou_tail",
+        "boundary_miou",
+        "pseudo_kept",
+        "train_seconds",
+    ]
     runs = results.runs[[c for c in cols if c in results.runs]].copy()
     for c in ("miou", "miou_head", "miou_body", "miou_tail", "boundary_miou", "pseudo_kept"):
         if c in runs:
@@ -563,12 +759,14 @@ def regime_table(cfg, results: ExperimentResults) -> pd.DataFrame:
     runs = results.runs
     few = _split_names(cfg)[0]
     sup = runs[runs.arm == "supervised"].pivot_table(index="seed", columns="split", values=["miou", "miou_tail"])
-    table = pd.DataFrame({
-        f"supervised {few} mIoU (%)": 100 * sup[("miou", few)],
-        "supervised all labels mIoU (%)": 100 * sup[("miou", ALL_LABELS)],
-        "label-limited gap (pp)": 100 * (sup[("miou", ALL_LABELS)] - sup[("miou", few)]),
-        "all labels tail mIoU (%)": 100 * sup[("miou_tail", ALL_LABELS)],
-    }).round(2)
+    table = pd.DataFrame(
+        {
+            f"supervised {few} mIoU (%)": 100 * sup[("miou", few)],
+            "supervised all labels mIoU (%)": 100 * sup[("miou", ALL_LABELS)],
+            "label-limited gap (pp)": 100 * (sup[("miou", ALL_LABELS)] - sup[("miou", few)]),
+            "all labels tail mIoU (%)": 100 * sup[("miou_tail", ALL_LABELS)],
+        }
+    ).round(2)
     table.loc["stated bar"] = [np.nan, np.nan, 100 * cfg.label_limited_margin, 100 * cfg.tail_floor]
     return table.reset_index().rename(columns={"index": "seed"})
 
@@ -599,8 +797,9 @@ def per_class_table(results: ExperimentResults, data: StudyData) -> pd.DataFrame
 
 def _main_runs(results: ExperimentResults) -> pd.DataFrame:
     runs = results.runs
-    main_splits = [s for s in dict.fromkeys(runs.split) if s != ALL_LABELS
-                   and set(MAIN_METHODS) <= set(runs[runs.split == s].arm)]
+    main_splits = [
+        s for s in dict.fromkeys(runs.split) if s != ALL_LABELS and set(MAIN_METHODS) <= set(runs[runs.split == s].arm)
+    ]
     return runs[runs.arm.isin(MAIN_METHODS) & runs.split.isin(main_splits)]
 
 
@@ -615,11 +814,16 @@ def ablation_table(cfg, results: ExperimentResults) -> pd.DataFrame:
     rows = []
     for arm in arms:
         sel = abl[abl.arm == arm].set_index("seed")
-        rows.append({"arm": ARM_LABELS[arm], **{p: "on" if getattr(arm_config(cfg, arm), p) else "-" for p in ss.PARTS},
-                     "mIoU (%)": _cell(sel["miou"]),
-                     "vs all parts (pp)": round(float((100 * (sel["miou"] - full)).mean()), 2),
-                     "tail mIoU (%)": round(100 * float(sel["miou_tail"].mean()), 1),
-                     "boundary mIoU (%)": round(100 * float(sel["boundary_miou"].mean()), 1)})
+        rows.append(
+            {
+                "arm": ARM_LABELS[arm],
+                **{p: "on" if getattr(arm_config(cfg, arm), p) else "-" for p in ss.PARTS},
+                "mIoU (%)": _cell(sel["miou"]),
+                "vs all parts (pp)": round(float((100 * (sel["miou"] - full)).mean()), 2),
+                "tail mIoU (%)": round(100 * float(sel["miou_tail"].mean()), 1),
+                "boundary mIoU (%)": round(100 * float(sel["boundary_miou"].mean()), 1),
+            }
+        )
     return pd.DataFrame(rows).rename(columns={"arm": f"ablation (split {split}, {abl.seed.nunique()} seeds)"})
 
 
@@ -640,15 +844,25 @@ def pseudo_label_figure(cfg, data: StudyData, teacher, n: int = 3):
     _, hard_w = ss.pseudo_labels(probs, hard_cfg)
     fuzzy_t, fuzzy_w = ss.pseudo_labels(probs, fuzzy_cfg)
     hard = probs.argmax(dim=1).numpy()
-    titles = ["image", "truth", "hard label (grey: p<%.2f, dropped)" % cfg.threshold,
-              f"fuzzy top-{cfg.top_k}: 2nd-class mass", "certainty weight"]
+    titles = [
+        "image",
+        "truth",
+        f"hard label (grey: p<{cfg.threshold:.2f}, dropped)",
+        f"fuzzy top-{cfg.top_k}: 2nd-class mass",
+        "certainty weight",
+    ]
     fig, axes = plt.subplots(n, 5, figsize=(12, 2.4 * n), squeeze=False, layout="constrained")
     second = fuzzy_t.sort(dim=1, descending=True).values[:, 1].numpy()
     for i in range(n):
         img = data.val.images[i].transpose(1, 2, 0)
         axes[i, 0].imshow(np.clip(img / max(np.percentile(img, 99), 1e-6), 0, 1))
-        axes[i, 1].imshow(np.where(data.val.masks[i] == 255, np.nan, data.val.masks[i]), cmap=cmap, vmin=-0.5,
-                          vmax=k - 0.5, interpolation="nearest")
+        axes[i, 1].imshow(
+            np.where(data.val.masks[i] == 255, np.nan, data.val.masks[i]),
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=k - 0.5,
+            interpolation="nearest",
+        )
         kept = np.where(hard_w[i].numpy() > 0, hard[i], np.nan)
         axes[i, 2].set_facecolor("0.85")  # grey: dropped by the threshold
         axes[i, 2].imshow(kept, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
@@ -662,8 +876,9 @@ def pseudo_label_figure(cfg, data: StudyData, teacher, n: int = 3):
     fig.colorbar(im3, ax=axes[:, 3])
     fig.colorbar(im4, ax=axes[:, 4])
     kept_share = float((hard_w > 0).float().mean())
-    fig.suptitle(f"hard threshold keeps {100 * kept_share:.0f}% of pixels; fuzzy targets keep all, weighted",
-                 fontsize=10)
+    fig.suptitle(
+        f"hard threshold keeps {100 * kept_share:.0f}% of pixels; fuzzy targets keep all, weighted", fontsize=10
+    )
     return fig
 
 
@@ -676,8 +891,14 @@ def gains_figure(results: ExperimentResults):
     for j, base in enumerate(("supervised", "fixmatch")):
         sel = gains[gains.baseline == base]
         stats = sel.groupby("part")["gain"].agg(["mean", "std"]).reindex(labels) * 100
-        ax.bar(np.arange(len(labels)) + (j - 0.5) * width, stats["mean"], width, yerr=stats["std"].fillna(0),
-               label=f"FARCLUSS − {ARM_LABELS[base]}", capsize=3)
+        ax.bar(
+            np.arange(len(labels)) + (j - 0.5) * width,
+            stats["mean"],
+            width,
+            yerr=stats["std"].fillna(0),
+            label=f"FARCLUSS − {ARM_LABELS[base]}",
+            capsize=3,
+        )
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylabel("mIoU gain (pp), mean over splits")
@@ -716,8 +937,14 @@ class CostResults:
         return stats.round(3).reset_index()
 
 
-def cost_table(cfg, data: StudyData, repeats: int | None = None, batch_size: int | None = None,
-               contrast_pixels: int | None = None, device: str | None = None) -> pd.DataFrame:
+def cost_table(
+    cfg,
+    data: StudyData,
+    repeats: int | None = None,
+    batch_size: int | None = None,
+    contrast_pixels: int | None = None,
+    device: str | None = None,
+) -> pd.DataFrame:
     """Time and memory per training iteration of each method on the same batch (see :func:`measure_costs`)."""
     return _step_costs(cfg, data, repeats, batch_size, contrast_pixels, device)
 
@@ -732,7 +959,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
         raise DataError(f"cost table needs {2 * b} training images, got {len(data.train)}")
     xl = torch.from_numpy(data.train.images[:b]).to(dev)
     yl = torch.from_numpy(data.train.masks[:b]).long().to(dev)
-    xu = torch.from_numpy(data.train.images[b:2 * b]).to(dev)
+    xu = torch.from_numpy(data.train.images[b : 2 * b]).to(dev)
     # Default: every pixel of the batch at the embedding stride, so the two contrasts see the same, full set.
     h, w = data.train.images.shape[-2:]
     all_pixels = 2 * b * -(-h // 4) * -(-w // 4)
@@ -747,13 +974,26 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
     }
     rounds = repeats or cfg.cost_repeats
     model = _model_params(cfg, data)
-    table = ss.measure_step_costs(lambda: build_model(model).to(dev), configs, xl, yl, xu, data.num_classes,
-                                  repeats=rounds, warmup=3, reference=COST_REFERENCE,
-                                  baselines={COST_PROTOTYPE: COST_WITHOUT_CONTRAST,
-                                             COST_PAIRWISE: COST_WITHOUT_CONTRAST})
+    table = ss.measure_step_costs(
+        lambda: build_model(model).to(dev),
+        configs,
+        xl,
+        yl,
+        xu,
+        data.num_classes,
+        repeats=rounds,
+        warmup=3,
+        reference=COST_REFERENCE,
+        baselines={COST_PROTOTYPE: COST_WITHOUT_CONTRAST, COST_PAIRWISE: COST_WITHOUT_CONTRAST},
+    )
     times = table.attrs["rounds_ms"]
-    table = table.rename(columns={"vs_reference": "vs supervised", "extra_ms": "contrast extra ms",
-                                  "extra_pct_of_reference": "contrast extra (% of supervised)"})
+    table = table.rename(
+        columns={
+            "vs_reference": "vs supervised",
+            "extra_ms": "contrast extra ms",
+            "extra_pct_of_reference": "contrast extra (% of supervised)",
+        }
+    )
     table["contrast_pixels"] = [n_pix if m in (COST_PROTOTYPE, COST_PAIRWISE) else 0 for m in table.method]
     table["rounds"] = rounds
     table = table.round(3)
@@ -765,8 +1005,14 @@ def _log_slope(x, y) -> float:
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
-def measure_costs(cfg, data: StudyData, repeats: int | None = None, batch_size: int | None = None,
-                  pixels=CONTRAST_SCALING_PIXELS, device: str | None = None) -> CostResults:
+def measure_costs(
+    cfg,
+    data: StudyData,
+    repeats: int | None = None,
+    batch_size: int | None = None,
+    pixels=CONTRAST_SCALING_PIXELS,
+    device: str | None = None,
+) -> CostResults:
     """The measurements the cost claim rests on (``benchmarks/bench_farcluss.py`` calls this too).
 
     1. Every method's training step on the same batch, in ``cost_repeats`` interleaved rounds (one step of
@@ -782,14 +1028,31 @@ def measure_costs(cfg, data: StudyData, repeats: int | None = None, batch_size: 
     for contrast, name in (("prototype", COST_PROTOTYPE), ("pairwise", COST_PAIRWISE)):
         for r in range(len(times)):
             extra = float(times[name].iloc[r] - times[COST_WITHOUT_CONTRAST].iloc[r])
-            rows.append({"contrast": contrast, "round": r, "extra_ms": extra,
-                         "extra_pct": 100 * extra / float(times[COST_WITHOUT_CONTRAST].iloc[r])})
-    scaling = ss.measure_contrast_scaling(pixels, num_classes=data.num_classes, embed_dim=cfg.embed_dim,
-                                          temperature=cfg.temperature, repeats=max(3, min(cfg.cost_repeats, 5)))
+            rows.append(
+                {
+                    "contrast": contrast,
+                    "round": r,
+                    "extra_ms": extra,
+                    "extra_pct": 100 * extra / float(times[COST_WITHOUT_CONTRAST].iloc[r]),
+                }
+            )
+    scaling = ss.measure_contrast_scaling(
+        pixels,
+        num_classes=data.num_classes,
+        embed_dim=cfg.embed_dim,
+        temperature=cfg.temperature,
+        repeats=max(3, min(cfg.cost_repeats, 5)),
+    )
     fits = []
     for (contrast, rep), grp in scaling.groupby(["contrast", "repeat"]):
-        fits.append({"contrast": contrast, "repeat": rep, "time_exponent": _log_slope(grp.pixels, grp.ms),
-                     "memory_exponent": _log_slope(grp.pixels, grp.saved_activation_mb)})
+        fits.append(
+            {
+                "contrast": contrast,
+                "repeat": rep,
+                "time_exponent": _log_slope(grp.pixels, grp.ms),
+                "memory_exponent": _log_slope(grp.pixels, grp.saved_activation_mb),
+            }
+        )
     return CostResults(table, pd.DataFrame(rows), scaling, pd.DataFrame(fits))
 
 
@@ -797,21 +1060,29 @@ def contrast_overhead(costs: pd.DataFrame) -> dict[str, float]:
     """What the prototype and the pairwise contrast add to a step (from :func:`cost_table`): medians over
     the measuring rounds of the in-round difference to the step without the contrast."""
     c = costs.set_index("method")
-    out = {"supervised_ms": float(c.loc[COST_REFERENCE, "ms_median"]),
-           "without_contrast_ms": float(c.loc[COST_WITHOUT_CONTRAST, "ms_median"]),
-           "rounds": int(c["rounds"].max()) if "rounds" in c else 0}
+    out = {
+        "supervised_ms": float(c.loc[COST_REFERENCE, "ms_median"]),
+        "without_contrast_ms": float(c.loc[COST_WITHOUT_CONTRAST, "ms_median"]),
+        "rounds": int(c["rounds"].max()) if "rounds" in c else 0,
+    }
     for key, name in (("prototype", COST_PROTOTYPE), ("pairwise", COST_PAIRWISE)):
         out[f"{key}_extra_ms"] = float(c.loc[name, "contrast extra ms"])
-        out[f"{key}_extra_mb"] = float(c.loc[name, "saved_activation_mb"] - c.loc[COST_WITHOUT_CONTRAST,
-                                                                                    "saved_activation_mb"])
+        out[f"{key}_extra_mb"] = float(
+            c.loc[name, "saved_activation_mb"] - c.loc[COST_WITHOUT_CONTRAST, "saved_activation_mb"]
+        )
     out["contrast_pixels"] = int(c["contrast_pixels"].max())
     return out
 
 
 def contrast_scaling_table(cfg, pixels=CONTRAST_SCALING_PIXELS) -> pd.DataFrame:
     """Prototype vs pairwise contrast alone as the pixel count grows (median over repeats)."""
-    scaling = ss.measure_contrast_scaling(pixels, num_classes=8, embed_dim=cfg.embed_dim,
-                                          temperature=cfg.temperature, repeats=max(3, min(cfg.cost_repeats, 5)))
+    scaling = ss.measure_contrast_scaling(
+        pixels,
+        num_classes=8,
+        embed_dim=cfg.embed_dim,
+        temperature=cfg.temperature,
+        repeats=max(3, min(cfg.cost_repeats, 5)),
+    )
     return CostResults(pd.DataFrame(), pd.DataFrame(), scaling, pd.DataFrame()).scaling_table
 
 
@@ -831,92 +1102,178 @@ def declare_claims(cfg, unavailable: dict[str, str] | None = None, data: StudyDa
     margin = float(cfg.label_limited_margin)
 
     def label_limited(split: str) -> Precondition:
-        return Precondition.label_limited("miou", full=full, few={"arm": "supervised", "split": split},
-                                          margin=margin)
+        return Precondition.label_limited("miou", full=full, few={"arm": "supervised", "split": split}, margin=margin)
 
     claims = []
-    claims.append(Claim(
-        id="beats_baselines_every_fraction",
-        statement="FARCLUSS beats supervised-only and the hard-threshold (0.95) teacher-student in mIoU at every "
-                  "labelled fraction",
-        compare=[Compare("miou", a={"arm": "farcluss", "split": s}, b={"arm": base, "split": s},
-                         label=f"mIoU at {s}: FARCLUSS > {base}")
-                 for s in splits for base in ("supervised", "fixmatch")],
-        preconditions=[label_limited(few)],
-        unavailable=unavailable.get("beats_baselines_every_fraction"),
-        note=f"splits {', '.join(splits)}; the label-limited precondition: supervised with all labels beats "
-             f"itself at {few} by more than {100 * margin:g} mIoU points"))
+    claims.append(
+        Claim(
+            id="beats_baselines_every_fraction",
+            statement="FARCLUSS beats supervised-only and the hard-threshold (0.95) teacher-student in mIoU at every "
+            "labelled fraction",
+            compare=[
+                Compare(
+                    "miou",
+                    a={"arm": "farcluss", "split": s},
+                    b={"arm": base, "split": s},
+                    label=f"mIoU at {s}: FARCLUSS > {base}",
+                )
+                for s in splits
+                for base in ("supervised", "fixmatch")
+            ],
+            preconditions=[label_limited(few)],
+            unavailable=unavailable.get("beats_baselines_every_fraction"),
+            note=f"splits {', '.join(splits)}; the label-limited precondition: supervised with all labels beats "
+            f"itself at {few} by more than {100 * margin:g} mIoU points",
+        )
+    )
 
     tail_reason = unavailable.get("largest_gains_tail_and_boundaries")
     if tail_reason is None and data is not None and not data.tail_classes:
-        tail_reason = (f"no class has under {100 * cfg.tail_max_fraction:g}% of the training pixels, so there is no "
-                       "tail group; raise tail_max_fraction to name one")
+        tail_reason = (
+            f"no class has under {100 * cfg.tail_max_fraction:g}% of the training pixels, so there is no "
+            "tail group; raise tail_max_fraction to name one"
+        )
     tail_parts = []
     for base in ("supervised", "fixmatch"):
         for hi, lo in (("tail", "head"), ("tail", "body"), ("boundary", "all")):
-            tail_parts.append(Compare("gain", a={"baseline": base, "part": hi}, b={"baseline": base, "part": lo},
-                                      table="gains", label=f"gain over {base}: {hi} > {lo}"))
-    claims.append(Claim(
-        id="largest_gains_tail_and_boundaries",
-        statement="FARCLUSS's gains are largest on tail (minority) classes and on boundary pixels",
-        compare=tail_parts,
-        preconditions=[label_limited(few), Precondition(
-            "tail resolvable", Compare("miou_tail", a=full, b=float(cfg.tail_floor),
-                                       label=f"all-labels supervised tail mIoU > {cfg.tail_floor:g}"),
-            why=f"with every label the model segments the tail classes (tail mIoU above {cfg.tail_floor:g}); "
-                "otherwise no method could gain there")],
-        unavailable=tail_reason,
-        note="gain = FARCLUSS minus the baseline, per seed averaged over the main splits; parts: head, body, "
-             "tail class groups, boundary pixels (within 1 px of a class edge), all pixels"))
+            tail_parts.append(
+                Compare(
+                    "gain",
+                    a={"baseline": base, "part": hi},
+                    b={"baseline": base, "part": lo},
+                    table="gains",
+                    label=f"gain over {base}: {hi} > {lo}",
+                )
+            )
+    claims.append(
+        Claim(
+            id="largest_gains_tail_and_boundaries",
+            statement="FARCLUSS's gains are largest on tail (minority) classes and on boundary pixels",
+            compare=tail_parts,
+            preconditions=[
+                label_limited(few),
+                Precondition(
+                    "tail resolvable",
+                    Compare(
+                        "miou_tail",
+                        a=full,
+                        b=float(cfg.tail_floor),
+                        label=f"all-labels supervised tail mIoU > {cfg.tail_floor:g}",
+                    ),
+                    why=f"with every label the model segments the tail classes (tail mIoU above {cfg.tail_floor:g}); "
+                    "otherwise no method could gain there",
+                ),
+            ],
+            unavailable=tail_reason,
+            note="gain = FARCLUSS minus the baseline, per seed averaged over the main splits; parts: head, body, "
+            "tail class groups, boundary pixels (within 1 px of a class edge), all pixels",
+        )
+    )
 
     split = _ablation_split(cfg)
-    parts = [Compare("miou", a={"arm": "farcluss", "split": split}, b={"arm": f"without {p}", "split": split},
-                     label=f"removing {p} lowers mIoU") for p in ss.PARTS]
+    parts = [
+        Compare(
+            "miou",
+            a={"arm": "farcluss", "split": split},
+            b={"arm": f"without {p}", "split": split},
+            label=f"removing {p} lowers mIoU",
+        )
+        for p in ss.PARTS
+    ]
     if cfg.ablation == "all":
-        parts += [Compare("miou", a={"arm": with_it, "split": split}, b={"arm": before, "split": split},
-                          label=f"adding {p} raises mIoU ({with_it} > {before})")
-                  for p, with_it, before in ADD_STEPS]
+        parts += [
+            Compare(
+                "miou",
+                a={"arm": with_it, "split": split},
+                b={"arm": before, "split": split},
+                label=f"adding {p} raises mIoU ({with_it} > {before})",
+            )
+            for p, with_it, before in ADD_STEPS
+        ]
     abl_reason = unavailable.get("each_part_contributes")
     if abl_reason is None and cfg.ablation == "none":
         abl_reason = "ablation switched off (ablation: none); run with ablation: all or remove_only"
-    claims.append(Claim(
-        id="each_part_contributes",
-        statement=("Each part contributes: removing any one of the four parts lowers mIoU, and adding them one by "
-                   "one to the hard-threshold baseline raises it at every step" if cfg.ablation == "all" else
-                   "Each part contributes: removing any one of the four parts lowers mIoU"),
-        compare=parts, preconditions=[label_limited(split)], unavailable=abl_reason,
-        note=f"split {split}; each distinct configuration runs once: adding the prototype last is removing it, "
-             "one comparison" + ("" if cfg.ablation == "all" else "; additions not run (ablation: remove_only)")))
+    claims.append(
+        Claim(
+            id="each_part_contributes",
+            statement=(
+                "Each part contributes: removing any one of the four parts lowers mIoU, and adding them one by "
+                "one to the hard-threshold baseline raises it at every step"
+                if cfg.ablation == "all"
+                else "Each part contributes: removing any one of the four parts lowers mIoU"
+            ),
+            compare=parts,
+            preconditions=[label_limited(split)],
+            unavailable=abl_reason,
+            note=f"split {split}; each distinct configuration runs once: adding the prototype last is removing it, "
+            "one comparison" + ("" if cfg.ablation == "all" else "; additions not run (ablation: remove_only)"),
+        )
+    )
 
     tol = float(cfg.cost_tolerance)
-    claims.append(Claim(
-        id="prototype_contrast_cheap",
-        statement="Prototype contrast is cheap: it adds little to a training step and costs less time than pairwise "
-                  "pixel contrast on the same pixels; it is linear in the number of pixels, pairwise quadratic",
-        compare=[
-            Compare("extra_pct", a={"contrast": "prototype"}, b=tol, greater=False, table="cost_rounds",
-                    pair_on=("round",), label=f"prototype's extra time < {tol:g}% of the step without contrast"),
-            Compare("extra_ms", a={"contrast": "prototype"}, b={"contrast": "pairwise"}, greater=False,
-                    table="cost_rounds", pair_on=("round",), label="prototype's extra ms < pairwise's"),
-            Compare("memory_exponent", a={"contrast": "prototype"}, b=1.25, greater=False, table="scaling",
-                    pair_on=("repeat",), label="prototype memory grows at most linearly (log-log slope < 1.25)"),
-            Compare("memory_exponent", a={"contrast": "pairwise"}, b=1.75, table="scaling", pair_on=("repeat",),
-                    label="pairwise memory grows quadratically (log-log slope > 1.75)"),
-            Compare("time_exponent", a={"contrast": "pairwise"}, b={"contrast": "prototype"}, margin=0.5,
-                    table="scaling", pair_on=("repeat",),
-                    label="pairwise time grows faster (log-log slope more than 0.5 above prototype's)"),
-        ],
-        unavailable=unavailable.get("prototype_contrast_cheap"),
-        note="paired over interleaved measuring rounds (step costs) and repeats (scaling); the tolerance is the "
-             "cost_tolerance parameter"))
+    claims.append(
+        Claim(
+            id="prototype_contrast_cheap",
+            statement="Prototype contrast is cheap: it adds little to a training step and costs less time than pairwise "
+            "pixel contrast on the same pixels; it is linear in the number of pixels, pairwise quadratic",
+            compare=[
+                Compare(
+                    "extra_pct",
+                    a={"contrast": "prototype"},
+                    b=tol,
+                    greater=False,
+                    table="cost_rounds",
+                    pair_on=("round",),
+                    label=f"prototype's extra time < {tol:g}% of the step without contrast",
+                ),
+                Compare(
+                    "extra_ms",
+                    a={"contrast": "prototype"},
+                    b={"contrast": "pairwise"},
+                    greater=False,
+                    table="cost_rounds",
+                    pair_on=("round",),
+                    label="prototype's extra ms < pairwise's",
+                ),
+                Compare(
+                    "memory_exponent",
+                    a={"contrast": "prototype"},
+                    b=1.25,
+                    greater=False,
+                    table="scaling",
+                    pair_on=("repeat",),
+                    label="prototype memory grows at most linearly (log-log slope < 1.25)",
+                ),
+                Compare(
+                    "memory_exponent",
+                    a={"contrast": "pairwise"},
+                    b=1.75,
+                    table="scaling",
+                    pair_on=("repeat",),
+                    label="pairwise memory grows quadratically (log-log slope > 1.75)",
+                ),
+                Compare(
+                    "time_exponent",
+                    a={"contrast": "pairwise"},
+                    b={"contrast": "prototype"},
+                    margin=0.5,
+                    table="scaling",
+                    pair_on=("repeat",),
+                    label="pairwise time grows faster (log-log slope more than 0.5 above prototype's)",
+                ),
+            ],
+            unavailable=unavailable.get("prototype_contrast_cheap"),
+            note="paired over interleaved measuring rounds (step costs) and repeats (scaling); the tolerance is the "
+            "cost_tolerance parameter",
+        )
+    )
     return claims
 
 
 def gains_table(results: ExperimentResults) -> pd.DataFrame:
     """FARCLUSS minus each baseline per seed, averaged over the main splits: one row per baseline x part x seed."""
     main = _main_runs(results).set_index(["split", "seed", "arm"])
-    cols = {"head": "miou_head", "body": "miou_body", "tail": "miou_tail", "boundary": "boundary_miou",
-            "all": "miou"}
+    cols = {"head": "miou_head", "body": "miou_body", "tail": "miou_tail", "boundary": "boundary_miou", "all": "miou"}
     rows = []
     if main.empty:
         return pd.DataFrame(rows, columns=["baseline", "part", "seed", "gain"])

@@ -69,7 +69,7 @@ ARM_LABELS = {
     "random": "random initialisation",
     "imagenet": "ImageNet-pretrained encoder (optical RGB -> SAR; the paper's arm)",
     "cross_sensor": "cross-sensor transfer: an encoder pretrained on another sensor (by default labkit's 4-band "
-                    f"optical land-cover encoder '{CHECKPOINT_NAME}')",
+    f"optical land-cover encoder '{CHECKPOINT_NAME}')",
     "gbm": "gradient-boosting pixel classifier on HH/HV and their local means (reference)",
     "majority": "majority class of the training tiles (floor)",
 }
@@ -91,12 +91,14 @@ OUTPUT_STRIDE = 16  # layer3's stride in an undilated ResNet-18: tiles must be a
 def check_sizes(scene_size: int, tile: int, val_fraction: float = 0.25) -> None:
     """ParameterError unless a training and a validation tile fit in a scene and the tile suits the network."""
     if tile % OUTPUT_STRIDE:
-        raise ParameterError(f"tile must be a multiple of {OUTPUT_STRIDE} (the truncated ResNet-18's output stride), "
-                             f"got {tile}")
+        raise ParameterError(
+            f"tile must be a multiple of {OUTPUT_STRIDE} (the truncated ResNet-18's output stride), got {tile}"
+        )
     if scene_size < 2 * tile or scene_size * (1.0 - val_fraction) < tile:
         raise ParameterError(
             f"scene_size {scene_size} is too small for tile {tile}: each training scene must hold a training tile "
-            f"above and a validation tile below its lower {val_fraction:.0%} of rows (scene_size >= 2 x tile)")
+            f"above and a validation tile below its lower {val_fraction:.0%} of rows (scene_size >= 2 x tile)"
+        )
 
 
 def _weights_file(value: str, name: str) -> Path | None:
@@ -105,9 +107,12 @@ def _weights_file(value: str, name: str) -> Path | None:
         return None
     path = Path(value).expanduser()
     if not path.is_file():
-        raise ParameterError(f"parameter '{name}': weights file {path} does not exist (give a .safetensors/.pth "
-                             "ResNet-18 state dict, or " + ("'pretrained'" if name == "imagenet_weights"
-                                                           else f"'labkit:{CHECKPOINT_NAME}'") + ")")
+        raise ParameterError(
+            f"parameter '{name}': weights file {path} does not exist (give a .safetensors/.pth "
+            "ResNet-18 state dict, or "
+            + ("'pretrained'" if name == "imagenet_weights" else f"'labkit:{CHECKPOINT_NAME}'")
+            + ")"
+        )
     return path
 
 
@@ -123,34 +128,43 @@ def check_settings(cfg) -> None:
         raise ParameterError(f"parameter 'data_source' must be one of {sar.DATA_SOURCES}, got {source!r}")
     if source != "simulated" and not root:
         dataset = {"extremeearth": sar.EXTREMEEARTH_PUBLISHED, "ai4arctic": sar.AI4ARCTIC_PUBLISHED}.get(
-            source, "your own dual-polarisation scenes")
+            source, "your own dual-polarisation scenes"
+        )
         preset = getattr(cfg, "preset", "")
         raise ParameterError(
             f"data_source '{source}'{' (the paper preset)' if preset == 'paper' else ''} needs data_root: a folder "
             f"laid out as\n{sar.describe_layout(source).format(data_root='<data_root>')}\nDataset: {dataset}. "
             f"Run: labkit reproduce {STUDY} -p preset {preset or 'default'} -p data_source {source} "
-            "-p data_root /path/to/folder (see docs/data/sar_transfer.md)")
+            "-p data_root /path/to/folder (see docs/data/sar_transfer.md)"
+        )
     if root and not Path(root).expanduser().is_dir():
         raise ParameterError(f"parameter 'data_root': {root} is not a folder")
     if root and source == "simulated":
-        raise ParameterError("parameter 'data_root' is set but data_source is 'simulated': set data_source to "
-                             f"one of {sar.DATA_SOURCES[1:]}")
+        raise ParameterError(
+            "parameter 'data_root' is set but data_source is 'simulated': set data_source to "
+            f"one of {sar.DATA_SOURCES[1:]}"
+        )
     check_sizes(cfg["scene_size"], cfg["tile"], cfg["val_fraction"])
     tiles = list(cfg["tiles"])
     if len(set(tiles)) < 2 or min(tiles) < 1:
-        raise ParameterError(f"parameter 'tiles' needs at least two distinct positive training-tile counts (the "
-                             f"fewest is the data-limited regime the claims are judged in), got {tiles}")
+        raise ParameterError(
+            f"parameter 'tiles' needs at least two distinct positive training-tile counts (the "
+            f"fewest is the data-limited regime the claims are judged in), got {tiles}"
+        )
     unknown = [i for i in cfg["inits"] if i not in INITS]
     if unknown or "random" not in cfg["inits"]:
-        raise ParameterError(f"parameter 'inits': {unknown or cfg['inits']} must name arms of {INITS} and include "
-                             "random (the reference)")
+        raise ParameterError(
+            f"parameter 'inits': {unknown or cfg['inits']} must name arms of {INITS} and include random (the reference)"
+        )
     if cfg["sar_bands"] is not None and source != "geotiff":
         raise ParameterError("parameter 'sar_bands' names the bands of GeoTIFF scenes (data_source geotiff)")
     _weights_file(cfg["imagenet_weights"], "imagenet_weights")
     _weights_file(cfg["cross_sensor_weights"], "cross_sensor_weights")
     if cfg["n_steps"] < 2 * math.ceil(min(tiles) / cfg["batch_size"]):
-        raise ParameterError(f"parameter 'n_steps' {cfg['n_steps']} gives the fewest tiles ({min(tiles)}) less than "
-                             "2 epochs: convergence cannot be measured")
+        raise ParameterError(
+            f"parameter 'n_steps' {cfg['n_steps']} gives the fewest tiles ({min(tiles)}) less than "
+            "2 epochs: convergence cannot be measured"
+        )
     if source != "simulated":
         sar.read_scene_list(Path(root).expanduser(), source)  # the list and its files, before any work
 
@@ -158,10 +172,18 @@ def check_settings(cfg) -> None:
 def data_settings(cfg) -> dict[str, Any]:
     """The JSON-able data parameters a grid task needs to build its data."""
     root = cfg["data_root"]
-    return {"data_source": cfg["data_source"], "data_root": str(Path(root).expanduser().resolve()) if root else None,
-            "sar_bands": list(cfg["sar_bands"]) if cfg["sar_bands"] else None, "scene_size": cfg["scene_size"],
-            "tile": cfg["tile"], "val_fraction": cfg["val_fraction"], "n_val_tiles": cfg["n_val_tiles"],
-            "looks": cfg["looks"], "n_test_scenes": cfg["n_test_scenes"], "max_tiles": max(cfg["tiles"])}
+    return {
+        "data_source": cfg["data_source"],
+        "data_root": str(Path(root).expanduser().resolve()) if root else None,
+        "sar_bands": list(cfg["sar_bands"]) if cfg["sar_bands"] else None,
+        "scene_size": cfg["scene_size"],
+        "tile": cfg["tile"],
+        "val_fraction": cfg["val_fraction"],
+        "n_val_tiles": cfg["n_val_tiles"],
+        "looks": cfg["looks"],
+        "n_test_scenes": cfg["n_test_scenes"],
+        "max_tiles": max(cfg["tiles"]),
+    }
 
 
 @dataclasses.dataclass
@@ -230,8 +252,14 @@ def _val_split(data: SarData, settings: Mapping) -> float:
 def training_tiles(data: SarData, settings: Mapping, seed: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n_tiles`` of one seeded draw of ``max_tiles`` tiles: fewer tiles are a subset of more."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
-    images, masks = sar.sample_tiles(data.train_scenes, data.normalizer, settings["tile"],
-                                     max(settings["max_tiles"], n_tiles), rng, rows=(0.0, _val_split(data, settings)))
+    images, masks = sar.sample_tiles(
+        data.train_scenes,
+        data.normalizer,
+        settings["tile"],
+        max(settings["max_tiles"], n_tiles),
+        rng,
+        rows=(0.0, _val_split(data, settings)),
+    )
     return images[:n_tiles], masks[:n_tiles]
 
 
@@ -240,12 +268,14 @@ def validation_tiles(data: SarData, settings: Mapping, seed: int) -> tuple[np.nd
     if data.val_scenes:
         images, masks = sar.grid_tiles(data.val_scenes, data.normalizer, settings["tile"])
     else:
-        images, masks = sar.grid_tiles(data.train_scenes, data.normalizer, settings["tile"],
-                                       rows=(_val_split(data, settings), 1.0))
+        images, masks = sar.grid_tiles(
+            data.train_scenes, data.normalizer, settings["tile"], rows=(_val_split(data, settings), 1.0)
+        )
     n = settings["n_val_tiles"]
     if len(images) > n:
-        keep = np.sort(np.random.default_rng(np.random.SeedSequence([int(seed), 11])).choice(len(images), n,
-                                                                                                replace=False))
+        keep = np.sort(
+            np.random.default_rng(np.random.SeedSequence([int(seed), 11])).choice(len(images), n, replace=False)
+        )
         images, masks = images[keep], masks[keep]
     return images, masks
 
@@ -269,8 +299,14 @@ def data_inputs(cfg) -> dict[str, str]:
 # Models and pretrained encoders
 # ---------------------------------------------------------------------------------------------------
 
-def create_model(num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS, weights: str = "random",
-                 decoder_channels: int = 256, weights_path=None):
+
+def create_model(
+    num_classes: int = NUM_CLASSES,
+    in_channels: int = IN_CHANNELS,
+    weights: str = "random",
+    decoder_channels: int = 256,
+    weights_path=None,
+):
     """ResNet-18 truncated after its third residual stage with a DeepLabV3 head, from the foundation's factory.
 
     As the group's public code (torchvision ``resnet18`` through ``IntermediateLayerGetter`` with
@@ -281,9 +317,17 @@ def create_model(num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS,
     """
     from labkit.models.segmentation import create_segmenter
 
-    return create_segmenter("deeplabv3", encoder="resnet18", encoder_depth=ENCODER_DEPTH, in_channels=in_channels,
-                            num_classes=num_classes, weights=weights, decoder_channels=decoder_channels,
-                            encoder_output_stride=OUTPUT_STRIDE, weights_path=weights_path)
+    return create_segmenter(
+        "deeplabv3",
+        encoder="resnet18",
+        encoder_depth=ENCODER_DEPTH,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        weights=weights,
+        decoder_channels=decoder_channels,
+        encoder_output_stride=OUTPUT_STRIDE,
+        weights_path=weights_path,
+    )
 
 
 def adapt_input_conv_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -312,12 +356,13 @@ def _encoder_key(key: str) -> str:
     """Checkpoint key -> smp ``TimmUniversalEncoder`` key (``model.<timm key>``)."""
     for prefix in ("encoder.", "backbone.", "module."):
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     return key if key.startswith("model.") else f"model.{key}"
 
 
-def adapt_encoder_state(state: dict, encoder: nn.Module, in_chans: int = IN_CHANNELS,
-                        source: str = f"labkit checkpoint '{CHECKPOINT_NAME}'") -> tuple[dict, dict]:
+def adapt_encoder_state(
+    state: dict, encoder: nn.Module, in_chans: int = IN_CHANNELS, source: str = f"labkit checkpoint '{CHECKPOINT_NAME}'"
+) -> tuple[dict, dict]:
     """Fit a ResNet-18 encoder state dict (from a deeper encoder, any band count) into the truncated encoder.
 
     Stages beyond the truncation (layer4, a classifier) are dropped and listed; the first convolution is
@@ -333,34 +378,41 @@ def adapt_encoder_state(state: dict, encoder: nn.Module, in_chans: int = IN_CHAN
     dropped = sorted(k for k in renamed if k not in own)
     missing = sorted(k for k in own if k not in renamed)
     if missing:
-        raise CheckpointMismatchError(f"{source} lacks {len(missing)} key(s) of the truncated ResNet-18 encoder: "
-                                      f"{missing[:8]} (is it a ResNet-18 encoder state dict?)")
+        raise CheckpointMismatchError(
+            f"{source} lacks {len(missing)} key(s) of the truncated ResNet-18 encoder: "
+            f"{missing[:8]} (is it a ResNet-18 encoder state dict?)"
+        )
     loaded = {k: adapted.get(k, renamed[k]) for k in own}
-    shapes = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in loaded.items()
-              if tuple(v.shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in loaded.items()
+        if tuple(v.shape) != tuple(own[k].shape)
+    ]
     if shapes:
         raise CheckpointMismatchError(f"{source} does not fit the truncated ResNet-18 encoder: {shapes[:4]}")
     source_bands = int(renamed[conv_key].shape[1]) if conv_key in renamed else None
-    info = {"dropped_keys": len(dropped), "dropped_stages": sorted({k.split(".")[1] for k in dropped}),
-            "first_conv_bands": f"{source_bands} -> {in_chans}"}
+    info = {
+        "dropped_keys": len(dropped),
+        "dropped_stages": sorted({k.split(".")[1] for k in dropped}),
+        "first_conv_bands": f"{source_bands} -> {in_chans}",
+    }
     return loaded, info
 
 
 def _produce_cross_sensor(cfg) -> Path:
-    """Produce the noisy-label study's encoder here with a small budget (``pretrain_if_missing``)."""
-    try:
-        import importlib
+    """Produce the optical encoder with a small budget (``pretrain_if_missing``), by its declared producer."""
+    from labkit.models.registry import produce_named_checkpoint
 
-        producer = importlib.import_module("labkit.studies.noisy_label_pretraining").produce_pretrained_encoder
-    except (ImportError, AttributeError) as exc:
-        raise WeightsUnavailableError(
-            f"labkit checkpoint '{CHECKPOINT_NAME}' is missing and cannot be produced here "
-            f"(labkit.studies.noisy_label_pretraining.produce_pretrained_encoder: {exc}); run "
-            "`labkit reproduce noisy_label_pretraining` first") from exc
     torch_threads = torch.get_num_threads()
     try:
-        return producer(n_tiles=cfg["pretrain_tiles"], epochs=cfg["pretrain_epochs"], tile=cfg["pretrain_tile"],
-                        seed=0, progress=False)
+        return produce_named_checkpoint(
+            CHECKPOINT_NAME,
+            n_tiles=cfg["pretrain_tiles"],
+            epochs=cfg["pretrain_epochs"],
+            tile=cfg["pretrain_tile"],
+            seed=0,
+            progress=False,
+        )
     finally:
         torch.set_num_threads(torch_threads)
 
@@ -377,8 +429,9 @@ def _source_state(arm: str, cfg) -> tuple[dict, dict]:
         provenance = {"weights": spec, "source": "timm resnet18 ImageNet weights; first conv RGB -> 2 bands by timm"}
         if file is not None:
             provenance.update(file=str(file), sha256=file_digest(file))
-        return {f"model.{k}" if not k.startswith("model.") else k: v
-                for k, v in model.encoder.state_dict().items()}, provenance
+        return {
+            f"model.{k}" if not k.startswith("model.") else k: v for k, v in model.encoder.state_dict().items()
+        }, provenance
     spec = cfg["cross_sensor_weights"]
     if spec.startswith("labkit:"):
         from labkit.models.registry import load_named_checkpoint, named_checkpoint_path
@@ -389,21 +442,33 @@ def _source_state(arm: str, cfg) -> tuple[dict, dict]:
             state, meta = load_named_checkpoint(name)
         except WeightsUnavailableError as exc:
             if not cfg["pretrain_if_missing"] or name != CHECKPOINT_NAME:
-                raise WeightsUnavailableError(f"{str(exc).strip().splitlines()[0]} (or set pretrain_if_missing to "
-                                              "produce it here with a small budget)") from exc
+                raise WeightsUnavailableError(
+                    f"{str(exc).strip().splitlines()[0]} (or set pretrain_if_missing to "
+                    "produce it here with a small budget)"
+                ) from exc
             _produce_cross_sensor(cfg)
             state, meta = load_named_checkpoint(name)
             produced = True
         path = named_checkpoint_path(name)
-        provenance = {"weights": spec, "checkpoint": name, "file": str(path), "sha256": file_digest(path),
-                      "sidecar": str(path.with_suffix(".json")), "produced_here": produced,
-                      "checkpoint_meta": {k: v for k, v in (meta or {}).items()
-                                          if isinstance(v, (str, int, float, bool))}}
+        provenance = {
+            "weights": spec,
+            "checkpoint": name,
+            "file": str(path),
+            "sha256": file_digest(path),
+            "sidecar": str(path.with_suffix(".json")),
+            "produced_here": produced,
+            "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))},
+        }
         return state, provenance
     file = _weights_file(spec, "cross_sensor_weights")
     state, meta = load_checkpoint(file)
-    return state, {"weights": spec, "file": str(file), "sha256": file_digest(file), "produced_here": False,
-                   "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))}}
+    return state, {
+        "weights": spec,
+        "file": str(file),
+        "sha256": file_digest(file),
+        "produced_here": False,
+        "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))},
+    }
 
 
 def resolve_weights(cfg) -> dict[str, dict]:
@@ -421,8 +486,9 @@ def resolve_weights(cfg) -> dict[str, dict]:
             try:
                 state, provenance = _source_state(arm, cfg)
                 encoder = create_model(weights="random").encoder
-                loaded, info = adapt_encoder_state(state, encoder, IN_CHANNELS, source=f"{arm} weights "
-                                                   f"({cfg[arm + '_weights']})")
+                loaded, info = adapt_encoder_state(
+                    state, encoder, IN_CHANNELS, source=f"{arm} weights ({cfg[arm + '_weights']})"
+                )
                 provenance.update(info)
                 folder = cache_dir(f"{STUDY}/encoders")
                 tmp = save_checkpoint(folder / f"{arm}-staging", loaded, {"arm": arm, **_flat(provenance)})
@@ -466,6 +532,7 @@ def build_model(arm: str, seed: int, encoder_path: str | None = None, decoder_ch
 # Evaluation
 # ---------------------------------------------------------------------------------------------------
 
+
 def scene_scores(cm: ConfusionMatrix, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, float]:
     """Per-class IoU/F1 and mIoU over the classes present in the scene's chart (a class absent from the
     reference, e.g. young ice in July, would otherwise count as IoU 0 for any false alarm)."""
@@ -479,14 +546,21 @@ def scene_scores(cm: ConfusionMatrix, class_names: Sequence[str] = CLASS_NAMES) 
     return scores
 
 
-def predict_scene(model: nn.Module, scene: sar.SarScene, normalizer: sar.BandNormalizer, tile: int,
-                  overlap: float, batch_size: int = 8) -> np.ndarray:
+def predict_scene(
+    model: nn.Module,
+    scene: sar.SarScene,
+    normalizer: sar.BandNormalizer,
+    tile: int,
+    overlap: float,
+    batch_size: int = 8,
+) -> np.ndarray:
     """Class map of a whole scene by sliding-window inference; no-data and land pixels -> IGNORE_INDEX.
     Memory: one batch of tiles plus the scene's class probabilities (never whole-scene feature maps)."""
     from labkit.methods.inference import sliding_window_predict
 
-    probs = sliding_window_predict(model, normalizer.transform(scene.sar), NUM_CLASSES, tile=tile,
-                                   overlap=overlap, batch_size=batch_size)
+    probs = sliding_window_predict(
+        model, normalizer.transform(scene.sar), NUM_CLASSES, tile=tile, overlap=overlap, batch_size=batch_size
+    )
     pred = probs.argmax(0).astype(np.int64)
     pred[~scene.valid] = IGNORE_INDEX
     return pred
@@ -498,9 +572,16 @@ def _score_scenes(data: SarData, predict, keep_maps: bool) -> dict[str, Any]:
         pred = predict(scene)
         pred[~scene.valid] = IGNORE_INDEX
         cm = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX).update(np.where(pred == IGNORE_INDEX, 0, pred), scene.labels)
-        rows.append({"scene": scene.name, "season": scene.season, "month": scene.month,
-                     "wind_speed": float(scene.meta.get("wind_speed", float("nan"))),
-                     "air_temperature": float(scene.meta.get("air_temperature", float("nan"))), **scene_scores(cm)})
+        rows.append(
+            {
+                "scene": scene.name,
+                "season": scene.season,
+                "month": scene.month,
+                "wind_speed": float(scene.meta.get("wind_speed", float("nan"))),
+                "air_temperature": float(scene.meta.get("air_temperature", float("nan"))),
+                **scene_scores(cm),
+            }
+        )
         confusion[scene.name] = cm.matrix.astype(np.int64)
         if keep_maps:
             maps[scene.name] = pred.astype(np.uint8)
@@ -525,6 +606,7 @@ def pixel_features(image: np.ndarray) -> np.ndarray:
 # 2. The grid: one task per arm x seed x training-tile count
 # ---------------------------------------------------------------------------------------------------
 
+
 def late_gain(curve: Sequence[float]) -> float:
     """Best score in the last fifth of the epochs minus the best before it (plateau: small or negative)."""
     values = np.asarray(curve, dtype=float)
@@ -534,8 +616,15 @@ def late_gain(curve: Sequence[float]) -> float:
     return float(np.nanmax(values[-k:]) - np.nanmax(values[:-k]))
 
 
-def run_task(arm: str, seed: int, n_tiles: int, data: Mapping, train: Mapping, encoder: Mapping | None = None,
-             keep_maps: bool = False) -> dict[str, Any]:
+def run_task(
+    arm: str,
+    seed: int,
+    n_tiles: int,
+    data: Mapping,
+    train: Mapping,
+    encoder: Mapping | None = None,
+    keep_maps: bool = False,
+) -> dict[str, Any]:
     """One grid task: train ``arm`` (or fit a reference classifier) on ``n_tiles`` tiles of ``seed``'s data,
     then score every test scene whole. Returns a record: the learning curve, per-scene scores, confusion
     matrices (and the predicted maps when ``keep_maps``)."""
@@ -546,8 +635,13 @@ def run_task(arm: str, seed: int, n_tiles: int, data: Mapping, train: Mapping, e
         out = _reference_task(arm, seed, d, images, masks, keep_maps)
     else:
         out = _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps)
-    out.update(arm=arm, seed=int(seed), n_tiles=int(n_tiles), seconds=time.perf_counter() - started,
-               cpu_seconds=time.process_time() - cpu)
+    out.update(
+        arm=arm,
+        seed=int(seed),
+        n_tiles=int(n_tiles),
+        seconds=time.perf_counter() - started,
+        cpu_seconds=time.process_time() - cpu,
+    )
     return out
 
 
@@ -556,7 +650,8 @@ def _reference_task(arm, seed, d, images, masks, keep_maps):
     if arm == "majority":
         majority = int(np.bincount(masks[labelled].ravel(), minlength=NUM_CLASSES).argmax())
         return _score_scenes(d, lambda scene: np.full(scene.shape, majority, np.int64), keep_maps) | {
-            "majority_class": CLASS_NAMES[majority]}
+            "majority_class": CLASS_NAMES[majority]
+        }
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     x = np.concatenate([pixel_features(img)[lab.ravel()] for img, lab in zip(images, labelled)])
@@ -587,20 +682,45 @@ def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
     epochs = max(2, math.ceil(train["n_steps"] / steps_per_epoch))
     # The same generator seed gives every arm the same batches in the same order.
     order = torch.Generator().manual_seed(int(seed))
-    loader = DataLoader(TensorDataset(torch.from_numpy(images), torch.from_numpy(masks)), batch_size=batch,
-                        shuffle=True, generator=order)
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(images), torch.from_numpy(masks)),
+        batch_size=batch,
+        shuffle=True,
+        generator=order,
+    )
     val_loader = DataLoader(TensorDataset(torch.from_numpy(val_x), torch.from_numpy(val_y)), batch_size=64)
-    result = fit(model, loader, val_loader, task="segmentation", num_classes=NUM_CLASSES, epochs=epochs,
-                 lr=train["lr"], optimizer="adam", weight_decay=0.0, scheduler=None, ignore_index=IGNORE_INDEX,
-                 monitor="miou", seed=int(seed), progress=False)
+    result = fit(
+        model,
+        loader,
+        val_loader,
+        task="segmentation",
+        num_classes=NUM_CLASSES,
+        epochs=epochs,
+        lr=train["lr"],
+        optimizer="adam",
+        weight_decay=0.0,
+        scheduler=None,
+        ignore_index=IGNORE_INDEX,
+        monitor="miou",
+        seed=int(seed),
+        progress=False,
+    )
     history = result.history
     curve = history["val_miou"].to_numpy(dtype=float)
     model = result.model.eval()
-    out = _score_scenes(d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]),
-                        keep_maps)
-    out.update(val_miou=curve, train_loss=history["train_loss"].to_numpy(dtype=float),
-               epochs=int(len(curve)), steps_per_epoch=int(steps_per_epoch), best_val_miou=float(np.nanmax(curve)),
-               late_gain=late_gain(curve), val_tiles=int(len(val_x)), device=str(device))
+    out = _score_scenes(
+        d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]), keep_maps
+    )
+    out.update(
+        val_miou=curve,
+        train_loss=history["train_loss"].to_numpy(dtype=float),
+        epochs=int(len(curve)),
+        steps_per_epoch=int(steps_per_epoch),
+        best_val_miou=float(np.nanmax(curve)),
+        late_gain=late_gain(curve),
+        val_tiles=int(len(val_x)),
+        device=str(device),
+    )
     return out
 
 
@@ -608,9 +728,14 @@ def train_settings(cfg) -> dict[str, Any]:
     """The JSON-able training parameters of a grid task (the device resolved here, once)."""
     from labkit.core.device import resolve_device
 
-    return {"n_steps": cfg["n_steps"], "lr": cfg["lr"], "batch_size": cfg["batch_size"],
-            "decoder_channels": cfg["decoder_channels"], "overlap": cfg["overlap"],
-            "device": str(resolve_device(cfg["device"], announce=False))}
+    return {
+        "n_steps": cfg["n_steps"],
+        "lr": cfg["lr"],
+        "batch_size": cfg["batch_size"],
+        "decoder_channels": cfg["decoder_channels"],
+        "overlap": cfg["overlap"],
+        "device": str(resolve_device(cfg["device"], announce=False)),
+    }
 
 
 def build_grid(cfg, weights: Mapping[str, dict]):
@@ -632,8 +757,15 @@ def build_grid(cfg, weights: Mapping[str, dict]):
                 encoder = None
                 if arm in PRETRAINED_ARMS:
                     encoder = {"path": weights[arm]["path"], "digest": weights[arm]["digest"]}
-                grid.add(arm=arm, seed=int(seed), n_tiles=int(n_tiles), data=data, train=train, encoder=encoder,
-                         keep_maps=bool(seed == first and n_tiles == few))
+                grid.add(
+                    arm=arm,
+                    seed=int(seed),
+                    n_tiles=int(n_tiles),
+                    data=data,
+                    train=train,
+                    encoder=encoder,
+                    keep_maps=bool(seed == first and n_tiles == few),
+                )
     return grid
 
 
@@ -666,8 +798,9 @@ class SarTransferResults:
         return max(self.settings["tiles"])
 
     def record(self, arm: str, seed: int, n_tiles: int) -> dict | None:
-        return next((r for r in self.records if r["arm"] == arm and r["seed"] == seed and r["n_tiles"] == n_tiles),
-                    None)
+        return next(
+            (r for r in self.records if r["arm"] == arm and r["seed"] == seed and r["n_tiles"] == n_tiles), None
+        )
 
 
 def run(cfg, weights: Mapping[str, dict] | None = None, progress: bool = True, **run_kwargs) -> SarTransferResults:
@@ -675,23 +808,35 @@ def run(cfg, weights: Mapping[str, dict] | None = None, progress: bool = True, *
     check_settings(cfg)
     weights = dict(weights) if weights is not None else resolve_weights(cfg)
     grid = build_grid(cfg, weights)
-    options = {"executor": cfg["executor"], "workers": cfg["workers"], "scheduler": cfg["scheduler"],
-               "progress": progress, **run_kwargs}
+    options = {
+        "executor": cfg["executor"],
+        "workers": cfg["workers"],
+        "scheduler": cfg["scheduler"],
+        "progress": progress,
+        **run_kwargs,
+    }
     result = grid.run(**options)
     settings = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(cfg).items()}
-    return SarTransferResults(records=[r for r in result.records if r is not None], weights=weights,
-                              settings=settings, grid_seconds=result.seconds, cached=result.cached,
-                              computed=result.computed)
+    return SarTransferResults(
+        records=[r for r in result.records if r is not None],
+        weights=weights,
+        settings=settings,
+        grid_seconds=result.seconds,
+        cached=result.cached,
+        computed=result.computed,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Tidy tables
 # ---------------------------------------------------------------------------------------------------
 
+
 def scene_frame(results: SarTransferResults) -> pd.DataFrame:
     """One row per arm x seed x tile count x test scene: season, weather, mIoU, per-class IoU/F1."""
-    rows = [{"arm": r["arm"], "seed": r["seed"], "n_tiles": r["n_tiles"], **s} for r in results.records
-            for s in r["scenes"]]
+    rows = [
+        {"arm": r["arm"], "seed": r["seed"], "n_tiles": r["n_tiles"], **s} for r in results.records for s in r["scenes"]
+    ]
     return pd.DataFrame(rows)
 
 
@@ -702,8 +847,17 @@ def history_frame(results: SarTransferResults) -> pd.DataFrame:
         if "val_miou" not in r:
             continue
         for e, (v, loss) in enumerate(zip(r["val_miou"], r["train_loss"]), 1):
-            rows.append({"arm": r["arm"], "seed": r["seed"], "n_tiles": r["n_tiles"], "epoch": e,
-                         "step": e * r["steps_per_epoch"], "val_miou": float(v), "train_loss": float(loss)})
+            rows.append(
+                {
+                    "arm": r["arm"],
+                    "seed": r["seed"],
+                    "n_tiles": r["n_tiles"],
+                    "epoch": e,
+                    "step": e * r["steps_per_epoch"],
+                    "val_miou": float(v),
+                    "train_loss": float(loss),
+                }
+            )
     return pd.DataFrame(rows, columns=["arm", "seed", "n_tiles", "epoch", "step", "val_miou", "train_loss"])
 
 
@@ -713,18 +867,32 @@ def season_frame(results: SarTransferResults) -> pd.DataFrame:
     if scenes.empty:
         return pd.DataFrame(columns=["arm", "seed", "n_tiles", "season", "miou", "n_scenes"])
     by_season = scenes.groupby(["arm", "seed", "n_tiles", "season"], as_index=False).agg(
-        miou=("miou", "mean"), n_scenes=("miou", "size"))
-    overall = scenes.groupby(["arm", "seed", "n_tiles"], as_index=False).agg(miou=("miou", "mean"),
-                                                                            n_scenes=("miou", "size"))
+        miou=("miou", "mean"), n_scenes=("miou", "size")
+    )
+    overall = scenes.groupby(["arm", "seed", "n_tiles"], as_index=False).agg(
+        miou=("miou", "mean"), n_scenes=("miou", "size")
+    )
     return pd.concat([by_season, overall.assign(season="all")], ignore_index=True)
 
 
 def curves_frame(results: SarTransferResults) -> pd.DataFrame:
-    rows = [{"arm": r["arm"], "seed": r["seed"], "n_tiles": r["n_tiles"], "best_val_miou": r["best_val_miou"],
-             "late_gain": r["late_gain"], "epochs": r["epochs"], "steps_per_epoch": r["steps_per_epoch"],
-             "seconds": r["seconds"]} for r in results.records if "val_miou" in r]
-    return pd.DataFrame(rows, columns=["arm", "seed", "n_tiles", "best_val_miou", "late_gain", "epochs",
-                                       "steps_per_epoch", "seconds"])
+    rows = [
+        {
+            "arm": r["arm"],
+            "seed": r["seed"],
+            "n_tiles": r["n_tiles"],
+            "best_val_miou": r["best_val_miou"],
+            "late_gain": r["late_gain"],
+            "epochs": r["epochs"],
+            "steps_per_epoch": r["steps_per_epoch"],
+            "seconds": r["seconds"],
+        }
+        for r in results.records
+        if "val_miou" in r
+    ]
+    return pd.DataFrame(
+        rows, columns=["arm", "seed", "n_tiles", "best_val_miou", "late_gain", "epochs", "steps_per_epoch", "seconds"]
+    )
 
 
 def convergence_frame(results: SarTransferResults, fraction: float | None = None) -> pd.DataFrame:
@@ -742,11 +910,20 @@ def convergence_frame(results: SarTransferResults, fraction: float | None = None
             for arm, rec in pair.items():
                 hits = np.flatnonzero(np.asarray(rec["val_miou"], float) >= bar)
                 epoch = float(hits[0] + 1) if len(hits) else float("nan")
-                rows.append({"pair": pre, "arm": arm, "seed": seed, "threshold": bar, "epochs_to_common": epoch,
-                             "steps_to_common": epoch * rec["steps_per_epoch"],
-                             "best_val_miou": float(np.nanmax(rec["val_miou"]))})
-    return pd.DataFrame(rows, columns=["pair", "arm", "seed", "threshold", "epochs_to_common", "steps_to_common",
-                                       "best_val_miou"])
+                rows.append(
+                    {
+                        "pair": pre,
+                        "arm": arm,
+                        "seed": seed,
+                        "threshold": bar,
+                        "epochs_to_common": epoch,
+                        "steps_to_common": epoch * rec["steps_per_epoch"],
+                        "best_val_miou": float(np.nanmax(rec["val_miou"])),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["pair", "arm", "seed", "threshold", "epochs_to_common", "steps_to_common", "best_val_miou"]
+    )
 
 
 def gains_frame(results: SarTransferResults) -> pd.DataFrame:
@@ -764,29 +941,43 @@ def gains_frame(results: SarTransferResults) -> pd.DataFrame:
             a, r = s[s.arm == pre].set_index("scene"), s[s.arm == "random"].set_index("scene")
             if a.empty or r.empty:
                 continue
-            gain = {season: float(a.miou[a.season == season].mean() - r.miou[r.season == season].mean())
-                    for season in SEASONS}
+            gain = {
+                season: float(a.miou[a.season == season].mean() - r.miou[r.season == season].mean())
+                for season in SEASONS
+            }
             freeze = a.index[a.season == "freeze"]
             class_gain = {}
             for name in CLASS_NAMES:
                 present = a.loc[freeze, f"present/{name}"].astype(bool)
                 scenes_with = freeze[present.to_numpy()]
                 if len(scenes_with):
-                    class_gain[name] = float((a.loc[scenes_with, f"iou/{name}"]
-                                              - r.loc[scenes_with, f"iou/{name}"]).mean())
-            rows.append({"arm": pre, "seed": seed, "melt_gain": gain["melt"], "freeze_gain": gain["freeze"],
-                         "melt_gain_minus_abs_freeze_gain": gain["melt"] - abs(gain["freeze"]),
-                         "max_class_gain": max(class_gain.values()) if class_gain else float("nan"),
-                         "min_class_gain": min(class_gain.values()) if class_gain else float("nan"),
-                         **{f"freeze_gain/{k}": v for k, v in class_gain.items()}})
+                    class_gain[name] = float(
+                        (a.loc[scenes_with, f"iou/{name}"] - r.loc[scenes_with, f"iou/{name}"]).mean()
+                    )
+            rows.append(
+                {
+                    "arm": pre,
+                    "seed": seed,
+                    "melt_gain": gain["melt"],
+                    "freeze_gain": gain["freeze"],
+                    "melt_gain_minus_abs_freeze_gain": gain["melt"] - abs(gain["freeze"]),
+                    "max_class_gain": max(class_gain.values()) if class_gain else float("nan"),
+                    "min_class_gain": min(class_gain.values()) if class_gain else float("nan"),
+                    **{f"freeze_gain/{k}": v for k, v in class_gain.items()},
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def claim_tables(results: SarTransferResults) -> dict[str, pd.DataFrame]:
     """The tidy tables the claims are judged on: ``runs`` (season mIoU per arm, seed, tile count),
     ``curves`` (plateau per run), ``convergence`` (common-threshold epochs) and ``gains``."""
-    return {"runs": season_frame(results), "curves": curves_frame(results),
-            "convergence": convergence_frame(results), "gains": gains_frame(results)}
+    return {
+        "runs": season_frame(results),
+        "curves": curves_frame(results),
+        "convergence": convergence_frame(results),
+        "gains": gains_frame(results),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -795,11 +986,11 @@ def claim_tables(results: SarTransferResults) -> dict[str, pd.DataFrame]:
 
 CLAIMS = {
     "faster_convergence": "An encoder pretrained on optical images and fine-tuned converges in fewer epochs "
-                          "than the same network from random weights.",
+    "than the same network from random weights.",
     "better_on_melt": "The pretrained encoder segments the melt-season scenes better (mIoU) than random "
-                      "initialisation.",
+    "initialisation.",
     "freeze_smaller_mixed": "On the freeze-season scenes the difference is smaller than the melt-season gain and "
-                            "mixed across classes.",
+    "mixed across classes.",
 }
 
 
@@ -827,41 +1018,92 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
     plateau, margin = cfg["plateau_gain"], cfg["data_limited_margin"]
     fraction = cfg["convergence_fraction"]
     data_limited = _rename(
-        Precondition.label_limited("miou", full={"arm": "random", "season": "all", "n_tiles": many},
-                                   few={"arm": "random", "season": "all", "n_tiles": few}, margin=margin),
-        "data-limited", why=f"random init with {many} training tiles beats itself with {few} by more than "
-                            f"{margin:g} test mIoU (mean over the test scenes)")
+        Precondition.label_limited(
+            "miou",
+            full={"arm": "random", "season": "all", "n_tiles": many},
+            few={"arm": "random", "season": "all", "n_tiles": few},
+            margin=margin,
+        ),
+        "data-limited",
+        why=f"random init with {many} training tiles beats itself with {few} by more than "
+        f"{margin:g} test mIoU (mean over the test scenes)",
+    )
     claims = []
     for arm in PRETRAINED_ARMS:
         reason = unavailable.get(arm)
         if reason is None and arm not in cfg["inits"]:
             reason = f"arm '{arm}' was not run (add it to inits)"
         if reason is not None and arm == "imagenet" and "weights unavailable" in reason:
-            reason += ("; put ImageNet ResNet-18 weights (resnet18.a1_in1k.safetensors) in LABKIT_WEIGHTS_DIR or "
-                       "pass -p imagenet_weights /path/to/file")
+            reason += (
+                "; put ImageNet ResNet-18 weights (resnet18.a1_in1k.safetensors) in LABKIT_WEIGHTS_DIR or "
+                "pass -p imagenet_weights /path/to/file"
+            )
         label = f"[{arm}] "
-        plateaus = [_rename(Precondition.plateau("late_gain", {"arm": a, "n_tiles": few}, plateau),
-                            f"plateau ({a})") for a in ("random", arm)]
-        fast = Compare("epochs_to_common", a={"pair": arm, "arm": "random"}, b={"pair": arm, "arm": arm},
-                       table="convergence", label=f"{label}epochs to {fraction:.0%} of the lower arm's best val mIoU: "
-                                                  f"random minus pretrained > 0")
-        melt = Compare("miou", a={"arm": arm, "season": "melt", "n_tiles": few},
-                       b={"arm": "random", "season": "melt", "n_tiles": few},
-                       label=f"{label}melt-scene mIoU: pretrained minus random > 0")
-        smaller = Compare("melt_gain_minus_abs_freeze_gain", a={"arm": arm}, b=0.0, table="gains",
-                          label=f"{label}melt gain minus |freeze gain| > 0")
-        pos = Compare("max_class_gain", a={"arm": arm}, b=0.0, table="gains",
-                      label=f"{label}some freeze class gains (largest class-wise IoU gain > 0)")
-        neg = Compare("min_class_gain", a={"arm": arm}, b=0.0, greater=False, table="gains",
-                      label=f"{label}some freeze class loses (smallest class-wise IoU gain < 0)")
+        plateaus = [
+            _rename(Precondition.plateau("late_gain", {"arm": a, "n_tiles": few}, plateau), f"plateau ({a})")
+            for a in ("random", arm)
+        ]
+        fast = Compare(
+            "epochs_to_common",
+            a={"pair": arm, "arm": "random"},
+            b={"pair": arm, "arm": arm},
+            table="convergence",
+            label=f"{label}epochs to {fraction:.0%} of the lower arm's best val mIoU: random minus pretrained > 0",
+        )
+        melt = Compare(
+            "miou",
+            a={"arm": arm, "season": "melt", "n_tiles": few},
+            b={"arm": "random", "season": "melt", "n_tiles": few},
+            label=f"{label}melt-scene mIoU: pretrained minus random > 0",
+        )
+        smaller = Compare(
+            "melt_gain_minus_abs_freeze_gain",
+            a={"arm": arm},
+            b=0.0,
+            table="gains",
+            label=f"{label}melt gain minus |freeze gain| > 0",
+        )
+        pos = Compare(
+            "max_class_gain",
+            a={"arm": arm},
+            b=0.0,
+            table="gains",
+            label=f"{label}some freeze class gains (largest class-wise IoU gain > 0)",
+        )
+        neg = Compare(
+            "min_class_gain",
+            a={"arm": arm},
+            b=0.0,
+            greater=False,
+            table="gains",
+            label=f"{label}some freeze class loses (smallest class-wise IoU gain < 0)",
+        )
         note = ARM_LABELS[arm]
         claims += [
-            Claim(claim_id("faster_convergence", arm), CLAIMS["faster_convergence"], [fast], plateaus,
-                  unavailable=reason, note=note + f"; judged at {few} training tiles"),
-            Claim(claim_id("better_on_melt", arm), CLAIMS["better_on_melt"], [melt], [data_limited],
-                  unavailable=reason, note=note + f"; judged at {few} training tiles"),
-            Claim(claim_id("freeze_smaller_mixed", arm), CLAIMS["freeze_smaller_mixed"], [smaller, pos, neg],
-                  [data_limited], unavailable=reason, note=note + f"; judged at {few} training tiles"),
+            Claim(
+                claim_id("faster_convergence", arm),
+                CLAIMS["faster_convergence"],
+                [fast],
+                plateaus,
+                unavailable=reason,
+                note=note + f"; judged at {few} training tiles",
+            ),
+            Claim(
+                claim_id("better_on_melt", arm),
+                CLAIMS["better_on_melt"],
+                [melt],
+                [data_limited],
+                unavailable=reason,
+                note=note + f"; judged at {few} training tiles",
+            ),
+            Claim(
+                claim_id("freeze_smaller_mixed", arm),
+                CLAIMS["freeze_smaller_mixed"],
+                [smaller, pos, neg],
+                [data_limited],
+                unavailable=reason,
+                note=note + f"; judged at {few} training tiles",
+            ),
         ]
     return claims
 
@@ -870,14 +1112,18 @@ def headline_metrics(results: SarTransferResults) -> dict[str, Any]:
     """Numbers for metrics.json; ``melt_miou_pretrained`` (the headline) is the judged pretrained arm's melt
     mIoU at the fewest tiles (NaN when no pretrained arm ran)."""
     seasons = season_frame(results)
-    out: dict[str, Any] = {"pretrained_arm": results.pretrained_arm or "none", "few_tiles": results.few,
-                           "many_tiles": results.many}
+    out: dict[str, Any] = {
+        "pretrained_arm": results.pretrained_arm or "none",
+        "few_tiles": results.few,
+        "many_tiles": results.many,
+    }
     for (arm, n_tiles, season), g in seasons.groupby(["arm", "n_tiles", "season"]):
         out[f"{season}_miou_{arm}_{n_tiles}tiles"] = float(g["miou"].mean())
     conv = convergence_frame(results)
     for (pair, arm), g in conv.groupby(["pair", "arm"]):
         out[f"epochs_to_common_{arm}_vs_{pair}" if arm == "random" else f"epochs_to_common_{arm}"] = float(
-            g["epochs_to_common"].mean())
+            g["epochs_to_common"].mean()
+        )
     pre = results.pretrained_arm
     few = seasons[seasons.n_tiles == results.few]
     for season in ("melt", "freeze"):
@@ -896,22 +1142,41 @@ def headline_metrics(results: SarTransferResults) -> dict[str, Any]:
 # 4. Tables
 # ---------------------------------------------------------------------------------------------------
 
+
 def weights_table(weights: Mapping[str, dict]) -> pd.DataFrame:
     """Per arm: status, the weights it used (checkpoint, file, sha256, provenance from the sidecar), reason."""
     rows = []
     for arm, w in weights.items():
         prov = dict(w.get("provenance") or {})
         meta = prov.pop("checkpoint_meta", {})
-        keep = ("weights", "checkpoint", "file", "sha256", "produced_here", "dropped_stages", "first_conv_bands",
-                "source")
-        details = "; ".join(f"{k}: {str(prov[k])[:80] if k != 'sha256' else str(prov[k])[:16]}" for k in keep
-                            if k in prov)
+        keep = (
+            "weights",
+            "checkpoint",
+            "file",
+            "sha256",
+            "produced_here",
+            "dropped_stages",
+            "first_conv_bands",
+            "source",
+        )
+        details = "; ".join(
+            f"{k}: {str(prov[k])[:80] if k != 'sha256' else str(prov[k])[:16]}" for k in keep if k in prov
+        )
         if meta:
-            details += "; sidecar: " + ", ".join(f"{k}={meta[k]}" for k in
-                                                 ("study", "produced_by", "n_tiles", "epochs", "tile", "seed",
-                                                  "severity", "commit", "seconds") if k in meta)
-        rows.append({"arm": arm, "description": w["label"], "status": w["status"], "weights": details or "-",
-                     "reason": w["reason"][:300]})
+            details += "; sidecar: " + ", ".join(
+                f"{k}={meta[k]}"
+                for k in ("study", "produced_by", "n_tiles", "epochs", "tile", "seed", "severity", "commit", "seconds")
+                if k in meta
+            )
+        rows.append(
+            {
+                "arm": arm,
+                "description": w["label"],
+                "status": w["status"],
+                "weights": details or "-",
+                "reason": w["reason"][:300],
+            }
+        )
     return pd.DataFrame(rows, columns=["arm", "description", "status", "weights", "reason"])
 
 
@@ -920,8 +1185,9 @@ def convergence_table(results: SarTransferResults) -> pd.DataFrame:
     conv = convergence_frame(results)
     if conv.empty:
         return pd.DataFrame()
-    return aggregate_over_seeds(conv, ["epochs_to_common", "steps_to_common", "threshold", "best_val_miou"],
-                                ["pair", "arm"])
+    return aggregate_over_seeds(
+        conv, ["epochs_to_common", "steps_to_common", "threshold", "best_val_miou"], ["pair", "arm"]
+    )
 
 
 def regime_table(results: SarTransferResults) -> pd.DataFrame:
@@ -934,8 +1200,14 @@ def regime_table(results: SarTransferResults) -> pd.DataFrame:
         late = aggregate_over_seeds(curves, ["late_gain", "best_val_miou", "seconds"], ["arm", "n_tiles"])
         table = table.merge(late.drop(columns="n"), on=["arm", "n_tiles"], how="left")
     role = {"majority": "floor", "gbm": "classical reference"}
-    table.insert(2, "role", [role.get(a, "data-rich (ceiling)" if n == results.many else "claims' regime")
-                             for a, n in zip(table.arm, table.n_tiles)])
+    table.insert(
+        2,
+        "role",
+        [
+            role.get(a, "data-rich (ceiling)" if n == results.many else "claims' regime")
+            for a, n in zip(table.arm, table.n_tiles)
+        ],
+    )
     return table.sort_values(["n_tiles", "arm"]).reset_index(drop=True)
 
 
@@ -963,9 +1235,17 @@ def per_class_table(results: SarTransferResults) -> pd.DataFrame:
     for (season, arm), g in few.groupby(["season", "arm"], sort=False):
         for name in CLASS_NAMES:
             h = g[g[f"present/{name}"].astype(bool)]
-            rows.append({"season": season, "arm": arm, "class": name, "iou_mean": h[f"iou/{name}"].mean(),
-                         "iou_std": h[f"iou/{name}"].std(ddof=1), "f1_mean": h[f"f1/{name}"].mean(),
-                         "n_scene_runs": len(h)})
+            rows.append(
+                {
+                    "season": season,
+                    "arm": arm,
+                    "class": name,
+                    "iou_mean": h[f"iou/{name}"].mean(),
+                    "iou_std": h[f"iou/{name}"].std(ddof=1),
+                    "f1_mean": h[f"f1/{name}"].mean(),
+                    "n_scene_runs": len(h),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -1017,13 +1297,19 @@ def _scene_masks(scene: sar.SarScene) -> tuple[np.ndarray, np.ndarray]:
 def _legend_handles():
     from matplotlib.patches import Patch
 
-    return ([Patch(facecolor=c, edgecolor="#555555", label=n) for c, n in zip(sar.CLASS_COLOURS, CLASS_NAMES)]
-            + [Patch(facecolor=LAND_COLOUR, label="land (masked)"),
-               Patch(facecolor=NO_DATA_COLOUR, label="no data (outside swath)")])
+    return [Patch(facecolor=c, edgecolor="#555555", label=n) for c, n in zip(sar.CLASS_COLOURS, CLASS_NAMES)] + [
+        Patch(facecolor=LAND_COLOUR, label="land (masked)"),
+        Patch(facecolor=NO_DATA_COLOUR, label="no data (outside swath)"),
+    ]
 
 
-ARM_COLOURS = {"random": "#555555", "cross_sensor": "#d95f02", "imagenet": "#1b9e77", "gbm": "#7570b3",
-               "majority": "#bbbbbb"}
+ARM_COLOURS = {
+    "random": "#555555",
+    "cross_sensor": "#d95f02",
+    "imagenet": "#1b9e77",
+    "gbm": "#7570b3",
+    "majority": "#bbbbbb",
+}
 
 
 def scenes_figure(scenes: Sequence[sar.SarScene]):
@@ -1044,8 +1330,7 @@ def scenes_figure(scenes: Sequence[sar.SarScene]):
         weather = ""
         if "wind_speed" in scene.meta:
             weather = f", wind {scene.meta['wind_speed']:.1f} m/s, {scene.meta['air_temperature']:+.1f} C"
-        titles = [f"{scene.name} ({scene.season}{weather}): HH", "HV (dB, -32..-15)", "R=HH G=HV B=HH-HV",
-                  "ice chart"]
+        titles = [f"{scene.name} ({scene.season}{weather}): HH", "HV (dB, -32..-15)", "R=HH G=HV B=HH-HV", "ice chart"]
         for ax, t in zip(row, titles):
             ax.set_title(t, fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
@@ -1067,8 +1352,15 @@ def backscatter_histograms_figure(table: pd.DataFrame):
             for colour, name in zip(sar.CLASS_COLOURS, CLASS_NAMES):
                 v = sel.loc[sel["class"] == name, "db"].to_numpy()
                 if v.size:
-                    ax.hist(v, bins=bins, density=True, histtype="step", lw=1.6,
-                            color="#777777" if colour == "#f2f2f2" else colour, label=name)
+                    ax.hist(
+                        v,
+                        bins=bins,
+                        density=True,
+                        histtype="step",
+                        lw=1.6,
+                        color="#777777" if colour == "#f2f2f2" else colour,
+                        label=name,
+                    )
             ax.set_title(f"{season} season, {band}", fontsize=10)
             ax.set_xlabel("sigma0 (dB)")
         row[0].legend(fontsize=8)
@@ -1091,8 +1383,13 @@ def learning_curves_figure(results: SarTransferResults):
         ax.fill_between(agg["step"], agg["val_miou_ci95_low"], agg["val_miou_ci95_high"], color=colour, alpha=0.2)
     conv = convergence_frame(results)
     for pair, g in conv.groupby("pair"):
-        ax.axhline(g["threshold"].mean(), color=ARM_COLOURS.get(pair), ls="--", lw=1,
-                   label=f"common threshold vs {pair} (mean)")
+        ax.axhline(
+            g["threshold"].mean(),
+            color=ARM_COLOURS.get(pair),
+            ls="--",
+            lw=1,
+            label=f"common threshold vs {pair} (mean)",
+        )
     ax.set_xlabel(f"optimiser steps ({results.few} training tiles, validated every epoch)")
     ax.set_ylabel("validation mIoU")
     ax.legend(fontsize=8)
@@ -1115,7 +1412,7 @@ def scene_scores_figure(results: SarTransferResults):
         for i, arm in enumerate(arms):
             v = per_scene[per_scene.arm == arm]["miou"].to_numpy()
             ax.bar(i, v.mean() if len(v) else np.nan, color=ARM_COLOURS.get(arm), alpha=0.5)
-            ax.scatter(np.full(len(v), i) + np.linspace(-0.15, 0.15, max(len(v), 1))[:len(v)], v, color="k", s=12)
+            ax.scatter(np.full(len(v), i) + np.linspace(-0.15, 0.15, max(len(v), 1))[: len(v)], v, color="k", s=12)
         ax.set_xticks(range(len(arms)), arms, rotation=20, fontsize=8)
         ax.set_title(f"{season} test scenes (n={s.scene.nunique()})", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
@@ -1131,8 +1428,9 @@ def predictions_figure(results: SarTransferResults, data: SarData):
     seed = results.settings["seeds"][0]
     arms = [a for a in INITS + ("gbm",) if results.record(a, seed, results.few) is not None]
     chosen = [next(s for s in data.test_scenes if s.season == season) for season in SEASONS]
-    fig, axes = plt.subplots(len(chosen), 1 + len(arms), figsize=(3.0 * (1 + len(arms)), 3.3 * len(chosen) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(chosen), 1 + len(arms), figsize=(3.0 * (1 + len(arms)), 3.3 * len(chosen) + 0.6), squeeze=False
+    )
     for row, scene in zip(axes, chosen):
         land, nodata = _scene_masks(scene)
         panels = [("chart", scene.labels, None)]
@@ -1169,12 +1467,20 @@ def confusion_figure(results: SarTransferResults):
             ax.imshow(np.nan_to_num(norm), vmin=0, vmax=1, cmap="Blues")
             for i in range(NUM_CLASSES):
                 if not np.isfinite(norm[i]).any():
-                    ax.text(NUM_CLASSES / 2 - 0.5, i, "not in chart", ha="center", va="center", fontsize=7,
-                            color="#777777")
+                    ax.text(
+                        NUM_CLASSES / 2 - 0.5, i, "not in chart", ha="center", va="center", fontsize=7, color="#777777"
+                    )
                 for j in range(NUM_CLASSES):
                     if np.isfinite(norm[i, j]):
-                        ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                                color="white" if norm[i, j] > 0.6 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            f"{norm[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if norm[i, j] > 0.6 else "black",
+                        )
             ax.set_xticks(range(NUM_CLASSES), short, fontsize=7)
             ax.set_yticks(range(NUM_CLASSES), short, fontsize=7)
             ax.set_xlabel("predicted", fontsize=8)

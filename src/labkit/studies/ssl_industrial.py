@@ -42,17 +42,34 @@ STUDY = "ssl_industrial"
 CHECKPOINTS = {"mae": "ssl-mae-vit-tiny-industrial", "simclr": "ssl-simclr-vit-tiny-industrial"}
 PRETRAINED = {"mae": ("mae", "in_domain"), "simclr": ("simclr", "in_domain"), "mae_unrelated": ("mae", "unrelated")}
 VIT_INITS = ("scratch", "mae", "simclr", "mae_unrelated", "dinov2")
-INIT_LABELS = {"scratch": "ViT from scratch (random init)", "mae": "MAE (in-domain)", "simclr": "SimCLR (in-domain)",
-               "mae_unrelated": "MAE (unrelated photos)", "dinov2": "DINOv2 ViT-S/14 (hub)",
-               "unet": "small CNN U-Net from scratch", "all_good": "'all good' (floor: no defect anywhere)"}
-COLOURS = {"scratch": "tab:grey", "mae": "tab:blue", "simclr": "tab:orange", "mae_unrelated": "tab:purple",
-           "dinov2": "tab:green", "unet": "tab:brown", "all_good": "black"}
-MVTEC_HELP = ("MVTec AD (Bergmann et al., CVPR 2019), published at https://www.mvtec.com/company/research/datasets/"
-              "mvtec-ad (CC BY-NC-SA 4.0). Give data_root = one category folder laid out as "
-              "<category>/train/good/*.png, <category>/test/good/*.png, <category>/test/<defect>/*.png and "
-              "<category>/ground_truth/<defect>/<name>_mask.png (e.g. .../mvtec_anomaly_detection/bottle)")
-PER_CLASS_HELP = ("a per-class folder: data_root/<class>/Imgs/<name>.<jpg|png|bmp> with its mask beside it as "
-                  "<name>.png (a class named good/ok/normal needs no masks)")
+INIT_LABELS = {
+    "scratch": "ViT from scratch (random init)",
+    "mae": "MAE (in-domain)",
+    "simclr": "SimCLR (in-domain)",
+    "mae_unrelated": "MAE (unrelated photos)",
+    "dinov2": "DINOv2 ViT-S/14 (hub)",
+    "unet": "small CNN U-Net from scratch",
+    "all_good": "'all good' (floor: no defect anywhere)",
+}
+COLOURS = {
+    "scratch": "tab:grey",
+    "mae": "tab:blue",
+    "simclr": "tab:orange",
+    "mae_unrelated": "tab:purple",
+    "dinov2": "tab:green",
+    "unet": "tab:brown",
+    "all_good": "black",
+}
+MVTEC_HELP = (
+    "MVTec AD (Bergmann et al., CVPR 2019), published at https://www.mvtec.com/company/research/datasets/"
+    "mvtec-ad (CC BY-NC-SA 4.0). Give data_root = one category folder laid out as "
+    "<category>/train/good/*.png, <category>/test/good/*.png, <category>/test/<defect>/*.png and "
+    "<category>/ground_truth/<defect>/<name>_mask.png (e.g. .../mvtec_anomaly_detection/bottle)"
+)
+PER_CLASS_HELP = (
+    "a per-class folder: data_root/<class>/Imgs/<name>.<jpg|png|bmp> with its mask beside it as "
+    "<name>.png (a class named good/ok/normal needs no masks)"
+)
 
 
 # ======================================================================================
@@ -63,24 +80,32 @@ def check_inputs(cfg) -> None:
     where it is published), a ``data_root`` or weights file that does not exist."""
     if cfg.data_source == "simulated":
         if cfg.data_root:
-            raise ParameterError(f"data_root={cfg.data_root!r} is given but data_source is 'simulated'; "
-                                 "set data_source to mvtec or per_class to read it")
+            raise ParameterError(
+                f"data_root={cfg.data_root!r} is given but data_source is 'simulated'; "
+                "set data_source to mvtec or per_class to read it"
+            )
     else:
         layout = MVTEC_HELP if cfg.data_source == "mvtec" else PER_CLASS_HELP
         if not cfg.data_root:
-            raise ParameterError(f"data_source={cfg.data_source!r} (preset {cfg.preset!r}) needs data_root: {layout}. "
-                                 "Run e.g. `labkit reproduce ssl_industrial -p data_source mvtec -p data_root "
-                                 "/data/mvtec_anomaly_detection/bottle`, or -p data_source simulated")
+            raise ParameterError(
+                f"data_source={cfg.data_source!r} (preset {cfg.preset!r}) needs data_root: {layout}. "
+                "Run e.g. `labkit reproduce ssl_industrial -p data_source mvtec -p data_root "
+                "/data/mvtec_anomaly_detection/bottle`, or -p data_source simulated"
+            )
         if not Path(cfg.data_root).is_dir():
             raise ParameterError(f"parameter data_root: folder {cfg.data_root} does not exist ({layout})")
     for name in ("encoder_weights", "dinov2_weights"):
         value = cfg[name]
         if value not in ("random", "pretrained") and not str(value).startswith("labkit:") and not Path(value).exists():
-            raise ParameterError(f"parameter {name}: weights file {value} does not exist (give random, pretrained, "
-                                 "labkit:<name> or an existing .safetensors/.pth file)")
+            raise ParameterError(
+                f"parameter {name}: weights file {value} does not exist (give random, pretrained, "
+                "labkit:<name> or an existing .safetensors/.pth file)"
+            )
     if cfg.encoder_weights == "pretrained":
-        raise ParameterError("parameter encoder_weights: the study's ViT has no hub weights at its size; give random, "
-                             "labkit:<name> or a file")
+        raise ParameterError(
+            "parameter encoder_weights: the study's ViT has no hub weights at its size; give random, "
+            "labkit:<name> or a file"
+        )
 
 
 def _pool_size(cfg) -> int:
@@ -100,23 +125,30 @@ def split_inspection(inspection, cfg) -> dict:
     labels = inspection.labels
     bad, good = rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
     if len(bad) < 2:
-        raise DataError(f"{cfg.data_root}: {len(bad)} defect image(s) with masks; the study needs at least 2 "
-                        "(one for the labelled pool, one for the test set)")
+        raise DataError(
+            f"{cfg.data_root}: {len(bad)} defect image(s) with masks; the study needs at least 2 "
+            "(one for the labelled pool, one for the test set)"
+        )
     n_pool_bad = len(bad) // 2
     pool_bad, test_bad = bad[:n_pool_bad], bad[n_pool_bad:]
     n_test_good = min(len(test_bad), len(good) // 4)
     n_pool_good = min(len(pool_bad), len(good) // 4)
-    test_good, pool_good = good[:n_test_good], good[n_test_good:n_test_good + n_pool_good]
-    rest = good[n_test_good + n_pool_good:]
+    test_good, pool_good = good[:n_test_good], good[n_test_good : n_test_good + n_pool_good]
+    rest = good[n_test_good + n_pool_good :]
     if len(rest) < cfg.n_unlabeled:
-        raise DataError(f"{cfg.data_root}: {len(good)} defect-free images, of which {len(rest)} are left for "
-                        f"pretraining after the test set and the labelled pool take theirs, but n_unlabeled="
-                        f"{cfg.n_unlabeled} were asked for; lower n_unlabeled (-p n_unlabeled {len(rest)}) or add "
-                        "defect-free images")
-    unlabeled = rest[:cfg.n_unlabeled]
-    return {"unlabeled": inspection.subset(unlabeled), "pool": inspection.subset(np.concatenate([pool_bad, pool_good])),
-            "test": inspection.subset(np.concatenate([test_bad, test_good])),
-            "good": inspection.subset(unlabeled[:cfg.n_good])}
+        raise DataError(
+            f"{cfg.data_root}: {len(good)} defect-free images, of which {len(rest)} are left for "
+            f"pretraining after the test set and the labelled pool take theirs, but n_unlabeled="
+            f"{cfg.n_unlabeled} were asked for; lower n_unlabeled (-p n_unlabeled {len(rest)}) or add "
+            "defect-free images"
+        )
+    unlabeled = rest[: cfg.n_unlabeled]
+    return {
+        "unlabeled": inspection.subset(unlabeled),
+        "pool": inspection.subset(np.concatenate([pool_bad, pool_good])),
+        "test": inspection.subset(np.concatenate([test_bad, test_good])),
+        "good": inspection.subset(unlabeled[: cfg.n_good]),
+    }
 
 
 def make_data(cfg) -> dict:
@@ -127,10 +159,12 @@ def make_data(cfg) -> dict:
     base = 1000 * cfg.data_seed
     if cfg.data_source == "simulated":
         sim = SurfaceSimulator(size=cfg.img_size, channels=cfg.channels, defect_fraction=0.5)
-        sets = {"unlabeled": sim.sample(cfg.n_unlabeled, seed=base + 1,
-                                        defect_fraction=cfg.unlabeled_defect_fraction),
-                "pool": sim.sample(_pool_size(cfg), seed=base + 2), "test": sim.sample(cfg.n_test, seed=base + 3),
-                "good": sim.sample(cfg.n_good, seed=base + 4, defect_fraction=0.0)}
+        sets = {
+            "unlabeled": sim.sample(cfg.n_unlabeled, seed=base + 1, defect_fraction=cfg.unlabeled_defect_fraction),
+            "pool": sim.sample(_pool_size(cfg), seed=base + 2),
+            "test": sim.sample(cfg.n_test, seed=base + 3),
+            "good": sim.sample(cfg.n_good, seed=base + 4, defect_fraction=0.0),
+        }
     else:
         from labkit.data.inspection_folders import GOOD_NAMES, load_mvtec_style, load_per_class
 
@@ -143,10 +177,16 @@ def make_data(cfg) -> dict:
         sets = split_inspection(inspection, cfg)
     out = {}
     for name, s in sets.items():
-        out[name] = {"images": np.asarray(s.images, np.float32), "masks": np.asarray(s.masks, np.int64),
-                     "defect_types": np.asarray(s.defect_types, str)}
-    out["unrelated"] = {"images": unrelated_images(len(out["unlabeled"]["images"]), size=cfg.img_size,
-                                                   channels=cfg.channels, seed=base + 5)}
+        out[name] = {
+            "images": np.asarray(s.images, np.float32),
+            "masks": np.asarray(s.masks, np.int64),
+            "defect_types": np.asarray(s.defect_types, str),
+        }
+    out["unrelated"] = {
+        "images": unrelated_images(
+            len(out["unlabeled"]["images"]), size=cfg.img_size, channels=cfg.channels, seed=base + 5
+        )
+    }
     mean = out["unlabeled"]["images"].mean(axis=(0, 2, 3))
     std = out["unlabeled"]["images"].std(axis=(0, 2, 3)) + 1e-6
     arrays = {f"{k}_{f}": v for k, d in out.items() for f, v in d.items()}
@@ -177,8 +217,12 @@ def data_summary(data: dict) -> pd.DataFrame:
     for name in ("unlabeled", "pool", "test", "good"):
         s = data[name]
         types = s["defect_types"]
-        row = {"set": name, "images": len(types), "defective": int((types != "good").sum()),
-               "defect_pixel_%": round(100 * float(s["masks"].mean()), 2)}
+        row = {
+            "set": name,
+            "images": len(types),
+            "defective": int((types != "good").sum()),
+            "defect_pixel_%": round(100 * float(s["masks"].mean()), 2),
+        }
         row.update({d: int((types == d).sum()) for d in sorted(set(types) - {"good"})})
         rows.append(row)
     rows.append({"set": "unrelated (photos)", "images": len(data["unrelated"]["images"])})
@@ -232,7 +276,7 @@ def subset_overlap(cfg, data) -> pd.DataFrame:
     rows = []
     for n in cfg.label_counts:
         subsets = {s: set(label_subset(labels, n, s, max(cfg.label_counts), cfg.data_seed)) for s in cfg.seeds}
-        shared = [len(subsets[a] & subsets[b]) for i, a in enumerate(cfg.seeds) for b in cfg.seeds[i + 1:]]
+        shared = [len(subsets[a] & subsets[b]) for i, a in enumerate(cfg.seeds) for b in cfg.seeds[i + 1 :]]
         rows.append({"n_labels": n, "pool": len(labels), "max_shared_between_seeds": max(shared, default=0)})
     return pd.DataFrame(rows)
 
@@ -252,13 +296,32 @@ def _encoder_kwargs(cfg) -> dict:
 def _new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights="random"):
     from labkit.models.backbones import create_backbone
 
-    return create_backbone(arch, weights=weights, img_size=img_size, patch_size=patch_size, in_chans=channels,
-                           num_classes=0, **encoder_kwargs)
+    return create_backbone(
+        arch,
+        weights=weights,
+        img_size=img_size,
+        patch_size=patch_size,
+        in_chans=channels,
+        num_classes=0,
+        **encoder_kwargs,
+    )
 
 
-def pretrain_task(method: str, source: str, data_file: str, arch: str, encoder_kwargs: dict, img_size: int,
-                  patch_size: int, epochs: int, batch_size: int, mask_ratio: float, norm_pix_loss: bool,
-                  seed: int, device: str = "cpu") -> dict:
+def pretrain_task(
+    method: str,
+    source: str,
+    data_file: str,
+    arch: str,
+    encoder_kwargs: dict,
+    img_size: int,
+    patch_size: int,
+    epochs: int,
+    batch_size: int,
+    mask_ratio: float,
+    norm_pix_loss: bool,
+    seed: int,
+    device: str = "cpu",
+) -> dict:
     """One pretraining run (MAE or SimCLR on the in-domain or the unrelated images): encoder weights, loss
     history, the trivial predictor's loss and the ratio of the final loss to it."""
     from labkit.core.device import resolve_device
@@ -266,30 +329,55 @@ def pretrain_task(method: str, source: str, data_file: str, arch: str, encoder_k
 
     d = _load(data_file)
     images = d["unlabeled_images"] if source == "in_domain" else d["unrelated_images"]
-    common = dict(arch=arch, img_size=img_size, patch_size=patch_size, batch_size=min(batch_size, len(images)),
-                  epochs=epochs, seed=seed, progress=False, encoder_kwargs=encoder_kwargs,
-                  device=resolve_device(device, announce=False))
+    common = dict(
+        arch=arch,
+        img_size=img_size,
+        patch_size=patch_size,
+        batch_size=min(batch_size, len(images)),
+        epochs=epochs,
+        seed=seed,
+        progress=False,
+        encoder_kwargs=encoder_kwargs,
+        device=resolve_device(device, announce=False),
+    )
     if method == "mae":
-        enc, hist = pretrain_mae(images, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, decoder_dim=96,
-                                 decoder_depth=1, **common)
+        enc, hist = pretrain_mae(
+            images, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss, decoder_dim=96, decoder_depth=1, **common
+        )
     else:
         enc, hist = pretrain_simclr(images, **common)
     meta = enc.pretrain_meta
-    return {"state": {k: v.detach().cpu().numpy() for k, v in enc.state_dict().items()},
-            "loss": hist["loss"].to_numpy(float), "first_loss": float(hist["loss"].iloc[0]),
-            "final_loss": float(hist["loss"].iloc[-1]), "trivial_loss": float(meta["trivial_loss"]),
-            "loss_ratio": float(meta["loss_ratio"]), "seconds": float(meta["seconds"]),
-            "images_per_s": float(hist["images_per_second"].median()), "n_images": int(len(images)),
-            "epochs_run": int(len(hist))}
+    return {
+        "state": {k: v.detach().cpu().numpy() for k, v in enc.state_dict().items()},
+        "loss": hist["loss"].to_numpy(float),
+        "first_loss": float(hist["loss"].iloc[0]),
+        "final_loss": float(hist["loss"].iloc[-1]),
+        "trivial_loss": float(meta["trivial_loss"]),
+        "loss_ratio": float(meta["loss_ratio"]),
+        "seconds": float(meta["seconds"]),
+        "images_per_s": float(hist["images_per_second"].median()),
+        "n_images": int(len(images)),
+        "epochs_run": int(len(hist)),
+    }
 
 
 def _pretrain_params(cfg, data, init) -> dict:
     method, source = PRETRAINED[init]
-    return dict(method=method, source=source, data_file=data["file"], arch=cfg.arch,
-                encoder_kwargs=_encoder_kwargs(cfg), img_size=cfg.img_size, patch_size=cfg.patch_size,
-                epochs=cfg.mae_epochs if method == "mae" else cfg.simclr_epochs,
-                batch_size=cfg.pretrain_batch_size, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.mae_norm_pix_loss,
-                seed=cfg.seeds[0], device=cfg.device)
+    return dict(
+        method=method,
+        source=source,
+        data_file=data["file"],
+        arch=cfg.arch,
+        encoder_kwargs=_encoder_kwargs(cfg),
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        epochs=cfg.mae_epochs if method == "mae" else cfg.simclr_epochs,
+        batch_size=cfg.pretrain_batch_size,
+        mask_ratio=cfg.mask_ratio,
+        norm_pix_loss=cfg.mae_norm_pix_loss,
+        seed=cfg.seeds[0],
+        device=cfg.device,
+    )
 
 
 def pretrain_all(cfg, data, progress: bool = True) -> dict:
@@ -307,15 +395,24 @@ def pretrain_all(cfg, data, progress: bool = True) -> dict:
     out = {}
     for name, rec in zip(names, result.records):
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rec["state"].items()}
-        meta = {"arch": cfg.arch, "img_size": cfg.img_size, "patch_size": cfg.patch_size, "in_chans": cfg.channels,
-                "method": PRETRAINED[name][0], "encoder_kwargs": json.dumps(_encoder_kwargs(cfg)),
-                "pixel_mean": data_pixel_stats(data)[0], "pixel_std": data_pixel_stats(data)[1],
-                "loss_ratio": rec["loss_ratio"], "data": f"{data['source']} inspection images, preset {cfg.preset}"}
+        meta = {
+            "arch": cfg.arch,
+            "img_size": cfg.img_size,
+            "patch_size": cfg.patch_size,
+            "in_chans": cfg.channels,
+            "method": PRETRAINED[name][0],
+            "encoder_kwargs": json.dumps(_encoder_kwargs(cfg)),
+            "pixel_mean": data_pixel_stats(data)[0],
+            "pixel_std": data_pixel_stats(data)[1],
+            "loss_ratio": rec["loss_ratio"],
+            "data": f"{data['source']} inspection images, preset {cfg.preset}",
+        }
         if name in CHECKPOINTS:
             path = save_named_checkpoint(CHECKPOINTS[name], state, meta)
         else:
-            path = save_checkpoint(cache_dir(f"{STUDY}/encoders") / f"{name}-{grid.tasks[names.index(name)].fingerprint()}",
-                                   state, meta)
+            path = save_checkpoint(
+                cache_dir(f"{STUDY}/encoders") / f"{name}-{grid.tasks[names.index(name)].fingerprint()}", state, meta
+            )
         out[name] = {"record": rec, "file": str(path), "digest": file_digest(path)}
     return out
 
@@ -330,11 +427,22 @@ def pretraining_table(cfg, pretrained: dict) -> pd.DataFrame:
     for name, p in pretrained.items():
         r = p["record"]
         trained = r["loss_ratio"] < cfg.trained_max_loss_ratio
-        rows.append({"init": name, "method": PRETRAINED[name][0], "data": PRETRAINED[name][1], "images": r["n_images"],
-                     "epochs": r["epochs_run"], "first_loss": r["first_loss"], "final_loss": r["final_loss"],
-                     "trivial_loss": r["trivial_loss"], "loss_ratio": r["loss_ratio"],
-                     "trained": "yes" if trained else f"no: ratio >= {cfg.trained_max_loss_ratio:g}",
-                     "seconds": r["seconds"], "images_per_s": r["images_per_s"]})
+        rows.append(
+            {
+                "init": name,
+                "method": PRETRAINED[name][0],
+                "data": PRETRAINED[name][1],
+                "images": r["n_images"],
+                "epochs": r["epochs_run"],
+                "first_loss": r["first_loss"],
+                "final_loss": r["final_loss"],
+                "trivial_loss": r["trivial_loss"],
+                "loss_ratio": r["loss_ratio"],
+                "trained": "yes" if trained else f"no: ratio >= {cfg.trained_max_loss_ratio:g}",
+                "seconds": r["seconds"],
+                "images_per_s": r["images_per_s"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -370,9 +478,11 @@ def resolve_inits(cfg, pretrained: dict) -> tuple[dict, pd.DataFrame]:
             else:
                 ratio = pretrained[name]["record"]["loss_ratio"]
                 if not ratio < cfg.trained_max_loss_ratio:
-                    reason = (f"did not train: precondition 'trained' failed (final pretraining loss {ratio:.3f} x "
-                              f"the trivial predictor's, not below {cfg.trained_max_loss_ratio:g}); pretrain longer "
-                              "(mae_epochs / simclr_epochs) or on more images")
+                    reason = (
+                        f"did not train: precondition 'trained' failed (final pretraining loss {ratio:.3f} x "
+                        f"the trivial predictor's, not below {cfg.trained_max_loss_ratio:g}); pretrain longer "
+                        "(mae_epochs / simclr_epochs) or on more images"
+                    )
         elif name == "dinov2":
             try:
                 dinov2_encoder(cfg.img_size, cfg.dinov2_weights, check_only=True)
@@ -380,8 +490,14 @@ def resolve_inits(cfg, pretrained: dict) -> tuple[dict, pd.DataFrame]:
                 reason = "weights unavailable: " + " ".join(str(exc).split())
         if reason:
             unavailable[name] = reason
-        rows.append({"init": name, "description": INIT_LABELS.get(name, name),
-                     "status": "not evaluated" if reason else "evaluated", "reason": reason})
+        rows.append(
+            {
+                "init": name,
+                "description": INIT_LABELS.get(name, name),
+                "status": "not evaluated" if reason else "evaluated",
+                "reason": reason,
+            }
+        )
     return unavailable, pd.DataFrame(rows)
 
 
@@ -428,8 +544,9 @@ def _prepare(x: np.ndarray, init: str, mean, std, img_size: int) -> torch.Tensor
     return (t - m) / s
 
 
-def _build_encoder(init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights,
-                   dinov2_weights):
+def _build_encoder(
+    init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights, dinov2_weights
+):
     from labkit.core.checkpoints import load_checkpoint, load_state_into
 
     if init == "dinov2":
@@ -442,11 +559,30 @@ def _build_encoder(init, encoder_file, arch, encoder_kwargs, img_size, patch_siz
     return enc
 
 
-def finetune_task(init: str, protocol: str, n_labels: int, seed: int, block: int, data_file: str, data_seed: int,
-                  encoder_file: str | None, encoder_digest: str | None, arch: str, encoder_kwargs: dict,
-                  img_size: int, patch_size: int, channels: int, steps: int, batch_size: int, lr: float,
-                  encoder_lr_scale: float, seg_head: str, encoder_weights: str = "random",
-                  dinov2_weights: str = "pretrained", device: str = "cpu") -> dict:
+def finetune_task(
+    init: str,
+    protocol: str,
+    n_labels: int,
+    seed: int,
+    block: int,
+    data_file: str,
+    data_seed: int,
+    encoder_file: str | None,
+    encoder_digest: str | None,
+    arch: str,
+    encoder_kwargs: dict,
+    img_size: int,
+    patch_size: int,
+    channels: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    encoder_lr_scale: float,
+    seg_head: str,
+    encoder_weights: str = "random",
+    dinov2_weights: str = "pretrained",
+    device: str = "cpu",
+) -> dict:
     """One defect-segmentation run on ``n_labels`` labelled images of the pool, scored on the test set.
 
     ``init``: scratch / mae / simclr / mae_unrelated / dinov2 (a ViT), ``unet`` (a small CNN U-Net from
@@ -455,8 +591,14 @@ def finetune_task(init: str, protocol: str, n_labels: int, seed: int, block: int
     frozen encoder's patch tokens). Returns defect AP, defect F1, image AUROC, mIoU, trainable parameters.
     """
     from labkit.core.device import resolve_device
-    from labkit.methods.ssl_industrial_finetune import (ViTSegmenter, count_trainable, defect_metrics,
-                                                        predict_defect_prob, small_unet, train_segmenter)
+    from labkit.methods.ssl_industrial_finetune import (
+        ViTSegmenter,
+        count_trainable,
+        defect_metrics,
+        predict_defect_prob,
+        small_unet,
+        train_segmenter,
+    )
 
     dev = resolve_device(device, announce=False)
     d = _load(data_file)
@@ -477,22 +619,29 @@ def finetune_task(init: str, protocol: str, n_labels: int, seed: int, block: int
         info = train_segmenter(model, x_train, y_train, **train)
         prob = predict_defect_prob(model, x_test, device=dev)
     else:
-        enc = _build_encoder(init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels,
-                             encoder_weights, dinov2_weights)
+        enc = _build_encoder(
+            init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights, dinov2_weights
+        )
         frozen = protocol == "frozen"
-        model = ViTSegmenter(enc, out_size=int(test_masks.shape[-1]), head="linear" if frozen else seg_head,
-                             frozen=frozen).to(dev)
+        model = ViTSegmenter(
+            enc, out_size=int(test_masks.shape[-1]), head="linear" if frozen else seg_head, frozen=frozen
+        ).to(dev)
         if frozen:  # the frozen encoder's features, once; only the head learns (no augmentation)
             with torch.inference_mode():
-                f_train = torch.cat([model.features(x_train[i:i + 64].to(dev)) for i in range(0, len(x_train), 64)])
-                f_test = torch.cat([model.features(x_test[i:i + 64].to(dev)) for i in range(0, len(x_test), 64)])
+                f_train = torch.cat([model.features(x_train[i : i + 64].to(dev)) for i in range(0, len(x_train), 64)])
+                f_test = torch.cat([model.features(x_test[i : i + 64].to(dev)) for i in range(0, len(x_test), 64)])
             info = train_segmenter(model, f_train.clone(), y_train, augment=False, forward=model.decode, **train)
             prob = predict_defect_prob(model.decode, f_test, device=dev)
         else:
             info = train_segmenter(model, x_train, y_train, encoder_lr_scale=encoder_lr_scale, **train)
             prob = predict_defect_prob(model, x_test, device=dev)
-    return {**out, **defect_metrics(prob, test_masks), "trainable_params": count_trainable(model),
-            "seconds": info["seconds"], "final_train_loss": info["final_loss"]}
+    return {
+        **out,
+        **defect_metrics(prob, test_masks),
+        "trainable_params": count_trainable(model),
+        "seconds": info["seconds"],
+        "final_train_loss": info["final_loss"],
+    }
 
 
 def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]:
@@ -500,11 +649,24 @@ def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]
     fewest labels (claim 3); frozen probes of MAE and SimCLR at the most labels (claim 2); the U-Net and
     the 'all good' floor at every label count."""
     lo, hi = min(cfg.label_counts), max(cfg.label_counts)
-    common = dict(block=hi, data_file=data["file"], data_seed=cfg.data_seed, arch=cfg.arch,
-                  encoder_kwargs=_encoder_kwargs(cfg), img_size=cfg.img_size, patch_size=cfg.patch_size,
-                  channels=cfg.channels, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch_size,
-                  lr=cfg.finetune_lr, encoder_lr_scale=cfg.encoder_lr_scale, seg_head=cfg.seg_head,
-                  encoder_weights=cfg.encoder_weights, dinov2_weights=cfg.dinov2_weights, device=cfg.device)
+    common = dict(
+        block=hi,
+        data_file=data["file"],
+        data_seed=cfg.data_seed,
+        arch=cfg.arch,
+        encoder_kwargs=_encoder_kwargs(cfg),
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        channels=cfg.channels,
+        steps=cfg.finetune_steps,
+        batch_size=cfg.finetune_batch_size,
+        lr=cfg.finetune_lr,
+        encoder_lr_scale=cfg.encoder_lr_scale,
+        seg_head=cfg.seg_head,
+        encoder_weights=cfg.encoder_weights,
+        dinov2_weights=cfg.dinov2_weights,
+        device=cfg.device,
+    )
     tasks = []
     for init in [*cfg.inits, "unet", "all_good"]:
         if init in unavailable:
@@ -513,17 +675,48 @@ def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]
         counts = [lo] if init == "mae_unrelated" else list(cfg.label_counts)
         for n in counts:
             for seed in cfg.seeds:
-                tasks.append(dict(init=init, protocol="full" if init in VIT_INITS else "-", n_labels=n, seed=seed,
-                                  encoder_file=enc.get("file"), encoder_digest=enc.get("digest"), **common))
+                tasks.append(
+                    dict(
+                        init=init,
+                        protocol="full" if init in VIT_INITS else "-",
+                        n_labels=n,
+                        seed=seed,
+                        encoder_file=enc.get("file"),
+                        encoder_digest=enc.get("digest"),
+                        **common,
+                    )
+                )
         if init in ("mae", "simclr", "dinov2") and "frozen" in cfg.protocols:
             for seed in cfg.seeds:
-                tasks.append(dict(init=init, protocol="frozen", n_labels=hi, seed=seed, encoder_file=enc.get("file"),
-                                  encoder_digest=enc.get("digest"), **common))
+                tasks.append(
+                    dict(
+                        init=init,
+                        protocol="frozen",
+                        n_labels=hi,
+                        seed=seed,
+                        encoder_file=enc.get("file"),
+                        encoder_digest=enc.get("digest"),
+                        **common,
+                    )
+                )
     return tasks
 
 
-RUN_COLUMNS = ["init", "protocol", "n_labels", "seed", "defect_ap", "defect_f1", "image_auroc", "miou", "defect_iou",
-               "trainable_params", "seconds", "n_train", "train_defective"]
+RUN_COLUMNS = [
+    "init",
+    "protocol",
+    "n_labels",
+    "seed",
+    "defect_ap",
+    "defect_f1",
+    "image_auroc",
+    "miou",
+    "defect_iou",
+    "trainable_params",
+    "seconds",
+    "n_train",
+    "train_defective",
+]
 
 
 def finetune_all(cfg, data, pretrained: dict, unavailable: dict, progress: bool = True) -> pd.DataFrame:
@@ -542,14 +735,20 @@ def results_table(runs: pd.DataFrame, unavailable: dict | None = None) -> pd.Dat
     metrics = ["defect_ap", "defect_f1", "image_auroc", "miou"]
     summary = aggregate_over_seeds(runs, metrics, ["init", "protocol", "n_labels"])
     order = {k: i for i, k in enumerate(["all_good", "unet", *VIT_INITS])}
-    summary = summary.sort_values(["init", "protocol", "n_labels"], key=lambda c: c.map(order) if c.name == "init"
-                                  else c).reset_index(drop=True)
+    summary = summary.sort_values(
+        ["init", "protocol", "n_labels"], key=lambda c: c.map(order) if c.name == "init" else c
+    ).reset_index(drop=True)
     floor = runs[runs["init"] == "all_good"].groupby("n_labels")["defect_ap"].mean()
-    summary.insert(3, "defect_ap_above_floor", [m - floor.get(n, np.nan) for m, n in
-                                                zip(summary["defect_ap_mean"], summary["n_labels"])])
+    summary.insert(
+        3,
+        "defect_ap_above_floor",
+        [m - floor.get(n, np.nan) for m, n in zip(summary["defect_ap_mean"], summary["n_labels"])],
+    )
     summary.insert(0, "row", [INIT_LABELS.get(i, i) for i in summary["init"]])
-    extra = [{"row": INIT_LABELS.get(k, k), "init": k, "protocol": f"not evaluated: {v}"}
-             for k, v in (unavailable or {}).items()]
+    extra = [
+        {"row": INIT_LABELS.get(k, k), "init": k, "protocol": f"not evaluated: {v}"}
+        for k, v in (unavailable or {}).items()
+    ]
     return pd.concat([summary, pd.DataFrame(extra)], ignore_index=True) if extra else summary
 
 
@@ -582,10 +781,23 @@ def label_efficiency_figure(runs: pd.DataFrame):
 # ======================================================================================
 # 4. anomaly detection without defect labels (grid tasks)
 # ======================================================================================
-def patchcore_task(init: str, data_file: str, encoder_file: str | None, encoder_digest: str | None, arch: str,
-                   encoder_kwargs: dict, img_size: int, patch_size: int, channels: int, coreset_ratio: float,
-                   neighbourhood: int, encoder_weights: str = "random", dinov2_weights: str = "pretrained",
-                   seed: int = 0, device: str = "cpu") -> dict:
+def patchcore_task(
+    init: str,
+    data_file: str,
+    encoder_file: str | None,
+    encoder_digest: str | None,
+    arch: str,
+    encoder_kwargs: dict,
+    img_size: int,
+    patch_size: int,
+    channels: int,
+    coreset_ratio: float,
+    neighbourhood: int,
+    encoder_weights: str = "random",
+    dinov2_weights: str = "pretrained",
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """PatchCore on one init's patch features: memory bank from defect-free images, scored on the test set."""
     from labkit.core.device import resolve_device
     from labkit.methods.anomaly import PatchCore, anomaly_aurocs, vit_patch_features
@@ -593,24 +805,39 @@ def patchcore_task(init: str, data_file: str, encoder_file: str | None, encoder_
     dev = resolve_device(device, announce=False)
     d = _load(data_file)
     torch.manual_seed(seed)
-    enc = _build_encoder(init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights,
-                         dinov2_weights).to(dev).eval()
+    enc = (
+        _build_encoder(
+            init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights, dinov2_weights
+        )
+        .to(dev)
+        .eval()
+    )
     mean, std = d["pixel_mean"].tolist(), d["pixel_std"].tolist()
     depth = len(enc.blocks)
     layers = (max(0, depth // 2 - 1), depth - 1)
-    model = PatchCore(lambda im: vit_patch_features(enc, im.to(dev), layers=layers), coreset_ratio=coreset_ratio,
-                      seed=seed, neighbourhood=neighbourhood)
+    model = PatchCore(
+        lambda im: vit_patch_features(enc, im.to(dev), layers=layers),
+        coreset_ratio=coreset_ratio,
+        seed=seed,
+        neighbourhood=neighbourhood,
+    )
     model.fit(_prepare(d["good_images"], init, mean, std, img_size).numpy())
     scores, maps = model.score(_prepare(d["test_images"], init, mean, std, img_size).numpy())
     if maps.shape[-1] != d["test_masks"].shape[-1]:
         import torch.nn.functional as F
 
-        maps = F.interpolate(torch.from_numpy(maps)[:, None], size=d["test_masks"].shape[-2:], mode="bilinear",
-                             align_corners=False)[:, 0].numpy()
+        maps = F.interpolate(
+            torch.from_numpy(maps)[:, None], size=d["test_masks"].shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0].numpy()
     labels = (d["test_defect_types"] != "good").astype(int)
     res = anomaly_aurocs(scores, maps, labels, d["test_masks"])
-    return {"image_auroc": res["image_auroc"], "pixel_auroc": res["pixel_auroc"], "aupro": res["aupro"],
-            "memory_bank": int(model.memory_bank_.shape[0]), "layers": list(layers)}
+    return {
+        "image_auroc": res["image_auroc"],
+        "pixel_auroc": res["pixel_auroc"],
+        "aupro": res["aupro"],
+        "memory_bank": int(model.memory_bank_.shape[0]),
+        "layers": list(layers),
+    }
 
 
 def anomaly_detection(cfg, data, pretrained: dict, unavailable: dict, progress: bool = True) -> pd.DataFrame:
@@ -618,11 +845,23 @@ def anomaly_detection(cfg, data, pretrained: dict, unavailable: dict, progress: 
     grid = Grid(f"{STUDY}-patchcore", patchcore_task, inputs={"data": data["digest"]})
     for init in inits:
         enc = pretrained.get(init, {})
-        grid.add(init=init, data_file=data["file"], encoder_file=enc.get("file"), encoder_digest=enc.get("digest"),
-                 arch=cfg.arch, encoder_kwargs=_encoder_kwargs(cfg), img_size=cfg.img_size,
-                 patch_size=cfg.patch_size, channels=cfg.channels, coreset_ratio=cfg.coreset_ratio,
-                 neighbourhood=cfg.patchcore_neighbourhood, encoder_weights=cfg.encoder_weights,
-                 dinov2_weights=cfg.dinov2_weights, seed=cfg.seeds[0], device=cfg.device)
+        grid.add(
+            init=init,
+            data_file=data["file"],
+            encoder_file=enc.get("file"),
+            encoder_digest=enc.get("digest"),
+            arch=cfg.arch,
+            encoder_kwargs=_encoder_kwargs(cfg),
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            channels=cfg.channels,
+            coreset_ratio=cfg.coreset_ratio,
+            neighbourhood=cfg.patchcore_neighbourhood,
+            encoder_weights=cfg.encoder_weights,
+            dinov2_weights=cfg.dinov2_weights,
+            seed=cfg.seeds[0],
+            device=cfg.device,
+        )
     result = grid.run(executor=cfg.executor, workers=cfg.workers, scheduler=cfg.scheduler, progress=progress)
     frame = result.frame()
     if len(frame):
@@ -656,44 +895,101 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
     label_limited = Precondition.label_limited("defect_ap", full=arm("scratch", hi), few=arm("scratch", lo), margin=m)
 
     def trained(init):
-        return Precondition(f"trained ({init})", Check("loss_ratio", {"init": init}, "<", ratio, table="pretraining"),
-                            why=f"final {init} pretraining loss below {ratio:g} x the trivial predictor's loss")
+        return Precondition(
+            f"trained ({init})",
+            Check("loss_ratio", {"init": init}, "<", ratio, table="pretraining"),
+            why=f"final {init} pretraining loss below {ratio:g} x the trivial predictor's loss",
+        )
 
     claims = []
     for ssl in ("mae", "simclr"):
-        claims.append(Claim(
-            id=f"C1_label_efficiency_{ssl}",
-            statement=("At small label counts, self-supervised pretraining then fine-tuning beats training from "
-                       f"scratch on the same labels; the gap narrows as labels grow ({INIT_LABELS[ssl]})."),
-            compare=[Compare("defect_ap", a=arm(ssl, lo), b=arm("scratch", lo),
-                             label=f"defect AP at {lo} labels: {ssl} > scratch"),
-                     Compare("gap_ap", a={"init": ssl, "n_labels": lo}, b={"init": ssl, "n_labels": hi}, table="gaps",
-                             label=f"defect-AP gap over scratch: at {lo} labels > at {hi} labels")],
-            preconditions=[label_limited, trained(ssl)], unavailable=blocked(ssl, "scratch"),
-            note=f"full fine-tuning (every parameter) for {cfg.finetune_steps} steps; paired over seeds"))
-    claims.append(Claim(
-        id="C2_probe_vs_finetune",
-        statement=("Masked-image-modelling features are weak under frozen probes but strong after fine-tuning, "
-                   "while contrastive features do well under probes too."),
-        compare=[Compare("defect_ap", a=arm("simclr", hi, "frozen"), b=arm("mae", hi, "frozen"),
-                         label=f"frozen linear probe, defect AP at {hi} labels: SimCLR > MAE"),
-                 Compare("gain_ap", a={"init": "mae"}, b={"init": "simclr"}, table="gains",
-                         label=f"gain of full fine-tuning over the frozen probe at {hi} labels: MAE > SimCLR")],
-        preconditions=[trained("mae"), trained("simclr")], unavailable=blocked("mae", "simclr"),
-        note="segmentation (defect AP) rather than image classification: one fine-tune gives both"))
-    claims.append(Claim(
-        id="C3_in_domain",
-        statement="Pretraining on in-domain unlabeled images beats pretraining on unrelated images of the same count.",
-        compare=[Compare("defect_ap", a=arm("mae", lo), b=arm("mae_unrelated", lo),
-                         label=f"defect AP at {lo} labels: MAE in-domain > MAE on unrelated photos")],
-        preconditions=[trained("mae"), trained("mae_unrelated")], unavailable=blocked("mae", "mae_unrelated"),
-        note="both encoders fine-tuned on inspection images standardised with the inspection set's statistics"))
-    claims.append(Claim(
-        id="C4_foundation_model",
-        statement="A general-purpose foundation model (DINOv2) fine-tuned on few labels beats training from scratch.",
-        compare=[Compare("defect_ap", a=arm("dinov2", lo), b=arm("scratch", lo),
-                         label=f"defect AP at {lo} labels: DINOv2 > scratch")],
-        preconditions=[label_limited], unavailable=blocked("dinov2", "scratch")))
+        claims.append(
+            Claim(
+                id=f"C1_label_efficiency_{ssl}",
+                statement=(
+                    "At small label counts, self-supervised pretraining then fine-tuning beats training from "
+                    f"scratch on the same labels; the gap narrows as labels grow ({INIT_LABELS[ssl]})."
+                ),
+                compare=[
+                    Compare(
+                        "defect_ap",
+                        a=arm(ssl, lo),
+                        b=arm("scratch", lo),
+                        label=f"defect AP at {lo} labels: {ssl} > scratch",
+                    ),
+                    Compare(
+                        "gap_ap",
+                        a={"init": ssl, "n_labels": lo},
+                        b={"init": ssl, "n_labels": hi},
+                        table="gaps",
+                        label=f"defect-AP gap over scratch: at {lo} labels > at {hi} labels",
+                    ),
+                ],
+                preconditions=[label_limited, trained(ssl)],
+                unavailable=blocked(ssl, "scratch"),
+                note=f"full fine-tuning (every parameter) for {cfg.finetune_steps} steps; paired over seeds",
+            )
+        )
+    claims.append(
+        Claim(
+            id="C2_probe_vs_finetune",
+            statement=(
+                "Masked-image-modelling features are weak under frozen probes but strong after fine-tuning, "
+                "while contrastive features do well under probes too."
+            ),
+            compare=[
+                Compare(
+                    "defect_ap",
+                    a=arm("simclr", hi, "frozen"),
+                    b=arm("mae", hi, "frozen"),
+                    label=f"frozen linear probe, defect AP at {hi} labels: SimCLR > MAE",
+                ),
+                Compare(
+                    "gain_ap",
+                    a={"init": "mae"},
+                    b={"init": "simclr"},
+                    table="gains",
+                    label=f"gain of full fine-tuning over the frozen probe at {hi} labels: MAE > SimCLR",
+                ),
+            ],
+            preconditions=[trained("mae"), trained("simclr")],
+            unavailable=blocked("mae", "simclr"),
+            note="segmentation (defect AP) rather than image classification: one fine-tune gives both",
+        )
+    )
+    claims.append(
+        Claim(
+            id="C3_in_domain",
+            statement="Pretraining on in-domain unlabeled images beats pretraining on unrelated images of the same count.",
+            compare=[
+                Compare(
+                    "defect_ap",
+                    a=arm("mae", lo),
+                    b=arm("mae_unrelated", lo),
+                    label=f"defect AP at {lo} labels: MAE in-domain > MAE on unrelated photos",
+                )
+            ],
+            preconditions=[trained("mae"), trained("mae_unrelated")],
+            unavailable=blocked("mae", "mae_unrelated"),
+            note="both encoders fine-tuned on inspection images standardised with the inspection set's statistics",
+        )
+    )
+    claims.append(
+        Claim(
+            id="C4_foundation_model",
+            statement="A general-purpose foundation model (DINOv2) fine-tuned on few labels beats training from scratch.",
+            compare=[
+                Compare(
+                    "defect_ap",
+                    a=arm("dinov2", lo),
+                    b=arm("scratch", lo),
+                    label=f"defect AP at {lo} labels: DINOv2 > scratch",
+                )
+            ],
+            preconditions=[label_limited],
+            unavailable=blocked("dinov2", "scratch"),
+        )
+    )
     return claims
 
 
@@ -708,19 +1004,32 @@ def claim_tables(results: dict) -> dict[str, pd.DataFrame]:
     for _, r in full[full["init"] != "scratch"].iterrows():
         key = (r["n_labels"], r["seed"])
         if key in scratch.index:
-            gaps.append({"init": r["init"], "n_labels": r["n_labels"], "seed": r["seed"],
-                         "gap_ap": r["defect_ap"] - scratch[key]})
+            gaps.append(
+                {
+                    "init": r["init"],
+                    "n_labels": r["n_labels"],
+                    "seed": r["seed"],
+                    "gap_ap": r["defect_ap"] - scratch[key],
+                }
+            )
     frozen = runs[runs["protocol"] == "frozen"]
     gains = []
     for _, r in frozen.iterrows():
         match = full[(full["init"] == r["init"]) & (full["n_labels"] == r["n_labels"]) & (full["seed"] == r["seed"])]
         if len(match):
-            gains.append({"init": r["init"], "seed": r["seed"], "gain_ap": float(match["defect_ap"].iloc[0])
-                          - r["defect_ap"]})
-    pre = pd.DataFrame([{"init": k, "loss_ratio": v["record"]["loss_ratio"]}
-                        for k, v in results.get("pretrained", {}).items()], columns=["init", "loss_ratio"])
-    return {"runs": runs, "gaps": pd.DataFrame(gaps, columns=["init", "n_labels", "seed", "gap_ap"]),
-            "gains": pd.DataFrame(gains, columns=["init", "seed", "gain_ap"]), "pretraining": pre}
+            gains.append(
+                {"init": r["init"], "seed": r["seed"], "gain_ap": float(match["defect_ap"].iloc[0]) - r["defect_ap"]}
+            )
+    pre = pd.DataFrame(
+        [{"init": k, "loss_ratio": v["record"]["loss_ratio"]} for k, v in results.get("pretrained", {}).items()],
+        columns=["init", "loss_ratio"],
+    )
+    return {
+        "runs": runs,
+        "gaps": pd.DataFrame(gaps, columns=["init", "n_labels", "seed", "gap_ap"]),
+        "gains": pd.DataFrame(gains, columns=["init", "seed", "gain_ap"]),
+        "pretraining": pre,
+    }
 
 
 def regime_table(cfg, runs: pd.DataFrame) -> pd.DataFrame:
@@ -731,8 +1040,14 @@ def regime_table(cfg, runs: pd.DataFrame) -> pd.DataFrame:
     for init in ("all_good", "scratch", "unet"):
         g = runs[(runs["init"] == init) & runs["protocol"].isin(["full", "-"])].groupby("n_labels")["defect_ap"].mean()
         if len(g):
-            rows.append({"row": INIT_LABELS[init], f"defect_ap_at_{lo}": g.get(lo, np.nan),
-                         f"defect_ap_at_{hi}": g.get(hi, np.nan), "gain": g.get(hi, np.nan) - g.get(lo, np.nan)})
+            rows.append(
+                {
+                    "row": INIT_LABELS[init],
+                    f"defect_ap_at_{lo}": g.get(lo, np.nan),
+                    f"defect_ap_at_{hi}": g.get(hi, np.nan),
+                    "gain": g.get(hi, np.nan) - g.get(lo, np.nan),
+                }
+            )
     out = pd.DataFrame(rows)
     out["label_limited_margin"] = cfg.label_limited_margin
     return out

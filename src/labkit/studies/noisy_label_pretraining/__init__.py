@@ -45,9 +45,25 @@ from labkit.data import label_noise, landcover
 from labkit.methods import weight_analysis
 from labkit.methods.training import evaluate, fit  # noqa: F401  (re-exported for callers)
 from labkit.studies.noisy_label_pretraining.tasks import (  # noqa: F401  (the grid's tasks and their helpers)
-    PLATEAU_FRACTION, _labels, _load_arrays, _loader, _model_from, build_model, check_bands, decoder_channels,
-    encoder_state, finetune_task, full_state, late_gain, model_in_channels, pretrain_task, qda_task, score, train,
-    trivial_loss)
+    PLATEAU_FRACTION,
+    _labels,
+    _load_arrays,
+    _loader,
+    _model_from,
+    build_model,
+    check_bands,
+    decoder_channels,
+    encoder_state,
+    finetune_task,
+    full_state,
+    late_gain,
+    model_in_channels,
+    pretrain_task,
+    qda_task,
+    score,
+    train,
+    trivial_loss,
+)
 
 STUDY = "noisy_label_pretraining"
 CHECKPOINT_NAME = "noisy-pretrained-unet-r18"
@@ -68,17 +84,22 @@ DATA_SOURCES = ("simulated", "geotiff", "noldo_s12")
 LEGEND_FILES = ("legend.json", "legend.csv")
 #: What each data source is, where it is published and the folder layout the loader expects.
 DATASETS = {
-    "geotiff": ("your own GeoTIFF tiles", "your own data",
-                "DATA_ROOT/images/<name>.tif, DATA_ROOT/labels_noisy/<name>.tif, DATA_ROOT/labels_clean/<name>.tif "
-                "(same names, same grid) and DATA_ROOT/legend.json ({\"<label value>\": \"<class>\"}) or legend.csv"),
-    "noldo_s12": ("NoLDO-S12 (SSL4EO-S12@NoL noisy Dynamic World / OSM labels and SSL4EO-S12@DW exact labels; Liu et "
-                  "al., CromSS, IEEE TGRS 2025)",
-                  "https://huggingface.co/datasets/vikki23/NoLDO-S12 (MIT; code at https://github.com/zhu-xlab/CromSS)",
-                  "the geotiff layout: DATA_ROOT/images/<name>.tif (Sentinel-2 bands), DATA_ROOT/labels_noisy/<name>.tif "
-                  "(the NoL noisy labels), DATA_ROOT/labels_clean/<name>.tif (the DW exact labels, same grid) and "
-                  "DATA_ROOT/legend.json; unpack ssl4eo_s12_nol.zip and ssl4eo_s12_dw.zip into it (see "
-                  "docs/data/noisy_label_pretraining.md: the zips' inner layout is not documented, so labkit reads "
-                  "the tiles after you place them)"),
+    "geotiff": (
+        "your own GeoTIFF tiles",
+        "your own data",
+        "DATA_ROOT/images/<name>.tif, DATA_ROOT/labels_noisy/<name>.tif, DATA_ROOT/labels_clean/<name>.tif "
+        '(same names, same grid) and DATA_ROOT/legend.json ({"<label value>": "<class>"}) or legend.csv',
+    ),
+    "noldo_s12": (
+        "NoLDO-S12 (SSL4EO-S12@NoL noisy Dynamic World / OSM labels and SSL4EO-S12@DW exact labels; Liu et "
+        "al., CromSS, IEEE TGRS 2025)",
+        "https://huggingface.co/datasets/vikki23/NoLDO-S12 (MIT; code at https://github.com/zhu-xlab/CromSS)",
+        "the geotiff layout: DATA_ROOT/images/<name>.tif (Sentinel-2 bands), DATA_ROOT/labels_noisy/<name>.tif "
+        "(the NoL noisy labels), DATA_ROOT/labels_clean/<name>.tif (the DW exact labels, same grid) and "
+        "DATA_ROOT/legend.json; unpack ssl4eo_s12_nol.zip and ssl4eo_s12_dw.zip into it (see "
+        "docs/data/noisy_label_pretraining.md: the zips' inner layout is not documented, so labkit reads "
+        "the tiles after you place them)",
+    ),
 }
 
 
@@ -87,19 +108,13 @@ DATASETS = {
 # ---------------------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
 #: Sentinel-2 bands that ImageNet's red, green and blue input filters belong to.
 IMAGENET_RGB_BANDS = ("B04", "B03", "B02")
 
 
-def imagenet_encoder_state(num_classes: int, encoder: str, bands: Sequence[str], decoder_width: int,
-                           encoder_depth: int = 5) -> dict:
+def imagenet_encoder_state(
+    num_classes: int, encoder: str, bands: Sequence[str], decoder_width: int, encoder_depth: int = 5
+) -> dict:
     """Encoder state dict (``encoder.*`` keys) with ImageNet weights, its first convolution fitted to ``bands``.
 
     Each of B04, B03, B02 gets the filter of its own colour, any other band (NIR, red edge, SWIR) the mean of the
@@ -107,8 +122,7 @@ def imagenet_encoder_state(num_classes: int, encoder: str, bands: Sequence[str],
     they are never replaced by random ones.
     """
     bands = list(bands)
-    rgb = build_model(num_classes, encoder, 3, decoder_width, weights="pretrained", seed=0,
-                      encoder_depth=encoder_depth)
+    rgb = build_model(num_classes, encoder, 3, decoder_width, weights="pretrained", seed=0, encoder_depth=encoder_depth)
     state = {f"encoder.{k}": v.detach().clone() for k, v in rgb.encoder.state_dict().items()}
     stem = next(k for k, v in state.items() if v.ndim == 4 and v.shape[1] == 3)
     w = state[stem]
@@ -124,9 +138,11 @@ def _unavailable_reason(exc: Exception, encoder: str) -> str:
 
     text = str(exc).strip()
     if "are not available" in text:
-        return (f"weights unavailable: no {timm_name(encoder)} ImageNet weights on this machine (no local file, no "
-                "Hugging Face cache, hub offline); put the timm weights file in LABKIT_WEIGHTS_DIR or pass "
-                "encoder_weights=<file>; never replaced by random weights")
+        return (
+            f"weights unavailable: no {timm_name(encoder)} ImageNet weights on this machine (no local file, no "
+            "Hugging Face cache, hub offline); put the timm weights file in LABKIT_WEIGHTS_DIR or pass "
+            "encoder_weights=<file>; never replaced by random weights"
+        )
     return f"weights unavailable: {text.splitlines()[0] if text else type(exc).__name__}"
 
 
@@ -138,28 +154,22 @@ def band_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalise(images: np.ndarray, mean, std) -> np.ndarray:
-    return ((images - np.asarray(mean)[None, :, None, None]) / np.asarray(std)[None, :, None, None]).astype(
-        np.float32)
-
-
-
-
-
-
-
-
-
-
-
-
+    return ((images - np.asarray(mean)[None, :, None, None]) / np.asarray(std)[None, :, None, None]).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Data: simulated, or the user's GeoTIFF tiles
 # ---------------------------------------------------------------------------------------------------
 
-def noisy_labels(tiles: landcover.LandcoverTiles | None, clean: np.ndarray, noise_models: Sequence[str],
-                 severity: float, seed: int, num_classes: int) -> np.ndarray:
+
+def noisy_labels(
+    tiles: landcover.LandcoverTiles | None,
+    clean: np.ndarray,
+    noise_models: Sequence[str],
+    severity: float,
+    seed: int,
+    num_classes: int,
+) -> np.ndarray:
     """``clean`` corrupted by the composite of ``noise_models`` at ``severity`` (0 returns a copy)."""
     if severity == 0:
         return clean.copy()
@@ -172,8 +182,16 @@ def noisy_labels(tiles: landcover.LandcoverTiles | None, clean: np.ndarray, nois
     return label_noise.apply_noise(model, clean, seed=seed, **context)
 
 
-def simulate_noisy_pool(n_tiles: int, tile: int, seed: int, noise_models: Sequence[str], severity: float,
-                        bands=landcover.NIRRGB, task: str = TASK_A, progress: bool = False):
+def simulate_noisy_pool(
+    n_tiles: int,
+    tile: int,
+    seed: int,
+    noise_models: Sequence[str],
+    severity: float,
+    bands=landcover.NIRRGB,
+    task: str = TASK_A,
+    progress: bool = False,
+):
     """Simulated tiles, their clean and noisy ``task`` labels, and the measured pixel noise rate."""
     tiles = landcover.LandscapeSimulator(tile, bands=bands).sample(n_tiles, seed=seed, progress=progress)
     clean = tiles.labels(task)
@@ -249,8 +267,9 @@ def load_geotiff_tree(root: str | Path, tile: int) -> dict:
         raise DataError(f"data_root {root}: folder does not exist")
     for sub in ("images", "labels_noisy", "labels_clean"):
         if not (root / sub).is_dir():
-            raise DataError(f"{root}: missing folder {sub}/ (expected images/, labels_noisy/, labels_clean/ and a "
-                            "legend file)")
+            raise DataError(
+                f"{root}: missing folder {sub}/ (expected images/, labels_noisy/, labels_clean/ and a legend file)"
+            )
     legend = read_legend(root)
     values = sorted(legend)
     lut_size = max(values) + 1
@@ -258,35 +277,56 @@ def load_geotiff_tree(root: str | Path, tile: int) -> dict:
     paths = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in (".tif", ".tiff"))
     if not paths:
         raise DataError(f"{root / 'images'}: no GeoTIFF tiles (.tif)")
-    out = {"names": [], "images": [], "noisy": [], "clean": [], "classes": classes, "bands": None,
-           "nodata_pixels": 0, "legend_values": values}
+    out = {
+        "names": [],
+        "images": [],
+        "noisy": [],
+        "clean": [],
+        "classes": classes,
+        "bands": None,
+        "nodata_pixels": 0,
+        "legend_values": values,
+    }
     for path in paths:
         image, meta = io.read_geotiff(path)
         if out["bands"] is None:
             out["bands"] = [b or f"band {i + 1}" for i, b in enumerate(meta.get("band_names") or [None] * len(image))]
         elif image.shape[0] != len(out["bands"]):
-            raise DataError(f"{path}: has {image.shape[0]} bands but {paths[0].name} has {len(out['bands'])}; every "
-                            "tile needs the same bands (the model's input)")
+            raise DataError(
+                f"{path}: has {image.shape[0]} bands but {paths[0].name} has {len(out['bands'])}; every "
+                "tile needs the same bands (the model's input)"
+            )
         if min(image.shape[1:]) < tile:
             raise DataError(f"{path}: tile {image.shape[1]}x{image.shape[2]} is smaller than the crop tile={tile}")
         masks = {}
         for kind in ("labels_noisy", "labels_clean"):
-            candidates = [root / kind / path.name, root / kind / (path.stem + ".tiff"), root / kind / (path.stem + ".tif")]
+            candidates = [
+                root / kind / path.name,
+                root / kind / (path.stem + ".tiff"),
+                root / kind / (path.stem + ".tif"),
+            ]
             label_path = next((c for c in candidates if c.exists()), None)
             if label_path is None:
                 raise DataError(f"{path}: no {kind[7:]} mask {root / kind / path.name} for this image")
             raw, label_meta = io.read_geotiff(label_path)
             if _grid(label_meta) != _grid(meta):
-                what = [n for n, a, b in zip(("shape", "shape", "transform", "CRS"), _grid(label_meta), _grid(meta))
-                        if a != b]
-                raise DataError(f"{label_path}: on another grid than its image {path.name} ({', '.join(sorted(set(what)))} "
-                                f"differ: {_grid(label_meta)} vs {_grid(meta)}); labels are never resampled")
+                what = [
+                    n
+                    for n, a, b in zip(("shape", "shape", "transform", "CRS"), _grid(label_meta), _grid(meta))
+                    if a != b
+                ]
+                raise DataError(
+                    f"{label_path}: on another grid than its image {path.name} ({', '.join(sorted(set(what)))} "
+                    f"differ: {_grid(label_meta)} vs {_grid(meta)}); labels are never resampled"
+                )
             mask = landcover._as_mask(raw, str(label_path))
             valid = mask != IGNORE_INDEX
             bad = np.setdiff1d(np.unique(mask[valid]), values)
             if bad.size:
-                raise DataError(f"{label_path}: label value(s) {bad[:10].tolist()} are not in the legend "
-                                f"({', '.join(f'{v}={legend[v]}' for v in values)})")
+                raise DataError(
+                    f"{label_path}: label value(s) {bad[:10].tolist()} are not in the legend "
+                    f"({', '.join(f'{v}={legend[v]}' for v in values)})"
+                )
             lut = np.full(lut_size, IGNORE_INDEX, np.int64)
             lut[values] = np.arange(len(values))
             mapped = np.full(mask.shape, IGNORE_INDEX, np.int64)
@@ -306,7 +346,7 @@ def chips(image: np.ndarray, masks: Sequence[np.ndarray], tile: int):
     _, h, w = image.shape
     for y in range(0, h - tile + 1, tile):
         for x in range(0, w - tile + 1, tile):
-            yield image[:, y:y + tile, x:x + tile], [m[y:y + tile, x:x + tile] for m in masks]
+            yield image[:, y : y + tile, x : x + tile], [m[y : y + tile, x : x + tile] for m in masks]
 
 
 def _cfg(cfg, name, default=None):
@@ -323,15 +363,20 @@ def check_data_parameters(cfg) -> None:
     if source != "simulated":
         dataset, where, layout = DATASETS[source]
         if not root:
-            raise ParameterError(f"data_source={source!r} ({dataset}) needs data_root: a local folder laid out as "
-                                 f"{layout}. Published at {where}. See docs/data/noisy_label_pretraining.md.")
+            raise ParameterError(
+                f"data_source={source!r} ({dataset}) needs data_root: a local folder laid out as "
+                f"{layout}. Published at {where}. See docs/data/noisy_label_pretraining.md."
+            )
         if not Path(root).is_dir():
-            raise ParameterError(f"parameter 'data_root': {root} does not exist (data_source={source!r}, {dataset}; "
-                                 f"expected layout: {layout})")
+            raise ParameterError(
+                f"parameter 'data_root': {root} does not exist (data_source={source!r}, {dataset}; "
+                f"expected layout: {layout})"
+            )
     weights = str(_cfg(cfg, "encoder_weights", "pretrained") or "pretrained")
     if weights not in ("random", "pretrained") and not weights.startswith("labkit:") and not Path(weights).exists():
-        raise ParameterError(f"parameter 'encoder_weights': {weights} does not exist (random, pretrained, a file path "
-                             "or labkit:<name>)")
+        raise ParameterError(
+            f"parameter 'encoder_weights': {weights} does not exist (random, pretrained, a file path or labkit:<name>)"
+        )
 
 
 @dataclasses.dataclass
@@ -365,12 +410,13 @@ def _save_arrays(arrays: dict, recipe: dict) -> dict:
     return {"path": str(path), "digest": file_digest(path)}
 
 
-
-
 def _split_sizes(cfg) -> dict:
-    return {"pretrain": int(_cfg(cfg, "n_pretrain_tiles")), "finetune": max(int(k) for k in _cfg(cfg, "k_values")
-                                                                          + [_cfg(cfg, "task_b_k")]),
-            "val": int(_cfg(cfg, "n_val_tiles")), "test": int(_cfg(cfg, "n_test_tiles"))}
+    return {
+        "pretrain": int(_cfg(cfg, "n_pretrain_tiles")),
+        "finetune": max(int(k) for k in _cfg(cfg, "k_values") + [_cfg(cfg, "task_b_k")]),
+        "val": int(_cfg(cfg, "n_val_tiles")),
+        "test": int(_cfg(cfg, "n_test_tiles")),
+    }
 
 
 def make_data(cfg, progress: bool = False) -> StudyData:
@@ -396,8 +442,16 @@ def make_data(cfg, progress: bool = False) -> StudyData:
         sim = landcover.LandscapeSimulator(tile, bands=bands)
         for seed in seeds:
             base = 1000 * seed
-            recipe = {"source": source, "tile": tile, "bands": bands, "seed": seed, "sizes": sizes,
-                      "noise_models": noise_models, "levels": levels, "version": 2}
+            recipe = {
+                "source": source,
+                "tile": tile,
+                "bands": bands,
+                "seed": seed,
+                "sizes": sizes,
+                "noise_models": noise_models,
+                "levels": levels,
+                "version": 2,
+            }
             split = {name: sim.sample(n, seed=base + i + 1) for i, (name, n) in enumerate(sizes.items())}
             if examples is None:
                 examples = split["finetune"].subset(slice(0, 4))
@@ -414,8 +468,11 @@ def make_data(cfg, progress: bool = False) -> StudyData:
                 rates[label_key(level)] = label_noise.noise_rate(clean, noisy)
             arrays["norm"] = np.stack([mean, std])
             files[seed] = _save_arrays(arrays, recipe)
-            summary[seed] = {"tiles": {k: int(v) for k, v in sizes.items()}, "pixel_noise_rate": rates,
-                             "nodata_pixels": 0}
+            summary[seed] = {
+                "tiles": {k: int(v) for k, v in sizes.items()},
+                "pixel_noise_rate": rates,
+                "nodata_pixels": 0,
+            }
         return StudyData(source, files, classes_a, classes_b, bands, summary, examples)
 
     tree = load_geotiff_tree(_cfg(cfg, "data_root"), tile)
@@ -439,9 +496,11 @@ def make_data(cfg, progress: bool = False) -> StudyData:
             else:
                 split_tiles["rest"].append(int(i))
         if not split_tiles["rest"]:
-            raise DataError(f"data_root {_cfg(cfg, 'data_root')}: {n_tiles} tile(s) give no tiles left for "
-                            f"pretraining and fine-tuning after {n_eval} test and validation chips of {tile} px; "
-                            "add tiles or lower n_test_tiles / n_val_tiles")
+            raise DataError(
+                f"data_root {_cfg(cfg, 'data_root')}: {n_tiles} tile(s) give no tiles left for "
+                f"pretraining and fine-tuning after {n_eval} test and validation chips of {tile} px; "
+                "add tiles or lower n_test_tiles / n_val_tiles"
+            )
 
         def gather(indices):
             xs, noisy, clean = [], [], []
@@ -453,22 +512,34 @@ def make_data(cfg, progress: bool = False) -> StudyData:
         parts = {name: gather(idx) for name, idx in split_tiles.items()}
         rest_x, rest_noisy, rest_clean = parts["rest"]
         pick = np.random.default_rng(seed + 1).permutation(len(rest_x))
-        pre_idx, ft_idx = pick[:sizes["pretrain"]], pick[:sizes["finetune"]]
+        pre_idx, ft_idx = pick[: sizes["pretrain"]], pick[: sizes["finetune"]]
         if len(ft_idx) < sizes["finetune"]:
-            raise DataError(f"data_root {_cfg(cfg, 'data_root')}: {len(rest_x)} chips left for fine-tuning, fewer than "
-                            f"the largest k ({sizes['finetune']}); add tiles or lower k_values / task_b_k")
-        named = {"pretrain": ([rest_x[i] for i in pre_idx], [rest_noisy[i] for i in pre_idx],
-                              [rest_clean[i] for i in pre_idx]),
-                 "finetune": ([rest_x[i] for i in ft_idx], None, [rest_clean[i] for i in ft_idx]),
-                 "val": (parts["val"][0], None, parts["val"][2]), "test": (parts["test"][0], None, parts["test"][2])}
+            raise DataError(
+                f"data_root {_cfg(cfg, 'data_root')}: {len(rest_x)} chips left for fine-tuning, fewer than "
+                f"the largest k ({sizes['finetune']}); add tiles or lower k_values / task_b_k"
+            )
+        named = {
+            "pretrain": (
+                [rest_x[i] for i in pre_idx],
+                [rest_noisy[i] for i in pre_idx],
+                [rest_clean[i] for i in pre_idx],
+            ),
+            "finetune": ([rest_x[i] for i in ft_idx], None, [rest_clean[i] for i in ft_idx]),
+            "val": (parts["val"][0], None, parts["val"][2]),
+            "test": (parts["test"][0], None, parts["test"][2]),
+        }
         arrays, nodata = {}, 0
         for name, (xs, noisy, clean) in named.items():
             if not xs:
                 raise DataError(f"data_root {_cfg(cfg, 'data_root')}: no {tile} px chips for the {name} split")
-            images, masks, counts = landcover.prepare_tiles(np.stack(xs), np.stack(clean), len(bands),
-                                                            len(classes_a), names=[f"{name} chip {i}" for i in
-                                                                                   range(len(xs))],
-                                                            fill_value=np.nan)
+            images, masks, counts = landcover.prepare_tiles(
+                np.stack(xs),
+                np.stack(clean),
+                len(bands),
+                len(classes_a),
+                names=[f"{name} chip {i}" for i in range(len(xs))],
+                fill_value=np.nan,
+            )
             nodata += counts["nodata_pixels"]
             arrays[f"x_{name}"], arrays[f"a_{name}"] = images, masks
             if noisy is not None:
@@ -484,11 +555,23 @@ def make_data(cfg, progress: bool = False) -> StudyData:
             arrays[f"a_pretrain_{label_key(level)}"] = np.where(clean == IGNORE_INDEX, IGNORE_INDEX, noisy)
             rates[label_key(level)] = label_noise.noise_rate(clean, noisy)
         arrays["norm"] = np.stack([mean, std])
-        recipe = {"source": source, "tree": tree_digest, "tile": tile, "seed": seed, "sizes": sizes,
-                  "noise_models": noise_models, "levels": levels, "version": 2}
+        recipe = {
+            "source": source,
+            "tree": tree_digest,
+            "tile": tile,
+            "seed": seed,
+            "sizes": sizes,
+            "noise_models": noise_models,
+            "levels": levels,
+            "version": 2,
+        }
         files[seed] = _save_arrays(arrays, recipe)
-        summary[seed] = {"tiles": {k: int(len(v[0])) for k, v in named.items()}, "pixel_noise_rate": rates,
-                         "nodata_pixels": nodata, "source_tiles": {k: len(v) for k, v in split_tiles.items()}}
+        summary[seed] = {
+            "tiles": {k: int(len(v[0])) for k, v in named.items()},
+            "pixel_noise_rate": rates,
+            "nodata_pixels": nodata,
+            "source_tiles": {k: len(v) for k, v in split_tiles.items()},
+        }
     return StudyData(source, files, classes_a, classes_b, bands, summary, None)
 
 
@@ -497,20 +580,10 @@ def make_data(cfg, progress: bool = False) -> StudyData:
 # ---------------------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------------------------
 # The experiment: two grids (pretraining, then fine-tuning) and the layer-wise analysis
 # ---------------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Results:
@@ -530,11 +603,13 @@ class Results:
 def validate_settings(cfg) -> None:
     """ParameterError naming the parameter when a combination cannot run (beyond the spec's type/range checks)."""
     tile, depth = int(_cfg(cfg, "tile")), int(_cfg(cfg, "encoder_depth", 5))
-    if tile % 2 ** depth:
-        raise ParameterError(f"tile={tile}: a {depth}-stage U-Net needs a multiple of {2 ** depth}")
-    if tile // 2 ** depth < 2:
-        raise ParameterError(f"tile={tile} with encoder_depth={depth} leaves the encoder a "
-                             f"{tile // 2 ** depth}x{tile // 2 ** depth} deepest map: lower encoder_depth or raise tile")
+    if tile % 2**depth:
+        raise ParameterError(f"tile={tile}: a {depth}-stage U-Net needs a multiple of {2**depth}")
+    if tile // 2**depth < 2:
+        raise ParameterError(
+            f"tile={tile} with encoder_depth={depth} leaves the encoder a "
+            f"{tile // 2**depth}x{tile // 2**depth} deepest map: lower encoder_depth or raise tile"
+        )
     if _cfg(cfg, "data_source", "simulated") == "simulated":
         bands = list(_cfg(cfg, "bands", landcover.NIRRGB))
         unknown = [b for b in bands if b not in landcover.S2_BANDS]
@@ -545,14 +620,16 @@ def validate_settings(cfg) -> None:
     noise_models = list(_cfg(cfg, "noise_models"))
     unknown = [n for n in noise_models if n not in label_noise.NOISE_MODELS]
     if unknown or not noise_models:
-        raise ParameterError(f"noise_models: unknown or empty {unknown or noise_models}; "
-                             f"known: {list(label_noise.NOISE_MODELS)}")
+        raise ParameterError(
+            f"noise_models: unknown or empty {unknown or noise_models}; known: {list(label_noise.NOISE_MODELS)}"
+        )
     if float(_cfg(cfg, "noise_severity")) <= 0:
         raise ParameterError("noise_severity must be > 0: it is the noisy pretraining (clean pretraining always runs)")
     levels = [float(v) for v in _cfg(cfg, "noise_levels")]
     if any(not 0 < v <= 1 for v in levels):
-        raise ParameterError(f"noise_levels must lie in (0, 1] (clean pretraining is the reference line, not a "
-                             f"level), got {levels}")
+        raise ParameterError(
+            f"noise_levels must lie in (0, 1] (clean pretraining is the reference line, not a level), got {levels}"
+        )
     k_values = [int(k) for k in _cfg(cfg, "k_values")]
     if len(set(k_values)) != len(k_values) or min(k_values) < 1 or len(k_values) < 2:
         raise ParameterError(f"k_values must be two or more distinct positive tile counts, got {k_values}")
@@ -568,22 +645,39 @@ def validate_settings(cfg) -> None:
 
 def _settings(cfg, data: StudyData) -> dict:
     k_values = sorted(int(k) for k in _cfg(cfg, "k_values"))
-    return {"seeds": [int(s) for s in _cfg(cfg, "seeds")], "data_source": data.source, "tile": int(_cfg(cfg, "tile")),
-            "encoder": _cfg(cfg, "encoder"), "encoder_depth": int(_cfg(cfg, "encoder_depth")),
-            "bands": list(data.bands), "decoder_width": int(_cfg(cfg, "decoder_width")),
-            "batch_size": int(_cfg(cfg, "batch_size")), "lr": float(_cfg(cfg, "lr")),
-            "finetune_lr": float(_cfg(cfg, "finetune_lr")), "n_pretrain_tiles": int(_cfg(cfg, "n_pretrain_tiles")),
-            "pretrain_steps": int(_cfg(cfg, "pretrain_steps")), "finetune_steps": int(_cfg(cfg, "finetune_steps")),
-            "eval_points": int(_cfg(cfg, "eval_points")), "k_values": k_values,
-            "n_val_tiles": int(_cfg(cfg, "n_val_tiles")), "n_test_tiles": int(_cfg(cfg, "n_test_tiles")),
-            "noise_models": list(_cfg(cfg, "noise_models")), "noise_severity": float(_cfg(cfg, "noise_severity")),
-            "main_noisy_labels": main_noisy_key(cfg), "noise_levels": sweep_levels(cfg),
-            "sweep_k": int(_cfg(cfg, "sweep_k") or k_values[0]), "task_b_k": int(_cfg(cfg, "task_b_k")),
-            "inits": list(_cfg(cfg, "inits")), "encoder_weights": str(_cfg(cfg, "encoder_weights")),
-            "kl_bins": int(_cfg(cfg, "kl_bins")), "layer_sample": int(_cfg(cfg, "layer_sample")),
-            "plateau_max_gain": float(_cfg(cfg, "plateau_max_gain")),
-            "label_limited_margin": float(_cfg(cfg, "label_limited_margin")),
-            "executor": _cfg(cfg, "executor", "serial"), "device": str(_cfg(cfg, "device", "cpu"))}
+    return {
+        "seeds": [int(s) for s in _cfg(cfg, "seeds")],
+        "data_source": data.source,
+        "tile": int(_cfg(cfg, "tile")),
+        "encoder": _cfg(cfg, "encoder"),
+        "encoder_depth": int(_cfg(cfg, "encoder_depth")),
+        "bands": list(data.bands),
+        "decoder_width": int(_cfg(cfg, "decoder_width")),
+        "batch_size": int(_cfg(cfg, "batch_size")),
+        "lr": float(_cfg(cfg, "lr")),
+        "finetune_lr": float(_cfg(cfg, "finetune_lr")),
+        "n_pretrain_tiles": int(_cfg(cfg, "n_pretrain_tiles")),
+        "pretrain_steps": int(_cfg(cfg, "pretrain_steps")),
+        "finetune_steps": int(_cfg(cfg, "finetune_steps")),
+        "eval_points": int(_cfg(cfg, "eval_points")),
+        "k_values": k_values,
+        "n_val_tiles": int(_cfg(cfg, "n_val_tiles")),
+        "n_test_tiles": int(_cfg(cfg, "n_test_tiles")),
+        "noise_models": list(_cfg(cfg, "noise_models")),
+        "noise_severity": float(_cfg(cfg, "noise_severity")),
+        "main_noisy_labels": main_noisy_key(cfg),
+        "noise_levels": sweep_levels(cfg),
+        "sweep_k": int(_cfg(cfg, "sweep_k") or k_values[0]),
+        "task_b_k": int(_cfg(cfg, "task_b_k")),
+        "inits": list(_cfg(cfg, "inits")),
+        "encoder_weights": str(_cfg(cfg, "encoder_weights")),
+        "kl_bins": int(_cfg(cfg, "kl_bins")),
+        "layer_sample": int(_cfg(cfg, "layer_sample")),
+        "plateau_max_gain": float(_cfg(cfg, "plateau_max_gain")),
+        "label_limited_margin": float(_cfg(cfg, "label_limited_margin")),
+        "executor": _cfg(cfg, "executor", "serial"),
+        "device": str(_cfg(cfg, "device", "cpu")),
+    }
 
 
 def _weights_file(state: Mapping[str, np.ndarray], meta: dict) -> dict:
@@ -607,13 +701,25 @@ def _external_encoder(cfg, settings: dict, num_classes: int) -> tuple[dict | Non
     weights = settings["encoder_weights"]
     try:
         if weights == "pretrained":
-            state = imagenet_encoder_state(num_classes, settings["encoder"], settings["bands"],
-                                           settings["decoder_width"], settings["encoder_depth"])
+            state = imagenet_encoder_state(
+                num_classes,
+                settings["encoder"],
+                settings["bands"],
+                settings["decoder_width"],
+                settings["encoder_depth"],
+            )
         elif weights == "random":
             return None, "encoder_weights=random: the reference-encoder row would repeat random initialisation"
         else:
-            model = build_model(num_classes, settings["encoder"], len(settings["bands"]), settings["decoder_width"],
-                                weights=weights, seed=0, encoder_depth=settings["encoder_depth"])
+            model = build_model(
+                num_classes,
+                settings["encoder"],
+                len(settings["bands"]),
+                settings["decoder_width"],
+                weights=weights,
+                seed=0,
+                encoder_depth=settings["encoder_depth"],
+            )
             state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
     except WeightsUnavailableError as exc:
         return None, _unavailable_reason(exc, settings["encoder"])
@@ -631,33 +737,62 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
     data = data or make_data(cfg)
     s = _settings(cfg, data)
     device = str(resolve_device(s["device"], announce=progress))
-    executor = {"executor": s["executor"], "workers": _cfg(cfg, "workers"), "scheduler": _cfg(cfg, "scheduler"),
-                "progress": progress, "threads": 1}  # one torch thread per task: measured faster here (see README)
+    executor = {
+        "executor": s["executor"],
+        "workers": _cfg(cfg, "workers"),
+        "scheduler": _cfg(cfg, "scheduler"),
+        "progress": progress,
+        "threads": 1,
+    }  # one torch thread per task: measured faster here (see README)
     ka = len(data.classes_a)
     kb = len(data.classes_b) if data.classes_b else ka
-    model = {"encoder": s["encoder"], "encoder_depth": s["encoder_depth"], "in_channels": len(data.bands),
-             "decoder_width": s["decoder_width"], "num_classes": ka, "num_classes_b": kb}
+    model = {
+        "encoder": s["encoder"],
+        "encoder_depth": s["encoder_depth"],
+        "in_channels": len(data.bands),
+        "decoder_width": s["decoder_width"],
+        "num_classes": ka,
+        "num_classes_b": kb,
+    }
     main = s["main_noisy_labels"]
     label_sets = ["clean"] + sorted({main} | {label_key(v) for v in s["noise_levels"]})
     severity_of = {label_key(v): v for v in s["noise_levels"]} | {"clean": 0.0, "real": float("nan")}
     unavailable: dict[str, str] = {}
     if data.classes_b is None:
-        unavailable[TASK_B] = ("the data have one class definition (one legend); the second task needs another "
-                               "(simulated data only)")
+        unavailable[TASK_B] = (
+            "the data have one class definition (one legend); the second task needs another (simulated data only)"
+        )
 
     # -- grid 1: pretraining (clean, clean in another data order = the null, each noisy label set)
     pre = Grid(f"{STUDY}-pretrain", pretrain_task)
     save = bool(_cfg(cfg, "save_checkpoint", False)) and s["encoder"] == "resnet18"
     for seed in s["seeds"]:
-        common = dict(data=data.files[seed], seed=seed, model=model, steps=s["pretrain_steps"],
-                      batch_size=s["batch_size"], lr=s["lr"], device=device)
+        common = dict(
+            data=data.files[seed],
+            seed=seed,
+            model=model,
+            steps=s["pretrain_steps"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            device=device,
+        )
         for labels in label_sets:
             pre.add(labels=labels, order=0, **common)
         pre.add(labels="clean", order=1, **common)
     if save:  # the named checkpoint: a full-depth ResNet-18 on the first seed's main noisy labels
         seed = s["seeds"][0]
-        pre.add(data=data.files[seed], seed=seed, labels=main, order=0, model=model, steps=s["pretrain_steps"],
-                batch_size=s["batch_size"], lr=s["lr"], device=device, depth=5)
+        pre.add(
+            data=data.files[seed],
+            seed=seed,
+            labels=main,
+            order=0,
+            model=model,
+            steps=s["pretrain_steps"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            device=device,
+            depth=5,
+        )
     pre_result = pre.run(**executor)
     pre_rows, states, checkpoint_state = [], {}, None
     for task, record in zip(pre_result.tasks, pre_result.records):
@@ -666,16 +801,39 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
             checkpoint_state = record["state"]
             continue
         states[(p["seed"], p["labels"], p["order"])] = record["state"]
-        pre_rows.append({"seed": p["seed"], "labels": p["labels"], "order": p["order"],
-                         "severity": severity_of.get(p["labels"], np.nan),
-                         **{k: record[k] for k in ("pixel_noise_rate", "final_loss", "trivial_loss", "loss_ratio",
-                                                   "test_miou", "steps", "seconds")}})
-        if save and checkpoint_state is None and s["encoder_depth"] == 5 and p["seed"] == s["seeds"][0] \
-                and p["labels"] == main and p["order"] == 0:
+        pre_rows.append(
+            {
+                "seed": p["seed"],
+                "labels": p["labels"],
+                "order": p["order"],
+                "severity": severity_of.get(p["labels"], np.nan),
+                **{
+                    k: record[k]
+                    for k in (
+                        "pixel_noise_rate",
+                        "final_loss",
+                        "trivial_loss",
+                        "loss_ratio",
+                        "test_miou",
+                        "steps",
+                        "seconds",
+                    )
+                },
+            }
+        )
+        if (
+            save
+            and checkpoint_state is None
+            and s["encoder_depth"] == 5
+            and p["seed"] == s["seeds"][0]
+            and p["labels"] == main
+            and p["order"] == 0
+        ):
             checkpoint_state = record["state"]
     pretrain = pd.DataFrame(pre_rows)
-    files = {key: _weights_file(state, {"seed": key[0], "labels": key[1], "order": key[2]})
-             for key, state in states.items()}
+    files = {
+        key: _weights_file(state, {"seed": key[0], "labels": key[1], "order": key[2]}) for key, state in states.items()
+    }
 
     # -- grid 2: fine-tuning (init x k x seed, the sweep, the second task) and the QDA reference
     external, reason = (None, None)
@@ -693,13 +851,32 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
             weights = {**external, "part": "encoder"}
         else:
             weights = {**files[(seed, labels, 0)], "part": "full" if init.endswith("_full") else "encoder"}
-        ft.add(data=data.files[seed], seed=seed, task=task, init=init, k=k, weights=weights, model=model,
-               steps=s["finetune_steps"], eval_points=s["eval_points"], batch_size=s["batch_size"],
-               lr=s["finetune_lr"], device=device)
-        rows_meta.append({"seed": seed, "task": task, "init": init, "k": k,
-                          "pretraining": {"random": "none", "imagenet": "external"}.get(init, labels),
-                          "severity": severity_of.get(labels, np.nan) if init.startswith("noisy") else
-                          (0.0 if init.startswith("clean") else np.nan)})
+        ft.add(
+            data=data.files[seed],
+            seed=seed,
+            task=task,
+            init=init,
+            k=k,
+            weights=weights,
+            model=model,
+            steps=s["finetune_steps"],
+            eval_points=s["eval_points"],
+            batch_size=s["batch_size"],
+            lr=s["finetune_lr"],
+            device=device,
+        )
+        rows_meta.append(
+            {
+                "seed": seed,
+                "task": task,
+                "init": init,
+                "k": k,
+                "pretraining": {"random": "none", "imagenet": "external"}.get(init, labels),
+                "severity": severity_of.get(labels, np.nan)
+                if init.startswith("noisy")
+                else (0.0 if init.startswith("clean") else np.nan),
+            }
+        )
 
     for seed in s["seeds"]:
         for k in s["k_values"]:
@@ -720,33 +897,59 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
     ft_result = ft.run(**executor)
     ft_rows, curve_rows = [], []
     for meta, record in zip(rows_meta, ft_result.records):
-        ft_rows.append({**meta, **{k: record[k] for k in ("miou", "pixel_accuracy", "late_gain", "best_point", "steps",
-                                                          "seconds")}})
+        ft_rows.append(
+            {
+                **meta,
+                **{k: record[k] for k in ("miou", "pixel_accuracy", "late_gain", "best_point", "steps", "seconds")},
+            }
+        )
         curve = np.asarray(record["curve"], dtype=float)
         for i, v in enumerate(curve):
-            curve_rows.append({**meta, "point": i + 1, "step": int(round((i + 1) * record["steps"] / len(curve))),
-                               "val_miou": float(v)})
+            curve_rows.append(
+                {
+                    **meta,
+                    "point": i + 1,
+                    "step": int(round((i + 1) * record["steps"] / len(curve))),
+                    "val_miou": float(v),
+                }
+            )
     qda = Grid(f"{STUDY}-qda", qda_task)
     for seed in s["seeds"]:
         for k in s["k_values"]:
             qda.add(data=data.files[seed], seed=seed, task=TASK_A, k=k, num_classes=ka)
     qda_result = qda.run(executor="serial", progress=progress)
     for task, record in zip(qda_result.tasks, qda_result.records):
-        ft_rows.append({"seed": task.params["seed"], "task": TASK_A, "init": "qda", "k": task.params["k"],
-                        "pretraining": "none", "severity": np.nan, "miou": record["miou"],
-                        "pixel_accuracy": record["pixel_accuracy"], "late_gain": np.nan, "best_point": 0,
-                        "steps": 0, "seconds": record["seconds"]})
+        ft_rows.append(
+            {
+                "seed": task.params["seed"],
+                "task": TASK_A,
+                "init": "qda",
+                "k": task.params["k"],
+                "pretraining": "none",
+                "severity": np.nan,
+                "miou": record["miou"],
+                "pixel_accuracy": record["pixel_accuracy"],
+                "late_gain": np.nan,
+                "best_point": 0,
+                "steps": 0,
+                "seconds": record["seconds"],
+            }
+        )
 
     # -- layer-wise measure with its null (and CKA of encoder features against the same null)
     layer_frames, cka_frames = [], []
     for seed in s["seeds"]:
         init_state = {k: v.detach() for k, v in _model_from(model, ka, 1000 * seed + 11).state_dict().items()}
         as_t = lambda st: {k: torch.as_tensor(v) for k, v in st.items()}  # noqa: E731
-        clean, null, noisy = (as_t(states[(seed, "clean", 0)]), as_t(states[(seed, "clean", 1)]),
-                              as_t(states[(seed, main, 0)]))
+        clean, null, noisy = (
+            as_t(states[(seed, "clean", 0)]),
+            as_t(states[(seed, "clean", 1)]),
+            as_t(states[(seed, main, 0)]),
+        )
         for name, other in (("clean vs noisy", noisy), ("clean vs clean, other data order (null)", null)):
-            df = weight_analysis.layerwise_divergence(clean, other, init_state, sample=s["layer_sample"],
-                                                      bins=s["kl_bins"], seed=seed)
+            df = weight_analysis.layerwise_divergence(
+                clean, other, init_state, sample=s["layer_sample"], bins=s["kl_bins"], seed=seed
+            )
             df.insert(0, "comparison", name)
             df.insert(0, "seed", seed)
             layer_frames.append(df)
@@ -766,26 +969,59 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
         arrays = _load_arrays(data.files[s["seeds"][0]]["path"], data.files[s["seeds"][0]]["digest"])
         norm = arrays["norm"]
         row = pretrain[(pretrain.seed == s["seeds"][0]) & (pretrain.labels == main) & (pretrain.order == 0)].iloc[0]
-        meta = checkpoint_meta(data.bands, data.classes_a, s["noise_models"] if main != "real" else ["real labels_noisy"],
-                               s["noise_severity"] if main != "real" else float("nan"), norm[0], norm[1], s["encoder"],
-                               {"n_tiles": s["n_pretrain_tiles"], "steps": s["pretrain_steps"], "tile": s["tile"],
-                                "seed": s["seeds"][0], "pixel_noise_rate": float(row.pixel_noise_rate),
-                                "decoder_width": s["decoder_width"], "data_source": data.source,
-                                "produced_by": f"{STUDY} notebook"})
-    return Results(pd.DataFrame(ft_rows), pretrain, pd.DataFrame(curve_rows), pd.concat(layer_frames, ignore_index=True),
-                   pd.concat(cka_frames, ignore_index=True), unavailable, s, data, checkpoint_state, meta,
-                   time.time() - started)
+        meta = checkpoint_meta(
+            data.bands,
+            data.classes_a,
+            s["noise_models"] if main != "real" else ["real labels_noisy"],
+            s["noise_severity"] if main != "real" else float("nan"),
+            norm[0],
+            norm[1],
+            s["encoder"],
+            {
+                "n_tiles": s["n_pretrain_tiles"],
+                "steps": s["pretrain_steps"],
+                "tile": s["tile"],
+                "seed": s["seeds"][0],
+                "pixel_noise_rate": float(row.pixel_noise_rate),
+                "decoder_width": s["decoder_width"],
+                "data_source": data.source,
+                "produced_by": f"{STUDY} notebook",
+            },
+        )
+    return Results(
+        pd.DataFrame(ft_rows),
+        pretrain,
+        pd.DataFrame(curve_rows),
+        pd.concat(layer_frames, ignore_index=True),
+        pd.concat(cka_frames, ignore_index=True),
+        unavailable,
+        s,
+        data,
+        checkpoint_state,
+        meta,
+        time.time() - started,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # The checkpoint another study uses
 # ---------------------------------------------------------------------------------------------------
 
+
 def checkpoint_meta(bands, classes, noise_models, severity, norm_mean, norm_std, encoder, extra=None) -> dict:
-    return {"in_channels": len(bands), "bands": list(bands), "classes": list(classes), "encoder": encoder,
-            "arch": "unet", "noise_models": list(noise_models), "noise_severity": float(severity),
-            "norm_mean": [float(v) for v in norm_mean], "norm_std": [float(v) for v in norm_std],
-            "producer": f"labkit.studies.{STUDY}", **(extra or {})}
+    return {
+        "in_channels": len(bands),
+        "bands": list(bands),
+        "classes": list(classes),
+        "encoder": encoder,
+        "arch": "unet",
+        "noise_models": list(noise_models),
+        "noise_severity": float(severity),
+        "norm_mean": [float(v) for v in norm_mean],
+        "norm_std": [float(v) for v in norm_std],
+        "producer": f"labkit.studies.{STUDY}",
+        **(extra or {}),
+    }
 
 
 def save_pretrained_encoder(model_or_state, meta: dict) -> Path:
@@ -794,20 +1030,33 @@ def save_pretrained_encoder(model_or_state, meta: dict) -> Path:
     from labkit.models.registry import save_named_checkpoint
 
     if meta.get("encoder") != "resnet18":
-        raise ValueError(f"'{CHECKPOINT_NAME}' holds a ResNet-18 encoder; this model's encoder is "
-                         f"{meta.get('encoder')!r}")
+        raise ValueError(
+            f"'{CHECKPOINT_NAME}' holds a ResNet-18 encoder; this model's encoder is {meta.get('encoder')!r}"
+        )
     if isinstance(model_or_state, torch.nn.Module):
         state = encoder_state(model_or_state)
     else:
-        state = {k[len("encoder."):]: torch.as_tensor(np.array(v)) for k, v in model_or_state.items()
-                 if k.startswith("encoder.")}
+        state = {
+            k[len("encoder.") :]: torch.as_tensor(np.array(v))
+            for k, v in model_or_state.items()
+            if k.startswith("encoder.")
+        }
     return save_named_checkpoint(CHECKPOINT_NAME, state, meta)
 
 
-def produce_pretrained_encoder(n_tiles: int = 64, epochs: int = 2, tile: int = 64, seed: int = 0,
-                               encoder: str = "resnet18", progress: bool = True, severity: float = 0.6,
-                               noise_models: Sequence[str] = DEFAULT_NOISE, batch_size: int = 8,
-                               decoder_width: int = 32, lr: float = 1e-3) -> Path:
+def produce_pretrained_encoder(
+    n_tiles: int = 64,
+    epochs: int = 2,
+    tile: int = 64,
+    seed: int = 0,
+    encoder: str = "resnet18",
+    progress: bool = True,
+    severity: float = 0.6,
+    noise_models: Sequence[str] = DEFAULT_NOISE,
+    batch_size: int = 8,
+    decoder_width: int = 32,
+    lr: float = 1e-3,
+) -> Path:
     """Simulate ``n_tiles`` noisy land-cover tiles, pretrain a U-Net on them, save its encoder, return the path.
 
     The checkpoint is ``noisy-pretrained-unet-r18`` (the keys of a full-depth ``model.encoder.state_dict()``; meta:
@@ -821,12 +1070,38 @@ def produce_pretrained_encoder(n_tiles: int = 64, epochs: int = 2, tile: int = 6
     mean, std = band_statistics(tiles.images)
     model = build_model(len(classes), encoder, len(tiles.bands), decoder_width, seed=seed)
     steps = max(1, int(np.ceil(n_tiles / batch_size)))
-    train(model, normalise(tiles.images, mean, std), noisy, len(classes), epochs, steps, batch_size, lr, seed,
-          progress, desc="noisy-label pretraining")
-    meta = checkpoint_meta(tiles.bands, classes, noise_models, severity, mean, std, encoder, {
-        "n_tiles": n_tiles, "epochs": epochs, "tile": tile, "seed": seed, "pixel_noise_rate": rate,
-        "decoder_width": decoder_width, "seconds": round(time.time() - started, 2),
-        "produced_by": "produce_pretrained_encoder"})
+    train(
+        model,
+        normalise(tiles.images, mean, std),
+        noisy,
+        len(classes),
+        epochs,
+        steps,
+        batch_size,
+        lr,
+        seed,
+        progress,
+        desc="noisy-label pretraining",
+    )
+    meta = checkpoint_meta(
+        tiles.bands,
+        classes,
+        noise_models,
+        severity,
+        mean,
+        std,
+        encoder,
+        {
+            "n_tiles": n_tiles,
+            "epochs": epochs,
+            "tile": tile,
+            "seed": seed,
+            "pixel_noise_rate": rate,
+            "decoder_width": decoder_width,
+            "seconds": round(time.time() - started, 2),
+            "produced_by": "produce_pretrained_encoder",
+        },
+    )
     return save_pretrained_encoder(model, meta)
 
 
@@ -839,8 +1114,11 @@ def save_study_checkpoint(results: Results, enabled: bool = True) -> dict:
         return {"saved": False, "reason": "save_checkpoint is false"}
     encoder = results.settings.get("encoder")
     if encoder != "resnet18":
-        return {"saved": False, "reason": f"encoder is {encoder}; '{CHECKPOINT_NAME}' holds ResNet-18 only "
-                                          "(the SAR study produces its own with produce_pretrained_encoder)"}
+        return {
+            "saved": False,
+            "reason": f"encoder is {encoder}; '{CHECKPOINT_NAME}' holds ResNet-18 only "
+            "(the SAR study produces its own with produce_pretrained_encoder)",
+        }
     if results.checkpoint_state is None:
         return {"saved": False, "reason": "no full-depth noisy-pretrained encoder in the results"}
     return {"saved": True, "path": str(save_pretrained_encoder(results.checkpoint_state, results.checkpoint_meta))}
@@ -870,74 +1148,141 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
     margin = float(_cfg(cfg, "label_limited_margin"))
     A = {"task": TASK_A}
     random_few = {**A, "init": "random", "k": k_few}
-    label_limited = Precondition.label_limited("miou", full={**A, "init": "random", "k": k_many}, few=random_few,
-                                               margin=margin)
+    label_limited = Precondition.label_limited(
+        "miou", full={**A, "init": "random", "k": k_many}, few=random_few, margin=margin
+    )
     plateau = Precondition.plateau("late_gain", where={**A, "init": "random"}, max_late_gain=plateau_gain)
     trained = Precondition.trained("loss_ratio", where={"labels": main, "order": 0}, max_ratio=0.8)
 
-    claims = [Claim(
-        "noisy_pretraining_beats_random",
-        "Pretraining on plentiful noisy labels then fine-tuning on few clean labels beats random initialisation on "
-        "the same clean labels; the gain is largest when clean labels are fewest.",
-        compare=[Compare("miou", a={**A, "init": "noisy_full", "k": k_few, "pretraining": main}, b=random_few,
-                         label=f"noisy-pretrained encoder+decoder beats random init at k={k_few}"),
-                 Compare("gain", a={"k": k_few}, b={"k": k_many}, table="gains",
-                         label=f"gain over random larger at k={k_few} than at k={k_many}")],
-        preconditions=[label_limited, plateau, trained],
-        note=f"every fine-tuning run trains {_cfg(cfg, 'finetune_steps')} steps whatever k (measured so random "
-             "initialisation plateaus)")]
+    claims = [
+        Claim(
+            "noisy_pretraining_beats_random",
+            "Pretraining on plentiful noisy labels then fine-tuning on few clean labels beats random initialisation on "
+            "the same clean labels; the gain is largest when clean labels are fewest.",
+            compare=[
+                Compare(
+                    "miou",
+                    a={**A, "init": "noisy_full", "k": k_few, "pretraining": main},
+                    b=random_few,
+                    label=f"noisy-pretrained encoder+decoder beats random init at k={k_few}",
+                ),
+                Compare(
+                    "gain",
+                    a={"k": k_few},
+                    b={"k": k_many},
+                    table="gains",
+                    label=f"gain over random larger at k={k_few} than at k={k_many}",
+                ),
+            ],
+            preconditions=[label_limited, plateau, trained],
+            note=f"every fine-tuning run trains {_cfg(cfg, 'finetune_steps')} steps whatever k (measured so random "
+            "initialisation plateaus)",
+        )
+    ]
 
-    transfer = [Compare("miou", a={"task": TASK_B, "init": "noisy_encoder"}, b={"task": TASK_B, "init": "random"},
-                        label="task B (other classes, fresh decoder): noisy encoder beats random init"),
-                Compare("miou", a={**A, "init": "noisy_encoder", "k": k_few, "pretraining": main}, b=random_few,
-                        label=f"task A, fresh decoder: noisy encoder beats random init at k={k_few}")]
-    claims.append(Claim(
-        "encoder_transfers_to_new_classes",
-        "The benefit comes through the encoder: the noisy-pretrained encoder with a new decoder helps a task with a "
-        "different class definition (merged and split classes).",
-        compare=transfer,
-        preconditions=[label_limited, plateau,
-                       Precondition("plateau (task B)", Check("late_gain", {"task": TASK_B, "init": "random"}, "<",
-                                                              plateau_gain, table="curves"),
-                                    why=f"random init on task B improved by less than {plateau_gain:g} over the last "
-                                        "fifth of training"),
-                       trained],
-        unavailable=unavailable.get(TASK_B)))
+    transfer = [
+        Compare(
+            "miou",
+            a={"task": TASK_B, "init": "noisy_encoder"},
+            b={"task": TASK_B, "init": "random"},
+            label="task B (other classes, fresh decoder): noisy encoder beats random init",
+        ),
+        Compare(
+            "miou",
+            a={**A, "init": "noisy_encoder", "k": k_few, "pretraining": main},
+            b=random_few,
+            label=f"task A, fresh decoder: noisy encoder beats random init at k={k_few}",
+        ),
+    ]
+    claims.append(
+        Claim(
+            "encoder_transfers_to_new_classes",
+            "The benefit comes through the encoder: the noisy-pretrained encoder with a new decoder helps a task with a "
+            "different class definition (merged and split classes).",
+            compare=transfer,
+            preconditions=[
+                label_limited,
+                plateau,
+                Precondition(
+                    "plateau (task B)",
+                    Check("late_gain", {"task": TASK_B, "init": "random"}, "<", plateau_gain, table="curves"),
+                    why=f"random init on task B improved by less than {plateau_gain:g} over the last fifth of training",
+                ),
+                trained,
+            ],
+            unavailable=unavailable.get(TASK_B),
+        )
+    )
 
-    claims.append(Claim(
-        "encoder_robust_decoder_sensitive",
-        "Encoder layers are robust to label noise and the decoder is sensitive: the clean- vs noisy-pretrained weights "
-        "differ more in the decoder than in the encoder.",
-        compare=[Compare("excess", a={"part": "decoder"}, b={"part": "encoder"}, table="layers",
-                         label="decoder excess over the null above the encoder's"),
-                 Compare("excess", a={"part": "decoder"}, b=0.0, table="layers",
-                         label="decoder: clean vs noisy above the clean vs clean null")],
-        preconditions=[Precondition("null available", Check("null_layers", {}, ">", 0, table="layer_null"),
-                                    why="a second clean pretraining from the same initial weights in another data "
-                                        "order gives every layer's null value"),
-                       Precondition("size-free estimator", Check("size_corr_abs", {}, "<", 0.5, table="layer_size"),
-                                    why="the null's per-layer values do not follow layer size (|Spearman rho| of null "
-                                        "value vs number of weights below 0.5)"),
-                       Precondition.trained("loss_ratio", where={"labels": "clean", "order": 0}, max_ratio=0.8)],
-        note=LAYER_ESTIMATOR))
+    claims.append(
+        Claim(
+            "encoder_robust_decoder_sensitive",
+            "Encoder layers are robust to label noise and the decoder is sensitive: the clean- vs noisy-pretrained weights "
+            "differ more in the decoder than in the encoder.",
+            compare=[
+                Compare(
+                    "excess",
+                    a={"part": "decoder"},
+                    b={"part": "encoder"},
+                    table="layers",
+                    label="decoder excess over the null above the encoder's",
+                ),
+                Compare(
+                    "excess",
+                    a={"part": "decoder"},
+                    b=0.0,
+                    table="layers",
+                    label="decoder: clean vs noisy above the clean vs clean null",
+                ),
+            ],
+            preconditions=[
+                Precondition(
+                    "null available",
+                    Check("null_layers", {}, ">", 0, table="layer_null"),
+                    why="a second clean pretraining from the same initial weights in another data "
+                    "order gives every layer's null value",
+                ),
+                Precondition(
+                    "size-free estimator",
+                    Check("size_corr_abs", {}, "<", 0.5, table="layer_size"),
+                    why="the null's per-layer values do not follow layer size (|Spearman rho| of null "
+                    "value vs number of weights below 0.5)",
+                ),
+                Precondition.trained("loss_ratio", where={"labels": "clean", "order": 0}, max_ratio=0.8),
+            ],
+            note=LAYER_ESTIMATOR,
+        )
+    )
 
     if len(levels) >= 2:
         lo, hi = levels[0], levels[-1]
-        compare = [Compare("gain", a={"severity": lo}, b={"severity": hi}, table="sweep",
-                           label=f"gain at severity {lo:g} above the gain at {hi:g} (shrinks)")]
-        compare += [Compare("gain", a={"severity": v}, b=0.0, table="sweep", label=f"gain above 0 at severity {v:g}")
-                    for v in levels[:-1]]
+        compare = [
+            Compare(
+                "gain",
+                a={"severity": lo},
+                b={"severity": hi},
+                table="sweep",
+                label=f"gain at severity {lo:g} above the gain at {hi:g} (shrinks)",
+            )
+        ]
+        compare += [
+            Compare("gain", a={"severity": v}, b=0.0, table="sweep", label=f"gain above 0 at severity {v:g}")
+            for v in levels[:-1]
+        ]
         sweep_unavailable = unavailable.get("sweep")
     else:
         compare, sweep_unavailable = [], f"noise_levels gives {len(levels)} noisy severity; the sweep needs two or more"
-    claims.append(Claim(
-        "benefit_shrinks_with_noise",
-        "The benefit of noisy-label pretraining shrinks as label noise grows and holds over a range of levels.",
-        compare=compare,
-        preconditions=[label_limited, plateau],
-        unavailable=sweep_unavailable,
-        note=f"judged on the noisy severities {levels} only, fine-tuned on k={sweep_k} tiles; clean pretraining is "
-             "the reference line of the sweep figure, not a level"))
+    claims.append(
+        Claim(
+            "benefit_shrinks_with_noise",
+            "The benefit of noisy-label pretraining shrinks as label noise grows and holds over a range of levels.",
+            compare=compare,
+            preconditions=[label_limited, plateau],
+            unavailable=sweep_unavailable,
+            note=f"judged on the noisy severities {levels} only, fine-tuned on k={sweep_k} tiles; clean pretraining is "
+            "the reference line of the sweep figure, not a level",
+        )
+    )
     return claims
 
 
@@ -958,40 +1303,68 @@ def claim_tables(results: Results) -> dict[str, pd.DataFrame]:
         for seed, miou in sub.set_index("seed").miou.items():
             if seed in rk.index:
                 sweep_rows.append({"seed": seed, "severity": float(level), "gain": float(miou - rk[seed])})
-    return {"runs": runs.reset_index(drop=True), "curves": runs[["seed", "task", "init", "k", "late_gain"]],
-            "gains": gains, "sweep": pd.DataFrame(sweep_rows, columns=["seed", "severity", "gain"]),
-            "layers": layer_parts_table(results), "layer_null": layer_null_table(results),
-            "layer_size": layer_null_table(results),
-            "pretraining": results.pretrain}
+    return {
+        "runs": runs.reset_index(drop=True),
+        "curves": runs[["seed", "task", "init", "k", "late_gain"]],
+        "gains": gains,
+        "sweep": pd.DataFrame(sweep_rows, columns=["seed", "severity", "gain"]),
+        "layers": layer_parts_table(results),
+        "layer_null": layer_null_table(results),
+        "layer_size": layer_null_table(results),
+        "pretraining": results.pretrain,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------------------------------
 
+
 def label_efficiency_table(results: Results, task: str = TASK_A) -> pd.DataFrame:
     """mIoU per initialisation and k (main noisy labels; QDA reference; unavailable rows say why)."""
     df = results.finetune
     main = results.settings["main_noisy_labels"]
-    df = df[(df.task == task) & ((df.pretraining == main) | ~df.init.str.startswith("noisy"))
-            & df.k.isin(results.settings["k_values"])]
+    df = df[
+        (df.task == task)
+        & ((df.pretraining == main) | ~df.init.str.startswith("noisy"))
+        & df.k.isin(results.settings["k_values"])
+    ]
     out = aggregate_over_seeds(df, "miou", ["init", "k"]).rename(columns={"n": "n_seeds"})
     out["label"] = out.init.map(INIT_LABELS)
     for init, reason in results.unavailable.items():
         if init in INITS:
-            out = pd.concat([out, pd.DataFrame([{"init": init, "k": np.nan, "miou_mean": np.nan, "n_seeds": 0,
-                                                 "label": INIT_LABELS.get(init, init),
-                                                 "note": f"not evaluated: {reason}"}])], ignore_index=True)
+            out = pd.concat(
+                [
+                    out,
+                    pd.DataFrame(
+                        [
+                            {
+                                "init": init,
+                                "k": np.nan,
+                                "miou_mean": np.nan,
+                                "n_seeds": 0,
+                                "label": INIT_LABELS.get(init, init),
+                                "note": f"not evaluated: {reason}",
+                            }
+                        ]
+                    ),
+                ],
+                ignore_index=True,
+            )
     return out.sort_values(["init", "k"], kind="stable").reset_index(drop=True)
 
 
-def gains_table(results: Results, init: str = "noisy_full", reference: str = "random",
-                task: str = TASK_A) -> pd.DataFrame:
+def gains_table(
+    results: Results, init: str = "noisy_full", reference: str = "random", task: str = TASK_A
+) -> pd.DataFrame:
     """Paired (per seed) mIoU difference ``init - reference`` per k (main noisy labels), with its 95 % interval."""
     df = results.finetune
     main = results.settings["main_noisy_labels"]
-    df = df[(df.task == task) & ((df.pretraining == main) | ~df.init.str.startswith("noisy"))
-            & df.k.isin(results.settings["k_values"])]
+    df = df[
+        (df.task == task)
+        & ((df.pretraining == main) | ~df.init.str.startswith("noisy"))
+        & df.k.isin(results.settings["k_values"])
+    ]
     rows = []
     for k in sorted(df.k.unique()):
         a = df[(df.init == init) & (df.k == k)].set_index("seed").miou
@@ -1012,9 +1385,16 @@ def regime_table(results: Results) -> pd.DataFrame:
             sub = ft[(ft.init == init) & (ft.k == k) & ((ft.pretraining == main) | (init != "noisy_full"))]
             if sub.empty:
                 continue
-            rows.append({"row": INIT_LABELS[init], "k": int(k), "miou_mean": sub.miou.mean(),
-                         "late_gain_max": sub.late_gain.max(), "seconds_mean": sub.seconds.mean(),
-                         "n_seeds": sub.seed.nunique()})
+            rows.append(
+                {
+                    "row": INIT_LABELS[init],
+                    "k": int(k),
+                    "miou_mean": sub.miou.mean(),
+                    "late_gain_max": sub.late_gain.max(),
+                    "seconds_mean": sub.seconds.mean(),
+                    "n_seeds": sub.seed.nunique(),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -1028,14 +1408,26 @@ def noise_sweep_table(results: Results) -> pd.DataFrame:
     rows = []
     for level in [0.0] + list(s["noise_levels"]):
         key = label_key(level)
-        sub = ft[(ft.init == "clean_full") if level == 0 else
-                 ((ft.init == "noisy_full") & (ft.pretraining == key))].set_index("seed").miou
+        sub = (
+            ft[(ft.init == "clean_full") if level == 0 else ((ft.init == "noisy_full") & (ft.pretraining == key))]
+            .set_index("seed")
+            .miou
+        )
         gain = paired_by_index(sub, random_) if len(set(sub.index) & set(random_.index)) else {}
         p = pre[pre.labels == key]
-        rows.append({"severity": level, "reference": level == 0, "pixel_noise_rate": p.pixel_noise_rate.mean(),
-                     "pretrained_miou_no_finetune": p.test_miou.mean(), "finetuned_miou": sub.mean(),
-                     "gain_over_random": gain.get("mean_diff", np.nan), "gain_ci95_low": gain.get("ci95_low", np.nan),
-                     "gain_ci95_high": gain.get("ci95_high", np.nan), "n_seeds": gain.get("n", 0)})
+        rows.append(
+            {
+                "severity": level,
+                "reference": level == 0,
+                "pixel_noise_rate": p.pixel_noise_rate.mean(),
+                "pretrained_miou_no_finetune": p.test_miou.mean(),
+                "finetuned_miou": sub.mean(),
+                "gain_over_random": gain.get("mean_diff", np.nan),
+                "gain_ci95_low": gain.get("ci95_low", np.nan),
+                "gain_ci95_high": gain.get("ci95_high", np.nan),
+                "n_seeds": gain.get("n", 0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -1064,8 +1456,12 @@ def layer_excess_table(results: Results) -> pd.DataFrame:
 def layer_parts_table(results: Results) -> pd.DataFrame:
     """Per seed and part: mean raw value, mean null and mean null-corrected excess over the part's layers."""
     per_layer = layer_excess_table(results)
-    return (per_layer.groupby(["seed", "part"])[["raw", "null", "excess"]].mean().reset_index()
-            .assign(layers=per_layer.groupby(["seed", "part"]).size().to_numpy()))
+    return (
+        per_layer.groupby(["seed", "part"])[["raw", "null", "excess"]]
+        .mean()
+        .reset_index()
+        .assign(layers=per_layer.groupby(["seed", "part"]).size().to_numpy())
+    )
 
 
 def layer_null_table(results: Results) -> pd.DataFrame:
@@ -1088,9 +1484,14 @@ def data_table(results: Results) -> pd.DataFrame:
     """Per seed: chips per split, pixel noise rate of each pretraining label set, no-data pixels (masked out)."""
     rows = []
     for seed, info in (results.data.summary if results.data else {}).items():
-        rows.append({"seed": seed, **{f"tiles_{k}": v for k, v in info["tiles"].items()},
-                     **{f"noise_rate_{k}": round(v, 3) for k, v in info["pixel_noise_rate"].items()},
-                     "nodata_pixels": info["nodata_pixels"]})
+        rows.append(
+            {
+                "seed": seed,
+                **{f"tiles_{k}": v for k, v in info["tiles"].items()},
+                **{f"noise_rate_{k}": round(v, 3) for k, v in info["pixel_noise_rate"].items()},
+                "nodata_pixels": info["nodata_pixels"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -1107,19 +1508,28 @@ def headline_metrics(results: Results) -> dict:
         out[f"layer_{r.part}_excess"] = round(float(r.excess), 5)
     out["late_gain_max_random"] = round(float(results.finetune[results.finetune.init == "random"].late_gain.max()), 4)
     return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------------
 
-_CLASS_COLOURS = {"cultivated": "#e6c84f", "grassland": "#9ad16b", "shrubland": "#5f9e4f", "forest": "#1f5a2c",
-                  "water": "#2b6fd6", "artificial": "#c0392b", "low vegetation": "#9ad16b", "road": "#555555",
-                  "building": "#c0392b"}
+_CLASS_COLOURS = {
+    "cultivated": "#e6c84f",
+    "grassland": "#9ad16b",
+    "shrubland": "#5f9e4f",
+    "forest": "#1f5a2c",
+    "water": "#2b6fd6",
+    "artificial": "#c0392b",
+    "low vegetation": "#9ad16b",
+    "road": "#555555",
+    "building": "#c0392b",
+}
 
 
 def _cmap(task):
-    from matplotlib.colors import ListedColormap
-
     import matplotlib
+    from matplotlib.colors import ListedColormap
 
     names = landcover.task_legend(task)[0] if task in landcover.TASKS else list(task)
     tab = matplotlib.colormaps["tab10"]
@@ -1162,13 +1572,23 @@ def plot_tiles(tiles: landcover.LandcoverTiles, n: int = 4):
     fig.colorbar(im, ax=axes[3, :].tolist(), fraction=0.02)
     for task, row in ((TASK_A, 1), (TASK_B, 2)):
         cmap, names = _cmap(task)
-        axes[row, -1].legend(handles=[Patch(color=cmap(j), label=nm) for j, nm in enumerate(names)],
-                             fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        axes[row, -1].legend(
+            handles=[Patch(color=cmap(j), label=nm) for j, nm in enumerate(names)],
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+        )
     return fig
 
 
-def plot_noise_models(tiles: landcover.LandcoverTiles, index: int = 0, severity: float = 0.6, seed: int = 0,
-                      models: Sequence[str] | None = None, composite: Sequence[str] = DEFAULT_NOISE):
+def plot_noise_models(
+    tiles: landcover.LandcoverTiles,
+    index: int = 0,
+    severity: float = 0.6,
+    seed: int = 0,
+    models: Sequence[str] | None = None,
+    composite: Sequence[str] = DEFAULT_NOISE,
+):
     """Clean labels of one tile next to each noise model's output and the composite, with pixel noise rates."""
     import matplotlib.pyplot as plt
 
@@ -1195,8 +1615,6 @@ def plot_noise_models(tiles: landcover.LandcoverTiles, index: int = 0, severity:
     return fig
 
 
-
-
 def plot_label_efficiency(results: Results, task: str = TASK_A):
     """mIoU vs number of clean tiles, one line per initialisation (95 % t-interval band over seeds), QDA dashed."""
     import matplotlib.pyplot as plt
@@ -1215,9 +1633,11 @@ def plot_label_efficiency(results: Results, task: str = TASK_A):
     ax.set_xticks(results.settings["k_values"], [str(k) for k in results.settings["k_values"]])
     ax.set_xlabel("clean labelled tiles for fine-tuning (k)")
     ax.set_ylabel("test mIoU")
-    title = (f"label efficiency ({len(results.settings['seeds'])} seed(s), band = 95 % CI, "
-             f"{results.settings['finetune_steps']} steps every run)")
-    for init, reason in results.unavailable.items():
+    title = (
+        f"label efficiency ({len(results.settings['seeds'])} seed(s), band = 95 % CI, "
+        f"{results.settings['finetune_steps']} steps every run)"
+    )
+    for init, _reason in results.unavailable.items():
         if init in INITS:
             title += f"\n{INIT_LABELS.get(init, init)}: not evaluated (weights unavailable; see the table)"
     ax.set_title(title, fontsize=8)
@@ -1236,8 +1656,11 @@ def plot_curves(results: Results):
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3), squeeze=False, sharey=True)
     main = results.settings["main_noisy_labels"]
     for ax, (task, k) in zip(axes[0], panels):
-        sub = curves[(curves.task == task) & (curves.k == k) &
-                     ((curves.pretraining == main) | ~curves.init.str.startswith("noisy"))]
+        sub = curves[
+            (curves.task == task)
+            & (curves.k == k)
+            & ((curves.pretraining == main) | ~curves.init.str.startswith("noisy"))
+        ]
         for i, (init, g) in enumerate(sub.groupby("init", sort=False)):
             m = g.groupby("step").val_miou.mean()
             ax.plot(m.index, m.values, marker=".", color=f"C{i}", label=INIT_LABELS.get(init, init))
@@ -1247,8 +1670,10 @@ def plot_curves(results: Results):
         ax.set_xlabel("fine-tuning step")
     axes[0, 0].set_ylabel("validation mIoU")
     axes[0, 0].legend(fontsize=6)
-    fig.suptitle(f"shaded: the last fifth; plateau = it improves the best score by < "
-                 f"{results.settings['plateau_max_gain']:g}", fontsize=8)
+    fig.suptitle(
+        f"shaded: the last fifth; plateau = it improves the best score by < {results.settings['plateau_max_gain']:g}",
+        fontsize=8,
+    )
     fig.tight_layout()
     return fig
 
@@ -1261,8 +1686,12 @@ def plot_noise_sweep(results: Results):
     sweep = noise_sweep_table(results)
     noisy, ref = sweep[~sweep.reference], sweep[sweep.reference].iloc[0]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    axes[0].plot(noisy.severity, noisy.finetuned_miou, marker="s",
-                 label=f"noisy-pretrained, fine-tuned on {results.settings['sweep_k']} clean tiles")
+    axes[0].plot(
+        noisy.severity,
+        noisy.finetuned_miou,
+        marker="s",
+        label=f"noisy-pretrained, fine-tuned on {results.settings['sweep_k']} clean tiles",
+    )
     axes[0].plot(noisy.severity, noisy.pretrained_miou_no_finetune, marker="o", label="pretrained, no fine-tuning")
     axes[0].axhline(ref.finetuned_miou, color="C2", ls="--", lw=1, label="clean-pretrained, fine-tuned (reference)")
     axes[0].set_xlabel("pretraining noise severity")
@@ -1273,10 +1702,17 @@ def plot_noise_sweep(results: Results):
     ax2.set_xticks(noisy.severity)
     ax2.set_xticklabels([f"{r:.0%}" for r in noisy.pixel_noise_rate], fontsize=7)
     ax2.set_xlabel("pixels with a wrong label", fontsize=8)
-    axes[1].errorbar(noisy.severity, noisy.gain_over_random,
-                     yerr=[noisy.gain_over_random - noisy.gain_ci95_low.fillna(noisy.gain_over_random),
-                           noisy.gain_ci95_high.fillna(noisy.gain_over_random) - noisy.gain_over_random],
-                     marker="o", capsize=3, label="noisy-pretrained")
+    axes[1].errorbar(
+        noisy.severity,
+        noisy.gain_over_random,
+        yerr=[
+            noisy.gain_over_random - noisy.gain_ci95_low.fillna(noisy.gain_over_random),
+            noisy.gain_ci95_high.fillna(noisy.gain_over_random) - noisy.gain_over_random,
+        ],
+        marker="o",
+        capsize=3,
+        label="noisy-pretrained",
+    )
     axes[1].axhline(ref.gain_over_random, color="C2", ls="--", lw=1, label="clean-pretrained (reference)")
     axes[1].axhline(0, color="grey", lw=0.8)
     axes[1].set_xlabel("pretraining noise severity")
@@ -1294,13 +1730,23 @@ def plot_layerwise(results: Results):
 
     per_layer = layer_excess_table(results)
     fig, axes = plt.subplots(2, 1, figsize=(8, 5.6), sharex=True)
-    for ax, cols, title in ((axes[0], ("raw", "null"), "raw: clean vs noisy, and the null"),
-                            (axes[1], ("excess",), "null-corrected: raw - null")):
+    for ax, cols, title in (
+        (axes[0], ("raw", "null"), "raw: clean vs noisy, and the null"),
+        (axes[1], ("excess",), "null-corrected: raw - null"),
+    ):
         for i, col in enumerate(cols):
             stats = per_layer.groupby(["depth", "part"])[col].agg(["mean", "min", "max"]).reset_index()
-            ax.plot(stats.depth, stats["mean"], color=f"C{i}", lw=1,
-                    label={"raw": "clean vs noisy", "null": "clean vs clean, other data order (null)",
-                           "excess": "excess over the null"}[col])
+            ax.plot(
+                stats.depth,
+                stats["mean"],
+                color=f"C{i}",
+                lw=1,
+                label={
+                    "raw": "clean vs noisy",
+                    "null": "clean vs clean, other data order (null)",
+                    "excess": "excess over the null",
+                }[col],
+            )
             ax.fill_between(stats.depth, stats["min"], stats["max"], color=f"C{i}", alpha=0.2, lw=0)
             for part, marker in (("encoder", "o"), ("decoder", "s")):
                 p = stats[stats.part == part]
@@ -1323,8 +1769,10 @@ def plot_layerwise(results: Results):
 # The real Sentinel-2 patch (a figure of real class geometry under the noise models)
 # ---------------------------------------------------------------------------------------------------
 
-def real_patch_figure(root: str | Path | None, severity: float = 0.3, noise_models: Sequence[str] = DEFAULT_NOISE,
-                      seed: int = 0):
+
+def real_patch_figure(
+    root: str | Path | None, severity: float = 0.3, noise_models: Sequence[str] = DEFAULT_NOISE, seed: int = 0
+):
     """The eo-learn Sentinel-2 patch under ``root`` with its LULC label and a noisy copy; ``(None, reason)`` when
     ``root`` is None or absent. Returns ``(figure, summary dict)``; the summary counts no-data pixels."""
     import matplotlib.pyplot as plt
@@ -1336,12 +1784,16 @@ def real_patch_figure(root: str | Path | None, severity: float = 0.3, noise_mode
     except DataError as exc:
         return None, {"available": False, "reason": str(exc)}
     ka = len(landcover.task_legend(TASK_A)[0])
-    images, masks, counts = landcover.prepare_tiles(image[None], mask[None], len(meta["bands"]), ka,
-                                                    names=[f"{root}/REFERENCE_SCENES.npy scene {meta['scene']}"])
+    images, masks, counts = landcover.prepare_tiles(
+        image[None], mask[None], len(meta["bands"]), ka, names=[f"{root}/REFERENCE_SCENES.npy scene {meta['scene']}"]
+    )
     models = [m for m in noise_models if m != "sensor_rule"]  # the patch has no surface height (nDSM)
     skipped = [m for m in noise_models if m == "sensor_rule"]
-    noisy = (label_noise.make_noise(models, severity, ka)(masks[0], np.random.default_rng(seed)) if models
-             else masks[0].copy())
+    noisy = (
+        label_noise.make_noise(models, severity, ka)(masks[0], np.random.default_rng(seed))
+        if models
+        else masks[0].copy()
+    )
     fig, axes = plt.subplots(1, 3, figsize=(8, 2.9))
     axes[0].imshow(false_colour(images[0], meta["bands"]))
     axes[0].set_title("Sentinel-2 scene 2 (NIR-R-G)", fontsize=8)
@@ -1350,11 +1802,17 @@ def real_patch_figure(root: str | Path | None, severity: float = 0.3, noise_mode
     _show_labels(axes[2], noisy, TASK_A, f"composite noise {severity:g}: {label_noise.noise_rate(masks[0], noisy):.0%}")
     fig.tight_layout()
     labelled = masks[0] != IGNORE_INDEX
-    summary = {"available": True, "pixels": int(masks[0].size), "labelled_pixels": int(labelled.sum()),
-               "nodata_label_pixels": int((~labelled).sum()), "nan_image_pixels": counts["nodata_pixels"],
-               "class_pixels": {n: int((masks[0] == i).sum()) for i, n in enumerate(landcover.task_legend(TASK_A)[0])},
-               "noisy_pixel_rate": label_noise.noise_rate(masks[0], noisy), "noise_models": models,
-               "noise_models_skipped": {m: "needs a surface height (nDSM) the patch lacks" for m in skipped}}
+    summary = {
+        "available": True,
+        "pixels": int(masks[0].size),
+        "labelled_pixels": int(labelled.sum()),
+        "nodata_label_pixels": int((~labelled).sum()),
+        "nan_image_pixels": counts["nodata_pixels"],
+        "class_pixels": {n: int((masks[0] == i).sum()) for i, n in enumerate(landcover.task_legend(TASK_A)[0])},
+        "noisy_pixel_rate": label_noise.noise_rate(masks[0], noisy),
+        "noise_models": models,
+        "noise_models_skipped": {m: "needs a surface height (nDSM) the patch lacks" for m in skipped},
+    }
     return fig, summary
 
 

@@ -29,19 +29,32 @@ PLATEAU_FRACTION = 0.2
 
 def decoder_channels(width: int, depth: int = 5) -> tuple[int, ...]:
     """U-Net decoder widths from the deepest block: ``width, width/2, ...`` (at least 8), one per encoder stage."""
-    return tuple(max(8, int(width) // 2 ** i) for i in range(int(depth)))
+    return tuple(max(8, int(width) // 2**i) for i in range(int(depth)))
 
 
-def build_model(num_classes: int, encoder: str = "resnet18", in_channels: int = 4, decoder_width: int = 64,
-                weights: str = "random", seed: int | None = None, encoder_depth: int = 5) -> torch.nn.Module:
+def build_model(
+    num_classes: int,
+    encoder: str = "resnet18",
+    in_channels: int = 4,
+    decoder_width: int = 64,
+    weights: str = "random",
+    seed: int | None = None,
+    encoder_depth: int = 5,
+) -> torch.nn.Module:
     """U-Net over a timm ``encoder`` of ``encoder_depth`` stages; with ``seed`` the random weights are repeatable."""
     from labkit.models.segmentation import create_segmenter
 
     if seed is not None:
         seed_everything(seed)
-    return create_segmenter("unet", encoder=encoder, weights=weights, in_channels=in_channels,
-                            num_classes=num_classes, encoder_depth=int(encoder_depth),
-                            decoder_channels=decoder_channels(decoder_width, encoder_depth))
+    return create_segmenter(
+        "unet",
+        encoder=encoder,
+        weights=weights,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        encoder_depth=int(encoder_depth),
+        decoder_channels=decoder_channels(decoder_width, encoder_depth),
+    )
 
 
 def model_in_channels(model) -> int:
@@ -69,14 +82,25 @@ def _loader(images, labels, num_classes, batch_size, steps_per_epoch=None, seed=
         return DataLoader(dataset, batch_size=batch_size, shuffle=False)
     generator = torch.Generator().manual_seed(int(seed))
     # Sampling with replacement gives every training set, however small, the same number of steps.
-    sampler = RandomSampler(dataset, replacement=True, num_samples=steps_per_epoch * batch_size,
-                            generator=generator)
+    sampler = RandomSampler(dataset, replacement=True, num_samples=steps_per_epoch * batch_size, generator=generator)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator)
 
 
-def train(model, images, labels, num_classes: int, epochs: int, steps_per_epoch: int, batch_size: int = 8,
-          lr: float = 1e-3, seed: int = 0, progress: bool = False, desc: str = "", val=None,
-          scheduler: str | None = "cosine"):
+def train(
+    model,
+    images,
+    labels,
+    num_classes: int,
+    epochs: int,
+    steps_per_epoch: int,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str = "",
+    val=None,
+    scheduler: str | None = "cosine",
+):
     """Supervised training for ``epochs * steps_per_epoch`` AdamW steps; returns FitResult.
 
     ``val``: ``(images, labels)`` scored after every epoch (the best epoch's weights are kept). Tiles must be
@@ -85,18 +109,31 @@ def train(model, images, labels, num_classes: int, epochs: int, steps_per_epoch:
     """
     check_bands(model, images, desc or "training tiles")
     if not np.isfinite(np.asarray(images)).all():
-        raise DataError(f"{desc or 'training tiles'}: NaN or infinite pixels; prepare them with "
-                        "landcover.prepare_tiles (no-data masked out of the loss)")
+        raise DataError(
+            f"{desc or 'training tiles'}: NaN or infinite pixels; prepare them with "
+            "landcover.prepare_tiles (no-data masked out of the loss)"
+        )
     loader = _loader(images, labels, num_classes, batch_size, steps_per_epoch, seed)
     val_loader = None if val is None else _loader(val[0], val[1], num_classes, 32)
-    return fit(model, loader, val_loader, task="segmentation", num_classes=num_classes, epochs=epochs, lr=lr,
-               scheduler=scheduler, ignore_index=IGNORE_INDEX, seed=seed, progress=progress, desc=desc)
+    return fit(
+        model,
+        loader,
+        val_loader,
+        task="segmentation",
+        num_classes=num_classes,
+        epochs=epochs,
+        lr=lr,
+        scheduler=scheduler,
+        ignore_index=IGNORE_INDEX,
+        seed=seed,
+        progress=progress,
+        desc=desc,
+    )
 
 
 def score(model, images, labels, num_classes: int, batch_size: int = 32) -> dict:
     check_bands(model, images, "test tiles")
-    return evaluate(model, _loader(images, labels, num_classes, batch_size), "segmentation", num_classes,
-                    IGNORE_INDEX)
+    return evaluate(model, _loader(images, labels, num_classes, batch_size), "segmentation", num_classes, IGNORE_INDEX)
 
 
 def encoder_state(model) -> dict:
@@ -125,16 +162,32 @@ def _load_arrays(path: str, digest: str) -> dict:
 
 
 def _model_from(params: Mapping, num_classes: int, seed: int, depth: int | None = None):
-    return build_model(num_classes, params["encoder"], params["in_channels"], params["decoder_width"],
-                       seed=seed, encoder_depth=depth or params["encoder_depth"])
+    return build_model(
+        num_classes,
+        params["encoder"],
+        params["in_channels"],
+        params["decoder_width"],
+        seed=seed,
+        encoder_depth=depth or params["encoder_depth"],
+    )
 
 
 def _labels(arrays: dict, task: str, split: str) -> np.ndarray:
     return arrays[f"{'a' if task == TASK_A else 'b'}_{split}"]
 
 
-def pretrain_task(data: dict, seed: int, labels: str, order: int, model: dict, steps: int, batch_size: int,
-                  lr: float, device: str = "cpu", depth: int | None = None) -> dict:
+def pretrain_task(
+    data: dict,
+    seed: int,
+    labels: str,
+    order: int,
+    model: dict,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    device: str = "cpu",
+    depth: int | None = None,
+) -> dict:
     """Pretrain the seed's initial U-Net on the pretraining pool's ``labels`` (``clean``, ``sevX`` or ``real``),
     drawing batches in data order ``order`` (0; 1 for the null). Returns the weights, the final training loss over
     the trivial predictor's, and the clean test mIoU without fine-tuning."""
@@ -145,19 +198,48 @@ def pretrain_task(data: dict, seed: int, labels: str, order: int, model: dict, s
     net = _model_from(model, num_classes, 1000 * seed + 11, depth).to(device)
     epochs = min(10, steps)
     started = time.time()
-    result = train(net, x, y, num_classes, epochs, max(1, steps // epochs), batch_size, lr,
-                   1000 * seed + 12 + 7 * int(order), desc=f"pretrain {labels} order {order}")
+    result = train(
+        net,
+        x,
+        y,
+        num_classes,
+        epochs,
+        max(1, steps // epochs),
+        batch_size,
+        lr,
+        1000 * seed + 12 + 7 * int(order),
+        desc=f"pretrain {labels} order {order}",
+    )
     s = score(net, arrays["x_test"], arrays["a_test"], num_classes)
     final = float(result.history.train_loss.iloc[-1])
     trivial = trivial_loss(y, num_classes)
     state = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-    return {"state": state, "final_loss": final, "trivial_loss": trivial, "loss_ratio": final / trivial,
-            "test_miou": float(s["miou"]), "pixel_noise_rate": label_noise.noise_rate(arrays["a_pretrain"], y),
-            "steps": int(epochs * max(1, steps // epochs)), "seconds": time.time() - started}
+    return {
+        "state": state,
+        "final_loss": final,
+        "trivial_loss": trivial,
+        "loss_ratio": final / trivial,
+        "test_miou": float(s["miou"]),
+        "pixel_noise_rate": label_noise.noise_rate(arrays["a_pretrain"], y),
+        "steps": int(epochs * max(1, steps // epochs)),
+        "seconds": time.time() - started,
+    }
 
 
-def finetune_task(data: dict, seed: int, task: str, init: str, k: int, weights: dict | None, model: dict,
-                  steps: int, eval_points: int, batch_size: int, lr: float, device: str = "cpu") -> dict:
+def finetune_task(
+    data: dict,
+    seed: int,
+    task: str,
+    init: str,
+    k: int,
+    weights: dict | None,
+    model: dict,
+    steps: int,
+    eval_points: int,
+    batch_size: int,
+    lr: float,
+    device: str = "cpu",
+) -> dict:
     """Fine-tune one initialisation on the first ``k`` clean tiles of ``task`` for ``steps`` steps, scoring the
     validation tiles ``eval_points`` times (the best point's weights are kept) and the test tiles at the end.
 
@@ -174,18 +256,34 @@ def finetune_task(data: dict, seed: int, task: str, init: str, k: int, weights: 
         if weights["part"] == "full":
             net.load_state_dict(state)
         else:
-            net.encoder.load_state_dict({n[len("encoder."):]: v for n, v in state.items() if n.startswith("encoder.")})
+            net.encoder.load_state_dict({n[len("encoder.") :]: v for n, v in state.items() if n.startswith("encoder.")})
     net = net.to(device)
     x, y = arrays["x_finetune"][:k], _labels(arrays, task, "finetune")[:k]
     started = time.time()
-    result = train(net, x, y, num_classes, eval_points, max(1, steps // eval_points), batch_size, lr,
-                   1000 * seed + 22, desc=f"{task} {init} k={k}",
-                   val=(arrays["x_val"], _labels(arrays, task, "val")))
+    result = train(
+        net,
+        x,
+        y,
+        num_classes,
+        eval_points,
+        max(1, steps // eval_points),
+        batch_size,
+        lr,
+        1000 * seed + 22,
+        desc=f"{task} {init} k={k}",
+        val=(arrays["x_val"], _labels(arrays, task, "val")),
+    )
     curve = result.history.val_miou.to_numpy(dtype=float)
     s = score(net, arrays["x_test"], _labels(arrays, task, "test"), num_classes)
-    return {"miou": float(s["miou"]), "pixel_accuracy": float(s["pixel_accuracy"]), "curve": curve,
-            "late_gain": late_gain(curve), "best_point": int(result.best_epoch or 0),
-            "steps": int(eval_points * max(1, steps // eval_points)), "seconds": time.time() - started}
+    return {
+        "miou": float(s["miou"]),
+        "pixel_accuracy": float(s["pixel_accuracy"]),
+        "curve": curve,
+        "late_gain": late_gain(curve),
+        "best_point": int(result.best_epoch or 0),
+        "steps": int(eval_points * max(1, steps // eval_points)),
+        "seconds": time.time() - started,
+    }
 
 
 def late_gain(curve: Sequence[float], fraction: float = PLATEAU_FRACTION) -> float:
