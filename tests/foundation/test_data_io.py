@@ -63,3 +63,17 @@ def test_dataset_and_joint_augmentation_stay_aligned():
     for _ in range(8):
         x, y = ds[0]
         assert ((x[0] > 7).long() == y).all()
+
+
+def test_a_tiff_stack_whose_pages_differ_in_size_is_an_error_naming_the_sizes(tmp_path):
+    import tifffile
+
+    path = tmp_path / "mixed.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for _ in range(3):
+            tif.write(np.zeros((16, 16), np.uint8))
+        tif.write(np.zeros((20, 20), np.uint8))
+    with pytest.raises(
+        DataError, match=r"mixed.tif: the TIFF's 4 pages differ in size \(16x16 \(3 pages\), 20x20 \(1 pages\)\)"
+    ):
+        read_tiff_stack(path)

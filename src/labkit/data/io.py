@@ -123,11 +123,23 @@ def to_grey(image: np.ndarray) -> np.ndarray:
 
 
 def read_tiff_stack(path: str | Path) -> np.ndarray:
-    """A TIFF file as an array: a 3-D stack is (Z, Y, X)."""
+    """A TIFF file as an array: a 3-D stack is (Z, Y, X).
+
+    Every page must have the same shape: tifffile then reads the first series only (one page of a mixed
+    stack), so a stack of unequal pages is an error naming the page sizes, never a silent truncation.
+    """
     import tifffile
 
     path = _existing(path)
     try:
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            shapes = [tuple(page.shape) for page in tif.pages]
+            if len(set(shapes)) > 1:
+                sizes = ", ".join(f"{'x'.join(map(str, s))} ({shapes.count(s)} pages)" for s in dict.fromkeys(shapes))
+                raise DataError(
+                    f"{path}: the TIFF's {len(shapes)} pages differ in size ({sizes}); a stack needs "
+                    "pages of one size (write each size to its own file)"
+                )
+            return tif.asarray()
     except (tifffile.TiffFileError, ValueError, OSError) as exc:
         raise DataError(f"{path}: not a readable TIFF ({exc})") from exc
