@@ -391,6 +391,31 @@ def _crop(shape_yx: tuple[int, int], size: int, where: Path) -> tuple[slice, sli
     return slice(y0, y0 + size), slice(x0, x0 + size)
 
 
+def label_values(labels, chunk_voxels: int = 1 << 24) -> np.ndarray:
+    """The distinct values of a whole label volume, read a block of slices at a time (memory-mapped raw
+    volumes are never loaded whole)."""
+    if np.asarray(labels[:1]).dtype.kind not in "iub":
+        return np.unique(np.asarray(labels[:1]))
+    step = max(1, chunk_voxels // max(1, int(np.prod(labels.shape[1:]))))
+    seen = [np.unique(np.asarray(labels[z : z + step])) for z in range(0, labels.shape[0], step)]
+    return np.unique(np.concatenate(seen))
+
+
+def _check_label_volume(labels, vf: VolumeFile, n_phases: int) -> None:
+    """Every value of the whole label volume maps to a declared phase (not only the slices taken)."""
+    values = label_values(labels)
+    if values.dtype.kind not in "iub":
+        raise DataError(f"{vf.path}: labels must be integers, got dtype {values.dtype}")
+    if vf.value_map is not None:
+        unmapped = [int(x) for x in values if int(x) not in vf.value_map]
+        if unmapped:
+            raise DataError(
+                f"{vf.path}: label values {unmapped[:10]} are not in its map {vf.value_map} (outside the declared phases)"
+            )
+        values = np.unique([vf.value_map[int(x)] for x in values])
+    microct.validate_phase_labels(values, n_phases, name=str(vf.path), ignore_index=None)
+
+
 def _labels_to_phases(labels: np.ndarray, vf: VolumeFile, n_phases: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iub":
@@ -436,6 +461,7 @@ def load_slices(
         index = _block_indices(shape[0], blocks, slices_per_block, step, v.image.path)
         ys, xs = _crop(shape[1:], size, v.image.path)
         vol, lab = open_volume(v.image), open_volume(v.labels)
+        _check_label_volume(lab, v.labels, len(manifest.phases))
         take = np.concatenate(index)
         grey = np.asarray(vol[take][:, ys, xs])
         phases = _labels_to_phases(np.asarray(lab[take][:, ys, xs]), v.labels, len(manifest.phases))
