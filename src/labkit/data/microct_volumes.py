@@ -397,12 +397,32 @@ def label_values(labels, chunk_voxels: int = 1 << 24) -> np.ndarray:
     if np.asarray(labels[:1]).dtype.kind not in "iub":
         return np.unique(np.asarray(labels[:1]))
     step = max(1, chunk_voxels // max(1, int(np.prod(labels.shape[1:]))))
+    dtype = np.asarray(labels[:1]).dtype
+    if dtype.kind in "ub" and dtype.itemsize <= 2:  # a histogram is ~10x faster than sorting
+        counts = np.zeros(2 ** (8 * dtype.itemsize), np.int64)
+        for z in range(0, labels.shape[0], step):
+            counts += np.bincount(np.asarray(labels[z : z + step]).ravel().astype(np.intp), minlength=len(counts))
+        return np.flatnonzero(counts).astype(dtype)
     seen = [np.unique(np.asarray(labels[z : z + step])) for z in range(0, labels.shape[0], step)]
     return np.unique(np.concatenate(seen))
 
 
+_CHECKED_LABELS: set[tuple] = set()  # label files already checked (path, size, mtime, map, phases): once per process
+
+
 def _check_label_volume(labels, vf: VolumeFile, n_phases: int) -> None:
     """Every value of the whole label volume maps to a declared phase (not only the slices taken)."""
+    st = vf.path.stat()
+    key = (
+        str(vf.path.resolve()),
+        st.st_size,
+        st.st_mtime_ns,
+        vf.variable,
+        tuple(sorted((vf.value_map or {}).items())),
+        n_phases,
+    )
+    if key in _CHECKED_LABELS:
+        return
     values = label_values(labels)
     if values.dtype.kind not in "iub":
         raise DataError(f"{vf.path}: labels must be integers, got dtype {values.dtype}")
@@ -414,6 +434,7 @@ def _check_label_volume(labels, vf: VolumeFile, n_phases: int) -> None:
             )
         values = np.unique([vf.value_map[int(x)] for x in values])
     microct.validate_phase_labels(values, n_phases, name=str(vf.path), ignore_index=None)
+    _CHECKED_LABELS.add(key)
 
 
 def _labels_to_phases(labels: np.ndarray, vf: VolumeFile, n_phases: int) -> np.ndarray:
@@ -482,7 +503,7 @@ def load_slices(
         scanners,
         tuple(manifest.phases),
         np.concatenate([r.astype(np.float32) for r in raw]),
-        {k: manifest.splits[k] for k in SPLIT_KEYS},
+        {k: manifest.splits[k] for k in SPLIT_KEYS} if all(k in manifest.splits for k in SPLIT_KEYS) else None,
         str(manifest.source),
     )
 
