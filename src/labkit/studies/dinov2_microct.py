@@ -78,14 +78,6 @@ PAPER_LAYOUT = (
     "  splits.yaml        optional: train_rocks, test_rock, train_scanners, test_scanner\n"
     "or any layout listed in data_root/manifest.yaml (data_source volumes; see docs/data/dinov2_microct.md)"
 )
-MANIFEST_LAYOUT = (
-    "data_root/\n"
-    "  manifest.yaml      splits: {train_rocks, test_rock, train_scanners, test_scanner}; "
-    "volumes: [{name, image, labels, rock, scanner, voxel_size_um}, ...]\n"
-    "  <image files>      TIFF stack (.tif), raw (.raw + .raw_header, or shape/dtype/byte order in the "
-    "manifest), .mhd (+ .raw) or .mat\n"
-    "  <label files>      the same formats, integer phases 0 pore, 1 mineral, 2 micro-porous"
-)
 REAL_SOURCES = ("volumes", "drp317_151")
 
 
@@ -157,6 +149,16 @@ def check_weights(cfg) -> None:
             "parameter 'resnet_weights' is 'random': the ResNet + LoRA row is the paper's "
             "pretrained ResNet; the random-init ResNet is its own baseline row"
         )
+
+
+MANIFEST_LAYOUT = (
+    "data_root/\n"
+    "  manifest.yaml      splits: {train_rocks, test_rock, train_scanners, test_scanner}; "
+    "volumes: [{name, image, labels, rock, scanner, voxel_size_um}, ...]\n"
+    "  <image files>      TIFF stack (.tif), raw (.raw + .raw_header, or shape/dtype/byte order in the "
+    "manifest), .mhd (+ .raw) or .mat\n"
+    "  <label files>      the same formats, integer phases 0 pore, 1 mineral, 2 micro-porous"
+)
 
 
 def check_config(cfg) -> None:
