@@ -377,6 +377,10 @@ class MicroCTSlices:
     scanners: tuple[str, ...]
     phases: tuple[str, ...] = PHASES
     raw: np.ndarray | None = field(default=None, repr=False)  # (N, H, W) quantised grey values
+    # real volumes: the rock and scanner split the manifest declares ({train_rocks, test_rock, train_scanners,
+    # test_scanner}); None for simulated data, whose split comes from the study's parameters
+    split_plan: dict | None = None
+    source: str = "simulated"  # where the slices come from (the manifest or layout for real volumes)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -393,6 +397,8 @@ class MicroCTSlices:
             self.scanners,
             self.phases,
             None if self.raw is None else self.raw[index],
+            self.split_plan,
+            self.source,
         )
 
     def where(
@@ -786,14 +792,49 @@ def read_slice_folder(folder: str | Path, pattern: str = "*") -> np.ndarray:
     return out
 
 
-def read_tiff_volume(path: str | Path) -> np.ndarray:
-    """A multi-page TIFF stack as (Z, Y, X); a single page gives Z = 1."""
-    from labkit.data import io
+def tiff_page_shapes(path: str | Path) -> list[tuple[int, ...]]:
+    """The shape of every page of a TIFF file, read from the page headers only (no pixel data)."""
+    import tifffile
 
     path = Path(path)
-    vol = np.asarray(io.read_tiff_stack(path))
-    if vol.ndim == 2:
-        vol = vol[None]
+    if not path.is_file():
+        raise DataError(f"{path}: TIFF stack not found")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return [tuple(int(n) for n in page.shape) for page in tif.pages]
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable TIFF ({exc})") from exc
+
+
+def check_tiff_pages(path: str | Path) -> tuple[int, int, int]:
+    """(Z, Y, X) of a TIFF stack whose pages all share one size; a DataError naming the first page that
+    differs otherwise (tifffile's imread would return only the first page, silently)."""
+    path = Path(path)
+    shapes = tiff_page_shapes(path)
+    if not shapes:
+        raise DataError(f"{path}: TIFF file holds no pages")
+    first = shapes[0]
+    for i, s in enumerate(shapes[1:], 1):
+        if s != first:
+            raise DataError(
+                f"{path}: TIFF page {i} has shape {s} but page 0 has {first}; every page of a stack must have "
+                "the same size (re-export the stack, or list the slices as a folder)"
+            )
+    return (len(shapes),) + tuple(first[:2])
+
+
+def read_tiff_volume(path: str | Path) -> np.ndarray:
+    """A multi-page TIFF stack as (Z, Y, X); a single page gives Z = 1. Every page is read and must have
+    the size of the first (a DataError names the page that differs)."""
+    import tifffile
+
+    path = Path(path)
+    check_tiff_pages(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            vol = np.stack([page.asarray() for page in tif.pages])
+    except (tifffile.TiffFileError, ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable TIFF ({exc})") from exc
     if vol.ndim == 4 and vol.shape[-1] in (3, 4):
         vol = np.stack([_to_grey(s, path) for s in vol])
     if vol.ndim != 3:

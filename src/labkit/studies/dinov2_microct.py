@@ -65,20 +65,35 @@ LORA_LIFT = 0.05
 # ---------------------------------------------------------------------------------------------------
 PAPER_DATA = (
     "the paper's data: Digital Rocks Portal project 317 ('Eleven Sandstones', Neumann et al., grey-scale and "
-    "segmented micro-CT volumes of ten or more sandstones; https://www.digitalrocksportal.org/projects/317) for "
-    "rock-type classification, and project 151 (a three-phase segmented carbonate; "
-    "https://www.digitalrocksportal.org/projects/151) for phase segmentation"
+    "binary-segmented micro-CT volumes of eleven sandstones, of which the paper used ten; "
+    "https://www.digitalrocksportal.org/projects/317) for rock-type classification and binary segmentation, and "
+    "project 151 (three-phase segmented carbonate samples; https://www.digitalrocksportal.org/projects/151) for "
+    "multi-class segmentation"
 )
 PAPER_LAYOUT = (
     "data_root/\n"
-    "  317/<Rock>/<Rock>_<voxel>um_grayscale.raw (+ .raw_header or .mhd) and <Rock>_<voxel>um_binary.raw\n"
-    "  151/<sample>.raw (+ .raw_header) with its labels <sample>_labels.raw\n"
+    "  317/<Sandstone>/<Prefix>_2d25um_grayscale.raw and <Prefix>_2d25um_binary.raw   (as published: 1000^3 "
+    "uint8, e.g. 317/Bandera Brown/BanderaBrown_2d25um_grayscale.raw)\n"
+    "  151/<Sample>_raw.raw (+ <Sample>_raw.raw_header or .mhd) with <Sample>_segmented.raw (+ header)\n"
+    "  splits.yaml        optional: train_rocks, test_rock, train_scanners, test_scanner\n"
     "or any layout listed in data_root/manifest.yaml (data_source volumes; see docs/data/dinov2_microct.md)"
 )
+REAL_SOURCES = ("volumes", "drp317_151")
+
+
+def _real_manifest(cfg):
+    """The manifest of a real data source (``volumes``: data_root/manifest.yaml; ``drp317_151``: the Digital
+    Rocks Portal layout); DataError naming the file for anything wrong."""
+    from labkit.data import microct_volumes
+
+    if cfg.data_source == "volumes":
+        return microct_volumes.read_manifest(cfg.data_root)
+    return microct_volumes.read_drp_layout(cfg.data_root)
 
 
 def check_data_source(cfg) -> None:
-    """Before any work: real data sources need ``data_root``, which must exist."""
+    """Before any work: real data sources need ``data_root``, which must exist and hold a readable manifest
+    (files present, raw sizes, TIFF pages, label shapes, split: each a DataError naming the file)."""
     source, root = cfg.data_source, cfg.data_root
     if source == "simulated":
         if root is not None:
@@ -105,6 +120,15 @@ def check_data_source(cfg) -> None:
 
     if not Path(root).is_dir():
         raise ParameterError(f"parameter 'data_root' {root!r} does not exist or is not a folder")
+    from labkit.data import microct_volumes
+
+    manifest = _real_manifest(cfg)
+    if len(manifest.phases) > NUM_PHASES:
+        raise DataError(
+            f"{manifest.source}: declares {len(manifest.phases)} phases {list(manifest.phases)}; this study "
+            f"segments at most {NUM_PHASES}"
+        )
+    microct_volumes.check_manifest(manifest)
 
 
 def check_weights(cfg) -> None:
@@ -129,7 +153,8 @@ def check_weights(cfg) -> None:
 
 MANIFEST_LAYOUT = (
     "data_root/\n"
-    "  manifest.yaml      volumes: [{name, image, labels, rock, scanner, voxel_size_um}, ...]\n"
+    "  manifest.yaml      splits: {train_rocks, test_rock, train_scanners, test_scanner}; "
+    "volumes: [{name, image, labels, rock, scanner, voxel_size_um}, ...]\n"
     "  <image files>      TIFF stack (.tif), raw (.raw + .raw_header, or shape/dtype/byte order in the "
     "manifest), .mhd (+ .raw) or .mat\n"
     "  <label files>      the same formats, integer phases 0 pore, 1 mineral, 2 micro-porous"
@@ -176,7 +201,21 @@ def check_config(cfg) -> None:
 
 
 def make_data(cfg, seed: int) -> microct.MicroCTSlices:
-    """All rocks x all scanners, ``samples_per_rock`` rock samples each, cut into slices."""
+    """All rocks x all scanners, ``samples_per_rock`` rock samples each, cut into slices. Real volumes
+    (data_source volumes or drp317_151) give the same structure: each volume's depth is cut into
+    ``samples_per_rock`` blocks of ``slices_per_sample`` slices ``slice_step`` apart, centre-cropped to
+    ``slice_size``; the rocks, scanners and split are the manifest's, and the slices are the same for every seed."""
+    if cfg.data_source in REAL_SOURCES:
+        from labkit.data import microct_volumes
+
+        return microct_volumes.load_slices(
+            _real_manifest(cfg),
+            blocks=cfg.samples_per_rock,
+            slices_per_block=cfg.slices_per_sample,
+            step=cfg.slice_step,
+            size=cfg.slice_size,
+            progress=cfg.progress,
+        )
     return microct.simulate_slices(
         tuple(cfg.rock_types),
         tuple(cfg.scanners),
@@ -194,19 +233,16 @@ def splits(cfg, ds: microct.MicroCTSlices) -> dict[str, np.ndarray]:
     """Indices of every split. The last rock sample (geometry) of each rock is held out."""
     test_geom = [cfg.samples_per_rock - 1]
     train_geoms = list(range(cfg.samples_per_rock - 1))
+    plan = ds.split_plan or {}  # real volumes: the manifest's split; simulated: the parameters
+    tr_rocks, te_rock = plan.get("train_rocks", cfg.seg_train_rocks), plan.get("test_rock", cfg.seg_test_rock)
+    tr_sc, te_sc = plan.get("train_scanners", cfg.seg_train_scanners), plan.get("test_scanner", cfg.seg_test_scanner)
     return {
         "cls_train": np.flatnonzero(ds.where(geometries=train_geoms)),
         "cls_test": np.flatnonzero(ds.where(geometries=test_geom)),
-        "seg_train": np.flatnonzero(
-            ds.where(rocks=cfg.seg_train_rocks, scanners=cfg.seg_train_scanners, geometries=train_geoms)
-        ),
-        "in_distribution": np.flatnonzero(
-            ds.where(rocks=cfg.seg_train_rocks, scanners=cfg.seg_train_scanners, geometries=test_geom)
-        ),
-        "ood_rock": np.flatnonzero(ds.where(rocks=[cfg.seg_test_rock], scanners=cfg.seg_train_scanners)),
-        "ood_scanner": np.flatnonzero(
-            ds.where(rocks=cfg.seg_train_rocks, scanners=[cfg.seg_test_scanner], geometries=test_geom)
-        ),
+        "seg_train": np.flatnonzero(ds.where(rocks=tr_rocks, scanners=tr_sc, geometries=train_geoms)),
+        "in_distribution": np.flatnonzero(ds.where(rocks=tr_rocks, scanners=tr_sc, geometries=test_geom)),
+        "ood_rock": np.flatnonzero(ds.where(rocks=[te_rock], scanners=tr_sc)),
+        "ood_scanner": np.flatnonzero(ds.where(rocks=tr_rocks, scanners=[te_sc], geometries=test_geom)),
     }
 
 
