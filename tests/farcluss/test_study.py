@@ -292,3 +292,30 @@ def test_a_split_without_some_class_is_warned_and_listed(tmp_path, monkeypatch):
     again = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
     assert again.grid["arm cached"] == again.grid["arm tasks"]
     pd.testing.assert_frame_equal(again.runs.drop(columns="train_seconds"), results.runs.drop(columns="train_seconds"))
+
+
+def test_regime_seeds_add_supervised_runs_at_the_smallest_split_and_all_labels_only(tmp_path):
+    cfg = labkit.configure(
+        "farcluss",
+        "smoke",
+        {
+            "n_train_images": 32,
+            "n_val_images": 4,
+            "fractions": [1 / 8, 1 / 4],
+            "ablation": "none",
+            "iterations": 1,
+            "warmup_iterations": 1,
+            "decoder_channels": 8,
+            "seeds": [0],
+            "regime_seeds": [0, 5, 6],
+        },
+    )
+    data = study.load_data(cfg)
+    results = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
+    assert set(results.runs.seed) == {0}  # the methods' table keeps the main seeds
+    assert set(zip(results.regime.split, results.regime.seed)) == {(s, d) for s in ("1_8", "all") for d in (0, 5, 6)}
+    assert set(results.regime.arm) == {"supervised"}
+    tables = study.claim_tables(results)
+    full = tables["regime"].query("split == 'all'").set_index("seed").miou
+    assert list(full.index) == [0, 5, 6] and full.notna().all()
+    assert "supervised 1_8 mIoU (%)" in study.regime_table(cfg, results).columns
