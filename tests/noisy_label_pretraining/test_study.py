@@ -230,8 +230,9 @@ def test_noise_sweep_is_judged_on_noisy_levels_only():
     severities = {c.a.get("severity") for c in claim.compare}
     assert severities == {0.3, 0.6} and all(c.table == "sweep" for c in claim.compare)  # never severity 0
     assert _verdicts(sweep=(0.01, 0.05, 0.08))["benefit_shrinks_with_noise"]["status"] == NOT_HELD
-    one = study.declare_claims({**DEFAULT, "noise_levels": [0.3]})[-1]
-    assert judge(one, {})["status"] == NOT_EVALUATED and "needs two or more" in judge(one, {})["reason"]
+    for levels in ([0.3], [0.3, 1.0]):  # fewer than three noisy severities: not evaluated, saying what to add
+        few = study.declare_claims({**DEFAULT, "noise_levels": levels})[-1]
+        assert judge(few, {})["status"] == NOT_EVALUATED and "3 or more severities" in judge(few, {})["reason"]
 
 
 def test_one_legend_leaves_the_second_task_claim_not_evaluated_with_its_reason():

@@ -82,6 +82,8 @@ TASK_A, TASK_B = "lulc", "structure"
 IGNORE_INDEX = landcover.IGNORE_INDEX
 DATA_SOURCES = ("simulated", "geotiff", "noldo_s12")
 LEGEND_FILES = ("legend.json", "legend.csv")
+#: Noisy severities (above 0) the noise-sweep claim needs; clean pretraining is a reference, never a level.
+MIN_SWEEP_LEVELS = 3
 #: What each data source is, where it is published and the folder layout the loader expects.
 DATASETS = {
     "geotiff": (
@@ -1254,7 +1256,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
         )
     )
 
-    if len(levels) >= 2:
+    if len(levels) >= MIN_SWEEP_LEVELS:
         lo, hi = levels[0], levels[-1]
         compare = [
             Compare(
@@ -1271,7 +1273,11 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
         ]
         sweep_unavailable = unavailable.get("sweep")
     else:
-        compare, sweep_unavailable = [], f"noise_levels gives {len(levels)} noisy severity; the sweep needs two or more"
+        compare, sweep_unavailable = (
+            [],
+            f"noise_levels (with noise_severity) gives {len(levels)} noisy severit{'y' if len(levels) == 1 else 'ies'} "
+            f"{levels}; the sweep is judged on {MIN_SWEEP_LEVELS} or more severities above 0: add levels to noise_levels",
+        )
     claims.append(
         Claim(
             "benefit_shrinks_with_noise",
