@@ -1516,6 +1516,34 @@ def headline_metrics(results: Results) -> dict:
     return out
 
 
+def closing_note(results: Results, claims: pd.DataFrame) -> str:
+    """The report's closing note (markdown): the regime's numbers and each claim's status, from the run's tables."""
+    s, m = results.settings, headline_metrics(results)
+    k_few, k_many = s["k_values"][0], s["k_values"][-1]
+
+    def num(key, fmt=".3f"):
+        value = m.get(key)
+        return "n/a" if value is None or not np.isfinite(value) else format(value, fmt)
+
+    lines = [
+        f"**Regime** ({len(s['seeds'])} seeds, {s['finetune_steps']} fine-tuning steps at every k): random init "
+        f"{num(f'miou_random_k{k_few}')} at k={k_few} and {num(f'miou_random_k{k_many}')} at k={k_many}; "
+        f"per-pixel QDA {num(f'miou_qda_k{k_few}')} / {num(f'miou_qda_k{k_many}')}; clean-pretrained (ceiling) "
+        f"{num(f'miou_clean_full_k{k_few}')} / {num(f'miou_clean_full_k{k_many}')}; noisy-pretrained encoder+decoder "
+        f"{num(f'miou_noisy_full_k{k_few}')} / {num(f'miou_noisy_full_k{k_many}')}. Largest late gain of random init "
+        f"{num('late_gain_max_random')} (plateau if below {s.get('plateau_max_gain', float('nan')):g}).",
+        "",
+        f"**Layer-wise measure** (mean over seeds): encoder raw {num('layer_encoder_raw', '.3g')}, null "
+        f"{num('layer_encoder_null', '.3g')}, excess {num('layer_encoder_excess', '.3g')}; decoder raw {num('layer_decoder_raw', '.3g')}, "
+        f"null {num('layer_decoder_null', '.3g')}, excess {num('layer_decoder_excess', '.3g')}.",
+        "",
+        "**Claims**:",
+    ]
+    for row in claims.itertuples():
+        lines.append(f"- `{row.claim}`: **{row.status}** (preconditions: {row.preconditions}). {row.reason}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------------
