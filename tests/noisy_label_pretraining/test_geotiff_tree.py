@@ -147,3 +147,9 @@ def test_the_model_takes_the_trees_band_count_and_refuses_another(tmp_path):
     assert study.model_in_channels(model) == 6
     with pytest.raises(DataError, match="s2 tiles: have 4 bands but the model takes 6"):
         study.check_bands(model, np.zeros((1, 4, 32, 32), np.float32), "s2 tiles")
+
+
+def test_noldo_s12_reads_the_same_layout_once_placed(tmp_path):
+    root = write_tree(tmp_path / "noldo")["root"]
+    data = study.make_data({**GEOTIFF, "data_source": "noldo_s12", "data_root": str(root)})
+    assert data.source == "noldo_s12" and data.bands == list(BANDS) and len(data.classes_a) == 6
