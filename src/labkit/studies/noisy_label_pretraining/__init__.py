@@ -98,9 +98,9 @@ DATASETS = {
         "https://huggingface.co/datasets/vikki23/NoLDO-S12 (MIT; code at https://github.com/zhu-xlab/CromSS)",
         "the geotiff layout: DATA_ROOT/images/<name>.tif (Sentinel-2 bands), DATA_ROOT/labels_noisy/<name>.tif "
         "(the NoL noisy labels), DATA_ROOT/labels_clean/<name>.tif (the DW exact labels, same grid) and "
-        "DATA_ROOT/legend.json; unpack ssl4eo_s12_nol.zip and ssl4eo_s12_dw.zip into it (see "
-        "docs/data/noisy_label_pretraining.md: the zips' inner layout is not documented, so labkit reads "
-        "the tiles after you place them)",
+        "DATA_ROOT/legend.json, placed from ssl4eo_s12_nol.zip / ssl4eo_s12_dw.zip (their inner layout is not "
+        "documented and the noisy labels are on a coarser grid, which labkit never resamples: see "
+        "docs/data/noisy_label_pretraining.md)",
     ),
 }
 
@@ -1525,13 +1525,19 @@ def closing_note(results: Results, claims: pd.DataFrame) -> str:
         value = m.get(key)
         return "n/a" if value is None or not np.isfinite(value) else format(value, fmt)
 
+    def late(task):
+        ft = results.finetune
+        values = ft[(ft.task == task) & (ft.init == "random")].late_gain
+        return "n/a" if values.dropna().empty else f"{values.max():.3f}"
+
     lines = [
         f"**Regime** ({len(s['seeds'])} seeds, {s['finetune_steps']} fine-tuning steps at every k): random init "
         f"{num(f'miou_random_k{k_few}')} at k={k_few} and {num(f'miou_random_k{k_many}')} at k={k_many}; "
         f"per-pixel QDA {num(f'miou_qda_k{k_few}')} / {num(f'miou_qda_k{k_many}')}; clean-pretrained (ceiling) "
         f"{num(f'miou_clean_full_k{k_few}')} / {num(f'miou_clean_full_k{k_many}')}; noisy-pretrained encoder+decoder "
         f"{num(f'miou_noisy_full_k{k_few}')} / {num(f'miou_noisy_full_k{k_many}')}. Largest late gain of random init "
-        f"{num('late_gain_max_random')} (plateau if below {s.get('plateau_max_gain', float('nan')):g}).",
+        f"{late(TASK_A)} on task A, {late(TASK_B)} on task B (plateau if below "
+        f"{s.get('plateau_max_gain', float('nan')):g}).",
         "",
         f"**Layer-wise measure** (mean over seeds): encoder raw {num('layer_encoder_raw', '.3g')}, null "
         f"{num('layer_encoder_null', '.3g')}, excess {num('layer_encoder_excess', '.3g')}; decoder raw {num('layer_decoder_raw', '.3g')}, "
