@@ -98,7 +98,9 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
         "encoder_robust_decoder_sensitive",
         "benefit_shrinks_with_noise",
     ]
-    assert all(v["status"] == NOT_EVALUATED and "n seeds 1 < 3" in v["reason"] for v in verdicts)
+    assert all(v["status"] == NOT_EVALUATED for v in verdicts)
+    assert all("n seeds 1 < 3" in v["reason"] for v in verdicts[:3])
+    assert "3 or more severities above 0" in verdicts[3]["reason"]  # TINY sweeps two noisy severities
     saved = study.save_study_checkpoint(results)
     assert saved["saved"] is False and "resnet10t" in saved["reason"]
     again = study.run(TINY, data=results.data, progress=False)  # every task from the cache
@@ -230,8 +232,9 @@ def test_noise_sweep_is_judged_on_noisy_levels_only():
     severities = {c.a.get("severity") for c in claim.compare}
     assert severities == {0.3, 0.6} and all(c.table == "sweep" for c in claim.compare)  # never severity 0
     assert _verdicts(sweep=(0.01, 0.05, 0.08))["benefit_shrinks_with_noise"]["status"] == NOT_HELD
-    one = study.declare_claims({**DEFAULT, "noise_levels": [0.3]})[-1]
-    assert judge(one, {})["status"] == NOT_EVALUATED and "needs two or more" in judge(one, {})["reason"]
+    for levels in ([0.3], [0.3, 1.0]):  # fewer than three noisy severities: not evaluated, saying what to add
+        few = study.declare_claims({**DEFAULT, "noise_levels": levels})[-1]
+        assert judge(few, {})["status"] == NOT_EVALUATED and "3 or more severities" in judge(few, {})["reason"]
 
 
 def test_one_legend_leaves_the_second_task_claim_not_evaluated_with_its_reason():

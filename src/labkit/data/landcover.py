@@ -15,6 +15,7 @@ tiles with masks of any band count; :func:`load_eolearn_patch` reads the Sloveni
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +50,10 @@ IGNORE_INDEX = 255
 
 # ----------------------------------------------------------------------------------------------------------
 # Calibrated constants. Derived by ``calibrate_class_spectra()`` (below) from
-#   /work/shared/data/remote_sensing/eolearn_testeopatch_slovenia (MIT repo, Copernicus data):
+#   <shared data>/remote_sensing/eolearn_testeopatch_slovenia (MIT repo, Copernicus data):
 #     REFERENCE_SCENES.npy clear scenes 2, 3, 4 (TOA reflectance 0-1) x LULC.npy -> cultivated (11 px x 3
 #     scenes, few!), grassland, shrubland, forest, artificial (used for both road and building);
-#   /work/shared/data/sea_ice/sen1floods11_sar_water_proxy/Spain_7370579_S2Hand.tif (/10000) x LabelHand
+#   <shared data>/sea_ice/sen1floods11_sar_water_proxy/Spain_7370579_S2Hand.tif (/10000) x LabelHand
 #     == 1 -> water (the Slovenian patch has no water; this is turbid flood water, CC BY 4.0).
 #   Haze spectrum: mean(scene 1, hazy) - mean(scenes 2-4, clear) over the whole Slovenian patch.
 #   Scene gain CV: std/mean of the per-scene mean reflectance over the clear scenes.
@@ -161,7 +162,7 @@ BAND_CORRELATION = (
 # @@CALIBRATION-END@@
 
 
-def calibrate_class_spectra(shared_root: str | Path = "/work/shared/data") -> dict:
+def calibrate_class_spectra(shared_root: str | Path) -> dict:
     """Measure the simulator's spectral constants on the real Sentinel-2 samples in ``shared_root``.
 
     Returns ``{"mean": {class: [13 floats]}, "std": {...}, "pixels": {class: n}, "haze": [13],
@@ -600,9 +601,7 @@ def prepare_tiles(
     )
 
 
-def load_eolearn_patch(
-    root: str | Path = "/work/shared/data/remote_sensing/eolearn_testeopatch_slovenia", scene: int = 2, bands=NIRRGB
-) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_eolearn_patch(root: str | Path, scene: int = 2, bands=NIRRGB) -> tuple[np.ndarray, np.ndarray, dict]:
     """The eo-learn Slovenia patch: ``(image (C, H, W) float32, lulc-task mask (H, W) int64, meta)``.
 
     ``scene`` indexes REFERENCE_SCENES (2-4 are clear). LULC ids are mapped to the ``lulc`` task legend; no data
@@ -626,3 +625,58 @@ def load_eolearn_patch(
         if source_id < len(lut):
             lut[source_id] = task_id
     return image, lut[lulc], {"source": str(root), "scene": scene, "bands": tuple(bands)}
+
+
+def write_tile_tree(
+    root: str | Path,
+    images: np.ndarray,
+    clean: np.ndarray,
+    noisy: np.ndarray,
+    classes: list[str] | tuple[str, ...],
+    values: list[int] | None = None,
+    names: list[str] | None = None,
+    band_names: list[str] | None = None,
+    image_nodata: float | None = None,
+    label_nodata: int | None = 0,
+    legend: str = "json",
+    crs: str = "EPSG:32633",
+) -> Path:
+    """Write tiles in the ``geotiff`` layout of the noisy-label study (used for fixtures and demos).
+
+    ``root/images/<name>.tif`` (float32, one band per channel, named by ``band_names``; NaN pixels written as
+    ``image_nodata`` when given), ``root/labels_noisy/<name>.tif`` and ``root/labels_clean/<name>.tif`` (one
+    band of label values: class ``i`` is written as ``values[i]``, default ``i + 1``; ignored pixels (255) as
+    the declared no-data ``label_nodata``), and the legend ``root/legend.json`` (``{"<value>": "<class>"}``) or
+    ``root/legend.csv`` (``value,class``). Each tile gets its own georeferencing (10 m pixels, tiles side by side).
+    """
+    from rasterio.transform import from_origin
+
+    from labkit.data.io import write_geotiff
+
+    root = Path(root)
+    images, clean, noisy = np.asarray(images), np.asarray(clean), np.asarray(noisy)
+    values = list(values) if values is not None else [i + 1 for i in range(len(classes))]
+    if len(values) != len(classes):
+        raise ValueError(f"{len(values)} label values for {len(classes)} classes")
+    names = list(names) if names is not None else [f"tile_{i:03d}.tif" for i in range(len(images))]
+    lut = np.full(256, -1, np.int64)
+    lut[: len(values)] = values
+    lut[IGNORE_INDEX] = -1 if label_nodata is None else label_nodata
+    for sub in ("images", "labels_noisy", "labels_clean"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        transform = from_origin(500000.0 + 10.0 * images.shape[-1] * i, 5100000.0, 10.0, 10.0)
+        image = np.asarray(images[i], np.float32)
+        if image_nodata is not None:
+            image = np.where(np.isfinite(image), image, np.float32(image_nodata))
+        write_geotiff(
+            root / "images" / name, image, nodata=image_nodata, crs=crs, transform=transform, band_names=band_names
+        )
+        for sub, labels in (("labels_clean", clean[i]), ("labels_noisy", noisy[i])):
+            mapped = lut[np.asarray(labels, np.int64)].astype(np.int16)
+            write_geotiff(root / sub / name, mapped, nodata=label_nodata, crs=crs, transform=transform)
+    if legend == "json":
+        (root / "legend.json").write_text(json.dumps({str(v): c for v, c in zip(values, classes)}, indent=1))
+    else:
+        (root / "legend.csv").write_text("value,class\n" + "".join(f"{v},{c}\n" for v, c in zip(values, classes)))
+    return root

@@ -82,6 +82,8 @@ TASK_A, TASK_B = "lulc", "structure"
 IGNORE_INDEX = landcover.IGNORE_INDEX
 DATA_SOURCES = ("simulated", "geotiff", "noldo_s12")
 LEGEND_FILES = ("legend.json", "legend.csv")
+#: Noisy severities (above 0) the noise-sweep claim needs; clean pretraining is a reference, never a level.
+MIN_SWEEP_LEVELS = 3
 #: What each data source is, where it is published and the folder layout the loader expects.
 DATASETS = {
     "geotiff": (
@@ -96,9 +98,9 @@ DATASETS = {
         "https://huggingface.co/datasets/vikki23/NoLDO-S12 (MIT; code at https://github.com/zhu-xlab/CromSS)",
         "the geotiff layout: DATA_ROOT/images/<name>.tif (Sentinel-2 bands), DATA_ROOT/labels_noisy/<name>.tif "
         "(the NoL noisy labels), DATA_ROOT/labels_clean/<name>.tif (the DW exact labels, same grid) and "
-        "DATA_ROOT/legend.json; unpack ssl4eo_s12_nol.zip and ssl4eo_s12_dw.zip into it (see "
-        "docs/data/noisy_label_pretraining.md: the zips' inner layout is not documented, so labkit reads "
-        "the tiles after you place them)",
+        "DATA_ROOT/legend.json, placed from ssl4eo_s12_nol.zip / ssl4eo_s12_dw.zip (their inner layout is not "
+        "documented and the noisy labels are on a coarser grid, which labkit never resamples: see "
+        "docs/data/noisy_label_pretraining.md)",
     ),
 }
 
@@ -1254,7 +1256,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
         )
     )
 
-    if len(levels) >= 2:
+    if len(levels) >= MIN_SWEEP_LEVELS:
         lo, hi = levels[0], levels[-1]
         compare = [
             Compare(
@@ -1271,7 +1273,11 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
         ]
         sweep_unavailable = unavailable.get("sweep")
     else:
-        compare, sweep_unavailable = [], f"noise_levels gives {len(levels)} noisy severity; the sweep needs two or more"
+        compare, sweep_unavailable = (
+            [],
+            f"noise_levels (with noise_severity) gives {len(levels)} noisy severit{'y' if len(levels) == 1 else 'ies'} "
+            f"{levels}; the sweep is judged on {MIN_SWEEP_LEVELS} or more severities above 0: add levels to noise_levels",
+        )
     claims.append(
         Claim(
             "benefit_shrinks_with_noise",
@@ -1508,6 +1514,40 @@ def headline_metrics(results: Results) -> dict:
         out[f"layer_{r.part}_excess"] = round(float(r.excess), 5)
     out["late_gain_max_random"] = round(float(results.finetune[results.finetune.init == "random"].late_gain.max()), 4)
     return out
+
+
+def closing_note(results: Results, claims: pd.DataFrame) -> str:
+    """The report's closing note (markdown): the regime's numbers and each claim's status, from the run's tables."""
+    s, m = results.settings, headline_metrics(results)
+    k_few, k_many = s["k_values"][0], s["k_values"][-1]
+
+    def num(key, fmt=".3f"):
+        value = m.get(key)
+        return "n/a" if value is None or not np.isfinite(value) else format(value, fmt)
+
+    def late(task):
+        ft = results.finetune
+        values = ft[(ft.task == task) & (ft.init == "random")].late_gain
+        return "n/a" if values.dropna().empty else f"{values.max():.3f}"
+
+    lines = [
+        f"**Regime** ({len(s['seeds'])} seeds, {s['finetune_steps']} fine-tuning steps at every k): random init "
+        f"{num(f'miou_random_k{k_few}')} at k={k_few} and {num(f'miou_random_k{k_many}')} at k={k_many}; "
+        f"per-pixel QDA {num(f'miou_qda_k{k_few}')} / {num(f'miou_qda_k{k_many}')}; clean-pretrained (ceiling) "
+        f"{num(f'miou_clean_full_k{k_few}')} / {num(f'miou_clean_full_k{k_many}')}; noisy-pretrained encoder+decoder "
+        f"{num(f'miou_noisy_full_k{k_few}')} / {num(f'miou_noisy_full_k{k_many}')}. Largest late gain of random init "
+        f"{late(TASK_A)} on task A, {late(TASK_B)} on task B (plateau if below "
+        f"{s.get('plateau_max_gain', float('nan')):g}).",
+        "",
+        f"**Layer-wise measure** (mean over seeds): encoder raw {num('layer_encoder_raw', '.3g')}, null "
+        f"{num('layer_encoder_null', '.3g')}, excess {num('layer_encoder_excess', '.3g')}; decoder raw {num('layer_decoder_raw', '.3g')}, "
+        f"null {num('layer_decoder_null', '.3g')}, excess {num('layer_decoder_excess', '.3g')}.",
+        "",
+        "**Claims**:",
+    ]
+    for row in claims.itertuples():
+        lines.append(f"- `{row.claim}`: **{row.status}** (preconditions: {row.preconditions}). {row.reason}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------
