@@ -54,6 +54,20 @@ def test_corrupt_files_warn_and_skip_or_raise(tmp_path):
         load_mvtec_style(root, on_corrupt="error")
 
 
+def test_several_corrupt_files_give_one_warning_listing_them_all(tmp_path):
+    import warnings
+
+    root = _mvtec(tmp_path)
+    (root / "train" / "good" / "bad1.png").write_bytes(b"not a png at all")
+    (root / "test" / "good" / "bad2.png").write_bytes(b"\x89PNG truncated")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = load_mvtec_style(root)
+    corrupt = [w for w in caught if "bad1.png" in str(w.message) or "bad2.png" in str(w.message)]
+    assert len(corrupt) == 1 and "bad1.png" in str(corrupt[0].message) and "bad2.png" in str(corrupt[0].message)
+    assert len(s) == 6 and len(s.skipped) == 2
+
+
 def test_defect_image_without_mask_is_an_error(tmp_path):
     root = _mvtec(tmp_path)
     (root / "ground_truth" / "hole" / "000_mask.png").unlink()
