@@ -19,7 +19,7 @@ reach for any predictor; at 50 % the task is learnable and its trivial baseline 
 
 Produce (or reproduce) the shipped checkpoint with::
 
-    python -m labkit.methods.microct_standin --steps 1000 --out src/labkit/methods/weights/microct_standin_vit
+    python -m labkit.methods.microct_standin --steps 500 --out src/labkit/methods/weights/microct_standin_vit
 
 Its sidecar ``.json`` records the data, the steps, the loss curve, the held-out loss and the trivial
 predictor's loss, the command and the git commit.
@@ -109,12 +109,37 @@ def _augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def sincos_2d(grid: int, dim: int, prefix: int = 1) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (MAE's), (1, prefix + grid*grid, dim); prefix rows zero."""
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
+    parts = []
+    for pos in (ys.flatten(), xs.flatten()):
+        out = pos[:, None] * omega[None]
+        parts += [torch.sin(out), torch.cos(out)]
+    emb = torch.cat(parts, 1).float()
+    return torch.cat([torch.zeros(prefix, dim), emb], 0)[None]
+
+
 def _mae(encoder, mask_ratio: float):
+    """MAE with fixed sine-cosine position embeddings in encoder and decoder, as in MAE. Learned
+    embeddings from a random start leave the network to find out which tokens are neighbours first:
+    measured here, that kept the held-out loss at the trivial predictor's (ratio 1.03 after 400 steps)."""
     from labkit.methods.ssl import MaskedAutoencoder
 
-    return MaskedAutoencoder(
+    mae = MaskedAutoencoder(
         encoder, decoder_dim=128, decoder_depth=2, decoder_heads=4, mask_ratio=mask_ratio, norm_pix_loss=False
     )
+    grid = int(encoder.patch_embed.grid_size[0])
+    with torch.no_grad():
+        encoder.pos_embed.copy_(sincos_2d(grid, encoder.pos_embed.shape[-1], mae.prefix))
+        mae.decoder_pos.copy_(sincos_2d(grid, mae.decoder_pos.shape[-1], mae.prefix))
+    encoder.pos_embed.requires_grad_(False)
+    mae.decoder_pos.requires_grad_(False)
+    return mae
 
 
 @torch.no_grad()
@@ -162,7 +187,8 @@ def pretrain(
     heldout = _prepared(_slices(DATA["heldout_seed"], 1))
     encoder = build_vit(TRAIN_CROP)
     mae = _mae(encoder, mask_ratio).to(device)
-    opt = torch.optim.AdamW(mae.parameters(), lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
+    trainable = [p for p in mae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps)))
@@ -183,7 +209,7 @@ def pretrain(
         running.append(float(loss.detach()))
         if step % log_every == 0 or step == steps:
             curve.append({"step": step, "loss": float(np.mean(running)), "seconds": round(time.time() - started, 1)})
-            if step % (4 * log_every) == 0 or step == steps:
+            if step % (2 * log_every) == 0 or step == steps:
                 f, t = heldout_losses(mae, probe.to(device))
                 curve[-1]["heldout_ratio"] = round(f / t, 4)
             running = []
@@ -263,7 +289,7 @@ def load(path: str | Path | None = None, img_size: int = EVAL_SIZE):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m labkit.methods.microct_standin", description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mask-ratio", type=float, default=MASK_RATIO)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the shipped checkpoint used 1)")
