@@ -54,6 +54,9 @@ def test_feature_extraction_shapes_and_cache(tiny_vit, tmp_path):
         tiny_vit, images, img_size=32, backbone="test_vit", weights="random(0)", cache_dir=tmp_path, progress=False
     )
     assert f2.from_cache and np.array_equal(f1.patch, f2.patch)
+    # the mean-pooled patch tokens of every image come with them (and back from the cache)
+    assert f1.mean.shape == (5, 64) and np.allclose(f1.mean, f1.patch.mean((2, 3)), atol=1e-5)
+    assert np.array_equal(f1.mean, f2.mean)
     # batching does not change the features; a different weights id is a different cache entry
     f3 = probing.extract_features(
         tiny_vit,

@@ -3,7 +3,6 @@ DINOv2 so that the pretrained code path (features, heads, LoRA, claims) runs. Th
 do not fit the ViT's 16-px patch grid and are reflect-padded to 48 px, so the padding path runs too."""
 
 import dataclasses
-import sys
 import types
 
 import numpy as np
@@ -141,8 +140,22 @@ def test_tables_and_figures(tiny_result):
     cfg, res = tiny_result
     cls = study.classification_table(res)
     assert {"kNN k=1", "kNN k=3", "linear"} <= set(cls["probe"])
+    # every ViT probed on three centred views; the histogram and random-ResNet baseline rows
+    vit = cls[cls["backbone"] == study.BACKBONE_LABELS["random"]]
+    assert set(vit["feature"]) == set(study.FEATURE_LABELS.values())
+    assert {study.HISTOGRAM, study.resnet_baseline_label(cfg)} <= set(cls["backbone"])
+    assert cls[cls["backbone"] == study.HISTOGRAM]["accuracy_mean"].between(0, 1).all()
+    seg = study.segmentation_table(res)
+    heads = seg[seg["kind"] == "frozen"]
+    oracle = seg[seg["kind"] == "oracle"].set_index("backbone")["ood_rock/miou"]
+    assert np.allclose(heads["ood_rock/token_ceiling"], heads["backbone"].map(oracle))
+    ceil = study.ceiling_table(res)
+    assert list(ceil["grid"]) == list(study.CEILING_GRIDS)
+    assert ceil["ood_rock"].is_monotonic_increasing or ceil["ood_rock"].iloc[-1] > ceil["ood_rock"].iloc[0]
     assert not res.silhouettes.empty
     for fig in (
+        study.ceiling_figure(res),
+        study.pretraining_figure(res),
         study.data_figure(res.first_data),
         study.pca_figure(res),
         study.embedding_figure(res, "tsne"),
@@ -272,40 +285,69 @@ def test_resnet_lora_row_runs_when_weights_exist(monkeypatch, tiny_result):
     assert ("resnet10t", "pretrained") in asked
 
 
-def test_ssl_backbone_is_pretrained_once_and_cached(monkeypatch):
-    from labkit.models.backbones import create_backbone
+def _standin_checkpoint(tmp_path, loss_ratio):
+    from labkit.methods import microct_standin
 
-    calls = []
-
-    def fake_pretrain_mae(images, arch, img_size, epochs, seed=0, max_seconds=None):
-        calls.append(images.shape)
-        enc = create_backbone(arch, weights="random", img_size=img_size, num_classes=0)
-        return enc, [{"epoch": 1, "loss": 1.0}]
-
-    monkeypatch.setitem(sys.modules, "labkit.methods.ssl", types.SimpleNamespace(pretrain_mae=fake_pretrain_mae))
-    cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, ssl_epochs=1, ssl_samples_per_rock=1))
-    first = study.load_ssl_backbone(cfg)
-    second = study.load_ssl_backbone(cfg)
-    assert first.ok and second.status == "ok (cached)" and len(calls) == 1
-    a, b = first.model.state_dict(), second.model.state_dict()
-    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
-
-
-def test_fold_input_standardisation_is_exact():
-    import torch
-
-    from labkit.models.backbones import create_backbone
-
+    torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    enc = create_backbone("test_vit", weights="random", img_size=32, num_classes=0).eval()
-    mean, std = [0.2, -0.1, 0.4], [1.5, 0.7, 2.0]
-    enc.pretrain_meta = {"pixel_mean": mean, "pixel_std": std}
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        ref = enc.forward_features((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
-        study.fold_input_standardisation(enc)
-        out = enc.forward_features(x)
-    assert torch.allclose(ref, out, atol=1e-4)
+    record = {"steps": 3, "final_loss": loss_ratio, "trivial_loss": 1.0, "loss_ratio": loss_ratio, "curve": []}
+    return microct_standin.save(microct_standin.build_vit(), record, tmp_path / "standin", "test")
+
+
+def test_ssl_backbone_is_the_standin_checkpoint_on_the_token_grid(tmp_path):
+    path = _standin_checkpoint(tmp_path, 0.5)
+    cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, ssl_weights=str(path), token_grid=6))
+    bb = study.load_ssl_backbone(cfg)
+    assert bb.ok and bb.img_size == 6 * 7 and bb.pretraining["loss_ratio"] == 0.5
+    assert bb.model.patch_embed.grid_size == (6, 6)
+    # the same file, another token grid: the position embedding is resampled, the weights id is the file's
+    other = study.load_ssl_backbone(
+        labkit.configure("dinov2_microct", "smoke", dict(TINY, ssl_weights=str(path), token_grid=24))
+    )
+    assert other.img_size == 168 and other.weights_id == bb.weights_id
+    missing = study.load_ssl_backbone(
+        labkit.configure("dinov2_microct", "smoke", dict(TINY, ssl_weights="labkit:no_such_net"))
+    )
+    assert not missing.ok and "ssl_weights" in missing.status
+
+
+def test_untrained_standin_leaves_its_analogue_claims_not_evaluated(tmp_path):
+    path = _standin_checkpoint(tmp_path, 0.95)  # not below TRAINED_RATIO
+    res = types.SimpleNamespace(pretraining={"ssl": {"loss_ratio": 0.95, "final_loss": 0.95, "trivial_loss": 1.0}})
+    table = study.pretraining_table(res)
+    assert not table["trained"].iloc[0] and table["trained_threshold"].iloc[0] == study.TRAINED_RATIO
+    assert path.is_file()
+    cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, backbones=["ssl"], lora_backbones=["ssl"]))
+    claims = study.declare_claims(cfg)
+    assert claims and all(c.id.endswith("__ssl") for c in claims)
+    for c in claims:
+        tables = labkit.core.claims.synthetic_tables(c)
+        assert judge(c, tables)["status"] == "held", c.id
+        tables["pretraining"] = pd.DataFrame([{"arm": "ssl", "loss_ratio": 0.95}])
+        verdict = judge(c, tables)
+        assert verdict["status"] == "not evaluated" and "trained" in str(verdict), c.id
+
+
+def test_centred_probe_ignores_a_common_offset():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    signal = rng.normal(size=(60, 8)) * 1e-3 + np.eye(3, 8)[labels] * 1e-2
+    shifted = signal + 100.0  # a near-constant token: every raw cosine similarity is about 1
+    tr, te = np.arange(0, 60, 2), np.arange(1, 60, 2)
+    views = study.centred_views({"cls": shifted, "mean": signal}, tr)
+    assert np.allclose(views["cls"], views["mean"], atol=1e-4)
+    cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, knn_ks=[3]))
+    rows = pd.DataFrame(study.probe_rows(cfg, 0, "x", {"cls": shifted, "mean": signal}, labels, tr, te, 10))
+    assert set(rows["feature"]) == {"cls", "mean", "cls+mean"}
+    acc = rows.set_index(["probe", "feature"])["accuracy"]
+    assert acc[("knn", "cls")] == acc[("knn", "mean")] > 0.9
+
+
+def test_grey_histograms_are_densities():
+    rng = np.random.default_rng(0)
+    h = study.grey_histograms(rng.random((4, 16, 16)))
+    assert h.shape == (4, study.HISTOGRAM_BINS)
+    assert np.allclose(h.sum(1) / study.HISTOGRAM_BINS, 1.0)
 
 
 def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():

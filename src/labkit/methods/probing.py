@@ -29,6 +29,7 @@ class Features:
     from_cache: bool
     key: str
     patch_index: np.ndarray | None = None  # image indices whose patch tokens are kept (None: every image)
+    mean: np.ndarray | None = None  # (N, D) mean-pooled patch tokens of every image
 
     def patch_of(self, index) -> np.ndarray:
         """Patch tokens of images ``index`` (indices into the extracted stack)."""
@@ -59,7 +60,7 @@ def feature_cache_key(
         "img_size": int(img_size),
         "data": data,
         "policy": policy,
-        "version": 1,
+        "version": 2,
     }
     if patch_index is not None:  # only then, so keys of earlier caches stay valid
         fields["patch_index"] = patch_index
@@ -113,7 +114,8 @@ def extract_features(
         path = root / f"{key}.npz"
         if path.is_file():
             with np.load(path) as z:
-                return Features(z["cls"], z["patch"], float(z["seconds"]), True, key, patch_index)
+                if "mean" in z:
+                    return Features(z["cls"], z["patch"], float(z["seconds"]), True, key, patch_index, z["mean"])
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -122,7 +124,7 @@ def extract_features(
     if keep is not None:
         keep[patch_index] = True
     n_patch = len(images) if patch_index is None else len(patch_index)
-    cls_out, patch_out, row = None, None, 0
+    cls_out, patch_out, mean_out, row = None, None, None, 0
     from tqdm.auto import tqdm
 
     starts = range(0, len(images), batch_size)
@@ -133,8 +135,10 @@ def extract_features(
             c, g = c.float().cpu(), g.float().cpu()
             if cls_out is None:  # allocate once the token shapes are known
                 cls_out = np.empty((len(images), c.shape[1]), np.float32)
+                mean_out = np.empty((len(images), g.shape[1]), np.float32)
                 patch_out = np.empty((n_patch,) + tuple(g.shape[1:]), patch_dtype)
             cls_out[i : i + len(x)] = c.numpy()
+            mean_out[i : i + len(x)] = g.mean((2, 3)).numpy()
             if keep is None:
                 patch_out[i : i + len(x)] = g.numpy()
             else:
@@ -146,8 +150,8 @@ def extract_features(
     if path is not None and cls_out.nbytes + patch_out.nbytes <= max_cache_bytes:
         from labkit.core.atomic import atomic_save_npz
 
-        atomic_save_npz(path, cls=cls_out, patch=patch_out, seconds=np.float64(seconds))
-    return Features(cls_out, patch_out, seconds, False, key, patch_index)
+        atomic_save_npz(path, cls=cls_out, patch=patch_out, mean=mean_out, seconds=np.float64(seconds))
+    return Features(cls_out, patch_out, seconds, False, key, patch_index, mean_out)
 
 
 # --------------------------------------------------------------------------------------

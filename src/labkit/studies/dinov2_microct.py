@@ -12,9 +12,17 @@ Backbones (each a row, each judged the same way):
 
 * ``dinov2``: DINOv2 with pretrained weights from :func:`labkit.models.backbones.create_backbone`;
   without weights every DINOv2 row and claim is "not evaluated: weights unavailable".
-* ``random``: the same ViT architecture randomly initialised (a control: what pretraining buys).
-* ``ssl``: the same ViT pretrained by labkit (masked autoencoding, :mod:`labkit.methods.ssl`) on
-  unlabeled simulated slices that are disjoint from every evaluation slice.
+* ``random``: a ViT of architecture ``vit_arch`` randomly initialised (a control: what pretraining buys);
+  ``microct_standin`` (the default) is the stand-in's own architecture.
+* ``ssl``: labkit's stand-in for DINOv2, a small ViT pretrained by masked autoencoding on unlabeled
+  simulated slices disjoint from every evaluation slice (:mod:`labkit.methods.microct_standin`),
+  shipped as a checkpoint (``ssl_weights``); judged only where it passed the "trained" precondition.
+
+Every ViT meets the slices on a ``token_grid`` x ``token_grid`` token grid (input side = grid x patch),
+and every head row sits beside the per-token oracle of its grid (the ceiling of any per-token head).
+Classification probes (kNN and linear) run on the class token, the mean-pooled patch tokens and their
+concatenation, centred on the training mean; a grey-level histogram and a random-init ResNet's pooled
+features are baseline rows.
 * ``resnet``: a pretrained ResNet with LoRA (the paper's weaker baseline); pretrained weights only.
 
 The module returns DataFrames, dicts and figures; the notebook hands them to the Report.
@@ -24,9 +32,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import inspect
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -37,7 +42,7 @@ import pandas as pd
 import torch
 
 from labkit.core.claims import Check, Claim, Compare, Precondition
-from labkit.core.errors import DataError, LabkitError, ParameterError, WeightsUnavailableError
+from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
 from labkit.core.metrics import ConfusionMatrix, aggregate_over_seeds
 from labkit.core.seeding import seed_everything
 from labkit.data import microct
@@ -49,9 +54,17 @@ STUDY = "dinov2_microct"
 NUM_PHASES = len(PHASES)
 BACKBONE_LABELS = {
     "dinov2": "DINOv2 (pretrained)",
-    "random": "same ViT, random init (control)",
-    "ssl": "labkit SSL ViT (MAE on simulated slices)",
+    "random": "ViT, random init (control)",
+    "ssl": "labkit stand-in ViT (MAE, shipped)",
 }
+# the random control's default architecture: the stand-in's (labkit.methods.microct_standin.ARCH)
+STANDIN_ARCH = "microct_standin"
+# classification baseline rows (features without a ViT)
+HISTOGRAM = "grey-level histogram (32 bins)"
+HISTOGRAM_BINS = 32
+FEATURES = ("cls", "mean", "cls+mean")
+FEATURE_LABELS = {"cls": "class token", "mean": "mean patch token", "cls+mean": "class + mean patch token"}
+CEILING_GRIDS = (8, 12, 16, 24, 32, 48)
 CLASSICAL = ("multi-Otsu", "K-means", "fuzzy C-means", "random forest (filter bank)")
 SPLITS = ("in_distribution", "ood_rock", "ood_scanner")
 # Claim thresholds (stated in each claim's evidence)
@@ -135,7 +148,7 @@ def check_weights(cfg) -> None:
     """Before any work: a weights parameter that names a file must name one that exists."""
     from pathlib import Path
 
-    for name in ("dinov2_weights", "resnet_weights"):
+    for name in ("dinov2_weights", "resnet_weights", "ssl_weights"):
         value = cfg[name]
         if value in ("pretrained", "random") or str(value).startswith("labkit:"):
             continue
@@ -314,6 +327,10 @@ class Backbone:
 @functools.cache
 def arch_patch_size(name: str) -> int:
     """Patch side of a ViT architecture (from its timm name, else from a randomly built model)."""
+    if name == STANDIN_ARCH:
+        from labkit.methods.microct_standin import ARCH
+
+        return int(ARCH["patch_size"])
     from labkit.models.backbones import create_backbone, timm_name
 
     m = re.search(r"patch(\d+)", timm_name(name))
@@ -323,11 +340,14 @@ def arch_patch_size(name: str) -> int:
 
 
 def vit_input_size(cfg, arch: str | None = None) -> int:
-    """The ViT's input side: ``img_size`` (or the slice side) fitted to the patch grid of ``arch``
-    (default ``vit_arch``) by ``resize_policy``: the next multiple of the patch (``resize``,
-    ``pad``) or a DataError (``error``)."""
-    size = int(cfg.img_size or cfg.slice_size)
+    """The ViT's input side. With ``token_grid`` set: ``token_grid`` x the patch of ``arch`` (default
+    ``vit_arch``), so every ViT gets the same token grid whatever its patch. Else ``img_size`` (or the
+    slice side) fitted to the patch grid by ``resize_policy``: the next multiple of the patch
+    (``resize``, ``pad``) or a DataError (``error``)."""
     patch = arch_patch_size(arch or cfg.vit_arch)
+    if cfg.get("token_grid"):
+        return int(cfg.token_grid) * patch
+    size = int(cfg.img_size or cfg.slice_size)
     try:
         return grid_input_size(size, patch, cfg.resize_policy)
     except DataError as exc:
@@ -336,138 +356,92 @@ def vit_input_size(cfg, arch: str | None = None) -> int:
         ) from exc
 
 
-def _ssl_images(cfg) -> np.ndarray:
-    """Unlabeled slices for self-supervised pretraining: simulated with their own seed, so no
-    evaluation slice is ever seen."""
-    ds = microct.simulate_slices(
-        tuple(cfg.rock_types),
-        tuple(cfg.scanners),
-        samples_per_rock=max(1, cfg.ssl_samples_per_rock),
-        slices_per_sample=cfg.slices_per_sample,
-        size=cfg.slice_size,
-        slice_step=cfg.slice_step,
-        grain_scale=cfg.grain_scale,
-        seed=987_654,
-    )
-    return ds.images
+def build_random_vit(cfg, seed: int, size: int) -> torch.nn.Module:
+    """The random-init control of architecture ``vit_arch`` (``microct_standin``: the stand-in's)."""
+    from labkit.models.backbones import create_backbone
 
+    seed_everything(seed)
+    if cfg.vit_arch == STANDIN_ARCH:
+        from labkit.methods.microct_standin import build_vit
 
-def fold_input_standardisation(encoder: torch.nn.Module) -> None:
-    """labkit's SSL pretraining standardises inputs with the pretraining set's per-channel
-    mean/std (``encoder.pretrain_meta``); fold that affine map into the patch embedding so the
-    encoder takes the same inputs as every other backbone here (exact: the embedding is linear)."""
-    meta = getattr(encoder, "pretrain_meta", None) or {}
-    if "pixel_mean" not in meta:
-        return
-    proj = encoder.patch_embed.proj
-    mean = torch.tensor(meta["pixel_mean"], dtype=proj.weight.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(meta["pixel_std"], dtype=proj.weight.dtype).view(1, -1, 1, 1)
-    with torch.no_grad():
-        w = proj.weight / std
-        shift = (w * mean).sum(dim=(1, 2, 3))
-        proj.weight.copy_(w)
-        if proj.bias is not None:
-            proj.bias.sub_(shift)
-    meta.pop("pixel_mean"), meta.pop("pixel_std")
+        return build_vit(size)
+    return create_backbone(cfg.vit_arch, weights="random", img_size=size, num_classes=0)
 
 
 def load_ssl_backbone(cfg, progress: bool = False) -> Backbone:
-    """The ViT pretrained by labkit's masked autoencoder; cached on disk (safetensors) keyed by
-    its settings, so reruns do not pretrain again."""
-    from labkit.core.checkpoints import load_checkpoint, load_state_into, save_checkpoint
-    from labkit.core.paths import cache_dir
-    from labkit.models.backbones import create_backbone
+    """labkit's stand-in for DINOv2 (:mod:`labkit.methods.microct_standin`), from ``ssl_weights``:
+    ``labkit:microct_standin_vit`` (the checkpoint shipped with the kit) or a file the same command
+    wrote. Its training record (loss, trivial predictor's loss, steps, curve) comes from the sidecar
+    and decides the "trained" precondition."""
+    from pathlib import Path
+
+    from labkit.core.grid import file_digest
+    from labkit.methods import microct_standin
 
     label = BACKBONE_LABELS["ssl"]
-    try:
-        from labkit.methods.ssl import pretrain_mae
-    except ImportError as exc:
-        return Backbone(
-            "ssl", label, None, "", f"not evaluated: labkit.methods.ssl.pretrain_mae is not available ({exc})"
-        )
-    size = vit_input_size(cfg)
-    settings = {
-        "arch": cfg.vit_arch,
-        "img_size": size,
-        "epochs": cfg.ssl_epochs,
-        "samples_per_rock": cfg.ssl_samples_per_rock,
-        "slice_size": cfg.slice_size,
-        "rocks": list(cfg.rock_types),
-        "scanners": list(cfg.scanners),
-        "grain_scale": cfg.grain_scale,
-        "slices_per_sample": cfg.slices_per_sample,
-        "slice_step": cfg.slice_step,
-        "max_seconds": cfg.ssl_max_seconds,
-        "fold": 1,
-    }
-    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir("ssl") / f"mae_{cfg.vit_arch}_{key}"
-    weights_id = f"labkit-mae({key})"
-    model = create_backbone(cfg.vit_arch, weights="random", img_size=size, num_classes=0)
-    if path.with_suffix(".safetensors").is_file():
-        state, meta = load_checkpoint(path)
-        load_state_into(model, state, source=str(path))
+    value = str(cfg.ssl_weights)
+    if value == f"labkit:{microct_standin.NAME}":
+        path = microct_standin.SHIPPED.with_suffix(".safetensors")
+    elif value.startswith("labkit:") or value in ("random", "pretrained"):
         return Backbone(
             "ssl",
             label,
-            model,
-            weights_id,
-            "ok (cached)",
-            cfg.vit_arch,
-            size,
-            input_note(cfg, model, size),
-            pretraining=dict(meta.get("pretraining") or {}),
+            None,
+            "",
+            f"not evaluated: parameter 'ssl_weights' is {value!r}; use labkit:{microct_standin.NAME} or a file "
+            "written by `python -m labkit.methods.microct_standin`",
         )
-    # The encoder must see exactly what the probes feed it: 3-channel, ImageNet-normalised slices.
-    from labkit.models.vit_heads import prepare_input
-
-    images = prepare_input(torch.from_numpy(_ssl_images(cfg)), size).numpy()
-    kwargs = {
-        "arch": cfg.vit_arch,
-        "img_size": size,
-        "epochs": cfg.ssl_epochs,
-        "seed": 0,
-        "progress": progress,
-        "max_seconds": cfg.ssl_max_seconds,
-        "batch_size": 32,
-    }
-    accepted = inspect.signature(pretrain_mae).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    try:
-        encoder, history = pretrain_mae(images, **kwargs)
-    except (LabkitError, ValueError, TypeError, RuntimeError) as exc:
-        return Backbone("ssl", label, None, "", f"not evaluated: pretrain_mae failed ({type(exc).__name__}: {exc})")
-    fold_input_standardisation(encoder)
-    try:
-        load_state_into(model, encoder.state_dict(), source="pretrain_mae encoder", strict=False)
-    except LabkitError as exc:
-        return Backbone("ssl", label, None, "", f"not evaluated: the MAE encoder does not fit {cfg.vit_arch} ({exc})")
-    curve = pd.DataFrame(history) if history is not None else pd.DataFrame()
-    final = float(curve["loss"].iloc[-1]) if len(curve) else float("nan")
-    trivial = mae_trivial_loss(images, patch_size_of(model))
-    record = {"final_loss": final, "trivial_loss": trivial, "loss_ratio": final / trivial, "steps": int(len(curve))}
-    save_checkpoint(
-        path,
-        model.state_dict(),
-        {"study": STUDY, "settings": settings, "pretraining": record, "history": curve.to_dict("list")},
-    )
+    else:
+        path = Path(value)
+    if not path.is_file():
+        return Backbone(
+            "ssl",
+            label,
+            None,
+            "",
+            f"not evaluated: the stand-in checkpoint {path} is missing; make it with "
+            f"`python -m labkit.methods.microct_standin --out {path.with_suffix('')}`",
+        )
+    size = vit_input_size(cfg, STANDIN_ARCH)
+    model, record = microct_standin.load(path, img_size=size)
+    weights_id = f"{microct_standin.NAME}({file_digest(path)[:16]})"
     return Backbone(
-        "ssl", label, model, weights_id, "ok", cfg.vit_arch, size, input_note(cfg, model, size), pretraining=record
+        "ssl",
+        label,
+        model,
+        weights_id,
+        "ok",
+        STANDIN_ARCH,
+        size,
+        input_note(cfg, model, size),
+        pretraining=record,
     )
 
 
-def mae_trivial_loss(images: np.ndarray, patch: int) -> float:
-    """The masked-autoencoder loss (per-patch normalised pixels) of the trivial predictor that outputs
-    each hidden patch's own mean: the mean of the normalised target's squares, about (P - 1) / P for
-    P pixel values per patch (less for flat patches, where the normalisation's epsilon dominates)."""
-    x = torch.as_tensor(np.asarray(images, np.float32))
-    n, c, h, w = x.shape
-    t = x[:, :, : h // patch * patch, : w // patch * patch].unfold(2, patch, patch).unfold(3, patch, patch)
-    t = t.permute(0, 2, 3, 4, 5, 1).reshape(n, -1, patch * patch * c)
-    var = t.var(-1, keepdim=True)
-    z = (t - t.mean(-1, keepdim=True)) / (var + 1e-6) ** 0.5
-    return float((z**2).mean())
+def pretraining_curve(res) -> pd.DataFrame:
+    """The stand-in's training curve from its sidecar: step, running training loss."""
+    rec = (res.pretraining or {}).get("ssl") or {}
+    return pd.DataFrame(rec.get("curve") or [], columns=["step", "loss", "seconds"])
+
+
+def pretraining_table(res) -> pd.DataFrame:
+    """The stand-in's "trained" record: steps, held-out loss, trivial predictor's loss, their ratio."""
+    rows = []
+    for kind, rec in (res.pretraining or {}).items():
+        rows.append(
+            {
+                "backbone": BACKBONE_LABELS.get(kind, kind),
+                "steps": rec.get("steps"),
+                "heldout_loss": rec.get("final_loss"),
+                "trivial_loss": rec.get("trivial_loss"),
+                "loss_ratio": rec.get("loss_ratio"),
+                "trained_threshold": TRAINED_RATIO,
+                "trained": bool(rec.get("loss_ratio", np.inf) < TRAINED_RATIO),
+                "mask_ratio": rec.get("mask_ratio"),
+                "trivial_predictor": rec.get("trivial_predictor"),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def _weights_reason(exc: Exception) -> str:
@@ -507,8 +481,7 @@ def load_backbones(cfg, seed: int, ssl_backbone: Backbone | None = None) -> list
             )
     if "random" in cfg.backbones:
         size = vit_input_size(cfg)
-        seed_everything(seed)
-        ctrl = create_backbone(cfg.vit_arch, weights="random", img_size=size, num_classes=0)
+        ctrl = build_random_vit(cfg, seed, size)
         out.append(
             Backbone(
                 "random",
@@ -575,6 +548,8 @@ class SeedResult:
     data: microct.MicroCTSlices | None = None
     backbones: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # kind -> input_note
+    ceilings: list[dict] = field(default_factory=list)  # per-token oracle mIoU per token grid and split
+    grids: dict[str, int] = field(default_factory=dict)  # backbone label -> token grid side
 
 
 def _seg_rows(out: SeedResult, seed, method, backbone, kind, trainable, seconds, preds: dict, ds, sp, example_idx):
@@ -684,6 +659,100 @@ def pca_indices(ds: microct.MicroCTSlices) -> np.ndarray:
     return np.array([np.flatnonzero((ds.rock == r) & (ds.scanner == 0))[0] for r in range(len(ds.rock_types))])
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def centred_views(views: dict[str, np.ndarray], train_index) -> dict[str, np.ndarray]:
+    """Each feature view centred on its training mean (so a near-constant token cannot decide a cosine
+    kNN: rounding noise around a common direction is not a neighbour ranking); with both ``cls`` and
+    ``mean``, their concatenation (each part centred and scaled to unit length, so both weigh alike)."""
+    out = {}
+    for name, x in views.items():
+        x = np.asarray(x, np.float64)
+        out[name] = (x - x[train_index].mean(0)).astype(np.float32)
+    if "cls" in out and "mean" in out:
+        out["cls+mean"] = np.concatenate([_unit(out["cls"]), _unit(out["mean"])], 1).astype(np.float32)
+    return out
+
+
+def grey_histograms(images: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """Per-slice grey-level histogram (density over [0, 1]): the simple classical baseline feature."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.stack([np.histogram(np.clip(a, 0, 1), edges, density=True)[0] for a in images]).astype(np.float32)
+
+
+def probe_rows(cfg, seed, label, views: dict[str, np.ndarray], labels, tr, te, n_per_class) -> list[dict]:
+    """kNN (every k of knn_ks) and linear probes on each centred feature view."""
+    rows = []
+    for feature, x in centred_views(views, tr).items():
+        preds = probing.knn_predict(
+            x[tr], labels[tr], x[te], cfg.knn_ks, temperature=cfg.knn_temperature, num_classes=int(labels.max()) + 1
+        )
+        for k, p in preds.items():
+            rows.append(
+                {
+                    "seed": seed,
+                    "backbone": label,
+                    "probe": "knn",
+                    "feature": feature,
+                    "k": k,
+                    "k_below_class_size": bool(k < n_per_class),
+                    "accuracy": float((p == labels[te]).mean()),
+                    "status": "evaluated",
+                }
+            )
+        p = probing.linear_probe(x[tr], labels[tr], x[te], seed=seed)
+        rows.append(
+            {
+                "seed": seed,
+                "backbone": label,
+                "probe": "linear",
+                "feature": feature,
+                "k": np.nan,
+                "accuracy": float((p == labels[te]).mean()),
+                "status": "evaluated",
+            }
+        )
+    return rows
+
+
+def resnet_baseline_label(cfg) -> str:
+    return f"{cfg.resnet_backbone}, random init (pooled features)"
+
+
+def classification_baselines(cfg, seed, ds, tr, te, n_per_class) -> list[dict]:
+    """The baseline rows of the classification table: a grey-level histogram and a random-init
+    ResNet's global-average-pooled features, probed the same way as the ViTs."""
+    from labkit.models.backbones import create_backbone
+
+    rows = probe_rows(cfg, seed, HISTOGRAM, {"histogram": grey_histograms(ds.images)}, ds.rock, tr, te, n_per_class)
+    seed_everything(seed)
+    resnet = create_backbone(cfg.resnet_backbone, weights="random", num_classes=0).to(_device(cfg))
+    feats = probing.extract_features(
+        resnet,
+        ds.images,
+        img_size=cfg.slice_size,
+        backbone=cfg.resnet_backbone,
+        weights=f"random(seed={seed})",
+        batch_size=cfg.feature_batch_size,
+        progress=cfg.progress,
+        patch_index=np.zeros(0, np.int64),
+    )
+    rows += probe_rows(cfg, seed, resnet_baseline_label(cfg), {"pooled": feats.cls}, ds.rock, tr, te, n_per_class)
+    return rows
+
+
+def ceiling_rows(cfg, seed, ds, sp, grids=CEILING_GRIDS) -> list[dict]:
+    """The per-token oracle's mean IoU per token grid and split (the grid-ceiling figure)."""
+    rows = []
+    for g in grids:
+        for split in SPLITS:
+            s = _scores(token_oracle(ds.masks[sp[split]], g), ds.masks[sp[split]])
+            rows.append({"seed": seed, "grid": g, "split": split, "miou": s["miou"]})
+    return rows
+
+
 def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult:
     """Everything for one seed: data, features, classification, segmentation."""
     check_config(cfg)
@@ -746,6 +815,10 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
     # --- ResNet + LoRA (pretrained only) ------------------------------------------------------------
     _resnet_lora(cfg, seed, out, ds, sp, seg_tr, example_idx)
 
+    # --- classification baselines and the token-grid ceilings -----------------------------------------
+    out.classification += classification_baselines(cfg, seed, ds, sp["cls_train"], sp["cls_test"], n_per_class)
+    out.ceilings = ceiling_rows(cfg, seed, ds, sp)
+
     # --- ViT backbones -------------------------------------------------------------------------------
     seg_index = np.concatenate([sp["seg_train"]] + [sp[s] for s in SPLITS])
     keep_patch = np.union1d(seg_index, pca_indices(ds))
@@ -758,6 +831,7 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
                         "seed": seed,
                         "backbone": bb.label,
                         "probe": split,
+                        "feature": "all",
                         "k": np.nan,
                         "accuracy": np.nan,
                         "status": bb.status,
@@ -771,6 +845,7 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
         out.notes.append(f"{bb.label}: {bb.input}")
         out.inputs[bb.kind] = bb.input
         grid = bb.img_size // patch_size_of(bb.model)
+        out.grids[bb.label] = int(grid)
         preds = {
             s: token_oracle(ds.masks[sp[s]], grid, bb.img_size if cfg.resize_policy == "pad" else None) for s in SPLITS
         }
@@ -792,41 +867,13 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
         out.features[bb.kind] = probing.Features(
             feats.cls, feats.patch_of(pca_idx), feats.seconds, feats.from_cache, feats.key, pca_idx
         )
-        # classification
+        # classification: class token, mean patch token and both, centred on the training mean
         tr, te = sp["cls_train"], sp["cls_test"]
-        preds = probing.knn_predict(
-            feats.cls[tr],
-            ds.rock[tr],
-            feats.cls[te],
-            cfg.knn_ks,
-            temperature=cfg.knn_temperature,
-            num_classes=len(ds.rock_types),
-        )
-        for k, p in preds.items():
-            out.classification.append(
-                {
-                    "seed": seed,
-                    "backbone": bb.label,
-                    "probe": "knn",
-                    "k": k,
-                    "k_below_class_size": bool(k < n_per_class),
-                    "accuracy": float((p == ds.rock[te]).mean()),
-                    "status": "evaluated",
-                }
-            )
-        p = probing.linear_probe(feats.cls[tr], ds.rock[tr], feats.cls[te], seed=seed)
-        out.classification.append(
-            {
-                "seed": seed,
-                "backbone": bb.label,
-                "probe": "linear",
-                "k": np.nan,
-                "accuracy": float((p == ds.rock[te]).mean()),
-                "status": "evaluated",
-            }
+        out.classification += probe_rows(
+            cfg, seed, bb.label, {"cls": feats.cls, "mean": feats.mean}, ds.rock, tr, te, n_per_class
         )
         if "tsne" in cfg.embedders:
-            emb, sil = tsne_silhouette(feats.cls, ds.rock, seed)
+            emb, sil = tsne_silhouette(feats.cls - feats.cls[tr].mean(0), ds.rock, seed)
             out.embeddings[bb.kind] = {"tsne": emb, "silhouette": sil}
         # frozen segmentation heads; with reflect-padded inputs the masks are padded with an
         # ignored label and predictions cropped back to the slice
@@ -960,6 +1007,8 @@ class StudyResult:
     notes: list[str]
     seconds: float
     pretraining: dict = field(default_factory=dict)  # kind -> the stand-in's training record
+    ceilings: pd.DataFrame = field(default_factory=pd.DataFrame)  # seed, grid, split, miou
+    grids: dict = field(default_factory=dict)  # backbone label -> token grid side
 
 
 def run(cfg) -> StudyResult:
@@ -969,7 +1018,7 @@ def run(cfg) -> StudyResult:
     check_config(cfg)
     vit_input_size(cfg)  # an image side the patch grid cannot take fails here, before any work
     ssl_bb = load_ssl_backbone(cfg, cfg.progress) if "ssl" in cfg.backbones else None
-    cls_rows, seg_rows, sil_rows, notes, first = [], [], [], [], None
+    cls_rows, seg_rows, sil_rows, notes, first, ceil = [], [], [], [], None, []
     from tqdm.auto import tqdm
 
     for seed in tqdm(cfg.seeds, desc="seeds", disable=not cfg.progress):
@@ -977,6 +1026,7 @@ def run(cfg) -> StudyResult:
         cls_rows += r.classification
         seg_rows += r.segmentation
         notes += r.notes
+        ceil += r.ceilings
         for kind, e in r.embeddings.items():
             sil_rows.append({"seed": seed, "backbone": BACKBONE_LABELS[kind], "tsne_silhouette": e["silhouette"]})
         if first is None:
@@ -992,6 +1042,8 @@ def run(cfg) -> StudyResult:
         sorted(set(notes)),
         time.perf_counter() - t0,
         pretraining,
+        pd.DataFrame(ceil),
+        dict(first.grids),
     )
 
 
@@ -1012,7 +1064,10 @@ def classification_table(res: StudyResult) -> pd.DataFrame:
     df = res.classification
     ok = df[df["status"] == "evaluated"].copy()
     ok["probe"] = np.where(ok["probe"] == "knn", "kNN k=" + ok["k"].fillna(0).astype(int).astype(str), "linear")
-    agg = aggregate_over_seeds(ok, ["accuracy"], ["backbone", "probe"]) if len(ok) else pd.DataFrame()
+    if "feature" not in ok:
+        ok["feature"] = "cls"
+    ok["feature"] = ok["feature"].map(lambda f: FEATURE_LABELS.get(f, f))
+    agg = aggregate_over_seeds(ok, ["accuracy"], ["backbone", "feature", "probe"]) if len(ok) else pd.DataFrame()
     missing = df[df["status"] != "evaluated"].drop_duplicates("backbone")[["backbone", "status"]]
     if len(missing):
         missing = missing.assign(probe="all")
@@ -1046,7 +1101,83 @@ def segmentation_table(res: StudyResult) -> pd.DataFrame:
                     row[f"ood_rock/iou/{p}"] = sg[f"iou/{p}"].mean()
         row["n_seeds"] = og["seed"].nunique()
         rows.append(row)
-    return pd.DataFrame(rows).round(3)
+    table = pd.DataFrame(rows)
+    # the per-token oracle of the same backbone's token grid beside every head row (its ceiling)
+    if len(table) and "ood_rock/miou" in table:
+        oracle = table[table["kind"] == "oracle"].set_index("backbone")["ood_rock/miou"]
+        heads = table["kind"].isin(["frozen", "LoRA"])
+        table.loc[heads, "ood_rock/token_ceiling"] = table.loc[heads, "backbone"].map(oracle)
+    return table.round(3)
+
+
+def ceiling_table(res: StudyResult) -> pd.DataFrame:
+    """Per-token oracle mean IoU per token grid (mean over seeds), one column per split."""
+    c = res.ceilings
+    if c is None or not len(c):
+        return pd.DataFrame(columns=["grid", *SPLITS])
+    t = c.groupby(["grid", "split"])["miou"].mean().unstack("split").reset_index()
+    t.insert(1, "tokens", [f"{g}x{g}" for g in t["grid"]])
+    return t[["grid", "tokens", *[s for s in SPLITS if s in t]]].round(3)
+
+
+def ceiling_figure(res: StudyResult, split: str = "ood_rock"):
+    """The grid ceiling: the per-token oracle's mean IoU against the token grid side on ``split``, with
+    the classical pipelines, the UNet and each ViT's frozen heads (at their grid) as marks."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    c = res.ceilings
+    if c is not None and len(c):
+        g = c[c["split"] == split].groupby("grid")["miou"].agg(["mean", "min", "max"]).reset_index()
+        ax.plot(g["grid"], g["mean"], "k-o", label="per-token oracle (ceiling)")
+        ax.fill_between(g["grid"], g["min"], g["max"], color="k", alpha=0.1)
+    seg = res.segmentation
+    ok = seg[(seg["status"] == "evaluated") & (seg["split"] == split)] if len(seg) else seg
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    flat = ok[ok["kind"].isin(["classical", "from scratch"])].groupby("method")["miou"].mean()
+    for i, (m, v) in enumerate(flat.sort_values().items()):
+        ax.axhline(v, ls="--", lw=1, color=colours[i % len(colours)], label=f"{m} ({v:.2f})")
+    grids = {k: v for k, v in res.grids.items()} if getattr(res, "grids", None) else {}
+    heads = ok[ok["kind"].isin(["frozen", "LoRA"])]
+    markers = iter("s^vDP*X")
+    for (backbone, method), v in heads.groupby(["backbone", "method"])["miou"].mean().items():
+        grid = grids.get(backbone)
+        if grid:
+            ax.plot([grid], [v], next(markers, "o"), ms=7, label=f"{method} | {backbone} ({v:.2f})")
+    ax.set_xlabel("token grid side (tokens per slice side)")
+    ax.set_ylabel(f"mean IoU ({split})")
+    ax.set_title("What a per-token head can reach on each token grid")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def pretraining_figure(res: StudyResult):
+    """The stand-in's MAE training curve (running training loss) and its held-out ratio to the trivial
+    predictor, with the "trained" threshold."""
+    import matplotlib.pyplot as plt
+
+    curve = pretraining_curve(res)
+    rec = (res.pretraining or {}).get("ssl") or {}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if len(curve):
+        a1.plot(curve["step"], curve["loss"], "-", label="training loss (hidden patches)")
+        if rec.get("trivial_loss"):
+            a1.axhline(rec["trivial_loss"], color="k", ls="--", label="trivial predictor (held out)")
+        a1.set_xlabel("optimiser step")
+        a1.set_ylabel("MSE")
+        a1.legend(fontsize=8)
+        full = pd.DataFrame(rec.get("curve") or [])
+        if "heldout_ratio" in full:
+            h = full.dropna(subset=["heldout_ratio"])
+            a2.plot(h["step"], h["heldout_ratio"], "o-", label="held-out loss / trivial")
+        a2.axhline(TRAINED_RATIO, color="r", ls="--", label=f"'trained' threshold {TRAINED_RATIO}")
+        a2.set_xlabel("optimiser step")
+        a2.set_ylabel("ratio")
+        a2.legend(fontsize=8)
+    fig.suptitle(f"stand-in MAE pretraining: final held-out ratio {rec.get('loss_ratio', float('nan')):.3f}")
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,54 @@
+"""labkit's stand-in for DINOv2: fixed-step MAE pretraining, its provenance record, the shipped checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from labkit.methods import microct_standin as standin
+from labkit.studies import dinov2_microct as study
+
+
+def test_trivial_loss_is_the_image_mean_predictor():
+    torch.manual_seed(0)
+    mae = standin._mae(standin.build_vit(standin.TRAIN_CROP), 0.5)
+    x = torch.randn(4, 3, standin.TRAIN_CROP, standin.TRAIN_CROP)
+    _, trivial = standin.heldout_losses(mae, x)
+    # the mean predictor's MSE over hidden pixels is about the per-image variance (hidden patches are random)
+    var = float(((x - x.mean((2, 3), keepdim=True)) ** 2).mean())
+    assert abs(trivial - var) < 0.1 * var
+
+
+def test_pretraining_runs_a_fixed_number_of_steps_and_records_provenance(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(standin, "_slices", lambda seed, spr: rng.random((6, 112, 112)).astype(np.float32))
+    encoder, record = standin.pretrain(steps=3, batch_size=2, log_every=1, progress=False)
+    assert record["steps"] == 3 and [c["step"] for c in record["curve"]] == [1, 2, 3]
+    assert record["loss_ratio"] == pytest.approx(record["final_loss"] / record["trivial_loss"])
+    assert record["mask_ratio"] == standin.MASK_RATIO and "seconds" in record
+    path = standin.save(encoder, record, tmp_path / "s", "python -m labkit.methods.microct_standin --steps 3")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["command"].endswith("--steps 3") and meta["pretraining"]["steps"] == 3 and "git_commit" in meta
+    model, rec = standin.load(path, img_size=56)
+    assert model.patch_embed.grid_size == (8, 8) and rec["steps"] == 3
+    x = torch.randn(1, 3, 168, 168)
+    with torch.no_grad():  # float16 storage: the reloaded encoder matches to half precision
+        a, b = encoder(x), standin.load(path)[0](x)
+    assert torch.allclose(a, b, atol=2e-2 * float(a.abs().max()))
+
+
+def test_shipped_checkpoint_has_its_provenance_and_a_24x24_grid():
+    path = standin.SHIPPED.with_suffix(".safetensors")
+    if not path.is_file():
+        pytest.skip("the stand-in checkpoint is not shipped in this checkout")
+    assert path.stat().st_size < 25e6
+    model, rec = standin.load()
+    assert model.patch_embed.grid_size == (24, 24)
+    for key in ("steps", "final_loss", "trivial_loss", "loss_ratio", "curve", "data", "mask_ratio"):
+        assert key in rec, key
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["command"].startswith("python -m labkit.methods.microct_standin") and meta["git_commit"]
+    # the study's table states the threshold and whether it passed
+    table = study.pretraining_table(type("R", (), {"pretraining": {"ssl": rec}})())
+    assert table["trained"].iloc[0] == (rec["loss_ratio"] < study.TRAINED_RATIO)
