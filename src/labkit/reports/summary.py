@@ -35,6 +35,7 @@ HEADLINE_MEANING: dict[str, str] = {
     ),
     "melt_miou_pretrained": "mIoU (0-1) of the pretrained encoder on the melt-season test scene; higher is better",
     "miou_few_labels_mae": "mIoU (0-1) of the MAE-pretrained ViT at the fewest labels; higher is better",
+    "defect_ap_few_labels_mae": "defect average precision (0-1) of the MAE-pretrained ViT at the fewest labels; higher is better",
 }
 _DIFFERENCE_WORDS = ("gain", "diff", "delta", "minus", "improvement", "advantage")
 
