@@ -162,3 +162,15 @@ def test_headless_progress_is_one_summary_line(tmp_path, capsys, monkeypatch):
     assert len(lines) == 2
     assert re.fullmatch(r"grid toy: 4 of 4 tasks done \(0 from cache\) in \d+ s", lines[0]), lines
     assert re.fullmatch(r"grid toy: 4 of 4 tasks done \(4 from cache\) in \d+ s", lines[1]), lines
+
+
+def test_a_tasks_random_draws_do_not_change_with_the_code_only_with_its_parameters(monkeypatch):
+    from labkit.core import grid as core_grid
+
+    task = Task("labkit.core.grid:example_task", {"seed": 3, "steps": 2}, {"data": "abc"})
+    before = (task.fingerprint(), task.rng_seed())
+    monkeypatch.setattr(core_grid, "code_digest", lambda module: "a reformatted module")
+    assert task.fingerprint() != before[0]  # a code change recomputes the record...
+    assert task.rng_seed() == before[1]  # ...with the same random draws
+    assert Task(task.fn, {"seed": 4, "steps": 2}, task.inputs).rng_seed() != before[1]
+    assert Task(task.fn, task.params, {"data": "other"}).rng_seed() != before[1]

@@ -153,6 +153,16 @@ class Task:
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
+    def rng_seed(self) -> int:
+        """The task's RNG seed: from its function, parameters and inputs, not the code, so that a change to the
+        code that leaves the task's arithmetic alone (a refactor, a reformat) draws the same random numbers."""
+        payload = json.dumps(
+            {"fn": self.fn, "params": _canonical(dict(self.params)), "inputs": _canonical(dict(self.inputs))},
+            sort_keys=True,
+            default=str,
+        )
+        return int(hashlib.sha256(payload.encode()).hexdigest()[:8], 16)
+
 
 # ----------------------------------------------------------------------------- records on disk
 
@@ -275,10 +285,6 @@ def run_task(fn: str, params: Mapping[str, Any], threads: int | None, seed: int)
     record = dict(resolve_function(fn)(**params))
     record.setdefault("task_seconds", time.perf_counter() - started)
     return record
-
-
-def _task_seed(fingerprint: str) -> int:
-    return int(fingerprint[:8], 16)
 
 
 def _worker_init():  # one torch thread per process-pool worker, set before any task
@@ -505,7 +511,7 @@ class Grid:
         for i in todo:
             task = self.tasks[i]
             try:
-                record = run_task(task.fn, task.params, threads, _task_seed(fingerprints[i]))
+                record = run_task(task.fn, task.params, threads, task.rng_seed())
             except Exception as exc:  # recorded; the other tasks go on
                 if raise_errors and isinstance(exc, LabkitError):
                     raise
@@ -522,9 +528,7 @@ class Grid:
         workers = min(workers or default_workers(), len(todo))
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
             futures = {
-                pool.submit(
-                    run_task, self.tasks[i].fn, self.tasks[i].params, threads or 1, _task_seed(fingerprints[i])
-                ): i
+                pool.submit(run_task, self.tasks[i].fn, self.tasks[i].params, threads or 1, self.tasks[i].rng_seed()): i
                 for i in todo
             }
             for future in as_completed(futures):
@@ -545,7 +549,7 @@ class Grid:
                     self.tasks[i].fn,
                     self.tasks[i].params,
                     threads or 1,
-                    _task_seed(fingerprints[i]),
+                    self.tasks[i].rng_seed(),
                     pure=False,
                     key=f"{self.name}-{fingerprints[i]}",
                 ): i
