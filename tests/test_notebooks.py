@@ -3,17 +3,13 @@
 import ast
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from papermill import inspect_notebook
-from papermill.iorw import load_notebook_node, write_ipynb
-from papermill.parameterize import parameterize_notebook
 
 from labkit.core.params import list_specs, notebook_parameter_names
+from tests.nbval_run import run_under_nbval
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -62,28 +58,4 @@ def test_papermill_reads_every_parameter_with_its_help(path, caplog):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_under_nbval_at_smoke(path, tmp_path):
-    nb = parameterize_notebook(load_notebook_node(str(path)), {"preset": "smoke"})
-    target = tmp_path / path.name
-    write_ipynb(nb, str(target))
-    env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(target),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"nbval failed for {path.name}:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    run_under_nbval(path, {"preset": "smoke"}, tmp_path, f"for {path.name}", timeout=600)

@@ -2,15 +2,10 @@
 every volume format (TIFF stack, raw + header, raw with shape/dtype/byte order in the manifest, .mhd, .mat)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from papermill.iorw import load_notebook_node, write_ipynb
-from papermill.parameterize import parameterize_notebook
-
 from tests.dinov2_microct import trees
+from tests.nbval_run import run_under_nbval
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "01_dinov2_microct.ipynb"
@@ -19,31 +14,9 @@ NOTEBOOK = ROOT / "notebooks" / "01_dinov2_microct.ipynb"
 def test_notebook_runs_on_a_manifest_tree_under_nbval(tmp_path):
     root, _ = trees.write_manifest_tree(tmp_path / "volumes")
     params = {"preset": "smoke", "data_source": "volumes", "data_root": str(root)}
-    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), params)
-    target = tmp_path / NOTEBOOK.name
-    write_ipynb(nb, str(target))
-    env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks"), "LABKIT_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(target),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    run_under_nbval(
+        NOTEBOOK, params, tmp_path, "on the volumes tree", env={"LABKIT_RUNS": str(tmp_path / "runs")}, timeout=900
     )
-    assert proc.returncode == 0, f"nbval failed on the volumes tree:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     runs = sorted((tmp_path / "runs").rglob("claims.json"))
     assert runs, "the run wrote no claims.json"
     verdicts = json.loads(runs[-1].read_text())

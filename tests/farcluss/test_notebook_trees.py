@@ -1,16 +1,12 @@
 """The FARCLUSS notebook at smoke on fixture trees with split lists (VOC train_aug and Cityscapes), under nbval,
 as tests/test_notebooks.py runs it on the simulated scenes."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from papermill.iorw import load_notebook_node, write_ipynb
-from papermill.parameterize import parameterize_notebook
 
 from tests.farcluss import trees
+from tests.nbval_run import run_under_nbval
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "05_farcluss.ipynb"
@@ -27,28 +23,4 @@ def test_notebook_runs_on_a_fixture_tree_under_nbval(tmp_path, source):
         "splits": ["1_4"],
         "image_size": 16,
     }
-    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), params)
-    target = tmp_path / NOTEBOOK.name
-    write_ipynb(nb, str(target))
-    env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(target),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"nbval failed on the {source} tree:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    run_under_nbval(NOTEBOOK, params, tmp_path, f"on the {source} tree", timeout=600)

@@ -1,15 +1,11 @@
 """The study's notebook runs under nbval at smoke on a GeoTIFF fixture tree (the ``geotiff`` data source)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
-from papermill.iorw import load_notebook_node, write_ipynb
-from papermill.parameterize import parameterize_notebook
 
+from tests.nbval_run import run_under_nbval
 from tests.noisy_label_pretraining.trees import BANDS, write_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,40 +14,18 @@ NOTEBOOK = ROOT / "notebooks" / "02_noisy_label_pretraining.ipynb"
 
 def test_notebook_runs_at_smoke_on_a_geotiff_tree(tmp_path):
     tree = write_tree(tmp_path / "tiles", n_tiles=6, size=64, nodata_step=32, ignored_label_pixels=5)["root"]
-    nb = parameterize_notebook(
-        load_notebook_node(str(NOTEBOOK)), {"preset": "smoke", "data_source": "geotiff", "data_root": str(tree)}
+    run_under_nbval(
+        NOTEBOOK,
+        {"preset": "smoke", "data_source": "geotiff", "data_root": str(tree)},
+        tmp_path,
+        "on the geotiff tree",
+        env={
+            "LABKIT_RUNS": str(tmp_path / "runs"),
+            "LABKIT_CACHE": str(tmp_path / "cache"),
+            "LABKIT_CHECKPOINTS": str(tmp_path / "checkpoints"),
+            "LABKIT_SHARED_DATA": None,
+        },
     )
-    target = tmp_path / NOTEBOOK.name
-    write_ipynb(nb, str(target))
-    env = {
-        **os.environ,
-        "LABKIT_NOTEBOOKS": str(ROOT / "notebooks"),
-        "LABKIT_RUNS": str(tmp_path / "runs"),
-        "LABKIT_CACHE": str(tmp_path / "cache"),
-        "LABKIT_CHECKPOINTS": str(tmp_path / "checkpoints"),
-    }
-    env.pop("LABKIT_SHARED_DATA", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(target),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"nbval failed on the geotiff tree:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     claims = sorted((tmp_path / "runs").rglob("claims.json"))
     assert claims, "the run wrote no claims.json"
     verdicts = {c["id"]: c for c in json.loads(claims[-1].read_text())}

@@ -1,15 +1,11 @@
 """The study's notebook runs under nbval at smoke on real-format fixture trees (netCDF and GeoTIFF)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from papermill.iorw import load_notebook_node, write_ipynb
-from papermill.parameterize import parameterize_notebook
 
 from labkit.data import sar
+from tests.nbval_run import run_under_nbval
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "04_sar_transfer.ipynb"
@@ -28,33 +24,14 @@ def test_notebook_runs_on_a_fixture_tree(tmp_path, layout):
         ]
     ]
     tree = sar.write_scene_tree(tmp_path / "scenes", triples, layout)
-    nb = parameterize_notebook(
-        load_notebook_node(str(NOTEBOOK)), {"preset": "smoke", "data_source": layout, "data_root": str(tree)}
-    )
-    target = tmp_path / NOTEBOOK.name
-    write_ipynb(nb, str(target))
-    env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks"), "LABKIT_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(target),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+    run_under_nbval(
+        NOTEBOOK,
+        {"preset": "smoke", "data_source": layout, "data_root": str(tree)},
+        tmp_path,
+        f"on the {layout} tree",
+        env={"LABKIT_RUNS": str(tmp_path / "runs")},
         timeout=900,
     )
-    assert proc.returncode == 0, f"nbval failed on the {layout} tree:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     claims = sorted((tmp_path / "runs").rglob("claims.json"))
     assert claims, "the run wrote no claims.json"
     import json

@@ -1,14 +1,11 @@
 """The study's notebook runs under nbval at smoke on fixture trees in both published folder layouts."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from papermill.iorw import load_notebook_node, write_ipynb
-from papermill.parameterize import parameterize_notebook
+
+from tests.nbval_run import run_under_nbval
 
 from .fixtures import write_mvtec_tree, write_per_class_tree
 
@@ -23,40 +20,18 @@ def test_notebook_runs_on_a_fixture_tree(tmp_path, layout):
         tree = write_mvtec_tree(tmp_path / "bottle", n_train_good=44, n_test_good=4, colour=True)
     else:
         tree = write_per_class_tree(tmp_path / "plant", n_good=48, colour=False)
-    nb = parameterize_notebook(
-        load_notebook_node(str(NOTEBOOK)), {"preset": "smoke", "data_source": layout, "data_root": str(tree)}
+    run_under_nbval(
+        NOTEBOOK,
+        {"preset": "smoke", "data_source": layout, "data_root": str(tree)},
+        tmp_path,
+        f"on the {layout} tree",
+        env={
+            "LABKIT_RUNS": str(tmp_path / "runs"),
+            "LABKIT_CACHE": str(tmp_path / "cache"),
+            "LABKIT_CHECKPOINTS": str(tmp_path / "checkpoints"),
+            "HF_HUB_OFFLINE": "1",
+        },
     )
-    target = tmp_path / NOTEBOOK.name
-    write_ipynb(nb, str(target))
-    env = {
-        **os.environ,
-        "LABKIT_NOTEBOOKS": str(ROOT / "notebooks"),
-        "LABKIT_RUNS": str(tmp_path / "runs"),
-        "LABKIT_CACHE": str(tmp_path / "cache"),
-        "LABKIT_CHECKPOINTS": str(tmp_path / "checkpoints"),
-        "HF_HUB_OFFLINE": "1",
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "--nbval-current-env",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(target),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"nbval failed on the {layout} tree:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
     claims = sorted((tmp_path / "runs").rglob("claims.json"))
     assert claims, "the run wrote no claims.json"
     verdicts = {c["id"]: c for c in json.loads(claims[-1].read_text())}
