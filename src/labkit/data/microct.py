@@ -657,45 +657,62 @@ def find_raw_header(path: str | Path) -> Path | None:
     return None
 
 
-def read_raw_volume(
+def raw_volume_layout(
     path: str | Path,
     shape: Sequence[int] | None = None,
     dtype: str | None = None,
     *,
     header: str | Path | None = None,
     byte_order: str | None = None,
-) -> np.ndarray:
-    """Read a headerless binary volume, x fastest, returned as (Z, Y, X).
+    given_by: str | None = None,
+) -> tuple[Path, tuple[int, int, int], np.dtype]:
+    """(data file, (Z, Y, X), dtype with its byte order) of a headerless binary volume, from the arguments or
+    a header next to the file (``<name>_header``, ``.mhd``, ``.json``), without reading the voxels.
 
-    The shape and dtype come from the arguments, or from a header next to the file
-    (``<name>_header``, ``.mhd``, ``.json``). When both are given they must agree, and the
-    file size must equal the product of the shape times the item size.
+    Given values and a header must agree, and the file size must equal the product of the shape times the
+    item size; ``given_by`` names where given values came from in the errors (e.g. "the manifest"; None: the
+    arguments).
     """
     path = Path(path)
+    hdr_path = Path(header) if header is not None else None
     if path.suffix.lower() == ".mhd":
-        header, hdr = path, read_raw_header(path)
+        hdr_path, hdr = path, read_raw_header(path)
         if not hdr.get("data_file"):
             raise DataError(f"{path}: MetaImage header names no ElementDataFile")
         path = path.parent / hdr["data_file"]
-    if not path.is_file():
-        raise DataError(f"{path}: raw volume not found")
-    hdr_path = Path(header) if header is not None else find_raw_header(path)
-    hdr = read_raw_header(hdr_path) if hdr_path is not None else None
+        if not path.is_file():
+            raise DataError(f"{hdr_path}: its ElementDataFile {path} does not exist")
+    else:
+        if not path.is_file():
+            raise DataError(f"{path}: raw volume not found")
+        hdr_path = hdr_path or find_raw_header(path)
+        hdr = read_raw_header(hdr_path) if hdr_path is not None else None
+
+    def claimed(what: str) -> str:  # "shape (4, 5, 6) given" or "the manifest says shape (4, 5, 6)"
+        return f"{given_by} says {what}" if given_by else f"{what} given"
+
     if hdr is not None:
         if shape is not None and tuple(int(s) for s in shape) != tuple(hdr["shape"]):
             raise DataError(
-                f"{path}: shape {tuple(shape)} given but the header {hdr_path.name} says "
+                f"{path}: {claimed(f'shape {tuple(shape)}')} but the header {hdr_path.name} says "
                 f"{tuple(hdr['shape'])} (z, y, x)"
             )
         if dtype is not None and np.dtype(dtype) != np.dtype(hdr["dtype"]):
-            raise DataError(f"{path}: dtype {np.dtype(dtype)} given but the header {hdr_path.name} says {hdr['dtype']}")
+            raise DataError(
+                f"{path}: {claimed(f'dtype {np.dtype(dtype)}')} but the header {hdr_path.name} says {hdr['dtype']}"
+            )
         shape = shape or hdr["shape"]
         dtype = dtype or hdr["dtype"]
         byte_order = byte_order or hdr.get("byte_order", "<")
     if shape is None or dtype is None:
+        missing = (
+            f"raw volume without shape and dtype: give them in {given_by}"
+            if given_by
+            else ("no shape/dtype given and no header found: give them as arguments")
+        )
         raise DataError(
-            f"{path}: no shape/dtype given and no header found (looked for "
-            f"{path.name}_header, {path.stem}.mhd, {path.stem}.json)"
+            f"{path}: {missing} (shape [z, y, x], dtype, byte order) or put a header next to it "
+            f"({path.name}_header, {path.stem}.mhd or {path.stem}.json)"
         )
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
@@ -705,10 +722,24 @@ def read_raw_volume(
     actual = path.stat().st_size
     if actual != expected:
         raise DataError(
-            f"{path}: file has {actual} bytes but shape {shape} (z, y, x) of "
-            f"{np.dtype(dtype).name} needs {expected} bytes: shape or dtype do not match"
+            f"{path}: file has {actual} bytes but shape {shape} (z, y, x) of {np.dtype(dtype).name} needs "
+            f"{expected} bytes: the shape or dtype does not match the file"
         )
-    return np.fromfile(path, dtype=dt).reshape(shape).astype(np.dtype(dtype).newbyteorder("="))
+    return path, shape, dt
+
+
+def read_raw_volume(
+    path: str | Path,
+    shape: Sequence[int] | None = None,
+    dtype: str | None = None,
+    *,
+    header: str | Path | None = None,
+    byte_order: str | None = None,
+) -> np.ndarray:
+    """Read a headerless binary volume, x fastest, returned as (Z, Y, X) in native byte order
+    (shape and dtype as :func:`raw_volume_layout` finds and checks them)."""
+    path, shape, dt = raw_volume_layout(path, shape, dtype, header=header, byte_order=byte_order)
+    return np.fromfile(path, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
 
 
 def read_mat_volume(path: str | Path, variable: str | None = None) -> np.ndarray:

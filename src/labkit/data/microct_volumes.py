@@ -273,46 +273,7 @@ def check_splits(manifest: Manifest, *, full_grid: bool = True) -> None:
 # --------------------------------------------------------------------------------------------------
 def _raw_layout(vf: VolumeFile) -> tuple[Path, tuple[int, int, int], np.dtype]:
     """(data file, shape, dtype with byte order) of a raw or .mhd volume; the file size must match."""
-    path, shape, dtype, order = vf.path, vf.shape, vf.dtype, vf.byte_order
-    hdr_path = None
-    if vf.kind == "mhd":
-        hdr_path, hdr = path, microct.read_raw_header(path)
-        if not hdr.get("data_file"):
-            raise DataError(f"{path}: MetaImage header names no ElementDataFile")
-        path = path.parent / hdr["data_file"]
-        if not path.is_file():
-            raise DataError(f"{hdr_path}: its ElementDataFile {path} does not exist")
-    else:
-        hdr_path = microct.find_raw_header(path)
-        hdr = microct.read_raw_header(hdr_path) if hdr_path is not None else None
-    if hdr is not None:
-        if shape is not None and tuple(shape) != tuple(hdr["shape"]):
-            raise DataError(
-                f"{path}: the manifest says shape {tuple(shape)} but the header {hdr_path.name} says "
-                f"{tuple(hdr['shape'])} (z, y, x)"
-            )
-        if dtype is not None and np.dtype(dtype) != np.dtype(hdr["dtype"]):
-            raise DataError(
-                f"{path}: the manifest says dtype {dtype} but the header {hdr_path.name} says {hdr['dtype']}"
-            )
-        shape, dtype = shape or tuple(hdr["shape"]), dtype or hdr["dtype"]
-        order = order or hdr.get("byte_order", "<")
-    if shape is None or dtype is None:
-        raise DataError(
-            f"{path}: raw volume without shape and dtype: give them in the manifest (shape: [z, y, x], dtype, "
-            f"byte_order) or put a header next to it ({path.name}_header, {path.stem}.mhd or {path.stem}.json)"
-        )
-    dt = np.dtype(dtype)
-    if dt.itemsize > 1:
-        dt = dt.newbyteorder(order or "<")
-    expected = int(np.prod(shape)) * dt.itemsize
-    actual = path.stat().st_size
-    if actual != expected:
-        raise DataError(
-            f"{path}: file has {actual} bytes but shape {tuple(shape)} (z, y, x) of {np.dtype(dtype).name} needs "
-            f"{expected} bytes: the shape or dtype does not match the file"
-        )
-    return path, tuple(int(s) for s in shape), dt
+    return microct.raw_volume_layout(vf.path, vf.shape, vf.dtype, byte_order=vf.byte_order, given_by="the manifest")
 
 
 def volume_shape(vf: VolumeFile) -> tuple[int, int, int]:
