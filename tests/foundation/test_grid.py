@@ -68,6 +68,19 @@ def test_executors_give_the_same_records(tmp_path):
     _same(serial, dask)
 
 
+def test_workers_of_a_cluster_labkit_starts_do_not_run_the_stack_profiler():
+    # the profiler samples every thread's stack each 10 ms: on small torch ops it slowed tasks 20-70 %
+    from labkit.core.grid import dask_client
+
+    client, cluster = dask_client(None, 1)
+    try:
+        callbacks = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+    finally:
+        client.close()
+        cluster.close()
+    assert callbacks and all("profile" not in names and "heartbeat" in names for names in callbacks.values())
+
+
 def test_corrupted_record_is_recomputed_with_a_warning(tmp_path):
     grid = _grid(tmp_path)
     clean = grid.run(threads=1, progress=False)

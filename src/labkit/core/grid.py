@@ -357,6 +357,27 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _quiet_profiler(client) -> None:
+    """Stop the statistical profiler on the workers of a cluster labkit started.
+
+    A Dask worker samples every thread's Python stack each 10 ms (``distributed.worker.profile``); on a
+    training loop of many small torch ops that costs 20-70 % of the task's time (measured here on 2 cores,
+    ``benchmarks/bench_grid.py``). A worker plugin reaches workers that join later too (dask-jobqueue).
+    """
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietProfiler(WorkerPlugin):
+        name = "labkit-quiet-profiler"
+
+        def setup(self, worker):
+            for key in ("profile", "profile-cycle"):
+                callback = worker.periodic_callbacks.pop(key, None)
+                if callback is not None:
+                    callback.stop()
+
+    client.register_plugin(QuietProfiler())
+
+
 def dask_client(scheduler: str | None, workers: int | None):
     """A dask.distributed Client: an address, a dask-jobqueue cluster ('slurm', 'pbs'), or a LocalCluster."""
     try:
@@ -372,7 +393,9 @@ def dask_client(scheduler: str | None, workers: int | None):
         cluster_cls = dask_jobqueue.SLURMCluster if scheduler == "slurm" else dask_jobqueue.PBSCluster
         cluster = cluster_cls()  # queue, cores, memory, walltime: from the user's dask config (jobqueue.yaml)
         cluster.scale(jobs=workers or 1)
-        return Client(cluster), cluster
+        client = Client(cluster)
+        _quiet_profiler(client)
+        return client, cluster
     if scheduler:
         if "://" not in scheduler:
             raise GridError(f"scheduler {scheduler!r} is not an address like tcp://host:8786, nor 'slurm' or 'pbs'")
@@ -386,7 +409,9 @@ def dask_client(scheduler: str | None, workers: int | None):
     cluster = LocalCluster(
         n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=None
     )
-    return Client(cluster), cluster
+    client = Client(cluster)
+    _quiet_profiler(client)
+    return client, cluster
 
 
 @dataclasses.dataclass
