@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.labkit-installed
 PRESET ?= default
+# pytest workers (pytest-xdist): one per core here; 0 runs the tests in this process
+TEST_WORKERS ?= 2
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: install reproduce test lab bench clean-venv
@@ -27,7 +29,7 @@ reproduce: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # Jupyter refuses to start as root (a container, an HPC node) unless asked: add the flag only then.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)

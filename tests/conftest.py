@@ -19,6 +19,11 @@ os.environ["LABKIT_CHECKPOINTS"] = str(_SANDBOX / "checkpoints")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("LABKIT_WEIGHTS_DIR", None)
 os.environ.pop("LABKIT_REPORT_DIR", None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest worker per core: each worker (and the notebook kernels it starts) computes on one thread,
+    # since two workers of two torch threads each on two cores spin against each other
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

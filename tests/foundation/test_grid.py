@@ -68,17 +68,27 @@ def test_executors_give_the_same_records(tmp_path):
     _same(serial, dask)
 
 
-def test_workers_of_a_cluster_labkit_starts_do_not_run_the_stack_profiler():
-    # the profiler samples every thread's stack each 10 ms: on small torch ops it slowed tasks 20-70 %
+def _worker_state(dask_worker):
+    return sorted(dask_worker.periodic_callbacks), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_workers_of_a_local_cluster_run_torch_at_process_pool_speed():
+    # Dask's defaults cost torch tasks 1.5x (malloc trim: every tensor mmapped afresh) and 20-70 % more (the
+    # stack profiler); and its nanny writes its variables into this process's environment
     from labkit.core.grid import dask_client
 
+    environ = dict(os.environ)
     client, cluster = dask_client(None, 1)
     try:
-        callbacks = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+        states = client.run(_worker_state)
     finally:
         client.close()
         cluster.close()
-    assert callbacks and all("profile" not in names and "heartbeat" in names for names in callbacks.values())
+    assert dict(os.environ) == environ
+    assert states
+    for callbacks, malloc_trim in states.values():
+        assert "profile" not in callbacks and "heartbeat" in callbacks
+        assert malloc_trim is None
 
 
 def test_corrupted_record_is_recomputed_with_a_warning(tmp_path):
