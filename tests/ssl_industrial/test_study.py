@@ -192,3 +192,60 @@ def test_pretraining_records_the_trivial_predictors_loss(tmp_path, monkeypatch):
     assert 0.8 < rec["trivial_loss"] < 1.2 and np.isclose(rec["loss_ratio"], rec["final_loss"] / rec["trivial_loss"])
     rec = study.pretrain_task(**study._pretrain_params(cfg, data, "simclr"))
     assert np.isclose(rec["trivial_loss"], np.log(2 * cfg.pretrain_batch_size - 1))
+
+
+def test_regime_seeds_add_scratch_runs_at_the_fewest_and_most_labels_only_with_disjoint_subsets(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg("smoke", seeds=[0, 1], regime_seeds=[0, 1, 2, 3, 4], label_counts=[4, 6, 8])
+    assert study.regime_seeds(cfg) == [0, 1, 2, 3, 4]
+    data = study.make_data(cfg)
+    tasks = study.finetune_tasks(cfg, data, {}, {k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")})
+    seeds = {}
+    for t in tasks:
+        seeds.setdefault((t["init"], t["n_labels"]), set()).add(t["seed"])
+    assert seeds["scratch", 4] == seeds["scratch", 8] == {0, 1, 2, 3, 4}
+    assert seeds["scratch", 6] == seeds["unet", 4] == seeds["all_good", 8] == {0, 1}  # the claims stay on seeds
+    overlap = study.subset_overlap(cfg, data).set_index("n_labels")
+    assert list(overlap["seeds"]) == [5, 2, 5] and (overlap["max_shared_between_seeds"] == 0).all()
+    frame = pd.DataFrame(
+        [
+            {"init": t["init"], "protocol": t.get("protocol"), "n_labels": t["n_labels"], "seed": t["seed"]}
+            for t in tasks
+        ]
+    )
+    runs, regime = study._split_regime(cfg, frame)
+    assert set(runs["seed"]) == {0, 1} and len(runs) == len(frame) - 6
+    assert set(regime["init"]) == {"scratch"} and set(regime["n_labels"]) == {4, 8} and len(regime) == 10
+    assert study.regime_seeds(_cfg("smoke")) == [0]  # null: the seeds
+
+
+def _regime(gains, lo, hi):
+    rows = []
+    for seed, gain in enumerate(gains):
+        for n, ap in ((lo, 0.2), (hi, 0.2 + gain)):
+            rows.append({"init": "scratch", "protocol": "full", "n_labels": n, "seed": seed, "defect_ap": ap})
+    return pd.DataFrame(rows)
+
+
+def test_label_limited_is_judged_on_the_regime_seeds_and_the_claims_on_seeds():
+    cfg = _cfg()
+    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
+    pre = {"mae": {"record": {"loss_ratio": 0.5}}}
+    claim = {c.id: c for c in study.declare_claims(cfg)}["C1_label_efficiency_mae"]
+    runs = _runs(0.1, 0.02, scratch_gain=0.0)  # 4 seeds where scratch gains nothing
+    alone = judge(claim, study.claim_tables({"runs": runs, "pretrained": pre}))
+    assert alone["status"] == NOT_EVALUATED and "label-limited" in alone["reason"]  # no regime: scratch of runs
+    steady = _regime([0.15 + 0.01 * (s % 3) for s in range(10)], lo, hi)
+    verdict = judge(claim, study.claim_tables({"runs": runs, "regime": steady, "pretrained": pre}))
+    assert verdict["status"] == HELD
+    assert verdict["preconditions"][0]["evidence"]["n"] == 10
+    assert all(c["n"] == 4 for c in verdict["comparisons"])
+    noisy = _regime([0.4, -0.2] * 5, lo, hi)  # the same mean gain, too noisy to clear the margin
+    verdict = judge(claim, study.claim_tables({"runs": runs, "regime": noisy, "pretrained": pre}))
+    assert verdict["status"] == NOT_EVALUATED and "precondition 'label-limited' failed" in verdict["reason"]
+    table = study.regime_table(cfg, runs, steady).set_index("row")
+    scratch = table.loc[study.INIT_LABELS["scratch"]]
+    assert scratch["seeds"] == 10 and np.isclose(scratch["gain"], 0.159) and scratch["gain_ci95_low"] > 0.05
+    per_seed = study.regime_runs_table(_cfg(seeds=[0, 1, 2]), steady)
+    assert list(per_seed["in_seeds"]) == ["yes"] * 3 + ["regime only"] * 7
+    assert np.allclose(per_seed["gain"], [0.15 + 0.01 * (s % 3) for s in range(10)])
