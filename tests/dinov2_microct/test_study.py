@@ -174,12 +174,11 @@ def test_missing_weights_are_not_evaluated_with_the_message(monkeypatch):
     cfg = labkit.configure(
         "dinov2_microct", "smoke", dict(TINY, dinov2_weights="pretrained", backbones=["dinov2", "random"])
     )
-    bbs = study.load_backbones(cfg, 0)
-    dino = [b for b in bbs if b.kind == "dinov2"][0]
-    assert not dino.ok and dino.status.startswith("not evaluated: weights unavailable")
-    res = study.StudyResult(
-        pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), None, None, {"dinov2": dino.status}, [], 0.0
-    )
+    arms = study.resolve_arms(cfg)
+    dino = arms["dinov2"]["status"]
+    assert dino.startswith("not evaluated: weights unavailable") and arms["random"]["status"] == "ok"
+    assert [t.params["part"] for t in study.build_grid(cfg, arms).tasks] == ["baselines", "random"] * 2
+    res = study.StudyResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), None, None, {"dinov2": dino}, [], 0.0)
     verdicts = _verdicts(cfg, res)
     dino_claims = [v for k, v in verdicts.items() if "__" not in k]
     assert dino_claims and all(
@@ -191,7 +190,7 @@ def test_patch_grid_policies_resize_pad_or_name_the_problem():
     base = dict(TINY, slice_size=40, img_size=None)
     resize = labkit.configure("dinov2_microct", "smoke", dict(base, resize_policy="resize"))
     assert study.vit_input_size(resize) == 48
-    model = study.load_backbones(resize, 0)[1].model
+    model = study.build_backbone(resize, "random", 0).model
     assert study.input_note(resize, model, 48).startswith("slices of 40 px are resized bilinearly to 48 px (3x3 tokens")
     fits = labkit.configure("dinov2_microct", "smoke", dict(base, slice_size=48))
     assert study.input_note(fits, model, 48).startswith("slices of 48 px fit the patch grid")
@@ -258,12 +257,11 @@ def test_claim_rules_pick_methods_in_distribution_and_need_both_halves_of_claim_
     assert judge(c1, tables)["status"] == "held"
 
 
-def test_resnet_lora_row_runs_when_weights_exist(monkeypatch, tiny_result):
+def test_resnet_lora_row_runs_when_weights_exist(monkeypatch):
     """The ResNet + LoRA code path, with a random ResNet standing in for pretrained weights (a test
     double only: the study itself never substitutes random weights)."""
     from labkit.models import backbones
 
-    cfg, res = tiny_result
     real = backbones.create_backbone
 
     asked = []
@@ -274,14 +272,12 @@ def test_resnet_lora_row_runs_when_weights_exist(monkeypatch, tiny_result):
 
     monkeypatch.setattr(backbones, "create_backbone", fake)
     cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, resnet_backbone="resnet10t", seeds=[0]))
-    ds = res.first_data
-    sp = study.splits(cfg, ds)
-    out = study.SeedResult()
-    study._resnet_lora(cfg, 0, out, ds, sp, ds.subset(sp["seg_train"]), np.array([0, 1]))
-    rows = pd.DataFrame(out.segmentation)
+    weights = {"weights": "pretrained", "digest": "test"}
+    record = study.seed_part_task("resnet", 0, study.task_settings(cfg, "resnet"), weights, keep=True)
+    rows = pd.DataFrame(record["segmentation"])
     assert set(rows["split"]) == set(study.SPLITS) and (rows["status"] == "evaluated").all()
     assert rows["miou"].between(0, 1).all() and (rows["trainable_params"] > 0).all()
-    assert out.examples["linear head + LoRA | resnet10t (pretrained)"].shape == (2, 40, 40)
+    assert record["examples"]["linear head + LoRA | resnet10t (pretrained)"].shape == (2, 40, 40)
     assert ("resnet10t", "pretrained") in asked
 
 

@@ -17,13 +17,19 @@ Backbones (each a row, each judged the same way):
 * ``ssl``: labkit's stand-in for DINOv2, a small ViT pretrained by masked autoencoding on unlabeled
   simulated slices disjoint from every evaluation slice (:mod:`labkit.methods.microct_standin`),
   shipped as a checkpoint (``ssl_weights``); judged only where it passed the "trained" precondition.
+* ``resnet``: a pretrained ResNet with LoRA (the paper's weaker baseline); pretrained weights only.
 
 Every ViT meets the slices on a ``token_grid`` x ``token_grid`` token grid (input side = grid x patch),
 and every head row sits beside the per-token oracle of its grid (the ceiling of any per-token head).
 Classification probes (kNN and linear) run on the class token, the mean-pooled patch tokens and their
 concatenation, centred on the training mean; a grey-level histogram and a random-init ResNet's pooled
 features are baseline rows.
-* ``resnet``: a pretrained ResNet with LoRA (the paper's weaker baseline); pretrained weights only.
+
+The experiment is a grid (:mod:`labkit.core.grid`) of one task per seed x part: the baselines (classical
+pipelines, UNet, classification baselines, token-grid ceilings), the ResNet + LoRA, and each ViT (all of its
+rows, so its tokens are extracted once). Which rows can run is decided once before the grid; records are
+cached, a rerun computes only the missing tasks, and the tasks run serially, on a local process pool or on
+Dask (parameters ``executor``, ``workers``, ``scheduler``).
 
 The module returns DataFrames, dicts and figures; the notebook hands them to the Report.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -227,7 +234,7 @@ def make_data(cfg, seed: int) -> microct.MicroCTSlices:
             slices_per_block=cfg.slices_per_sample,
             step=cfg.slice_step,
             size=cfg.slice_size,
-            progress=cfg.progress,
+            progress=bool(cfg.get("progress")),
         )
     return microct.simulate_slices(
         tuple(cfg.rock_types),
@@ -238,8 +245,69 @@ def make_data(cfg, seed: int) -> microct.MicroCTSlices:
         slice_step=cfg.slice_step,
         grain_scale=cfg.grain_scale,
         seed=1000 + seed,
-        progress=cfg.progress,
+        progress=bool(cfg.get("progress")),
     )
+
+
+# The parameters the slices depend on (every grid task reads them; see task_settings)
+DATA_KEYS = (
+    "data_source",
+    "data_root",
+    "rock_types",
+    "scanners",
+    "samples_per_rock",
+    "slices_per_sample",
+    "slice_step",
+    "slice_size",
+    "grain_scale",
+    "seg_train_rocks",
+    "seg_test_rock",
+    "seg_train_scanners",
+    "seg_test_scanner",
+)
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def data_settings(cfg) -> dict[str, Any]:
+    """The JSON-able data parameters (``data_root`` made absolute, so a worker elsewhere finds it)."""
+    from pathlib import Path
+
+    out = {k: _plain(cfg[k]) for k in DATA_KEYS}
+    if out["data_root"]:
+        out["data_root"] = str(Path(out["data_root"]).expanduser().resolve())
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_data(key: str) -> microct.MicroCTSlices:
+    from labkit.core.params import Config
+
+    settings = json.loads(key)
+    seed = settings.pop("_seed")
+    return make_data(Config(STUDY, "data", settings), seed)
+
+
+def seed_data(cfg, seed: int) -> microct.MicroCTSlices:
+    """The slices of ``seed`` (real volumes: the same for every seed), kept for the next tasks of the same
+    seed in this process (a seed's tasks share them; nothing changes them)."""
+    settings = data_settings(cfg)
+    settings["_seed"] = int(seed) if settings["data_source"] == "simulated" else 0
+    return _cached_data(json.dumps(settings, sort_keys=True))
+
+
+def data_inputs(cfg) -> dict[str, str]:
+    """Digests of the real volumes the grid reads (part of every task's fingerprint). Simulated slices are a
+    function of the data settings in every task's parameters and of the simulator's code, both in it already."""
+    from pathlib import Path
+
+    from labkit.core.grid import file_digest
+
+    if cfg.data_source == "simulated":
+        return {}
+    return {"data_root": file_digest(Path(cfg.data_root).expanduser())}
 
 
 def splits(cfg, ds: microct.MicroCTSlices) -> dict[str, np.ndarray]:
@@ -318,6 +386,8 @@ class Backbone:
     img_size: int = 0  # input side fed to the model (fitted to its patch grid)
     input: str = ""  # how slices meet the patch grid (see input_note)
     pretraining: dict = field(default_factory=dict)  # the stand-in's training record (loss, trivial loss, steps)
+    file: str = ""  # the checkpoint file a grid task loads (the stand-in)
+    digest: str = ""  # its digest (part of the tasks' fingerprint)
 
     @property
     def ok(self) -> bool:
@@ -404,17 +474,19 @@ def load_ssl_backbone(cfg, progress: bool = False) -> Backbone:
         )
     size = vit_input_size(cfg, STANDIN_ARCH)
     model, record = microct_standin.load(path, img_size=size)
-    weights_id = f"{microct_standin.NAME}({file_digest(path)[:16]})"
+    digest = file_digest(path)
     return Backbone(
         "ssl",
         label,
         model,
-        weights_id,
+        f"{microct_standin.NAME}({digest[:16]})",
         "ok",
         STANDIN_ARCH,
         size,
         input_note(cfg, model, size),
         pretraining=record,
+        file=str(path.resolve()),
+        digest=digest,
     )
 
 
@@ -453,54 +525,80 @@ def _weights_reason(exc: Exception) -> str:
     )
 
 
-def load_backbones(cfg, seed: int, ssl_backbone: Backbone | None = None) -> list[Backbone]:
-    """DINOv2 (pretrained or not evaluated), the random control (seeded), the SSL ViT; only the
-    kinds named in ``backbones``."""
-    from labkit.models.backbones import create_backbone
+def weights_source(name: str, weights: str) -> dict:
+    """Where a pretrained row's weights come from, decided once before the grid: ``{"status": "ok",
+    "weights": value, "digest": ...}`` (the digest of the file read, part of its tasks' fingerprint, so new
+    weights rerun them) or ``{"status": reason}`` (a reason a user can act on)."""
+    from pathlib import Path
 
-    out = []
-    if "dinov2" in cfg.backbones:
-        size = vit_input_size(cfg, cfg.dinov2_backbone)
+    from labkit.core.grid import file_digest
+    from labkit.models.backbones import create_backbone, resolve_pretrained_file
+
+    if weights == "random":
+        return {"status": "ok", "weights": weights, "digest": "random"}
+    if weights.startswith("labkit:"):
+        from labkit.models.registry import named_checkpoint_path
+
+        return {"status": "ok", "weights": weights, "digest": file_digest(named_checkpoint_path(weights[7:]))}
+    if weights != "pretrained":
+        path = Path(weights).expanduser().resolve()
+        return {"status": "ok", "weights": str(path), "digest": file_digest(path)}
+    file = resolve_pretrained_file(name)
+    if file is None:  # only the hub has them: fetch them once, here, into its cache (or say why not)
         try:
-            dino = create_backbone(cfg.dinov2_backbone, weights=cfg.dinov2_weights, img_size=size, num_classes=0)
-            out.append(
-                Backbone(
-                    "dinov2",
-                    BACKBONE_LABELS["dinov2"],
-                    dino,
-                    f"{cfg.dinov2_weights}",
-                    "ok",
-                    cfg.dinov2_backbone,
-                    size,
-                    input_note(cfg, dino, size),
-                )
-            )
+            create_backbone(name, weights="pretrained", num_classes=0)
         except WeightsUnavailableError as exc:
-            out.append(
-                Backbone("dinov2", BACKBONE_LABELS["dinov2"], None, "", _weights_reason(exc), cfg.dinov2_backbone)
-            )
+            return {"status": _weights_reason(exc)}
+        file = resolve_pretrained_file(name)
+    return {"status": "ok", "weights": weights, "digest": file_digest(file) if file else "hub"}
+
+
+def resolve_arms(cfg) -> dict[str, dict]:
+    """Which rows can run, decided once before the grid, so a task only computes: each ViT kind of
+    ``backbones`` (``dinov2``: its weights; ``random``; ``ssl``: the stand-in's checkpoint, its path and
+    digest, and its training record) and ``resnet`` (the pretrained ResNet + LoRA row). Each is
+    ``{"status": "ok", ...}`` or ``{"status": the reason it is not evaluated}``."""
+    arms = {}
+    if "dinov2" in cfg.backbones:
+        arms["dinov2"] = weights_source(cfg.dinov2_backbone, cfg.dinov2_weights)
     if "random" in cfg.backbones:
-        size = vit_input_size(cfg)
-        ctrl = build_random_vit(cfg, seed, size)
-        out.append(
-            Backbone(
-                "random",
-                BACKBONE_LABELS["random"],
-                ctrl,
-                f"random(seed={seed})",
-                "ok",
-                cfg.vit_arch,
-                size,
-                input_note(cfg, ctrl, size),
-            )
-        )
+        arms["random"] = {"status": "ok"}
     if "ssl" in cfg.backbones:
-        out.append(
-            ssl_backbone
-            if ssl_backbone is not None
-            else Backbone("ssl", BACKBONE_LABELS["ssl"], None, "", "not evaluated: not loaded")
+        bb = load_ssl_backbone(cfg)
+        arms["ssl"] = {"status": bb.status, "path": bb.file, "digest": bb.digest, "pretraining": bb.pretraining}
+    arms["resnet"] = (
+        weights_source(cfg.resnet_backbone, cfg.resnet_weights)
+        if cfg.resnet_lora
+        else {"status": "not evaluated: disabled (resnet_lora)"}
+    )
+    return arms
+
+
+def build_backbone(cfg, kind: str, seed: int, weights: dict | None = None) -> Backbone:
+    """The ViT of a grid task: DINOv2 from its resolved ``weights``, the random control (seeded), or the
+    stand-in from its checkpoint (``weights["path"]``)."""
+    if kind == "dinov2":
+        from labkit.models.backbones import create_backbone
+
+        size = vit_input_size(cfg, cfg.dinov2_backbone)
+        model = create_backbone(cfg.dinov2_backbone, weights=weights["weights"], img_size=size, num_classes=0)
+        note = input_note(cfg, model, size)
+        return Backbone(
+            kind, BACKBONE_LABELS[kind], model, str(weights["weights"]), "ok", cfg.dinov2_backbone, size, note
         )
-    return out
+    if kind == "random":
+        size = vit_input_size(cfg)
+        model = build_random_vit(cfg, seed, size)
+        note = input_note(cfg, model, size)
+        return Backbone(kind, BACKBONE_LABELS[kind], model, f"random(seed={seed})", "ok", cfg.vit_arch, size, note)
+    from labkit.methods import microct_standin
+
+    size = vit_input_size(cfg, STANDIN_ARCH)
+    model, _ = microct_standin.load(weights["path"], img_size=size)
+    weights_id = f"{microct_standin.NAME}({weights['digest'][:16]})"
+    return Backbone(
+        kind, BACKBONE_LABELS[kind], model, weights_id, "ok", STANDIN_ARCH, size, input_note(cfg, model, size)
+    )
 
 
 def input_note(cfg, model: torch.nn.Module, size: int | None = None) -> str:
@@ -530,7 +628,7 @@ def _device(cfg=None) -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------------
-# One seed
+# The grid's task: one part of one seed's experiment
 # ---------------------------------------------------------------------------------------------------
 def _scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     cm = ConfusionMatrix(NUM_PHASES).update(pred, target)
@@ -539,17 +637,53 @@ def _scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 @dataclass
 class SeedResult:
+    """A task's rows (and the figures' material), then, gathered from the first seed's records, what the
+    figures draw: example masks, class and patch tokens, t-SNE embeddings."""
+
     classification: list[dict] = field(default_factory=list)
     segmentation: list[dict] = field(default_factory=list)
-    embeddings: dict[str, Any] = field(default_factory=dict)
+    embeddings: dict[str, Any] = field(default_factory=dict)  # kind -> {"tsne": (N, 2), "silhouette": float}
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     features: dict[str, probing.Features] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    data: microct.MicroCTSlices | None = None
     backbones: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # kind -> input_note
     ceilings: list[dict] = field(default_factory=list)  # per-token oracle mIoU per token grid and split
     grids: dict[str, int] = field(default_factory=dict)  # backbone label -> token grid side
+
+    def record(self, part: str, seed: int, keep: bool) -> dict[str, Any]:
+        """The grid record: numbers, strings, lists and dicts; with ``keep`` the figures' arrays too."""
+        out = {
+            "part": part,
+            "seed": int(seed),
+            "classification": self.classification,
+            "segmentation": self.segmentation,
+            "ceilings": self.ceilings,
+            "notes": sorted(set(self.notes)),
+            "inputs": self.inputs,
+            "grids": self.grids,
+            "silhouettes": {k: e["silhouette"] for k, e in self.embeddings.items()},
+        }
+        if keep:
+            out["examples"] = {k: v if k == "image" else v.astype(np.int8) for k, v in self.examples.items()}
+            out["tsne"] = {k: e["tsne"] for k, e in self.embeddings.items()}
+            out["features"] = {
+                k: {"cls": f.cls, "patch": f.patch, "patch_index": f.patch_index, "seconds": f.seconds, "key": f.key}
+                for k, f in self.features.items()
+            }
+        return out
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take in one record of the first seed (in the rows' order: baselines, ResNet, each ViT)."""
+        self.examples.update(record.get("examples", {}))
+        self.inputs.update(record.get("inputs", {}))
+        self.grids.update(record.get("grids", {}))
+        for kind, f in record.get("features", {}).items():
+            self.features[kind] = probing.Features(
+                f["cls"], f["patch"], f["seconds"], True, f["key"], np.asarray(f["patch_index"])
+            )
+        for kind, sil in record.get("silhouettes", {}).items():
+            self.embeddings[kind] = {"tsne": record.get("tsne", {}).get(kind), "silhouette": sil}
 
 
 def _seg_rows(out: SeedResult, seed, method, backbone, kind, trainable, seconds, preds: dict, ds, sp, example_idx):
@@ -753,22 +887,66 @@ def ceiling_rows(cfg, seed, ds, sp, grids=CEILING_GRIDS) -> list[dict]:
     return rows
 
 
-def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult:
-    """Everything for one seed: data, features, classification, segmentation."""
-    check_config(cfg)
-    out = SeedResult()
-    ds = make_data(cfg, seed)
-    out.data = ds
+TASK = "labkit.studies.dinov2_microct:seed_part_task"
+VIT_KINDS = ("dinov2", "random", "ssl")
+# The parameters each part reads besides the data's (see task_settings): a changed one reruns only its tasks
+PROBE_KEYS = ("knn_ks", "knn_temperature", "feature_batch_size")
+LORA_KEYS = ("batch_size", "lora_rank", "lora_alpha", "lora_epochs", "lora_lr", "lora_batch_size", "resize_policy")
+PART_KEYS = {
+    "baselines": PROBE_KEYS
+    + ("denoise_sigma", "rf_trees", "unet_epochs", "unet_batch_size", "unet_lr", "resnet_backbone"),
+    "resnet": LORA_KEYS + ("resnet_backbone",),
+    "vit": PROBE_KEYS
+    + LORA_KEYS
+    + ("img_size", "token_grid", "head_epochs", "head_lr", "knn_seg_k", "knn_seg_memory", "lora_heads", "lora_targets"),
+    "dinov2": ("dinov2_backbone",),
+    "random": ("vit_arch",),
+    "ssl": (),
+}
+
+
+def seed_part_task(part: str, seed: int, settings: dict, weights: dict | None = None, keep: bool = False) -> dict:
+    """One grid task: one part of ``seed``'s experiment, on that seed's slices.
+
+    ``part``: ``baselines`` (the classical pipelines and the UNet from scratch; the grey-level histogram
+    and random-ResNet classification rows; the per-token oracle on every token grid), ``resnet`` (the
+    pretrained ResNet + LoRA) or a ViT kind (``dinov2``, ``random``, ``ssl``: the per-token oracle of its
+    grid, kNN and linear probes, t-SNE, frozen heads, kNN segmentation, LoRA). ``settings``: the resolved
+    parameters the part reads (:func:`task_settings`); ``weights``: the weights it loads and their digest
+    (:func:`resolve_arms`); ``keep``: also return the figures' arrays (the first seed's). Returns the
+    record of :meth:`SeedResult.record`: rows of the classification, segmentation and ceiling tables."""
+    from labkit.core.params import Config
+
+    cfg = Config(STUDY, "grid task", {**settings, "progress": False})
+    ds = seed_data(cfg, seed)
     sp = splits(cfg, ds)
-    size = (cfg.slice_size, cfg.slice_size)
+    out = SeedResult()
+    if part == "baselines":
+        _baselines(cfg, seed, ds, sp, out)
+    elif part == "resnet":
+        _resnet_lora(cfg, seed, out, ds, sp, weights)
+    else:
+        _vit_rows(cfg, build_backbone(cfg, part, seed, weights), seed, ds, sp, out, keep)
+    return out.record(part, seed, keep)
+
+
+def _example_index(sp) -> np.ndarray:
+    """The two out-of-distribution slices of the example-mask figure."""
+    return np.array([0, len(sp["ood_rock"]) // 2])
+
+
+def _per_class(ds, sp) -> int:
+    """Training slices of the rarest rock (a kNN with k at or above it must vote across rocks)."""
+    return int(np.bincount(ds.rock[sp["cls_train"]]).min())
+
+
+def _baselines(cfg, seed, ds, sp, out: SeedResult) -> None:
+    """The rows without a ViT: classical pipelines and the UNet from scratch (segmentation), the grey-level
+    histogram and the random-init ResNet (classification), and the per-token oracle of every token grid."""
     seg_tr = ds.subset(sp["seg_train"])
-    example_idx = np.array([0, len(sp["ood_rock"]) // 2])
+    example_idx = _example_index(sp)
     out.examples["image"] = ds.images[sp["ood_rock"]][example_idx]
     out.examples["truth"] = ds.masks[sp["ood_rock"]][example_idx]
-    n_per_class = np.bincount(ds.rock[sp["cls_train"]]).min()
-    device = _device(cfg)
-
-    # --- classical baselines -------------------------------------------------------------------
     classical = [
         ("multi-Otsu", baselines.ClusterSegmenter("otsu", NUM_PHASES, cfg.denoise_sigma, seed)),
         ("K-means", baselines.ClusterSegmenter("kmeans", NUM_PHASES, cfg.denoise_sigma, seed)),
@@ -782,7 +960,6 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
         preds = {s: est.predict(ds.images[sp[s]]) for s in SPLITS}
         _seg_rows(out, seed, name, "", "classical", np.nan, seconds, preds, ds, sp, example_idx)
 
-    # --- UNet from scratch -----------------------------------------------------------------------
     seed_everything(seed)
     unet = baselines.create_unet(NUM_PHASES, in_channels=1)
     res = _train_segmenter(
@@ -797,155 +974,125 @@ def run_seed(cfg, seed: int, ssl_backbone: Backbone | None = None) -> SeedResult
         desc="UNet from scratch",
     )
     preds = {s: _predict(res.model, ds.images[sp[s]]) for s in SPLITS}
-    _seg_rows(
-        out,
-        seed,
-        "UNet from scratch",
-        "",
-        "from scratch",
-        count_parameters(unet),
-        res.seconds,
-        preds,
-        ds,
-        sp,
-        example_idx,
-    )
-    del unet, res
+    trainable = count_parameters(unet)
+    _seg_rows(out, seed, "UNet from scratch", "", "from scratch", trainable, res.seconds, preds, ds, sp, example_idx)
 
-    # --- ResNet + LoRA (pretrained only) ------------------------------------------------------------
-    _resnet_lora(cfg, seed, out, ds, sp, seg_tr, example_idx)
-
-    # --- classification baselines and the token-grid ceilings -----------------------------------------
-    out.classification += classification_baselines(cfg, seed, ds, sp["cls_train"], sp["cls_test"], n_per_class)
+    out.classification += classification_baselines(cfg, seed, ds, sp["cls_train"], sp["cls_test"], _per_class(ds, sp))
     out.ceilings = ceiling_rows(cfg, seed, ds, sp)
 
-    # --- ViT backbones -------------------------------------------------------------------------------
+
+def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> None:
+    """Every row of one ViT: the per-token oracle of its grid; kNN and linear probes on the class token, the
+    mean patch token and both (centred); t-SNE; linear and CNN heads and kNN segmentation on frozen patch
+    tokens; LoRA fine-tuning (where ``lora``). With ``keep`` the figures' tokens are kept."""
+    size = (cfg.slice_size, cfg.slice_size)
+    seg_tr = ds.subset(sp["seg_train"])
+    example_idx = _example_index(sp)
     seg_index = np.concatenate([sp["seg_train"]] + [sp[s] for s in SPLITS])
     keep_patch = np.union1d(seg_index, pca_indices(ds))
-    for bb in load_backbones(cfg, seed, ssl_backbone):
-        out.backbones[bb.kind] = bb.status
-        if not bb.ok:
-            for split in ("knn", "linear"):
-                out.classification.append(
-                    {
-                        "seed": seed,
-                        "backbone": bb.label,
-                        "probe": split,
-                        "feature": "all",
-                        "k": np.nan,
-                        "accuracy": np.nan,
-                        "status": bb.status,
-                    }
-                )
-            for m in ("linear head (frozen)", "CNN head (frozen)", "kNN segmentation (frozen)"):
-                _not_evaluated(out, seed, m, bb.label, "frozen", bb.status)
-            for h in cfg.lora_heads:
-                _not_evaluated(out, seed, f"{h} head + LoRA", bb.label, "LoRA", bb.status)
-            continue
-        out.notes.append(f"{bb.label}: {bb.input}")
-        out.inputs[bb.kind] = bb.input
-        grid = bb.img_size // patch_size_of(bb.model)
-        out.grids[bb.label] = int(grid)
-        preds = {
-            s: token_oracle(ds.masks[sp[s]], grid, bb.img_size if cfg.resize_policy == "pad" else None) for s in SPLITS
-        }
-        _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, example_idx)
-        bb.model.to(device)
-        feats = probing.extract_features(
-            bb.model,
-            ds.images,
-            img_size=bb.img_size,
-            backbone=bb.name,
-            weights=bb.weights_id,
-            batch_size=cfg.feature_batch_size,
-            policy=cfg.resize_policy,
-            progress=cfg.progress,
-            patch_index=keep_patch,
-        )
-        # keep only what the figures need (class tokens, the PCA slices' patch tokens)
+    out.notes.append(f"{bb.label}: {bb.input}")
+    out.inputs[bb.kind] = bb.input
+    grid = bb.img_size // patch_size_of(bb.model)
+    out.grids[bb.label] = int(grid)
+    preds = {
+        s: token_oracle(ds.masks[sp[s]], grid, bb.img_size if cfg.resize_policy == "pad" else None) for s in SPLITS
+    }
+    _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, example_idx)
+    bb.model.to(_device(cfg))
+    feats = probing.extract_features(
+        bb.model,
+        ds.images,
+        img_size=bb.img_size,
+        backbone=bb.name,
+        weights=bb.weights_id,
+        batch_size=cfg.feature_batch_size,
+        policy=cfg.resize_policy,
+        progress=cfg.progress,
+        patch_index=keep_patch,
+    )
+    if keep:  # only what the figures need (class tokens, the PCA slices' patch tokens)
         pca_idx = np.sort(pca_indices(ds))
         out.features[bb.kind] = probing.Features(
             feats.cls, feats.patch_of(pca_idx), feats.seconds, feats.from_cache, feats.key, pca_idx
         )
-        # classification: class token, mean patch token and both, centred on the training mean
-        tr, te = sp["cls_train"], sp["cls_test"]
-        out.classification += probe_rows(
-            cfg, seed, bb.label, {"cls": feats.cls, "mean": feats.mean}, ds.rock, tr, te, n_per_class
+    # classification: class token, mean patch token and both, centred on the training mean
+    tr, te = sp["cls_train"], sp["cls_test"]
+    out.classification += probe_rows(
+        cfg, seed, bb.label, {"cls": feats.cls, "mean": feats.mean}, ds.rock, tr, te, _per_class(ds, sp)
+    )
+    if cfg.tsne:
+        emb, sil = tsne_silhouette(feats.cls - feats.cls[tr].mean(0), ds.rock, seed)
+        out.embeddings[bb.kind] = {"tsne": emb, "silhouette": sil}
+    # frozen segmentation heads; with reflect-padded inputs the masks are padded with an
+    # ignored label and predictions cropped back to the slice
+    padded = (bb.img_size, bb.img_size) if cfg.resize_policy == "pad" and bb.img_size != cfg.slice_size else None
+    tr_masks = seg_tr.masks if padded is None else probing.pad_masks(seg_tr.masks, bb.img_size)
+    tok_tr = feats.patch_of(sp["seg_train"])
+    for head, name in (("linear", "linear head (frozen)"), ("cnn", "CNN head (frozen)")):
+        hr = probing.train_token_head(
+            tok_tr,
+            tr_masks,
+            kind=head,
+            num_classes=NUM_PHASES,
+            epochs=cfg.head_epochs,
+            lr=cfg.head_lr,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            progress=cfg.progress,
         )
-        if "tsne" in cfg.embedders:
-            emb, sil = tsne_silhouette(feats.cls - feats.cls[tr].mean(0), ds.rock, seed)
-            out.embeddings[bb.kind] = {"tsne": emb, "silhouette": sil}
-        # frozen segmentation heads; with reflect-padded inputs the masks are padded with an
-        # ignored label and predictions cropped back to the slice
-        padded = (bb.img_size, bb.img_size) if cfg.resize_policy == "pad" and bb.img_size != cfg.slice_size else None
-        tr_masks = seg_tr.masks if padded is None else probing.pad_masks(seg_tr.masks, bb.img_size)
-        tok_tr = feats.patch_of(sp["seg_train"])
-        for head, name in (("linear", "linear head (frozen)"), ("cnn", "CNN head (frozen)")):
-            hr = probing.train_token_head(
-                tok_tr,
-                tr_masks,
-                kind=head,
-                num_classes=NUM_PHASES,
-                epochs=cfg.head_epochs,
-                lr=cfg.head_lr,
-                batch_size=cfg.batch_size,
-                seed=seed,
-                progress=cfg.progress,
-            )
-            preds = {
-                s: probing.predict_token_head(hr.model, feats.patch_of(sp[s]), size, padded_size=padded) for s in SPLITS
-            }
-            _seg_rows(out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp, example_idx)
-        t0 = time.perf_counter()
         preds = {
-            s: probing.knn_segment(
-                tok_tr,
-                tr_masks,
-                feats.patch_of(sp[s]),
-                size,
-                num_classes=NUM_PHASES,
-                k=cfg.knn_seg_k,
-                temperature=cfg.knn_temperature,
-                memory_size=cfg.knn_seg_memory,
-                seed=seed,
-                padded_size=padded,
-            )
-            for s in SPLITS
+            s: probing.predict_token_head(hr.model, feats.patch_of(sp[s]), size, padded_size=padded) for s in SPLITS
         }
-        _seg_rows(
-            out,
-            seed,
-            "kNN segmentation (frozen)",
-            bb.label,
-            "frozen",
-            0,
-            time.perf_counter() - t0,
-            preds,
-            ds,
-            sp,
-            example_idx,
+        _seg_rows(out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp, example_idx)
+    t0 = time.perf_counter()
+    preds = {
+        s: probing.knn_segment(
+            tok_tr,
+            tr_masks,
+            feats.patch_of(sp[s]),
+            size,
+            num_classes=NUM_PHASES,
+            k=cfg.knn_seg_k,
+            temperature=cfg.knn_temperature,
+            memory_size=cfg.knn_seg_memory,
+            seed=seed,
+            padded_size=padded,
         )
-        del feats, tok_tr
-        # LoRA fine-tuning
-        for head in cfg.lora_heads:
-            name = f"{head} head + LoRA"
-            if bb.kind not in cfg.lora_backbones:
-                _not_evaluated(
-                    out,
-                    seed,
-                    name,
-                    bb.label,
-                    "LoRA",
-                    "not evaluated: LoRA not run for this backbone in this preset (parameter lora_backbones)",
-                )
-                continue
-            model, r = _fit_lora(cfg, bb.model, head, seg_tr, seed, f"LoRA {head} {bb.kind}", img_size=bb.img_size)
-            preds = {s: _predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in SPLITS}
-            _seg_rows(out, seed, name, bb.label, "LoRA", count_parameters(model), r.seconds, preds, ds, sp, example_idx)
-            del model, r
-        bb.model.to("cpu")
-    out.notes = sorted(set(out.notes))
-    return out
+        for s in SPLITS
+    }
+    seconds = time.perf_counter() - t0
+    _seg_rows(out, seed, "kNN segmentation (frozen)", bb.label, "frozen", 0, seconds, preds, ds, sp, example_idx)
+    del feats, tok_tr
+    for head in cfg.lora_heads:
+        name = f"{head} head + LoRA"
+        if not cfg.lora:
+            reason = "not evaluated: LoRA not run for this backbone in this preset (parameter lora_backbones)"
+            _not_evaluated(out, seed, name, bb.label, "LoRA", reason)
+            continue
+        model, r = _fit_lora(cfg, bb.model, head, seg_tr, seed, f"LoRA {head} {bb.kind}", img_size=bb.img_size)
+        preds = {s: _predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in SPLITS}
+        _seg_rows(out, seed, name, bb.label, "LoRA", count_parameters(model), r.seconds, preds, ds, sp, example_idx)
+        del model, r
+
+
+def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads) -> None:
+    """The rows of a ViT that could not run, each saying why."""
+    for probe in ("knn", "linear"):
+        out.classification.append(
+            {
+                "seed": seed,
+                "backbone": label,
+                "probe": probe,
+                "feature": "all",
+                "k": np.nan,
+                "accuracy": np.nan,
+                "status": status,
+            }
+        )
+    for m in ("linear head (frozen)", "CNN head (frozen)", "kNN segmentation (frozen)"):
+        _not_evaluated(out, seed, m, label, "frozen", status)
+    for h in lora_heads:
+        _not_evaluated(out, seed, f"{h} head + LoRA", label, "LoRA", status)
 
 
 def _fit_lora(cfg, backbone, head_kind, seg_tr, seed, desc, targets=None, img_size=None):
@@ -973,28 +1120,26 @@ def _fit_lora(cfg, backbone, head_kind, seg_tr, seed, desc, targets=None, img_si
     return model, r
 
 
-def _resnet_lora(cfg, seed, out, ds, sp, seg_tr, example_idx):
+def resnet_lora_label(cfg) -> str:
+    return f"{cfg.resnet_backbone} (pretrained)"
+
+
+def _resnet_lora(cfg, seed, out: SeedResult, ds, sp, weights: dict) -> None:
+    """The pretrained ResNet + LoRA with a linear head, at the ViTs' input side (``input_size``)."""
     from labkit.models.backbones import create_backbone
 
-    label = f"{cfg.resnet_backbone} (pretrained)"
-    if not cfg.resnet_lora:
-        _not_evaluated(out, seed, "linear head + LoRA", label, "LoRA", "not evaluated: disabled (resnet_lora)")
-        return
-    try:
-        resnet = create_backbone(cfg.resnet_backbone, weights=cfg.resnet_weights, num_classes=0)
-    except WeightsUnavailableError as exc:
-        # LoRA on a random ResNet would measure nothing the paper claims: no silent substitute.
-        _not_evaluated(out, seed, "linear head + LoRA", label, "LoRA", _weights_reason(exc))
-        return
-    model, r = _fit_lora(cfg, resnet, "linear", seg_tr, seed, "LoRA resnet", targets="resnet-convs")
-    preds = {s: _predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in SPLITS}
-    _seg_rows(
-        out, seed, "linear head + LoRA", label, "LoRA", count_parameters(model), r.seconds, preds, ds, sp, example_idx
+    seg_tr = ds.subset(sp["seg_train"])
+    resnet = create_backbone(cfg.resnet_backbone, weights=weights["weights"], num_classes=0)
+    model, r = _fit_lora(
+        cfg, resnet, "linear", seg_tr, seed, "LoRA resnet", targets="resnet-convs", img_size=cfg.input_size
     )
+    preds = {s: _predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in SPLITS}
+    label, trainable = resnet_lora_label(cfg), count_parameters(model)
+    _seg_rows(out, seed, "linear head + LoRA", label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp))
 
 
 # ---------------------------------------------------------------------------------------------------
-# All seeds
+# The grid: every seed x part, gathered into the study's tables
 # ---------------------------------------------------------------------------------------------------
 @dataclass
 class StudyResult:
@@ -1009,268 +1154,107 @@ class StudyResult:
     pretraining: dict = field(default_factory=dict)  # kind -> the stand-in's training record
     ceilings: pd.DataFrame = field(default_factory=pd.DataFrame)  # seed, grid, split, miou
     grids: dict = field(default_factory=dict)  # backbone label -> token grid side
+    cached: int = 0  # grid tasks read from the cache
+    computed: int = 0  # grid tasks computed in this run
 
 
-def run(cfg) -> StudyResult:
+def parts(cfg) -> list[str]:
+    """Each seed's parts, in the order of the tables' rows: baselines, ResNet + LoRA, each ViT."""
+    return ["baselines", "resnet", *[k for k in VIT_KINDS if k in cfg.backbones]]
+
+
+def task_settings(cfg, part: str) -> dict[str, Any]:
+    """The JSON-able parameters one part reads: the data's, the part's own (:data:`PART_KEYS`) and the device
+    (resolved here, once); a ViT also gets ``lora`` (its kind is in ``lora_backbones``) and ``tsne``."""
+    keys = PART_KEYS[part] if part in ("baselines", "resnet") else PART_KEYS["vit"] + PART_KEYS[part]
+    out = {**data_settings(cfg), **{k: _plain(cfg[k]) for k in keys}, "device": str(_device(cfg))}
+    if part in VIT_KINDS:
+        out.update(lora=part in cfg.lora_backbones, tsne="tsne" in cfg.embedders)
+    if part == "resnet":
+        out["input_size"] = vit_input_size(cfg)
+    return out
+
+
+def _task_weights(part: str, arm: dict) -> dict | None:
+    if part == "ssl":
+        return {"path": arm["path"], "digest": arm["digest"]}
+    if part in ("dinov2", "resnet"):
+        return {"weights": arm["weights"], "digest": arm["digest"]}
+    return None
+
+
+def build_grid(cfg, arms: dict[str, dict] | None = None):
+    """One task per seed x part whose arm can run (:func:`resolve_arms`); the first seed's tasks keep the
+    figures' arrays. Parts are split so that each task is a few tens of seconds at ``default`` and two
+    workers stay busy; a ViT's probes, heads and LoRA share one task so its tokens are extracted once."""
+    from labkit.core.grid import Grid
+
+    arms = resolve_arms(cfg) if arms is None else arms
+    grid = Grid(STUDY, TASK, inputs=data_inputs(cfg))
+    first = cfg.seeds[0]
+    for seed in cfg.seeds:
+        for part in parts(cfg):
+            arm = arms.get(part, {"status": "ok"})
+            if arm["status"] != "ok":
+                continue
+            weights = _task_weights(part, arm)
+            grid.add(part=part, seed=int(seed), settings=task_settings(cfg, part), weights=weights, keep=seed == first)
+    return grid
+
+
+def run(cfg, progress: bool = True, **run_kwargs) -> StudyResult:
+    """Check every parameter and input before any work, decide which rows can run, run the grid with
+    ``cfg.executor`` (``workers``, ``scheduler``; ``run_kwargs`` override them, e.g. ``threads``; records
+    are cached and a rerun computes only what is missing) and gather the records into the tables."""
     t0 = time.perf_counter()
     check_data_source(cfg)
     check_weights(cfg)
     check_config(cfg)
     vit_input_size(cfg)  # an image side the patch grid cannot take fails here, before any work
-    ssl_bb = load_ssl_backbone(cfg, cfg.progress) if "ssl" in cfg.backbones else None
-    cls_rows, seg_rows, sil_rows, notes, first, ceil = [], [], [], [], None, []
-    from tqdm.auto import tqdm
-
-    for seed in tqdm(cfg.seeds, desc="seeds", disable=not cfg.progress):
-        r = run_seed(cfg, seed, ssl_bb)
-        cls_rows += r.classification
-        seg_rows += r.segmentation
-        notes += r.notes
-        ceil += r.ceilings
-        for kind, e in r.embeddings.items():
-            sil_rows.append({"seed": seed, "backbone": BACKBONE_LABELS[kind], "tsne_silhouette": e["silhouette"]})
-        if first is None:
-            first = r
-    pretraining = {"ssl": ssl_bb.pretraining} if ssl_bb is not None and ssl_bb.pretraining else {}
+    arms = resolve_arms(cfg)
+    first_data = seed_data(cfg, cfg.seeds[0])  # the figures' slices (and the first tasks', run serially)
+    options = {"executor": cfg.executor, "workers": cfg.workers, "scheduler": cfg.scheduler, **run_kwargs}
+    result = build_grid(cfg, arms).run(progress=progress, **options)
+    records = {(r["seed"], r["part"]): r for r in result.records if r is not None}
+    cls_rows, seg_rows, sil_rows, notes, ceil = [], [], [], [], []
+    first = SeedResult(backbones={k: arms[k]["status"] for k in VIT_KINDS if k in arms})
+    for seed in cfg.seeds:
+        for part in parts(cfg):
+            record = records.get((seed, part)) or _unavailable_record(cfg, part, seed, arms[part]["status"])
+            cls_rows += record["classification"]
+            seg_rows += record["segmentation"]
+            ceil += record["ceilings"]
+            notes += record["notes"]
+            for kind, sil in record["silhouettes"].items():
+                sil_rows.append({"seed": seed, "backbone": BACKBONE_LABELS[kind], "tsne_silhouette": sil})
+            if seed == cfg.seeds[0]:
+                first.add(record)
+    ssl = arms.get("ssl", {})
     return StudyResult(
         pd.DataFrame(cls_rows),
         pd.DataFrame(seg_rows),
         pd.DataFrame(sil_rows),
         first,
-        first.data,
+        first_data,
         first.backbones,
         sorted(set(notes)),
         time.perf_counter() - t0,
-        pretraining,
+        {"ssl": ssl["pretraining"]} if ssl.get("pretraining") else {},
         pd.DataFrame(ceil),
         dict(first.grids),
+        result.cached,
+        result.computed,
     )
 
 
-# ---------------------------------------------------------------------------------------------------
-# Tables
-# ---------------------------------------------------------------------------------------------------
-def backbone_table(res: StudyResult) -> pd.DataFrame:
-    """Each ViT row: its status (or why it is not evaluated) and how slices meet its patch grid."""
-    return pd.DataFrame(
-        [
-            {"backbone": BACKBONE_LABELS[k], "status": v, "input": res.first.inputs.get(k, "")}
-            for k, v in res.backbones.items()
-        ]
-    )
-
-
-def classification_table(res: StudyResult) -> pd.DataFrame:
-    df = res.classification
-    ok = df[df["status"] == "evaluated"].copy()
-    ok["probe"] = np.where(ok["probe"] == "knn", "kNN k=" + ok["k"].fillna(0).astype(int).astype(str), "linear")
-    if "feature" not in ok:
-        ok["feature"] = "cls"
-    ok["feature"] = ok["feature"].map(lambda f: FEATURE_LABELS.get(f, f))
-    agg = aggregate_over_seeds(ok, ["accuracy"], ["backbone", "feature", "probe"]) if len(ok) else pd.DataFrame()
-    missing = df[df["status"] != "evaluated"].drop_duplicates("backbone")[["backbone", "status"]]
-    if len(missing):
-        missing = missing.assign(probe="all")
-        agg = pd.concat([agg, missing], ignore_index=True)
-    return agg.round(3)
-
-
-def segmentation_table(res: StudyResult) -> pd.DataFrame:
-    """Mean over seeds (and 95% CI of the mean IoU) per method and split, wide over splits."""
-    df = res.segmentation
-    ok = df[df["status"] == "evaluated"]
-    rows = []
-    keys = ["method", "backbone", "kind"]
-    for key, g in df.groupby(keys, sort=False, dropna=False):
-        row = dict(zip(keys, key))
-        og = ok.merge(pd.DataFrame([row]), on=keys)
-        if len(og) == 0:
-            row["status"] = g["status"].iloc[0]
-            rows.append(row)
-            continue
-        row["status"] = "evaluated"
-        row["trainable_params"] = og["trainable_params"].iloc[0]
-        row["train_seconds"] = og.groupby("seed")["train_seconds"].first().mean()
-        for split in SPLITS:
-            sg = og[og["split"] == split]
-            a = aggregate_over_seeds(sg.assign(_=0), ["miou"], ["_"]).iloc[0]
-            row[f"{split}/miou"] = a["miou_mean"]
-            row[f"{split}/miou_ci95"] = f"[{a['miou_ci95_low']:.3f}, {a['miou_ci95_high']:.3f}]" if a["n"] > 1 else ""
-            if split == "ood_rock":
-                for p in PHASES:
-                    row[f"ood_rock/iou/{p}"] = sg[f"iou/{p}"].mean()
-        row["n_seeds"] = og["seed"].nunique()
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    # the per-token oracle of the same backbone's token grid beside every head row (its ceiling)
-    if len(table) and "ood_rock/miou" in table:
-        oracle = table[table["kind"] == "oracle"].set_index("backbone")["ood_rock/miou"]
-        heads = table["kind"].isin(["frozen", "LoRA"])
-        table.loc[heads, "ood_rock/token_ceiling"] = table.loc[heads, "backbone"].map(oracle)
-    return table.round(3)
-
-
-def ceiling_table(res: StudyResult) -> pd.DataFrame:
-    """Per-token oracle mean IoU per token grid (mean over seeds), one column per split."""
-    c = res.ceilings
-    if c is None or not len(c):
-        return pd.DataFrame(columns=["grid", *SPLITS])
-    t = c.groupby(["grid", "split"])["miou"].mean().unstack("split").reset_index()
-    t.insert(1, "tokens", [f"{g}x{g}" for g in t["grid"]])
-    return t[["grid", "tokens", *[s for s in SPLITS if s in t]]].round(3)
-
-
-def ceiling_figure(res: StudyResult, split: str = "ood_rock"):
-    """The grid ceiling: the per-token oracle's mean IoU against the token grid side on ``split``, with
-    the classical pipelines, the UNet and each ViT's frozen heads (at their grid) as marks."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    c = res.ceilings
-    if c is not None and len(c):
-        g = c[c["split"] == split].groupby("grid")["miou"].agg(["mean", "min", "max"]).reset_index()
-        ax.plot(g["grid"], g["mean"], "k-o", label="per-token oracle (ceiling)")
-        ax.fill_between(g["grid"], g["min"], g["max"], color="k", alpha=0.1)
-    seg = res.segmentation
-    ok = seg[(seg["status"] == "evaluated") & (seg["split"] == split)] if len(seg) else seg
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    flat = ok[ok["kind"].isin(["classical", "from scratch"])].groupby("method")["miou"].mean()
-    for i, (m, v) in enumerate(flat.sort_values().items()):
-        ax.axhline(v, ls="--", lw=1, color=colours[i % len(colours)], label=f"{m} ({v:.2f})")
-    grids = {k: v for k, v in res.grids.items()} if getattr(res, "grids", None) else {}
-    heads = ok[ok["kind"].isin(["frozen", "LoRA"])]
-    markers = iter("s^vDP*X")
-    for (backbone, method), v in heads.groupby(["backbone", "method"])["miou"].mean().items():
-        grid = grids.get(backbone)
-        if grid:
-            ax.plot([grid], [v], next(markers, "o"), ms=7, label=f"{method} | {backbone} ({v:.2f})")
-    ax.set_xlabel("token grid side (tokens per slice side)")
-    ax.set_ylabel(f"mean IoU ({split})")
-    ax.set_title("What a per-token head can reach on each token grid")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def pretraining_figure(res: StudyResult):
-    """The stand-in's MAE training curve (running training loss) and its held-out ratio to the trivial
-    predictor, with the "trained" threshold."""
-    import matplotlib.pyplot as plt
-
-    curve = pretraining_curve(res)
-    rec = (res.pretraining or {}).get("ssl") or {}
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    if len(curve):
-        a1.plot(curve["step"], curve["loss"], "-", label="training loss (hidden patches)")
-        if rec.get("trivial_loss"):
-            a1.axhline(rec["trivial_loss"], color="k", ls="--", label="trivial predictor (held out)")
-        a1.set_xlabel("optimiser step")
-        a1.set_ylabel("MSE")
-        a1.legend(fontsize=8)
-        full = pd.DataFrame(rec.get("curve") or [])
-        if "heldout_ratio" in full:
-            h = full.dropna(subset=["heldout_ratio"])
-            a2.plot(h["step"], h["heldout_ratio"], "o-", label="held-out loss / trivial")
-        a2.axhline(TRAINED_RATIO, color="r", ls="--", label=f"'trained' threshold {TRAINED_RATIO}")
-        a2.set_xlabel("optimiser step")
-        a2.set_ylabel("ratio")
-        a2.legend(fontsize=8)
-    fig.suptitle(f"stand-in MAE pretraining: final held-out ratio {rec.get('loss_ratio', float('nan')):.3f}")
-    fig.tight_layout()
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------------
-def pca_figure(res: StudyResult, n_per_rock: int = 1):
-    """Top: one slice per rock; below: the first three principal components of its patch
-    tokens as RGB, one row per backbone (PCA fitted on those slices' tokens)."""
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
-
-    ds = res.first_data
-    idx = pca_indices(ds)
-    kinds = list(res.first.features)
-    fig, axes = plt.subplots(1 + len(kinds), len(idx), figsize=(2.1 * len(idx), 2.1 * (1 + len(kinds))), squeeze=False)
-    for j, i in enumerate(idx):
-        axes[0, j].imshow(ds.images[i], cmap="gray")
-        axes[0, j].set_title(ds.rock_types[ds.rock[i]].replace("_", " "), fontsize=8)
-    for r, kind in enumerate(kinds, 1):
-        tok = res.first.features[kind].patch_of(idx)  # (n, D, h, w)
-        n, d, h, w = tok.shape
-        flat = tok.transpose(0, 2, 3, 1).reshape(-1, d)
-        comp = PCA(3, random_state=0).fit_transform(flat)
-        comp = (comp - comp.min(0)) / (np.ptp(comp, 0) + 1e-8)
-        comp = comp.reshape(n, h, w, 3)
-        for j in range(n):
-            axes[r, j].imshow(comp[j], interpolation="nearest")
-        axes[r, 0].set_ylabel(BACKBONE_LABELS[kind].split(" (")[0], fontsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
-def embedding_figure(res: StudyResult, method: str = "tsne", seed: int = 0):
-    """Class tokens of every slice (first seed) in 2-D, coloured by rock type, one panel per backbone."""
-    import matplotlib.pyplot as plt
-
-    ds = res.first_data
-    kinds = list(res.first.features)
-    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(4.2 * max(1, len(kinds)), 3.8), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        cls = res.first.features[kind].cls
-        if method == "tsne" and kind in res.first.embeddings:
-            emb, title = (
-                res.first.embeddings[kind]["tsne"],
-                f"t-SNE (silhouette {res.first.embeddings[kind]['silhouette']:.2f})",
-            )
-        elif method == "umap":
-            import umap
-
-            emb = umap.UMAP(
-                n_neighbors=min(15, len(cls) - 1), random_state=seed, n_jobs=1, metric="cosine"
-            ).fit_transform(cls)
-            title = "UMAP"
-        else:
-            from sklearn.decomposition import PCA
-
-            emb, title = PCA(2, random_state=seed).fit_transform(cls), "PCA"
-        for r, rock in enumerate(ds.rock_types):
-            m = ds.rock == r
-            ax.scatter(emb[m, 0], emb[m, 1], s=8, label=rock.replace("_", " "))
-        ax.set_title(f"{BACKBONE_LABELS[kind]}\n{title}", fontsize=8)
-        ax.set_xticks([]), ax.set_yticks([])
-    axes[0, -1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def examples_figure(res: StudyResult, max_methods: int | None = None):
-    """Out-of-distribution (third rock) slices: image, truth and each evaluated method's phases
-    (all of them unless ``max_methods`` is given)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-
-    ex = res.first.examples
-    methods = [k for k in ex if k not in ("image", "truth")][:max_methods]
-    cols = ["image", "truth"] + methods
-    n = len(ex["image"])
-    cmap = ListedColormap(["#1f1f5f", "#e8d9a8", "#6aa84f"])
-    fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.9 * n), squeeze=False)
-    for i in range(n):
-        for j, c in enumerate(cols):
-            ax = axes[i, j]
-            if c == "image":
-                ax.imshow(ex[c][i], cmap="gray")
-            else:
-                ax.imshow(ex[c][i], cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
-            if i == 0:
-                ax.set_title(c.replace(" | ", "\n").replace("(", "\n("), fontsize=6)
-            ax.set_xticks([]), ax.set_yticks([])
-    fig.tight_layout()
-    return fig
+def _unavailable_record(cfg, part: str, seed: int, status: str) -> dict:
+    """The record of a part whose arm could not run: its rows, each saying why."""
+    out = SeedResult()
+    if part == "resnet":
+        _not_evaluated(out, seed, "linear head + LoRA", resnet_lora_label(cfg), "LoRA", status)
+    else:
+        _unavailable_vit(out, seed, BACKBONE_LABELS[part], status, cfg.lora_heads)
+    return out.record(part, seed, keep=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1639,6 +1623,232 @@ def headline_metrics(res: StudyResult) -> dict:
         k = cls[(cls["backbone"] == lab) & (cls["probe"] == "knn") & (cls["status"] == "evaluated")]
         out[f"knn_accuracy_best_k/{kind}"] = float(k.groupby("k")["accuracy"].mean().max()) if len(k) else None
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------------
+def backbone_table(res: StudyResult) -> pd.DataFrame:
+    """Each ViT row: its status (or why it is not evaluated) and how slices meet its patch grid."""
+    return pd.DataFrame(
+        [
+            {"backbone": BACKBONE_LABELS[k], "status": v, "input": res.first.inputs.get(k, "")}
+            for k, v in res.backbones.items()
+        ]
+    )
+
+
+def classification_table(res: StudyResult) -> pd.DataFrame:
+    df = res.classification
+    ok = df[df["status"] == "evaluated"].copy()
+    ok["probe"] = np.where(ok["probe"] == "knn", "kNN k=" + ok["k"].fillna(0).astype(int).astype(str), "linear")
+    if "feature" not in ok:
+        ok["feature"] = "cls"
+    ok["feature"] = ok["feature"].map(lambda f: FEATURE_LABELS.get(f, f))
+    agg = aggregate_over_seeds(ok, ["accuracy"], ["backbone", "feature", "probe"]) if len(ok) else pd.DataFrame()
+    missing = df[df["status"] != "evaluated"].drop_duplicates("backbone")[["backbone", "status"]]
+    if len(missing):
+        missing = missing.assign(probe="all")
+        agg = pd.concat([agg, missing], ignore_index=True)
+    return agg.round(3)
+
+
+def segmentation_table(res: StudyResult) -> pd.DataFrame:
+    """Mean over seeds (and 95% CI of the mean IoU) per method and split, wide over splits."""
+    df = res.segmentation
+    ok = df[df["status"] == "evaluated"]
+    rows = []
+    keys = ["method", "backbone", "kind"]
+    for key, g in df.groupby(keys, sort=False, dropna=False):
+        row = dict(zip(keys, key))
+        og = ok.merge(pd.DataFrame([row]), on=keys)
+        if len(og) == 0:
+            row["status"] = g["status"].iloc[0]
+            rows.append(row)
+            continue
+        row["status"] = "evaluated"
+        row["trainable_params"] = og["trainable_params"].iloc[0]
+        row["train_seconds"] = og.groupby("seed")["train_seconds"].first().mean()
+        for split in SPLITS:
+            sg = og[og["split"] == split]
+            a = aggregate_over_seeds(sg.assign(_=0), ["miou"], ["_"]).iloc[0]
+            row[f"{split}/miou"] = a["miou_mean"]
+            row[f"{split}/miou_ci95"] = f"[{a['miou_ci95_low']:.3f}, {a['miou_ci95_high']:.3f}]" if a["n"] > 1 else ""
+            if split == "ood_rock":
+                for p in PHASES:
+                    row[f"ood_rock/iou/{p}"] = sg[f"iou/{p}"].mean()
+        row["n_seeds"] = og["seed"].nunique()
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    # the per-token oracle of the same backbone's token grid beside every head row (its ceiling)
+    if len(table) and "ood_rock/miou" in table:
+        oracle = table[table["kind"] == "oracle"].set_index("backbone")["ood_rock/miou"]
+        heads = table["kind"].isin(["frozen", "LoRA"])
+        table.loc[heads, "ood_rock/token_ceiling"] = table.loc[heads, "backbone"].map(oracle)
+    return table.round(3)
+
+
+def ceiling_table(res: StudyResult) -> pd.DataFrame:
+    """Per-token oracle mean IoU per token grid (mean over seeds), one column per split."""
+    c = res.ceilings
+    if c is None or not len(c):
+        return pd.DataFrame(columns=["grid", *SPLITS])
+    t = c.groupby(["grid", "split"])["miou"].mean().unstack("split").reset_index()
+    t.insert(1, "tokens", [f"{g}x{g}" for g in t["grid"]])
+    return t[["grid", "tokens", *[s for s in SPLITS if s in t]]].round(3)
+
+
+def ceiling_figure(res: StudyResult, split: str = "ood_rock"):
+    """The grid ceiling: the per-token oracle's mean IoU against the token grid side on ``split``, with
+    the classical pipelines, the UNet and each ViT's frozen heads (at their grid) as marks."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    c = res.ceilings
+    if c is not None and len(c):
+        g = c[c["split"] == split].groupby("grid")["miou"].agg(["mean", "min", "max"]).reset_index()
+        ax.plot(g["grid"], g["mean"], "k-o", label="per-token oracle (ceiling)")
+        ax.fill_between(g["grid"], g["min"], g["max"], color="k", alpha=0.1)
+    seg = res.segmentation
+    ok = seg[(seg["status"] == "evaluated") & (seg["split"] == split)] if len(seg) else seg
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    flat = ok[ok["kind"].isin(["classical", "from scratch"])].groupby("method")["miou"].mean()
+    for i, (m, v) in enumerate(flat.sort_values().items()):
+        ax.axhline(v, ls="--", lw=1, color=colours[i % len(colours)], label=f"{m} ({v:.2f})")
+    grids = {k: v for k, v in res.grids.items()} if getattr(res, "grids", None) else {}
+    heads = ok[ok["kind"].isin(["frozen", "LoRA"])]
+    markers = iter("s^vDP*X")
+    for (backbone, method), v in heads.groupby(["backbone", "method"])["miou"].mean().items():
+        grid = grids.get(backbone)
+        if grid:
+            ax.plot([grid], [v], next(markers, "o"), ms=7, label=f"{method} | {backbone} ({v:.2f})")
+    ax.set_xlabel("token grid side (tokens per slice side)")
+    ax.set_ylabel(f"mean IoU ({split})")
+    ax.set_title("What a per-token head can reach on each token grid")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def pretraining_figure(res: StudyResult):
+    """The stand-in's MAE training curve (running training loss) and its held-out ratio to the trivial
+    predictor, with the "trained" threshold."""
+    import matplotlib.pyplot as plt
+
+    curve = pretraining_curve(res)
+    rec = (res.pretraining or {}).get("ssl") or {}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if len(curve):
+        a1.plot(curve["step"], curve["loss"], "-", label="training loss (hidden patches)")
+        if rec.get("trivial_loss"):
+            a1.axhline(rec["trivial_loss"], color="k", ls="--", label="trivial predictor (held out)")
+        a1.set_xlabel("optimiser step")
+        a1.set_ylabel("MSE")
+        a1.legend(fontsize=8)
+        full = pd.DataFrame(rec.get("curve") or [])
+        if "heldout_ratio" in full:
+            h = full.dropna(subset=["heldout_ratio"])
+            a2.plot(h["step"], h["heldout_ratio"], "o-", label="held-out loss / trivial")
+        a2.axhline(TRAINED_RATIO, color="r", ls="--", label=f"'trained' threshold {TRAINED_RATIO}")
+        a2.set_xlabel("optimiser step")
+        a2.set_ylabel("ratio")
+        a2.legend(fontsize=8)
+    fig.suptitle(f"stand-in MAE pretraining: final held-out ratio {rec.get('loss_ratio', float('nan')):.3f}")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------------
+def pca_figure(res: StudyResult, n_per_rock: int = 1):
+    """Top: one slice per rock; below: the first three principal components of its patch
+    tokens as RGB, one row per backbone (PCA fitted on those slices' tokens)."""
+    import matplotlib.pyplot as plt
+    from sklearn.decomposition import PCA
+
+    ds = res.first_data
+    idx = pca_indices(ds)
+    kinds = list(res.first.features)
+    fig, axes = plt.subplots(1 + len(kinds), len(idx), figsize=(2.1 * len(idx), 2.1 * (1 + len(kinds))), squeeze=False)
+    for j, i in enumerate(idx):
+        axes[0, j].imshow(ds.images[i], cmap="gray")
+        axes[0, j].set_title(ds.rock_types[ds.rock[i]].replace("_", " "), fontsize=8)
+    for r, kind in enumerate(kinds, 1):
+        tok = res.first.features[kind].patch_of(idx)  # (n, D, h, w)
+        n, d, h, w = tok.shape
+        flat = tok.transpose(0, 2, 3, 1).reshape(-1, d)
+        comp = PCA(3, random_state=0).fit_transform(flat)
+        comp = (comp - comp.min(0)) / (np.ptp(comp, 0) + 1e-8)
+        comp = comp.reshape(n, h, w, 3)
+        for j in range(n):
+            axes[r, j].imshow(comp[j], interpolation="nearest")
+        axes[r, 0].set_ylabel(BACKBONE_LABELS[kind].split(" (")[0], fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def embedding_figure(res: StudyResult, method: str = "tsne", seed: int = 0):
+    """Class tokens of every slice (first seed) in 2-D, coloured by rock type, one panel per backbone."""
+    import matplotlib.pyplot as plt
+
+    ds = res.first_data
+    kinds = list(res.first.features)
+    fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(4.2 * max(1, len(kinds)), 3.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        cls = res.first.features[kind].cls
+        if method == "tsne" and kind in res.first.embeddings:
+            emb, title = (
+                res.first.embeddings[kind]["tsne"],
+                f"t-SNE (silhouette {res.first.embeddings[kind]['silhouette']:.2f})",
+            )
+        elif method == "umap":
+            import umap
+
+            emb = umap.UMAP(
+                n_neighbors=min(15, len(cls) - 1), random_state=seed, n_jobs=1, metric="cosine"
+            ).fit_transform(cls)
+            title = "UMAP"
+        else:
+            from sklearn.decomposition import PCA
+
+            emb, title = PCA(2, random_state=seed).fit_transform(cls), "PCA"
+        for r, rock in enumerate(ds.rock_types):
+            m = ds.rock == r
+            ax.scatter(emb[m, 0], emb[m, 1], s=8, label=rock.replace("_", " "))
+        ax.set_title(f"{BACKBONE_LABELS[kind]}\n{title}", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def examples_figure(res: StudyResult, max_methods: int | None = None):
+    """Out-of-distribution (third rock) slices: image, truth and each evaluated method's phases
+    (all of them unless ``max_methods`` is given)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    ex = res.first.examples
+    methods = [k for k in ex if k not in ("image", "truth")][:max_methods]
+    cols = ["image", "truth"] + methods
+    n = len(ex["image"])
+    cmap = ListedColormap(["#1f1f5f", "#e8d9a8", "#6aa84f"])
+    fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.9 * n), squeeze=False)
+    for i in range(n):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            if c == "image":
+                ax.imshow(ex[c][i], cmap="gray")
+            else:
+                ax.imshow(ex[c][i], cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+            if i == 0:
+                ax.set_title(c.replace(" | ", "\n").replace("(", "\n("), fontsize=6)
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    return fig
 
 
 def real_geometry_figure(size: int = 112, seed: int = 0):

@@ -1,0 +1,101 @@
+"""The study runs on labkit.core.grid: the same records serially and on a process pool, a rerun reads every
+record from the cache, and a changed parameter reruns only the tasks that read it."""
+
+import numpy as np
+import pytest
+
+import labkit
+from labkit.studies import dinov2_microct as study
+
+# Two seeds of tiny simulated slices (30 per seed); the random control and the shipped stand-in (LoRA on the
+# stand-in); no DINOv2 or ResNet weights offline, so each seed has three tasks: baselines, random, ssl.
+SMALL = dict(
+    seeds=[0, 1],
+    samples_per_rock=2,
+    slices_per_sample=1,
+    slice_size=42,
+    backbones=["random", "ssl"],
+    lora_backbones=["ssl"],
+    knn_ks=[1, 3],
+    head_epochs=1,
+    unet_epochs=1,
+    lora_epochs=1,
+    rf_trees=5,
+    knn_seg_memory=500,
+    embedders=["tsne"],
+)
+TIMING = {"task_seconds", "train_seconds", "seconds"}
+
+
+def _same(a, b, where=""):
+    if isinstance(a, dict):
+        assert set(a) - TIMING == set(b) - TIMING, where
+        for k in set(a) - TIMING:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), where
+    else:
+        assert a == b, where
+
+
+def _config(**overrides):
+    return labkit.configure("dinov2_microct", "smoke", {**SMALL, **overrides})
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_the_grid_gives_the_same_records_serially_and_on_a_process_pool(cache, tmp_path, monkeypatch):
+    cfg = _config(seeds=[0], backbones=["ssl"])  # two tasks, one per worker: the baselines, the stand-in
+    arms = study.resolve_arms(cfg)
+    grid = study.build_grid(cfg, arms)
+    assert [t.params["part"] for t in grid.tasks] == ["baselines", "ssl"]
+    serial = grid.run(executor="serial", threads=1, progress=False)
+    assert serial.computed == 2 and serial.cached == 0
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache-processes"))  # the pool computes afresh
+    pool = study.build_grid(cfg, arms).run(executor="processes", workers=2, progress=False)
+    assert pool.computed == 2 and pool.cached == 0
+    _same(serial.records, pool.records, "processes")
+    assert pool.records[1]["features"]["ssl"]["patch"].ndim == 4 and "examples" in pool.records[0]
+
+
+def test_a_rerun_reads_every_record_from_the_cache(cache):
+    cfg = _config()
+    grid = study.build_grid(cfg)
+    assert [(t.params["seed"], t.params["part"]) for t in grid.tasks] == [
+        (s, p) for s in (0, 1) for p in ("baselines", "random", "ssl")
+    ]
+    first = study.run(cfg, progress=False, threads=1)
+    assert (first.computed, first.cached) == (6, 0)
+    again = study.run(cfg, progress=False, threads=1)
+    assert (again.computed, again.cached) == (0, 6)
+    for name in ("classification", "segmentation", "silhouettes", "ceilings"):
+        a, b = getattr(first, name), getattr(again, name)
+        cols = [c for c in a.columns if c != "train_seconds"]
+        assert a[cols].equals(b[cols]), name
+    assert set(again.first.features) == {"random", "ssl"} and again.first.examples.keys() == first.first.examples.keys()
+    assert again.backbones == {"random": "ok", "ssl": "ok"} and again.pretraining["ssl"]["loss_ratio"] < 0.7
+    # the figures' arrays travel only in the first seed's records
+    records = study.build_grid(cfg).run(executor="serial", progress=False).records
+    assert records[2]["features"]["ssl"]["patch"].ndim == 4 and "examples" in records[0]
+    assert not any("features" in r or "examples" in r for r in records if r["seed"] == 1)
+
+
+def test_a_changed_parameter_reruns_only_the_tasks_that_read_it(cache):
+    assert study.run(_config(), progress=False, threads=1).computed == 6
+    trees = study.run(_config(rf_trees=6), progress=False, threads=1)  # the classical random forest
+    assert (trees.computed, trees.cached) == (2, 4)
+    lora = study.run(_config(rf_trees=6, lora_backbones=["ssl", "random"]), progress=False, threads=1)
+    assert (lora.computed, lora.cached) == (2, 4)  # only the random control's tasks
+    seg = lora.segmentation
+    rows = seg[(seg["backbone"] == study.BACKBONE_LABELS["random"]) & (seg["method"] == "linear head + LoRA")]
+    assert (rows["status"] == "evaluated").all() and len(rows) == 2 * len(study.SPLITS)
