@@ -197,3 +197,13 @@ def test_a_tasks_random_draws_do_not_change_with_the_code_only_with_its_paramete
     assert task.rng_seed() == before[1]  # ...with the same random draws
     assert Task(task.fn, {"seed": 4, "steps": 2}, task.inputs).rng_seed() != before[1]
     assert Task(task.fn, task.params, {"data": "other"}).rng_seed() != before[1]
+
+
+def test_random_draws_do_not_depend_on_where_the_files_live(tmp_path):
+    # the SSL study's tasks name their data file by its absolute cache path: a clone elsewhere drew new numbers
+    here = Task(FN, {"seed": 0, "data_file": "/work/a/.cache/data/3f2a.npz", "enc": {"path": "/x/ckpt.safetensors"}})
+    there = Task(FN, {"seed": 0, "data_file": "/home/u/cache/data/3f2a.npz", "enc": {"path": "/y/ckpt.safetensors"}})
+    other = Task(FN, {"seed": 0, "data_file": "/work/a/.cache/data/9bc1.npz", "enc": {"path": "/x/ckpt.safetensors"}})
+    assert here.rng_seed() == there.rng_seed()
+    assert here.rng_seed() != other.rng_seed()  # another file (its name is its digest) is another task
+    assert here.fingerprint() != there.fingerprint()  # the cache key still tells the two locations apart
