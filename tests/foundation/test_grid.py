@@ -200,10 +200,13 @@ def test_a_tasks_random_draws_do_not_change_with_the_code_only_with_its_paramete
 
 
 def test_random_draws_do_not_depend_on_where_the_files_live(tmp_path):
-    # the SSL study's tasks name their data file by its absolute cache path: a clone elsewhere drew new numbers
-    here = Task(FN, {"seed": 0, "data_file": "/work/a/.cache/data/3f2a.npz", "enc": {"path": "/x/ckpt.safetensors"}})
-    there = Task(FN, {"seed": 0, "data_file": "/home/u/cache/data/3f2a.npz", "enc": {"path": "/y/ckpt.safetensors"}})
-    other = Task(FN, {"seed": 0, "data_file": "/work/a/.cache/data/9bc1.npz", "enc": {"path": "/x/ckpt.safetensors"}})
+    # the SSL study's tasks name their data file by its absolute cache path: a clone elsewhere drew new numbers;
+    # a file's content enters through its digest
+    def task(data_file, ckpt, digest="d1"):
+        return Task(FN, {"seed": 0, "data_file": data_file, "enc": {"path": ckpt, "digest": digest}}, {"data": "x"})
+
+    here = task("/work/a/.cache/data/3f2a.npz", "/work/a/.cache/ssl/8c1e0f.safetensors")
+    there = task("/home/u/cache/data/3f2a.npz", "/home/u/cache/ssl/77ab21.safetensors")
     assert here.rng_seed() == there.rng_seed()
-    assert here.rng_seed() != other.rng_seed()  # another file (its name is its digest) is another task
+    assert here.rng_seed() != task("/work/a/.cache/data/3f2a.npz", "/x/8c1e0f.safetensors", "d2").rng_seed()
     assert here.fingerprint() != there.fingerprint()  # the cache key still tells the two locations apart

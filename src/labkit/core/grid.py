@@ -127,14 +127,15 @@ def _canonical(value: Any) -> Any:
 
 
 def _without_locations(value: Any) -> Any:
-    """An absolute path reduced to its file name: where the cache, a checkpoint or the data sit is not part of
-    what a task computes (their content enters through digests), so it must not move the task's random draws."""
+    """Absolute paths left out: where the cache, a checkpoint or the data sit is not part of what a task computes
+    (a file's content enters through its digest, in ``inputs`` or a parameter), so it must not move the task's
+    random draws. Not even the file name: files in the cache are named by fingerprints, which hold paths."""
     if isinstance(value, dict):
         return {k: _without_locations(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_without_locations(v) for v in value]
     if isinstance(value, str) and os.path.isabs(value):
-        return os.path.basename(value.rstrip(os.sep)) or value
+        return "<path>"
     return value
 
 
@@ -168,7 +169,7 @@ class Task:
     def rng_seed(self) -> int:
         """The task's RNG seed: from its function, parameters and inputs, not the code, so that a change to the
         code that leaves the task's arithmetic alone (a refactor, a reformat) draws the same random numbers, nor
-        the folders its files live in (a clone elsewhere, another ``LABKIT_CACHE``): absolute paths count by name."""
+        the folders its files live in (a clone elsewhere, another ``LABKIT_CACHE``): absolute paths do not count."""
         params = _without_locations(_canonical(dict(self.params)))
         payload = json.dumps(
             {"fn": self.fn, "params": params, "inputs": _canonical(dict(self.inputs))},
