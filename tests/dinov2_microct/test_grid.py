@@ -1,11 +1,11 @@
 """The study runs on labkit.core.grid: the same records serially and on a process pool, a rerun reads every
 record from the cache, and a changed parameter reruns only the tasks that read it."""
 
-import numpy as np
 import pytest
 
 import labkit
 from labkit.studies import dinov2_microct as study
+from tests.grid_records import assert_same_records
 
 # Two seeds of tiny simulated slices (30 per seed); the random control and the shipped stand-in (LoRA on the
 # stand-in); no DINOv2 or ResNet weights offline, so each seed has three tasks: baselines, random, ssl.
@@ -24,24 +24,6 @@ SMALL = dict(
     knn_seg_memory=500,
     embedders=["tsne"],
 )
-TIMING = {"task_seconds", "train_seconds", "seconds"}
-
-
-def _same(a, b, where=""):
-    if isinstance(a, dict):
-        assert set(a) - TIMING == set(b) - TIMING, where
-        for k in set(a) - TIMING:
-            _same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b), where
-    else:
-        assert a == b, where
 
 
 def _config(**overrides):
@@ -64,7 +46,7 @@ def test_the_grid_gives_the_same_records_serially_and_on_a_process_pool(cache, t
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache-processes"))  # the pool computes afresh
     pool = study.build_grid(cfg, arms).run(executor="processes", workers=2, progress=False)
     assert pool.computed == 2 and pool.cached == 0
-    _same(serial.records, pool.records, "processes")
+    assert_same_records(serial.records, pool.records, "processes")
     assert pool.records[1]["features"]["ssl"]["patch"].ndim == 4 and "examples" in pool.records[0]
 
 

@@ -4,27 +4,9 @@ import numpy as np
 
 from labkit.core.params import load_spec
 from labkit.studies import sar_transfer as study
+from tests.grid_records import assert_same_records
 
 from .test_sar_study import optical_checkpoint  # noqa: F401  (fixture)
-
-TIMING = {"seconds", "task_seconds", "cpu_seconds"}
-
-
-def _same(a, b, where=""):
-    if isinstance(a, dict):
-        assert set(a) - TIMING == set(b) - TIMING, where
-        for k in set(a) - TIMING:
-            _same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b), where
-    else:
-        assert a == b, where
 
 
 def test_smoke_grid_gives_the_same_records_on_every_executor(optical_checkpoint, tmp_path, monkeypatch):  # noqa: F811
@@ -44,11 +26,11 @@ def test_smoke_grid_gives_the_same_records_on_every_executor(optical_checkpoint,
         assert res.computed == grid_tasks and res.cached == 0
         runs[name] = sorted(res.records, key=lambda r: (r["arm"], r["n_tiles"]))
     for name in ("processes", "dask"):
-        _same(runs["serial"], runs[name], name)
+        assert_same_records(runs["serial"], runs[name], name)
     # a rerun finds every record in the cache and computes nothing
     again = study.run(cfg, weights, progress=False, executor="serial", threads=1)
     assert again.computed == 0 and again.cached == grid_tasks
-    _same(runs["serial"], sorted(again.records, key=lambda r: (r["arm"], r["n_tiles"])), "cached")
+    assert_same_records(runs["serial"], sorted(again.records, key=lambda r: (r["arm"], r["n_tiles"])), "cached")
     tables = study.claim_tables(again)
     assert set(tables["runs"].arm) == {"random", "cross_sensor", "gbm", "majority"}
     assert len(tables["convergence"]) == 2 and np.isfinite(tables["convergence"]["epochs_to_common"]).all()
