@@ -72,11 +72,21 @@ def test_produce_refuses_other_encoders():
 
 
 def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
-    results = study.run(TINY, progress=False)
+    cfg = {**TINY, "regime_seeds": [0, 1]}  # seed 1 runs random init at the fewest and most tiles only
+    results = study.run(cfg, progress=False)
     ft = results.finetune
+    assert set(ft.seed) == {0} and set(results.pretrain.seed) == {0}
+    regime = results.regime
+    assert set(zip(regime.seed, regime.init, regime.k)) == {(1, "random", 2), (1, "random", 4)}
+    assert set(study.claim_tables(results)["regime"].seed) == {0, 1}
     lulc = ft[ft.task == "lulc"]
-    for init in ["random", "noisy_encoder", "noisy_full", "clean_full", "qda"]:
+    for init in ["random", "noisy_full", "qda", "majority"]:
         assert set(lulc[lulc.init == init].k) == {2, 4}, init
+    for init in study.FEWEST_TILES_ONLY:  # claim 2 and the headroom precondition read them at the fewest tiles only
+        assert set(lulc[lulc.init == init].k) == {2}, init
+    assert not ft[ft.init == "random"].kept_initial.any()  # a random network is never the best validation point
+    floor = lulc[lulc.init == "majority"].set_index("k").miou
+    assert (floor < lulc[lulc.init == "qda"].set_index("k").miou).all()  # most frequent class everywhere: the floor
     assert "imagenet" in results.unavailable and "LABKIT_WEIGHTS_DIR" in results.unavailable["imagenet"]
     assert "imagenet" not in set(ft.init)  # never replaced by random weights
     # pretraining: clean, the clean null (another data order) and each noisy severity, from one initialisation
@@ -87,7 +97,7 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert set(ft[ft.task == "structure"].init) == {"random", "noisy_encoder"}
     # the sweep: noisy_full at severity 1 on sweep_k tiles, on top of the main severity's rows
     assert set(lulc[(lulc.init == "noisy_full") & (lulc.k == 2)].pretraining) == {"sev0p3", "sev1"}
-    assert ft.miou.between(0, 1).all() and len(results.curves) == 2 * len(ft[ft.init != "qda"])
+    assert ft.miou.between(0, 1).all() and len(results.curves) == 2 * len(ft[~ft.init.isin(study.REFERENCE_ROWS)])
     assert {"clean vs noisy", "clean vs clean, other data order (null)"} == set(results.layers.comparison)
     assert (results.layers["sample"] == results.layers["sample"].iloc[0]).all()
     tables = study.claim_tables(results)
@@ -103,7 +113,7 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert "3 or more severities above 0" in verdicts[3]["reason"]  # TINY sweeps two noisy severities
     saved = study.save_study_checkpoint(results)
     assert saved["saved"] is False and "resnet10t" in saved["reason"]
-    again = study.run(TINY, data=results.data, progress=False)  # every task from the cache
+    again = study.run(cfg, data=results.data, progress=False)  # every task from the cache
     pd.testing.assert_frame_equal(again.finetune.drop(columns="seconds"), ft.drop(columns="seconds"))
 
 
@@ -129,6 +139,9 @@ def _tables(
     excess=(0.001, 0.02),
     loss_ratio=0.5,
     size_corr=0.1,
+    extra_regime_seeds=0,
+    regime_noise=0.0,
+    clean_gain=0.12,
 ):
     """Claim tables with per-seed jitter: the arms' values, the late gains, the sweep and the layer excess."""
     rng = np.random.default_rng(0)
@@ -156,6 +169,15 @@ def _tables(
                     miou=base + gain / 2 + j(),
                     late_gain=0.0,
                 ),
+                dict(
+                    seed=s,
+                    task="lulc",
+                    init="clean_full",
+                    k=k,
+                    pretraining="clean",
+                    miou=base + clean_gain + j(),
+                    late_gain=0.0,
+                ),
             ]
         runs += [
             dict(seed=s, task="structure", init="random", k=16, pretraining="none", miou=0.3 + j(), late_gain=late),
@@ -179,16 +201,29 @@ def _tables(
     sweep_rows = [dict(seed=s, severity=v, gain=g + j()) for s in seeds for v, g in zip((0.3, 0.6, 1.0), sweep)]
     layers = [dict(seed=s, part=p, excess=e + j() / 10) for s in seeds for p, e in zip(("encoder", "decoder"), excess)]
     pre = pd.DataFrame(
-        [dict(seed=s, labels=lab, order=0, loss_ratio=loss_ratio) for s in seeds for lab in ("clean", "sev0p3")]
+        [
+            dict(seed=s, labels=lab, order=0, loss_ratio=0.9, clean_loss_ratio=loss_ratio)
+            for s in seeds
+            for lab in ("clean", "sev0p3")
+        ]
+    )
+    regime_seeds = tuple(seeds) + tuple(range(max(seeds) + 1, max(seeds) + 1 + extra_regime_seeds))
+    regime = pd.DataFrame(
+        [
+            dict(seed=s, task="lulc", init="random", k=k, pretraining="none", miou=base + j(), late_gain=late)
+            for s in regime_seeds
+            for k, base in ((4, random_few), (32, random_many + (regime_noise if s % 2 else -regime_noise)))
+        ]
     )
     return {
         "runs": runs,
+        "regime": regime,
         "curves": runs,
         "gains": gains,
         "sweep": pd.DataFrame(sweep_rows),
         "layers": pd.DataFrame(layers),
         "layer_null": pd.DataFrame([dict(seed=s, null_layers=10) for s in seeds]),
-        "layer_size": pd.DataFrame([dict(seed=s, size_corr_abs=size_corr) for s in seeds]),
+        "layer_size": pd.DataFrame([dict(seed=s, excess_size_corr_abs=size_corr) for s in seeds]),
         "pretraining": pre,
     }
 
@@ -219,6 +254,40 @@ def test_a_step_limited_baseline_leaves_every_gain_claim_not_evaluated():
 def test_a_baseline_that_more_labels_do_not_help_is_not_label_limited():
     v = _verdicts(random_many=0.305)["noisy_pretraining_beats_random"]
     assert v["status"] == NOT_EVALUATED and "precondition 'label-limited' failed" in v["reason"]
+
+
+def test_label_limited_reads_the_regime_seeds():
+    # a spread over 3 seeds too wide for the interval; the same spread over 8 regime seeds passes
+    spread = dict(random_many=0.37, regime_noise=0.05)
+    v = _verdicts(**spread)["noisy_pretraining_beats_random"]
+    assert v["status"] == NOT_EVALUATED and "precondition 'label-limited' failed" in v["reason"]
+    v = _verdicts(**spread, extra_regime_seeds=5)["noisy_pretraining_beats_random"]
+    label_limited = next(p for p in v["preconditions"] if p["name"] == "label-limited")
+    assert label_limited["passed"] and label_limited["evidence"]["n"] == 8
+
+
+def test_without_headroom_from_clean_pretraining_the_gain_claims_are_not_evaluated():
+    v = _verdicts(clean_gain=0.0, gain_few=-0.05)  # even clean pretraining does not beat random init here
+    for claim in ("noisy_pretraining_beats_random", "benefit_shrinks_with_noise"):
+        assert v[claim]["status"] == NOT_EVALUATED and "precondition 'headroom' failed" in v[claim]["reason"]
+    assert v["encoder_robust_decoder_sensitive"]["status"] == HELD  # the layer claim does not need it
+
+
+def test_trained_is_read_on_the_clean_validation_loss():
+    v = _verdicts(loss_ratio=0.85)
+    for claim in ("noisy_pretraining_beats_random", "encoder_robust_decoder_sensitive"):
+        assert v[claim]["status"] == NOT_EVALUATED and "precondition 'trained' failed" in v[claim]["reason"]
+    # the noisy training labels' own loss ratio (0.9 in these tables) is not what it reads
+    assert _verdicts(loss_ratio=0.5)["noisy_pretraining_beats_random"]["status"] == HELD
+
+
+def test_finetune_steps_per_k_interpolate_in_log_k():
+    assert study.steps_for_k([200, 400], [4, 32], 4) == 200 and study.steps_for_k([200, 400], [4, 32], 32) == 400
+    assert study.steps_for_k([200, 400], [4, 32], 8) == 267  # a third of the way in log k
+    assert study.steps_for_k([400, 200], [32, 4], 8) == 267  # paired with k_values as given
+    assert study.steps_for_k([200, 400], [4, 32], 2) == 200 and study.steps_for_k([300], [4, 32], 16) == 300
+    with pytest.raises(ParameterError, match="finetune_steps"):
+        study.validate_settings({**TINY, "finetune_steps": [4, 4, 4]})
 
 
 def test_layer_claim_is_judged_on_the_excess_over_the_null():
