@@ -210,3 +210,32 @@ def test_random_draws_do_not_depend_on_where_the_files_live(tmp_path):
     assert here.rng_seed() == there.rng_seed()
     assert here.rng_seed() != task("/work/a/.cache/data/3f2a.npz", "/x/8c1e0f.safetensors", "d2").rng_seed()
     assert here.fingerprint() != there.fingerprint()  # the cache key still tells the two locations apart
+
+
+def test_missing_tasks_are_handed_out_longest_first_by_their_cached_siblings():
+    from labkit.core.grid import estimated_seconds, longest_first
+
+    tasks = [Task(FN, {"arm": arm, "seed": seed}) for seed in (0, 1) for arm in ("short", "long", "new")]
+    records = [{"task_seconds": 1.0}, {"task_seconds": 9.0}, None, None, None, None]
+    estimates = estimated_seconds(tasks, records)
+    # seed 1's tasks take their seed-0 sibling's time; "new" shares only a seed with cached tasks
+    assert estimates[:2] == [None, None] and estimates[3] == 1.0 and estimates[4] == 9.0
+    assert estimates[2] == 5.0 and estimates[5] == 5.0  # the median of the tasks sharing the most values
+    assert longest_first([2, 3, 4, 5], estimates) == [4, 2, 5, 3]
+    assert longest_first([3, 4], [None] * 6) == [3, 4]  # nothing known: the grid's order
+    assert estimated_seconds(tasks, [None] * 6) == [None] * 6
+
+
+def test_a_rerun_computes_the_long_missing_task_first(tmp_path, monkeypatch):
+    import labkit.core.grid as grid_module
+
+    def grid(seeds):
+        g = Grid("toy", FN, cache_dir=tmp_path / "cache")
+        return g.product(fixed={"size": 4, "steps": 2}, seed=list(seeds), sleep=[0.0, 0.3])
+
+    grid_module.example_task(seed=0)  # torch's first call in this process: not part of either task's time
+    grid([0]).run(threads=1, progress=False)
+    order, run_task = [], grid_module.run_task
+    monkeypatch.setattr(grid_module, "run_task", lambda fn, p, *a: order.append(p["sleep"]) or run_task(fn, p, *a))
+    grid([0, 1]).run(threads=1, progress=False)
+    assert order == [0.3, 0.0]  # the grid's own order is the short task first

@@ -16,7 +16,9 @@ Executors (the ``executor`` parameter of every study, ``labkit reproduce --execu
   the user's dask config (``~/.config/dask/jobqueue.yaml``), or, with no scheduler, a ``LocalCluster``.
 
 Only the process that runs the grid writes the cache, so a cluster needs no shared filesystem. No
-scheduling is done here: ordering, retries and placement are the engine's.
+scheduling is done here: retries and placement are the engine's. The grid only hands the engine its missing
+tasks longest first (as a submission order and a Dask priority), estimating each from the cached records of
+the tasks most like it, so that a rerun after a crash does not end on one long task with the other workers idle.
 """
 
 from __future__ import annotations
@@ -270,6 +272,37 @@ class RecordCache:
 
     def put(self, fingerprint: str, record: Mapping[str, Any]) -> None:
         atomic_write_bytes(self.path(fingerprint), dump_record(record))
+
+
+# ----------------------------------------------------------------------------- longest first
+
+
+def estimated_seconds(tasks: Sequence[Task], records: Sequence[Mapping[str, Any] | None]) -> list[float | None]:
+    """For each task without a record, the median ``task_seconds`` of the cached records of the tasks that share
+    the most parameter values with it (the same arm and size on another seed, typically); None for a cached
+    task, or when no cached record says how long it took."""
+    values = [{k: json.dumps(_canonical(v), sort_keys=True, default=str) for k, v in t.params.items()} for t in tasks]
+    timed = [
+        (values[j], float(r["task_seconds"]))
+        for j, r in enumerate(records)
+        if r is not None and isinstance(r.get("task_seconds"), (int, float))
+    ]
+    estimates: list[float | None] = [None] * len(tasks)
+    if not timed:
+        return estimates
+    for i, record in enumerate(records):
+        if record is not None:
+            continue
+        shared = [sum(other.get(k) == v for k, v in values[i].items()) for other, _ in timed]
+        best = max(shared)
+        estimates[i] = float(np.median([seconds for n, (_, seconds) in zip(shared, timed) if n == best]))
+    return estimates
+
+
+def longest_first(todo: Sequence[int], estimates: Sequence[float | None]) -> list[int]:
+    """``todo`` reordered by estimated time, longest first; tasks with no estimate go first, in their order (they
+    may be long), and ties keep the grid's order."""
+    return sorted(todo, key=lambda i: (estimates[i] is not None, -(estimates[i] or 0.0)))
 
 
 # ----------------------------------------------------------------------------- running one task
@@ -534,7 +567,7 @@ class Grid:
         started = time.time()
         fingerprints = [t.fingerprint() for t in self.tasks]
         records: list[dict | None] = [cache.get(t, fp) for t, fp in zip(self.tasks, fingerprints)]
-        todo = [i for i, r in enumerate(records) if r is None]
+        todo = longest_first([i for i, r in enumerate(records) if r is None], estimated_seconds(self.tasks, records))
         cached = len(self.tasks) - len(todo)
         bar = _Progress(self.name, len(self.tasks), cached, progress)
         errors: dict[int, str] = {}
@@ -610,8 +643,9 @@ class Grid:
                     self.tasks[i].rng_seed(),
                     pure=False,
                     key=f"{self.name}-{fingerprints[i]}",
+                    priority=len(todo) - rank,  # longest first, as submitted to the process pool
                 ): i
-                for i in todo
+                for rank, i in enumerate(todo)
             }
             for future in as_completed(futures):
                 i = futures[future]
