@@ -1761,15 +1761,17 @@ def plot_noise_models(
 
 
 def plot_label_efficiency(results: Results, task: str = TASK_A):
-    """mIoU vs number of clean tiles, one line per initialisation (95 % t-interval band over seeds), QDA dashed."""
+    """mIoU vs number of clean tiles, one line per initialisation (95 % t-interval band over seeds), QDA dashed,
+    the floor (most frequent class) dotted; each initialisation has the colour it has in the curves figure."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullLocator
 
     table = label_efficiency_table(results, task).dropna(subset=["k"])
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for i, (init, sub) in enumerate(table.groupby("init", sort=False)):
+    for init, sub in table.groupby("init", sort=False):
         sub = sub.sort_values("k")
-        style = dict(ls="--", color="grey") if init == "qda" else dict(color=f"C{i}")
+        reference = {"qda": dict(ls="--", color="grey"), "majority": dict(ls=":", color="black")}
+        style = reference.get(init, dict(color=f"C{INITS.index(init)}" if init in INITS else "grey"))
         ax.plot(sub.k, sub.miou_mean, marker="o", label=INIT_LABELS.get(init, init), **style)
         if sub.miou_ci95_low.notna().any():
             ax.fill_between(sub.k, sub.miou_ci95_low, sub.miou_ci95_high, color=style["color"], alpha=0.15, lw=0)
@@ -1806,9 +1808,10 @@ def plot_curves(results: Results):
             & (curves.k == k)
             & ((curves.pretraining == main) | ~curves.init.str.startswith("noisy"))
         ]
-        for i, (init, g) in enumerate(sub.groupby("init", sort=False)):
+        for init, g in sub.groupby("init", sort=False):
             m = g.groupby("step").val_miou.mean()
-            ax.plot(m.index, m.values, marker=".", color=f"C{i}", label=INIT_LABELS.get(init, init))
+            colour = f"C{INITS.index(init)}" if init in INITS else "grey"  # one colour per init in every panel
+            ax.plot(m.index, m.values, marker=".", color=colour, label=INIT_LABELS.get(init, init))
         steps = steps_for_k(results.settings["finetune_steps"], results.settings["k_values"], k)
         ax.axvspan(steps * (1 - PLATEAU_FRACTION), steps, color="grey", alpha=0.12, lw=0)
         ax.set_title(f"task {'A' if task == TASK_A else 'B'} ({task}), k={k}", fontsize=8)
