@@ -146,50 +146,22 @@ def _tables(
     """Claim tables with per-seed jitter: the arms' values, the late gains, the sweep and the layer excess."""
     rng = np.random.default_rng(0)
     j = lambda: float(rng.normal(0, 0.003))  # noqa: E731
+
+    def row(seed, init, k, pretraining, miou, late_gain=0.0, task="lulc"):
+        return dict(seed=seed, task=task, init=init, k=k, pretraining=pretraining, miou=miou, late_gain=late_gain)
+
     runs = []
     for s in seeds:
         for k, base, gain in ((4, random_few, gain_few), (32, random_many, gain_many)):
             runs += [
-                dict(seed=s, task="lulc", init="random", k=k, pretraining="none", miou=base + j(), late_gain=late),
-                dict(
-                    seed=s,
-                    task="lulc",
-                    init="noisy_full",
-                    k=k,
-                    pretraining="sev0p3",
-                    miou=base + gain + j(),
-                    late_gain=0.0,
-                ),
-                dict(
-                    seed=s,
-                    task="lulc",
-                    init="noisy_encoder",
-                    k=k,
-                    pretraining="sev0p3",
-                    miou=base + gain / 2 + j(),
-                    late_gain=0.0,
-                ),
-                dict(
-                    seed=s,
-                    task="lulc",
-                    init="clean_full",
-                    k=k,
-                    pretraining="clean",
-                    miou=base + clean_gain + j(),
-                    late_gain=0.0,
-                ),
+                row(s, "random", k, "none", base + j(), late),
+                row(s, "noisy_full", k, "sev0p3", base + gain + j()),
+                row(s, "noisy_encoder", k, "sev0p3", base + gain / 2 + j()),
+                row(s, "clean_full", k, "clean", base + clean_gain + j()),
             ]
         runs += [
-            dict(seed=s, task="structure", init="random", k=16, pretraining="none", miou=0.3 + j(), late_gain=late),
-            dict(
-                seed=s,
-                task="structure",
-                init="noisy_encoder",
-                k=16,
-                pretraining="sev0p3",
-                miou=0.35 + j(),
-                late_gain=0.0,
-            ),
+            row(s, "random", 16, "none", 0.3 + j(), late, task="structure"),
+            row(s, "noisy_encoder", 16, "sev0p3", 0.35 + j(), task="structure"),
         ]
     runs = pd.DataFrame(runs)
     a = runs[runs.task == "lulc"]
@@ -210,7 +182,7 @@ def _tables(
     regime_seeds = tuple(seeds) + tuple(range(max(seeds) + 1, max(seeds) + 1 + extra_regime_seeds))
     regime = pd.DataFrame(
         [
-            dict(seed=s, task="lulc", init="random", k=k, pretraining="none", miou=base + j(), late_gain=late)
+            row(s, "random", k, "none", base + j(), late)
             for s in regime_seeds
             for k, base in ((4, random_few), (32, random_many + (regime_noise if s % 2 else -regime_noise)))
         ]

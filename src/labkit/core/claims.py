@@ -230,12 +230,21 @@ class Precondition:
         )
 
     @classmethod
-    def trained(cls, ratio_metric: str, where: Mapping, max_ratio: float, table: str = "pretraining") -> Precondition:
-        """The stand-in trained: its final loss over the trivial predictor's loss is below ``max_ratio``."""
+    def trained(
+        cls,
+        ratio_metric: str,
+        where: Mapping,
+        max_ratio: float,
+        table: str = "pretraining",
+        name: str = "trained",
+        why: str | None = None,
+    ) -> Precondition:
+        """The stand-in trained: its final loss over the trivial predictor's loss is below ``max_ratio``
+        (``why`` says which loss, when it is not the final pretraining loss)."""
         return cls(
-            "trained",
+            name,
             Check(ratio_metric, where, "<", max_ratio, table=table),
-            why=f"final pretraining loss below {max_ratio:g} x the trivial predictor's loss",
+            why=why or f"final pretraining loss below {max_ratio:g} x the trivial predictor's loss",
         )
 
     @classmethod

@@ -246,11 +246,10 @@ def finetune_steps(cfg) -> list[int]:
     return [int(steps)] if isinstance(steps, (int, np.integer)) else [int(v) for v in steps]
 
 
-def steps_for_k(steps: Sequence[int] | int, k_values: Sequence[int], k: int) -> int:
-    """Fine-tuning steps on ``k`` tiles: ``steps`` holds one count per entry of ``k_values`` (sorted together) or
-    one count for every k; a k between two entries (task B, a sweep k) interpolates linearly in log k, and one
-    outside takes the nearest end's count."""
-    steps = [int(steps)] if isinstance(steps, (int, np.integer)) else [int(v) for v in steps]
+def steps_for_k(steps: Sequence[int], k_values: Sequence[int], k: int) -> int:
+    """Fine-tuning steps on ``k`` tiles: ``steps`` (from :func:`finetune_steps`) holds one count per entry of
+    ``k_values`` (paired in their order) or one count for every k; a k between two entries (task B, a sweep k)
+    interpolates linearly in log k, and one outside takes the nearest end's count."""
     if len(steps) == 1:
         return steps[0]
     ks = np.log(sorted(int(v) for v in k_values))
@@ -1226,9 +1225,10 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
 
     def trained(labels):
         # Read on the clean validation labels: noisy training labels floor the training loss at their own entropy.
-        return Precondition(
-            "trained",
-            Check("clean_loss_ratio", {"labels": labels, "order": 0}, "<", TRAINED_MAX_RATIO, table="pretraining"),
+        return Precondition.trained(
+            "clean_loss_ratio",
+            {"labels": labels, "order": 0},
+            TRAINED_MAX_RATIO,
             why=f"the {labels}-pretrained network, before fine-tuning, predicts the clean validation tiles with less "
             f"than {TRAINED_MAX_RATIO:g} x the trivial predictor's cross-entropy (the noisy training labels' own "
             "loss is floored by their noise)",
