@@ -152,9 +152,11 @@ def main() -> None:
     print(costs.scaling_table.to_markdown(index=False))
     print("\n# log-log slopes in the pixel count (1 = linear, 2 = quadratic)\n")
     print(costs.exponent_table.to_markdown(index=False))
-    claim = next(c for c in study.declare_claims(cfg) if c.id == "prototype_contrast_cheap")
-    verdict = judge(claim, study.claim_tables(study.ExperimentResults(_no_runs(), pd.DataFrame()), costs))
-    print(f"\ncost claim: {verdict['status']}: {verdict['reason']}")
+    tables = study.claim_tables(study.ExperimentResults(_no_runs(), pd.DataFrame()), costs)
+    for claim in study.declare_claims(cfg):
+        if claim.id.startswith("prototype_contrast"):
+            verdict = judge(claim, tables)
+            print(f"\n{claim.id}: {verdict['status']}: {verdict['reason']}")
 
 
 def _no_runs() -> pd.DataFrame:

@@ -80,7 +80,7 @@ def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_g
     return study.ExperimentResults(runs, pd.DataFrame())
 
 
-def _costs(proto_pct=5.0, pair_pct=40.0, rounds=12, noise=1.0, proto_mem=1.0, pair_mem=2.0):
+def _costs(proto_pct=5.0, pair_pct=40.0, rounds=12, noise=1.0, proto_mem=1.0, pair_mem=2.0, params=None):
     rng = np.random.default_rng(1)
     rows = []
     for contrast, pct in (("prototype", proto_pct), ("pairwise", pair_pct)):
@@ -92,7 +92,8 @@ def _costs(proto_pct=5.0, pair_pct=40.0, rounds=12, noise=1.0, proto_mem=1.0, pa
         for c, t, m in (("prototype", 0.5, proto_mem), ("pairwise", 2.0, pair_mem))
         for r in range(5)
     ]
-    return study.CostResults(pd.DataFrame(), pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame(fits))
+    params = study.PAPER_STEP_PARAMS if params is None else params  # a paper-sized step unless told otherwise
+    return study.CostResults(pd.DataFrame(), pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame(fits), params)
 
 
 def _verdicts(cfg, results, costs):
@@ -106,11 +107,13 @@ def test_claims_hold_when_the_runs_show_the_effects(cfg):
         "largest_gains_tail_and_boundaries": HELD,
         "each_part_contributes": HELD,
         "prototype_contrast_cheap": HELD,
+        "prototype_contrast_small_overhead": HELD,
     }
 
 
 def test_claims_do_not_hold_when_the_runs_do_not_show_them(cfg):
-    verdicts = _verdicts(cfg, _runs(cfg, gain=-0.03, part_gain=-0.01, tail_gain=-0.2), _costs(proto_pct=30))
+    # prototype contrast dearer than pairwise and 50 % of the step: neither cost claim shows
+    verdicts = _verdicts(cfg, _runs(cfg, gain=-0.03, part_gain=-0.01, tail_gain=-0.2), _costs(proto_pct=50))
     assert all(v["status"] == NOT_HELD for v in verdicts.values()), {k: v["reason"] for k, v in verdicts.items()}
 
 
@@ -120,6 +123,7 @@ def test_a_baseline_that_is_not_label_limited_leaves_the_claims_not_evaluated(cf
         assert verdicts[claim]["status"] == NOT_EVALUATED
         assert "precondition 'label-limited' failed" in verdicts[claim]["reason"]
     assert verdicts["prototype_contrast_cheap"]["status"] == HELD
+    assert verdicts["prototype_contrast_small_overhead"]["status"] == HELD
 
 
 def test_an_unresolved_tail_leaves_the_tail_claim_not_evaluated(cfg):
@@ -159,10 +163,19 @@ def test_a_part_whose_removal_is_within_seed_noise_does_not_hold(cfg):
 def test_cost_claim_is_judged_over_rounds_with_the_tolerance(cfg):
     runs = _runs(cfg)
     # median overhead a little over the tolerance in one noisy round does not decide: the interval does
-    assert _verdicts(cfg, runs, _costs(proto_pct=8.0, noise=2.0))["prototype_contrast_cheap"]["status"] == HELD
-    assert _verdicts(cfg, runs, _costs(proto_pct=10.5, noise=2.0))["prototype_contrast_cheap"]["status"] == NOT_HELD
+    overhead = "prototype_contrast_small_overhead"
+    assert _verdicts(cfg, runs, _costs(proto_pct=8.0, noise=2.0))[overhead]["status"] == HELD
+    assert _verdicts(cfg, runs, _costs(proto_pct=10.5, noise=2.0))[overhead]["status"] == NOT_HELD
     quadratic = _verdicts(cfg, runs, _costs(proto_mem=1.9))["prototype_contrast_cheap"]
     assert quadratic["status"] == NOT_HELD and "prototype memory" in quadratic["reason"]
+
+
+def test_the_overhead_on_a_small_network_is_not_evaluated(cfg):
+    # a fixed-cost contrast is a larger share of a small network's step: not the paper's regime
+    verdicts = _verdicts(cfg, _runs(cfg), _costs(proto_pct=18.0, params=1_000_000))
+    small = verdicts["prototype_contrast_small_overhead"]
+    assert small["status"] == NOT_EVALUATED and "precondition 'paper-sized step' failed" in small["reason"]
+    assert verdicts["prototype_contrast_cheap"]["status"] == HELD  # pairwise vs prototype does not depend on it
 
 
 def test_run_plan_runs_each_configuration_once_per_split():

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.core.claims import Claim, Compare, Precondition
+from labkit.core.claims import Check, Claim, Compare, Precondition
 from labkit.core.errors import DataError, ParameterError
 from labkit.data import scenes as sc
 from labkit.methods import semisup as ss
@@ -929,12 +929,17 @@ COST_PAIRWISE = "FARCLUSS with pairwise contrast"
 CONTRAST_SCALING_PIXELS = (256, 512, 1024, 2048, 4096)
 
 
+#: Parameters of the paper's network, smp's DeepLabv3+ ResNet-101 for 21 classes (counted with random weights).
+PAPER_STEP_PARAMS = 45_674_853
+
+
 @dataclass
 class CostResults:
     table: pd.DataFrame  # one row per method: time and memory per step
     rounds: pd.DataFrame  # one row per (contrast, measuring round): the contrast's extra time in that round
     scaling: pd.DataFrame  # one row per (contrast, pixels, repeat)
     exponents: pd.DataFrame  # one row per (contrast, repeat): log-log slopes of time and memory in pixels
+    step_model_params: int = 0  # parameters of the network whose step was timed (the overhead claim's regime)
 
     @property
     def scaling_table(self) -> pd.DataFrame:
@@ -1065,7 +1070,8 @@ def measure_costs(
                 "memory_exponent": _log_slope(grp.pixels, grp.saved_activation_mb),
             }
         )
-    return CostResults(table, pd.DataFrame(rows), scaling, pd.DataFrame(fits))
+    n_params = sum(p.numel() for p in build_model(_model_params(cfg, data)).parameters())
+    return CostResults(table, pd.DataFrame(rows), scaling, pd.DataFrame(fits), int(n_params))
 
 
 def contrast_overhead(costs: pd.DataFrame) -> dict[str, float]:
@@ -1232,21 +1238,13 @@ def declare_claims(cfg, unavailable: dict[str, str] | None = None, data: StudyDa
     )
 
     tol = float(cfg.cost_tolerance)
+    cost_unavailable = unavailable.get("prototype_contrast_cheap")
     claims.append(
         Claim(
             id="prototype_contrast_cheap",
-            statement="Prototype contrast is cheap: it adds little to a training step and costs less time than pairwise "
-            "pixel contrast on the same pixels; it is linear in the number of pixels, pairwise quadratic",
+            statement="Prototype contrast costs less time than pairwise pixel contrast on the same pixels; it is linear "
+            "in the number of pixels, pairwise quadratic",
             compare=[
-                Compare(
-                    "extra_pct",
-                    a={"contrast": "prototype"},
-                    b=tol,
-                    greater=False,
-                    table="cost_rounds",
-                    pair_on=("round",),
-                    label=f"prototype's extra time < {tol:g}% of the step without contrast",
-                ),
                 Compare(
                     "extra_ms",
                     a={"contrast": "prototype"},
@@ -1283,9 +1281,38 @@ def declare_claims(cfg, unavailable: dict[str, str] | None = None, data: StudyDa
                     label="pairwise time grows faster (log-log slope more than 0.5 above prototype's)",
                 ),
             ],
-            unavailable=unavailable.get("prototype_contrast_cheap"),
-            note="paired over interleaved measuring rounds (step costs) and repeats (scaling); the tolerance is the "
-            "cost_tolerance parameter",
+            unavailable=cost_unavailable,
+            note="paired over interleaved measuring rounds (step costs) and repeats (scaling)",
+        )
+    )
+    # The contrast's cost is set by the pixels it sees, the step's by the backbone: its share of a small model's step
+    # says nothing about the paper's, so the overhead is judged only on a step of about the paper's model size.
+    claims.append(
+        Claim(
+            id="prototype_contrast_small_overhead",
+            statement="Prototype contrast adds little to a training step",
+            compare=[
+                Compare(
+                    "extra_pct",
+                    a={"contrast": "prototype"},
+                    b=tol,
+                    greater=False,
+                    table="cost_rounds",
+                    pair_on=("round",),
+                    label=f"prototype's extra time < {tol:g}% of the step without contrast",
+                )
+            ],
+            preconditions=[
+                Precondition(
+                    "paper-sized step",
+                    Check("step_model_params", {}, ">=", PAPER_STEP_PARAMS / 2, table="cost_regime"),
+                    why=f"the measured step's network has at least half the parameters of the paper's DeepLabv3+ "
+                    f"ResNet-101 ({PAPER_STEP_PARAMS / 1e6:.1f} M); on a smaller network the same contrast is a "
+                    "larger share of a cheaper step: run the paper preset (arch deeplabv3plus, encoder resnet101)",
+                )
+            ],
+            unavailable=cost_unavailable,
+            note="paired over interleaved measuring rounds; the tolerance is the cost_tolerance parameter",
         )
     )
     return claims
@@ -1310,15 +1337,18 @@ def gains_table(results: ExperimentResults) -> pd.DataFrame:
 
 def claim_tables(results: ExperimentResults, costs: CostResults | None = None) -> dict[str, pd.DataFrame]:
     """The tidy tables the claims are judged on: ``runs`` (arm x split x seed), ``gains`` (baseline x part x
-    seed), ``cost_rounds`` (contrast x measuring round) and ``scaling`` (contrast x repeat)."""
+    seed), ``cost_rounds`` (contrast x measuring round), ``scaling`` (contrast x repeat) and ``cost_regime`` (the size
+    of the network whose step was timed)."""
     regime = results.regime if len(results.regime) else results.runs
     tables = {"runs": results.runs, "gains": gains_table(results), "regime": regime}
     if costs is not None:
         tables["cost_rounds"] = costs.rounds
         tables["scaling"] = costs.exponents
+        tables["cost_regime"] = pd.DataFrame([{"step_model_params": costs.step_model_params}])
     else:
         tables["cost_rounds"] = pd.DataFrame(columns=["contrast", "round", "extra_ms", "extra_pct"])
         tables["scaling"] = pd.DataFrame(columns=["contrast", "repeat", "time_exponent", "memory_exponent"])
+        tables["cost_regime"] = pd.DataFrame(columns=["step_model_params"])
     return tables
 
 
