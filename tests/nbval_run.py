@@ -22,7 +22,10 @@ def run_under_nbval(
     write_ipynb(parameterize_notebook(load_notebook_node(str(path)), params), str(target))
     full_env = {**os.environ, "LABKIT_NOTEBOOKS": str(ROOT / "notebooks"), **(env or {})}
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: drop the variable
+    # the plugin that puts nbval's kernels on Unix sockets lives beside this file
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests"), full_env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q", "-p", "no:cacheprovider"]
+    cmd += ["-p", "nbval_unix_sockets"]
     proc = subprocess.run(
         [*cmd, "--rootdir", str(tmp_path), str(target)],
         cwd=tmp_path,

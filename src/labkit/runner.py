@@ -73,6 +73,46 @@ def kernel_name() -> str:
     return "labkit" if "labkit" in KernelSpecManager().find_kernel_specs() else "python3"
 
 
+_ipc_kernel_managers: dict[type, type] = {}
+
+
+def kernel_manager_class(base: type | None = None) -> type | None:
+    """A kernel manager (``base``, else papermill's async one) whose kernel talks over Unix sockets; None
+    where the OS has none.
+
+    Over TCP, jupyter_client picks each port by binding port 0 and releasing it before the kernel binds it,
+    so two kernels starting at once (``--jobs 2``, or notebooks under pytest-xdist) can race for one port and
+    one kernel dies with ``ZMQError: Address already in use``. A socket file in a folder of its own cannot
+    collide; the folder is a short temporary one because a socket path is limited to about 100 characters.
+    """
+    if os.name != "posix":
+        return None
+    if base is None:
+        from jupyter_client.manager import AsyncKernelManager as base
+    if base not in _ipc_kernel_managers:
+        import tempfile
+
+        from traitlets import default
+
+        class IpcKernelManager(base):
+            @default("transport")
+            def _transport_default(self) -> str:
+                return "ipc"
+
+            @default("ip")
+            def _ip_default(self) -> str:
+                return os.path.join(tempfile.mkdtemp(prefix="labkit-kernel-"), "ipc")
+
+            async def _async_cleanup_resources(self, restart: bool = False) -> None:
+                await super()._async_cleanup_resources(restart=restart)
+                if not restart:
+                    shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
+
+        IpcKernelManager.__name__ = IpcKernelManager.__qualname__ = f"Ipc{base.__name__}"
+        _ipc_kernel_managers[base] = IpcKernelManager
+    return _ipc_kernel_managers[base]
+
+
 def parse_overrides(pairs: list[tuple[str, str]] | None, specs: list[StudySpec]) -> dict[str, dict[str, Any]]:
     """Per study, the ``-p NAME VALUE`` overrides that apply to it, parsed and validated."""
     import difflib
@@ -208,6 +248,7 @@ def run_study(
             parameters={"preset": preset, **overrides},
             kernel_name=kernel or kernel_name(),
             cwd=str(notebook.parent),
+            **({"kernel_manager_class": kernel_manager_class()} if kernel_manager_class() else {}),
             progress_bar=progress,
             log_output=False,
         )

@@ -214,6 +214,38 @@ def test_parallel_jobs(toys):
     assert [(r.study, r.status) for r in results] == [("alpha", "ok"), ("beta", "ok")]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="Unix sockets only")
+def test_kernels_talk_over_their_own_unix_sockets_so_parallel_starts_cannot_race_for_a_port():
+    # Over TCP a port is picked free and released before the kernel binds it: two kernels starting at once
+    # (--jobs 2, pytest-xdist) could take the same one (seen in CI as "ZMQError: Address already in use").
+    import asyncio
+
+    from labkit.runner import kernel_manager_class
+
+    async def run_two_kernels_at_once():
+        managers = [kernel_manager_class()(kernel_name="python3") for _ in range(2)]
+        await asyncio.gather(*(km.start_kernel() for km in managers))
+        folders = [Path(km.ip).parent for km in managers]
+        try:
+            replies = []
+            for km in managers:
+                client = km.client()
+                client.start_channels()
+                await client.wait_for_ready(timeout=60)
+                replies.append((await client.execute_interactive("x = 1 + 1", timeout=60))["content"]["status"])
+                bound = sorted(p.name for p in Path(km.ip).parent.iterdir())
+                client.stop_channels()
+            return managers, folders, replies, bound
+        finally:
+            await asyncio.gather(*(km.shutdown_kernel(now=True) for km in managers))
+
+    managers, folders, replies, bound = asyncio.run(run_two_kernels_at_once())
+    assert all(km.transport == "ipc" for km in managers) and replies == ["ok", "ok"]
+    assert folders[0] != folders[1] and all(len(km.ip) < 90 for km in managers), "one short folder per kernel"
+    assert len(bound) >= 5 and all(name.startswith("ipc-") for name in bound), bound
+    assert not any(f.exists() for f in folders), "a kernel's socket folder outlived it"
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
