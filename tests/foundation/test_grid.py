@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from labkit.core.errors import ParameterError
-from labkit.core.grid import Grid, GridError, Task, dump_record, load_record
+from labkit.core.grid import Grid, GridError, Task, dump_record, grid_runs, load_record
 
 FN = "labkit.core.grid:example_task"
 
@@ -44,6 +44,17 @@ def test_second_run_reads_every_record_from_the_cache(tmp_path):
     second = _grid(tmp_path).run(threads=1, progress=False)
     assert second.computed == 0 and second.cached == 4
     _same(first, second)
+
+
+def test_each_run_is_logged_with_what_came_from_the_cache_and_the_task_time(tmp_path):
+    since = time.time()
+    _grid(tmp_path).run(threads=1, progress=False)
+    _grid(tmp_path, seeds=range(6)).run(threads=1, progress=False)
+    first, second = grid_runs(since=since)
+    assert (first["tasks"], first["computed"], first["cached"]) == (4, 4, 0)
+    assert (second["tasks"], second["computed"], second["cached"]) == (6, 2, 4)
+    assert second["task_seconds"] > first["task_seconds"] > 0  # the four cached records keep their own time
+    assert grid_runs(since=time.time() + 1) == []
 
 
 def test_a_changed_parameter_reruns_only_its_tasks(tmp_path):

@@ -3,7 +3,14 @@
 import json
 
 from labkit.reports.index import render_index, write_index
-from labkit.reports.summary import claims_table, headline_meaning, one_line, read_study, render_study_readme
+from labkit.reports.summary import (
+    claims_table,
+    grids_text,
+    headline_meaning,
+    one_line,
+    read_study,
+    render_study_readme,
+)
 from tests.foundation.reports_toys import toy_report, toy_verdicts
 
 
@@ -85,6 +92,25 @@ def test_study_readme_says_what_was_run_shows_the_main_figure_and_every_claim_in
     assert "[numbers](numbers.md)" in text and "`n_steps` | `10`" in text
     assert str(tmp_path) not in render_study_readme(folder)
     assert "1 held, 1 did not hold, 2 not evaluated" in text
+
+
+def test_study_readme_says_how_many_tasks_came_from_the_cache_so_a_fast_rerender_is_not_read_as_the_cost(tmp_path):
+    folder = toy_report(tmp_path, "alpha")
+    assert "read from the cache" not in render_study_readme(folder)  # a manifest from before grids were logged
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["grids"] = [
+        {"name": "arms", "tasks": 30, "cached": 30, "computed": 0, "failed": 0, "task_seconds": 700.0},
+        {"name": "layers", "tasks": 4, "cached": 3, "computed": 1, "failed": 0, "task_seconds": 80.0},
+        {"name": "layers", "tasks": 4, "cached": 4, "computed": 0, "failed": 0, "task_seconds": 80.0},
+    ]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    expected = "34 tasks in 2 grids: 1 computed, 33 read from the cache (task time 13.0 min"
+    assert grids_text(manifest).startswith(expected)
+    assert expected in render_study_readme(folder) and "(all from the cache)" not in render_study_readme(folder)
+    manifest["grids"][1]["computed"] = 0
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert "wall time 2.1 min (all from the cache)" in render_study_readme(folder)
+    assert "2.1 min (all from the cache)" in render_index(tmp_path)
 
 
 def test_reasons_are_one_line_and_pipes_cannot_break_a_table():

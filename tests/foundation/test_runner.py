@@ -54,6 +54,13 @@ CELLS = [
         "open(report.path / 'started.flag', 'w').close()\ntime.sleep(cfg.sleep)",
         [],
     ),
+    (
+        "code",
+        "from labkit.core.grid import Grid\n"
+        "Grid('toy', 'labkit.core.grid:example_task').product(fixed={{'size': 4, 'steps': 2}}, seed=cfg.seeds)"
+        ".run(progress=False)",
+        [],
+    ),
     ("code", "report.finalize()", []),
 ]
 
@@ -112,6 +119,10 @@ def test_runs_inject_parameters_publish_and_skip_when_unchanged(toys):
     assert manifest["preset"] == "default" and manifest["params"]["n"] == 4 and manifest["seeds"] == [0, 1]
     assert manifest["published"] is True
     assert manifest["packages"]["torch"] and "cpu_count" in manifest["device"]
+    (grid,) = manifest["grids"]  # the notebook's one grid run, logged for the report
+    assert grid["name"] == "toy" and grid["tasks"] == 2 and grid["cached"] + grid["computed"] == 2
+    assert grid["task_seconds"] > 0 and grid["failed"] == 0
+    assert "2 tasks in 1 grid:" in (folder / "README.md").read_text()
     executed = nbformat.read(folder / "01_alpha.ipynb", as_version=4)
     assert any(
         o.get("output_type") == "display_data" and "image/png" in o.get("data", {})

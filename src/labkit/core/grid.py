@@ -505,6 +505,17 @@ class GridResult:
         return frame[list(columns)] if columns is not None else frame
 
 
+# Every grid run of this process, in order: what a report's manifest says of how its numbers were obtained.
+_RUN_LOG: list[dict[str, Any]] = []
+
+
+def grid_runs(since: float = 0.0) -> list[dict[str, Any]]:
+    """The grid runs of this process that started at or after ``since`` (a ``time.time()``): per run its
+    name, tasks, how many came from the cache, were computed or failed, its wall seconds, and the summed
+    ``task_seconds`` of its records (for cached records, the time they took when they were computed)."""
+    return [dict(run) for run in _RUN_LOG if run["started"] >= since]
+
+
 class Grid:
     """A named grid of tasks of one function. ``Grid(name, fn).add(**params)`` then ``.run(...)``."""
 
@@ -596,7 +607,21 @@ class Grid:
                 f"grid {self.name}: {len(errors)} of {len(todo)} task(s) failed; first: "
                 f"({self.tasks[first].key}) {errors[first]}. Rerun to retry only the missing tasks."
             )
-        return GridResult(self.tasks, records, cached, len(todo) - len(errors), time.time() - started, errors)
+        result = GridResult(self.tasks, records, cached, len(todo) - len(errors), time.time() - started, errors)
+        task_seconds = [r["task_seconds"] for r in records if r and isinstance(r.get("task_seconds"), (int, float))]
+        _RUN_LOG.append(
+            {
+                "name": self.name,
+                "started": started,
+                "tasks": len(self.tasks),
+                "cached": result.cached,
+                "computed": result.computed,
+                "failed": len(errors),
+                "seconds": round(result.seconds, 1),
+                "task_seconds": round(float(sum(task_seconds)), 3),
+            }
+        )
+        return result
 
     def _serial(self, todo, fingerprints, threads, done, raise_errors):
         for i in todo:

@@ -20,10 +20,9 @@ from labkit.reports.summary import (
     main_figure,
     read_study,
     run_on,
-    seconds_text,
     seeds_text,
     study_summary_rows,
-    wall_seconds,
+    wall_text,
     write_study_readme,
 )
 
@@ -79,7 +78,7 @@ def render_index(root: Path | None = None) -> str:
         links.append(f"[claims.json]({link}/claims.json)")
         lines += [
             f"`{name}`: preset `{m.get('preset')}`, seeds {seeds_text(m.get('seeds'))}, "
-            f"{seconds_text(wall_seconds(m))}; run {run_on(m)}; commit {commit_text(m)}. " + " · ".join(links),
+            f"{wall_text(m)}; run {run_on(m)}; commit {commit_text(m)}. " + " · ".join(links),
             "",
         ]
         if figure:

@@ -100,6 +100,42 @@ def wall_seconds(manifest: Mapping[str, Any]) -> float | None:
     return value if isinstance(value, (int, float)) else None
 
 
+def wall_text(manifest: Mapping[str, Any]) -> str:
+    """The run's wall time, marked when every grid record came from the cache (the time is then a render's)."""
+    text = seconds_text(wall_seconds(manifest))
+    runs = manifest.get("grids")
+    if isinstance(runs, list) and runs and all(not r.get("computed") and not r.get("failed") for r in runs):
+        text += " (all from the cache)"
+    return text
+
+
+def grids_text(manifest: Mapping[str, Any]) -> str:
+    """How the run's grid records were obtained, e.g. "34 of 34 grid tasks read from the cache (computed,
+    they took 780 s of task time)": a run that only read the cache is fast, and its wall time says nothing of
+    the computation. Empty for manifests from before grids were logged."""
+    runs = manifest.get("grids")
+    if not isinstance(runs, list) or not runs:
+        return ""
+    # a grid run twice in one notebook counts once: its tasks at most, what was computed in either run
+    by_name: dict[str, dict[str, float]] = {}
+    for run in runs:
+        seen = by_name.setdefault(str(run.get("name")), {"tasks": 0, "computed": 0, "failed": 0, "task_seconds": 0})
+        seen["tasks"] = max(seen["tasks"], run.get("tasks", 0))
+        seen["computed"] += run.get("computed", 0)
+        seen["failed"] = run.get("failed", 0)
+        seen["task_seconds"] = max(seen["task_seconds"], run.get("task_seconds", 0))
+    tasks = int(sum(g["tasks"] for g in by_name.values()))
+    computed = int(min(tasks, sum(g["computed"] for g in by_name.values())))
+    failed = int(sum(g["failed"] for g in by_name.values()))
+    task_seconds = sum(g["task_seconds"] for g in by_name.values())
+    cached = max(0, tasks - computed - failed)
+    grids = f"{len(by_name)} grid{'s' if len(by_name) > 1 else ''}"
+    text = f"{tasks} tasks in {grids}: {computed} computed, {cached} read from the cache"
+    if failed:
+        text += f", {failed} failed"
+    return text + f" (task time {seconds_text(task_seconds)}, summed over tasks when they were computed)"
+
+
 def seeds_text(seeds: Any) -> str:
     if isinstance(seeds, list) and seeds:
         if all(isinstance(s, int) for s in seeds) and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
@@ -231,7 +267,7 @@ def study_summary_rows(studies: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                 headline,
                 cell(headline_meaning(key, m)),
                 counts_text(s["counts"]),
-                seconds_text(wall_seconds(m)),
+                wall_text(m),
             ]
         )
     return rows
@@ -254,9 +290,11 @@ def render_study_readme(folder: str | Path) -> str:
         "",
         f"Study `{study['name']}`, preset `{m.get('preset')}`, seeds {seeds_text(m.get('seeds'))}, "
         + (f"{data_text(m)}, " if data_text(m) else "")
-        + f"wall time {seconds_text(wall_seconds(m))}; run {run_on(m)}; commit {commit_text(m)}.",
+        + f"wall time {wall_text(m)}; run {run_on(m)}; commit {commit_text(m)}.",
         "",
     ]
+    if grids_text(m):
+        lines += [grids_text(m) + ".", ""]
     if html:
         lines += [f"The executed notebook as a report (prose, figures, tables): [{html}]({html}).", ""]
     if key:

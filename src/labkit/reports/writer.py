@@ -23,6 +23,7 @@ import pandas as pd
 
 from labkit.core.atomic import atomic_write_text
 from labkit.core.fingerprint import study_fingerprint
+from labkit.core.grid import grid_runs
 from labkit.core.params import Config, load_spec
 from labkit.core.claims import Claim, judge, verdicts_table
 from labkit.core.paths import display_path, new_run_dir, notebooks_dir, repo_root
@@ -209,6 +210,7 @@ class Report:
             "git": git_state(), "device": device_info(), "packages": package_versions(),
             "fingerprint": fingerprint, "figures": self.figures, "tables": self.tables,
             "headline_table": self.headline_table, "headline_metric": self.spec.headline,
+            "grids": grid_runs(since=self.started),
             "status": "ok",
         }
         atomic_write_text(self.path / "metrics.json", json.dumps(self._metrics, indent=2, sort_keys=True))
