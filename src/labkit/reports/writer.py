@@ -14,7 +14,7 @@ import os
 import platform
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,15 +22,29 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.atomic import atomic_write_text
+from labkit.core.claims import Claim, judge, verdicts_table
 from labkit.core.fingerprint import study_fingerprint
 from labkit.core.grid import grid_runs
 from labkit.core.params import Config, load_spec
-from labkit.core.claims import Claim, judge, verdicts_table
 from labkit.core.paths import display_path, new_run_dir, notebooks_dir, repo_root
 
 CLAIM_STATUSES = ("held", "did not hold", "not evaluated")
-_VERSIONED = ("torch", "torchvision", "timm", "peft", "numpy", "scipy", "pandas", "scikit-learn",
-              "scikit-image", "segmentation-models-pytorch", "umap-learn", "matplotlib", "papermill", "labkit")
+_VERSIONED = (
+    "torch",
+    "torchvision",
+    "timm",
+    "peft",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "scikit-image",
+    "segmentation-models-pytorch",
+    "umap-learn",
+    "matplotlib",
+    "papermill",
+    "labkit",
+)
 
 
 def _json_safe(value: Any) -> Any:
@@ -63,18 +77,31 @@ def package_versions() -> dict[str, str]:
 def git_state(root: Path | None = None) -> dict[str, Any]:
     root = root or repo_root()
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        status = subprocess.run(["git", "status", "--porcelain", "--", "src", "notebooks"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "notebooks"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
 
 def device_info() -> dict[str, Any]:
-    info = {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "processor": platform.machine()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.machine(),
+    }
     try:
         import torch
 
@@ -111,7 +138,7 @@ class Report:
         self.spec = load_spec(cfg.study)
         self.title = title or self.spec.title
         self.started = time.time()
-        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         managed = os.environ.get("LABKIT_REPORT_DIR")
         self.managed = bool(managed)
         if managed:
@@ -119,8 +146,10 @@ class Report:
             self.path.mkdir(parents=True, exist_ok=True)
         else:
             self.path = new_run_dir(cfg.study, cfg.preset)
-            print(f"This run writes its figures, tables and claims to {display_path(self.path)}/ "
-                  "(reports/ holds the published default run and is not touched).")
+            print(
+                f"This run writes its figures, tables and claims to {display_path(self.path)}/ "
+                "(reports/ holds the published default run and is not touched)."
+            )
         self.final_path = self.path
         self.figures: list[str] = []
         self.tables: list[str] = []
@@ -145,8 +174,9 @@ class Report:
             self.figures.append(name)
         return None  # nothing for a notebook cell to echo; the file is self.path / f"{name}.png"
 
-    def table(self, name: str, df: pd.DataFrame, headline: bool = False, floatfmt: str = ".3f",
-              index: bool = False) -> pd.DataFrame:
+    def table(
+        self, name: str, df: pd.DataFrame, headline: bool = False, floatfmt: str = ".3f", index: bool = False
+    ) -> pd.DataFrame:
         """Save ``df`` as ``<name>.csv`` and ``<name>.md``; return it for display."""
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"table '{name}' must be a pandas DataFrame, got {type(df).__name__}")
@@ -197,19 +227,31 @@ class Report:
     def finalize(self) -> Path:
         """Write metrics, claims and manifest; publish atomically (unless the runner does it)."""
         if self.spec.headline not in self._metrics:
-            raise KeyError(f"the study's headline metric '{self.spec.headline}' was never reported; "
-                           f"call report.metrics({self.spec.headline}=...) before finalize()")
+            raise KeyError(
+                f"the study's headline metric '{self.spec.headline}' was never reported; "
+                f"call report.metrics({self.spec.headline}=...) before finalize()"
+            )
         notebook = notebooks_dir() / self.spec.notebook
         values = {k: v for k, v in self.cfg.items()}
         fingerprint = os.environ.get("LABKIT_FINGERPRINT") or (
-            study_fingerprint(notebook, self.cfg.preset, values) if notebook.exists() else None)
+            study_fingerprint(notebook, self.cfg.preset, values) if notebook.exists() else None
+        )
         manifest = {
-            "study": self.cfg.study, "title": self.title, "preset": self.cfg.preset,
-            "params": values, "seeds": values.get("seeds"),
-            "started_at": self.started_at, "wall_seconds": round(time.time() - self.started, 1),
-            "git": git_state(), "device": device_info(), "packages": package_versions(),
-            "fingerprint": fingerprint, "figures": self.figures, "tables": self.tables,
-            "headline_table": self.headline_table, "headline_metric": self.spec.headline,
+            "study": self.cfg.study,
+            "title": self.title,
+            "preset": self.cfg.preset,
+            "params": values,
+            "seeds": values.get("seeds"),
+            "started_at": self.started_at,
+            "wall_seconds": round(time.time() - self.started, 1),
+            "git": git_state(),
+            "device": device_info(),
+            "packages": package_versions(),
+            "fingerprint": fingerprint,
+            "figures": self.figures,
+            "tables": self.tables,
+            "headline_table": self.headline_table,
+            "headline_metric": self.spec.headline,
             "grids": grid_runs(since=self.started),
             "status": "ok",
         }
