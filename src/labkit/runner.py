@@ -260,6 +260,9 @@ def run_study(
         manifest["runner_wall_seconds"] = round(time.time() - start, 1)
         manifest["published"] = bool(publish)
         atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2))
+        from labkit.reports.summary import write_study_readme
+
+        write_study_readme(staging)  # again, with the runner's wall time (kernel start to export) now known
         if not publish:
             return RunResult(
                 name, "ok", time.time() - start, spec.headline, _headline(spec, staging), report=display_path(staging)

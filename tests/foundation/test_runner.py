@@ -123,6 +123,9 @@ def test_runs_inject_parameters_publish_and_skip_when_unchanged(toys):
     assert grid["name"] == "toy" and grid["tasks"] == 2 and grid["cached"] + grid["computed"] == 2
     assert grid["task_seconds"] > 0 and grid["failed"] == 0
     assert "2 tasks in 1 grid:" in (folder / "README.md").read_text()
+    from labkit.reports.summary import wall_text
+
+    assert f"wall time {wall_text(manifest)};" in (folder / "README.md").read_text(), "the runner's wall time"
     executed = nbformat.read(folder / "01_alpha.ipynb", as_version=4)
     assert any(
         o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
