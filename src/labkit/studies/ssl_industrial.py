@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.core.claims import Check, Claim, Compare, Precondition
+from labkit.core.claims import Claim, Compare, Precondition
 from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
 from labkit.core.grid import Grid, file_digest
 from labkit.core.metrics import aggregate_over_seeds
@@ -933,9 +933,11 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
     )
 
     def trained(init):
-        return Precondition(
-            f"trained ({init})",
-            Check("loss_ratio", {"init": init}, "<", ratio, table="pretraining"),
+        return Precondition.trained(
+            "loss_ratio",
+            {"init": init},
+            ratio,
+            name=f"trained ({init})",
             why=f"final {init} pretraining loss below {ratio:g} x the trivial predictor's loss",
         )
 
