@@ -6,5 +6,4 @@ import nbval.kernel
 
 from labkit.runner import kernel_manager_class
 
-if kernel_manager_class() is not None:
-    nbval.kernel.KernelManager = kernel_manager_class(nbval.kernel.KernelManager)
+nbval.kernel.KernelManager = kernel_manager_class(nbval.kernel.KernelManager) or nbval.kernel.KernelManager

@@ -236,6 +236,7 @@ def run_study(
     else:
         staging = new_run_dir(name, preset)
     output = staging / spec.notebook
+    manager = kernel_manager_class()
     start = time.time()
     saved_env = {k: os.environ.get(k) for k in ("LABKIT_REPORT_DIR", "LABKIT_FINGERPRINT", "LABKIT_HEADLESS")}
     os.environ["LABKIT_REPORT_DIR"] = str(staging)
@@ -248,7 +249,7 @@ def run_study(
             parameters={"preset": preset, **overrides},
             kernel_name=kernel or kernel_name(),
             cwd=str(notebook.parent),
-            **({"kernel_manager_class": kernel_manager_class()} if kernel_manager_class() else {}),
+            **({"kernel_manager_class": manager} if manager else {}),
             progress_bar=progress,
             log_output=False,
         )

@@ -110,13 +110,14 @@ def wall_text(manifest: Mapping[str, Any]) -> str:
 
 
 def grids_text(manifest: Mapping[str, Any]) -> str:
-    """How the run's grid records were obtained, e.g. "34 of 34 grid tasks read from the cache (computed,
-    they took 780 s of task time)": a run that only read the cache is fast, and its wall time says nothing of
-    the computation. Empty for manifests from before grids were logged."""
+    """How the run's grid records were obtained, e.g. "56 tasks in 3 grids: 0 computed, 56 read from the cache
+    (task time 13.9 min, ...)": a run that only read the cache is fast, and its wall time says nothing of the
+    computation. Empty for manifests from before grids were logged."""
     runs = manifest.get("grids")
     if not isinstance(runs, list) or not runs:
         return ""
-    # a grid run twice in one notebook counts once: its tasks at most, what was computed in either run
+    # a grid run twice in one kernel (a cell rerun in JupyterLab) counts once: its tasks at most, what was
+    # computed in either run
     by_name: dict[str, dict[str, float]] = {}
     for run in runs:
         seen = by_name.setdefault(str(run.get("name")), {"tasks": 0, "computed": 0, "failed": 0, "task_seconds": 0})
