@@ -4,7 +4,8 @@
 kit's one judge must then give
 
 - *held* on a table where every comparison holds and every precondition passes,
-- *did not hold* when the evidence is flipped,
+- *did not hold* when the evidence is flipped (every interval wholly below its effect of interest),
+- *inconclusive*, with the seeds that would decide it, when every interval straddles margin and effect,
 - *not evaluated: n seeds < 3* with two seeds,
 - *not evaluated* naming the precondition when any one precondition fails,
 
@@ -15,7 +16,7 @@ import importlib
 
 import pytest
 
-from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, RULE, Claim, judge, synthetic_tables
+from labkit.core.claims import HELD, INCONCLUSIVE, NOT_EVALUATED, NOT_HELD, RULE, Claim, judge, synthetic_tables
 from labkit.core.params import list_specs
 
 STUDIES = [s.name for s in list_specs()]
@@ -42,6 +43,13 @@ def test_claims_follow_the_one_rule(study):
         assert held["rule"] == RULE
         flipped = judge(claim, synthetic_tables(claim, n_seeds=5, flip=True))
         assert flipped["status"] == NOT_HELD, f"{study}/{claim.id} flipped: {flipped['reason']}"
+        straddling = judge(claim, synthetic_tables(claim, n_seeds=5, straddle=True))
+        assert straddling["status"] == INCONCLUSIVE, f"{study}/{claim.id} straddling: {straddling['reason']}"
+        assert "seeds would decide it" in straddling["reason"] and straddling["seeds_to_decide"] > 5
+        for comp in claim.compare:
+            assert comp.effect_source, (
+                f"{study}/{claim.id}: part '{comp.describe()}' does not say where its effect comes from"
+            )
         thin = judge(claim, synthetic_tables(claim, n_seeds=2))
         assert thin["status"] == NOT_EVALUATED and "n seeds 2 < 3" in thin["reason"], f"{study}/{claim.id}"
         for i, pre in enumerate(claim.preconditions):

@@ -20,7 +20,7 @@ def test_notebook_runs_on_a_manifest_tree_under_nbval(tmp_path):
     runs = sorted((tmp_path / "runs").rglob("claims.json"))
     assert runs, "the run wrote no claims.json"
     verdicts = json.loads(runs[-1].read_text())
-    assert verdicts and all(v["status"] in ("held", "did not hold", "not evaluated") for v in verdicts)
+    assert verdicts and all(v["status"] in ("held", "did not hold", "inconclusive", "not evaluated") for v in verdicts)
     # the report's data table shows the manifest's rocks and scanners in their splits
     tables = {p.stem: p for p in runs[-1].parent.rglob("data_splits*")}
     assert tables, f"no data_splits table in {sorted(p.name for p in runs[-1].parent.rglob('*'))}"

@@ -15,7 +15,8 @@ STDERR_TEXT = "UserWarning: toy warning from a library\n"
 
 
 def toy_verdicts(seed_gain: float = 0.05) -> list[dict]:
-    """Four verdicts from the kit's judge: held, did not hold, and two not evaluated with the same reason."""
+    """Five verdicts from the kit's judge: held, did not hold, inconclusive, and two not evaluated with the same
+    reason."""
     rng = np.random.default_rng(0)
     rows = []
     for seed in range(5):
@@ -24,6 +25,7 @@ def toy_verdicts(seed_gain: float = 0.05) -> list[dict]:
             {"arm": "ours", "fraction": 0.0625, "seed": seed, "miou": 0.50 + seed_gain + noise},
             {"arm": "base", "fraction": 0.0625, "seed": seed, "miou": 0.50},
             {"arm": "base", "fraction": 1.0, "seed": seed, "miou": 0.60 + noise},
+            {"arm": "noisy", "fraction": 0.0625, "seed": seed, "miou": 0.51 + 0.1 * (-1) ** seed},
         ]
     runs = pd.DataFrame(rows)
     few = {"arm": "base", "fraction": 0.0625}
@@ -31,16 +33,21 @@ def toy_verdicts(seed_gain: float = 0.05) -> list[dict]:
     held = Claim(
         "ours_beats_base",
         "Ours beats the baseline at 1/16 labels",
-        compare=[Compare("miou", a={"arm": "ours", "fraction": 0.0625}, b=few)],
+        compare=[Compare("miou", a={"arm": "ours", "fraction": 0.0625}, b=few, effect=0.02, effect_source="toy")],
         preconditions=[limited],
     )
     flipped = Claim(
         "base_beats_ours",
         "The baseline beats ours (a claim that cannot hold here)",
-        compare=[Compare("miou", a=few, b={"arm": "ours", "fraction": 0.0625})],
+        compare=[Compare("miou", a=few, b={"arm": "ours", "fraction": 0.0625}, effect=0.02, effect_source="toy")],
+    )
+    undecided = Claim(
+        "noisy_beats_base",
+        "A noisy arm beats the baseline (the seeds cannot tell)",
+        compare=[Compare("miou", a={"arm": "noisy", "fraction": 0.0625}, b=few, effect=0.02, effect_source="toy")],
     )
     missing = "weights unavailable: put vit_small_patch14_dinov2.lvd142m.safetensors in LABKIT_WEIGHTS_DIR"
-    out = [judge(held, runs), judge(flipped, runs)]
+    out = [judge(held, runs), judge(flipped, runs), judge(undecided, runs)]
     out += [
         judge(Claim(f"needs_weights_{i}", f"Pretrained claim {i}", compare=[], unavailable=missing), runs)
         for i in (1, 2)

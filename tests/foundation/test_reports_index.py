@@ -20,7 +20,7 @@ def _rows(text: str, first_cell: str) -> list[str]:
 
 def test_the_judge_gives_the_toy_its_statuses():
     statuses = [v["status"] for v in toy_verdicts()]
-    assert statuses == ["held", "did not hold", "not evaluated", "not evaluated"]
+    assert statuses == ["held", "did not hold", "inconclusive", "not evaluated", "not evaluated"]
 
 
 def test_index_has_one_row_per_study_with_preset_seeds_signed_headline_counts_and_wall_time(tmp_path):
@@ -37,7 +37,7 @@ def test_index_has_one_row_per_study_with_preset_seeds_signed_headline_counts_an
     assert cells[1] == "`default`" and cells[2] == "5 (0-4)"
     assert cells[3] == "`toy_gain_at_fewest = +0.051`"
     assert "> 0" in cells[4]  # the sign is explained
-    assert cells[5] == "1 / 1 / 2"  # held / did not hold / not evaluated
+    assert cells[5] == "1 / 1 / 1 / 2"  # held / did not hold / inconclusive / not evaluated
     assert cells[6] == "2.1 min"  # the runner's wall time, in minutes past 90 s
     assert "`toy_gain_at_fewest = -0.250`" in beta[0]
 
@@ -50,9 +50,11 @@ def test_index_gives_each_study_a_thumbnail_links_and_a_short_claims_table(tmp_p
     assert "(alpha/01_alpha.html)" in text and "(alpha/claims.json)" in text
     assert "2026-11-30, 2 CPU cores (x86_64), no GPU" in text  # hardware and date, never "this machine"
     assert "| `ours_beats_base` | **held** | label-limited passed |" in text
-    assert "| `base_beats_ours` | did not hold | - | not shown:" in text
+    assert "| `base_beats_ours` | did not hold | - | refuted:" in text
+    seeds = toy_verdicts()[2]["seeds_to_decide"]
+    assert f"| `noisy_beats_base` | inconclusive (about {seeds} seeds would decide) | - | undecided:" in text
     # the reason the two weight-less claims share is written once, below the table
-    reason = toy_verdicts()[2]["reason"]
+    reason = toy_verdicts()[3]["reason"]
     assert text.count(reason) == 1
     assert text.count("| see (a) |") == 2 and f"(a) {reason}" in text
 
@@ -91,7 +93,7 @@ def test_study_readme_says_what_was_run_shows_the_main_figure_and_every_claim_in
     assert "Ours beats the baseline at 1/16 labels" in text  # statements appear in the study's own table
     assert "[numbers](numbers.md)" in text and "`n_steps` | `10`" in text
     assert str(tmp_path) not in render_study_readme(folder)
-    assert "1 held, 1 did not hold, 2 not evaluated" in text
+    assert "1 held, 1 did not hold, 1 inconclusive, 2 not evaluated" in text
 
 
 def test_study_readme_says_how_many_tasks_came_from_the_cache_so_a_fast_rerender_is_not_read_as_the_cost(tmp_path):

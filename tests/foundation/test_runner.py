@@ -49,7 +49,7 @@ CELLS = [
         "from labkit.core.claims import Claim, Compare\n"
         "runs = pd.DataFrame({{'arm': ['a'] * 3 + ['b'] * 3, 'seed': [0, 1, 2] * 2,\n"
         "                     'score': [cfg.n + 0.1, cfg.n + 0.2, cfg.n + 0.15, 0, 0, 0]}})\n"
-        "report.claim(Claim('c1', 'n is positive', [Compare('score', a={{'arm': 'a'}}, b={{'arm': 'b'}})]), runs)\n"
+        "report.claim(Claim('c1', 'n is positive', [Compare('score', a={{'arm': 'a'}}, b={{'arm': 'b'}}, effect=1)]), runs)\n"
         "report.claim(Claim('c2', 'needs weights', [], unavailable='weights unavailable'))\n"
         "open(report.path / 'started.flag', 'w').close()\ntime.sleep(cfg.sleep)",
         [],

@@ -35,3 +35,47 @@ def paired_by_index(a, b) -> dict[str, float]:
     """
     common = a.index.intersection(b.index)
     return paired_difference(a.loc[common].to_numpy(dtype=float), b.loc[common].to_numpy(dtype=float))
+
+
+def t_half_width(sd: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the two-sided t-interval of a mean over ``n`` values of spread ``sd``."""
+    from scipy import stats
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
+
+
+def seeds_for_half_width(sd: float, half_width: float, start: int = 2, limit: int = 10_000) -> int | None:
+    """The fewest seeds whose 95 % t-interval, at spread ``sd``, is narrower than ``half_width`` (None when
+    more than ``limit`` would be needed, or the spread is unknown)."""
+    if not (np.isfinite(sd) and np.isfinite(half_width)) or half_width <= 0:
+        return None
+    if sd == 0:
+        return max(start, 2)
+    lo, hi = max(start, 2), max(start, 2)
+    while t_half_width(sd, hi) >= half_width:  # t shrinks monotonically with n: bracket, then bisect
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return None if t_half_width(sd, limit) >= half_width else _bisect(sd, half_width, lo, limit)
+    return _bisect(sd, half_width, lo, hi)
+
+
+def _bisect(sd: float, half_width: float, lo: int, hi: int) -> int:
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if t_half_width(sd, mid) < half_width:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def detectable_shift(sd: float, n: int, power: float = 0.8) -> float:
+    """The true mean difference a one-sided 97.5 % t-bound clears with probability ``power`` at ``n`` values
+    of spread ``sd``: (t_0.975 + t_power) sd / sqrt(n), the usual minimum-detectable-effect formula."""
+    from scipy import stats
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    return float((stats.t.ppf(0.975, n - 1) + stats.t.ppf(power, n - 1)) * sd / np.sqrt(n))

@@ -13,6 +13,7 @@ from pathlib import Path
 from labkit.core.atomic import atomic_write_text
 from labkit.core.paths import reports_root
 from labkit.reports.summary import (
+    RULE_TEXT,
     cell,
     claims_table,
     commit_text,
@@ -37,11 +38,7 @@ INTRO = [
     "notebook as a report (prose, figures, tables; no code). mIoU and IoU are fractions in [0, 1] throughout;",
     "a difference is in the same unit.",
     "",
-    "**Claims.** *held*: the paired 95 % interval of the difference over at least 3 seeds lies on the claimed",
-    "side of the claim's margin (every part of a several-part claim). *did not hold*: it does not, with every",
-    "precondition passing. *not evaluated*: the claim could not show here (a precondition failed, such as",
-    '"the baseline is label-limited", fewer than 3 seeds, or weights or data missing); the reason says which',
-    "and so what it would take.",
+    "**Claims.** " + RULE_TEXT,
     "",
 ]
 
@@ -60,7 +57,7 @@ def render_index(root: Path | None = None) -> str:
     if not studies:
         return "\n".join(lines + ["No study has been published yet: run `labkit reproduce`.", ""])
     lines += [
-        "| study | preset | seeds | headline | what the headline means | held / did not hold / "
+        "| study | preset | seeds | headline | what the headline means | held / did not hold / inconclusive / "
         "not evaluated | wall time |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -20,7 +20,7 @@ from typing import Any
 
 from labkit.core.atomic import atomic_write_text
 
-STATUSES = ("held", "did not hold", "not evaluated")
+STATUSES = ("held", "did not hold", "inconclusive", "not evaluated")  # labkit.core.claims.STATUSES, in order
 
 # What each study's headline number means and which sign favours what. A manifest may carry its own
 # ``headline_note``; otherwise this table, then a rule on the name (see :func:`headline_meaning`).
@@ -39,6 +39,13 @@ HEADLINE_MEANING: dict[str, str] = {
 }
 _DIFFERENCE_WORDS = ("gain", "diff", "delta", "minus", "improvement", "advantage")
 
+RULE_TEXT = (
+    "A claim is *held* when the paired 95 % interval over at least 3 seeds lies past its margin on the claimed "
+    "side (every part); it *did not hold* when a part's interval lies wholly below the claim's effect of interest "
+    "(the data exclude an effect that matters); it is *inconclusive* when neither, with about how many seeds "
+    "would decide it; it is *not evaluated* when a precondition failed or weights or data were missing (the "
+    "reason says which)."
+)
 REASON_CHARS = 220  # a reason in a summary table is cut to one line of about this length
 NOTE_CHARS = 600  # a reason shared by several claims, said once below the table
 
@@ -223,8 +230,12 @@ def preconditions_text(claim: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-def status_text(status: Any) -> str:
-    return f"**{status}**" if status == "held" else str(status)
+def status_text(status: Any, claim: Mapping[str, Any] | None = None) -> str:
+    text = f"**{status}**" if status == "held" else str(status)
+    if status == "inconclusive" and claim is not None:
+        seeds = claim.get("seeds_to_decide")
+        text += f" (about {seeds} seeds would decide)" if isinstance(seeds, int) else " (over 10,000 seeds to decide)"
+    return text
 
 
 def claims_table(claims: Sequence[Mapping[str, Any]], statements: bool = False, limit: int = REASON_CHARS) -> list[str]:
@@ -237,7 +248,7 @@ def claims_table(claims: Sequence[Mapping[str, Any]], statements: bool = False, 
     head = ["claim", "status"] + (["statement"] if statements else []) + ["preconditions", "reason"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for claim, reason in zip(claims, reasons, strict=True):
-        row = [f"`{cell(claim.get('id', '?'))}`", status_text(claim.get("status"))]
+        row = [f"`{cell(claim.get('id', '?'))}`", status_text(claim.get("status"), claim)]
         if statements:
             row.append(cell(claim.get("statement", "")))
         row += [cell(preconditions_text(claim)), f"see {notes[reason]}" if reason in notes else reason or "-"]
@@ -306,10 +317,8 @@ def render_study_readme(folder: str | Path) -> str:
     lines += [
         "## Claims",
         "",
-        f"{c['held']} held, {c['did not hold']} did not hold, {c['not evaluated']} not evaluated. A claim "
-        "holds when the paired 95 % interval over at least 3 seeds lies on its claimed side; it is not "
-        "evaluated when a precondition failed or weights or data were missing (the reason says which). "
-        "The evidence of each is in [`claims.json`](claims.json).",
+        f"{c['held']} held, {c['did not hold']} did not hold, {c['inconclusive']} inconclusive, "
+        f"{c['not evaluated']} not evaluated. {RULE_TEXT} The evidence of each is in [`claims.json`](claims.json).",
         "",
     ]
     lines += claims_table(study["claims"], statements=True, limit=10_000)

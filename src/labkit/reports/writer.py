@@ -22,13 +22,13 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.atomic import atomic_write_text
+from labkit.core.claims import STATUSES as CLAIM_STATUSES
 from labkit.core.claims import Claim, judge, verdicts_table
 from labkit.core.fingerprint import study_fingerprint
 from labkit.core.grid import grid_runs
 from labkit.core.params import Config, load_spec
 from labkit.core.paths import display_path, new_run_dir, notebooks_dir, repo_root
 
-CLAIM_STATUSES = ("held", "did not hold", "not evaluated")
 _VERSIONED = (
     "torch",
     "torchvision",
@@ -220,7 +220,8 @@ class Report:
         return self.claims_table()
 
     def claims_table(self) -> pd.DataFrame:
-        """One row per claim: status, statement, preconditions and reason (what the notebook shows)."""
+        """One row per claim: status, statement, preconditions, reason and, when inconclusive, the seeds that would
+        decide it (what the notebook shows)."""
         return verdicts_table(list(self._claims.values()))
 
     # ---- publishing ----------------------------------------------------------------------------
