@@ -1164,9 +1164,9 @@ def plan(cfg) -> list:
         batch = min(p["batch_size"], n)
         spe = n // batch
         if p["method"] == "mae":
-            build = lambda: MaskedAutoencoder(
+            build = lambda: MaskedAutoencoder(  # noqa: E731
                 vit(), 96, 1, mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.mae_norm_pix_loss
-            )  # noqa: E731
+            )
         else:
             build = lambda: SimCLR(vit())  # noqa: E731
         flops, tr, tot = measure(("ssl", p["method"], s, c, cfg.arch, str(_encoder_kwargs(cfg))), build, [(2, c, s, s)])
