@@ -104,6 +104,45 @@ def cmd_sweep(args) -> int:
     return 1 if (table["status"] != "ok").any() else 0
 
 
+def study_plan(name: str, preset: str, overrides: dict, allow_degenerate: bool = False):
+    """``(plans, warnings)`` of one study: its ``plan(cfg)``, the degenerate budgets and far-off settings."""
+    import importlib
+
+    from labkit.core.plan import check_budgets, far_from_reference
+    from labkit.runner import explicit_nulls
+
+    spec = load_spec(name)
+    cfg = spec.resolve(preset, overrides, nulls=explicit_nulls(overrides))
+    module = importlib.import_module(f"labkit.studies.{spec.name}")
+    plans = module.plan(cfg)
+    warnings = check_budgets(plans, allow_degenerate=allow_degenerate)
+    return plans, warnings + far_from_reference(cfg, getattr(module, "REFERENCE", None))
+
+
+def cmd_plan(args) -> int:
+    """Print each study's grids and their real budget (tasks, steps, parameters, FLOPs, GPU hours)."""
+    import time
+
+    from labkit.core.plan import ASSUMPTION, render_markdown, render_text
+    from labkit.runner import parse_overrides
+
+    specs = [load_spec(s) for s in args.studies] if args.studies else list_specs()
+    per_study = parse_overrides(args.param, specs)
+    rows = []
+    for spec in specs:
+        t0 = time.perf_counter()
+        plans, warnings = study_plan(spec.name, args.preset, per_study[spec.name], args.allow_degenerate)
+        rows.append((spec.name, args.preset, plans, warnings))
+        if not args.markdown:
+            print(render_text(spec.name, args.preset, plans, warnings))
+            print(f"  (planned in {time.perf_counter() - t0:.1f} s)\n")
+    if args.markdown:
+        print(render_markdown(rows))
+    else:
+        print(ASSUMPTION)
+    return 0
+
+
 def cmd_install_kernel(args) -> int:
     """Register the ``labkit`` Jupyter kernel inside this environment, with the TCP warning silenced."""
     import subprocess
@@ -194,6 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _grid_options(p_sw, device=False)
     p_sw.set_defaults(func=cmd_sweep)
+
+    p_plan = sub.add_parser("plan", help="what a preset will really do: tasks, steps, FLOPs, GPU hours (no training)")
+    p_plan.add_argument("studies", nargs="*", help="studies to plan (default: all)")
+    p_plan.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    p_plan.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        default=[],
+        help="override a parameter (YAML value), as for reproduce; repeatable",
+    )
+    p_plan.add_argument(
+        "--allow-degenerate",
+        action="store_true",
+        help="print degenerate budgets as warnings instead of refusing them (exit code 2)",
+    )
+    p_plan.add_argument("--markdown", action="store_true", help="one Markdown table over the studies (for the README)")
+    p_plan.set_defaults(func=cmd_plan)
 
     p_kernel = sub.add_parser("install-kernel", help="register the 'labkit' Jupyter kernel in this environment")
     p_kernel.set_defaults(func=cmd_install_kernel)

@@ -521,6 +521,15 @@ def reproduce(
     per_study = parse_overrides(overrides, specs)
     for spec in specs:  # every value checked before any study runs
         spec.resolve(preset, per_study[spec.name], nulls=explicit_nulls(per_study[spec.name]))
+    for spec in specs:  # what each grid will cost, before any work; a failing plan only warns
+        try:
+            from labkit.cli import study_plan
+
+            plans, _ = study_plan(spec.name, preset, per_study[spec.name], allow_degenerate=True)
+            for line in plans:
+                log(f"plan: {line.summary()}")
+        except Exception as exc:  # noqa: BLE001
+            log(f"warning: could not plan {spec.name}: {type(exc).__name__}: {exc}")
     will_publish = (preset == PUBLISHED_PRESET and out is None) if publish is None else publish
     if not will_publish:
         log(

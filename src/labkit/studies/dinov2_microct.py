@@ -1894,3 +1894,98 @@ def real_geometry_figure(size: int = 112, seed: int = 0):
         ax.set_xticks([]), ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+# ---- plan: the preset's real budget (labkit plan)
+def plan(cfg) -> list:
+    """The grid of :func:`build_grid` (every arm assumed available): per seed, the U-Net from scratch, the ResNet
+    + LoRA and each ViT's LoRA heads (``_fit_lora``); the segmentation training slices counted from the
+    parameters (real volumes: from the data). Frozen heads on cached tokens and the probes are not counted."""
+    import math
+
+    from labkit.core.plan import GridPlan, TaskBudget, measure
+    from labkit.models.backbones import create_backbone
+    from labkit.models.lora import apply_lora
+
+    n_seg = len(cfg.seg_train_rocks) * len(cfg.seg_train_scanners) * (cfg.samples_per_rock - 1) * cfg.slices_per_sample
+    seeds, out = len(cfg.seeds), []
+
+    def lora(name, make, targets, head, size, key):
+        def build():
+            tuned = apply_lora(make(), rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=targets)
+            dim = getattr(tuned, "num_features", None) or tuned.embed_dim
+            return BackboneSegmenter(tuned, create_head(head, dim, NUM_PHASES), size, cfg.resize_policy)
+
+        return budget(name, build, size, cfg.lora_batch_size, cfg.lora_epochs, ("lora", key, head, size), "lora")
+
+    def budget(name, build, size, batch, epochs, key, prefix):
+        flops, tr, tot = measure(
+            key + (cfg.lora_rank, cfg.lora_targets), build, [(2, 1, cfg.slice_size, cfg.slice_size)]
+        )
+        spe = math.ceil(n_seg / batch)
+        return TaskBudget(
+            name,
+            seeds,
+            n_seg,
+            f"{size} px (slices of {cfg.slice_size})",
+            min(batch, n_seg),
+            spe * epochs,
+            epochs,
+            spe,
+            tr,
+            tot,
+            flops * min(batch, n_seg),
+            counts_epochs=True,
+            requested_batch=batch,
+            params={
+                "batch": f"{prefix}_batch_size",
+                "data_items": "samples_per_rock/slices_per_sample",
+                "epochs": f"{prefix}_epochs",
+            },
+        )
+
+    out.append(
+        budget(
+            "UNet from scratch",
+            lambda: baselines.create_unet(NUM_PHASES, in_channels=1),
+            cfg.slice_size,
+            cfg.unet_batch_size,
+            cfg.unet_epochs,
+            ("unet", cfg.slice_size),
+            "unet",
+        )
+    )
+    size = vit_input_size(cfg)
+    out.append(
+        lora(
+            "ResNet + LoRA linear",
+            lambda: create_backbone(cfg.resnet_backbone, weights="random", num_classes=0),
+            "resnet-convs",
+            "linear",
+            size,
+            cfg.resnet_backbone,
+        )
+    )
+    arch = {"dinov2": cfg.dinov2_backbone, "ssl": STANDIN_ARCH, "random": cfg.vit_arch}
+    for kind in [k for k in VIT_KINDS if k in cfg.backbones and k in cfg.lora_backbones]:
+        side = vit_input_size(cfg, arch[kind])
+        if arch[kind] == STANDIN_ARCH:
+            from labkit.methods.microct_standin import build_vit
+
+            make = lambda side=side: build_vit(side)  # noqa: E731
+        else:
+            make = lambda side=side, a=arch[kind]: create_backbone(a, weights="random", img_size=side, num_classes=0)  # noqa: E731
+        for head in cfg.lora_heads:
+            out.append(lora(f"{kind} ViT + LoRA {head}", make, cfg.lora_targets, head, side, arch[kind]))
+    note = "slices counted from the parameters" + (
+        "" if cfg.data_source == "simulated" else " (real volumes: from data)"
+    )
+    return [
+        GridPlan(
+            STUDY,
+            "grid",
+            f"{len(parts(cfg))} parts x {seeds} seeds",
+            out,
+            notes=note + "; frozen heads and probes on cached tokens not counted",
+        )
+    ]

@@ -1398,3 +1398,80 @@ def headline_metrics(cfg, results: ExperimentResults, costs: CostResults | None 
         out["prototype_extra_pct_median"] = round(float(r.get("prototype", np.nan)), 2)
         out["pairwise_extra_pct_median"] = round(float(r.get("pairwise", np.nan)), 2)
     return out
+
+
+# ---- plan: the preset's real budget (labkit plan)
+#: Classes of each data source (``folders``: from the data; VOC's count is used).
+PLAN_CLASSES = {"voc": 21, "cityscapes": 19, "folders": 21}
+
+
+def plan(cfg) -> list:
+    """The warm-up and arm grids from :func:`run_plan`, :func:`regime_seeds` and :func:`_split_names`; a
+    teacher-student step is the student's forward and backward on the labelled and the unlabelled batch plus
+    the teacher's forward on the unlabelled one."""
+    from labkit.core.plan import GridPlan, TaskBudget, measure
+
+    classes = len(sc.SCENE_CLASSES) if cfg.data_source == "simulated" else PLAN_CLASSES[cfg.data_source]
+    kwargs: dict[str, Any] = {"encoder_depth": cfg.encoder_depth}
+    if cfg.arch == "deeplabv3plus":
+        kwargs["decoder_channels"] = cfg.decoder_channels
+    else:
+        kwargs["decoder_channels"] = [max(8, cfg.decoder_channels // 2**i) for i in range(cfg.encoder_depth)]
+    build = lambda: ss.build_model(classes, cfg.encoder, cfg.arch, cfg.embed_dim, weights="random", **kwargs)  # noqa: E731
+    size, note = cfg.image_size, ""
+    try:
+        fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
+    except RuntimeError:
+        size = -(-size // 16) * 16
+        note = f"the model rejects image_size {cfg.image_size} (sides must be multiples of 16): counted at {size}"
+        fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
+    fwd, _, _ = measure(
+        ("farcluss-fwd", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)], backward=False
+    )
+    extra = [s for s in regime_seeds(cfg) if s not in cfg.seeds]
+    few, n_train = _split_names(cfg)[0], cfg.n_train_images
+    n_trained = len(_split_names(cfg)) * len(cfg.seeds) + 2 * len(extra)
+    b = cfg.batch_size
+    common = dict(trainable_params=tr, total_params=tot, params={"batch": "batch_size", "data_items": "n_train_images"})
+    warm = TaskBudget(
+        "supervised warm-up",
+        n_trained,
+        n_train,
+        f"{size} px x 3 ch",
+        b,
+        cfg.warmup_iterations,
+        notes=note + ("; " if note else "") + "labelled images drawn with replacement",
+        replacement=True,
+        flops_per_step=fb * b,
+        **common,
+    )
+    arms: dict[str, int] = {}
+    for arm, _split in run_plan(cfg):
+        arms[arm] = arms.get(arm, 0) + len(cfg.seeds)
+    arms["supervised"] = arms.get("supervised", 0) + 2 * len(extra)
+    budgets = [
+        TaskBudget(
+            arm,
+            n,
+            n_train,
+            f"{size} px x 3 ch",
+            b,
+            cfg.iterations,
+            replacement=True,
+            flops_per_step=fb * b if arm == "supervised" else (2 * fb + fwd) * b,
+            notes="" if arm == "supervised" else f"{b} labelled + {b} unlabelled per step, plus the teacher's forward",
+            **common,
+        )
+        for arm, n in arms.items()
+    ]
+    return [
+        GridPlan(
+            "farcluss",
+            "warmup",
+            f"{len(_split_names(cfg))} splits x {len(cfg.seeds)} seeds (+ regime seeds at {few}, all)",
+            [warm],
+        ),
+        GridPlan(
+            "farcluss", "arms", f"{len(run_plan(cfg))} (arm, split) x {len(cfg.seeds)} seeds + regime runs", budgets
+        ),
+    ]

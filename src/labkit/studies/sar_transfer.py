@@ -1505,3 +1505,47 @@ def confusion_figure(results: SarTransferResults):
             ax.set_title(f"{season}: {arm}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ---- plan: the preset's real budget (labkit plan)
+def plan(cfg) -> list:
+    """The grid's budget from :func:`build_grid`'s loops and :func:`_network_task`'s epochs (every arm in
+    ``inits`` assumed available; the references train no network)."""
+    from labkit.core.plan import GridPlan, TaskBudget, measure
+
+    tiles, batch, steps = sorted(set(cfg["tiles"])), cfg["batch_size"], cfg["n_steps"]
+    arms = [a for a in INITS if a in cfg["inits"]]
+    size = cfg["tile"]
+    build = lambda: create_model(weights="random", decoder_channels=cfg["decoder_channels"])  # noqa: E731
+    flops, tr, tot = measure(("sar", size, cfg["decoder_channels"]), build, [(2, IN_CHANNELS, size, size)])
+    budgets = []
+    for n_tiles in tiles:
+        spe = math.ceil(n_tiles / batch)
+        epochs = max(2, math.ceil(steps / spe))
+        for arm in arms:
+            if n_tiles != tiles[0] and arm != "random":
+                continue
+            budgets.append(
+                TaskBudget(
+                    f"{arm} n_tiles={n_tiles}",
+                    len(cfg["seeds"]),
+                    n_tiles,
+                    f"{size} px x {IN_CHANNELS} ch",
+                    min(batch, n_tiles),
+                    epochs * spe,
+                    epochs,
+                    spe,
+                    tr,
+                    tot,
+                    flops * min(batch, n_tiles),
+                    params={"batch": "batch_size", "data_items": "tiles", "steps": "n_steps"},
+                    notes="the last batch of an epoch is partial; validation each epoch not counted",
+                    requested_batch=batch,
+                )
+            )
+    refs = len(REFERENCE_ARMS) * len(tiles) * len(cfg["seeds"])
+    shape = f"{len(arms)} inits x {len(cfg['seeds'])} seeds at {tiles[0]} tiles, random at every tile count"
+    note = f"plus {refs} reference tasks (gbm, majority) without a network"
+    if cfg["pretrain_if_missing"]:
+        note += "; the cross-sensor encoder is pretrained first when missing (not counted)"
+    return [GridPlan(STUDY, "grid", shape, budgets, notes=note)]

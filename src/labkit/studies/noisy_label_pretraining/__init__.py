@@ -2000,3 +2000,7 @@ def shared_patch_root() -> Path | None:
 
     base = os.environ.get("LABKIT_SHARED_DATA")
     return Path(base) / "remote_sensing" / "eolearn_testeopatch_slovenia" if base else None
+
+
+# ---- plan: the preset's real budget (labkit plan)
+from labkit.studies.noisy_label_pretraining.plan import plan  # noqa: E402, F401

@@ -1,0 +1,86 @@
+"""The preset's real budget (``labkit plan``), from the same helpers the study's grids use."""
+
+# ---- plan: the preset's real budget (labkit plan)
+from __future__ import annotations
+
+from labkit.studies.noisy_label_pretraining.tasks import build_model
+
+STUDY = "noisy_label_pretraining"
+#: Classes of task A where the data decide it (the simulated legend's fine classes).
+PLAN_CLASSES = 7
+
+
+def plan(cfg) -> list:
+    """Pretraining and fine-tuning grids as ``run`` builds them (ImageNet init assumed available; task B only
+    on simulated data); tiles are drawn with replacement, a fixed number of steps per epoch."""
+    from labkit.core.plan import GridPlan, TaskBudget, measure
+    from labkit.studies import noisy_label_pretraining as study
+
+    s = {k: cfg[k] for k in ("encoder", "encoder_depth", "decoder_width", "batch_size", "tile", "eval_points")}
+    bands, b, tile = len(cfg.bands), s["batch_size"], s["tile"]
+    build = lambda: build_model(PLAN_CLASSES, s["encoder"], bands, s["decoder_width"], encoder_depth=s["encoder_depth"])  # noqa: E731
+    flops, tr, tot = measure(
+        ("noisy", s["encoder"], s["encoder_depth"], s["decoder_width"], tile, bands), build, [(2, bands, tile, tile)]
+    )
+    common = dict(
+        input_size=f"{tile} px x {bands} ch",
+        batch=b,
+        trainable_params=tr,
+        total_params=tot,
+        flops_per_step=flops * b,
+        replacement=True,
+    )
+    main, levels = study.main_noisy_key(cfg), study.sweep_levels(cfg)
+    label_sets = ["clean"] + sorted({main} | {study.label_key(v) for v in levels})
+    n_pre = len(cfg.seeds) * (len(label_sets) + 1) + int(bool(cfg.save_checkpoint) and s["encoder"] == "resnet18")
+    epochs = min(10, cfg.pretrain_steps)
+    spe = max(1, cfg.pretrain_steps // epochs)
+    pre = TaskBudget(
+        "pretrain",
+        n_pre,
+        cfg.n_pretrain_tiles,
+        steps=epochs * spe,
+        epochs=epochs,
+        steps_per_epoch=spe,
+        params={"batch": "batch_size", "data_items": "n_pretrain_tiles", "steps": "pretrain_steps"},
+        **common,
+    )
+    ks = sorted(cfg.k_values)
+    sweep_k = int(cfg.sweep_k or ks[0])
+    runs: dict[int, int] = {}
+    add = lambda k, n=1: runs.__setitem__(k, runs.get(k, 0) + n)  # noqa: E731
+    extra = [v for v in study.all_seeds(cfg) if v not in cfg.seeds]
+    add(ks[-1], len(extra)), add(ks[0], len(extra))
+    for k in ks:
+        add(k, len(cfg.seeds) * sum(1 for i in cfg.inits if not (i in study.FEWEST_TILES_ONLY and k != ks[0])))
+    add(sweep_k, len(cfg.seeds) * sum(1 for v in levels if study.label_key(v) != main or sweep_k not in ks))
+    if sweep_k not in ks:
+        add(sweep_k, 3 * len(cfg.seeds))
+    if cfg.data_source == "simulated":
+        add(cfg.task_b_k, 2 * len(cfg.seeds))
+    fine = []
+    for k, n in sorted(runs.items()):
+        steps = study.steps_for_k(study.finetune_steps(cfg), ks, k)
+        per = max(1, steps // s["eval_points"])
+        fine.append(
+            TaskBudget(
+                f"fine-tune k={k}",
+                n,
+                k,
+                steps=s["eval_points"] * per,
+                epochs=s["eval_points"],
+                steps_per_epoch=per,
+                params={"batch": "batch_size", "data_items": "k_values", "steps": "finetune_steps"},
+                **common,
+            )
+        )
+    return [
+        GridPlan(STUDY, "pretrain", f"{len(label_sets)} label sets + the order null x {len(cfg.seeds)} seeds", [pre]),
+        GridPlan(
+            STUDY,
+            "finetune",
+            "inits x k x seeds, the noise sweep, task B and regime runs",
+            fine,
+            notes="classes from the data (7 counted); plus a QDA grid without a network",
+        ),
+    ]
