@@ -104,27 +104,12 @@ def cmd_sweep(args) -> int:
     return 1 if (table["status"] != "ok").any() else 0
 
 
-def study_plan(name: str, preset: str, overrides: dict, allow_degenerate: bool = False):
-    """``(plans, warnings)`` of one study: its ``plan(cfg)``, the degenerate budgets and far-off settings."""
-    import importlib
-
-    from labkit.core.plan import check_budgets, far_from_reference
-    from labkit.runner import explicit_nulls
-
-    spec = load_spec(name)
-    cfg = spec.resolve(preset, overrides, nulls=explicit_nulls(overrides))
-    module = importlib.import_module(f"labkit.studies.{spec.name}")
-    plans = module.plan(cfg)
-    warnings = check_budgets(plans, allow_degenerate=allow_degenerate)
-    return plans, warnings + far_from_reference(cfg, getattr(module, "REFERENCE", None))
-
-
 def cmd_plan(args) -> int:
     """Print each study's grids and their real budget (tasks, steps, parameters, FLOPs, GPU hours)."""
     import time
 
     from labkit.core.plan import ASSUMPTION, render_markdown, render_text
-    from labkit.runner import parse_overrides
+    from labkit.runner import parse_overrides, study_plan
 
     specs = [load_spec(s) for s in args.studies] if args.studies else list_specs()
     per_study = parse_overrides(args.param, specs)

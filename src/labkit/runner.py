@@ -502,6 +502,21 @@ def relativize_notebook_paths(notebook: Path, staging: Path, shown_as: Path) -> 
     atomic_write_text(notebook, buffer)
 
 
+def study_plan(name: str, preset: str, overrides: dict, allow_degenerate: bool = False):
+    """``(plans, warnings)`` of one study: its ``plan(cfg)``, the degenerate budgets and far-off settings."""
+    import importlib
+
+    from labkit.core.params import load_spec
+    from labkit.core.plan import check_budgets, far_from_reference
+
+    spec = load_spec(name)
+    cfg = spec.resolve(preset, overrides, nulls=explicit_nulls(overrides))
+    module = importlib.import_module(f"labkit.studies.{spec.name}")
+    plans = module.plan(cfg)
+    warnings = check_budgets(plans, allow_degenerate=allow_degenerate)
+    return plans, warnings + far_from_reference(cfg, getattr(module, "REFERENCE", None))
+
+
 def reproduce(
     studies: list[str] | None = None,
     preset: str = "default",
@@ -523,8 +538,6 @@ def reproduce(
         spec.resolve(preset, per_study[spec.name], nulls=explicit_nulls(per_study[spec.name]))
     for spec in specs:  # what each grid will cost, before any work; a failing plan only warns
         try:
-            from labkit.cli import study_plan
-
             plans, _ = study_plan(spec.name, preset, per_study[spec.name], allow_degenerate=True)
             for line in plans:
                 log(f"plan: {line.summary()}")

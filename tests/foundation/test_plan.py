@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from labkit.cli import main, study_plan
+from labkit.cli import main
 from labkit.core.errors import ParameterError
 from labkit.core.plan import GridPlan, TaskBudget, check_budgets, count_flops
+from labkit.runner import study_plan
 
 STUDIES = ["dinov2_microct", "noisy_label_pretraining", "ssl_industrial", "sar_transfer", "farcluss"]
 
