@@ -220,3 +220,8 @@ def test_papermill_by_hand_explicit_null_and_unknown_names(spec, tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as info:
         run(itertions=3)
     assert info.value.ename == "ParameterError" and "did you mean 'iterations'" in info.value.evalue
+
+
+def test_a_seed_listed_twice_is_refused(spec):
+    with pytest.raises(ParameterError, match=r"parameter 'seeds'.*seed\(s\) \[1\] more than once"):
+        spec.params["seeds"].parse_cli("[0, 1, 1]")

@@ -467,6 +467,32 @@ class Claim:
                 )
 
 
+def budget_record(steps: int, batch_size: int, lr: float, schedule: str, trainable_params: int) -> dict[str, Any]:
+    """What a trained arm's grid record carries as ``budget`` (the "same budget" precondition reads it):
+    optimiser steps, batch size, peak learning rate, the schedule in words (e.g. "cosine over 150 steps,
+    warm-up 10", which should name the steps it spans) and the parameters that receive gradients."""
+    if int(steps) < 0 or int(batch_size) < 1:
+        raise ValueError(f"a budget needs steps >= 0 and batch_size >= 1, got {steps} and {batch_size}")
+    return {
+        "steps": int(steps),
+        "batch_size": int(batch_size),
+        "lr": float(lr),
+        "schedule": str(schedule),
+        "trainable_params": int(trainable_params),
+    }
+
+
+BUDGET_KEYS = ("steps", "batch_size", "lr", "schedule", "trainable_params")
+
+
+def missing_budget(record: Mapping[str, Any]) -> list[str]:
+    """The budget keys a trained arm's record lacks (empty when it carries a full ``budget``)."""
+    budget = record.get("budget")
+    if not isinstance(budget, Mapping):
+        return list(BUDGET_KEYS)
+    return [k for k in BUDGET_KEYS if k not in budget]
+
+
 def _brief(evidence: Mapping[str, Any]) -> str:
     if "mean_diff" in evidence:
         return (

@@ -125,7 +125,11 @@ class Param:
             if not value:
                 raise ParameterError(f"{label} must not be an empty list")
             inner = self.type[5:-1]
-            return [self._scalar(v, inner, f"{label} item {i} ({v!r})") for i, v in enumerate(value)]
+            items = [self._scalar(v, inner, f"{label} item {i} ({v!r})") for i, v in enumerate(value)]
+            repeated = sorted({v for v in items if items.count(v) > 1})
+            if is_seed_name(self.name) and repeated:  # a seed counted twice would pair a run with itself
+                raise ParameterError(f"{label} lists seed(s) {repeated} more than once: {items}")
+            return items
         return self._scalar(value, self.type, label)
 
     def _scalar(self, value: Any, type_name: str, label: str) -> Any:
