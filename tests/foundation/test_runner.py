@@ -134,7 +134,7 @@ def test_runs_inject_parameters_publish_and_skip_when_unchanged(toys):
         for o in c.outputs
     ), "figure not inline"
     index = (toys / "reports" / "README.md").read_text()
-    assert "alpha" in index and "score = 40.000" in index and "1 / 0 / 1" in index
+    assert "alpha" in index and "score = 40.000" in index and "1 / 0 / 0 / 1" in index
 
     claims = {c["id"]: c for c in json.loads((folder / "claims.json").read_text())}
     assert claims["c1"]["status"] == "held" and claims["c1"]["rule"] and claims["c1"]["comparisons"][0]["n"] == 3

@@ -548,7 +548,11 @@ def judge(claim: Claim, tables: pd.DataFrame | Tables) -> dict[str, Any]:
         return {**out, "status": NOT_EVALUATED, "reason": f"n seeds {min(n_values)} < {claim.min_seeds}"}
     failed = [p for p in preconditions if not p["passed"]]
     if failed:
-        reason = "; ".join(f"precondition '{p['name']}' failed ({_brief(p['evidence'])})" for p in failed)
+        # what the precondition asks, and so what it would take, said after its numbers
+        reason = "; ".join(
+            f"precondition '{p['name']}' failed ({_brief(p['evidence'])})" + (f": {p['why']}" if p.get("why") else "")
+            for p in failed
+        )
         return {**out, "status": NOT_EVALUATED, "reason": reason}
     refuted = [c for c in comparisons if c["refuted"]]
     undecided = [c for c in comparisons if not c["holds"] and not c["refuted"]]

@@ -33,6 +33,7 @@ import ast
 import dataclasses
 import difflib
 import io
+import json
 import math
 import os
 import tokenize
@@ -265,6 +266,25 @@ class Config(Mapping):
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
         return f"Config({self.study}@{self.preset}: {inner})"
+
+    def _repr_html_(self) -> str:
+        """A notebook shows the parameters as a compact two-column table, not one long line."""
+        import html
+
+        rows = "".join(
+            f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(_short(v))}</code></td></tr>"
+            for k, v in self._values.items()
+        )
+        return (
+            f"<details><summary>study <code>{html.escape(self.study)}</code>, preset "
+            f"<code>{html.escape(self.preset)}</code>: {len(self._values)} parameters</summary>"
+            f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table></details>"
+        )
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_preset(preset: str) -> str:

@@ -124,6 +124,52 @@ def _in_notebook() -> bool:
         return False
 
 
+TABLE_CLASS = "labkit-table"  # the HTML class of a shown table (the notebook tests count them)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill, nbval), where tables and figures are displayed."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the kit
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+class WholeTextFrame(pd.DataFrame):
+    """A DataFrame that a notebook shows with every cell's text whole (a claim's statement and reason)."""
+
+    @property
+    def _constructor(self):
+        return WholeTextFrame
+
+    def _repr_html_(self):
+        with pd.option_context("display.max_colwidth", None):
+            return super()._repr_html_()
+
+    def __repr__(self) -> str:
+        with pd.option_context("display.max_colwidth", None):
+            return super().__repr__()
+
+
+def show_table(name: str, df: pd.DataFrame, index: bool = False, floatfmt: str = ".3f") -> None:
+    """Display a table in a notebook under its name, every cell's text whole (pandas cuts cells at 50 characters
+    by default, which hid every claim's reason)."""
+    if not in_notebook():
+        return
+    from IPython.display import display
+
+    def fmt(x):
+        return format(x, floatfmt)
+
+    with pd.option_context("display.max_colwidth", None, "display.max_rows", 500, "display.max_columns", 100):
+        body = df.to_html(index=index, float_format=fmt, border=0, na_rep="-")
+        text = df.to_string(index=index, float_format=fmt, na_rep="-")
+    html = f'<div class="{TABLE_CLASS}" data-table="{name}"><p><b>{name}</b></p>{body}</div>'
+    display({"text/html": html, "text/plain": f"{name}\n{text}"}, raw=True)
+
+
 class Report:
     """Collects one study run's outputs into its folder.
 
@@ -176,8 +222,9 @@ class Report:
 
     def table(
         self, name: str, df: pd.DataFrame, headline: bool = False, floatfmt: str = ".3f", index: bool = False
-    ) -> pd.DataFrame:
-        """Save ``df`` as ``<name>.csv`` and ``<name>.md``; return it for display."""
+    ) -> None:
+        """Save ``df`` as ``<name>.csv`` and ``<name>.md`` and, in a notebook, show it where it is written (every
+        table, not only a cell's last expression), its text in full."""
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"table '{name}' must be a pandas DataFrame, got {type(df).__name__}")
         df.to_csv(self.path / f"{name}.csv", index=index)
@@ -186,7 +233,7 @@ class Report:
             self.tables.append(name)
         if headline or self.headline_table is None:
             self.headline_table = name
-        return df
+        show_table(name, df, index=index, floatfmt=floatfmt)
 
     def metrics(self, values: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
         """Merge numbers into ``metrics.json``."""
@@ -221,8 +268,8 @@ class Report:
 
     def claims_table(self) -> pd.DataFrame:
         """One row per claim: status, statement, preconditions, reason and, when inconclusive, the seeds that would
-        decide it (what the notebook shows)."""
-        return verdicts_table(list(self._claims.values()))
+        decide it (what the notebook shows, every reason whole)."""
+        return WholeTextFrame(verdicts_table(list(self._claims.values())))
 
     # ---- publishing ----------------------------------------------------------------------------
     def finalize(self) -> Path:
