@@ -466,3 +466,93 @@ def test_real_patch_figure_absent_and_present(tmp_path, shared_data):
         pytest.skip("eo-learn patch absent")
     fig, summary = study.real_patch_figure(root)
     assert fig is not None and summary["nodata_label_pixels"] == 155 and summary["class_pixels"]["forest"] == 7601
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    """The smoke preset over three seeds (three noisy severities, so the sweep claim is judged) with
+    ``pretrain_steps=0``: every 'pretrained' network keeps its initial weights."""
+    cfg = load_spec("noisy_label_pretraining").resolve(
+        "smoke", {"seeds": [0, 1, 2], "pretrain_steps": 0, "noise_levels": [0.3, 0.6, 1.0], "executor": "serial"}
+    )
+    results = study.run(cfg, progress=False)
+    return cfg, results, study.claim_tables(results)
+
+
+def _judged(cfg, results, tables):
+    return {v["id"]: v for v in judge_all(study.declare_claims(cfg, unavailable=results.unavailable), tables)}
+
+
+def _precondition(verdict, name):
+    return next(p for p in verdict["preconditions"] if p["name"] == name)
+
+
+def test_zero_pretraining_steps_leave_every_claim_not_evaluated_naming_trained(untrained):
+    cfg, results, tables = untrained
+    pre = results.pretrain
+    assert (pre.steps == 0).all() and pre.final_loss.isna().all()
+    assert (pre.clean_val_prior_loss <= pre.clean_val_train_prior_loss).all()  # the better prior is the bar
+    assert (pre.clean_loss_ratio >= study.TRAINED_MAX_RATIO).all(), pre[["labels", "order", "clean_loss_ratio"]]
+    assert_every_trained_run_has_a_budget(results)
+    assert (tables["budgets"].query("stage == 'pretrain'").steps == 0).all()
+    verdicts = _judged(cfg, results, tables)
+    assert len(verdicts) == 4
+    for claim, v in verdicts.items():
+        assert v["status"] == NOT_EVALUATED, (claim, v["reason"])
+        assert "precondition 'trained' failed" in v["reason"], (claim, v["reason"])
+        # what a user can do about it: in the precondition's why, shown with the verdict
+        assert "raise pretrain_steps (0 trains nothing)" in _precondition(v, "trained")["why"]
+        for p in v["preconditions"]:  # the fine-tunes and pretrainings a claim compares had the same budget
+            assert not p["name"].startswith("same budget") or p["passed"], (claim, p)
+    assert study.save_study_checkpoint(results)["saved"] is False  # never saved as 'noisy-pretrained'
+
+
+def test_same_budget_and_floor_fail_on_their_negative_controls_through_the_real_tables(untrained):
+    cfg, results, tables = untrained
+    budgets = tables["budgets"].copy()
+    longer = (budgets.stage == "finetune") & (budgets.init == "noisy_full")
+    budgets.loc[longer, "steps"] = budgets.loc[longer, "steps"] * 2
+    v = _judged(cfg, results, {**tables, "budgets": budgets})["noisy_pretraining_beats_random"]
+    k = results.settings["k_values"][0]
+    failed = _precondition(v, f"same budget (noisy_full vs random, k={k})")
+    steps = int(tables["budgets"].query(f"stage == 'finetune' and init == 'random' and k == {k}").steps.iloc[0])
+    assert not failed["passed"] and failed["evidence"]["differs"] == ["steps"]
+    assert f"steps {2 * steps}" in failed["evidence"]["a"] and f"steps {steps}" in failed["evidence"]["b"]
+    floor = tables["floor"].copy()
+    floor.loc[floor.init == "majority", "miou"] = 1.0  # a floor no arm can clear
+    v = _judged(cfg, results, {**tables, "floor": floor})
+    for claim in ("noisy_pretraining_beats_random", "encoder_transfers_to_new_classes", "benefit_shrinks_with_noise"):
+        assert f"precondition 'above the floor (random init, k={k})' failed" in v[claim]["reason"], claim
+
+
+def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
+    """The negative control of the "trained" bar: the class prior of the training labels at every pixel, scored
+    by the code that scores a pretrained network, sits at ratio 1 (or above, where the clean labels' prior is the
+    better bar) and fails it."""
+    from labkit.studies.noisy_label_pretraining import tasks
+
+    cfg, results, tables = untrained
+    rows = []
+    for seed, file in results.data.files.items():
+        if seed not in results.settings["seeds"]:
+            continue
+        arrays = tasks._load_arrays(file["path"], file["digest"])
+        k = len(results.data.classes_a)
+        for labels in ("clean", results.settings["main_noisy_labels"]):
+            y = arrays["a_pretrain" if labels == "clean" else f"a_pretrain_{labels}"]
+            ratios = {}
+            for name, p in (("training labels", tasks.class_prior(y, k)), ("uniform", np.full(k, 1 / k))):
+                prior = tasks.ClassPrior(p, arrays["x_val"].shape[1])
+                losses = tasks.clean_validation_losses(prior, arrays, y, k, arrays["a_pretrain"])
+                ratios[name] = losses["clean_loss_ratio"]
+            # each sits at 1 when it is the best prior, above 1 otherwise: never below
+            assert min(ratios.values()) >= 1.0 - 1e-5, ratios
+            if losses["clean_val_prior_loss"] == losses["clean_val_train_prior_loss"]:
+                assert ratios["training labels"] == pytest.approx(1.0, abs=1e-5)
+            # the validation labels' own entropy never exceeds the class prior's loss (it is the best constant)
+            assert losses["clean_val_trivial_loss"] <= losses["clean_val_prior_loss"] + 1e-5
+            rows.append({"seed": seed, "labels": labels, "order": 0, **losses})
+    v = _judged(cfg, results, {**tables, "pretraining": pd.DataFrame(rows)})
+    layer = v["encoder_robust_decoder_sensitive"]
+    assert layer["status"] == NOT_EVALUATED and "precondition 'trained' failed" in layer["reason"]
+    assert not any(p["passed"] for p in layer["preconditions"] if p["name"] == "trained")

@@ -93,7 +93,8 @@ FEWEST_TILES_ONLY = ("noisy_encoder", "clean_full")
 DATA_SOURCES = ("simulated", "geotiff", "noldo_s12")
 LEGEND_FILES = ("legend.json", "legend.csv")
 #: "trained" precondition: clean validation cross-entropy of a pretrained network over that of the best
-#: learner-free predictor, the class prior of its training labels (:class:`tasks.ClassPrior`).
+#: learner-free predictor: the class prior of its training labels, of the same tiles' clean labels or the uniform one,
+#: whichever is best on the clean validation tiles (:func:`tasks.clean_validation_losses`).
 TRAINED_MAX_RATIO = 0.8
 #: "above the floor" precondition: every compared arm beats the most frequent class everywhere by this mIoU.
 FLOOR_MARGIN = 0.02
@@ -877,6 +878,7 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
                         "loss_ratio",
                         "clean_val_loss",
                         "clean_val_prior_loss",
+                        "clean_val_train_prior_loss",
                         "clean_val_trivial_loss",
                         "clean_loss_ratio",
                         "test_miou",
@@ -1292,15 +1294,17 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
 
     def trained(labels):
         # Read on the clean validation labels: noisy training labels floor the training loss at their own entropy.
-        # The learner-free bar is the class prior of the labels it trained on (tasks.ClassPrior), scored alike.
+        # The learner-free bar is the best class prior (of the labels it trained on, of the same tiles' clean labels,
+        # or uniform), scored by the same code (tasks.ClassPrior).
         return Precondition.trained(
             "clean_val_loss",
             {"labels": labels, "order": 0},
             TRAINED_MAX_RATIO,
             learner_free="clean_val_prior_loss",
             why=f"the {labels}-pretrained network, before fine-tuning, predicts the clean validation tiles with less "
-            f"than {TRAINED_MAX_RATIO:g} x the cross-entropy of the class prior of its training labels (the best "
-            "learner-free predictor; the noisy training labels' own loss is floored by their noise); when it fails, "
+            f"than {TRAINED_MAX_RATIO:g} x the cross-entropy of the class prior (of its training labels, of the same "
+            "tiles' clean labels or uniform, whichever predicts them best: the best learner-free predictor; the noisy "
+            "training labels' own loss is floored by their noise); when it fails, "
             "pretraining learned too little to test: raise pretrain_steps (0 trains nothing) or n_pretrain_tiles",
         )
 
