@@ -17,7 +17,8 @@ kit's study order (data, the grid's tasks, claims, tables, figures):
    a per-pixel QDA (the classical reference) are rows of the same tables.
 4. **Claims** (:func:`declare_claims`, :func:`claim_tables`), judged by :mod:`labkit.core.claims` with the
    preconditions that make them testable: label-limited, plateau, headroom (clean pretraining itself beats random
-   init), trained (on clean validation labels), null available, size-free estimator.
+   init), trained (on clean validation labels, against the best class prior), same budget (every trained run's
+   record carries its budget: the ``budgets`` table), above the floor, null available, size-free estimator.
 5. The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`): per layer, KL between
    weight histograms of **equal-size subsamples** with bins fixed in units of the layer's initial standard
    deviation, so its finite-sample floor is the same for every layer; the clean-vs-noisy value minus the
