@@ -101,6 +101,7 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert {"clean vs noisy", "clean vs clean, other data order (null)"} == set(results.layers.comparison)
     assert (results.layers["sample"] == results.layers["sample"].iloc[0]).all()
     tables = study.claim_tables(results)
+    assert_every_trained_run_has_a_budget(results)
     verdicts = judge_all(study.declare_claims(TINY, unavailable=results.unavailable), tables)
     assert [v["id"] for v in verdicts] == [
         "noisy_pretraining_beats_random",
@@ -115,6 +116,21 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert saved["saved"] is False and "resnet10t" in saved["reason"]
     again = study.run(cfg, data=results.data, progress=False)  # every task from the cache
     pd.testing.assert_frame_equal(again.finetune.drop(columns="seconds"), ft.drop(columns="seconds"))
+
+
+def assert_every_trained_run_has_a_budget(results):
+    """Every pretraining and fine-tuning record carries a full budget; the budgets table has one row per run."""
+    budgets = study.budget_runs(results)
+    missing = budgets[budgets.missing != ""]
+    assert missing.empty, f"{study.STUDY}: trained runs without a full budget: " + "; ".join(
+        f"grid {r.grid} ({r.stage} seed {r.seed}): missing {r.missing}" for r in missing.itertuples()
+    )
+    n_pre = len(results.pretrain) + int(results.checkpoint_state is not None and results.settings["encoder_depth"] != 5)
+    n_ft = len(results.finetune[~results.finetune.init.isin(study.REFERENCE_ROWS)]) + len(results.regime)
+    counts = budgets.grid.value_counts()
+    assert counts.get(f"{study.STUDY}-pretrain", 0) == n_pre, f"{study.STUDY}: grid {study.STUDY}-pretrain"
+    assert counts.get(f"{study.STUDY}-finetune", 0) == n_ft, f"{study.STUDY}: grid {study.STUDY}-finetune"
+    assert (budgets.batch_size == results.settings["batch_size"]).all() and budgets.trainable_params.gt(0).all()
 
 
 def test_resnet18_run_saves_the_full_depth_named_checkpoint():
@@ -142,8 +158,14 @@ def _tables(
     extra_regime_seeds=0,
     regime_noise=0.0,
     clean_gain=0.12,
+    floor=0.05,
+    noisy_full_steps=150,
+    null_steps=200,
 ):
-    """Claim tables with per-seed jitter: the arms' values, the late gains, the sweep and the layer excess."""
+    """Claim tables with per-seed jitter: the arms' values, the late gains, the sweep, the layer excess, the floor
+    (most frequent class) and the budgets (fine-tunes train 150 steps at k=4, 400 at k=32, pretrainings 200;
+    ``noisy_full_steps``: the noisy fine-tunes' steps at k=4, shifted alike at k=32; ``null_steps``: the clean null
+    pretraining's)."""
     rng = np.random.default_rng(0)
     j = lambda: float(rng.normal(0, 0.003))  # noqa: E731
 
@@ -174,11 +196,41 @@ def _tables(
     layers = [dict(seed=s, part=p, excess=e + j() / 10) for s in seeds for p, e in zip(("encoder", "decoder"), excess)]
     pre = pd.DataFrame(
         [
-            dict(seed=s, labels=lab, order=0, loss_ratio=0.9, clean_loss_ratio=loss_ratio)
+            dict(
+                seed=s,
+                labels=lab,
+                order=0,
+                loss_ratio=0.9,
+                clean_loss_ratio=loss_ratio,
+                clean_val_loss=loss_ratio * 1.5,
+                clean_val_prior_loss=1.5,
+            )
             for s in seeds
             for lab in ("clean", "sev0p3")
         ]
     )
+    floor_rows = pd.concat(
+        [
+            runs[runs.task == "lulc"],
+            pd.DataFrame([row(s, "majority", k, "none", floor + j()) for s in seeds for k in (4, 32)]),
+        ],
+        ignore_index=True,
+    )
+
+    def budget(stage, steps, **keys):
+        return dict(stage=stage, steps=steps, batch_size=4, lr=5e-3, schedule=f"cosine over {steps}", **keys)
+
+    budgets = [
+        budget("pretrain", null_steps if order else 200, seed=s, labels=lab, order=order)
+        for s in seeds
+        for lab, order in (("clean", 0), ("clean", 1), ("sev0p3", 0), ("sev0p6", 0), ("sev1", 0))
+    ]
+    for r in runs.itertuples():
+        steps = {4: 150, 32: 400, 16: 200}[r.k]
+        steps = steps + noisy_full_steps - 150 if r.init == "noisy_full" else steps
+        budgets.append(
+            budget("finetune", steps, seed=r.seed, task=r.task, init=r.init, k=r.k, pretraining=r.pretraining)
+        )
     regime_seeds = tuple(seeds) + tuple(range(max(seeds) + 1, max(seeds) + 1 + extra_regime_seeds))
     regime = pd.DataFrame(
         [
@@ -197,6 +249,8 @@ def _tables(
         "layer_null": pd.DataFrame([dict(seed=s, null_layers=10) for s in seeds]),
         "layer_size": pd.DataFrame([dict(seed=s, excess_size_corr_abs=size_corr) for s in seeds]),
         "pretraining": pre,
+        "floor": floor_rows,
+        "budgets": pd.DataFrame(budgets),
     }
 
 
@@ -238,17 +292,41 @@ def test_label_limited_reads_the_regime_seeds():
     assert label_limited["passed"] and label_limited["evidence"]["n"] == 8
 
 
+GAIN_CLAIMS = ("noisy_pretraining_beats_random", "encoder_transfers_to_new_classes", "benefit_shrinks_with_noise")
+
+
 def test_without_headroom_from_clean_pretraining_the_gain_claims_are_not_evaluated():
     v = _verdicts(clean_gain=0.0, gain_few=-0.05)  # even clean pretraining does not beat random init here
-    for claim in ("noisy_pretraining_beats_random", "benefit_shrinks_with_noise"):
+    for claim in GAIN_CLAIMS:  # claim 2 (transfer) too: never "did not hold" where clean pretraining gains nothing
         assert v[claim]["status"] == NOT_EVALUATED and "precondition 'headroom' failed" in v[claim]["reason"]
     assert v["encoder_robust_decoder_sensitive"]["status"] == HELD  # the layer claim does not need it
+    transfer = next(p for p in v["encoder_transfers_to_new_classes"]["preconditions"] if p["name"] == "headroom")
+    assert "task B has no clean-pretrained arm" in transfer["why"]
+
+
+def test_unequal_budgets_leave_the_compared_claims_not_evaluated_naming_both():
+    v = _verdicts(noisy_full_steps=300)  # the noisy fine-tunes trained twice as long as random init
+    for claim in ("noisy_pretraining_beats_random", "benefit_shrinks_with_noise"):
+        assert v[claim]["status"] == NOT_EVALUATED and "precondition 'same budget" in v[claim]["reason"]
+        assert "steps 300" in v[claim]["reason"] and "steps 150" in v[claim]["reason"]
+    assert v["encoder_transfers_to_new_classes"]["status"] == HELD  # its arms (noisy_encoder) kept their budget
+    v = _verdicts(null_steps=100)  # the null pretraining of the layer claim trained half as long
+    layer = v["encoder_robust_decoder_sensitive"]
+    assert layer["status"] == NOT_EVALUATED and "same budget (clean vs the clean null pretraining)" in layer["reason"]
+
+
+def test_arms_at_the_floor_leave_the_gain_claims_not_evaluated():
+    v = _verdicts(floor=0.29)  # the most frequent class everywhere scores about what random init does at k=4
+    for claim in GAIN_CLAIMS:
+        assert v[claim]["status"] == NOT_EVALUATED, claim
+        assert "precondition 'above the floor (random init, k=4)' failed" in v[claim]["reason"], claim
+    assert _verdicts(floor=0.2)["noisy_pretraining_beats_random"]["status"] == HELD
 
 
 def test_trained_is_read_on_the_clean_validation_loss():
     v = _verdicts(loss_ratio=0.85)
-    for claim in ("noisy_pretraining_beats_random", "encoder_robust_decoder_sensitive"):
-        assert v[claim]["status"] == NOT_EVALUATED and "precondition 'trained' failed" in v[claim]["reason"]
+    for claim in study.declare_claims(DEFAULT):  # every claim rests on a pretraining that learned
+        assert v[claim.id]["status"] == NOT_EVALUATED and "precondition 'trained' failed" in v[claim.id]["reason"]
     # the noisy training labels' own loss ratio (0.9 in these tables) is not what it reads
     assert _verdicts(loss_ratio=0.5)["noisy_pretraining_beats_random"]["status"] == HELD
 
@@ -388,3 +466,93 @@ def test_real_patch_figure_absent_and_present(tmp_path, shared_data):
         pytest.skip("eo-learn patch absent")
     fig, summary = study.real_patch_figure(root)
     assert fig is not None and summary["nodata_label_pixels"] == 155 and summary["class_pixels"]["forest"] == 7601
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    """The smoke preset over three seeds (three noisy severities, so the sweep claim is judged) with
+    ``pretrain_steps=0``: every 'pretrained' network keeps its initial weights."""
+    cfg = load_spec("noisy_label_pretraining").resolve(
+        "smoke", {"seeds": [0, 1, 2], "pretrain_steps": 0, "noise_levels": [0.3, 0.6, 1.0], "executor": "serial"}
+    )
+    results = study.run(cfg, progress=False)
+    return cfg, results, study.claim_tables(results)
+
+
+def _judged(cfg, results, tables):
+    return {v["id"]: v for v in judge_all(study.declare_claims(cfg, unavailable=results.unavailable), tables)}
+
+
+def _precondition(verdict, name):
+    return next(p for p in verdict["preconditions"] if p["name"] == name)
+
+
+def test_zero_pretraining_steps_leave_every_claim_not_evaluated_naming_trained(untrained):
+    cfg, results, tables = untrained
+    pre = results.pretrain
+    assert (pre.steps == 0).all() and pre.final_loss.isna().all()
+    assert (pre.clean_val_prior_loss <= pre.clean_val_train_prior_loss).all()  # the better prior is the bar
+    assert (pre.clean_loss_ratio >= study.TRAINED_MAX_RATIO).all(), pre[["labels", "order", "clean_loss_ratio"]]
+    assert_every_trained_run_has_a_budget(results)
+    assert (tables["budgets"].query("stage == 'pretrain'").steps == 0).all()
+    verdicts = _judged(cfg, results, tables)
+    assert len(verdicts) == 4
+    for claim, v in verdicts.items():
+        assert v["status"] == NOT_EVALUATED, (claim, v["reason"])
+        assert "precondition 'trained' failed" in v["reason"], (claim, v["reason"])
+        # what a user can do about it: in the precondition's why, shown with the verdict
+        assert "raise pretrain_steps (0 trains nothing)" in _precondition(v, "trained")["why"]
+        for p in v["preconditions"]:  # the fine-tunes and pretrainings a claim compares had the same budget
+            assert not p["name"].startswith("same budget") or p["passed"], (claim, p)
+    assert study.save_study_checkpoint(results)["saved"] is False  # never saved as 'noisy-pretrained'
+
+
+def test_same_budget_and_floor_fail_on_their_negative_controls_through_the_real_tables(untrained):
+    cfg, results, tables = untrained
+    budgets = tables["budgets"].copy()
+    longer = (budgets.stage == "finetune") & (budgets.init == "noisy_full")
+    budgets.loc[longer, "steps"] = budgets.loc[longer, "steps"] * 2
+    v = _judged(cfg, results, {**tables, "budgets": budgets})["noisy_pretraining_beats_random"]
+    k = results.settings["k_values"][0]
+    failed = _precondition(v, f"same budget (noisy_full vs random, k={k})")
+    steps = int(tables["budgets"].query(f"stage == 'finetune' and init == 'random' and k == {k}").steps.iloc[0])
+    assert not failed["passed"] and failed["evidence"]["differs"] == ["steps"]
+    assert f"steps {2 * steps}" in failed["evidence"]["a"] and f"steps {steps}" in failed["evidence"]["b"]
+    floor = tables["floor"].copy()
+    floor.loc[floor.init == "majority", "miou"] = 1.0  # a floor no arm can clear
+    v = _judged(cfg, results, {**tables, "floor": floor})
+    for claim in ("noisy_pretraining_beats_random", "encoder_transfers_to_new_classes", "benefit_shrinks_with_noise"):
+        assert f"precondition 'above the floor (random init, k={k})' failed" in v[claim]["reason"], claim
+
+
+def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
+    """The negative control of the "trained" bar: the class prior of the training labels at every pixel, scored
+    by the code that scores a pretrained network, sits at ratio 1 (or above, where the clean labels' prior is the
+    better bar) and fails it."""
+    from labkit.studies.noisy_label_pretraining import tasks
+
+    cfg, results, tables = untrained
+    rows = []
+    for seed, file in results.data.files.items():
+        if seed not in results.settings["seeds"]:
+            continue
+        arrays = tasks._load_arrays(file["path"], file["digest"])
+        k = len(results.data.classes_a)
+        for labels in ("clean", results.settings["main_noisy_labels"]):
+            y = arrays["a_pretrain" if labels == "clean" else f"a_pretrain_{labels}"]
+            ratios = {}
+            for name, p in (("training labels", tasks.class_prior(y, k)), ("uniform", np.full(k, 1 / k))):
+                prior = tasks.ClassPrior(p, arrays["x_val"].shape[1])
+                losses = tasks.clean_validation_losses(prior, arrays, y, k, arrays["a_pretrain"])
+                ratios[name] = losses["clean_loss_ratio"]
+            # each sits at 1 when it is the best prior, above 1 otherwise: never below
+            assert min(ratios.values()) >= 1.0 - 1e-5, ratios
+            if losses["clean_val_prior_loss"] == losses["clean_val_train_prior_loss"]:
+                assert ratios["training labels"] == pytest.approx(1.0, abs=1e-5)
+            # the validation labels' own entropy never exceeds the class prior's loss (it is the best constant)
+            assert losses["clean_val_trivial_loss"] <= losses["clean_val_prior_loss"] + 1e-5
+            rows.append({"seed": seed, "labels": labels, "order": 0, **losses})
+    v = _judged(cfg, results, {**tables, "pretraining": pd.DataFrame(rows)})
+    layer = v["encoder_robust_decoder_sensitive"]
+    assert layer["status"] == NOT_EVALUATED and "precondition 'trained' failed" in layer["reason"]
+    assert not any(p["passed"] for p in layer["preconditions"] if p["name"] == "trained")

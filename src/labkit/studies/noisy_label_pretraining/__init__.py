@@ -17,7 +17,8 @@ kit's study order (data, the grid's tasks, claims, tables, figures):
    a per-pixel QDA (the classical reference) are rows of the same tables.
 4. **Claims** (:func:`declare_claims`, :func:`claim_tables`), judged by :mod:`labkit.core.claims` with the
    preconditions that make them testable: label-limited, plateau, headroom (clean pretraining itself beats random
-   init), trained (on clean validation labels), null available, size-free estimator.
+   init), trained (on clean validation labels, against the best class prior), same budget (every trained run's
+   record carries its budget: the ``budgets`` table), above the floor, null available, size-free estimator.
 5. The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`): per layer, KL between
    weight histograms of **equal-size subsamples** with bins fixed in units of the layer's initial standard
    deviation, so its finite-sample floor is the same for every layer; the clean-vs-noisy value minus the
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.core.claims import Check, Claim, Compare, Precondition
+from labkit.core.claims import BUDGET_KEYS, Check, Claim, Compare, Precondition, missing_budget
 from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.core.stats import paired_by_index
@@ -92,8 +93,12 @@ IGNORE_INDEX = landcover.IGNORE_INDEX
 FEWEST_TILES_ONLY = ("noisy_encoder", "clean_full")
 DATA_SOURCES = ("simulated", "geotiff", "noldo_s12")
 LEGEND_FILES = ("legend.json", "legend.csv")
-#: "trained" precondition: clean validation cross-entropy of a pretrained network over the trivial predictor's.
+#: "trained" precondition: clean validation cross-entropy of a pretrained network over that of the best
+#: learner-free predictor: the class prior of its training labels, of the same tiles' clean labels or the uniform one,
+#: whichever is best on the clean validation tiles (:func:`tasks.clean_validation_losses`).
 TRAINED_MAX_RATIO = 0.8
+#: "above the floor" precondition: every compared arm beats the most frequent class everywhere by this mIoU.
+FLOOR_MARGIN = 0.02
 #: Noisy severities (above 0) the noise-sweep claim needs; clean pretraining is a reference, never a level.
 MIN_SWEEP_LEVELS = 3
 #: What each data source is, where it is published and the folder layout the loader expects.
@@ -635,6 +640,7 @@ class Results:
     checkpoint_meta: dict = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     regime: pd.DataFrame | None = None  # random init at the fewest and most tiles on the extra regime seeds
+    budgets: pd.DataFrame | None = None  # one row per trained run (pretraining and fine-tuning): its budget
 
 
 def validate_settings(cfg) -> None:
@@ -841,8 +847,19 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
         pre.add(labels="clean", order=1, **common)
     pre_result = pre.run(**executor)
     pre_rows, states, checkpoint_state = [], {}, None
+    budget_rows = []
     for task, record in zip(pre_result.tasks, pre_result.records):
         p = task.params
+        budget_rows.append(
+            _budget_row(
+                record,
+                pre.name,
+                stage="checkpoint" if p.get("depth") == 5 else "pretrain",
+                seed=p["seed"],
+                labels=p["labels"],
+                order=p["order"],
+            )
+        )
         if p.get("depth") == 5 and s["encoder_depth"] != 5:
             checkpoint_state = record["state"]
             continue
@@ -860,6 +877,10 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
                         "final_loss",
                         "trivial_loss",
                         "loss_ratio",
+                        "clean_val_loss",
+                        "clean_val_prior_loss",
+                        "clean_val_train_prior_loss",
+                        "clean_val_trivial_loss",
                         "clean_loss_ratio",
                         "test_miou",
                         "steps",
@@ -949,6 +970,9 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
     ft_result = ft.run(**executor)
     ft_rows, curve_rows, regime_rows = [], [], []
     for i, (meta, record) in enumerate(zip(rows_meta, ft_result.records)):
+        budget_rows.append(
+            _budget_row(record, ft.name, stage="finetune", regime=i < n_regime_runs, **{k: meta[k] for k in FT_KEYS})
+        )
         row = {
             **meta,
             **{
@@ -972,7 +996,8 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
             )
     qda = Grid(f"{STUDY}-qda", qda_task)
     for seed in s["seeds"]:
-        for k in s["k_values"]:
+        # the floor rows of every k a claim compares at (the sweep's k too)
+        for k in sorted(set(s["k_values"]) | {s["sweep_k"]}):
             qda.add(data=data.files[seed], seed=seed, task=TASK_A, k=k, num_classes=ka)
     qda_result = qda.run(executor="serial", progress=progress)
     for task, record in zip(qda_result.tasks, qda_result.records):
@@ -1060,7 +1085,35 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
         meta,
         time.time() - started,
         pd.DataFrame(regime_rows, columns=list(ft_rows[0]) if ft_rows else None),
+        pd.DataFrame(budget_rows, columns=BUDGET_TABLE_COLUMNS),
     )
+
+
+#: What identifies a fine-tuning run in the budgets table (the claims' filters read these columns).
+FT_KEYS = ("seed", "task", "init", "k", "pretraining")
+BUDGET_TABLE_COLUMNS = [
+    "grid",
+    "stage",
+    "seed",
+    "labels",
+    "order",
+    *FT_KEYS[1:],
+    "regime",
+    *BUDGET_KEYS,
+    "missing",
+]
+
+
+def _budget_row(record: Mapping, grid: str, **keys) -> dict:
+    """One trained run's budget (``record["budget"]``) with the keys the claims filter on; ``missing`` names the
+    budget keys the record lacks (empty when it carries a full budget)."""
+    budget = record.get("budget") if isinstance(record.get("budget"), Mapping) else {}
+    return {
+        "grid": grid,
+        **keys,
+        **{k: budget.get(k) for k in BUDGET_KEYS},
+        "missing": ", ".join(missing_budget(record)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1181,6 +1234,8 @@ def save_study_checkpoint(results: Results, enabled: bool = True) -> dict:
         }
     if results.checkpoint_state is None:
         return {"saved": False, "reason": "no full-depth noisy-pretrained encoder in the results"}
+    if int(results.settings.get("pretrain_steps", 1)) == 0:
+        return {"saved": False, "reason": "pretrain_steps=0: the encoder was never pretrained (its initial weights)"}
     return {"saved": True, "path": str(save_pretrained_encoder(results.checkpoint_state, results.checkpoint_meta))}
 
 
@@ -1231,16 +1286,55 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
         "or run the paper preset",
     )
 
+    # Claim 2's task-B part has no clean-pretrained arm of its own: the task-A headroom stands for it.
+    headroom_transfer = dataclasses.replace(
+        headroom,
+        why=headroom.why + f"; task B has no clean-pretrained arm, so this task-A headroom at k={k_few} stands for "
+        "the task-B part too",
+    )
+
     def trained(labels):
         # Read on the clean validation labels: noisy training labels floor the training loss at their own entropy.
+        # The learner-free bar is the best class prior (of the labels it trained on, of the same tiles' clean labels,
+        # or uniform), scored by the same code (tasks.ClassPrior).
         return Precondition.trained(
-            "clean_loss_ratio",
+            "clean_val_loss",
             {"labels": labels, "order": 0},
             TRAINED_MAX_RATIO,
+            learner_free="clean_val_prior_loss",
             why=f"the {labels}-pretrained network, before fine-tuning, predicts the clean validation tiles with less "
-            f"than {TRAINED_MAX_RATIO:g} x the trivial predictor's cross-entropy (the noisy training labels' own "
-            "loss is floored by their noise)",
+            f"than {TRAINED_MAX_RATIO:g} x the cross-entropy of the class prior (of its training labels, of the same "
+            "tiles' clean labels or uniform, whichever predicts them best: the best learner-free predictor; the noisy "
+            "training labels' own loss is floored by their noise); when it fails, "
+            "pretraining learned too little to test: raise pretrain_steps (0 trains nothing) or n_pretrain_tiles",
         )
+
+    def same_budget(a, b, what):
+        # Fine-tunes (or pretrainings) a claim compares: the same steps, batch size and schedule.
+        return dataclasses.replace(Precondition.same_budget(a=a, b=b, label=what), name=f"same budget ({what})")
+
+    def finetunes(a, b, what):
+        return same_budget({"stage": "finetune", **a}, {"stage": "finetune", **b}, what)
+
+    def pretrainings(a, b, what):
+        return same_budget(
+            {"stage": "pretrain", "labels": a[0], "order": a[1]},
+            {"stage": "pretrain", "labels": b[0], "order": b[1]},
+            what,
+        )
+
+    def above_floor(arm, what, k=k_few):
+        return Precondition.above_floor(
+            "miou",
+            arm=arm,
+            floor={**A, "init": "majority", "k": k},
+            margin=FLOOR_MARGIN,
+            table="floor",
+            label=what,
+        )
+
+    noisy_full_few = {**A, "init": "noisy_full", "k": k_few, "pretraining": main}
+    noisy_encoder_few = {**A, "init": "noisy_encoder", "k": k_few, "pretraining": main}
 
     claims = [
         Claim(
@@ -1266,7 +1360,20 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                     effect_source=PRACTICAL_SOURCE,
                 ),
             ],
-            preconditions=[label_limited, plateau, headroom, trained(main)],
+            preconditions=[
+                label_limited,
+                plateau,
+                headroom,
+                trained(main),
+                finetunes(noisy_full_few, random_few, f"noisy_full vs random, k={k_few}"),
+                finetunes(
+                    {**A, "init": "noisy_full", "k": k_many, "pretraining": main},
+                    {**A, "init": "random", "k": k_many},
+                    f"noisy_full vs random, k={k_many}",
+                ),
+                above_floor(random_few, f"random init, k={k_few}"),
+                above_floor(noisy_full_few, f"noisy_full, k={k_few}"),
+            ],
             note=f"fine-tuning runs train {_cfg(cfg, 'finetune_steps')} steps at k={k_values} (both arms of a k the "
             "same; measured so random initialisation plateaus)",
         )
@@ -1304,9 +1411,20 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                     Check("late_gain", {"task": TASK_B, "init": "random"}, "<", plateau_gain, table="curves"),
                     why=f"random init on task B improved by less than {plateau_gain:g} over the last fifth of training",
                 ),
+                headroom_transfer,
                 trained(main),
+                finetunes(noisy_encoder_few, random_few, f"noisy_encoder vs random, task A k={k_few}"),
+                finetunes(
+                    {"task": TASK_B, "init": "noisy_encoder"},
+                    {"task": TASK_B, "init": "random"},
+                    "noisy_encoder vs random, task B",
+                ),
+                above_floor(random_few, f"random init, k={k_few}"),
+                above_floor(noisy_encoder_few, f"noisy_encoder, k={k_few}"),
             ],
             unavailable=unavailable.get(TASK_B),
+            note="task B has no floor row (the most frequent class is computed on task A only): the floor "
+            f"preconditions read task A at k={k_few}",
         )
     )
 
@@ -1350,6 +1468,8 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                 ),
                 trained("clean"),
                 trained(main),
+                pretrainings(("clean", 0), (main, 0), f"clean vs {main} pretraining"),
+                pretrainings(("clean", 0), ("clean", 1), "clean vs the clean null pretraining"),
             ],
             note=LAYER_ESTIMATOR,
         )
@@ -1392,7 +1512,27 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
             "benefit_shrinks_with_noise",
             "The benefit of noisy-label pretraining shrinks as label noise grows and holds over a range of levels.",
             compare=compare,
-            preconditions=[label_limited, plateau, headroom],
+            preconditions=[
+                label_limited,
+                plateau,
+                headroom,
+                # every noisy pretraining of the sweep follows the clean one's recipe: if that did not train,
+                # none of them says anything
+                trained("clean"),
+                finetunes(
+                    {**A, "init": "noisy_full", "k": sweep_k},
+                    {**A, "init": "random", "k": sweep_k},
+                    f"noisy_full (every severity) vs random, k={sweep_k}",
+                ),
+                above_floor({**A, "init": "random", "k": sweep_k}, f"random init, k={sweep_k}", sweep_k),
+                above_floor(
+                    {**A, "init": "noisy_full", "k": sweep_k, "pretraining": label_key(levels[0])},
+                    f"noisy_full at severity {levels[0]:g}, k={sweep_k}",
+                    sweep_k,
+                )
+                if levels
+                else above_floor({**A, "init": "noisy_full", "k": sweep_k}, f"noisy_full, k={sweep_k}", sweep_k),
+            ],
             unavailable=sweep_unavailable,
             note=f"judged on the noisy severities {levels} only, fine-tuned on k={sweep_k} tiles; clean pretraining is "
             "the reference line of the sweep figure, not a level",
@@ -1429,7 +1569,35 @@ def claim_tables(results: Results) -> dict[str, pd.DataFrame]:
         "layer_null": layer_null_table(results),
         "layer_size": layer_null_table(results),
         "pretraining": results.pretrain,
+        "budgets": budget_runs(results),
+        "floor": ft[ft.task == TASK_A][["seed", "task", "init", "k", "pretraining", "severity", "miou"]].reset_index(
+            drop=True
+        ),
     }
+
+
+def budget_runs(results: Results) -> pd.DataFrame:
+    """One row per trained run (pretraining, fine-tuning, the regime seeds' runs): its grid, the keys the claims
+    filter on and its budget; what the "same budget" preconditions read."""
+    if results.budgets is None:
+        return pd.DataFrame(columns=BUDGET_TABLE_COLUMNS)
+    return results.budgets.reset_index(drop=True)
+
+
+def budgets_table(results: Results) -> pd.DataFrame:
+    """Each trained arm's budget, one row per arm and condition (seeds folded into ``n_runs``; a budget column
+    that differs between seeds lists its values)."""
+    runs = budget_runs(results)
+    keys = ["stage", "task", "init", "k", "pretraining", "labels", "order"]
+    if runs.empty:
+        return pd.DataFrame(columns=[*keys, "n_runs", *BUDGET_KEYS])
+    join = lambda v: v.iloc[0] if v.nunique(dropna=False) == 1 else " / ".join(sorted({str(x) for x in v}))  # noqa: E731
+    out = (
+        runs.groupby(keys, dropna=False, sort=False)
+        .agg(n_runs=("seed", "size"), **{c: (c, join) for c in BUDGET_KEYS})
+        .reset_index()
+    )
+    return out.dropna(axis=1, how="all")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def plan(cfg) -> list:
     label_sets = ["clean"] + sorted({main} | {study.label_key(v) for v in levels})
     n_pre = len(cfg.seeds) * (len(label_sets) + 1) + int(bool(cfg.save_checkpoint) and s["encoder"] == "resnet18")
     epochs = min(10, cfg.pretrain_steps)
-    spe = max(1, cfg.pretrain_steps // epochs)
+    spe = max(1, cfg.pretrain_steps // epochs) if epochs else 0  # pretrain_steps=0: nothing is trained
     pre = TaskBudget(
         "pretrain",
         n_pre,
