@@ -9,6 +9,7 @@ import json
 import pytest
 
 from labkit.runner import reproduce
+from tests.report_checks import assert_every_table_shown
 
 
 @pytest.mark.parametrize("study", ["farcluss", "noisy_label_pretraining"])
@@ -27,6 +28,7 @@ def test_more_seeds_reuse_every_cached_seed(study, tmp_path, monkeypatch):
         assert result.status == "ok", result.message
         manifest = json.loads((tmp_path / name / study / "manifest.json").read_text())
         grids[name] = {g["name"]: g for g in manifest["grids"]}
+        assert_every_table_shown(tmp_path / name / study)
     assert grids["one"] and set(grids["one"]) == set(grids["two"])
     for name, first in grids["one"].items():
         second = grids["two"][name]

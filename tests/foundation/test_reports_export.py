@@ -60,3 +60,26 @@ def test_the_runner_exports_the_view_and_writes_the_study_readme_before_publishi
     assert target == folder / "01_alpha.html" and CODE_MARKER not in target.read_text()
     readme = (folder / "README.md").read_text()
     assert "[01_alpha.html](01_alpha.html)" in readme and "![line](line.png)" in readme
+
+
+def test_a_table_names_no_machine_path_and_a_warning_is_one_short_line(tmp_path, monkeypatch):
+    import warnings as _warnings
+    from pathlib import Path
+
+    import pandas as pd
+
+    from labkit.core.paths import repo_root
+    from labkit.reports import writer
+
+    df = pd.DataFrame(
+        {"file": [str(repo_root() / "checkpoints" / "x.safetensors"), str(Path.home() / "d")], "n": [1, 2]}
+    )
+    clean = writer._without_machine_paths(df, tmp_path)
+    assert clean["file"].tolist() == ["checkpoints/x.safetensors", "~/d"] and clean["n"].tolist() == [1, 2]
+    line = writer._short_warning(
+        _warnings.WarningMessage("no pixel of class 'x'", UserWarning, "/tmp/ipykernel_1/2.py", 1).message,
+        UserWarning,
+        "/tmp/ipykernel_1/2.py",
+        1,
+    )
+    assert line == "UserWarning: no pixel of class 'x'\n"

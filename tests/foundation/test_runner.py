@@ -14,6 +14,7 @@ import pytest
 from labkit.core.errors import NotebookError, ParameterError
 from labkit.reports.index import render_index
 from labkit.runner import reproduce, summary_table
+from tests.report_checks import assert_every_table_shown
 
 TOY_SPEC = """
 name: {name}
@@ -133,6 +134,7 @@ def test_runs_inject_parameters_publish_and_skip_when_unchanged(toys):
         if c.cell_type == "code"
         for o in c.outputs
     ), "figure not inline"
+    assert_every_table_shown(folder)
     index = (toys / "reports" / "README.md").read_text()
     assert "alpha" in index and "score = 40.000" in index and "1 / 0 / 0 / 1" in index
 

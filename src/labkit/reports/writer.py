@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -127,14 +128,24 @@ def _in_notebook() -> bool:
 TABLE_CLASS = "labkit-table"  # the HTML class of a shown table (the notebook tests count them)
 
 
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (JupyterLab, papermill, nbval), where tables and figures are displayed."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython comes with the kit
-        return False
-    shell = get_ipython()
-    return shell is not None and hasattr(shell, "kernel")
+def _short_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning in a notebook as one short line: no kernel temp-file path, no echoed source line."""
+    return f"{category.__name__}: {message}\n"
+
+
+def _without_machine_paths(df: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """``df`` with absolute paths in its text cells made relative (the project, the run folder), ``~`` or
+    ``$LABKIT_...``: a published table names no path of the machine it ran on."""
+    from labkit.reports.html import path_replacements, scrub_paths
+
+    text = [c for c in df.columns if pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])]
+    if not text:
+        return df
+    pairs = path_replacements(folder)
+    out = df.copy()
+    for c in text:
+        out[c] = [scrub_paths(v, pairs) if isinstance(v, str) else v for v in out[c]]
+    return out
 
 
 class WholeTextFrame(pd.DataFrame):
@@ -156,7 +167,7 @@ class WholeTextFrame(pd.DataFrame):
 def show_table(name: str, df: pd.DataFrame, index: bool = False, floatfmt: str = ".3f") -> None:
     """Display a table in a notebook under its name, every cell's text whole (pandas cuts cells at 50 characters
     by default, which hid every claim's reason)."""
-    if not in_notebook():
+    if not _in_notebook():
         return
     from IPython.display import display
 
@@ -203,6 +214,8 @@ class Report:
         self._metrics: dict[str, Any] = {}
         self._claims: dict[str, dict] = {}
         self.finalized = False
+        if _in_notebook():
+            warnings.formatwarning = _short_warning
 
     # ---- outputs -------------------------------------------------------------------------------
     def figure(self, name: str, fig, show: bool = True, dpi: int = 110) -> Path:
@@ -227,6 +240,7 @@ class Report:
         table, not only a cell's last expression), its text in full."""
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"table '{name}' must be a pandas DataFrame, got {type(df).__name__}")
+        df = _without_machine_paths(df, self.path)
         df.to_csv(self.path / f"{name}.csv", index=index)
         (self.path / f"{name}.md").write_text(df.to_markdown(index=index, floatfmt=floatfmt) + "\n")
         if name not in self.tables:
