@@ -42,6 +42,14 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _preset_from_params(args) -> None:
+    """``-p preset paper`` means ``--preset paper`` (the parameters cell of every notebook has ``preset``)."""
+    given = [value for name, value in getattr(args, "param", []) if name == "preset"]
+    if given:
+        args.preset = given[-1]
+        args.param = [(name, value) for name, value in args.param if name != "preset"]
+
+
 def _grid_overrides(args) -> list[tuple[str, str]]:
     """``--executor/--workers/--scheduler/--device`` as the common study parameters they set."""
     pairs = list(args.param)
@@ -246,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _preset_from_params(args)
     try:
         return args.func(args)
     except LabkitError as exc:

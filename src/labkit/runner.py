@@ -52,6 +52,7 @@ class RunResult:
     headline_value: float | None = None
     message: str = ""
     report: str = ""
+    detail: str = ""  # a failure's whole error message (the expected layout, every missing file), for the summary
 
 
 def find_parameters_cell(notebook: Path) -> int:
@@ -193,6 +194,22 @@ def consumed_checkpoints(spec: StudySpec) -> dict[str, str]:
     return {name: file_digest(checkpoints_dir() / f"{name}.safetensors") for name in spec.consumes}
 
 
+def fresh_out_folder(folder: Path, notebook: str) -> Path:
+    """``--out DIR``'s study folder, emptied of a previous run, so a failed run never sits beside an earlier run's
+    README and figures. Only a folder that holds a labkit run (its manifest or its notebook) or nothing is
+    emptied; anything else is an error naming it."""
+    if folder.is_file():
+        raise ParameterError(f"--out: {folder} is a file; give a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not ((folder / "manifest.json").exists() or (folder / notebook).exists()):
+            raise ParameterError(
+                f"--out: {folder} holds files that are not a labkit run of this study; choose another folder"
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def run_study(
     name: str,
     preset: str,
@@ -231,8 +248,7 @@ def run_study(
     if publish:
         staging, staging_lock = _new_staging(name)
     elif out is not None:
-        staging = Path(out) / name
-        staging.mkdir(parents=True, exist_ok=True)
+        staging = fresh_out_folder(Path(out) / name, spec.notebook)
     else:
         staging = new_run_dir(name, preset)
     output = staging / spec.notebook
@@ -285,6 +301,7 @@ def run_study(
                 )
             except Exception:  # the notebook may be unreadable after a crash: keep it as it is
                 pass
+        detail = path_rewriter(staging, staging if not publish else reports_root() / ".failed" / name)(error_text(exc))
         if not publish:
             return RunResult(
                 name,
@@ -293,6 +310,7 @@ def run_study(
                 spec.headline,
                 message=f"{message} (executed notebook kept in {display_path(staging)})",
                 report=display_path(staging),
+                detail=detail,
             )
         failed = reports_root() / ".failed" / name
         if staging.is_dir():
@@ -304,6 +322,7 @@ def run_study(
             spec.headline,
             message=f"{message} (executed notebook kept in {display_path(failed)})",
             report=display_path(failed),
+            detail=detail,
         )
     finally:
         if staging_lock is not None:
@@ -357,6 +376,14 @@ SUMMARY_LIMIT = 400
 
 def names_a_file(line: str) -> bool:
     return bool(_NAMES_A_FILE.search(line))
+
+
+def error_text(exc: BaseException) -> str:
+    """The whole error message (for an error raised inside the notebook, the notebook's type and message)."""
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    text = str(evalue if evalue is not None else exc).strip()
+    return f"{ename}: {text}" if text else ename
 
 
 def error_summary(exc: BaseException, limit: int = SUMMARY_LIMIT) -> str:
@@ -544,6 +571,17 @@ def reproduce(
         except Exception as exc:  # noqa: BLE001
             log(f"warning: could not plan {spec.name}: {type(exc).__name__}: {exc}")
     will_publish = (preset == PUBLISHED_PRESET and out is None) if publish is None else publish
+    if out is not None:
+        if Path(out).is_file():
+            raise ParameterError(f"--out {out} is a file; give a folder (each study's run goes to DIR/<study>/)")
+        for spec in specs:
+            folder = Path(out) / spec.name
+            if not will_publish and folder.is_dir() and any(folder.iterdir()):
+                if not ((folder / "manifest.json").exists() or (folder / spec.notebook).exists()):
+                    raise ParameterError(
+                        f"--out: {folder} holds files that are not a labkit run of {spec.name}; choose another folder"
+                    )
+                log(f"--out: the previous run in {display_path(folder)}/ is replaced by this one")
     if not will_publish:
         log(
             f"preset {preset}: writing to run folders under {display_path(out) if out else 'runs/'} "
@@ -668,6 +706,9 @@ def summary_table(results: list[RunResult]) -> str:
         rows.append([r.study, r.status, f"{r.seconds:.0f} s", f"{r.headline} = {value}" if r.headline else "-"])
     text = tabulate(rows, headers=["study", "status", "wall time", "headline metric"], tablefmt="github")
     notes = [f"{r.study}: {r.message}" for r in results if r.message and r.status != "ok"]
+    first = next((r for r in results if r.status == "failed" and r.detail), None)
+    if first is not None and first.detail.strip() != first.message.split(" (executed notebook")[0].strip():
+        notes.append(f"\n{first.study} failed with:\n{first.detail}")  # the whole message: it says what to fix
     return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 

@@ -21,3 +21,17 @@ def test_errors_exit_2_with_a_message(capsys, monkeypatch, tmp_path):
     assert "unknown study 'nope'" in capsys.readouterr().err
     assert main(["reproduce", "--preset", "huge"]) == 2
     assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+def test_p_preset_means_the_preset_and_split_names_stay_text():
+    import argparse
+
+    from labkit.cli import _preset_from_params
+    from labkit.core.params import load_spec
+
+    args = argparse.Namespace(preset="default", param=[("preset", "paper"), ("seeds", "[0]")])
+    _preset_from_params(args)
+    assert args.preset == "paper" and args.param == [("seeds", "[0]")]
+    splits = load_spec("farcluss").params["splits"]
+    assert splits.parse_cli("[1_16, 1_8, 1_4, 1_2]") == ["1_16", "1_8", "1_4", "1_2"]
+    assert splits.parse_cli("1_32") == ["1_32"]

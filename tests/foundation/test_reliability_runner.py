@@ -134,6 +134,38 @@ def test_a_failed_run_reports_type_first_line_and_file(toys):
     assert ".failed/alpha" in result.message and str(toys) not in result.message
 
 
+def test_the_summary_of_a_failed_run_shows_its_whole_error_message(toys):
+    from labkit.runner import summary_table
+
+    result = quiet(["alpha"], preset="default", overrides=[("fail", "true")], force=True)[0]
+    text = summary_table([result])
+    assert "alpha failed with:\nRuntimeError: the toy failed on purpose\nwhile reading" in text
+    assert "tile_007.tif\nsee the log" in text and str(toys) not in text
+
+
+def test_out_gives_each_run_a_fresh_folder_and_says_so(toys):
+    from labkit.core.errors import ParameterError
+
+    out = toys / "out"
+    assert quiet(["alpha"], preset="smoke", out=out)[0].status == "ok"
+    (out / "alpha" / "stale.png").write_bytes(b"x")
+    said = []
+    (failed,) = reproduce(
+        ["alpha"], preset="smoke", out=out, overrides=[("fail", "true")], progress=False, log=said.append
+    )
+    assert failed.status == "failed"
+    assert not (out / "alpha" / "stale.png").exists() and not (out / "alpha" / "README.md").exists()
+    assert any("previous run" in line and "replaced" in line for line in said)
+    (toys / "a_file").write_text("x")
+    with pytest.raises(ParameterError, match="is a file"):
+        quiet(["alpha"], preset="smoke", out=toys / "a_file")
+    (toys / "other" / "alpha").mkdir(parents=True)
+    (toys / "other" / "alpha" / "thesis.tex").write_text("x")  # not a labkit run: never emptied
+    with pytest.raises(ParameterError, match="not a labkit run of alpha"):
+        quiet(["alpha"], preset="smoke", out=toys / "other")
+    assert (toys / "other" / "alpha" / "thesis.tex").exists()
+
+
 # ---- 12: concurrent publishing ------------------------------------------------------------------
 
 FILES = ("manifest.json", "metrics.json", "claims.json", "table.md")

@@ -167,7 +167,8 @@ class Param:
     def parse_cli(self, text: str) -> Any:
         """Parse a command-line value (``-p NAME VALUE``): YAML syntax, so ``[0, 1]`` and ``1e-4`` work."""
         try:
-            value = _yaml(text)
+            # text parameters keep every item as written: YAML would read the split name 1_16 as the number 116
+            value = yaml.load(text, Loader=yaml.BaseLoader) if self.type == "list[str]" else _yaml(text)
         except yaml.YAMLError as exc:
             raise ParameterError(f"parameter '{self.name}': cannot parse {text!r}: {exc}") from exc
         if self.type == "str" and isinstance(value, (list, dict)):
