@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 import labkit
-from labkit.core.claims import HELD, INCONCLUSIVE, NOT_EVALUATED, NOT_HELD, judge_all
+from labkit.core.claims import HELD, INCONCLUSIVE, NOT_EVALUATED, NOT_HELD, budget_record, judge_all, missing_budget
 from labkit.core.errors import ParameterError
 from labkit.methods import semisup as ss
 from labkit.studies import farcluss as study
@@ -18,7 +18,7 @@ def cfg():
     )
 
 
-def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_gain=0.1, seeds=3):
+def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_gain=0.1, seeds=3, floor=0.2):
     """Runs as run_experiments gives them: FARCLUSS gains ``gain`` (more on tail and boundary pixels), each
     part adds ``part_gain``, all labels beat the fewest by ``full_gap``."""
     rng = np.random.default_rng(0)
@@ -77,7 +77,14 @@ def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_g
     sel = (runs.arm == "fixmatch") & (runs.split == abl)
     runs.loc[sel, "miou"] = runs.loc[(runs.arm == "farcluss") & (runs.split == abl), "miou"].to_numpy() - 4 * part_gain
     runs["fraction"] = [study._split_fraction(s) for s in runs.split]
-    return study.ExperimentResults(runs, pd.DataFrame())
+    schedule = study.arm_schedule(4, 3, "poly")
+    budgets = pd.DataFrame(
+        [
+            {"arm": a, "split": sp, "seed": sd, **budget_record(7, 4, 1e-3, schedule, 1000)}
+            for a, sp, sd in zip(runs.arm, runs.split, runs.seed)
+        ]
+    )
+    return study.ExperimentResults(runs, pd.DataFrame(), budgets=budgets, floor_miou=floor)
 
 
 def _costs(proto_pct=5.0, pair_pct=40.0, rounds=12, noise=1.0, proto_mem=1.0, pair_mem=2.0, params=None):
@@ -340,3 +347,84 @@ def test_regime_seeds_add_supervised_runs_at_the_smallest_split_and_all_labels_o
     full = tables["regime"].query("split == 'all'").set_index("seed").miou
     assert list(full.index) == [0, 5, 6] and full.notna().all()
     assert "supervised 1_8 mIoU (%)" in study.regime_table(cfg, results).columns
+
+
+# ---- budgets, the same-budget and above-the-floor preconditions --------------------------------------
+
+
+def test_unequal_budgets_leave_the_compared_claims_not_evaluated_naming_both_budgets(cfg):
+    results = _runs(cfg)
+    b = results.budgets
+    b.loc[(b.arm == "supervised") & (b.seed == 1), "steps"] = 9  # one seed of supervised-only trained longer
+    verdicts = _verdicts(cfg, results, _costs())
+    for claim in ("beats_baselines_every_fraction", "largest_gains_tail_and_boundaries", "each_part_contributes"):
+        assert verdicts[claim]["status"] == NOT_EVALUATED, verdicts[claim]["reason"]
+        assert "precondition 'same budget (" in verdicts[claim]["reason"]
+        failed = [p for p in verdicts[claim]["preconditions"] if not p["passed"]]
+        assert [p["evidence"]["differs"] for p in failed] == [["steps"]]
+        both = sorted(failed[0]["evidence"][side].split(",")[0] for side in ("a", "b"))
+        assert both == ["steps 7", "steps 7/9"]
+        assert "steps 7/9" in verdicts[claim]["reason"]  # both budgets in the reason
+    assert verdicts["prototype_contrast_cheap"]["status"] == HELD  # not about trained arms
+    # another schedule for one ablation arm: only the ablation claim loses its footing
+    results = _runs(cfg)
+    b = results.budgets
+    b.loc[b.arm == "without fuzzy", "schedule"] = study.arm_schedule(4, 3, "constant")
+    verdicts = _verdicts(cfg, results, _costs())
+    assert verdicts["each_part_contributes"]["status"] == NOT_EVALUATED
+    assert (
+        "precondition 'same budget (every arm at 1_16 vs farcluss)' failed"
+        in verdicts["each_part_contributes"]["reason"]
+    )
+    assert verdicts["beats_baselines_every_fraction"]["status"] == HELD
+
+
+def test_arms_at_the_majority_floor_leave_the_compared_claims_not_evaluated(cfg):
+    results = _runs(cfg)
+    # the floor at what supervised-only scores at the fewest labels (seed 0's score, every seed within 0.01)
+    few = results.runs[(results.runs.arm == "supervised") & (results.runs.split == "1_16")]
+    results.floor_miou = float(few.miou.max())
+    verdicts = _verdicts(cfg, results, _costs())
+    for claim in ("beats_baselines_every_fraction", "largest_gains_tail_and_boundaries"):
+        assert verdicts[claim]["status"] == NOT_EVALUATED
+        assert "precondition 'above the floor (supervised at 1_16)' failed" in verdicts[claim]["reason"]
+    assert "above the floor (farcluss at 1_16)' failed" not in verdicts["beats_baselines_every_fraction"]["reason"]
+    assert verdicts["each_part_contributes"]["status"] == HELD  # its arms all gain over the floor
+    # every ablation arm at the floor
+    results.floor_miou = float(results.runs.miou.max())
+    verdicts = _verdicts(cfg, results, _costs())
+    assert (
+        "precondition 'above the floor (without fuzzy at 1_16)' failed" in verdicts["each_part_contributes"]["reason"]
+    )
+
+
+def test_every_trained_arm_of_a_smoke_run_records_its_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    cfg = labkit.configure(
+        "farcluss",
+        "smoke",
+        {
+            "n_train_images": 16,
+            "n_val_images": 2,
+            "fractions": [1 / 4],
+            "ablation": "none",
+            "iterations": 2,
+            "warmup_iterations": 3,
+            "decoder_channels": 8,
+            "seeds": [0],
+        },
+    )
+    data = study.load_data(cfg)
+    results = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
+    assert len(results.budgets) == len(results.runs)
+    for row in results.budgets.to_dict("records"):
+        missing = missing_budget({"budget": row})
+        assert not missing, f"farcluss grid 'farcluss-arms': the {row['arm']} record at {row['split']} lacks {missing}"
+    budgets = study.claim_tables(results)["budgets"]
+    assert set(budgets.arm) == set(study.MAIN_METHODS)
+    assert (
+        (budgets.steps == 5).all() and budgets.schedule.nunique() == 1 and (budgets.batch_size == cfg.batch_size).all()
+    )
+    assert dict(zip(budgets.arm, budgets.unlabeled_batch)) == {"supervised": 0, "fixmatch": 4, "farcluss": 4}
+    floor = study.claim_tables(results)["runs"].query("arm == @study.FLOOR_ARM")
+    assert len(floor) == 2 and (floor.miou == data.floor_miou).all()  # one per split (1_4, all) and seed

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, judge_all
+from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, budget_record, judge_all, missing_budget
 from labkit.core.errors import CheckpointMismatchError, ParameterError
 from labkit.core.metrics import ConfusionMatrix
 from labkit.core.params import load_spec
@@ -255,11 +255,12 @@ def _record(arm, seed, n_tiles, miou, curve=None, class_iou=None):
             epochs=len(curve),
             best_val_miou=max(curve),
             late_gain=study.late_gain(curve),
+            budget=budget_record(3 * len(curve), 8, 1e-3, f"constant over {3 * len(curve)} steps", 1000),
         )
     return rec
 
 
-def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=True, data_limited=True):
+def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=True, data_limited=True, floor=0.2):
     cfg = smoke_cfg(seeds=list(seeds), tiles=[16, 64])
     slow = [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6]
     fast = [0.3, 0.5, 0.58, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
@@ -290,6 +291,8 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
             )
         )
         records.append(_record("gbm", s, 16, {"freeze": 0.45, "melt": 0.4}))
+        for n_tiles in (16, 64):
+            records.append(_record("majority", s, n_tiles, {"freeze": floor, "melt": floor}))
     weights = {
         "random": {"status": "ok", "reason": "", "label": "r", "provenance": {}},
         "cross_sensor": {"status": "ok", "reason": "", "label": "c", "provenance": {}},
@@ -359,3 +362,53 @@ def test_tables_show_floor_reference_and_per_scene_scores():
     )
     assert len(study.per_class_table(res)) > 0 and not study.convergence_table(res).empty
     assert isinstance(study.history_frame(res), pd.DataFrame)
+
+
+# ---- budgets, the same-budget and above-the-floor preconditions --------------------------------------
+
+
+def test_every_trained_arm_of_a_smoke_run_records_its_budget(optical_checkpoint):
+    cfg = smoke_cfg()
+    res = study.run(cfg, progress=False, executor="serial", threads=1)
+    trained = [r for r in res.records if r["arm"] in study.INITS]
+    assert {r["arm"] for r in trained} == set(cfg["inits"])
+    for r in trained:
+        missing = missing_budget(r)
+        assert not missing, f"sar_transfer grid: the {r['arm']} record at {r['n_tiles']} tiles lacks budget {missing}"
+        assert r["budget"]["steps"] == r["epochs"] * r["steps_per_epoch"] >= cfg["n_steps"]
+    budgets = study.claim_tables(res)["budgets"]
+    assert set(budgets.arm) == set(cfg["inits"]) and budgets["seeds"].sum() == len(trained)
+    few = budgets[budgets.n_tiles == min(cfg["tiles"])].set_index("arm")
+    assert few.loc["random", "steps"] == few.loc["cross_sensor", "steps"]
+    assert few.loc["random", "schedule"] == few.loc["cross_sensor", "schedule"]
+
+
+def test_unequal_budgets_leave_the_claims_not_evaluated_naming_both_budgets():
+    cfg, res = _results()
+    for r in res.records:  # one seed of the pretrained arm trained longer
+        if r["arm"] == "cross_sensor" and r["seed"] == 1:
+            r["budget"] = {**r["budget"], "steps": r["budget"]["steps"] + 30}
+    v = _verdicts(cfg, res)
+    for c in study.CLAIMS:
+        verdict = v[f"{c}_cross_sensor"]
+        assert verdict["status"] == NOT_EVALUATED and "precondition 'same budget' failed" in verdict["reason"]
+        assert "steps 30/60" in verdict["reason"] and "steps 30" in verdict["reason"]
+
+
+def test_arms_at_the_majority_floor_leave_the_claims_not_evaluated():
+    cfg, res = _results()
+    by_seed = {r["seed"]: r for r in res.records if r["arm"] == "random" and r["n_tiles"] == 16}
+    for r in res.records:  # the floor row scores what random init scores
+        if r["arm"] == "majority":
+            r["scenes"] = [dict(s) for s in by_seed[r["seed"]]["scenes"]]
+    v = _verdicts(cfg, res)
+    for c in study.CLAIMS:
+        verdict = v[f"{c}_cross_sensor"]
+        assert verdict["status"] == NOT_EVALUATED
+        assert "precondition 'above the floor (random," in verdict["reason"]
+    claim = next(c for c in study.declare_claims(cfg) if c.id == "better_on_melt_cross_sensor")
+    assert {p.name for p in claim.preconditions} >= {
+        "same budget",
+        "above the floor (cross_sensor, melt scenes)",
+        "above the floor (random, melt scenes)",
+    }

@@ -16,6 +16,7 @@ is the same training as "hard threshold + fuzzy + uncertainty + rebalance", so i
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.core.claims import Check, Claim, Compare, Precondition
+from labkit.core.claims import BUDGET_KEYS, Check, Claim, Compare, Precondition, budget_record
 from labkit.core.errors import DataError, ParameterError
 from labkit.data import scenes as sc
 from labkit.methods import semisup as ss
@@ -473,7 +474,25 @@ def warmup_task(
         seed=seed,
         progress=False,
     )
-    return {"state": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}}
+    budget = budget_record(
+        iterations, batch_size, lr, f"constant lr (AdamW) over {iterations} supervised steps", _trained_params(net)
+    )
+    return {"state": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}, "budget": budget}
+
+
+def _trained_params(net: torch.nn.Module) -> int:
+    """Parameters that received a gradient in the last step (all that require one, before any step)."""
+    touched = [p for p in net.parameters() if p.grad is not None]
+    return int(sum(p.numel() for p in (touched or [p for p in net.parameters() if p.requires_grad])))
+
+
+def arm_schedule(warmup_iterations: int, iterations: int, lr_schedule: str) -> str:
+    """An arm's schedule in words: the shared warm-up, then the arm's own steps."""
+    after = "poly decay (1 - t/T)^0.9 to 0" if lr_schedule == "poly" else "constant lr"
+    return (
+        f"{warmup_iterations} supervised warm-up steps at constant lr (shared), then {iterations} steps, {after} "
+        f"(AdamW; {warmup_iterations + iterations} in all)"
+    )
 
 
 def _config_from(params: dict) -> ss.SemiSupConfig:
@@ -499,8 +518,10 @@ def arm_task(
     tile: int | None = None,
     class_names: list[str] | None = None,
     keep_state: bool = False,
+    warmup_iterations: int = 0,
 ) -> dict:
-    """One arm on one split and seed, from the split's warm-up: the EMA teacher's scores on the held-out set."""
+    """One arm on one split and seed, from the split's warm-up: the EMA teacher's scores on the held-out set,
+    and the arm's budget from initialisation (``warmup_iterations``: the shared warm-up's steps)."""
     from safetensors.torch import load_file
 
     arrays = _load_arrays(data_file)
@@ -529,11 +550,21 @@ def arm_task(
     seconds = time.perf_counter() - t0
     pred = ss.predict(teacher, arrays["val_images"], tile=tile)
     names = class_names or [str(c) for c in range(model["num_classes"])]
+    budget = budget_record(
+        warmup_iterations + iterations,
+        batch_size,
+        lr,
+        arm_schedule(warmup_iterations, iterations, lr_schedule),
+        _trained_params(net),
+    )
+    # not compared by "same budget": the teacher-student arms also draw as many unlabeled images per step
+    budget["unlabeled_batch"] = batch_size if semisup.uses_unlabeled else 0
     record: dict[str, Any] = {
         **ss.score_predictions(pred, arrays["val_masks"], names, band=arrays["val_band"]),
         "train_seconds": seconds,
         "n_labeled": len(labeled),
         "warm": warm_fingerprint,
+        "budget": budget,
     }
     late = history.iloc[int(0.8 * len(history)) :]
     for col in ("pseudo_kept", "pseudo_weight"):
@@ -556,6 +587,9 @@ class ExperimentResults:
     grid: dict = field(default_factory=dict)  # tasks cached / computed per grid
     # supervised-only at the smallest split and with all labels over the regime seeds (the preconditions' table)
     regime: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # one row per trained run (arm x split x seed, regime runs included): its budget (budget_record's keys)
+    budgets: pd.DataFrame = field(default_factory=pd.DataFrame)
+    floor_miou: float = math.nan  # the majority-class predictor's held-out mIoU (the floor row)
 
 
 def regime_seeds(cfg) -> list[int]:
@@ -664,12 +698,14 @@ def run_experiments(
             tile=data.tile,
             class_names=list(data.class_names),
             keep_state=bool(arm == "farcluss" and split == first_split and seed == cfg.seeds[0]),
+            warmup_iterations=cfg.warmup_iterations,
             **_train_settings(cfg),
         )
     arm_result = arms.run(**run_options)
-    rows, example = [], None
+    rows, example, budgets = [], None, []
     for task, record in zip(arm_result.tasks, arm_result.records):
         p = task.params
+        budgets.append({"arm": p["arm"], "split": p["split"], "seed": p["seed"], **record["budget"]})
         if "state" in record:
             example = build_model(model)
             example.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in record["state"].items()})
@@ -693,7 +729,16 @@ def run_experiments(
         "arm tasks": len(arm_result.tasks),
         "arm cached": arm_result.cached,
     }
-    return ExperimentResults(runs, pd.DataFrame(split_rows), example, time.perf_counter() - start, grid, regime)
+    return ExperimentResults(
+        runs,
+        pd.DataFrame(split_rows),
+        example,
+        time.perf_counter() - start,
+        grid,
+        regime,
+        pd.DataFrame(budgets),
+        data.floor_miou,
+    )
 
 
 def add_group_scores(runs: pd.DataFrame, data: StudyData) -> pd.DataFrame:
@@ -1114,6 +1159,7 @@ PAPER_GAIN_SOURCE = (
     "over a baseline"
 )
 PRACTICAL_MIOU = 0.02
+FLOOR_MARGIN = 0.01  # an arm a claim compares must beat the majority-class floor by this much mIoU
 ABLATION_EFFECT = 0.01
 ABLATION_SOURCE = "a stated practical size: 1 mIoU point (about the smallest step of the paper's ablation table)"
 THRESHOLD_SOURCE = "a threshold claim: refuted when the interval lies wholly past the threshold"
@@ -1140,6 +1186,24 @@ def declare_claims(cfg, unavailable: dict[str, str] | None = None, data: StudyDa
             table="regime" if split == few else "runs",  # the regime runs cover the smallest split
         )
 
+    def same_budget(a: dict, b: dict, label: str) -> Precondition:
+        pre = Precondition.same_budget(a=a, b=b, label=label)
+        return replace(pre, name=f"same budget ({label})")
+
+    def above_floor(arm: str, split: str) -> Precondition:
+        return Precondition.above_floor(
+            "miou",
+            arm={"arm": arm, "split": split},
+            floor={"arm": FLOOR_ARM, "split": split},
+            margin=FLOOR_MARGIN,
+            label=f"{arm} at {split}",
+        )
+
+    # the arms the main claims compare, at every split (their budget does not depend on the split); above the
+    # floor at the fewest labels, where an arm is nearest to it
+    main_budgets = [same_budget({"arm": "farcluss"}, {"arm": base}, f"farcluss vs {base}") for base in MAIN_METHODS[:2]]
+    main_floors = [above_floor(arm, few) for arm in MAIN_METHODS]
+
     claims = []
     claims.append(
         Claim(
@@ -1158,7 +1222,7 @@ def declare_claims(cfg, unavailable: dict[str, str] | None = None, data: StudyDa
                 for s in splits
                 for base in ("supervised", "fixmatch")
             ],
-            preconditions=[label_limited(few)],
+            preconditions=[*main_budgets, *main_floors, label_limited(few)],
             unavailable=unavailable.get("beats_baselines_every_fraction"),
             note=f"splits {', '.join(splits)}; the label-limited precondition: supervised with all labels beats "
             f"itself at {few} by more than {100 * margin:g} mIoU points",
@@ -1191,6 +1255,8 @@ def declare_claims(cfg, unavailable: dict[str, str] | None = None, data: StudyDa
             statement="FARCLUSS's gains are largest on tail (minority) classes and on boundary pixels",
             compare=tail_parts,
             preconditions=[
+                *main_budgets,
+                *main_floors,
                 label_limited(few),
                 Precondition(
                     "tail resolvable",
@@ -1250,7 +1316,11 @@ def declare_claims(cfg, unavailable: dict[str, str] | None = None, data: StudyDa
                 else "Each part contributes: removing any one of the four parts lowers mIoU"
             ),
             compare=parts,
-            preconditions=[label_limited(split)],
+            preconditions=[
+                same_budget({"split": split}, {"arm": "farcluss", "split": split}, f"every arm at {split} vs farcluss"),
+                *[above_floor(arm, split) for arm in dict.fromkeys(x["arm"] for c in parts for x in (c.a, c.b))],
+                label_limited(split),
+            ],
             unavailable=abl_reason,
             note=f"split {split}; each distinct configuration runs once: adding the prototype last is removing it, "
             "one comparison" + ("" if cfg.ablation == "all" else "; additions not run (ablation: remove_only)"),
@@ -1365,12 +1435,45 @@ def gains_table(results: ExperimentResults) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["baseline", "part", "seed", "gain"])
 
 
+BUDGET_TABLE_COLUMNS = ["arm", "split", *BUDGET_KEYS, "unlabeled_batch", "seeds"]
+FLOOR_ARM = "majority floor"  # the floor rows' arm in the claims' ``runs`` table
+
+
+def budget_table(results: ExperimentResults) -> pd.DataFrame:
+    """The training budget of every trained arm from initialisation (shared warm-up + the arm's steps): one
+    row per arm, split and distinct budget, with the seeds that had it. The "same budget" precondition reads
+    it; ``unlabeled_batch`` (the unlabeled images a teacher-student step adds) is shown, not compared."""
+    budgets = results.budgets
+    if budgets is None or budgets.empty:
+        return pd.DataFrame(columns=BUDGET_TABLE_COLUMNS)
+    budgets = budgets.copy()
+    if "unlabeled_batch" not in budgets:
+        budgets["unlabeled_batch"] = np.nan
+    keys = ["arm", "split", *BUDGET_KEYS, "unlabeled_batch"]
+    table = budgets.groupby(keys, as_index=False, sort=False, dropna=False).agg(seeds=("seed", "nunique"))
+    return table[BUDGET_TABLE_COLUMNS].reset_index(drop=True)
+
+
+def _with_floor(results: ExperimentResults) -> pd.DataFrame:
+    """The runs and, per split and seed, the majority-class floor row (arm :data:`FLOOR_ARM`) they pair with."""
+    runs = results.runs
+    if not math.isfinite(results.floor_miou) or runs.empty:
+        return runs
+    keys = runs[["split", "seed"]].drop_duplicates()
+    floor = keys.assign(arm=FLOOR_ARM, miou=float(results.floor_miou))
+    if "fraction" in runs:
+        floor = floor.merge(runs[["split", "fraction"]].drop_duplicates("split"), on="split", how="left")
+    return pd.concat([runs, floor], ignore_index=True)
+
+
 def claim_tables(results: ExperimentResults, costs: CostResults | None = None) -> dict[str, pd.DataFrame]:
-    """The tidy tables the claims are judged on: ``runs`` (arm x split x seed), ``gains`` (baseline x part x
-    seed), ``cost_rounds`` (contrast x measuring round), ``scaling`` (contrast x repeat) and ``cost_regime`` (the size
-    of the network whose step was timed)."""
+    """The tidy tables the claims are judged on: ``runs`` (arm x split x seed, with the majority-class floor
+    rows), ``gains`` (baseline x part x seed), ``budgets`` (each trained arm's steps, batch size, lr, schedule,
+    trainable parameters), ``cost_rounds`` (contrast x measuring round), ``scaling`` (contrast x repeat) and
+    ``cost_regime`` (the size of the network whose step was timed)."""
     regime = results.regime if len(results.regime) else results.runs
-    tables = {"runs": results.runs, "gains": gains_table(results), "regime": regime}
+    tables = {"runs": _with_floor(results), "gains": gains_table(results), "regime": regime}
+    tables["budgets"] = budget_table(results)
     if costs is not None:
         tables["cost_rounds"] = costs.rounds
         tables["scaling"] = costs.exponents
