@@ -16,7 +16,10 @@ Backbones (each a row, each judged the same way):
   ``microct_standin`` (the default) is the stand-in's own architecture.
 * ``ssl``: labkit's stand-in for DINOv2, a small ViT pretrained by masked autoencoding on unlabeled
   simulated slices disjoint from every evaluation slice (:mod:`labkit.methods.microct_standin`),
-  shipped as a checkpoint (``ssl_weights``); judged only where it passed the "trained" precondition.
+  shipped as a checkpoint (``ssl_weights``); its analogue claims are judged only where it is "trained" (held-out
+  MAE loss below 0.7 of the learner-free predictor's: each hidden patch filled with the mean of its image's visible
+  pixels) and its "features learned" (its frozen linear head beats the ``random`` ViT of the same architecture on
+  the held-out rock, paired over seeds).
 * ``resnet``: a pretrained ResNet with LoRA (the paper's weaker baseline); pretrained weights only.
 
 Every ViT meets the slices on a ``token_grid`` x ``token_grid`` token grid (input side = grid x patch),
@@ -30,6 +33,10 @@ pipelines, UNet, classification baselines, token-grid ceilings), the ResNet + Lo
 rows, so its tokens are extracted once). Which rows can run is decided once before the grid; records are
 cached, a rerun computes only the missing tasks, and the tasks run serially, on a local process pool or on
 Dask (parameters ``executor``, ``workers``, ``scheduler``).
+
+Every gradient-trained row (frozen linear and CNN heads, LoRA rows, the UNet) records its budget (optimiser steps,
+batch size, peak learning rate, schedule, trainable parameters; :func:`budgets_table`), and claims that compare
+trained arms (3, 4, 4b) need the same steps, batch size and schedule on both sides.
 
 The module returns DataFrames, dicts and figures; the notebook hands them to the Report.
 """
@@ -1640,8 +1647,9 @@ def claim_tables(res: StudyResult) -> dict[str, pd.DataFrame]:
     """The tidy tables the claims are judged on (one row per arm x condition x seed):
     ``segmentation`` (method, arm, split, seed, miou; with the per-token oracle and the best classical /
     baseline rows), ``classification`` (arm, probe, feature, k, seed, accuracy), ``embeddings`` (arm,
-    seed, tsne_silhouette), ``pretraining`` (arm, loss_ratio) and ``params`` (method, arm,
-    param_ratio_vs_unet)."""
+    seed, tsne_silhouette), ``pretraining`` (arm, final_loss, learner_free_loss, loss_ratio, ...), ``params``
+    (method, arm, param_ratio_vs_unet) and ``budgets`` (method, arm, seed, steps, batch_size, lr, schedule,
+    trainable_params)."""
     seg = res.segmentation
     seg = (
         seg[seg["status"] == "evaluated"].copy()
