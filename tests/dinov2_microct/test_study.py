@@ -128,6 +128,24 @@ def test_flipping_the_data_flips_the_verdict(tiny_result):
     assert v["status"] == "not evaluated" and "precondition 'resolvable (ood_rock)' failed" in v["reason"]
 
 
+def test_lora_and_frozen_heads_with_different_budgets_leave_claim_3_not_evaluated(tiny_result):
+    """Negative control of 'same budget' through the real run: the tiny preset trains the frozen head 2 epochs
+    of one step and the LoRA head 1 epoch of one step; the reason names both budgets."""
+    cfg, res = tiny_result
+    tables = _three_seeds(study.claim_tables(res))
+    budgets = tables["budgets"]
+    lora = budgets[(budgets["method"] == "linear head + LoRA") & (budgets["arm"] == "dinov2")]
+    frozen = budgets[(budgets["method"] == "linear head (frozen)") & (budgets["arm"] == "dinov2")]
+    assert set(lora["steps"]) == {1} and set(frozen["steps"]) == {2}
+    v = _verdicts(cfg, res, tables)["c3_lora_lifts_heads"]
+    assert v["status"] == "not evaluated" and "precondition 'same budget' failed" in v["reason"]
+    same = next(p for p in v["preconditions"] if p["name"] == "same budget")
+    assert same["evidence"]["differs"] == ["steps", "schedule"]
+    assert same["evidence"]["a"] in v["reason"] and same["evidence"]["b"] in v["reason"]
+    assert "steps 1" in v["reason"] and "steps 2" in v["reason"]
+    assert list(study.budgets_table(res).columns[-6:]) == [*labkit.core.claims.BUDGET_KEYS, "n_seeds"]
+
+
 def test_the_token_oracle_is_exact_on_a_grid_aligned_mask():
     masks = np.zeros((1, 8, 8), np.int64)
     masks[0, :4] = 1
@@ -277,6 +295,8 @@ def test_resnet_lora_row_runs_when_weights_exist(monkeypatch):
     rows = pd.DataFrame(record["segmentation"])
     assert set(rows["split"]) == set(study.SPLITS) and (rows["status"] == "evaluated").all()
     assert rows["miou"].between(0, 1).all() and (rows["trainable_params"] > 0).all()
+    for row in record["segmentation"]:  # a trained arm: its record carries its budget
+        assert not labkit.core.claims.missing_budget(row), "dinov2_microct, grid 'grid' (part resnet): no budget"
     assert record["examples"]["linear head + LoRA | resnet10t (pretrained)"].shape == (2, 40, 40)
     assert ("resnet10t", "pretrained") in asked
 
@@ -309,19 +329,35 @@ def test_ssl_backbone_is_the_standin_checkpoint_on_the_token_grid(tmp_path):
 
 def test_untrained_standin_leaves_its_analogue_claims_not_evaluated(tmp_path):
     path = _standin_checkpoint(tmp_path, 0.95)  # not below TRAINED_RATIO
-    res = types.SimpleNamespace(pretraining={"ssl": {"loss_ratio": 0.95, "final_loss": 0.95, "trivial_loss": 1.0}})
+    untrained = {"loss_ratio": 0.6, "final_loss": 0.95, "trivial_loss": 1.6, "learner_free_loss": 1.0}
+    res = types.SimpleNamespace(pretraining={"ssl": {**untrained, "learner_free_ratio": 0.95}})
     table = study.pretraining_table(res)
     assert not table["trained"].iloc[0] and table["trained_threshold"].iloc[0] == study.TRAINED_RATIO
     assert path.is_file()
-    cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, backbones=["ssl"], lora_backbones=["ssl"]))
+    cfg = labkit.configure(
+        "dinov2_microct",
+        "smoke",
+        dict(TINY, backbones=["random", "ssl"], vit_arch="microct_standin", lora_backbones=["ssl"]),
+    )
     claims = study.declare_claims(cfg)
     assert claims and all(c.id.endswith("__ssl") for c in claims)
     for c in claims:
         tables = labkit.core.claims.synthetic_tables(c)
         assert judge(c, tables)["status"] == "held", c.id
-        tables["pretraining"] = pd.DataFrame([{"arm": "ssl", "loss_ratio": 0.95}])
+        # judged against the learner-free predictor (visible-pixel mean), not the image mean it would pass
+        trained = tables["pretraining"]
+        tables["pretraining"] = pd.DataFrame([{"arm": "ssl", **untrained}])
         verdict = judge(c, tables)
-        assert verdict["status"] == "not evaluated" and "trained" in str(verdict), c.id
+        assert verdict["status"] == "not evaluated" and "precondition 'trained' failed" in verdict["reason"], c.id
+        # features learned: the stand-in's frozen linear head no better than the random ViT's
+        tables["pretraining"] = trained
+        seg = tables["segmentation"]
+        ssl = (seg["method"] == "linear head (frozen)") & (seg["arm"] == "ssl") & (seg["split"] == "ood_rock")
+        rnd = seg[(seg["method"] == "linear head (frozen)") & (seg["arm"] == "random")].set_index("seed")["miou"]
+        seg.loc[ssl, "miou"] = seg.loc[ssl, "seed"].map(rnd).to_numpy()
+        verdict = judge(c, tables)
+        assert verdict["status"] == "not evaluated", c.id
+        assert "precondition 'features learned' failed" in verdict["reason"], c.id
 
 
 def test_centred_probe_ignores_a_common_offset():

@@ -164,6 +164,64 @@ def heldout_losses(mae, images: torch.Tensor, seed: int = 0, batch_size: int = 3
     return total / n, trivial / n
 
 
+@torch.no_grad()
+def learner_free_losses(
+    images: torch.Tensor, mask_ratio: float, seed: int = 0, batch_size: int = 32, patch: int | None = None
+) -> dict[str, float]:
+    """The losses of learner-free predictors of the hidden patches, on the held-out crops and with the very
+    masks :func:`heldout_losses` draws (same generator, seed and batches), in the MAE's target space (its
+    inputs' pixels, no per-patch normalisation):
+
+    - ``visible_mean``: every hidden pixel given the mean of that image's *visible* pixels (per channel), the
+      best predictor that needs no learning and sees only what the MAE sees: the "trained" precondition's
+      reference;
+    - ``image_mean``: every hidden pixel given the mean of all of its image's pixels, hidden ones included
+      (what :func:`heldout_losses` reports as the trivial loss; it peeks at the answer).
+    """
+    from labkit.methods.ssl import patchify, random_masking
+
+    patch = int(patch or ARCH["patch_size"])
+    gen = torch.Generator().manual_seed(seed)
+    crops = images[:, :, :TRAIN_CROP, :TRAIN_CROP]
+    channels = crops.shape[1]
+    totals, n = {"visible_mean": 0.0, "image_mean": 0.0}, 0
+    for i in range(0, len(crops), batch_size):
+        x = crops[i : i + batch_size]
+        target = patchify(x, patch)  # (B, L, p*p*C), channels last within a patch
+        _, mask, _ = random_masking(x.shape[0], target.shape[1], mask_ratio, generator=gen)
+        pix = target.reshape(target.shape[0], target.shape[1], -1, channels)  # (B, L, p*p, C)
+        visible = (1 - mask)[..., None, None]
+        vis_mean = (pix * visible).sum((1, 2)) / (visible.sum((1, 2)) * pix.shape[2])  # (B, C)
+        img_mean = pix.mean((1, 2))
+        for name, mean in (("visible_mean", vis_mean), ("image_mean", img_mean)):
+            per_patch = ((pix - mean[:, None, None, :]) ** 2).mean((2, 3))
+            totals[name] += float((per_patch * mask).sum() / mask.sum()) * len(x)
+        n += len(x)
+    return {k: v / n for k, v in totals.items()}
+
+
+def heldout_images(record: dict | None = None) -> torch.Tensor:
+    """The held-out slices of the "trained" check (the ViT's inputs), as the pretraining drew them."""
+    data = {**DATA, **((record or {}).get("data") or {})}
+    return _prepared(_slices(int(data["heldout_seed"]), 1))
+
+
+def with_learner_free_loss(record: dict) -> dict:
+    """``record`` (a checkpoint's pretraining record) with ``learner_free_loss`` (every hidden patch filled with
+    the mean of its image's visible pixels) and ``learner_free_ratio`` (the held-out MAE loss over it),
+    computed on the same held-out slices and masks as the record's ``final_loss`` when the record lacks them
+    (a checkpoint made before they were recorded); ``trivial_loss_recomputed`` checks that the slices and
+    masks are the same (it must equal the record's ``trivial_loss``)."""
+    out = dict(record)
+    if out.get("learner_free_loss") is None and "mask_ratio" in out:
+        losses = learner_free_losses(heldout_images(out), float(out["mask_ratio"]))
+        out["learner_free_loss"] = losses["visible_mean"]
+        out["trivial_loss_recomputed"] = losses["image_mean"]
+    if out.get("learner_free_loss") and out.get("final_loss") is not None:
+        out["learner_free_ratio"] = float(out["final_loss"]) / float(out["learner_free_loss"])
+    return out
+
+
 MASK_RATIO = 0.5
 
 
@@ -191,7 +249,7 @@ def pretrain(
     opt = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.05, betas=(0.9, 0.95))
     warmup = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(steps, 1))))
     )
     gen = torch.Generator().manual_seed(seed)
     curve, running, started = [], [], time.time()
@@ -220,6 +278,7 @@ def pretrain(
                     flush=True,
                 )
     final, trivial = heldout_losses(mae.cpu(), heldout)
+    learner_free = learner_free_losses(heldout, mask_ratio)["visible_mean"]
     record = {
         "method": f"masked autoencoder (pixel MSE on the ViT's inputs, {mask_ratio:.0%} of 7-px patches hidden)",
         "arch": ARCH,
@@ -235,6 +294,9 @@ def pretrain(
         "trivial_loss": trivial,
         "loss_ratio": final / trivial,
         "trivial_predictor": "every hidden pixel set to its image's mean value (per channel)",
+        "learner_free_loss": learner_free,
+        "learner_free_ratio": final / learner_free,
+        "learner_free_predictor": "every hidden patch filled with the mean of its image's visible pixels (per channel)",
         "curve": curve,
         "seconds": round(time.time() - started, 1),
     }

@@ -16,7 +16,10 @@ Backbones (each a row, each judged the same way):
   ``microct_standin`` (the default) is the stand-in's own architecture.
 * ``ssl``: labkit's stand-in for DINOv2, a small ViT pretrained by masked autoencoding on unlabeled
   simulated slices disjoint from every evaluation slice (:mod:`labkit.methods.microct_standin`),
-  shipped as a checkpoint (``ssl_weights``); judged only where it passed the "trained" precondition.
+  shipped as a checkpoint (``ssl_weights``); its analogue claims are judged only where it is "trained" (held-out
+  MAE loss below 0.7 of the learner-free predictor's: each hidden patch filled with the mean of its image's visible
+  pixels) and its "features learned" (its frozen linear head beats the ``random`` ViT of the same architecture on
+  the held-out rock, paired over seeds).
 * ``resnet``: a pretrained ResNet with LoRA (the paper's weaker baseline); pretrained weights only.
 
 Every ViT meets the slices on a ``token_grid`` x ``token_grid`` token grid (input side = grid x patch),
@@ -31,6 +34,10 @@ rows, so its tokens are extracted once). Which rows can run is decided once befo
 cached, a rerun computes only the missing tasks, and the tasks run serially, on a local process pool or on
 Dask (parameters ``executor``, ``workers``, ``scheduler``).
 
+Every gradient-trained row (frozen linear and CNN heads, LoRA rows, the UNet) records its budget (optimiser steps,
+batch size, peak learning rate, schedule, trainable parameters; :func:`budgets_table`), and claims that compare
+trained arms (3, 4, 4b) need the same steps, batch size and schedule on both sides.
+
 The module returns DataFrames, dicts and figures; the notebook hands them to the Report.
 """
 
@@ -39,6 +46,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -48,7 +56,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.core.claims import Check, Claim, Compare, Precondition
+from labkit.core.claims import BUDGET_KEYS, Check, Claim, Compare, Precondition, budget_record
 from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
 from labkit.core.metrics import ConfusionMatrix, aggregate_over_seeds
 from labkit.core.seeding import seed_everything
@@ -481,6 +489,7 @@ def load_ssl_backbone(cfg, progress: bool = False) -> Backbone:
     size = vit_input_size(cfg, STANDIN_ARCH)
     model, record = microct_standin.load(path, img_size=size)
     digest = file_digest(path)
+    record = _with_learner_free_loss(digest, json.dumps(record, sort_keys=True, default=str))
     return Backbone(
         "ssl",
         label,
@@ -496,6 +505,14 @@ def load_ssl_backbone(cfg, progress: bool = False) -> Backbone:
     )
 
 
+@functools.lru_cache(maxsize=4)
+def _with_learner_free_loss(digest: str, record: str) -> dict:
+    """The checkpoint's record with the learner-free loss of its held-out check (computed once per file)."""
+    from labkit.methods import microct_standin
+
+    return microct_standin.with_learner_free_loss(json.loads(record))
+
+
 def pretraining_curve(res) -> pd.DataFrame:
     """The stand-in's training curve from its sidecar: step, running training loss."""
     rec = (res.pretraining or {}).get("ssl") or {}
@@ -503,9 +520,12 @@ def pretraining_curve(res) -> pd.DataFrame:
 
 
 def pretraining_table(res) -> pd.DataFrame:
-    """The stand-in's "trained" record: steps, held-out loss, trivial predictor's loss, their ratio."""
+    """The stand-in's "trained" record: steps, held-out loss, the image-mean predictor's loss and their ratio,
+    the learner-free predictor's loss (each hidden patch filled with the mean of its image's visible pixels,
+    on the same held-out crops and masks) and the ratio "trained" is judged on."""
     rows = []
     for kind, rec in (res.pretraining or {}).items():
+        ratio = rec.get("learner_free_ratio")
         rows.append(
             {
                 "backbone": BACKBONE_LABELS.get(kind, kind),
@@ -513,10 +533,13 @@ def pretraining_table(res) -> pd.DataFrame:
                 "heldout_loss": rec.get("final_loss"),
                 "trivial_loss": rec.get("trivial_loss"),
                 "loss_ratio": rec.get("loss_ratio"),
+                "learner_free_loss": rec.get("learner_free_loss"),
+                "learner_free_ratio": ratio,
                 "trained_threshold": TRAINED_RATIO,
-                "trained": bool(rec.get("loss_ratio", np.inf) < TRAINED_RATIO),
+                "trained": bool(ratio is not None and np.isfinite(ratio) and ratio < TRAINED_RATIO),
                 "mask_ratio": rec.get("mask_ratio"),
                 "trivial_predictor": rec.get("trivial_predictor"),
+                "learner_free_predictor": LEARNER_FREE_PREDICTOR,
             }
         )
     return pd.DataFrame(rows)
@@ -692,7 +715,20 @@ class SeedResult:
             self.embeddings[kind] = {"tsne": record.get("tsne", {}).get(kind), "silhouette": sil}
 
 
-def _seg_rows(out: SeedResult, seed, method, backbone, kind, trainable, seconds, preds: dict, ds, sp, example_idx):
+def train_budget(n_train: int, batch_size: int, epochs: int, lr: float, trainable: int) -> dict[str, Any]:
+    """A trained arm's budget (:func:`labkit.core.claims.budget_record`) as labkit's ``fit`` runs it: AdamW,
+    ``epochs`` passes over ``n_train`` slices in batches of ``batch_size`` (the last one short), the learning
+    rate annealed by a cosine stepped once per epoch."""
+    per_epoch = math.ceil(n_train / batch_size)
+    steps = per_epoch * int(epochs)
+    schedule = f"AdamW, cosine stepped per epoch over {int(epochs)} epochs of {per_epoch} steps ({steps} steps)"
+    return budget_record(steps, min(int(batch_size), int(n_train)), lr, schedule, int(trainable))
+
+
+def _seg_rows(
+    out: SeedResult, seed, method, backbone, kind, trainable, seconds, preds: dict, ds, sp, example_idx, budget=None
+):
+    """One row per split; a trained arm's rows carry its ``budget``."""
     for split in SPLITS:
         s = _scores(preds[split], ds.masks[sp[split]])
         out.segmentation.append(
@@ -707,6 +743,7 @@ def _seg_rows(out: SeedResult, seed, method, backbone, kind, trainable, seconds,
                 "status": "evaluated",
                 "miou": s["miou"],
                 **{f"iou/{p}": s[f"iou/{p}"] for p in PHASES},
+                **({"budget": dict(budget)} if budget is not None else {}),
             }
         )
     key = f"{method} | {backbone}" if backbone else method
@@ -981,7 +1018,10 @@ def _baselines(cfg, seed, ds, sp, out: SeedResult) -> None:
     )
     preds = {s: _predict(res.model, ds.images[sp[s]]) for s in SPLITS}
     trainable = count_parameters(unet)
-    _seg_rows(out, seed, "UNet from scratch", "", "from scratch", trainable, res.seconds, preds, ds, sp, example_idx)
+    budget = train_budget(len(seg_tr.images), cfg.unet_batch_size, cfg.unet_epochs, cfg.unet_lr, trainable)
+    _seg_rows(
+        out, seed, "UNet from scratch", "", "from scratch", trainable, res.seconds, preds, ds, sp, example_idx, budget
+    )
 
     out.classification += classification_baselines(cfg, seed, ds, sp["cls_train"], sp["cls_test"], _per_class(ds, sp))
     out.ceilings = ceiling_rows(cfg, seed, ds, sp)
@@ -1049,7 +1089,10 @@ def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> N
         preds = {
             s: probing.predict_token_head(hr.model, feats.patch_of(sp[s]), size, padded_size=padded) for s in SPLITS
         }
-        _seg_rows(out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp, example_idx)
+        budget = train_budget(len(tok_tr), cfg.batch_size, cfg.head_epochs, cfg.head_lr, hr.trainable_params)
+        _seg_rows(
+            out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp, example_idx, budget
+        )
     t0 = time.perf_counter()
     preds = {
         s: probing.knn_segment(
@@ -1077,7 +1120,9 @@ def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> N
             continue
         model, r = _fit_lora(cfg, bb.model, head, seg_tr, seed, f"LoRA {head} {bb.kind}", img_size=bb.img_size)
         preds = {s: _predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in SPLITS}
-        _seg_rows(out, seed, name, bb.label, "LoRA", count_parameters(model), r.seconds, preds, ds, sp, example_idx)
+        trainable = count_parameters(model)
+        budget = train_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
+        _seg_rows(out, seed, name, bb.label, "LoRA", trainable, r.seconds, preds, ds, sp, example_idx, budget)
         del model, r
 
 
@@ -1141,7 +1186,10 @@ def _resnet_lora(cfg, seed, out: SeedResult, ds, sp, weights: dict) -> None:
     )
     preds = {s: _predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in SPLITS}
     label, trainable = resnet_lora_label(cfg), count_parameters(model)
-    _seg_rows(out, seed, "linear head + LoRA", label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp))
+    budget = train_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
+    _seg_rows(
+        out, seed, "linear head + LoRA", label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1162,6 +1210,7 @@ class StudyResult:
     grids: dict = field(default_factory=dict)  # backbone label -> token grid side
     cached: int = 0  # grid tasks read from the cache
     computed: int = 0  # grid tasks computed in this run
+    budgets: pd.DataFrame = field(default_factory=pd.DataFrame)  # each trained arm's budget per seed
 
 
 def parts(cfg) -> list[str]:
@@ -1222,13 +1271,19 @@ def run(cfg, progress: bool = True, **run_kwargs) -> StudyResult:
     options = {"executor": cfg.executor, "workers": cfg.workers, "scheduler": cfg.scheduler, **run_kwargs}
     result = build_grid(cfg, arms).run(progress=progress, **options)
     records = {(r["seed"], r["part"]): r for r in result.records if r is not None}
-    cls_rows, seg_rows, sil_rows, notes, ceil = [], [], [], [], []
+    cls_rows, seg_rows, sil_rows, notes, ceil, budgets = [], [], [], [], [], {}
     first = SeedResult(backbones={k: arms[k]["status"] for k in VIT_KINDS if k in arms})
     for seed in cfg.seeds:
         for part in parts(cfg):
             record = records.get((seed, part)) or _unavailable_record(cfg, part, seed, arms[part]["status"])
             cls_rows += record["classification"]
-            seg_rows += record["segmentation"]
+            for row in record["segmentation"]:
+                row = dict(row)
+                budget = row.pop("budget", None)
+                if budget is not None:  # one budget per arm and seed (its rows of every split carry it)
+                    key = (row["method"], row["backbone"], row["kind"], row["seed"])
+                    budgets[key] = dict(zip(("method", "backbone", "kind", "seed"), key), **budget)
+                seg_rows.append(row)
             ceil += record["ceilings"]
             notes += record["notes"]
             for kind, sil in record["silhouettes"].items():
@@ -1250,6 +1305,7 @@ def run(cfg, progress: bool = True, **run_kwargs) -> StudyResult:
         dict(first.grids),
         result.cached,
         result.computed,
+        pd.DataFrame(list(budgets.values()), columns=["method", "backbone", "kind", "seed", *BUDGET_KEYS]),
     )
 
 
@@ -1285,8 +1341,20 @@ ORACLE = "per-token oracle"
 BEST_CLASSICAL = "best classical pipeline"
 BEST_BASELINE = "best of UNet and classical pipelines"
 DEFAULT_CHOICE = "linear head (frozen)"
-# The stand-in "trained" precondition: final MAE loss below this fraction of the trivial predictor's
+# The stand-in "trained" precondition: final held-out MAE loss below this fraction of the learner-free predictor's
 TRAINED_RATIO = 0.7
+LEARNER_FREE_PREDICTOR = "every hidden patch filled with the mean of its image's visible pixels (per channel)"
+# The stand-in "features learned" precondition: its frozen linear head against the same architecture's at random
+# init, on the held-out rock (the random row is the stand-in's architecture only with vit_arch microct_standin)
+FEATURES_LEARNED_METHOD = "linear head (frozen)"
+TRAINED_HEADS = tuple(FROZEN_OF.values())  # frozen rows with a training budget (kNN segmentation has none)
+
+
+def is_trained_arm(row) -> bool:
+    """Whether a segmentation row is a gradient-trained arm, whose record carries its ``budget``: the frozen
+    linear and CNN heads, every LoRA row and the UNet (not the classical pipelines, the random forest, kNN
+    segmentation or the per-token oracle)."""
+    return row["kind"] in ("LoRA", "from scratch") or (row["kind"] == "frozen" and row["method"] in TRAINED_HEADS)
 
 
 def judged_ks(cfg, train_slices_per_rock: int | None = None) -> list[int]:
@@ -1316,6 +1384,44 @@ def _resolvable(kind: str, split: str, baseline: str, margin: float = 0.0) -> Pr
     )
 
 
+def analogue_preconditions(kind: str) -> list[Precondition]:
+    """What an analogue claim (the stand-in in place of DINOv2) rests on: the stand-in *trained* (its held-out
+    MAE loss below :data:`TRAINED_RATIO` of the learner-free predictor's, each hidden patch filled with the mean
+    of its image's visible pixels, on the same held-out crops and masks) and its *features learned* (its frozen
+    linear head beats the same architecture's at random init on the held-out rock, paired over seeds)."""
+    return [
+        Precondition.trained(
+            "final_loss",
+            {"arm": kind},
+            TRAINED_RATIO,
+            learner_free="learner_free_loss",
+            why=f"the stand-in's held-out MAE loss is below {TRAINED_RATIO:g} x the loss of {LEARNER_FREE_PREDICTOR}, "
+            "on the same held-out crops and masks",
+        ),
+        Precondition.features_learned(
+            "miou",
+            pretrained=_seg(FEATURES_LEARNED_METHOD, kind),
+            random=_seg(FEATURES_LEARNED_METHOD, "random"),
+            table="segmentation",
+        ),
+    ]
+
+
+def no_random_control(cfg) -> str | None:
+    """Why the analogue claims cannot be judged (their "features learned" control is missing), or None."""
+    if "random" not in cfg.backbones:
+        return (
+            "not evaluated: the 'features learned' control (a random-init ViT of the stand-in's architecture) was "
+            "not run; add random to parameter backbones (with vit_arch microct_standin)"
+        )
+    if cfg.vit_arch != STANDIN_ARCH:
+        return (
+            f"not evaluated: the 'features learned' control must be the stand-in's architecture, but the random row "
+            f"is {cfg.vit_arch!r}; set parameter vit_arch to {STANDIN_ARCH}"
+        )
+    return None
+
+
 def declare_claims(
     cfg,
     unavailable: dict[str, str] | None = None,
@@ -1340,8 +1446,8 @@ def declare_claims(
     for kind in kinds:
         suffix = "" if kind == "dinov2" else f"__{kind}"
         prefix = "" if kind == "dinov2" else f"[analogue: {BACKBONE_LABELS[kind]} in place of DINOv2] "
-        pre = [] if kind == "dinov2" else [Precondition.trained("loss_ratio", {"arm": kind}, TRAINED_RATIO)]
-        blocked = unavailable.get(kind)
+        pre = [] if kind == "dinov2" else analogue_preconditions(kind)
+        blocked = unavailable.get(kind) or (None if kind == "dinov2" else no_random_control(cfg))
         pick = chosen.get(kind, {})
         lora_heads = list(cfg.lora_heads)
         lora_choice = pick.get("lora", f"{lora_heads[0]} head + LoRA" if lora_heads else "linear head + LoRA")
@@ -1437,8 +1543,18 @@ def declare_claims(
                 )
                 for h in (lora_heads or ["linear"])
             ],
-            [_resolvable(kind, "ood_rock", FROZEN_OF[(lora_heads or ["linear"])[0]], LORA_LIFT)],
+            [_resolvable(kind, "ood_rock", FROZEN_OF[(lora_heads or ["linear"])[0]], LORA_LIFT)]
+            + [
+                Precondition.same_budget(
+                    a={"method": f"{h} head + LoRA", "arm": kind},
+                    b={"method": FROZEN_OF[h], "arm": kind},
+                    label=f"the {h} head with LoRA and the frozen {h} head",
+                )
+                for h in (lora_heads or ["linear"])
+            ],
             why_not=no_lora,
+            note="the lift is LoRA's only if the head trained with LoRA and the frozen head it is compared with had "
+            "the same optimiser steps, batch size and schedule",
         )
         # 4. LoRA (head chosen in distribution) vs the UNet, with fewer trainable parameters
         claim(
@@ -1459,10 +1575,17 @@ def declare_claims(
                     "fewer trainable parameters",
                     Check("param_ratio_vs_unet", {"method": lora_choice, "arm": kind}, "<", 1.0, table="params"),
                     why="the paper's comparison: the LoRA model trains fewer parameters than the UNet",
-                )
+                ),
+                Precondition.same_budget(
+                    a={"method": lora_choice, "arm": kind},
+                    b={"method": "UNet from scratch", "arm": "unet"},
+                    label=f"{lora_choice} and the UNet from scratch (the claim is about fewer trainable parameters, "
+                    "not fewer steps: steps, batch size and schedule must match)",
+                ),
             ],
             why_not=no_lora,
-            note=f"LoRA head chosen on the in-distribution split: {lora_choice}",
+            note=f"LoRA head chosen on the in-distribution split: {lora_choice}; the claim is about trainable "
+            "parameters, so both train with the same steps, batch size and schedule",
         )
         claim(
             "c4b_lora_beats_resnet_lora",
@@ -1477,7 +1600,13 @@ def declare_claims(
                     effect_source=PRACTICAL_SOURCE,
                 )
             ],
-            [],
+            [
+                Precondition.same_budget(
+                    a={"method": lora_choice, "arm": kind},
+                    b={"method": "linear head + LoRA", "arm": "resnet"},
+                    label=f"{lora_choice} and the ResNet + LoRA",
+                )
+            ],
             why_not=no_lora or unavailable.get("resnet"),
         )
         # 5. the ViT's best method (chosen in distribution) vs the UNet and every classical pipeline, OOD
@@ -1518,8 +1647,9 @@ def claim_tables(res: StudyResult) -> dict[str, pd.DataFrame]:
     """The tidy tables the claims are judged on (one row per arm x condition x seed):
     ``segmentation`` (method, arm, split, seed, miou; with the per-token oracle and the best classical /
     baseline rows), ``classification`` (arm, probe, feature, k, seed, accuracy), ``embeddings`` (arm,
-    seed, tsne_silhouette), ``pretraining`` (arm, loss_ratio) and ``params`` (method, arm,
-    param_ratio_vs_unet)."""
+    seed, tsne_silhouette), ``pretraining`` (arm, final_loss, learner_free_loss, loss_ratio, ...), ``params``
+    (method, arm, param_ratio_vs_unet) and ``budgets`` (method, arm, seed, steps, batch_size, lr, schedule,
+    trainable_params)."""
     seg = res.segmentation
     seg = (
         seg[seg["status"] == "evaluated"].copy()
@@ -1559,7 +1689,7 @@ def claim_tables(res: StudyResult) -> dict[str, pd.DataFrame]:
         ]
     pretraining = pd.DataFrame(
         [{"arm": k, **v} for k, v in res.pretraining.items()],
-        columns=["arm", "loss_ratio", "final_loss", "trivial_loss", "steps"],
+        columns=["arm", "loss_ratio", "final_loss", "trivial_loss", "steps", "learner_free_loss", "learner_free_ratio"],
     )
     params = pd.DataFrame(columns=["method", "arm", "param_ratio_vs_unet"])
     if len(seg):
@@ -1575,7 +1705,18 @@ def claim_tables(res: StudyResult) -> dict[str, pd.DataFrame]:
         "embeddings": embeddings,
         "pretraining": pretraining,
         "params": params,
+        "budgets": budget_rows(res),
     }
+
+
+def budget_rows(res: StudyResult) -> pd.DataFrame:
+    """Each trained arm's budget per seed: method, arm, seed, steps, batch_size, lr, schedule, trainable_params
+    (the ``same budget`` preconditions read it)."""
+    b = getattr(res, "budgets", None)
+    cols = ["method", "arm", "seed", *BUDGET_KEYS]
+    if b is None or not len(b):
+        return pd.DataFrame(columns=cols)
+    return b.assign(arm=[_arm(r) for _, r in b.iterrows()])[cols].reset_index(drop=True)
 
 
 def claim_context(cfg, res: StudyResult) -> dict:
@@ -1707,6 +1848,17 @@ def segmentation_table(res: StudyResult) -> pd.DataFrame:
         heads = table["kind"].isin(["frozen", "LoRA"])
         table.loc[heads, "ood_rock/token_ceiling"] = table.loc[heads, "backbone"].map(oracle)
     return table.round(3)
+
+
+def budgets_table(res: StudyResult) -> pd.DataFrame:
+    """Every trained arm's training budget (optimiser steps, batch size, peak learning rate, schedule, trainable
+    parameters), one row per arm (with the seeds it ran; the budget is the same for every seed). Rows without
+    gradient training (the classical pipelines, the random forest, kNN segmentation) have none."""
+    b = getattr(res, "budgets", None)
+    if b is None or not len(b):
+        return pd.DataFrame(columns=["method", "backbone", *BUDGET_KEYS, "n_seeds"])
+    keys = ["method", "backbone", *BUDGET_KEYS]
+    return b.groupby(keys, sort=False, dropna=False)["seed"].nunique().rename("n_seeds").reset_index()
 
 
 def ceiling_table(res: StudyResult) -> pd.DataFrame:
