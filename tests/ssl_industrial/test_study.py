@@ -202,6 +202,12 @@ def test_features_learned_above_the_floor_and_same_budget_each_fail_on_their_neg
     # every arm at the floor: the floor row as good as the arms
     at_floor = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02, floor=0.5), "pretrained": pre}))
     assert at_floor["status"] == NOT_EVALUATED and "precondition 'above the floor (mae full at" in at_floor["reason"]
+    # scratch with the fewest labels at the floor is the regime the claim is about: still judged
+    runs = _runs(0.1, 0.02)
+    lo = min(_cfg().label_counts)
+    runs.loc[(runs["init"] == "scratch") & (runs["n_labels"] == lo), "defect_ap"] = FLOOR_AP + 0.001
+    runs.loc[(runs["init"] == "mae") & (runs["n_labels"] == lo), "defect_ap"] += 0.1  # keep the gap narrowing
+    assert judge(claim, study.claim_tables({"runs": runs, "pretrained": pre}))["status"] == HELD
     # scratch trained for fewer steps than MAE: the evidence names both budgets
     unequal = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02, scratch_steps=75), "pretrained": pre}))
     assert unequal["status"] == NOT_EVALUATED and "precondition 'same budget' failed" in unequal["reason"]

@@ -7,12 +7,15 @@ Pipeline, in the kit's order (data -> the grid's tasks -> claims -> tables -> fi
    images for pretraining and the PatchCore memory bank, defect images between the labelled pool and the test
    set. Every ViT input is standardised with the statistics of the inspection images it is applied to.
 2. **pretraining** (grid ``ssl_industrial-pretrain``, :func:`pretrain_task`): MAE and SimCLR on the unlabeled
-   in-domain images, MAE on as many unrelated photographs; each records its final loss over the trivial
-   predictor's (``loss_ratio``). An encoder whose ratio is not below ``trained_max_loss_ratio`` did not
-   train: it is *not evaluated*, not a row of results. The in-domain encoders become named checkpoints.
+   in-domain images, MAE on as many unrelated photographs; each records, on the same fixed batches (masks,
+   views), its loss before the first step and after the last, the best learner-free predictor's loss and the
+   ratio (``loss_ratio``), and its budget. An encoder whose ratio is not below ``trained_max_loss_ratio`` did
+   not train (precondition "trained"): it is fine-tuned and shown, but no claim rests on it. The in-domain
+   encoders become named checkpoints.
 3. **fine-tuning** (grid ``ssl_industrial-finetune``, :func:`finetune_task`): init x label count x seed. Full
    fine-tuning trains every parameter (patch embedding, position embedding, every block, the decoder); the
-   frozen probe trains only a linear head on the frozen encoder; a small CNN U-Net from scratch and an
+   frozen probe trains only a linear head on the frozen encoder (every ViT init, the random-init one included:
+   precondition "features learned"); a small CNN U-Net from scratch and an
    "all good" predictor (the floor) are rows of the same table. Label subsets of different seeds are
    disjoint where the pool allows (:func:`label_subset`).
 4. **anomaly detection** (grid ``ssl_industrial-patchcore``, :func:`patchcore_task`): PatchCore with local
@@ -1007,10 +1010,13 @@ def anomaly_detection(cfg, data, pretrained: dict, unavailable: dict, progress: 
 # Effects of interest (labkit.core.claims): the paper reports no effect size for these comparisons.
 PRACTICAL_AP = 0.03
 PRACTICAL_SOURCE = "a stated practical size: 3 points of defect average precision (the paper reports no effect size)"
-#: Precondition "above the floor": every arm a claim compares must beat the 'all good' row (predict no defect:
-#: defect AP = the defect-pixel prevalence) by this much defect AP, paired over seeds; arms that all sit at the
-#: floor leave the claim not evaluated rather than "did not hold". Two points: below the practical size of 3,
-#: above the seed-to-seed wobble of a predictor that only learned the prevalence.
+#: Precondition "above the floor": the arms a claim says score well must beat the 'all good' row (predict no
+#: defect: defect AP = the defect-pixel prevalence) by this much defect AP, paired over seeds, so arms that all
+#: sit at the floor leave the claim not evaluated rather than "did not hold". Two points: below the practical
+#: size of 3, above the seed-to-seed wobble of a predictor that only learned the prevalence. A baseline the
+#: claim expects to be weak may sit at the floor (scratch with the fewest labels, which the published default
+#: run put at 0.033 against a floor of 0.015; MAE's frozen probe; the unrelated-photo MAE): that is the regime
+#: the claim is about, and "A beats B" stays a fair test while A is above the floor.
 FLOOR_MARGIN = 0.02
 
 
@@ -1021,8 +1027,9 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
 
     Preconditions: "label-limited" (claims 1, 4); "trained" against the best learner-free predictor and
     "features learned" (the pretrained encoder's frozen probe beats the random-init ViT's, paired over seeds)
-    for every pretrained encoder a claim rests on (claims 1-3); "above the floor" for every compared arm; and
-    "same budget" for every pair of compared trained arms (claim 3 also its two pretrainings)."""
+    for every pretrained encoder a claim rests on (claims 1-3); "above the floor" for every arm the claim says
+    scores well (:data:`FLOOR_MARGIN`; a baseline expected to be weak may sit at the floor); and "same budget"
+    for every pair of compared trained arms (claim 3 also its two pretrainings)."""
     unavailable = dict(unavailable or {})
     for init in VIT_INITS:
         if init not in cfg.inits:
@@ -1102,7 +1109,9 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
                     label_limited,
                     trained(ssl),
                     learned(ssl),
-                    *[above(i, n) for n in (lo, hi) for i in (ssl, "scratch")],
+                    above(ssl, lo),
+                    above(ssl, hi),
+                    above("scratch", hi),
                     same_budget(arm(ssl, lo), arm("scratch", lo)),
                     same_budget(arm(ssl, hi), arm("scratch", hi)),
                 ],
@@ -1141,7 +1150,9 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
                 trained("simclr"),
                 learned("mae"),
                 learned("simclr"),
-                *[above(i, hi, protocol) for protocol in ("frozen", "full") for i in ("simclr", "mae")],
+                above("simclr", hi, "frozen"),
+                above("mae", hi),
+                above("simclr", hi),
                 same_budget(arm("simclr", hi, "frozen"), arm("mae", hi, "frozen")),
                 same_budget(arm("mae", hi), arm("simclr", hi)),
             ],
@@ -1169,7 +1180,6 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
                 learned("mae"),
                 learned("mae_unrelated"),
                 above("mae", lo),
-                above("mae_unrelated", lo),
                 same_budget({"init": "mae"}, {"init": "mae_unrelated"}, stage="pretrain"),
                 same_budget(arm("mae", lo), arm("mae_unrelated", lo)),
             ],
@@ -1194,7 +1204,6 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
             preconditions=[
                 label_limited,
                 above("dinov2", lo),
-                above("scratch", lo),
                 same_budget(arm("dinov2", lo), arm("scratch", lo)),
             ],
             unavailable=blocked("dinov2", "scratch"),
