@@ -1230,7 +1230,8 @@ def budgets_table(runs: pd.DataFrame, pretrained: dict | None = None) -> pd.Data
         for r in trained.to_dict("records"):
             rows.append({"stage": "finetune", **{k: r.get(k) for k in BUDGET_TABLE_COLUMNS if k != "stage"}})
     out = pd.DataFrame(rows, columns=BUDGET_TABLE_COLUMNS)
-    return out.astype({"steps": float, "batch_size": float}).astype({"steps": "Int64", "batch_size": "Int64"})
+    whole = {"steps": "Int64", "batch_size": "Int64", "trainable_params": "Int64"}
+    return out.astype(dict.fromkeys(whole, float)).astype(whole)
 
 
 def claim_tables(results: dict) -> dict[str, pd.DataFrame]:
