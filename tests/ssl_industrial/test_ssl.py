@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from labkit.core.errors import DataError, WeightsUnavailableError
+from labkit.methods import ssl
 from labkit.methods.ssl import (
     BatchAugment,
     MaskedAutoencoder,
@@ -171,11 +172,46 @@ def test_pretrain_rejects_bad_parameters():
     from labkit.core.errors import ParameterError
 
     images = np.zeros((8, 1, 32, 32), np.float32)
-    with pytest.raises(ParameterError, match="epochs must be >= 1"):
-        pretrain_mae(images, img_size=32, patch_size=8, batch_size=4, epochs=0, progress=False)
+    with pytest.raises(ParameterError, match="epochs must be >= 0"):
+        pretrain_mae(images, img_size=32, patch_size=8, batch_size=4, epochs=-1, progress=False)
     with pytest.raises(ParameterError, match="mask_ratio"):
         pretrain_mae(images, img_size=32, patch_size=8, batch_size=4, epochs=1, mask_ratio=1.0, progress=False)
     with pytest.raises(ParameterError, match="batch_size must be >= 2"):
         pretrain_simclr(images, img_size=32, patch_size=8, batch_size=1, progress=False)
     with pytest.raises(DataError, match="square"):
         pretrain_mae(np.zeros((8, 1, 32, 40), np.float32), batch_size=4, progress=False)
+
+
+def test_mae_learner_free_baseline_by_hand():
+    """Each hidden patch filled with the mean of its image's visible pixels, in the loss's target space."""
+    from labkit.methods.ssl import MaskedAutoencoder, mae_learner_free_losses, patchify
+
+    # one 1-channel image of four 1-pixel patches 0, 2, 4, 6; the last two hidden: visible mean 1
+    target = torch.tensor([[[0.0], [2.0], [4.0], [6.0]]])
+    mask = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    losses = mae_learner_free_losses(target, mask, channels=1)
+    assert losses["visible_mean"] == (3**2 + 5**2) / 2 and losses["zeros"] == (4**2 + 6**2) / 2
+    assert losses["best"] == 17.0
+    # per channel: channel 0 constant 1, channel 1 constant -2: each hidden patch predicted exactly
+    two = torch.tensor([[1.0, -2.0]]).repeat(4, 1)[None]  # (1, 4 patches, 1 pixel x 2 channels)
+    assert mae_learner_free_losses(two, mask, channels=2)["visible_mean"] == 0.0
+    # a constant image through the MAE's own target: learner-free loss 0, with and without norm_pix_loss
+    images = torch.full((2, 1, 32, 32), 0.7)
+    for norm_pix in (False, True):
+        enc = ssl._make_encoder("vit_tiny", 32, 1, 8, encoder_kwargs={"depth": 1, "embed_dim": 32, "num_heads": 1})
+        mae = MaskedAutoencoder(enc, decoder_dim=32, decoder_depth=1, norm_pix_loss=norm_pix)
+        _, _, hidden = mae(images, generator=torch.Generator().manual_seed(0))
+        assert mae_learner_free_losses(mae.target(images), hidden, 1)["best"] < 1e-12
+    assert torch.equal(MaskedAutoencoder(enc, norm_pix_loss=False).target(images), patchify(images, 8))
+
+
+def test_zero_epochs_scores_the_untrained_network_against_the_learner_free_predictor():
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 1, 32, 32)).astype(np.float32)
+    enc, hist = pretrain_simclr(images, img_size=32, patch_size=8, epochs=0, batch_size=8, progress=False)
+    meta = enc.pretrain_meta
+    assert len(hist) == 0 and meta["steps"] == 0 and meta["budget"]["steps"] == 0
+    assert meta["eval_loss"] == meta["initial_loss"] and meta["loss_ratio"] >= 1.0  # learned nothing
+    enc, _ = pretrain_mae(images, img_size=32, patch_size=8, epochs=0, batch_size=8, progress=False)
+    meta = enc.pretrain_meta
+    assert meta["eval_loss"] == meta["initial_loss"] and meta["loss_ratio"] > 0.9

@@ -105,6 +105,37 @@ def random_masking(n_batch: int, n_tokens: int, mask_ratio: float, device=None, 
     return keep, mask, restore
 
 
+def masked_patch_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The MAE loss: mean squared error per patch, averaged over the hidden patches (``mask`` 1) of the batch."""
+    per_patch = ((pred - target) ** 2).mean(-1)
+    return (per_patch * mask).sum() / mask.sum()
+
+
+@torch.no_grad()
+def mae_learner_free_losses(target: torch.Tensor, mask: torch.Tensor, channels: int) -> dict[str, float]:
+    """The MAE loss of predictors that learn nothing, on the same targets (B, L, p*p*C) and masks (B, L):
+
+    - ``visible_mean``: every hidden patch filled with the mean of its image's visible target values, per
+      channel (for ``norm_pix_loss`` targets about 0, so a loss near 1; computed, not assumed);
+    - ``zeros``: every hidden patch predicted as 0 (the mean of standardised or normalised targets).
+
+    ``best`` is the lower of the two: the bar a pretrained MAE must get below to have learned anything
+    the image's own visible pixels do not already give.
+    """
+    b, n, d = target.shape
+    per_channel = target.reshape(b, n, d // channels, channels)
+    visible = (1 - mask)[..., None, None]
+    count = visible.sum(dim=(1, 2)) * (d // channels)  # (B, 1): visible values per channel
+    mean = (per_channel * visible).sum(dim=(1, 2)) / count.clamp(min=1)  # (B, C)
+    fill = mean[:, None, None, :].expand_as(per_channel).reshape(b, n, d)
+    losses = {
+        "visible_mean": float(masked_patch_mse(fill, target, mask)),
+        "zeros": float(masked_patch_mse(torch.zeros_like(target), target, mask)),
+    }
+    losses["best"] = min(losses["visible_mean"], losses["zeros"])
+    return losses
+
+
 class MaskedAutoencoder(nn.Module):
     """MAE over a timm VisionTransformer ``encoder`` (kept intact, so its state dict is a plain ViT's)."""
 
@@ -181,13 +212,17 @@ class MaskedAutoencoder(nn.Module):
             x = block(x)
         return self.decoder_pred(self.decoder_norm(x))[:, self.prefix :]
 
-    def loss(self, images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def target(self, images: torch.Tensor) -> torch.Tensor:
+        """What the decoder predicts, (B, L, p*p*C): the patches, each normalised by its own mean and std
+        when ``norm_pix_loss`` is on (the loss's target space)."""
         target = patchify(images, self.patch)
         if self.norm_pix_loss:
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             target = (target - mean) / (var + 1e-6) ** 0.5
-        per_patch = ((pred - target) ** 2).mean(-1)
-        return (per_patch * mask).sum() / mask.sum()
+        return target
+
+    def loss(self, images: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return masked_patch_mse(pred, self.target(images), mask)
 
     def forward(self, images: torch.Tensor, mask_ratio: float | None = None, generator=None):
         """Returns (loss, predicted patches (B, L, p*p*C), mask (B, L) with 1 = hidden)."""
@@ -348,6 +383,52 @@ def _resize_if_needed(images: torch.Tensor, img_size: int) -> torch.Tensor:
     return images
 
 
+EVAL_BATCHES = 4  # fixed batches of the training images on which a pretraining is scored before and after
+
+
+class _BuffersKept:
+    """Run a module in training mode (the loss it is trained on: BatchNorm on batch statistics) without
+    letting the evaluation move its buffers (BatchNorm running statistics)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __enter__(self):
+        self.was_training = self.module.training
+        self.saved = {k: v.detach().clone() for k, v in self.module.named_buffers()}
+        self.module.train()
+        return self.module
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for k, v in self.module.named_buffers():
+                v.copy_(self.saved[k])
+        self.module.train(self.was_training)
+        return False
+
+
+@torch.no_grad()
+def evaluation_losses(module: nn.Module, batches, seed: int, device=None) -> dict[str, float]:
+    """The module's loss on fixed ``batches`` with a fixed draw of masks / augmented views (``seed``), the
+    same every time it is called: before any step it is the untrained network's loss, after training the
+    trained one's, on the same inputs. For an MAE, also the learner-free predictors' losses on the same
+    masked images (:func:`mae_learner_free_losses`), averaged over the batches."""
+    gen = torch.Generator().manual_seed(int(seed))
+    sums: dict[str, float] = {}
+    with _BuffersKept(module):
+        for batch in batches:
+            batch = batch.to(device) if device is not None else batch
+            out = module(batch, generator=gen)
+            if isinstance(module, MaskedAutoencoder):
+                loss, _, mask = out
+                for k, v in mae_learner_free_losses(module.target(batch), mask, module.channels).items():
+                    sums[k] = sums.get(k, 0.0) + v
+            else:
+                loss = out[0] if isinstance(out, tuple) else out
+            sums["loss"] = sums.get("loss", 0.0) + float(loss)
+    return {k: v / len(batches) for k, v in sums.items()}
+
+
 def _pretrain(
     method: str,
     images,
@@ -370,9 +451,11 @@ def _pretrain(
 ):
     from tqdm.auto import tqdm
 
+    from labkit.core.claims import budget_record
+
     images = check_unlabeled_images(images, batch_size)
-    if epochs < 1:
-        raise ParameterError(f"epochs must be >= 1, got {epochs}")
+    if epochs < 0:
+        raise ParameterError(f"epochs must be >= 0 (0 scores the untrained network), got {epochs}")
     seed_everything(seed)
     mean, std = pixel_stats(images)
     encoder = _make_encoder(arch, img_size, images.shape[1], patch_size, encoder_kwargs=encoder_kwargs)
@@ -386,8 +469,14 @@ def _pretrain(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / max(total, 1))))
     )
+    # The same batches, masks and views scored before the first step and after the last (batch_size each:
+    # an NT-Xent loss depends on the batch size).
+    n_eval = min(EVAL_BATCHES, steps_per_epoch)
+    eval_batches = [data[i * batch_size : (i + 1) * batch_size] for i in range(n_eval)]
+    eval_seed = 7919 * (int(seed) + 1)
+    initial = evaluation_losses(module, eval_batches, eval_seed, device)
     gen = torch.Generator().manual_seed(seed)
-    rows, started = [], time.time()
+    rows, started, steps = [], time.time(), 0
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         module.train()
@@ -402,6 +491,7 @@ def _pretrain(
             opt.step()
             sched.step()
             running += loss.item()
+            steps += 1
         seconds = time.time() - t0
         rows.append(
             {
@@ -416,16 +506,35 @@ def _pretrain(
         if max_seconds is not None and time.time() - started > max_seconds:
             break
     bar.close()
+    final = evaluation_losses(module, eval_batches, eval_seed, device)
     module.eval()
     encoder.eval()
-    history = pd.DataFrame(rows)
+    history = pd.DataFrame(rows, columns=["epoch", "loss", "lr", "seconds", "images_per_second"])
     trivial = (
         float(trivial_loss(module, data[: min(len(data), 4 * batch_size)].to(device), gen))
         if trivial_loss
         else float("nan")
     )
+    if isinstance(module, MaskedAutoencoder):
+        # each hidden patch filled with its image's visible mean (or zeros, whichever is lower), same masks
+        rule = "visible_mean" if final["visible_mean"] <= final["zeros"] else "zeros"
+        learner_free = final["best"]
+        rule = {
+            "visible_mean": "each hidden patch = the mean of its image's visible pixels",
+            "zeros": "each hidden patch = 0 (the targets' mean)",
+        }[rule]
+    else:
+        # the untrained network (the same initial weights) on the same batches and views, or a constant
+        # embedding (log(2N-1)) where that is lower
+        learner_free = min(initial["loss"], trivial) if trivial == trivial else initial["loss"]
+        rule = (
+            "the untrained network on the same batches"
+            if learner_free == initial["loss"]
+            else "a constant embedding, log(2N-1)"
+        )
     ps = encoder.patch_embed.patch_size
     patch = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+    trainable = int(sum(p.numel() for p in module.parameters() if p.requires_grad))
     encoder.pretrain_meta = {
         "method": method,
         "arch": arch,
@@ -433,6 +542,7 @@ def _pretrain(
         "patch_size": patch,
         "in_chans": int(images.shape[1]),
         "epochs": int(len(rows)),
+        "steps": int(steps),
         "batch_size": int(batch_size),
         "lr": lr,
         "n_images": int(len(images)),
@@ -441,7 +551,19 @@ def _pretrain(
         "pixel_std": std,
         "seconds": round(time.time() - started, 2),
         "trivial_loss": trivial,
-        "loss_ratio": float(history["loss"].iloc[-1] / trivial) if trivial == trivial and trivial > 0 else float("nan"),
+        # scored on the same fixed batches (masks, views) before any step and after the last
+        "initial_loss": float(initial["loss"]),
+        "eval_loss": float(final["loss"]),
+        "learner_free_loss": float(learner_free),
+        "learner_free_rule": rule,
+        "loss_ratio": float(final["loss"] / learner_free) if learner_free > 0 else float("nan"),
+        "budget": budget_record(
+            steps,
+            batch_size,
+            lr,
+            f"linear warm-up over {warmup} steps, then cosine over {total} steps" if total else "none (0 steps)",
+            trainable,
+        ),
         **{k: v for k, v in (encoder_kwargs or {}).items()},
     }
     encoder.cpu()
@@ -548,8 +670,9 @@ def pretrain_simclr(
 
 @torch.no_grad()
 def mae_trivial_loss(module: MaskedAutoencoder, images: torch.Tensor, generator=None) -> float:
-    """The MAE loss of the trivial predictor that outputs zeros for every hidden patch (the mean of the
-    normalised targets): the bar a pretrained MAE must get well below to have learned anything."""
+    """The MAE loss of the predictor that outputs zeros for every hidden patch (the mean of the normalised
+    targets). Not the bar of "trained": filling each hidden patch with its image's visible mean does better
+    on standardised pixels (:func:`mae_learner_free_losses`, recorded as ``learner_free_loss``)."""
     _, pred, mask = module(images, generator=generator)
     return float(module.loss(images, torch.zeros_like(pred), mask))
 
