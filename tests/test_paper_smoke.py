@@ -15,7 +15,6 @@ import re
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +212,8 @@ def run_paper_preset(study: str, tmp_path: Path, monkeypatch, capsys) -> tuple[f
     # the kernel imports this checkout's labkit (an absolute path: the kernel runs in notebooks/)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     args = ["reproduce", study, "--preset", "paper", "-p", "data_root", str(tree), "--device", DEVICE, "--quiet"]
+    # the grid in this process (paper's executor is a process pool: under pytest-xdist it would oversubscribe
+    # the cores); how the grid runs, not what it computes
     args += ["--executor", "serial", "--out", str(tmp_path / "out")]
     for name, value in sizes.items():
         args += ["-p", name, value]
@@ -274,5 +275,4 @@ def test_paper_preset_runs_on_the_published_layout(study, tmp_path, monkeypatch,
     # every weights file the paper preset asks for was found and loaded: no claim waits on missing weights
     missing = [c["id"] for c in claims if "weights unavailable" in (c.get("reason") or "")]
     assert not missing, f"claims not evaluated for missing weights: {missing}"
-    print(f"{study}: paper smoke in {seconds:.0f} s")
-    assert np.isfinite(seconds)
+    print(f"{study}: paper smoke in {seconds:.0f} s")  # shown with -rA or -s
