@@ -6,9 +6,11 @@ STAMP  := $(VENV)/.labkit-installed
 PRESET ?= default
 # pytest workers (pytest-xdist): one per core here; 0 runs the tests in this process
 TEST_WORKERS ?= 2
+# where `make paper-smoke` runs the models: cpu (CI), or cuda on a GPU machine
+DEVICE ?= cpu
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install reproduce test lab bench clean-venv
+.PHONY: install reproduce test paper-smoke lab bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,11 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+
+## Every study's paper preset (the paper's architectures and data layouts) on small fixture trees, a few steps
+## each, random weights under the kit's file names (offline; DEVICE=cuda on a GPU machine)
+paper-smoke: install
+	HF_HUB_OFFLINE=1 LABKIT_PAPER_SMOKE_DEVICE=$(DEVICE) $(BIN)/python -m pytest -m paper_smoke -n $(TEST_WORKERS) --dist worksteal tests/test_paper_smoke.py
 
 # Jupyter refuses to start as root (a container, an HPC node) unless asked: add the flag only then.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)

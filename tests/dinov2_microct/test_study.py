@@ -395,3 +395,13 @@ def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
         ParameterError, match="parameter 'dinov2_weights' .*'/no/such.safetensors', which does not exist"
     ):
         study.run(labkit.configure("dinov2_microct", "smoke", dict(dinov2_weights="/no/such.safetensors")))
+
+
+def test_pca_slices_take_each_rocks_first_scanner_when_a_rock_lacks_scanner_0():
+    """The Digital Rocks Portal layout images each project with one scanner: rock 1 only has scanner 1."""
+    from types import SimpleNamespace
+
+    from labkit.studies.dinov2_microct import pca_indices
+
+    ds = SimpleNamespace(rock=np.array([0, 0, 1, 1, 0]), scanner=np.array([1, 0, 1, 1, 0]), rock_types=["a", "b"])
+    assert pca_indices(ds).tolist() == [1, 2]

@@ -832,8 +832,10 @@ def tsne_silhouette(cls_tokens: np.ndarray, labels: np.ndarray, seed: int) -> tu
 
 
 def pca_indices(ds: microct.MicroCTSlices) -> np.ndarray:
-    """One slice per rock type (first scanner, first sample): the slices of the patch-PCA figure."""
-    return np.array([np.flatnonzero((ds.rock == r) & (ds.scanner == 0))[0] for r in range(len(ds.rock_types))])
+    """One slice per rock type (its first scanner, first sample): the slices of the patch-PCA figure. A rock
+    need not have every scanner (the Digital Rocks Portal layout images each project with one)."""
+    firsts = [np.flatnonzero(ds.rock == r) for r in range(len(ds.rock_types))]
+    return np.array([idx[np.argmin(ds.scanner[idx])] for idx in firsts])
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

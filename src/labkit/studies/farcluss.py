@@ -892,7 +892,9 @@ def pseudo_label_figure(cfg, data: StudyData, teacher, n: int = 3):
     fuzzy top-K target's second-class share, and the certainty weight (before class rebalancing)."""
     k = data.num_classes
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
-    images = torch.from_numpy(data.val.images[:n]).to(next(teacher.parameters()).device)
+    side = data.tile or max(data.val.images.shape[-2:])  # real data: one window of the size the model was run at
+    val_images, val_masks = data.val.images[:n, :, :side, :side], data.val.masks[:n, :side, :side]
+    images = torch.from_numpy(np.ascontiguousarray(val_images)).to(next(teacher.parameters()).device)
     teacher.eval()
     with torch.no_grad():
         probs = teacher(images).softmax(dim=1).cpu()
@@ -911,10 +913,10 @@ def pseudo_label_figure(cfg, data: StudyData, teacher, n: int = 3):
     fig, axes = plt.subplots(n, 5, figsize=(12, 2.4 * n), squeeze=False, layout="constrained")
     second = fuzzy_t.sort(dim=1, descending=True).values[:, 1].numpy()
     for i in range(n):
-        img = data.val.images[i].transpose(1, 2, 0)
+        img = val_images[i].transpose(1, 2, 0)
         axes[i, 0].imshow(np.clip(img / max(np.percentile(img, 99), 1e-6), 0, 1))
         axes[i, 1].imshow(
-            np.where(data.val.masks[i] == 255, np.nan, data.val.masks[i]),
+            np.where(val_masks[i] == 255, np.nan, val_masks[i]),
             cmap=cmap,
             vmin=-0.5,
             vmax=k - 0.5,
