@@ -181,6 +181,11 @@ def _grid_options(parser, device: bool = True) -> None:
         parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run (default auto)")
 
 
+def _param_option(parser, value: str, help: str) -> None:
+    """``-p NAME VALUE``, repeatable: the same option on every subcommand that takes study parameters."""
+    parser.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", value), default=[], help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,15 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_rep = sub.add_parser("reproduce", help="run study notebooks with papermill into reports/<study>/")
     p_rep.add_argument("studies", nargs="*", help="studies to run (default: all, in notebook order)")
     p_rep.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
-    p_rep.add_argument(
-        "-p",
-        "--param",
-        nargs=2,
-        action="append",
-        metavar=("NAME", "VALUE"),
-        default=[],
-        help="override a parameter (YAML value: 3, 1e-4, true, '[0, 1]'); repeatable",
-    )
+    _param_option(p_rep, "VALUE", "override a parameter (YAML value: 3, 1e-4, true, '[0, 1]'); repeatable")
     p_rep.add_argument("--jobs", type=int, default=1, help="studies run in parallel (default 1)")
     p_rep.add_argument("--force", action="store_true", help="rerun even if parameters and code are unchanged")
     p_rep.add_argument("--quiet", action="store_true", help="no per-cell progress bar")
@@ -215,30 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_sw = sub.add_parser("sweep", help="run the product of parameter values as one grid into a run folder")
     p_sw.add_argument("study")
     p_sw.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
-    p_sw.add_argument(
-        "-p",
-        "--param",
-        nargs=2,
-        action="append",
-        metavar=("NAME", "VALUES"),
-        default=[],
-        help="a parameter and its values as a YAML list ('[1, 2]'); a single value is held fixed",
-    )
+    _param_option(p_sw, "VALUES", "a parameter and its values as a YAML list ('[1, 2]'); a single value is held fixed")
     _grid_options(p_sw, device=False)
     p_sw.set_defaults(func=cmd_sweep)
 
     p_plan = sub.add_parser("plan", help="what a preset will really do: tasks, steps, FLOPs, GPU hours (no training)")
     p_plan.add_argument("studies", nargs="*", help="studies to plan (default: all)")
     p_plan.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
-    p_plan.add_argument(
-        "-p",
-        "--param",
-        nargs=2,
-        action="append",
-        metavar=("NAME", "VALUE"),
-        default=[],
-        help="override a parameter (YAML value), as for reproduce; repeatable",
-    )
+    _param_option(p_plan, "VALUE", "override a parameter (YAML value), as for reproduce; repeatable")
     p_plan.add_argument(
         "--allow-degenerate",
         action="store_true",
