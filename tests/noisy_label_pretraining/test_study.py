@@ -4,6 +4,7 @@ preconditions, and the checks that stop a run before any work."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from labkit.core.checkpoints import load_checkpoint
 from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, judge, judge_all
@@ -100,6 +101,13 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert ft.miou.between(0, 1).all() and len(results.curves) == 2 * len(ft[~ft.init.isin(study.REFERENCE_ROWS)])
     assert {"clean vs noisy", "clean vs clean, other data order (null)"} == set(results.layers.comparison)
     assert (results.layers["sample"] == results.layers["sample"].iloc[0]).all()
+    # the frozen linear probes of "features learned": the main noisy-pretrained and the random-init encoder
+    probes = study.claim_tables(results)["probes"]
+    assert set(zip(probes.seed, probes.init, probes.pretraining)) == {
+        (0, "noisy_encoder", "sev0p3"),
+        (0, "random", "none"),
+    }
+    assert probes.miou.between(0, 1).all() and (probes.k == 2).all() and (probes.steps == study.PROBE_STEPS).all()
     tables = study.claim_tables(results)
     assert_every_trained_run_has_a_budget(results)
     verdicts = judge_all(study.declare_claims(TINY, unavailable=results.unavailable), tables)
@@ -130,6 +138,9 @@ def assert_every_trained_run_has_a_budget(results):
     counts = budgets.grid.value_counts()
     assert counts.get(f"{study.STUDY}-pretrain", 0) == n_pre, f"{study.STUDY}: grid {study.STUDY}-pretrain"
     assert counts.get(f"{study.STUDY}-finetune", 0) == n_ft, f"{study.STUDY}: grid {study.STUDY}-finetune"
+    n_probe = len(results.probes)
+    assert n_probe == 2 * len(results.settings["seeds"]), f"{study.STUDY}: grid {study.STUDY}-probe"
+    assert counts.get(f"{study.STUDY}-probe", 0) == n_probe, f"{study.STUDY}: grid {study.STUDY}-probe"
     assert (budgets.batch_size == results.settings["batch_size"]).all() and budgets.trainable_params.gt(0).all()
 
 
@@ -161,6 +172,7 @@ def _tables(
     floor=0.05,
     noisy_full_steps=150,
     null_steps=200,
+    probe_gain=0.08,
 ):
     """Claim tables with per-seed jitter: the arms' values, the late gains, the sweep, the layer excess, the floor
     (most frequent class) and the budgets (fine-tunes train 150 steps at k=4, 400 at k=32, pretrainings 200;
@@ -239,8 +251,16 @@ def _tables(
             for k, base in ((4, random_few), (32, random_many + (regime_noise if s % 2 else -regime_noise)))
         ]
     )
+    probes = pd.DataFrame(
+        [dict(seed=s, task="lulc", init="random", k=4, pretraining="none", miou=0.25 + j()) for s in seeds]
+        + [
+            dict(seed=s, task="lulc", init="noisy_encoder", k=4, pretraining="sev0p3", miou=0.25 + probe_gain + j())
+            for s in seeds
+        ]
+    )
     return {
         "runs": runs,
+        "probes": probes,
         "regime": regime,
         "curves": runs,
         "gains": gains,
@@ -321,6 +341,22 @@ def test_arms_at_the_floor_leave_the_gain_claims_not_evaluated():
         assert v[claim]["status"] == NOT_EVALUATED, claim
         assert "precondition 'above the floor (random init, k=4)' failed" in v[claim]["reason"], claim
     assert _verdicts(floor=0.2)["noisy_pretraining_beats_random"]["status"] == HELD
+
+
+FEATURES_LEARNED = "features learned (noisy-pretrained encoder)"
+#: The claims that rest on the noisy-pretrained encoder (the layer claim compares weights, not what they predict).
+ENCODER_CLAIMS = ("noisy_pretraining_beats_random", "encoder_transfers_to_new_classes", "benefit_shrinks_with_noise")
+
+
+def test_an_encoder_whose_frozen_probe_does_not_beat_random_init_leaves_its_claims_not_evaluated():
+    v = _verdicts(probe_gain=0.0)  # the noisy-pretrained encoder's frozen probe scores what random init's does
+    for claim in ENCODER_CLAIMS:
+        assert v[claim]["status"] == NOT_EVALUATED, claim
+        assert f"precondition '{FEATURES_LEARNED}' failed" in v[claim]["reason"], claim
+        p = _precondition(v[claim], FEATURES_LEARNED)
+        assert not p["passed"] and "raise pretrain_steps" in p["why"]
+    assert v["encoder_robust_decoder_sensitive"]["status"] == HELD  # it does not rest on the probe
+    assert _verdicts(probe_gain=0.08)["noisy_pretraining_beats_random"]["status"] == HELD
 
 
 def test_trained_is_read_on_the_clean_validation_loss():
@@ -505,6 +541,62 @@ def test_zero_pretraining_steps_leave_every_claim_not_evaluated_naming_trained(u
         for p in v["preconditions"]:  # the fine-tunes and pretrainings a claim compares had the same budget
             assert not p["name"].startswith("same budget") or p["passed"], (claim, p)
     assert study.save_study_checkpoint(results)["saved"] is False  # never saved as 'noisy-pretrained'
+    # an encoder that was never pretrained is one random encoder against another: no features learned
+    for claim in ENCODER_CLAIMS:
+        p = _precondition(verdicts[claim], FEATURES_LEARNED)
+        assert not p["passed"], (claim, p["evidence"])
+        assert f"precondition '{FEATURES_LEARNED}' failed" in verdicts[claim]["reason"], claim
+
+
+def test_features_learned_fails_on_equal_probes_through_the_real_tables(untrained):
+    cfg, results, tables = untrained
+    probes = tables["probes"].copy()
+    assert set(probes.init) == {"noisy_encoder", "random"} and probes.seed.nunique() == 3
+    random_ = probes[probes.init == "random"].set_index("seed").miou
+    probes.loc[probes.init == "noisy_encoder", "miou"] = probes.loc[probes.init == "noisy_encoder", "seed"].map(random_)
+    v = _judged(cfg, results, {**tables, "probes": probes})
+    for claim in ENCODER_CLAIMS:
+        assert v[claim]["status"] == NOT_EVALUATED, claim
+        assert f"precondition '{FEATURES_LEARNED}' failed" in v[claim]["reason"], claim
+        assert not _precondition(v[claim], FEATURES_LEARNED)["passed"]
+    # the probes trained the same steps, batch size and schedule for both encoders
+    budgets = tables["budgets"].query("stage == 'probe'")
+    assert len(budgets) == 6 and budgets[["steps", "batch_size", "lr", "schedule"]].nunique().eq(1).all()
+
+
+def test_the_probe_trains_the_linear_head_only(untrained, monkeypatch):
+    """Through the real task: every encoder weight and batch-norm statistic is unchanged after it, the head moved."""
+    from labkit.studies.noisy_label_pretraining import tasks
+
+    cfg, results, _ = untrained
+    made = []
+
+    class Recorded(tasks.LinearProbe):
+        def __init__(self, encoder, num_classes):
+            super().__init__(encoder, num_classes)
+            self.before = {k: v.detach().clone() for k, v in self.state_dict().items()}
+            made.append(self)
+
+    monkeypatch.setattr(tasks, "LinearProbe", Recorded)
+    s = results.settings
+    model = {
+        "encoder": s["encoder"],
+        "encoder_depth": s["encoder_depth"],
+        "in_channels": len(s["bands"]),
+        "decoder_width": s["decoder_width"],
+        "num_classes": len(results.data.classes_a),
+        "num_classes_b": 3,
+    }
+    record = tasks.probe_task(results.data.files[0], 0, "random", 2, None, model, 5, 2, study.PROBE_LR)
+    (probe,) = made
+    after = probe.state_dict()
+    encoder_keys = [k for k in after if k.startswith("encoder.")]
+    assert encoder_keys and any("running_mean" in k for k in encoder_keys)
+    changed = [k for k in encoder_keys if not torch.equal(probe.before[k], after[k])]
+    assert not changed, f"the probe changed encoder weights: {changed[:5]}"
+    assert any(not torch.equal(probe.before[k], after[k]) for k in after if k.startswith("heads."))
+    heads = sum(p.numel() for p in probe.heads.parameters())
+    assert record["budget"]["trainable_params"] == heads and record["steps"] == 5
 
 
 def test_same_budget_and_floor_fail_on_their_negative_controls_through_the_real_tables(untrained):

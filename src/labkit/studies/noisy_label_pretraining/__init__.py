@@ -63,6 +63,7 @@ from labkit.studies.noisy_label_pretraining.tasks import (  # noqa: F401  (the g
     late_gain,
     model_in_channels,
     pretrain_task,
+    probe_task,
     qda_task,
     score,
     train,
@@ -97,6 +98,10 @@ LEGEND_FILES = ("legend.json", "legend.csv")
 #: learner-free predictor: the class prior of its training labels, of the same tiles' clean labels or the uniform one,
 #: whichever is best on the clean validation tiles (:func:`tasks.clean_validation_losses`).
 TRAINED_MAX_RATIO = 0.8
+#: "features learned" precondition: the frozen linear probe's steps when the preset names none, and its learning
+#: rate (a linear head on fixed features takes a larger step than fine-tuning a whole network).
+PROBE_STEPS = 100
+PROBE_LR = 1e-2
 #: "above the floor" precondition: every compared arm beats the most frequent class everywhere by this mIoU.
 FLOOR_MARGIN = 0.02
 #: Noisy severities (above 0) the noise-sweep claim needs; clean pretraining is a reference, never a level.
@@ -641,6 +646,7 @@ class Results:
     seconds: float = 0.0
     regime: pd.DataFrame | None = None  # random init at the fewest and most tiles on the extra regime seeds
     budgets: pd.DataFrame | None = None  # one row per trained run (pretraining and fine-tuning): its budget
+    probes: pd.DataFrame | None = None  # seed, init, pretraining, k, miou: frozen linear probes (features learned)
 
 
 def validate_settings(cfg) -> None:
@@ -726,6 +732,8 @@ def _settings(cfg, data: StudyData) -> dict:
         "kl_bins": int(_cfg(cfg, "kl_bins")),
         "layer_sample": int(_cfg(cfg, "layer_sample")),
         "plateau_max_gain": float(_cfg(cfg, "plateau_max_gain")),
+        "probe_steps": int(_cfg(cfg, "probe_steps", PROBE_STEPS)),
+        "probe_lr": PROBE_LR,
         "label_limited_margin": float(_cfg(cfg, "label_limited_margin")),
         "executor": _cfg(cfg, "executor", "serial"),
         "device": str(_cfg(cfg, "device", "cpu")),
@@ -994,6 +1002,35 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
                     "val_miou": float(v),
                 }
             )
+    # -- grid 3: frozen linear probes (the "features learned" precondition): the main noisy-pretrained encoder and
+    # the random-init one, frozen, a linear head trained on the fewest clean tiles of task A for probe_steps steps
+    probe = Grid(f"{STUDY}-probe", probe_task)
+    probe_meta = []
+    for seed in s["seeds"]:
+        for init, weights, labels in (
+            ("noisy_encoder", {**files[(seed, main, 0)], "part": "encoder"}, main),
+            ("random", None, "none"),
+        ):
+            probe.add(
+                data=data.files[seed],
+                seed=seed,
+                init=init,
+                k=s["k_values"][0],
+                weights=weights,
+                model=model,
+                steps=s["probe_steps"],
+                batch_size=s["batch_size"],
+                lr=s["probe_lr"],
+                device=device,
+            )
+            probe_meta.append(
+                {"seed": seed, "task": TASK_A, "init": init, "k": s["k_values"][0], "pretraining": labels}
+            )
+    probe_result = probe.run(**executor)
+    probe_rows = []
+    for meta_row, record in zip(probe_meta, probe_result.records):
+        budget_rows.append(_budget_row(record, probe.name, stage="probe", regime=False, **meta_row))
+        probe_rows.append({**meta_row, **{k: record[k] for k in ("miou", "pixel_accuracy", "steps", "seconds")}})
     qda = Grid(f"{STUDY}-qda", qda_task)
     for seed in s["seeds"]:
         # the floor rows of every k a claim compares at (the sweep's k too)
@@ -1086,7 +1123,12 @@ def run(cfg, data: StudyData | None = None, progress: bool = True) -> Results:
         time.time() - started,
         pd.DataFrame(regime_rows, columns=list(ft_rows[0]) if ft_rows else None),
         pd.DataFrame(budget_rows, columns=BUDGET_TABLE_COLUMNS),
+        pd.DataFrame(probe_rows, columns=PROBE_COLUMNS),
     )
+
+
+#: The probes table: one frozen linear probe per seed and encoder.
+PROBE_COLUMNS = ["seed", "task", "init", "k", "pretraining", "miou", "pixel_accuracy", "steps", "seconds"]
 
 
 #: What identifies a fine-tuning run in the budgets table (the claims' filters read these columns).
@@ -1333,6 +1375,21 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
             label=what,
         )
 
+    # The claims that rest on the noisy-pretrained encoder need it to carry features the task can use: its frozen
+    # linear probe (tasks.probe_task) beats that of the same U-Net's random-init encoder, paired over seeds.
+    features_learned = dataclasses.replace(
+        Precondition.features_learned(
+            "miou",
+            pretrained={"init": "noisy_encoder", "pretraining": main},
+            random={"init": "random"},
+            table="probes",
+        ),
+        name="features learned (noisy-pretrained encoder)",
+        why=f"the {main}-pretrained encoder, frozen, with a linear per-pixel head trained on the k={k_few} clean "
+        "tiles of task A beats the same U-Net's random-init encoder probed alike (paired over seeds, interval above "
+        "0): pretraining left features the task can use; when it fails, pretraining learned nothing a gain could rest "
+        "on: raise pretrain_steps (0 trains nothing) or n_pretrain_tiles, or probe longer (probe_steps)",
+    )
     noisy_full_few = {**A, "init": "noisy_full", "k": k_few, "pretraining": main}
     noisy_encoder_few = {**A, "init": "noisy_encoder", "k": k_few, "pretraining": main}
 
@@ -1365,6 +1422,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                 plateau,
                 headroom,
                 trained(main),
+                features_learned,
                 finetunes(noisy_full_few, random_few, f"noisy_full vs random, k={k_few}"),
                 finetunes(
                     {**A, "init": "noisy_full", "k": k_many, "pretraining": main},
@@ -1413,6 +1471,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                 ),
                 headroom_transfer,
                 trained(main),
+                features_learned,
                 finetunes(noisy_encoder_few, random_few, f"noisy_encoder vs random, task A k={k_few}"),
                 finetunes(
                     {"task": TASK_B, "init": "noisy_encoder"},
@@ -1519,6 +1578,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                 # every noisy pretraining of the sweep follows the clean one's recipe: if that did not train,
                 # none of them says anything
                 trained("clean"),
+                features_learned,
                 finetunes(
                     {**A, "init": "noisy_full", "k": sweep_k},
                     {**A, "init": "random", "k": sweep_k},
@@ -1570,10 +1630,34 @@ def claim_tables(results: Results) -> dict[str, pd.DataFrame]:
         "layer_size": layer_null_table(results),
         "pretraining": results.pretrain,
         "budgets": budget_runs(results),
+        "probes": probe_runs(results),
         "floor": ft[ft.task == TASK_A][["seed", "task", "init", "k", "pretraining", "severity", "miou"]].reset_index(
             drop=True
         ),
     }
+
+
+def probe_runs(results: Results) -> pd.DataFrame:
+    """One row per frozen linear probe (seed, init, pretraining, k, miou): what "features learned" reads."""
+    if results.probes is None:
+        return pd.DataFrame(columns=PROBE_COLUMNS)
+    return results.probes.reset_index(drop=True)
+
+
+def probe_table(results: Results) -> pd.DataFrame:
+    """Frozen linear probes per encoder (mean over seeds, 95 % interval) and the paired difference noisy-pretrained
+    minus random init: the evidence of the "features learned" precondition."""
+    runs = probe_runs(results)
+    if runs.empty:
+        return pd.DataFrame(columns=["init", "pretraining", "k", "miou_mean", "n_seeds"])
+    out = aggregate_over_seeds(runs, "miou", ["init", "pretraining", "k"]).rename(columns={"n": "n_seeds"})
+    a = runs[runs.init == "noisy_encoder"].set_index("seed").miou
+    b = runs[runs.init == "random"].set_index("seed").miou
+    if len(set(a.index) & set(b.index)):
+        diff = paired_by_index(a, b)
+        out["paired_diff_vs_random"] = [diff.get("mean_diff") if i == "noisy_encoder" else np.nan for i in out.init]
+    out["steps"] = runs.steps.iloc[0]
+    return out
 
 
 def budget_runs(results: Results) -> pd.DataFrame:

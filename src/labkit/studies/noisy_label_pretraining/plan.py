@@ -3,7 +3,7 @@
 # ---- plan: the preset's real budget (labkit plan)
 from __future__ import annotations
 
-from labkit.studies.noisy_label_pretraining.tasks import build_model
+from labkit.studies.noisy_label_pretraining.tasks import LinearProbe, build_model
 
 STUDY = "noisy_label_pretraining"
 #: Classes of task A where the data decide it (the simulated legend's fine classes).
@@ -74,6 +74,25 @@ def plan(cfg) -> list:
                 **common,
             )
         )
+    # the frozen linear probes ("features learned"): noisy-pretrained and random-init encoder per claim seed, a
+    # linear head trained on the fewest tiles; the frozen encoder's forward counted, the head alone trainable
+    probe_build = lambda: LinearProbe(build().encoder, PLAN_CLASSES)  # noqa: E731
+    p_flops, p_tr, p_tot = measure(
+        ("noisy-probe", s["encoder"], s["encoder_depth"], s["decoder_width"], tile, bands),
+        probe_build,
+        [(2, bands, tile, tile)],
+    )
+    steps = int(cfg.get("probe_steps") or study.PROBE_STEPS)
+    probe = TaskBudget(
+        f"probe k={ks[0]}",
+        2 * len(cfg.seeds),
+        ks[0],
+        steps=steps,
+        epochs=1,
+        steps_per_epoch=steps,
+        params={"batch": "batch_size", "data_items": "k_values", "steps": "probe_steps"},
+        **{**common, "trainable_params": p_tr, "total_params": p_tot, "flops_per_step": p_flops * b},
+    )
     return [
         GridPlan(STUDY, "pretrain", f"{len(label_sets)} label sets + the order null x {len(cfg.seeds)} seeds", [pre]),
         GridPlan(
@@ -82,5 +101,11 @@ def plan(cfg) -> list:
             "inits x k x seeds, the noise sweep, task B and regime runs",
             fine,
             notes="classes from the data (7 counted); plus a QDA grid without a network",
+        ),
+        GridPlan(
+            STUDY,
+            "probe",
+            f"frozen linear probes: noisy-pretrained and random-init encoder x {len(cfg.seeds)} seeds",
+            [probe],
         ),
     ]

@@ -378,6 +378,82 @@ def finetune_task(
     }
 
 
+class LinearProbe(torch.nn.Module):
+    """A linear per-pixel readout of a frozen encoder: one 1x1 convolution per encoder stage (every stage but the
+    input itself, stage 0), each upsampled bilinearly to the tile and summed. Bilinear upsampling is linear, so this
+    is one 1x1 convolution over the stages' features stacked at tile resolution (a hypercolumn): the simplest
+    linear readout that gives every pixel a prediction from the U-Net's encoder alone. The encoder's weights never
+    train and its batch-norm statistics stay frozen (it is kept in eval mode)."""
+
+    def __init__(self, encoder: torch.nn.Module, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        channels = list(encoder.out_channels)[1:]
+        self.heads = torch.nn.ModuleList(torch.nn.Conv2d(int(c), int(num_classes), 1) for c in channels)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.encoder.eval()  # frozen: no batch-norm statistics move either
+        return self
+
+    def forward(self, x):
+        with torch.no_grad():
+            features = self.encoder(x)[1:]
+        size = x.shape[-2:]
+        out = 0
+        for head, f in zip(self.heads, features):
+            out = out + torch.nn.functional.interpolate(head(f), size=size, mode="bilinear", align_corners=False)
+        return out
+
+
+def probe_task(
+    data: dict,
+    seed: int,
+    init: str,
+    k: int,
+    weights: dict | None,
+    model: dict,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    device: str = "cpu",
+) -> dict:
+    """Frozen linear probe of one encoder on task A: the seed's initial U-Net of :func:`finetune_task` (the random
+    initialisation the study compares against), its encoder replaced by the pretrained one (``weights``: ``{"path",
+    "digest"}``) or kept as it is (``weights=None``: random init), frozen; only a :class:`LinearProbe` head trains,
+    on the first ``k`` clean fine-tuning tiles for ``steps`` AdamW steps (constant learning rate, no model
+    selection; the same head initialisation and batches for every init of a seed), then scores the test tiles.
+    What the "features learned" precondition reads: a pretrained encoder whose frozen probe does not beat the
+    random-init encoder's learned nothing the task can use."""
+    from labkit.core.checkpoints import load_checkpoint
+
+    arrays = _load_arrays(data["path"], data["digest"])
+    num_classes = int(model["num_classes"])
+    net = _model_from(model, num_classes, 1000 * seed + 21)
+    if weights is not None:
+        state, _ = load_checkpoint(weights["path"])
+        net.encoder.load_state_dict({n[len("encoder.") :]: v for n, v in state.items() if n.startswith("encoder.")})
+    seed_everything(1000 * seed + 23)  # one head initialisation per seed, whatever the encoder
+    probe = LinearProbe(net.encoder, num_classes).to(device)
+    x, y = arrays["x_finetune"][:k], _labels(arrays, TASK_A, "finetune")[:k]
+    started = time.time()
+    result = train(
+        probe, x, y, num_classes, 1, int(steps), batch_size, lr, 1000 * seed + 24, desc=f"probe {init}", scheduler=None
+    )
+    s = score(probe, arrays["x_test"], _labels(arrays, TASK_A, "test"), num_classes)
+    schedule = f"constant learning rate over {int(steps)} steps (AdamW); frozen encoder, linear head only"
+    return {
+        "miou": float(s["miou"]),
+        "pixel_accuracy": float(s["pixel_accuracy"]),
+        "final_loss": float(result.history.train_loss.iloc[-1]),
+        "steps": int(steps),
+        "budget": budget_record(int(steps), batch_size, lr, schedule, trainable_params(probe)),
+        "seconds": time.time() - started,
+    }
+
+
 def late_gain(curve: Sequence[float], fraction: float = PLATEAU_FRACTION) -> float:
     """How much the last ``fraction`` of training improved the best validation score: best over the whole curve
     minus best before its last fifth (0 when training had plateaued; needs >= 5 points to resolve a fifth)."""
