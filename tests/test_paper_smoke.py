@@ -132,6 +132,7 @@ CASES: dict[str, tuple] = {
             "tile": "64",
             "n_pretrain_tiles": "4",
             "pretrain_steps": "2",
+            "probe_steps": "2",
             "finetune_steps": "[2]",
             "eval_points": "2",
             "n_val_tiles": "1",

@@ -15,9 +15,14 @@ kit's study order (data, the grid's tasks, claims, tables, figures):
    and checked), from the same decoder initialisation and data order. Extra ``regime_seeds`` run random init at the
    fewest and the most tiles for the label-limited precondition. The floor (the most frequent class everywhere) and
    a per-pixel QDA (the classical reference) are rows of the same tables.
+   **Probes** (grid ``noisy_label_pretraining-probe``): per claim seed, the main noisy-pretrained encoder and the
+   same U-Net's random-init encoder, frozen, each read out by a linear per-pixel head
+   (:class:`tasks.LinearProbe`) trained ``probe_steps`` steps on the fewest clean tiles of task A: the ``probes``
+   table that the "features learned" precondition of claims 1, 2 and 4 reads.
 4. **Claims** (:func:`declare_claims`, :func:`claim_tables`), judged by :mod:`labkit.core.claims` with the
    preconditions that make them testable: label-limited, plateau, headroom (clean pretraining itself beats random
-   init), trained (on clean validation labels, against the best class prior), same budget (every trained run's
+   init), trained (on clean validation labels, against the best class prior), features learned (the noisy-pretrained
+   encoder's frozen linear probe beats the random-init one's), same budget (every trained run's
    record carries its budget: the ``budgets`` table), above the floor, null available, size-free estimator.
 5. The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`): per layer, KL between
    weight histograms of **equal-size subsamples** with bins fixed in units of the layer's initial standard
