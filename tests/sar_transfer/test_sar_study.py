@@ -472,3 +472,20 @@ def test_the_probe_trains_only_its_linear_readout():
     assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["readout.weight", "readout.bias"]
     with torch.no_grad():
         assert probe(torch.zeros(2, 2, 48, 48)).shape == (2, study.NUM_CLASSES, 48, 48)
+
+
+def test_an_untrained_cross_sensor_encoder_leaves_its_claims_not_evaluated(optical_checkpoint):
+    """The stand-in checkpoint is an untrained (randomly initialised) optical encoder: pretraining of 0 steps.
+    Through the real grid, its frozen probe does not beat random init's, so its claims are not evaluated."""
+    cfg = smoke_cfg(seeds=[0, 1, 2])
+    res = study.run(cfg, progress=False, executor="serial", threads=1)
+    tables = study.claim_tables(res)
+    v = {
+        x["id"]: x
+        for x in judge_all(study.declare_claims(cfg, unavailable=study.unavailable_arms(res.weights)), tables)
+    }
+    for c in study.CLAIMS:
+        verdict = v[f"{c}_cross_sensor"]
+        assert verdict["status"] == NOT_EVALUATED, (c, verdict["reason"])
+        assert "precondition 'features learned (cross_sensor)' failed" in verdict["reason"], verdict["reason"]
+        assert "frozen probe beats the same network's at random init" in verdict["reason"]  # what it would take
