@@ -14,7 +14,8 @@ def test_smoke_grid_gives_the_same_records_on_every_executor(optical_checkpoint,
     weights = study.resolve_weights(cfg)
     assert weights["cross_sensor"]["status"] == "ok"
     grid_tasks = len(study.build_grid(cfg, weights))
-    assert grid_tasks == 6  # random, cross_sensor, gbm, majority at 16 tiles; random and gbm at 32
+    # random, cross_sensor, gbm, majority at 16 tiles; random and gbm at 32; the random and cross_sensor probes
+    assert grid_tasks == 8
     runs = {}
     for name, options in {
         "serial": {"executor": "serial", "threads": 1},
@@ -43,9 +44,9 @@ def test_a_changed_checkpoint_reruns_only_the_tasks_that_read_it(optical_checkpo
 
     cfg = load_spec("sar_transfer").resolve("smoke", {"tiles": [16, 24]})
     first = study.run(cfg, progress=False, threads=1)
-    assert first.computed == 6
+    assert first.computed == 8
     changed = {k: v + 0.01 if v.is_floating_point() else v for k, v in optical_checkpoint.items()}
     save_checkpoint(named_checkpoint_path(study.CHECKPOINT_NAME), changed, {"produced_by": "test-2"})
     second = study.run(cfg, progress=False, threads=1)
-    assert second.computed == 1 and second.cached == 5  # only the cross-sensor task
+    assert second.computed == 2 and second.cached == 6  # only the cross-sensor task and its probe
     assert second.weights["cross_sensor"]["digest"] != first.weights["cross_sensor"]["digest"]

@@ -260,6 +260,12 @@ def _record(arm, seed, n_tiles, miou, curve=None, class_iou=None):
     return rec
 
 
+def _probe(arm, seed, miou):
+    scenes = [{"scene": f"{season}_1", "season": season, "miou": miou} for season in ("freeze", "melt")]
+    budget = budget_record(study.PROBE_STEPS, 8, study.PROBE_LR, "constant", 1028)
+    return {"arm": arm, "seed": seed, "n_tiles": 16, "probe": True, "scenes": scenes, "budget": budget}
+
+
 def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=True, data_limited=True, floor=0.2):
     cfg = smoke_cfg(seeds=list(seeds), tiles=[16, 64])
     slow = [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6]
@@ -293,6 +299,9 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
         records.append(_record("gbm", s, 16, {"freeze": 0.45, "melt": 0.4}))
         for n_tiles in (16, 64):
             records.append(_record("majority", s, n_tiles, {"freeze": floor, "melt": floor}))
+    probe = {s: 0.4 + 0.01 * rng.standard_normal() for s in seeds}
+    probes = [_probe("random", s, probe[s]) for s in seeds]
+    probes += [_probe("cross_sensor", s, probe[s] + 0.05 + 0.005 * rng.standard_normal()) for s in seeds]
     weights = {
         "random": {"status": "ok", "reason": "", "label": "r", "provenance": {}},
         "cross_sensor": {"status": "ok", "reason": "", "label": "c", "provenance": {}},
@@ -304,7 +313,7 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
         },
     }
     settings = dict(cfg)
-    return cfg, study.SarTransferResults(records=records, weights=weights, settings=settings)
+    return cfg, study.SarTransferResults(records=records, weights=weights, settings=settings, probes=probes)
 
 
 def _verdicts(cfg, res):
@@ -376,6 +385,18 @@ def test_every_trained_arm_of_a_smoke_run_records_its_budget(optical_checkpoint)
         missing = missing_budget(r)
         assert not missing, f"sar_transfer grid: the {r['arm']} record at {r['n_tiles']} tiles lacks budget {missing}"
         assert r["budget"]["steps"] == r["epochs"] * r["steps_per_epoch"] >= cfg["n_steps"]
+    # the frozen probes: one per arm and seed, the encoder at its initial weights, only the readout trained
+    assert {(p["arm"], p["seed"]) for p in res.probes} == {(a, s) for a in cfg["inits"] for s in cfg["seeds"]}
+    for p in res.probes:
+        missing = missing_budget(p)
+        assert not missing, f"sar_transfer grid: the {p['arm']} frozen probe record lacks budget {missing}"
+        assert p["budget"]["steps"] == study.PROBE_STEPS and p["budget"]["trainable_params"] == 4 * 256 + 4
+        assert p["encoder_digest_after"] == p["encoder_digest_before"]
+        initial = study.build_model(p["arm"], p["seed"], res.weights[p["arm"]]["path"], cfg["decoder_channels"])
+        assert p["encoder_digest_before"] == study.state_digest(initial.encoder), p["arm"]
+    probes = study.claim_tables(res)["probes"]
+    assert len(probes) == len(res.probes) and probes["miou"].between(0, 1).all()
+    assert len(study.probe_table(res)) == len(cfg["inits"])
     budgets = study.claim_tables(res)["budgets"]
     assert set(budgets.arm) == set(cfg["inits"]) and budgets["seeds"].sum() == len(trained)
     few = budgets[budgets.n_tiles == min(cfg["tiles"])].set_index("arm")
@@ -412,3 +433,59 @@ def test_arms_at_the_majority_floor_leave_the_claims_not_evaluated():
         "above the floor (cross_sensor, melt scenes)",
         "above the floor (random, melt scenes)",
     }
+
+
+# ---- features learned: each pretrained arm's frozen linear probe against random init's -------------------
+
+
+def test_a_pretrained_probe_no_better_than_random_leaves_its_claims_not_evaluated():
+    """Negative control through the real declarations: equal probe scores, so 'features learned' fails."""
+    cfg, res = _results()
+    assert all(v["status"] == HELD for k, v in _verdicts(cfg, res).items() if k.endswith("_cross_sensor"))
+    random_probe = {p["seed"]: p for p in res.probes if p["arm"] == "random"}
+    for p in res.probes:  # the cross-sensor encoder's probe scores what the random encoder's scores
+        if p["arm"] == "cross_sensor":
+            p["scenes"] = [dict(s) for s in random_probe[p["seed"]]["scenes"]]
+    v = _verdicts(cfg, res)
+    for c in study.CLAIMS:
+        verdict = v[f"{c}_cross_sensor"]
+        assert verdict["status"] == NOT_EVALUATED, c
+        assert "precondition 'features learned (cross_sensor)' failed" in verdict["reason"], verdict["reason"]
+    for claim in study.declare_claims(cfg):  # every pretrained arm's three claims carry it
+        arm = "cross_sensor" if claim.id.endswith("_cross_sensor") else "imagenet"
+        assert f"features learned ({arm})" in {p.name for p in claim.preconditions}, claim.id
+
+
+def test_the_probe_trains_only_its_linear_readout():
+    cfg = smoke_cfg()
+    data = study.data_settings(cfg)
+    d = study.make_data(data, 0)
+    images, masks = study.training_tiles(d, data, 0, 16)
+    probe = study.FrozenProbe(study.build_model("random", 0, None, 32).encoder)
+    encoder = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
+    readout = probe.readout.weight.detach().clone()
+    losses = study.train_probe(probe, images, masks, steps=10, lr=1e-2, batch=8, seed=0)
+    assert len(losses) == 10 and losses[-1] < losses[0]
+    for key, value in probe.encoder.state_dict().items():  # weights and batch-norm statistics alike
+        assert torch.equal(value, encoder[key]), key
+    assert not torch.equal(probe.readout.weight, readout)
+    assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["readout.weight", "readout.bias"]
+    with torch.no_grad():
+        assert probe(torch.zeros(2, 2, 48, 48)).shape == (2, study.NUM_CLASSES, 48, 48)
+
+
+def test_an_untrained_cross_sensor_encoder_leaves_its_claims_not_evaluated(optical_checkpoint):
+    """The stand-in checkpoint is an untrained (randomly initialised) optical encoder: pretraining of 0 steps.
+    Through the real grid, its frozen probe does not beat random init's, so its claims are not evaluated."""
+    cfg = smoke_cfg(seeds=[0, 1, 2])
+    res = study.run(cfg, progress=False, executor="serial", threads=1)
+    tables = study.claim_tables(res)
+    v = {
+        x["id"]: x
+        for x in judge_all(study.declare_claims(cfg, unavailable=study.unavailable_arms(res.weights)), tables)
+    }
+    for c in study.CLAIMS:
+        verdict = v[f"{c}_cross_sensor"]
+        assert verdict["status"] == NOT_EVALUATED, (c, verdict["reason"])
+        assert "precondition 'features learned (cross_sensor)' failed" in verdict["reason"], verdict["reason"]
+        assert "frozen probe beats the same network's at random init" in verdict["reason"]  # what it would take

@@ -14,7 +14,8 @@ The study, in the kit's order:
 2. **the grid** (:func:`run_task`, :func:`run`): arm x seed x training-tile count, each task trains (or
    fits the pixel classifier) and scores every test scene; cached, resumable, on any executor.
 3. **claims** (:func:`declare_claims`, :func:`claim_tables`): the paper's three claims for each pretrained
-   arm, with the preconditions that make them testable (both arms plateau; the baseline is data-limited).
+   arm, with the preconditions that make them testable (the pretrained encoder's frozen linear probe beats a
+   random encoder's; both arms plateau; the baseline is data-limited).
 4. **tables** and 5. **figures**.
 
 Pretrained encoders ("arms"):
@@ -624,14 +625,18 @@ def run_task(
     train: Mapping,
     encoder: Mapping | None = None,
     keep_maps: bool = False,
+    probe: Mapping | None = None,
 ) -> dict[str, Any]:
     """One grid task: train ``arm`` (or fit a reference classifier) on ``n_tiles`` tiles of ``seed``'s data,
     then score every test scene whole. Returns a record: the learning curve, per-scene scores, confusion
-    matrices (and the predicted maps when ``keep_maps``)."""
+    matrices (and the predicted maps when ``keep_maps``). With ``probe`` (``{"steps", "lr"}``) the task is
+    the arm's frozen linear probe instead (:func:`_probe_task`; its record has ``probe: True``)."""
     started, cpu = time.perf_counter(), time.process_time()
     d = make_data(data, seed)
     images, masks = training_tiles(d, data, seed, n_tiles)
-    if arm in REFERENCE_ARMS:
+    if probe is not None:
+        out = _probe_task(arm, seed, d, data, train, images, masks, encoder, probe)
+    elif arm in REFERENCE_ARMS:
         out = _reference_task(arm, seed, d, images, masks, keep_maps)
     else:
         out = _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps)
@@ -734,6 +739,127 @@ def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
     return out
 
 
+# ---- the "features learned" control: a frozen linear probe per arm -----------------------------------
+
+PROBE_STEPS = 60  # optimiser steps of every arm's probe (the same for all arms and presets)
+PROBE_LR = 1e-2  # Adam on the readout alone (about a thousand weights): a linear probe's usual rate
+
+
+class FrozenProbe(nn.Module):
+    """An arm's network cut to its frozen encoder and a linear per-pixel readout.
+
+    The encoder (ResNet-18 to layer3, 256 channels at stride 16, exactly as :func:`build_model` made it) is
+    kept at its initial weights in eval mode (batch-norm statistics frozen too); its deepest feature map is
+    standardised per channel with fixed statistics of the training tiles' features (as a linear probe's
+    affine-free batch norm) and read out by one 1x1 convolution to the classes, whose logits are bilinearly
+    upsampled x16 to the input size. Only the 1x1 convolution trains: the probe is linear in the features.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+        channels = int(encoder.out_channels[-1])
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+        self.readout = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def train(self, mode: bool = True):  # the encoder stays in eval mode whatever the probe's mode
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen encoder's standardised deepest features (no gradient ever reaches the encoder)."""
+        return (self.encoder(x)[-1] - self.mean) / self.std
+
+    def head(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return nn.functional.interpolate(self.readout(features), size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x), tuple(x.shape[-2:]))
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 over a module's state dict (parameters and buffers): equal digests, equal weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_probe(
+    probe: FrozenProbe, images: np.ndarray, masks: np.ndarray, steps: int, lr: float, batch: int, seed: int
+) -> list[float]:
+    """Fit the probe's readout on the training tiles: the frozen features are computed once, then ``steps``
+    Adam steps on shuffled batches (the same order for every arm of a seed). Returns the loss per step."""
+    x = torch.from_numpy(images)
+    y = torch.from_numpy(masks).long()
+    device = probe.readout.weight.device
+    with torch.no_grad():
+        raw = torch.cat([probe.encoder(x[i : i + 64].to(device))[-1] for i in range(0, len(x), 64)])
+        probe.mean.copy_(raw.mean(dim=(0, 2, 3), keepdim=True))
+        probe.std.copy_(raw.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
+        feats = (raw - probe.mean) / probe.std
+    optimiser = torch.optim.Adam(probe.readout.parameters(), lr=lr)
+    order = torch.Generator().manual_seed(int(seed))
+    size = tuple(x.shape[-2:])
+    losses, queue = [], torch.empty(0, dtype=torch.long)
+    probe.train()
+    for _ in range(steps):
+        if len(queue) < batch:  # a fresh shuffle each epoch; every batch is full
+            queue = torch.cat([queue, torch.randperm(len(x), generator=order)])
+        idx, queue = queue[:batch], queue[batch:]
+        target = y[idx].to(device)
+        logits = probe.head(feats[idx], size)
+        loss = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+        loss = loss / (target != IGNORE_INDEX).sum().clamp_min(1)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _probe_task(arm, seed, d, data, train, images, masks, encoder, probe) -> dict[str, Any]:
+    """The "features learned" control of one arm and seed: :func:`build_model`'s network for ``arm`` with its
+    encoder frozen at its initial (pretrained or random) weights and only a linear per-pixel readout trained
+    (:class:`FrozenProbe`: a 1x1 convolution on layer3's standardised features, logits upsampled x16) on the
+    training tiles the arm's network trains on in :func:`run_task`, for ``probe["steps"]`` steps (equal for every arm), then
+    scored on every test scene whole as the grid scores (mIoU per scene; the claim table averages them)."""
+    from labkit.core.device import resolve_device
+
+    device = resolve_device(train["device"], announce=False)
+    network = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"])
+    model = FrozenProbe(network.encoder).to(device)
+    before = state_digest(model.encoder)
+    batch = min(train["batch_size"], len(images))
+    losses = train_probe(model, images, masks, probe["steps"], probe["lr"], batch, seed)
+    model.eval()
+    out = _score_scenes(
+        d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]), False
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    out.update(
+        probe=True,
+        train_loss=np.asarray(losses, float),
+        encoder_digest_before=before,
+        encoder_digest_after=state_digest(model.encoder),
+        readout="1x1 conv on layer3's standardised features, logits bilinearly upsampled x16",
+        budget=budget_record(
+            len(losses),
+            batch,
+            probe["lr"],
+            f"constant lr (Adam, no decay) over {len(losses)} steps on the frozen encoder's features; last step kept",
+            trainable,
+        ),
+    )
+    return out
+
+
 def train_settings(cfg) -> dict[str, Any]:
     """The JSON-able training parameters of a grid task (the device resolved here, once)."""
     from labkit.core.device import resolve_device
@@ -750,7 +876,9 @@ def train_settings(cfg) -> dict[str, Any]:
 
 def build_grid(cfg, weights: Mapping[str, dict]):
     """The study's grid: every evaluated arm at the fewest tiles (the claims' regime) on every seed; random
-    init and the pixel classifier at every tile count (the data-limited precondition and references)."""
+    init and the pixel classifier at every tile count (the data-limited precondition and references); and
+    every evaluated arm's frozen linear probe at the fewest tiles on every seed (the "features learned"
+    precondition, :func:`_probe_task`)."""
     from labkit.core.grid import Grid
 
     grid = Grid(STUDY, TASK, inputs=data_inputs(cfg))
@@ -776,12 +904,24 @@ def build_grid(cfg, weights: Mapping[str, dict]):
                     encoder=encoder,
                     keep_maps=bool(seed == first and n_tiles == few),
                 )
+        for arm in arms:  # the "features learned" control: each arm's frozen probe at the fewest tiles
+            grid.add(
+                arm=arm,
+                seed=int(seed),
+                n_tiles=int(few),
+                data=data,
+                train=train,
+                encoder=None if arm == "random" else {"path": weights[arm]["path"], "digest": weights[arm]["digest"]},
+                keep_maps=False,
+                probe={"steps": PROBE_STEPS, "lr": PROBE_LR},
+            )
     return grid
 
 
 @dataclasses.dataclass
 class SarTransferResults:
-    """The grid's records (one per task), the weights each arm used, and the settings."""
+    """The grid's records (one per task; the frozen probes' records apart in ``probes``), the weights each arm
+    used, and the settings."""
 
     records: list[dict]
     weights: dict
@@ -789,6 +929,7 @@ class SarTransferResults:
     grid_seconds: float = 0.0
     cached: int = 0
     computed: int = 0
+    probes: list[dict] = dataclasses.field(default_factory=list)  # the frozen-probe records (_probe_task)
 
     @property
     def evaluated(self) -> list[str]:
@@ -827,8 +968,10 @@ def run(cfg, weights: Mapping[str, dict] | None = None, progress: bool = True, *
     }
     result = grid.run(**options)
     settings = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(cfg).items()}
+    records = [r for r in result.records if r is not None]
     return SarTransferResults(
-        records=[r for r in result.records if r is not None],
+        records=[r for r in records if not r.get("probe")],
+        probes=[r for r in records if r.get("probe")],
         weights=weights,
         settings=settings,
         grid_seconds=result.seconds,
@@ -1001,11 +1144,45 @@ def budget_table(results: SarTransferResults) -> pd.DataFrame:
     return table[BUDGET_TABLE_COLUMNS].reset_index(drop=True)
 
 
+PROBE_COLUMNS = ["arm", "seed", "n_tiles", "miou", "freeze_miou", "melt_miou", *BUDGET_KEYS]
+
+
+def probe_frame(results: SarTransferResults) -> pd.DataFrame:
+    """One row per arm and seed: its frozen linear probe's test mIoU (mean over the test scenes, as the study
+    scores; and per season), with the probe's budget (the "features learned" precondition reads ``miou``)."""
+    rows = []
+    for r in results.probes:
+        scenes = pd.DataFrame(r["scenes"])
+        season = scenes.groupby("season")["miou"].mean()
+        rows.append(
+            {
+                "arm": r["arm"],
+                "seed": r["seed"],
+                "n_tiles": r["n_tiles"],
+                "miou": float(scenes["miou"].mean()),
+                "freeze_miou": float(season.get("freeze", np.nan)),
+                "melt_miou": float(season.get("melt", np.nan)),
+                **r["budget"],
+            }
+        )
+    return pd.DataFrame(rows, columns=PROBE_COLUMNS)
+
+
+def probe_table(results: SarTransferResults) -> pd.DataFrame:
+    """Per arm: its frozen linear probe's test mIoU (all scenes, freeze, melt), mean over seeds with 95 % CI."""
+    probes = probe_frame(results)
+    if probes.empty:
+        return pd.DataFrame(columns=["arm", "n"])
+    return aggregate_over_seeds(probes, ["miou", "freeze_miou", "melt_miou"], ["arm", "n_tiles"])
+
+
 def claim_tables(results: SarTransferResults) -> dict[str, pd.DataFrame]:
     """The tidy tables the claims are judged on: ``runs`` (season mIoU per arm, seed, tile count; the
     ``majority`` floor included), ``curves`` (plateau per run), ``convergence`` (common-threshold epochs),
-    ``gains`` and ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable parameters)."""
+    ``gains``, ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable parameters) and
+    ``probes`` (each arm's frozen linear probe: test mIoU per seed)."""
     return {
+        "probes": probe_frame(results),
         "runs": season_frame(results),
         "curves": curves_frame(results),
         "convergence": convergence_frame(results),
@@ -1056,8 +1233,9 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
     data-limited (random init with the most tiles beats itself with the fewest by more than
     ``data_limited_margin`` test mIoU) for the season claims.
 
-    Not checked: that the cross-sensor encoder's features were learned (a frozen probe against a random
-    encoder's), which this study does not run.
+    Features learned, for every claim of a pretrained arm: that arm's frozen linear probe (:func:`_probe_task`)
+    beats the random-init network's frozen probe in test mIoU, paired over seeds (table ``probes``); an encoder
+    whose features a linear readout cannot use better than random ones gives its claims no footing.
     ``unavailable``: ``{arm: reason}`` for arms that cannot run (e.g. missing weights).
     """
     unavailable = dict(unavailable or {})
@@ -1154,13 +1332,20 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                 for a in (arm, "random")
             ]
 
+        learned = Precondition.features_learned(
+            "miou",
+            pretrained={"arm": arm},
+            random={"arm": "random"},
+            table="probes",
+            name=f"features learned ({arm})",
+        )
         note = ARM_LABELS[arm]
         claims += [
             Claim(
                 claim_id("faster_convergence", arm),
                 CLAIMS["faster_convergence"],
                 [fast],
-                [same_budget, *floors("all"), *plateaus],
+                [learned, same_budget, *floors("all"), *plateaus],
                 unavailable=reason,
                 note=note + f"; judged at {few} training tiles",
             ),
@@ -1168,7 +1353,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                 claim_id("better_on_melt", arm),
                 CLAIMS["better_on_melt"],
                 [melt],
-                [same_budget, *floors("melt"), data_limited],
+                [learned, same_budget, *floors("melt"), data_limited],
                 unavailable=reason,
                 note=note + f"; judged at {few} training tiles",
             ),
@@ -1176,7 +1361,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
                 claim_id("freeze_smaller_mixed", arm),
                 CLAIMS["freeze_smaller_mixed"],
                 [smaller, pos, neg],
-                [same_budget, *floors("freeze"), data_limited],
+                [learned, same_budget, *floors("freeze"), data_limited],
                 unavailable=reason,
                 note=note + f"; judged at {few} training tiles",
             ),
@@ -1602,8 +1787,35 @@ def plan(cfg) -> list:
                     requested_batch=batch,
                 )
             )
+    # the frozen linear probes (_probe_task): one per arm and seed at the fewest tiles, only the 1x1 readout trains
+    pflops, ptr, ptot = measure(
+        ("sar-probe", size),
+        lambda: FrozenProbe(create_model(weights="random", decoder_channels=cfg["decoder_channels"]).encoder),
+        [(2, IN_CHANNELS, size, size)],
+    )
+    for arm in arms:
+        budgets.append(
+            TaskBudget(
+                f"{arm} frozen probe n_tiles={tiles[0]}",
+                len(cfg["seeds"]),
+                tiles[0],
+                f"{size} px x {IN_CHANNELS} ch",
+                min(batch, tiles[0]),
+                PROBE_STEPS,
+                trainable_params=ptr,
+                total_params=ptot,
+                flops_per_step=pflops * min(batch, tiles[0]),
+                params={"batch": "batch_size", "data_items": "tiles"},
+                notes="frozen encoder, linear 1x1 readout; the encoder forward is counted per step (an upper bound: "
+                "its features are computed once)",
+                requested_batch=batch,
+            )
+        )
     refs = len(REFERENCE_ARMS) * len(tiles) * len(cfg["seeds"])
-    shape = f"{len(arms)} inits x {len(cfg['seeds'])} seeds at {tiles[0]} tiles, random at every tile count"
+    shape = (
+        f"{len(arms)} inits x {len(cfg['seeds'])} seeds at {tiles[0]} tiles, random at every tile count, "
+        f"and {len(arms)} frozen probes x {len(cfg['seeds'])} seeds"
+    )
     note = f"plus {refs} reference tasks (gbm, majority) without a network"
     if cfg["pretrain_if_missing"]:
         note += "; the cross-sensor encoder is pretrained first when missing (not counted)"
