@@ -218,6 +218,13 @@ def run_paper_preset(study: str, tmp_path: Path, monkeypatch, capsys) -> tuple[f
     args += ["--executor", "serial", "--out", str(tmp_path / "out")]
     for name, value in sizes.items():
         args += ["-p", name, value]
+    # labkit plan on the same tree and overrides (the cut sizes are degenerate by design: a few steps on a few items)
+    from labkit.core.params import load_spec
+    from labkit.runner import parse_overrides, study_plan
+
+    overrides = parse_overrides([("data_root", str(tree)), *sizes.items()], [load_spec(study)])[study]
+    plans, _ = study_plan(study, "paper", overrides, allow_degenerate=True)
+    assert plans and all(b.n_tasks > 0 and b.total_params > 0 for g in plans for b in g.budgets), study
     start = time.time()
     rc = main(args)
     seconds = time.time() - start
