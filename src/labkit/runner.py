@@ -378,23 +378,22 @@ def names_a_file(line: str) -> bool:
     return bool(_NAMES_A_FILE.search(line))
 
 
-def error_text(exc: BaseException) -> str:
-    """The whole error message (for an error raised inside the notebook, the notebook's type and message)."""
-    ename = getattr(exc, "ename", None) or type(exc).__name__
+def _error_parts(exc: BaseException) -> tuple[str, str]:
+    """The error's type and message; for an error raised inside the notebook (papermill's
+    ``PapermillExecutionError``), the notebook's, not papermill's."""
     evalue = getattr(exc, "evalue", None)
-    text = str(evalue if evalue is not None else exc).strip()
+    return getattr(exc, "ename", None) or type(exc).__name__, str(evalue if evalue is not None else exc).strip()
+
+
+def error_text(exc: BaseException) -> str:
+    """The whole error message, every line of it."""
+    ename, text = _error_parts(exc)
     return f"{ename}: {text}" if text else ename
 
 
 def error_summary(exc: BaseException, limit: int = SUMMARY_LIMIT) -> str:
-    """One line for the run summary: the error's type, its first line, and the first line naming a file.
-
-    For an error raised inside the notebook (papermill's ``PapermillExecutionError``) the type and message
-    are the notebook's, not papermill's.
-    """
-    ename = getattr(exc, "ename", None) or type(exc).__name__
-    evalue = getattr(exc, "evalue", None)
-    text = str(evalue if evalue is not None else exc)
+    """One line for the run summary: the error's type, its first line, and the first line naming a file."""
+    ename, text = _error_parts(exc)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     first = lines[0] if lines else ""
     summary = f"{ename}: {first}" if first else ename
