@@ -31,6 +31,7 @@ from typing import Any
 from labkit.core.atomic import atomic_write_text, publish_dir, publish_lock, recover_dir
 from labkit.core.errors import NotebookError, ParameterError
 from labkit.core.fingerprint import study_fingerprint
+from labkit.core.grid import grid_task
 from labkit.core.params import StudySpec, check_preset, is_weights_name, list_specs, load_spec, weights_file_of
 from labkit.core.paths import (
     PUBLISHED_PRESET,
@@ -614,6 +615,7 @@ def reproduce(
 # ----------------------------------------------------------------------------- sweeps
 
 
+@grid_task("sweep/point")
 def sweep_point(
     study: str, preset: str, overrides: dict[str, Any], folder: str, labkit_digest: str, notebook_digest: str
 ) -> dict[str, Any]:

@@ -210,6 +210,46 @@ def test_a_tasks_random_draws_do_not_change_with_the_code_only_with_its_paramete
     assert Task(task.fn, task.params, {"data": "other"}).rng_seed() != before[1]
 
 
+def test_a_task_moved_to_another_module_keeps_its_id_and_draws(tmp_path, monkeypatch):
+    # the study-shape move put tasks into tasks.py modules: the id, not the module, keys the draws
+    import types
+
+    from labkit.core.grid import grid_task
+
+    moved = types.ModuleType("labkit_moved_tasks")
+    moved.example_task = grid_task("example")(lambda **kw: None)
+    moved.example_task.__module__, moved.example_task.__qualname__ = "labkit_moved_tasks", "example_task"
+    monkeypatch.setitem(sys.modules, "labkit_moved_tasks", moved)
+    here = Task(FN, {"seed": 3}, {"data": "abc"})
+    there = Task("labkit_moved_tasks:example_task", {"seed": 3}, {"data": "abc"})
+    assert there.task_id == here.task_id == "example"
+    assert there.rng_seed() == here.rng_seed()
+    renamed = grid_task("example-v2")(lambda **kw: None)
+    moved.renamed = renamed
+    assert Task("labkit_moved_tasks:renamed", {"seed": 3}, {"data": "abc"}).rng_seed() != here.rng_seed()
+
+
+def test_a_task_without_a_stable_id_is_refused_before_it_runs(tmp_path, monkeypatch):
+    import types
+
+    module = types.ModuleType("labkit_unmarked_tasks")
+
+    def unmarked(seed):
+        return {"seed": seed}
+
+    unmarked.__module__, unmarked.__qualname__ = "labkit_unmarked_tasks", "unmarked"
+    module.unmarked = unmarked
+    monkeypatch.setitem(sys.modules, "labkit_unmarked_tasks", module)
+    with pytest.raises(
+        GridError, match=r"labkit_unmarked_tasks:unmarked has no stable id: decorate it with @grid_task"
+    ):
+        Grid("toy", unmarked, cache_dir=tmp_path / "c")
+    with pytest.raises(GridError, match="must be a non-empty string without ':'"):
+        from labkit.core.grid import grid_task
+
+        grid_task("module:function")
+
+
 def test_random_draws_do_not_depend_on_where_the_files_live(tmp_path):
     # the SSL study's tasks name their data file by its absolute cache path: a clone elsewhere drew new numbers;
     # a file's content enters through its digest

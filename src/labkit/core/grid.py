@@ -141,23 +141,63 @@ def _without_locations(value: Any) -> Any:
     return value
 
 
+TASK_ID_ATTRIBUTE = "grid_task_id"
+
+
+def grid_task(task_id: str) -> Callable[[Callable], Callable]:
+    """Give a module-level grid task its stable identity, e.g. ``@grid_task("sar_transfer/run")``.
+
+    A task's random draws and its cache entry are keyed by this id, never by the module or name the function
+    has today: moving a task to another module (or renaming it) keeps its id, so it draws the same random numbers
+    and computes the same records. Change the id only when the task's meaning changes."""
+    if not task_id or not isinstance(task_id, str) or ":" in task_id:
+        raise GridError(f"grid task id must be a non-empty string without ':', got {task_id!r}")
+
+    def mark(fn: Callable) -> Callable:
+        setattr(fn, TASK_ID_ATTRIBUTE, task_id)
+        return fn
+
+    return mark
+
+
+def task_id_of(fn: str | Callable) -> str:
+    """The stable id ``@grid_task`` gave ``fn`` (a function or its ``"module:function"`` name)."""
+    function = resolve_function(fn) if isinstance(fn, str) else fn
+    task_id = getattr(function, TASK_ID_ATTRIBUTE, None)
+    if not task_id:
+        name = fn if isinstance(fn, str) else f"{fn.__module__}:{fn.__qualname__}"
+        raise GridError(
+            f"grid task {name} has no stable id: decorate it with @grid_task('<study>/<task>') "
+            "(labkit.core.grid.grid_task), so that its random draws and records do not depend on where it lives"
+        )
+    return task_id
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """One call of the grid's function: its parameters, a readable key, and its input digests."""
+    """One call of the grid's function: its parameters, a readable key, and its input digests. ``task_id`` is the
+    function's stable id (read from its ``@grid_task`` mark when not given)."""
 
     fn: str
     params: Mapping[str, Any]
     inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    task_id: str = ""
+
+    def __post_init__(self):
+        if not self.task_id:
+            object.__setattr__(self, "task_id", task_id_of(self.fn))
 
     @property
     def key(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.params.items())
 
     def fingerprint(self) -> str:
+        """The cache key: the task's id, parameters, inputs and the code of its module (and the labkit modules
+        it imports), so an edit to that code recomputes it."""
         module = self.fn.split(":")[0]
         payload = json.dumps(
             {
-                "fn": self.fn,
+                "task": self.task_id,
                 "params": _canonical(dict(self.params)),
                 "inputs": _canonical(dict(self.inputs)),
                 "code": code_digest(module),
@@ -169,12 +209,13 @@ class Task:
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
     def rng_seed(self) -> int:
-        """The task's RNG seed: from its function, parameters and inputs, not the code, so that a change to the
-        code that leaves the task's arithmetic alone (a refactor, a reformat) draws the same random numbers, nor
-        the folders its files live in (a clone elsewhere, another ``LABKIT_CACHE``): absolute paths do not count."""
+        """The task's RNG seed: from its stable id, parameters and inputs; not the code, so that a change to the
+        code that leaves the task's arithmetic alone (a refactor, a move to another module) draws the same random
+        numbers; nor the folders its files live in (a clone elsewhere, another ``LABKIT_CACHE``): absolute paths
+        do not count."""
         params = _without_locations(_canonical(dict(self.params)))
         payload = json.dumps(
-            {"fn": self.fn, "params": params, "inputs": _canonical(dict(self.inputs))},
+            {"task": self.task_id, "params": params, "inputs": _canonical(dict(self.inputs))},
             sort_keys=True,
             default=str,
         )
@@ -531,6 +572,7 @@ class Grid:
         if "<" in fn or "." in fn.split(":")[-1]:
             raise GridError(f"task function {fn!r} must be a module-level function")
         self.name, self.fn = name, fn
+        self.task_id = task_id_of(fn)
         self.inputs = dict(inputs or {})
         if cache_dir is None:
             from labkit.core.paths import cache_dir as _cache_dir
@@ -540,7 +582,7 @@ class Grid:
         self.tasks: list[Task] = []
 
     def add(self, **params: Any) -> Grid:
-        self.tasks.append(Task(self.fn, dict(params), self.inputs))
+        self.tasks.append(Task(self.fn, dict(params), self.inputs, self.task_id))
         return self
 
     def product(self, fixed: Mapping[str, Any] | None = None, **axes: Iterable[Any]) -> Grid:
@@ -704,6 +746,7 @@ def run_grid(
     return grid.run(**options)
 
 
+@grid_task("example")
 def example_task(seed: int, size: int = 8, steps: int = 20, sleep: float = 0.0) -> dict[str, Any]:
     """A small deterministic task (a few steps of least squares in torch) for the grid's tests and benchmarks."""
     import torch

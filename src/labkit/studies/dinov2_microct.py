@@ -58,6 +58,7 @@ import torch
 
 from labkit.core.claims import BUDGET_KEYS, Check, Claim, Compare, Precondition, budget_record
 from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
+from labkit.core.grid import grid_task
 from labkit.core.metrics import ConfusionMatrix, aggregate_over_seeds
 from labkit.core.seeding import seed_everything
 from labkit.data import microct
@@ -962,6 +963,7 @@ PART_KEYS = {
 }
 
 
+@grid_task("dinov2_microct/seed_part")
 def seed_part_task(part: str, seed: int, settings: dict, weights: dict | None = None, keep: bool = False) -> dict:
     """One grid task: one part of ``seed``'s experiment, on that seed's slices.
 

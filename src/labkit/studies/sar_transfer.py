@@ -54,6 +54,7 @@ from labkit.core.errors import (
     ParameterError,
     WeightsUnavailableError,
 )
+from labkit.core.grid import grid_task
 from labkit.core.metrics import ConfusionMatrix, aggregate_over_seeds
 from labkit.core.seeding import seed_everything
 from labkit.data import sar
@@ -617,6 +618,7 @@ def late_gain(curve: Sequence[float]) -> float:
     return float(np.nanmax(values[-k:]) - np.nanmax(values[:-k]))
 
 
+@grid_task("sar_transfer/run")
 def run_task(
     arm: str,
     seed: int,

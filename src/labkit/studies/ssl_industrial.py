@@ -37,7 +37,7 @@ import torch
 
 from labkit.core.claims import BUDGET_KEYS, Claim, Compare, Precondition, budget_record
 from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
-from labkit.core.grid import Grid, file_digest
+from labkit.core.grid import Grid, file_digest, grid_task
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.data.surfaces import DEFECT_TYPES, SurfaceSimulator, unrelated_images
 
@@ -328,6 +328,7 @@ def _new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights="rand
     )
 
 
+@grid_task("ssl_industrial/pretrain")
 def pretrain_task(
     method: str,
     source: str,
@@ -649,6 +650,7 @@ def _build_encoder(
     return enc
 
 
+@grid_task("ssl_industrial/finetune")
 def finetune_task(
     init: str,
     protocol: str,
@@ -704,6 +706,7 @@ def finetune_task(
     y_train = torch.from_numpy(d["pool_masks"][idx]).long()
     x_test = _prepare(d["test_images"], init, mean, std, img_size)
     train = dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=dev)
+    torch.manual_seed(seed)  # the model's initial weights: this run's seed, before anything is built
     if init == "unet":
         model = small_unet(x_train.shape[1])
         info = train_segmenter(model, x_train, y_train, **train)
@@ -915,6 +918,7 @@ def label_efficiency_figure(runs: pd.DataFrame):
 # ======================================================================================
 # 4. anomaly detection without defect labels (grid tasks)
 # ======================================================================================
+@grid_task("ssl_industrial/patchcore")
 def patchcore_task(
     init: str,
     data_file: str,

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from labkit.core.claims import budget_record
 from labkit.core.errors import DataError
+from labkit.core.grid import grid_task
 from labkit.core.seeding import seed_everything
 from labkit.data import label_noise
 from labkit.data.datasets import ArraySegmentationDataset, random_flip_rotate
@@ -234,6 +235,7 @@ def _labels(arrays: dict, task: str, split: str) -> np.ndarray:
     return arrays[f"{'a' if task == TASK_A else 'b'}_{split}"]
 
 
+@grid_task("noisy_label_pretraining/pretrain")
 def pretrain_task(
     data: dict,
     seed: int,
@@ -301,6 +303,7 @@ def pretrain_task(
     }
 
 
+@grid_task("noisy_label_pretraining/finetune")
 def finetune_task(
     data: dict,
     seed: int,
@@ -408,6 +411,7 @@ class LinearProbe(torch.nn.Module):
         return out
 
 
+@grid_task("noisy_label_pretraining/probe")
 def probe_task(
     data: dict,
     seed: int,
@@ -464,6 +468,7 @@ def late_gain(curve: Sequence[float], fraction: float = PLATEAU_FRACTION) -> flo
     return float(np.nanmax(curve) - np.nanmax(curve[:cut]))
 
 
+@grid_task("noisy_label_pretraining/qda")
 def qda_task(data: dict, seed: int, task: str, k: int, num_classes: int, reg_param: float = 1e-3) -> dict:
     """Per-pixel quadratic discriminant analysis (scikit-learn) on the first ``k`` clean fine-tuning tiles, and the
     floor: the most frequent class of those tiles everywhere."""
