@@ -69,7 +69,9 @@ def compare(before: dict, after: dict) -> None:
     from grid_records import assert_same_records
 
     missing, extra = set(before) - set(after), set(after) - set(before)
-    assert not missing and not extra, f"tasks differ: {len(missing)} missing, {len(extra)} new; e.g. {sorted(missing or extra)[:2]}"
+    assert not missing and not extra, (
+        f"tasks differ: {len(missing)} missing, {len(extra)} new; e.g. {sorted(missing or extra)[:2]}"
+    )
     for key in before:
         assert_same_records(before[key], after[key], where=f"{key[0]} ({key[1][:120]})")
 

@@ -1,11 +1,11 @@
-"""labkit's layers only import downward: core -> data -> models -> methods -> studies -> reports -> runner/cli."""
+"""labkit's layers only import downward: core -> data -> models -> methods -> reports -> studies -> runner/cli."""
 
 import ast
 from pathlib import Path
 
 import labkit
 
-LAYERS = ["core", "data", "models", "methods", "studies", "reports", "runner", "cli"]
+LAYERS = ["core", "data", "models", "methods", "reports", "studies", "runner", "cli"]
 PACKAGE = Path(labkit.__file__).parent
 
 

@@ -70,19 +70,26 @@ def _labkit_imports(module: str) -> tuple[str, ...]:
     if path is None:
         return ()
     tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("labkit")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("labkit"):
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # from . import x, from .x import y
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            if not base.startswith("labkit"):
+                continue
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names if _module_file(f"{base}.{a.name}")}
     return tuple(sorted(found))
 
 
 @cache
-def code_digest(module: str) -> str:
-    """Digest of ``module``'s source and of every labkit module it reaches through its imports."""
+def code_modules(module: str) -> tuple[str, ...]:
+    """``module`` and every labkit module it reaches through its imports: the code a task's fingerprint covers."""
     seen, stack = set(), [module]
     while stack:
         name = stack.pop()
@@ -90,8 +97,14 @@ def code_digest(module: str) -> str:
             continue
         seen.add(name)
         stack.extend(_labkit_imports(name))
+    return tuple(sorted(seen))
+
+
+@cache
+def code_digest(module: str) -> str:
+    """Digest of the source of ``code_modules(module)``."""
     digest = hashlib.sha256()
-    for name in sorted(seen):
+    for name in code_modules(module):
         path = _module_file(name)
         if path is not None:
             digest.update(name.encode())

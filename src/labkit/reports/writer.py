@@ -285,6 +285,15 @@ class Report:
         decide it (what the notebook shows, every reason whole)."""
         return WholeTextFrame(verdicts_table(list(self._claims.values())))
 
+    def conclude(self, study, cfg, runs) -> pd.DataFrame:
+        """The last cell of every study notebook: judge ``study.claims(cfg, runs)`` on ``runs.tables``, show and
+        write the claims table, report ``study.headline(runs)``, and finalize. Returns the claims table."""
+        verdicts = self.claims(study.claims(cfg, runs), tables=runs.tables)
+        self.table("claims", verdicts)
+        self.metrics(study.headline(runs))
+        self.finalize()
+        return verdicts
+
     # ---- publishing ----------------------------------------------------------------------------
     def finalize(self) -> Path:
         """Write metrics, claims and manifest; publish atomically (unless the runner does it)."""

@@ -1,0 +1,160 @@
+"""What every study shares: its arms as rows, its runs as one gathered object, the protocol its face exposes,
+and the grid options and regime seeds read from its config once.
+
+A study is a package of the same files in the same floors (``tests/test_study_conformance.py`` checks each):
+
+    data.py        checks the spec cannot express, then simulate or load (``data_source``), splits
+    tasks.py       pure, module-level ``@grid_task`` functions; imports nothing above it (its digest is the cache key)
+    experiment.py  weights resolved once, the grids, gathered into ``Runs``
+    tables.py      functions of ``runs`` (or ``cfg``, ``data``) -> DataFrame
+    figures.py     functions of ``runs`` (or ``cfg``, ``data``) -> Figure
+    claims.py      the paper's claims in the paper's order, each with its preconditions and effect of interest
+    __init__.py    the face: NAME, ARMS, data, run, claims, headline, tables, figures (lazy re-exports)
+
+A notebook then reads the same in every study::
+
+    cfg = labkit.configure(study.NAME, preset, globals()); report = Report(cfg)
+    data = study.data(cfg)
+    runs = study.run(cfg, data)
+    report.table("...", study.tables.some_table(runs)) ...
+    report.conclude(study, cfg, runs)
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from labkit.core.grid import Grid, GridResult, grid_runs
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of a study's comparisons: its name in the tables, its label in figures, its colour, and whether
+    it is a reference row (a floor or a ceiling: read against, never claimed)."""
+
+    name: str
+    label: str
+    colour: str = "C0"
+    reference: bool = False
+
+
+def arm_labels(arms: Sequence[Arm]) -> dict[str, str]:
+    return {arm.name: arm.label for arm in arms}
+
+
+def arm_colours(arms: Sequence[Arm]) -> dict[str, str]:
+    return {arm.name: arm.colour for arm in arms}
+
+
+@dataclass
+class Runs:
+    """What a study's grids computed, gathered once; every table, figure, claim and headline reads it.
+
+    ``tables``: the tidy tables (the claims judge these by name). ``unavailable``: arm -> a reason a user can act on
+    (the parameter or file to provide). ``context``: keyword arguments of the study's ``claims``. ``examples``:
+    first-seed objects for figures (a model, example maps). ``grids``: what each grid run did (tasks, cached,
+    computed). ``checkpoints``: files written. ``seconds``: wall time of ``run``."""
+
+    tables: dict[str, Any] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    examples: dict[str, Any] = field(default_factory=dict)
+    grids: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def computed(self) -> int:
+        """Tasks computed (not read from the cache) by this run's grids."""
+        return sum(int(g["computed"]) for g in self.grids)
+
+
+@runtime_checkable
+class Study(Protocol):
+    """The face of a study package (its ``__init__``)."""
+
+    NAME: str
+    ARMS: tuple[Arm, ...]
+
+    def data(self, cfg) -> Any: ...
+
+    def run(self, cfg, data) -> Runs: ...
+
+    def claims(self, cfg, runs: Runs) -> list: ...
+
+    def headline(self, runs: Runs) -> dict[str, Any]: ...
+
+
+def lazy_face(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a study's ``__init__``: ``names`` maps each public name to the submodule
+    that defines it, imported on first use, so that a grid worker importing ``tasks`` imports no matplotlib."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            module = importlib.import_module(f"{package}.{names[name]}")
+            return module if name == names[name] else getattr(module, name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(names)
+
+    return __getattr__, __dir__
+
+
+def grid_options(cfg, progress: bool | None = None, threads: int | None = None) -> dict[str, Any]:
+    """``Grid.run``'s options from a study's config: executor, workers, scheduler, torch threads per task (the
+    ``threads`` parameter where the study has one: none leaves serial runs at torch's default and gives pool and
+    Dask workers one each) and progress bars."""
+
+    def get(key, default=None):
+        return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+    return {
+        "executor": get("executor", "serial") or "serial",
+        "workers": get("workers"),
+        "scheduler": get("scheduler"),
+        "threads": threads if threads is not None else get("threads"),
+        "progress": bool(get("progress", True)) if progress is None else progress,
+    }
+
+
+def run_grids(cfg, *grids: Grid, progress: bool | None = None, threads: int | None = None) -> list[GridResult]:
+    """Run each grid in turn with the config's grid options (see ``grid_options``)."""
+    options = grid_options(cfg, progress=progress, threads=threads)
+    return [grid.run(**options) for grid in grids]
+
+
+def grids_since(started: float) -> list[dict[str, Any]]:
+    """The grid runs of this process since ``started`` (a ``time.time()``): ``Runs.grids``."""
+    return grid_runs(since=started)
+
+
+def task_device(cfg) -> str:
+    """The device a grid task builds its models on, resolved once in the main process (``auto`` becomes what it
+    means here, so that every worker gets the same answer and the task's parameters say where it ran)."""
+    from labkit.core.device import resolve_device
+
+    name = cfg.get("device", "auto") if hasattr(cfg, "get") else getattr(cfg, "device", "auto")
+    return str(resolve_device(name or "auto", announce=False))
+
+
+def regime_seeds(cfg) -> list[int]:
+    """The seeds of a study's regime runs: ``seeds`` first, then the extra ``regime_seeds``, each once."""
+    extra = (cfg.get("regime_seeds") if hasattr(cfg, "get") else getattr(cfg, "regime_seeds", None)) or []
+    return list(dict.fromkeys([*cfg.seeds, *extra]))
+
+
+class Stopwatch:
+    """``with Stopwatch() as clock: ...; clock.seconds`` and ``clock.started`` (for ``grids_since``)."""
+
+    def __enter__(self) -> Stopwatch:
+        self.started, self._t0 = time.time(), time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._t0
