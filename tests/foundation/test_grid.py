@@ -290,3 +290,19 @@ def test_a_rerun_computes_the_long_missing_task_first(tmp_path, monkeypatch):
     monkeypatch.setattr(grid_module, "run_task", lambda fn, p, *a: order.append(p["sleep"]) or run_task(fn, p, *a))
     grid([0, 1]).run(threads=1, progress=False)
     assert order == [0.3, 0.0]  # the grid's own order is the short task first
+
+
+def test_a_tasks_cache_key_covers_the_modules_it_imports_relatively_and_nothing_else(tmp_path, monkeypatch):
+    # studies/<study>/tasks.py imports its siblings with `from .data import ...`: an edit there must recompute
+    from labkit.core import grid as core_grid
+
+    package = tmp_path / "labkit_toy_study"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "data.py").write_text("SIZE = 4\n")
+    (package / "figures.py").write_text("import matplotlib\n")
+    (package / "tasks.py").write_text("from .data import SIZE\nfrom . import data\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = core_grid._labkit_imports.__wrapped__("labkit_toy_study.tasks")  # uncached: a fresh package
+    assert found == ("labkit_toy_study", "labkit_toy_study.data")
+    assert "labkit_toy_study.figures" not in found
