@@ -116,3 +116,21 @@ def test_parameters_cell_names():
         "x",
         "y",
     ]
+
+
+def test_the_one_data_root_rule(tmp_path):
+    from labkit.core.params import check_data_root
+
+    layout = {"mvtec": "an MVTec AD category folder (train/good, test/<defect>, ground_truth/<defect>)"}
+    assert check_data_root({"data_source": "simulated", "data_root": None}, layout) is None
+    assert check_data_root({"data_source": "mvtec", "data_root": str(tmp_path)}, layout) == tmp_path
+    with pytest.raises(
+        ParameterError, match=r"'data_root' is not set but data_source is 'mvtec', which reads an MVTec"
+    ):
+        check_data_root({"data_source": "mvtec", "data_root": None}, layout)
+    with pytest.raises(ParameterError, match=r"'data_root' is '.*nowhere', which is not an existing folder"):
+        check_data_root({"data_source": "mvtec", "data_root": str(tmp_path / "nowhere")}, layout)
+    with pytest.raises(
+        ParameterError, match=r"data_source is 'simulated', which reads no folder: set data_source to 'mvtec'"
+    ):
+        check_data_root({"data_source": "simulated", "data_root": str(tmp_path)}, layout)

@@ -226,6 +226,37 @@ class StudySpec:
         return Config(study=self.name, preset=preset, values=values)
 
 
+def check_data_root(cfg: Mapping[str, Any], layout: Mapping[str, str], simulated: str = "simulated") -> Path | None:
+    """The one ``data_source`` / ``data_root`` rule of every study, before any work: a real source needs an
+    existing ``data_root`` folder, and a ``data_root`` given with simulated data is a mistake, not ignored.
+
+    ``layout``: for each real source, what its folder holds (the help text of the ``data/`` module that reads that
+    format), quoted in the error. Returns the folder (``None`` for simulated data)."""
+    source, root = cfg["data_source"], cfg["data_root"]
+    study = getattr(cfg, "study", "<study>")
+    if source == simulated:
+        if root:
+            real = ", ".join(repr(s) for s in layout)
+            raise ParameterError(
+                f"parameter 'data_root' is {root!r} but data_source is {simulated!r}, which reads no folder: "
+                f"set data_source to {real} to read it, or leave data_root unset"
+            )
+        return None
+    help_text = layout.get(source, "the folder of your own data")
+    if not root:
+        raise ParameterError(
+            f"parameter 'data_root' is not set but data_source is {source!r}, which reads {help_text}. Pass its "
+            f"folder, e.g. `labkit reproduce {study} -p data_source {source} -p data_root /path/to/folder`"
+        )
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise ParameterError(
+            f"parameter 'data_root' is {root!r}, which is not an existing folder (data_source {source!r} reads "
+            f"{help_text})"
+        )
+    return folder
+
+
 def unknown_parameter_message(spec: StudySpec, name: str) -> str:
     close = difflib.get_close_matches(name, list(spec.params), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
