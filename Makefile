@@ -41,9 +41,13 @@ paper-smoke: install
 # Jupyter refuses to start as root (a container, an HPC node) unless asked: add the flag only then.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root,)
 
-## JupyterLab with the kit's kernel
+## JupyterLab with the kit's kernel, on fresh copies of the notebooks in runs/lab/<time>/: autosave and
+## executed outputs land in the copies, so exploring never dirties the committed notebooks/
+LAB_DIR := runs/lab/$(shell date +%Y%m%d-%H%M%S)
 lab: install
-	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 $(ALLOW_ROOT) notebooks/
+	mkdir -p $(LAB_DIR) && cp notebooks/*.ipynb $(LAB_DIR)/
+	@echo "JupyterLab on copies in $(LAB_DIR)/ (notebooks/ stays as committed; earlier copies are under runs/lab/)"
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 $(ALLOW_ROOT) runs/lab/
 
 ## Speed and memory benchmarks
 bench: install
