@@ -91,7 +91,11 @@ def test_every_grid_task_has_a_stable_id_of_its_study(name):
 
 
 def test_a_grid_worker_importing_the_tasks_imports_no_plotting(name):
-    code = f"import sys, labkit.studies.{name}.tasks; print(sorted(m for m in sys.modules if m.startswith('matplotlib') or m.endswith(('.figures', '.claims', '.tables'))))"
+    above = tuple(f"labkit.studies.{name}.{f}" for f in ABOVE_TASKS)
+    code = (
+        f"import sys, labkit.studies.{name}.tasks; "
+        f"print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'labkit.reports')) or m in {above!r}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out
 

@@ -23,7 +23,9 @@ A notebook then reads the same in every study::
 from __future__ import annotations
 
 import importlib
+import sys
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -91,17 +93,31 @@ class Study(Protocol):
 
 def lazy_face(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for a study's ``__init__``: ``names`` maps each public name to the submodule
-    that defines it, imported on first use, so that a grid worker importing ``tasks`` imports no matplotlib."""
+    that defines it, imported on first use, so that a grid worker importing ``tasks`` imports no matplotlib.
+
+    A name mapped to the submodule of the same name is that submodule's function of the same name when it has
+    one (``data`` in ``data.py``, ``claims`` in ``claims.py``), else the submodule (``tables``, ``figures``). The
+    import system binds a submodule to its name on the package when it loads it; the face keeps such names as
+    properties of the package's module class, which read the function and ignore that binding."""
+
+    def resolve(name: str) -> Any:
+        module = importlib.import_module(f"{package}.{names[name]}")
+        return getattr(module, name, module) if name == names[name] else getattr(module, name)
 
     def __getattr__(name: str) -> Any:
         if name in names:
-            module = importlib.import_module(f"{package}.{names[name]}")
-            return module if name == names[name] else getattr(module, name)
+            return resolve(name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:
         return sorted(names)
 
+    def face_property(name: str) -> property:
+        return property(lambda module: resolve(name), lambda module, value: None)
+
+    same_named = {name: face_property(name) for name, module in names.items() if name == module}
+    face = sys.modules[package]
+    face.__class__ = type("StudyFace", (types.ModuleType,), same_named)
     return __getattr__, __dir__
 
 
