@@ -16,7 +16,7 @@ from labkit.methods import semisup as ss
 
 from .arms import arm_config, model_params
 from .data import StudyData
-from .tasks import _device, build_model
+from .tasks import build_model, torch_device
 
 COST_REFERENCE = "supervised"
 COST_WITHOUT_CONTRAST = "FARCLUSS without contrast"
@@ -79,7 +79,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
     torch.manual_seed(0)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    dev = _device(device or cfg.device)
+    dev = torch_device(device or cfg.device)
     b = batch_size or cfg.batch_size
     if len(data.train) < 2 * b:
         raise DataError(f"cost table needs {2 * b} training images, got {len(data.train)}")

@@ -71,9 +71,29 @@ def train(cfg, data: StudyData, split_dir: str | Path | None = None, progress: b
     """Every arm x split x seed as a grid of cached tasks (after a grid of the splits' warm-ups)."""
     start = time.perf_counter()
     root = cache_dir(NAME)
-    split_dir = Path(split_dir) if split_dir else root / "splits"
+    shared = _shared(cfg, data, root / "data")
+    plan = run_plan(cfg)
+    few, extra_seeds = split_names(cfg)[0], [s for s in regime_seeds(cfg) if s not in cfg.seeds]
+    # every (split, seed) trained: the main seeds on every split, the extra regime seeds on the smallest and all
+    trained = [(sp, sd) for sp in dict.fromkeys(s for _, s in plan) for sd in cfg.seeds]
+    trained += [(sp, sd) for sp in (few, ALL_LABELS) for sd in extra_seeds]
+    runs = [(a, sp, sd) for a, sp in plan for sd in cfg.seeds]
+    runs += [("supervised", sp, sd) for sp in (few, ALL_LABELS) for sd in extra_seeds]
+    labelled, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else root / "splits")
+    (warm,) = run_grids(cfg, _warmup_grid(cfg, trained, labelled, shared), progress=progress)
+    warm_files = _warm_files(warm, root / "warm")
+    (arms,) = run_grids(cfg, _arm_grid(cfg, data, runs, labelled, warm_files, shared), progress=progress)
+    every, budgets, teacher = _records(arms, shared["model"])
+    return Trained(
+        add_group_scores(every, data), budgets, pd.DataFrame(split_rows), teacher, time.perf_counter() - start
+    )
+
+
+def _shared(cfg, data: StudyData, folder: Path) -> dict[str, Any]:
+    """What every task of both grids shares: the study's arrays written once under their digest (the grids'
+    input), the network's parameters and the device, resolved here once."""
     data_file, digest = write_prepared_arrays(
-        root / "data",
+        folder,
         {
             "train_images": data.train.images,
             "train_masks": data.train.masks,
@@ -84,38 +104,7 @@ def train(cfg, data: StudyData, split_dir: str | Path | None = None, progress: b
         },
         digest_of=("train_images", "train_masks", "val_images", "val_masks", "val_band"),
     )
-    shared = {"data_file": data_file, "model": model_params(cfg, data), "device": task_device(cfg)}
-    plan = run_plan(cfg)
-    few, extra_seeds = split_names(cfg)[0], [s for s in regime_seeds(cfg) if s not in cfg.seeds]
-    # every (split, seed) trained: the main seeds on every split, the extra regime seeds on the smallest and all
-    trained = [(sp, sd) for sp in dict.fromkeys(s for _, s in plan) for sd in cfg.seeds]
-    trained += [(sp, sd) for sp in (few, ALL_LABELS) for sd in extra_seeds]
-    labelled, split_rows = _labelled_splits(cfg, data, trained, split_dir)
-    warm = Grid(f"{NAME}-warmup", warmup_task, inputs={"data": digest})
-    for split, seed in trained:
-        warm.add(
-            data_file=data_file,
-            split=split,
-            labeled=labelled[split, seed],
-            seed=seed,
-            model=shared["model"],
-            iterations=cfg.warmup_iterations,
-            crop_min_scale=cfg.crop_min_scale,
-            device=shared["device"],
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-        )
-    (warm_result,) = run_grids(cfg, warm, progress=progress)
-    warm_files = _warm_files(warm_result, root / "warm")
-    runs = [(a, sp, sd) for a, sp in plan for sd in cfg.seeds] + [
-        ("supervised", sp, sd) for sp in (few, ALL_LABELS) for sd in extra_seeds
-    ]
-    arms = _arm_grid(cfg, data, runs, labelled, warm_files, digest, shared)
-    (arm_result,) = run_grids(cfg, arms, progress=progress)
-    every, budgets, teacher = _records(arm_result, shared["model"])
-    return Trained(
-        add_group_scores(every, data), budgets, pd.DataFrame(split_rows), teacher, time.perf_counter() - start
-    )
+    return {"data_file": data_file, "digest": digest, "model": model_params(cfg, data), "device": task_device(cfg)}
 
 
 def _labelled_splits(cfg, data: StudyData, trained, split_dir: Path) -> tuple[dict, list[dict]]:
@@ -149,6 +138,25 @@ def _labelled_splits(cfg, data: StudyData, trained, split_dir: Path) -> tuple[di
     return labelled, rows
 
 
+def _warmup_grid(cfg, trained, labelled, shared: dict) -> Grid:
+    """One supervised warm-up per (split, seed), shared by every arm of that split and seed."""
+    warm = Grid(f"{NAME}-warmup", warmup_task, inputs={"data": shared["digest"]})
+    for split, seed in trained:
+        warm.add(
+            data_file=shared["data_file"],
+            split=split,
+            labeled=labelled[split, seed],
+            seed=seed,
+            model=shared["model"],
+            iterations=cfg.warmup_iterations,
+            crop_min_scale=cfg.crop_min_scale,
+            device=shared["device"],
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+        )
+    return warm
+
+
 def _warm_files(result: GridResult, folder: Path) -> dict[tuple[str, int], tuple[str, str]]:
     """Each warm-up's weights as a file named by its content: (split, seed) -> (path, digest). The arm tasks name
     their warm-up by its content, so that their draws do not depend on this code."""
@@ -158,10 +166,10 @@ def _warm_files(result: GridResult, folder: Path) -> dict[tuple[str, int], tuple
     }
 
 
-def _arm_grid(cfg, data: StudyData, runs, labelled, warm_files, digest: str, shared: dict) -> Grid:
+def _arm_grid(cfg, data: StudyData, runs, labelled, warm_files, shared: dict) -> Grid:
     """One task per (arm, split, seed), from that split and seed's warm-up; the FARCLUSS run of the first split and
     seed keeps its teacher's weights (the pseudo-label figure's)."""
-    arms = Grid(f"{NAME}-arms", arm_task, inputs={"data": digest})
+    arms = Grid(f"{NAME}-arms", arm_task, inputs={"data": shared["digest"]})
     first_split = split_names(cfg)[0]
     for arm, split, seed in runs:
         path, fp = warm_files[split, seed]

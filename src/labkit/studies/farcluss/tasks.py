@@ -26,6 +26,7 @@ from labkit.methods import semisup as ss
 
 
 def build_model(params: dict) -> ss.SegmenterWithEmbedding:
+    """The segmenter of a task's ``model`` parameters (:func:`arms.model_params`)."""
     return ss.build_model(
         params["num_classes"],
         encoder=params["encoder"],
@@ -38,7 +39,8 @@ def build_model(params: dict) -> ss.SegmenterWithEmbedding:
     )
 
 
-def _device(name: str):
+def torch_device(name: str):
+    """The torch device a resolved device name means."""
     from labkit.core.device import resolve_device
 
     return resolve_device(name, announce=False)
@@ -58,11 +60,11 @@ def warmup_task(
     device: str = "cpu",
 ) -> dict:
     """One split's shared supervised warm-up: the student's weights after ``iterations`` steps on the labels."""
-    from labkit.core.claims import budget_record  # here: a grid worker imports no claims machinery
+    from labkit.core.claims import budget_record  # imported here: importing the tasks loads no claims module
 
     arrays = load_prepared_arrays(data_file)
     torch.manual_seed(seed)
-    net = build_model(model).to(_device(device))
+    net = build_model(model).to(torch_device(device))
     config = replace(ss.method_config("supervised"), crop_min_scale=crop_min_scale)
     ss.train_semisupervised(
         net,
@@ -131,7 +133,7 @@ def arm_task(
     from labkit.core.claims import budget_record
 
     arrays = load_prepared_arrays(data_file)
-    dev = _device(device)
+    dev = torch_device(device)
     net = build_model(model)
     net.load_state_dict(load_file(warm_path))
     net = net.to(dev)
