@@ -273,3 +273,22 @@ def test_cityscapes_bad_split_list_line_and_split_folder_are_errors(tmp_path):
         sf.CityscapesFolder(tmp_path, split)
     with pytest.raises(DataError, match="split folder .*val does not exist"):
         sf.CityscapesFolder(tmp_path, "val")
+
+
+def test_prepared_arrays_are_written_once_under_their_content_digest(tmp_path):
+    from labkit.data import prepared_arrays as pa
+
+    x, y = np.arange(12, dtype=np.float32).reshape(3, 4), np.ones(3, dtype=np.uint8)
+    path, digest = pa.write_prepared_arrays(tmp_path, {"x": x, "y": y, "names": np.array(["a"])}, digest_of=("x", "y"))
+    assert path == str(tmp_path / f"{digest}.npz") and digest == pa.array_digest(x, y)
+    written = (tmp_path / f"{digest}.npz").stat().st_mtime_ns
+    # the same content (the digest leaves the names out) is not written again
+    assert pa.write_prepared_arrays(tmp_path, {"x": x, "y": y, "names": np.array(["b"])}, ("x", "y")) == (path, digest)
+    assert (tmp_path / f"{digest}.npz").stat().st_mtime_ns == written
+    loaded = pa.load_prepared_arrays(path)
+    np.testing.assert_array_equal(loaded["x"], x)
+    assert loaded["names"].tolist() == ["a"]
+    assert pa.array_digest(x.astype(np.float64), y) != digest  # the dtype and shape count, not only the values
+    assert pa.array_digest(x.reshape(4, 3), y) != digest
+    state_path, state_digest = pa.write_state_file(tmp_path / "states", {"b": y, "a": x})
+    assert state_digest == pa.array_digest(x, y) and state_path.endswith(f"{state_digest}.safetensors")

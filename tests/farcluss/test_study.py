@@ -1,5 +1,8 @@
 """Study glue: the run plan (each configuration once), the tables, and the claims judged on (synthetic) runs."""
 
+import time
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,8 +10,14 @@ import pytest
 import labkit
 from labkit.core.claims import HELD, INCONCLUSIVE, NOT_EVALUATED, NOT_HELD, budget_record, judge_all, missing_budget
 from labkit.core.errors import ParameterError
+from labkit.core.grid import grid_runs
 from labkit.methods import semisup as ss
 from labkit.studies import farcluss as study
+from labkit.studies.farcluss import costs as farcluss_costs
+from labkit.studies.farcluss import tables
+from labkit.studies.farcluss.arms import ablation_arms
+from labkit.studies.farcluss.data import StudyData, ablation_split, split_fraction, split_names
+from labkit.studies.farcluss.experiment import Trained, gains_table, gather, train
 
 
 @pytest.fixture
@@ -18,15 +27,28 @@ def cfg():
     )
 
 
+@dataclass
+class _Results:
+    runs: pd.DataFrame  # one row per arm x split x seed
+    budgets: pd.DataFrame
+    floor_miou: float
+
+
+def _gathered(cfg, results, costs=None):
+    """The study's Runs of synthetic results: what ``study.run`` gathers."""
+    data = StudyData(None, None, (), np.array([]), {}, None, "synthetic", floor_miou=results.floor_miou)
+    return gather(cfg, Trained(results.runs, results.budgets, pd.DataFrame()), data, costs)
+
+
 def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_gain=0.1, seeds=3, floor=0.2):
-    """Runs as run_experiments gives them: FARCLUSS gains ``gain`` (more on tail and boundary pixels), each
+    """Runs as the grids give them: FARCLUSS gains ``gain`` (more on tail and boundary pixels), each
     part adds ``part_gain``, all labels beat the fewest by ``full_gap``."""
     rng = np.random.default_rng(0)
     rows = []
     for seed in range(seeds):
         noise = 0.003 * rng.standard_normal()
         base = 0.5 + noise
-        for split in study._split_names(cfg):
+        for split in split_names(cfg):
             for arm in ("supervised", "fixmatch", "farcluss"):
                 g = {"supervised": 0.0, "fixmatch": gain / 2, "farcluss": gain}[arm]
                 rows.append(
@@ -41,8 +63,8 @@ def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_g
                         "boundary_miou": 0.3 + 2 * g,
                     }
                 )
-        split = study._ablation_split(cfg)
-        for arm in study.ablation_arms(cfg):
+        split = ablation_split(cfg)
+        for arm in ablation_arms(cfg):
             if arm in ("fixmatch", "farcluss"):
                 continue
             n_parts = sum(getattr(study.arm_config(cfg, arm), p) for p in ss.PARTS)
@@ -73,10 +95,10 @@ def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_g
         )
     runs = pd.DataFrame(rows)
     # fixmatch at the ablation split must sit 4 parts below FARCLUSS for the additions to line up
-    abl = study._ablation_split(cfg)
+    abl = ablation_split(cfg)
     sel = (runs.arm == "fixmatch") & (runs.split == abl)
     runs.loc[sel, "miou"] = runs.loc[(runs.arm == "farcluss") & (runs.split == abl), "miou"].to_numpy() - 4 * part_gain
-    runs["fraction"] = [study._split_fraction(s) for s in runs.split]
+    runs["fraction"] = [split_fraction(s) for s in runs.split]
     schedule = study.arm_schedule(4, 3, "poly")
     budgets = pd.DataFrame(
         [
@@ -84,7 +106,7 @@ def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_g
             for a, sp, sd in zip(runs.arm, runs.split, runs.seed)
         ]
     )
-    return study.ExperimentResults(runs, pd.DataFrame(), budgets=budgets, floor_miou=floor)
+    return _Results(runs, budgets, floor)
 
 
 def _costs(proto_pct=5.0, pair_pct=40.0, rounds=12, noise=1.0, proto_mem=1.0, pair_mem=2.0, params=None):
@@ -100,11 +122,11 @@ def _costs(proto_pct=5.0, pair_pct=40.0, rounds=12, noise=1.0, proto_mem=1.0, pa
         for r in range(5)
     ]
     params = study.PAPER_STEP_PARAMS if params is None else params  # a paper-sized step unless told otherwise
-    return study.CostResults(pd.DataFrame(), pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame(fits), params)
+    return farcluss_costs.CostResults(pd.DataFrame(), pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame(fits), params)
 
 
 def _verdicts(cfg, results, costs):
-    return {v["id"]: v for v in judge_all(study.declare_claims(cfg), study.claim_tables(results, costs))}
+    return {v["id"]: v for v in judge_all(study.declare_claims(cfg), _gathered(cfg, results, costs).tables)}
 
 
 def test_claims_hold_when_the_runs_show_the_effects(cfg):
@@ -141,7 +163,7 @@ def test_an_unresolved_tail_leaves_the_tail_claim_not_evaluated(cfg):
 
 
 def test_no_tail_class_or_no_ablation_says_why(cfg):
-    data = study.StudyData(None, None, ("a", "b"), np.array([0.5, 0.5]), {"a": "head", "b": "head"}, None, "x")
+    data = StudyData(None, None, ("a", "b"), np.array([0.5, 0.5]), {"a": "head", "b": "head"}, None, "x")
     claims = {c.id: c for c in study.declare_claims(cfg, data=data)}
     assert "no class has under" in claims["largest_gains_tail_and_boundaries"].unavailable
     none = labkit.configure("farcluss", "smoke", {"ablation": "none"})
@@ -203,7 +225,7 @@ def test_run_plan_runs_each_configuration_once_per_split():
         assert key not in configs, f"{arm} at {split} trains like {configs.get(key)}"
         configs[key] = arm
     assert ("supervised", study.ALL_LABELS) in plan
-    fractions = {study._split_fraction(s) for _, s in plan} - {1.0}
+    fractions = {split_fraction(s) for _, s in plan} - {1.0}
     assert fractions == set(default.fractions) and len(default.seeds) >= 3
     none = labkit.configure("farcluss", "smoke", {"ablation": "none"})
     assert {a for a, _ in study.run_plan(none)} == set(study.MAIN_METHODS)
@@ -218,20 +240,20 @@ def test_arms_switch_the_parts_they_name(cfg):
 
 
 def test_tables_name_their_rows_and_show_floor_and_ceiling(cfg):
-    results = _runs(cfg)
-    main = study.main_table(results)
+    runs = _gathered(cfg, _runs(cfg))
+    main = tables.main_miou(runs)
     labels = list(main.iloc[:, 0])
     assert labels[:3] == ["supervised only", "hard threshold 0.95 (FixMatch-style)", "FARCLUSS"]
     assert labels[-1].startswith("ceiling: supervised, all")
     assert list(main.columns[1:]) == ["1_16", "1_4"]
-    abl = study.ablation_table(cfg, results)
+    abl = tables.ablation(cfg, runs)
     assert len(abl) == 8 and "without prototype (= + fuzzy + uncertainty + rebalance)" in set(abl.iloc[:, 0])
-    regime = study.regime_table(cfg, results)
+    regime = tables.regime(cfg, runs)
     assert regime["label-limited gap (pp)"].iloc[:3].round(1).tolist() == [8.0, 8.0, 8.0]
 
 
 def test_gains_average_over_splits_per_seed(cfg):
-    gains = study.gains_table(_runs(cfg, gain=0.04, tail_gain=0.1))
+    gains = gains_table(_runs(cfg, gain=0.04, tail_gain=0.1).runs)
     sup = gains[(gains.baseline == "supervised")].groupby("part").gain.mean()
     assert (
         sup["all"] == pytest.approx(0.04) and sup["tail"] == pytest.approx(0.14) and sup["head"] == pytest.approx(0.02)
@@ -241,7 +263,7 @@ def test_gains_average_over_splits_per_seed(cfg):
 
 def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
     with pytest.raises(ParameterError) as err:
-        study.load_data(labkit.configure("farcluss", "paper", {}))
+        study.data(labkit.configure("farcluss", "paper", {}))
     message = str(err.value)
     for expected in (
         "train_aug",
@@ -258,7 +280,7 @@ def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
 def test_a_data_root_that_does_not_exist_is_an_error_naming_the_parameter(tmp_path):
     cfg = labkit.configure("farcluss", "smoke", {"data_source": "folders", "data_root": str(tmp_path / "nope")})
     with pytest.raises(ParameterError, match="data_root"):
-        study.load_data(cfg)
+        study.data(cfg)
     with pytest.raises(ParameterError, match="encoder_weights' .*missing.pth', which does not exist"):
         labkit.configure("farcluss", "smoke", {"encoder_weights": str(tmp_path / "missing.pth")})  # before any work
 
@@ -267,23 +289,23 @@ def test_cost_measurement_gives_rounds_and_scaling_exponents():
     cfg = labkit.configure(
         "farcluss", "smoke", {"n_train_images": 8, "n_val_images": 2, "decoder_channels": 8, "cost_repeats": 3}
     )
-    data = study.load_data(cfg)
+    data = study.data(cfg)
     costs = study.measure_costs(cfg, data, repeats=3, batch_size=2, pixels=(128, 256, 512))
     assert list(costs.table.method) == [
-        study.COST_REFERENCE,
+        farcluss_costs.COST_REFERENCE,
         "hard threshold (FixMatch-style)",
-        study.COST_WITHOUT_CONTRAST,
-        study.COST_PROTOTYPE,
-        study.COST_PAIRWISE,
+        farcluss_costs.COST_WITHOUT_CONTRAST,
+        farcluss_costs.COST_PROTOTYPE,
+        farcluss_costs.COST_PAIRWISE,
     ]
     assert sorted(costs.rounds.contrast.unique()) == ["pairwise", "prototype"] and len(costs.rounds) == 6
     exps = costs.exponents.groupby("contrast").memory_exponent.mean()
     assert exps["prototype"] == pytest.approx(1.0, abs=0.1) and exps["pairwise"] > 1.6
     c = costs.table.set_index("method")
     assert (
-        c.loc[study.COST_PAIRWISE, "saved_activation_mb"]
-        > c.loc[study.COST_PROTOTYPE, "saved_activation_mb"]
-        > c.loc[study.COST_WITHOUT_CONTRAST, "saved_activation_mb"]
+        c.loc[farcluss_costs.COST_PAIRWISE, "saved_activation_mb"]
+        > c.loc[farcluss_costs.COST_PROTOTYPE, "saved_activation_mb"]
+        > c.loc[farcluss_costs.COST_WITHOUT_CONTRAST, "saved_activation_mb"]
     )
 
 
@@ -303,23 +325,26 @@ def test_a_split_without_some_class_is_warned_and_listed(tmp_path, monkeypatch):
             "seeds": [0],
         },
     )
-    data = study.load_data(cfg)
+    data = study.data(cfg)
     labeled, _ = sc.sample_labeled_split(data.train.ids, 1 / 32, 0)
     li = [data.train.ids.index(i) for i in labeled]
     present = set(np.unique(data.train.masks[li]).tolist())
     expected = [c for i, c in enumerate(data.class_names) if i not in present]
     assert expected, "the fixture split must miss a class for this test to mean anything"
     with pytest.warns(sc.SplitCoverageWarning):
-        results = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
+        results = train(cfg, data, split_dir=tmp_path / "splits", progress=False)
     row = results.splits[results.splits.split == "1_32"].iloc[0]
     assert row.classes_without_labels == ", ".join(expected)
     assert sc.read_split_list(tmp_path / "splits" / "1_32" / "seed0" / "labeled.txt", data.train.ids) == labeled
     # one row per arm x split x seed; the all-labels supervised row is there
-    assert set(zip(results.runs.arm, results.runs.split)) == set(study.run_plan(cfg))
+    assert set(zip(results.every.arm, results.every.split)) == set(study.run_plan(cfg))
     # rerun: every task comes from the cache
-    again = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
-    assert again.grid["arm cached"] == again.grid["arm tasks"]
-    pd.testing.assert_frame_equal(again.runs.drop(columns="train_seconds"), results.runs.drop(columns="train_seconds"))
+    started = time.time()
+    again = train(cfg, data, split_dir=tmp_path / "splits", progress=False)
+    assert [g["computed"] for g in grid_runs(since=started)] == [0, 0]
+    pd.testing.assert_frame_equal(
+        again.every.drop(columns="train_seconds"), results.every.drop(columns="train_seconds")
+    )
 
 
 def test_regime_seeds_add_supervised_runs_at_the_smallest_split_and_all_labels_only(tmp_path):
@@ -338,15 +363,15 @@ def test_regime_seeds_add_supervised_runs_at_the_smallest_split_and_all_labels_o
             "regime_seeds": [0, 5, 6],
         },
     )
-    data = study.load_data(cfg)
-    results = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
-    assert set(results.runs.seed) == {0}  # the methods' table keeps the main seeds
-    assert set(zip(results.regime.split, results.regime.seed)) == {(s, d) for s in ("1_8", "all") for d in (0, 5, 6)}
-    assert set(results.regime.arm) == {"supervised"}
-    tables = study.claim_tables(results)
-    full = tables["regime"].query("split == 'all'").set_index("seed").miou
+    data = study.data(cfg)
+    runs = gather(cfg, train(cfg, data, split_dir=tmp_path / "splits", progress=False), data)
+    assert set(runs.tables["trained"].seed) == {0}  # the methods' table keeps the main seeds
+    regime = runs.tables["regime"]
+    assert set(zip(regime.split, regime.seed)) == {(s, d) for s in ("1_8", "all") for d in (0, 5, 6)}
+    assert set(regime.arm) == {"supervised"}
+    full = regime.query("split == 'all'").set_index("seed").miou
     assert list(full.index) == [0, 5, 6] and full.notna().all()
-    assert "supervised 1_8 mIoU (%)" in study.regime_table(cfg, results).columns
+    assert "supervised 1_8 mIoU (%)" in tables.regime(cfg, runs).columns
 
 
 # ---- budgets, the same-budget and above-the-floor preconditions --------------------------------------
@@ -414,17 +439,18 @@ def test_every_trained_arm_of_a_smoke_run_records_its_budget(tmp_path, monkeypat
             "seeds": [0],
         },
     )
-    data = study.load_data(cfg)
-    results = study.run_experiments(cfg, data, split_dir=tmp_path / "splits", progress=False)
-    assert len(results.budgets) == len(results.runs)
+    data = study.data(cfg)
+    results = train(cfg, data, split_dir=tmp_path / "splits", progress=False)
+    assert len(results.budgets) == len(results.every)
     for row in results.budgets.to_dict("records"):
         missing = missing_budget({"budget": row})
         assert not missing, f"farcluss grid 'farcluss-arms': the {row['arm']} record at {row['split']} lacks {missing}"
-    budgets = study.claim_tables(results)["budgets"]
+    runs = gather(cfg, results, data)
+    budgets = runs.tables["budgets"]
     assert set(budgets.arm) == set(study.MAIN_METHODS)
     assert (
         (budgets.steps == 5).all() and budgets.schedule.nunique() == 1 and (budgets.batch_size == cfg.batch_size).all()
     )
     assert dict(zip(budgets.arm, budgets.unlabeled_batch)) == {"supervised": 0, "fixmatch": 4, "farcluss": 4}
-    floor = study.claim_tables(results)["runs"].query("arm == @study.FLOOR_ARM")
+    floor = runs.tables["runs"].query("arm == @study.FLOOR_ARM")
     assert len(floor) == 2 and (floor.miou == data.floor_miou).all()  # one per split (1_4, all) and seed

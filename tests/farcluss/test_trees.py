@@ -8,6 +8,8 @@ import labkit
 from labkit.core.errors import DataError
 from labkit.data import segmentation_folders as sf
 from labkit.studies import farcluss as study
+from labkit.studies.farcluss.data import labelled_indices
+from labkit.studies.farcluss.experiment import train
 from tests.farcluss import trees
 
 
@@ -115,9 +117,9 @@ def test_a_split_that_labels_every_image_leaves_no_unlabeled_set(tmp_path):
         "smoke",
         {"data_source": "folders", "data_root": str(tmp_path), "splits": ["all6"], "image_size": 16},
     )
-    data = study.load_data(cfg)
+    data = study.data(cfg)
     with pytest.raises(DataError, match="the unlabeled set is empty"):
-        study.labelled_indices(cfg, data, "all6", 0)
+        labelled_indices(cfg, data, "all6", 0)
 
 
 @pytest.mark.parametrize("source", ["voc", "cityscapes", "folders"])
@@ -140,11 +142,11 @@ def test_the_study_runs_on_each_tree_with_frequency_groups_and_sliding_windows(t
             "ablation": "none",
         },
     )
-    data = study.load_data(cfg)
+    data = study.data(cfg)
     assert data.tile == 16 and data.val.images.shape[-1] > 16  # held-out images are scored by sliding window
     assert set(data.groups.values()) <= {"head", "body", "tail"}
     assert data.groups[data.class_names[int(np.argmax(data.frequencies))]] == "head"
-    results = study.run_experiments(cfg, data, progress=False)
-    one = results.runs[(results.runs.split == "1_4") & (results.runs.arm == "farcluss")]
+    runs = train(cfg, data, progress=False).every
+    one = runs[(runs.split == "1_4") & (runs.arm == "farcluss")]
     assert one.n_labeled.tolist() == [len(tree["splits"]["1_4"])]
-    assert set(results.runs.split) == {"1_4", study.ALL_LABELS}
+    assert set(runs.split) == {"1_4", study.ALL_LABELS}
