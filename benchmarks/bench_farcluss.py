@@ -49,7 +49,7 @@ def contrast_breakdown(cfg, data) -> pd.DataFrame:
     xu = torch.from_numpy(data.train.images[b : 2 * b])
     torch.manual_seed(0)
     trainer = ss.TeacherStudentTrainer(
-        study._build_model(cfg, data), data.num_classes, study.arm_config(cfg, "farcluss")
+        study.build_model(study.model_params(cfg, data)), data.num_classes, study.arm_config(cfg, "farcluss")
     )
     captured = {}
     contrast = trainer._contrast
@@ -135,7 +135,7 @@ def main() -> None:
             "encoder_weights": "random",
         }
     cfg = labkit.configure("farcluss", args.preset, overrides)
-    data = study.load_data(cfg)
+    data = study.data(cfg)
     pixels = tuple(args.pixels) if args.pixels else study.CONTRAST_SCALING_PIXELS
     costs = study.measure_costs(cfg, data, repeats=args.repeats, device=args.device, pixels=pixels)
     print(
@@ -152,17 +152,11 @@ def main() -> None:
     print(costs.scaling_table.to_markdown(index=False))
     print("\n# log-log slopes in the pixel count (1 = linear, 2 = quadratic)\n")
     print(costs.exponent_table.to_markdown(index=False))
-    tables = study.claim_tables(study.ExperimentResults(_no_runs(), pd.DataFrame()), costs)
+    tables = costs.claim_tables()
     for claim in study.declare_claims(cfg):
         if claim.id.startswith("prototype_contrast"):
             verdict = judge(claim, tables)
             print(f"\n{claim.id}: {verdict['status']}: {verdict['reason']}")
-
-
-def _no_runs() -> pd.DataFrame:
-    return pd.DataFrame(
-        columns=["arm", "split", "seed", "miou", "miou_head", "miou_body", "miou_tail", "boundary_miou"]
-    )
 
 
 if __name__ == "__main__":

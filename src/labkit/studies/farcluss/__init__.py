@@ -6,10 +6,6 @@ or a local VOC / Cityscapes / own-folders copy), ``run`` (a grid of warm-ups, a 
 from them, and the cost per iteration), ``tables``, ``figures``, ``claims`` and ``headline``.
 """
 
-import importlib
-import sys
-import types
-
 from labkit.studies.base import lazy_face
 
 __getattr__, __dir__ = lazy_face(
@@ -41,21 +37,3 @@ __getattr__, __dir__ = lazy_face(
     },
 )
 
-
-def _function_of_its_module(name: str) -> property:
-    """``data`` and ``claims`` are functions of the submodules of the same name. The import system binds a submodule
-    to its name on the package when it loads it, so the face keeps these two names as properties that read the
-    function and ignore that binding."""
-
-    def get(module: types.ModuleType):
-        return getattr(importlib.import_module(f"{module.__name__}.{name}"), name)
-
-    def ignore(module: types.ModuleType, value) -> None:
-        pass
-
-    return property(get, ignore)
-
-
-sys.modules[__name__].__class__ = type(
-    "StudyFace", (types.ModuleType,), {n: _function_of_its_module(n) for n in ("data", "claims")}
-)
