@@ -8,6 +8,7 @@ import pytest
 from rasterio.transform import from_origin
 
 from labkit.core.errors import DataError
+from labkit.data.geotiff_tree import load_geotiff_tree
 from labkit.data.io import read_geotiff, write_geotiff
 from labkit.studies import noisy_label_pretraining as study
 from tests.noisy_label_pretraining.test_study import TINY
@@ -30,7 +31,7 @@ GEOTIFF = {
 @pytest.mark.parametrize("legend", ["json", "csv"])
 def test_a_tree_in_the_published_layout_reads_back_with_its_legend_bands_and_nodata(tmp_path, legend):
     written = write_tree(tmp_path / "tree", legend=legend, nodata_step=16, ignored_label_pixels=7)
-    tree = study.load_geotiff_tree(tmp_path / "tree", tile=32)
+    tree = load_geotiff_tree(tmp_path / "tree", tile=32)
     assert tree["names"] == written["names"] and tree["bands"] == list(BANDS)  # band names from the descriptions
     assert tree["classes"] == list(written["classes"]) and tree["legend_values"] == [10, 20, 30, 40, 50, 80]
     for i in range(len(written["names"])):
@@ -121,7 +122,7 @@ def test_bad_trees_are_refused_before_any_work_naming_the_tile(tmp_path, damage,
     root = write_tree(tmp_path / "tree")["root"]
     damage(root)
     with pytest.raises(DataError, match=message):
-        study.load_geotiff_tree(root, tile=32)
+        load_geotiff_tree(root, tile=32)
     with pytest.raises(DataError, match=message):  # the run stops in make_data, before any training
         study.run({**GEOTIFF, "data_root": str(root)}, progress=False)
 
@@ -129,7 +130,7 @@ def test_bad_trees_are_refused_before_any_work_naming_the_tile(tmp_path, damage,
 def test_tiles_smaller_than_the_crop_are_named(tmp_path):
     root = write_tree(tmp_path / "tree", size=48)["root"]
     with pytest.raises(DataError, match=r"images/s2_00.tif: tile 48x48 is smaller than the crop tile=64"):
-        study.load_geotiff_tree(root, tile=64)
+        load_geotiff_tree(root, tile=64)
     with pytest.raises(DataError, match=r"s2_00.tif: tile 48x48 is smaller than the crop tile=64"):
         study.make_data({**GEOTIFF, "data_root": str(root), "tile": 64, "encoder_depth": 3})
 
