@@ -11,7 +11,7 @@ import torch
 from labkit.core.checkpoints import load_checkpoint
 from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, judge, judge_all
 from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
-from labkit.core.params import load_spec
+from labkit.core.params import Config, load_spec
 from labkit.models.segmentation import create_segmenter
 from labkit.studies import noisy_label_pretraining as study
 
@@ -53,6 +53,11 @@ TINY = dict(
 )
 
 
+def config(**values) -> Config:
+    """TINY with ``values``, as the study receives its parameters."""
+    return Config(study.NAME, "test", {**TINY, **values})
+
+
 def test_produce_pretrained_encoder_loads_into_a_resnet18_unet_encoder():
     path = study.produce_pretrained_encoder(n_tiles=8, epochs=1, tile=32, progress=False)
     assert path.name == "noisy-pretrained-unet-r18.safetensors" and path.exists()
@@ -75,7 +80,7 @@ def test_produce_refuses_other_encoders():
 
 
 def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
-    cfg = {**TINY, "regime_seeds": [0, 1]}  # seed 1 runs random init at the fewest and most tiles only
+    cfg = config(regime_seeds=[0, 1])  # seed 1 runs random init at the fewest and most tiles only
     runs = study.run(cfg, progress=False)
     ft = runs.tables["finetune"]
     assert set(ft.seed) == {0} and set(runs.tables["pretraining"].seed) == {0}
@@ -149,7 +154,7 @@ def assert_every_trained_run_has_a_budget(runs):
 
 
 def test_resnet18_run_saves_the_full_depth_named_checkpoint():
-    cfg = {**TINY, "encoder": "resnet18", "inits": ["random", "noisy_full"], "k_values": [2, 3], "noise_levels": [0.3]}
+    cfg = config(encoder="resnet18", inits=["random", "noisy_full"], k_values=[2, 3], noise_levels=[0.3])
     runs = study.run(cfg, progress=False)
     saved = runs.examples["checkpoint"]
     assert saved["saved"], saved
@@ -430,9 +435,9 @@ def test_paper_without_data_root_stops_at_once_naming_the_dataset():
 
 def test_paths_that_do_not_exist_are_named_before_any_work(tmp_path):
     with pytest.raises(ParameterError, match="parameter 'data_root'.*does not exist"):
-        study.run({**TINY, "data_source": "geotiff", "data_root": str(tmp_path / "nowhere")}, progress=False)
+        study.run(config(data_source="geotiff", data_root=str(tmp_path / "nowhere")), progress=False)
     with pytest.raises(ParameterError, match="parameter 'encoder_weights'"):
-        study.run({**TINY, "encoder_weights": str(tmp_path / "w.safetensors")}, progress=False)
+        study.run(config(encoder_weights=str(tmp_path / "w.safetensors")), progress=False)
 
 
 @pytest.mark.parametrize(
@@ -452,7 +457,7 @@ def test_paths_that_do_not_exist_are_named_before_any_work(tmp_path):
 )
 def test_bad_settings_are_refused_before_any_training(change, message):
     with pytest.raises(ParameterError, match=message):
-        study.run({**TINY, **change}, progress=False)
+        study.run(config(**change), progress=False)
 
 
 def test_training_refuses_other_band_counts_and_nan_tiles_naming_them():

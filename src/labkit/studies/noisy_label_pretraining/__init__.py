@@ -52,7 +52,6 @@ _lazy, __dir__ = lazy_face(
         "label_key": "data",
         "main_noisy_key": "data",
         "sweep_levels": "data",
-        "all_seeds": "data",
         "finetune_steps": "data",
         "steps_for_k": "data",
         "real_patch": "data",

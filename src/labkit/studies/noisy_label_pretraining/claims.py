@@ -21,7 +21,7 @@ import pandas as pd
 from labkit.core.claims import Check, Claim, Compare, Precondition, judge_all, verdicts_table
 from labkit.methods import weight_analysis
 from labkit.studies.base import Runs
-from labkit.studies.noisy_label_pretraining.data import REFERENCE_ROWS, _cfg, label_key, main_noisy_key, sweep_levels
+from labkit.studies.noisy_label_pretraining.data import REFERENCE_ROWS, label_key, main_noisy_key, sweep_levels
 from labkit.studies.noisy_label_pretraining.tables import (
     gains_table,
     label_efficiency_table,
@@ -117,16 +117,16 @@ class _Regime:
 
 
 def _regime(cfg) -> _Regime:
-    k_values = sorted(int(k) for k in _cfg(cfg, "k_values"))
+    k_values = sorted(int(k) for k in cfg.get("k_values"))
     k_few, k_many = k_values[0], k_values[-1]
     main = main_noisy_key(cfg)
-    plateau_gain = float(_cfg(cfg, "plateau_max_gain"))
+    plateau_gain = float(cfg.get("plateau_max_gain"))
     random_few = {**A, "init": "random", "k": k_few}
     label_limited = Precondition.label_limited(
         "miou",
         full={**A, "init": "random", "k": k_many},
         few=random_few,
-        margin=float(_cfg(cfg, "label_limited_margin")),
+        margin=float(cfg.get("label_limited_margin")),
         table="regime",
     )
     plateau = Precondition.plateau("late_gain", where={**A, "init": "random"}, max_late_gain=plateau_gain)
@@ -156,10 +156,10 @@ def _regime(cfg) -> _Regime:
     )
     return _Regime(
         k_values,
-        _cfg(cfg, "finetune_steps"),
+        cfg.get("finetune_steps"),
         k_few,
         k_many,
-        int(_cfg(cfg, "sweep_k") or k_few),
+        int(cfg.get("sweep_k") or k_few),
         main,
         sweep_levels(cfg),
         plateau_gain,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from labkit.core.errors import DataError, ParameterError
 from labkit.data import label_noise, landcover
 from labkit.data.geotiff_tree import chips, load_geotiff_tree
 from labkit.methods.noisy_label_encoder import DEFAULT_NOISE, band_statistics, noisy_labels, normalise
-from labkit.studies.base import Arm
+from labkit.studies.base import Arm, arm_labels, regime_seeds
 from labkit.studies.noisy_label_pretraining.tasks import IGNORE_INDEX, TASK_A, TASK_B
 
 NAME = STUDY = "noisy_label_pretraining"
@@ -38,6 +38,7 @@ ARMS = (
     Arm("qda", "per-pixel QDA on the k clean tiles (classical reference)", "grey", reference=True),
     Arm("majority", "most frequent class of the k tiles everywhere (floor)", "black", reference=True),
 )
+INIT_LABELS = arm_labels(ARMS)
 #: Rows of the results that are references (no fine-tuning): the classical model and the floor.
 REFERENCE_ROWS = ("qda", "majority")
 DATA_SOURCES = ("simulated", "geotiff", "noldo_s12")
@@ -62,10 +63,6 @@ DATASETS = {
 }
 
 
-def _cfg(cfg, name, default=None):
-    return cfg.get(name, default) if isinstance(cfg, Mapping) else getattr(cfg, name, default)
-
-
 def label_key(severity: float | None) -> str:
     """Name of a pretraining label set: ``clean``, ``sev0p3`` (synthetic noise at 0.3) or ``real`` (labels_noisy)."""
     if severity is None:
@@ -75,26 +72,20 @@ def label_key(severity: float | None) -> str:
 
 def main_noisy_key(cfg) -> str:
     """The label set of the main noisy pretraining: the real noisy labels, or synthetic noise at noise_severity."""
-    return "real" if _cfg(cfg, "data_source", "simulated") != "simulated" else label_key(_cfg(cfg, "noise_severity"))
+    return "real" if cfg.get("data_source", "simulated") != "simulated" else label_key(cfg.get("noise_severity"))
 
 
 def sweep_levels(cfg) -> list[float]:
     """Noisy severities of the sweep (> 0; the main severity of simulated data included)."""
-    levels = {float(v) for v in _cfg(cfg, "noise_levels")}
-    if _cfg(cfg, "data_source", "simulated") == "simulated":
-        levels.add(float(_cfg(cfg, "noise_severity")))
+    levels = {float(v) for v in cfg.get("noise_levels")}
+    if cfg.get("data_source", "simulated") == "simulated":
+        levels.add(float(cfg.get("noise_severity")))
     return sorted(levels - {0.0})
-
-
-def all_seeds(cfg) -> list[int]:
-    """Every seed with data: ``seeds`` (every arm) first, then the extra ``regime_seeds`` (random initialisation at
-    the fewest and the most tiles only: the label-limited precondition's runs)."""
-    return list(dict.fromkeys([int(s) for s in _cfg(cfg, "seeds")] + [int(s) for s in _cfg(cfg, "regime_seeds") or []]))
 
 
 def finetune_steps(cfg) -> list[int]:
     """``finetune_steps`` as a list (a single number is one count for every k)."""
-    steps = _cfg(cfg, "finetune_steps")
+    steps = cfg.get("finetune_steps")
     return [int(steps)] if isinstance(steps, (int, np.integer)) else [int(v) for v in steps]
 
 
@@ -111,8 +102,8 @@ def steps_for_k(steps: Sequence[int], k_values: Sequence[int], k: int) -> int:
 def check_data_parameters(cfg) -> None:
     """Stop before any work when the data source cannot be read: a named dataset without data_root, or a path
     that does not exist (errors name the parameter, the dataset, its layout and where it is published)."""
-    source = _cfg(cfg, "data_source", "simulated")
-    root = _cfg(cfg, "data_root")
+    source = cfg.get("data_source", "simulated")
+    root = cfg.get("data_root")
     if source not in DATA_SOURCES:
         raise ParameterError(f"parameter 'data_source' must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
     if source != "simulated":
@@ -127,7 +118,7 @@ def check_data_parameters(cfg) -> None:
                 f"parameter 'data_root': {root} does not exist (data_source={source!r}, {dataset}; "
                 f"expected layout: {layout})"
             )
-    weights = str(_cfg(cfg, "encoder_weights", "pretrained") or "pretrained")
+    weights = str(cfg.get("encoder_weights", "pretrained") or "pretrained")
     if weights not in ("random", "pretrained") and not weights.startswith("labkit:") and not Path(weights).exists():
         raise ParameterError(
             f"parameter 'encoder_weights': {weights} does not exist (random, pretrained, a file path or labkit:<name>)"
@@ -136,7 +127,7 @@ def check_data_parameters(cfg) -> None:
 
 def validate_settings(cfg) -> None:
     """ParameterError naming the parameter when a combination cannot run (beyond the spec's type/range checks)."""
-    tile, depth = int(_cfg(cfg, "tile")), int(_cfg(cfg, "encoder_depth", 5))
+    tile, depth = int(cfg.get("tile")), int(cfg.get("encoder_depth", 5))
     if tile % 2**depth:
         raise ParameterError(f"tile={tile}: a {depth}-stage U-Net needs a multiple of {2**depth}")
     if tile // 2**depth < 2:
@@ -144,30 +135,30 @@ def validate_settings(cfg) -> None:
             f"tile={tile} with encoder_depth={depth} leaves the encoder a "
             f"{tile // 2**depth}x{tile // 2**depth} deepest map: lower encoder_depth or raise tile"
         )
-    if _cfg(cfg, "data_source", "simulated") == "simulated":
-        bands = list(_cfg(cfg, "bands", landcover.NIRRGB))
+    if cfg.get("data_source", "simulated") == "simulated":
+        bands = list(cfg.get("bands", landcover.NIRRGB))
         unknown = [b for b in bands if b not in landcover.S2_BANDS]
         if unknown:
             raise ParameterError(f"bands: unknown Sentinel-2 bands {unknown}; known: {landcover.S2_BANDS}")
-        if "sensor_rule" in list(_cfg(cfg, "noise_models")) and not {"B08", "B04"} <= set(bands):
+        if "sensor_rule" in list(cfg.get("noise_models")) and not {"B08", "B04"} <= set(bands):
             raise ParameterError("noise_models: 'sensor_rule' thresholds NDVI, which needs bands B08 and B04")
-    noise_models = list(_cfg(cfg, "noise_models"))
+    noise_models = list(cfg.get("noise_models"))
     unknown = [n for n in noise_models if n not in label_noise.NOISE_MODELS]
     if unknown or not noise_models:
         raise ParameterError(
             f"noise_models: unknown or empty {unknown or noise_models}; known: {list(label_noise.NOISE_MODELS)}"
         )
-    if float(_cfg(cfg, "noise_severity")) <= 0:
+    if float(cfg.get("noise_severity")) <= 0:
         raise ParameterError("noise_severity must be > 0: it is the noisy pretraining (clean pretraining always runs)")
-    levels = [float(v) for v in _cfg(cfg, "noise_levels")]
+    levels = [float(v) for v in cfg.get("noise_levels")]
     if any(not 0 < v <= 1 for v in levels):
         raise ParameterError(
             f"noise_levels must lie in (0, 1] (clean pretraining is the reference line, not a level), got {levels}"
         )
-    k_values = [int(k) for k in _cfg(cfg, "k_values")]
+    k_values = [int(k) for k in cfg.get("k_values")]
     if len(set(k_values)) != len(k_values) or min(k_values) < 1 or len(k_values) < 2:
         raise ParameterError(f"k_values must be two or more distinct positive tile counts, got {k_values}")
-    inits = list(_cfg(cfg, "inits"))
+    inits = list(cfg.get("inits"))
     unknown = [i for i in inits if i not in INITS]
     if unknown:
         raise ParameterError(f"inits: unknown initialisations {unknown}; known: {INITS}")
@@ -179,7 +170,7 @@ def validate_settings(cfg) -> None:
             f"finetune_steps must hold one step count for every k or one per entry of k_values ({len(k_values)}), "
             f"got {steps}"
         )
-    if int(_cfg(cfg, "eval_points")) > min(steps):
+    if int(cfg.get("eval_points")) > min(steps):
         raise ParameterError(
             "eval_points must be <= every finetune_steps (the steps are split between the evaluations)"
         )
@@ -219,10 +210,10 @@ def _save_arrays(arrays: dict, recipe: dict) -> dict:
 
 def _split_sizes(cfg) -> dict:
     return {
-        "pretrain": int(_cfg(cfg, "n_pretrain_tiles")),
-        "finetune": max(int(k) for k in _cfg(cfg, "k_values") + [_cfg(cfg, "task_b_k")]),
-        "val": int(_cfg(cfg, "n_val_tiles")),
-        "test": int(_cfg(cfg, "n_test_tiles")),
+        "pretrain": int(cfg.get("n_pretrain_tiles")),
+        "finetune": max(int(k) for k in cfg.get("k_values") + [cfg.get("task_b_k")]),
+        "val": int(cfg.get("n_val_tiles")),
+        "test": int(cfg.get("n_test_tiles")),
     }
 
 
@@ -231,7 +222,7 @@ def data(cfg) -> StudyData:
     samples are at hand (``LABKIT_SHARED_DATA``)."""
     prepared = make_data(cfg)
     patch, summary = real_patch(
-        shared_patch_root(), severity=_cfg(cfg, "noise_severity"), noise_models=_cfg(cfg, "noise_models")
+        shared_patch_root(), severity=cfg.get("noise_severity"), noise_models=cfg.get("noise_models")
     )
     prepared.real_patch = {"patch": patch, "summary": summary}
     return prepared
@@ -248,21 +239,21 @@ def make_data(cfg) -> StudyData:
     """
     check_data_parameters(cfg)
     validate_settings(cfg)
-    if _cfg(cfg, "data_source", "simulated") == "simulated":
+    if cfg.get("data_source", "simulated") == "simulated":
         return _simulated(cfg)
     return _from_tree(cfg)
 
 
 def _simulated(cfg) -> StudyData:
     """Each seed's own simulated splits, the pretraining labels corrupted at every severity of the sweep."""
-    source = _cfg(cfg, "data_source", "simulated")
-    tile, seeds = int(_cfg(cfg, "tile")), all_seeds(cfg)
-    noise_models, levels = list(_cfg(cfg, "noise_models")), sweep_levels(cfg)
+    source = cfg.get("data_source", "simulated")
+    tile, seeds = int(cfg.get("tile")), regime_seeds(cfg)
+    noise_models, levels = list(cfg.get("noise_models")), sweep_levels(cfg)
     sizes = _split_sizes(cfg)
     classes_a = list(landcover.task_legend(TASK_A)[0])
     classes_b = list(landcover.task_legend(TASK_B)[0])
     files, summary, examples = {}, {}, None
-    bands = list(_cfg(cfg, "bands"))
+    bands = list(cfg.get("bands"))
     sim = landcover.LandscapeSimulator(tile, bands=bands)
     for seed in seeds:
         base = 1000 * seed
@@ -304,12 +295,12 @@ def _from_tree(cfg) -> StudyData:
     """The GeoTIFF tree under ``data_root``, checked in full, split per seed (:func:`_tree_split`)."""
     from labkit.core.grid import file_digest
 
-    source, root, tile = _cfg(cfg, "data_source", "simulated"), _cfg(cfg, "data_root"), int(_cfg(cfg, "tile"))
+    source, root, tile = cfg.get("data_source", "simulated"), cfg.get("data_root"), int(cfg.get("tile"))
     sizes = _split_sizes(cfg)
     tree = load_geotiff_tree(root, tile)
     tree_digest = file_digest(root)
     files, summary = {}, {}
-    for seed in all_seeds(cfg):
+    for seed in regime_seeds(cfg):
         arrays, named, split_tiles, nodata, rates = _tree_split(cfg, tree, seed, sizes)
         recipe = {
             "source": source,
@@ -317,7 +308,7 @@ def _from_tree(cfg) -> StudyData:
             "tile": tile,
             "seed": seed,
             "sizes": sizes,
-            "noise_models": list(_cfg(cfg, "noise_models")),
+            "noise_models": list(cfg.get("noise_models")),
             "levels": sweep_levels(cfg),
             "version": 2,
         }
@@ -333,7 +324,7 @@ def _from_tree(cfg) -> StudyData:
 
 def _tree_tiles(cfg, tree: dict, seed: int, sizes: dict) -> dict[str, list[int]]:
     """Whole tiles of the tree into test, then validation, until each has its chips; the rest for training."""
-    root, tile = _cfg(cfg, "data_root"), int(_cfg(cfg, "tile"))
+    root, tile = cfg.get("data_root"), int(cfg.get("tile"))
     n_tiles = len(tree["names"])
     order = np.random.default_rng(seed).permutation(n_tiles)
     split_tiles: dict[str, list[int]] = {"test": [], "val": [], "rest": []}
@@ -358,7 +349,7 @@ def _tree_tiles(cfg, tree: dict, seed: int, sizes: dict) -> dict[str, list[int]]
 
 def _tree_chips(cfg, tree: dict, seed: int, sizes: dict, split_tiles: dict) -> dict:
     """Split name -> (chips, noisy masks or None, clean masks): the training chips drawn from the rest."""
-    tile = int(_cfg(cfg, "tile"))
+    tile = int(cfg.get("tile"))
 
     def gather(indices):
         xs, noisy, clean = [], [], []
@@ -373,7 +364,7 @@ def _tree_chips(cfg, tree: dict, seed: int, sizes: dict, split_tiles: dict) -> d
     pre_idx, ft_idx = pick[: sizes["pretrain"]], pick[: sizes["finetune"]]
     if len(ft_idx) < sizes["finetune"]:
         raise DataError(
-            f"data_root {_cfg(cfg, 'data_root')}: {len(rest_x)} chips left for fine-tuning, fewer than "
+            f"data_root {cfg.get('data_root')}: {len(rest_x)} chips left for fine-tuning, fewer than "
             f"the largest k ({sizes['finetune']}); add tiles or lower k_values / task_b_k"
         )
     return {
@@ -391,13 +382,13 @@ def _tree_chips(cfg, tree: dict, seed: int, sizes: dict, split_tiles: dict) -> d
 def _tree_split(cfg, tree: dict, seed: int, sizes: dict):
     """One seed's arrays of the tree: chips per split, no-data masked out of every loss, normalised by the
     pretraining chips, the sweep's synthetic noise on the clean pretraining labels."""
-    tile, classes_a, bands = int(_cfg(cfg, "tile")), tree["classes"], tree["bands"]
+    tile, classes_a, bands = int(cfg.get("tile")), tree["classes"], tree["bands"]
     split_tiles = _tree_tiles(cfg, tree, seed, sizes)
     named = _tree_chips(cfg, tree, seed, sizes, split_tiles)
     arrays, nodata = {}, 0
     for name, (xs, noisy, clean) in named.items():
         if not xs:
-            raise DataError(f"data_root {_cfg(cfg, 'data_root')}: no {tile} px chips for the {name} split")
+            raise DataError(f"data_root {cfg.get('data_root')}: no {tile} px chips for the {name} split")
         images, masks, counts = landcover.prepare_tiles(
             np.stack(xs),
             np.stack(clean),
@@ -417,7 +408,7 @@ def _tree_split(cfg, tree: dict, seed: int, sizes: dict):
     clean = arrays["a_pretrain"]
     rates = {"clean": 0.0, "real": label_noise.noise_rate(clean, arrays["a_pretrain_real"])}
     for level in sweep_levels(cfg):
-        noisy = noisy_labels(None, clean, list(_cfg(cfg, "noise_models")), level, 1000 * seed + 5, len(classes_a))
+        noisy = noisy_labels(None, clean, list(cfg.get("noise_models")), level, 1000 * seed + 5, len(classes_a))
         arrays[f"a_pretrain_{label_key(level)}"] = np.where(clean == IGNORE_INDEX, IGNORE_INDEX, noisy)
         rates[label_key(level)] = label_noise.noise_rate(clean, noisy)
     arrays["norm"] = np.stack([mean, std])

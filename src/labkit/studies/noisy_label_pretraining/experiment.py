@@ -37,13 +37,11 @@ from labkit.methods.noisy_label_encoder import (  # noqa: F401  (produce_pretrai
     produce_pretrained_encoder,
     save_pretrained_encoder,
 )
-from labkit.studies.base import Runs, Stopwatch, grid_options, grids_since, run_grids, task_device
+from labkit.studies.base import Runs, Stopwatch, grid_options, grids_since, regime_seeds, run_grids, task_device
 from labkit.studies.noisy_label_pretraining.claims import claim_tables
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
     StudyData,
-    _cfg,
-    all_seeds,
     check_data_parameters,
     finetune_steps,
     label_key,
@@ -99,42 +97,42 @@ THREADS = 1
 
 def settings(cfg, data: StudyData) -> dict:
     """The run's settings, resolved once from ``cfg`` and the data (every table and figure reads them)."""
-    k_values = sorted(int(k) for k in _cfg(cfg, "k_values"))
+    k_values = sorted(int(k) for k in cfg.get("k_values"))
     return {
-        "seeds": [int(s) for s in _cfg(cfg, "seeds")],
+        "seeds": [int(s) for s in cfg.get("seeds")],
         "data_source": data.source,
-        "tile": int(_cfg(cfg, "tile")),
-        "encoder": _cfg(cfg, "encoder"),
-        "encoder_depth": int(_cfg(cfg, "encoder_depth")),
+        "tile": int(cfg.get("tile")),
+        "encoder": cfg.get("encoder"),
+        "encoder_depth": int(cfg.get("encoder_depth")),
         "bands": list(data.bands),
-        "decoder_width": int(_cfg(cfg, "decoder_width")),
-        "batch_size": int(_cfg(cfg, "batch_size")),
-        "lr": float(_cfg(cfg, "lr")),
-        "finetune_lr": float(_cfg(cfg, "finetune_lr")),
-        "n_pretrain_tiles": int(_cfg(cfg, "n_pretrain_tiles")),
-        "pretrain_steps": int(_cfg(cfg, "pretrain_steps")),
+        "decoder_width": int(cfg.get("decoder_width")),
+        "batch_size": int(cfg.get("batch_size")),
+        "lr": float(cfg.get("lr")),
+        "finetune_lr": float(cfg.get("finetune_lr")),
+        "n_pretrain_tiles": int(cfg.get("n_pretrain_tiles")),
+        "pretrain_steps": int(cfg.get("pretrain_steps")),
         "finetune_steps": finetune_steps(cfg),
-        "regime_seeds": [v for v in all_seeds(cfg) if v not in [int(s) for s in _cfg(cfg, "seeds")]],
-        "eval_points": int(_cfg(cfg, "eval_points")),
+        "regime_seeds": [v for v in regime_seeds(cfg) if v not in cfg.get("seeds")],
+        "eval_points": int(cfg.get("eval_points")),
         "k_values": k_values,
-        "n_val_tiles": int(_cfg(cfg, "n_val_tiles")),
-        "n_test_tiles": int(_cfg(cfg, "n_test_tiles")),
-        "noise_models": list(_cfg(cfg, "noise_models")),
-        "noise_severity": float(_cfg(cfg, "noise_severity")),
+        "n_val_tiles": int(cfg.get("n_val_tiles")),
+        "n_test_tiles": int(cfg.get("n_test_tiles")),
+        "noise_models": list(cfg.get("noise_models")),
+        "noise_severity": float(cfg.get("noise_severity")),
         "main_noisy_labels": main_noisy_key(cfg),
         "noise_levels": sweep_levels(cfg),
-        "sweep_k": int(_cfg(cfg, "sweep_k") or k_values[0]),
-        "task_b_k": int(_cfg(cfg, "task_b_k")),
-        "inits": list(_cfg(cfg, "inits")),
-        "encoder_weights": str(_cfg(cfg, "encoder_weights")),
-        "kl_bins": int(_cfg(cfg, "kl_bins")),
-        "layer_sample": int(_cfg(cfg, "layer_sample")),
-        "plateau_max_gain": float(_cfg(cfg, "plateau_max_gain")),
-        "probe_steps": int(_cfg(cfg, "probe_steps", PROBE_STEPS)),
+        "sweep_k": int(cfg.get("sweep_k") or k_values[0]),
+        "task_b_k": int(cfg.get("task_b_k")),
+        "inits": list(cfg.get("inits")),
+        "encoder_weights": str(cfg.get("encoder_weights")),
+        "kl_bins": int(cfg.get("kl_bins")),
+        "layer_sample": int(cfg.get("layer_sample")),
+        "plateau_max_gain": float(cfg.get("plateau_max_gain")),
+        "probe_steps": int(cfg.get("probe_steps", PROBE_STEPS)),
         "probe_lr": PROBE_LR,
-        "label_limited_margin": float(_cfg(cfg, "label_limited_margin")),
-        "executor": _cfg(cfg, "executor", "serial"),
-        "device": str(_cfg(cfg, "device", "cpu")),
+        "label_limited_margin": float(cfg.get("label_limited_margin")),
+        "executor": cfg.get("executor", "serial"),
+        "device": str(cfg.get("device", "cpu")),
     }
 
 
@@ -184,7 +182,7 @@ def _setup(cfg, data: StudyData) -> _Setup:
         ["clean"] + sorted({main} | {label_key(v) for v in s["noise_levels"]}),
         {label_key(v): v for v in s["noise_levels"]} | {"clean": 0.0, "real": float("nan")},
         unavailable,
-        bool(_cfg(cfg, "save_checkpoint", False)),
+        bool(cfg.get("save_checkpoint", False)),
     )
 
 

@@ -8,12 +8,12 @@ import numpy as np
 
 from labkit.data import label_noise, landcover
 from labkit.methods import weight_analysis
-from labkit.studies.base import Runs, arm_colours, arm_labels
-from labkit.studies.noisy_label_pretraining.data import ARMS, INITS, StudyData, _cfg, steps_for_k
+from labkit.studies.base import Runs, arm_colours
+from labkit.studies.noisy_label_pretraining.data import ARMS, INIT_LABELS, INITS, StudyData, steps_for_k
 from labkit.studies.noisy_label_pretraining.tables import label_efficiency_table, layer_excess_table, noise_sweep_table
 from labkit.studies.noisy_label_pretraining.tasks import IGNORE_INDEX, PLATEAU_FRACTION, TASK_A, TASK_B
 
-INIT_LABELS, COLOURS = arm_labels(ARMS), arm_colours(ARMS)
+COLOURS = arm_colours(ARMS)
 #: Line styles of the reference rows (the classical reference dashed, the floor dotted).
 REFERENCE_STYLES = {"qda": "--", "majority": ":"}
 
@@ -95,7 +95,7 @@ def plot_noise_models(cfg, data: StudyData, index: int = 0, seed: int = 0, model
     tiles = data.examples
     if tiles is None:
         return None
-    severity, composite = _cfg(cfg, "noise_severity"), list(_cfg(cfg, "noise_models"))
+    severity, composite = cfg.get("noise_severity"), list(cfg.get("noise_models"))
     models = list(models or label_noise.NOISE_MODELS)
     clean = tiles.labels(TASK_A)[index]
     context = {"height": tiles.height[index], "ndvi": tiles.ndvi()[index]}

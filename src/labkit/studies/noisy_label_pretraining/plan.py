@@ -3,9 +3,9 @@
 # ---- plan: the preset's real budget (labkit plan)
 from __future__ import annotations
 
+from labkit.studies.base import regime_seeds
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
-    all_seeds,
     finetune_steps,
     label_key,
     main_noisy_key,
@@ -57,7 +57,7 @@ def plan(cfg) -> list:
     sweep_k = int(cfg.sweep_k or ks[0])
     runs: dict[int, int] = {}
     add = lambda k, n=1: runs.__setitem__(k, runs.get(k, 0) + n)  # noqa: E731
-    extra = [v for v in all_seeds(cfg) if v not in cfg.seeds]
+    extra = [v for v in regime_seeds(cfg) if v not in cfg.seeds]
     add(ks[-1], len(extra)), add(ks[0], len(extra))
     for k in ks:
         add(k, len(cfg.seeds) * sum(1 for i in cfg.inits if not (i in FEWEST_TILES_ONLY and k != ks[0])))

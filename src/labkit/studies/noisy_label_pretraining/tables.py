@@ -8,11 +8,9 @@ import pandas as pd
 from labkit.core.claims import BUDGET_KEYS
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.core.stats import paired_by_index
-from labkit.studies.base import Runs, arm_labels
-from labkit.studies.noisy_label_pretraining.data import ARMS, INITS, StudyData, label_key
+from labkit.studies.base import Runs
+from labkit.studies.noisy_label_pretraining.data import INIT_LABELS, INITS, StudyData, label_key
 from labkit.studies.noisy_label_pretraining.tasks import TASK_A, TASK_B
-
-INIT_LABELS = arm_labels(ARMS)
 
 
 def _settings(runs: Runs) -> dict:
@@ -20,15 +18,19 @@ def _settings(runs: Runs) -> dict:
     return runs.examples["settings"]
 
 
+def _main_runs(runs: Runs, task: str) -> pd.DataFrame:
+    """The rows of ``task`` at the label-efficiency k whose noisy pretraining, if any, is the main one."""
+    df, s = runs.tables["finetune"], _settings(runs)
+    return df[
+        (df.task == task)
+        & ((df.pretraining == s["main_noisy_labels"]) | ~df.init.str.startswith("noisy"))
+        & df.k.isin(s["k_values"])
+    ]
+
+
 def label_efficiency_table(runs: Runs, task: str = TASK_A) -> pd.DataFrame:
     """mIoU per initialisation and k (main noisy labels; QDA reference; unavailable rows say why)."""
-    df = runs.tables["finetune"]
-    main = _settings(runs)["main_noisy_labels"]
-    df = df[
-        (df.task == task)
-        & ((df.pretraining == main) | ~df.init.str.startswith("noisy"))
-        & df.k.isin(_settings(runs)["k_values"])
-    ]
+    df = _main_runs(runs, task)
     out = aggregate_over_seeds(df, "miou", ["init", "k"]).rename(columns={"n": "n_seeds"})
     out["label"] = out.init.map(INIT_LABELS)
     for init, reason in runs.unavailable.items():
@@ -56,13 +58,7 @@ def label_efficiency_table(runs: Runs, task: str = TASK_A) -> pd.DataFrame:
 
 def gains_table(runs: Runs, init: str = "noisy_full", reference: str = "random", task: str = TASK_A) -> pd.DataFrame:
     """Paired (per seed) mIoU difference ``init - reference`` per k (main noisy labels), with its 95 % interval."""
-    df = runs.tables["finetune"]
-    main = _settings(runs)["main_noisy_labels"]
-    df = df[
-        (df.task == task)
-        & ((df.pretraining == main) | ~df.init.str.startswith("noisy"))
-        & df.k.isin(_settings(runs)["k_values"])
-    ]
+    df = _main_runs(runs, task)
     rows = []
     for k in sorted(df.k.unique()):
         a = df[(df.init == init) & (df.k == k)].set_index("seed").miou
