@@ -43,25 +43,16 @@ _lazy, __dir__ = lazy_face(
         "declare_claims": "claims",
         # what the tests, the benchmarks and the checkpoint registry use
         "STUDY": "data",
-        "INITS": "data",
         "REFERENCE_ROWS": "data",
-        "StudyData": "data",
         "make_data": "data",
         "validate_settings": "data",
-        "check_data_parameters": "data",
-        "label_key": "data",
-        "main_noisy_key": "data",
-        "sweep_levels": "data",
-        "finetune_steps": "data",
         "steps_for_k": "data",
         "real_patch": "data",
-        "shared_patch_root": "data",
+        "DEFAULT_NOISE": "data",
         "FEWEST_TILES_ONLY": "experiment",
         "PROBE_STEPS": "experiment",
         "PROBE_LR": "experiment",
-        "settings": "experiment",
         "imagenet_encoder_state": "weights",
-        "claim_tables": "claims",
         "closing_note": "claims",
         "TRAINED_MAX_RATIO": "claims",
         "build_model": "tasks",
@@ -71,22 +62,26 @@ _lazy, __dir__ = lazy_face(
         "train": "tasks",
         "score": "tasks",
         "late_gain": "tasks",
-        "DEFAULT_NOISE": "data",
-        # the named checkpoint's recipe (labkit.methods.noisy_label_encoder), by the path its spec declares
+        # the named checkpoint and its recipe (labkit.methods.noisy_label_encoder), by the path its spec declares
         "CHECKPOINT_NAME": "experiment",
         "produce_pretrained_encoder": "experiment",
-        "save_pretrained_encoder": "experiment",
     },
 )
 
 
 def __getattr__(name: str):
+    """A face name, imported on first use (``lazy_face``); ``data``, ``claims`` and ``plan``: the functions."""
     if name in _FUNCTIONS:
         return getattr(importlib.import_module(f"{__name__}.{name}"), name)
     return _lazy(name)
 
 
 class _Face(types.ModuleType):
+    """This package's module type: loading the submodule ``data``, ``claims`` or ``plan`` leaves the face's
+    function of that name in place. The modules stay reachable as ``from labkit.studies.noisy_label_pretraining.data
+    import ...`` and through ``importlib.import_module``; an attribute path (``...noisy_label_pretraining.data.X``,
+    ``import ... .data as m``) reaches the function."""
+
     def __setattr__(self, name, value):
         if name in _FUNCTIONS and isinstance(value, types.ModuleType):
             return  # the submodule stays in sys.modules; the face's name keeps the function

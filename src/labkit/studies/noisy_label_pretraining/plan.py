@@ -1,6 +1,5 @@
 """The preset's real budget (``labkit plan``), from the same helpers the study's grids use."""
 
-# ---- plan: the preset's real budget (labkit plan)
 from __future__ import annotations
 
 from labkit.studies.base import regime_seeds
@@ -17,6 +16,25 @@ from labkit.studies.noisy_label_pretraining.tasks import LinearProbe, build_mode
 
 #: Classes of task A where the data decide it (the simulated legend's fine classes).
 PLAN_CLASSES = 7
+
+
+def _finetune_runs(cfg) -> dict[int, int]:
+    """Fine-tuning runs per k, as ``run`` adds them: the regime seeds' random init at the fewest and the most tiles,
+    every init at every k (some at the fewest only), the sweep, its k's own arms, task B."""
+    ks = sorted(cfg.k_values)
+    main, levels, sweep_k = main_noisy_key(cfg), sweep_levels(cfg), int(cfg.sweep_k or ks[0])
+    runs: dict[int, int] = {}
+    add = lambda k, n=1: runs.__setitem__(k, runs.get(k, 0) + n)  # noqa: E731
+    extra = [v for v in regime_seeds(cfg) if v not in cfg.seeds]
+    add(ks[-1], len(extra)), add(ks[0], len(extra))
+    for k in ks:
+        add(k, len(cfg.seeds) * sum(1 for i in cfg.inits if not (i in FEWEST_TILES_ONLY and k != ks[0])))
+    add(sweep_k, len(cfg.seeds) * sum(1 for v in levels if label_key(v) != main or sweep_k not in ks))
+    if sweep_k not in ks:
+        add(sweep_k, 3 * len(cfg.seeds))
+    if cfg.data_source == "simulated":
+        add(cfg.task_b_k, 2 * len(cfg.seeds))
+    return runs
 
 
 def plan(cfg) -> list:
@@ -54,20 +72,8 @@ def plan(cfg) -> list:
         **common,
     )
     ks = sorted(cfg.k_values)
-    sweep_k = int(cfg.sweep_k or ks[0])
-    runs: dict[int, int] = {}
-    add = lambda k, n=1: runs.__setitem__(k, runs.get(k, 0) + n)  # noqa: E731
-    extra = [v for v in regime_seeds(cfg) if v not in cfg.seeds]
-    add(ks[-1], len(extra)), add(ks[0], len(extra))
-    for k in ks:
-        add(k, len(cfg.seeds) * sum(1 for i in cfg.inits if not (i in FEWEST_TILES_ONLY and k != ks[0])))
-    add(sweep_k, len(cfg.seeds) * sum(1 for v in levels if label_key(v) != main or sweep_k not in ks))
-    if sweep_k not in ks:
-        add(sweep_k, 3 * len(cfg.seeds))
-    if cfg.data_source == "simulated":
-        add(cfg.task_b_k, 2 * len(cfg.seeds))
     fine = []
-    for k, n in sorted(runs.items()):
+    for k, n in sorted(_finetune_runs(cfg).items()):
         steps = steps_for_k(finetune_steps(cfg), ks, k)
         per = max(1, steps // s["eval_points"])
         fine.append(
