@@ -8,13 +8,13 @@ import pytest
 from rasterio.transform import from_origin
 
 from labkit.core.errors import DataError
+from labkit.data.geotiff_tree import load_geotiff_tree
 from labkit.data.io import read_geotiff, write_geotiff
 from labkit.studies import noisy_label_pretraining as study
-from tests.noisy_label_pretraining.test_study import TINY
+from tests.noisy_label_pretraining.test_study import config
 from tests.noisy_label_pretraining.trees import BANDS, write_tree
 
 GEOTIFF = {
-    **TINY,
     "data_source": "geotiff",
     "tile": 32,
     "n_pretrain_tiles": 4,
@@ -27,10 +27,15 @@ GEOTIFF = {
 }
 
 
+def geotiff(**values):
+    """The tiny study on a GeoTIFF tree: TINY, GEOTIFF and ``values``."""
+    return config(**{**GEOTIFF, **values})
+
+
 @pytest.mark.parametrize("legend", ["json", "csv"])
 def test_a_tree_in_the_published_layout_reads_back_with_its_legend_bands_and_nodata(tmp_path, legend):
     written = write_tree(tmp_path / "tree", legend=legend, nodata_step=16, ignored_label_pixels=7)
-    tree = study.load_geotiff_tree(tmp_path / "tree", tile=32)
+    tree = load_geotiff_tree(tmp_path / "tree", tile=32)
     assert tree["names"] == written["names"] and tree["bands"] == list(BANDS)  # band names from the descriptions
     assert tree["classes"] == list(written["classes"]) and tree["legend_values"] == [10, 20, 30, 40, 50, 80]
     for i in range(len(written["names"])):
@@ -46,7 +51,7 @@ def test_a_tree_in_the_published_layout_reads_back_with_its_legend_bands_and_nod
 
 def test_make_data_masks_nodata_out_of_every_loss_and_counts_it(tmp_path):
     write_tree(tmp_path / "tree", nodata_step=32)  # one no-data pixel at the corner of every 32 px chip
-    data = study.make_data({**GEOTIFF, "data_root": str(tmp_path / "tree")})
+    data = study.make_data(geotiff(data_root=str(tmp_path / "tree")))
     assert data.source == "geotiff" and data.bands == list(BANDS) and data.classes_b is None
     arrays = np.load(data.files[0]["path"])
     chips = 0
@@ -121,28 +126,28 @@ def test_bad_trees_are_refused_before_any_work_naming_the_tile(tmp_path, damage,
     root = write_tree(tmp_path / "tree")["root"]
     damage(root)
     with pytest.raises(DataError, match=message):
-        study.load_geotiff_tree(root, tile=32)
+        load_geotiff_tree(root, tile=32)
     with pytest.raises(DataError, match=message):  # the run stops in make_data, before any training
-        study.run({**GEOTIFF, "data_root": str(root)}, progress=False)
+        study.run(geotiff(data_root=str(root)), progress=False)
 
 
 def test_tiles_smaller_than_the_crop_are_named(tmp_path):
     root = write_tree(tmp_path / "tree", size=48)["root"]
     with pytest.raises(DataError, match=r"images/s2_00.tif: tile 48x48 is smaller than the crop tile=64"):
-        study.load_geotiff_tree(root, tile=64)
+        load_geotiff_tree(root, tile=64)
     with pytest.raises(DataError, match=r"s2_00.tif: tile 48x48 is smaller than the crop tile=64"):
-        study.make_data({**GEOTIFF, "data_root": str(root), "tile": 64, "encoder_depth": 3})
+        study.make_data(geotiff(data_root=str(root), tile=64, encoder_depth=3))
 
 
 def test_too_few_tiles_for_the_splits_says_what_to_lower(tmp_path):
     root = write_tree(tmp_path / "tree", n_tiles=2)["root"]
     with pytest.raises(DataError, match="no tiles left for pretraining and fine-tuning"):
-        study.make_data({**GEOTIFF, "data_root": str(root)})
+        study.make_data(geotiff(data_root=str(root)))
 
 
 def test_the_model_takes_the_trees_band_count_and_refuses_another(tmp_path):
     root = write_tree(tmp_path / "tree")["root"]
-    data = study.make_data({**GEOTIFF, "data_root": str(root)})
+    data = study.make_data(geotiff(data_root=str(root)))
     model = study.build_model(len(data.classes_a), "resnet10t", in_channels=len(data.bands), decoder_width=8, seed=0)
     assert study.model_in_channels(model) == 6
     with pytest.raises(DataError, match="s2 tiles: have 4 bands but the model takes 6"):
@@ -151,5 +156,5 @@ def test_the_model_takes_the_trees_band_count_and_refuses_another(tmp_path):
 
 def test_noldo_s12_reads_the_same_layout_once_placed(tmp_path):
     root = write_tree(tmp_path / "noldo")["root"]
-    data = study.make_data({**GEOTIFF, "data_source": "noldo_s12", "data_root": str(root)})
+    data = study.make_data(geotiff(data_source="noldo_s12", data_root=str(root)))
     assert data.source == "noldo_s12" and data.bands == list(BANDS) and len(data.classes_a) == 6

@@ -1,6 +1,8 @@
 """The study module: the checkpoint other studies use, a tiny end-to-end run on the grid, the claims and their
 preconditions, and the checks that stop a run before any work."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,8 +10,8 @@ import torch
 
 from labkit.core.checkpoints import load_checkpoint
 from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, judge, judge_all
-from labkit.core.errors import DataError, ParameterError
-from labkit.core.params import load_spec
+from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
+from labkit.core.params import Config, load_spec
 from labkit.models.segmentation import create_segmenter
 from labkit.studies import noisy_label_pretraining as study
 
@@ -51,6 +53,11 @@ TINY = dict(
 )
 
 
+def config(**values) -> Config:
+    """TINY with ``values``, as the study receives its parameters."""
+    return Config(study.NAME, "test", {**TINY, **values})
+
+
 def test_produce_pretrained_encoder_loads_into_a_resnet18_unet_encoder():
     path = study.produce_pretrained_encoder(n_tiles=8, epochs=1, tile=32, progress=False)
     assert path.name == "noisy-pretrained-unet-r18.safetensors" and path.exists()
@@ -73,13 +80,13 @@ def test_produce_refuses_other_encoders():
 
 
 def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
-    cfg = {**TINY, "regime_seeds": [0, 1]}  # seed 1 runs random init at the fewest and most tiles only
-    results = study.run(cfg, progress=False)
-    ft = results.finetune
-    assert set(ft.seed) == {0} and set(results.pretrain.seed) == {0}
-    regime = results.regime
+    cfg = config(regime_seeds=[0, 1])  # seed 1 runs random init at the fewest and most tiles only
+    runs = study.run(cfg, progress=False)
+    ft = runs.tables["finetune"]
+    assert set(ft.seed) == {0} and set(runs.tables["pretraining"].seed) == {0}
+    regime = runs.tables["extra_regime_runs"]
     assert set(zip(regime.seed, regime.init, regime.k)) == {(1, "random", 2), (1, "random", 4)}
-    assert set(study.claim_tables(results)["regime"].seed) == {0, 1}
+    assert set(runs.tables["regime"].seed) == {0, 1}
     lulc = ft[ft.task == "lulc"]
     for init in ["random", "noisy_full", "qda", "majority"]:
         assert set(lulc[lulc.init == init].k) == {2, 4}, init
@@ -88,29 +95,29 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert not ft[ft.init == "random"].kept_initial.any()  # a random network is never the best validation point
     floor = lulc[lulc.init == "majority"].set_index("k").miou
     assert (floor < lulc[lulc.init == "qda"].set_index("k").miou).all()  # most frequent class everywhere: the floor
-    assert "imagenet" in results.unavailable and "LABKIT_WEIGHTS_DIR" in results.unavailable["imagenet"]
+    assert "imagenet" in runs.unavailable and "LABKIT_WEIGHTS_DIR" in runs.unavailable["imagenet"]
     assert "imagenet" not in set(ft.init)  # never replaced by random weights
     # pretraining: clean, the clean null (another data order) and each noisy severity, from one initialisation
-    pre = results.pretrain
+    pre = runs.tables["pretraining"]
     assert set(zip(pre.labels, pre.order)) == {("clean", 0), ("clean", 1), ("sev0p3", 0), ("sev1", 0)}
     rates = pre[pre.order == 0].set_index("labels").pixel_noise_rate
     assert rates["clean"] == 0 and 0 < rates["sev0p3"] < rates["sev1"]
     assert set(ft[ft.task == "structure"].init) == {"random", "noisy_encoder"}
     # the sweep: noisy_full at severity 1 on sweep_k tiles, on top of the main severity's rows
     assert set(lulc[(lulc.init == "noisy_full") & (lulc.k == 2)].pretraining) == {"sev0p3", "sev1"}
-    assert ft.miou.between(0, 1).all() and len(results.curves) == 2 * len(ft[~ft.init.isin(study.REFERENCE_ROWS)])
-    assert {"clean vs noisy", "clean vs clean, other data order (null)"} == set(results.layers.comparison)
-    assert (results.layers["sample"] == results.layers["sample"].iloc[0]).all()
+    curves, layers = runs.tables["val_curves"], runs.tables["layer_divergence"]
+    assert ft.miou.between(0, 1).all() and len(curves) == 2 * len(ft[~ft.init.isin(study.REFERENCE_ROWS)])
+    assert {"clean vs noisy", "clean vs clean, other data order (null)"} == set(layers.comparison)
+    assert (layers["sample"] == layers["sample"].iloc[0]).all()
     # the frozen linear probes of "features learned": the main noisy-pretrained and the random-init encoder
-    probes = study.claim_tables(results)["probes"]
+    probes = runs.tables["probes"]
     assert set(zip(probes.seed, probes.init, probes.pretraining)) == {
         (0, "noisy_encoder", "sev0p3"),
         (0, "random", "none"),
     }
     assert probes.miou.between(0, 1).all() and (probes.k == 2).all() and (probes.steps == study.PROBE_STEPS).all()
-    tables = study.claim_tables(results)
-    assert_every_trained_run_has_a_budget(results)
-    verdicts = judge_all(study.declare_claims(TINY, unavailable=results.unavailable), tables)
+    assert_every_trained_run_has_a_budget(runs)
+    verdicts = judge_all(study.claims(TINY, runs), runs.tables)
     assert [v["id"] for v in verdicts] == [
         "noisy_pretraining_beats_random",
         "encoder_transfers_to_new_classes",
@@ -120,35 +127,38 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert all(v["status"] == NOT_EVALUATED for v in verdicts)
     assert all("n seeds 1 < 3" in v["reason"] for v in verdicts[:3])
     assert "3 or more severities above 0" in verdicts[3]["reason"]  # TINY sweeps two noisy severities
-    saved = study.save_study_checkpoint(results)
-    assert saved["saved"] is False and "resnet10t" in saved["reason"]
-    again = study.run(cfg, data=results.data, progress=False)  # every task from the cache
-    pd.testing.assert_frame_equal(again.finetune.drop(columns="seconds"), ft.drop(columns="seconds"))
+    saved = runs.examples["checkpoint"]
+    assert saved["saved"] is False and "resnet10t" in saved["reason"] and not runs.checkpoints
+    again = study.run(cfg, data=runs.examples["data"], progress=False)  # every task from the cache
+    assert again.computed == 0
+    pd.testing.assert_frame_equal(again.tables["finetune"].drop(columns="seconds"), ft.drop(columns="seconds"))
 
 
-def assert_every_trained_run_has_a_budget(results):
+def assert_every_trained_run_has_a_budget(runs):
     """Every pretraining and fine-tuning record carries a full budget; the budgets table has one row per run."""
-    budgets = study.budget_runs(results)
+    budgets, s = runs.tables["budgets"], runs.examples["settings"]
     missing = budgets[budgets.missing != ""]
     assert missing.empty, f"{study.STUDY}: trained runs without a full budget: " + "; ".join(
         f"grid {r.grid} ({r.stage} seed {r.seed}): missing {r.missing}" for r in missing.itertuples()
     )
-    n_pre = len(results.pretrain) + int(results.checkpoint_state is not None and results.settings["encoder_depth"] != 5)
-    n_ft = len(results.finetune[~results.finetune.init.isin(study.REFERENCE_ROWS)]) + len(results.regime)
+    ft = runs.tables["finetune"]
+    n_pre = len(runs.tables["pretraining"]) + int(s["encoder"] == "resnet18" and s["encoder_depth"] != 5)
+    n_ft = len(ft[~ft.init.isin(study.REFERENCE_ROWS)]) + len(runs.tables["extra_regime_runs"])
     counts = budgets.grid.value_counts()
     assert counts.get(f"{study.STUDY}-pretrain", 0) == n_pre, f"{study.STUDY}: grid {study.STUDY}-pretrain"
     assert counts.get(f"{study.STUDY}-finetune", 0) == n_ft, f"{study.STUDY}: grid {study.STUDY}-finetune"
-    n_probe = len(results.probes)
-    assert n_probe == 2 * len(results.settings["seeds"]), f"{study.STUDY}: grid {study.STUDY}-probe"
+    n_probe = len(runs.tables["probes"])
+    assert n_probe == 2 * len(s["seeds"]), f"{study.STUDY}: grid {study.STUDY}-probe"
     assert counts.get(f"{study.STUDY}-probe", 0) == n_probe, f"{study.STUDY}: grid {study.STUDY}-probe"
-    assert (budgets.batch_size == results.settings["batch_size"]).all() and budgets.trainable_params.gt(0).all()
+    assert (budgets.batch_size == s["batch_size"]).all() and budgets.trainable_params.gt(0).all()
 
 
 def test_resnet18_run_saves_the_full_depth_named_checkpoint():
-    cfg = {**TINY, "encoder": "resnet18", "inits": ["random", "noisy_full"], "k_values": [2, 3], "noise_levels": [0.3]}
-    results = study.run(cfg, progress=False)
-    saved = study.save_study_checkpoint(results)
+    cfg = config(encoder="resnet18", inits=["random", "noisy_full"], k_values=[2, 3], noise_levels=[0.3])
+    runs = study.run(cfg, progress=False)
+    saved = runs.examples["checkpoint"]
     assert saved["saved"], saved
+    assert runs.checkpoints == [saved["path"]]
     state, meta = load_checkpoint(saved["path"])
     model = create_segmenter("unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3)
     model.encoder.load_state_dict(state, strict=True)  # format unchanged for the SAR study: full depth
@@ -425,9 +435,9 @@ def test_paper_without_data_root_stops_at_once_naming_the_dataset():
 
 def test_paths_that_do_not_exist_are_named_before_any_work(tmp_path):
     with pytest.raises(ParameterError, match="parameter 'data_root'.*does not exist"):
-        study.run({**TINY, "data_source": "geotiff", "data_root": str(tmp_path / "nowhere")}, progress=False)
+        study.run(config(data_source="geotiff", data_root=str(tmp_path / "nowhere")), progress=False)
     with pytest.raises(ParameterError, match="parameter 'encoder_weights'"):
-        study.run({**TINY, "encoder_weights": str(tmp_path / "w.safetensors")}, progress=False)
+        study.run(config(encoder_weights=str(tmp_path / "w.safetensors")), progress=False)
 
 
 @pytest.mark.parametrize(
@@ -447,7 +457,7 @@ def test_paths_that_do_not_exist_are_named_before_any_work(tmp_path):
 )
 def test_bad_settings_are_refused_before_any_training(change, message):
     with pytest.raises(ParameterError, match=message):
-        study.run({**TINY, **change}, progress=False)
+        study.run(config(**change), progress=False)
 
 
 def test_training_refuses_other_band_counts_and_nan_tiles_naming_them():
@@ -489,18 +499,20 @@ def test_imagenet_stem_gives_each_band_its_own_colour_filter(tmp_path, monkeypat
     model = study.build_model(6, "resnet10t", in_channels=4, decoder_width=8, seed=0)
     model.encoder.load_state_dict({k[len("encoder.") :]: v for k, v in state.items()}, strict=True)
     monkeypatch.delenv("LABKIT_WEIGHTS_DIR")
-    with pytest.raises(study.WeightsUnavailableError):
+    with pytest.raises(WeightsUnavailableError):
         study.imagenet_encoder_state(6, "resnet10t", ["B08", "B04", "B03", "B02"], 8)
 
 
-def test_real_patch_figure_absent_and_present(tmp_path, shared_data):
-    fig, summary = study.real_patch_figure(tmp_path)
-    assert fig is None and not summary["available"] and "REFERENCE_SCENES.npy" in summary["reason"]
-    assert study.real_patch_figure(None)[1]["available"] is False
+def test_real_patch_absent_and_present(tmp_path, shared_data):
+    patch, summary = study.real_patch(tmp_path)
+    assert patch is None and not summary["available"] and "REFERENCE_SCENES.npy" in summary["reason"]
+    assert study.real_patch(None)[1]["available"] is False
+    assert study.figures.plot_real_patch(SimpleNamespace(real_patch={"patch": None, "summary": summary})) is None
     root = shared_data / "remote_sensing" / "eolearn_testeopatch_slovenia"
     if not root.is_dir():
         pytest.skip("eo-learn patch absent")
-    fig, summary = study.real_patch_figure(root)
+    patch, summary = study.real_patch(root)
+    fig = study.figures.plot_real_patch(SimpleNamespace(real_patch={"patch": patch, "summary": summary}))
     assert fig is not None and summary["nodata_label_pixels"] == 155 and summary["class_pixels"]["forest"] == 7601
 
 
@@ -511,12 +523,12 @@ def untrained():
     cfg = load_spec("noisy_label_pretraining").resolve(
         "smoke", {"seeds": [0, 1, 2], "pretrain_steps": 0, "noise_levels": [0.3, 0.6, 1.0], "executor": "serial"}
     )
-    results = study.run(cfg, progress=False)
-    return cfg, results, study.claim_tables(results)
+    runs = study.run(cfg, progress=False)
+    return cfg, runs, runs.tables
 
 
-def _judged(cfg, results, tables):
-    return {v["id"]: v for v in judge_all(study.declare_claims(cfg, unavailable=results.unavailable), tables)}
+def _judged(cfg, runs, tables):
+    return {v["id"]: v for v in judge_all(study.claims(cfg, runs), tables)}
 
 
 def _precondition(verdict, name):
@@ -524,14 +536,14 @@ def _precondition(verdict, name):
 
 
 def test_zero_pretraining_steps_leave_every_claim_not_evaluated_naming_trained(untrained):
-    cfg, results, tables = untrained
-    pre = results.pretrain
+    cfg, runs, tables = untrained
+    pre = tables["pretraining"]
     assert (pre.steps == 0).all() and pre.final_loss.isna().all()
     assert (pre.clean_val_prior_loss <= pre.clean_val_train_prior_loss).all()  # the better prior is the bar
     assert (pre.clean_loss_ratio >= study.TRAINED_MAX_RATIO).all(), pre[["labels", "order", "clean_loss_ratio"]]
-    assert_every_trained_run_has_a_budget(results)
+    assert_every_trained_run_has_a_budget(runs)
     assert (tables["budgets"].query("stage == 'pretrain'").steps == 0).all()
-    verdicts = _judged(cfg, results, tables)
+    verdicts = _judged(cfg, runs, tables)
     assert len(verdicts) == 4
     for claim, v in verdicts.items():
         assert v["status"] == NOT_EVALUATED, (claim, v["reason"])
@@ -540,7 +552,7 @@ def test_zero_pretraining_steps_leave_every_claim_not_evaluated_naming_trained(u
         assert "raise pretrain_steps (0 trains nothing)" in _precondition(v, "trained")["why"]
         for p in v["preconditions"]:  # the fine-tunes and pretrainings a claim compares had the same budget
             assert not p["name"].startswith("same budget") or p["passed"], (claim, p)
-    assert study.save_study_checkpoint(results)["saved"] is False  # never saved as 'noisy-pretrained'
+    assert runs.examples["checkpoint"]["saved"] is False  # never saved as 'noisy-pretrained'
     # an encoder that was never pretrained is one random encoder against another: no features learned
     for claim in ENCODER_CLAIMS:
         p = _precondition(verdicts[claim], FEATURES_LEARNED)
@@ -549,12 +561,12 @@ def test_zero_pretraining_steps_leave_every_claim_not_evaluated_naming_trained(u
 
 
 def test_features_learned_fails_on_equal_probes_through_the_real_tables(untrained):
-    cfg, results, tables = untrained
+    cfg, runs, tables = untrained
     probes = tables["probes"].copy()
     assert set(probes.init) == {"noisy_encoder", "random"} and probes.seed.nunique() == 3
     random_ = probes[probes.init == "random"].set_index("seed").miou
     probes.loc[probes.init == "noisy_encoder", "miou"] = probes.loc[probes.init == "noisy_encoder", "seed"].map(random_)
-    v = _judged(cfg, results, {**tables, "probes": probes})
+    v = _judged(cfg, runs, {**tables, "probes": probes})
     for claim in ENCODER_CLAIMS:
         assert v[claim]["status"] == NOT_EVALUATED, claim
         assert f"precondition '{FEATURES_LEARNED}' failed" in v[claim]["reason"], claim
@@ -568,7 +580,7 @@ def test_the_probe_trains_the_linear_head_only(untrained, monkeypatch):
     """Through the real task: every encoder weight and batch-norm statistic is unchanged after it, the head moved."""
     from labkit.studies.noisy_label_pretraining import tasks
 
-    cfg, results, _ = untrained
+    cfg, runs, _ = untrained
     made = []
 
     class Recorded(tasks.LinearProbe):
@@ -578,16 +590,16 @@ def test_the_probe_trains_the_linear_head_only(untrained, monkeypatch):
             made.append(self)
 
     monkeypatch.setattr(tasks, "LinearProbe", Recorded)
-    s = results.settings
+    s, data = runs.examples["settings"], runs.examples["data"]
     model = {
         "encoder": s["encoder"],
         "encoder_depth": s["encoder_depth"],
         "in_channels": len(s["bands"]),
         "decoder_width": s["decoder_width"],
-        "num_classes": len(results.data.classes_a),
+        "num_classes": len(data.classes_a),
         "num_classes_b": 3,
     }
-    record = tasks.probe_task(results.data.files[0], 0, "random", 2, None, model, 5, 2, study.PROBE_LR)
+    record = tasks.probe_task(data.files[0], 0, "random", 2, None, model, 5, 2, study.PROBE_LR)
     (probe,) = made
     after = probe.state_dict()
     encoder_keys = [k for k in after if k.startswith("encoder.")]
@@ -600,19 +612,19 @@ def test_the_probe_trains_the_linear_head_only(untrained, monkeypatch):
 
 
 def test_same_budget_and_floor_fail_on_their_negative_controls_through_the_real_tables(untrained):
-    cfg, results, tables = untrained
+    cfg, runs, tables = untrained
     budgets = tables["budgets"].copy()
     longer = (budgets.stage == "finetune") & (budgets.init == "noisy_full")
     budgets.loc[longer, "steps"] = budgets.loc[longer, "steps"] * 2
-    v = _judged(cfg, results, {**tables, "budgets": budgets})["noisy_pretraining_beats_random"]
-    k = results.settings["k_values"][0]
+    v = _judged(cfg, runs, {**tables, "budgets": budgets})["noisy_pretraining_beats_random"]
+    k = runs.examples["settings"]["k_values"][0]
     failed = _precondition(v, f"same budget (noisy_full vs random, k={k})")
     steps = int(tables["budgets"].query(f"stage == 'finetune' and init == 'random' and k == {k}").steps.iloc[0])
     assert not failed["passed"] and failed["evidence"]["differs"] == ["steps"]
     assert f"steps {2 * steps}" in failed["evidence"]["a"] and f"steps {steps}" in failed["evidence"]["b"]
     floor = tables["floor"].copy()
     floor.loc[floor.init == "majority", "miou"] = 1.0  # a floor no arm can clear
-    v = _judged(cfg, results, {**tables, "floor": floor})
+    v = _judged(cfg, runs, {**tables, "floor": floor})
     for claim in ("noisy_pretraining_beats_random", "encoder_transfers_to_new_classes", "benefit_shrinks_with_noise"):
         assert f"precondition 'above the floor (random init, k={k})' failed" in v[claim]["reason"], claim
 
@@ -623,14 +635,15 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
     better bar) and fails it."""
     from labkit.studies.noisy_label_pretraining import tasks
 
-    cfg, results, tables = untrained
+    cfg, runs, tables = untrained
+    data, s = runs.examples["data"], runs.examples["settings"]
     rows = []
-    for seed, file in results.data.files.items():
-        if seed not in results.settings["seeds"]:
+    for seed, file in data.files.items():
+        if seed not in s["seeds"]:
             continue
         arrays = tasks._load_arrays(file["path"], file["digest"])
-        k = len(results.data.classes_a)
-        for labels in ("clean", results.settings["main_noisy_labels"]):
+        k = len(data.classes_a)
+        for labels in ("clean", s["main_noisy_labels"]):
             y = arrays["a_pretrain" if labels == "clean" else f"a_pretrain_{labels}"]
             ratios = {}
             for name, p in (("training labels", tasks.class_prior(y, k)), ("uniform", np.full(k, 1 / k))):
@@ -644,7 +657,7 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
             # the validation labels' own entropy never exceeds the class prior's loss (it is the best constant)
             assert losses["clean_val_trivial_loss"] <= losses["clean_val_prior_loss"] + 1e-5
             rows.append({"seed": seed, "labels": labels, "order": 0, **losses})
-    v = _judged(cfg, results, {**tables, "pretraining": pd.DataFrame(rows)})
+    v = _judged(cfg, runs, {**tables, "pretraining": pd.DataFrame(rows)})
     layer = v["encoder_robust_decoder_sensitive"]
     assert layer["status"] == NOT_EVALUATED and "precondition 'trained' failed" in layer["reason"]
     assert not any(p["passed"] for p in layer["preconditions"] if p["name"] == "trained")

@@ -1,20 +1,46 @@
 """The preset's real budget (``labkit plan``), from the same helpers the study's grids use."""
 
-# ---- plan: the preset's real budget (labkit plan)
 from __future__ import annotations
 
+from labkit.studies.base import regime_seeds
+from labkit.studies.noisy_label_pretraining.data import (
+    STUDY,
+    finetune_steps,
+    label_key,
+    main_noisy_key,
+    steps_for_k,
+    sweep_levels,
+)
+from labkit.studies.noisy_label_pretraining.experiment import FEWEST_TILES_ONLY, PROBE_STEPS
 from labkit.studies.noisy_label_pretraining.tasks import LinearProbe, build_model
 
-STUDY = "noisy_label_pretraining"
 #: Classes of task A where the data decide it (the simulated legend's fine classes).
 PLAN_CLASSES = 7
+
+
+def _finetune_runs(cfg) -> dict[int, int]:
+    """Fine-tuning runs per k, as ``run`` adds them: the regime seeds' random init at the fewest and the most tiles,
+    every init at every k (some at the fewest only), the sweep, its k's own arms, task B."""
+    ks = sorted(cfg.k_values)
+    main, levels, sweep_k = main_noisy_key(cfg), sweep_levels(cfg), int(cfg.sweep_k or ks[0])
+    runs: dict[int, int] = {}
+    add = lambda k, n=1: runs.__setitem__(k, runs.get(k, 0) + n)  # noqa: E731
+    extra = [v for v in regime_seeds(cfg) if v not in cfg.seeds]
+    add(ks[-1], len(extra)), add(ks[0], len(extra))
+    for k in ks:
+        add(k, len(cfg.seeds) * sum(1 for i in cfg.inits if not (i in FEWEST_TILES_ONLY and k != ks[0])))
+    add(sweep_k, len(cfg.seeds) * sum(1 for v in levels if label_key(v) != main or sweep_k not in ks))
+    if sweep_k not in ks:
+        add(sweep_k, 3 * len(cfg.seeds))
+    if cfg.data_source == "simulated":
+        add(cfg.task_b_k, 2 * len(cfg.seeds))
+    return runs
 
 
 def plan(cfg) -> list:
     """Pretraining and fine-tuning grids as ``run`` builds them (ImageNet init assumed available; task B only
     on simulated data); tiles are drawn with replacement, a fixed number of steps per epoch."""
     from labkit.core.plan import GridPlan, TaskBudget, measure
-    from labkit.studies import noisy_label_pretraining as study
 
     s = {k: cfg[k] for k in ("encoder", "encoder_depth", "decoder_width", "batch_size", "tile", "eval_points")}
     bands, b, tile = len(cfg.bands), s["batch_size"], s["tile"]
@@ -30,8 +56,8 @@ def plan(cfg) -> list:
         flops_per_step=flops * b,
         replacement=True,
     )
-    main, levels = study.main_noisy_key(cfg), study.sweep_levels(cfg)
-    label_sets = ["clean"] + sorted({main} | {study.label_key(v) for v in levels})
+    main, levels = main_noisy_key(cfg), sweep_levels(cfg)
+    label_sets = ["clean"] + sorted({main} | {label_key(v) for v in levels})
     n_pre = len(cfg.seeds) * (len(label_sets) + 1) + int(bool(cfg.save_checkpoint) and s["encoder"] == "resnet18")
     epochs = min(10, cfg.pretrain_steps)
     spe = max(1, cfg.pretrain_steps // epochs) if epochs else 0  # pretrain_steps=0: nothing is trained
@@ -46,21 +72,9 @@ def plan(cfg) -> list:
         **common,
     )
     ks = sorted(cfg.k_values)
-    sweep_k = int(cfg.sweep_k or ks[0])
-    runs: dict[int, int] = {}
-    add = lambda k, n=1: runs.__setitem__(k, runs.get(k, 0) + n)  # noqa: E731
-    extra = [v for v in study.all_seeds(cfg) if v not in cfg.seeds]
-    add(ks[-1], len(extra)), add(ks[0], len(extra))
-    for k in ks:
-        add(k, len(cfg.seeds) * sum(1 for i in cfg.inits if not (i in study.FEWEST_TILES_ONLY and k != ks[0])))
-    add(sweep_k, len(cfg.seeds) * sum(1 for v in levels if study.label_key(v) != main or sweep_k not in ks))
-    if sweep_k not in ks:
-        add(sweep_k, 3 * len(cfg.seeds))
-    if cfg.data_source == "simulated":
-        add(cfg.task_b_k, 2 * len(cfg.seeds))
     fine = []
-    for k, n in sorted(runs.items()):
-        steps = study.steps_for_k(study.finetune_steps(cfg), ks, k)
+    for k, n in sorted(_finetune_runs(cfg).items()):
+        steps = steps_for_k(finetune_steps(cfg), ks, k)
         per = max(1, steps // s["eval_points"])
         fine.append(
             TaskBudget(
@@ -82,7 +96,7 @@ def plan(cfg) -> list:
         probe_build,
         [(2, bands, tile, tile)],
     )
-    steps = int(cfg.get("probe_steps") or study.PROBE_STEPS)
+    steps = int(cfg.get("probe_steps") or PROBE_STEPS)
     probe = TaskBudget(
         f"probe k={ks[0]}",
         2 * len(cfg.seeds),

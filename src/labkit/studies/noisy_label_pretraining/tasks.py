@@ -13,139 +13,25 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
 
-from labkit.core.claims import budget_record
-from labkit.core.errors import DataError
 from labkit.core.grid import grid_task
 from labkit.core.seeding import seed_everything
 from labkit.data import label_noise
-from labkit.data.datasets import ArraySegmentationDataset, random_flip_rotate
-from labkit.methods.training import evaluate, fit
+from labkit.methods.unet_training import (  # noqa: F401  (the U-Net and its training, re-exported for the study)
+    IGNORE_INDEX,
+    build_model,
+    check_bands,
+    decoder_channels,
+    encoder_state,
+    full_state,
+    model_in_channels,
+    score,
+    train,
+)
 
 TASK_A, TASK_B = "lulc", "structure"
-IGNORE_INDEX = 255
 #: Fine-tuning validation score: the gain over the last fifth of training must stay below a bound (plateau).
 PLATEAU_FRACTION = 0.2
-
-
-def decoder_channels(width: int, depth: int = 5) -> tuple[int, ...]:
-    """U-Net decoder widths from the deepest block: ``width, width/2, ...`` (at least 8), one per encoder stage."""
-    return tuple(max(8, int(width) // 2**i) for i in range(int(depth)))
-
-
-def build_model(
-    num_classes: int,
-    encoder: str = "resnet18",
-    in_channels: int = 4,
-    decoder_width: int = 64,
-    weights: str = "random",
-    seed: int | None = None,
-    encoder_depth: int = 5,
-) -> torch.nn.Module:
-    """U-Net over a timm ``encoder`` of ``encoder_depth`` stages; with ``seed`` the random weights are repeatable."""
-    from labkit.models.segmentation import create_segmenter
-
-    if seed is not None:
-        seed_everything(seed)
-    return create_segmenter(
-        "unet",
-        encoder=encoder,
-        weights=weights,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        encoder_depth=int(encoder_depth),
-        decoder_channels=decoder_channels(decoder_width, encoder_depth),
-    )
-
-
-def model_in_channels(model) -> int:
-    """Input band count of a network (that of its first convolution)."""
-    first = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    if first is None:
-        raise ValueError(f"{type(model).__name__} has no convolution to take input bands")
-    return int(first.in_channels)
-
-
-def check_bands(model, images: np.ndarray, what: str = "tiles") -> None:
-    """DataError naming ``what`` when ``images`` (N, C, H, W) have another band count than ``model`` takes."""
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise DataError(f"{what}: tiles must be (N, C, H, W), got shape {images.shape}")
-    expected = model_in_channels(model)
-    if images.shape[1] != expected:
-        raise DataError(f"{what}: have {images.shape[1]} bands but the model takes {expected}")
-
-
-def _loader(images, labels, num_classes, batch_size, steps_per_epoch=None, seed=0, augment=True):
-    transform = random_flip_rotate if augment else None
-    dataset = ArraySegmentationDataset(images, labels, num_classes, ignore_index=IGNORE_INDEX, transform=transform)
-    if steps_per_epoch is None:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    generator = torch.Generator().manual_seed(int(seed))
-    # Sampling with replacement gives every training set, however small, the same number of steps.
-    sampler = RandomSampler(dataset, replacement=True, num_samples=steps_per_epoch * batch_size, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator)
-
-
-def train(
-    model,
-    images,
-    labels,
-    num_classes: int,
-    epochs: int,
-    steps_per_epoch: int,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    seed: int = 0,
-    progress: bool = False,
-    desc: str = "",
-    val=None,
-    scheduler: str | None = "cosine",
-):
-    """Supervised training for ``epochs * steps_per_epoch`` AdamW steps; returns FitResult.
-
-    ``val``: ``(images, labels)`` scored after every epoch (the best epoch's weights are kept). Tiles must be
-    finite (no-data pixels filled and masked to 255 by :func:`landcover.prepare_tiles`, so they never enter the
-    loss) and have the model's band count; a DataError names the set otherwise.
-    """
-    check_bands(model, images, desc or "training tiles")
-    if not np.isfinite(np.asarray(images)).all():
-        raise DataError(
-            f"{desc or 'training tiles'}: NaN or infinite pixels; prepare them with "
-            "landcover.prepare_tiles (no-data masked out of the loss)"
-        )
-    # Channels-last convolutions: measured 10-25 % faster per step for this U-Net on one CPU thread.
-    model.to(memory_format=torch.channels_last)
-    loader = _loader(images, labels, num_classes, batch_size, steps_per_epoch, seed)
-    val_loader = None if val is None else _loader(val[0], val[1], num_classes, 32)
-    return fit(
-        model,
-        loader,
-        val_loader,
-        task="segmentation",
-        num_classes=num_classes,
-        epochs=epochs,
-        lr=lr,
-        scheduler=scheduler,
-        ignore_index=IGNORE_INDEX,
-        seed=seed,
-        progress=progress,
-        desc=desc,
-    )
-
-
-def score(model, images, labels, num_classes: int, batch_size: int = 32) -> dict:
-    check_bands(model, images, "test tiles")
-    return evaluate(model, _loader(images, labels, num_classes, batch_size), "segmentation", num_classes, IGNORE_INDEX)
-
-
-def encoder_state(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
-
-
-def full_state(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def trivial_loss(labels: np.ndarray, num_classes: int) -> float:
@@ -254,6 +140,8 @@ def pretrain_task(
     labels, of the same tiles' clean labels or uniform; ``clean_loss_ratio``: what the "trained" precondition reads), the clean test mIoU without fine-tuning and the
     run's ``budget``. ``steps=0`` trains nothing (the network keeps its initial weights): the negative control of
     the "trained" precondition."""
+    from labkit.core.claims import budget_record  # here, not above: a grid worker imports no claims module
+
     arrays = _load_arrays(data["path"], data["digest"])
     y = arrays["a_pretrain" if labels == "clean" else f"a_pretrain_{labels}"]
     x = arrays["x_pretrain"]
@@ -326,6 +214,7 @@ def finetune_task(
     Every run of a seed starts its decoder from the same random weights and draws the same batches.
     """
     from labkit.core.checkpoints import load_checkpoint
+    from labkit.core.claims import budget_record  # here, not above: a grid worker imports no claims module
 
     arrays = _load_arrays(data["path"], data["digest"])
     num_classes = int(model["num_classes_b"] if task == TASK_B else model["num_classes"])
@@ -432,6 +321,7 @@ def probe_task(
     What the "features learned" precondition reads: a pretrained encoder whose frozen probe does not beat the
     random-init encoder's learned nothing the task can use."""
     from labkit.core.checkpoints import load_checkpoint
+    from labkit.core.claims import budget_record  # here, not above: a grid worker imports no claims module
 
     arrays = _load_arrays(data["path"], data["digest"])
     num_classes = int(model["num_classes"])

@@ -1,0 +1,465 @@
+"""The study's data: the checks the spec cannot express, then simulated tiles or the user's GeoTIFF tree, split
+per seed into a pretraining pool (noisy labels), a fine-tuning pool, validation and test tiles (clean), each seed's
+arrays in one prepared file (named by its recipe) that every grid task reads by path and digest.
+
+``data_source=simulated``: multispectral land-cover tiles (:mod:`labkit.data.landcover`), their pretraining labels
+corrupted at every severity of the sweep. ``geotiff`` / ``noldo_s12``: the tree under ``data_root``
+(:mod:`labkit.data.geotiff_tree`: ``images/``, ``labels_noisy/``, ``labels_clean/`` and a legend), cut into
+``tile`` chips; its ``labels_noisy`` are the main noisy labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from labkit.core.errors import DataError, ParameterError
+from labkit.data import label_noise, landcover
+from labkit.data.geotiff_tree import chips, load_geotiff_tree
+from labkit.methods.noisy_label_encoder import DEFAULT_NOISE, band_statistics, noisy_labels, normalise
+from labkit.studies.base import Arm, arm_labels, regime_seeds
+from labkit.studies.noisy_label_pretraining.tasks import IGNORE_INDEX, TASK_A, TASK_B
+
+NAME = STUDY = "noisy_label_pretraining"
+INITS = ("random", "noisy_encoder", "noisy_full", "clean_full", "imagenet")
+#: The rows of every table: the initialisations fine-tuned (each the colour of its place in INITS), the
+#: clean-pretrained upper bound, the classical reference and the floor (read against, never claimed).
+ARMS = (
+    Arm("random", "random initialisation", "C0"),
+    Arm("noisy_encoder", "noisy-pretrained encoder, new decoder", "C1"),
+    Arm("noisy_full", "noisy-pretrained encoder + decoder", "C2"),
+    Arm("clean_full", "clean-pretrained encoder + decoder (upper bound)", "C3", reference=True),
+    Arm("imagenet", "encoder_weights encoder (ImageNet by default)", "C4"),
+    Arm("qda", "per-pixel QDA on the k clean tiles (classical reference)", "grey", reference=True),
+    Arm("majority", "most frequent class of the k tiles everywhere (floor)", "black", reference=True),
+)
+INIT_LABELS = arm_labels(ARMS)
+#: Rows of the results that are references (no fine-tuning): the classical model and the floor.
+REFERENCE_ROWS = ("qda", "majority")
+DATA_SOURCES = ("simulated", "geotiff", "noldo_s12")
+#: What each data source is, where it is published and the folder layout the loader expects.
+DATASETS = {
+    "geotiff": (
+        "your own GeoTIFF tiles",
+        "your own data",
+        "DATA_ROOT/images/<name>.tif, DATA_ROOT/labels_noisy/<name>.tif, DATA_ROOT/labels_clean/<name>.tif "
+        '(same names, same grid) and DATA_ROOT/legend.json ({"<label value>": "<class>"}) or legend.csv',
+    ),
+    "noldo_s12": (
+        "NoLDO-S12 (SSL4EO-S12@NoL noisy Dynamic World / OSM labels and SSL4EO-S12@DW exact labels; Liu et "
+        "al., CromSS, IEEE TGRS 2025)",
+        "https://huggingface.co/datasets/vikki23/NoLDO-S12 (MIT; code at https://github.com/zhu-xlab/CromSS)",
+        "the geotiff layout: DATA_ROOT/images/<name>.tif (Sentinel-2 bands), DATA_ROOT/labels_noisy/<name>.tif "
+        "(the NoL noisy labels), DATA_ROOT/labels_clean/<name>.tif (the DW exact labels, same grid) and "
+        "DATA_ROOT/legend.json, placed from ssl4eo_s12_nol.zip / ssl4eo_s12_dw.zip (their inner layout is not "
+        "documented and the noisy labels are on a coarser grid, which labkit never resamples: see "
+        "docs/data/noisy_label_pretraining.md)",
+    ),
+}
+
+
+def label_key(severity: float | None) -> str:
+    """Name of a pretraining label set: ``clean``, ``sev0p3`` (synthetic noise at 0.3) or ``real`` (labels_noisy)."""
+    if severity is None:
+        return "real"
+    return "clean" if float(severity) == 0 else "sev" + f"{float(severity):g}".replace(".", "p")
+
+
+def main_noisy_key(cfg) -> str:
+    """The label set of the main noisy pretraining: the real noisy labels, or synthetic noise at noise_severity."""
+    return "real" if cfg.get("data_source", "simulated") != "simulated" else label_key(cfg.get("noise_severity"))
+
+
+def sweep_levels(cfg) -> list[float]:
+    """Noisy severities of the sweep (> 0; the main severity of simulated data included)."""
+    levels = {float(v) for v in cfg.get("noise_levels")}
+    if cfg.get("data_source", "simulated") == "simulated":
+        levels.add(float(cfg.get("noise_severity")))
+    return sorted(levels - {0.0})
+
+
+def finetune_steps(cfg) -> list[int]:
+    """``finetune_steps`` as a list (a single number is one count for every k)."""
+    steps = cfg.get("finetune_steps")
+    return [int(steps)] if isinstance(steps, (int, np.integer)) else [int(v) for v in steps]
+
+
+def steps_for_k(steps: Sequence[int], k_values: Sequence[int], k: int) -> int:
+    """Fine-tuning steps on ``k`` tiles: ``steps`` (from :func:`finetune_steps`) holds one count per entry of
+    ``k_values`` (paired in their order) or one count for every k; a k between two entries (task B, a sweep k)
+    interpolates linearly in log k, and one outside takes the nearest end's count."""
+    if len(steps) == 1:
+        return steps[0]
+    ks = np.log(sorted(int(v) for v in k_values))
+    return int(round(float(np.interp(np.log(int(k)), ks, [steps[i] for i in np.argsort(list(k_values))]))))
+
+
+def check_data_parameters(cfg) -> None:
+    """Stop before any work when the data source cannot be read: a named dataset without data_root, or a path
+    that does not exist (errors name the parameter, the dataset, its layout and where it is published)."""
+    source = cfg.get("data_source", "simulated")
+    root = cfg.get("data_root")
+    if source not in DATA_SOURCES:
+        raise ParameterError(f"parameter 'data_source' must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
+    if source != "simulated":
+        dataset, where, layout = DATASETS[source]
+        if not root:
+            raise ParameterError(
+                f"data_source={source!r} ({dataset}) needs data_root: a local folder laid out as "
+                f"{layout}. Published at {where}. See docs/data/noisy_label_pretraining.md."
+            )
+        if not Path(root).is_dir():
+            raise ParameterError(
+                f"parameter 'data_root': {root} does not exist (data_source={source!r}, {dataset}; "
+                f"expected layout: {layout})"
+            )
+    weights = str(cfg.get("encoder_weights", "pretrained") or "pretrained")
+    if weights not in ("random", "pretrained") and not weights.startswith("labkit:") and not Path(weights).exists():
+        raise ParameterError(
+            f"parameter 'encoder_weights': {weights} does not exist (random, pretrained, a file path or labkit:<name>)"
+        )
+
+
+def validate_settings(cfg) -> None:
+    """ParameterError naming the parameter when a combination cannot run (beyond the spec's type/range checks)."""
+    tile, depth = int(cfg.get("tile")), int(cfg.get("encoder_depth", 5))
+    if tile % 2**depth:
+        raise ParameterError(f"tile={tile}: a {depth}-stage U-Net needs a multiple of {2**depth}")
+    if tile // 2**depth < 2:
+        raise ParameterError(
+            f"tile={tile} with encoder_depth={depth} leaves the encoder a "
+            f"{tile // 2**depth}x{tile // 2**depth} deepest map: lower encoder_depth or raise tile"
+        )
+    if cfg.get("data_source", "simulated") == "simulated":
+        bands = list(cfg.get("bands", landcover.NIRRGB))
+        unknown = [b for b in bands if b not in landcover.S2_BANDS]
+        if unknown:
+            raise ParameterError(f"bands: unknown Sentinel-2 bands {unknown}; known: {landcover.S2_BANDS}")
+        if "sensor_rule" in list(cfg.get("noise_models")) and not {"B08", "B04"} <= set(bands):
+            raise ParameterError("noise_models: 'sensor_rule' thresholds NDVI, which needs bands B08 and B04")
+    noise_models = list(cfg.get("noise_models"))
+    unknown = [n for n in noise_models if n not in label_noise.NOISE_MODELS]
+    if unknown or not noise_models:
+        raise ParameterError(
+            f"noise_models: unknown or empty {unknown or noise_models}; known: {list(label_noise.NOISE_MODELS)}"
+        )
+    if float(cfg.get("noise_severity")) <= 0:
+        raise ParameterError("noise_severity must be > 0: it is the noisy pretraining (clean pretraining always runs)")
+    levels = [float(v) for v in cfg.get("noise_levels")]
+    if any(not 0 < v <= 1 for v in levels):
+        raise ParameterError(
+            f"noise_levels must lie in (0, 1] (clean pretraining is the reference line, not a level), got {levels}"
+        )
+    k_values = [int(k) for k in cfg.get("k_values")]
+    if len(set(k_values)) != len(k_values) or min(k_values) < 1 or len(k_values) < 2:
+        raise ParameterError(f"k_values must be two or more distinct positive tile counts, got {k_values}")
+    inits = list(cfg.get("inits"))
+    unknown = [i for i in inits if i not in INITS]
+    if unknown:
+        raise ParameterError(f"inits: unknown initialisations {unknown}; known: {INITS}")
+    if "random" not in inits:
+        raise ParameterError("inits must include 'random': every gain is measured against it")
+    steps = finetune_steps(cfg)
+    if len(steps) not in (1, len(k_values)):
+        raise ParameterError(
+            f"finetune_steps must hold one step count for every k or one per entry of k_values ({len(k_values)}), "
+            f"got {steps}"
+        )
+    if int(cfg.get("eval_points")) > min(steps):
+        raise ParameterError(
+            "eval_points must be <= every finetune_steps (the steps are split between the evaluations)"
+        )
+
+
+@dataclasses.dataclass
+class StudyData:
+    """One prepared data file per seed (normalised tiles and every label set), with what the report says of it."""
+
+    source: str
+    files: dict  # seed -> {"path", "digest"}
+    classes_a: list
+    classes_b: list | None  # None: the data have one class definition (no second task)
+    bands: list
+    summary: dict  # per seed: tiles per split, pixel noise rate per label set, no-data pixels
+    examples: object = None  # LandcoverTiles of the first seed (simulated) for the data figures
+    real_patch: dict | None = None  # {"patch", "summary"} of the eo-learn Sentinel-2 patch (:func:`real_patch`)
+
+
+def _data_dir() -> Path:
+    from labkit.core.paths import cache_dir
+
+    return cache_dir(f"{STUDY}/data")
+
+
+def _save_arrays(arrays: dict, recipe: dict) -> dict:
+    from labkit.core.grid import file_digest
+
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = _data_dir() / f"{key}.npz"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    return {"path": str(path), "digest": file_digest(path)}
+
+
+def _split_sizes(cfg) -> dict:
+    return {
+        "pretrain": int(cfg.get("n_pretrain_tiles")),
+        "finetune": max(int(k) for k in cfg.get("k_values") + [cfg.get("task_b_k")]),
+        "val": int(cfg.get("n_val_tiles")),
+        "test": int(cfg.get("n_test_tiles")),
+    }
+
+
+def data(cfg) -> StudyData:
+    """The study's data (:func:`make_data`) and the real Sentinel-2 patch of the data figures, when the workplace's
+    samples are at hand (``LABKIT_SHARED_DATA``)."""
+    prepared = make_data(cfg)
+    patch, summary = real_patch(
+        shared_patch_root(), severity=cfg.get("noise_severity"), noise_models=cfg.get("noise_models")
+    )
+    prepared.real_patch = {"patch": patch, "summary": summary}
+    return prepared
+
+
+def make_data(cfg) -> StudyData:
+    """Simulate or load the tiles of every seed and write one prepared file per seed (cached by its recipe).
+
+    ``data_source=simulated``: each seed simulates its own pretraining, fine-tuning, validation and test tiles and
+    corrupts the pretraining labels at every severity of the sweep. ``geotiff`` / ``noldo_s12``: the tree under
+    ``data_root`` is read and checked in full first (errors name the tile), cut into ``tile`` chips, split per seed
+    by tile (chips of one tile stay in one split); the main noisy labels are the tree's ``labels_noisy``, the sweep
+    corrupts its clean labels with the synthetic noise models.
+    """
+    check_data_parameters(cfg)
+    validate_settings(cfg)
+    if cfg.get("data_source", "simulated") == "simulated":
+        return _simulated(cfg)
+    return _from_tree(cfg)
+
+
+def _simulated(cfg) -> StudyData:
+    """Each seed's own simulated splits, the pretraining labels corrupted at every severity of the sweep."""
+    source = cfg.get("data_source", "simulated")
+    tile, seeds = int(cfg.get("tile")), regime_seeds(cfg)
+    noise_models, levels = list(cfg.get("noise_models")), sweep_levels(cfg)
+    sizes = _split_sizes(cfg)
+    classes_a = list(landcover.task_legend(TASK_A)[0])
+    classes_b = list(landcover.task_legend(TASK_B)[0])
+    files, summary, examples = {}, {}, None
+    bands = list(cfg.get("bands"))
+    sim = landcover.LandscapeSimulator(tile, bands=bands)
+    for seed in seeds:
+        base = 1000 * seed
+        recipe = {
+            "source": source,
+            "tile": tile,
+            "bands": bands,
+            "seed": seed,
+            "sizes": sizes,
+            "noise_models": noise_models,
+            "levels": levels,
+            "version": 2,
+        }
+        split = {name: sim.sample(n, seed=base + i + 1) for i, (name, n) in enumerate(sizes.items())}
+        if examples is None:
+            examples = split["finetune"].subset(slice(0, 4))
+        mean, std = band_statistics(split["pretrain"].images)
+        arrays = {f"x_{name}": normalise(t.images, mean, std) for name, t in split.items()}
+        for name, t in split.items():
+            arrays[f"a_{name}"] = t.labels(TASK_A)
+            arrays[f"b_{name}"] = t.labels(TASK_B)
+        clean = arrays["a_pretrain"]
+        rates = {"clean": 0.0}
+        for level in levels:
+            noisy = noisy_labels(split["pretrain"], clean, noise_models, level, base + 5, len(classes_a))
+            arrays[f"a_pretrain_{label_key(level)}"] = noisy
+            rates[label_key(level)] = label_noise.noise_rate(clean, noisy)
+        arrays["norm"] = np.stack([mean, std])
+        files[seed] = _save_arrays(arrays, recipe)
+        summary[seed] = {
+            "tiles": {k: int(v) for k, v in sizes.items()},
+            "pixel_noise_rate": rates,
+            "nodata_pixels": 0,
+        }
+    return StudyData(source, files, classes_a, classes_b, bands, summary, examples)
+
+
+def _from_tree(cfg) -> StudyData:
+    """The GeoTIFF tree under ``data_root``, checked in full, split per seed (:func:`_tree_split`)."""
+    from labkit.core.grid import file_digest
+
+    source, root, tile = cfg.get("data_source", "simulated"), cfg.get("data_root"), int(cfg.get("tile"))
+    sizes = _split_sizes(cfg)
+    tree = load_geotiff_tree(root, tile)
+    tree_digest = file_digest(root)
+    files, summary = {}, {}
+    for seed in regime_seeds(cfg):
+        arrays, named, split_tiles, nodata, rates = _tree_split(cfg, tree, seed, sizes)
+        recipe = {
+            "source": source,
+            "tree": tree_digest,
+            "tile": tile,
+            "seed": seed,
+            "sizes": sizes,
+            "noise_models": list(cfg.get("noise_models")),
+            "levels": sweep_levels(cfg),
+            "version": 2,
+        }
+        files[seed] = _save_arrays(arrays, recipe)
+        summary[seed] = {
+            "tiles": {k: int(len(v[0])) for k, v in named.items()},
+            "pixel_noise_rate": rates,
+            "nodata_pixels": nodata,
+            "source_tiles": {k: len(v) for k, v in split_tiles.items()},
+        }
+    return StudyData(source, files, tree["classes"], None, tree["bands"], summary, None)
+
+
+def _tree_tiles(cfg, tree: dict, seed: int, sizes: dict) -> dict[str, list[int]]:
+    """Whole tiles of the tree into test, then validation, until each has its chips; the rest for training."""
+    root, tile = cfg.get("data_root"), int(cfg.get("tile"))
+    n_tiles = len(tree["names"])
+    order = np.random.default_rng(seed).permutation(n_tiles)
+    split_tiles: dict[str, list[int]] = {"test": [], "val": [], "rest": []}
+    counts = {"test": 0, "val": 0}
+    for i in order:  # whole tiles into test, then val, until each has its chips
+        n_chips = (tree["images"][i].shape[1] // tile) * (tree["images"][i].shape[2] // tile)
+        for name in ("test", "val"):
+            if counts[name] < sizes[name]:
+                split_tiles[name].append(int(i))
+                counts[name] += n_chips
+                break
+        else:
+            split_tiles["rest"].append(int(i))
+    if not split_tiles["rest"]:
+        raise DataError(
+            f"data_root {root}: {n_tiles} tile(s) give no tiles left for "
+            f"pretraining and fine-tuning after {sizes['val'] + sizes['test']} test and validation chips of {tile} px; "
+            "add tiles or lower n_test_tiles / n_val_tiles"
+        )
+    return split_tiles
+
+
+def _tree_chips(cfg, tree: dict, seed: int, sizes: dict, split_tiles: dict) -> dict:
+    """Split name -> (chips, noisy masks or None, clean masks): the training chips drawn from the rest."""
+    tile = int(cfg.get("tile"))
+
+    def gather(indices):
+        xs, noisy, clean = [], [], []
+        for i in indices:
+            for x, (n, c) in chips(tree["images"][i], [tree["noisy"][i], tree["clean"][i]], tile):
+                xs.append(x), noisy.append(n), clean.append(c)
+        return xs, noisy, clean
+
+    parts = {name: gather(idx) for name, idx in split_tiles.items()}
+    rest_x, rest_noisy, rest_clean = parts["rest"]
+    pick = np.random.default_rng(seed + 1).permutation(len(rest_x))
+    pre_idx, ft_idx = pick[: sizes["pretrain"]], pick[: sizes["finetune"]]
+    if len(ft_idx) < sizes["finetune"]:
+        raise DataError(
+            f"data_root {cfg.get('data_root')}: {len(rest_x)} chips left for fine-tuning, fewer than "
+            f"the largest k ({sizes['finetune']}); add tiles or lower k_values / task_b_k"
+        )
+    return {
+        "pretrain": (
+            [rest_x[i] for i in pre_idx],
+            [rest_noisy[i] for i in pre_idx],
+            [rest_clean[i] for i in pre_idx],
+        ),
+        "finetune": ([rest_x[i] for i in ft_idx], None, [rest_clean[i] for i in ft_idx]),
+        "val": (parts["val"][0], None, parts["val"][2]),
+        "test": (parts["test"][0], None, parts["test"][2]),
+    }
+
+
+def _tree_split(cfg, tree: dict, seed: int, sizes: dict):
+    """One seed's arrays of the tree: chips per split, no-data masked out of every loss, normalised by the
+    pretraining chips, the sweep's synthetic noise on the clean pretraining labels."""
+    tile, classes_a, bands = int(cfg.get("tile")), tree["classes"], tree["bands"]
+    split_tiles = _tree_tiles(cfg, tree, seed, sizes)
+    named = _tree_chips(cfg, tree, seed, sizes, split_tiles)
+    arrays, nodata = {}, 0
+    for name, (xs, noisy, clean) in named.items():
+        if not xs:
+            raise DataError(f"data_root {cfg.get('data_root')}: no {tile} px chips for the {name} split")
+        images, masks, counts = landcover.prepare_tiles(
+            np.stack(xs),
+            np.stack(clean),
+            len(bands),
+            len(classes_a),
+            names=[f"{name} chip {i}" for i in range(len(xs))],
+            fill_value=np.nan,
+        )
+        nodata += counts["nodata_pixels"]
+        arrays[f"x_{name}"], arrays[f"a_{name}"] = images, masks
+        if noisy is not None:
+            arrays[f"a_{name}_real"] = np.where(masks == IGNORE_INDEX, IGNORE_INDEX, np.stack(noisy))
+    mean, std = band_statistics(arrays["x_pretrain"])
+    for name in named:
+        x = normalise(arrays[f"x_{name}"], mean, std)
+        arrays[f"x_{name}"] = np.nan_to_num(x, nan=0.0)  # no-data pixels: filled, and masked to 255 above
+    clean = arrays["a_pretrain"]
+    rates = {"clean": 0.0, "real": label_noise.noise_rate(clean, arrays["a_pretrain_real"])}
+    for level in sweep_levels(cfg):
+        noisy = noisy_labels(None, clean, list(cfg.get("noise_models")), level, 1000 * seed + 5, len(classes_a))
+        arrays[f"a_pretrain_{label_key(level)}"] = np.where(clean == IGNORE_INDEX, IGNORE_INDEX, noisy)
+        rates[label_key(level)] = label_noise.noise_rate(clean, noisy)
+    arrays["norm"] = np.stack([mean, std])
+    return arrays, named, split_tiles, nodata, rates
+
+
+# ---- the real Sentinel-2 patch (a figure of real class geometry under the noise models)
+
+
+def shared_patch_root() -> Path | None:
+    """The eo-learn patch under ``LABKIT_SHARED_DATA`` (``remote_sensing/eolearn_testeopatch_slovenia``), if set."""
+    import os
+
+    base = os.environ.get("LABKIT_SHARED_DATA")
+    return Path(base) / "remote_sensing" / "eolearn_testeopatch_slovenia" if base else None
+
+
+def real_patch(
+    root: str | Path | None, severity: float = 0.3, noise_models: Sequence[str] = DEFAULT_NOISE, seed: int = 0
+) -> tuple[dict | None, dict]:
+    """The eo-learn Sentinel-2 patch under ``root`` with its LULC label and a noisy copy: ``(patch, summary)``,
+    ``patch`` None when ``root`` is None or absent (the summary says why). ``patch``: ``image`` (C, H, W),
+    ``bands``, ``mask`` and ``noisy`` (H, W); the summary counts no-data pixels and each class's."""
+    if root is None:
+        return None, {"available": False, "reason": "no patch folder given (LABKIT_SHARED_DATA unset)"}
+    try:
+        image, mask, meta = landcover.load_eolearn_patch(root)
+    except DataError as exc:
+        return None, {"available": False, "reason": str(exc)}
+    ka = len(landcover.task_legend(TASK_A)[0])
+    images, masks, counts = landcover.prepare_tiles(
+        image[None], mask[None], len(meta["bands"]), ka, names=[f"{root}/REFERENCE_SCENES.npy scene {meta['scene']}"]
+    )
+    models = [m for m in noise_models if m != "sensor_rule"]  # the patch has no surface height (nDSM)
+    skipped = [m for m in noise_models if m == "sensor_rule"]
+    noisy = (
+        label_noise.make_noise(models, severity, ka)(masks[0], np.random.default_rng(seed))
+        if models
+        else masks[0].copy()
+    )
+    labelled = masks[0] != IGNORE_INDEX
+    summary = {
+        "available": True,
+        "pixels": int(masks[0].size),
+        "labelled_pixels": int(labelled.sum()),
+        "nodata_label_pixels": int((~labelled).sum()),
+        "nan_image_pixels": counts["nodata_pixels"],
+        "class_pixels": {n: int((masks[0] == i).sum()) for i, n in enumerate(landcover.task_legend(TASK_A)[0])},
+        "noisy_pixel_rate": label_noise.noise_rate(masks[0], noisy),
+        "noise_models": models,
+        "noise_models_skipped": {m: "needs a surface height (nDSM) the patch lacks" for m in skipped},
+    }
+    patch = {"image": images[0], "bands": meta["bands"], "mask": masks[0], "noisy": noisy, "severity": severity}
+    return patch, summary

@@ -1,0 +1,539 @@
+"""The experiment: three cached grids and the layer-wise analysis, gathered into ``Runs``.
+
+1. **Pretraining** (grid ``noisy_label_pretraining-pretrain``): per seed, one initial U-Net pretrained on the clean
+   labels, on the clean labels **in another data order** (the null of the layer-wise measure), and on noisy labels
+   at each severity of the sweep. Each is a cached task; its weights go to a file whose digest enters every
+   fine-tuning task's fingerprint.
+2. **Fine-tuning** (grid ``noisy_label_pretraining-finetune``): init x k x seed; every run on k tiles trains for the
+   steps measured for random initialisation to plateau on k tiles (validation mIoU along training is recorded and
+   checked), from the same decoder initialisation and data order. Extra ``regime_seeds`` run random init at the
+   fewest and the most tiles for the label-limited precondition. The floor (the most frequent class everywhere) and
+   a per-pixel QDA (grid ``noisy_label_pretraining-qda``, the classical reference) are rows of the same tables.
+3. **Probes** (grid ``noisy_label_pretraining-probe``): per claim seed, the main noisy-pretrained encoder and the same
+   U-Net's random-init encoder, frozen, each read out by a linear per-pixel head (:class:`tasks.LinearProbe`)
+   trained ``probe_steps`` steps on the fewest clean tiles of task A: what "features learned" reads.
+4. The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`) of clean- vs noisy-pretrained
+   weights and of the clean null, and CKA of encoder features against the same null.
+
+The first seed's noisy-pretrained, full-depth ResNet-18 encoder is saved as the labkit checkpoint
+``noisy-pretrained-unet-r18`` (:mod:`labkit.methods.noisy_label_encoder`; the SAR study consumes it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from labkit.core.claims import BUDGET_KEYS, missing_budget
+from labkit.core.grid import Grid
+from labkit.methods import weight_analysis
+from labkit.methods.noisy_label_encoder import (  # noqa: F401  (produce_pretrained_encoder: the face re-exports it)
+    CHECKPOINT_NAME,
+    checkpoint_meta,
+    produce_pretrained_encoder,
+    save_pretrained_encoder,
+)
+from labkit.studies.base import Runs, Stopwatch, grid_options, grids_since, regime_seeds, run_grids, task_device
+from labkit.studies.noisy_label_pretraining.claims import claim_tables
+from labkit.studies.noisy_label_pretraining.data import (
+    STUDY,
+    StudyData,
+    check_data_parameters,
+    finetune_steps,
+    label_key,
+    main_noisy_key,
+    make_data,
+    steps_for_k,
+    sweep_levels,
+    validate_settings,
+)
+from labkit.studies.noisy_label_pretraining.tasks import (
+    TASK_A,
+    TASK_B,
+    _load_arrays,
+    _model_from,
+    finetune_task,
+    pretrain_task,
+    probe_task,
+    qda_task,
+)
+from labkit.studies.noisy_label_pretraining.weights import external_encoder, weights_file
+
+#: Initialisations run at the fewest tiles only: claim 2 reads the fresh-decoder arm there and the headroom
+#: precondition the clean upper bound; at more tiles every initialisation converges (measured: all within 0.015 mIoU
+#: at k=32, where random init on 8x the tiles is the label-rich reference), so those runs would only cost time.
+FEWEST_TILES_ONLY = ("noisy_encoder", "clean_full")
+#: "features learned" precondition: the frozen linear probe's steps when the preset names none, and its learning
+#: rate (a linear head on fixed features takes a larger step than fine-tuning a whole network).
+PROBE_STEPS = 100
+PROBE_LR = 1e-2
+#: The probes table: one frozen linear probe per seed and encoder.
+PROBE_COLUMNS = ["seed", "task", "init", "k", "pretraining", "miou", "pixel_accuracy", "steps", "seconds"]
+#: What identifies a fine-tuning run in the budgets table (the claims' filters read these columns).
+FT_KEYS = ("seed", "task", "init", "k", "pretraining")
+BUDGET_TABLE_COLUMNS = ["grid", "stage", "seed", "labels", "order", *FT_KEYS[1:], "regime", *BUDGET_KEYS, "missing"]
+#: What a pretraining record gives the pretraining table.
+PRETRAIN_COLUMNS = (
+    "pixel_noise_rate",
+    "final_loss",
+    "trivial_loss",
+    "loss_ratio",
+    "clean_val_loss",
+    "clean_val_prior_loss",
+    "clean_val_train_prior_loss",
+    "clean_val_trivial_loss",
+    "clean_loss_ratio",
+    "test_miou",
+    "steps",
+    "seconds",
+)
+#: One torch thread per task: measured faster here (see README).
+THREADS = 1
+
+
+def settings(cfg, data: StudyData) -> dict:
+    """The run's settings, resolved once from ``cfg`` and the data (every table and figure reads them)."""
+    k_values = sorted(int(k) for k in cfg.get("k_values"))
+    return {
+        "seeds": [int(s) for s in cfg.get("seeds")],
+        "data_source": data.source,
+        "tile": int(cfg.get("tile")),
+        "encoder": cfg.get("encoder"),
+        "encoder_depth": int(cfg.get("encoder_depth")),
+        "bands": list(data.bands),
+        "decoder_width": int(cfg.get("decoder_width")),
+        "batch_size": int(cfg.get("batch_size")),
+        "lr": float(cfg.get("lr")),
+        "finetune_lr": float(cfg.get("finetune_lr")),
+        "n_pretrain_tiles": int(cfg.get("n_pretrain_tiles")),
+        "pretrain_steps": int(cfg.get("pretrain_steps")),
+        "finetune_steps": finetune_steps(cfg),
+        "regime_seeds": [v for v in regime_seeds(cfg) if v not in cfg.get("seeds")],
+        "eval_points": int(cfg.get("eval_points")),
+        "k_values": k_values,
+        "n_val_tiles": int(cfg.get("n_val_tiles")),
+        "n_test_tiles": int(cfg.get("n_test_tiles")),
+        "noise_models": list(cfg.get("noise_models")),
+        "noise_severity": float(cfg.get("noise_severity")),
+        "main_noisy_labels": main_noisy_key(cfg),
+        "noise_levels": sweep_levels(cfg),
+        "sweep_k": int(cfg.get("sweep_k") or k_values[0]),
+        "task_b_k": int(cfg.get("task_b_k")),
+        "inits": list(cfg.get("inits")),
+        "encoder_weights": str(cfg.get("encoder_weights")),
+        "kl_bins": int(cfg.get("kl_bins")),
+        "layer_sample": int(cfg.get("layer_sample")),
+        "plateau_max_gain": float(cfg.get("plateau_max_gain")),
+        "probe_steps": int(cfg.get("probe_steps", PROBE_STEPS)),
+        "probe_lr": PROBE_LR,
+        "label_limited_margin": float(cfg.get("label_limited_margin")),
+        "executor": cfg.get("executor", "serial"),
+        "device": str(cfg.get("device", "cpu")),
+    }
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What every grid of a run shares: the data, the settings, the device, the network and the label sets."""
+
+    data: StudyData
+    s: dict
+    device: str
+    model: dict  # the U-Net's parameters, as every task receives them
+    main: str  # the main noisy label set
+    label_sets: list
+    severity_of: dict  # label set -> severity (clean 0, the real noisy labels NaN)
+    unavailable: dict  # arm or claim part -> what to provide
+    save_checkpoint: bool  # the parameter: save the named checkpoint (of a ResNet-18 encoder only)
+
+    @property
+    def save(self) -> bool:
+        return self.save_checkpoint and self.s["encoder"] == "resnet18"
+
+
+def _setup(cfg, data: StudyData) -> _Setup:
+    s = settings(cfg, data)
+    ka = len(data.classes_a)
+    model = {
+        "encoder": s["encoder"],
+        "encoder_depth": s["encoder_depth"],
+        "in_channels": len(data.bands),
+        "decoder_width": s["decoder_width"],
+        "num_classes": ka,
+        "num_classes_b": len(data.classes_b) if data.classes_b else ka,
+    }
+    main = s["main_noisy_labels"]
+    unavailable: dict[str, str] = {}
+    if data.classes_b is None:
+        unavailable[TASK_B] = (
+            "the data have one class definition (one legend); the second task needs another "
+            "(data_source=simulated only)"
+        )
+    return _Setup(
+        data,
+        s,
+        task_device(cfg),
+        model,
+        main,
+        ["clean"] + sorted({main} | {label_key(v) for v in s["noise_levels"]}),
+        {label_key(v): v for v in s["noise_levels"]} | {"clean": 0.0, "real": float("nan")},
+        unavailable,
+        bool(cfg.get("save_checkpoint", False)),
+    )
+
+
+def _budget_row(record: Mapping, grid: str, **keys) -> dict:
+    """One trained run's budget (``record["budget"]``) with the keys the claims filter on; ``missing`` names the
+    budget keys the record lacks (empty when it carries a full budget)."""
+    budget = record.get("budget") if isinstance(record.get("budget"), Mapping) else {}
+    return {
+        "grid": grid,
+        **keys,
+        **{k: budget.get(k) for k in BUDGET_KEYS},
+        "missing": ", ".join(missing_budget(record)),
+    }
+
+
+# ---- grid 1: pretraining (clean, clean in another data order = the null, each noisy label set)
+
+
+def _pretrain_grid(run: _Setup) -> Grid:
+    s, files = run.s, run.data.files
+    pre = Grid(f"{STUDY}-pretrain", pretrain_task)
+    train = dict(model=run.model, steps=s["pretrain_steps"], batch_size=s["batch_size"], lr=s["lr"], device=run.device)
+    if run.save:  # the named checkpoint: a full-depth ResNet-18 on the first seed's main noisy labels (longest: first)
+        seed = s["seeds"][0]
+        pre.add(data=files[seed], seed=seed, labels=run.main, order=0, **train, depth=5)
+    for seed in s["seeds"]:
+        for labels in run.label_sets:
+            pre.add(data=files[seed], seed=seed, labels=labels, order=0, **train)
+        pre.add(data=files[seed], seed=seed, labels="clean", order=1, **train)
+    return pre
+
+
+def _pretrain(cfg, run: _Setup, progress) -> dict:
+    """Run the pretraining grid: the pretraining table's rows, each network's weights (in memory and as a file),
+    the named checkpoint's state and every run's budget."""
+    s = run.s
+    pre = _pretrain_grid(run)
+    (result,) = run_grids(cfg, pre, progress=progress, threads=THREADS)
+    rows, states, checkpoint_state, budgets = [], {}, None, []
+    for task, record in zip(result.tasks, result.records):
+        p = task.params
+        stage = "checkpoint" if p.get("depth") == 5 else "pretrain"
+        budgets.append(_budget_row(record, pre.name, stage=stage, seed=p["seed"], labels=p["labels"], order=p["order"]))
+        if p.get("depth") == 5 and s["encoder_depth"] != 5:
+            checkpoint_state = record["state"]
+            continue
+        states[(p["seed"], p["labels"], p["order"])] = record["state"]
+        severity = run.severity_of.get(p["labels"], np.nan)
+        rows.append(
+            {"seed": p["seed"], "labels": p["labels"], "order": p["order"], "severity": severity}
+            | {k: record[k] for k in PRETRAIN_COLUMNS}
+        )
+        first_main = p["seed"] == s["seeds"][0] and p["labels"] == run.main and p["order"] == 0
+        if run.save and checkpoint_state is None and s["encoder_depth"] == 5 and first_main:
+            checkpoint_state = record["state"]
+    files = {
+        key: weights_file(state, {"seed": key[0], "labels": key[1], "order": key[2]}) for key, state in states.items()
+    }
+    return {
+        "table": pd.DataFrame(rows),
+        "states": states,
+        "files": files,
+        "checkpoint_state": checkpoint_state,
+        "budgets": budgets,
+    }
+
+
+# ---- grid 2: fine-tuning (init x k x seed, the sweep, the second task)
+
+
+def _finetune_grid(run: _Setup, files: dict, external: dict | None) -> tuple[Grid, list[dict], int]:
+    """The fine-tuning grid, each task's table keys (in task order) and how many regime-seed runs lead it."""
+    s = run.s
+    ft = Grid(f"{STUDY}-finetune", finetune_task)
+    metas = []
+
+    def add(seed, task, init, k, labels):
+        if init == "random":
+            weights = None
+        elif init == "imagenet":
+            weights = {**external, "part": "encoder"}
+        else:
+            weights = {**files[(seed, labels, 0)], "part": "full" if init.endswith("_full") else "encoder"}
+        ft.add(
+            data=run.data.files[seed],
+            seed=seed,
+            task=task,
+            init=init,
+            k=k,
+            weights=weights,
+            model=run.model,
+            steps=steps_for_k(s["finetune_steps"], s["k_values"], k),
+            eval_points=s["eval_points"],
+            batch_size=s["batch_size"],
+            lr=s["finetune_lr"],
+            device=run.device,
+        )
+        severity = (
+            run.severity_of.get(labels, np.nan)
+            if init.startswith("noisy")
+            else (0.0 if init.startswith("clean") else np.nan)
+        )
+        pretraining = {"random": "none", "imagenet": "external"}.get(init, labels)
+        metas.append(
+            {"seed": seed, "task": task, "init": init, "k": k, "pretraining": pretraining, "severity": severity}
+        )
+
+    # Longest tasks first (the most tiles, then the regime seeds' runs), so the pool does not end on one long run.
+    for seed in s["regime_seeds"]:  # the label-limited precondition's extra seeds: random init, fewest and most tiles
+        for k in (s["k_values"][-1], s["k_values"][0]):
+            add(seed, TASK_A, "random", k, run.main)
+    n_regime = len(metas)
+    for seed in s["seeds"]:
+        for k in sorted(s["k_values"], reverse=True):
+            for init in s["inits"]:
+                if init in run.unavailable or (init in FEWEST_TILES_ONLY and k != s["k_values"][0]):
+                    continue
+                add(seed, TASK_A, init, k, "clean" if init.startswith("clean") else run.main)
+        for level in s["noise_levels"]:
+            if label_key(level) != run.main or s["sweep_k"] not in s["k_values"]:
+                add(seed, TASK_A, "noisy_full", s["sweep_k"], label_key(level))
+        for init in ("random", "noisy_full", "clean_full"):
+            if s["sweep_k"] not in s["k_values"]:
+                add(seed, TASK_A, init, s["sweep_k"], "clean" if init == "clean_full" else run.main)
+        if TASK_B not in run.unavailable:
+            for init in ("random", "noisy_encoder"):
+                add(seed, TASK_B, init, s["task_b_k"], run.main)
+    return ft, metas, n_regime
+
+
+def _finetune(cfg, run: _Setup, files: dict, progress) -> dict:
+    """Resolve the reference encoder, run the fine-tuning grid: rows of the claim seeds, of the regime seeds,
+    the validation curves and every run's budget."""
+    external = None
+    if "imagenet" in run.s["inits"]:
+        external, reason = external_encoder(run.s, len(run.data.classes_a))
+        if reason:
+            run.unavailable["imagenet"] = reason
+    ft, metas, n_regime = _finetune_grid(run, files, external)
+    (result,) = run_grids(cfg, ft, progress=progress, threads=THREADS)
+    rows, curves, regime, budgets = [], [], [], []
+    outcome = ("miou", "pixel_accuracy", "late_gain", "best_point", "kept_initial", "steps", "seconds")
+    for i, (meta, record) in enumerate(zip(metas, result.records)):
+        keys = {k: meta[k] for k in FT_KEYS}
+        budgets.append(_budget_row(record, ft.name, stage="finetune", regime=i < n_regime, **keys))
+        row = {**meta, **{k: record[k] for k in outcome}}
+        if i < n_regime:
+            regime.append(row)
+            continue
+        rows.append(row)
+        curve = np.asarray(record["curve"], dtype=float)
+        for j, v in enumerate(curve):
+            step = int(round((j + 1) * record["steps"] / len(curve)))
+            curves.append({**meta, "point": j + 1, "step": step, "val_miou": float(v)})
+    return {"rows": rows, "curves": curves, "regime": regime, "budgets": budgets}
+
+
+# ---- grid 3: frozen linear probes (the "features learned" precondition)
+
+
+def _probes(cfg, run: _Setup, files: dict, progress) -> dict:
+    """The main noisy-pretrained encoder and the random-init one, frozen, a linear head trained on the fewest clean
+    tiles of task A for probe_steps steps."""
+    s = run.s
+    probe = Grid(f"{STUDY}-probe", probe_task)
+    metas = []
+    for seed in s["seeds"]:
+        for init, weights, labels in (
+            ("noisy_encoder", {**files[(seed, run.main, 0)], "part": "encoder"}, run.main),
+            ("random", None, "none"),
+        ):
+            probe.add(
+                data=run.data.files[seed],
+                seed=seed,
+                init=init,
+                k=s["k_values"][0],
+                weights=weights,
+                model=run.model,
+                steps=s["probe_steps"],
+                batch_size=s["batch_size"],
+                lr=s["probe_lr"],
+                device=run.device,
+            )
+            metas.append({"seed": seed, "task": TASK_A, "init": init, "k": s["k_values"][0], "pretraining": labels})
+    (result,) = run_grids(cfg, probe, progress=progress, threads=THREADS)
+    rows, budgets = [], []
+    for meta, record in zip(metas, result.records):
+        budgets.append(_budget_row(record, probe.name, stage="probe", regime=False, **meta))
+        rows.append({**meta, **{k: record[k] for k in ("miou", "pixel_accuracy", "steps", "seconds")}})
+    return {"rows": rows, "budgets": budgets}
+
+
+# ---- grid 4: the classical reference (per-pixel QDA) and the floor
+
+
+def _references(cfg, run: _Setup, progress) -> list[dict]:
+    """QDA and the floor (the most frequent class everywhere) at every k a claim compares at (the sweep's k too),
+    as rows of the fine-tuning table."""
+    s = run.s
+    qda = Grid(f"{STUDY}-qda", qda_task)
+    for seed in s["seeds"]:
+        for k in sorted(set(s["k_values"]) | {s["sweep_k"]}):
+            qda.add(data=run.data.files[seed], seed=seed, task=TASK_A, k=k, num_classes=len(run.data.classes_a))
+    result = qda.run(executor="serial", progress=grid_options(cfg, progress=progress)["progress"])
+    rows = []
+    for task, record in zip(result.tasks, result.records):
+        for init, prefix in (("qda", ""), ("majority", "majority_")):
+            rows.append(
+                {
+                    "seed": task.params["seed"],
+                    "task": TASK_A,
+                    "init": init,
+                    "k": task.params["k"],
+                    "pretraining": "none",
+                    "severity": np.nan,
+                    "miou": record[f"{prefix}miou"],
+                    "pixel_accuracy": record[f"{prefix}pixel_accuracy"],
+                    "late_gain": np.nan,
+                    "best_point": 0,
+                    "kept_initial": False,
+                    "steps": 0,
+                    "seconds": record["seconds"] if init == "qda" else 0.0,
+                }
+            )
+    return rows
+
+
+# ---- the layer-wise measure with its null, and CKA of encoder features against the same null
+
+COMPARISONS = (("clean vs noisy", "noisy"), ("clean vs clean, other data order (null)", "null"))
+
+
+def _layerwise(run: _Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    s, ka = run.s, len(run.data.classes_a)
+    layer_frames, cka_frames = [], []
+    for seed in s["seeds"]:
+        init_state = {k: v.detach() for k, v in _model_from(run.model, ka, 1000 * seed + 11).state_dict().items()}
+        as_t = lambda st: {k: torch.as_tensor(v) for k, v in st.items()}  # noqa: E731
+        pretrained = {
+            "clean": as_t(states[(seed, "clean", 0)]),
+            "null": as_t(states[(seed, "clean", 1)]),
+            "noisy": as_t(states[(seed, run.main, 0)]),
+        }
+        for name, other in COMPARISONS:
+            df = weight_analysis.layerwise_divergence(
+                pretrained["clean"],
+                pretrained[other],
+                init_state,
+                sample=s["layer_sample"],
+                bins=s["kl_bins"],
+                seed=seed,
+            )
+            df.insert(0, "comparison", name)
+            df.insert(0, "seed", seed)
+            layer_frames.append(df)
+        arrays = _load_arrays(run.data.files[seed]["path"], run.data.files[seed]["digest"])
+        images = torch.as_tensor(arrays["x_test"][:8])
+        nets = {}
+        for key in ("clean", "null", "noisy"):
+            nets[key] = _model_from(run.model, ka, 0)
+            nets[key].load_state_dict(pretrained[key])
+        for name, other in COMPARISONS:
+            df = weight_analysis.encoder_feature_cka(nets["clean"].encoder, nets[other].encoder, images, seed=seed)
+            df.insert(0, "comparison", name)
+            df.insert(0, "seed", seed)
+            cka_frames.append(df)
+    return pd.concat(layer_frames, ignore_index=True), pd.concat(cka_frames, ignore_index=True)
+
+
+# ---- the checkpoint another study uses
+
+
+def _checkpoint(run: _Setup, pretrain: pd.DataFrame, state) -> dict:
+    """Save the first seed's full-depth noisy-pretrained ResNet-18 encoder as ``noisy-pretrained-unet-r18``.
+
+    Returns ``{"saved": bool, "path" or "reason": str}`` for the report."""
+    s = run.s
+    if not run.save_checkpoint:
+        return {"saved": False, "reason": "save_checkpoint is false"}
+    if s["encoder"] != "resnet18":
+        return {
+            "saved": False,
+            "reason": f"encoder is {s['encoder']}; '{CHECKPOINT_NAME}' holds ResNet-18 only "
+            "(the SAR study produces its own with produce_pretrained_encoder)",
+        }
+    if state is None:
+        return {"saved": False, "reason": "no full-depth noisy-pretrained encoder in the results"}
+    if s["pretrain_steps"] == 0:
+        return {"saved": False, "reason": "pretrain_steps=0: the encoder was never pretrained (its initial weights)"}
+    seed, main, data = s["seeds"][0], run.main, run.data
+    norm = _load_arrays(data.files[seed]["path"], data.files[seed]["digest"])["norm"]
+    row = pretrain[(pretrain.seed == seed) & (pretrain.labels == main) & (pretrain.order == 0)].iloc[0]
+    meta = checkpoint_meta(
+        data.bands,
+        data.classes_a,
+        s["noise_models"] if main != "real" else ["real labels_noisy"],
+        s["noise_severity"] if main != "real" else float("nan"),
+        norm[0],
+        norm[1],
+        s["encoder"],
+        {
+            "n_tiles": s["n_pretrain_tiles"],
+            "steps": s["pretrain_steps"],
+            "tile": s["tile"],
+            "seed": seed,
+            "pixel_noise_rate": float(row.pixel_noise_rate),
+            "decoder_width": s["decoder_width"],
+            "data_source": data.source,
+            "produced_by": f"{STUDY} notebook",
+        },
+    )
+    return {"saved": True, "path": str(save_pretrained_encoder(state, meta))}
+
+
+# ---- the run
+
+
+def run(cfg, data: StudyData | None = None, progress: bool | None = None) -> Runs:
+    """Every experiment of the study for each seed of ``cfg`` (see the module docstring), gathered into ``Runs``:
+    the frames by name (``tables``: what the claims judge and what the tables and figures read), the arms that could
+    not run and why (``unavailable``), the claims' context, the settings, the data and the checkpoint saved
+    (``examples``)."""
+    with Stopwatch() as clock:
+        check_data_parameters(cfg)
+        validate_settings(cfg)
+        data = data or make_data(cfg)
+        setup = _setup(cfg, data)
+        pre = _pretrain(cfg, setup, progress)
+        ft = _finetune(cfg, setup, pre["files"], progress)
+        probes = _probes(cfg, setup, pre["files"], progress)
+        finetune = ft["rows"] + _references(cfg, setup, progress)
+        layers, cka = _layerwise(setup, pre["states"])
+        checkpoint = _checkpoint(setup, pre["table"], pre["checkpoint_state"])
+    patch = (data.real_patch or {}).get("summary") or {"available": False, "reason": "not loaded (make_data alone)"}
+    runs = Runs(
+        tables={
+            "finetune": pd.DataFrame(finetune),
+            "pretraining": pre["table"],
+            "val_curves": pd.DataFrame(ft["curves"]),
+            "extra_regime_runs": pd.DataFrame(ft["regime"], columns=list(finetune[0]) if finetune else None),
+            "layer_divergence": layers,
+            "cka": cka,
+            "budgets": pd.DataFrame(pre["budgets"] + ft["budgets"] + probes["budgets"], columns=BUDGET_TABLE_COLUMNS),
+            "probes": pd.DataFrame(probes["rows"], columns=PROBE_COLUMNS),
+        },
+        unavailable=setup.unavailable,
+        context={"unavailable": setup.unavailable},
+        examples={"settings": setup.s, "data": data, "checkpoint": checkpoint, "real_patch": patch},
+        grids=grids_since(clock.started),
+        checkpoints=[checkpoint["path"]] if checkpoint["saved"] else [],
+        seconds=clock.seconds,
+    )
+    runs.tables.update(claim_tables(runs))
+    return runs
