@@ -70,6 +70,21 @@ def test_the_tasks_import_nothing_above_them(name):
     assert not bad, f"studies/{name}/tasks.py imports {bad}"
 
 
+def test_each_floor_imports_only_the_floors_below_it(name):
+    # data <- tasks <- experiment <- tables, figures <- claims <- __init__
+    above = {"data": ABOVE_TASKS + ("tasks",), "experiment": ("tables", "figures", "claims"), "tables": ("claims",)}
+    above["figures"] = above["tables"]
+    for module, higher in above.items():
+        imported = _imported_modules(STUDIES_DIR / name / f"{module}.py")
+        bad = sorted(
+            m
+            for m in imported
+            for h in higher
+            if m == f"labkit.studies.{name}.{h}" or m.startswith(f"labkit.studies.{name}.{h}.")
+        )
+        assert not bad, f"studies/{name}/{module}.py imports {bad}, above it"
+
+
 def test_an_edit_to_a_table_figure_or_claim_leaves_every_grid_fingerprint_unchanged(name):
     # a task's fingerprint covers the code of these modules and nothing else
     reached = set(code_modules(f"labkit.studies.{name}.tasks"))

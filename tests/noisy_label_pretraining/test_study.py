@@ -12,8 +12,10 @@ from labkit.core.checkpoints import load_checkpoint
 from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, judge, judge_all
 from labkit.core.errors import DataError, ParameterError, WeightsUnavailableError
 from labkit.core.params import Config, load_spec
+from labkit.methods.noisy_label_encoder import produce_pretrained_encoder
 from labkit.models.segmentation import create_segmenter
 from labkit.studies import noisy_label_pretraining as study
+from labkit.studies.noisy_label_pretraining.claims import claim_tables
 
 TINY = dict(
     seeds=[0],
@@ -59,7 +61,7 @@ def config(**values) -> Config:
 
 
 def test_produce_pretrained_encoder_loads_into_a_resnet18_unet_encoder():
-    path = study.produce_pretrained_encoder(n_tiles=8, epochs=1, tile=32, progress=False)
+    path = produce_pretrained_encoder(n_tiles=8, epochs=1, tile=32, progress=False)
     assert path.name == "noisy-pretrained-unet-r18.safetensors" and path.exists()
     state, meta = load_checkpoint(path)
     model = create_segmenter("unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3)
@@ -76,7 +78,7 @@ def test_produce_pretrained_encoder_loads_into_a_resnet18_unet_encoder():
 
 def test_produce_refuses_other_encoders():
     with pytest.raises(ValueError, match="ResNet-18"):
-        study.produce_pretrained_encoder(n_tiles=4, encoder="resnet10t", progress=False)
+        produce_pretrained_encoder(n_tiles=4, encoder="resnet10t", progress=False)
 
 
 def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
@@ -86,7 +88,7 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert set(ft.seed) == {0} and set(runs.tables["pretraining"].seed) == {0}
     regime = runs.tables["extra_regime_runs"]
     assert set(zip(regime.seed, regime.init, regime.k)) == {(1, "random", 2), (1, "random", 4)}
-    assert set(runs.tables["regime"].seed) == {0, 1}
+    assert set(claim_tables(runs)["regime"].seed) == {0, 1}
     lulc = ft[ft.task == "lulc"]
     for init in ["random", "noisy_full", "qda", "majority"]:
         assert set(lulc[lulc.init == init].k) == {2, 4}, init
@@ -524,7 +526,7 @@ def untrained():
         "smoke", {"seeds": [0, 1, 2], "pretrain_steps": 0, "noise_levels": [0.3, 0.6, 1.0], "executor": "serial"}
     )
     runs = study.run(cfg, progress=False)
-    return cfg, runs, runs.tables
+    return cfg, runs, {**runs.tables, **claim_tables(runs)}
 
 
 def _judged(cfg, runs, tables):

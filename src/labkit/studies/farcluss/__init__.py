@@ -36,4 +36,3 @@ __getattr__, __dir__ = lazy_face(
         "figures": "figures",
     },
 )
-

@@ -17,17 +17,9 @@ Every name is imported on first use, so that a grid worker importing :mod:`.task
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-
 from labkit.studies.base import lazy_face
 
-#: Face functions named like the submodule that defines each: the import system sets a package's attribute to every
-#: submodule it loads, which would replace them, so the face keeps them (``_Face``) and resolves them itself.
-_FUNCTIONS = ("data", "claims", "plan")
-
-_lazy, __dir__ = lazy_face(
+__getattr__, __dir__ = lazy_face(
     __name__,
     {
         # the face
@@ -62,30 +54,6 @@ _lazy, __dir__ = lazy_face(
         "train": "tasks",
         "score": "tasks",
         "late_gain": "tasks",
-        # the named checkpoint and its recipe (labkit.methods.noisy_label_encoder), by the path its spec declares
         "CHECKPOINT_NAME": "experiment",
-        "produce_pretrained_encoder": "experiment",
     },
 )
-
-
-def __getattr__(name: str):
-    """A face name, imported on first use (``lazy_face``); ``data``, ``claims`` and ``plan``: the functions."""
-    if name in _FUNCTIONS:
-        return getattr(importlib.import_module(f"{__name__}.{name}"), name)
-    return _lazy(name)
-
-
-class _Face(types.ModuleType):
-    """This package's module type: loading the submodule ``data``, ``claims`` or ``plan`` leaves the face's
-    function of that name in place. The modules stay reachable as ``from labkit.studies.noisy_label_pretraining.data
-    import ...`` and through ``importlib.import_module``; an attribute path (``...noisy_label_pretraining.data.X``,
-    ``import ... .data as m``) reaches the function."""
-
-    def __setattr__(self, name, value):
-        if name in _FUNCTIONS and isinstance(value, types.ModuleType):
-            return  # the submodule stays in sys.modules; the face's name keeps the function
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Face

@@ -400,7 +400,9 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
 
 
 def claims(cfg, runs: Runs) -> list[Claim]:
-    """The claims of this run: the arms that could not run say so."""
+    """The claims of this run (the arms that could not run say so), with the tidy tables they are judged on added
+    to ``runs.tables`` (derived from the run's frames here, where the claims are, not in the experiment)."""
+    runs.tables.update(claim_tables(runs))
     return declare_claims(cfg, **runs.context)
 
 

@@ -22,10 +22,11 @@ from labkit.core.errors import DataError, ParameterError
 from labkit.data import label_noise, landcover
 from labkit.data.geotiff_tree import chips, load_geotiff_tree
 from labkit.methods.noisy_label_encoder import DEFAULT_NOISE, band_statistics, noisy_labels, normalise
+from labkit.methods.unet_training import IGNORE_INDEX
 from labkit.studies.base import Arm, arm_labels, regime_seeds
-from labkit.studies.noisy_label_pretraining.tasks import IGNORE_INDEX, TASK_A, TASK_B
 
 NAME = STUDY = "noisy_label_pretraining"
+TASK_A, TASK_B = "lulc", "structure"  # the land-cover task the encoder is pretrained on, and the new-classes task
 INITS = ("random", "noisy_encoder", "noisy_full", "clean_full", "imagenet")
 #: The rows of every table: the initialisations fine-tuned (each the colour of its place in INITS), the
 #: clean-pretrained upper bound, the classical reference and the floor (read against, never claimed).

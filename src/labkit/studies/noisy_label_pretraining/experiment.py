@@ -31,14 +31,12 @@ import torch
 from labkit.core.claims import BUDGET_KEYS, missing_budget
 from labkit.core.grid import Grid
 from labkit.methods import weight_analysis
-from labkit.methods.noisy_label_encoder import (  # noqa: F401  (produce_pretrained_encoder: the face re-exports it)
+from labkit.methods.noisy_label_encoder import (
     CHECKPOINT_NAME,
     checkpoint_meta,
-    produce_pretrained_encoder,
     save_pretrained_encoder,
 )
 from labkit.studies.base import Runs, Stopwatch, grid_options, grids_since, regime_seeds, run_grids, task_device
-from labkit.studies.noisy_label_pretraining.claims import claim_tables
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
     StudyData,
@@ -535,5 +533,4 @@ def run(cfg, data: StudyData | None = None, progress: bool | None = None) -> Run
         checkpoints=[checkpoint["path"]] if checkpoint["saved"] else [],
         seconds=clock.seconds,
     )
-    runs.tables.update(claim_tables(runs))
     return runs

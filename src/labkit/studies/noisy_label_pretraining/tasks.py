@@ -28,8 +28,8 @@ from labkit.methods.unet_training import (  # noqa: F401  (the U-Net and its tra
     score,
     train,
 )
+from labkit.studies.noisy_label_pretraining.data import TASK_A, TASK_B
 
-TASK_A, TASK_B = "lulc", "structure"
 #: Fine-tuning validation score: the gain over the last fifth of training must stay below a bound (plateau).
 PLATEAU_FRACTION = 0.2
 
