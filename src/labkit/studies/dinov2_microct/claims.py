@@ -4,6 +4,8 @@ kit's one judge on the runs' tables; and the headline metrics."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from labkit.core.claims import Check, Claim, Compare, Precondition
@@ -123,6 +125,198 @@ def no_random_control(cfg) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Vit:
+    """What one ViT kind's claims read: the LoRA heads run, the LoRA head and the best method chosen on the
+    in-distribution split, and why LoRA cannot be judged (None when it can)."""
+
+    kind: str
+    lora_heads: list[str]
+    lora_choice: str
+    best: str
+    no_lora: str | None
+
+
+def _vit(cfg, kind: str, pick: dict[str, str], unavailable: dict[str, str]) -> _Vit:
+    lora_heads = list(cfg.lora_heads)
+    no_lora = unavailable.get(f"lora:{kind}") or (
+        None
+        if kind in cfg.lora_backbones and lora_heads
+        else "not evaluated: LoRA was not run for this backbone in this preset; add it to parameter lora_backbones "
+        "(and a head to lora_heads), or run the paper preset"
+    )
+    return _Vit(
+        kind,
+        lora_heads,
+        pick.get("lora", f"{lora_heads[0]} head + LoRA" if lora_heads else "linear head + LoRA"),
+        pick.get("best", DEFAULT_CHOICE),
+        no_lora,
+    )
+
+
+# Each claim below: (id, comparisons, preconditions, why it cannot be judged or None, note)
+
+
+def _knn_classification(v: _Vit, ks: list[int], unavailable: dict[str, str]) -> tuple:
+    """1. kNN classification near perfect at every judged k, and one t-SNE cluster per rock."""
+    c1 = [
+        Compare(
+            "accuracy",
+            a={"arm": v.kind, "probe": "knn", "feature": "cls", "k": k},
+            b=NEAR_PERFECT_ACCURACY,
+            table="classification",
+            label=f"kNN accuracy (k={k}) > {NEAR_PERFECT_ACCURACY}",
+            effect=0.0,
+            effect_source=THRESHOLD_SOURCE,
+        )
+        for k in ks
+    ]
+    c1.append(
+        Compare(
+            "tsne_silhouette",
+            a={"arm": v.kind},
+            b=CLUSTER_SILHOUETTE,
+            table="embeddings",
+            label=f"t-SNE silhouette of the rocks > {CLUSTER_SILHOUETTE}",
+            effect=0.0,
+            effect_source=THRESHOLD_SOURCE,
+        )
+    )
+    why_not = (
+        None if ks else "not evaluated: no k of parameter knn_ks is below the training slices per rock; add a smaller k"
+    ) or unavailable.get("tsne")
+    note = "judged at k = " + ", ".join(map(str, ks)) + " (below the training slices per rock)"
+    return "c1_knn_rock_classification", c1, [], why_not, note
+
+
+def _linear_head_beats_classical(v: _Vit) -> tuple:
+    """2. The linear head vs every classical pipeline, third rock."""
+    compare = [
+        Compare(
+            "miou",
+            a=_seg("linear head (frozen)", v.kind),
+            b=_seg(c, "classical"),
+            table="segmentation",
+            label=f"linear head > {c} (ood_rock)",
+            effect=PRACTICAL_MIOU,
+            effect_source=PRACTICAL_SOURCE,
+        )
+        for c in CLASSICAL
+    ]
+    return "c2_linear_head_beats_classical", compare, [_resolvable(v.kind, "ood_rock", BEST_CLASSICAL)], None, ""
+
+
+def _lora_lifts_heads(v: _Vit) -> tuple:
+    """3. LoRA lifts each frozen head by at least LORA_LIFT, at the same budget."""
+    heads = v.lora_heads or ["linear"]
+    compare = [
+        Compare(
+            "miou",
+            a=_seg(f"{h} head + LoRA", v.kind),
+            b=_seg(FROZEN_OF[h], v.kind),
+            margin=LORA_LIFT,
+            table="segmentation",
+            label=f"{h} head: LoRA - frozen > {LORA_LIFT} (ood_rock)",
+            effect=PAPER_LORA_LIFT.get(h, PAPER_LORA_LIFT["linear"]),
+            effect_source=f"the paper's lift of the {h if h in PAPER_LORA_LIFT else 'linear'} head with LoRA "
+            f"(+{PAPER_LORA_LIFT.get(h, PAPER_LORA_LIFT['linear']):.2f} mIoU)",
+        )
+        for h in heads
+    ]
+    preconditions = [_resolvable(v.kind, "ood_rock", FROZEN_OF[heads[0]], LORA_LIFT)] + [
+        Precondition.same_budget(
+            a={"method": f"{h} head + LoRA", "arm": v.kind},
+            b={"method": FROZEN_OF[h], "arm": v.kind},
+            label=f"the {h} head with LoRA and the frozen {h} head",
+        )
+        for h in heads
+    ]
+    note = (
+        "the lift is LoRA's only if the head trained with LoRA and the frozen head it is compared with had "
+        "the same optimiser steps, batch size and schedule"
+    )
+    return "c3_lora_lifts_heads", compare, preconditions, v.no_lora, note
+
+
+def _lora_beats_unet(v: _Vit) -> tuple:
+    """4. LoRA (head chosen in distribution) vs the UNet, with fewer trainable parameters."""
+    choice = v.lora_choice
+    compare = [
+        Compare(
+            "miou",
+            a=_seg(choice, v.kind),
+            b=_seg("UNet from scratch", "unet"),
+            table="segmentation",
+            label=f"{choice} > UNet from scratch (ood_rock)",
+            effect=PAPER_LORA_OVER_UNET,
+            effect_source="the paper's LoRA linear head over its UNet (0.81 vs 0.77 mIoU)",
+        )
+    ]
+    preconditions = [
+        Precondition(
+            "fewer trainable parameters",
+            Check("param_ratio_vs_unet", {"method": choice, "arm": v.kind}, "<", 1.0, table="params"),
+            why="the paper's comparison: the LoRA model trains fewer parameters than the UNet",
+        ),
+        Precondition.same_budget(
+            a={"method": choice, "arm": v.kind},
+            b={"method": "UNet from scratch", "arm": "unet"},
+            label=f"{choice} and the UNet from scratch (the claim is about fewer trainable parameters, "
+            "not fewer steps: steps, batch size and schedule must match)",
+        ),
+    ]
+    note = (
+        f"LoRA head chosen on the in-distribution split: {choice}; the claim is about trainable "
+        "parameters, so both train with the same steps, batch size and schedule"
+    )
+    return "c4_lora_beats_unet", compare, preconditions, v.no_lora, note
+
+
+def _lora_beats_resnet_lora(v: _Vit, unavailable: dict[str, str]) -> tuple:
+    """4b. LoRA (head chosen in distribution) vs the pretrained ResNet + LoRA, at the same budget."""
+    choice = v.lora_choice
+    compare = [
+        Compare(
+            "miou",
+            a=_seg(choice, v.kind),
+            b=_seg("linear head + LoRA", "resnet"),
+            table="segmentation",
+            label=f"{choice} > ResNet + LoRA (ood_rock)",
+            effect=PRACTICAL_MIOU,
+            effect_source=PRACTICAL_SOURCE,
+        )
+    ]
+    preconditions = [
+        Precondition.same_budget(
+            a={"method": choice, "arm": v.kind},
+            b={"method": "linear head + LoRA", "arm": "resnet"},
+            label=f"{choice} and the ResNet + LoRA",
+        )
+    ]
+    return "c4b_lora_beats_resnet_lora", compare, preconditions, v.no_lora or unavailable.get("resnet"), ""
+
+
+def _holds_out_of_distribution(v: _Vit, unavailable: dict[str, str]) -> tuple:
+    """5. The ViT's best method (chosen in distribution) vs the UNet and every classical pipeline, out of
+    distribution."""
+    compare = [
+        Compare(
+            "miou",
+            a=_seg(v.best, v.kind, split),
+            b=_seg(m, arm, split),
+            table="segmentation",
+            label=f"{v.best} > {m} ({split})",
+            effect=PRACTICAL_MIOU,
+            effect_source=PRACTICAL_SOURCE,
+        )
+        for split in ("ood_rock", "ood_scanner")
+        for m, arm in [(c, "classical") for c in CLASSICAL] + [("UNet from scratch", "unet")]
+    ]
+    preconditions = [_resolvable(v.kind, s, BEST_BASELINE) for s in ("ood_rock", "ood_scanner")]
+    note = f"method chosen on the in-distribution split: {v.best}"
+    return "c5_holds_out_of_distribution", compare, preconditions, unavailable.get("ood_scanner"), note
+
+
 def declare_claims(
     cfg,
     unavailable: dict[str, str] | None = None,
@@ -136,7 +330,7 @@ def declare_claims(
     - ``unavailable``: ``{arm: reason}`` for arms that could not run (``dinov2``, ``ssl``, ``resnet``,
       ``lora:<kind>``, ``tsne``), reasons a user can act on;
     - ``chosen``: ``{kind: {"lora": method, "best": method}}``, the methods picked on the
-      in-distribution split (:func:`claim_context`), never on the split they are judged on;
+      in-distribution split (:func:`experiment.claim_context`), never on the split they are judged on;
     - ``ks``: the k judged for claim 1 (default: :func:`judged_ks`).
     """
     unavailable = dict(unavailable or {})
@@ -149,19 +343,14 @@ def declare_claims(
         prefix = "" if kind == "dinov2" else f"[analogue: {BACKBONE_LABELS[kind]} in place of DINOv2] "
         pre = [] if kind == "dinov2" else analogue_preconditions(kind)
         blocked = unavailable.get(kind) or (None if kind == "dinov2" else no_random_control(cfg))
-        pick = chosen.get(kind, {})
-        lora_heads = list(cfg.lora_heads)
-        lora_choice = pick.get("lora", f"{lora_heads[0]} head + LoRA" if lora_heads else "linear head + LoRA")
-        best = pick.get("best", DEFAULT_CHOICE)
-        no_lora = unavailable.get(f"lora:{kind}") or (
-            None
-            if kind in cfg.lora_backbones and lora_heads
-            else "not evaluated: LoRA was not run for this backbone in this preset; add it to parameter lora_backbones "
-            "(and a head to lora_heads), or run the paper preset"
-        )
-
-        def claim(
-            cid, compare, preconditions, why_not=None, note="", suffix=suffix, prefix=prefix, pre=pre, blocked=blocked
+        v = _vit(cfg, kind, chosen.get(kind, {}), unavailable)
+        for cid, compare, preconditions, why_not, note in (
+            _knn_classification(v, ks, unavailable),
+            _linear_head_beats_classical(v),
+            _lora_lifts_heads(v),
+            _lora_beats_unet(v),
+            _lora_beats_resnet_lora(v, unavailable),
+            _holds_out_of_distribution(v, unavailable),
         ):
             claims.append(
                 Claim(
@@ -173,164 +362,6 @@ def declare_claims(
                     note=note,
                 )
             )
-
-        # 1. kNN classification near perfect at every judged k, and one t-SNE cluster per rock
-        c1 = [
-            Compare(
-                "accuracy",
-                a={"arm": kind, "probe": "knn", "feature": "cls", "k": k},
-                b=NEAR_PERFECT_ACCURACY,
-                table="classification",
-                label=f"kNN accuracy (k={k}) > {NEAR_PERFECT_ACCURACY}",
-                effect=0.0,
-                effect_source=THRESHOLD_SOURCE,
-            )
-            for k in ks
-        ]
-        c1.append(
-            Compare(
-                "tsne_silhouette",
-                a={"arm": kind},
-                b=CLUSTER_SILHOUETTE,
-                table="embeddings",
-                label=f"t-SNE silhouette of the rocks > {CLUSTER_SILHOUETTE}",
-                effect=0.0,
-                effect_source=THRESHOLD_SOURCE,
-            )
-        )
-        claim(
-            "c1_knn_rock_classification",
-            c1,
-            [],
-            why_not=(
-                None
-                if ks
-                else "not evaluated: no k of parameter knn_ks is below the training slices per rock; add a smaller k"
-            )
-            or unavailable.get("tsne"),
-            note="judged at k = " + ", ".join(map(str, ks)) + " (below the training slices per rock)",
-        )
-        # 2. linear head vs every classical pipeline, third rock
-        claim(
-            "c2_linear_head_beats_classical",
-            [
-                Compare(
-                    "miou",
-                    a=_seg("linear head (frozen)", kind),
-                    b=_seg(c, "classical"),
-                    table="segmentation",
-                    label=f"linear head > {c} (ood_rock)",
-                    effect=PRACTICAL_MIOU,
-                    effect_source=PRACTICAL_SOURCE,
-                )
-                for c in CLASSICAL
-            ],
-            [_resolvable(kind, "ood_rock", BEST_CLASSICAL)],
-        )
-        # 3. LoRA lifts each frozen head by at least LORA_LIFT
-        claim(
-            "c3_lora_lifts_heads",
-            [
-                Compare(
-                    "miou",
-                    a=_seg(f"{h} head + LoRA", kind),
-                    b=_seg(FROZEN_OF[h], kind),
-                    margin=LORA_LIFT,
-                    table="segmentation",
-                    label=f"{h} head: LoRA - frozen > {LORA_LIFT} (ood_rock)",
-                    effect=PAPER_LORA_LIFT.get(h, PAPER_LORA_LIFT["linear"]),
-                    effect_source=f"the paper's lift of the {h if h in PAPER_LORA_LIFT else 'linear'} head with LoRA "
-                    f"(+{PAPER_LORA_LIFT.get(h, PAPER_LORA_LIFT['linear']):.2f} mIoU)",
-                )
-                for h in (lora_heads or ["linear"])
-            ],
-            [_resolvable(kind, "ood_rock", FROZEN_OF[(lora_heads or ["linear"])[0]], LORA_LIFT)]
-            + [
-                Precondition.same_budget(
-                    a={"method": f"{h} head + LoRA", "arm": kind},
-                    b={"method": FROZEN_OF[h], "arm": kind},
-                    label=f"the {h} head with LoRA and the frozen {h} head",
-                )
-                for h in (lora_heads or ["linear"])
-            ],
-            why_not=no_lora,
-            note="the lift is LoRA's only if the head trained with LoRA and the frozen head it is compared with had "
-            "the same optimiser steps, batch size and schedule",
-        )
-        # 4. LoRA (head chosen in distribution) vs the UNet, with fewer trainable parameters
-        claim(
-            "c4_lora_beats_unet",
-            [
-                Compare(
-                    "miou",
-                    a=_seg(lora_choice, kind),
-                    b=_seg("UNet from scratch", "unet"),
-                    table="segmentation",
-                    label=f"{lora_choice} > UNet from scratch (ood_rock)",
-                    effect=PAPER_LORA_OVER_UNET,
-                    effect_source="the paper's LoRA linear head over its UNet (0.81 vs 0.77 mIoU)",
-                )
-            ],
-            [
-                Precondition(
-                    "fewer trainable parameters",
-                    Check("param_ratio_vs_unet", {"method": lora_choice, "arm": kind}, "<", 1.0, table="params"),
-                    why="the paper's comparison: the LoRA model trains fewer parameters than the UNet",
-                ),
-                Precondition.same_budget(
-                    a={"method": lora_choice, "arm": kind},
-                    b={"method": "UNet from scratch", "arm": "unet"},
-                    label=f"{lora_choice} and the UNet from scratch (the claim is about fewer trainable parameters, "
-                    "not fewer steps: steps, batch size and schedule must match)",
-                ),
-            ],
-            why_not=no_lora,
-            note=f"LoRA head chosen on the in-distribution split: {lora_choice}; the claim is about trainable "
-            "parameters, so both train with the same steps, batch size and schedule",
-        )
-        claim(
-            "c4b_lora_beats_resnet_lora",
-            [
-                Compare(
-                    "miou",
-                    a=_seg(lora_choice, kind),
-                    b=_seg("linear head + LoRA", "resnet"),
-                    table="segmentation",
-                    label=f"{lora_choice} > ResNet + LoRA (ood_rock)",
-                    effect=PRACTICAL_MIOU,
-                    effect_source=PRACTICAL_SOURCE,
-                )
-            ],
-            [
-                Precondition.same_budget(
-                    a={"method": lora_choice, "arm": kind},
-                    b={"method": "linear head + LoRA", "arm": "resnet"},
-                    label=f"{lora_choice} and the ResNet + LoRA",
-                )
-            ],
-            why_not=no_lora or unavailable.get("resnet"),
-        )
-        # 5. the ViT's best method (chosen in distribution) vs the UNet and every classical pipeline, OOD
-        c5 = [
-            Compare(
-                "miou",
-                a=_seg(best, kind, split),
-                b=_seg(m, arm, split),
-                table="segmentation",
-                label=f"{best} > {m} ({split})",
-                effect=PRACTICAL_MIOU,
-                effect_source=PRACTICAL_SOURCE,
-            )
-            for split in ("ood_rock", "ood_scanner")
-            for m, arm in [(c, "classical") for c in CLASSICAL] + [("UNet from scratch", "unet")]
-        ]
-        claim(
-            "c5_holds_out_of_distribution",
-            c5,
-            [_resolvable(kind, s, BEST_BASELINE) for s in ("ood_rock", "ood_scanner")],
-            why_not=unavailable.get("ood_scanner"),
-            note=f"method chosen on the in-distribution split: {best}",
-        )
     return claims
 
 

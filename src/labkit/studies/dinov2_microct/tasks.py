@@ -225,21 +225,32 @@ def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> N
     """Every row of one ViT: the per-token oracle of its grid; kNN and linear probes on the class token, the
     mean patch token and both (centred); t-SNE; linear and CNN heads and kNN segmentation on frozen patch
     tokens; LoRA fine-tuning (where ``lora``). With ``keep`` the figures' tokens are kept."""
-    size = (cfg.slice_size, cfg.slice_size)
-    seg_tr = ds.subset(sp["seg_train"])
-    example_idx = _example_index(sp)
-    seg_index = np.concatenate([sp["seg_train"]] + [sp[s] for s in evaluated_splits(sp)])
-    keep_patch = np.union1d(seg_index, pca_indices(ds))
     out.notes.append(f"{bb.label}: {bb.input}")
     out.inputs[bb.kind] = bb.input
+    _token_grid_oracle(cfg, bb, seed, ds, sp, out)
+    bb.model.to(torch_device(cfg))
+    feats = _features(cfg, bb, ds, sp, out, keep)
+    _probes(cfg, bb, seed, ds, sp, out, feats)
+    _frozen_heads(cfg, bb, seed, ds, sp, out, feats)
+    del feats
+    _lora_heads(cfg, bb, seed, ds, sp, out)
+
+
+def _token_grid_oracle(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
+    """The per-token oracle of the ViT's token grid (the ceiling of its heads)."""
     grid = bb.img_size // patch_size_of(bb.model)
     out.grids[bb.label] = int(grid)
     preds = {
         s: token_oracle(ds.masks[sp[s]], grid, bb.img_size if cfg.resize_policy == "pad" else None)
         for s in evaluated_splits(sp)
     }
-    _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, example_idx)
-    bb.model.to(torch_device(cfg))
+    _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, _example_index(sp))
+
+
+def _features(cfg, bb: Backbone, ds, sp, out: SeedResult, keep: bool) -> probing.Features:
+    """Class tokens of every slice and patch tokens of the segmentation and PCA slices; with ``keep`` only what
+    the figures need is kept in the record (class tokens, the PCA slices' patch tokens)."""
+    seg_index = np.concatenate([sp["seg_train"]] + [sp[s] for s in evaluated_splits(sp)])
     feats = probing.extract_features(
         bb.model,
         ds.images,
@@ -249,14 +260,18 @@ def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> N
         batch_size=cfg.feature_batch_size,
         policy=cfg.resize_policy,
         progress=cfg.progress,
-        patch_index=keep_patch,
+        patch_index=np.union1d(seg_index, pca_indices(ds)),
     )
-    if keep:  # only what the figures need (class tokens, the PCA slices' patch tokens)
+    if keep:
         pca_idx = np.sort(pca_indices(ds))
         out.features[bb.kind] = probing.Features(
             feats.cls, feats.patch_of(pca_idx), feats.seconds, feats.from_cache, feats.key, pca_idx
         )
-    # classification: class token, mean patch token and both, centred on the training mean
+    return feats
+
+
+def _probes(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probing.Features) -> None:
+    """Classification: class token, mean patch token and both, centred on the training mean; and the t-SNE."""
     tr, te = sp["cls_train"], sp["cls_test"]
     out.classification += probe_rows(
         cfg, seed, bb.label, {"cls": feats.cls, "mean": feats.mean}, ds.rock, tr, te, _per_class(ds, sp)
@@ -264,8 +279,14 @@ def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> N
     if cfg.tsne:
         emb, sil = tsne_silhouette(feats.cls - feats.cls[tr].mean(0), ds.rock, seed)
         out.embeddings[bb.kind] = {"tsne": emb, "silhouette": sil}
-    # frozen segmentation heads; with reflect-padded inputs the masks are padded with an
-    # ignored label and predictions cropped back to the slice
+
+
+def _frozen_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probing.Features) -> None:
+    """Linear and CNN heads and kNN segmentation on frozen patch tokens; with reflect-padded inputs the masks are
+    padded with an ignored label and predictions cropped back to the slice."""
+    size = (cfg.slice_size, cfg.slice_size)
+    example_idx = _example_index(sp)
+    seg_tr = ds.subset(sp["seg_train"])
     padded = (bb.img_size, bb.img_size) if cfg.resize_policy == "pad" and bb.img_size != cfg.slice_size else None
     tr_masks = seg_tr.masks if padded is None else probing.pad_masks(seg_tr.masks, bb.img_size)
     tok_tr = feats.patch_of(sp["seg_train"])
@@ -307,7 +328,11 @@ def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> N
     }
     seconds = time.perf_counter() - t0
     _seg_rows(out, seed, "kNN segmentation (frozen)", bb.label, "frozen", 0, seconds, preds, ds, sp, example_idx)
-    del feats, tok_tr
+
+
+def _lora_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
+    """Each head of ``lora_heads`` fine-tuned with LoRA on the ViT (where ``lora``; else rows saying why)."""
+    seg_tr = ds.subset(sp["seg_train"])
     for head in cfg.lora_heads:
         name = f"{head} head + LoRA"
         if not cfg.lora:
@@ -318,7 +343,7 @@ def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> N
         preds = {s: predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
         trainable = count_parameters(model)
         budget = train_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
-        _seg_rows(out, seed, name, bb.label, "LoRA", trainable, r.seconds, preds, ds, sp, example_idx, budget)
+        _seg_rows(out, seed, name, bb.label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget)
         del model, r
 
 
