@@ -47,6 +47,14 @@ PAPER_LAYOUT = (
     "  splits.yaml        optional: train_rocks, test_rock, train_scanners, test_scanner\n"
     "or any layout listed in data_root/manifest.yaml (data_source volumes; see docs/data/dinov2_microct.md)"
 )
+MANIFEST_LAYOUT = (
+    "data_root/\n"
+    "  manifest.yaml      splits: {train_rocks, test_rock, train_scanners, test_scanner}; "
+    "volumes: [{name, image, labels, rock, scanner, voxel_size_um}, ...]\n"
+    "  <image files>      TIFF stack (.tif), raw (.raw + .raw_header, or shape/dtype/byte order in the "
+    "manifest), .mhd (+ .raw) or .mat\n"
+    "  <label files>      the same formats, integer phases 0 pore, 1 mineral, 2 micro-porous"
+)
 REAL_SOURCES = ("volumes", "drp317_151")
 
 
@@ -118,16 +126,6 @@ def check_weights(cfg) -> None:
             "parameter 'resnet_weights' is 'random': the ResNet + LoRA row is the paper's "
             "pretrained ResNet; the random-init ResNet is its own baseline row"
         )
-
-
-MANIFEST_LAYOUT = (
-    "data_root/\n"
-    "  manifest.yaml      splits: {train_rocks, test_rock, train_scanners, test_scanner}; "
-    "volumes: [{name, image, labels, rock, scanner, voxel_size_um}, ...]\n"
-    "  <image files>      TIFF stack (.tif), raw (.raw + .raw_header, or shape/dtype/byte order in the "
-    "manifest), .mhd (+ .raw) or .mat\n"
-    "  <label files>      the same formats, integer phases 0 pore, 1 mineral, 2 micro-porous"
-)
 
 
 def check_config(cfg) -> None:
@@ -216,7 +214,8 @@ DATA_KEYS = (
 )
 
 
-def _plain(value):
+def plain(value):
+    """A parameter value as JSON has it (tuples as lists)."""
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
@@ -224,7 +223,7 @@ def data_settings(cfg) -> dict[str, Any]:
     """The JSON-able data parameters (``data_root`` made absolute, so a worker elsewhere finds it)."""
     from pathlib import Path
 
-    out = {k: _plain(cfg[k]) for k in DATA_KEYS}
+    out = {k: plain(cfg[k]) for k in DATA_KEYS}
     if out["data_root"]:
         out["data_root"] = str(Path(out["data_root"]).expanduser().resolve())
     return out

@@ -13,14 +13,8 @@ from labkit.core.claims import BUDGET_KEYS
 from labkit.core.errors import WeightsUnavailableError
 from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids, task_device
 from labkit.studies.dinov2_microct.backbones import load_ssl_backbone, vit_input_size
-from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, NAME, VIT_KINDS, _plain, data_inputs, data_settings
-from labkit.studies.dinov2_microct.tasks import (
-    SeedResult,
-    _not_evaluated,
-    _unavailable_vit,
-    resnet_lora_label,
-    seed_part_task,
-)
+from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, NAME, VIT_KINDS, data_inputs, data_settings, plain
+from labkit.studies.dinov2_microct.tasks import SeedResult, seed_part_task, unavailable_record
 
 # The parameters each part reads besides the data's (see task_settings): a changed one reruns only its tasks
 PROBE_KEYS = ("knn_ks", "knn_temperature", "feature_batch_size")
@@ -108,7 +102,7 @@ def task_settings(cfg, part: str) -> dict[str, Any]:
     """The JSON-able parameters one part reads: the data's, the part's own (:data:`PART_KEYS`) and the device
     (resolved here, once); a ViT also gets ``lora`` (its kind is in ``lora_backbones``) and ``tsne``."""
     keys = PART_KEYS[part] if part in ("baselines", "resnet") else PART_KEYS["vit"] + PART_KEYS[part]
-    out = {**data_settings(cfg), **{k: _plain(cfg[k]) for k in keys}, "device": task_device(cfg)}
+    out = {**data_settings(cfg), **{k: plain(cfg[k]) for k in keys}, "device": task_device(cfg)}
     if part in VIT_KINDS:
         out.update(lora=part in cfg.lora_backbones, tsne="tsne" in cfg.embedders)
     if part == "resnet":
@@ -165,7 +159,7 @@ def gather(cfg, arms: dict[str, dict], records: list[dict | None], slices) -> Ru
     first = SeedResult()
     for seed in cfg.seeds:
         for part in parts(cfg):
-            record = by_task.get((seed, part)) or _unavailable_record(cfg, part, seed, arms[part]["status"])
+            record = by_task.get((seed, part)) or unavailable_record(cfg, part, seed, arms[part]["status"])
             cls_rows += record["classification"]
             for row in record["segmentation"]:
                 row = dict(row)
@@ -209,16 +203,6 @@ def gather(cfg, arms: dict[str, dict], records: list[dict | None], slices) -> Ru
     runs.context = claim_context(cfg, runs)
     runs.unavailable = dict(runs.context["unavailable"])
     return runs
-
-
-def _unavailable_record(cfg, part: str, seed: int, status: str) -> dict:
-    """The record of a part whose arm could not run: its rows, each saying why."""
-    out = SeedResult()
-    if part == "resnet":
-        _not_evaluated(out, seed, "linear head + LoRA", resnet_lora_label(cfg), "LoRA", status)
-    else:
-        _unavailable_vit(out, seed, BACKBONE_LABELS[part], status, cfg.lora_heads)
-    return out.record(part, seed, keep=False)
 
 
 def _arm(row) -> str:
@@ -309,7 +293,7 @@ def budget_rows(runs: Runs) -> pd.DataFrame:
 
 
 def claim_context(cfg, runs: Runs) -> dict:
-    """What :func:`declare_claims` needs to know from a run: the arms that could not run (with reasons a
+    """What :func:`claims.declare_claims` needs to know from a run: the arms that could not run (with reasons a
     user can act on) and the methods chosen on the in-distribution split."""
     backbones = runs.tables["backbones"]
     unavailable = {k: v for k, v in zip(backbones["kind"], backbones["status"]) if not str(v).startswith("ok")}

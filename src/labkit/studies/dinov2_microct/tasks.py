@@ -18,6 +18,7 @@ from labkit.methods import baselines, probing
 from labkit.models.vit_heads import count_parameters, patch_size_of
 from labkit.studies.dinov2_microct.backbones import Backbone, build_backbone, torch_device
 from labkit.studies.dinov2_microct.data import (
+    BACKBONE_LABELS,
     NAME,
     NUM_PHASES,
     SPLITS,
@@ -149,8 +150,8 @@ def seed_part_task(part: str, seed: int, settings: dict, weights: dict | None = 
     and random-ResNet classification rows; the per-token oracle on every token grid), ``resnet`` (the
     pretrained ResNet + LoRA) or a ViT kind (``dinov2``, ``random``, ``ssl``: the per-token oracle of its
     grid, kNN and linear probes, t-SNE, frozen heads, kNN segmentation, LoRA). ``settings``: the resolved
-    parameters the part reads (:func:`task_settings`); ``weights``: the weights it loads and their digest
-    (:func:`resolve_arms`); ``keep``: also return the figures' arrays (the first seed's). Returns the
+    parameters the part reads (:func:`experiment.task_settings`); ``weights``: the weights it loads and their digest
+    (:func:`experiment.resolve_arms`); ``keep``: also return the figures' arrays (the first seed's). Returns the
     record of :meth:`SeedResult.record`: rows of the classification, segmentation and ceiling tables."""
     from labkit.core.params import Config
 
@@ -365,6 +366,16 @@ def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads)
         _not_evaluated(out, seed, m, label, "frozen", status)
     for h in lora_heads:
         _not_evaluated(out, seed, f"{h} head + LoRA", label, "LoRA", status)
+
+
+def unavailable_record(cfg, part: str, seed: int, status: str) -> dict:
+    """The record of a part whose arm could not run: its rows, each saying why."""
+    out = SeedResult()
+    if part == "resnet":
+        _not_evaluated(out, seed, "linear head + LoRA", resnet_lora_label(cfg), "LoRA", status)
+    else:
+        _unavailable_vit(out, seed, BACKBONE_LABELS[part], status, cfg.lora_heads)
+    return out.record(part, seed, keep=False)
 
 
 def resnet_lora_label(cfg) -> str:
