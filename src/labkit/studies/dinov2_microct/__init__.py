@@ -68,7 +68,8 @@ _lazy_getattr, __dir__ = lazy_face(
 
 class _Face(types.ModuleType):
     """``data``, ``claims`` and ``plan`` are both submodules and the face's functions of the same name. The import
-    system binds a submodule on its package when it first imports it; the face keeps the function instead."""
+    system binds a submodule on its package when it first imports it; the face keeps the function instead (a
+    shim until labkit.studies.base.lazy_face does this for every study)."""
 
     def __setattr__(self, name, value):
         if isinstance(value, types.ModuleType) and callable(getattr(value, name, None)):
