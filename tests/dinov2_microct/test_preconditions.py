@@ -19,6 +19,10 @@ import pytest
 import labkit
 from labkit.core.claims import BUDGET_KEYS, judge, judge_all, missing_budget, synthetic_tables
 from labkit.studies import dinov2_microct as study
+from labkit.studies.dinov2_microct import experiment
+from labkit.studies.dinov2_microct.claims import LEARNER_FREE_PREDICTOR, STATEMENTS, TRAINED_RATIO, is_trained_arm
+from labkit.studies.dinov2_microct.data import make_data, splits
+from labkit.studies.dinov2_microct.segmenters import train_budget
 
 # Three seeds of tiny slices (28 px: a 4 x 4 token grid for the stand-in's 7-px patches), the random control and
 # the stand-in (LoRA on it), every trained arm with one optimiser step of 8 slices (the same budget), t-SNE for
@@ -56,7 +60,7 @@ def zero_step_run(tmp_path_factory):
     path = microct_standin.save(encoder, record, tmp / "standin_0_steps", "pretrain(steps=0) in a test")
     cfg = labkit.configure("dinov2_microct", "smoke", dict(ZERO, ssl_weights=str(path)))
     with _offline_resnet(tmp / "cache"):
-        res = study.run(cfg, progress=False, threads=1)
+        res = study.run(cfg, study.data(cfg))
     return cfg, res, record, tmp / "cache"
 
 
@@ -79,21 +83,20 @@ def _offline_resnet(cache):
 
 
 def _verdicts(cfg, res):
-    claims = study.declare_claims(cfg, **study.claim_context(cfg, res))
-    return {v["id"]: v for v in judge_all(claims, study.claim_tables(res))}
+    return {v["id"]: v for v in judge_all(study.claims(cfg, res), res.tables)}
 
 
 def test_a_zero_step_standin_leaves_every_analogue_claim_not_evaluated(zero_step_run):
     cfg, res, record, _ = zero_step_run
     assert record["steps"] == 0 and record["curve"] == []
     # the learner-free predictor beats the untrained network: "trained" fails, in the table and in the judge
-    table = study.pretraining_table(res)
+    table = study.tables.pretraining(res)
     assert table["steps"].iloc[0] == 0 and not table["trained"].iloc[0]
-    assert table["learner_free_ratio"].iloc[0] > study.TRAINED_RATIO
-    assert table["learner_free_predictor"].iloc[0] == study.LEARNER_FREE_PREDICTOR
+    assert table["learner_free_ratio"].iloc[0] > TRAINED_RATIO
+    assert table["learner_free_predictor"].iloc[0] == LEARNER_FREE_PREDICTOR
     verdicts = _verdicts(cfg, res)
     analogue = {k: v for k, v in verdicts.items() if k.endswith("__ssl")}
-    assert len(analogue) == len(study.STATEMENTS)
+    assert len(analogue) == len(STATEMENTS)
     for cid, v in analogue.items():
         assert v["status"] == "not evaluated", (cid, v["reason"])
         assert "precondition 'trained' failed" in v["reason"] or "precondition 'features learned'" in v["reason"], (
@@ -119,11 +122,11 @@ def test_equal_budgets_pass_same_budget(zero_step_run):
 def test_every_trained_arm_record_carries_its_budget(zero_step_run):
     cfg, res, _, cache = zero_step_run
     with _offline_resnet(cache):  # the grid's records, read back from the run's cache
-        result = study.build_grid(cfg).run(executor="serial", progress=False)
+        result = experiment.build_grid(cfg).run(executor="serial", progress=False)
     assert result.cached == len(result.records) == 3 * 4
     for record in result.records:
         part = f"seed {record['seed']}, part {record['part']}"
-        trained = [r for r in record["segmentation"] if r["status"] == "evaluated" and study.is_trained_arm(r)]
+        trained = [r for r in record["segmentation"] if r["status"] == "evaluated" and is_trained_arm(r)]
         assert trained, part
         for row in trained:
             missing = missing_budget(row)
@@ -131,16 +134,16 @@ def test_every_trained_arm_record_carries_its_budget(zero_step_run):
                 f"dinov2_microct, grid 'grid' ({part}): the record of {row['method']} | {row['backbone']} "
                 f"lacks budget keys {missing}"
             )
-        untrained = [r for r in record["segmentation"] if not study.is_trained_arm(r)]
+        untrained = [r for r in record["segmentation"] if not is_trained_arm(r)]
         assert all("budget" not in r for r in untrained), part
     # gathered: one row per trained arm and seed; the report's table one per arm
-    budgets = study.claim_tables(res)["budgets"]
+    budgets = res.tables["budgets"]
     assert set(BUDGET_KEYS) <= set(budgets.columns) and budgets[list(BUDGET_KEYS)].notna().all().all()
-    seg = res.segmentation
-    arms = seg[(seg["status"] == "evaluated") & seg.apply(study.is_trained_arm, axis=1)]
+    seg = res.tables["segmentation_rows"]
+    arms = seg[(seg["status"] == "evaluated") & seg.apply(is_trained_arm, axis=1)]
     assert len(budgets) == len(arms.drop_duplicates(["method", "backbone", "seed"]))
     assert (budgets["steps"] == 1).all() and (budgets["batch_size"] == 8).all()
-    shown = study.budgets_table(res)
+    shown = study.tables.budgets(res)
     assert len(shown) == len(arms.drop_duplicates(["method", "backbone"])) and (shown["n_seeds"] == 3).all()
 
 
@@ -153,8 +156,8 @@ def _budgets_as_configured(cfg, n_train: int) -> pd.DataFrame:
     function, the same parameters; trainable parameters do not enter 'same budget')."""
     rows = []
     for seed in range(3):
-        lora = study.train_budget(n_train, cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, 1)
-        frozen = study.train_budget(n_train, cfg.batch_size, cfg.head_epochs, cfg.head_lr, 1)
+        lora = train_budget(n_train, cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, 1)
+        frozen = train_budget(n_train, cfg.batch_size, cfg.head_epochs, cfg.head_lr, 1)
         rows += [
             {"method": "linear head + LoRA", "arm": "dinov2", "seed": seed, **lora},
             {"method": "linear head (frozen)", "arm": "dinov2", "seed": seed, **frozen},
@@ -166,8 +169,8 @@ def test_claim_3_at_default_is_not_evaluated_naming_both_budgets():
     """The ``default`` preset as configured today: the LoRA head trains 30 steps (5 epochs of 48 slices in batches
     of 8), the frozen head 75 (25 epochs in batches of 16): the lift would be the budget's, not LoRA's."""
     cfg = labkit.configure("dinov2_microct", "default", {})
-    ds = study.make_data(cfg, 0)
-    n_train = len(study.splits(cfg, ds)["seg_train"])
+    ds = make_data(cfg, 0)
+    n_train = len(splits(cfg, ds)["seg_train"])
     assert n_train == 48
     budgets = _budgets_as_configured(cfg, n_train)
     lora, frozen = budgets.iloc[0], budgets.iloc[1]
@@ -188,9 +191,9 @@ def test_claim_3_at_default_is_not_evaluated_naming_both_budgets():
 
 
 def test_train_budget_counts_the_steps_fit_takes():
-    b = study.train_budget(12, 8, 3, 1e-3, 10)
+    b = train_budget(12, 8, 3, 1e-3, 10)
     assert b["steps"] == 3 * math.ceil(12 / 8) and b["batch_size"] == 8 and "6 steps" in b["schedule"]
-    assert study.train_budget(5, 8, 2, 1e-3, 10)["batch_size"] == 5  # one short batch per epoch
+    assert train_budget(5, 8, 2, 1e-3, 10)["batch_size"] == 5  # one short batch per epoch
 
 
 def test_analogue_claims_need_the_random_control_of_the_standins_architecture():

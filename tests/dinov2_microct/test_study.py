@@ -3,7 +3,6 @@ DINOv2 so that the pretrained code path (features, heads, LoRA, claims) runs. Th
 do not fit the ViT's 16-px patch grid and are reflect-padded to 48 px, so the padding path runs too."""
 
 import dataclasses
-import types
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,22 @@ import pytest
 import labkit
 from labkit.core.claims import judge, judge_all
 from labkit.studies import dinov2_microct as study
+from labkit.studies.base import Runs
+from labkit.studies.dinov2_microct import experiment, figures, tables
+from labkit.studies.dinov2_microct.backbones import build_backbone, input_note, load_ssl_backbone, vit_input_size
+from labkit.studies.dinov2_microct.claims import TRAINED_RATIO
+from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, PHASES, SPLITS, check_config
+from labkit.studies.dinov2_microct.experiment import claim_context, claim_tables, task_settings
+from labkit.studies.dinov2_microct.probes import (
+    HISTOGRAM,
+    HISTOGRAM_BINS,
+    centred_views,
+    grey_histograms,
+    probe_rows,
+    resnet_baseline_label,
+)
+from labkit.studies.dinov2_microct.tables import FEATURE_LABELS
+from labkit.studies.dinov2_microct.tasks import CEILING_GRIDS, ORACLE, seed_part_task, token_oracle
 
 TINY = dict(
     seeds=[0, 1],
@@ -38,40 +53,42 @@ TINY = dict(
 @pytest.fixture(scope="module")
 def tiny_result():
     cfg = labkit.configure("dinov2_microct", "smoke", TINY)
-    return cfg, study.run(cfg)
+    data = study.data(cfg)
+    return cfg, data, study.run(cfg, data)
 
 
 def test_tiny_vit_as_dinov2_runs_every_row(tiny_result):
-    cfg, res = tiny_result
-    assert res.backbones["dinov2"] == "ok"
-    seg = study.segmentation_table(res)
-    dino = seg[seg["backbone"] == study.BACKBONE_LABELS["dinov2"]]
+    cfg, _, res = tiny_result
+    backbones = res.tables["backbones"]
+    assert dict(zip(backbones["kind"], backbones["status"]))["dinov2"] == "ok"
+    seg = tables.segmentation(res)
+    dino = seg[seg["backbone"] == BACKBONE_LABELS["dinov2"]]
     assert set(dino["method"]) == {
         "linear head (frozen)",
         "CNN head (frozen)",
         "kNN segmentation (frozen)",
         "linear head + LoRA",
-        study.ORACLE,
+        ORACLE,
     }
     assert (dino["status"] == "evaluated").all()
-    for split in study.SPLITS:
+    for split in SPLITS:
         assert dino[f"{split}/miou"].between(0, 1).all()
     assert (seg[seg["method"] == "multi-Otsu"]["ood_rock/miou"] > 0.2).all()
     # the padding is said in the report (backbone table), and predictions come back at the slice size
-    table = study.backbone_table(res)
+    table = tables.backbones(res)
     assert table["input"].str.contains("reflect-padded to 48 px").all()
-    assert res.first.examples["linear head + LoRA | " + study.BACKBONE_LABELS["dinov2"]].shape[-2:] == (40, 40)
-    assert {f"ood_rock/iou/{p}" for p in study.PHASES} <= set(seg.columns)
+    assert res.examples["masks"]["linear head + LoRA | " + BACKBONE_LABELS["dinov2"]].shape[-2:] == (40, 40)
+    assert {f"ood_rock/iou/{p}" for p in PHASES} <= set(seg.columns)
     # the ResNet row says why it is missing
     resnet = seg[seg["backbone"].str.contains("resnet")]
     assert resnet["status"].iloc[0].startswith("not evaluated: weights unavailable")
 
 
-def _three_seeds(tables):
+def _three_seeds(frames):
     """The tiny run has two seeds; a third (seed 2, a copy of seed 0 with a small shift) lets the
     judge decide instead of answering n seeds < 3."""
     out = {}
-    for name, t in tables.items():
+    for name, t in frames.items():
         if "seed" in t and len(t):
             extra = t[t["seed"] == 0].copy()
             extra["seed"] = 2
@@ -83,13 +100,13 @@ def _three_seeds(tables):
     return out
 
 
-def _verdicts(cfg, res, tables=None):
-    claims = study.declare_claims(cfg, **study.claim_context(cfg, res))
-    return {v["id"]: v for v in judge_all(claims, tables if tables is not None else study.claim_tables(res))}
+def _verdicts(cfg, res, judged=None):
+    claims = study.declare_claims(cfg, **claim_context(cfg, res))
+    return {v["id"]: v for v in judge_all(claims, judged if judged is not None else claim_tables(res))}
 
 
 def test_claims_are_judged_by_the_one_judge(tiny_result):
-    cfg, res = tiny_result
+    cfg, _, res = tiny_result
     verdicts = _verdicts(cfg, res)
     assert {
         "c1_knn_rock_classification",
@@ -107,81 +124,81 @@ def test_claims_are_judged_by_the_one_judge(tiny_result):
     assert verdicts["c4b_lora_beats_resnet_lora"]["status"] == "not evaluated"
     assert "weights unavailable" in verdicts["c4b_lora_beats_resnet_lora"]["reason"]
     # k=50 exceeds the training slices per rock and is not judged
-    c1 = study.declare_claims(cfg, **study.claim_context(cfg, res))[0]
+    c1 = study.declare_claims(cfg, **claim_context(cfg, res))[0]
     assert c1.id == "c1_knn_rock_classification" and "k=50" not in " ".join(c.describe() for c in c1.compare)
 
 
 def test_flipping_the_data_flips_the_verdict(tiny_result):
-    cfg, res = tiny_result
-    tables = _three_seeds(study.claim_tables(res))
-    seg = tables["segmentation"]
+    cfg, _, res = tiny_result
+    judged = _three_seeds(claim_tables(res))
+    seg = judged["segmentation"]
     lin = (seg["method"] == "linear head (frozen)") & (seg["arm"] == "dinov2") & (seg["split"] == "ood_rock")
-    oracle = (seg["method"] == study.ORACLE) & (seg["arm"] == "dinov2")
+    oracle = (seg["method"] == ORACLE) & (seg["arm"] == "dinov2")
     seg.loc[oracle, "miou"] = 1.0
     seg.loc[lin, "miou"] = 0.99 + 0.001 * seg.loc[lin, "seed"]
-    assert _verdicts(cfg, res, tables)["c2_linear_head_beats_classical"]["status"] == "held"
+    assert _verdicts(cfg, res, judged)["c2_linear_head_beats_classical"]["status"] == "held"
     seg.loc[lin, "miou"] = 0.0 + 0.001 * seg.loc[lin, "seed"]
-    assert _verdicts(cfg, res, tables)["c2_linear_head_beats_classical"]["status"] == "did not hold"
+    assert _verdicts(cfg, res, judged)["c2_linear_head_beats_classical"]["status"] == "did not hold"
     # a token grid whose oracle cannot beat the classical rows leaves the claim not evaluated
     seg.loc[oracle, "miou"] = 0.0
-    v = _verdicts(cfg, res, tables)["c2_linear_head_beats_classical"]
+    v = _verdicts(cfg, res, judged)["c2_linear_head_beats_classical"]
     assert v["status"] == "not evaluated" and "precondition 'resolvable (ood_rock)' failed" in v["reason"]
 
 
 def test_lora_and_frozen_heads_with_different_budgets_leave_claim_3_not_evaluated(tiny_result):
     """Negative control of 'same budget' through the real run: the tiny preset trains the frozen head 2 epochs
     of one step and the LoRA head 1 epoch of one step; the reason names both budgets."""
-    cfg, res = tiny_result
-    tables = _three_seeds(study.claim_tables(res))
-    budgets = tables["budgets"]
+    cfg, _, res = tiny_result
+    judged = _three_seeds(claim_tables(res))
+    budgets = judged["budgets"]
     lora = budgets[(budgets["method"] == "linear head + LoRA") & (budgets["arm"] == "dinov2")]
     frozen = budgets[(budgets["method"] == "linear head (frozen)") & (budgets["arm"] == "dinov2")]
     assert set(lora["steps"]) == {1} and set(frozen["steps"]) == {2}
-    v = _verdicts(cfg, res, tables)["c3_lora_lifts_heads"]
+    v = _verdicts(cfg, res, judged)["c3_lora_lifts_heads"]
     assert v["status"] == "not evaluated" and "precondition 'same budget' failed" in v["reason"]
     same = next(p for p in v["preconditions"] if p["name"] == "same budget")
     assert same["evidence"]["differs"] == ["steps", "schedule"]
     assert same["evidence"]["a"] in v["reason"] and same["evidence"]["b"] in v["reason"]
     assert "steps 1" in v["reason"] and "steps 2" in v["reason"]
-    assert list(study.budgets_table(res).columns[-6:]) == [*labkit.core.claims.BUDGET_KEYS, "n_seeds"]
+    assert list(tables.budgets(res).columns[-6:]) == [*labkit.core.claims.BUDGET_KEYS, "n_seeds"]
 
 
 def test_the_token_oracle_is_exact_on_a_grid_aligned_mask():
     masks = np.zeros((1, 8, 8), np.int64)
     masks[0, :4] = 1
-    assert (study.token_oracle(masks, 8) == masks).all()
-    coarse = study.token_oracle(masks, 1)  # one token: the majority phase everywhere (a tie picks the first)
+    assert (token_oracle(masks, 8) == masks).all()
+    coarse = token_oracle(masks, 1)  # one token: the majority phase everywhere (a tie picks the first)
     assert len(np.unique(coarse)) == 1
 
 
 def test_tables_and_figures(tiny_result):
-    cfg, res = tiny_result
-    cls = study.classification_table(res)
+    cfg, data, res = tiny_result
+    cls = tables.classification(res)
     assert {"kNN k=1", "kNN k=3", "linear"} <= set(cls["probe"])
     # every ViT probed on three centred views; the histogram and random-ResNet baseline rows
-    vit = cls[cls["backbone"] == study.BACKBONE_LABELS["random"]]
-    assert set(vit["feature"]) == set(study.FEATURE_LABELS.values())
-    assert {study.HISTOGRAM, study.resnet_baseline_label(cfg)} <= set(cls["backbone"])
-    assert cls[cls["backbone"] == study.HISTOGRAM]["accuracy_mean"].between(0, 1).all()
-    seg = study.segmentation_table(res)
+    vit = cls[cls["backbone"] == BACKBONE_LABELS["random"]]
+    assert set(vit["feature"]) == set(FEATURE_LABELS.values())
+    assert {HISTOGRAM, resnet_baseline_label(cfg)} <= set(cls["backbone"])
+    assert cls[cls["backbone"] == HISTOGRAM]["accuracy_mean"].between(0, 1).all()
+    seg = tables.segmentation(res)
     heads = seg[seg["kind"] == "frozen"]
     oracle = seg[seg["kind"] == "oracle"].set_index("backbone")["ood_rock/miou"]
     assert np.allclose(heads["ood_rock/token_ceiling"], heads["backbone"].map(oracle))
-    ceil = study.ceiling_table(res)
-    assert list(ceil["grid"]) == list(study.CEILING_GRIDS)
+    ceil = tables.token_grid_ceiling(res)
+    assert list(ceil["grid"]) == list(CEILING_GRIDS)
     assert ceil["ood_rock"].is_monotonic_increasing or ceil["ood_rock"].iloc[-1] > ceil["ood_rock"].iloc[0]
-    assert not res.silhouettes.empty
+    assert not res.tables["silhouettes"].empty
     for fig in (
-        study.ceiling_figure(res),
-        study.pretraining_figure(res),
-        study.data_figure(res.first_data),
-        study.pca_figure(res),
-        study.embedding_figure(res, "tsne"),
-        study.embedding_figure(res, "pca"),
-        study.examples_figure(res),
+        figures.grid_ceiling(res),
+        figures.standin_pretraining(res),
+        figures.data_slices(data),
+        figures.patch_pca(res),
+        figures.class_tokens(res, "tsne"),
+        figures.class_tokens(res, "pca"),
+        figures.example_masks(res),
     ):
         assert fig.axes
-    m = study.headline_metrics(res)
+    m = study.headline(res)
     assert m["ood_rock_miou_dinov2_linear"] is not None
 
 
@@ -192,11 +209,20 @@ def test_missing_weights_are_not_evaluated_with_the_message(monkeypatch):
     cfg = labkit.configure(
         "dinov2_microct", "smoke", dict(TINY, dinov2_weights="pretrained", backbones=["dinov2", "random"])
     )
-    arms = study.resolve_arms(cfg)
+    arms = experiment.resolve_arms(cfg)
     dino = arms["dinov2"]["status"]
     assert dino.startswith("not evaluated: weights unavailable") and arms["random"]["status"] == "ok"
-    assert [t.params["part"] for t in study.build_grid(cfg, arms).tasks] == ["baselines", "random"] * 2
-    res = study.StudyResult(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), None, None, {"dinov2": dino}, [], 0.0)
+    assert [t.params["part"] for t in experiment.build_grid(cfg, arms).tasks] == ["baselines", "random"] * 2
+    empty = pd.DataFrame()
+    res = Runs(
+        tables={
+            "segmentation_rows": empty,
+            "classification_rows": empty,
+            "silhouettes": empty,
+            "backbones": pd.DataFrame([{"kind": "dinov2", "status": dino}]),
+        },
+        examples={"pretraining": {}},
+    )
     verdicts = _verdicts(cfg, res)
     dino_claims = [v for k, v in verdicts.items() if "__" not in k]
     assert dino_claims and all(
@@ -207,21 +233,21 @@ def test_missing_weights_are_not_evaluated_with_the_message(monkeypatch):
 def test_patch_grid_policies_resize_pad_or_name_the_problem():
     base = dict(TINY, slice_size=40, img_size=None)
     resize = labkit.configure("dinov2_microct", "smoke", dict(base, resize_policy="resize"))
-    assert study.vit_input_size(resize) == 48
-    model = study.build_backbone(resize, "random", 0).model
-    assert study.input_note(resize, model, 48).startswith("slices of 40 px are resized bilinearly to 48 px (3x3 tokens")
+    assert vit_input_size(resize) == 48
+    model = build_backbone(resize, "random", 0).model
+    assert input_note(resize, model, 48).startswith("slices of 40 px are resized bilinearly to 48 px (3x3 tokens")
     fits = labkit.configure("dinov2_microct", "smoke", dict(base, slice_size=48))
-    assert study.input_note(fits, model, 48).startswith("slices of 48 px fit the patch grid")
+    assert input_note(fits, model, 48).startswith("slices of 48 px fit the patch grid")
     error = labkit.configure("dinov2_microct", "smoke", dict(base, resize_policy="error"))
     with pytest.raises(
         labkit.core.errors.DataError,
         match=r"slice_size 40: image side 40 is not a multiple of the patch size 16.*resize_policy",
     ):
-        study.vit_input_size(error)
+        vit_input_size(error)
     with pytest.raises(labkit.core.errors.DataError, match="not a multiple of the patch size 16"):
-        study.run(error)  # fails before any work
+        study.data(error)  # fails before any work
     with pytest.raises(labkit.core.errors.ParameterError, match="'img_size' 64 differs from slice_size 40"):
-        study.check_config(labkit.configure("dinov2_microct", "smoke", dict(base, img_size=64, resize_policy="pad")))
+        check_config(labkit.configure("dinov2_microct", "smoke", dict(base, img_size=64, resize_policy="pad")))
 
 
 def test_parameters_that_would_break_the_design_are_refused():
@@ -231,11 +257,11 @@ def test_parameters_that_would_break_the_design_are_refused():
         return labkit.configure("dinov2_microct", "smoke", dict(TINY, **kw))
 
     with pytest.raises(ParameterError, match="'seg_test_rock' 'vuggy_carbonate' is also a training rock"):
-        study.check_config(cfg(seg_test_rock="vuggy_carbonate"))
+        check_config(cfg(seg_test_rock="vuggy_carbonate"))
     with pytest.raises(ParameterError, match="'seg_test_scanner' 'industrial_140kv' is also a training scanner"):
-        study.check_config(cfg(seg_test_scanner="industrial_140kv"))
+        check_config(cfg(seg_test_scanner="industrial_140kv"))
     with pytest.raises(ParameterError, match="'seg_test_rock' 'laminated_shale' is not in rock_types"):
-        study.check_config(
+        check_config(
             cfg(
                 rock_types=["well_sorted_sandstone", "vuggy_carbonate", "poorly_sorted_sandstone"],
                 seg_test_rock="laminated_shale",
@@ -248,31 +274,31 @@ def test_parameters_that_would_break_the_design_are_refused():
 
 
 def test_claim_rules_pick_methods_in_distribution_and_need_both_halves_of_claim_1(tiny_result):
-    cfg, res = tiny_result
-    dino = study.BACKBONE_LABELS["dinov2"]
-    seg = res.segmentation.copy()
+    cfg, _, res = tiny_result
+    dino = BACKBONE_LABELS["dinov2"]
+    seg = res.tables["segmentation_rows"].copy()
     ours = seg["backbone"] == dino
     # kNN segmentation: best on the third rock, worst in distribution; the linear head the reverse
     knn, lin = ours & (seg["method"] == "kNN segmentation (frozen)"), ours & (seg["method"] == "linear head (frozen)")
     seg.loc[knn, "miou"] = np.where(seg.loc[knn, "split"] == "in_distribution", 0.01, 0.99)
     seg.loc[lin, "miou"] = np.where(seg.loc[lin, "split"] == "in_distribution", 0.98, 0.02)
-    forced = dataclasses.replace(res, segmentation=seg)
-    context = study.claim_context(cfg, forced)
+    forced = dataclasses.replace(res, tables={**res.tables, "segmentation_rows": seg})
+    context = claim_context(cfg, forced)
     assert context["chosen"]["dinov2"]["best"] == "linear head (frozen)"
-    tables = _three_seeds(study.claim_tables(forced))
-    s = tables["segmentation"]
-    s.loc[s["method"] == study.ORACLE, "miou"] = 1.0
-    c5 = {v["id"]: v for v in judge_all(study.declare_claims(cfg, **context), tables)}["c5_holds_out_of_distribution"]
+    judged = _three_seeds(claim_tables(forced))
+    s = judged["segmentation"]
+    s.loc[s["method"] == ORACLE, "miou"] = 1.0
+    c5 = {v["id"]: v for v in judge_all(study.declare_claims(cfg, **context), judged)}["c5_holds_out_of_distribution"]
     assert c5["status"] == "did not hold" and "linear head (frozen) > multi-Otsu (ood_rock)" in c5["reason"]
     # claim 1 needs the t-SNE half: without it the claim says which parameter runs it
     no_tsne = labkit.configure("dinov2_microct", "smoke", dict(TINY, embedders=["pca"]))
-    c1 = study.declare_claims(no_tsne, **study.claim_context(no_tsne, res))[0]
+    c1 = study.declare_claims(no_tsne, **claim_context(no_tsne, res))[0]
     assert "add tsne to parameter embedders" in judge(c1, {})["reason"]
-    cls = tables["classification"]
+    cls = judged["classification"]
     cls.loc[cls["arm"] == "dinov2", "accuracy"] = 1.0
-    tables["embeddings"]["tsne_silhouette"] = 0.9
+    judged["embeddings"]["tsne_silhouette"] = 0.9
     c1 = study.declare_claims(cfg, **context)[0]
-    assert judge(c1, tables)["status"] == "held"
+    assert judge(c1, judged)["status"] == "held"
 
 
 def test_resnet_lora_row_runs_when_weights_exist(monkeypatch):
@@ -291,9 +317,9 @@ def test_resnet_lora_row_runs_when_weights_exist(monkeypatch):
     monkeypatch.setattr(backbones, "create_backbone", fake)
     cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, resnet_backbone="resnet10t", seeds=[0]))
     weights = {"weights": "pretrained", "digest": "test"}
-    record = study.seed_part_task("resnet", 0, study.task_settings(cfg, "resnet"), weights, keep=True)
+    record = seed_part_task("resnet", 0, task_settings(cfg, "resnet"), weights, keep=True)
     rows = pd.DataFrame(record["segmentation"])
-    assert set(rows["split"]) == set(study.SPLITS) and (rows["status"] == "evaluated").all()
+    assert set(rows["split"]) == set(SPLITS) and (rows["status"] == "evaluated").all()
     assert rows["miou"].between(0, 1).all() and (rows["trainable_params"] > 0).all()
     for row in record["segmentation"]:  # a trained arm: its record carries its budget
         assert not labkit.core.claims.missing_budget(row), "dinov2_microct, grid 'grid' (part resnet): no budget"
@@ -313,15 +339,15 @@ def _standin_checkpoint(tmp_path, loss_ratio):
 def test_ssl_backbone_is_the_standin_checkpoint_on_the_token_grid(tmp_path):
     path = _standin_checkpoint(tmp_path, 0.5)
     cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, ssl_weights=str(path), token_grid=6))
-    bb = study.load_ssl_backbone(cfg)
+    bb = load_ssl_backbone(cfg)
     assert bb.ok and bb.img_size == 6 * 7 and bb.pretraining["loss_ratio"] == 0.5
     assert bb.model.patch_embed.grid_size == (6, 6)
     # the same file, another token grid: the position embedding is resampled, the weights id is the file's
-    other = study.load_ssl_backbone(
+    other = load_ssl_backbone(
         labkit.configure("dinov2_microct", "smoke", dict(TINY, ssl_weights=str(path), token_grid=24))
     )
     assert other.img_size == 168 and other.weights_id == bb.weights_id
-    missing = study.load_ssl_backbone(
+    missing = load_ssl_backbone(
         labkit.configure("dinov2_microct", "smoke", dict(TINY, ssl_weights="labkit:no_such_net"))
     )
     assert not missing.ok and "ssl_weights" in missing.status
@@ -330,9 +356,9 @@ def test_ssl_backbone_is_the_standin_checkpoint_on_the_token_grid(tmp_path):
 def test_untrained_standin_leaves_its_analogue_claims_not_evaluated(tmp_path):
     path = _standin_checkpoint(tmp_path, 0.95)  # not below TRAINED_RATIO
     untrained = {"loss_ratio": 0.6, "final_loss": 0.95, "trivial_loss": 1.6, "learner_free_loss": 1.0}
-    res = types.SimpleNamespace(pretraining={"ssl": {**untrained, "learner_free_ratio": 0.95}})
-    table = study.pretraining_table(res)
-    assert not table["trained"].iloc[0] and table["trained_threshold"].iloc[0] == study.TRAINED_RATIO
+    res = Runs(examples={"pretraining": {"ssl": {**untrained, "learner_free_ratio": 0.95}}})
+    table = tables.pretraining(res)
+    assert not table["trained"].iloc[0] and table["trained_threshold"].iloc[0] == TRAINED_RATIO
     assert path.is_file()
     cfg = labkit.configure(
         "dinov2_microct",
@@ -342,20 +368,20 @@ def test_untrained_standin_leaves_its_analogue_claims_not_evaluated(tmp_path):
     claims = study.declare_claims(cfg)
     assert claims and all(c.id.endswith("__ssl") for c in claims)
     for c in claims:
-        tables = labkit.core.claims.synthetic_tables(c)
-        assert judge(c, tables)["status"] == "held", c.id
+        judged = labkit.core.claims.synthetic_tables(c)
+        assert judge(c, judged)["status"] == "held", c.id
         # judged against the learner-free predictor (visible-pixel mean), not the image mean it would pass
-        trained = tables["pretraining"]
-        tables["pretraining"] = pd.DataFrame([{"arm": "ssl", **untrained}])
-        verdict = judge(c, tables)
+        trained = judged["pretraining"]
+        judged["pretraining"] = pd.DataFrame([{"arm": "ssl", **untrained}])
+        verdict = judge(c, judged)
         assert verdict["status"] == "not evaluated" and "precondition 'trained' failed" in verdict["reason"], c.id
         # features learned: the stand-in's frozen linear head no better than the random ViT's
-        tables["pretraining"] = trained
-        seg = tables["segmentation"]
+        judged["pretraining"] = trained
+        seg = judged["segmentation"]
         ssl = (seg["method"] == "linear head (frozen)") & (seg["arm"] == "ssl") & (seg["split"] == "ood_rock")
         rnd = seg[(seg["method"] == "linear head (frozen)") & (seg["arm"] == "random")].set_index("seed")["miou"]
         seg.loc[ssl, "miou"] = seg.loc[ssl, "seed"].map(rnd).to_numpy()
-        verdict = judge(c, tables)
+        verdict = judge(c, judged)
         assert verdict["status"] == "not evaluated", c.id
         assert "precondition 'features learned' failed" in verdict["reason"], c.id
 
@@ -366,10 +392,10 @@ def test_centred_probe_ignores_a_common_offset():
     signal = rng.normal(size=(60, 8)) * 1e-3 + np.eye(3, 8)[labels] * 1e-2
     shifted = signal + 100.0  # a near-constant token: every raw cosine similarity is about 1
     tr, te = np.arange(0, 60, 2), np.arange(1, 60, 2)
-    views = study.centred_views({"cls": shifted, "mean": signal}, tr)
+    views = centred_views({"cls": shifted, "mean": signal}, tr)
     assert np.allclose(views["cls"], views["mean"], atol=1e-4)
     cfg = labkit.configure("dinov2_microct", "smoke", dict(TINY, knn_ks=[3]))
-    rows = pd.DataFrame(study.probe_rows(cfg, 0, "x", {"cls": shifted, "mean": signal}, labels, tr, te, 10))
+    rows = pd.DataFrame(probe_rows(cfg, 0, "x", {"cls": shifted, "mean": signal}, labels, tr, te, 10))
     assert set(rows["feature"]) == {"cls", "mean", "cls+mean"}
     acc = rows.set_index(["probe", "feature"])["accuracy"]
     assert acc[("knn", "cls")] == acc[("knn", "mean")] > 0.9
@@ -377,9 +403,9 @@ def test_centred_probe_ignores_a_common_offset():
 
 def test_grey_histograms_are_densities():
     rng = np.random.default_rng(0)
-    h = study.grey_histograms(rng.random((4, 16, 16)))
-    assert h.shape == (4, study.HISTOGRAM_BINS)
-    assert np.allclose(h.sum(1) / study.HISTOGRAM_BINS, 1.0)
+    h = grey_histograms(rng.random((4, 16, 16)))
+    assert h.shape == (4, HISTOGRAM_BINS)
+    assert np.allclose(h.sum(1) / HISTOGRAM_BINS, 1.0)
 
 
 def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
@@ -388,20 +414,22 @@ def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
     cfg = labkit.configure("dinov2_microct", "paper", {})
     assert cfg.data_source == "drp317_151"
     with pytest.raises(ParameterError, match=r"(?s)project 317.*project 151.*digitalrocksportal.*Expected layout"):
-        study.run(cfg)  # before any simulation or model
+        study.data(cfg)  # before any simulation or model
     with pytest.raises(ParameterError, match="parameter 'data_root' '/no/such/folder' does not exist"):
-        study.run(labkit.configure("dinov2_microct", "smoke", dict(data_source="volumes", data_root="/no/such/folder")))
+        study.data(
+            labkit.configure("dinov2_microct", "smoke", dict(data_source="volumes", data_root="/no/such/folder"))
+        )
     with pytest.raises(
         ParameterError, match="parameter 'dinov2_weights' .*'/no/such.safetensors', which does not exist"
     ):
-        study.run(labkit.configure("dinov2_microct", "smoke", dict(dinov2_weights="/no/such.safetensors")))
+        study.data(labkit.configure("dinov2_microct", "smoke", dict(dinov2_weights="/no/such.safetensors")))
 
 
 def test_pca_slices_take_each_rocks_first_scanner_when_a_rock_lacks_scanner_0():
     """The Digital Rocks Portal layout images each project with one scanner: rock 1 only has scanner 1."""
     from types import SimpleNamespace
 
-    from labkit.studies.dinov2_microct import pca_indices
+    from labkit.studies.dinov2_microct.data import pca_indices
 
     ds = SimpleNamespace(rock=np.array([0, 0, 1, 1, 0]), scanner=np.array([1, 0, 1, 1, 0]), rock_types=["a", "b"])
     assert pca_indices(ds).tolist() == [1, 2]

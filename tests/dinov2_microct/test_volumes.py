@@ -9,6 +9,7 @@ import labkit
 from labkit.core.errors import DataError, ParameterError
 from labkit.data import microct, microct_volumes
 from labkit.studies import dinov2_microct as study
+from labkit.studies.dinov2_microct.data import check_data_source, make_data, splits
 from tests.dinov2_microct import trees
 
 SMOKE = dict(samples_per_rock=2, slices_per_sample=3, slice_step=4, slice_size=56)
@@ -26,8 +27,8 @@ def _cfg(root, source="volumes", **kw):
 def test_every_format_in_the_manifest_reads_back_the_written_voxels(tree):
     root, written = tree
     cfg = _cfg(root)
-    study.check_data_source(cfg)
-    ds = study.make_data(cfg, seed=0)
+    check_data_source(cfg)
+    ds = make_data(cfg, seed=0)
     assert isinstance(ds, microct.MicroCTSlices)
     assert ds.rock_types == ("berea", "estaillades", "wacke")
     assert ds.scanners == ("zeiss_versa", "nikon_xth", "tomcat")
@@ -51,8 +52,8 @@ def test_every_format_in_the_manifest_reads_back_the_written_voxels(tree):
 def test_the_split_comes_from_the_manifest(tree):
     root, _ = tree
     cfg = _cfg(root)
-    ds = study.make_data(cfg, seed=0)
-    sp = study.splits(cfg, ds)
+    ds = make_data(cfg, seed=0)
+    sp = splits(cfg, ds)
 
     def names(idx, attr):
         table = ds.scanners if attr == "scanner" else ds.rock_types
@@ -74,8 +75,8 @@ def test_the_split_comes_from_the_manifest(tree):
             train_scanners=["zeiss_versa", "tomcat"],
         ),
     )
-    ds = study.make_data(cfg, seed=0)
-    sp = study.splits(cfg, ds)
+    ds = make_data(cfg, seed=0)
+    sp = splits(cfg, ds)
     assert names(sp["ood_rock"], "rock") == {"estaillades"}
     assert names(sp["ood_scanner"], "scanner") == {"nikon_xth"}
 
@@ -87,7 +88,7 @@ def test_a_manifest_naming_a_missing_file(tree):
         DataError,
         match=r"manifest\.yaml: volume 0 \(berea_zeiss_versa\) labels: file .*zeiss_versa_labels\.tif does not exist",
     ):
-        study.run(_cfg(root))  # before any work
+        study.data(_cfg(root))  # before any work
 
 
 def test_a_raw_volume_whose_size_disagrees_with_its_shape_and_dtype(tree):
@@ -99,16 +100,16 @@ def test_a_raw_volume_whose_size_disagrees_with_its_shape_and_dtype(tree):
         match=r"berea/tomcat_grey\.raw: file has 144000 bytes but shape \(20, 60, 60\) \(z, y, x\) of uint32 needs "
         r"288000 bytes",
     ):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
     trees.edit_manifest(root, lambda d: d["volumes"][2]["image"].update(dtype="uint16", shape=[20, 60, 61]))
     with pytest.raises(DataError, match=r"tomcat_grey\.raw: file has 144000 bytes but shape \(20, 60, 61\)"):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
     # a raw volume with its header: a truncated file is named too
     raw = root / "berea" / "nikon_xth_labels.raw"
     raw.write_bytes(raw.read_bytes()[:-10])
     trees.edit_manifest(root, lambda d: d["volumes"][2]["image"].update(shape=[20, 60, 60]))
     with pytest.raises(DataError, match=r"nikon_xth_labels\.raw: file has 71990 bytes but shape \(20, 60, 60\)"):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
 
 
 def test_a_tiff_stack_whose_pages_differ_in_size(tmp_path, tree):
@@ -126,7 +127,7 @@ def test_a_tiff_stack_whose_pages_differ_in_size(tmp_path, tree):
         for i, page in enumerate(grey):
             tw.write(page if i != 7 else page[:, :50], photometric="minisblack")
     with pytest.raises(DataError, match=r"zeiss_versa_grey\.tif: TIFF page 7 has shape \(60, 50\) but page 0"):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
 
 
 def test_labels_outside_the_declared_phases(tree):
@@ -137,16 +138,16 @@ def test_labels_outside_the_declared_phases(tree):
     with pytest.raises(
         DataError, match=r"tomcat_labels\.tif: label values \[7\] are outside the declared phases 0\.\.2"
     ):
-        study.make_data(_cfg(root), seed=0)
+        make_data(_cfg(root), seed=0)
     # fewer declared phases: the third phase is now outside them
     trees.edit_manifest(root, lambda d: d.update(phases=["pore", "solid"]))
     with pytest.raises(DataError, match=r"label values \[2\] are outside the declared phases 0\.\.1"):
-        study.make_data(_cfg(root), seed=0)
+        make_data(_cfg(root), seed=0)
     # a label map that misses a stored value names it
     trees.edit_manifest(root, lambda d: d.update(phases=["pore", "mineral", "microporous"]))
     trees.edit_manifest(root, lambda d: d["volumes"][4]["labels"].update(map={0: 0, 1: 1}))
     with pytest.raises(DataError, match=r"nikon_xth_labels\.mat: label values \[2\] are not in its map"):
-        study.make_data(_cfg(root), seed=0)
+        make_data(_cfg(root), seed=0)
 
 
 def test_a_label_volume_whose_shape_differs_from_its_image(tree):
@@ -159,7 +160,7 @@ def test_a_label_volume_whose_shape_differs_from_its_image(tree):
         match=r"nikon_xth_labels\.mhd: label volume shape \(20, 60, 59\) \(z, y, x\) differs from its image "
         r"nikon_xth_grey\.mhd \(20, 60, 60\)",
     ):
-        study.run(_cfg(root))  # before any work
+        study.data(_cfg(root))  # before any work
 
 
 def test_a_rock_or_scanner_named_in_the_split_that_no_volume_has(tree):
@@ -170,22 +171,22 @@ def test_a_rock_or_scanner_named_in_the_split_that_no_volume_has(tree):
         match=r"manifest\.yaml: splits\.test_rock names rock \['ketton'\], which no volume has "
         r"\(volumes have rocks \['berea', 'estaillades', 'wacke'\]\)",
     ):
-        study.run(_cfg(root))
+        study.data(_cfg(root))
     trees.edit_manifest(root, lambda d: d["splits"].update(test_rock="wacke", train_scanners=["zeiss_versa", "micro"]))
     with pytest.raises(DataError, match=r"splits\.train_scanners names scanner \['micro'\], which no volume has"):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
     trees.edit_manifest(
         root, lambda d: d["splits"].update(train_scanners=["zeiss_versa", "nikon_xth"], test_rock="berea")
     )
     with pytest.raises(DataError, match=r"splits\.test_rock 'berea' is also a training rock"):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
 
 
 def test_a_manifest_without_a_volume_for_some_rock_and_scanner(tree):
     root, _ = tree
     trees.edit_manifest(root, lambda d: d.update(volumes=d["volumes"][1:]))
     with pytest.raises(DataError, match=r"no volume for rock x scanner \[\('berea', 'zeiss_versa'\)\]"):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
 
 
 def test_a_raw_volume_without_shape_or_header_and_an_unreadable_manifest(tree):
@@ -194,21 +195,21 @@ def test_a_raw_volume_without_shape_or_header_and_an_unreadable_manifest(tree):
     with pytest.raises(
         DataError, match=r"nikon_xth_grey\.raw: raw volume without shape and dtype: give them in the manifest"
     ):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
     (root / "manifest.yaml").write_text("volumes: [unclosed")
     with pytest.raises(DataError, match=r"manifest\.yaml: not valid YAML"):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
     (root / "manifest.yaml").unlink()
     with pytest.raises(DataError, match=r"no manifest\.yaml in data_root"):
-        study.check_data_source(_cfg(root))
+        check_data_source(_cfg(root))
 
 
 def test_volumes_too_small_for_the_slicing_parameters_are_named(tree):
     root, _ = tree
     with pytest.raises(DataError, match=r"zeiss_versa_grey\.tif: volume has 20 slices; 2 blocks .* need 26"):
-        study.make_data(_cfg(root, slices_per_sample=4), seed=0)
+        make_data(_cfg(root, slices_per_sample=4), seed=0)
     with pytest.raises(DataError, match=r"slices are 60 x 60 pixels, smaller than slice_size 64"):
-        study.make_data(_cfg(root, slice_size=64), seed=0)
+        make_data(_cfg(root, slice_size=64), seed=0)
 
 
 def test_the_digital_rocks_portal_layout(tmp_path):
@@ -256,7 +257,7 @@ def test_the_digital_rocks_portal_layout_errors(tmp_path):
         microct_volumes.read_drp_layout(tmp_path)
     # through the study: the paper's data source reads this layout and stops on what is wrong, before any work
     with pytest.raises(DataError, match=r"splits\.test_rock names rock \['Leopard'\]"):
-        study.run(_cfg(root, source="drp317_151"))
+        study.data(_cfg(root, source="drp317_151"))
 
 
 def test_the_paper_preset_without_data_root_names_the_dataset_and_its_layout():
@@ -268,9 +269,9 @@ def test_the_paper_preset_without_data_root_names_the_dataset_and_its_layout():
         r"digitalrocksportal\.org/projects/151"
         r".*317/<Sandstone>/<Prefix>_2d25um_grayscale\.raw.*151/<Sample>_raw\.raw",
     ):
-        study.run(cfg)
+        study.data(cfg)
     with pytest.raises(ParameterError, match=r"(?s)data_source is 'volumes'.*manifest\.yaml.*splits"):
-        study.run(labkit.configure("dinov2_microct", "smoke", {"data_source": "volumes"}))
+        study.data(labkit.configure("dinov2_microct", "smoke", {"data_source": "volumes"}))
 
 
 def test_a_shared_real_label_volume_through_a_manifest(tmp_path, shared_data):

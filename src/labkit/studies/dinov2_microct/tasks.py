@@ -1,0 +1,403 @@
+"""The grid's task: one part of one seed's experiment (``seed_part_task``), on that seed's slices, and the rows it
+records. Pure and module-level: it imports nothing above it, and its code (with the modules it imports) is the
+grid's cache key."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from labkit.core.grid import grid_task
+from labkit.core.metrics import ConfusionMatrix
+from labkit.core.seeding import seed_everything
+from labkit.data.microct import PHASES
+from labkit.methods import baselines, probing
+from labkit.models.vit_heads import count_parameters, patch_size_of
+from labkit.studies.dinov2_microct.backbones import Backbone, build_backbone, torch_device
+from labkit.studies.dinov2_microct.data import (
+    BACKBONE_LABELS,
+    NAME,
+    NUM_PHASES,
+    SPLITS,
+    evaluated_splits,
+    pca_indices,
+    seed_data,
+    splits,
+)
+from labkit.studies.dinov2_microct.probes import classification_baselines, probe_rows, tsne_silhouette
+from labkit.studies.dinov2_microct.segmenters import fit_lora, predict, token_oracle, train_budget, train_segmenter
+
+CEILING_GRIDS = (8, 12, 16, 24, 32, 48)
+ORACLE = "per-token oracle"
+
+
+def _scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    cm = ConfusionMatrix(NUM_PHASES).update(pred, target)
+    return cm.scores(PHASES)
+
+
+@dataclass
+class SeedResult:
+    """A task's rows (and the figures' material), then, gathered from the first seed's records, what the
+    figures draw: example masks, class and patch tokens, t-SNE embeddings."""
+
+    classification: list[dict] = field(default_factory=list)
+    segmentation: list[dict] = field(default_factory=list)
+    embeddings: dict[str, Any] = field(default_factory=dict)  # kind -> {"tsne": (N, 2), "silhouette": float}
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+    features: dict[str, probing.Features] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    inputs: dict[str, str] = field(default_factory=dict)  # kind -> input_note
+    ceilings: list[dict] = field(default_factory=list)  # per-token oracle mIoU per token grid and split
+    grids: dict[str, int] = field(default_factory=dict)  # backbone label -> token grid side
+
+    def record(self, part: str, seed: int, keep: bool) -> dict[str, Any]:
+        """The grid record: numbers, strings, lists and dicts; with ``keep`` the figures' arrays too."""
+        out = {
+            "part": part,
+            "seed": int(seed),
+            "classification": self.classification,
+            "segmentation": self.segmentation,
+            "ceilings": self.ceilings,
+            "notes": sorted(set(self.notes)),
+            "inputs": self.inputs,
+            "grids": self.grids,
+            "silhouettes": {k: e["silhouette"] for k, e in self.embeddings.items()},
+        }
+        if keep:
+            out["examples"] = {k: v if k == "image" else v.astype(np.int8) for k, v in self.examples.items()}
+            out["tsne"] = {k: e["tsne"] for k, e in self.embeddings.items()}
+            out["features"] = {
+                k: {"cls": f.cls, "patch": f.patch, "patch_index": f.patch_index, "seconds": f.seconds, "key": f.key}
+                for k, f in self.features.items()
+            }
+        return out
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take in one record of the first seed (in the rows' order: baselines, ResNet, each ViT)."""
+        self.examples.update(record.get("examples", {}))
+        self.inputs.update(record.get("inputs", {}))
+        self.grids.update(record.get("grids", {}))
+        for kind, f in record.get("features", {}).items():
+            self.features[kind] = probing.Features(
+                f["cls"], f["patch"], f["seconds"], True, f["key"], np.asarray(f["patch_index"])
+            )
+        for kind, sil in record.get("silhouettes", {}).items():
+            self.embeddings[kind] = {"tsne": record.get("tsne", {}).get(kind), "silhouette": sil}
+
+
+def _seg_rows(
+    out: SeedResult, seed, method, backbone, kind, trainable, seconds, preds: dict, ds, sp, example_idx, budget=None
+):
+    """One row per split it predicted; a trained arm's rows carry its ``budget``."""
+    for split in preds:
+        s = _scores(preds[split], ds.masks[sp[split]])
+        out.segmentation.append(
+            {
+                "seed": seed,
+                "method": method,
+                "backbone": backbone,
+                "kind": kind,
+                "split": split,
+                "trainable_params": trainable,
+                "train_seconds": seconds,
+                "status": "evaluated",
+                "miou": s["miou"],
+                **{f"iou/{p}": s[f"iou/{p}"] for p in PHASES},
+                **({"budget": dict(budget)} if budget is not None else {}),
+            }
+        )
+    key = f"{method} | {backbone}" if backbone else method
+    out.examples[key] = preds["ood_rock"][example_idx]
+
+
+def _not_evaluated(out: SeedResult, seed, method, backbone, kind, reason):
+    for split in SPLITS:
+        out.segmentation.append(
+            {
+                "seed": seed,
+                "method": method,
+                "backbone": backbone,
+                "kind": kind,
+                "split": split,
+                "trainable_params": np.nan,
+                "train_seconds": np.nan,
+                "status": reason,
+                "miou": np.nan,
+                **{f"iou/{p}": np.nan for p in PHASES},
+            }
+        )
+
+
+def ceiling_rows(cfg, seed, ds, sp, grids=CEILING_GRIDS) -> list[dict]:
+    """The per-token oracle's mean IoU per token grid and split (the grid-ceiling figure)."""
+    rows = []
+    for g in grids:
+        for split in evaluated_splits(sp):
+            s = _scores(token_oracle(ds.masks[sp[split]], g), ds.masks[sp[split]])
+            rows.append({"seed": seed, "grid": g, "split": split, "miou": s["miou"]})
+    return rows
+
+
+@grid_task("dinov2_microct/seed_part")
+def seed_part_task(part: str, seed: int, settings: dict, weights: dict | None = None, keep: bool = False) -> dict:
+    """One grid task: one part of ``seed``'s experiment, on that seed's slices.
+
+    ``part``: ``baselines`` (the classical pipelines and the UNet from scratch; the grey-level histogram
+    and random-ResNet classification rows; the per-token oracle on every token grid), ``resnet`` (the
+    pretrained ResNet + LoRA) or a ViT kind (``dinov2``, ``random``, ``ssl``: the per-token oracle of its
+    grid, kNN and linear probes, t-SNE, frozen heads, kNN segmentation, LoRA). ``settings``: the resolved
+    parameters the part reads (:func:`experiment.task_settings`); ``weights``: the weights it loads and their digest
+    (:func:`experiment.resolve_arms`); ``keep``: also return the figures' arrays (the first seed's). Returns the
+    record of :meth:`SeedResult.record`: rows of the classification, segmentation and ceiling tables."""
+    from labkit.core.params import Config
+
+    cfg = Config(NAME, "grid task", {**settings, "progress": False})
+    ds = seed_data(cfg, seed)
+    sp = splits(cfg, ds)
+    out = SeedResult()
+    if part == "baselines":
+        _baselines(cfg, seed, ds, sp, out)
+    elif part == "resnet":
+        _resnet_lora(cfg, seed, out, ds, sp, weights)
+    else:
+        _vit_rows(cfg, build_backbone(cfg, part, seed, weights), seed, ds, sp, out, keep)
+    return out.record(part, seed, keep)
+
+
+def _example_index(sp) -> np.ndarray:
+    """The two out-of-distribution slices of the example-mask figure."""
+    return np.array([0, len(sp["ood_rock"]) // 2])
+
+
+def _per_class(ds, sp) -> int:
+    """Training slices of the rarest rock (a kNN with k at or above it must vote across rocks)."""
+    return int(np.bincount(ds.rock[sp["cls_train"]]).min())
+
+
+def _baselines(cfg, seed, ds, sp, out: SeedResult) -> None:
+    """The rows without a ViT: classical pipelines and the UNet from scratch (segmentation), the grey-level
+    histogram and the random-init ResNet (classification), and the per-token oracle of every token grid."""
+    seg_tr = ds.subset(sp["seg_train"])
+    example_idx = _example_index(sp)
+    out.examples["image"] = ds.images[sp["ood_rock"]][example_idx]
+    out.examples["truth"] = ds.masks[sp["ood_rock"]][example_idx]
+    classical = [
+        ("multi-Otsu", baselines.ClusterSegmenter("otsu", NUM_PHASES, cfg.denoise_sigma, seed)),
+        ("K-means", baselines.ClusterSegmenter("kmeans", NUM_PHASES, cfg.denoise_sigma, seed)),
+        ("fuzzy C-means", baselines.ClusterSegmenter("fcm", NUM_PHASES, cfg.denoise_sigma, seed)),
+        ("random forest (filter bank)", baselines.FilterBankForest(n_estimators=cfg.rf_trees, seed=seed)),
+    ]
+    for name, est in classical:
+        t0 = time.perf_counter()
+        est.fit(seg_tr.images, seg_tr.masks)
+        seconds = time.perf_counter() - t0
+        preds = {s: est.predict(ds.images[sp[s]]) for s in evaluated_splits(sp)}
+        _seg_rows(out, seed, name, "", "classical", np.nan, seconds, preds, ds, sp, example_idx)
+
+    seed_everything(seed)
+    unet = baselines.create_unet(NUM_PHASES, in_channels=1)
+    res = train_segmenter(
+        cfg,
+        unet,
+        seg_tr.images,
+        seg_tr.masks,
+        batch_size=cfg.unet_batch_size,
+        epochs=cfg.unet_epochs,
+        lr=cfg.unet_lr,
+        seed=seed,
+        desc="UNet from scratch",
+    )
+    preds = {s: predict(res.model, ds.images[sp[s]]) for s in evaluated_splits(sp)}
+    trainable = count_parameters(unet)
+    budget = train_budget(len(seg_tr.images), cfg.unet_batch_size, cfg.unet_epochs, cfg.unet_lr, trainable)
+    _seg_rows(
+        out, seed, "UNet from scratch", "", "from scratch", trainable, res.seconds, preds, ds, sp, example_idx, budget
+    )
+
+    out.classification += classification_baselines(cfg, seed, ds, sp["cls_train"], sp["cls_test"], _per_class(ds, sp))
+    out.ceilings = ceiling_rows(cfg, seed, ds, sp)
+
+
+def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> None:
+    """Every row of one ViT: the per-token oracle of its grid; kNN and linear probes on the class token, the
+    mean patch token and both (centred); t-SNE; linear and CNN heads and kNN segmentation on frozen patch
+    tokens; LoRA fine-tuning (where ``lora``). With ``keep`` the figures' tokens are kept."""
+    out.notes.append(f"{bb.label}: {bb.input}")
+    out.inputs[bb.kind] = bb.input
+    _token_grid_oracle(cfg, bb, seed, ds, sp, out)
+    bb.model.to(torch_device(cfg))
+    feats = _features(cfg, bb, ds, sp, out, keep)
+    _probes(cfg, bb, seed, ds, sp, out, feats)
+    _frozen_heads(cfg, bb, seed, ds, sp, out, feats)
+    del feats
+    _lora_heads(cfg, bb, seed, ds, sp, out)
+
+
+def _token_grid_oracle(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
+    """The per-token oracle of the ViT's token grid (the ceiling of its heads)."""
+    grid = bb.img_size // patch_size_of(bb.model)
+    out.grids[bb.label] = int(grid)
+    preds = {
+        s: token_oracle(ds.masks[sp[s]], grid, bb.img_size if cfg.resize_policy == "pad" else None)
+        for s in evaluated_splits(sp)
+    }
+    _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, _example_index(sp))
+
+
+def _features(cfg, bb: Backbone, ds, sp, out: SeedResult, keep: bool) -> probing.Features:
+    """Class tokens of every slice and patch tokens of the segmentation and PCA slices; with ``keep`` only what
+    the figures need is kept in the record (class tokens, the PCA slices' patch tokens)."""
+    seg_index = np.concatenate([sp["seg_train"]] + [sp[s] for s in evaluated_splits(sp)])
+    feats = probing.extract_features(
+        bb.model,
+        ds.images,
+        img_size=bb.img_size,
+        backbone=bb.name,
+        weights=bb.weights_id,
+        batch_size=cfg.feature_batch_size,
+        policy=cfg.resize_policy,
+        progress=cfg.progress,
+        patch_index=np.union1d(seg_index, pca_indices(ds)),
+    )
+    if keep:
+        pca_idx = np.sort(pca_indices(ds))
+        out.features[bb.kind] = probing.Features(
+            feats.cls, feats.patch_of(pca_idx), feats.seconds, feats.from_cache, feats.key, pca_idx
+        )
+    return feats
+
+
+def _probes(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probing.Features) -> None:
+    """Classification: class token, mean patch token and both, centred on the training mean; and the t-SNE."""
+    tr, te = sp["cls_train"], sp["cls_test"]
+    out.classification += probe_rows(
+        cfg, seed, bb.label, {"cls": feats.cls, "mean": feats.mean}, ds.rock, tr, te, _per_class(ds, sp)
+    )
+    if cfg.tsne:
+        emb, sil = tsne_silhouette(feats.cls - feats.cls[tr].mean(0), ds.rock, seed)
+        out.embeddings[bb.kind] = {"tsne": emb, "silhouette": sil}
+
+
+def _frozen_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probing.Features) -> None:
+    """Linear and CNN heads and kNN segmentation on frozen patch tokens; with reflect-padded inputs the masks are
+    padded with an ignored label and predictions cropped back to the slice."""
+    size = (cfg.slice_size, cfg.slice_size)
+    example_idx = _example_index(sp)
+    seg_tr = ds.subset(sp["seg_train"])
+    padded = (bb.img_size, bb.img_size) if cfg.resize_policy == "pad" and bb.img_size != cfg.slice_size else None
+    tr_masks = seg_tr.masks if padded is None else probing.pad_masks(seg_tr.masks, bb.img_size)
+    tok_tr = feats.patch_of(sp["seg_train"])
+    for head, name in (("linear", "linear head (frozen)"), ("cnn", "CNN head (frozen)")):
+        hr = probing.train_token_head(
+            tok_tr,
+            tr_masks,
+            kind=head,
+            num_classes=NUM_PHASES,
+            epochs=cfg.head_epochs,
+            lr=cfg.head_lr,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            progress=cfg.progress,
+        )
+        preds = {
+            s: probing.predict_token_head(hr.model, feats.patch_of(sp[s]), size, padded_size=padded)
+            for s in evaluated_splits(sp)
+        }
+        budget = train_budget(len(tok_tr), cfg.batch_size, cfg.head_epochs, cfg.head_lr, hr.trainable_params)
+        _seg_rows(
+            out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp, example_idx, budget
+        )
+    t0 = time.perf_counter()
+    preds = {
+        s: probing.knn_segment(
+            tok_tr,
+            tr_masks,
+            feats.patch_of(sp[s]),
+            size,
+            num_classes=NUM_PHASES,
+            k=cfg.knn_seg_k,
+            temperature=cfg.knn_temperature,
+            memory_size=cfg.knn_seg_memory,
+            seed=seed,
+            padded_size=padded,
+        )
+        for s in evaluated_splits(sp)
+    }
+    seconds = time.perf_counter() - t0
+    _seg_rows(out, seed, "kNN segmentation (frozen)", bb.label, "frozen", 0, seconds, preds, ds, sp, example_idx)
+
+
+def _lora_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
+    """Each head of ``lora_heads`` fine-tuned with LoRA on the ViT (where ``lora``; else rows saying why)."""
+    seg_tr = ds.subset(sp["seg_train"])
+    for head in cfg.lora_heads:
+        name = f"{head} head + LoRA"
+        if not cfg.lora:
+            reason = "not evaluated: LoRA not run for this backbone in this preset (parameter lora_backbones)"
+            _not_evaluated(out, seed, name, bb.label, "LoRA", reason)
+            continue
+        model, r = fit_lora(cfg, bb.model, head, seg_tr, seed, f"LoRA {head} {bb.kind}", img_size=bb.img_size)
+        preds = {s: predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
+        trainable = count_parameters(model)
+        budget = train_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
+        _seg_rows(out, seed, name, bb.label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget)
+        del model, r
+
+
+def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads) -> None:
+    """The rows of a ViT that could not run, each saying why."""
+    for probe in ("knn", "linear"):
+        out.classification.append(
+            {
+                "seed": seed,
+                "backbone": label,
+                "probe": probe,
+                "feature": "all",
+                "k": np.nan,
+                "accuracy": np.nan,
+                "status": status,
+            }
+        )
+    for m in ("linear head (frozen)", "CNN head (frozen)", "kNN segmentation (frozen)"):
+        _not_evaluated(out, seed, m, label, "frozen", status)
+    for h in lora_heads:
+        _not_evaluated(out, seed, f"{h} head + LoRA", label, "LoRA", status)
+
+
+def unavailable_record(cfg, part: str, seed: int, status: str) -> dict:
+    """The record of a part whose arm could not run: its rows, each saying why."""
+    out = SeedResult()
+    if part == "resnet":
+        _not_evaluated(out, seed, "linear head + LoRA", resnet_lora_label(cfg), "LoRA", status)
+    else:
+        _unavailable_vit(out, seed, BACKBONE_LABELS[part], status, cfg.lora_heads)
+    return out.record(part, seed, keep=False)
+
+
+def resnet_lora_label(cfg) -> str:
+    return f"{cfg.resnet_backbone} (pretrained)"
+
+
+def _resnet_lora(cfg, seed, out: SeedResult, ds, sp, weights: dict) -> None:
+    """The pretrained ResNet + LoRA with a linear head, at the ViTs' input side (``input_size``)."""
+    from labkit.models.backbones import create_backbone
+
+    seg_tr = ds.subset(sp["seg_train"])
+    resnet = create_backbone(cfg.resnet_backbone, weights=weights["weights"], num_classes=0)
+    model, r = fit_lora(
+        cfg, resnet, "linear", seg_tr, seed, "LoRA resnet", targets="resnet-convs", img_size=cfg.input_size
+    )
+    preds = {s: predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
+    label, trainable = resnet_lora_label(cfg), count_parameters(model)
+    budget = train_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
+    _seg_rows(
+        out, seed, "linear head + LoRA", label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The grid: every seed x part, gathered into the study's tables
