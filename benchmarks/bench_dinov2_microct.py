@@ -186,19 +186,22 @@ def bench_grid(preset: str, save: str | None = None):
 
     def timed(executor: str, cache: str):
         os.environ["LABKIT_CACHE"] = cache  # fresh grid records and feature caches (the workers inherit it)
-        study._cached_data.cache_clear()
+        from labkit.studies.dinov2_microct.data import _cached_data
+
+        _cached_data.cache_clear()
         over = {"executor": executor, **({"workers": 2} if executor == "processes" else {})}
         cfg = labkit.configure("dinov2_microct", preset, over)
         t0 = time.perf_counter()
-        res = study.run(cfg, progress=False)
+        res = study.run(cfg, study.data(cfg))
         seconds = time.perf_counter() - t0
-        assert res.computed and not res.cached
+        assert res.computed and not sum(g["cached"] for g in res.grids)
         if save:  # the tables of each run, to compare with a report
             os.makedirs(save, exist_ok=True)
-            for table in ("segmentation", "classification", "silhouettes"):
-                getattr(res, table).to_csv(f"{save}/{executor}_{table}.csv", index=False)
-            study.segmentation_table(res).to_csv(f"{save}/{executor}_segmentation_table.csv", index=False)
-            study.classification_table(res).to_csv(f"{save}/{executor}_classification_table.csv", index=False)
+            for table, name in (("segmentation_rows", "segmentation"), ("classification_rows", "classification")):
+                res.tables[table].to_csv(f"{save}/{executor}_{name}.csv", index=False)
+            res.tables["silhouettes"].to_csv(f"{save}/{executor}_silhouettes.csv", index=False)
+            study.tables.segmentation(res).to_csv(f"{save}/{executor}_segmentation_table.csv", index=False)
+            study.tables.classification(res).to_csv(f"{save}/{executor}_classification_table.csv", index=False)
         return seconds, res
 
     with tempfile.TemporaryDirectory() as root:

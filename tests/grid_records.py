@@ -2,7 +2,7 @@
 
 import numpy as np
 
-TIMING = {"seconds", "task_seconds", "train_seconds", "cpu_seconds"}
+TIMING = {"seconds", "task_seconds", "train_seconds", "cpu_seconds", "images_per_s"}
 
 
 def assert_same_records(a, b, where=""):

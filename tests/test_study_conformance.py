@@ -91,6 +91,7 @@ def test_an_edit_to_a_table_figure_or_claim_leaves_every_grid_fingerprint_unchan
     above = {f"labkit.studies.{name}.{f}" for f in ABOVE_TASKS}
     assert not reached & above, f"the grid tasks' cache key covers {sorted(reached & above)}"
     assert not {m for m in reached if m.startswith(("labkit.reports", "labkit.runner", "labkit.cli"))}
+    assert "labkit.studies.base" not in reached, "the study base is not part of what a task computes"
 
 
 def test_every_grid_task_has_a_stable_id_of_its_study(name):

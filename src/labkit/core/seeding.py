@@ -26,3 +26,9 @@ def seed_everything(seed: int, deterministic: bool = True):
 
 def rng(seed: int | None) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def regime_seeds(cfg) -> list[int]:
+    """The seeds of a study's regime runs: ``seeds`` first, then the extra ``regime_seeds``, each once."""
+    extra = (cfg.get("regime_seeds") if hasattr(cfg, "get") else getattr(cfg, "regime_seeds", None)) or []
+    return list(dict.fromkeys([*cfg.seeds, *extra]))

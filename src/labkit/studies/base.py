@@ -26,30 +26,13 @@ import importlib
 import sys
 import time
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from labkit.core.arms import Arm, arm_colours, arm_labels  # noqa: F401  (the face of every study uses them)
 from labkit.core.grid import Grid, GridResult, grid_runs
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One row of a study's comparisons: its name in the tables, its label in figures, its colour, and whether
-    it is a reference row (a floor or a ceiling: read against, never claimed)."""
-
-    name: str
-    label: str
-    colour: str = "C0"
-    reference: bool = False
-
-
-def arm_labels(arms: Sequence[Arm]) -> dict[str, str]:
-    return {arm.name: arm.label for arm in arms}
-
-
-def arm_colours(arms: Sequence[Arm]) -> dict[str, str]:
-    return {arm.name: arm.colour for arm in arms}
+from labkit.core.seeding import regime_seeds  # noqa: F401
 
 
 @dataclass
@@ -156,12 +139,6 @@ def task_device(cfg) -> str:
 
     name = cfg.get("device", "auto") if hasattr(cfg, "get") else getattr(cfg, "device", "auto")
     return str(resolve_device(name or "auto", announce=False))
-
-
-def regime_seeds(cfg) -> list[int]:
-    """The seeds of a study's regime runs: ``seeds`` first, then the extra ``regime_seeds``, each once."""
-    extra = (cfg.get("regime_seeds") if hasattr(cfg, "get") else getattr(cfg, "regime_seeds", None)) or []
-    return list(dict.fromkeys([*cfg.seeds, *extra]))
 
 
 class Stopwatch:

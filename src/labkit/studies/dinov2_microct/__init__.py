@@ -44,12 +44,9 @@ task and what only it needs: ``backbones``, ``segmenters``, ``probes``), ``exper
 table or figure per result and ``report.conclude``.
 """
 
-import sys
-import types
-
 from labkit.studies.base import lazy_face
 
-_lazy_getattr, __dir__ = lazy_face(
+__getattr__, __dir__ = lazy_face(
     __name__,
     {
         "NAME": "data",
@@ -64,22 +61,3 @@ _lazy_getattr, __dir__ = lazy_face(
         "figures": "figures",
     },
 )
-
-
-class _Face(types.ModuleType):
-    """``data``, ``claims`` and ``plan`` are both submodules and the face's functions of the same name. The import
-    system binds a submodule on its package when it first imports it; the face keeps the function instead (a
-    shim until labkit.studies.base.lazy_face does this for every study)."""
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and callable(getattr(value, name, None)):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Face
-
-
-def __getattr__(name):
-    value = _lazy_getattr(name)  # imports the submodule that defines it (binding a namesake function, see _Face)
-    return globals().get(name, value)

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from labkit.core.arms import Arm, arm_labels
 from labkit.core.errors import DataError, ParameterError
 from labkit.data import microct
 from labkit.data.microct import PHASES
-from labkit.studies.base import Arm, arm_labels
 
 NAME = "dinov2_microct"
 #: The rows the claims compare: each ViT kind (``backbones``), the ResNet + LoRA, the UNet from scratch and the

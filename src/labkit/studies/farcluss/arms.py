@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.core.arms import Arm, arm_labels
 from labkit.core.errors import ParameterError
 from labkit.methods import semisup as ss
-from labkit.studies.base import Arm, arm_labels
 
 from .data import ALL_LABELS, StudyData, ablation_split, split_names
 

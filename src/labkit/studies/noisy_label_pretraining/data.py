@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from labkit.core.arms import Arm, arm_labels
 from labkit.core.errors import DataError, ParameterError
+from labkit.core.seeding import regime_seeds
 from labkit.data import label_noise, landcover
 from labkit.data.geotiff_tree import chips, load_geotiff_tree
 from labkit.methods.noisy_label_encoder import DEFAULT_NOISE, band_statistics, noisy_labels, normalise
 from labkit.methods.unet_training import IGNORE_INDEX
-from labkit.studies.base import Arm, arm_labels, regime_seeds
 
 NAME = STUDY = "noisy_label_pretraining"
 TASK_A, TASK_B = "lulc", "structure"  # the land-cover task the encoder is pretrained on, and the new-classes task
