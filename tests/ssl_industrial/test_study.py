@@ -231,7 +231,7 @@ def test_all_good_floor_and_a_full_finetune_that_trains_the_patch_embedding(tmp_
     floor = study.finetune_task(**tasks["all_good", 8])
     prevalence = data["test"]["masks"].mean()
     assert floor["defect_f1"] == 0 and floor["image_auroc"] == 0.5 and np.isclose(floor["defect_ap"], prevalence)
-    from labkit.methods.ssl_industrial_finetune import ViTSegmenter, count_trainable, train_segmenter
+    from labkit.methods.defect_segmentation import ViTSegmenter, count_trainable, train_segmenter
 
     enc = study._new_vit("vit_tiny", 32, 8, 1, {"depth": 2, "embed_dim": 64, "num_heads": 2})
     model = ViTSegmenter(enc, out_size=32)
@@ -249,7 +249,7 @@ def test_all_good_floor_and_a_full_finetune_that_trains_the_patch_embedding(tmp_
 
 def test_defect_metrics_and_aupro():
     from labkit.methods.anomaly import aupro
-    from labkit.methods.ssl_industrial_finetune import defect_metrics
+    from labkit.methods.defect_segmentation import defect_metrics
 
     masks = np.zeros((4, 16, 16), int)
     masks[0, 2:6, 2:6] = 1

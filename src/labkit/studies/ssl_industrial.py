@@ -683,7 +683,7 @@ def finetune_task(
     frozen encoder's patch tokens). Returns defect AP, defect F1, image AUROC, mIoU, trainable parameters.
     """
     from labkit.core.device import resolve_device
-    from labkit.methods.ssl_industrial_finetune import (
+    from labkit.methods.defect_segmentation import (
         ViTSegmenter,
         count_trainable,
         defect_metrics,
@@ -1358,7 +1358,7 @@ def plan(cfg) -> list:
 
     from labkit.core.plan import GridPlan, TaskBudget, measure
     from labkit.methods.ssl import MaskedAutoencoder, SimCLR
-    from labkit.methods.ssl_industrial_finetune import ViTSegmenter, small_unet
+    from labkit.methods.defect_segmentation import ViTSegmenter, small_unet
 
     c, s = cfg.channels, cfg.img_size
     vit = lambda: _new_vit(cfg.arch, s, cfg.patch_size, c, _encoder_kwargs(cfg))  # noqa: E731
