@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from labkit.core.claims import Claim, Compare, Precondition
+from labkit.studies.base import Runs
 
 from .data import INIT_LABELS, PRETRAINED, VIT_INITS
 
@@ -85,40 +86,67 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
     for init in VIT_INITS:
         if init not in cfg.inits:
             unavailable.setdefault(init, f"'{init}' is not in inits at this run (-p inits ...)")
-    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
-    m = cfg.label_limited_margin
+    arms = _Arms(cfg, unavailable)
+    return [
+        _label_efficiency(arms, "mae"),
+        _label_efficiency(arms, "simclr"),
+        _probe_vs_finetune(arms),
+        _in_domain(arms),
+        _foundation_model(arms),
+    ]
 
+
+def claims(cfg, runs: Runs) -> list[Claim]:
+    """The claims of this run: :func:`declare_claims` with the arms it could not evaluate."""
+    return declare_claims(cfg, **runs.context)
+
+
+class _Arms:
+    """What every claim reads: the arms by init, protocol and label count, the claims' label counts (``lo``, ``hi``),
+    the reasons arms are unavailable, and each precondition built for a given arm."""
+
+    def __init__(self, cfg, unavailable: dict):
+        self.cfg, self.unavailable = cfg, unavailable
+        self.lo, self.hi = min(cfg.label_counts), max(cfg.label_counts)
+
+    @staticmethod
     def arm(init, n, protocol="full"):
         return {"init": init, "protocol": protocol, "n_labels": n}
 
-    def blocked(*inits):
-        reasons = [f"{i}: {unavailable[i]}" for i in inits if i in unavailable]
+    def blocked(self, *inits):
+        reasons = [f"{i}: {self.unavailable[i]}" for i in inits if i in self.unavailable]
         return "; ".join(reasons) or None
 
-    label_limited = Precondition.label_limited(
-        "defect_ap", full=arm("scratch", hi), few=arm("scratch", lo), margin=m, table="regime"
-    )
+    def label_limited(self):
+        return Precondition.label_limited(
+            "defect_ap",
+            full=self.arm("scratch", self.hi),
+            few=self.arm("scratch", self.lo),
+            margin=self.cfg.label_limited_margin,
+            table="regime",
+        )
 
-    def trained(init):
-        return trained_precondition(cfg, init)
+    def trained(self, init):
+        return trained_precondition(self.cfg, init)
 
-    def learned(init):
+    def learned(self, init):
         return Precondition.features_learned(
             "defect_ap",
-            pretrained=arm(init, hi, "frozen"),
-            random=arm("scratch", hi, "frozen"),
+            pretrained=self.arm(init, self.hi, "frozen"),
+            random=self.arm("scratch", self.hi, "frozen"),
             name=f"features learned ({init})",
         )
 
-    def above(init, n, protocol="full"):
+    def above(self, init, n, protocol="full"):
         return Precondition.above_floor(
             "defect_ap",
-            arm=arm(init, n, protocol),
+            arm=self.arm(init, n, protocol),
             floor={"init": "all_good", "protocol": "-", "n_labels": n},
             margin=FLOOR_MARGIN,
             label=f"{init} {protocol} at {n} labels",
         )
 
+    @staticmethod
     def same_budget(a, b, stage="finetune"):
         a_where, b_where = {"stage": stage, **a}, {"stage": stage, **b}
         what = (
@@ -128,148 +156,157 @@ def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Clai
         )
         return Precondition.same_budget(a=a_where, b=b_where, label=what)
 
-    claims = []
-    for ssl in ("mae", "simclr"):
-        claims.append(
-            Claim(
-                id=f"C1_label_efficiency_{ssl}",
-                statement=(
-                    "At small label counts, self-supervised pretraining then fine-tuning beats training from "
-                    f"scratch on the same labels; the gap narrows as labels grow ({INIT_LABELS[ssl]})."
-                ),
-                compare=[
-                    Compare(
-                        "defect_ap",
-                        a=arm(ssl, lo),
-                        b=arm("scratch", lo),
-                        label=f"defect AP at {lo} labels: {ssl} > scratch",
-                        effect=PRACTICAL_AP,
-                        effect_source=PRACTICAL_SOURCE,
-                    ),
-                    Compare(
-                        "gap_ap",
-                        a={"init": ssl, "n_labels": lo},
-                        b={"init": ssl, "n_labels": hi},
-                        table="gaps",
-                        label=f"defect-AP gap over scratch: at {lo} labels > at {hi} labels",
-                        effect=PRACTICAL_AP,
-                        effect_source=PRACTICAL_SOURCE,
-                    ),
-                ],
-                preconditions=[
-                    label_limited,
-                    trained(ssl),
-                    learned(ssl),
-                    above(ssl, lo),
-                    above(ssl, hi),
-                    above("scratch", hi),
-                    same_budget(arm(ssl, lo), arm("scratch", lo)),
-                    same_budget(arm(ssl, hi), arm("scratch", hi)),
-                ],
-                unavailable=blocked(ssl, "scratch"),
-                note=f"full fine-tuning (every parameter) for {cfg.finetune_steps} steps; paired over seeds",
-            )
-        )
-    claims.append(
-        Claim(
-            id="C2_probe_vs_finetune",
-            statement=(
-                "Masked-image-modelling features are weak under frozen probes but strong after fine-tuning, "
-                "while contrastive features do well under probes too."
+
+def _label_efficiency(arms: _Arms, ssl: str) -> Claim:
+    """Claim 1 for one pretext task: pretrained beats scratch at the fewest labels, the gap narrows."""
+    return Claim(
+        id=f"C1_label_efficiency_{ssl}",
+        statement=(
+            "At small label counts, self-supervised pretraining then fine-tuning beats training from "
+            f"scratch on the same labels; the gap narrows as labels grow ({INIT_LABELS[ssl]})."
+        ),
+        compare=[
+            Compare(
+                "defect_ap",
+                a=arms.arm(ssl, arms.lo),
+                b=arms.arm("scratch", arms.lo),
+                label=f"defect AP at {arms.lo} labels: {ssl} > scratch",
+                effect=PRACTICAL_AP,
+                effect_source=PRACTICAL_SOURCE,
             ),
-            compare=[
-                Compare(
-                    "defect_ap",
-                    a=arm("simclr", hi, "frozen"),
-                    b=arm("mae", hi, "frozen"),
-                    label=f"frozen linear probe, defect AP at {hi} labels: SimCLR > MAE",
-                    effect=PRACTICAL_AP,
-                    effect_source=PRACTICAL_SOURCE,
-                ),
-                Compare(
-                    "gain_ap",
-                    a={"init": "mae"},
-                    b={"init": "simclr"},
-                    table="gains",
-                    label=f"gain of full fine-tuning over the frozen probe at {hi} labels: MAE > SimCLR",
-                    effect=PRACTICAL_AP,
-                    effect_source=PRACTICAL_SOURCE,
-                ),
-            ],
-            preconditions=[
-                trained("mae"),
-                trained("simclr"),
-                learned("mae"),
-                learned("simclr"),
-                above("simclr", hi, "frozen"),
-                above("mae", hi),
-                above("simclr", hi),
-                same_budget(arm("simclr", hi, "frozen"), arm("mae", hi, "frozen")),
-                same_budget(arm("mae", hi), arm("simclr", hi)),
-            ],
-            unavailable=blocked("mae", "simclr", "scratch"),
-            note="segmentation (defect AP) rather than image classification: one fine-tune gives both",
-        )
+            Compare(
+                "gap_ap",
+                a={"init": ssl, "n_labels": arms.lo},
+                b={"init": ssl, "n_labels": arms.hi},
+                table="gaps",
+                label=f"defect-AP gap over scratch: at {arms.lo} labels > at {arms.hi} labels",
+                effect=PRACTICAL_AP,
+                effect_source=PRACTICAL_SOURCE,
+            ),
+        ],
+        preconditions=[
+            arms.label_limited(),
+            arms.trained(ssl),
+            arms.learned(ssl),
+            arms.above(ssl, arms.lo),
+            arms.above(ssl, arms.hi),
+            arms.above("scratch", arms.hi),
+            arms.same_budget(arms.arm(ssl, arms.lo), arms.arm("scratch", arms.lo)),
+            arms.same_budget(arms.arm(ssl, arms.hi), arms.arm("scratch", arms.hi)),
+        ],
+        unavailable=arms.blocked(ssl, "scratch"),
+        note=f"full fine-tuning (every parameter) for {arms.cfg.finetune_steps} steps; paired over seeds",
     )
-    claims.append(
-        Claim(
-            id="C3_in_domain",
-            statement="Pretraining on in-domain unlabeled images beats pretraining on unrelated images of the same count.",
-            compare=[
-                Compare(
-                    "defect_ap",
-                    a=arm("mae", lo),
-                    b=arm("mae_unrelated", lo),
-                    label=f"defect AP at {lo} labels: MAE in-domain > MAE on unrelated photos",
-                    effect=PRACTICAL_AP,
-                    effect_source=PRACTICAL_SOURCE,
-                )
-            ],
-            preconditions=[
-                trained("mae"),
-                trained("mae_unrelated"),
-                learned("mae"),
-                learned("mae_unrelated"),
-                above("mae", lo),
-                same_budget({"init": "mae"}, {"init": "mae_unrelated"}, stage="pretrain"),
-                same_budget(arm("mae", lo), arm("mae_unrelated", lo)),
-            ],
-            unavailable=blocked("mae", "mae_unrelated", "scratch"),
-            note="both encoders fine-tuned on inspection images standardised with the inspection set's statistics",
-        )
-    )
-    claims.append(
-        Claim(
-            id="C4_foundation_model",
-            statement="A general-purpose foundation model (DINOv2) fine-tuned on few labels beats training from scratch.",
-            compare=[
-                Compare(
-                    "defect_ap",
-                    a=arm("dinov2", lo),
-                    b=arm("scratch", lo),
-                    label=f"defect AP at {lo} labels: DINOv2 > scratch",
-                    effect=PRACTICAL_AP,
-                    effect_source=PRACTICAL_SOURCE,
-                )
-            ],
-            preconditions=[
-                label_limited,
-                above("dinov2", lo),
-                same_budget(arm("dinov2", lo), arm("scratch", lo)),
-            ],
-            unavailable=blocked("dinov2", "scratch"),
-        )
-    )
-    return claims
 
 
-def headline_metrics(cfg, runs: pd.DataFrame, anomaly: pd.DataFrame | None = None) -> dict:
-    lo = min(cfg.label_counts)
+def _probe_vs_finetune(arms: _Arms) -> Claim:
+    """Claim 2: SimCLR's frozen probe beats MAE's; MAE gains more from fine-tuning."""
+    return Claim(
+        id="C2_probe_vs_finetune",
+        statement=(
+            "Masked-image-modelling features are weak under frozen probes but strong after fine-tuning, "
+            "while contrastive features do well under probes too."
+        ),
+        compare=[
+            Compare(
+                "defect_ap",
+                a=arms.arm("simclr", arms.hi, "frozen"),
+                b=arms.arm("mae", arms.hi, "frozen"),
+                label=f"frozen linear probe, defect AP at {arms.hi} labels: SimCLR > MAE",
+                effect=PRACTICAL_AP,
+                effect_source=PRACTICAL_SOURCE,
+            ),
+            Compare(
+                "gain_ap",
+                a={"init": "mae"},
+                b={"init": "simclr"},
+                table="gains",
+                label=f"gain of full fine-tuning over the frozen probe at {arms.hi} labels: MAE > SimCLR",
+                effect=PRACTICAL_AP,
+                effect_source=PRACTICAL_SOURCE,
+            ),
+        ],
+        preconditions=[
+            arms.trained("mae"),
+            arms.trained("simclr"),
+            arms.learned("mae"),
+            arms.learned("simclr"),
+            arms.above("simclr", arms.hi, "frozen"),
+            arms.above("mae", arms.hi),
+            arms.above("simclr", arms.hi),
+            arms.same_budget(arms.arm("simclr", arms.hi, "frozen"), arms.arm("mae", arms.hi, "frozen")),
+            arms.same_budget(arms.arm("mae", arms.hi), arms.arm("simclr", arms.hi)),
+        ],
+        unavailable=arms.blocked("mae", "simclr", "scratch"),
+        note="segmentation (defect AP) rather than image classification: one fine-tune gives both",
+    )
+
+
+def _in_domain(arms: _Arms) -> Claim:
+    """Claim 3: in-domain pretraining beats pretraining on unrelated photos."""
+    return Claim(
+        id="C3_in_domain",
+        statement="Pretraining on in-domain unlabeled images beats pretraining on unrelated images of the same count.",
+        compare=[
+            Compare(
+                "defect_ap",
+                a=arms.arm("mae", arms.lo),
+                b=arms.arm("mae_unrelated", arms.lo),
+                label=f"defect AP at {arms.lo} labels: MAE in-domain > MAE on unrelated photos",
+                effect=PRACTICAL_AP,
+                effect_source=PRACTICAL_SOURCE,
+            )
+        ],
+        preconditions=[
+            arms.trained("mae"),
+            arms.trained("mae_unrelated"),
+            arms.learned("mae"),
+            arms.learned("mae_unrelated"),
+            arms.above("mae", arms.lo),
+            arms.same_budget({"init": "mae"}, {"init": "mae_unrelated"}, stage="pretrain"),
+            arms.same_budget(arms.arm("mae", arms.lo), arms.arm("mae_unrelated", arms.lo)),
+        ],
+        unavailable=arms.blocked("mae", "mae_unrelated", "scratch"),
+        note="both encoders fine-tuned on inspection images standardised with the inspection set's statistics",
+    )
+
+
+def _foundation_model(arms: _Arms) -> Claim:
+    """Claim 4: DINOv2 beats scratch at the fewest labels."""
+    return Claim(
+        id="C4_foundation_model",
+        statement="A general-purpose foundation model (DINOv2) fine-tuned on few labels beats training from scratch.",
+        compare=[
+            Compare(
+                "defect_ap",
+                a=arms.arm("dinov2", arms.lo),
+                b=arms.arm("scratch", arms.lo),
+                label=f"defect AP at {arms.lo} labels: DINOv2 > scratch",
+                effect=PRACTICAL_AP,
+                effect_source=PRACTICAL_SOURCE,
+            )
+        ],
+        preconditions=[
+            arms.label_limited(),
+            arms.above("dinov2", arms.lo),
+            arms.same_budget(arms.arm("dinov2", arms.lo), arms.arm("scratch", arms.lo)),
+        ],
+        unavailable=arms.blocked("dinov2", "scratch"),
+    )
+
+
+def headline(runs: Runs) -> dict:
+    """The headline metrics: each init x protocol x label count's mean defect AP, F1, image AUROC and mIoU, MAE's and
+    scratch's defect AP with the fewest labels (the fewest that ran: the floor runs at every label count), and
+    PatchCore's AUROCs and AUPRO per init."""
+    runs_table, anomaly = runs.tables["runs"], runs.tables.get("anomaly_detection")
+    lo = runs_table["n_labels"].min()
     out = {}
-    for (init, protocol, n), g in runs.groupby(["init", "protocol", "n_labels"]):
+    for (init, protocol, n), g in runs_table.groupby(["init", "protocol", "n_labels"]):
         for metric in ("defect_ap", "defect_f1", "image_auroc", "miou"):
             out[f"{metric}/{init}/{protocol}/{n}"] = float(g[metric].mean())
-    small = runs[(runs["n_labels"] == lo) & (runs["protocol"] == "full")].groupby("init")["defect_ap"].mean()
+    full = runs_table[(runs_table["n_labels"] == lo) & (runs_table["protocol"] == "full")]
+    small = full.groupby("init")["defect_ap"].mean()
     out["defect_ap_few_labels_mae"] = float(small.get("mae", np.nan))
     out["defect_ap_few_labels_scratch"] = float(small.get("scratch", np.nan))
     if anomaly is not None:

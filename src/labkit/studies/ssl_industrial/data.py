@@ -14,29 +14,24 @@ import numpy as np
 from labkit.core.errors import DataError, ParameterError
 from labkit.core.grid import file_digest
 from labkit.data.surfaces import SurfaceSimulator, unrelated_images
+from labkit.studies.base import Arm, arm_colours, arm_labels, regime_seeds
 
-STUDY = "ssl_industrial"
-CHECKPOINTS = {"mae": "ssl-mae-vit-tiny-industrial", "simclr": "ssl-simclr-vit-tiny-industrial"}
+NAME = "ssl_industrial"
+#: The initialisations (ViT encoders, then the U-Net) and the 'all good' floor: the rows of every table.
+ARMS = (
+    Arm("scratch", "ViT from scratch (random init)", "tab:grey"),
+    Arm("mae", "MAE (in-domain)", "tab:blue"),
+    Arm("simclr", "SimCLR (in-domain)", "tab:orange"),
+    Arm("mae_unrelated", "MAE (unrelated photos)", "tab:purple"),
+    Arm("dinov2", "DINOv2 ViT-S/14 (hub)", "tab:green"),
+    Arm("unet", "small CNN U-Net from scratch", "tab:brown"),
+    Arm("all_good", "'all good' (floor: no defect anywhere)", "black", reference=True),
+)
+INIT_LABELS = arm_labels(ARMS)
+COLOURS = arm_colours(ARMS)
+#: The pretrained inits: (method, images it pretrains on).
 PRETRAINED = {"mae": ("mae", "in_domain"), "simclr": ("simclr", "in_domain"), "mae_unrelated": ("mae", "unrelated")}
 VIT_INITS = ("scratch", "mae", "simclr", "mae_unrelated", "dinov2")
-INIT_LABELS = {
-    "scratch": "ViT from scratch (random init)",
-    "mae": "MAE (in-domain)",
-    "simclr": "SimCLR (in-domain)",
-    "mae_unrelated": "MAE (unrelated photos)",
-    "dinov2": "DINOv2 ViT-S/14 (hub)",
-    "unet": "small CNN U-Net from scratch",
-    "all_good": "'all good' (floor: no defect anywhere)",
-}
-COLOURS = {
-    "scratch": "tab:grey",
-    "mae": "tab:blue",
-    "simclr": "tab:orange",
-    "mae_unrelated": "tab:purple",
-    "dinov2": "tab:green",
-    "unet": "tab:brown",
-    "all_good": "black",
-}
 MVTEC_HELP = (
     "MVTec AD (Bergmann et al., CVPR 2019), published at https://www.mvtec.com/company/research/datasets/"
     "mvtec-ad (CC BY-NC-SA 4.0). Give data_root = one category folder laid out as "
@@ -80,12 +75,6 @@ def check_inputs(cfg) -> None:
             "parameter encoder_weights: the study's ViT has no hub weights at its size; give random, "
             "labkit:<name> or a file"
         )
-
-
-def regime_seeds(cfg) -> list[int]:
-    """The seeds of the scratch-ViT regime runs (the label-limited precondition's): ``seeds`` first, then the
-    extra ``regime_seeds``."""
-    return list(dict.fromkeys([*cfg.seeds, *(cfg.get("regime_seeds") or [])]))
 
 
 def _pool_size(cfg) -> int:
@@ -133,7 +122,7 @@ def split_inspection(inspection, cfg) -> dict:
     }
 
 
-def make_data(cfg) -> dict:
+def data(cfg) -> dict:
     """The study's sets: ``unlabeled``, ``pool`` (labelled), ``test``, ``good`` (memory bank), ``unrelated``
     (photos, the claim-3 control), each with ``images`` (N, C, H, W) in [0, 1] (and ``masks``, ``defect_types``),
     saved once as an ``.npz`` that every grid task reads (``data["file"]``, ``data["digest"]``)."""
@@ -179,7 +168,7 @@ def make_data(cfg) -> dict:
         digest.update(np.ascontiguousarray(arrays[key]).tobytes())
     from labkit.core.paths import cache_dir
 
-    path = cache_dir(f"{STUDY}/data") / f"{digest.hexdigest()[:20]}.npz"
+    path = cache_dir(f"{NAME}/data") / f"{digest.hexdigest()[:20]}.npz"
     if not path.exists():
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **arrays)

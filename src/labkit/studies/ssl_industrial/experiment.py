@@ -1,5 +1,16 @@
-"""Study 3's experiment: the three grids (pretraining, fine-tuning, PatchCore) built from the config and run, and
-the tidy tables the claims are judged on."""
+"""Study 3's experiment: the three grids built from the config and run in turn, gathered into ``Runs``.
+
+1. **pretraining** (grid ``ssl_industrial-pretrain``, :func:`tasks.pretrain_task`): MAE and SimCLR on the
+   unlabeled in-domain images, MAE on as many unrelated photographs; the in-domain encoders become named
+   checkpoints (:data:`CHECKPOINTS`). Which encoders count (precondition "trained") and which weights are
+   missing is decided once (:func:`resolve_inits`): ``Runs.unavailable``.
+2. **fine-tuning** (grid ``ssl_industrial-finetune``, :func:`tasks.finetune_task`): init x label count x seed
+   (:func:`finetune_tasks`), split into the claims' runs and the label-limited regime's (:func:`split_regime`).
+3. **anomaly detection** (grid ``ssl_industrial-patchcore``, :func:`tasks.patchcore_task`): one task per init.
+
+``Runs.tables`` holds the tables the claims judge (:func:`claim_tables`) and ``initialisations`` and
+``anomaly_detection``; ``Runs.examples["pretrained"]`` each pretraining's record, checkpoint file and digest.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +22,46 @@ import torch
 
 from labkit.core.claims import BUDGET_KEYS
 from labkit.core.errors import WeightsUnavailableError
-from labkit.core.grid import Grid, file_digest
+from labkit.core.grid import Grid, GridResult, file_digest
+from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids
 
 from .claims import is_trained, pretraining_frame
-from .data import CHECKPOINTS, INIT_LABELS, PRETRAINED, STUDY, VIT_INITS, regime_seeds
-from .tasks import _load, dinov2_encoder, finetune_task, patchcore_task, pretrain_task
+from .data import INIT_LABELS, NAME, PRETRAINED, VIT_INITS
+from .tasks import dinov2_encoder, finetune_task, load_arrays, patchcore_task, pretrain_task
+
+#: The named labkit checkpoints of the in-domain encoders (``labkit:<name>`` in other studies and notebooks).
+CHECKPOINTS = {"mae": "ssl-mae-vit-tiny-industrial", "simclr": "ssl-simclr-vit-tiny-industrial"}
 
 
-def _encoder_kwargs(cfg) -> dict:
+def run(cfg, data) -> Runs:
+    """Pretrain, decide which encoders count, fine-tune and run PatchCore: every grid of the study, gathered."""
+    with Stopwatch() as clock:
+        pretraining = pretrain_grid(cfg, data)
+        (pretrain_result,) = run_grids(cfg, pretraining)
+        pretrained = save_encoders(cfg, data, pretraining, pretrain_result)
+        unavailable, initialisations = resolve_inits(cfg, pretrained)
+        finetuned, detected = run_grids(
+            cfg,
+            finetune_grid(cfg, data, pretrained, unavailable),
+            patchcore_grid(cfg, data, pretrained, unavailable),
+        )
+        runs, regime = split_regime(cfg, finetune_frame(finetuned))
+        tables = claim_tables({"runs": runs, "regime": regime, "pretrained": pretrained})
+        tables.update(initialisations=initialisations, anomaly_detection=anomaly_frame(detected))
+    return Runs(
+        tables=tables,
+        unavailable=unavailable,
+        context={"unavailable": unavailable},
+        examples={"pretrained": pretrained},
+        grids=grids_since(clock.started),
+        checkpoints=[p["file"] for p in pretrained.values()],
+        seconds=clock.seconds,
+    )
+
+
+# ----------------------------------------------------------------------------- 1. pretraining
+def encoder_kwargs(cfg) -> dict:
+    """The ViT's size overrides (``encoder_depth``, ``encoder_width``; heads: width / 32)."""
     kw = {}
     if cfg.encoder_depth:
         kw["depth"] = int(cfg.encoder_depth)
@@ -27,14 +70,15 @@ def _encoder_kwargs(cfg) -> dict:
     return kw
 
 
-def _pretrain_params(cfg, data, init) -> dict:
+def pretrain_params(cfg, data, init) -> dict:
+    """One pretraining task's parameters (``init``: a key of ``PRETRAINED``)."""
     method, source = PRETRAINED[init]
     return dict(
         method=method,
         source=source,
         data_file=data["file"],
         arch=cfg.arch,
-        encoder_kwargs=_encoder_kwargs(cfg),
+        encoder_kwargs=encoder_kwargs(cfg),
         img_size=cfg.img_size,
         patch_size=cfg.patch_size,
         epochs=cfg.mae_epochs if method == "mae" else cfg.simclr_epochs,
@@ -46,18 +90,24 @@ def _pretrain_params(cfg, data, init) -> dict:
     )
 
 
-def pretrain_all(cfg, data, progress: bool = True) -> dict:
-    """Run the pretraining grid; save each encoder (in-domain ones as named labkit checkpoints) and return
+def pretrain_grid(cfg, data) -> Grid:
+    """The pretraining grid (not run): one task per pretrained init asked for, in ``PRETRAINED``'s order."""
+    grid = Grid(f"{NAME}-pretrain", pretrain_task, inputs={"data": data["digest"]})
+    for name in PRETRAINED:
+        if name in cfg.inits:
+            grid.add(**pretrain_params(cfg, data, name))
+    return grid
+
+
+def save_encoders(cfg, data, grid: Grid, result: GridResult) -> dict:
+    """Save each pretrained encoder (in-domain ones as named labkit checkpoints) and return
     ``{init: {"record", "file", "digest"}}`` for the inits asked for."""
     from labkit.core.checkpoints import save_checkpoint
     from labkit.core.paths import cache_dir
     from labkit.models.registry import save_named_checkpoint
 
     names = [n for n in PRETRAINED if n in cfg.inits]
-    grid = Grid(f"{STUDY}-pretrain", pretrain_task, inputs={"data": data["digest"]})
-    for name in names:
-        grid.add(**_pretrain_params(cfg, data, name))
-    result = grid.run(executor=cfg.executor, workers=cfg.workers, scheduler=cfg.scheduler, progress=progress)
+    pixel_mean, pixel_std = data_pixel_stats(data)
     out = {}
     for name, rec in zip(names, result.records):
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rec["state"].items()}
@@ -67,9 +117,9 @@ def pretrain_all(cfg, data, progress: bool = True) -> dict:
             "patch_size": cfg.patch_size,
             "in_chans": cfg.channels,
             "method": PRETRAINED[name][0],
-            "encoder_kwargs": json.dumps(_encoder_kwargs(cfg)),
-            "pixel_mean": data_pixel_stats(data)[0],
-            "pixel_std": data_pixel_stats(data)[1],
+            "encoder_kwargs": json.dumps(encoder_kwargs(cfg)),
+            "pixel_mean": pixel_mean,
+            "pixel_std": pixel_std,
             "loss_ratio": rec["loss_ratio"],
             "data": f"{data['source']} inspection images, preset {cfg.preset}",
         }
@@ -77,14 +127,14 @@ def pretrain_all(cfg, data, progress: bool = True) -> dict:
             path = save_named_checkpoint(CHECKPOINTS[name], state, meta)
         else:
             path = save_checkpoint(
-                cache_dir(f"{STUDY}/encoders") / f"{name}-{grid.tasks[names.index(name)].fingerprint()}", state, meta
+                cache_dir(f"{NAME}/encoders") / f"{name}-{grid.tasks[names.index(name)].fingerprint()}", state, meta
             )
         out[name] = {"record": rec, "file": str(path), "digest": file_digest(path)}
     return out
 
 
 def data_pixel_stats(data) -> tuple[list[float], list[float]]:
-    d = _load(data["file"])
+    d = load_arrays(data["file"])
     return d["pixel_mean"].astype(float).tolist(), d["pixel_std"].astype(float).tolist()
 
 
@@ -125,6 +175,7 @@ def resolve_inits(cfg, pretrained: dict) -> tuple[dict, pd.DataFrame]:
     return unavailable, pd.DataFrame(rows)
 
 
+# ----------------------------------------------------------------------------- 2. fine-tuning
 def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]:
     """The grid: every available init x label count x seed (full fine-tuning); the unrelated-photo MAE at the
     fewest labels (claim 3); frozen probes of every ViT init at the most labels (claim 2, and precondition
@@ -138,7 +189,7 @@ def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]
         data_file=data["file"],
         data_seed=cfg.data_seed,
         arch=cfg.arch,
-        encoder_kwargs=_encoder_kwargs(cfg),
+        encoder_kwargs=encoder_kwargs(cfg),
         img_size=cfg.img_size,
         patch_size=cfg.patch_size,
         channels=cfg.channels,
@@ -210,31 +261,27 @@ RUN_COLUMNS = [
 ]
 
 
-def finetune_all(
-    cfg, data, pretrained: dict, unavailable: dict, progress: bool = True
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the fine-tuning grid; returns ``(runs, regime)``: ``runs`` holds every run over ``seeds`` (what the
-    claims and the results table read), ``regime`` the scratch ViT at the fewest and the most labels over the
-    regime seeds (``seeds`` plus ``regime_seeds``: what the label-limited precondition reads)."""
-    grid = finetune_grid(cfg, data, pretrained, unavailable)
-    result = grid.run(executor=cfg.executor, workers=cfg.workers, scheduler=cfg.scheduler, progress=progress)
-    frame = result.frame()
-    budgets = [r.get("budget") or {} for r in result.records if r is not None]
-    for key in BUDGET_KEYS:  # the budget columns replace the task's requested steps / batch_size / lr
-        frame[key] = [b.get(key, np.nan) for b in budgets]
-    frame = frame[[c for c in RUN_COLUMNS if c in frame.columns]]
-    return _split_regime(cfg, frame)
-
-
 def finetune_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
     """The fine-tuning grid (not run): one task per :func:`finetune_tasks` entry."""
-    grid = Grid(f"{STUDY}-finetune", finetune_task, inputs={"data": data["digest"]})
+    grid = Grid(f"{NAME}-finetune", finetune_task, inputs={"data": data["digest"]})
     for params in finetune_tasks(cfg, data, pretrained, unavailable):
         grid.add(**params)
     return grid
 
 
-def _split_regime(cfg, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def finetune_frame(result: GridResult) -> pd.DataFrame:
+    """One row per fine-tuning run (:data:`RUN_COLUMNS`), its budget in the budget columns."""
+    frame = result.frame()
+    budgets = [r.get("budget") or {} for r in result.records if r is not None]
+    for key in BUDGET_KEYS:  # the budget columns replace the task's requested steps / batch_size / lr
+        frame[key] = [b.get(key, np.nan) for b in budgets]
+    return frame[[c for c in RUN_COLUMNS if c in frame.columns]]
+
+
+def split_regime(cfg, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs, regime)``: ``runs`` holds every run over ``seeds`` (what the claims and the results table read),
+    ``regime`` the scratch ViT at the fewest and the most labels over the regime seeds (``seeds`` plus
+    ``regime_seeds``: what the label-limited precondition reads)."""
     lo, hi = min(cfg.label_counts), max(cfg.label_counts)
     runs = frame[frame["seed"].isin(cfg.seeds)].reset_index(drop=True)
     regime = frame[
@@ -243,9 +290,11 @@ def _split_regime(cfg, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     return runs, regime
 
 
-def anomaly_detection(cfg, data, pretrained: dict, unavailable: dict, progress: bool = True) -> pd.DataFrame:
+# ----------------------------------------------------------------------------- 3. anomaly detection
+def patchcore_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
+    """The PatchCore grid (not run): one task per ViT init asked for that has weights."""
     inits = [i for i in cfg.inits if i in VIT_INITS and (i not in unavailable or i in pretrained)]
-    grid = Grid(f"{STUDY}-patchcore", patchcore_task, inputs={"data": data["digest"]})
+    grid = Grid(f"{NAME}-patchcore", patchcore_task, inputs={"data": data["digest"]})
     for init in inits:
         enc = pretrained.get(init, {})
         grid.add(
@@ -254,7 +303,7 @@ def anomaly_detection(cfg, data, pretrained: dict, unavailable: dict, progress: 
             encoder_file=enc.get("file"),
             encoder_digest=enc.get("digest"),
             arch=cfg.arch,
-            encoder_kwargs=_encoder_kwargs(cfg),
+            encoder_kwargs=encoder_kwargs(cfg),
             img_size=cfg.img_size,
             patch_size=cfg.patch_size,
             channels=cfg.channels,
@@ -265,7 +314,11 @@ def anomaly_detection(cfg, data, pretrained: dict, unavailable: dict, progress: 
             seed=cfg.seeds[0],
             device=cfg.device,
         )
-    result = grid.run(executor=cfg.executor, workers=cfg.workers, scheduler=cfg.scheduler, progress=progress)
+    return grid
+
+
+def anomaly_frame(result: GridResult) -> pd.DataFrame:
+    """One row per init: image AUROC, pixel AUROC, AUPRO and the memory bank's size."""
     frame = result.frame()
     if len(frame):
         frame = frame[["init", "image_auroc", "pixel_auroc", "aupro", "memory_bank"]]
@@ -273,10 +326,11 @@ def anomaly_detection(cfg, data, pretrained: dict, unavailable: dict, progress: 
     return frame
 
 
+# ----------------------------------------------------------------------------- the tables the claims judge
 BUDGET_TABLE_COLUMNS = ["stage", "init", "protocol", "n_labels", "seed", *BUDGET_KEYS]
 
 
-def budgets_table(runs: pd.DataFrame, pretrained: dict | None = None) -> pd.DataFrame:
+def budgets_frame(runs: pd.DataFrame, pretrained: dict | None = None) -> pd.DataFrame:
     """The ``budgets`` claim table: one row per trained run, ``stage`` pretrain (one per pretrained init, from
     its record's ``budget``) or finetune (init x protocol x label count x seed, from the runs' budget
     columns), with steps, batch_size, lr, schedule and trainable_params. A run without a budget has no row, so
@@ -302,7 +356,7 @@ def claim_tables(results: dict) -> dict[str, pd.DataFrame]:
     ``gaps`` (each init's defect AP minus scratch's, same seed and label count), ``gains`` (full fine-tuning
     minus the frozen probe, same seed, at the most labels), ``pretraining`` (per pretrained init: loss after
     pretraining and the best learner-free predictor's, on the same fixed batches) and ``budgets``
-    (:func:`budgets_table`)."""
+    (:func:`budgets_frame`)."""
     runs = results["runs"]
     regime = results.get("regime")
     if regime is None:
@@ -336,5 +390,5 @@ def claim_tables(results: dict) -> dict[str, pd.DataFrame]:
         "gaps": pd.DataFrame(gaps, columns=["init", "n_labels", "seed", "gap_ap"]),
         "gains": pd.DataFrame(gains, columns=["init", "seed", "gain_ap"]),
         "pretraining": pretraining_frame(pretrained),
-        "budgets": budgets_table(runs, pretrained),
+        "budgets": budgets_frame(runs, pretrained),
     }

@@ -1,19 +1,20 @@
-"""Study 3's figures."""
+"""Study 3's figures: of its data (``data``) and of its runs (``runs``: ``labkit.studies.base.Runs``)."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.data.surfaces import DEFECT_TYPES
+from labkit.studies.base import Runs
 
 from .data import COLOURS, INIT_LABELS, PRETRAINED
 
 
-def samples_figure(split: dict, per_type: int = 3):
-    """Images with their masks outlined, one row per defect type (and good)."""
+def samples_figure(data: dict, per_type: int = 3):
+    """Test images with their masks outlined, one row per defect type (and good)."""
+    split = data["test"]
     types = split["defect_types"]
     kinds = ["good"] + [d for d in list(DEFECT_TYPES) + sorted(set(types)) if (types == d).any() and d != "good"]
     kinds = list(dict.fromkeys(kinds))
@@ -35,7 +36,9 @@ def samples_figure(split: dict, per_type: int = 3):
     return fig
 
 
-def pretraining_figure(pretrained: dict):
+def pretraining_figure(runs: Runs):
+    """Each pretraining's loss per epoch over the best learner-free predictor's (star: on the fixed batches)."""
+    pretrained = runs.examples["pretrained"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for name, p in pretrained.items():
         r = p["record"]
@@ -53,9 +56,10 @@ def pretraining_figure(pretrained: dict):
     return fig
 
 
-def label_efficiency_figure(runs: pd.DataFrame):
+def label_efficiency_figure(runs: Runs):
     """Defect AP and defect F1 vs labelled images per init (full fine-tuning), 95 % bands over seeds."""
-    df = runs[runs["protocol"].isin(["full", "-"])]
+    frame = runs.tables["runs"]
+    df = frame[frame["protocol"].isin(["full", "-"])]
     summary = aggregate_over_seeds(df, ["defect_ap", "defect_f1"], ["init", "n_labels"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric in zip(axes, ("defect_ap", "defect_f1")):

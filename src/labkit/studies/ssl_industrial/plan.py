@@ -1,30 +1,51 @@
-"""Study 3's plan: the preset's real budget of its three grids (``labkit plan``)."""
+"""Study 3's plan: the preset's real budget of its three grids (``labkit plan``), from the same helpers the study
+runs (:func:`experiment.pretrain_params`, :func:`experiment.finetune_tasks`); no data is read: the unrelated photos
+count as ``n_unlabeled``."""
 
 from __future__ import annotations
 
-from .data import PRETRAINED, STUDY, VIT_INITS
-from .experiment import _encoder_kwargs, _pretrain_params, finetune_tasks
-from .tasks import _dinov2_side, _new_vit, dinov2_encoder
+from collections import Counter
 
-# ---- plan: the preset's real budget (labkit plan)
+from .data import NAME, PRETRAINED, VIT_INITS
+from .experiment import encoder_kwargs, finetune_tasks, pretrain_params
+from .tasks import dinov2_encoder, dinov2_side, new_vit
+
 #: The paper's settings (MAE: He et al. 2022; SimCLR: Chen et al. 2020) that the plan warns about when far off.
 REFERENCE = {"mask_ratio": 0.75, "pretrain_batch_size": 256}
 
 
 def plan(cfg) -> list:
-    """The three grids' budgets from the same helpers the study runs (:func:`_pretrain_params`,
-    :func:`finetune_tasks`); no data is read: the unrelated photos count as ``n_unlabeled``."""
-    from collections import Counter
+    """The three grids' budgets (``labkit plan``)."""
+    from labkit.core.plan import GridPlan
 
-    from labkit.core.plan import GridPlan, TaskBudget, measure
-    from labkit.methods.defect_segmentation import ViTSegmenter, small_unet
+    c, s = cfg.channels, cfg.img_size
+    vit = lambda: new_vit(cfg.arch, s, cfg.patch_size, c, encoder_kwargs(cfg))  # noqa: E731
+    pre = _pretrain_budgets(cfg, vit)
+    tasks = finetune_tasks(cfg, {"file": None}, {}, {})
+    fine = _finetune_budgets(cfg, vit, tasks)
+    patch = _patchcore_budgets(cfg, vit)
+    return [
+        GridPlan(NAME, "pretrain", f"{len(pre)} pretrainings x 1 seed", pre),
+        GridPlan(
+            NAME,
+            "finetune",
+            f"inits x label counts x seeds ({len(tasks)} tasks less the untrained floor)",
+            fine,
+            notes="'all_good' runs are the no-training floor: not counted",
+        ),
+        GridPlan(NAME, "patchcore", f"{len(patch)} inits x 1 seed", patch),
+    ]
+
+
+def _pretrain_budgets(cfg, vit) -> list:
+    """One budget per pretraining (MAE or SimCLR, in-domain or unrelated)."""
+    from labkit.core.plan import TaskBudget, measure
     from labkit.methods.ssl import MaskedAutoencoder, SimCLR
 
     c, s = cfg.channels, cfg.img_size
-    vit = lambda: _new_vit(cfg.arch, s, cfg.patch_size, c, _encoder_kwargs(cfg))  # noqa: E731
     pre = []
     for init in [n for n in PRETRAINED if n in cfg.inits]:
-        p = _pretrain_params(cfg, {"file": None}, init)
+        p = pretrain_params(cfg, {"file": None}, init)
         n = cfg.n_unlabeled
         batch = min(p["batch_size"], n)
         spe = n // batch
@@ -34,7 +55,7 @@ def plan(cfg) -> list:
             )
         else:
             build = lambda: SimCLR(vit())  # noqa: E731
-        flops, tr, tot = measure(("ssl", p["method"], s, c, cfg.arch, str(_encoder_kwargs(cfg))), build, [(2, c, s, s)])
+        flops, tr, tot = measure(("ssl", p["method"], s, c, cfg.arch, str(encoder_kwargs(cfg))), build, [(2, c, s, s)])
         pre.append(
             TaskBudget(
                 f"{init} ({p['method'].upper()})",
@@ -59,7 +80,15 @@ def plan(cfg) -> list:
                 requested_batch=p["batch_size"],
             )
         )
-    tasks = finetune_tasks(cfg, {"file": None}, {}, {})
+    return pre
+
+
+def _finetune_budgets(cfg, vit, tasks) -> list:
+    """One budget per fine-tuning kind (init x protocol x label count), the untrained floor left out."""
+    from labkit.core.plan import TaskBudget, measure
+    from labkit.methods.defect_segmentation import ViTSegmenter, small_unet
+
+    c, s = cfg.channels, cfg.img_size
     kinds = Counter((t["init"], t["protocol"], t["n_labels"]) for t in tasks if t["init"] != "all_good")
     fine = []
     for (init, protocol, n_labels), count in kinds.items():
@@ -67,14 +96,14 @@ def plan(cfg) -> list:
         if init == "unet":
             build, side = (lambda: small_unet(c)), s
         else:
-            side = _dinov2_side(s) if init == "dinov2" else s
+            side = dinov2_side(s) if init == "dinov2" else s
             enc = (lambda: dinov2_encoder(s, "random")) if init == "dinov2" else vit
             build = lambda enc=enc, frozen=frozen: ViTSegmenter(  # noqa: E731
                 enc(), out_size=s, head="linear" if frozen else cfg.seg_head, frozen=frozen
             )
         ch = 3 if init == "dinov2" else c
         flops, tr, tot = measure(
-            ("ssl-ft", init, frozen, side, ch, str(_encoder_kwargs(cfg))), build, [(2, ch, side, side)]
+            ("ssl-ft", init, frozen, side, ch, str(encoder_kwargs(cfg))), build, [(2, ch, side, side)]
         )
         batch = min(cfg.finetune_batch_size, n_labels)
         fine.append(
@@ -98,15 +127,23 @@ def plan(cfg) -> list:
                 full_batch_ok=True,
             )
         )
+    return fine
+
+
+def _patchcore_budgets(cfg, vit) -> list:
+    """One budget per PatchCore init: forward passes only."""
+    from labkit.core.plan import TaskBudget, measure
+
+    c, s = cfg.channels, cfg.img_size
     inits = [i for i in cfg.inits if i in VIT_INITS]
     n_fwd = cfg.n_good + cfg.n_test
     patch = []
     for init in inits:
-        side = _dinov2_side(s) if init == "dinov2" else s
+        side = dinov2_side(s) if init == "dinov2" else s
         ch = 3 if init == "dinov2" else c
         build = (lambda: dinov2_encoder(s, "random")) if init == "dinov2" else vit
         flops, tr, tot = measure(
-            ("ssl-pc", init, side, ch, str(_encoder_kwargs(cfg))), build, [(1, ch, side, side)], backward=False
+            ("ssl-pc", init, side, ch, str(encoder_kwargs(cfg))), build, [(1, ch, side, side)], backward=False
         )
         patch.append(
             TaskBudget(
@@ -125,14 +162,4 @@ def plan(cfg) -> list:
                 full_batch_ok=True,
             )
         )
-    return [
-        GridPlan(STUDY, "pretrain", f"{len(pre)} pretrainings x 1 seed", pre),
-        GridPlan(
-            STUDY,
-            "finetune",
-            f"inits x label counts x seeds ({len(tasks)} tasks less the untrained floor)",
-            fine,
-            notes="'all_good' runs are the no-training floor: not counted",
-        ),
-        GridPlan(STUDY, "patchcore", f"{len(patch)} inits x 1 seed", patch),
-    ]
+    return patch

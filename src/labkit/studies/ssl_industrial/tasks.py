@@ -14,7 +14,7 @@ from labkit.core.grid import grid_task
 
 
 @functools.lru_cache(maxsize=4)
-def _load(data_file: str) -> dict:
+def load_arrays(data_file: str) -> dict:
     with np.load(data_file, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
 
@@ -37,7 +37,7 @@ def label_subset(defect_labels: np.ndarray, n: int, seed: int, block: int, data_
     return np.sort(np.concatenate([pick_bad, pick_good]).astype(int))
 
 
-def _new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights="random"):
+def new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights="random"):
     from labkit.models.backbones import create_backbone
 
     return create_backbone(
@@ -76,7 +76,7 @@ def pretrain_task(
     from labkit.core.device import resolve_device
     from labkit.methods.ssl import pretrain_mae, pretrain_simclr
 
-    d = _load(data_file)
+    d = load_arrays(data_file)
     images = d["unlabeled_images"] if source == "in_domain" else d["unrelated_images"]
     common = dict(
         arch=arch,
@@ -116,7 +116,7 @@ def pretrain_task(
     }
 
 
-def _dinov2_side(img_size: int) -> int:
+def dinov2_side(img_size: int) -> int:
     return max(14, int(np.ceil(img_size / 14)) * 14)
 
 
@@ -129,7 +129,7 @@ def dinov2_encoder(img_size: int, weights: str, check_only: bool = False):
     if check_only and weights == "pretrained" and resolve_pretrained_file("dinov2_vits14", None) is None:
         if os.environ.get("HF_HUB_OFFLINE") or not _hub_reachable():
             raise WeightsUnavailableError(how_to_provide("dinov2_vits14"))
-    enc = create_backbone("dinov2_vits14", weights=weights, img_size=_dinov2_side(img_size), num_classes=0)
+    enc = create_backbone("dinov2_vits14", weights=weights, img_size=dinov2_side(img_size), num_classes=0)
     return enc
 
 
@@ -149,7 +149,7 @@ def _prepare(x: np.ndarray, init: str, mean, std, img_size: int) -> torch.Tensor
     if init == "dinov2":
         if t.shape[1] == 1:
             t = t.repeat(1, 3, 1, 1)
-        side = _dinov2_side(img_size)
+        side = dinov2_side(img_size)
         t = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
         m = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         s = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -167,8 +167,8 @@ def _build_encoder(
     if init == "dinov2":
         return dinov2_encoder(img_size, dinov2_weights)
     if init == "scratch":
-        return _new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights=encoder_weights)
-    enc = _new_vit(arch, img_size, patch_size, channels, encoder_kwargs)
+        return new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights=encoder_weights)
+    enc = new_vit(arch, img_size, patch_size, channels, encoder_kwargs)
     state, _ = load_checkpoint(encoder_file)
     load_state_into(enc, state, source=f"pretrained encoder {encoder_file}")
     return enc
@@ -218,7 +218,7 @@ def finetune_task(
     )
 
     dev = resolve_device(device, announce=False)
-    d = _load(data_file)
+    d = load_arrays(data_file)
     pool_labels = (d["pool_defect_types"] != "good").astype(int)
     idx = label_subset(pool_labels, n_labels, seed, block, data_seed)
     test_masks = d["test_masks"]
@@ -290,7 +290,7 @@ def patchcore_task(
     from labkit.methods.anomaly import PatchCore, anomaly_aurocs, vit_patch_features
 
     dev = resolve_device(device, announce=False)
-    d = _load(data_file)
+    d = load_arrays(data_file)
     torch.manual_seed(seed)
     enc = (
         _build_encoder(
