@@ -15,6 +15,7 @@ from labkit.core.grid import grid_task
 
 @functools.lru_cache(maxsize=4)
 def load_arrays(data_file: str) -> dict:
+    """The arrays of the study's data file (``data["file"]``), read once per process."""
     with np.load(data_file, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
 
@@ -38,6 +39,7 @@ def label_subset(defect_labels: np.ndarray, n: int, seed: int, block: int, data_
 
 
 def new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights="random"):
+    """The study's ViT encoder (no head) at its image, patch and channel counts."""
     from labkit.models.backbones import create_backbone
 
     return create_backbone(
