@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from labkit.core.errors import ParameterError
 from labkit.methods.anomaly import PatchCore, anomaly_aurocs, greedy_coreset, vit_patch_features
-from labkit.methods.ssl_industrial_finetune import (
+from labkit.methods.defect_segmentation import (
     TokenClassifier,
     TokenSegmenter,
     finetune_classification,
@@ -111,7 +111,7 @@ def _blob_task(n=48, seed=0):
 
 
 def test_lora_trains_only_adapters_and_head_and_starts_from_the_pretrained_top():
-    from labkit.methods.ssl_industrial_finetune import count_trainable
+    from labkit.methods.defect_segmentation import count_trainable
 
     enc = _vit()
     x = torch.rand(2, 1, 32, 32)
@@ -212,7 +212,7 @@ def test_finetuning_repeats_whatever_ran_before():
 
 
 def test_pixel_average_precision_ranks_pixels():
-    from labkit.methods.ssl_industrial_finetune import pixel_average_precision
+    from labkit.methods.defect_segmentation import pixel_average_precision
 
     masks = np.zeros((2, 4, 4), int)
     masks[0, :2, :2] = 1
@@ -223,7 +223,7 @@ def test_pixel_average_precision_ranks_pixels():
 
 
 def test_fixed_steps_and_encoder_lr_scale():
-    from labkit.methods import ssl_industrial_finetune as ft
+    from labkit.methods import defect_segmentation as ft
 
     enc = _vit()
     images, masks = _blob_task(20)

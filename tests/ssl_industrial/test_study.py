@@ -7,6 +7,9 @@ import labkit
 from labkit.core.claims import HELD, NOT_EVALUATED, judge
 from labkit.core.errors import DataError, ParameterError
 from labkit.studies import ssl_industrial as study
+from labkit.studies.base import Runs, arm_labels, regime_seeds
+from labkit.studies.ssl_industrial import experiment, tasks
+from labkit.studies.ssl_industrial.data import check_inputs
 
 from .fixtures import write_mvtec_tree, write_per_class_tree
 
@@ -17,20 +20,20 @@ def _cfg(preset="default", **over):
 
 def test_label_subsets_are_disjoint_between_seeds_nested_within_a_seed_and_balanced():
     labels = np.array([1] * 50 + [0] * 50)
-    subsets = {s: study.label_subset(labels, 32, s, block=32) for s in (0, 1, 2)}
+    subsets = {s: tasks.label_subset(labels, 32, s, block=32) for s in (0, 1, 2)}
     for s, idx in subsets.items():
         assert len(set(idx)) == 32 and labels[idx].sum() == 16
-        assert set(study.label_subset(labels, 8, s, block=32)) <= set(idx)  # nested
+        assert set(tasks.label_subset(labels, 8, s, block=32)) <= set(idx)  # nested
     assert not set(subsets[0]) & set(subsets[1]) and not set(subsets[1]) & set(subsets[2])
-    np.testing.assert_array_equal(subsets[1], study.label_subset(labels, 32, 1, block=32))
+    np.testing.assert_array_equal(subsets[1], tasks.label_subset(labels, 32, 1, block=32))
     with pytest.raises(ParameterError, match="pool holds 100"):
-        study.label_subset(labels, 101, 0, block=101)
+        tasks.label_subset(labels, 101, 0, block=101)
 
 
 def test_paper_without_data_root_stops_at_once_naming_mvtec_its_layout_and_where_it_is_published():
     cfg = _cfg("paper")
     with pytest.raises(ParameterError) as err:
-        study.make_data(cfg)
+        study.data(cfg)
     text = str(err.value)
     assert "MVTec AD" in text and "mvtec.com" in text and "ground_truth/<defect>/<name>_mask.png" in text
     assert "data_root" in text
@@ -38,11 +41,11 @@ def test_paper_without_data_root_stops_at_once_naming_mvtec_its_layout_and_where
 
 def test_missing_paths_are_errors_naming_the_parameter(tmp_path):
     with pytest.raises(ParameterError, match="parameter data_root: folder .*nowhere does not exist"):
-        study.check_inputs(_cfg(data_source="mvtec", data_root=str(tmp_path / "nowhere")))
+        check_inputs(_cfg(data_source="mvtec", data_root=str(tmp_path / "nowhere")))
     with pytest.raises(ParameterError, match="parameter 'dinov2_weights' .*w.safetensors', which does not exist"):
         _cfg(dinov2_weights=str(tmp_path / "w.safetensors"))  # configure checks it, before any work
     with pytest.raises(ParameterError, match="data_source is 'simulated'"):
-        study.check_inputs(_cfg(data_root=str(tmp_path)))
+        check_inputs(_cfg(data_root=str(tmp_path)))
 
 
 @pytest.mark.parametrize("layout,channels", [("mvtec", 3), ("mvtec", 1), ("per_class", 1), ("per_class", 3)])
@@ -54,14 +57,14 @@ def test_real_folders_split_by_the_documented_rule(tmp_path, monkeypatch, layout
     else:
         write_per_class_tree(root, colour=channels == 3)
     cfg = _cfg("smoke", data_source=layout, data_root=str(root), channels=channels, n_unlabeled=16, n_good=8)
-    data = study.make_data(cfg)
+    data = study.data(cfg)
     assert data["pool"]["images"].shape[1:] == (channels, 32, 32)
     n_bad = 8
     assert (data["pool"]["defect_types"] != "good").sum() == n_bad // 2
     assert (data["test"]["defect_types"] != "good").sum() == n_bad - n_bad // 2
     assert (data["unlabeled"]["defect_types"] == "good").all() and len(data["unlabeled"]["images"]) == 16
     assert data["test"]["masks"][data["test"]["defect_types"] != "good"].any(axis=(1, 2)).all()
-    again = study.make_data(cfg)
+    again = study.data(cfg)
     assert again["digest"] == data["digest"]  # seeded split
 
 
@@ -69,14 +72,14 @@ def test_too_few_defect_free_images_for_pretraining_is_an_error(tmp_path):
     root = write_mvtec_tree(tmp_path / "d", n_train_good=6)
     cfg = _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=16)
     with pytest.raises(DataError, match="n_unlabeled=16"):
-        study.make_data(cfg)
+        study.data(cfg)
 
 
 def test_unknown_defect_folder_is_an_error(tmp_path):
     root = write_mvtec_tree(tmp_path / "d")
     cfg = _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=8, defect_types=["scratch"])
     with pytest.raises(DataError, match="unknown defect folder 'hole'"):
-        study.make_data(cfg)
+        study.data(cfg)
 
 
 def test_every_claim_is_not_evaluated_with_the_reason_when_an_arm_is_missing():
@@ -178,17 +181,17 @@ def test_claim_tables_and_the_judge_on_claim1():
     cfg = _cfg()
     pre = _pre()
     claim = {c.id: c for c in study.declare_claims(cfg)}["C1_label_efficiency_mae"]
-    tables = study.claim_tables({"runs": _runs(0.1, 0.02), "pretrained": pre})
+    tables = experiment.claim_tables({"runs": _runs(0.1, 0.02), "pretrained": pre})
     lo = min(cfg.label_counts)
     gaps_lo = tables["gaps"][tables["gaps"]["n_labels"] == lo]["gap_ap"]
     assert np.allclose(gaps_lo, 0.1 + 0.003 * np.arange(4))
     assert judge(claim, tables)["status"] == HELD
-    widening = judge(claim, study.claim_tables({"runs": _runs(0.02, 0.1), "pretrained": pre}))
+    widening = judge(claim, experiment.claim_tables({"runs": _runs(0.02, 0.1), "pretrained": pre}))
     assert widening["status"] == "did not hold"
-    flat = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02, scratch_gain=0.0), "pretrained": pre}))
+    flat = judge(claim, experiment.claim_tables({"runs": _runs(0.1, 0.02, scratch_gain=0.0), "pretrained": pre}))
     assert flat["status"] == NOT_EVALUATED and "precondition 'label-limited' failed" in flat["reason"]
     # trained: the loss against the best learner-free predictor's on the same batches, not a fixed ratio
-    untrained = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02), "pretrained": _pre(0.551, 0.553)}))
+    untrained = judge(claim, experiment.claim_tables({"runs": _runs(0.1, 0.02), "pretrained": _pre(0.551, 0.553)}))
     assert untrained["status"] == NOT_EVALUATED and "precondition 'trained (mae)' failed" in untrained["reason"]
 
 
@@ -196,44 +199,48 @@ def test_features_learned_above_the_floor_and_same_budget_each_fail_on_their_neg
     claim = {c.id: c for c in study.declare_claims(_cfg())}["C1_label_efficiency_mae"]
     pre = _pre()
     # the pretrained encoder's frozen probe no better than the random-init ViT's
-    random_features = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02, probe_gain=0.0), "pretrained": pre}))
+    random_features = judge(
+        claim, experiment.claim_tables({"runs": _runs(0.1, 0.02, probe_gain=0.0), "pretrained": pre})
+    )
     assert random_features["status"] == NOT_EVALUATED
     assert "precondition 'features learned (mae)' failed" in random_features["reason"]
     # every arm at the floor: the floor row as good as the arms
-    at_floor = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02, floor=0.5), "pretrained": pre}))
+    at_floor = judge(claim, experiment.claim_tables({"runs": _runs(0.1, 0.02, floor=0.5), "pretrained": pre}))
     assert at_floor["status"] == NOT_EVALUATED and "precondition 'above the floor (mae full at" in at_floor["reason"]
     # scratch with the fewest labels at the floor is the regime the claim is about: still judged
     runs = _runs(0.1, 0.02)
     lo = min(_cfg().label_counts)
     runs.loc[(runs["init"] == "scratch") & (runs["n_labels"] == lo), "defect_ap"] = FLOOR_AP + 0.001
     runs.loc[(runs["init"] == "mae") & (runs["n_labels"] == lo), "defect_ap"] += 0.1  # keep the gap narrowing
-    assert judge(claim, study.claim_tables({"runs": runs, "pretrained": pre}))["status"] == HELD
+    assert judge(claim, experiment.claim_tables({"runs": runs, "pretrained": pre}))["status"] == HELD
     # scratch trained for fewer steps than MAE: the evidence names both budgets
-    unequal = judge(claim, study.claim_tables({"runs": _runs(0.1, 0.02, scratch_steps=75), "pretrained": pre}))
+    unequal = judge(claim, experiment.claim_tables({"runs": _runs(0.1, 0.02, scratch_steps=75), "pretrained": pre}))
     assert unequal["status"] == NOT_EVALUATED and "precondition 'same budget' failed" in unequal["reason"]
     assert "steps 150" in unequal["reason"] and "steps 75" in unequal["reason"]
     # a run without a budget record cannot pass "same budget" (two blanks are not equal budgets)
     runs = _runs(0.1, 0.02)
     runs.loc[runs["init"] == "scratch", ["steps", "batch_size", "schedule"]] = np.nan
-    blank = judge(claim, study.claim_tables({"runs": runs, "pretrained": pre}))
+    blank = judge(claim, experiment.claim_tables({"runs": runs, "pretrained": pre}))
     assert blank["status"] == NOT_EVALUATED and "same budget" in blank["reason"] and "no record" in blank["reason"]
 
 
 def test_all_good_floor_and_a_full_finetune_that_trains_the_patch_embedding(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     cfg = _cfg("smoke", seeds=[0], label_counts=[4, 8])
-    data = study.make_data(cfg)
-    tasks = {
+    data = study.data(cfg)
+    by_arm = {
         (t["init"], t["n_labels"]): t
-        for t in study.finetune_tasks(cfg, data, {}, {k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")})
+        for t in experiment.finetune_tasks(
+            cfg, data, {}, {k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")}
+        )
     }
-    assert {k[0] for k in tasks} == {"scratch", "unet", "all_good"}
-    floor = study.finetune_task(**tasks["all_good", 8])
+    assert {k[0] for k in by_arm} == {"scratch", "unet", "all_good"}
+    floor = tasks.finetune_task(**by_arm["all_good", 8])
     prevalence = data["test"]["masks"].mean()
     assert floor["defect_f1"] == 0 and floor["image_auroc"] == 0.5 and np.isclose(floor["defect_ap"], prevalence)
-    from labkit.methods.ssl_industrial_finetune import ViTSegmenter, count_trainable, train_segmenter
+    from labkit.methods.defect_segmentation import ViTSegmenter, count_trainable, train_segmenter
 
-    enc = study._new_vit("vit_tiny", 32, 8, 1, {"depth": 2, "embed_dim": 64, "num_heads": 2})
+    enc = tasks.new_vit("vit_tiny", 32, 8, 1, {"depth": 2, "embed_dim": 64, "num_heads": 2})
     model = ViTSegmenter(enc, out_size=32)
     assert count_trainable(model) == sum(p.numel() for p in model.parameters())
     before = model.encoder.patch_embed.proj.weight.detach().clone()
@@ -249,7 +256,7 @@ def test_all_good_floor_and_a_full_finetune_that_trains_the_patch_embedding(tmp_
 
 def test_defect_metrics_and_aupro():
     from labkit.methods.anomaly import aupro
-    from labkit.methods.ssl_industrial_finetune import defect_metrics
+    from labkit.methods.defect_segmentation import defect_metrics
 
     masks = np.zeros((4, 16, 16), int)
     masks[0, 2:6, 2:6] = 1
@@ -277,12 +284,12 @@ def test_patchcore_aggregates_each_patch_with_its_neighbours():
 def test_pretraining_records_the_trivial_predictors_loss(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     cfg = _cfg("smoke")
-    data = study.make_data(cfg)
-    rec = study.pretrain_task(**study._pretrain_params(cfg, data, "mae"))
+    data = study.data(cfg)
+    rec = tasks.pretrain_task(**experiment.pretrain_params(cfg, data, "mae"))
     assert 0.8 < rec["trivial_loss"] < 1.2
     assert np.isclose(rec["loss_ratio"], rec["eval_loss"] / rec["learner_free_loss"])
     assert rec["learner_free_loss"] < rec["initial_loss"]  # the visible mean beats an untrained decoder
-    rec = study.pretrain_task(**study._pretrain_params(cfg, data, "simclr"))
+    rec = tasks.pretrain_task(**experiment.pretrain_params(cfg, data, "simclr"))
     assert np.isclose(rec["trivial_loss"], np.log(2 * cfg.pretrain_batch_size - 1))
     assert np.isclose(rec["learner_free_loss"], min(rec["initial_loss"], rec["trivial_loss"]))
     assert np.isclose(rec["loss_ratio"], rec["eval_loss"] / rec["learner_free_loss"])
@@ -291,15 +298,15 @@ def test_pretraining_records_the_trivial_predictors_loss(tmp_path, monkeypatch):
 def test_regime_seeds_add_scratch_runs_at_the_fewest_and_most_labels_only_with_disjoint_subsets(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     cfg = _cfg("smoke", seeds=[0, 1], regime_seeds=[0, 1, 2, 3, 4], label_counts=[4, 6, 8])
-    assert study.regime_seeds(cfg) == [0, 1, 2, 3, 4]
-    data = study.make_data(cfg)
-    tasks = study.finetune_tasks(cfg, data, {}, {k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")})
+    assert regime_seeds(cfg) == [0, 1, 2, 3, 4]
+    data = study.data(cfg)
+    tasks = experiment.finetune_tasks(cfg, data, {}, {k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")})
     seeds = {}
     for t in tasks:
         seeds.setdefault((t["init"], t["n_labels"]), set()).add(t["seed"])
     assert seeds["scratch", 4] == seeds["scratch", 8] == {0, 1, 2, 3, 4}
     assert seeds["scratch", 6] == seeds["unet", 4] == seeds["all_good", 8] == {0, 1}  # the claims stay on seeds
-    overlap = study.subset_overlap(cfg, data).set_index("n_labels")
+    overlap = study.tables.subset_overlap(cfg, data).set_index("n_labels")
     assert list(overlap["seeds"]) == [5, 2, 5] and (overlap["max_shared_between_seeds"] == 0).all()
     frame = pd.DataFrame(
         [
@@ -307,10 +314,10 @@ def test_regime_seeds_add_scratch_runs_at_the_fewest_and_most_labels_only_with_d
             for t in tasks
         ]
     )
-    runs, regime = study._split_regime(cfg, frame)
+    runs, regime = experiment.split_regime(cfg, frame)
     assert set(runs["seed"]) == {0, 1} and len(runs) == len(frame) - 6
     assert set(regime["init"]) == {"scratch"} and set(regime["n_labels"]) == {4, 8} and len(regime) == 10
-    assert study.regime_seeds(_cfg("smoke")) == [0]  # null: the seeds
+    assert regime_seeds(_cfg("smoke")) == [0]  # null: the seeds
 
 
 def _regime(gains, lo, hi):
@@ -327,19 +334,19 @@ def test_label_limited_is_judged_on_the_regime_seeds_and_the_claims_on_seeds():
     pre = _pre()
     claim = {c.id: c for c in study.declare_claims(cfg)}["C1_label_efficiency_mae"]
     runs = _runs(0.1, 0.02, scratch_gain=0.0)  # 4 seeds where scratch gains nothing
-    alone = judge(claim, study.claim_tables({"runs": runs, "pretrained": pre}))
+    alone = judge(claim, experiment.claim_tables({"runs": runs, "pretrained": pre}))
     assert alone["status"] == NOT_EVALUATED and "label-limited" in alone["reason"]  # no regime: scratch of runs
     steady = _regime([0.15 + 0.01 * (s % 3) for s in range(10)], lo, hi)
-    verdict = judge(claim, study.claim_tables({"runs": runs, "regime": steady, "pretrained": pre}))
+    verdict = judge(claim, experiment.claim_tables({"runs": runs, "regime": steady, "pretrained": pre}))
     assert verdict["status"] == HELD
     assert verdict["preconditions"][0]["evidence"]["n"] == 10
     assert all(c["n"] == 4 for c in verdict["comparisons"])
     noisy = _regime([0.4, -0.2] * 5, lo, hi)  # the same mean gain, too noisy to clear the margin
-    verdict = judge(claim, study.claim_tables({"runs": runs, "regime": noisy, "pretrained": pre}))
+    verdict = judge(claim, experiment.claim_tables({"runs": runs, "regime": noisy, "pretrained": pre}))
     assert verdict["status"] == NOT_EVALUATED and "precondition 'label-limited' failed" in verdict["reason"]
-    table = study.regime_table(cfg, runs, steady).set_index("row")
-    scratch = table.loc[study.INIT_LABELS["scratch"]]
+    table = study.tables.regime_table(cfg, Runs(tables={"runs": runs, "regime": steady})).set_index("row")
+    scratch = table.loc[arm_labels(study.ARMS)["scratch"]]
     assert scratch["seeds"] == 10 and np.isclose(scratch["gain"], 0.159) and scratch["gain_ci95_low"] > 0.05
-    per_seed = study.regime_runs_table(_cfg(seeds=[0, 1, 2]), steady)
+    per_seed = study.tables.regime_runs_table(_cfg(seeds=[0, 1, 2]), Runs(tables={"regime": steady}))
     assert list(per_seed["in_seeds"]) == ["yes"] * 3 + ["regime only"] * 7
     assert np.allclose(per_seed["gain"], [0.15 + 0.01 * (s % 3) for s in range(10)])

@@ -6,6 +6,7 @@ import pytest
 import labkit
 from labkit.core.claims import NOT_EVALUATED, judge_all, missing_budget
 from labkit.studies import ssl_industrial as study
+from labkit.studies.ssl_industrial import experiment
 
 RESTING_ON_PRETRAINING = (
     "C1_label_efficiency_mae",
@@ -33,13 +34,16 @@ def zero_step(tmp_path_factory):
             "inits": ["scratch", "mae", "simclr", "mae_unrelated"],
         },
     )
-    data = study.make_data(cfg)
-    pretrained = study.pretrain_all(cfg, data, progress=False)
-    unavailable, inits = study.resolve_inits(cfg, pretrained)
-    runs, regime = study.finetune_all(cfg, data, pretrained, unavailable, progress=False)
-    tables = study.claim_tables({"runs": runs, "regime": regime, "pretrained": pretrained})
+    data = study.data(cfg)
+    runs = study.run(cfg, data)
     yield dict(
-        cfg=cfg, data=data, pretrained=pretrained, unavailable=unavailable, inits=inits, runs=runs, tables=tables
+        cfg=cfg,
+        data=data,
+        pretrained=runs.examples["pretrained"],
+        unavailable=runs.unavailable,
+        inits=runs.tables["initialisations"],
+        runs=runs.tables["runs"],
+        tables=runs.tables,
     )
     mp.undo()
 
@@ -71,7 +75,7 @@ def test_zero_step_pretraining_leaves_every_claim_on_it_not_evaluated_naming_tra
 
 def test_every_trained_arm_of_the_smoke_grids_records_its_full_budget(zero_step):
     cfg, data = zero_step["cfg"], zero_step["data"]
-    grid = study.finetune_grid(cfg, data, zero_step["pretrained"], zero_step["unavailable"])
+    grid = experiment.finetune_grid(cfg, data, zero_step["pretrained"], zero_step["unavailable"])
     result = grid.run(executor="serial", progress=False)  # every task cached by the fixture's run
     checked = 0
     for task, record in zip(grid.tasks, result.records):

@@ -1,0 +1,177 @@
+"""Study 3's data: the checks the spec cannot express, then simulated surfaces or a user's MVTec AD category /
+per-class folder (``data_source``, ``data_root``) split by a documented, seeded rule (:func:`split_inspection`):
+defect-free images for pretraining and the PatchCore memory bank, defect images between the labelled pool and the
+test set, and as many unrelated photographs (the claim-3 control). Saved once as an ``.npz`` every grid task reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from labkit.core.errors import DataError, ParameterError
+from labkit.core.grid import file_digest
+from labkit.data.surfaces import SurfaceSimulator, unrelated_images
+from labkit.studies.base import Arm, arm_colours, arm_labels, regime_seeds
+
+NAME = "ssl_industrial"
+#: The initialisations (ViT encoders, then the U-Net) and the 'all good' floor: the rows of every table.
+ARMS = (
+    Arm("scratch", "ViT from scratch (random init)", "tab:grey"),
+    Arm("mae", "MAE (in-domain)", "tab:blue"),
+    Arm("simclr", "SimCLR (in-domain)", "tab:orange"),
+    Arm("mae_unrelated", "MAE (unrelated photos)", "tab:purple"),
+    Arm("dinov2", "DINOv2 ViT-S/14 (hub)", "tab:green"),
+    Arm("unet", "small CNN U-Net from scratch", "tab:brown"),
+    Arm("all_good", "'all good' (floor: no defect anywhere)", "black", reference=True),
+)
+INIT_LABELS = arm_labels(ARMS)
+COLOURS = arm_colours(ARMS)
+#: The pretrained inits: (method, images it pretrains on).
+PRETRAINED = {"mae": ("mae", "in_domain"), "simclr": ("simclr", "in_domain"), "mae_unrelated": ("mae", "unrelated")}
+VIT_INITS = ("scratch", "mae", "simclr", "mae_unrelated", "dinov2")
+MVTEC_HELP = (
+    "MVTec AD (Bergmann et al., CVPR 2019), published at https://www.mvtec.com/company/research/datasets/"
+    "mvtec-ad (CC BY-NC-SA 4.0). Give data_root = one category folder laid out as "
+    "<category>/train/good/*.png, <category>/test/good/*.png, <category>/test/<defect>/*.png and "
+    "<category>/ground_truth/<defect>/<name>_mask.png (e.g. .../mvtec_anomaly_detection/bottle)"
+)
+PER_CLASS_HELP = (
+    "a per-class folder: data_root/<class>/Imgs/<name>.<jpg|png|bmp> with its mask beside it as "
+    "<name>.png (a class named good/ok/normal needs no masks)"
+)
+
+
+def check_inputs(cfg) -> None:
+    """Fail before any work: a real data source without ``data_root`` (naming the dataset, its layout and
+    where it is published), a ``data_root`` or weights file that does not exist."""
+    if cfg.data_source == "simulated":
+        if cfg.data_root:
+            raise ParameterError(
+                f"data_root={cfg.data_root!r} is given but data_source is 'simulated'; "
+                "set data_source to mvtec or per_class to read it"
+            )
+    else:
+        layout = MVTEC_HELP if cfg.data_source == "mvtec" else PER_CLASS_HELP
+        if not cfg.data_root:
+            raise ParameterError(
+                f"data_source={cfg.data_source!r} (preset {cfg.preset!r}) needs data_root: {layout}. "
+                "Run e.g. `labkit reproduce ssl_industrial -p data_source mvtec -p data_root "
+                "/data/mvtec_anomaly_detection/bottle`, or -p data_source simulated"
+            )
+        if not Path(cfg.data_root).is_dir():
+            raise ParameterError(f"parameter data_root: folder {cfg.data_root} does not exist ({layout})")
+    for name in ("encoder_weights", "dinov2_weights"):
+        value = cfg[name]
+        if value not in ("random", "pretrained") and not str(value).startswith("labkit:") and not Path(value).exists():
+            raise ParameterError(
+                f"parameter {name}: weights file {value} does not exist (give random, pretrained, "
+                "labkit:<name> or an existing .safetensors/.pth file)"
+            )
+    if cfg.encoder_weights == "pretrained":
+        raise ParameterError(
+            "parameter encoder_weights: the study's ViT has no hub weights at its size; give random, "
+            "labkit:<name> or a file"
+        )
+
+
+def _pool_size(cfg) -> int:
+    """Simulated labelled pool: one block of the most labels per seed (regime seeds included), and 15 % more, as
+    about half the draws are defective: no two seeds share an image."""
+    return int(np.ceil(1.15 * max(cfg.label_counts) * len(regime_seeds(cfg))))
+
+
+def split_inspection(inspection, cfg) -> dict:
+    """The documented, seeded split of a real inspection folder (``docs/data/ssl_industrial.md``).
+
+    Shuffled with ``data_seed``: the **defect** images go half to the labelled pool, half to the test set
+    (test gets the odd one); the **defect-free** images give the test set as many as it has defect images,
+    the pool as many as it has defect images (each at most a quarter of the defect-free images); the rest
+    is the unlabeled pretraining set, whose first ``n_good`` images are also PatchCore's memory bank.
+    Raises DataError when fewer than ``n_unlabeled`` defect-free images are left for pretraining.
+    """
+    rng = np.random.default_rng(1000 * cfg.data_seed + 7)
+    labels = inspection.labels
+    bad, good = rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
+    if len(bad) < 2:
+        raise DataError(
+            f"{cfg.data_root}: {len(bad)} defect image(s) with masks; the study needs at least 2 "
+            "(one for the labelled pool, one for the test set)"
+        )
+    n_pool_bad = len(bad) // 2
+    pool_bad, test_bad = bad[:n_pool_bad], bad[n_pool_bad:]
+    n_test_good = min(len(test_bad), len(good) // 4)
+    n_pool_good = min(len(pool_bad), len(good) // 4)
+    test_good, pool_good = good[:n_test_good], good[n_test_good : n_test_good + n_pool_good]
+    rest = good[n_test_good + n_pool_good :]
+    if len(rest) < cfg.n_unlabeled:
+        raise DataError(
+            f"{cfg.data_root}: {len(good)} defect-free images, of which {len(rest)} are left for "
+            f"pretraining after the test set and the labelled pool take theirs, but n_unlabeled="
+            f"{cfg.n_unlabeled} were asked for; lower n_unlabeled (-p n_unlabeled {len(rest)}) or add "
+            "defect-free images"
+        )
+    unlabeled = rest[: cfg.n_unlabeled]
+    return {
+        "unlabeled": inspection.subset(unlabeled),
+        "pool": inspection.subset(np.concatenate([pool_bad, pool_good])),
+        "test": inspection.subset(np.concatenate([test_bad, test_good])),
+        "good": inspection.subset(unlabeled[: cfg.n_good]),
+    }
+
+
+def data(cfg) -> dict:
+    """The study's sets: ``unlabeled``, ``pool`` (labelled), ``test``, ``good`` (memory bank), ``unrelated``
+    (photos, the claim-3 control), each with ``images`` (N, C, H, W) in [0, 1] (and ``masks``, ``defect_types``),
+    saved once as an ``.npz`` that every grid task reads (``data["file"]``, ``data["digest"]``)."""
+    check_inputs(cfg)
+    base = 1000 * cfg.data_seed
+    if cfg.data_source == "simulated":
+        sim = SurfaceSimulator(size=cfg.img_size, channels=cfg.channels, defect_fraction=0.5)
+        sets = {
+            "unlabeled": sim.sample(cfg.n_unlabeled, seed=base + 1, defect_fraction=cfg.unlabeled_defect_fraction),
+            "pool": sim.sample(_pool_size(cfg), seed=base + 2),
+            "test": sim.sample(cfg.n_test, seed=base + 3),
+            "good": sim.sample(cfg.n_good, seed=base + 4, defect_fraction=0.0),
+        }
+    else:
+        from labkit.data.inspection_folders import GOOD_NAMES, load_mvtec_style, load_per_class
+
+        common = dict(channels=cfg.channels, size=cfg.img_size, on_corrupt=cfg.on_corrupt)
+        if cfg.data_source == "mvtec":
+            inspection = load_mvtec_style(cfg.data_root, defect_types=cfg.defect_types, **common)
+        else:
+            classes = None if cfg.defect_types is None else list(cfg.defect_types) + list(GOOD_NAMES)
+            inspection = load_per_class(cfg.data_root, classes=classes, **common)
+        sets = split_inspection(inspection, cfg)
+    out = {}
+    for name, s in sets.items():
+        out[name] = {
+            "images": np.asarray(s.images, np.float32),
+            "masks": np.asarray(s.masks, np.int64),
+            "defect_types": np.asarray(s.defect_types, str),
+        }
+    out["unrelated"] = {
+        "images": unrelated_images(
+            len(out["unlabeled"]["images"]), size=cfg.img_size, channels=cfg.channels, seed=base + 5
+        )
+    }
+    mean = out["unlabeled"]["images"].mean(axis=(0, 2, 3))
+    std = out["unlabeled"]["images"].std(axis=(0, 2, 3)) + 1e-6
+    arrays = {f"{k}_{f}": v for k, d in out.items() for f, v in d.items()}
+    arrays.update(pixel_mean=mean.astype(np.float32), pixel_std=std.astype(np.float32))
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    from labkit.core.paths import cache_dir
+
+    path = cache_dir(f"{NAME}/data") / f"{digest.hexdigest()[:20]}.npz"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    out.update(file=str(path), digest=file_digest(path), source=cfg.data_source)
+    return out

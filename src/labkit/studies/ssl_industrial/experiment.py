@@ -1,0 +1,394 @@
+"""Study 3's experiment: the three grids built from the config and run in turn, gathered into ``Runs``.
+
+1. **pretraining** (grid ``ssl_industrial-pretrain``, :func:`tasks.pretrain_task`): MAE and SimCLR on the
+   unlabeled in-domain images, MAE on as many unrelated photographs; the in-domain encoders become named
+   checkpoints (:data:`CHECKPOINTS`). Which encoders count (precondition "trained") and which weights are
+   missing is decided once (:func:`resolve_inits`): ``Runs.unavailable``.
+2. **fine-tuning** (grid ``ssl_industrial-finetune``, :func:`tasks.finetune_task`): init x label count x seed
+   (:func:`finetune_tasks`), split into the claims' runs and the label-limited regime's (:func:`split_regime`).
+3. **anomaly detection** (grid ``ssl_industrial-patchcore``, :func:`tasks.patchcore_task`): one task per init.
+
+``Runs.tables`` holds the tables the claims judge (:func:`claim_tables`) and ``initialisations`` and
+``anomaly_detection``; ``Runs.examples["pretrained"]`` each pretraining's record, checkpoint file and digest.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from labkit.core.claims import BUDGET_KEYS
+from labkit.core.errors import WeightsUnavailableError
+from labkit.core.grid import Grid, GridResult, file_digest
+from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids
+
+from .claims import is_trained, pretraining_frame
+from .data import INIT_LABELS, NAME, PRETRAINED, VIT_INITS
+from .tasks import dinov2_encoder, finetune_task, load_arrays, patchcore_task, pretrain_task
+
+#: The named labkit checkpoints of the in-domain encoders (``labkit:<name>`` in other studies and notebooks).
+CHECKPOINTS = {"mae": "ssl-mae-vit-tiny-industrial", "simclr": "ssl-simclr-vit-tiny-industrial"}
+
+
+def run(cfg, data) -> Runs:
+    """Pretrain, decide which encoders count, fine-tune and run PatchCore: every grid of the study, gathered."""
+    with Stopwatch() as clock:
+        pretraining = pretrain_grid(cfg, data)
+        (pretrain_result,) = run_grids(cfg, pretraining)
+        pretrained = save_encoders(cfg, data, pretraining, pretrain_result)
+        unavailable, initialisations = resolve_inits(cfg, pretrained)
+        finetuned, detected = run_grids(
+            cfg,
+            finetune_grid(cfg, data, pretrained, unavailable),
+            patchcore_grid(cfg, data, pretrained, unavailable),
+        )
+        runs, regime = split_regime(cfg, finetune_frame(finetuned))
+        tables = claim_tables({"runs": runs, "regime": regime, "pretrained": pretrained})
+        tables.update(initialisations=initialisations, anomaly_detection=anomaly_frame(detected))
+    return Runs(
+        tables=tables,
+        unavailable=unavailable,
+        context={"unavailable": unavailable},
+        examples={"pretrained": pretrained},
+        grids=grids_since(clock.started),
+        checkpoints=[p["file"] for p in pretrained.values()],
+        seconds=clock.seconds,
+    )
+
+
+# ----------------------------------------------------------------------------- 1. pretraining
+def encoder_kwargs(cfg) -> dict:
+    """The ViT's size overrides (``encoder_depth``, ``encoder_width``; heads: width / 32)."""
+    kw = {}
+    if cfg.encoder_depth:
+        kw["depth"] = int(cfg.encoder_depth)
+    if cfg.encoder_width:
+        kw.update(embed_dim=int(cfg.encoder_width), num_heads=max(1, int(cfg.encoder_width) // 32))
+    return kw
+
+
+def pretrain_params(cfg, data, init) -> dict:
+    """One pretraining task's parameters (``init``: a key of ``PRETRAINED``)."""
+    method, source = PRETRAINED[init]
+    return dict(
+        method=method,
+        source=source,
+        data_file=data["file"],
+        arch=cfg.arch,
+        encoder_kwargs=encoder_kwargs(cfg),
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        epochs=cfg.mae_epochs if method == "mae" else cfg.simclr_epochs,
+        batch_size=cfg.pretrain_batch_size,
+        mask_ratio=cfg.mask_ratio,
+        norm_pix_loss=cfg.mae_norm_pix_loss,
+        seed=cfg.seeds[0],
+        device=cfg.device,
+    )
+
+
+def pretrain_grid(cfg, data) -> Grid:
+    """The pretraining grid (not run): one task per pretrained init asked for, in ``PRETRAINED``'s order."""
+    grid = Grid(f"{NAME}-pretrain", pretrain_task, inputs={"data": data["digest"]})
+    for name in PRETRAINED:
+        if name in cfg.inits:
+            grid.add(**pretrain_params(cfg, data, name))
+    return grid
+
+
+def save_encoders(cfg, data, grid: Grid, result: GridResult) -> dict:
+    """Save each pretrained encoder (in-domain ones as named labkit checkpoints) and return
+    ``{init: {"record", "file", "digest"}}`` for the inits asked for."""
+    from labkit.core.checkpoints import save_checkpoint
+    from labkit.core.paths import cache_dir
+    from labkit.models.registry import save_named_checkpoint
+
+    names = [n for n in PRETRAINED if n in cfg.inits]
+    pixel_mean, pixel_std = data_pixel_stats(data)
+    out = {}
+    for name, rec in zip(names, result.records):
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rec["state"].items()}
+        meta = {
+            "arch": cfg.arch,
+            "img_size": cfg.img_size,
+            "patch_size": cfg.patch_size,
+            "in_chans": cfg.channels,
+            "method": PRETRAINED[name][0],
+            "encoder_kwargs": json.dumps(encoder_kwargs(cfg)),
+            "pixel_mean": pixel_mean,
+            "pixel_std": pixel_std,
+            "loss_ratio": rec["loss_ratio"],
+            "data": f"{data['source']} inspection images, preset {cfg.preset}",
+        }
+        if name in CHECKPOINTS:
+            path = save_named_checkpoint(CHECKPOINTS[name], state, meta)
+        else:
+            path = save_checkpoint(
+                cache_dir(f"{NAME}/encoders") / f"{name}-{grid.tasks[names.index(name)].fingerprint()}", state, meta
+            )
+        out[name] = {"record": rec, "file": str(path), "digest": file_digest(path)}
+    return out
+
+
+def data_pixel_stats(data) -> tuple[list[float], list[float]]:
+    d = load_arrays(data["file"])
+    return d["pixel_mean"].astype(float).tolist(), d["pixel_std"].astype(float).tolist()
+
+
+def resolve_inits(cfg, pretrained: dict) -> tuple[dict, pd.DataFrame]:
+    """``{init: reason}`` for every init asked for that cannot be evaluated (weights unavailable, did not
+    train: precondition "trained", :func:`is_trained`), and the initialisations table. An encoder that was
+    pretrained but did not train is still fine-tuned and probed (its rows show what an untrained encoder
+    scores); the claims resting on it are not evaluated with the reason."""
+    unavailable, rows = {}, []
+    for name in cfg.inits:
+        reason = ""
+        if name in PRETRAINED:
+            if name not in pretrained:
+                reason = "not pretrained in this run"
+            else:
+                reason = is_trained(cfg, name, pretrained)[1]
+        elif name == "dinov2":
+            try:
+                dinov2_encoder(cfg.img_size, cfg.dinov2_weights, check_only=True)
+            except WeightsUnavailableError as exc:
+                reason = "weights unavailable: " + " ".join(str(exc).split())
+        if reason:
+            unavailable[name] = reason
+        rows.append(
+            {
+                "init": name,
+                "description": INIT_LABELS.get(name, name),
+                "status": (
+                    "evaluated"
+                    if not reason
+                    else "did not train: fine-tuned and shown, no claim rests on it"
+                    if name in pretrained
+                    else "not evaluated"
+                ),
+                "reason": reason,
+            }
+        )
+    return unavailable, pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- 2. fine-tuning
+def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]:
+    """The grid: every available init x label count x seed (full fine-tuning); the unrelated-photo MAE at the
+    fewest labels (claim 3); frozen probes of every ViT init at the most labels (claim 2, and precondition
+    "features learned": each pretrained encoder's probe against the random-init ViT's); the U-Net and the
+    'all good' floor at every label count; and the scratch ViT at the fewest and the most labels over the
+    extra ``regime_seeds`` (the label-limited precondition's runs, the same task as every other). An encoder
+    that was pretrained but did not train is still run (its claims are not evaluated)."""
+    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
+    common = dict(
+        block=hi,
+        data_file=data["file"],
+        data_seed=cfg.data_seed,
+        arch=cfg.arch,
+        encoder_kwargs=encoder_kwargs(cfg),
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        channels=cfg.channels,
+        steps=cfg.finetune_steps,
+        batch_size=cfg.finetune_batch_size,
+        lr=cfg.finetune_lr,
+        encoder_lr_scale=cfg.encoder_lr_scale,
+        seg_head=cfg.seg_head,
+        encoder_weights=cfg.encoder_weights,
+        dinov2_weights=cfg.dinov2_weights,
+        device=cfg.device,
+    )
+    tasks = []
+    for init in [*cfg.inits, "unet", "all_good"]:
+        if init in unavailable and init not in pretrained:
+            continue
+        enc = pretrained.get(init, {})
+        counts = [lo] if init == "mae_unrelated" else list(cfg.label_counts)
+        for n in counts:
+            seeds = regime_seeds(cfg) if init == "scratch" and n in (lo, hi) else list(cfg.seeds)
+            for seed in seeds:
+                tasks.append(
+                    dict(
+                        init=init,
+                        protocol="full" if init in VIT_INITS else "-",
+                        n_labels=n,
+                        seed=seed,
+                        encoder_file=enc.get("file"),
+                        encoder_digest=enc.get("digest"),
+                        **common,
+                    )
+                )
+        if init in VIT_INITS and "frozen" in cfg.protocols:
+            for seed in cfg.seeds:
+                tasks.append(
+                    dict(
+                        init=init,
+                        protocol="frozen",
+                        n_labels=hi,
+                        seed=seed,
+                        encoder_file=enc.get("file"),
+                        encoder_digest=enc.get("digest"),
+                        **common,
+                    )
+                )
+    return tasks
+
+
+RUN_COLUMNS = [
+    "init",
+    "protocol",
+    "n_labels",
+    "seed",
+    "defect_ap",
+    "defect_f1",
+    "image_auroc",
+    "miou",
+    "defect_iou",
+    "trainable_params",
+    "seconds",
+    "final_train_loss",
+    "n_train",
+    "train_defective",
+    # the run's budget (its record's "budget"; empty for the untrained floor)
+    "steps",
+    "batch_size",
+    "lr",
+    "schedule",
+]
+
+
+def finetune_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
+    """The fine-tuning grid (not run): one task per :func:`finetune_tasks` entry."""
+    grid = Grid(f"{NAME}-finetune", finetune_task, inputs={"data": data["digest"]})
+    for params in finetune_tasks(cfg, data, pretrained, unavailable):
+        grid.add(**params)
+    return grid
+
+
+def finetune_frame(result: GridResult) -> pd.DataFrame:
+    """One row per fine-tuning run (:data:`RUN_COLUMNS`), its budget in the budget columns."""
+    frame = result.frame()
+    budgets = [r.get("budget") or {} for r in result.records if r is not None]
+    for key in BUDGET_KEYS:  # the budget columns replace the task's requested steps / batch_size / lr
+        frame[key] = [b.get(key, np.nan) for b in budgets]
+    return frame[[c for c in RUN_COLUMNS if c in frame.columns]]
+
+
+def split_regime(cfg, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs, regime)``: ``runs`` holds every run over ``seeds`` (what the claims and the results table read),
+    ``regime`` the scratch ViT at the fewest and the most labels over the regime seeds (``seeds`` plus
+    ``regime_seeds``: what the label-limited precondition reads)."""
+    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
+    runs = frame[frame["seed"].isin(cfg.seeds)].reset_index(drop=True)
+    regime = frame[
+        (frame["init"] == "scratch") & (frame["protocol"] == "full") & frame["n_labels"].isin([lo, hi])
+    ].reset_index(drop=True)
+    return runs, regime
+
+
+# ----------------------------------------------------------------------------- 3. anomaly detection
+def patchcore_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
+    """The PatchCore grid (not run): one task per ViT init asked for that has weights."""
+    inits = [i for i in cfg.inits if i in VIT_INITS and (i not in unavailable or i in pretrained)]
+    grid = Grid(f"{NAME}-patchcore", patchcore_task, inputs={"data": data["digest"]})
+    for init in inits:
+        enc = pretrained.get(init, {})
+        grid.add(
+            init=init,
+            data_file=data["file"],
+            encoder_file=enc.get("file"),
+            encoder_digest=enc.get("digest"),
+            arch=cfg.arch,
+            encoder_kwargs=encoder_kwargs(cfg),
+            img_size=cfg.img_size,
+            patch_size=cfg.patch_size,
+            channels=cfg.channels,
+            coreset_ratio=cfg.coreset_ratio,
+            neighbourhood=cfg.patchcore_neighbourhood,
+            encoder_weights=cfg.encoder_weights,
+            dinov2_weights=cfg.dinov2_weights,
+            seed=cfg.seeds[0],
+            device=cfg.device,
+        )
+    return grid
+
+
+def anomaly_frame(result: GridResult) -> pd.DataFrame:
+    """One row per init: image AUROC, pixel AUROC, AUPRO and the memory bank's size."""
+    frame = result.frame()
+    if len(frame):
+        frame = frame[["init", "image_auroc", "pixel_auroc", "aupro", "memory_bank"]]
+        frame.insert(1, "row", [INIT_LABELS.get(i, i) for i in frame["init"]])
+    return frame
+
+
+# ----------------------------------------------------------------------------- the tables the claims judge
+BUDGET_TABLE_COLUMNS = ["stage", "init", "protocol", "n_labels", "seed", *BUDGET_KEYS]
+
+
+def budgets_frame(runs: pd.DataFrame, pretrained: dict | None = None) -> pd.DataFrame:
+    """The ``budgets`` claim table: one row per trained run, ``stage`` pretrain (one per pretrained init, from
+    its record's ``budget``) or finetune (init x protocol x label count x seed, from the runs' budget
+    columns), with steps, batch_size, lr, schedule and trainable_params. A run without a budget has no row, so
+    precondition "same budget" fails on it rather than comparing two blanks."""
+    rows = []
+    for name, p in (pretrained or {}).items():
+        budget = p["record"].get("budget")
+        if budget:
+            rows.append({"stage": "pretrain", "init": name, "protocol": "-", **budget})
+    if all(k in runs.columns for k in BUDGET_KEYS):
+        trained = runs.dropna(subset=["steps"])
+        for r in trained.to_dict("records"):
+            rows.append({"stage": "finetune", **{k: r.get(k) for k in BUDGET_TABLE_COLUMNS if k != "stage"}})
+    out = pd.DataFrame(rows, columns=BUDGET_TABLE_COLUMNS)
+    whole = {"steps": "Int64", "batch_size": "Int64", "trainable_params": "Int64"}
+    return out.astype(dict.fromkeys(whole, float)).astype(whole)
+
+
+def claim_tables(results: dict) -> dict[str, pd.DataFrame]:
+    """The tidy tables the claims are judged on: ``runs`` (init x protocol x label count x seed, the 'all good'
+    floor and the frozen probes included), ``regime`` (the scratch ViT at the fewest and the most labels over
+    the regime seeds: the label-limited precondition's; without one given, the scratch rows of ``runs``),
+    ``gaps`` (each init's defect AP minus scratch's, same seed and label count), ``gains`` (full fine-tuning
+    minus the frozen probe, same seed, at the most labels), ``pretraining`` (per pretrained init: loss after
+    pretraining and the best learner-free predictor's, on the same fixed batches) and ``budgets``
+    (:func:`budgets_frame`)."""
+    runs = results["runs"]
+    regime = results.get("regime")
+    if regime is None:
+        regime = runs[(runs["init"] == "scratch") & (runs["protocol"] == "full")]
+    full = runs[runs["protocol"] == "full"]
+    scratch = full[full["init"] == "scratch"].set_index(["n_labels", "seed"])["defect_ap"]
+    gaps = []
+    for _, r in full[full["init"] != "scratch"].iterrows():
+        key = (r["n_labels"], r["seed"])
+        if key in scratch.index:
+            gaps.append(
+                {
+                    "init": r["init"],
+                    "n_labels": r["n_labels"],
+                    "seed": r["seed"],
+                    "gap_ap": r["defect_ap"] - scratch[key],
+                }
+            )
+    frozen = runs[runs["protocol"] == "frozen"]
+    gains = []
+    for _, r in frozen.iterrows():
+        match = full[(full["init"] == r["init"]) & (full["n_labels"] == r["n_labels"]) & (full["seed"] == r["seed"])]
+        if len(match):
+            gains.append(
+                {"init": r["init"], "seed": r["seed"], "gain_ap": float(match["defect_ap"].iloc[0]) - r["defect_ap"]}
+            )
+    pretrained = results.get("pretrained", {})
+    return {
+        "runs": runs,
+        "regime": regime,
+        "gaps": pd.DataFrame(gaps, columns=["init", "n_labels", "seed", "gap_ap"]),
+        "gains": pd.DataFrame(gains, columns=["init", "seed", "gain_ap"]),
+        "pretraining": pretraining_frame(pretrained),
+        "budgets": budgets_frame(runs, pretrained),
+    }

@@ -1,0 +1,185 @@
+"""Study 3's tables: of its data (``data``) and of its runs (``runs``: ``labkit.studies.base.Runs``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labkit.core.metrics import aggregate_over_seeds
+from labkit.studies.base import Runs, regime_seeds
+
+from .claims import is_trained
+from .data import INIT_LABELS, PRETRAINED, VIT_INITS
+from .tasks import label_subset
+
+
+def data_summary(data: dict) -> pd.DataFrame:
+    """Per set: its images, how many are defective, the defect pixels' share and each defect type's count."""
+    rows = []
+    for name in ("unlabeled", "pool", "test", "good"):
+        s = data[name]
+        types = s["defect_types"]
+        row = {
+            "set": name,
+            "images": len(types),
+            "defective": int((types != "good").sum()),
+            "defect_pixel_%": round(100 * float(s["masks"].mean()), 2),
+        }
+        row.update({d: int((types == d).sum()) for d in sorted(set(types) - {"good"})})
+        rows.append(row)
+    rows.append({"set": "unrelated (photos)", "images": len(data["unrelated"]["images"])})
+    return pd.DataFrame(rows).fillna(0)
+
+
+def subset_overlap(cfg, data) -> pd.DataFrame:
+    """How many labelled images each pair of seeds shares at each label count (0 where the pool allows); the
+    extra regime seeds count at the fewest and the most labels, where they run."""
+    labels = (data["pool"]["defect_types"] != "good").astype(int)
+    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
+    rows = []
+    for n in cfg.label_counts:
+        seeds = regime_seeds(cfg) if n in (lo, hi) else list(cfg.seeds)
+        subsets = {s: set(label_subset(labels, n, s, hi, cfg.data_seed)) for s in seeds}
+        shared = [len(subsets[a] & subsets[b]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+        rows.append(
+            {
+                "n_labels": n,
+                "pool": len(labels),
+                "seeds": len(seeds),
+                "max_shared_between_seeds": max(shared, default=0),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def pretraining_table(cfg, runs: Runs) -> pd.DataFrame:
+    """Per pretraining: its steps, its training losses, and on the same fixed batches the untrained network's
+    loss (``initial_loss``), the trained one's (``eval_loss``) and the best learner-free predictor's, with the
+    ratio precondition "trained" reads."""
+    pretrained = runs.examples["pretrained"]
+    rows = []
+    for name, p in pretrained.items():
+        r = p["record"]
+        trained, _ = is_trained(cfg, name, pretrained)
+        rows.append(
+            {
+                "init": name,
+                "method": PRETRAINED[name][0],
+                "data": PRETRAINED[name][1],
+                "images": r["n_images"],
+                "epochs": r["epochs_run"],
+                "steps": r.get("steps"),
+                "first_loss": r["first_loss"],
+                "final_loss": r["final_loss"],
+                "initial_loss": r.get("initial_loss"),
+                "eval_loss": r.get("eval_loss"),
+                "learner_free_loss": r.get("learner_free_loss"),
+                "learner_free_rule": r.get("learner_free_rule"),
+                "trivial_loss": r["trivial_loss"],
+                "loss_ratio": r["loss_ratio"],
+                "trained": "yes" if trained else f"no: ratio not below {cfg.trained_max_loss_ratio:g}",
+                "seconds": r["seconds"],
+                "images_per_s": r["images_per_s"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def initialisations_table(runs: Runs) -> pd.DataFrame:
+    """Per init asked for: evaluated, did not train (fine-tuned and shown, no claim rests on it) or not evaluated,
+    with the reason."""
+    return runs.tables["initialisations"]
+
+
+def runs_table(runs: Runs) -> pd.DataFrame:
+    """Every fine-tuning run over ``seeds``: init x protocol x label count x seed, its metrics and budget."""
+    return runs.tables["runs"]
+
+
+def results_table(runs: Runs) -> pd.DataFrame:
+    """One row per init x protocol x label count: mean and 95 % interval over seeds of defect AP, defect F1,
+    image AUROC (the claims' metrics) and mIoU (secondary), with the 'all good' floor as the first row; an
+    init that could not be evaluated gets a row saying why."""
+    frame, unavailable = runs.tables["runs"], runs.unavailable
+    metrics = ["defect_ap", "defect_f1", "image_auroc", "miou"]
+    summary = aggregate_over_seeds(frame, metrics, ["init", "protocol", "n_labels"])
+    order = {k: i for i, k in enumerate(["all_good", "unet", *VIT_INITS])}
+    summary = summary.sort_values(
+        ["init", "protocol", "n_labels"], key=lambda c: c.map(order) if c.name == "init" else c
+    ).reset_index(drop=True)
+    floor = frame[frame["init"] == "all_good"].groupby("n_labels")["defect_ap"].mean()
+    summary.insert(
+        3,
+        "defect_ap_above_floor",
+        [m - floor.get(n, np.nan) for m, n in zip(summary["defect_ap_mean"], summary["n_labels"])],
+    )
+    summary.insert(0, "row", [INIT_LABELS.get(i, i) for i in summary["init"]])
+    shown = set(frame["init"])
+    extra = [
+        {
+            "row": INIT_LABELS.get(k, k),
+            "init": k,
+            "protocol": f"no claim rests on its rows: {v}" if k in shown else f"not evaluated: {v}",
+        }
+        for k, v in unavailable.items()
+    ]
+    return pd.concat([summary, pd.DataFrame(extra)], ignore_index=True) if extra else summary
+
+
+def regime_table(cfg, runs: Runs) -> pd.DataFrame:
+    """The regime the claims are judged in: the floor, the scratch ViT (over the regime seeds: the rows the
+    label-limited precondition reads) and the U-Net at the fewest and the most labels: defect AP means, the
+    seeds they average over, and the gain with its paired 95 % interval against the stated margin."""
+    from labkit.core.stats import paired_difference
+
+    frame, regime = runs.tables["runs"], runs.tables.get("regime")
+    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
+    rows = []
+    for init in ("all_good", "scratch", "unet"):
+        table = regime if init == "scratch" and regime is not None and len(regime) else frame
+        g = table[(table["init"] == init) & table["protocol"].isin(["full", "-"])]
+        if not len(g):
+            continue
+        wide = g.pivot_table(index="seed", columns="n_labels", values="defect_ap")
+        row = {"row": INIT_LABELS[init], "seeds": int(len(wide))}
+        row[f"defect_ap_at_{lo}"] = wide[lo].mean() if lo in wide else np.nan
+        row[f"defect_ap_at_{hi}"] = wide[hi].mean() if hi in wide else np.nan
+        both = wide[[lo, hi]].dropna() if lo in wide and hi in wide else pd.DataFrame()
+        diff = paired_difference(both[hi].to_numpy(float), both[lo].to_numpy(float)) if len(both) > 1 else {}
+        row.update(
+            gain=diff.get("mean_diff", np.nan),
+            gain_ci95_low=diff.get("ci95_low", np.nan),
+            gain_ci95_high=diff.get("ci95_high", np.nan),
+        )
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["label_limited_margin"] = cfg.label_limited_margin
+    return out
+
+
+def regime_runs_table(cfg, runs: Runs) -> pd.DataFrame:
+    """Per regime seed: the scratch ViT's defect AP (and final training loss) at the fewest and the most labels,
+    and the gain the label-limited precondition pairs."""
+    regime = runs.tables["regime"]
+    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
+    values = [c for c in ("defect_ap", "final_train_loss") if c in regime.columns]
+    wide = regime.pivot_table(index="seed", columns="n_labels", values=values)
+    out = pd.DataFrame(index=wide.index)
+    for n in (lo, hi):
+        for v in values:
+            if (v, n) in wide:
+                out[f"{v}_at_{n}"] = wide[(v, n)]
+    if ("defect_ap", lo) in wide and ("defect_ap", hi) in wide:
+        out["gain"] = wide[("defect_ap", hi)] - wide[("defect_ap", lo)]
+    out.insert(0, "in_seeds", ["yes" if s in cfg.seeds else "regime only" for s in out.index])
+    return out.reset_index()
+
+
+def anomaly_table(runs: Runs) -> pd.DataFrame:
+    """PatchCore per init: image AUROC, pixel AUROC, AUPRO and the memory bank's size."""
+    return runs.tables["anomaly_detection"]
+
+
+def budgets_table(runs: Runs) -> pd.DataFrame:
+    """Every trained run's budget, pretraining included: what precondition "same budget" compares."""
+    return runs.tables["budgets"]
