@@ -26,12 +26,9 @@ Pipeline, in the kit's order (data -> the grids' tasks -> claims -> tables -> fi
 :func:`experiment.run` runs the three grids and gathers them into ``Runs``.
 """
 
-import sys
-from types import ModuleType
-
 from labkit.studies.base import lazy_face
 
-_lazy, __dir__ = lazy_face(
+__getattr__, __dir__ = lazy_face(
     __name__,
     {
         "NAME": "data",
@@ -47,22 +44,3 @@ _lazy, __dir__ = lazy_face(
         "REFERENCE": "plan",
     },
 )
-_FUNCTIONS = ("data", "claims", "plan")  # the face's functions named as the submodules that define them
-
-
-def __getattr__(name):
-    value = _lazy(name)
-    return globals()[name] if name in _FUNCTIONS else value  # the function _Face bound as the submodule loaded
-
-
-class _Face(ModuleType):
-    """The import system binds each submodule to its name on the package as it loads; ``data``, ``claims`` and
-    ``plan`` stay the face's functions of those names (reach their modules with ``from .data import ...``)."""
-
-    def __setattr__(self, name, value):
-        if name in _FUNCTIONS and isinstance(value, ModuleType) and value.__name__ == f"{__name__}.{name}":
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Face

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from labkit.core.arms import Arm, arm_colours, arm_labels
 from labkit.core.errors import DataError, ParameterError
 from labkit.core.grid import file_digest
+from labkit.core.seeding import regime_seeds
 from labkit.data.surfaces import SurfaceSimulator, unrelated_images
-from labkit.studies.base import Arm, arm_colours, arm_labels, regime_seeds
 
 NAME = "ssl_industrial"
 #: The initialisations (ViT encoders, then the U-Net) and the 'all good' floor: the rows of every table.
