@@ -12,7 +12,12 @@ from labkit.core.claims import Check, Claim, Compare, Precondition
 from labkit.studies.base import Runs
 from labkit.studies.dinov2_microct.backbones import STANDIN_ARCH
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS
-from labkit.studies.dinov2_microct.experiment import BEST_BASELINE, BEST_CLASSICAL
+from labkit.studies.dinov2_microct.experiment import (
+    BEST_BASELINE,
+    BEST_CLASSICAL,
+    LEARNER_FREE_PREDICTOR,
+    TRAINED_RATIO,
+)
 from labkit.studies.dinov2_microct.tasks import ORACLE
 
 CLASSICAL = ("multi-Otsu", "K-means", "fuzzy C-means", "random forest (filter bank)")
@@ -44,9 +49,6 @@ STATEMENTS = {
 }
 FROZEN_OF = {"linear": "linear head (frozen)", "cnn": "CNN head (frozen)"}
 DEFAULT_CHOICE = "linear head (frozen)"
-# The stand-in "trained" precondition: final held-out MAE loss below this fraction of the learner-free predictor's
-TRAINED_RATIO = 0.7
-LEARNER_FREE_PREDICTOR = "every hidden patch filled with the mean of its image's visible pixels (per channel)"
 # The stand-in "features learned" precondition: its frozen linear head against the same architecture's at random
 # init, on the held-out rock (the random row is the stand-in's architecture only with vit_arch microct_standin)
 FEATURES_LEARNED_METHOD = "linear head (frozen)"

@@ -35,6 +35,11 @@ BEST_CLASSICAL = "best classical pipeline"
 BEST_BASELINE = "best of UNet and classical pipelines"
 
 
+# The stand-in "trained" precondition: final held-out MAE loss below this fraction of the learner-free predictor's
+TRAINED_RATIO = 0.7
+LEARNER_FREE_PREDICTOR = "every hidden patch filled with the mean of its image's visible pixels (per channel)"
+
+
 def _weights_reason(exc: Exception) -> str:
     """'not evaluated: weights unavailable (...)' with the first sentence of the factory's message."""
     first = str(exc).splitlines()[0].split(" Provide them")[0]

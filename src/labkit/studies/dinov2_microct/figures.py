@@ -8,8 +8,8 @@ import pandas as pd
 from labkit.data import microct
 from labkit.data.microct import PHASES
 from labkit.studies.base import Runs
-from labkit.studies.dinov2_microct.claims import TRAINED_RATIO
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, NUM_PHASES, pca_indices
+from labkit.studies.dinov2_microct.experiment import TRAINED_RATIO
 
 PHASE_COLOURS = ["#1f1f5f", "#e8d9a8", "#6aa84f"]
 

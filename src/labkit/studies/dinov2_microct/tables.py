@@ -10,8 +10,8 @@ from labkit.core.metrics import aggregate_over_seeds
 from labkit.data import microct
 from labkit.data.microct import PHASES
 from labkit.studies.base import Runs
-from labkit.studies.dinov2_microct.claims import LEARNER_FREE_PREDICTOR, TRAINED_RATIO
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, NUM_PHASES, SPLITS, splits
+from labkit.studies.dinov2_microct.experiment import LEARNER_FREE_PREDICTOR, TRAINED_RATIO
 
 FEATURE_LABELS = {"cls": "class token", "mean": "mean patch token", "cls+mean": "class + mean patch token"}
 

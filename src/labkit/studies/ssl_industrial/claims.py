@@ -4,12 +4,12 @@ precondition "trained" (also what decides which pretrained encoders count)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from labkit.core.claims import Claim, Compare, Precondition
 from labkit.studies.base import Runs
 
-from .data import INIT_LABELS, PRETRAINED, VIT_INITS
+from .data import INIT_LABELS, VIT_INITS
+from .experiment import trained_precondition
 
 # Effects of interest (labkit.core.claims): the paper reports no effect size for these comparisons.
 PRACTICAL_AP = 0.03
@@ -22,54 +22,6 @@ PRACTICAL_SOURCE = "a stated practical size: 3 points of defect average precisio
 #: run put at 0.033 against a floor of 0.015; MAE's frozen probe; the unrelated-photo MAE): that is the regime
 #: the claim is about, and "A beats B" stays a fair test while A is above the floor.
 FLOOR_MARGIN = 0.02
-
-
-def trained_precondition(cfg, init: str) -> Precondition:
-    """Precondition "trained" of a pretrained init: on the same fixed batches (masks, views), the network's
-    loss after pretraining below ``trained_max_loss_ratio`` x the best learner-free predictor's."""
-    bar = cfg.trained_max_loss_ratio
-    method = PRETRAINED[init][0]
-    baseline = (
-        "each hidden patch filled with its image's visible mean (or zeros, whichever is lower), same masks"
-        if method == "mae"
-        else "the untrained network (same initial weights) on the same batches and views, or log(2N-1) if lower"
-    )
-    return Precondition.trained(
-        "eval_loss",
-        {"init": init},
-        bar,
-        table="pretraining",
-        name=f"trained ({init})",
-        learner_free="learner_free_loss",
-        why=(
-            f"{init} pretraining loss below {bar:g} x the best learner-free predictor's ({baseline}): an encoder "
-            "that learned nothing scores a ratio near 1 (0 steps: at least 1), so it must remove at least "
-            f"{1 - bar:.0%} of the loss that predictor leaves"
-        ),
-    )
-
-
-def pretraining_frame(pretrained: dict) -> pd.DataFrame:
-    """The ``pretraining`` claim table: per pretrained init its loss on the fixed evaluation batches after
-    pretraining and before (the untrained network), the best learner-free predictor's and their ratio."""
-    cols = ["init", "eval_loss", "initial_loss", "learner_free_loss", "learner_free_rule", "loss_ratio", "steps"]
-    rows = [{"init": k, **{c: v["record"].get(c) for c in cols[1:]}} for k, v in pretrained.items()]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def is_trained(cfg, init: str, pretrained: dict) -> tuple[bool, str]:
-    """Whether ``init`` passed precondition "trained" (the claims' own rule) and, if not, why (actionable)."""
-    verdict = trained_precondition(cfg, init).evaluate({"pretraining": pretraining_frame(pretrained)})
-    if verdict["passed"]:
-        return True, ""
-    r = pretrained[init]["record"]
-    knob = "mae_epochs" if PRETRAINED[init][0] == "mae" else "simclr_epochs"
-    return False, (
-        f"did not train: precondition 'trained ({init})' failed (after {r.get('steps', '?')} steps, loss "
-        f"{r['eval_loss']:.4g} on fixed evaluation batches = {r['loss_ratio']:.3f} x the best learner-free "
-        f"predictor's {r['learner_free_loss']:.4g} ({r['learner_free_rule']}), not below "
-        f"{cfg.trained_max_loss_ratio:g}); pretrain longer ({knob}) or on more images"
-    )
 
 
 def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Claim]:

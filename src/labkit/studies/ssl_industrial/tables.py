@@ -8,8 +8,8 @@ import pandas as pd
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.studies.base import Runs, regime_seeds
 
-from .claims import is_trained
 from .data import INIT_LABELS, PRETRAINED, VIT_INITS
+from .experiment import is_trained
 from .tasks import label_subset
 
 
