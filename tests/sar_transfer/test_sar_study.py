@@ -11,6 +11,7 @@ from labkit.core.metrics import ConfusionMatrix
 from labkit.core.params import load_spec
 from labkit.data import sar
 from labkit.data.sar import CLASS_NAMES, IGNORE_INDEX
+from labkit.models.weight_transfer import adapt_input_conv_weight
 from labkit.studies import sar_transfer as study
 from labkit.studies.sar_transfer import experiment, frames, tables, tasks
 from labkit.studies.sar_transfer.claims import CLAIMS, declare_claims
@@ -58,13 +59,13 @@ def test_spec_consumes_the_cross_sensor_checkpoint():
 
 def test_first_conv_adaptation_keeps_filters_and_band_sum():
     w = torch.randn(64, 4, 7, 7)
-    out = experiment.adapt_input_conv_weight(w, 2)
+    out = adapt_input_conv_weight(w, 2)
     assert out.shape == (64, 2, 7, 7)
     torch.testing.assert_close(out.sum(1), w.sum(1))  # response to a band-constant input is preserved
     torch.testing.assert_close(out[:, 0], out[:, 1])
     rgb = torch.randn(8, 3, 3, 3)
-    assert experiment.adapt_input_conv_weight(rgb, 2).shape == (8, 2, 3, 3)
-    torch.testing.assert_close(experiment.adapt_input_conv_weight(w, 4), w)
+    assert adapt_input_conv_weight(rgb, 2).shape == (8, 2, 3, 3)
+    torch.testing.assert_close(adapt_input_conv_weight(w, 4), w)
 
 
 def test_model_is_resnet18_truncated_after_layer3_with_deeplab_head():
@@ -111,14 +112,14 @@ def test_paper_preset_without_data_root_names_the_dataset_layout_and_source():
 
 def test_encoder_state_fits_truncated_encoder(optical_checkpoint):
     encoder = tasks.create_model().encoder
-    loaded, info = experiment.adapt_encoder_state(optical_checkpoint, encoder)
+    loaded, info = experiment.adapt_encoder_state(optical_checkpoint, encoder, "the stand-in checkpoint")
     encoder.load_state_dict(loaded, strict=True)
     assert info["dropped_stages"] == ["layer4"] and info["first_conv_bands"] == "4 -> 2"
     for key in ("model.layer2.0.conv1.weight", "model.layer3.1.conv2.weight", "model.layer3.0.bn1.running_var"):
         torch.testing.assert_close(encoder.state_dict()[key], optical_checkpoint[key])
     broken = {k: v for k, v in optical_checkpoint.items() if not k.startswith("model.layer1.")}
     with pytest.raises(CheckpointMismatchError, match="lacks .*model.layer1"):
-        experiment.adapt_encoder_state(broken, encoder)
+        experiment.adapt_encoder_state(broken, encoder, "a broken checkpoint")
 
 
 def test_missing_weights_are_reported_with_what_to_do(tmp_path, monkeypatch):
@@ -176,7 +177,7 @@ def test_arms_differ_only_in_the_encoder(optical_checkpoint):
         elif not key.startswith("encoder."):
             assert same, key  # decoder and head start identical
     torch.testing.assert_close(
-        b["encoder.model.conv1.weight"], experiment.adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 2)
+        b["encoder.model.conv1.weight"], adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 2)
     )
 
 

@@ -10,7 +10,7 @@ Pretrained encoders ("arms"):
   (a ResNet-18 U-Net encoder the noisy-label study trained on 4-band optical land-cover tiles; declared
   under ``consumes:`` so it is part of the run's fingerprint), or any ResNet-18 state dict file (e.g.
   Sentinel-1 pretrained weights). Its first convolution is adapted to the 2 SAR bands
-  (:func:`adapt_input_conv_weight`). This is a cross-sensor transfer, not the paper's ImageNet transfer,
+  (``labkit.models.weight_transfer``). This is a cross-sensor transfer, not the paper's ImageNet transfer,
   and is named so in every claim.
 * ``random``: the reference. ``gbm`` (gradient boosting on per-pixel HH/HV and local means) and
   ``majority`` (the training tiles' most common class) are reference rows, not claims.
@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from labkit.core.errors import CheckpointMismatchError, WeightsUnavailableError
+from labkit.core.errors import WeightsUnavailableError
+from labkit.models import weight_transfer
 from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids
 
 from .arms import ARM_LABELS
@@ -49,73 +50,17 @@ from .tasks import PROBE_LR, PROBE_STEPS, FrozenProbe, create_model, run_task
 # ---- each arm's encoder weights, resolved once ------------------------------------------------------------
 
 
-def adapt_input_conv_weight(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """First-convolution filters (O, I, k, k) for ``in_chans`` inputs when the source had ``I`` bands.
-
-    timm's ``adapt_input_conv`` only converts from 3 (RGB) inputs. SAR bands have no spectral counterpart
-    among optical bands, so every new input channel gets the mean filter over the source bands, scaled
-    by ``I / in_chans``: the spatial structure of each learned filter is kept and the response to an
-    input that is constant over bands is preserved (the sum over input channels is unchanged, as timm
-    does when it sums RGB filters into one grey channel).
-    """
-    if weight.ndim != 4:
-        raise CheckpointMismatchError(f"first convolution must be (out, in, k, k), got shape {tuple(weight.shape)}")
-    source = weight.shape[1]
-    if source == in_chans:
-        return weight.clone()
-    if source == 3:  # the documented RGB case: use timm's own conversion
-        from timm.models import adapt_input_conv
-
-        return adapt_input_conv(in_chans, weight.clone())
-    mean = weight.float().mean(dim=1, keepdim=True)
-    return (mean.repeat(1, in_chans, 1, 1) * (source / in_chans)).to(weight.dtype)
-
-
-def _encoder_key(key: str) -> str:
-    """Checkpoint key -> smp ``TimmUniversalEncoder`` key (``model.<timm key>``)."""
-    for prefix in ("encoder.", "backbone.", "module."):
-        if key.startswith(prefix):
-            key = key[len(prefix) :]
-    return key if key.startswith("model.") else f"model.{key}"
-
-
-def adapt_encoder_state(
-    state: dict, encoder: nn.Module, in_chans: int = IN_CHANNELS, source: str = f"labkit checkpoint '{CHECKPOINT_NAME}'"
-) -> tuple[dict, dict]:
-    """Fit a ResNet-18 encoder state dict (from a deeper encoder, any band count) into the truncated encoder.
-
-    Stages beyond the truncation (layer4, a classifier) are dropped and listed; the first convolution is
-    adapted to ``in_chans``; any key the truncated encoder needs and the checkpoint lacks, or any other
-    shape mismatch, is a CheckpointMismatchError naming the keys.
-    """
-    own = encoder.state_dict()
-    renamed = {_encoder_key(k): v for k, v in state.items()}
-    conv_key = "model.conv1.weight"
-    adapted = {}
-    if conv_key in renamed:
-        adapted[conv_key] = adapt_input_conv_weight(renamed[conv_key], in_chans)
-    dropped = sorted(k for k in renamed if k not in own)
-    missing = sorted(k for k in own if k not in renamed)
-    if missing:
-        raise CheckpointMismatchError(
-            f"{source} lacks {len(missing)} key(s) of the truncated ResNet-18 encoder: "
-            f"{missing[:8]} (is it a ResNet-18 encoder state dict?)"
-        )
-    loaded = {k: adapted.get(k, renamed[k]) for k in own}
-    shapes = [
-        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in loaded.items()
-        if tuple(v.shape) != tuple(own[k].shape)
-    ]
-    if shapes:
-        raise CheckpointMismatchError(f"{source} does not fit the truncated ResNet-18 encoder: {shapes[:4]}")
-    source_bands = int(renamed[conv_key].shape[1]) if conv_key in renamed else None
-    info = {
-        "dropped_keys": len(dropped),
-        "dropped_stages": sorted({k.split(".")[1] for k in dropped}),
-        "first_conv_bands": f"{source_bands} -> {in_chans}",
-    }
-    return loaded, info
+def adapt_encoder_state(state: dict, encoder: nn.Module, source: str) -> tuple[dict, dict]:
+    """Fit a ResNet-18 encoder state dict (from a deeper encoder, any band count) into the truncated 2-band encoder:
+    layer4 and any classifier dropped and listed, the first convolution adapted to the SAR bands."""
+    return weight_transfer.adapt_encoder_state(
+        state,
+        encoder,
+        IN_CHANNELS,
+        source=source,
+        target="the truncated ResNet-18 encoder",
+        expected="a ResNet-18 encoder state dict",
+    )
 
 
 def _produce_cross_sensor(cfg) -> Path:
@@ -205,9 +150,7 @@ def resolve_weights(cfg) -> dict[str, dict]:
             try:
                 state, provenance = _source_state(arm, cfg)
                 encoder = create_model(weights="random").encoder
-                loaded, info = adapt_encoder_state(
-                    state, encoder, IN_CHANNELS, source=f"{arm} weights ({cfg[arm + '_weights']})"
-                )
+                loaded, info = adapt_encoder_state(state, encoder, source=f"{arm} weights ({cfg[arm + '_weights']})")
                 provenance.update(info)
                 folder = cache_dir(f"{NAME}/encoders")
                 tmp = save_checkpoint(folder / f"{arm}-staging", loaded, {"arm": arm, **_flat(provenance)})
