@@ -7,6 +7,7 @@ import numpy as np
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.data import sar
 from labkit.data.sar import CLASS_NAMES
+from labkit.reports.false_colour import class_map_rgb, false_colour
 from labkit.studies.base import Runs
 
 from .arms import ARM_COLOURS
@@ -17,36 +18,10 @@ LAND_COLOUR = "#a6894f"  # tan: land (masked, never a label)
 NO_DATA_COLOUR = "#6a3d9a"  # purple: outside the swath (NaN backscatter)
 
 
-def _stretch(band: np.ndarray, lo: float = 2, hi: float = 98) -> np.ndarray:
-    a, b = np.nanpercentile(band, [lo, hi])
-    return np.clip((band - a) / max(b - a, 1e-6), 0, 1)
-
-
-def _rgb(colour: str) -> np.ndarray:
-    from matplotlib.colors import to_rgb
-
-    return np.asarray(to_rgb(colour), dtype=float)
-
-
-def false_colour(scene: sar.SarScene) -> np.ndarray:
-    """RGB composite: R = HH, G = HV, B = HH - HV (co/cross ratio), each percentile-stretched; no data purple."""
-    hh, hv = scene.sar
-    rgb = np.stack([_stretch(hh), _stretch(hv), _stretch(hh - hv)], axis=-1)
-    nodata = ~np.isfinite(scene.sar).all(axis=0)
-    rgb = np.nan_to_num(rgb, nan=0.0)
-    rgb[nodata] = _rgb(NO_DATA_COLOUR)
-    return rgb
-
-
-def class_map_rgb(labels: np.ndarray, land: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+def _class_map(labels: np.ndarray, land: np.ndarray, nodata: np.ndarray) -> np.ndarray:
     """(H, W, 3) colours of a chart or a prediction: classes in ``CLASS_COLOURS``, land tan, no data purple;
     any other ignored pixel (e.g. a chart's unlabelled area) mid grey."""
-    rgb = np.full(labels.shape + (3,), 0.5)
-    for cls, colour in enumerate(sar.CLASS_COLOURS):
-        rgb[labels == cls] = _rgb(colour)
-    rgb[land] = _rgb(LAND_COLOUR)
-    rgb[nodata] = _rgb(NO_DATA_COLOUR)
-    return rgb
+    return class_map_rgb(labels, sar.CLASS_COLOURS, [(land, LAND_COLOUR), (nodata, NO_DATA_COLOUR)])
 
 
 def _scene_masks(scene: sar.SarScene) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +51,8 @@ def scenes_figure(data: SarData):
         land, nodata = _scene_masks(scene)
         row[0].imshow(np.ma.masked_invalid(scene.sar[0]), cmap=grey, vmin=-30, vmax=-5)
         row[1].imshow(np.ma.masked_invalid(scene.sar[1]), cmap=grey, vmin=-32, vmax=-15)
-        row[2].imshow(false_colour(scene))
-        row[3].imshow(class_map_rgb(scene.labels, land, nodata), interpolation="nearest")
+        row[2].imshow(false_colour(scene.sar, NO_DATA_COLOUR))  # R=HH G=HV B=HH-HV
+        row[3].imshow(_class_map(scene.labels, land, nodata), interpolation="nearest")
         weather = ""
         if "wind_speed" in scene.meta:
             weather = f", wind {scene.meta['wind_speed']:.1f} m/s, {scene.meta['air_temperature']:+.1f} C"
@@ -191,7 +166,7 @@ def predictions_figure(runs: Runs, data: SarData):
             score = scenes.loc[(scenes.arm == arm) & (scenes.scene == scene.name), "miou"].iloc[0]
             panels.append((f"{arm} (mIoU {score:.2f})", maps[arm][scene.name].astype(np.int64), score))
         for ax, (title, img, _) in zip(row, panels):
-            ax.imshow(class_map_rgb(img, land, nodata), interpolation="nearest")
+            ax.imshow(_class_map(img, land, nodata), interpolation="nearest")
             ax.set_title(f"{scene.name}: {title}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
     fig.legend(handles=_legend_handles(), loc="lower center", ncol=3, frameon=False, fontsize=8)
