@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from labkit.core.errors import WeightsUnavailableError
+from labkit.core.grid import Grid
 from labkit.models import weight_transfer
-from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids
+from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids, task_device
 
 from .arms import ARM_LABELS
 from .data import (
@@ -180,15 +181,13 @@ def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
 
 def train_settings(cfg) -> dict[str, Any]:
     """The JSON-able training parameters of a grid task (the device resolved here, once)."""
-    from labkit.core.device import resolve_device
-
     return {
         "n_steps": cfg["n_steps"],
         "lr": cfg["lr"],
         "batch_size": cfg["batch_size"],
         "decoder_channels": cfg["decoder_channels"],
         "overlap": cfg["overlap"],
-        "device": str(resolve_device(cfg["device"], announce=False)),
+        "device": task_device(cfg),
     }
 
 
@@ -196,30 +195,27 @@ def build_grid(cfg, weights: Mapping[str, dict]):
     """The study's grid: every evaluated arm at the fewest tiles (the claims' regime) on every seed; random
     init and the pixel classifier at every tile count (the data-limited precondition and references); and
     every evaluated arm's frozen linear probe at the fewest tiles on every seed (the "features learned"
-    precondition, :func:`_probe_task`)."""
-    from labkit.core.grid import Grid
-
+    precondition, ``tasks._probe_task``). A pretrained arm's tasks read its adapted encoder (``encoder``: the file
+    and its digest); random init and the references read none."""
     grid = Grid(NAME, run_task, inputs=data_inputs(cfg))
     data, train = data_settings(cfg), train_settings(cfg)
     tiles = sorted(set(cfg["tiles"]))
     few = tiles[0]
     arms = [a for a in INITS if a in weights and weights[a]["status"] == "ok"]
+    encoders = {a: {"path": weights[a]["path"], "digest": weights[a]["digest"]} for a in arms if a in PRETRAINED_ARMS}
     first = cfg["seeds"][0]
     for seed in cfg["seeds"]:
         for n_tiles in tiles:
             for arm in arms + list(REFERENCE_ARMS):
                 if n_tiles != few and arm not in ("random", "gbm"):
                     continue
-                encoder = None
-                if arm in PRETRAINED_ARMS:
-                    encoder = {"path": weights[arm]["path"], "digest": weights[arm]["digest"]}
                 grid.add(
                     arm=arm,
                     seed=int(seed),
                     n_tiles=int(n_tiles),
                     data=data,
                     train=train,
-                    encoder=encoder,
+                    encoder=encoders.get(arm),
                     keep_maps=bool(seed == first and n_tiles == few),
                 )
         for arm in arms:  # the "features learned" control: each arm's frozen probe at the fewest tiles
@@ -229,7 +225,7 @@ def build_grid(cfg, weights: Mapping[str, dict]):
                 n_tiles=int(few),
                 data=data,
                 train=train,
-                encoder=None if arm == "random" else {"path": weights[arm]["path"], "digest": weights[arm]["digest"]},
+                encoder=encoders.get(arm),
                 keep_maps=False,
                 probe={"steps": PROBE_STEPS, "lr": PROBE_LR},
             )
