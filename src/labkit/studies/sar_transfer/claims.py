@@ -53,7 +53,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
     data-limited (random init with the most tiles beats itself with the fewest by more than
     ``data_limited_margin`` test mIoU) for the season claims.
 
-    Features learned, for every claim of a pretrained arm: that arm's frozen linear probe (:func:`_probe_task`)
+    Features learned, for every claim of a pretrained arm: that arm's frozen linear probe (``tasks._probe_task``)
     beats the random-init network's frozen probe in test mIoU, paired over seeds (table ``probes``); an encoder
     whose features a linear readout cannot use better than random ones gives its claims no footing.
     ``unavailable``: ``{arm: reason}`` for arms that cannot run (e.g. missing weights).
@@ -61,9 +61,34 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
     unavailable = dict(unavailable or {})
     tiles = sorted(set(cfg["tiles"]))
     few, many = tiles[0], tiles[-1]
-    plateau, margin = cfg["plateau_gain"], cfg["data_limited_margin"]
-    fraction = cfg["convergence_fraction"]
-    data_limited = _rename(
+    data_limited = _data_limited(few, many, cfg["data_limited_margin"])
+    claims = []
+    for arm in PRETRAINED_ARMS:
+        reason = _unavailable_reason(arm, cfg, unavailable)
+        compare = _comparisons(arm, few, cfg["convergence_fraction"])
+        plateaus = [
+            _rename(
+                Precondition.plateau("late_gain", {"arm": a, "n_tiles": few}, cfg["plateau_gain"]), f"plateau ({a})"
+            )
+            for a in ("random", arm)
+        ]
+        shared = _shared_preconditions(arm, few)
+        preconditions = {
+            "faster_convergence": [*shared, *_floors(arm, "all", few), *plateaus],
+            "better_on_melt": [*shared, *_floors(arm, "melt", few), data_limited],
+            "freeze_smaller_mixed": [*shared, *_floors(arm, "freeze", few), data_limited],
+        }
+        note = ARM_LABELS[arm] + f"; judged at {few} training tiles"
+        claims += [
+            Claim(claim_id(base, arm), text, compare[base], preconditions[base], unavailable=reason, note=note)
+            for base, text in CLAIMS.items()
+        ]
+    return claims
+
+
+def _data_limited(few: int, many: int, margin: float) -> Precondition:
+    """Random init with the most tiles beats itself with the fewest (the season claims' regime)."""
+    return _rename(
         Precondition.label_limited(
             "miou",
             full={"arm": "random", "season": "all", "n_tiles": many},
@@ -74,119 +99,94 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
         why=f"random init with {many} training tiles beats itself with {few} by more than "
         f"{margin:g} test mIoU (mean over the test scenes)",
     )
-    claims = []
-    for arm in PRETRAINED_ARMS:
-        reason = unavailable.get(arm)
-        if reason is None and arm not in cfg["inits"]:
-            reason = f"arm '{arm}' was not run (add it to inits)"
-        if reason is not None and arm == "imagenet" and "weights unavailable" in reason:
-            reason += (
-                "; put ImageNet ResNet-18 weights (resnet18.a1_in1k.safetensors) in LABKIT_WEIGHTS_DIR or "
-                "pass -p imagenet_weights /path/to/file"
-            )
-        label = f"[{arm}] "
-        plateaus = [
-            _rename(Precondition.plateau("late_gain", {"arm": a, "n_tiles": few}, plateau), f"plateau ({a})")
-            for a in ("random", arm)
-        ]
-        fast = Compare(
-            "epochs_to_common",
-            a={"pair": arm, "arm": "random"},
-            b={"pair": arm, "arm": arm},
-            table="convergence",
-            label=f"{label}epochs to {fraction:.0%} of the lower arm's best val mIoU: random minus pretrained > 0",
-            effect=PRACTICAL_EPOCHS,
-            effect_source=EPOCHS_SOURCE,
+
+
+def _unavailable_reason(arm: str, cfg, unavailable: Mapping[str, str]) -> str | None:
+    """Why ``arm``'s claims cannot be judged (None when they can), with what to do for the paper's arm."""
+    reason = unavailable.get(arm)
+    if reason is None and arm not in cfg["inits"]:
+        reason = f"arm '{arm}' was not run (add it to inits)"
+    if reason is not None and arm == "imagenet" and "weights unavailable" in reason:
+        reason += (
+            "; put ImageNet ResNet-18 weights (resnet18.a1_in1k.safetensors) in LABKIT_WEIGHTS_DIR or "
+            "pass -p imagenet_weights /path/to/file"
         )
-        melt = Compare(
-            "miou",
-            a={"arm": arm, "season": "melt", "n_tiles": few},
-            b={"arm": "random", "season": "melt", "n_tiles": few},
-            label=f"{label}melt-scene mIoU: pretrained minus random > 0",
-            effect=PRACTICAL_MIOU,
-            effect_source=PRACTICAL_SOURCE,
-        )
-        smaller = Compare(
-            "melt_gain_minus_abs_freeze_gain",
+    return reason
+
+
+def _comparisons(arm: str, few: int, fraction: float) -> dict[str, list[Compare]]:
+    """Each claim's comparisons of ``arm`` against random init (or zero), at the fewest tiles."""
+    label = f"[{arm}] "
+
+    def gain(column: str, text: str, greater: bool = True) -> Compare:
+        return Compare(
+            column,
             a={"arm": arm},
             b=0.0,
+            greater=greater,
             table="gains",
-            label=f"{label}melt gain minus |freeze gain| > 0",
+            label=label + text,
             effect=PRACTICAL_MIOU,
             effect_source=PRACTICAL_SOURCE,
-        )
-        pos = Compare(
-            "max_class_gain",
-            a={"arm": arm},
-            b=0.0,
-            table="gains",
-            label=f"{label}some freeze class gains (largest class-wise IoU gain > 0)",
-            effect=PRACTICAL_MIOU,
-            effect_source=PRACTICAL_SOURCE,
-        )
-        neg = Compare(
-            "min_class_gain",
-            a={"arm": arm},
-            b=0.0,
-            greater=False,
-            table="gains",
-            label=f"{label}some freeze class loses (smallest class-wise IoU gain < 0)",
-            effect=PRACTICAL_MIOU,
-            effect_source=PRACTICAL_SOURCE,
-        )
-        same_budget = Precondition.same_budget(
-            a={"arm": arm, "n_tiles": few},
-            b={"arm": "random", "n_tiles": few},
-            label=f"{arm} vs random at {few} tiles",
         )
 
-        def floors(season: str, arm: str = arm) -> list[Precondition]:
-            return [
-                Precondition.above_floor(
-                    "miou",
-                    arm={"arm": a, "season": season, "n_tiles": few},
-                    floor={"arm": "majority", "season": season, "n_tiles": few},
-                    margin=FLOOR_MARGIN,
-                    label=f"{a}, {season} scenes",
-                )
-                for a in (arm, "random")
-            ]
+    fast = Compare(
+        "epochs_to_common",
+        a={"pair": arm, "arm": "random"},
+        b={"pair": arm, "arm": arm},
+        table="convergence",
+        label=f"{label}epochs to {fraction:.0%} of the lower arm's best val mIoU: random minus pretrained > 0",
+        effect=PRACTICAL_EPOCHS,
+        effect_source=EPOCHS_SOURCE,
+    )
+    melt = Compare(
+        "miou",
+        a={"arm": arm, "season": "melt", "n_tiles": few},
+        b={"arm": "random", "season": "melt", "n_tiles": few},
+        label=f"{label}melt-scene mIoU: pretrained minus random > 0",
+        effect=PRACTICAL_MIOU,
+        effect_source=PRACTICAL_SOURCE,
+    )
+    return {
+        "faster_convergence": [fast],
+        "better_on_melt": [melt],
+        "freeze_smaller_mixed": [
+            gain("melt_gain_minus_abs_freeze_gain", "melt gain minus |freeze gain| > 0"),
+            gain("max_class_gain", "some freeze class gains (largest class-wise IoU gain > 0)"),
+            gain("min_class_gain", "some freeze class loses (smallest class-wise IoU gain < 0)", greater=False),
+        ],
+    }
 
-        learned = Precondition.features_learned(
+
+def _shared_preconditions(arm: str, few: int) -> list[Precondition]:
+    """Features learned (``arm``'s frozen probe beats random init's) and the same budget, for every claim."""
+    learned = Precondition.features_learned(
+        "miou",
+        pretrained={"arm": arm},
+        random={"arm": "random"},
+        table="probes",
+        name=f"features learned ({arm})",
+    )
+    same_budget = Precondition.same_budget(
+        a={"arm": arm, "n_tiles": few},
+        b={"arm": "random", "n_tiles": few},
+        label=f"{arm} vs random at {few} tiles",
+    )
+    return [learned, same_budget]
+
+
+def _floors(arm: str, season: str, few: int) -> list[Precondition]:
+    """``arm`` and random init each above the majority-class floor on ``season``'s scenes (``all``: every scene)."""
+    return [
+        Precondition.above_floor(
             "miou",
-            pretrained={"arm": arm},
-            random={"arm": "random"},
-            table="probes",
-            name=f"features learned ({arm})",
+            arm={"arm": a, "season": season, "n_tiles": few},
+            floor={"arm": "majority", "season": season, "n_tiles": few},
+            margin=FLOOR_MARGIN,
+            label=f"{a}, {season} scenes",
         )
-        note = ARM_LABELS[arm]
-        claims += [
-            Claim(
-                claim_id("faster_convergence", arm),
-                CLAIMS["faster_convergence"],
-                [fast],
-                [learned, same_budget, *floors("all"), *plateaus],
-                unavailable=reason,
-                note=note + f"; judged at {few} training tiles",
-            ),
-            Claim(
-                claim_id("better_on_melt", arm),
-                CLAIMS["better_on_melt"],
-                [melt],
-                [learned, same_budget, *floors("melt"), data_limited],
-                unavailable=reason,
-                note=note + f"; judged at {few} training tiles",
-            ),
-            Claim(
-                claim_id("freeze_smaller_mixed", arm),
-                CLAIMS["freeze_smaller_mixed"],
-                [smaller, pos, neg],
-                [learned, same_budget, *floors("freeze"), data_limited],
-                unavailable=reason,
-                note=note + f"; judged at {few} training tiles",
-            ),
-        ]
-    return claims
+        for a in (arm, "random")
+    ]
 
 
 def claims(cfg, runs: Runs) -> list[Claim]:
