@@ -172,7 +172,7 @@ def _flat(d: Mapping) -> dict:
 
 
 def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
-    """``{arm: reason}`` for the arms that cannot run (context for :func:`declare_claims`)."""
+    """``{arm: reason}`` for the arms that cannot run (context for ``claims.declare_claims``)."""
     return {arm: row["reason"] for arm, row in weights.items() if row["status"] != "ok"}
 
 
@@ -288,7 +288,7 @@ def run(
 
 
 def plan(cfg) -> list:
-    """The grid's budget from :func:`build_grid`'s loops and :func:`_network_task`'s epochs (every arm in
+    """The grid's budget from :func:`build_grid`'s loops and ``tasks._network_task``'s epochs (every arm in
     ``inits`` assumed available; the references train no network)."""
     from labkit.core.plan import GridPlan, TaskBudget, measure
 
