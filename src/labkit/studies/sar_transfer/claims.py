@@ -12,7 +12,7 @@ from typing import Any
 from labkit.core.claims import Claim, Compare, Precondition
 from labkit.studies.base import Runs
 
-from .arms import ARM_LABELS
+from .arms import ARM_LABELS, IMAGENET_WEIGHTS_HINT
 from .data import PRETRAINED_ARMS
 
 CLAIMS = {
@@ -107,10 +107,7 @@ def _unavailable_reason(arm: str, cfg, unavailable: Mapping[str, str]) -> str | 
     if reason is None and arm not in cfg["inits"]:
         reason = f"arm '{arm}' was not run (add it to inits)"
     if reason is not None and arm == "imagenet" and "weights unavailable" in reason:
-        reason += (
-            "; put ImageNet ResNet-18 weights (resnet18.a1_in1k.safetensors) in LABKIT_WEIGHTS_DIR or "
-            "pass -p imagenet_weights /path/to/file"
-        )
+        reason += "" if IMAGENET_WEIGHTS_HINT in reason else f"; {IMAGENET_WEIGHTS_HINT}"
     return reason
 
 

@@ -32,7 +32,7 @@ from labkit.core.grid import Grid
 from labkit.models import weight_transfer
 from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids, task_device
 
-from .arms import ARM_LABELS
+from .arms import ARM_LABELS, IMAGENET_WEIGHTS_HINT
 from .data import (
     CHECKPOINT_NAME,
     IN_CHANNELS,
@@ -172,8 +172,12 @@ def _flat(d: Mapping) -> dict:
 
 
 def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
-    """``{arm: reason}`` for the arms that cannot run (context for ``claims.declare_claims``)."""
-    return {arm: row["reason"] for arm, row in weights.items() if row["status"] != "ok"}
+    """``{arm: reason}`` for the arms that cannot run (context for ``claims.declare_claims``), each saying what to
+    provide (the paper's arm: where its weights go)."""
+    reasons = {arm: row["reason"] for arm, row in weights.items() if row["status"] != "ok"}
+    if "weights unavailable" in reasons.get("imagenet", ""):
+        reasons["imagenet"] += f"; {IMAGENET_WEIGHTS_HINT}"
+    return reasons
 
 
 # ---- the grid -------------------------------------------------------------------------------------------
