@@ -3,38 +3,44 @@
 import numpy as np
 
 from labkit.core.params import load_spec
-from labkit.studies import sar_transfer as study
+from labkit.studies.sar_transfer import experiment
+from labkit.studies.sar_transfer.data import CHECKPOINT_NAME
 from tests.grid_records import assert_same_records
 
 from .test_sar_study import optical_checkpoint  # noqa: F401  (fixture)
 
 
 def test_smoke_grid_gives_the_same_records_on_every_executor(optical_checkpoint, tmp_path, monkeypatch):  # noqa: F811
-    cfg = load_spec("sar_transfer").resolve("smoke")
-    weights = study.resolve_weights(cfg)
+    spec = load_spec("sar_transfer")
+    cfg = spec.resolve("smoke")
+    weights = experiment.resolve_weights(cfg)
     assert weights["cross_sensor"]["status"] == "ok"
-    grid_tasks = len(study.build_grid(cfg, weights))
+    grid_tasks = len(experiment.build_grid(cfg, weights))
     # random, cross_sensor, gbm, majority at 16 tiles; random and gbm at 32; the random and cross_sensor probes
     assert grid_tasks == 8
-    runs = {}
-    for name, options in {
-        "serial": {"executor": "serial", "threads": 1},
-        "processes": {"executor": "processes", "workers": 2},
-        "dask": {"executor": "dask", "workers": 2},
+    records = {}
+    for name, (options, threads) in {
+        "serial": ({"executor": "serial"}, 1),
+        "processes": ({"executor": "processes", "workers": 2}, None),
+        "dask": ({"executor": "dask", "workers": 2}, None),
     }.items():
         monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / f"cache-{name}"))  # each executor computes afresh
-        res = study.run(cfg, weights, progress=False, **options)
-        assert res.computed == grid_tasks and res.cached == 0
-        runs[name] = sorted(res.records, key=lambda r: (r["arm"], r["n_tiles"]))
+        runs = experiment.run(spec.resolve("smoke", options), weights=weights, progress=False, threads=threads)
+        assert runs.computed == grid_tasks and sum(g["cached"] for g in runs.grids) == 0
+        records[name] = _records(cfg, weights)  # read back from this executor's cache
     for name in ("processes", "dask"):
-        assert_same_records(runs["serial"], runs[name], name)
+        assert_same_records(records["serial"], records[name], name)
     # a rerun finds every record in the cache and computes nothing
-    again = study.run(cfg, weights, progress=False, executor="serial", threads=1)
-    assert again.computed == 0 and again.cached == grid_tasks
-    assert_same_records(runs["serial"], sorted(again.records, key=lambda r: (r["arm"], r["n_tiles"])), "cached")
-    tables = study.claim_tables(again)
-    assert set(tables["runs"].arm) == {"random", "cross_sensor", "gbm", "majority"}
-    assert len(tables["convergence"]) == 2 and np.isfinite(tables["convergence"]["epochs_to_common"]).all()
+    again = experiment.run(cfg, weights=weights, progress=False, threads=1)
+    assert again.computed == 0 and sum(g["cached"] for g in again.grids) == grid_tasks
+    assert set(again.tables["runs"].arm) == {"random", "cross_sensor", "gbm", "majority"}
+    convergence = again.tables["convergence"]
+    assert len(convergence) == 2 and np.isfinite(convergence["epochs_to_common"]).all()
+
+
+def _records(cfg, weights):
+    res = experiment.run_grid(cfg, weights, progress=False, threads=1)
+    return sorted(res.records + res.probes, key=lambda r: (bool(r.get("probe")), r["arm"], r["n_tiles"]))
 
 
 def test_a_changed_checkpoint_reruns_only_the_tasks_that_read_it(optical_checkpoint, tmp_path, monkeypatch):  # noqa: F811
@@ -43,10 +49,11 @@ def test_a_changed_checkpoint_reruns_only_the_tasks_that_read_it(optical_checkpo
     from labkit.models.registry import named_checkpoint_path
 
     cfg = load_spec("sar_transfer").resolve("smoke", {"tiles": [16, 24]})
-    first = study.run(cfg, progress=False, threads=1)
+    first = experiment.run(cfg, progress=False, threads=1)
     assert first.computed == 8
     changed = {k: v + 0.01 if v.is_floating_point() else v for k, v in optical_checkpoint.items()}
-    save_checkpoint(named_checkpoint_path(study.CHECKPOINT_NAME), changed, {"produced_by": "test-2"})
-    second = study.run(cfg, progress=False, threads=1)
-    assert second.computed == 2 and second.cached == 6  # only the cross-sensor task and its probe
-    assert second.weights["cross_sensor"]["digest"] != first.weights["cross_sensor"]["digest"]
+    save_checkpoint(named_checkpoint_path(CHECKPOINT_NAME), changed, {"produced_by": "test-2"})
+    second = experiment.run(cfg, progress=False, threads=1)
+    assert second.computed == 2 and sum(g["cached"] for g in second.grids) == 6  # the cross-sensor task and its probe
+    digests = [runs.tables["weights"].set_index("arm").loc["cross_sensor", "digest"] for runs in (first, second)]
+    assert digests[0] != digests[1]

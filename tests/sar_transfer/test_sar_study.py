@@ -9,7 +9,21 @@ from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, budget_record, jud
 from labkit.core.errors import CheckpointMismatchError, ParameterError
 from labkit.core.metrics import ConfusionMatrix
 from labkit.core.params import load_spec
+from labkit.data import sar
+from labkit.data.sar import CLASS_NAMES, IGNORE_INDEX
+from labkit.models.weight_transfer import adapt_input_conv_weight
 from labkit.studies import sar_transfer as study
+from labkit.studies.sar_transfer import experiment, frames, tables, tasks
+from labkit.studies.sar_transfer.claims import CLAIMS, declare_claims
+from labkit.studies.sar_transfer.data import (
+    CHECKPOINT_NAME,
+    INITS,
+    check_settings,
+    check_sizes,
+    data_settings,
+    make_data,
+    training_tiles,
+)
 
 
 def smoke_cfg(**overrides):
@@ -30,7 +44,7 @@ def optical_checkpoint(tmp_path, monkeypatch):
     unet = smp.Unet(encoder_name="tu-resnet18", encoder_weights=None, in_channels=4, classes=5)
     state = unet.encoder.state_dict()
     save_checkpoint(
-        registry.named_checkpoint_path(study.CHECKPOINT_NAME),
+        registry.named_checkpoint_path(CHECKPOINT_NAME),
         state,
         {"bands": "RGBN", "study": "noisy_label_pretraining", "produced_by": "test"},
     )
@@ -39,24 +53,24 @@ def optical_checkpoint(tmp_path, monkeypatch):
 
 def test_spec_consumes_the_cross_sensor_checkpoint():
     spec = load_spec("sar_transfer")
-    assert study.CHECKPOINT_NAME in spec.consumes
-    assert spec.params["cross_sensor_weights"].presets["default"] == f"labkit:{study.CHECKPOINT_NAME}"
+    assert CHECKPOINT_NAME in spec.consumes
+    assert spec.params["cross_sensor_weights"].presets["default"] == f"labkit:{CHECKPOINT_NAME}"
 
 
 def test_first_conv_adaptation_keeps_filters_and_band_sum():
     w = torch.randn(64, 4, 7, 7)
-    out = study.adapt_input_conv_weight(w, 2)
+    out = adapt_input_conv_weight(w, 2)
     assert out.shape == (64, 2, 7, 7)
     torch.testing.assert_close(out.sum(1), w.sum(1))  # response to a band-constant input is preserved
     torch.testing.assert_close(out[:, 0], out[:, 1])
     rgb = torch.randn(8, 3, 3, 3)
-    assert study.adapt_input_conv_weight(rgb, 2).shape == (8, 2, 3, 3)
-    torch.testing.assert_close(study.adapt_input_conv_weight(w, 4), w)
+    assert adapt_input_conv_weight(rgb, 2).shape == (8, 2, 3, 3)
+    torch.testing.assert_close(adapt_input_conv_weight(w, 4), w)
 
 
 def test_model_is_resnet18_truncated_after_layer3_with_deeplab_head():
     """As the group's code: torchvision resnet18 up to layer3 (256 channels, stride 16) and DeepLabHead."""
-    model = study.create_model(decoder_channels=64).eval()
+    model = tasks.create_model(decoder_channels=64).eval()
     keys = model.encoder.state_dict().keys()
     assert any(k.startswith("model.layer3.") for k in keys) and not any(k.startswith("model.layer4.") for k in keys)
     assert model.encoder.out_channels[-1] == 256
@@ -70,26 +84,26 @@ def test_model_is_resnet18_truncated_after_layer3_with_deeplab_head():
 
 def test_settings_are_checked_before_any_work(tmp_path):
     with pytest.raises(ParameterError, match="multiple of 16.*got 40"):
-        study.check_sizes(256, 40)
+        check_sizes(256, 40)
     with pytest.raises(ParameterError, match="scene_size 96 is too small for tile 64"):
-        study.check_sizes(96, 64)
+        check_sizes(96, 64)
     with pytest.raises(ParameterError, match="at least two distinct"):
-        study.check_settings(smoke_cfg(tiles=[16, 16]))
+        check_settings(smoke_cfg(tiles=[16, 16]))
     with pytest.raises(ParameterError, match="cross_sensor_weights.*does not exist"):
-        study.check_settings(smoke_cfg(cross_sensor_weights=str(tmp_path / "typo.safetensors")))
+        check_settings(smoke_cfg(cross_sensor_weights=str(tmp_path / "typo.safetensors")))
     with pytest.raises(ParameterError, match="imagenet_weights.*does not exist"):
-        study.check_settings(smoke_cfg(imagenet_weights=str(tmp_path / "missing.pth")))
+        check_settings(smoke_cfg(imagenet_weights=str(tmp_path / "missing.pth")))
     with pytest.raises(ParameterError, match="data_root.*is not a folder"):
-        study.check_settings(smoke_cfg(data_source="geotiff", data_root=str(tmp_path / "nowhere")))
+        check_settings(smoke_cfg(data_source="geotiff", data_root=str(tmp_path / "nowhere")))
     with pytest.raises(ParameterError, match="include random"):
-        study.check_settings(smoke_cfg(inits=["cross_sensor"]))
-    study.check_settings(smoke_cfg())
+        check_settings(smoke_cfg(inits=["cross_sensor"]))
+    check_settings(smoke_cfg())
 
 
 def test_paper_preset_without_data_root_names_the_dataset_layout_and_source():
     cfg = load_spec("sar_transfer").resolve("paper")
     with pytest.raises(ParameterError) as info:
-        study.check_settings(cfg)
+        check_settings(cfg)
     message = str(info.value)
     assert "extremeearth" in message and "data_root" in message
     assert "10.5281/zenodo.4683174" in message  # where it is published
@@ -97,40 +111,40 @@ def test_paper_preset_without_data_root_names_the_dataset_layout_and_source():
 
 
 def test_encoder_state_fits_truncated_encoder(optical_checkpoint):
-    encoder = study.create_model().encoder
-    loaded, info = study.adapt_encoder_state(optical_checkpoint, encoder)
+    encoder = tasks.create_model().encoder
+    loaded, info = experiment.adapt_encoder_state(optical_checkpoint, encoder, "the stand-in checkpoint")
     encoder.load_state_dict(loaded, strict=True)
     assert info["dropped_stages"] == ["layer4"] and info["first_conv_bands"] == "4 -> 2"
     for key in ("model.layer2.0.conv1.weight", "model.layer3.1.conv2.weight", "model.layer3.0.bn1.running_var"):
         torch.testing.assert_close(encoder.state_dict()[key], optical_checkpoint[key])
     broken = {k: v for k, v in optical_checkpoint.items() if not k.startswith("model.layer1.")}
     with pytest.raises(CheckpointMismatchError, match="lacks .*model.layer1"):
-        study.adapt_encoder_state(broken, encoder)
+        experiment.adapt_encoder_state(broken, encoder, "a broken checkpoint")
 
 
 def test_missing_weights_are_reported_with_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CHECKPOINTS", str(tmp_path / "empty"))
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     cfg = smoke_cfg(inits=["random", "cross_sensor", "imagenet"], pretrain_if_missing=False)
-    weights = study.resolve_weights(cfg)
+    weights = experiment.resolve_weights(cfg)
     assert weights["random"]["status"] == "ok"
     for arm in ("cross_sensor", "imagenet"):  # offline, and no checkpoint: reported, never random
         assert weights[arm]["status"] == "not evaluated" and weights[arm]["path"] is None
         assert weights[arm]["reason"].startswith("weights unavailable")
     assert "labkit reproduce noisy_label_pretraining" in weights["cross_sensor"]["reason"]
-    claims = {c.id: c for c in study.declare_claims(cfg, unavailable=study.unavailable_arms(weights))}
+    claims = {c.id: c for c in declare_claims(cfg, unavailable=experiment.unavailable_arms(weights))}
     assert "LABKIT_WEIGHTS_DIR" in claims["better_on_melt"].unavailable  # the paper's arm: what to do
     assert claims["better_on_melt_cross_sensor"].unavailable.startswith("weights unavailable")
 
 
 def test_weights_record_the_checkpoint_and_its_provenance(optical_checkpoint):
-    weights = study.resolve_weights(smoke_cfg())
+    weights = experiment.resolve_weights(smoke_cfg())
     cs = weights["cross_sensor"]
     assert cs["status"] == "ok" and cs["digest"] and cs["path"].endswith(".safetensors")
     prov = cs["provenance"]
-    assert prov["checkpoint"] == study.CHECKPOINT_NAME and len(prov["sha256"]) == 64
+    assert prov["checkpoint"] == CHECKPOINT_NAME and len(prov["sha256"]) == 64
     assert prov["checkpoint_meta"]["produced_by"] == "test" and prov["produced_here"] is False
-    table = study.weights_table(weights)
+    table = frames.weights_frame(weights)
     assert "sha256" in table.set_index("arm").loc["cross_sensor", "weights"]
 
 
@@ -143,19 +157,19 @@ def test_a_weights_file_is_an_option(tmp_path, optical_checkpoint):
     torch.manual_seed(1)
     state = timm.create_model("resnet18", pretrained=False, in_chans=2).state_dict()
     file = save_checkpoint(tmp_path / "s1_resnet18", state, {"source": "user"})
-    weights = study.resolve_weights(smoke_cfg(cross_sensor_weights=str(file)))
+    weights = experiment.resolve_weights(smoke_cfg(cross_sensor_weights=str(file)))
     assert weights["cross_sensor"]["status"] == "ok"
     assert weights["cross_sensor"]["provenance"]["first_conv_bands"] == "2 -> 2"
-    model = study.build_model("cross_sensor", 0, weights["cross_sensor"]["path"], 32)
+    model = tasks.build_model("cross_sensor", 0, weights["cross_sensor"]["path"], 32)
     torch.testing.assert_close(
         model.encoder.state_dict()["model.layer2.0.conv1.weight"], state["layer2.0.conv1.weight"]
     )
 
 
 def test_arms_differ_only_in_the_encoder(optical_checkpoint):
-    weights = study.resolve_weights(smoke_cfg())
-    a = study.build_model("random", 7).state_dict()
-    b = study.build_model("cross_sensor", 7, weights["cross_sensor"]["path"]).state_dict()
+    weights = experiment.resolve_weights(smoke_cfg())
+    a = tasks.build_model("random", 7).state_dict()
+    b = tasks.build_model("cross_sensor", 7, weights["cross_sensor"]["path"]).state_dict()
     for key in a:
         same = torch.equal(a[key], b[key])
         if key.startswith("encoder.") and key.endswith("weight") and "conv" in key:
@@ -163,7 +177,7 @@ def test_arms_differ_only_in_the_encoder(optical_checkpoint):
         elif not key.startswith("encoder."):
             assert same, key  # decoder and head start identical
     torch.testing.assert_close(
-        b["encoder.model.conv1.weight"], study.adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 2)
+        b["encoder.model.conv1.weight"], adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 2)
     )
 
 
@@ -172,51 +186,51 @@ def test_scene_scores_average_over_classes_in_the_chart():
     target = np.array([0, 0, 2, 2, 3, 3])
     pred = np.array([0, 1, 2, 2, 3, 3])  # a false alarm of class 1, absent from the chart
     cm.update(pred, target)
-    scores = study.scene_scores(cm)
+    scores = tasks.scene_scores(cm)
     assert scores["classes_present"] == 3
     assert scores["miou"] == pytest.approx((0.5 + 1 + 1) / 3)
     assert scores["iou/young_ice"] == 0.0
 
 
 def test_predict_scene_masks_no_data():
-    scene = study.sar.simulate_scene(1, size=80, seed=0, no_data_corner=True)
-    norm = study.sar.BandNormalizer().fit([scene])
-    pred = study.predict_scene(study.create_model(), scene, norm, tile=48, overlap=0.25)
+    scene = sar.simulate_scene(1, size=80, seed=0, no_data_corner=True)
+    norm = sar.BandNormalizer().fit([scene])
+    pred = tasks.predict_scene(tasks.create_model(), scene, norm, tile=48, overlap=0.25)
     assert pred.shape == scene.shape
-    assert (pred[~scene.valid] == study.IGNORE_INDEX).all()
+    assert (pred[~scene.valid] == IGNORE_INDEX).all()
     assert set(np.unique(pred[scene.valid])) <= {0, 1, 2, 3}
 
 
 def test_predict_scene_smaller_than_the_tile_is_padded_not_cropped():
-    scene = study.sar.simulate_scene(7, size=40, seed=1, no_data_corner=False)
-    norm = study.sar.BandNormalizer().fit([scene])
-    pred = study.predict_scene(study.create_model(decoder_channels=32), scene, norm, tile=64, overlap=0.25)
+    scene = sar.simulate_scene(7, size=40, seed=1, no_data_corner=False)
+    norm = sar.BandNormalizer().fit([scene])
+    pred = tasks.predict_scene(tasks.create_model(decoder_channels=32), scene, norm, tile=64, overlap=0.25)
     assert pred.shape == (40, 40)
-    assert (pred[scene.land] == study.IGNORE_INDEX).all() and set(np.unique(pred[scene.valid])) <= {0, 1, 2, 3}
+    assert (pred[scene.land] == IGNORE_INDEX).all() and set(np.unique(pred[scene.valid])) <= {0, 1, 2, 3}
 
 
 def test_simulated_data_has_several_test_scenes_per_season_each_with_its_own_weather():
     cfg = smoke_cfg(n_test_scenes=3)
-    data = study.make_data(study.data_settings(cfg), 0)
+    data = make_data(data_settings(cfg), 0)
     seasons = [s.season for s in data.test_scenes]
     assert seasons.count("freeze") == 3 and seasons.count("melt") == 3
     winds = {round(s.meta["wind_speed"], 3) for s in data.test_scenes}
     temps = {round(s.meta["air_temperature"], 3) for s in data.test_scenes}
     assert len(winds) == 6 and len(temps) == 6
     assert {s.month for s in data.train_scenes}.isdisjoint({1, 7})
-    few, _ = study.training_tiles(data, study.data_settings(cfg), 0, 16)
-    many, _ = study.training_tiles(data, study.data_settings(cfg), 0, 32)
+    few, _ = training_tiles(data, data_settings(cfg), 0, 16)
+    many, _ = training_tiles(data, data_settings(cfg), 0, 32)
     np.testing.assert_array_equal(few, many[:16])  # fewer tiles are a subset of more
 
 
 def test_late_gain_measures_the_plateau():
-    assert study.late_gain([0.1, 0.3, 0.5, 0.6, 0.61, 0.6, 0.6, 0.6, 0.6, 0.6]) == pytest.approx(-0.01)
-    assert study.late_gain([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]) == pytest.approx(0.2)
+    assert tasks.late_gain([0.1, 0.3, 0.5, 0.6, 0.61, 0.6, 0.6, 0.6, 0.6, 0.6]) == pytest.approx(-0.01)
+    assert tasks.late_gain([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]) == pytest.approx(0.2)
 
 
 def test_pixel_features_are_the_bands_and_local_means():
     img = np.random.default_rng(0).standard_normal((2, 12, 10)).astype(np.float32)
-    feats = study.pixel_features(img)
+    feats = tasks.pixel_features(img)
     assert feats.shape == (120, 8)
     np.testing.assert_allclose(feats[:, 0], img[0].ravel())
     np.testing.assert_allclose(feats[:, 6], (img[0] - img[1]).ravel(), atol=1e-6)
@@ -229,7 +243,7 @@ def _record(arm, seed, n_tiles, miou, curve=None, class_iou=None):
     scenes = []
     for season in ("freeze", "melt"):
         for k in range(3):
-            ious = (class_iou or {}).get(season, {n: miou[season] for n in study.CLASS_NAMES})
+            ious = (class_iou or {}).get(season, {n: miou[season] for n in CLASS_NAMES})
             row = {
                 "scene": f"{season}_{k + 1}",
                 "season": season,
@@ -241,7 +255,7 @@ def _record(arm, seed, n_tiles, miou, curve=None, class_iou=None):
                 "pixel_accuracy": 0.5,
                 "classes_present": 4,
             }
-            for name in study.CLASS_NAMES:
+            for name in CLASS_NAMES:
                 row[f"iou/{name}"] = ious[name]
                 row[f"f1/{name}"] = ious[name]
                 row[f"present/{name}"] = True
@@ -254,7 +268,7 @@ def _record(arm, seed, n_tiles, miou, curve=None, class_iou=None):
             steps_per_epoch=3,
             epochs=len(curve),
             best_val_miou=max(curve),
-            late_gain=study.late_gain(curve),
+            late_gain=tasks.late_gain(curve),
             budget=budget_record(3 * len(curve), 8, 1e-3, f"constant over {3 * len(curve)} steps", 1000),
         )
     return rec
@@ -262,7 +276,7 @@ def _record(arm, seed, n_tiles, miou, curve=None, class_iou=None):
 
 def _probe(arm, seed, miou):
     scenes = [{"scene": f"{season}_1", "season": season, "miou": miou} for season in ("freeze", "melt")]
-    budget = budget_record(study.PROBE_STEPS, 8, study.PROBE_LR, "constant", 1028)
+    budget = budget_record(tasks.PROBE_STEPS, 8, tasks.PROBE_LR, "constant", 1028)
     return {"arm": arm, "seed": seed, "n_tiles": 16, "probe": True, "scenes": scenes, "budget": budget}
 
 
@@ -278,7 +292,7 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
         records.append(_record("random", s, 16, {"freeze": base, "melt": base}, slow))
         rich = base + (0.1 if data_limited else 0.0) + noise
         records.append(_record("random", s, 64, {"freeze": rich, "melt": rich}, slow))
-        classes = {n: base for n in study.CLASS_NAMES}
+        classes = {n: base for n in CLASS_NAMES}
         if freeze_mixed:
             classes = {
                 "open_water": base + 0.02,
@@ -313,21 +327,26 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
         },
     }
     settings = dict(cfg)
-    return cfg, study.SarTransferResults(records=records, weights=weights, settings=settings, probes=probes)
+    return cfg, frames.GridRecords(records=records, weights=weights, settings=settings, probes=probes)
 
 
 def _verdicts(cfg, res):
-    claims = study.declare_claims(cfg, unavailable=study.unavailable_arms(res.weights))
-    return {v["id"]: v for v in judge_all(claims, study.claim_tables(res))}
+    runs = experiment.gather(res)  # the claims judged as the notebook's report.conclude judges them
+    return {v["id"]: v for v in judge_all(study.claims(cfg, runs), runs.tables)}
+
+
+def _smoke_grid(cfg):
+    """The smoke grid's records, run serially in this process."""
+    return experiment.run_grid(cfg, experiment.resolve_weights(cfg), progress=False, threads=1)
 
 
 def test_claims_follow_the_evidence():
     cfg, res = _results()
     v = _verdicts(cfg, res)
-    assert [v[f"{c}_cross_sensor"]["status"] for c in study.CLAIMS] == [HELD, HELD, HELD]
-    for c in study.CLAIMS:  # the paper's arm: not evaluated, with what to do
+    assert [v[f"{c}_cross_sensor"]["status"] for c in CLAIMS] == [HELD, HELD, HELD]
+    for c in CLAIMS:  # the paper's arm: not evaluated, with what to do
         assert v[c]["status"] == NOT_EVALUATED and "LABKIT_WEIGHTS_DIR" in v[c]["reason"]
-    conv = study.convergence_frame(res)
+    conv = frames.convergence_frame(res)
     bar = conv[conv.arm == "random"]["threshold"].iloc[0]
     assert bar == pytest.approx(0.95 * 0.6)  # the common bar: 95 % of the lower arm's best
     epochs = conv.pivot_table(index="seed", columns="arm", values="epochs_to_common")
@@ -336,7 +355,7 @@ def test_claims_follow_the_evidence():
 
     cfg, res = _results(pre_faster=False, melt_gain=-0.05, freeze_mixed=False)
     v = _verdicts(cfg, res)
-    assert [v[f"{c}_cross_sensor"]["status"] for c in study.CLAIMS] == [NOT_HELD] * 3
+    assert [v[f"{c}_cross_sensor"]["status"] for c in CLAIMS] == [NOT_HELD] * 3
 
 
 def test_claims_are_not_evaluated_outside_their_regime():
@@ -349,7 +368,7 @@ def test_claims_are_not_evaluated_outside_their_regime():
     for r in res.records:
         if r["arm"] == "random" and r["n_tiles"] == 16:
             r["val_miou"] = np.linspace(0.1, 0.6, 10)
-            r["late_gain"] = study.late_gain(r["val_miou"])
+            r["late_gain"] = tasks.late_gain(r["val_miou"])
     v = _verdicts(cfg, res)
     assert "precondition 'plateau (random)' failed" in v["faster_convergence_cross_sensor"]["reason"]
     cfg, res = _results(seeds=(0, 1))
@@ -358,19 +377,20 @@ def test_claims_are_not_evaluated_outside_their_regime():
 
 def test_tables_show_floor_reference_and_per_scene_scores():
     cfg, res = _results()
-    regime = study.regime_table(res)
+    runs = experiment.gather(res)
+    regime = tables.regime_table(runs)
     assert {"claims' regime", "data-rich (ceiling)", "classical reference"} <= set(regime.role)
-    scenes = study.scene_table(res)
+    scenes = tables.scene_table(runs)
     assert len(scenes) == 6 and {"random", "cross_sensor", "gbm"} <= set(scenes.columns)
-    seasons = study.season_table(res)
+    seasons = tables.season_table(runs)
     assert set(seasons.season) == {"freeze", "melt"}
-    metrics = study.headline_metrics(res)
+    metrics = study.headline(runs)
     assert metrics["pretrained_arm"] == "cross_sensor"
     assert metrics["melt_miou_pretrained"] == pytest.approx(
-        study.season_frame(res).query("arm == 'cross_sensor' and season == 'melt' and n_tiles == 16")["miou"].mean()
+        frames.season_frame(res).query("arm == 'cross_sensor' and season == 'melt' and n_tiles == 16")["miou"].mean()
     )
-    assert len(study.per_class_table(res)) > 0 and not study.convergence_table(res).empty
-    assert isinstance(study.history_frame(res), pd.DataFrame)
+    assert len(tables.per_class_table(runs)) > 0 and not tables.convergence_table(runs).empty
+    assert isinstance(frames.history_frame(res), pd.DataFrame)
 
 
 # ---- budgets, the same-budget and above-the-floor preconditions --------------------------------------
@@ -378,8 +398,8 @@ def test_tables_show_floor_reference_and_per_scene_scores():
 
 def test_every_trained_arm_of_a_smoke_run_records_its_budget(optical_checkpoint):
     cfg = smoke_cfg()
-    res = study.run(cfg, progress=False, executor="serial", threads=1)
-    trained = [r for r in res.records if r["arm"] in study.INITS]
+    res = _smoke_grid(cfg)
+    trained = [r for r in res.records if r["arm"] in INITS]
     assert {r["arm"] for r in trained} == set(cfg["inits"])
     for r in trained:
         missing = missing_budget(r)
@@ -390,14 +410,14 @@ def test_every_trained_arm_of_a_smoke_run_records_its_budget(optical_checkpoint)
     for p in res.probes:
         missing = missing_budget(p)
         assert not missing, f"sar_transfer grid: the {p['arm']} frozen probe record lacks budget {missing}"
-        assert p["budget"]["steps"] == study.PROBE_STEPS and p["budget"]["trainable_params"] == 4 * 256 + 4
+        assert p["budget"]["steps"] == tasks.PROBE_STEPS and p["budget"]["trainable_params"] == 4 * 256 + 4
         assert p["encoder_digest_after"] == p["encoder_digest_before"]
-        initial = study.build_model(p["arm"], p["seed"], res.weights[p["arm"]]["path"], cfg["decoder_channels"])
-        assert p["encoder_digest_before"] == study.state_digest(initial.encoder), p["arm"]
-    probes = study.claim_tables(res)["probes"]
+        initial = tasks.build_model(p["arm"], p["seed"], res.weights[p["arm"]]["path"], cfg["decoder_channels"])
+        assert p["encoder_digest_before"] == tasks.state_digest(initial.encoder), p["arm"]
+    probes = frames.claim_tables(res)["probes"]
     assert len(probes) == len(res.probes) and probes["miou"].between(0, 1).all()
-    assert len(study.probe_table(res)) == len(cfg["inits"])
-    budgets = study.claim_tables(res)["budgets"]
+    assert len(tables.probe_table(experiment.gather(res))) == len(cfg["inits"])
+    budgets = frames.claim_tables(res)["budgets"]
     assert set(budgets.arm) == set(cfg["inits"]) and budgets["seeds"].sum() == len(trained)
     few = budgets[budgets.n_tiles == min(cfg["tiles"])].set_index("arm")
     assert few.loc["random", "steps"] == few.loc["cross_sensor", "steps"]
@@ -410,7 +430,7 @@ def test_unequal_budgets_leave_the_claims_not_evaluated_naming_both_budgets():
         if r["arm"] == "cross_sensor" and r["seed"] == 1:
             r["budget"] = {**r["budget"], "steps": r["budget"]["steps"] + 30}
     v = _verdicts(cfg, res)
-    for c in study.CLAIMS:
+    for c in CLAIMS:
         verdict = v[f"{c}_cross_sensor"]
         assert verdict["status"] == NOT_EVALUATED and "precondition 'same budget' failed" in verdict["reason"]
         assert "steps 30/60" in verdict["reason"] and "steps 30" in verdict["reason"]
@@ -423,11 +443,11 @@ def test_arms_at_the_majority_floor_leave_the_claims_not_evaluated():
         if r["arm"] == "majority":
             r["scenes"] = [dict(s) for s in by_seed[r["seed"]]["scenes"]]
     v = _verdicts(cfg, res)
-    for c in study.CLAIMS:
+    for c in CLAIMS:
         verdict = v[f"{c}_cross_sensor"]
         assert verdict["status"] == NOT_EVALUATED
         assert "precondition 'above the floor (random," in verdict["reason"]
-    claim = next(c for c in study.declare_claims(cfg) if c.id == "better_on_melt_cross_sensor")
+    claim = next(c for c in declare_claims(cfg) if c.id == "better_on_melt_cross_sensor")
     assert {p.name for p in claim.preconditions} >= {
         "same budget",
         "above the floor (cross_sensor, melt scenes)",
@@ -447,44 +467,39 @@ def test_a_pretrained_probe_no_better_than_random_leaves_its_claims_not_evaluate
         if p["arm"] == "cross_sensor":
             p["scenes"] = [dict(s) for s in random_probe[p["seed"]]["scenes"]]
     v = _verdicts(cfg, res)
-    for c in study.CLAIMS:
+    for c in CLAIMS:
         verdict = v[f"{c}_cross_sensor"]
         assert verdict["status"] == NOT_EVALUATED, c
         assert "precondition 'features learned (cross_sensor)' failed" in verdict["reason"], verdict["reason"]
-    for claim in study.declare_claims(cfg):  # every pretrained arm's three claims carry it
+    for claim in declare_claims(cfg):  # every pretrained arm's three claims carry it
         arm = "cross_sensor" if claim.id.endswith("_cross_sensor") else "imagenet"
         assert f"features learned ({arm})" in {p.name for p in claim.preconditions}, claim.id
 
 
 def test_the_probe_trains_only_its_linear_readout():
     cfg = smoke_cfg()
-    data = study.data_settings(cfg)
-    d = study.make_data(data, 0)
-    images, masks = study.training_tiles(d, data, 0, 16)
-    probe = study.FrozenProbe(study.build_model("random", 0, None, 32).encoder)
+    data = data_settings(cfg)
+    d = make_data(data, 0)
+    images, masks = training_tiles(d, data, 0, 16)
+    probe = tasks.FrozenProbe(tasks.build_model("random", 0, None, 32).encoder)
     encoder = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
     readout = probe.readout.weight.detach().clone()
-    losses = study.train_probe(probe, images, masks, steps=10, lr=1e-2, batch=8, seed=0)
+    losses = tasks.train_probe(probe, images, masks, steps=10, lr=1e-2, batch=8, seed=0)
     assert len(losses) == 10 and losses[-1] < losses[0]
     for key, value in probe.encoder.state_dict().items():  # weights and batch-norm statistics alike
         assert torch.equal(value, encoder[key]), key
     assert not torch.equal(probe.readout.weight, readout)
     assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["readout.weight", "readout.bias"]
     with torch.no_grad():
-        assert probe(torch.zeros(2, 2, 48, 48)).shape == (2, study.NUM_CLASSES, 48, 48)
+        assert probe(torch.zeros(2, 2, 48, 48)).shape == (2, tasks.NUM_CLASSES, 48, 48)
 
 
 def test_an_untrained_cross_sensor_encoder_leaves_its_claims_not_evaluated(optical_checkpoint):
     """The stand-in checkpoint is an untrained (randomly initialised) optical encoder: pretraining of 0 steps.
     Through the real grid, its frozen probe does not beat random init's, so its claims are not evaluated."""
     cfg = smoke_cfg(seeds=[0, 1, 2])
-    res = study.run(cfg, progress=False, executor="serial", threads=1)
-    tables = study.claim_tables(res)
-    v = {
-        x["id"]: x
-        for x in judge_all(study.declare_claims(cfg, unavailable=study.unavailable_arms(res.weights)), tables)
-    }
-    for c in study.CLAIMS:
+    v = _verdicts(cfg, _smoke_grid(cfg))
+    for c in CLAIMS:
         verdict = v[f"{c}_cross_sensor"]
         assert verdict["status"] == NOT_EVALUATED, (c, verdict["reason"])
         assert "precondition 'features learned (cross_sensor)' failed" in verdict["reason"], verdict["reason"]

@@ -1,0 +1,60 @@
+"""SAR sea-ice segmentation: transfer learning versus randomly initialised weights.
+
+Reproduces Karimzadeh and Pires de Lima (IGARSS 2023, arXiv 2310.17126) over labkit: a ResNet-18
+truncated after its third residual stage (layer3, as in the group's public code) with a DeepLabV3 head
+segments dual-polarisation SAR scenes into open water, young ice, first-year ice and multi-year ice. The
+same network is trained from random weights and from a pretrained encoder, with everything else identical
+(seed, decoder initialisation, tiles, batch order, schedule).
+
+The study, in the kit's order:
+
+1. **data** (``data.py``): ``data_source`` ``simulated`` (a year of East Greenland scenes per seed,
+   several freeze and melt test scenes, each with its own weather) or real scenes from ``data_root``
+   (``ai4arctic``, ``geotiff``, ``extremeearth``), whose scene list decides the splits.
+2. **the grid** (``tasks.run_task``, ``experiment.run``): arm x seed x training-tile count, each task trains (or
+   fits the pixel classifier) and scores every test scene whole; cached, resumable, on any executor. The arms
+   and their weights: ``experiment``'s docstring.
+3. **claims** (``claims.declare_claims``): the paper's three claims for each pretrained arm, with the
+   preconditions that make them testable (the pretrained encoder's frozen linear probe beats a random
+   encoder's; both arms plateau; the baseline is data-limited).
+4. **tables** and 5. **figures**.
+"""
+
+import sys
+import types
+
+from labkit.studies.base import lazy_face
+
+_lazy_getattr, __dir__ = lazy_face(
+    __name__,
+    {
+        "NAME": "data",
+        "ARMS": "arms",
+        "data": "data",
+        "run": "experiment",
+        "plan": "experiment",
+        "claims": "claims",
+        "declare_claims": "claims",
+        "headline": "claims",
+        "tables": "tables",
+        "figures": "figures",
+    },
+)
+
+
+class _Face(types.ModuleType):
+    """``data`` and ``claims`` are both submodules and the face's functions of the same name. The import system
+    binds a submodule on its package when it first imports it; the face keeps the function instead."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and callable(getattr(value, name, None)):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Face
+
+
+def __getattr__(name):
+    value = _lazy_getattr(name)  # imports the submodule that defines it (binding a namesake function, see _Face)
+    return globals().get(name, value)

@@ -1,0 +1,36 @@
+"""The study's arms: the encoder initialisations it compares and its reference rows, with their labels and colours.
+
+Apart from ``data.py`` so that the grid tasks (whose code is their cache key) never read a label or a colour.
+"""
+
+from __future__ import annotations
+
+from labkit.studies.base import Arm, arm_colours, arm_labels
+
+from .data import CHECKPOINT_NAME
+
+ARMS = (
+    Arm("random", "random initialisation", "#555555"),
+    Arm("imagenet", "ImageNet-pretrained encoder (optical RGB -> SAR; the paper's arm)", "#1b9e77"),
+    Arm(
+        "cross_sensor",
+        "cross-sensor transfer: an encoder pretrained on another sensor (by default labkit's 4-band "
+        f"optical land-cover encoder '{CHECKPOINT_NAME}')",
+        "#d95f02",
+    ),
+    Arm(
+        "gbm",
+        "gradient-boosting pixel classifier on HH/HV and their local means (reference)",
+        "#7570b3",
+        reference=True,
+    ),
+    Arm("majority", "majority class of the training tiles (floor)", "#bbbbbb", reference=True),
+)
+ARM_LABELS = arm_labels(ARMS)
+ARM_COLOURS = arm_colours(ARMS)
+
+# What to do when the paper's arm has no weights (its claims and Runs.unavailable say it).
+IMAGENET_WEIGHTS_HINT = (
+    "put ImageNet ResNet-18 weights (resnet18.a1_in1k.safetensors) in LABKIT_WEIGHTS_DIR or "
+    "pass -p imagenet_weights /path/to/file"
+)

@@ -1,0 +1,361 @@
+"""SAR sea-ice study, the experiment: each arm's encoder weights resolved once (and adapted to the truncated
+2-band encoder), the grid of arm x seed x training-tile count and the frozen probes built and run, and their records
+gathered into ``Runs``; and ``plan``, the preset's real budget.
+
+Pretrained encoders ("arms"):
+
+* ``imagenet``: timm's ImageNet ResNet-18 (``imagenet_weights``: ``pretrained`` or a file), first
+  convolution adapted from RGB to 2 bands by timm. Offline and without a file it is *not evaluated*.
+* ``cross_sensor``: ``cross_sensor_weights``, by default the labkit checkpoint ``noisy-pretrained-unet-r18``
+  (a ResNet-18 U-Net encoder the noisy-label study trained on 4-band optical land-cover tiles; declared
+  under ``consumes:`` so it is part of the run's fingerprint), or any ResNet-18 state dict file (e.g.
+  Sentinel-1 pretrained weights). Its first convolution is adapted to the 2 SAR bands
+  (``labkit.models.weight_transfer``). This is a cross-sensor transfer, not the paper's ImageNet transfer,
+  and is named so in every claim.
+* ``random``: the reference. ``gbm`` (gradient boosting on per-pixel HH/HV and local means) and
+  ``majority`` (the training tiles' most common class) are reference rows, not claims.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from labkit.core.errors import WeightsUnavailableError
+from labkit.core.grid import Grid
+from labkit.models import weight_transfer
+from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids, task_device
+
+from .arms import ARM_LABELS, IMAGENET_WEIGHTS_HINT
+from .data import (
+    CHECKPOINT_NAME,
+    IN_CHANNELS,
+    INITS,
+    NAME,
+    PRETRAINED_ARMS,
+    REFERENCE_ARMS,
+    check_settings,
+    data_inputs,
+    data_settings,
+    weights_file,
+)
+from .frames import GridRecords, all_tables
+from .tasks import PROBE_LR, PROBE_STEPS, FrozenProbe, create_model, run_task
+
+# ---- each arm's encoder weights, resolved once ------------------------------------------------------------
+
+
+def adapt_encoder_state(state: dict, encoder: nn.Module, source: str) -> tuple[dict, dict]:
+    """Fit a ResNet-18 encoder state dict (from a deeper encoder, any band count) into the truncated 2-band encoder:
+    layer4 and any classifier dropped and listed, the first convolution adapted to the SAR bands."""
+    return weight_transfer.adapt_encoder_state(
+        state,
+        encoder,
+        IN_CHANNELS,
+        source=source,
+        target="the truncated ResNet-18 encoder",
+        expected="a ResNet-18 encoder state dict",
+    )
+
+
+def _produce_cross_sensor(cfg) -> Path:
+    """Produce the optical encoder with a small budget (``pretrain_if_missing``), by its declared producer."""
+    from labkit.models.registry import produce_named_checkpoint
+
+    torch_threads = torch.get_num_threads()
+    try:
+        return produce_named_checkpoint(
+            CHECKPOINT_NAME,
+            n_tiles=cfg["pretrain_tiles"],
+            epochs=cfg["pretrain_epochs"],
+            tile=cfg["pretrain_tile"],
+            seed=0,
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def _source_state(arm: str, cfg) -> tuple[dict, dict]:
+    """(state dict, provenance) of a pretrained arm's source weights; WeightsUnavailableError if missing."""
+    from labkit.core.checkpoints import load_checkpoint
+    from labkit.core.grid import file_digest
+
+    if arm == "imagenet":
+        spec = cfg["imagenet_weights"]
+        file = weights_file(spec, "imagenet_weights")
+        model = create_model(weights="pretrained", weights_path=file)
+        provenance = {"weights": spec, "source": "timm resnet18 ImageNet weights; first conv RGB -> 2 bands by timm"}
+        if file is not None:
+            provenance.update(file=str(file), sha256=file_digest(file))
+        return {
+            f"model.{k}" if not k.startswith("model.") else k: v for k, v in model.encoder.state_dict().items()
+        }, provenance
+    spec = cfg["cross_sensor_weights"]
+    if spec.startswith("labkit:"):
+        from labkit.models.registry import load_named_checkpoint, named_checkpoint_path
+
+        name = spec.split(":", 1)[1]
+        produced = False
+        try:
+            state, meta = load_named_checkpoint(name)
+        except WeightsUnavailableError as exc:
+            if not cfg["pretrain_if_missing"] or name != CHECKPOINT_NAME:
+                raise WeightsUnavailableError(
+                    f"{str(exc).strip().splitlines()[0]} (or set pretrain_if_missing to "
+                    "produce it here with a small budget)"
+                ) from exc
+            _produce_cross_sensor(cfg)
+            state, meta = load_named_checkpoint(name)
+            produced = True
+        path = named_checkpoint_path(name)
+        provenance = {
+            "weights": spec,
+            "checkpoint": name,
+            "file": str(path),
+            "sha256": file_digest(path),
+            "sidecar": str(path.with_suffix(".json")),
+            "produced_here": produced,
+            "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))},
+        }
+        return state, provenance
+    file = weights_file(spec, "cross_sensor_weights")
+    state, meta = load_checkpoint(file)
+    return state, {
+        "weights": spec,
+        "file": str(file),
+        "sha256": file_digest(file),
+        "produced_here": False,
+        "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))},
+    }
+
+
+def resolve_weights(cfg) -> dict[str, dict]:
+    """Per arm of ``cfg.inits``: ``status`` ("ok" / "not evaluated"), ``reason``, ``label``, ``provenance``, and
+    for a pretrained arm the adapted encoder saved as a safetensors file (``path``, ``digest``) that every
+    grid task loads. Unavailable weights are reported with what to do, never replaced by random ones."""
+    from labkit.core.checkpoints import save_checkpoint
+    from labkit.core.grid import file_digest
+    from labkit.core.paths import cache_dir
+
+    out: dict[str, dict] = {}
+    for arm in cfg["inits"]:
+        row = {"status": "ok", "reason": "", "label": ARM_LABELS[arm], "provenance": {}, "path": None, "digest": None}
+        if arm != "random":
+            try:
+                state, provenance = _source_state(arm, cfg)
+                encoder = create_model(weights="random").encoder
+                loaded, info = adapt_encoder_state(state, encoder, source=f"{arm} weights ({cfg[arm + '_weights']})")
+                provenance.update(info)
+                folder = cache_dir(f"{NAME}/encoders")
+                tmp = save_checkpoint(folder / f"{arm}-staging", loaded, {"arm": arm, **_flat(provenance)})
+                digest = file_digest(tmp)
+                path = folder / f"{arm}-{digest[:16]}.safetensors"
+                tmp.replace(path)
+                tmp.with_suffix(".json").replace(path.with_suffix(".json"))
+                row.update(provenance=provenance, path=str(path), digest=digest)
+            except WeightsUnavailableError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                row.update(status="not evaluated", reason=f"weights unavailable: {first}")
+        out[arm] = row
+    return out
+
+
+def _flat(d: Mapping) -> dict:
+    return {k: (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for k, v in d.items()}
+
+
+def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
+    """``{arm: reason}`` for the arms that cannot run (context for ``claims.declare_claims``), each saying what to
+    provide (the paper's arm: where its weights go)."""
+    reasons = {arm: row["reason"] for arm, row in weights.items() if row["status"] != "ok"}
+    if "weights unavailable" in reasons.get("imagenet", ""):
+        reasons["imagenet"] += f"; {IMAGENET_WEIGHTS_HINT}"
+    return reasons
+
+
+# ---- the grid -------------------------------------------------------------------------------------------
+
+
+def train_settings(cfg) -> dict[str, Any]:
+    """The JSON-able training parameters of a grid task (the device resolved here, once)."""
+    return {
+        "n_steps": cfg["n_steps"],
+        "lr": cfg["lr"],
+        "batch_size": cfg["batch_size"],
+        "decoder_channels": cfg["decoder_channels"],
+        "overlap": cfg["overlap"],
+        "device": task_device(cfg),
+    }
+
+
+def build_grid(cfg, weights: Mapping[str, dict]):
+    """The study's grid: every evaluated arm at the fewest tiles (the claims' regime) on every seed; random
+    init and the pixel classifier at every tile count (the data-limited precondition and references); and
+    every evaluated arm's frozen linear probe at the fewest tiles on every seed (the "features learned"
+    precondition, ``tasks._probe_task``). A pretrained arm's tasks read its adapted encoder (``encoder``: the file
+    and its digest); random init and the references read none."""
+    grid = Grid(NAME, run_task, inputs=data_inputs(cfg))
+    data, train = data_settings(cfg), train_settings(cfg)
+    tiles = sorted(set(cfg["tiles"]))
+    few = tiles[0]
+    arms = [a for a in INITS if a in weights and weights[a]["status"] == "ok"]
+    encoders = {a: {"path": weights[a]["path"], "digest": weights[a]["digest"]} for a in arms if a in PRETRAINED_ARMS}
+    first = cfg["seeds"][0]
+    for seed in cfg["seeds"]:
+        for n_tiles in tiles:
+            for arm in arms + list(REFERENCE_ARMS):
+                if n_tiles != few and arm not in ("random", "gbm"):
+                    continue
+                grid.add(
+                    arm=arm,
+                    seed=int(seed),
+                    n_tiles=int(n_tiles),
+                    data=data,
+                    train=train,
+                    encoder=encoders.get(arm),
+                    keep_maps=bool(seed == first and n_tiles == few),
+                )
+        for arm in arms:  # the "features learned" control: each arm's frozen probe at the fewest tiles
+            grid.add(
+                arm=arm,
+                seed=int(seed),
+                n_tiles=int(few),
+                data=data,
+                train=train,
+                encoder=encoders.get(arm),
+                keep_maps=False,
+                probe={"steps": PROBE_STEPS, "lr": PROBE_LR},
+            )
+    return grid
+
+
+def run_grid(cfg, weights: Mapping[str, dict], progress: bool | None = None, threads: int | None = None) -> GridRecords:
+    """Run the study's grid with the config's grid options (``executor``, ``workers``, ``scheduler``); records are
+    cached and resumed."""
+    (result,) = run_grids(cfg, build_grid(cfg, weights), progress=progress, threads=threads)
+    settings = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(cfg).items()}
+    records = [r for r in result.records if r is not None]
+    return GridRecords(
+        records=[r for r in records if not r.get("probe")],
+        probes=[r for r in records if r.get("probe")],
+        weights=dict(weights),
+        settings=settings,
+    )
+
+
+def gather(
+    results: GridRecords,
+    grids: Sequence[dict] = (),
+    seconds: float = 0.0,
+    checkpoints: Sequence[str] = (),
+) -> Runs:
+    """The grid's records as ``Runs``: every tidy table (``frames.all_tables``), the arms that could not run, the
+    first seed's predicted maps at the fewest tiles (``examples``)."""
+    unavailable = unavailable_arms(results.weights)
+    seed = results.settings["seeds"][0]
+    maps = {r["arm"]: r["maps"] for r in results.records if r["seed"] == seed and r["n_tiles"] == results.few}
+    return Runs(
+        tables=all_tables(results),
+        unavailable=unavailable,
+        context={"unavailable": unavailable},
+        examples={"seed": seed, "maps": {arm: m for arm, m in maps.items() if m}},
+        grids=list(grids),
+        checkpoints=list(checkpoints),
+        seconds=seconds,
+    )
+
+
+def run(
+    cfg, data=None, *, weights: Mapping[str, dict] | None = None, progress: bool | None = None, threads=None
+) -> Runs:
+    """Resolve each arm's weights (unless given), run the grid, gather its records. ``data`` (``data(cfg)``, the
+    first seed's scenes) has had its settings checked; without it they are checked here. Every task builds its
+    own seed's scenes."""
+    with Stopwatch() as clock:
+        if data is None:
+            check_settings(cfg)
+        weights = dict(weights) if weights is not None else resolve_weights(cfg)
+        results = run_grid(cfg, weights, progress=progress, threads=threads)
+    written = [w["path"] for w in weights.values() if w.get("path")]
+    written += [w["provenance"]["file"] for w in weights.values() if w["provenance"].get("produced_here")]
+    return gather(results, grids=grids_since(clock.started), seconds=clock.seconds, checkpoints=written)
+
+
+# ---- plan: the preset's real budget (labkit plan) ------------------------------------------------------------
+
+
+def plan(cfg) -> list:
+    """The grid's budget from :func:`build_grid`'s loops and ``tasks._network_task``'s epochs (every arm in
+    ``inits`` assumed available; the references train no network)."""
+    from labkit.core.plan import GridPlan, TaskBudget, measure
+
+    tiles, batch, steps = sorted(set(cfg["tiles"])), cfg["batch_size"], cfg["n_steps"]
+    arms = [a for a in INITS if a in cfg["inits"]]
+    size = cfg["tile"]
+    build = lambda: create_model(weights="random", decoder_channels=cfg["decoder_channels"])  # noqa: E731
+    flops, tr, tot = measure(("sar", size, cfg["decoder_channels"]), build, [(2, IN_CHANNELS, size, size)])
+    budgets = []
+    for n_tiles in tiles:
+        spe = math.ceil(n_tiles / batch)
+        epochs = max(2, math.ceil(steps / spe))
+        for arm in arms:
+            if n_tiles != tiles[0] and arm != "random":
+                continue
+            budgets.append(
+                TaskBudget(
+                    f"{arm} n_tiles={n_tiles}",
+                    len(cfg["seeds"]),
+                    n_tiles,
+                    f"{size} px x {IN_CHANNELS} ch",
+                    min(batch, n_tiles),
+                    epochs * spe,
+                    epochs,
+                    spe,
+                    tr,
+                    tot,
+                    flops * min(batch, n_tiles),
+                    params={"batch": "batch_size", "data_items": "tiles", "steps": "n_steps"},
+                    notes="the last batch of an epoch is partial; validation each epoch not counted",
+                    requested_batch=batch,
+                )
+            )
+    # the frozen linear probes (_probe_task): one per arm and seed at the fewest tiles, only the 1x1 readout trains
+    pflops, ptr, ptot = measure(
+        ("sar-probe", size),
+        lambda: FrozenProbe(create_model(weights="random", decoder_channels=cfg["decoder_channels"]).encoder),
+        [(2, IN_CHANNELS, size, size)],
+    )
+    for arm in arms:
+        budgets.append(
+            TaskBudget(
+                f"{arm} frozen probe n_tiles={tiles[0]}",
+                len(cfg["seeds"]),
+                tiles[0],
+                f"{size} px x {IN_CHANNELS} ch",
+                min(batch, tiles[0]),
+                PROBE_STEPS,
+                trainable_params=ptr,
+                total_params=ptot,
+                flops_per_step=pflops * min(batch, tiles[0]),
+                params={"batch": "batch_size", "data_items": "tiles"},
+                notes="frozen encoder, linear 1x1 readout; the encoder forward is counted per step (an upper bound: "
+                "its features are computed once)",
+                requested_batch=batch,
+            )
+        )
+    refs = len(REFERENCE_ARMS) * len(tiles) * len(cfg["seeds"])
+    shape = (
+        f"{len(arms)} inits x {len(cfg['seeds'])} seeds at {tiles[0]} tiles, random at every tile count, "
+        f"and {len(arms)} frozen probes x {len(cfg['seeds'])} seeds"
+    )
+    note = f"plus {refs} reference tasks (gbm, majority) without a network"
+    if cfg["pretrain_if_missing"]:
+        note += "; the cross-sensor encoder is pretrained first when missing (not counted)"
+    return [GridPlan(NAME, "grid", shape, budgets, notes=note)]

@@ -1,0 +1,106 @@
+"""SAR sea-ice study, its tables: each a function of the run (``runs``) or of the first seed's scenes (``data``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from labkit.core.metrics import aggregate_over_seeds
+from labkit.data import sar
+from labkit.data.sar import CLASS_NAMES
+from labkit.studies.base import Runs
+
+from .data import SarData
+from .frames import WEIGHTS_COLUMNS, tile_counts
+
+
+def calibration_table(data: SarData) -> pd.DataFrame:
+    """The simulator's dB statistics next to the real Sentinel-1 chip's and the AI4Arctic publisher's means."""
+    return sar.calibration_table(data.scenes)
+
+
+def weights_table(runs: Runs) -> pd.DataFrame:
+    """Per arm: status, the weights it used (checkpoint, file, sha256, provenance from the sidecar), reason."""
+    return runs.tables["weights"][WEIGHTS_COLUMNS]
+
+
+def budget_table(runs: Runs) -> pd.DataFrame:
+    """The training budget of every trained arm (the claims' table ``budgets``)."""
+    return runs.tables["budgets"]
+
+
+def probe_table(runs: Runs) -> pd.DataFrame:
+    """Per arm: its frozen linear probe's test mIoU (all scenes, freeze, melt), mean over seeds with 95 % CI."""
+    probes = runs.tables["probes"]
+    if probes.empty:
+        return pd.DataFrame(columns=["arm", "n"])
+    return aggregate_over_seeds(probes, ["miou", "freeze_miou", "melt_miou"], ["arm", "n_tiles"])
+
+
+def convergence_table(runs: Runs) -> pd.DataFrame:
+    """Per pretrained arm: epochs and optimiser steps of both arms to the common threshold, mean and 95 % CI."""
+    conv = runs.tables["convergence"]
+    if conv.empty:
+        return pd.DataFrame()
+    return aggregate_over_seeds(
+        conv, ["epochs_to_common", "steps_to_common", "threshold", "best_val_miou"], ["pair", "arm"]
+    )
+
+
+def regime_table(runs: Runs) -> pd.DataFrame:
+    """The regime: test mIoU (all scenes) of random init and the references at each tile count, and the
+    plateau measure (late gain) of each trained arm; floor (majority) and data-rich rows included."""
+    seasons = runs.tables["runs"]
+    many = tile_counts(runs.tables)[1]
+    table = aggregate_over_seeds(seasons[seasons.season == "all"], "miou", ["arm", "n_tiles"])
+    curves = runs.tables["curves"]
+    if not curves.empty:
+        late = aggregate_over_seeds(curves, ["late_gain", "best_val_miou", "seconds"], ["arm", "n_tiles"])
+        table = table.merge(late.drop(columns="n"), on=["arm", "n_tiles"], how="left")
+    role = {"majority": "floor", "gbm": "classical reference"}
+    table.insert(
+        2,
+        "role",
+        [
+            role.get(a, "data-rich (ceiling)" if n == many else "claims' regime")
+            for a, n in zip(table.arm, table.n_tiles)
+        ],
+    )
+    return table.sort_values(["n_tiles", "arm"]).reset_index(drop=True)
+
+
+def season_table(runs: Runs) -> pd.DataFrame:
+    """Per season, arm and tile count: mean over seeds of the season's mean scene mIoU, with its 95 % CI."""
+    seasons = runs.tables["runs"]
+    return aggregate_over_seeds(seasons[seasons.season != "all"], "miou", ["season", "arm", "n_tiles"])
+
+
+def scene_table(runs: Runs) -> pd.DataFrame:
+    """Per test scene (each its own weather), at the fewest tiles: mIoU per arm (mean over seeds), wind, air
+    temperature (simulated scenes vary by seed: their weather is the mean over seeds)."""
+    scenes = runs.tables["scenes"]
+    few = scenes[scenes.n_tiles == tile_counts(runs.tables)[0]]
+    wide = few.pivot_table(index=["season", "scene"], columns="arm", values="miou", aggfunc="mean")
+    weather = few.groupby(["season", "scene"])[["wind_speed", "air_temperature"]].mean()
+    return weather.join(wide).reset_index()
+
+
+def per_class_table(runs: Runs) -> pd.DataFrame:
+    """Per season, class and arm (fewest tiles): IoU over the scenes whose chart holds the class."""
+    scenes = runs.tables["scenes"]
+    few = scenes[scenes.n_tiles == tile_counts(runs.tables)[0]]
+    rows = []
+    for (season, arm), g in few.groupby(["season", "arm"], sort=False):
+        for name in CLASS_NAMES:
+            h = g[g[f"present/{name}"].astype(bool)]
+            rows.append(
+                {
+                    "season": season,
+                    "arm": arm,
+                    "class": name,
+                    "iou_mean": h[f"iou/{name}"].mean(),
+                    "iou_std": h[f"iou/{name}"].std(ddof=1),
+                    "f1_mean": h[f"f1/{name}"].mean(),
+                    "n_scene_runs": len(h),
+                }
+            )
+    return pd.DataFrame(rows)
