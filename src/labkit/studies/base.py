@@ -74,14 +74,34 @@ class Study(Protocol):
     def headline(self, runs: Runs) -> dict[str, Any]: ...
 
 
-def lazy_face(package: str, names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for a study's ``__init__``: ``names`` maps each public name to the submodule
-    that defines it, imported on first use, so that a grid worker importing ``tasks`` imports no matplotlib.
+#: Where each name of the Study protocol lives in a study package (a study's face names only what differs).
+FACE = {
+    "NAME": "data",
+    "ARMS": "data",
+    "data": "data",
+    "run": "experiment",
+    "plan": "experiment",
+    "tables": "tables",
+    "figures": "figures",
+    "claims": "claims",
+    "declare_claims": "claims",
+    "headline": "claims",
+}
+
+
+def lazy_face(
+    package: str, names: Mapping[str, str] | None = None
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for a study's ``__init__``: ``FACE`` updated with ``names`` maps each public
+    name to the submodule that defines it, imported on first use, so that a grid worker importing ``tasks`` imports
+    no matplotlib.
 
     A name mapped to the submodule of the same name is that submodule's function of the same name when it has
     one (``data`` in ``data.py``, ``claims`` in ``claims.py``), else the submodule (``tables``, ``figures``). The
     import system binds a submodule to its name on the package when it loads it; the face keeps such names as
     properties of the package's module class, which read the function and ignore that binding."""
+
+    names = {**FACE, **(names or {})}
 
     def resolve(name: str) -> Any:
         module = importlib.import_module(f"{package}.{names[name]}")

@@ -11,9 +11,7 @@ from labkit.studies.base import lazy_face
 __getattr__, __dir__ = lazy_face(
     __name__,
     {
-        "NAME": "data",
         "StudyData": "data",
-        "data": "data",
         "ALL_LABELS": "data",
         "ARMS": "arms",
         "MAIN_METHODS": "arms",
@@ -23,16 +21,9 @@ __getattr__, __dir__ = lazy_face(
         "model_params": "arms",
         "build_model": "tasks",
         "arm_schedule": "tasks",
-        "run": "experiment",
-        "plan": "experiment",
         "measure_costs": "costs",
         "CostResults": "costs",
         "CONTRAST_SCALING_PIXELS": "costs",
-        "claims": "claims",
-        "declare_claims": "claims",
-        "headline": "claims",
         "PAPER_STEP_PARAMS": "claims",
-        "tables": "tables",
-        "figures": "figures",
     },
 )

@@ -22,18 +22,7 @@ from labkit.studies.base import lazy_face
 __getattr__, __dir__ = lazy_face(
     __name__,
     {
-        # the face
-        "NAME": "data",
-        "ARMS": "data",
-        "data": "data",
-        "run": "experiment",
-        "claims": "claims",
-        "headline": "claims",
-        "tables": "tables",
-        "figures": "figures",
         "plan": "plan",
-        "declare_claims": "claims",
-        # what the tests, the benchmarks and the checkpoint registry use
         "STUDY": "data",
         "REFERENCE_ROWS": "data",
         "make_data": "data",

@@ -20,41 +20,6 @@ The study, in the kit's order:
 4. **tables** and 5. **figures**.
 """
 
-import sys
-import types
-
 from labkit.studies.base import lazy_face
 
-_lazy_getattr, __dir__ = lazy_face(
-    __name__,
-    {
-        "NAME": "data",
-        "ARMS": "arms",
-        "data": "data",
-        "run": "experiment",
-        "plan": "experiment",
-        "claims": "claims",
-        "declare_claims": "claims",
-        "headline": "claims",
-        "tables": "tables",
-        "figures": "figures",
-    },
-)
-
-
-class _Face(types.ModuleType):
-    """``data`` and ``claims`` are both submodules and the face's functions of the same name. The import system
-    binds a submodule on its package when it first imports it; the face keeps the function instead."""
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and callable(getattr(value, name, None)):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Face
-
-
-def __getattr__(name):
-    value = _lazy_getattr(name)  # imports the submodule that defines it (binding a namesake function, see _Face)
-    return globals().get(name, value)
+__getattr__, __dir__ = lazy_face(__name__, {"ARMS": "arms"})

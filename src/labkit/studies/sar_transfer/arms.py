@@ -5,7 +5,7 @@ Apart from ``data.py`` so that the grid tasks (whose code is their cache key) ne
 
 from __future__ import annotations
 
-from labkit.studies.base import Arm, arm_colours, arm_labels
+from labkit.core.arms import Arm, arm_colours, arm_labels
 
 from .data import CHECKPOINT_NAME
 

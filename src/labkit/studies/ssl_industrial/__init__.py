@@ -31,15 +31,6 @@ from labkit.studies.base import lazy_face
 __getattr__, __dir__ = lazy_face(
     __name__,
     {
-        "NAME": "data",
-        "ARMS": "data",
-        "data": "data",
-        "run": "experiment",
-        "claims": "claims",
-        "declare_claims": "claims",
-        "headline": "claims",
-        "tables": "tables",
-        "figures": "figures",
         "plan": "plan",
         "REFERENCE": "plan",
     },
