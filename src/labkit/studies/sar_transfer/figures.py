@@ -43,8 +43,7 @@ def scenes_figure(data: SarData):
     data purple in every panel, land tan in the chart (land is imaged in HH and HV)."""
     import matplotlib.pyplot as plt
 
-    grey = plt.get_cmap("gray").copy()
-    grey.set_bad(NO_DATA_COLOUR)
+    grey = plt.get_cmap("gray").with_extremes(bad=NO_DATA_COLOUR)
     scenes = list(data.test_scenes)
     fig, axes = plt.subplots(len(scenes), 4, figsize=(11, 2.8 * len(scenes)), squeeze=False)
     for row, scene in zip(axes, scenes):
