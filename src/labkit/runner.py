@@ -35,6 +35,7 @@ from labkit.core.grid import grid_task
 from labkit.core.params import StudySpec, check_preset, is_weights_name, list_specs, load_spec, weights_file_of
 from labkit.core.paths import (
     PUBLISHED_PRESET,
+    RUN_CHECKPOINTS,
     checkpoints_dir,
     display_path,
     new_run_dir,
@@ -255,7 +256,13 @@ def run_study(
     output = staging / spec.notebook
     manager = kernel_manager_class()
     start = time.time()
-    saved_env = {k: os.environ.get(k) for k in ("LABKIT_REPORT_DIR", "LABKIT_FINGERPRINT", "LABKIT_HEADLESS")}
+    saved_env = {
+        k: os.environ.get(k) for k in ("LABKIT_REPORT_DIR", "LABKIT_FINGERPRINT", "LABKIT_HEADLESS", RUN_CHECKPOINTS)
+    }
+    if publish:  # a published run replaces the shared named checkpoints; any other writes its own
+        os.environ.pop(RUN_CHECKPOINTS, None)
+    else:
+        os.environ[RUN_CHECKPOINTS] = str(staging / "checkpoints")
     os.environ["LABKIT_REPORT_DIR"] = str(staging)
     os.environ["LABKIT_FINGERPRINT"] = fingerprint
     os.environ["LABKIT_HEADLESS"] = "1"

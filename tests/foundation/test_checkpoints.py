@@ -70,3 +70,20 @@ def test_publish_replaces_whole_folders_and_recovers(tmp_path):
     # A publish killed between its two renames leaves ".study.old"; recovery puts it back.
     final.rename(tmp_path / ".study.old")
     assert recover_dir(final) and (final / "new.txt").exists()
+
+
+def test_a_run_that_does_not_publish_writes_named_checkpoints_into_its_own_folder(tmp_path, monkeypatch):
+    import torch
+
+    from labkit.models.registry import declared_checkpoints, load_named_checkpoint, save_named_checkpoint
+
+    shared, run = tmp_path / "shared", tmp_path / "run" / "checkpoints"
+    monkeypatch.setenv("LABKIT_CHECKPOINTS", str(shared))
+    name = next(iter(declared_checkpoints()))
+    save_named_checkpoint(name, {"w": torch.zeros(2)})  # a publishing run: the shared store
+    monkeypatch.setenv("LABKIT_RUN_CHECKPOINTS", str(run))
+    written = save_named_checkpoint(name, {"w": torch.ones(2)})
+    assert written == run / f"{name}.safetensors"
+    assert torch.equal(load_named_checkpoint(name)[0]["w"], torch.ones(2)), "the run reads what it produced"
+    monkeypatch.delenv("LABKIT_RUN_CHECKPOINTS")
+    assert torch.equal(load_named_checkpoint(name)[0]["w"], torch.zeros(2)), "the shared checkpoint is untouched"

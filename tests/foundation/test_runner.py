@@ -52,7 +52,8 @@ CELLS = [
         "                     'score': [cfg.n + 0.1, cfg.n + 0.2, cfg.n + 0.15, 0, 0, 0]}})\n"
         "report.claim(Claim('c1', 'n is positive', [Compare('score', a={{'arm': 'a'}}, b={{'arm': 'b'}}, effect=1)]), runs)\n"
         "report.claim(Claim('c2', 'needs weights', [], unavailable='weights unavailable'))\n"
-        "open(report.path / 'started.flag', 'w').close()\ntime.sleep(cfg.sleep)",
+        "open(report.path / 'started.flag', 'w').close()\ntime.sleep(cfg.sleep)\n"
+        "import os\n(report.path / 'checkpoint_store.txt').write_text(os.environ.get('LABKIT_RUN_CHECKPOINTS', ''))",
         [],
     ),
     (
@@ -164,6 +165,19 @@ def test_other_presets_and_out_go_to_run_folders_and_leave_reports_untouched(toy
     assert json.loads((toys / "reports" / "alpha" / "metrics.json").read_text())["score"] == 30
 
 
+def test_only_a_publishing_run_writes_the_shared_named_checkpoints(toys):
+    # a run that does not publish writes the checkpoints it produces into its own folder (issue 31)
+    assert quiet(["alpha"], preset="default")[0].status == "ok"
+    assert (toys / "reports" / "alpha" / "checkpoint_store.txt").read_text() == ""
+    smoke = quiet(["alpha"], preset="smoke")[0]
+    (run,) = list((toys / "runs" / "alpha").glob("*-smoke"))
+    assert (run / "checkpoint_store.txt").read_text() == str(run / "checkpoints")
+    out = quiet(["alpha"], preset="default", out=toys / "elsewhere")[0]
+    assert out.status == smoke.status == "ok"
+    folder = toys / "elsewhere" / "alpha"
+    assert (folder / "checkpoint_store.txt").read_text() == str(folder.resolve() / "checkpoints")
+
+
 def test_a_notebook_run_by_hand_writes_a_run_folder_not_reports(toys):
     import papermill
 
@@ -182,6 +196,7 @@ def test_a_notebook_run_by_hand_writes_a_run_folder_not_reports(toys):
         o.get("text", "") for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs
     )
     assert "This run writes" in printed and "reports/ holds the published default run" in printed
+    assert (runs[0] / "checkpoint_store.txt").read_text() == str(runs[0] / "checkpoints")
 
 
 def test_sweep_runs_the_product_into_a_run_folder_with_a_table(toys):

@@ -88,6 +88,17 @@ def checkpoints_dir() -> Path:
     return path
 
 
+RUN_CHECKPOINTS = "LABKIT_RUN_CHECKPOINTS"
+
+
+def run_checkpoints_dir() -> Path | None:
+    """Where a run that does not publish writes the named checkpoints it produces (``LABKIT_RUN_CHECKPOINTS``, set
+    by the runner for every non-publishing run and by an interactive ``Report`` to its run folder), so that only a
+    published run replaces a checkpoint that other studies consume. None: write to ``checkpoints_dir()``."""
+    env = os.environ.get(RUN_CHECKPOINTS)
+    return Path(env).resolve() if env else None
+
+
 def weights_dir() -> Path | None:
     """A folder of local pretrained weights (``LABKIT_WEIGHTS_DIR``), if set."""
     env = os.environ.get("LABKIT_WEIGHTS_DIR")

@@ -11,7 +11,7 @@ from pathlib import Path
 from labkit.core.checkpoints import load_checkpoint, load_state_into, save_checkpoint
 from labkit.core.errors import WeightsUnavailableError
 from labkit.core.params import list_specs
-from labkit.core.paths import checkpoints_dir
+from labkit.core.paths import checkpoints_dir, run_checkpoints_dir
 
 
 def declared_checkpoints() -> dict[str, dict]:
@@ -32,15 +32,24 @@ def _declared(name: str) -> dict:
     return known[name]
 
 
-def named_checkpoint_path(name: str) -> Path:
+def named_checkpoint_path(name: str, for_writing: bool = False) -> Path:
+    """The file of checkpoint ``name``: this run's own (``run_checkpoints_dir``) when the run wrote one or is about
+    to (``for_writing``), else the shared one in ``checkpoints_dir`` (written only by publishing runs)."""
     _declared(name)
+    run = run_checkpoints_dir()
+    if run is not None and (for_writing or (run / f"{name}.safetensors").is_file()):
+        if for_writing:
+            run.mkdir(parents=True, exist_ok=True)
+        return run / f"{name}.safetensors"
     return checkpoints_dir() / f"{name}.safetensors"
 
 
 def save_named_checkpoint(name: str, model_or_state_dict, meta: dict | None = None) -> Path:
+    """Write checkpoint ``name`` (atomically): into this run's folder when the run does not publish."""
     info = _declared(name)
     state = model_or_state_dict.state_dict() if hasattr(model_or_state_dict, "state_dict") else model_or_state_dict
-    return save_checkpoint(named_checkpoint_path(name), state, {"name": name, "study": info["study"], **(meta or {})})
+    path = named_checkpoint_path(name, for_writing=True)
+    return save_checkpoint(path, state, {"name": name, "study": info["study"], **(meta or {})})
 
 
 def load_named_checkpoint(name: str) -> tuple[dict, dict]:

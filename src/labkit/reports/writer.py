@@ -28,7 +28,7 @@ from labkit.core.claims import Claim, judge, verdicts_table
 from labkit.core.fingerprint import study_fingerprint
 from labkit.core.grid import grid_runs
 from labkit.core.params import Config, load_spec
-from labkit.core.paths import display_path, new_run_dir, notebooks_dir, repo_root
+from labkit.core.paths import RUN_CHECKPOINTS, display_path, new_run_dir, notebooks_dir, repo_root
 
 _VERSIONED = (
     "torch",
@@ -203,6 +203,8 @@ class Report:
             self.path.mkdir(parents=True, exist_ok=True)
         else:
             self.path = new_run_dir(cfg.study, cfg.preset)
+            if _in_notebook():  # named checkpoints this kernel produces stay in its run folder
+                os.environ[RUN_CHECKPOINTS] = str(self.path / "checkpoints")
             print(
                 f"This run writes its figures, tables and claims to {display_path(self.path)}/ "
                 "(reports/ holds the published default run and is not touched)."
