@@ -18,7 +18,7 @@ def test_missing_pretrained_weights_fail_fast_naming_three_ways():
     assert time.time() - start < 3
     message = str(info.value)
     assert "LABKIT_WEIGHTS_DIR" in message and "Hugging Face cache" in message and "online" in message
-    assert "weights='random'" in message
+    assert "set that weights parameter to random" in message and "weights_path=" not in message
 
 
 def test_random_only_when_asked():

@@ -55,13 +55,14 @@ def how_to_provide(name: str) -> str:
     hub_id = _hub_id(full) or f"timm/{full}"
     return (
         f"Pretrained weights for '{name}' ({full}) are not available. Provide them in one of three ways:\n"
-        f"  1. a local file: pass weights_path=/path/to/{full}.safetensors (or .pth), or put that file in "
-        f"the folder named by LABKIT_WEIGHTS_DIR;\n"
+        f"  1. a local file: set the study's weights parameter for this backbone to /path/to/{full}.safetensors "
+        f"(or .pth; e.g. `-p encoder_weights /path/to/{full}.safetensors`), or put that file in the folder named "
+        f"by LABKIT_WEIGHTS_DIR;\n"
         f"  2. the Hugging Face cache: on a machine with internet run "
         f"`python -c \"import timm; timm.create_model('{full}', pretrained=True)\"` "
         f"(or `huggingface-cli download {hub_id}`) and copy ~/.cache/huggingface to this machine;\n"
         f"  3. go online (unset HF_HUB_OFFLINE) and labkit downloads them from the hub.\n"
-        f"To run without pretraining, ask for weights='random' explicitly."
+        f"To run without pretraining, set that weights parameter to random explicitly."
     )
 
 
