@@ -436,10 +436,12 @@ def test_paper_without_data_root_stops_at_once_naming_the_dataset():
 
 
 def test_paths_that_do_not_exist_are_named_before_any_work(tmp_path):
-    with pytest.raises(ParameterError, match="parameter 'data_root'.*does not exist"):
+    with pytest.raises(ParameterError, match="parameter 'data_root' .*nowhere', which is not an existing folder"):
         study.run(config(data_source="geotiff", data_root=str(tmp_path / "nowhere")), progress=False)
-    with pytest.raises(ParameterError, match="parameter 'encoder_weights'"):
-        study.run(config(encoder_weights=str(tmp_path / "w.safetensors")), progress=False)
+    with pytest.raises(ParameterError, match="parameter 'data_root' .* but data_source is 'simulated'"):
+        study.run(config(data_root=str(tmp_path)), progress=False)
+    with pytest.raises(ParameterError, match="parameter 'encoder_weights' .*w.safetensors', which does not exist"):
+        load_spec("noisy_label_pretraining").resolve("smoke", {"encoder_weights": str(tmp_path / "w.safetensors")})
 
 
 @pytest.mark.parametrize(

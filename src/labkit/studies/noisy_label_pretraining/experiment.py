@@ -40,14 +40,13 @@ from labkit.studies.base import Runs, Stopwatch, grid_options, grids_since, regi
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
     StudyData,
-    check_data_parameters,
+    check_parameters,
     finetune_steps,
     label_key,
     main_noisy_key,
     make_data,
     steps_for_k,
     sweep_levels,
-    validate_settings,
 )
 from labkit.studies.noisy_label_pretraining.tasks import (
     TASK_A,
@@ -504,8 +503,7 @@ def run(cfg, data: StudyData | None = None, progress: bool | None = None) -> Run
     not run and why (``unavailable``), the claims' context, the settings, the data and the checkpoint saved
     (``examples``)."""
     with Stopwatch() as clock:
-        check_data_parameters(cfg)
-        validate_settings(cfg)
+        check_parameters(cfg)
         data = data or make_data(cfg)
         setup = _setup(cfg, data)
         pre = _pretrain(cfg, setup, progress)
