@@ -98,6 +98,7 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     floor = lulc[lulc.init == "majority"].set_index("k").miou
     assert (floor < lulc[lulc.init == "qda"].set_index("k").miou).all()  # most frequent class everywhere: the floor
     assert "imagenet" in runs.unavailable and "LABKIT_WEIGHTS_DIR" in runs.unavailable["imagenet"]
+    assert "Set parameter 'encoder_weights'" in runs.unavailable["imagenet"]
     assert "imagenet" not in set(ft.init)  # never replaced by random weights
     # pretraining: clean, the clean null (another data order) and each noisy severity, from one initialisation
     pre = runs.tables["pretraining"]
