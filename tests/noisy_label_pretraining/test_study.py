@@ -638,6 +638,7 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
     """The negative control of the "trained" bar: the class prior of the training labels at every pixel, scored
     by the code that scores a pretrained network, sits at ratio 1 (or above, where the clean labels' prior is the
     better bar) and fails it."""
+    from labkit.methods import class_prior
     from labkit.studies.noisy_label_pretraining import tasks
 
     cfg, runs, tables = untrained
@@ -651,9 +652,9 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
         for labels in ("clean", s["main_noisy_labels"]):
             y = arrays["a_pretrain" if labels == "clean" else f"a_pretrain_{labels}"]
             ratios = {}
-            for name, p in (("training labels", tasks.class_prior(y, k)), ("uniform", np.full(k, 1 / k))):
-                prior = tasks.ClassPrior(p, arrays["x_val"].shape[1])
-                losses = tasks.clean_validation_losses(prior, arrays, y, k, arrays["a_pretrain"])
+            for name, p in (("training labels", class_prior.class_prior(y, k)), ("uniform", np.full(k, 1 / k))):
+                prior = class_prior.ClassPrior(p, arrays["x_val"].shape[1])
+                losses = class_prior.clean_validation_losses(prior, arrays, y, k, arrays["a_pretrain"])
                 ratios[name] = losses["clean_loss_ratio"]
             # each sits at 1 when it is the best prior, above 1 otherwise: never below
             assert min(ratios.values()) >= 1.0 - 1e-5, ratios

@@ -33,7 +33,7 @@ from labkit.studies.noisy_label_pretraining.tasks import TASK_A, TASK_B
 
 #: "trained" precondition: clean validation cross-entropy of a pretrained network over that of the best
 #: learner-free predictor: the class prior of its training labels, of the same tiles' clean labels or the uniform one,
-#: whichever is best on the clean validation tiles (:func:`tasks.clean_validation_losses`).
+#: whichever is best on the clean validation tiles (:func:`labkit.methods.class_prior.clean_validation_losses`).
 TRAINED_MAX_RATIO = 0.8
 #: "above the floor" precondition: every compared arm beats the most frequent class everywhere by this mIoU.
 FLOOR_MARGIN = 0.02
@@ -77,7 +77,7 @@ class _Regime:
     def trained(self, labels) -> Precondition:
         # Read on the clean validation labels: noisy training labels floor the training loss at their own entropy.
         # The learner-free bar is the best class prior (of the labels it trained on, of the same tiles' clean labels,
-        # or uniform), scored by the same code (tasks.ClassPrior).
+        # or uniform), scored by the same code (methods.class_prior.ClassPrior).
         return Precondition.trained(
             "clean_val_loss",
             {"labels": labels, "order": 0},

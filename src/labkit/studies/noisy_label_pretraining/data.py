@@ -47,7 +47,6 @@ INIT_LABELS = arm_labels(ARMS)
 REFERENCE_ROWS = ("qda", "majority")
 
 
-
 def label_key(severity: float | None) -> str:
     """Name of a pretraining label set: ``clean``, ``sev0p3`` (synthetic noise at 0.3) or ``real`` (labels_noisy)."""
     if severity is None:

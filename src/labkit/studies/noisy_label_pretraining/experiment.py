@@ -10,7 +10,7 @@
    fewest and the most tiles for the label-limited precondition. The floor (the most frequent class everywhere) and
    a per-pixel QDA (grid ``noisy_label_pretraining-qda``, the classical reference) are rows of the same tables.
 3. **Probes** (grid ``noisy_label_pretraining-probe``): per claim seed, the main noisy-pretrained encoder and the same
-   U-Net's random-init encoder, frozen, each read out by a linear per-pixel head (:class:`tasks.LinearProbe`)
+   U-Net's random-init encoder, frozen, each read out by a linear per-pixel head (:class:`labkit.methods.linear_probe.LinearProbe`)
    trained ``probe_steps`` steps on the fewest clean tiles of task A: what "features learned" reads.
 4. The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`) of clean- vs noisy-pretrained
    weights and of the clean null, and CKA of encoder features against the same null.
