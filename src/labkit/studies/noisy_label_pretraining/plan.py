@@ -12,7 +12,7 @@ from labkit.studies.noisy_label_pretraining.data import (
     steps_for_k,
     sweep_levels,
 )
-from labkit.studies.noisy_label_pretraining.experiment import FEWEST_TILES_ONLY, PROBE_STEPS
+from labkit.studies.noisy_label_pretraining.setup import FEWEST_TILES_ONLY, PROBE_STEPS
 from labkit.studies.noisy_label_pretraining.tasks import build_model
 
 #: Classes of task A where the data decide it (the simulated legend's fine classes).
