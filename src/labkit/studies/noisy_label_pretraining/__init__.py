@@ -46,6 +46,5 @@ __getattr__, __dir__ = lazy_face(
         "train": "tasks",
         "score": "tasks",
         "late_gain": "tasks",
-        "CHECKPOINT_NAME": "experiment",
     },
 )

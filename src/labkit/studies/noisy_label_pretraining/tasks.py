@@ -24,7 +24,6 @@ from labkit.methods.unet_training import (  # noqa: F401  (the U-Net and its tra
     build_model,
     check_bands,
     decoder_channels,
-    encoder_state,
     full_state,
     model_in_channels,
     score,
