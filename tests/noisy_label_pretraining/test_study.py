@@ -98,6 +98,7 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     floor = lulc[lulc.init == "majority"].set_index("k").miou
     assert (floor < lulc[lulc.init == "qda"].set_index("k").miou).all()  # most frequent class everywhere: the floor
     assert "imagenet" in runs.unavailable and "LABKIT_WEIGHTS_DIR" in runs.unavailable["imagenet"]
+    assert "Set parameter 'encoder_weights'" in runs.unavailable["imagenet"]
     assert "imagenet" not in set(ft.init)  # never replaced by random weights
     # pretraining: clean, the clean null (another data order) and each noisy severity, from one initialisation
     pre = runs.tables["pretraining"]
@@ -436,10 +437,12 @@ def test_paper_without_data_root_stops_at_once_naming_the_dataset():
 
 
 def test_paths_that_do_not_exist_are_named_before_any_work(tmp_path):
-    with pytest.raises(ParameterError, match="parameter 'data_root'.*does not exist"):
+    with pytest.raises(ParameterError, match="parameter 'data_root' .*nowhere', which is not an existing folder"):
         study.run(config(data_source="geotiff", data_root=str(tmp_path / "nowhere")), progress=False)
-    with pytest.raises(ParameterError, match="parameter 'encoder_weights'"):
-        study.run(config(encoder_weights=str(tmp_path / "w.safetensors")), progress=False)
+    with pytest.raises(ParameterError, match="parameter 'data_root' .* but data_source is 'simulated'"):
+        study.run(config(data_root=str(tmp_path)), progress=False)
+    with pytest.raises(ParameterError, match="parameter 'encoder_weights' .*w.safetensors', which does not exist"):
+        load_spec("noisy_label_pretraining").resolve("smoke", {"encoder_weights": str(tmp_path / "w.safetensors")})
 
 
 @pytest.mark.parametrize(
@@ -635,6 +638,7 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
     """The negative control of the "trained" bar: the class prior of the training labels at every pixel, scored
     by the code that scores a pretrained network, sits at ratio 1 (or above, where the clean labels' prior is the
     better bar) and fails it."""
+    from labkit.methods import class_prior
     from labkit.studies.noisy_label_pretraining import tasks
 
     cfg, runs, tables = untrained
@@ -648,9 +652,9 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
         for labels in ("clean", s["main_noisy_labels"]):
             y = arrays["a_pretrain" if labels == "clean" else f"a_pretrain_{labels}"]
             ratios = {}
-            for name, p in (("training labels", tasks.class_prior(y, k)), ("uniform", np.full(k, 1 / k))):
-                prior = tasks.ClassPrior(p, arrays["x_val"].shape[1])
-                losses = tasks.clean_validation_losses(prior, arrays, y, k, arrays["a_pretrain"])
+            for name, p in (("training labels", class_prior.class_prior(y, k)), ("uniform", np.full(k, 1 / k))):
+                prior = class_prior.ClassPrior(p, arrays["x_val"].shape[1])
+                losses = class_prior.clean_validation_losses(prior, arrays, y, k, arrays["a_pretrain"])
                 ratios[name] = losses["clean_loss_ratio"]
             # each sits at 1 when it is the best prior, above 1 otherwise: never below
             assert min(ratios.values()) >= 1.0 - 1e-5, ratios

@@ -6,11 +6,13 @@ study shape (``labkit.studies.base``):
 - :mod:`.data`: simulated multispectral land-cover tiles or the user's GeoTIFF tiles (``data_source=geotiff``),
   split per seed into a pretraining pool (noisy labels), a fine-tuning pool, validation and test tiles (clean);
 - :mod:`.tasks`: the grid tasks (pretraining, fine-tuning, frozen linear probes, the QDA reference);
+- :mod:`.setup`: the settings and what every grid shares;
 - :mod:`.experiment`: the grids, the layer-wise measure with its null, gathered into ``Runs``; the first seed's
   noisy-pretrained encoder saved as the labkit checkpoint ``noisy-pretrained-unet-r18`` (consumed by the SAR study;
   its recipe is :mod:`labkit.methods.noisy_label_encoder`);
 - :mod:`.tables`, :mod:`.figures`: the report's results;
-- :mod:`.claims`: the paper's four claims with the preconditions that make them testable.
+- :mod:`.claims`: the paper's four claims with the preconditions that make them testable;
+- :mod:`.summary`: the headline metrics and the closing note.
 
 Every name is imported on first use, so that a grid worker importing :mod:`.tasks` imports no plotting.
 """
@@ -30,11 +32,12 @@ __getattr__, __dir__ = lazy_face(
         "steps_for_k": "data",
         "real_patch": "data",
         "DEFAULT_NOISE": "data",
-        "FEWEST_TILES_ONLY": "experiment",
-        "PROBE_STEPS": "experiment",
-        "PROBE_LR": "experiment",
+        "FEWEST_TILES_ONLY": "setup",
+        "PROBE_STEPS": "setup",
+        "PROBE_LR": "setup",
         "imagenet_encoder_state": "weights",
-        "closing_note": "claims",
+        "closing_note": "summary",
+        "headline": "summary",
         "TRAINED_MAX_RATIO": "claims",
         "build_model": "tasks",
         "decoder_channels": "tasks",
@@ -43,6 +46,5 @@ __getattr__, __dir__ = lazy_face(
         "train": "tasks",
         "score": "tasks",
         "late_gain": "tasks",
-        "CHECKPOINT_NAME": "experiment",
     },
 )

@@ -15,16 +15,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
 
-from labkit.core.claims import Check, Claim, Compare, Precondition, judge_all, verdicts_table
+from labkit.core.claims import Check, Claim, Compare, Precondition
 from labkit.methods import weight_analysis
 from labkit.studies.base import Runs
 from labkit.studies.noisy_label_pretraining.data import REFERENCE_ROWS, label_key, main_noisy_key, sweep_levels
 from labkit.studies.noisy_label_pretraining.tables import (
-    gains_table,
-    label_efficiency_table,
     layer_null_table,
     layer_parts_table,
     regime_runs,
@@ -33,7 +30,7 @@ from labkit.studies.noisy_label_pretraining.tasks import TASK_A, TASK_B
 
 #: "trained" precondition: clean validation cross-entropy of a pretrained network over that of the best
 #: learner-free predictor: the class prior of its training labels, of the same tiles' clean labels or the uniform one,
-#: whichever is best on the clean validation tiles (:func:`tasks.clean_validation_losses`).
+#: whichever is best on the clean validation tiles (:func:`labkit.methods.class_prior.clean_validation_losses`).
 TRAINED_MAX_RATIO = 0.8
 #: "above the floor" precondition: every compared arm beats the most frequent class everywhere by this mIoU.
 FLOOR_MARGIN = 0.02
@@ -77,7 +74,7 @@ class _Regime:
     def trained(self, labels) -> Precondition:
         # Read on the clean validation labels: noisy training labels floor the training loss at their own entropy.
         # The learner-free bar is the best class prior (of the labels it trained on, of the same tiles' clean labels,
-        # or uniform), scored by the same code (tasks.ClassPrior).
+        # or uniform), scored by the same code (methods.class_prior.ClassPrior).
         return Precondition.trained(
             "clean_val_loss",
             {"labels": labels, "order": 0},
@@ -439,64 +436,3 @@ def claim_tables(runs: Runs) -> dict[str, pd.DataFrame]:
             drop=True
         ),
     }
-
-
-def headline(runs: Runs) -> dict:
-    """The run's headline metrics: mIoU per arm and k, the gains, the layer measure, the regime, whether the named
-    checkpoint was saved and the real patch's summary."""
-    s = runs.examples["settings"]
-    out = {"seconds": round(runs.seconds, 1)}
-    for r in label_efficiency_table(runs).dropna(subset=["k"]).itertuples():
-        out[f"miou_{r.init}_k{int(r.k)}"] = round(float(r.miou_mean), 4)
-    for r in gains_table(runs).itertuples():
-        out[f"gain_noisy_full_vs_random_k{int(r.k)}"] = round(float(r.mean_diff), 4)
-    out["gain_smallest_k"] = out.get(f"gain_noisy_full_vs_random_k{s['k_values'][0]}", float("nan"))
-    for r in layer_parts_table(runs).groupby("part")[["raw", "null", "excess"]].mean().reset_index().itertuples():
-        out[f"layer_{r.part}_raw"], out[f"layer_{r.part}_null"] = round(float(r.raw), 5), round(float(r.null), 5)
-        out[f"layer_{r.part}_excess"] = round(float(r.excess), 5)
-    regime = regime_runs(runs).pivot_table(index="seed", columns="k", values="miou")
-    if regime.shape[1] == 2:
-        out["label_limited_diff"] = round(float((regime.iloc[:, 1] - regime.iloc[:, 0]).mean()), 4)
-    ft = runs.tables["finetune"]
-    out["late_gain_max_random"] = round(float(ft[ft.init == "random"].late_gain.max()), 4)
-    out["checkpoint_saved"] = runs.examples["checkpoint"]["saved"]
-    out["real_patch"] = runs.examples["real_patch"]
-    return out
-
-
-def closing_note(cfg, runs: Runs) -> str:
-    """The report's closing note (markdown): the regime's numbers and each claim's status, from the run's tables."""
-    s, m = runs.examples["settings"], headline(runs)
-    verdicts = verdicts_table(judge_all(claims(cfg, runs), runs.tables))
-    k_few, k_many = s["k_values"][0], s["k_values"][-1]
-
-    def num(key, fmt=".3f"):
-        value = m.get(key)
-        return "n/a" if value is None or not np.isfinite(value) else format(value, fmt)
-
-    def late(task):
-        ft = runs.tables["finetune"]
-        values = ft[(ft.task == task) & (ft.init == "random")].late_gain
-        return "n/a" if values.dropna().empty else f"{values.max():.3f}"
-
-    lines = [
-        f"**Regime** ({len(s['seeds'])} seeds; fine-tuning steps {s['finetune_steps']} at k={s['k_values']}): "
-        f"floor (most frequent class) {num(f'miou_majority_k{k_few}')} / {num(f'miou_majority_k{k_many}')}; random "
-        f"init {num(f'miou_random_k{k_few}')} at k={k_few} and {num(f'miou_random_k{k_many}')} at k={k_many} "
-        f"(label-limited over {len(s['seeds']) + len(s.get('regime_seeds', []))} seeds: "
-        f"{num('label_limited_diff')}); per-pixel QDA {num(f'miou_qda_k{k_few}')} / {num(f'miou_qda_k{k_many}')}; "
-        f"clean-pretrained (ceiling) {num(f'miou_clean_full_k{k_few}')} / {num(f'miou_clean_full_k{k_many}')}; "
-        f"noisy-pretrained encoder+decoder {num(f'miou_noisy_full_k{k_few}')} / {num(f'miou_noisy_full_k{k_many}')}. "
-        f"Largest late gain of random init {late(TASK_A)} on task A, {late(TASK_B)} on task B (plateau if below "
-        f"{s.get('plateau_max_gain', float('nan')):g}).",
-        "",
-        f"**Layer-wise measure** (mean over seeds): encoder raw {num('layer_encoder_raw', '.3g')}, null "
-        f"{num('layer_encoder_null', '.3g')}, excess {num('layer_encoder_excess', '.3g')}; decoder raw "
-        f"{num('layer_decoder_raw', '.3g')}, null {num('layer_decoder_null', '.3g')}, excess "
-        f"{num('layer_decoder_excess', '.3g')}.",
-        "",
-        "**Claims**:",
-    ]
-    for row in verdicts.itertuples():
-        lines.append(f"- `{row.claim}`: **{row.status}** (preconditions: {row.preconditions}). {row.reason}")
-    return "\n".join(lines)

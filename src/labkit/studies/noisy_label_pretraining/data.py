@@ -20,9 +20,11 @@ import numpy as np
 
 from labkit.core.arms import Arm, arm_labels
 from labkit.core.errors import DataError, ParameterError
+from labkit.core.params import check_data_root
 from labkit.core.seeding import regime_seeds
 from labkit.data import label_noise, landcover
 from labkit.data.geotiff_tree import chips, load_geotiff_tree
+from labkit.data.layouts_geotiff import LAYOUTS
 from labkit.methods.noisy_label_encoder import DEFAULT_NOISE, band_statistics, noisy_labels, normalise
 from labkit.methods.unet_training import IGNORE_INDEX
 
@@ -43,26 +45,6 @@ ARMS = (
 INIT_LABELS = arm_labels(ARMS)
 #: Rows of the results that are references (no fine-tuning): the classical model and the floor.
 REFERENCE_ROWS = ("qda", "majority")
-DATA_SOURCES = ("simulated", "geotiff", "noldo_s12")
-#: What each data source is, where it is published and the folder layout the loader expects.
-DATASETS = {
-    "geotiff": (
-        "your own GeoTIFF tiles",
-        "your own data",
-        "DATA_ROOT/images/<name>.tif, DATA_ROOT/labels_noisy/<name>.tif, DATA_ROOT/labels_clean/<name>.tif "
-        '(same names, same grid) and DATA_ROOT/legend.json ({"<label value>": "<class>"}) or legend.csv',
-    ),
-    "noldo_s12": (
-        "NoLDO-S12 (SSL4EO-S12@NoL noisy Dynamic World / OSM labels and SSL4EO-S12@DW exact labels; Liu et "
-        "al., CromSS, IEEE TGRS 2025)",
-        "https://huggingface.co/datasets/vikki23/NoLDO-S12 (MIT; code at https://github.com/zhu-xlab/CromSS)",
-        "the geotiff layout: DATA_ROOT/images/<name>.tif (Sentinel-2 bands), DATA_ROOT/labels_noisy/<name>.tif "
-        "(the NoL noisy labels), DATA_ROOT/labels_clean/<name>.tif (the DW exact labels, same grid) and "
-        "DATA_ROOT/legend.json, placed from ssl4eo_s12_nol.zip / ssl4eo_s12_dw.zip (their inner layout is not "
-        "documented and the noisy labels are on a coarser grid, which labkit never resamples: see "
-        "docs/data/noisy_label_pretraining.md)",
-    ),
-}
 
 
 def label_key(severity: float | None) -> str:
@@ -101,30 +83,11 @@ def steps_for_k(steps: Sequence[int], k_values: Sequence[int], k: int) -> int:
     return int(round(float(np.interp(np.log(int(k)), ks, [steps[i] for i in np.argsort(list(k_values))]))))
 
 
-def check_data_parameters(cfg) -> None:
-    """Stop before any work when the data source cannot be read: a named dataset without data_root, or a path
-    that does not exist (errors name the parameter, the dataset, its layout and where it is published)."""
-    source = cfg.get("data_source", "simulated")
-    root = cfg.get("data_root")
-    if source not in DATA_SOURCES:
-        raise ParameterError(f"parameter 'data_source' must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
-    if source != "simulated":
-        dataset, where, layout = DATASETS[source]
-        if not root:
-            raise ParameterError(
-                f"data_source={source!r} ({dataset}) needs data_root: a local folder laid out as "
-                f"{layout}. Published at {where}. See docs/data/noisy_label_pretraining.md."
-            )
-        if not Path(root).is_dir():
-            raise ParameterError(
-                f"parameter 'data_root': {root} does not exist (data_source={source!r}, {dataset}; "
-                f"expected layout: {layout})"
-            )
-    weights = str(cfg.get("encoder_weights", "pretrained") or "pretrained")
-    if weights not in ("random", "pretrained") and not weights.startswith("labkit:") and not Path(weights).exists():
-        raise ParameterError(
-            f"parameter 'encoder_weights': {weights} does not exist (random, pretrained, a file path or labkit:<name>)"
-        )
+def check_parameters(cfg) -> None:
+    """Stop before any work when the data source cannot be read (``data_root``, quoting the folder's layout) or a
+    combination of settings cannot run (:func:`validate_settings`)."""
+    check_data_root(cfg, LAYOUTS)
+    validate_settings(cfg)
 
 
 def validate_settings(cfg) -> None:
@@ -239,8 +202,7 @@ def make_data(cfg) -> StudyData:
     by tile (chips of one tile stay in one split); the main noisy labels are the tree's ``labels_noisy``, the sweep
     corrupts its clean labels with the synthetic noise models.
     """
-    check_data_parameters(cfg)
-    validate_settings(cfg)
+    check_parameters(cfg)
     if cfg.get("data_source", "simulated") == "simulated":
         return _simulated(cfg)
     return _from_tree(cfg)

@@ -10,7 +10,7 @@
    fewest and the most tiles for the label-limited precondition. The floor (the most frequent class everywhere) and
    a per-pixel QDA (grid ``noisy_label_pretraining-qda``, the classical reference) are rows of the same tables.
 3. **Probes** (grid ``noisy_label_pretraining-probe``): per claim seed, the main noisy-pretrained encoder and the same
-   U-Net's random-init encoder, frozen, each read out by a linear per-pixel head (:class:`tasks.LinearProbe`)
+   U-Net's random-init encoder, frozen, each read out by a linear per-pixel head (:class:`labkit.methods.linear_probe.LinearProbe`)
    trained ``probe_steps`` steps on the fewest clean tiles of task A: what "features learned" reads.
 4. The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`) of clean- vs noisy-pretrained
    weights and of the clean null, and CKA of encoder features against the same null.
@@ -21,14 +21,10 @@ The first seed's noisy-pretrained, full-depth ResNet-18 encoder is saved as the 
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-
 import numpy as np
 import pandas as pd
 import torch
 
-from labkit.core.claims import BUDGET_KEYS, missing_budget
 from labkit.core.grid import Grid
 from labkit.methods import weight_analysis
 from labkit.methods.noisy_label_encoder import (
@@ -36,18 +32,25 @@ from labkit.methods.noisy_label_encoder import (
     checkpoint_meta,
     save_pretrained_encoder,
 )
-from labkit.studies.base import Runs, Stopwatch, grid_options, grids_since, regime_seeds, run_grids, task_device
+from labkit.studies.base import Runs, Stopwatch, grid_options, grids_since, run_grids
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
     StudyData,
-    check_data_parameters,
-    finetune_steps,
+    check_parameters,
     label_key,
-    main_noisy_key,
     make_data,
     steps_for_k,
-    sweep_levels,
-    validate_settings,
+)
+from labkit.studies.noisy_label_pretraining.setup import (
+    BUDGET_TABLE_COLUMNS,
+    FEWEST_TILES_ONLY,
+    FT_KEYS,
+    PRETRAIN_COLUMNS,
+    PROBE_COLUMNS,
+    THREADS,
+    Setup,
+    budget_row,
+    resolve_setup,
 )
 from labkit.studies.noisy_label_pretraining.tasks import (
     TASK_A,
@@ -61,145 +64,10 @@ from labkit.studies.noisy_label_pretraining.tasks import (
 )
 from labkit.studies.noisy_label_pretraining.weights import external_encoder, weights_file
 
-#: Initialisations run at the fewest tiles only: claim 2 reads the fresh-decoder arm there and the headroom
-#: precondition the clean upper bound; at more tiles every initialisation converges (measured: all within 0.015 mIoU
-#: at k=32, where random init on 8x the tiles is the label-rich reference), so those runs would only cost time.
-FEWEST_TILES_ONLY = ("noisy_encoder", "clean_full")
-#: "features learned" precondition: the frozen linear probe's steps when the preset names none, and its learning
-#: rate (a linear head on fixed features takes a larger step than fine-tuning a whole network).
-PROBE_STEPS = 100
-PROBE_LR = 1e-2
-#: The probes table: one frozen linear probe per seed and encoder.
-PROBE_COLUMNS = ["seed", "task", "init", "k", "pretraining", "miou", "pixel_accuracy", "steps", "seconds"]
-#: What identifies a fine-tuning run in the budgets table (the claims' filters read these columns).
-FT_KEYS = ("seed", "task", "init", "k", "pretraining")
-BUDGET_TABLE_COLUMNS = ["grid", "stage", "seed", "labels", "order", *FT_KEYS[1:], "regime", *BUDGET_KEYS, "missing"]
-#: What a pretraining record gives the pretraining table.
-PRETRAIN_COLUMNS = (
-    "pixel_noise_rate",
-    "final_loss",
-    "trivial_loss",
-    "loss_ratio",
-    "clean_val_loss",
-    "clean_val_prior_loss",
-    "clean_val_train_prior_loss",
-    "clean_val_trivial_loss",
-    "clean_loss_ratio",
-    "test_miou",
-    "steps",
-    "seconds",
-)
-#: One torch thread per task: measured faster here (see README).
-THREADS = 1
-
-
-def settings(cfg, data: StudyData) -> dict:
-    """The run's settings, resolved once from ``cfg`` and the data (every table and figure reads them)."""
-    k_values = sorted(int(k) for k in cfg.get("k_values"))
-    return {
-        "seeds": [int(s) for s in cfg.get("seeds")],
-        "data_source": data.source,
-        "tile": int(cfg.get("tile")),
-        "encoder": cfg.get("encoder"),
-        "encoder_depth": int(cfg.get("encoder_depth")),
-        "bands": list(data.bands),
-        "decoder_width": int(cfg.get("decoder_width")),
-        "batch_size": int(cfg.get("batch_size")),
-        "lr": float(cfg.get("lr")),
-        "finetune_lr": float(cfg.get("finetune_lr")),
-        "n_pretrain_tiles": int(cfg.get("n_pretrain_tiles")),
-        "pretrain_steps": int(cfg.get("pretrain_steps")),
-        "finetune_steps": finetune_steps(cfg),
-        "regime_seeds": [v for v in regime_seeds(cfg) if v not in cfg.get("seeds")],
-        "eval_points": int(cfg.get("eval_points")),
-        "k_values": k_values,
-        "n_val_tiles": int(cfg.get("n_val_tiles")),
-        "n_test_tiles": int(cfg.get("n_test_tiles")),
-        "noise_models": list(cfg.get("noise_models")),
-        "noise_severity": float(cfg.get("noise_severity")),
-        "main_noisy_labels": main_noisy_key(cfg),
-        "noise_levels": sweep_levels(cfg),
-        "sweep_k": int(cfg.get("sweep_k") or k_values[0]),
-        "task_b_k": int(cfg.get("task_b_k")),
-        "inits": list(cfg.get("inits")),
-        "encoder_weights": str(cfg.get("encoder_weights")),
-        "kl_bins": int(cfg.get("kl_bins")),
-        "layer_sample": int(cfg.get("layer_sample")),
-        "plateau_max_gain": float(cfg.get("plateau_max_gain")),
-        "probe_steps": int(cfg.get("probe_steps", PROBE_STEPS)),
-        "probe_lr": PROBE_LR,
-        "label_limited_margin": float(cfg.get("label_limited_margin")),
-        "executor": cfg.get("executor", "serial"),
-        "device": str(cfg.get("device", "cpu")),
-    }
-
-
-@dataclasses.dataclass
-class _Setup:
-    """What every grid of a run shares: the data, the settings, the device, the network and the label sets."""
-
-    data: StudyData
-    s: dict
-    device: str
-    model: dict  # the U-Net's parameters, as every task receives them
-    main: str  # the main noisy label set
-    label_sets: list
-    severity_of: dict  # label set -> severity (clean 0, the real noisy labels NaN)
-    unavailable: dict  # arm or claim part -> what to provide
-    save_checkpoint: bool  # the parameter: save the named checkpoint (of a ResNet-18 encoder only)
-
-    @property
-    def save(self) -> bool:
-        return self.save_checkpoint and self.s["encoder"] == "resnet18"
-
-
-def _setup(cfg, data: StudyData) -> _Setup:
-    s = settings(cfg, data)
-    ka = len(data.classes_a)
-    model = {
-        "encoder": s["encoder"],
-        "encoder_depth": s["encoder_depth"],
-        "in_channels": len(data.bands),
-        "decoder_width": s["decoder_width"],
-        "num_classes": ka,
-        "num_classes_b": len(data.classes_b) if data.classes_b else ka,
-    }
-    main = s["main_noisy_labels"]
-    unavailable: dict[str, str] = {}
-    if data.classes_b is None:
-        unavailable[TASK_B] = (
-            "the data have one class definition (one legend); the second task needs another "
-            "(data_source=simulated only)"
-        )
-    return _Setup(
-        data,
-        s,
-        task_device(cfg),
-        model,
-        main,
-        ["clean"] + sorted({main} | {label_key(v) for v in s["noise_levels"]}),
-        {label_key(v): v for v in s["noise_levels"]} | {"clean": 0.0, "real": float("nan")},
-        unavailable,
-        bool(cfg.get("save_checkpoint", False)),
-    )
-
-
-def _budget_row(record: Mapping, grid: str, **keys) -> dict:
-    """One trained run's budget (``record["budget"]``) with the keys the claims filter on; ``missing`` names the
-    budget keys the record lacks (empty when it carries a full budget)."""
-    budget = record.get("budget") if isinstance(record.get("budget"), Mapping) else {}
-    return {
-        "grid": grid,
-        **keys,
-        **{k: budget.get(k) for k in BUDGET_KEYS},
-        "missing": ", ".join(missing_budget(record)),
-    }
-
-
 # ---- grid 1: pretraining (clean, clean in another data order = the null, each noisy label set)
 
 
-def _pretrain_grid(run: _Setup) -> Grid:
+def _pretrain_grid(run: Setup) -> Grid:
     s, files = run.s, run.data.files
     pre = Grid(f"{STUDY}-pretrain", pretrain_task)
     train = dict(model=run.model, steps=s["pretrain_steps"], batch_size=s["batch_size"], lr=s["lr"], device=run.device)
@@ -213,7 +81,7 @@ def _pretrain_grid(run: _Setup) -> Grid:
     return pre
 
 
-def _pretrain(cfg, run: _Setup, progress) -> dict:
+def _pretrain(cfg, run: Setup, progress) -> dict:
     """Run the pretraining grid: the pretraining table's rows, each network's weights (in memory and as a file),
     the named checkpoint's state and every run's budget."""
     s = run.s
@@ -223,7 +91,7 @@ def _pretrain(cfg, run: _Setup, progress) -> dict:
     for task, record in zip(result.tasks, result.records):
         p = task.params
         stage = "checkpoint" if p.get("depth") == 5 else "pretrain"
-        budgets.append(_budget_row(record, pre.name, stage=stage, seed=p["seed"], labels=p["labels"], order=p["order"]))
+        budgets.append(budget_row(record, pre.name, stage=stage, seed=p["seed"], labels=p["labels"], order=p["order"]))
         if p.get("depth") == 5 and s["encoder_depth"] != 5:
             checkpoint_state = record["state"]
             continue
@@ -251,7 +119,7 @@ def _pretrain(cfg, run: _Setup, progress) -> dict:
 # ---- grid 2: fine-tuning (init x k x seed, the sweep, the second task)
 
 
-def _finetune_grid(run: _Setup, files: dict, external: dict | None) -> tuple[Grid, list[dict], int]:
+def _finetune_grid(run: Setup, files: dict, external: dict | None) -> tuple[Grid, list[dict], int]:
     """The fine-tuning grid, each task's table keys (in task order) and how many regime-seed runs lead it."""
     s = run.s
     ft = Grid(f"{STUDY}-finetune", finetune_task)
@@ -311,7 +179,7 @@ def _finetune_grid(run: _Setup, files: dict, external: dict | None) -> tuple[Gri
     return ft, metas, n_regime
 
 
-def _finetune(cfg, run: _Setup, files: dict, progress) -> dict:
+def _finetune(cfg, run: Setup, files: dict, progress) -> dict:
     """Resolve the reference encoder, run the fine-tuning grid: rows of the claim seeds, of the regime seeds,
     the validation curves and every run's budget."""
     external = None
@@ -325,7 +193,7 @@ def _finetune(cfg, run: _Setup, files: dict, progress) -> dict:
     outcome = ("miou", "pixel_accuracy", "late_gain", "best_point", "kept_initial", "steps", "seconds")
     for i, (meta, record) in enumerate(zip(metas, result.records)):
         keys = {k: meta[k] for k in FT_KEYS}
-        budgets.append(_budget_row(record, ft.name, stage="finetune", regime=i < n_regime, **keys))
+        budgets.append(budget_row(record, ft.name, stage="finetune", regime=i < n_regime, **keys))
         row = {**meta, **{k: record[k] for k in outcome}}
         if i < n_regime:
             regime.append(row)
@@ -341,7 +209,7 @@ def _finetune(cfg, run: _Setup, files: dict, progress) -> dict:
 # ---- grid 3: frozen linear probes (the "features learned" precondition)
 
 
-def _probes(cfg, run: _Setup, files: dict, progress) -> dict:
+def _probes(cfg, run: Setup, files: dict, progress) -> dict:
     """The main noisy-pretrained encoder and the random-init one, frozen, a linear head trained on the fewest clean
     tiles of task A for probe_steps steps."""
     s = run.s
@@ -368,7 +236,7 @@ def _probes(cfg, run: _Setup, files: dict, progress) -> dict:
     (result,) = run_grids(cfg, probe, progress=progress, threads=THREADS)
     rows, budgets = [], []
     for meta, record in zip(metas, result.records):
-        budgets.append(_budget_row(record, probe.name, stage="probe", regime=False, **meta))
+        budgets.append(budget_row(record, probe.name, stage="probe", regime=False, **meta))
         rows.append({**meta, **{k: record[k] for k in ("miou", "pixel_accuracy", "steps", "seconds")}})
     return {"rows": rows, "budgets": budgets}
 
@@ -376,7 +244,7 @@ def _probes(cfg, run: _Setup, files: dict, progress) -> dict:
 # ---- grid 4: the classical reference (per-pixel QDA) and the floor
 
 
-def _references(cfg, run: _Setup, progress) -> list[dict]:
+def _references(cfg, run: Setup, progress) -> list[dict]:
     """QDA and the floor (the most frequent class everywhere) at every k a claim compares at (the sweep's k too),
     as rows of the fine-tuning table."""
     s = run.s
@@ -413,7 +281,7 @@ def _references(cfg, run: _Setup, progress) -> list[dict]:
 COMPARISONS = (("clean vs noisy", "noisy"), ("clean vs clean, other data order (null)", "null"))
 
 
-def _layerwise(run: _Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _layerwise(run: Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     s, ka = run.s, len(run.data.classes_a)
     layer_frames, cka_frames = [], []
     for seed in s["seeds"]:
@@ -453,7 +321,7 @@ def _layerwise(run: _Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 # ---- the checkpoint another study uses
 
 
-def _checkpoint(run: _Setup, pretrain: pd.DataFrame, state) -> dict:
+def _checkpoint(run: Setup, pretrain: pd.DataFrame, state) -> dict:
     """Save the first seed's full-depth noisy-pretrained ResNet-18 encoder as ``noisy-pretrained-unet-r18``.
 
     Returns ``{"saved": bool, "path" or "reason": str}`` for the report."""
@@ -504,10 +372,9 @@ def run(cfg, data: StudyData | None = None, progress: bool | None = None) -> Run
     not run and why (``unavailable``), the claims' context, the settings, the data and the checkpoint saved
     (``examples``)."""
     with Stopwatch() as clock:
-        check_data_parameters(cfg)
-        validate_settings(cfg)
+        check_parameters(cfg)
         data = data or make_data(cfg)
-        setup = _setup(cfg, data)
+        setup = resolve_setup(cfg, data)
         pre = _pretrain(cfg, setup, progress)
         ft = _finetune(cfg, setup, pre["files"], progress)
         probes = _probes(cfg, setup, pre["files"], progress)

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from labkit.core.curves import PLATEAU_FRACTION
 from labkit.data import label_noise, landcover
 from labkit.methods import weight_analysis
 from labkit.studies.base import Runs, arm_colours
 from labkit.studies.noisy_label_pretraining.data import ARMS, INIT_LABELS, INITS, StudyData, steps_for_k
 from labkit.studies.noisy_label_pretraining.tables import label_efficiency_table, layer_excess_table, noise_sweep_table
-from labkit.studies.noisy_label_pretraining.tasks import IGNORE_INDEX, PLATEAU_FRACTION, TASK_A, TASK_B
+from labkit.studies.noisy_label_pretraining.tasks import IGNORE_INDEX, TASK_A, TASK_B
 
 COLOURS = arm_colours(ARMS)
 #: Line styles of the reference rows (the classical reference dashed, the floor dotted).

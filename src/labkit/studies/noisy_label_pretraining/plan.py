@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from labkit.methods.linear_probe import LinearProbe
 from labkit.studies.base import regime_seeds
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
@@ -11,8 +12,8 @@ from labkit.studies.noisy_label_pretraining.data import (
     steps_for_k,
     sweep_levels,
 )
-from labkit.studies.noisy_label_pretraining.experiment import FEWEST_TILES_ONLY, PROBE_STEPS
-from labkit.studies.noisy_label_pretraining.tasks import LinearProbe, build_model
+from labkit.studies.noisy_label_pretraining.setup import FEWEST_TILES_ONLY, PROBE_STEPS
+from labkit.studies.noisy_label_pretraining.tasks import build_model
 
 #: Classes of task A where the data decide it (the simulated legend's fine classes).
 PLAN_CLASSES = 7

@@ -14,7 +14,7 @@ from labkit.studies.noisy_label_pretraining.tasks import TASK_A, TASK_B
 
 
 def _settings(runs: Runs) -> dict:
-    """The run's settings (:func:`experiment.settings`)."""
+    """The run's settings (:func:`setup.settings`)."""
     return runs.examples["settings"]
 
 

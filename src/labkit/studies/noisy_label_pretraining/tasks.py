@@ -8,92 +8,28 @@ its tiles from a prepared ``.npz`` file named by path and digest, and returns a 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
-import torch
 
+from labkit.core.curves import late_gain
 from labkit.core.grid import grid_task
 from labkit.core.seeding import seed_everything
 from labkit.data import label_noise
+from labkit.methods.class_prior import clean_validation_losses, trivial_loss
+from labkit.methods.linear_probe import LinearProbe
 from labkit.methods.unet_training import (  # noqa: F401  (the U-Net and its training, re-exported for the study)
     IGNORE_INDEX,
     build_model,
     check_bands,
     decoder_channels,
-    encoder_state,
     full_state,
     model_in_channels,
     score,
     train,
 )
 from labkit.studies.noisy_label_pretraining.data import TASK_A, TASK_B
-
-#: Fine-tuning validation score: the gain over the last fifth of training must stay below a bound (plateau).
-PLATEAU_FRACTION = 0.2
-
-
-def trivial_loss(labels: np.ndarray, num_classes: int) -> float:
-    """Cross-entropy of the best constant predictor (the class frequencies) on ``labels`` (255 ignored)."""
-    y = np.asarray(labels).ravel()
-    y = y[y != IGNORE_INDEX]
-    if not len(y):
-        return float("nan")
-    p = np.bincount(y, minlength=num_classes) / len(y)
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
-
-
-def class_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Class frequencies of training ``labels`` (255 ignored), add-one smoothed so that a class the training labels
-    never show costs a finite loss: what a learner that never looks at the image predicts at every pixel."""
-    y = np.asarray(labels).ravel()
-    y = y[y != IGNORE_INDEX]
-    counts = np.bincount(y, minlength=num_classes)[:num_classes].astype(np.float64)
-    return (counts + 1.0) / (counts.sum() + num_classes)
-
-
-class ClassPrior(torch.nn.Module):
-    """The best learner-free predictor of supervised training: the training labels' class prior at every pixel
-    (a 1x1 convolution with zero weights and the log prior as its bias), scored by the same code as a network."""
-
-    def __init__(self, prior: np.ndarray, in_channels: int):
-        super().__init__()
-        self.head = torch.nn.Conv2d(int(in_channels), len(prior), 1)
-        with torch.no_grad():
-            self.head.weight.zero_()
-            self.head.bias.copy_(torch.as_tensor(np.log(prior), dtype=torch.float32))
-
-    def forward(self, x):
-        return self.head(x)
-
-
-def clean_validation_losses(
-    net, arrays: Mapping, train_labels: np.ndarray, num_classes: int, clean_labels: np.ndarray | None = None
-) -> dict:
-    """What the "trained" precondition reads: the clean validation cross-entropy of ``net`` and of the best
-    learner-free predictor (``clean_val_prior_loss``), and their ratio ``clean_loss_ratio``.
-
-    The learner-free predictor is a class prior at every pixel, the best on the clean validation tiles of: that of
-    the training labels (``train_labels``, noisy or clean; its loss is ``clean_val_train_prior_loss``), that of the
-    same tiles' clean labels (``clean_labels``) and the uniform one. Noisy labels can have a prior far worse than
-    uniform on the clean tiles (measured at smoke: 3.4 nats against ln 7 = 1.95), a bar so low that an untrained
-    network passed it. Also recorded: the entropy of the validation labels themselves (``clean_val_trivial_loss``,
-    the constant that knows the validation frequencies, a lower bound on every constant's loss)."""
-    x_val, y_val = arrays["x_val"], arrays["a_val"]
-    loss = float(score(net, x_val, y_val, num_classes)["loss"])
-    bands = np.asarray(x_val).shape[1]
-    priors = [class_prior(train_labels, num_classes), np.full(num_classes, 1.0 / num_classes)]
-    priors += [] if clean_labels is None else [class_prior(clean_labels, num_classes)]
-    prior_losses = [float(score(ClassPrior(p, bands), x_val, y_val, num_classes)["loss"]) for p in priors]
-    return {
-        "clean_val_loss": loss,
-        "clean_val_prior_loss": min(prior_losses),
-        "clean_val_train_prior_loss": prior_losses[0],
-        "clean_val_trivial_loss": trivial_loss(y_val, num_classes),
-        "clean_loss_ratio": loss / min(prior_losses),
-    }
 
 
 def trainable_params(model) -> int:
@@ -270,36 +206,6 @@ def finetune_task(
     }
 
 
-class LinearProbe(torch.nn.Module):
-    """A linear per-pixel readout of a frozen encoder: one 1x1 convolution per encoder stage (every stage but the
-    input itself, stage 0), each upsampled bilinearly to the tile and summed. Bilinear upsampling is linear, so this
-    is one 1x1 convolution over the stages' features stacked at tile resolution (a hypercolumn): the simplest
-    linear readout that gives every pixel a prediction from the U-Net's encoder alone. The encoder's weights never
-    train and its batch-norm statistics stay frozen (it is kept in eval mode)."""
-
-    def __init__(self, encoder: torch.nn.Module, num_classes: int):
-        super().__init__()
-        self.encoder = encoder
-        for p in self.encoder.parameters():
-            p.requires_grad_(False)
-        channels = list(encoder.out_channels)[1:]
-        self.heads = torch.nn.ModuleList(torch.nn.Conv2d(int(c), int(num_classes), 1) for c in channels)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.encoder.eval()  # frozen: no batch-norm statistics move either
-        return self
-
-    def forward(self, x):
-        with torch.no_grad():
-            features = self.encoder(x)[1:]
-        size = x.shape[-2:]
-        out = 0
-        for head, f in zip(self.heads, features):
-            out = out + torch.nn.functional.interpolate(head(f), size=size, mode="bilinear", align_corners=False)
-        return out
-
-
 @grid_task("noisy_label_pretraining/probe")
 def probe_task(
     data: dict,
@@ -346,16 +252,6 @@ def probe_task(
         "budget": budget_record(int(steps), batch_size, lr, schedule, trainable_params(probe)),
         "seconds": time.time() - started,
     }
-
-
-def late_gain(curve: Sequence[float], fraction: float = PLATEAU_FRACTION) -> float:
-    """How much the last ``fraction`` of training improved the best validation score: best over the whole curve
-    minus best before its last fifth (0 when training had plateaued; needs >= 5 points to resolve a fifth)."""
-    curve = np.asarray(curve, dtype=float)
-    if len(curve) < 2:
-        return float("nan")
-    cut = max(1, int(round(len(curve) * (1 - fraction))))
-    return float(np.nanmax(curve) - np.nanmax(curve[:cut]))
 
 
 @grid_task("noisy_label_pretraining/qda")

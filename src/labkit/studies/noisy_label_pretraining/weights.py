@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from labkit.core.errors import WeightsUnavailableError
+from labkit.models.weights import resolve_weights
 from labkit.studies.noisy_label_pretraining.data import STUDY
 from labkit.studies.noisy_label_pretraining.tasks import build_model
 
@@ -39,20 +40,6 @@ def imagenet_encoder_state(
     return state
 
 
-def _unavailable_reason(exc: Exception, encoder: str) -> str:
-    """One line for tables and titles that says what to do."""
-    from labkit.models.backbones import timm_name
-
-    text = str(exc).strip()
-    if "are not available" in text:
-        return (
-            f"weights unavailable: no {timm_name(encoder)} ImageNet weights on this machine (no local file, no "
-            "Hugging Face cache, hub offline); put the timm weights file in LABKIT_WEIGHTS_DIR or pass "
-            "encoder_weights=<file>; never replaced by random weights"
-        )
-    return f"weights unavailable: {text.splitlines()[0] if text else type(exc).__name__}"
-
-
 def weights_file(state: Mapping[str, np.ndarray], meta: dict) -> dict:
     """Write a pretrained state dict (safetensors) named by its content; returns ``{"path", "digest"}``."""
     from labkit.core.checkpoints import save_checkpoint
@@ -70,30 +57,30 @@ def weights_file(state: Mapping[str, np.ndarray], meta: dict) -> dict:
 
 
 def external_encoder(settings: dict, num_classes: int) -> tuple[dict | None, str | None]:
-    """The ``imagenet`` row's encoder (``encoder_weights``) as a weights file, or ``(None, reason)``."""
+    """The ``imagenet`` row's encoder (``encoder_weights``, resolved by :func:`labkit.models.weights.resolve_weights`)
+    as a weights file, or ``(None, reason)``: the reason names the parameter to set."""
     weights = settings["encoder_weights"]
+    if weights == "random":
+        return (
+            None,
+            "parameter 'encoder_weights' is random: the reference-encoder row would repeat random initialisation",
+        )
+    resolved = resolve_weights("encoder_weights", weights, settings["encoder"])
+    if not resolved.ok:
+        return None, resolved.reason
+    shape = dict(num_classes=num_classes, encoder=settings["encoder"], decoder_width=settings["decoder_width"])
     try:
         if weights == "pretrained":
-            state = imagenet_encoder_state(
-                num_classes,
-                settings["encoder"],
-                settings["bands"],
-                settings["decoder_width"],
-                settings["encoder_depth"],
-            )
-        elif weights == "random":
-            return None, "encoder_weights=random: the reference-encoder row would repeat random initialisation"
+            state = imagenet_encoder_state(bands=settings["bands"], encoder_depth=settings["encoder_depth"], **shape)
         else:
             model = build_model(
-                num_classes,
-                settings["encoder"],
-                len(settings["bands"]),
-                settings["decoder_width"],
+                **shape,
+                in_channels=len(settings["bands"]),
                 weights=weights,
                 seed=0,
                 encoder_depth=settings["encoder_depth"],
             )
             state = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
     except WeightsUnavailableError as exc:
-        return None, _unavailable_reason(exc, settings["encoder"])
+        return None, f"weights unavailable: parameter 'encoder_weights' ({weights}): {str(exc).strip().splitlines()[0]}"
     return weights_file({k: v.numpy() for k, v in state.items()}, {"source": weights}), None
