@@ -279,8 +279,12 @@ def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
 
 def test_a_data_root_that_does_not_exist_is_an_error_naming_the_parameter(tmp_path):
     cfg = labkit.configure("farcluss", "smoke", {"data_source": "folders", "data_root": str(tmp_path / "nope")})
-    with pytest.raises(ParameterError, match="data_root"):
+    with pytest.raises(
+        ParameterError, match="(?s)'data_root' is .*nope', which is not an existing folder .*classes.txt"
+    ):
         study.data(cfg)
+    with pytest.raises(ParameterError, match="'data_root' is .* but data_source is 'simulated'"):
+        study.data(labkit.configure("farcluss", "smoke", {"data_root": str(tmp_path)}))
     with pytest.raises(ParameterError, match="encoder_weights' .*missing.pth', which does not exist"):
         labkit.configure("farcluss", "smoke", {"encoder_weights": str(tmp_path / "missing.pth")})  # before any work
 
