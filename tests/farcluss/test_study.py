@@ -458,3 +458,17 @@ def test_every_trained_arm_of_a_smoke_run_records_its_budget(tmp_path, monkeypat
     assert dict(zip(budgets.arm, budgets.unlabeled_batch)) == {"supervised": 0, "fixmatch": 4, "farcluss": 4}
     floor = runs.tables["runs"].query("arm == @study.FLOOR_ARM")
     assert len(floor) == 2 and (floor.miou == data.floor_miou).all()  # one per split (1_4, all) and seed
+
+
+def test_pretrained_weights_that_cannot_be_had_stop_before_any_grid_naming_the_parameter(monkeypatch):
+    from labkit.core.errors import WeightsUnavailableError
+    from labkit.models import backbones
+
+    def offline(*args, **kwargs):
+        raise WeightsUnavailableError("offline")
+
+    monkeypatch.setattr(backbones, "resolve_pretrained_file", lambda name: None)
+    monkeypatch.setattr(backbones, "create_backbone", offline)
+    cfg = labkit.configure("farcluss", "smoke", {"encoder_weights": "pretrained"})
+    with pytest.raises(WeightsUnavailableError, match="Set parameter 'encoder_weights'"):
+        study.run(cfg, None)  # refused before the data is touched
