@@ -10,7 +10,7 @@ import numpy as np
 from labkit.core.errors import DataError, ParameterError
 from labkit.core.params import check_data_root
 from labkit.data import scenes as sc
-from labkit.data.segmentation_layouts import semisup_layouts
+from labkit.data.layouts_segmentation import semisup_layouts
 from labkit.methods import semisup as ss
 
 NAME = "farcluss"
