@@ -279,8 +279,12 @@ def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
 
 def test_a_data_root_that_does_not_exist_is_an_error_naming_the_parameter(tmp_path):
     cfg = labkit.configure("farcluss", "smoke", {"data_source": "folders", "data_root": str(tmp_path / "nope")})
-    with pytest.raises(ParameterError, match="data_root"):
+    with pytest.raises(
+        ParameterError, match="(?s)'data_root' is .*nope', which is not an existing folder .*classes.txt"
+    ):
         study.data(cfg)
+    with pytest.raises(ParameterError, match="'data_root' is .* but data_source is 'simulated'"):
+        study.data(labkit.configure("farcluss", "smoke", {"data_root": str(tmp_path)}))
     with pytest.raises(ParameterError, match="encoder_weights' .*missing.pth', which does not exist"):
         labkit.configure("farcluss", "smoke", {"encoder_weights": str(tmp_path / "missing.pth")})  # before any work
 
@@ -454,3 +458,17 @@ def test_every_trained_arm_of_a_smoke_run_records_its_budget(tmp_path, monkeypat
     assert dict(zip(budgets.arm, budgets.unlabeled_batch)) == {"supervised": 0, "fixmatch": 4, "farcluss": 4}
     floor = runs.tables["runs"].query("arm == @study.FLOOR_ARM")
     assert len(floor) == 2 and (floor.miou == data.floor_miou).all()  # one per split (1_4, all) and seed
+
+
+def test_pretrained_weights_that_cannot_be_had_stop_before_any_grid_naming_the_parameter(monkeypatch):
+    from labkit.core.errors import WeightsUnavailableError
+    from labkit.models import backbones
+
+    def offline(*args, **kwargs):
+        raise WeightsUnavailableError("offline")
+
+    monkeypatch.setattr(backbones, "resolve_pretrained_file", lambda name: None)
+    monkeypatch.setattr(backbones, "create_backbone", offline)
+    cfg = labkit.configure("farcluss", "smoke", {"encoder_weights": "pretrained"})
+    with pytest.raises(WeightsUnavailableError, match="Set parameter 'encoder_weights'"):
+        study.run(cfg, None)  # refused before the data is touched

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import numpy as np
 import pandas as pd
 import torch
 
 from labkit.core.errors import DataError
 from labkit.methods import semisup as ss
+from labkit.methods.scaling_exponents import log_log_slopes
 
 from .arms import arm_config, model_params
 from .data import StudyData
@@ -127,10 +127,6 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
     return table
 
 
-def _log_slope(x, y) -> float:
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
-
-
 def measure_costs(
     cfg,
     data: StudyData,
@@ -169,15 +165,8 @@ def measure_costs(
         temperature=cfg.temperature,
         repeats=max(3, min(cfg.cost_repeats, 5)),
     )
-    fits = []
-    for (contrast, rep), grp in scaling.groupby(["contrast", "repeat"]):
-        fits.append(
-            {
-                "contrast": contrast,
-                "repeat": rep,
-                "time_exponent": _log_slope(grp.pixels, grp.ms),
-                "memory_exponent": _log_slope(grp.pixels, grp.saved_activation_mb),
-            }
-        )
+    fits = log_log_slopes(
+        scaling, ["contrast", "repeat"], "pixels", {"time_exponent": "ms", "memory_exponent": "saved_activation_mb"}
+    )
     n_params = sum(p.numel() for p in build_model(model_params(cfg, data)).parameters())
-    return CostResults(table, pd.DataFrame(rows), scaling, pd.DataFrame(fits), int(n_params))
+    return CostResults(table, pd.DataFrame(rows), scaling, fits, int(n_params))

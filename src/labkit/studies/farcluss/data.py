@@ -4,55 +4,21 @@ the majority-class floor, and the labelled splits (drawn per seed from a fractio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from labkit.core.errors import DataError, ParameterError
+from labkit.core.params import check_data_root
 from labkit.data import scenes as sc
+from labkit.data.layouts_segmentation import semisup_layouts
 from labkit.methods import semisup as ss
 
 NAME = "farcluss"
 ALL_LABELS = "all"
 GROUPS = ("head", "body", "tail")
-REAL_SOURCES = ("voc", "cityscapes", "folders")
 
-DATASET_HELP = {
-    "voc": (
-        "Pascal VOC 2012 train_aug (10,582 training images: VOC 2012 merged with SBD's masks) with the "
-        "semi-supervised split lists. Expected layout under data_root:\n"
-        "  JPEGImages/<id>.jpg\n"
-        "  SegmentationClass/<id>.png        train_aug masks (SegmentationClassAug), palette or greyscale ids, "
-        "255 = ignore\n"
-        "  splits/val.txt                    the 1,449 validation ids\n"
-        "  splits/1_16/labeled.txt ...       1_16, 1_8, 1_4, 1_2 (662 / 1323 / 2646 / 5291 ids; blended) and "
-        "92, 183, 366, 732, 1464 (classic)\n"
-        "  splits/<split>/unlabeled.txt      optional (default: the rest of splits/train_aug.txt or of the "
-        "labelled+unlabeled ids)\n"
-        "Published at: VOC 2012 http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ , SBD "
-        "http://home.bharathh.info/pubs/codes/SBD/download.html (merged as SegmentationClassAug), split lists "
-        "https://github.com/LiheYoung/UniMatch/tree/main/splits/pascal (see docs/data/farcluss.md)"
-    ),
-    "cityscapes": (
-        "Cityscapes fine annotations (2,975 training, 500 validation images) with the semi-supervised split "
-        "lists. Expected layout under data_root:\n"
-        "  leftImg8bit/{train,val}/<city>/<name>_leftImg8bit.png\n"
-        "  gtFine/{train,val}/<city>/<name>_gtFine_labelIds.png\n"
-        "  splits/1_16/labeled.txt ...       1_16, 1_8, 1_4, 1_2 (186 / 372 / 744 / 1488 images), lines "
-        "'<image path> <mask path>' or names\n"
-        "Published at: https://www.cityscapes-dataset.com/ (leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip), "
-        "split lists https://github.com/LiheYoung/UniMatch/tree/main/splits/cityscapes (see docs/data/farcluss.md)"
-    ),
-    "folders": (
-        "your own images and masks. Expected layout under data_root:\n"
-        "  classes.txt                       one class name per line, in id order\n"
-        "  images/<id>.png|.jpg|.tif\n"
-        "  masks/<id>.png                    palette or greyscale class ids, 255 = ignore\n"
-        "  splits/val.txt                    held-out ids\n"
-        "  splits/<split>/labeled.txt        optional labelled lists (else drawn per seed from the fractions)\n"
-        "(see docs/data/farcluss.md)"
-    ),
-}
+#: What each real source's data_root holds (quoted when data_root is missing or wrong).
+LAYOUTS = semisup_layouts("docs/data/farcluss.md")
 
 
 @dataclass
@@ -79,31 +45,6 @@ class StudyData:
         return [c for c in self.class_names if self.groups[c] == "tail"]
 
 
-def check_inputs(cfg) -> None:
-    """Stop before any work when the data cannot be found: a real ``data_source`` needs ``data_root`` (the
-    message names the dataset, its layout and where it is published); a given root must exist."""
-    if cfg.data_source in REAL_SOURCES:
-        if not cfg.data_root:
-            raise ParameterError(
-                f"data_source={cfg.data_source!r} needs data_root: the folder of {DATASET_HELP[cfg.data_source]}"
-            )
-        if not Path(cfg.data_root).expanduser().is_dir():
-            raise ParameterError(
-                f"parameter data_root={cfg.data_root!r} is not an existing folder "
-                f"(data_source={cfg.data_source!r} expects {DATASET_HELP[cfg.data_source]})"
-            )
-    weights = str(cfg.encoder_weights)
-    if (
-        weights not in ("random", "pretrained")
-        and not weights.startswith("labkit:")
-        and not Path(weights).expanduser().is_file()
-    ):
-        raise ParameterError(
-            f"parameter encoder_weights={weights!r} is neither random, pretrained, labkit:<name> "
-            "nor an existing checkpoint file"
-        )
-
-
 def majority_floor(train_masks: np.ndarray, val_masks: np.ndarray, class_names) -> float:
     """mIoU of the trivial predictor: the most frequent training class everywhere (the table's floor)."""
     freqs = sc.class_frequencies(train_masks, len(class_names))
@@ -113,8 +54,8 @@ def majority_floor(train_masks: np.ndarray, val_masks: np.ndarray, class_names) 
 
 def data(cfg) -> StudyData:
     """Simulated scenes (default), or a local VOC / Cityscapes copy or your own folders (``data_source``,
-    ``data_root``); checks the inputs first (:func:`check_inputs`)."""
-    check_inputs(cfg)
+    ``data_root``); a real source needs an existing ``data_root`` folder (:data:`LAYOUTS` says what it holds)."""
+    check_data_root(cfg, LAYOUTS)
     split_lists: dict[str, list[str]] = {}
     if cfg.data_source == "simulated":
         scene_cfg = sc.SceneConfig(size=cfg.image_size)

@@ -20,11 +20,13 @@ import pandas as pd
 import torch
 
 from labkit.core.claims import BUDGET_KEYS
+from labkit.core.errors import WeightsUnavailableError
 from labkit.core.grid import Grid, GridResult
 from labkit.core.paths import cache_dir
 from labkit.data import scenes as sc
 from labkit.data.prepared_arrays import write_prepared_arrays, write_state_file
 from labkit.methods import semisup as ss
+from labkit.models.weights import resolve_weights
 from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids, task_device
 
 from .arms import (
@@ -58,7 +60,13 @@ class Trained:
 
 
 def run(cfg, data: StudyData) -> Runs:
-    """Train every arm (:func:`train`), measure the cost per iteration (:func:`costs.measure_costs`), gather both."""
+    """Train every arm (:func:`train`), measure the cost per iteration (:func:`costs.measure_costs`), gather both.
+
+    The encoder's weights are resolved once first (``pretrained`` fetched here if need be, so that the tasks only
+    read a file); when they cannot be had, nothing runs and the error names the parameter to set."""
+    weights = resolve_weights("encoder_weights", cfg.encoder_weights, cfg.encoder)
+    if not weights.ok:
+        raise WeightsUnavailableError(weights.reason)
     with Stopwatch() as clock:
         trained = train(cfg, data)
         costs = measure_costs(cfg, data)

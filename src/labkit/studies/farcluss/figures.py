@@ -16,6 +16,17 @@ from .arms import ARM_LABELS, arm_config
 from .data import StudyData
 
 
+def _show_image(ax, image: np.ndarray) -> None:
+    """A (C, H, W) image scaled by its 99th percentile."""
+    img = image.transpose(1, 2, 0)
+    ax.imshow(np.clip(img / max(np.percentile(img, 99), 1e-6), 0, 1))
+
+
+def _show_labels(ax, mask: np.ndarray, cmap, k: int) -> None:
+    """A class map, one colour per class, ignored pixels (255) blank."""
+    ax.imshow(np.where(mask == 255, np.nan, mask), cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
+
+
 def scenes(data: StudyData, n: int = 6):
     """Example scenes (top) and their labels (bottom), with the class-frequency histogram."""
     k = data.num_classes
@@ -25,17 +36,10 @@ def scenes(data: StudyData, n: int = 6):
     grid = fig.add_gridspec(2, n + 2)
     for i in range(n):
         ax = fig.add_subplot(grid[0, i])
-        img = data.train.images[i].transpose(1, 2, 0)
-        ax.imshow(np.clip(img / max(np.percentile(img, 99), 1e-6), 0, 1))
+        _show_image(ax, data.train.images[i])
         ax.set_axis_off()
         ax = fig.add_subplot(grid[1, i])
-        ax.imshow(
-            np.where(data.train.masks[i] == 255, np.nan, data.train.masks[i]),
-            cmap=cmap,
-            vmin=-0.5,
-            vmax=k - 0.5,
-            interpolation="nearest",
-        )
+        _show_labels(ax, data.train.masks[i], cmap, k)
         ax.set_axis_off()
     ax = fig.add_subplot(grid[:, n:])
     ax.bar(
@@ -89,15 +93,8 @@ def pseudo_labels(cfg, data: StudyData, runs: Runs, n: int = 3):
     fig, axes = plt.subplots(n, 5, figsize=(12, 2.4 * n), squeeze=False, layout="constrained")
     second = fuzzy_t.sort(dim=1, descending=True).values[:, 1].numpy()
     for i in range(n):
-        img = val_images[i].transpose(1, 2, 0)
-        axes[i, 0].imshow(np.clip(img / max(np.percentile(img, 99), 1e-6), 0, 1))
-        axes[i, 1].imshow(
-            np.where(val_masks[i] == 255, np.nan, val_masks[i]),
-            cmap=cmap,
-            vmin=-0.5,
-            vmax=k - 0.5,
-            interpolation="nearest",
-        )
+        _show_image(axes[i, 0], val_images[i])
+        _show_labels(axes[i, 1], val_masks[i], cmap, k)
         kept = np.where(hard_w[i].numpy() > 0, hard[i], np.nan)
         axes[i, 2].set_facecolor("0.85")  # grey: dropped by the threshold
         axes[i, 2].imshow(kept, cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from labkit.methods import semisup as ss
+from labkit.reports.mean_sd import mean_sd_cell
 from labkit.studies.base import Runs
 
 from .arms import ARM_LABELS, MAIN_METHODS, ablation_arms, arm_config, main_runs
@@ -25,11 +26,6 @@ def class_frequency(data: StudyData) -> pd.DataFrame:
     )
 
 
-def _cell(values: pd.Series) -> str:
-    m, s = values.mean(), values.std()
-    return f"{100 * m:.1f} ± {100 * (s if s == s else 0):.1f}"
-
-
 def main_miou(runs: Runs, data: StudyData | None = None, value: str = "miou") -> pd.DataFrame:
     """Methods x labelled splits, mean ± std over seeds (in %), between a floor (the majority-class
     predictor) and a ceiling (supervised with all labels, same seeds)."""
@@ -46,7 +42,7 @@ def main_miou(runs: Runs, data: StudyData | None = None, value: str = "miou") ->
         rows.append(
             {
                 "method": ARM_LABELS[arm] if arm != "farcluss" else "FARCLUSS",
-                **{s: _cell(sel[sel.split == s][value]) for s in main_splits},
+                **{s: mean_sd_cell(sel[sel.split == s][value]) for s in main_splits},
             }
         )
     ceiling = runs[(runs.arm == "supervised") & (runs.split == ALL_LABELS)][value]
@@ -54,7 +50,7 @@ def main_miou(runs: Runs, data: StudyData | None = None, value: str = "miou") ->
         rows.append(
             {
                 "method": f"ceiling: supervised, all {len(data.train) if data else ''} labels".replace("  ", " "),
-                **{s: _cell(ceiling) for s in main_splits},
+                **{s: mean_sd_cell(ceiling) for s in main_splits},
             }
         )
     return pd.DataFrame(rows).rename(columns={"method": f"method, {value} (%) by split"})
@@ -143,7 +139,7 @@ def ablation(cfg, runs: Runs) -> pd.DataFrame:
             {
                 "arm": ARM_LABELS[arm],
                 **{p: "on" if getattr(arm_config(cfg, arm), p) else "-" for p in ss.PARTS},
-                "mIoU (%)": _cell(sel["miou"]),
+                "mIoU (%)": mean_sd_cell(sel["miou"]),
                 "vs all parts (pp)": round(float((100 * (sel["miou"] - full)).mean()), 2),
                 "tail mIoU (%)": round(100 * float(sel["miou_tail"].mean()), 1),
                 "boundary mIoU (%)": round(100 * float(sel["boundary_miou"].mean()), 1),
