@@ -472,3 +472,21 @@ def test_pretrained_weights_that_cannot_be_had_stop_before_any_grid_naming_the_p
     cfg = labkit.configure("farcluss", "smoke", {"encoder_weights": "pretrained"})
     with pytest.raises(WeightsUnavailableError, match="Set parameter 'encoder_weights'"):
         study.run(cfg, None)  # refused before the data is touched
+
+
+def test_new_encoder_weights_in_the_same_file_rerun_the_tasks(tmp_path):
+    # the weights' content is a grid input: a file overwritten with other weights is not read from the cache
+    import torch
+    from safetensors.torch import save_file
+
+    from labkit.studies.farcluss.experiment import _shared
+
+    file = tmp_path / "encoder.safetensors"
+    save_file({"w": torch.zeros(2)}, str(file))
+    cfg = labkit.configure("farcluss", "smoke", {"encoder_weights": str(file)})
+    data = study.data(cfg)
+    first = _shared(cfg, data, tmp_path / "a")["inputs"]
+    save_file({"w": torch.ones(2)}, str(file))
+    second = _shared(cfg, data, tmp_path / "b")["inputs"]
+    assert first["data"] == second["data"] and first["weights"] != second["weights"]
+    assert "weights" not in _shared(labkit.configure("farcluss", "smoke", {}), data, tmp_path / "c")["inputs"]

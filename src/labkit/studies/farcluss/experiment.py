@@ -112,7 +112,11 @@ def _shared(cfg, data: StudyData, folder: Path) -> dict[str, Any]:
         },
         digest_of=("train_images", "train_masks", "val_images", "val_masks", "val_band"),
     )
-    return {"data_file": data_file, "digest": digest, "model": model_params(cfg, data), "device": task_device(cfg)}
+    inputs = {"data": digest}
+    if cfg.encoder_weights != "random":  # new weights in the same file rerun the tasks (random init has no file)
+        inputs["weights"] = resolve_weights("encoder_weights", cfg.encoder_weights, cfg.encoder, fetch=False).digest
+    shared = {"data_file": data_file, "digest": digest, "model": model_params(cfg, data), "device": task_device(cfg)}
+    return {**shared, "inputs": inputs}
 
 
 def _labelled_splits(cfg, data: StudyData, trained, split_dir: Path) -> tuple[dict, list[dict]]:
@@ -148,7 +152,7 @@ def _labelled_splits(cfg, data: StudyData, trained, split_dir: Path) -> tuple[di
 
 def _warmup_grid(cfg, trained, labelled, shared: dict) -> Grid:
     """One supervised warm-up per (split, seed), shared by every arm of that split and seed."""
-    warm = Grid(f"{NAME}-warmup", warmup_task, inputs={"data": shared["digest"]})
+    warm = Grid(f"{NAME}-warmup", warmup_task, inputs=shared["inputs"])
     for split, seed in trained:
         warm.add(
             data_file=shared["data_file"],
@@ -177,7 +181,7 @@ def _warm_files(result: GridResult, folder: Path) -> dict[tuple[str, int], tuple
 def _arm_grid(cfg, data: StudyData, runs, labelled, warm_files, shared: dict) -> Grid:
     """One task per (arm, split, seed), from that split and seed's warm-up; the FARCLUSS run of the first split and
     seed keeps its teacher's weights (the pseudo-label figure's)."""
-    arms = Grid(f"{NAME}-arms", arm_task, inputs={"data": shared["digest"]})
+    arms = Grid(f"{NAME}-arms", arm_task, inputs=shared["inputs"])
     first_split = split_names(cfg)[0]
     for arm, split, seed in runs:
         path, fp = warm_files[split, seed]
