@@ -415,7 +415,9 @@ def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
     assert cfg.data_source == "drp317_151"
     with pytest.raises(ParameterError, match=r"(?s)project 317.*project 151.*digitalrocksportal.*Expected layout"):
         study.data(cfg)  # before any simulation or model
-    with pytest.raises(ParameterError, match="parameter 'data_root' is '/no/such/folder', which is not an existing folder"):
+    with pytest.raises(
+        ParameterError, match="parameter 'data_root' is '/no/such/folder', which is not an existing folder"
+    ):
         study.data(
             labkit.configure("dinov2_microct", "smoke", dict(data_source="volumes", data_root="/no/such/folder"))
         )
