@@ -421,7 +421,3 @@ def _resnet_lora(cfg, seed, out: SeedResult, ds, sp, weights: dict) -> None:
     _seg_rows(
         out, seed, "linear head + LoRA", label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# The grid: every seed x part, gathered into the study's tables
