@@ -12,17 +12,18 @@ real study code:
 """
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import labkit
 from labkit.core.claims import BUDGET_KEYS, judge, judge_all, missing_budget, synthetic_tables
+from labkit.methods.array_segmentation import fit_budget as train_budget
 from labkit.studies import dinov2_microct as study
 from labkit.studies.dinov2_microct import experiment
 from labkit.studies.dinov2_microct.claims import LEARNER_FREE_PREDICTOR, STATEMENTS, TRAINED_RATIO, is_trained_arm
 from labkit.studies.dinov2_microct.data import make_data, splits
-from labkit.studies.dinov2_microct.segmenters import train_budget
 
 # Three seeds of tiny slices (28 px: a 4 x 4 token grid for the stand-in's 7-px patches), the random control and
 # the stand-in (LoRA on it), every trained arm with one optimiser step of 8 slices (the same budget), t-SNE for
@@ -72,13 +73,21 @@ def _offline_resnet(cache):
 
     real = backbones.create_backbone
 
+    real_file = backbones.resolve_pretrained_file
+    stand_in_file = Path(cache).parent / "resnet_double.safetensors"  # what the resolver digests
+    stand_in_file.write_bytes(b"a test double of pretrained ResNet weights")
+
     def resnet_double(name, weights="pretrained", **kw):
         return real(name, weights="random" if name.startswith("resnet") else weights, **kw)
+
+    def resnet_file(name):
+        return stand_in_file if name.startswith("resnet") else real_file(name)
 
     stack = contextlib.ExitStack()
     mp = stack.enter_context(pytest.MonkeyPatch.context())
     mp.setenv("LABKIT_CACHE", str(cache))
     mp.setattr(backbones, "create_backbone", resnet_double)
+    mp.setattr(backbones, "resolve_pretrained_file", resnet_file)
     return stack
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import labkit
 from labkit.core.claims import judge, judge_all
+from labkit.methods.array_segmentation import token_oracle
 from labkit.studies import dinov2_microct as study
 from labkit.studies.base import Runs
 from labkit.studies.dinov2_microct import experiment, figures, tables
@@ -26,7 +27,7 @@ from labkit.studies.dinov2_microct.probes import (
     resnet_baseline_label,
 )
 from labkit.studies.dinov2_microct.tables import FEATURE_LABELS
-from labkit.studies.dinov2_microct.tasks import CEILING_GRIDS, ORACLE, seed_part_task, token_oracle
+from labkit.studies.dinov2_microct.tasks import CEILING_GRIDS, ORACLE, seed_part_task
 
 TINY = dict(
     seeds=[0, 1],
@@ -166,8 +167,8 @@ def test_lora_and_frozen_heads_with_different_budgets_leave_claim_3_not_evaluate
 def test_the_token_oracle_is_exact_on_a_grid_aligned_mask():
     masks = np.zeros((1, 8, 8), np.int64)
     masks[0, :4] = 1
-    assert (token_oracle(masks, 8) == masks).all()
-    coarse = token_oracle(masks, 1)  # one token: the majority phase everywhere (a tie picks the first)
+    assert (token_oracle(masks, 8, len(PHASES)) == masks).all()
+    coarse = token_oracle(masks, 1, len(PHASES))  # one token: the majority phase everywhere (a tie picks the first)
     assert len(np.unique(coarse)) == 1
 
 
@@ -415,7 +416,9 @@ def test_paper_preset_without_data_root_stops_at_once_naming_the_dataset():
     assert cfg.data_source == "drp317_151"
     with pytest.raises(ParameterError, match=r"(?s)project 317.*project 151.*digitalrocksportal.*Expected layout"):
         study.data(cfg)  # before any simulation or model
-    with pytest.raises(ParameterError, match="parameter 'data_root' '/no/such/folder' does not exist"):
+    with pytest.raises(
+        ParameterError, match="parameter 'data_root' is '/no/such/folder', which is not an existing folder"
+    ):
         study.data(
             labkit.configure("dinov2_microct", "smoke", dict(data_source="volumes", data_root="/no/such/folder"))
         )

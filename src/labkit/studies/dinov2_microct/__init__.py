@@ -39,7 +39,7 @@ batch size, peak learning rate, schedule, trainable parameters; :func:`tables.bu
 trained arms (3, 4, 4b) need the same steps, batch size and schedule on both sides.
 
 The package is the study shape of :mod:`labkit.studies.base`: ``data`` (checks, slices, splits), ``tasks`` (the grid's
-task and what only it needs: ``backbones``, ``segmenters``, ``probes``), ``experiment`` (the grid gathered into
+task and what only it needs: ``backbones``, ``probes``), ``experiment`` (the grid gathered into
 ``Runs``), ``tables``, ``figures``, ``claims`` and ``plan``; the notebook reads ``study.data``, ``study.run``, one
 table or figure per result and ``report.conclude``.
 """

@@ -114,7 +114,7 @@ def load_ssl_backbone(cfg, progress: bool = False) -> Backbone:
             label,
             None,
             "",
-            f"not evaluated: the stand-in checkpoint {path} is missing; make it with "
+            f"not evaluated: parameter 'ssl_weights' names the stand-in checkpoint {path}, which is missing; make it with "
             f"`python -m labkit.methods.microct_standin --out {path.with_suffix('')}`",
         )
     size = vit_input_size(cfg, STANDIN_ARCH)

@@ -12,8 +12,10 @@ import numpy as np
 
 from labkit.core.arms import Arm, arm_labels
 from labkit.core.errors import DataError, ParameterError
+from labkit.core.params import check_data_root
 from labkit.data import microct
 from labkit.data.microct import PHASES
+from labkit.data.microct_layouts import LAYOUTS
 
 NAME = "dinov2_microct"
 #: The rows the claims compare: each ViT kind (``backbones``), the ResNet + LoRA, the UNet from scratch and the
@@ -32,30 +34,7 @@ NUM_PHASES = len(PHASES)
 SPLITS = ("in_distribution", "ood_rock", "ood_scanner")
 
 
-PAPER_DATA = (
-    "the paper's data: Digital Rocks Portal project 317 ('Eleven Sandstones', Neumann et al., grey-scale and "
-    "binary-segmented micro-CT volumes of eleven sandstones, of which the paper used ten; "
-    "https://www.digitalrocksportal.org/projects/317) for rock-type classification and binary segmentation, and "
-    "project 151 (three-phase segmented carbonate samples; https://www.digitalrocksportal.org/projects/151) for "
-    "multi-class segmentation"
-)
-PAPER_LAYOUT = (
-    "data_root/\n"
-    "  317/<Sandstone>/<Prefix>_2d25um_grayscale.raw and <Prefix>_2d25um_binary.raw   (as published: 1000^3 "
-    "uint8, e.g. 317/Bandera Brown/BanderaBrown_2d25um_grayscale.raw)\n"
-    "  151/<Sample>_raw.raw (+ <Sample>_raw.raw_header or .mhd) with <Sample>_segmented.raw (+ header)\n"
-    "  splits.yaml        optional: train_rocks, test_rock, train_scanners, test_scanner\n"
-    "or any layout listed in data_root/manifest.yaml (data_source volumes; see docs/data/dinov2_microct.md)"
-)
-MANIFEST_LAYOUT = (
-    "data_root/\n"
-    "  manifest.yaml      splits: {train_rocks, test_rock, train_scanners, test_scanner}; "
-    "volumes: [{name, image, labels, rock, scanner, voxel_size_um}, ...]\n"
-    "  <image files>      TIFF stack (.tif), raw (.raw + .raw_header, or shape/dtype/byte order in the "
-    "manifest), .mhd (+ .raw) or .mat\n"
-    "  <label files>      the same formats, integer phases 0 pore, 1 mineral, 2 micro-porous"
-)
-REAL_SOURCES = ("volumes", "drp317_151")
+REAL_SOURCES = tuple(LAYOUTS)
 
 
 def _real_manifest(cfg):
@@ -69,34 +48,11 @@ def _real_manifest(cfg):
 
 
 def check_data_source(cfg) -> None:
-    """Before any work: real data sources need ``data_root``, which must exist and hold a readable manifest
-    (files present, raw sizes, TIFF pages, label shapes, split: each a DataError naming the file)."""
-    source, root = cfg.data_source, cfg.data_root
-    if source == "simulated":
-        if root is not None:
-            raise ParameterError(
-                f"parameter 'data_root' is {root!r} but data_source is 'simulated'; set "
-                "data_source to 'volumes' (a manifest.yaml in data_root) or drop data_root"
-            )
+    """Before any work: a real data source needs an existing ``data_root`` holding a readable manifest (files
+    present, raw sizes, TIFF pages, label shapes, split: each a DataError naming the file), no more phases than
+    the study segments; simulated data take no ``data_root``."""
+    if check_data_root(cfg, LAYOUTS) is None:
         return
-    if root is None:
-        what = (
-            PAPER_DATA
-            if source == "drp317_151"
-            else (
-                "your own volumes, listed in data_root/manifest.yaml (grey image file, label volume, rock, scanner, "
-                "voxel size per volume)"
-            )
-        )
-        raise ParameterError(
-            f"parameter 'data_root' is not set but data_source is {source!r}, which reads {what}. Download it and "
-            f"pass its folder, e.g. `labkit reproduce dinov2_microct -p data_source {source} -p data_root /path`. "
-            f"Expected layout:\n{PAPER_LAYOUT if source == 'drp317_151' else MANIFEST_LAYOUT}"
-        )
-    from pathlib import Path
-
-    if not Path(root).is_dir():
-        raise ParameterError(f"parameter 'data_root' {root!r} does not exist or is not a folder")
     from labkit.data import microct_volumes
 
     manifest = _real_manifest(cfg)
@@ -109,18 +65,7 @@ def check_data_source(cfg) -> None:
 
 
 def check_weights(cfg) -> None:
-    """Before any work: a weights parameter that names a file must name one that exists."""
-    from pathlib import Path
-
-    for name in ("dinov2_weights", "resnet_weights", "ssl_weights"):
-        value = cfg[name]
-        if value in ("pretrained", "random") or str(value).startswith("labkit:"):
-            continue
-        if not Path(value).is_file():
-            raise ParameterError(
-                f"parameter '{name}' is {value!r}, which is neither pretrained, random, "
-                "labkit:<name> nor an existing file"
-            )
+    """Before any work (a weights file that does not exist is refused by the spec already)."""
     if cfg.resnet_weights == "random":
         raise ParameterError(
             "parameter 'resnet_weights' is 'random': the ResNet + LoRA row is the paper's "

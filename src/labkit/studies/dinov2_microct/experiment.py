@@ -10,7 +10,6 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.claims import BUDGET_KEYS
-from labkit.core.errors import WeightsUnavailableError
 from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids, task_device
 from labkit.studies.dinov2_microct.backbones import load_ssl_backbone, vit_input_size
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, NAME, VIT_KINDS, data_inputs, data_settings, plain
@@ -40,41 +39,17 @@ TRAINED_RATIO = 0.7
 LEARNER_FREE_PREDICTOR = "every hidden patch filled with the mean of its image's visible pixels (per channel)"
 
 
-def _weights_reason(exc: Exception) -> str:
-    """'not evaluated: weights unavailable (...)' with the first sentence of the factory's message."""
-    first = str(exc).splitlines()[0].split(" Provide them")[0]
-    return (
-        f"not evaluated: weights unavailable ({first} Provide them in LABKIT_WEIGHTS_DIR, the Hugging Face "
-        "cache or from the hub; random weights are never substituted)"
-    )
+def pretrained_arm(parameter: str, value: str, backbone: str) -> dict:
+    """A pretrained row's weights, resolved once before the grid (:func:`labkit.models.weights.resolve_weights`):
+    ``{"status": "ok", "weights": value (a file: its absolute path), "digest": ...}`` (the digest of the file read,
+    part of its tasks' fingerprint, so new weights rerun them) or ``{"status": "not evaluated: " + the reason, which
+    names the parameter to set}``."""
+    from labkit.models.weights import resolve_weights
 
-
-def weights_source(name: str, weights: str) -> dict:
-    """Where a pretrained row's weights come from, decided once before the grid: ``{"status": "ok",
-    "weights": value, "digest": ...}`` (the digest of the file read, part of its tasks' fingerprint, so new
-    weights rerun them) or ``{"status": reason}`` (a reason a user can act on)."""
-    from pathlib import Path
-
-    from labkit.core.grid import file_digest
-    from labkit.models.backbones import create_backbone, resolve_pretrained_file
-
-    if weights == "random":
-        return {"status": "ok", "weights": weights, "digest": "random"}
-    if weights.startswith("labkit:"):
-        from labkit.models.registry import named_checkpoint_path
-
-        return {"status": "ok", "weights": weights, "digest": file_digest(named_checkpoint_path(weights[7:]))}
-    if weights != "pretrained":
-        path = Path(weights).expanduser().resolve()
-        return {"status": "ok", "weights": str(path), "digest": file_digest(path)}
-    file = resolve_pretrained_file(name)
-    if file is None:  # only the hub has them: fetch them once, here, into its cache (or say why not)
-        try:
-            create_backbone(name, weights="pretrained", num_classes=0)
-        except WeightsUnavailableError as exc:
-            return {"status": _weights_reason(exc)}
-        file = resolve_pretrained_file(name)
-    return {"status": "ok", "weights": weights, "digest": file_digest(file) if file else "hub"}
+    w = resolve_weights(parameter, value, backbone)
+    if not w.ok:
+        return {"status": f"not evaluated: {w.reason}"}
+    return {"status": "ok", "weights": w.file if w.provenance.get("source") == "file" else w.value, "digest": w.digest}
 
 
 def resolve_arms(cfg) -> dict[str, dict]:
@@ -84,14 +59,14 @@ def resolve_arms(cfg) -> dict[str, dict]:
     ``{"status": "ok", ...}`` or ``{"status": the reason it is not evaluated}``."""
     arms = {}
     if "dinov2" in cfg.backbones:
-        arms["dinov2"] = weights_source(cfg.dinov2_backbone, cfg.dinov2_weights)
+        arms["dinov2"] = pretrained_arm("dinov2_weights", cfg.dinov2_weights, cfg.dinov2_backbone)
     if "random" in cfg.backbones:
         arms["random"] = {"status": "ok"}
     if "ssl" in cfg.backbones:
         bb = load_ssl_backbone(cfg)
         arms["ssl"] = {"status": bb.status, "path": bb.file, "digest": bb.digest, "pretraining": bb.pretraining}
     arms["resnet"] = (
-        weights_source(cfg.resnet_backbone, cfg.resnet_weights)
+        pretrained_arm("resnet_weights", cfg.resnet_weights, cfg.resnet_backbone)
         if cfg.resnet_lora
         else {"status": "not evaluated: disabled (resnet_lora)"}
     )

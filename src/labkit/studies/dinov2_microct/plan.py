@@ -59,7 +59,7 @@ def _lora(cfg, name, make, targets, head, size, key):
 
 def plan(cfg) -> list:
     """The grid of :func:`experiment.build_grid` (every arm assumed available): per seed, the U-Net from scratch, the
-    ResNet + LoRA and each ViT's LoRA heads (:func:`segmenters.fit_lora`); the segmentation training slices counted
+    ResNet + LoRA and each ViT's LoRA heads (:func:`tasks.fit_lora`); the segmentation training slices counted
     from the parameters (real volumes: from the data). Frozen heads on cached tokens and the probes are not
     counted."""
     from labkit.core.plan import GridPlan

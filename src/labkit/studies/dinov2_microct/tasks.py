@@ -4,6 +4,7 @@ grid's cache key."""
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +16,9 @@ from labkit.core.metrics import ConfusionMatrix
 from labkit.core.seeding import seed_everything
 from labkit.data.microct import PHASES
 from labkit.methods import baselines, probing
-from labkit.models.vit_heads import count_parameters, patch_size_of
-from labkit.studies.dinov2_microct.backbones import Backbone, build_backbone, torch_device
+from labkit.methods.array_segmentation import fit_budget, fit_segmenter, predict_grey, token_oracle
+from labkit.models.vit_heads import BackboneSegmenter, count_parameters, create_head, patch_size_of
+from labkit.studies.dinov2_microct.backbones import Backbone, build_backbone, torch_device, vit_input_size
 from labkit.studies.dinov2_microct.data import (
     BACKBONE_LABELS,
     NAME,
@@ -28,7 +30,6 @@ from labkit.studies.dinov2_microct.data import (
     splits,
 )
 from labkit.studies.dinov2_microct.probes import classification_baselines, probe_rows, tsne_silhouette
-from labkit.studies.dinov2_microct.segmenters import fit_lora, predict, token_oracle, train_budget, train_segmenter
 
 CEILING_GRIDS = (8, 12, 16, 24, 32, 48)
 ORACLE = "per-token oracle"
@@ -137,7 +138,7 @@ def ceiling_rows(cfg, seed, ds, sp, grids=CEILING_GRIDS) -> list[dict]:
     rows = []
     for g in grids:
         for split in evaluated_splits(sp):
-            s = _scores(token_oracle(ds.masks[sp[split]], g), ds.masks[sp[split]])
+            s = _scores(token_oracle(ds.masks[sp[split]], g, NUM_PHASES), ds.masks[sp[split]])
             rows.append({"seed": seed, "grid": g, "split": split, "miou": s["miou"]})
     return rows
 
@@ -200,26 +201,49 @@ def _baselines(cfg, seed, ds, sp, out: SeedResult) -> None:
 
     seed_everything(seed)
     unet = baselines.create_unet(NUM_PHASES, in_channels=1)
-    res = train_segmenter(
-        cfg,
-        unet,
-        seg_tr.images,
-        seg_tr.masks,
-        batch_size=cfg.unet_batch_size,
-        epochs=cfg.unet_epochs,
-        lr=cfg.unet_lr,
-        seed=seed,
-        desc="UNet from scratch",
-    )
-    preds = {s: predict(res.model, ds.images[sp[s]]) for s in evaluated_splits(sp)}
+    res = _fit(cfg, unet, seg_tr, cfg.unet_batch_size, cfg.unet_epochs, cfg.unet_lr, seed, "UNet from scratch")
+    preds = {s: predict_grey(res.model, ds.images[sp[s]]) for s in evaluated_splits(sp)}
     trainable = count_parameters(unet)
-    budget = train_budget(len(seg_tr.images), cfg.unet_batch_size, cfg.unet_epochs, cfg.unet_lr, trainable)
+    budget = fit_budget(len(seg_tr.images), cfg.unet_batch_size, cfg.unet_epochs, cfg.unet_lr, trainable)
     _seg_rows(
         out, seed, "UNet from scratch", "", "from scratch", trainable, res.seconds, preds, ds, sp, example_idx, budget
     )
 
     out.classification += classification_baselines(cfg, seed, ds, sp["cls_train"], sp["cls_test"], _per_class(ds, sp))
     out.ceilings = ceiling_rows(cfg, seed, ds, sp)
+
+
+def _fit(cfg, model, seg_tr, batch_size, epochs, lr, seed, desc):
+    """labkit's training loop on the task's device (on the GPU when there is one)."""
+    return fit_segmenter(
+        model,
+        seg_tr.images,
+        seg_tr.masks,
+        num_classes=NUM_PHASES,
+        batch_size=batch_size,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        device=torch_device(cfg),
+        progress=cfg.progress,
+        desc=desc,
+    )
+
+
+def fit_lora(cfg, backbone, head_kind, seg_tr, seed, desc, targets=None, img_size=None):
+    """``backbone`` (copied) with LoRA adapters on ``targets`` (default ``lora_targets``) and a ``head_kind`` head,
+    fine-tuned on the segmentation training slices; returns the model and labkit ``fit``'s result."""
+    from labkit.models.lora import apply_lora
+
+    seed_everything(seed)
+    tuned = apply_lora(
+        copy.deepcopy(backbone), rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=targets or cfg.lora_targets
+    )
+    dim = getattr(backbone, "num_features", None) or backbone.embed_dim
+    model = BackboneSegmenter(
+        tuned, create_head(head_kind, dim, NUM_PHASES), img_size or vit_input_size(cfg), cfg.resize_policy
+    )
+    return model, _fit(cfg, model, seg_tr, cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, seed, desc)
 
 
 def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> None:
@@ -242,7 +266,7 @@ def _token_grid_oracle(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None
     grid = bb.img_size // patch_size_of(bb.model)
     out.grids[bb.label] = int(grid)
     preds = {
-        s: token_oracle(ds.masks[sp[s]], grid, bb.img_size if cfg.resize_policy == "pad" else None)
+        s: token_oracle(ds.masks[sp[s]], grid, NUM_PHASES, bb.img_size if cfg.resize_policy == "pad" else None)
         for s in evaluated_splits(sp)
     }
     _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, _example_index(sp))
@@ -307,7 +331,7 @@ def _frozen_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probi
             s: probing.predict_token_head(hr.model, feats.patch_of(sp[s]), size, padded_size=padded)
             for s in evaluated_splits(sp)
         }
-        budget = train_budget(len(tok_tr), cfg.batch_size, cfg.head_epochs, cfg.head_lr, hr.trainable_params)
+        budget = fit_budget(len(tok_tr), cfg.batch_size, cfg.head_epochs, cfg.head_lr, hr.trainable_params)
         _seg_rows(
             out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp, example_idx, budget
         )
@@ -341,9 +365,9 @@ def _lora_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
             _not_evaluated(out, seed, name, bb.label, "LoRA", reason)
             continue
         model, r = fit_lora(cfg, bb.model, head, seg_tr, seed, f"LoRA {head} {bb.kind}", img_size=bb.img_size)
-        preds = {s: predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
+        preds = {s: predict_grey(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
         trainable = count_parameters(model)
-        budget = train_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
+        budget = fit_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
         _seg_rows(out, seed, name, bb.label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget)
         del model, r
 
@@ -391,13 +415,9 @@ def _resnet_lora(cfg, seed, out: SeedResult, ds, sp, weights: dict) -> None:
     model, r = fit_lora(
         cfg, resnet, "linear", seg_tr, seed, "LoRA resnet", targets="resnet-convs", img_size=cfg.input_size
     )
-    preds = {s: predict(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
+    preds = {s: predict_grey(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
     label, trainable = resnet_lora_label(cfg), count_parameters(model)
-    budget = train_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
+    budget = fit_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
     _seg_rows(
         out, seed, "linear head + LoRA", label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# The grid: every seed x part, gathered into the study's tables
