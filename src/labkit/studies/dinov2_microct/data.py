@@ -14,8 +14,8 @@ from labkit.core.arms import Arm, arm_labels
 from labkit.core.errors import DataError, ParameterError
 from labkit.core.params import check_data_root
 from labkit.data import microct
+from labkit.data.layouts_microct import LAYOUTS
 from labkit.data.microct import PHASES
-from labkit.data.microct_layouts import LAYOUTS
 
 NAME = "dinov2_microct"
 #: The rows the claims compare: each ViT kind (``backbones``), the ResNet + LoRA, the UNet from scratch and the
