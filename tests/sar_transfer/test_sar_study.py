@@ -93,7 +93,7 @@ def test_settings_are_checked_before_any_work(tmp_path):
         check_settings(smoke_cfg(cross_sensor_weights=str(tmp_path / "typo.safetensors")))
     with pytest.raises(ParameterError, match="imagenet_weights.*does not exist"):
         check_settings(smoke_cfg(imagenet_weights=str(tmp_path / "missing.pth")))
-    with pytest.raises(ParameterError, match="data_root.*is not a folder"):
+    with pytest.raises(ParameterError, match="data_root.*is not an existing folder"):
         check_settings(smoke_cfg(data_source="geotiff", data_root=str(tmp_path / "nowhere")))
     with pytest.raises(ParameterError, match="include random"):
         check_settings(smoke_cfg(inits=["cross_sensor"]))

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from labkit.core.errors import ParameterError
+from labkit.core.params import check_data_root
 from labkit.data import sar
+from labkit.data.layouts_sar import sar_layouts
 from labkit.data.sar import CLASS_NAMES
 
 NAME = "sar_transfer"
@@ -72,27 +74,7 @@ def check_settings(cfg) -> None:
     and where it is published.
     """
     source = cfg["data_source"]
-    root = cfg["data_root"]
-    if source not in sar.DATA_SOURCES:
-        raise ParameterError(f"parameter 'data_source' must be one of {sar.DATA_SOURCES}, got {source!r}")
-    if source != "simulated" and not root:
-        dataset = {"extremeearth": sar.EXTREMEEARTH_PUBLISHED, "ai4arctic": sar.AI4ARCTIC_PUBLISHED}.get(
-            source, "your own dual-polarisation scenes"
-        )
-        preset = getattr(cfg, "preset", "")
-        raise ParameterError(
-            f"data_source '{source}'{' (the paper preset)' if preset == 'paper' else ''} needs data_root: a folder "
-            f"laid out as\n{sar.describe_layout(source).format(data_root='<data_root>')}\nDataset: {dataset}. "
-            f"Run: labkit reproduce {NAME} -p preset {preset or 'default'} -p data_source {source} "
-            "-p data_root /path/to/folder (see docs/data/sar_transfer.md)"
-        )
-    if root and not Path(root).expanduser().is_dir():
-        raise ParameterError(f"parameter 'data_root': {root} is not a folder")
-    if root and source == "simulated":
-        raise ParameterError(
-            "parameter 'data_root' is set but data_source is 'simulated': set data_source to "
-            f"one of {sar.DATA_SOURCES[1:]}"
-        )
+    root = check_data_root(cfg, sar_layouts(docs="docs/data/sar_transfer.md"))
     check_sizes(cfg["scene_size"], cfg["tile"], cfg["val_fraction"])
     tiles = list(cfg["tiles"])
     if len(set(tiles)) < 2 or min(tiles) < 1:
@@ -114,8 +96,8 @@ def check_settings(cfg) -> None:
             f"parameter 'n_steps' {cfg['n_steps']} gives the fewest tiles ({min(tiles)}) less than "
             "2 epochs: convergence cannot be measured"
         )
-    if source != "simulated":
-        sar.read_scene_list(Path(root).expanduser(), source)  # the list and its files, before any work
+    if root is not None:
+        sar.read_scene_list(root, source)  # the list and its files, before any work
 
 
 def data_settings(cfg) -> dict[str, Any]:
