@@ -12,6 +12,7 @@ from labkit.core.params import load_spec
 from labkit.data import sar
 from labkit.data.sar import CLASS_NAMES, IGNORE_INDEX
 from labkit.models.weight_transfer import adapt_input_conv_weight
+from labkit.models.weights import unavailable_reason
 from labkit.studies import sar_transfer as study
 from labkit.studies.sar_transfer import experiment, frames, tables, tasks
 from labkit.studies.sar_transfer.claims import CLAIMS, declare_claims
@@ -321,7 +322,7 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
         "cross_sensor": {"status": "ok", "reason": "", "label": "c", "provenance": {}},
         "imagenet": {
             "status": "not evaluated",
-            "reason": "weights unavailable: offline",
+            "reason": unavailable_reason("imagenet_weights", "resnet18"),
             "label": "i",
             "provenance": {},
         },

@@ -52,23 +52,8 @@ def check_sizes(scene_size: int, tile: int, val_fraction: float = 0.25) -> None:
         )
 
 
-def weights_file(value: str, name: str) -> Path | None:
-    """The file a weights parameter names (None for 'pretrained' / 'labkit:<name>'); it must exist."""
-    if value in ("pretrained", "random") or value.startswith("labkit:"):
-        return None
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise ParameterError(
-            f"parameter '{name}': weights file {path} does not exist (give a .safetensors/.pth "
-            "ResNet-18 state dict, or "
-            + ("'pretrained'" if name == "imagenet_weights" else f"'labkit:{CHECKPOINT_NAME}'")
-            + ")"
-        )
-    return path
-
-
 def check_settings(cfg) -> None:
-    """Every check that needs no work, before any: sizes, tiles, the data folder, weights files.
+    """Every check that needs no work, before any: sizes, tiles, the data folder (weights files: the spec).
 
     At the ``paper`` preset without ``data_root`` this stops at once, naming the dataset, the folder layout
     and where it is published.
@@ -89,8 +74,6 @@ def check_settings(cfg) -> None:
         )
     if cfg["sar_bands"] is not None and source != "geotiff":
         raise ParameterError("parameter 'sar_bands' names the bands of GeoTIFF scenes (data_source geotiff)")
-    weights_file(cfg["imagenet_weights"], "imagenet_weights")
-    weights_file(cfg["cross_sensor_weights"], "cross_sensor_weights")
     if cfg["n_steps"] < 2 * math.ceil(min(tiles) / cfg["batch_size"]):
         raise ParameterError(
             f"parameter 'n_steps' {cfg['n_steps']} gives the fewest tiles ({min(tiles)}) less than "
