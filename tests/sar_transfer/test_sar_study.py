@@ -482,7 +482,7 @@ def test_the_probe_trains_only_its_linear_readout():
     data = data_settings(cfg)
     d = make_data(data, 0)
     images, masks = training_tiles(d, data, 0, 16)
-    probe = tasks.FrozenProbe(tasks.build_model("random", 0, None, 32).encoder)
+    probe = tasks.FrozenProbe(tasks.build_model("random", 0, None, 32).encoder, len(CLASS_NAMES))
     encoder = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
     readout = probe.readout.weight.detach().clone()
     losses = tasks.train_probe(probe, images, masks, steps=10, lr=1e-2, batch=8, seed=0)

@@ -38,6 +38,7 @@ from .data import (
     IN_CHANNELS,
     INITS,
     NAME,
+    NUM_CLASSES,
     PRETRAINED_ARMS,
     REFERENCE_ARMS,
     check_settings,
@@ -309,7 +310,9 @@ def plan(cfg) -> list:
     # the frozen linear probes (_probe_task): one per arm and seed at the fewest tiles, only the 1x1 readout trains
     pflops, ptr, ptot = measure(
         ("sar-probe", size),
-        lambda: FrozenProbe(create_model(weights="random", decoder_channels=cfg["decoder_channels"]).encoder),
+        lambda: FrozenProbe(
+            create_model(weights="random", decoder_channels=cfg["decoder_channels"]).encoder, NUM_CLASSES
+        ),
         [(2, IN_CHANNELS, size, size)],
     )
     for arm in arms:
