@@ -12,6 +12,7 @@ from labkit.core.params import load_spec
 from labkit.data import sar
 from labkit.data.sar import CLASS_NAMES, IGNORE_INDEX
 from labkit.models.weight_transfer import adapt_input_conv_weight
+from labkit.models.weights import unavailable_reason
 from labkit.studies import sar_transfer as study
 from labkit.studies.sar_transfer import experiment, frames, tables, tasks
 from labkit.studies.sar_transfer.claims import CLAIMS, declare_claims
@@ -93,7 +94,7 @@ def test_settings_are_checked_before_any_work(tmp_path):
         check_settings(smoke_cfg(cross_sensor_weights=str(tmp_path / "typo.safetensors")))
     with pytest.raises(ParameterError, match="imagenet_weights.*does not exist"):
         check_settings(smoke_cfg(imagenet_weights=str(tmp_path / "missing.pth")))
-    with pytest.raises(ParameterError, match="data_root.*is not a folder"):
+    with pytest.raises(ParameterError, match="data_root.*is not an existing folder"):
         check_settings(smoke_cfg(data_source="geotiff", data_root=str(tmp_path / "nowhere")))
     with pytest.raises(ParameterError, match="include random"):
         check_settings(smoke_cfg(inits=["cross_sensor"]))
@@ -321,7 +322,7 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
         "cross_sensor": {"status": "ok", "reason": "", "label": "c", "provenance": {}},
         "imagenet": {
             "status": "not evaluated",
-            "reason": "weights unavailable: offline",
+            "reason": unavailable_reason("imagenet_weights", "resnet18"),
             "label": "i",
             "provenance": {},
         },
@@ -481,7 +482,7 @@ def test_the_probe_trains_only_its_linear_readout():
     data = data_settings(cfg)
     d = make_data(data, 0)
     images, masks = training_tiles(d, data, 0, 16)
-    probe = tasks.FrozenProbe(tasks.build_model("random", 0, None, 32).encoder)
+    probe = tasks.FrozenProbe(tasks.build_model("random", 0, None, 32).encoder, len(CLASS_NAMES))
     encoder = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
     readout = probe.readout.weight.detach().clone()
     losses = tasks.train_probe(probe, images, masks, steps=10, lr=1e-2, batch=8, seed=0)

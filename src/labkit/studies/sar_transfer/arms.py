@@ -28,9 +28,3 @@ ARMS = (
 )
 ARM_LABELS = arm_labels(ARMS)
 ARM_COLOURS = arm_colours(ARMS)
-
-# What to do when the paper's arm has no weights (its claims and Runs.unavailable say it).
-IMAGENET_WEIGHTS_HINT = (
-    "put ImageNet ResNet-18 weights (resnet18.a1_in1k.safetensors) in LABKIT_WEIGHTS_DIR or "
-    "pass -p imagenet_weights /path/to/file"
-)

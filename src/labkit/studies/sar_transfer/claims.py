@@ -12,7 +12,7 @@ from typing import Any
 from labkit.core.claims import Claim, Compare, Precondition
 from labkit.studies.base import Runs
 
-from .arms import ARM_LABELS, IMAGENET_WEIGHTS_HINT
+from .arms import ARM_LABELS
 from .data import PRETRAINED_ARMS
 
 CLAIMS = {
@@ -102,12 +102,10 @@ def _data_limited(few: int, many: int, margin: float) -> Precondition:
 
 
 def _unavailable_reason(arm: str, cfg, unavailable: Mapping[str, str]) -> str | None:
-    """Why ``arm``'s claims cannot be judged (None when they can), with what to do for the paper's arm."""
+    """Why ``arm``'s claims cannot be judged (None when they can), with what to do."""
     reason = unavailable.get(arm)
     if reason is None and arm not in cfg["inits"]:
         reason = f"arm '{arm}' was not run (add it to inits)"
-    if reason is not None and arm == "imagenet" and "weights unavailable" in reason:
-        reason += "" if IMAGENET_WEIGHTS_HINT in reason else f"; {IMAGENET_WEIGHTS_HINT}"
     return reason
 
 

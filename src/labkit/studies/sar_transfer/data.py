@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from labkit.core.errors import ParameterError
+from labkit.core.params import check_data_root
 from labkit.data import sar
+from labkit.data.layouts_sar import sar_layouts
 from labkit.data.sar import CLASS_NAMES
 
 NAME = "sar_transfer"
@@ -50,49 +52,14 @@ def check_sizes(scene_size: int, tile: int, val_fraction: float = 0.25) -> None:
         )
 
 
-def weights_file(value: str, name: str) -> Path | None:
-    """The file a weights parameter names (None for 'pretrained' / 'labkit:<name>'); it must exist."""
-    if value in ("pretrained", "random") or value.startswith("labkit:"):
-        return None
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise ParameterError(
-            f"parameter '{name}': weights file {path} does not exist (give a .safetensors/.pth "
-            "ResNet-18 state dict, or "
-            + ("'pretrained'" if name == "imagenet_weights" else f"'labkit:{CHECKPOINT_NAME}'")
-            + ")"
-        )
-    return path
-
-
 def check_settings(cfg) -> None:
-    """Every check that needs no work, before any: sizes, tiles, the data folder, weights files.
+    """Every check that needs no work, before any: sizes, tiles, the data folder (weights files: the spec).
 
     At the ``paper`` preset without ``data_root`` this stops at once, naming the dataset, the folder layout
     and where it is published.
     """
     source = cfg["data_source"]
-    root = cfg["data_root"]
-    if source not in sar.DATA_SOURCES:
-        raise ParameterError(f"parameter 'data_source' must be one of {sar.DATA_SOURCES}, got {source!r}")
-    if source != "simulated" and not root:
-        dataset = {"extremeearth": sar.EXTREMEEARTH_PUBLISHED, "ai4arctic": sar.AI4ARCTIC_PUBLISHED}.get(
-            source, "your own dual-polarisation scenes"
-        )
-        preset = getattr(cfg, "preset", "")
-        raise ParameterError(
-            f"data_source '{source}'{' (the paper preset)' if preset == 'paper' else ''} needs data_root: a folder "
-            f"laid out as\n{sar.describe_layout(source).format(data_root='<data_root>')}\nDataset: {dataset}. "
-            f"Run: labkit reproduce {NAME} -p preset {preset or 'default'} -p data_source {source} "
-            "-p data_root /path/to/folder (see docs/data/sar_transfer.md)"
-        )
-    if root and not Path(root).expanduser().is_dir():
-        raise ParameterError(f"parameter 'data_root': {root} is not a folder")
-    if root and source == "simulated":
-        raise ParameterError(
-            "parameter 'data_root' is set but data_source is 'simulated': set data_source to "
-            f"one of {sar.DATA_SOURCES[1:]}"
-        )
+    root = check_data_root(cfg, sar_layouts(docs="docs/data/sar_transfer.md"))
     check_sizes(cfg["scene_size"], cfg["tile"], cfg["val_fraction"])
     tiles = list(cfg["tiles"])
     if len(set(tiles)) < 2 or min(tiles) < 1:
@@ -107,15 +74,13 @@ def check_settings(cfg) -> None:
         )
     if cfg["sar_bands"] is not None and source != "geotiff":
         raise ParameterError("parameter 'sar_bands' names the bands of GeoTIFF scenes (data_source geotiff)")
-    weights_file(cfg["imagenet_weights"], "imagenet_weights")
-    weights_file(cfg["cross_sensor_weights"], "cross_sensor_weights")
     if cfg["n_steps"] < 2 * math.ceil(min(tiles) / cfg["batch_size"]):
         raise ParameterError(
             f"parameter 'n_steps' {cfg['n_steps']} gives the fewest tiles ({min(tiles)}) less than "
             "2 epochs: convergence cannot be measured"
         )
-    if source != "simulated":
-        sar.read_scene_list(Path(root).expanduser(), source)  # the list and its files, before any work
+    if root is not None:
+        sar.read_scene_list(root, source)  # the list and its files, before any work
 
 
 def data_settings(cfg) -> dict[str, Any]:

@@ -32,18 +32,18 @@ from labkit.core.grid import Grid
 from labkit.models import weight_transfer
 from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids, task_device
 
-from .arms import ARM_LABELS, IMAGENET_WEIGHTS_HINT
+from .arms import ARM_LABELS
 from .data import (
     CHECKPOINT_NAME,
     IN_CHANNELS,
     INITS,
     NAME,
+    NUM_CLASSES,
     PRETRAINED_ARMS,
     REFERENCE_ARMS,
     check_settings,
     data_inputs,
     data_settings,
-    weights_file,
 )
 from .frames import GridRecords, all_tables
 from .tasks import PROBE_LR, PROBE_STEPS, FrozenProbe, create_model, run_task
@@ -82,58 +82,43 @@ def _produce_cross_sensor(cfg) -> Path:
         torch.set_num_threads(torch_threads)
 
 
+def _checkpoint_meta(meta) -> dict:
+    return {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))}
+
+
 def _source_state(arm: str, cfg) -> tuple[dict, dict]:
-    """(state dict, provenance) of a pretrained arm's source weights; WeightsUnavailableError if missing."""
+    """(state dict, provenance) of a pretrained arm's source weights, resolved by ``labkit.models.weights``;
+    WeightsUnavailableError (its reason naming the parameter to set) if they cannot be had."""
     from labkit.core.checkpoints import load_checkpoint
-    from labkit.core.grid import file_digest
+    from labkit.models.weights import resolve_weights as resolve
 
-    if arm == "imagenet":
-        spec = cfg["imagenet_weights"]
-        file = weights_file(spec, "imagenet_weights")
-        model = create_model(weights="pretrained", weights_path=file)
-        provenance = {"weights": spec, "source": "timm resnet18 ImageNet weights; first conv RGB -> 2 bands by timm"}
-        if file is not None:
-            provenance.update(file=str(file), sha256=file_digest(file))
-        return {
-            f"model.{k}" if not k.startswith("model.") else k: v for k, v in model.encoder.state_dict().items()
-        }, provenance
-    spec = cfg["cross_sensor_weights"]
-    if spec.startswith("labkit:"):
-        from labkit.models.registry import load_named_checkpoint, named_checkpoint_path
-
-        name = spec.split(":", 1)[1]
+    parameter = f"{arm}_weights"
+    spec = cfg[parameter]
+    resolved = resolve(parameter, spec, "resnet18")
+    if arm == "cross_sensor" and not resolved.ok and spec == f"labkit:{CHECKPOINT_NAME}" and cfg["pretrain_if_missing"]:
+        _produce_cross_sensor(cfg)
+        resolved, produced = resolve(parameter, spec, "resnet18"), True
+    else:
         produced = False
-        try:
-            state, meta = load_named_checkpoint(name)
-        except WeightsUnavailableError as exc:
-            if not cfg["pretrain_if_missing"] or name != CHECKPOINT_NAME:
-                raise WeightsUnavailableError(
-                    f"{str(exc).strip().splitlines()[0]} (or set pretrain_if_missing to "
-                    "produce it here with a small budget)"
-                ) from exc
-            _produce_cross_sensor(cfg)
-            state, meta = load_named_checkpoint(name)
-            produced = True
-        path = named_checkpoint_path(name)
-        provenance = {
-            "weights": spec,
-            "checkpoint": name,
-            "file": str(path),
-            "sha256": file_digest(path),
-            "sidecar": str(path.with_suffix(".json")),
-            "produced_here": produced,
-            "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))},
-        }
+    if not resolved.ok:
+        hint = "; or set parameter 'pretrain_if_missing' to produce it here with a small budget"
+        raise WeightsUnavailableError(resolved.reason + (hint if spec.startswith("labkit:") and not produced else ""))
+    provenance = {"weights": spec}
+    if arm == "imagenet":
+        model = create_model(weights="pretrained", weights_path=resolved.file)
+        provenance["source"] = "timm resnet18 ImageNet weights; first conv RGB -> 2 bands by timm"
+        if spec != "pretrained":
+            provenance.update(file=resolved.file, sha256=resolved.digest)
+        state = {f"model.{k}" if not k.startswith("model.") else k: v for k, v in model.encoder.state_dict().items()}
         return state, provenance
-    file = weights_file(spec, "cross_sensor_weights")
-    state, meta = load_checkpoint(file)
-    return state, {
-        "weights": spec,
-        "file": str(file),
-        "sha256": file_digest(file),
-        "produced_here": False,
-        "checkpoint_meta": {k: v for k, v in (meta or {}).items() if isinstance(v, (str, int, float, bool))},
-    }
+    state, meta = load_checkpoint(resolved.file)
+    if spec.startswith("labkit:"):
+        provenance["checkpoint"] = spec.split(":", 1)[1]
+    provenance.update(file=resolved.file, sha256=resolved.digest)
+    if spec.startswith("labkit:"):
+        provenance["sidecar"] = str(Path(resolved.file).with_suffix(".json"))
+    provenance.update(produced_here=produced, checkpoint_meta=_checkpoint_meta(meta))
+    return state, provenance
 
 
 def resolve_weights(cfg) -> dict[str, dict]:
@@ -161,8 +146,7 @@ def resolve_weights(cfg) -> dict[str, dict]:
                 tmp.with_suffix(".json").replace(path.with_suffix(".json"))
                 row.update(provenance=provenance, path=str(path), digest=digest)
             except WeightsUnavailableError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                row.update(status="not evaluated", reason=f"weights unavailable: {first}")
+                row.update(status="not evaluated", reason=str(exc))
         out[arm] = row
     return out
 
@@ -172,12 +156,9 @@ def _flat(d: Mapping) -> dict:
 
 
 def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
-    """``{arm: reason}`` for the arms that cannot run (context for ``claims.declare_claims``), each saying what to
-    provide (the paper's arm: where its weights go)."""
-    reasons = {arm: row["reason"] for arm, row in weights.items() if row["status"] != "ok"}
-    if "weights unavailable" in reasons.get("imagenet", ""):
-        reasons["imagenet"] += f"; {IMAGENET_WEIGHTS_HINT}"
-    return reasons
+    """``{arm: reason}`` for the arms that cannot run (context for ``claims.declare_claims``), each naming the
+    parameter to set."""
+    return {arm: row["reason"] for arm, row in weights.items() if row["status"] != "ok"}
 
 
 # ---- the grid -------------------------------------------------------------------------------------------
@@ -329,7 +310,9 @@ def plan(cfg) -> list:
     # the frozen linear probes (_probe_task): one per arm and seed at the fewest tiles, only the 1x1 readout trains
     pflops, ptr, ptot = measure(
         ("sar-probe", size),
-        lambda: FrozenProbe(create_model(weights="random", decoder_channels=cfg["decoder_channels"]).encoder),
+        lambda: FrozenProbe(
+            create_model(weights="random", decoder_channels=cfg["decoder_channels"]).encoder, NUM_CLASSES
+        ),
         [(2, IN_CHANNELS, size, size)],
     )
     for arm in arms:

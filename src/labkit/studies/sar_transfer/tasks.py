@@ -24,6 +24,8 @@ from labkit.core.metrics import ConfusionMatrix
 from labkit.core.seeding import seed_everything
 from labkit.data import sar
 from labkit.data.sar import CLASS_NAMES, IGNORE_INDEX
+from labkit.methods.convergence import late_gain
+from labkit.methods.frozen_probe import FrozenProbe, state_digest, train_probe
 
 from .data import (
     ENCODER_DEPTH,
@@ -160,15 +162,6 @@ def pixel_features(image: np.ndarray) -> np.ndarray:
 # ---- the grid task: one per arm x seed x training-tile count ---------------------------------------
 
 
-def late_gain(curve: Sequence[float]) -> float:
-    """Best score in the last fifth of the epochs minus the best before it (plateau: small or negative)."""
-    values = np.asarray(curve, dtype=float)
-    if len(values) < 2:
-        return float("nan")
-    k = max(1, len(values) // 5)
-    return float(np.nanmax(values[-k:]) - np.nanmax(values[:-k]))
-
-
 @grid_task("sar_transfer/run")
 def run_task(
     arm: str,
@@ -299,85 +292,6 @@ PROBE_STEPS = 60  # optimiser steps of every arm's probe (the same for all arms 
 PROBE_LR = 1e-2  # Adam on the readout alone (about a thousand weights): a linear probe's usual rate
 
 
-class FrozenProbe(nn.Module):
-    """An arm's network cut to its frozen encoder and a linear per-pixel readout.
-
-    The encoder (ResNet-18 to layer3, 256 channels at stride 16, exactly as :func:`build_model` made it) is
-    kept at its initial weights in eval mode (batch-norm statistics frozen too); its deepest feature map is
-    standardised per channel with fixed statistics of the training tiles' features (as a linear probe's
-    affine-free batch norm) and read out by one 1x1 convolution to the classes, whose logits are bilinearly
-    upsampled x16 to the input size. Only the 1x1 convolution trains: the probe is linear in the features.
-    """
-
-    def __init__(self, encoder: nn.Module, num_classes: int = NUM_CLASSES):
-        super().__init__()
-        self.encoder = encoder.eval().requires_grad_(False)
-        channels = int(encoder.out_channels[-1])
-        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, channels, 1, 1))
-        self.readout = nn.Conv2d(channels, num_classes, kernel_size=1)
-
-    def train(self, mode: bool = True):  # the encoder stays in eval mode whatever the probe's mode
-        super().train(mode)
-        self.encoder.eval()
-        return self
-
-    @torch.no_grad()
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The frozen encoder's standardised deepest features (no gradient ever reaches the encoder)."""
-        return (self.encoder(x)[-1] - self.mean) / self.std
-
-    def head(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return nn.functional.interpolate(self.readout(features), size=size, mode="bilinear", align_corners=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x), tuple(x.shape[-2:]))
-
-
-def state_digest(module: nn.Module) -> str:
-    """sha256 over a module's state dict (parameters and buffers): equal digests, equal weights."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def train_probe(
-    probe: FrozenProbe, images: np.ndarray, masks: np.ndarray, steps: int, lr: float, batch: int, seed: int
-) -> list[float]:
-    """Fit the probe's readout on the training tiles: the frozen features are computed once, then ``steps``
-    Adam steps on shuffled batches (the same order for every arm of a seed). Returns the loss per step."""
-    x = torch.from_numpy(images)
-    y = torch.from_numpy(masks).long()
-    device = probe.readout.weight.device
-    with torch.no_grad():
-        raw = torch.cat([probe.encoder(x[i : i + 64].to(device))[-1] for i in range(0, len(x), 64)])
-        probe.mean.copy_(raw.mean(dim=(0, 2, 3), keepdim=True))
-        probe.std.copy_(raw.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
-        feats = (raw - probe.mean) / probe.std
-    optimiser = torch.optim.Adam(probe.readout.parameters(), lr=lr)
-    order = torch.Generator().manual_seed(int(seed))
-    size = tuple(x.shape[-2:])
-    losses, queue = [], torch.empty(0, dtype=torch.long)
-    probe.train()
-    for _ in range(steps):
-        if len(queue) < batch:  # a fresh shuffle each epoch; every batch is full
-            queue = torch.cat([queue, torch.randperm(len(x), generator=order)])
-        idx, queue = queue[:batch], queue[batch:]
-        target = y[idx].to(device)
-        logits = probe.head(feats[idx], size)
-        loss = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
-        loss = loss / (target != IGNORE_INDEX).sum().clamp_min(1)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        losses.append(float(loss.detach()))
-    return losses
-
-
 def _probe_task(arm, seed, d, data, train, images, masks, encoder, probe) -> dict[str, Any]:
     """The "features learned" control of one arm and seed: :func:`build_model`'s network for ``arm`` with its
     encoder frozen at its initial (pretrained or random) weights and only a linear per-pixel readout trained
@@ -389,10 +303,10 @@ def _probe_task(arm, seed, d, data, train, images, masks, encoder, probe) -> dic
 
     device = resolve_device(train["device"], announce=False)
     network = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"])
-    model = FrozenProbe(network.encoder).to(device)
+    model = FrozenProbe(network.encoder, NUM_CLASSES).to(device)
     before = state_digest(model.encoder)
     batch = min(train["batch_size"], len(images))
-    losses = train_probe(model, images, masks, probe["steps"], probe["lr"], batch, seed)
+    losses = train_probe(model, images, masks, probe["steps"], probe["lr"], batch, seed, IGNORE_INDEX)
     model.eval()
     out = _score_scenes(
         d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]), False
