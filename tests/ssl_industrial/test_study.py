@@ -40,11 +40,11 @@ def test_paper_without_data_root_stops_at_once_naming_mvtec_its_layout_and_where
 
 
 def test_missing_paths_are_errors_naming_the_parameter(tmp_path):
-    with pytest.raises(ParameterError, match="parameter data_root: folder .*nowhere does not exist"):
+    with pytest.raises(ParameterError, match="parameter 'data_root' is .*nowhere', which is not an existing folder"):
         check_inputs(_cfg(data_source="mvtec", data_root=str(tmp_path / "nowhere")))
     with pytest.raises(ParameterError, match="parameter 'dinov2_weights' .*w.safetensors', which does not exist"):
         _cfg(dinov2_weights=str(tmp_path / "w.safetensors"))  # configure checks it, before any work
-    with pytest.raises(ParameterError, match="data_source is 'simulated'"):
+    with pytest.raises(ParameterError, match="parameter 'data_root' is .* but data_source is 'simulated'"):
         check_inputs(_cfg(data_root=str(tmp_path)))
 
 
