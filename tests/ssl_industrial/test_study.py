@@ -350,3 +350,13 @@ def test_label_limited_is_judged_on_the_regime_seeds_and_the_claims_on_seeds():
     per_seed = study.tables.regime_runs_table(_cfg(seeds=[0, 1, 2]), Runs(tables={"regime": steady}))
     assert list(per_seed["in_seeds"]) == ["yes"] * 3 + ["regime only"] * 7
     assert np.allclose(per_seed["gain"], [0.15 + 0.01 * (s % 3) for s in range(10)])
+
+
+def test_dinov2_without_weights_is_not_evaluated_with_a_reason_naming_the_parameter(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LABKIT_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    unavailable, inits = experiment.resolve_inits(_cfg(inits=["scratch", "dinov2"]), {})
+    assert set(unavailable) == {"dinov2"} and "Set parameter 'dinov2_weights'" in unavailable["dinov2"]
+    assert "weights_path=" not in unavailable["dinov2"]
+    assert list(inits["status"]) == ["evaluated", "not evaluated"]

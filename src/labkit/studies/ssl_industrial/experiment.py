@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 
 from labkit.core.claims import BUDGET_KEYS, Precondition
-from labkit.core.errors import WeightsUnavailableError
 from labkit.core.grid import Grid, GridResult, file_digest
+from labkit.models.weights import resolve_weights
 from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids
 
 from .data import INIT_LABELS, NAME, PRETRAINED, VIT_INITS
-from .tasks import dinov2_encoder, finetune_task, load_arrays, patchcore_task, pretrain_task
+from .tasks import DINOV2, finetune_task, load_arrays, patchcore_task, pretrain_task
 
 #: The named labkit checkpoints of the in-domain encoders (``labkit:<name>`` in other studies and notebooks).
 CHECKPOINTS = {"mae": "ssl-mae-vit-tiny-industrial", "simclr": "ssl-simclr-vit-tiny-industrial"}
@@ -201,10 +201,7 @@ def resolve_inits(cfg, pretrained: dict) -> tuple[dict, pd.DataFrame]:
             else:
                 reason = is_trained(cfg, name, pretrained)[1]
         elif name == "dinov2":
-            try:
-                dinov2_encoder(cfg.img_size, cfg.dinov2_weights, check_only=True)
-            except WeightsUnavailableError as exc:
-                reason = "weights unavailable: " + " ".join(str(exc).split())
+            reason = resolve_weights("dinov2_weights", cfg.dinov2_weights, DINOV2).reason
         if reason:
             unavailable[name] = reason
         rows.append(

@@ -9,7 +9,7 @@ import functools
 import numpy as np
 import torch
 
-from labkit.core.errors import ParameterError, WeightsUnavailableError
+from labkit.core.errors import ParameterError
 from labkit.core.grid import grid_task
 
 
@@ -118,27 +118,20 @@ def pretrain_task(
     }
 
 
+#: The foundation-model arm's backbone (``dinov2_weights``).
+DINOV2 = "dinov2_vits14"
+
+
 def dinov2_side(img_size: int) -> int:
     return max(14, int(np.ceil(img_size / 14)) * 14)
 
 
-def dinov2_encoder(img_size: int, weights: str, check_only: bool = False):
-    """DINOv2 ViT-S/14 at the 14-multiple side nearest above ``img_size`` (raises WeightsUnavailableError)."""
-    import os
+def dinov2_encoder(img_size: int, weights: str):
+    """DINOv2 ViT-S/14 at the 14-multiple side nearest above ``img_size`` (raises WeightsUnavailableError; the
+    experiment resolves ``dinov2_weights`` once before any task, :func:`labkit.models.weights.resolve_weights`)."""
+    from labkit.models.backbones import create_backbone
 
-    from labkit.models.backbones import create_backbone, how_to_provide, resolve_pretrained_file
-
-    if check_only and weights == "pretrained" and resolve_pretrained_file("dinov2_vits14", None) is None:
-        if os.environ.get("HF_HUB_OFFLINE") or not _hub_reachable():
-            raise WeightsUnavailableError(how_to_provide("dinov2_vits14"))
-    enc = create_backbone("dinov2_vits14", weights=weights, img_size=dinov2_side(img_size), num_classes=0)
-    return enc
-
-
-def _hub_reachable() -> bool:
-    from labkit.models.backbones import hub_reachable
-
-    return hub_reachable()
+    return create_backbone(DINOV2, weights=weights, img_size=dinov2_side(img_size), num_classes=0)
 
 
 def _prepare(x: np.ndarray, init: str, mean, std, img_size: int) -> torch.Tensor:
