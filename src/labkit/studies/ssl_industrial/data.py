@@ -6,8 +6,6 @@ test set, and as many unrelated photographs (the claim-3 control). Saved once as
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from labkit.core.arms import Arm, arm_colours, arm_labels
@@ -16,6 +14,7 @@ from labkit.core.grid import file_digest
 from labkit.core.params import check_data_root
 from labkit.core.seeding import regime_seeds
 from labkit.data.inspection_layouts import INSPECTION_LAYOUTS
+from labkit.data.prepared_arrays import write_prepared_arrays
 from labkit.data.surfaces import SurfaceSimulator, unrelated_images
 
 NAME = "ssl_industrial"
@@ -132,16 +131,8 @@ def data(cfg) -> dict:
     std = out["unlabeled"]["images"].std(axis=(0, 2, 3)) + 1e-6
     arrays = {f"{k}_{f}": v for k, d in out.items() for f, v in d.items()}
     arrays.update(pixel_mean=mean.astype(np.float32), pixel_std=std.astype(np.float32))
-    digest = hashlib.sha256()
-    for key in sorted(arrays):
-        digest.update(key.encode())
-        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
     from labkit.core.paths import cache_dir
 
-    path = cache_dir(f"{NAME}/data") / f"{digest.hexdigest()[:20]}.npz"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
-    out.update(file=str(path), digest=file_digest(path), source=cfg.data_source)
+    path, _ = write_prepared_arrays(cache_dir(f"{NAME}/data"), arrays, digest_of=sorted(arrays))
+    out.update(file=path, digest=file_digest(path), source=cfg.data_source)
     return out

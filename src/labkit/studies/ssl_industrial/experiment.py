@@ -22,11 +22,12 @@ import torch
 
 from labkit.core.claims import BUDGET_KEYS, Precondition
 from labkit.core.grid import Grid, GridResult, file_digest
+from labkit.data.prepared_arrays import load_prepared_arrays
 from labkit.models.weights import resolve_weights
 from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids
 
 from .data import INIT_LABELS, NAME, PRETRAINED, VIT_INITS
-from .tasks import DINOV2, finetune_task, load_arrays, patchcore_task, pretrain_task
+from .tasks import DINOV2, finetune_task, patchcore_task, pretrain_task
 
 #: The named labkit checkpoints of the in-domain encoders (``labkit:<name>`` in other studies and notebooks).
 CHECKPOINTS = {"mae": "ssl-mae-vit-tiny-industrial", "simclr": "ssl-simclr-vit-tiny-industrial"}
@@ -183,7 +184,7 @@ def save_encoders(cfg, data, grid: Grid, result: GridResult) -> dict:
 
 
 def data_pixel_stats(data) -> tuple[list[float], list[float]]:
-    d = load_arrays(data["file"])
+    d = load_prepared_arrays(data["file"])
     return d["pixel_mean"].astype(float).tolist(), d["pixel_std"].astype(float).tolist()
 
 

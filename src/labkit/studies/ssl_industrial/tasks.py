@@ -4,20 +4,12 @@ encoders and their inputs). Imports nothing above it in the study."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
 from labkit.core.errors import ParameterError
 from labkit.core.grid import grid_task
-
-
-@functools.lru_cache(maxsize=4)
-def load_arrays(data_file: str) -> dict:
-    """The arrays of the study's data file (``data["file"]``), read once per process."""
-    with np.load(data_file, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+from labkit.data.prepared_arrays import load_prepared_arrays
 
 
 def label_subset(defect_labels: np.ndarray, n: int, seed: int, block: int, data_seed: int = 0) -> np.ndarray:
@@ -78,7 +70,7 @@ def pretrain_task(
     from labkit.core.device import resolve_device
     from labkit.methods.ssl import pretrain_mae, pretrain_simclr
 
-    d = load_arrays(data_file)
+    d = load_prepared_arrays(data_file)
     images = d["unlabeled_images"] if source == "in_domain" else d["unrelated_images"]
     common = dict(
         arch=arch,
@@ -213,7 +205,7 @@ def finetune_task(
     )
 
     dev = resolve_device(device, announce=False)
-    d = load_arrays(data_file)
+    d = load_prepared_arrays(data_file)
     pool_labels = (d["pool_defect_types"] != "good").astype(int)
     idx = label_subset(pool_labels, n_labels, seed, block, data_seed)
     test_masks = d["test_masks"]
@@ -285,7 +277,7 @@ def patchcore_task(
     from labkit.methods.anomaly import PatchCore, anomaly_aurocs, vit_patch_features
 
     dev = resolve_device(device, announce=False)
-    d = load_arrays(data_file)
+    d = load_prepared_arrays(data_file)
     torch.manual_seed(seed)
     enc = (
         _build_encoder(
