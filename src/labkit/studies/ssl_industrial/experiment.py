@@ -23,6 +23,7 @@ import torch
 from labkit.core.claims import BUDGET_KEYS, Precondition
 from labkit.core.grid import Grid, GridResult, file_digest
 from labkit.data.prepared_arrays import load_prepared_arrays
+from labkit.methods.run_tables import matched_differences, with_budget_columns
 from labkit.models.weights import resolve_weights
 from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids
 
@@ -318,10 +319,7 @@ def finetune_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
 
 def finetune_frame(result: GridResult) -> pd.DataFrame:
     """One row per fine-tuning run (:data:`RUN_COLUMNS`), its budget in the budget columns."""
-    frame = result.frame()
-    budgets = [r.get("budget") or {} for r in result.records if r is not None]
-    for key in BUDGET_KEYS:  # the budget columns replace the task's requested steps / batch_size / lr
-        frame[key] = [b.get(key, np.nan) for b in budgets]
+    frame = with_budget_columns(result.frame(), result.records)
     return frame[[c for c in RUN_COLUMNS if c in frame.columns]]
 
 
@@ -409,33 +407,29 @@ def claim_tables(results: dict) -> dict[str, pd.DataFrame]:
     if regime is None:
         regime = runs[(runs["init"] == "scratch") & (runs["protocol"] == "full")]
     full = runs[runs["protocol"] == "full"]
-    scratch = full[full["init"] == "scratch"].set_index(["n_labels", "seed"])["defect_ap"]
-    gaps = []
-    for _, r in full[full["init"] != "scratch"].iterrows():
-        key = (r["n_labels"], r["seed"])
-        if key in scratch.index:
-            gaps.append(
-                {
-                    "init": r["init"],
-                    "n_labels": r["n_labels"],
-                    "seed": r["seed"],
-                    "gap_ap": r["defect_ap"] - scratch[key],
-                }
-            )
-    frozen = runs[runs["protocol"] == "frozen"]
-    gains = []
-    for _, r in frozen.iterrows():
-        match = full[(full["init"] == r["init"]) & (full["n_labels"] == r["n_labels"]) & (full["seed"] == r["seed"])]
-        if len(match):
-            gains.append(
-                {"init": r["init"], "seed": r["seed"], "gain_ap": float(match["defect_ap"].iloc[0]) - r["defect_ap"]}
-            )
+    gaps = matched_differences(
+        full[full["init"] != "scratch"],
+        full[full["init"] == "scratch"],
+        on=["n_labels", "seed"],
+        value="defect_ap",
+        out="gap_ap",
+        keep=["init", "n_labels", "seed"],
+    )
+    gains = matched_differences(
+        runs[runs["protocol"] == "frozen"],
+        full,
+        on=["init", "n_labels", "seed"],
+        value="defect_ap",
+        out="gain_ap",
+        keep=["init", "seed"],
+        reference_first=True,
+    )
     pretrained = results.get("pretrained", {})
     return {
         "runs": runs,
         "regime": regime,
-        "gaps": pd.DataFrame(gaps, columns=["init", "n_labels", "seed", "gap_ap"]),
-        "gains": pd.DataFrame(gains, columns=["init", "seed", "gain_ap"]),
+        "gaps": gaps,
+        "gains": gains,
         "pretraining": pretraining_frame(pretrained),
         "budgets": budgets_frame(runs, pretrained),
     }
