@@ -161,6 +161,23 @@ def _build_encoder(
     return enc
 
 
+def _fit_vit(model, x_train, y_train, x_test, encoder_lr_scale: float, train: dict):
+    """Train a ViT segmenter and predict the test set: full fine-tuning (the encoder at ``encoder_lr_scale`` x lr),
+    or, when frozen, the frozen encoder's features computed once and only the head learning (no augmentation).
+    Returns ``(info, defect probabilities)``."""
+    from labkit.methods.defect_segmentation import predict_defect_prob, train_segmenter
+
+    dev = train["device"]
+    if model.frozen:
+        with torch.inference_mode():
+            f_train = torch.cat([model.features(x_train[i : i + 64].to(dev)) for i in range(0, len(x_train), 64)])
+            f_test = torch.cat([model.features(x_test[i : i + 64].to(dev)) for i in range(0, len(x_test), 64)])
+        info = train_segmenter(model, f_train.clone(), y_train, augment=False, forward=model.decode, **train)
+        return info, predict_defect_prob(model.decode, f_test, device=dev)
+    info = train_segmenter(model, x_train, y_train, encoder_lr_scale=encoder_lr_scale, **train)
+    return info, predict_defect_prob(model, x_test, device=dev)
+
+
 @grid_task("ssl_industrial/finetune")
 def finetune_task(
     init: str,
@@ -227,19 +244,9 @@ def finetune_task(
         enc = _build_encoder(
             init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights, dinov2_weights
         )
-        frozen = protocol == "frozen"
-        model = ViTSegmenter(
-            enc, out_size=int(test_masks.shape[-1]), head="linear" if frozen else seg_head, frozen=frozen
-        ).to(dev)
-        if frozen:  # the frozen encoder's features, once; only the head learns (no augmentation)
-            with torch.inference_mode():
-                f_train = torch.cat([model.features(x_train[i : i + 64].to(dev)) for i in range(0, len(x_train), 64)])
-                f_test = torch.cat([model.features(x_test[i : i + 64].to(dev)) for i in range(0, len(x_test), 64)])
-            info = train_segmenter(model, f_train.clone(), y_train, augment=False, forward=model.decode, **train)
-            prob = predict_defect_prob(model.decode, f_test, device=dev)
-        else:
-            info = train_segmenter(model, x_train, y_train, encoder_lr_scale=encoder_lr_scale, **train)
-            prob = predict_defect_prob(model, x_test, device=dev)
+        head = "linear" if protocol == "frozen" else seg_head
+        model = ViTSegmenter(enc, out_size=int(test_masks.shape[-1]), head=head, frozen=protocol == "frozen").to(dev)
+        info, prob = _fit_vit(model, x_train, y_train, x_test, encoder_lr_scale, train)
     trainable = count_trainable(model)
     scaled = init != "unet" and protocol == "full" and encoder_lr_scale != 1
     schedule = f"cosine over {steps} steps" + (f", encoder at {encoder_lr_scale:g} x lr" if scaled else "")
