@@ -250,63 +250,30 @@ def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]
         dinov2_weights=cfg.dinov2_weights,
         device=cfg.device,
     )
+
+    def task(init, protocol, n, seed):
+        enc = pretrained.get(init, {})
+        file, digest = enc.get("file"), enc.get("digest")
+        return dict(
+            init=init, protocol=protocol, n_labels=n, seed=seed, encoder_file=file, encoder_digest=digest, **common
+        )
+
     tasks = []
     for init in [*cfg.inits, "unet", "all_good"]:
         if init in unavailable and init not in pretrained:
             continue
-        enc = pretrained.get(init, {})
         counts = [lo] if init == "mae_unrelated" else list(cfg.label_counts)
         for n in counts:
             seeds = regime_seeds(cfg) if init == "scratch" and n in (lo, hi) else list(cfg.seeds)
-            for seed in seeds:
-                tasks.append(
-                    dict(
-                        init=init,
-                        protocol="full" if init in VIT_INITS else "-",
-                        n_labels=n,
-                        seed=seed,
-                        encoder_file=enc.get("file"),
-                        encoder_digest=enc.get("digest"),
-                        **common,
-                    )
-                )
+            tasks += [task(init, "full" if init in VIT_INITS else "-", n, seed) for seed in seeds]
         if init in VIT_INITS and "frozen" in cfg.protocols:
-            for seed in cfg.seeds:
-                tasks.append(
-                    dict(
-                        init=init,
-                        protocol="frozen",
-                        n_labels=hi,
-                        seed=seed,
-                        encoder_file=enc.get("file"),
-                        encoder_digest=enc.get("digest"),
-                        **common,
-                    )
-                )
+            tasks += [task(init, "frozen", hi, seed) for seed in cfg.seeds]
     return tasks
 
 
-RUN_COLUMNS = [
-    "init",
-    "protocol",
-    "n_labels",
-    "seed",
-    "defect_ap",
-    "defect_f1",
-    "image_auroc",
-    "miou",
-    "defect_iou",
-    "trainable_params",
-    "seconds",
-    "final_train_loss",
-    "n_train",
-    "train_defective",
-    # the run's budget (its record's "budget"; empty for the untrained floor)
-    "steps",
-    "batch_size",
-    "lr",
-    "schedule",
-]
+RUN_COLUMNS = ["init", "protocol", "n_labels", "seed", "defect_ap", "defect_f1", "image_auroc", "miou", "defect_iou"]
+RUN_COLUMNS += ["trainable_params", "seconds", "final_train_loss", "n_train", "train_defective"]
+RUN_COLUMNS += ["steps", "batch_size", "lr", "schedule"]  # the run's budget (its record's; empty for the floor)
 
 
 def finetune_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
