@@ -40,11 +40,11 @@ def test_paper_without_data_root_stops_at_once_naming_mvtec_its_layout_and_where
 
 
 def test_missing_paths_are_errors_naming_the_parameter(tmp_path):
-    with pytest.raises(ParameterError, match="parameter data_root: folder .*nowhere does not exist"):
+    with pytest.raises(ParameterError, match="parameter 'data_root' is .*nowhere', which is not an existing folder"):
         check_inputs(_cfg(data_source="mvtec", data_root=str(tmp_path / "nowhere")))
     with pytest.raises(ParameterError, match="parameter 'dinov2_weights' .*w.safetensors', which does not exist"):
         _cfg(dinov2_weights=str(tmp_path / "w.safetensors"))  # configure checks it, before any work
-    with pytest.raises(ParameterError, match="data_source is 'simulated'"):
+    with pytest.raises(ParameterError, match="parameter 'data_root' is .* but data_source is 'simulated'"):
         check_inputs(_cfg(data_root=str(tmp_path)))
 
 
@@ -350,3 +350,13 @@ def test_label_limited_is_judged_on_the_regime_seeds_and_the_claims_on_seeds():
     per_seed = study.tables.regime_runs_table(_cfg(seeds=[0, 1, 2]), Runs(tables={"regime": steady}))
     assert list(per_seed["in_seeds"]) == ["yes"] * 3 + ["regime only"] * 7
     assert np.allclose(per_seed["gain"], [0.15 + 0.01 * (s % 3) for s in range(10)])
+
+
+def test_dinov2_without_weights_is_not_evaluated_with_a_reason_naming_the_parameter(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LABKIT_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    unavailable, inits = experiment.resolve_inits(_cfg(inits=["scratch", "dinov2"]), {})
+    assert set(unavailable) == {"dinov2"} and "Set parameter 'dinov2_weights'" in unavailable["dinov2"]
+    assert "weights_path=" not in unavailable["dinov2"]
+    assert list(inits["status"]) == ["evaluated", "not evaluated"]

@@ -6,15 +6,15 @@ test set, and as many unrelated photographs (the claim-3 control). Saved once as
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
 
 from labkit.core.arms import Arm, arm_colours, arm_labels
 from labkit.core.errors import DataError, ParameterError
 from labkit.core.grid import file_digest
+from labkit.core.params import check_data_root
 from labkit.core.seeding import regime_seeds
+from labkit.data.inspection_layouts import INSPECTION_LAYOUTS
+from labkit.data.prepared_arrays import write_prepared_arrays
 from labkit.data.surfaces import SurfaceSimulator, unrelated_images
 
 NAME = "ssl_industrial"
@@ -33,44 +33,12 @@ COLOURS = arm_colours(ARMS)
 #: The pretrained inits: (method, images it pretrains on).
 PRETRAINED = {"mae": ("mae", "in_domain"), "simclr": ("simclr", "in_domain"), "mae_unrelated": ("mae", "unrelated")}
 VIT_INITS = ("scratch", "mae", "simclr", "mae_unrelated", "dinov2")
-MVTEC_HELP = (
-    "MVTec AD (Bergmann et al., CVPR 2019), published at https://www.mvtec.com/company/research/datasets/"
-    "mvtec-ad (CC BY-NC-SA 4.0). Give data_root = one category folder laid out as "
-    "<category>/train/good/*.png, <category>/test/good/*.png, <category>/test/<defect>/*.png and "
-    "<category>/ground_truth/<defect>/<name>_mask.png (e.g. .../mvtec_anomaly_detection/bottle)"
-)
-PER_CLASS_HELP = (
-    "a per-class folder: data_root/<class>/Imgs/<name>.<jpg|png|bmp> with its mask beside it as "
-    "<name>.png (a class named good/ok/normal needs no masks)"
-)
 
 
 def check_inputs(cfg) -> None:
-    """Fail before any work: a real data source without ``data_root`` (naming the dataset, its layout and
-    where it is published), a ``data_root`` or weights file that does not exist."""
-    if cfg.data_source == "simulated":
-        if cfg.data_root:
-            raise ParameterError(
-                f"data_root={cfg.data_root!r} is given but data_source is 'simulated'; "
-                "set data_source to mvtec or per_class to read it"
-            )
-    else:
-        layout = MVTEC_HELP if cfg.data_source == "mvtec" else PER_CLASS_HELP
-        if not cfg.data_root:
-            raise ParameterError(
-                f"data_source={cfg.data_source!r} (preset {cfg.preset!r}) needs data_root: {layout}. "
-                "Run e.g. `labkit reproduce ssl_industrial -p data_source mvtec -p data_root "
-                "/data/mvtec_anomaly_detection/bottle`, or -p data_source simulated"
-            )
-        if not Path(cfg.data_root).is_dir():
-            raise ParameterError(f"parameter data_root: folder {cfg.data_root} does not exist ({layout})")
-    for name in ("encoder_weights", "dinov2_weights"):
-        value = cfg[name]
-        if value not in ("random", "pretrained") and not str(value).startswith("labkit:") and not Path(value).exists():
-            raise ParameterError(
-                f"parameter {name}: weights file {value} does not exist (give random, pretrained, "
-                "labkit:<name> or an existing .safetensors/.pth file)"
-            )
+    """Fail before any work: the ``data_source`` / ``data_root`` rule (a real source's folder, its layout quoted),
+    and hub weights asked for the study's ViT, which has none at its size."""
+    check_data_root(cfg, INSPECTION_LAYOUTS)
     if cfg.encoder_weights == "pretrained":
         raise ParameterError(
             "parameter encoder_weights: the study's ViT has no hub weights at its size; give random, "
@@ -163,16 +131,8 @@ def data(cfg) -> dict:
     std = out["unlabeled"]["images"].std(axis=(0, 2, 3)) + 1e-6
     arrays = {f"{k}_{f}": v for k, d in out.items() for f, v in d.items()}
     arrays.update(pixel_mean=mean.astype(np.float32), pixel_std=std.astype(np.float32))
-    digest = hashlib.sha256()
-    for key in sorted(arrays):
-        digest.update(key.encode())
-        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
     from labkit.core.paths import cache_dir
 
-    path = cache_dir(f"{NAME}/data") / f"{digest.hexdigest()[:20]}.npz"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
-    out.update(file=str(path), digest=file_digest(path), source=cfg.data_source)
+    path, _ = write_prepared_arrays(cache_dir(f"{NAME}/data"), arrays, digest_of=sorted(arrays))
+    out.update(file=path, digest=file_digest(path), source=cfg.data_source)
     return out

@@ -21,12 +21,14 @@ import pandas as pd
 import torch
 
 from labkit.core.claims import BUDGET_KEYS, Precondition
-from labkit.core.errors import WeightsUnavailableError
 from labkit.core.grid import Grid, GridResult, file_digest
+from labkit.data.prepared_arrays import load_prepared_arrays
+from labkit.methods.run_tables import matched_differences, with_budget_columns
+from labkit.models.weights import resolve_weights
 from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids
 
 from .data import INIT_LABELS, NAME, PRETRAINED, VIT_INITS
-from .tasks import dinov2_encoder, finetune_task, load_arrays, patchcore_task, pretrain_task
+from .tasks import DINOV2, finetune_task, patchcore_task, pretrain_task
 
 #: The named labkit checkpoints of the in-domain encoders (``labkit:<name>`` in other studies and notebooks).
 CHECKPOINTS = {"mae": "ssl-mae-vit-tiny-industrial", "simclr": "ssl-simclr-vit-tiny-industrial"}
@@ -183,7 +185,7 @@ def save_encoders(cfg, data, grid: Grid, result: GridResult) -> dict:
 
 
 def data_pixel_stats(data) -> tuple[list[float], list[float]]:
-    d = load_arrays(data["file"])
+    d = load_prepared_arrays(data["file"])
     return d["pixel_mean"].astype(float).tolist(), d["pixel_std"].astype(float).tolist()
 
 
@@ -201,10 +203,7 @@ def resolve_inits(cfg, pretrained: dict) -> tuple[dict, pd.DataFrame]:
             else:
                 reason = is_trained(cfg, name, pretrained)[1]
         elif name == "dinov2":
-            try:
-                dinov2_encoder(cfg.img_size, cfg.dinov2_weights, check_only=True)
-            except WeightsUnavailableError as exc:
-                reason = "weights unavailable: " + " ".join(str(exc).split())
+            reason = resolve_weights("dinov2_weights", cfg.dinov2_weights, DINOV2).reason
         if reason:
             unavailable[name] = reason
         rows.append(
@@ -251,63 +250,30 @@ def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]
         dinov2_weights=cfg.dinov2_weights,
         device=cfg.device,
     )
+
+    def task(init, protocol, n, seed):
+        enc = pretrained.get(init, {})
+        file, digest = enc.get("file"), enc.get("digest")
+        return dict(
+            init=init, protocol=protocol, n_labels=n, seed=seed, encoder_file=file, encoder_digest=digest, **common
+        )
+
     tasks = []
     for init in [*cfg.inits, "unet", "all_good"]:
         if init in unavailable and init not in pretrained:
             continue
-        enc = pretrained.get(init, {})
         counts = [lo] if init == "mae_unrelated" else list(cfg.label_counts)
         for n in counts:
             seeds = regime_seeds(cfg) if init == "scratch" and n in (lo, hi) else list(cfg.seeds)
-            for seed in seeds:
-                tasks.append(
-                    dict(
-                        init=init,
-                        protocol="full" if init in VIT_INITS else "-",
-                        n_labels=n,
-                        seed=seed,
-                        encoder_file=enc.get("file"),
-                        encoder_digest=enc.get("digest"),
-                        **common,
-                    )
-                )
+            tasks += [task(init, "full" if init in VIT_INITS else "-", n, seed) for seed in seeds]
         if init in VIT_INITS and "frozen" in cfg.protocols:
-            for seed in cfg.seeds:
-                tasks.append(
-                    dict(
-                        init=init,
-                        protocol="frozen",
-                        n_labels=hi,
-                        seed=seed,
-                        encoder_file=enc.get("file"),
-                        encoder_digest=enc.get("digest"),
-                        **common,
-                    )
-                )
+            tasks += [task(init, "frozen", hi, seed) for seed in cfg.seeds]
     return tasks
 
 
-RUN_COLUMNS = [
-    "init",
-    "protocol",
-    "n_labels",
-    "seed",
-    "defect_ap",
-    "defect_f1",
-    "image_auroc",
-    "miou",
-    "defect_iou",
-    "trainable_params",
-    "seconds",
-    "final_train_loss",
-    "n_train",
-    "train_defective",
-    # the run's budget (its record's "budget"; empty for the untrained floor)
-    "steps",
-    "batch_size",
-    "lr",
-    "schedule",
-]
+RUN_COLUMNS = ["init", "protocol", "n_labels", "seed", "defect_ap", "defect_f1", "image_auroc", "miou", "defect_iou"]
+RUN_COLUMNS += ["trainable_params", "seconds", "final_train_loss", "n_train", "train_defective"]
+RUN_COLUMNS += ["steps", "batch_size", "lr", "schedule"]  # the run's budget (its record's; empty for the floor)
 
 
 def finetune_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
@@ -320,10 +286,7 @@ def finetune_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
 
 def finetune_frame(result: GridResult) -> pd.DataFrame:
     """One row per fine-tuning run (:data:`RUN_COLUMNS`), its budget in the budget columns."""
-    frame = result.frame()
-    budgets = [r.get("budget") or {} for r in result.records if r is not None]
-    for key in BUDGET_KEYS:  # the budget columns replace the task's requested steps / batch_size / lr
-        frame[key] = [b.get(key, np.nan) for b in budgets]
+    frame = with_budget_columns(result.frame(), result.records)
     return frame[[c for c in RUN_COLUMNS if c in frame.columns]]
 
 
@@ -411,33 +374,29 @@ def claim_tables(results: dict) -> dict[str, pd.DataFrame]:
     if regime is None:
         regime = runs[(runs["init"] == "scratch") & (runs["protocol"] == "full")]
     full = runs[runs["protocol"] == "full"]
-    scratch = full[full["init"] == "scratch"].set_index(["n_labels", "seed"])["defect_ap"]
-    gaps = []
-    for _, r in full[full["init"] != "scratch"].iterrows():
-        key = (r["n_labels"], r["seed"])
-        if key in scratch.index:
-            gaps.append(
-                {
-                    "init": r["init"],
-                    "n_labels": r["n_labels"],
-                    "seed": r["seed"],
-                    "gap_ap": r["defect_ap"] - scratch[key],
-                }
-            )
-    frozen = runs[runs["protocol"] == "frozen"]
-    gains = []
-    for _, r in frozen.iterrows():
-        match = full[(full["init"] == r["init"]) & (full["n_labels"] == r["n_labels"]) & (full["seed"] == r["seed"])]
-        if len(match):
-            gains.append(
-                {"init": r["init"], "seed": r["seed"], "gain_ap": float(match["defect_ap"].iloc[0]) - r["defect_ap"]}
-            )
+    gaps = matched_differences(
+        full[full["init"] != "scratch"],
+        full[full["init"] == "scratch"],
+        on=["n_labels", "seed"],
+        value="defect_ap",
+        out="gap_ap",
+        keep=["init", "n_labels", "seed"],
+    )
+    gains = matched_differences(
+        runs[runs["protocol"] == "frozen"],
+        full,
+        on=["init", "n_labels", "seed"],
+        value="defect_ap",
+        out="gain_ap",
+        keep=["init", "seed"],
+        reference_first=True,
+    )
     pretrained = results.get("pretrained", {})
     return {
         "runs": runs,
         "regime": regime,
-        "gaps": pd.DataFrame(gaps, columns=["init", "n_labels", "seed", "gap_ap"]),
-        "gains": pd.DataFrame(gains, columns=["init", "seed", "gain_ap"]),
+        "gaps": gaps,
+        "gains": gains,
         "pretraining": pretraining_frame(pretrained),
         "budgets": budgets_frame(runs, pretrained),
     }

@@ -4,20 +4,12 @@ encoders and their inputs). Imports nothing above it in the study."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
-from labkit.core.errors import ParameterError, WeightsUnavailableError
+from labkit.core.errors import ParameterError
 from labkit.core.grid import grid_task
-
-
-@functools.lru_cache(maxsize=4)
-def load_arrays(data_file: str) -> dict:
-    """The arrays of the study's data file (``data["file"]``), read once per process."""
-    with np.load(data_file, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+from labkit.data.prepared_arrays import load_prepared_arrays
 
 
 def label_subset(defect_labels: np.ndarray, n: int, seed: int, block: int, data_seed: int = 0) -> np.ndarray:
@@ -78,7 +70,7 @@ def pretrain_task(
     from labkit.core.device import resolve_device
     from labkit.methods.ssl import pretrain_mae, pretrain_simclr
 
-    d = load_arrays(data_file)
+    d = load_prepared_arrays(data_file)
     images = d["unlabeled_images"] if source == "in_domain" else d["unrelated_images"]
     common = dict(
         arch=arch,
@@ -118,27 +110,20 @@ def pretrain_task(
     }
 
 
+#: The foundation-model arm's backbone (``dinov2_weights``).
+DINOV2 = "dinov2_vits14"
+
+
 def dinov2_side(img_size: int) -> int:
     return max(14, int(np.ceil(img_size / 14)) * 14)
 
 
-def dinov2_encoder(img_size: int, weights: str, check_only: bool = False):
-    """DINOv2 ViT-S/14 at the 14-multiple side nearest above ``img_size`` (raises WeightsUnavailableError)."""
-    import os
+def dinov2_encoder(img_size: int, weights: str):
+    """DINOv2 ViT-S/14 at the 14-multiple side nearest above ``img_size`` (raises WeightsUnavailableError; the
+    experiment resolves ``dinov2_weights`` once before any task, :func:`labkit.models.weights.resolve_weights`)."""
+    from labkit.models.backbones import create_backbone
 
-    from labkit.models.backbones import create_backbone, how_to_provide, resolve_pretrained_file
-
-    if check_only and weights == "pretrained" and resolve_pretrained_file("dinov2_vits14", None) is None:
-        if os.environ.get("HF_HUB_OFFLINE") or not _hub_reachable():
-            raise WeightsUnavailableError(how_to_provide("dinov2_vits14"))
-    enc = create_backbone("dinov2_vits14", weights=weights, img_size=dinov2_side(img_size), num_classes=0)
-    return enc
-
-
-def _hub_reachable() -> bool:
-    from labkit.models.backbones import hub_reachable
-
-    return hub_reachable()
+    return create_backbone(DINOV2, weights=weights, img_size=dinov2_side(img_size), num_classes=0)
 
 
 def _prepare(x: np.ndarray, init: str, mean, std, img_size: int) -> torch.Tensor:
@@ -174,6 +159,23 @@ def _build_encoder(
     state, _ = load_checkpoint(encoder_file)
     load_state_into(enc, state, source=f"pretrained encoder {encoder_file}")
     return enc
+
+
+def _fit_vit(model, x_train, y_train, x_test, encoder_lr_scale: float, train: dict):
+    """Train a ViT segmenter and predict the test set: full fine-tuning (the encoder at ``encoder_lr_scale`` x lr),
+    or, when frozen, the frozen encoder's features computed once and only the head learning (no augmentation).
+    Returns ``(info, defect probabilities)``."""
+    from labkit.methods.defect_segmentation import predict_defect_prob, train_segmenter
+
+    dev = train["device"]
+    if model.frozen:
+        with torch.inference_mode():
+            f_train = torch.cat([model.features(x_train[i : i + 64].to(dev)) for i in range(0, len(x_train), 64)])
+            f_test = torch.cat([model.features(x_test[i : i + 64].to(dev)) for i in range(0, len(x_test), 64)])
+        info = train_segmenter(model, f_train.clone(), y_train, augment=False, forward=model.decode, **train)
+        return info, predict_defect_prob(model.decode, f_test, device=dev)
+    info = train_segmenter(model, x_train, y_train, encoder_lr_scale=encoder_lr_scale, **train)
+    return info, predict_defect_prob(model, x_test, device=dev)
 
 
 @grid_task("ssl_industrial/finetune")
@@ -220,7 +222,7 @@ def finetune_task(
     )
 
     dev = resolve_device(device, announce=False)
-    d = load_arrays(data_file)
+    d = load_prepared_arrays(data_file)
     pool_labels = (d["pool_defect_types"] != "good").astype(int)
     idx = label_subset(pool_labels, n_labels, seed, block, data_seed)
     test_masks = d["test_masks"]
@@ -242,19 +244,9 @@ def finetune_task(
         enc = _build_encoder(
             init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights, dinov2_weights
         )
-        frozen = protocol == "frozen"
-        model = ViTSegmenter(
-            enc, out_size=int(test_masks.shape[-1]), head="linear" if frozen else seg_head, frozen=frozen
-        ).to(dev)
-        if frozen:  # the frozen encoder's features, once; only the head learns (no augmentation)
-            with torch.inference_mode():
-                f_train = torch.cat([model.features(x_train[i : i + 64].to(dev)) for i in range(0, len(x_train), 64)])
-                f_test = torch.cat([model.features(x_test[i : i + 64].to(dev)) for i in range(0, len(x_test), 64)])
-            info = train_segmenter(model, f_train.clone(), y_train, augment=False, forward=model.decode, **train)
-            prob = predict_defect_prob(model.decode, f_test, device=dev)
-        else:
-            info = train_segmenter(model, x_train, y_train, encoder_lr_scale=encoder_lr_scale, **train)
-            prob = predict_defect_prob(model, x_test, device=dev)
+        head = "linear" if protocol == "frozen" else seg_head
+        model = ViTSegmenter(enc, out_size=int(test_masks.shape[-1]), head=head, frozen=protocol == "frozen").to(dev)
+        info, prob = _fit_vit(model, x_train, y_train, x_test, encoder_lr_scale, train)
     trainable = count_trainable(model)
     scaled = init != "unet" and protocol == "full" and encoder_lr_scale != 1
     schedule = f"cosine over {steps} steps" + (f", encoder at {encoder_lr_scale:g} x lr" if scaled else "")
@@ -292,7 +284,7 @@ def patchcore_task(
     from labkit.methods.anomaly import PatchCore, anomaly_aurocs, vit_patch_features
 
     dev = resolve_device(device, announce=False)
-    d = load_arrays(data_file)
+    d = load_prepared_arrays(data_file)
     torch.manual_seed(seed)
     enc = (
         _build_encoder(
