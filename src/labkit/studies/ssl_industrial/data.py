@@ -13,7 +13,7 @@ from labkit.core.errors import DataError, ParameterError
 from labkit.core.grid import file_digest
 from labkit.core.params import check_data_root
 from labkit.core.seeding import regime_seeds
-from labkit.data.inspection_layouts import INSPECTION_LAYOUTS
+from labkit.data.layouts_inspection import INSPECTION_LAYOUTS
 from labkit.data.prepared_arrays import write_prepared_arrays
 from labkit.data.surfaces import SurfaceSimulator, unrelated_images
 
