@@ -1,5 +1,6 @@
 """FARCLUSS figures: the scenes and their class frequencies, the teacher's hard and fuzzy pseudo-labels, and
-FARCLUSS's gains per frequency group."""
+FARCLUSS's gains per frequency group. Functions of ``runs`` or ``data`` only: an edit here re-renders the report
+from the cached grid records (no task's cache key covers this module)."""
 
 from __future__ import annotations
 
