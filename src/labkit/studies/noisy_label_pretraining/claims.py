@@ -1,4 +1,4 @@
-"""The paper's four claims, in its order, declared as data (no results needed) and judged by
+"""The paper's four claims, in its order, declared as data (no results needed; an edit here only re-renders) and judged by
 :mod:`labkit.core.claims` with the preconditions that make them testable: label-limited, plateau, headroom (clean
 pretraining itself beats random init), trained (on clean validation labels, against the best class prior), features
 learned (the noisy-pretrained encoder's frozen linear probe beats the random-init one's), same budget (every trained
