@@ -360,3 +360,18 @@ def test_dinov2_without_weights_is_not_evaluated_with_a_reason_naming_the_parame
     assert set(unavailable) == {"dinov2"} and "Set parameter 'dinov2_weights'" in unavailable["dinov2"]
     assert "weights_path=" not in unavailable["dinov2"]
     assert list(inits["status"]) == ["evaluated", "not evaluated"]
+
+
+def test_new_dinov2_weights_in_the_same_file_rerun_its_tasks(tmp_path):
+    # the DINOv2 weights' content is an input of the fine-tuning and PatchCore grids when that arm runs
+    from safetensors.torch import save_file
+
+    file = tmp_path / "dinov2.safetensors"
+    save_file({"w": torch.zeros(2)}, str(file))
+    cfg = _cfg("smoke", dinov2_weights=str(file))
+    data = {"digest": "d"}
+    first = experiment._grid_inputs(cfg, data, {})
+    save_file({"w": torch.ones(2)}, str(file))
+    second = experiment._grid_inputs(cfg, data, {})
+    assert first["data"] == second["data"] == "d" and first["dinov2_weights"] != second["dinov2_weights"]
+    assert experiment._grid_inputs(cfg, data, {"dinov2": "weights unavailable"}) == {"data": "d"}

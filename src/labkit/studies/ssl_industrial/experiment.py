@@ -276,9 +276,18 @@ RUN_COLUMNS += ["trainable_params", "seconds", "final_train_loss", "n_train", "t
 RUN_COLUMNS += ["steps", "batch_size", "lr", "schedule"]  # the run's budget (its record's; empty for the floor)
 
 
+def _grid_inputs(cfg, data, unavailable: dict) -> dict[str, str]:
+    """The fine-tuning and PatchCore grids' inputs: the data's digest and, when the DINOv2 arm runs, its weights'
+    digest, so that new weights under the same value (``pretrained``, a file) rerun its tasks."""
+    inputs = {"data": data["digest"]}
+    if "dinov2" in cfg.inits and "dinov2" not in unavailable:
+        inputs["dinov2_weights"] = resolve_weights("dinov2_weights", cfg.dinov2_weights, DINOV2, fetch=False).digest
+    return inputs
+
+
 def finetune_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
     """The fine-tuning grid (not run): one task per :func:`finetune_tasks` entry."""
-    grid = Grid(f"{NAME}-finetune", finetune_task, inputs={"data": data["digest"]})
+    grid = Grid(f"{NAME}-finetune", finetune_task, inputs=_grid_inputs(cfg, data, unavailable))
     for params in finetune_tasks(cfg, data, pretrained, unavailable):
         grid.add(**params)
     return grid
@@ -306,7 +315,7 @@ def split_regime(cfg, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def patchcore_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
     """The PatchCore grid (not run): one task per ViT init asked for that has weights."""
     inits = [i for i in cfg.inits if i in VIT_INITS and (i not in unavailable or i in pretrained)]
-    grid = Grid(f"{NAME}-patchcore", patchcore_task, inputs={"data": data["digest"]})
+    grid = Grid(f"{NAME}-patchcore", patchcore_task, inputs=_grid_inputs(cfg, data, unavailable))
     for init in inits:
         enc = pretrained.get(init, {})
         grid.add(
