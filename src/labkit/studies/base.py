@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from labkit.core.arms import Arm, arm_colours, arm_labels  # noqa: F401  (the face of every study uses them)
-from labkit.core.grid import Grid, GridResult, grid_runs
+from labkit.core.grid import Grid, GridResult
 from labkit.core.seeding import regime_seeds  # noqa: F401
 
 
@@ -147,11 +147,6 @@ def run_grids(cfg, *grids: Grid, progress: bool | None = None, threads: int | No
     return [grid.run(**options) for grid in grids]
 
 
-def grids_since(started: float) -> list[dict[str, Any]]:
-    """The grid runs of this process since ``started`` (a ``time.time()``): ``Runs.grids``."""
-    return grid_runs(since=started)
-
-
 def task_device(cfg) -> str:
     """The device a grid task builds its models on, resolved once in the main process (``auto`` becomes what it
     means here, so that every worker gets the same answer and the task's parameters say where it ran)."""
@@ -162,7 +157,7 @@ def task_device(cfg) -> str:
 
 
 class Stopwatch:
-    """``with Stopwatch() as clock: ...; clock.seconds`` and ``clock.started`` (for ``grids_since``)."""
+    """``with Stopwatch() as clock: ...; clock.seconds`` and ``clock.started`` (for ``grid_runs(since=...)``)."""
 
     def __enter__(self) -> Stopwatch:
         self.started, self._t0 = time.time(), time.perf_counter()

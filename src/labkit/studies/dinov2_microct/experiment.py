@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from labkit.core.claims import BUDGET_KEYS
-from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids, task_device
+from labkit.core.grid import grid_runs
+from labkit.studies.base import Runs, Stopwatch, run_grids, task_device
 from labkit.studies.dinov2_microct.backbones import load_ssl_backbone, vit_input_size
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, NAME, VIT_KINDS, data_inputs, data_settings, plain
 from labkit.studies.dinov2_microct.tasks import SeedResult, seed_part_task, unavailable_record
@@ -126,7 +127,7 @@ def run(cfg, data) -> Runs:
         (result,) = run_grids(cfg, build_grid(cfg, arms))
         runs = gather(cfg, arms, result.records, data)
     runs.seconds = clock.seconds
-    runs.grids = grids_since(clock.started)
+    runs.grids = grid_runs(since=clock.started)
     return runs
 
 

@@ -21,13 +21,13 @@ import torch
 
 from labkit.core.claims import BUDGET_KEYS
 from labkit.core.errors import WeightsUnavailableError
-from labkit.core.grid import Grid, GridResult
+from labkit.core.grid import Grid, GridResult, grid_runs
 from labkit.core.paths import cache_dir
 from labkit.data import scenes as sc
 from labkit.data.prepared_arrays import write_prepared_arrays, write_state_file
 from labkit.methods import semisup as ss
 from labkit.models.weights import resolve_weights
-from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids, task_device
+from labkit.studies.base import Runs, Stopwatch, regime_seeds, run_grids, task_device
 
 from .arms import (
     ABLATION_ADD,
@@ -71,7 +71,7 @@ def run(cfg, data: StudyData) -> Runs:
         trained = train(cfg, data)
         costs = measure_costs(cfg, data)
     runs = gather(cfg, trained, data, costs)
-    runs.grids, runs.seconds = grids_since(clock.started), clock.seconds
+    runs.grids, runs.seconds = grid_runs(since=clock.started), clock.seconds
     return runs
 
 

@@ -25,14 +25,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from labkit.core.grid import Grid
+from labkit.core.grid import Grid, grid_runs
 from labkit.methods import weight_analysis
 from labkit.methods.noisy_label_encoder import (
     CHECKPOINT_NAME,
     checkpoint_meta,
     save_pretrained_encoder,
 )
-from labkit.studies.base import Runs, Stopwatch, grid_options, grids_since, run_grids
+from labkit.studies.base import Runs, Stopwatch, grid_options, run_grids
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
     StudyData,
@@ -396,7 +396,7 @@ def run(cfg, data: StudyData | None = None, progress: bool | None = None) -> Run
         unavailable=setup.unavailable,
         context={"unavailable": setup.unavailable},
         examples={"settings": setup.s, "data": data, "checkpoint": checkpoint, "real_patch": patch},
-        grids=grids_since(clock.started),
+        grids=grid_runs(since=clock.started),
         checkpoints=[checkpoint["path"]] if checkpoint["saved"] else [],
         seconds=clock.seconds,
     )

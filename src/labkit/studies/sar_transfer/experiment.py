@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from labkit.core.errors import WeightsUnavailableError
-from labkit.core.grid import Grid
+from labkit.core.grid import Grid, grid_runs
 from labkit.models import weight_transfer
-from labkit.studies.base import Runs, Stopwatch, grids_since, run_grids, task_device
+from labkit.studies.base import Runs, Stopwatch, run_grids, task_device
 
 from .arms import ARM_LABELS
 from .data import (
@@ -266,7 +266,7 @@ def run(
         results = run_grid(cfg, weights, progress=progress, threads=threads)
     written = [w["path"] for w in weights.values() if w.get("path")]
     written += [w["provenance"]["file"] for w in weights.values() if w["provenance"].get("produced_here")]
-    return gather(results, grids=grids_since(clock.started), seconds=clock.seconds, checkpoints=written)
+    return gather(results, grids=grid_runs(since=clock.started), seconds=clock.seconds, checkpoints=written)
 
 
 # ---- plan: the preset's real budget (labkit plan) ------------------------------------------------------------

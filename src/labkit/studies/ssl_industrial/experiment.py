@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 
 from labkit.core.claims import BUDGET_KEYS, Precondition
-from labkit.core.grid import Grid, GridResult, file_digest
+from labkit.core.grid import Grid, GridResult, file_digest, grid_runs
 from labkit.data.prepared_arrays import load_prepared_arrays
 from labkit.methods.run_tables import matched_differences, with_budget_columns
 from labkit.models.weights import resolve_weights
-from labkit.studies.base import Runs, Stopwatch, grids_since, regime_seeds, run_grids
+from labkit.studies.base import Runs, Stopwatch, regime_seeds, run_grids
 
 from .data import INIT_LABELS, NAME, PRETRAINED, VIT_INITS
 from .tasks import DINOV2, finetune_task, patchcore_task, pretrain_task
@@ -104,7 +104,7 @@ def run(cfg, data) -> Runs:
         unavailable=unavailable,
         context={"unavailable": unavailable},
         examples={"pretrained": pretrained},
-        grids=grids_since(clock.started),
+        grids=grid_runs(since=clock.started),
         checkpoints=[p["file"] for p in pretrained.values()],
         seconds=clock.seconds,
     )
