@@ -49,9 +49,11 @@ def test_a_tree_in_the_published_layout_reads_back_with_its_legend_bands_and_nod
     assert tree["nodata_pixels"] == 6 * 4 * 4  # 4 x 4 no-data pixels per 64 px tile
 
 
-def test_make_data_masks_nodata_out_of_every_loss_and_counts_it(tmp_path):
-    write_tree(tmp_path / "tree", nodata_step=32)  # one no-data pixel at the corner of every 32 px chip
-    data = study.make_data(geotiff(data_root=str(tmp_path / "tree")))
+def test_make_data_masks_nodata_out_of_every_loss_and_counts_image_and_label_nodata(tmp_path):
+    # one image no-data pixel at the corner of every 32 px chip; 7 clean-label no-data pixels in the second tile
+    write_tree(tmp_path / "tree", nodata_step=32, ignored_label_pixels=7)
+    # 6 tiles of 4 chips: 4 test, 4 validation, 4 fine-tuning chips; every other chip pretrains (all are used)
+    data = study.make_data(geotiff(data_root=str(tmp_path / "tree"), n_pretrain_tiles=12))
     assert data.source == "geotiff" and data.bands == list(BANDS) and data.classes_b is None
     arrays = np.load(data.files[0]["path"])
     chips = 0
@@ -60,11 +62,75 @@ def test_make_data_masks_nodata_out_of_every_loss_and_counts_it(tmp_path):
         assert x.shape[1:] == (6, 32, 32) and np.isfinite(x).all(), split
         assert (a[:, 0, 0] == 255).all() and (x[:, :, 0, 0] == 0).all(), split  # ignored (255), filled
         chips += len(x)
+    assert chips == 24
     assert (arrays["a_pretrain_real"][:, 0, 0] == 255).all()  # the real noisy labels too
     summary = data.summary[0]
-    assert summary["nodata_pixels"] == chips  # counted: one per chip of every split
-    assert summary["tiles"] == {"pretrain": 4, "finetune": 4, "val": 4, "test": 4}  # whole 64 px tiles per split
+    assert summary["nodata_image_pixels"] == chips  # counted: one per chip of every split
+    assert summary["nodata_label_pixels"] == 7  # the label files' own no-data, counted apart
+    assert summary["nodata_noisy_label_pixels"] == 0
+    assert summary["tiles"] == {"pretrain": 12, "finetune": 4, "val": 4, "test": 4}
     assert 0.05 < summary["pixel_noise_rate"]["real"] < 0.9
+    table = study.tables.data_table(data)
+    assert {"nodata_image_pixels", "nodata_label_pixels", "nodata_noisy_label_pixels"} <= set(table.columns)
+    assert table.nodata_label_pixels.iloc[0] == 7
+
+
+def _no_arrays_written(monkeypatch):
+    """Fail if any prepared file is written: the checks must come before any work."""
+    import importlib
+
+    data_module = importlib.import_module("labkit.studies.noisy_label_pretraining.data")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a prepared file was written before the split was checked")
+
+    monkeypatch.setattr(data_module, "_save_arrays", refuse)
+
+
+def test_more_pretraining_chips_than_the_data_allow_is_an_error_naming_the_largest_value(tmp_path, monkeypatch):
+    root = write_tree(tmp_path / "tree")["root"]  # 24 chips: 4 test, 4 validation, 16 locations left
+    _no_arrays_written(monkeypatch)
+    # 16 locations less the 4 fine-tuning chips leave 12: 13 is never silently cut to 12
+    with pytest.raises(DataError, match=r"n_pretrain_tiles=13: the data allow at most 12 pretraining chips"):
+        study.run(geotiff(data_root=str(root), n_pretrain_tiles=13, seeds=[0, 1, 2]), progress=False)
+    # a fine-tuning k that leaves the pretraining pool too small names both parameters
+    with pytest.raises(DataError, match=r"n_pretrain_tiles=4: the data allow at most 3 .*k_values / task_b_k"):
+        study.run(geotiff(data_root=str(root), k_values=[2, 13]), progress=False)
+    with pytest.raises(DataError, match=r"the largest fine-tuning k \(17, of k_values / task_b_k\) is larger"):
+        study.run(geotiff(data_root=str(root), k_values=[2, 17]), progress=False)
+
+
+def test_real_tiles_split_honestly_chips_disjoint_and_places_never_in_two_splits(tmp_path):
+    # 8 tiles of 4 chips on 6 places: tiles 0-1 and 2-3 are two dates of one place each (same bounds)
+    places = [0, 0, 1, 1, 2, 3, 4, 5]
+    written = write_tree(tmp_path / "tree", n_tiles=8, places=places)
+    place_of = dict(zip(written["names"], places))
+    data = study.make_data(geotiff(data_root=str(written["root"]), n_pretrain_tiles=8, seeds=[0, 1, 2, 3, 4]))
+    for seed, summary in data.summary.items():
+        chips = summary["chips"]
+        assert {k: len(v) for k, v in chips.items()} == summary["tiles"]
+        assert summary["tiles"]["finetune"] == 4 and summary["tiles"]["pretrain"] == 8
+        location = lambda c: (place_of[c.split("@")[0]], c.split("@")[1])  # noqa: E731
+        place = lambda c: place_of[c.split("@")[0]]  # noqa: E731
+        splits = list(chips)
+        for i, a in enumerate(splits):
+            for b in splits[i + 1 :]:
+                assert not set(chips[a]) & set(chips[b]), (seed, a, b)  # no chip in two splits
+                # no location (a place's window, any date) in two splits
+                assert not {location(c) for c in chips[a]} & {location(c) for c in chips[b]}, (seed, a, b)
+        for held_out in ("val", "test"):  # held-out places are whole: in no other split at all
+            others = {place(c) for s in splits if s != held_out for c in chips[s]}
+            assert not {place(c) for c in chips[held_out]} & others, (seed, held_out)
+        # the k fine-tuning chips are k distinct locations (one date each)
+        assert len({location(c) for c in chips["finetune"]}) == 4
+        assert sorted(map(sorted, summary["same_place_tiles"])) == [
+            ["s2_00.tif", "s2_01.tif"],
+            ["s2_02.tif", "s2_03.tif"],
+        ]
+    # the fine-tuning arrays are those chips, not pretraining ones
+    arrays = np.load(data.files[0]["path"])
+    pre = {arrays["x_pretrain"][i].tobytes() for i in range(len(arrays["x_pretrain"]))}
+    assert not any(arrays["x_finetune"][i].tobytes() in pre for i in range(len(arrays["x_finetune"])))
 
 
 def _rewrite(path, array, **kw):
@@ -141,7 +207,7 @@ def test_tiles_smaller_than_the_crop_are_named(tmp_path):
 
 def test_too_few_tiles_for_the_splits_says_what_to_lower(tmp_path):
     root = write_tree(tmp_path / "tree", n_tiles=2)["root"]
-    with pytest.raises(DataError, match="no tiles left for pretraining and fine-tuning"):
+    with pytest.raises(DataError, match=r"no place \(tiles of one bounds\) is left for pretraining and fine-tuning"):
         study.make_data(geotiff(data_root=str(root)))
 
 

@@ -41,6 +41,9 @@ def test_notebook_runs_at_smoke_on_a_geotiff_tree(tmp_path):
     manifest = json.loads(sorted((tmp_path / "runs").rglob("manifest.json"))[-1].read_text())
     assert manifest["params"]["data_source"] == "geotiff"
     data = pd.read_csv(sorted((tmp_path / "runs").rglob("data.csv"))[-1])
-    assert (data.nodata_pixels > 0).all() and "noise_rate_real" in data  # counted, and the tree's noisy labels used
+    assert (
+        data.nodata_image_pixels > 0
+    ).all() and "noise_rate_real" in data  # counted, and the tree's noisy labels used
+    assert "nodata_label_pixels" in data and "nodata_noisy_label_pixels" in data  # label no-data counted apart
     settings = pd.read_csv(sorted((tmp_path / "runs").rglob("settings.csv"))[-1])
     assert settings.set_index("setting").value["bands"] == str(list(BANDS))  # the model took the tree's 6 bands

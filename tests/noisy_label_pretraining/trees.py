@@ -23,12 +23,14 @@ def write_tree(
     image_nodata: float | None = -9999.0,
     nodata_step: int | None = None,
     ignored_label_pixels: int = 0,
+    places: list[int] | None = None,
 ) -> dict:
     """Write ``n_tiles`` simulated tiles with clean and noisy ``lulc`` labels; returns what was written.
 
     ``nodata_step``: image pixels ``(y, x)`` with ``y % step == x % step == 0`` are no data (NaN, written as
     ``image_nodata``) in every band of every tile; ``ignored_label_pixels``: pixels of the second tile's clean
-    label written as the label no-data value (0).
+    label written as the label no-data value (0); ``places``: one place index per tile (tiles of one index share
+    their bounds, as dates of one place do).
     """
     tiles = landcover.LandscapeSimulator(size, bands=BANDS).sample(n_tiles, seed=seed)
     classes = landcover.task_legend("lulc")[0]
@@ -53,5 +55,6 @@ def write_tree(
         band_names=list(BANDS),
         image_nodata=image_nodata,
         legend=legend,
+        places=places,
     )
     return {"root": root, "names": names, "images": images, "clean": clean_written, "noisy": noisy, "classes": classes}

@@ -61,7 +61,8 @@ def load_geotiff_tree(root: str | Path, tile: int) -> dict:
     """Read a ``geotiff`` tree: every image with its noisy and clean labels, checked before any training.
 
     Returns ``{"names", "images" (list of (C, H, W) float32 with NaN = no data), "noisy", "clean" (lists of (H, W)
-    int64 task ids, 255 = no data), "classes", "bands", "nodata_pixels"}``. Raises DataError naming the tile for: a
+    int64 task ids, 255 = no data), "classes", "bands", "nodata_pixels", "grids"}`` (``grids``: each tile's
+    (height, width, transform, CRS): tiles of one place share it). Raises DataError naming the tile for: a
     missing noisy or clean mask, labels on another grid (shape, transform or CRS: never resampled), another band
     count than the first image, label values outside the legend, tiles smaller than ``tile``.
     """
@@ -91,6 +92,7 @@ def load_geotiff_tree(root: str | Path, tile: int) -> dict:
         "bands": None,
         "nodata_pixels": 0,
         "legend_values": values,
+        "grids": [],
     }
     for path in paths:
         image, meta = io.read_geotiff(path)
@@ -140,6 +142,7 @@ def load_geotiff_tree(root: str | Path, tile: int) -> dict:
         invalid = ~np.isfinite(image).all(axis=0)
         out["nodata_pixels"] += int(invalid.sum())
         out["names"].append(path.name)
+        out["grids"].append(_grid(meta))
         out["images"].append(image)
         out["noisy"].append(masks["labels_noisy"])
         out["clean"].append(masks["labels_clean"])

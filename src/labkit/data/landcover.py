@@ -640,6 +640,7 @@ def write_tile_tree(
     label_nodata: int | None = 0,
     legend: str = "json",
     crs: str = "EPSG:32633",
+    places: list[int] | None = None,
 ) -> Path:
     """Write tiles in the ``geotiff`` layout of the noisy-label study (used for fixtures and demos).
 
@@ -647,7 +648,8 @@ def write_tile_tree(
     ``image_nodata`` when given), ``root/labels_noisy/<name>.tif`` and ``root/labels_clean/<name>.tif`` (one
     band of label values: class ``i`` is written as ``values[i]``, default ``i + 1``; ignored pixels (255) as
     the declared no-data ``label_nodata``), and the legend ``root/legend.json`` (``{"<value>": "<class>"}``) or
-    ``root/legend.csv`` (``value,class``). Each tile gets its own georeferencing (10 m pixels, tiles side by side).
+    ``root/legend.csv`` (``value,class``). Each tile gets its own georeferencing (10 m pixels, tiles side by side);
+    ``places``: one place index per tile, tiles of one index on the same bounds (dates of one place).
     """
     from rasterio.transform import from_origin
 
@@ -665,7 +667,8 @@ def write_tile_tree(
     for sub in ("images", "labels_noisy", "labels_clean"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):
-        transform = from_origin(500000.0 + 10.0 * images.shape[-1] * i, 5100000.0, 10.0, 10.0)
+        place = i if places is None else int(places[i])
+        transform = from_origin(500000.0 + 10.0 * images.shape[-1] * place, 5100000.0, 10.0, 10.0)
         image = np.asarray(images[i], np.float32)
         if image_nodata is not None:
             image = np.where(np.isfinite(image), image, np.float32(image_nodata))

@@ -23,7 +23,7 @@ from labkit.core.errors import DataError, ParameterError
 from labkit.core.params import check_data_root
 from labkit.core.seeding import regime_seeds
 from labkit.data import label_noise, landcover
-from labkit.data.geotiff_tree import chips, load_geotiff_tree
+from labkit.data.geotiff_tree import load_geotiff_tree
 from labkit.data.layouts_geotiff import LAYOUTS
 from labkit.methods.noisy_label_encoder import DEFAULT_NOISE, band_statistics, noisy_labels, normalise
 from labkit.methods.unet_training import IGNORE_INDEX
@@ -141,6 +141,11 @@ def validate_settings(cfg) -> None:
         )
 
 
+#: No-data pixels of the chips a run uses, counted apart: image (NaN in any band), clean label and noisy label
+#: (the pretraining chips' noisy masks) no-data; each is masked out of every loss and score.
+NO_NODATA = {"nodata_image_pixels": 0, "nodata_label_pixels": 0, "nodata_noisy_label_pixels": 0}
+
+
 @dataclasses.dataclass
 class StudyData:
     """One prepared data file per seed (normalised tiles and every label set), with what the report says of it."""
@@ -199,8 +204,11 @@ def make_data(cfg) -> StudyData:
     ``data_source=simulated``: each seed simulates its own pretraining, fine-tuning, validation and test tiles and
     corrupts the pretraining labels at every severity of the sweep. ``geotiff`` / ``noldo_s12``: the tree under
     ``data_root`` is read and checked in full first (errors name the tile), cut into ``tile`` chips, split per seed
-    by tile (chips of one tile stay in one split); the main noisy labels are the tree's ``labels_noisy``, the sweep
-    corrupts its clean labels with the synthetic noise models.
+    (:func:`_tree_plan`): test and validation take whole places (tiles of the same bounds, e.g. dates of one place),
+    fine-tuning and pretraining chips come from the other places' chip locations, disjoint, no location in both;
+    a split the data cannot fill is an error before any array is built (:func:`_check_plans`), never silently
+    smaller. The main noisy labels are the tree's ``labels_noisy``, the sweep corrupts its clean labels with the
+    synthetic noise models.
     """
     check_parameters(cfg)
     if cfg.get("data_source", "simulated") == "simulated":
@@ -250,22 +258,26 @@ def _simulated(cfg) -> StudyData:
         summary[seed] = {
             "tiles": {k: int(v) for k, v in sizes.items()},
             "pixel_noise_rate": rates,
-            "nodata_pixels": 0,
+            **NO_NODATA,
         }
     return StudyData(source, files, classes_a, classes_b, bands, summary, examples)
 
 
 def _from_tree(cfg) -> StudyData:
-    """The GeoTIFF tree under ``data_root``, checked in full, split per seed (:func:`_tree_split`)."""
+    """The GeoTIFF tree under ``data_root``, checked in full, every seed's split planned and checked before any
+    array is built (:func:`_tree_plan`, :func:`_check_plans`), then one prepared file per seed."""
     from labkit.core.grid import file_digest
 
     source, root, tile = cfg.get("data_source", "simulated"), cfg.get("data_root"), int(cfg.get("tile"))
     sizes = _split_sizes(cfg)
     tree = load_geotiff_tree(root, tile)
+    plans = {seed: _tree_plan(cfg, tree, seed, sizes) for seed in regime_seeds(cfg)}
+    _check_plans(cfg, plans, sizes)
     tree_digest = file_digest(root)
+    shared = [[tree["names"][i] for i in place] for place in _places(tree) if len(place) > 1]
     files, summary = {}, {}
-    for seed in regime_seeds(cfg):
-        arrays, named, split_tiles, nodata, rates = _tree_split(cfg, tree, seed, sizes)
+    for seed, plan in plans.items():
+        arrays, nodata, rates = _tree_split(cfg, tree, plan)
         recipe = {
             "source": source,
             "tree": tree_digest,
@@ -274,109 +286,148 @@ def _from_tree(cfg) -> StudyData:
             "sizes": sizes,
             "noise_models": list(cfg.get("noise_models")),
             "levels": sweep_levels(cfg),
-            "version": 2,
+            "version": 3,
         }
         files[seed] = _save_arrays(arrays, recipe)
         summary[seed] = {
-            "tiles": {k: int(len(v[0])) for k, v in named.items()},
+            "tiles": {k: len(plan[k]) for k in SPLITS},
             "pixel_noise_rate": rates,
-            "nodata_pixels": nodata,
-            "source_tiles": {k: len(v) for k, v in split_tiles.items()},
+            **nodata,
+            "source_tiles": {k: len({tree["names"][i] for i, _, _ in plan[k]}) for k in SPLITS},
+            "chips": {k: [_chip_id(tree, c) for c in plan[k]] for k in SPLITS},
+            "same_place_tiles": shared,
         }
     return StudyData(source, files, tree["classes"], None, tree["bands"], summary, None)
 
 
-def _tree_tiles(cfg, tree: dict, seed: int, sizes: dict) -> dict[str, list[int]]:
-    """Whole tiles of the tree into test, then validation, until each has its chips; the rest for training."""
-    root, tile = cfg.get("data_root"), int(cfg.get("tile"))
-    n_tiles = len(tree["names"])
-    order = np.random.default_rng(seed).permutation(n_tiles)
-    split_tiles: dict[str, list[int]] = {"test": [], "val": [], "rest": []}
-    counts = {"test": 0, "val": 0}
-    for i in order:  # whole tiles into test, then val, until each has its chips
-        n_chips = (tree["images"][i].shape[1] // tile) * (tree["images"][i].shape[2] // tile)
+#: The splits of a prepared file, in the order the arrays are written.
+SPLITS = ("pretrain", "finetune", "val", "test")
+
+
+def _chip_id(tree: dict, chip: tuple) -> str:
+    i, y, x = chip
+    return f"{tree['names'][i]}@{y},{x}"
+
+
+def _places(tree: dict) -> list[list[int]]:
+    """Tiles grouped by place: tiles on the same grid (CRS, bounds, shape; e.g. dates of one place) form one group,
+    which never spans two splits. In the order of their first tile."""
+    groups: dict = {}
+    for i, grid in enumerate(tree["grids"]):
+        groups.setdefault(grid, []).append(i)
+    return list(groups.values())
+
+
+def _windows(shape: tuple, tile: int) -> list[tuple[int, int]]:
+    """Top-left corners of the non-overlapping ``tile`` windows of a tile (as :func:`chips` cuts them)."""
+    h, w = shape
+    return [(y, x) for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)]
+
+
+def _tree_plan(cfg, tree: dict, seed: int, sizes: dict) -> dict:
+    """One seed's split of the tree's chips, ``(tile index, y, x)`` per split; no place in two splits.
+
+    Whole places (tiles of the same bounds) go to test, then validation, until each has its chips; the chips of the
+    other places are grouped by location (a place's window, every date of it). The fine-tuning chips come first,
+    one chip (one date) per location, the rest of those locations dropped; the pretraining chips from the other
+    locations (every date). ``pretrain_pool``: the chips left for pretraining once the fine-tuning ones are set
+    aside (what :func:`_check_plans` compares with ``n_pretrain_tiles``)."""
+    tile = int(cfg.get("tile"))
+    places = _places(tree)
+    shape = lambda i: tree["images"][i].shape[1:]  # noqa: E731
+    plan: dict = {name: [] for name in SPLITS}
+    rest = []
+    for p in np.random.default_rng(seed).permutation(len(places)):  # whole places into test, then val
+        place = places[p]
+        chips_of = [(i, y, x) for i in place for y, x in _windows(shape(i), tile)]
         for name in ("test", "val"):
-            if counts[name] < sizes[name]:
-                split_tiles[name].append(int(i))
-                counts[name] += n_chips
+            if len(plan[name]) < sizes[name]:
+                plan[name] += chips_of
                 break
         else:
-            split_tiles["rest"].append(int(i))
-    if not split_tiles["rest"]:
+            rest.append(place)
+    locations = [[(i, y, x) for i in place] for place in rest for y, x in _windows(shape(place[0]), tile)]
+    rng = np.random.default_rng(seed + 1)
+    order = rng.permutation(len(locations))
+    ft_locations = order[: sizes["finetune"]]
+    plan["finetune"] = [locations[j][int(rng.integers(len(locations[j])))] for j in ft_locations]
+    pool = [c for j in order[sizes["finetune"] :] for c in locations[j]]
+    plan["pretrain"] = pool[: sizes["pretrain"]]
+    plan.update(seed=seed, rest_places=len(rest), locations=len(locations), pretrain_pool=len(pool))
+    return plan
+
+
+def _check_plans(cfg, plans: dict, sizes: dict) -> None:
+    """DataError before any array is built when a seed's split cannot give a split its chips: no place left for
+    training, fewer fine-tuning locations than the largest k, or fewer pretraining chips than ``n_pretrain_tiles``
+    (naming the largest value the data allow, over every seed); nothing is silently reduced."""
+    root, tile = cfg.get("data_root"), int(cfg.get("tile"))
+    held_out = f"{sizes['test']} test and {sizes['val']} validation chips"
+    for plan in plans.values():
+        if not plan["rest_places"]:
+            raise DataError(
+                f"data_root {root}: no place (tiles of one bounds) is left for pretraining and fine-tuning after "
+                f"{held_out} of {tile} px (seed {plan['seed']}); add tiles or lower n_test_tiles / n_val_tiles"
+            )
+        if plan["locations"] < sizes["finetune"]:
+            raise DataError(
+                f"data_root {root}: the largest fine-tuning k ({sizes['finetune']}, of k_values / task_b_k) is larger "
+                f"than the {plan['locations']} chip locations of {tile} px left after {held_out} (seed "
+                f"{plan['seed']}), before any pretraining chip; lower k_values / task_b_k, n_test_tiles / n_val_tiles "
+                "or add tiles"
+            )
+    worst = min(plans.values(), key=lambda p: p["pretrain_pool"])
+    if worst["pretrain_pool"] < sizes["pretrain"]:
         raise DataError(
-            f"data_root {root}: {n_tiles} tile(s) give no tiles left for "
-            f"pretraining and fine-tuning after {sizes['val'] + sizes['test']} test and validation chips of {tile} px; "
-            "add tiles or lower n_test_tiles / n_val_tiles"
+            f"n_pretrain_tiles={sizes['pretrain']}: the data allow at most {worst['pretrain_pool']} pretraining chips "
+            f"of {tile} px (seed {worst['seed']}: {worst['locations']} chip locations outside the {held_out}, of which "
+            f"{sizes['finetune']} are the fine-tuning chips, largest k of k_values / task_b_k, kept apart from "
+            f"pretraining); set n_pretrain_tiles to {worst['pretrain_pool']} or less, lower k_values / task_b_k or "
+            "n_test_tiles / n_val_tiles, or add tiles"
         )
-    return split_tiles
 
 
-def _tree_chips(cfg, tree: dict, seed: int, sizes: dict, split_tiles: dict) -> dict:
-    """Split name -> (chips, noisy masks or None, clean masks): the training chips drawn from the rest."""
-    tile = int(cfg.get("tile"))
-
-    def gather(indices):
-        xs, noisy, clean = [], [], []
-        for i in indices:
-            for x, (n, c) in chips(tree["images"][i], [tree["noisy"][i], tree["clean"][i]], tile):
-                xs.append(x), noisy.append(n), clean.append(c)
-        return xs, noisy, clean
-
-    parts = {name: gather(idx) for name, idx in split_tiles.items()}
-    rest_x, rest_noisy, rest_clean = parts["rest"]
-    pick = np.random.default_rng(seed + 1).permutation(len(rest_x))
-    pre_idx, ft_idx = pick[: sizes["pretrain"]], pick[: sizes["finetune"]]
-    if len(ft_idx) < sizes["finetune"]:
-        raise DataError(
-            f"data_root {cfg.get('data_root')}: {len(rest_x)} chips left for fine-tuning, fewer than "
-            f"the largest k ({sizes['finetune']}); add tiles or lower k_values / task_b_k"
-        )
-    return {
-        "pretrain": (
-            [rest_x[i] for i in pre_idx],
-            [rest_noisy[i] for i in pre_idx],
-            [rest_clean[i] for i in pre_idx],
-        ),
-        "finetune": ([rest_x[i] for i in ft_idx], None, [rest_clean[i] for i in ft_idx]),
-        "val": (parts["val"][0], None, parts["val"][2]),
-        "test": (parts["test"][0], None, parts["test"][2]),
-    }
-
-
-def _tree_split(cfg, tree: dict, seed: int, sizes: dict):
-    """One seed's arrays of the tree: chips per split, no-data masked out of every loss, normalised by the
-    pretraining chips, the sweep's synthetic noise on the clean pretraining labels."""
+def _tree_split(cfg, tree: dict, plan: dict):
+    """One seed's arrays of the tree (:func:`_tree_plan`): chips per split, no-data masked out of every loss and
+    counted (image, clean label, noisy label), normalised by the pretraining chips, the sweep's synthetic noise on
+    the clean pretraining labels."""
     tile, classes_a, bands = int(cfg.get("tile")), tree["classes"], tree["bands"]
-    split_tiles = _tree_tiles(cfg, tree, seed, sizes)
-    named = _tree_chips(cfg, tree, seed, sizes, split_tiles)
-    arrays, nodata = {}, 0
-    for name, (xs, noisy, clean) in named.items():
+    arrays, nodata = {}, dict(NO_NODATA)
+    for name in SPLITS:
+        window = lambda a, y, x: a[..., y : y + tile, x : x + tile]  # noqa: E731
+        xs = [window(tree["images"][i], y, x) for i, y, x in plan[name]]
+        clean = [window(tree["clean"][i], y, x) for i, y, x in plan[name]]
         if not xs:
             raise DataError(f"data_root {cfg.get('data_root')}: no {tile} px chips for the {name} split")
+        # label no-data as the files give it (before image no-data is masked into the same labels)
+        nodata["nodata_label_pixels"] += int((np.stack(clean) == IGNORE_INDEX).sum())
         images, masks, counts = landcover.prepare_tiles(
             np.stack(xs),
             np.stack(clean),
             len(bands),
             len(classes_a),
-            names=[f"{name} chip {i}" for i in range(len(xs))],
+            names=[f"{name} chip {_chip_id(tree, c)}" for c in plan[name]],
             fill_value=np.nan,
         )
-        nodata += counts["nodata_pixels"]
+        nodata["nodata_image_pixels"] += counts["nodata_pixels"]
         arrays[f"x_{name}"], arrays[f"a_{name}"] = images, masks
-        if noisy is not None:
-            arrays[f"a_{name}_real"] = np.where(masks == IGNORE_INDEX, IGNORE_INDEX, np.stack(noisy))
+        if name == "pretrain":
+            noisy = np.stack([window(tree["noisy"][i], y, x) for i, y, x in plan[name]])
+            nodata["nodata_noisy_label_pixels"] += int((noisy == IGNORE_INDEX).sum())
+            arrays["a_pretrain_real"] = np.where(masks == IGNORE_INDEX, IGNORE_INDEX, noisy)
     mean, std = band_statistics(arrays["x_pretrain"])
-    for name in named:
+    for name in SPLITS:
         x = normalise(arrays[f"x_{name}"], mean, std)
         arrays[f"x_{name}"] = np.nan_to_num(x, nan=0.0)  # no-data pixels: filled, and masked to 255 above
     clean = arrays["a_pretrain"]
     rates = {"clean": 0.0, "real": label_noise.noise_rate(clean, arrays["a_pretrain_real"])}
+    seed = plan["seed"]
     for level in sweep_levels(cfg):
         noisy = noisy_labels(None, clean, list(cfg.get("noise_models")), level, 1000 * seed + 5, len(classes_a))
         arrays[f"a_pretrain_{label_key(level)}"] = np.where(clean == IGNORE_INDEX, IGNORE_INDEX, noisy)
         rates[label_key(level)] = label_noise.noise_rate(clean, noisy)
     arrays["norm"] = np.stack([mean, std])
-    return arrays, named, split_tiles, nodata, rates
+    return arrays, nodata, rates
 
 
 # ---- the real Sentinel-2 patch (a figure of real class geometry under the noise models)

@@ -9,7 +9,7 @@ from labkit.core.claims import BUDGET_KEYS
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.core.stats import paired_by_index
 from labkit.studies.base import Runs
-from labkit.studies.noisy_label_pretraining.data import INIT_LABELS, INITS, StudyData, label_key
+from labkit.studies.noisy_label_pretraining.data import INIT_LABELS, INITS, NO_NODATA, StudyData, label_key
 from labkit.studies.noisy_label_pretraining.tasks import TASK_A, TASK_B
 
 
@@ -232,7 +232,9 @@ def settings_table(runs: Runs) -> pd.DataFrame:
 
 
 def data_table(data: StudyData) -> pd.DataFrame:
-    """Per seed: chips per split, pixel noise rate of each pretraining label set, no-data pixels (masked out)."""
+    """Per seed: chips per split, pixel noise rate of each pretraining label set, no-data pixels of the chips used
+    (masked out of every loss and score): of the image (NaN in any band), of the clean labels and of the pretraining
+    chips' noisy labels, each counted as the files give it."""
     rows = []
     for seed, info in data.summary.items():
         rows.append(
@@ -240,7 +242,7 @@ def data_table(data: StudyData) -> pd.DataFrame:
                 "seed": seed,
                 **{f"tiles_{k}": v for k, v in info["tiles"].items()},
                 **{f"noise_rate_{k}": round(v, 3) for k, v in info["pixel_noise_rate"].items()},
-                "nodata_pixels": info["nodata_pixels"],
+                **{k: info.get(k, 0) for k in NO_NODATA},
             }
         )
     return pd.DataFrame(rows)
