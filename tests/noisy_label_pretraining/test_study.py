@@ -667,3 +667,49 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
     layer = v["encoder_robust_decoder_sensitive"]
     assert layer["status"] == NOT_EVALUATED and "precondition 'trained' failed" in layer["reason"]
     assert not any(p["passed"] for p in layer["preconditions"] if p["name"] == "trained")
+
+
+#: Every claim that compares a pretrained arm with random initialisation (the layer claim compares weights).
+PRETRAINED_VS_RANDOM = (
+    "noisy_pretraining_beats_random",
+    "encoder_transfers_to_new_classes",
+    "benefit_shrinks_with_noise",
+)
+
+
+def test_every_claim_comparing_a_pretrained_arm_with_random_init_carries_headroom_and_same_budget():
+    for claim in study.declare_claims(DEFAULT):
+        against_random = [
+            c
+            for c in claim.compare
+            if isinstance(c.b, dict) and c.b.get("init") == "random" and c.a.get("init") != "random"
+        ] + [c for c in claim.compare if c.table in ("gains", "sweep")]  # gains over random, per seed
+        names = {p.name for p in claim.preconditions}
+        if claim.id in PRETRAINED_VS_RANDOM:
+            assert against_random, claim.id
+            assert "headroom" in names, claim.id
+            budgets = [n for n in names if n.startswith("same budget")]
+            assert budgets, claim.id
+        else:
+            assert not against_random, claim.id
+
+
+def test_headroom_fails_on_its_negative_control_through_the_real_tables(untrained):
+    """The clean-pretrained upper bound scoring exactly what random init scores, per seed, in the run's own tables:
+    'headroom' fails on every claim that compares a pretrained arm with random init; the same tables with the upper
+    bound clearly above random init pass it."""
+    cfg, runs, tables = untrained
+    k = runs.examples["settings"]["k_values"][0]
+    results = {}
+    for gain in (0.0, 0.2):
+        frame = tables["runs"].copy()
+        few = (frame.task == "lulc") & (frame.k == k)
+        random_ = frame[few & (frame.init == "random")].set_index("seed").miou
+        upper = few & (frame.init == "clean_full")
+        assert upper.sum() == 3
+        frame.loc[upper, "miou"] = frame.loc[upper, "seed"].map(random_) + gain + [0.0, 0.001, -0.001][: upper.sum()]
+        results[gain] = _judged(cfg, runs, {**tables, "runs": frame})
+    for claim in PRETRAINED_VS_RANDOM:
+        assert not _precondition(results[0.0][claim], "headroom")["passed"], claim
+        assert _precondition(results[0.2][claim], "headroom")["passed"], claim
+        assert results[0.0][claim]["status"] == NOT_EVALUATED, claim
