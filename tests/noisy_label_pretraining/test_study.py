@@ -110,7 +110,7 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     assert set(lulc[(lulc.init == "noisy_full") & (lulc.k == 2)].pretraining) == {"sev0p3", "sev1"}
     curves, layers = runs.tables["val_curves"], runs.tables["layer_divergence"]
     assert ft.miou.between(0, 1).all() and len(curves) == 2 * len(ft[~ft.init.isin(study.REFERENCE_ROWS)])
-    assert {"clean vs noisy", "clean vs clean, other data order (null)"} == set(layers.comparison)
+    assert {study.setup.LAYER_RAW, study.setup.LAYER_NULL} == set(layers.comparison)
     assert (layers["sample"] == layers["sample"].iloc[0]).all()
     # the frozen linear probes of "features learned": the main noisy-pretrained and the random-init encoder
     probes = runs.tables["probes"]
@@ -713,3 +713,32 @@ def test_headroom_fails_on_its_negative_control_through_the_real_tables(untraine
         assert not _precondition(results[0.0][claim], "headroom")["passed"], claim
         assert _precondition(results[0.2][claim], "headroom")["passed"], claim
         assert results[0.0][claim]["status"] == NOT_EVALUATED, claim
+
+
+def test_the_layer_null_is_matched_to_the_pair_it_corrects():
+    """Labels that change nothing (the noisy pretraining equal to the clean one of the same data order) leave no
+    excess in any layer: the raw pair and the null pair differ in the same data order. A null taken against the
+    other data order than the raw pair (the mismatched design) would read a negative excess here."""
+    from labkit.studies.noisy_label_pretraining import experiment, setup
+
+    cfg = config(seeds=[0])
+    data = study.make_data(cfg)
+    run = setup.resolve_setup(cfg, data)
+    init = experiment._model_from(run.model, len(data.classes_a), 11).state_dict()
+    rng = np.random.default_rng(0)
+
+    def trained(scale):
+        return {k: (v.numpy() + scale * rng.standard_normal(v.shape)).astype(np.float32) for k, v in init.items()}
+
+    order0, order1 = trained(0.05), trained(0.05)
+    states = {(0, "clean", 0): order0, (0, "clean", 1): order1, (0, run.main, 0): order0}
+    layers, cka = experiment._layerwise(run, states)
+    table = study.tables.layer_excess_table(SimpleNamespace(tables={"layer_divergence": layers}))
+    assert len(table) and table.null.gt(0).any()
+    np.testing.assert_allclose(table.excess, 0.0, atol=1e-12)
+    assert set(cka.comparison) == {setup.LAYER_RAW, setup.LAYER_NULL}
+    # noisy weights that do differ give a positive excess
+    states[(0, run.main, 0)] = trained(0.2)
+    layers, _ = experiment._layerwise(run, states)
+    table = study.tables.layer_excess_table(SimpleNamespace(tables={"layer_divergence": layers}))
+    assert table.excess.mean() > 0

@@ -7,7 +7,9 @@ run's record carries its budget: the ``budgets`` table), above the floor, null a
 The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`): per layer, KL between weight
 histograms of **equal-size subsamples** with bins fixed in units of the layer's initial standard deviation, so its
 finite-sample floor is the same for every layer; the clean-vs-noisy value minus the clean-vs-clean (other data
-order) null is the null-corrected excess that claim 3 is judged on.
+order) null is the null-corrected excess that claim 3 is judged on. The null is matched to the pair it corrects:
+both take the clean pretraining in data order 1 as reference, the raw pair against the noisy pretraining in order 0,
+the null against the clean one in order 0, so the two differ only in the labels.
 """
 
 from __future__ import annotations
@@ -287,14 +289,15 @@ def _layers(r: _Regime) -> Claim:
         "differ more in the decoder than in the encoder.",
         compare=[
             excess({"part": "encoder"}, "decoder excess over the null above the encoder's"),
-            excess(0.0, "decoder: clean vs noisy above the clean vs clean null"),
+            excess(0.0, "decoder: clean vs noisy above the matched clean vs clean null"),
         ],
         preconditions=[
             Precondition(
                 "null available",
                 Check("null_layers", {}, ">", 0, table="layer_null"),
-                why="a second clean pretraining from the same initial weights in another data "
-                "order gives every layer's null value",
+                why="a second clean pretraining from the same initial weights in another data order gives every "
+                "layer's null value, matched: clean order 1 vs noisy order 0 (raw) against clean order 1 vs clean "
+                "order 0 (null), both pairs one data order apart",
             ),
             Precondition(
                 "size-free estimator",
@@ -304,8 +307,8 @@ def _layers(r: _Regime) -> Claim:
             ),
             r.trained("clean"),
             r.trained(r.main),
-            r.pretrainings(("clean", 0), (r.main, 0), f"clean vs {r.main} pretraining"),
-            r.pretrainings(("clean", 0), ("clean", 1), "clean vs the clean null pretraining"),
+            r.pretrainings(("clean", 1), (r.main, 0), f"clean (order 1) vs {r.main} pretraining"),
+            r.pretrainings(("clean", 1), ("clean", 0), "clean vs the clean null pretraining"),
         ],
         note=LAYER_ESTIMATOR,
     )

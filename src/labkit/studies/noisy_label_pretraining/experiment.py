@@ -12,8 +12,9 @@
 3. **Probes** (grid ``noisy_label_pretraining-probe``): per claim seed, the main noisy-pretrained encoder and the same
    U-Net's random-init encoder, frozen, each read out by a linear per-pixel head (:class:`labkit.methods.linear_probe.LinearProbe`)
    trained ``probe_steps`` steps on the fewest clean tiles of task A: what "features learned" reads.
-4. The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`) of clean- vs noisy-pretrained
-   weights and of the clean null, and CKA of encoder features against the same null.
+4. The layer-wise measure (:func:`labkit.methods.weight_analysis.layerwise_divergence`), matched: the clean
+   pretraining in data order 1 against the noisy one in order 0 (raw) and against the clean one in order 0 (the
+   null), so both pairs differ in data order and only the raw pair in labels; CKA of encoder features alike.
 
 The first seed's noisy-pretrained, full-depth ResNet-18 encoder is saved as the labkit checkpoint
 ``noisy-pretrained-unet-r18`` (:mod:`labkit.methods.noisy_label_encoder`; the SAR study consumes it).
@@ -45,6 +46,9 @@ from labkit.studies.noisy_label_pretraining.setup import (
     BUDGET_TABLE_COLUMNS,
     FEWEST_TILES_ONLY,
     FT_KEYS,
+    LAYER_NULL,
+    LAYER_RAW,
+    LAYER_REFERENCE,
     PRETRAIN_COLUMNS,
     PROBE_COLUMNS,
     THREADS,
@@ -278,7 +282,9 @@ def _references(cfg, run: Setup, progress) -> list[dict]:
 
 # ---- the layer-wise measure with its null, and CKA of encoder features against the same null
 
-COMPARISONS = (("clean vs noisy", "noisy"), ("clean vs clean, other data order (null)", "null"))
+#: (name, the other network) of each comparison, each against the clean pretraining in data order 1
+#: (``LAYER_REFERENCE``): the raw pair differs from it in data order and labels, the null pair in data order only.
+COMPARISONS = ((LAYER_RAW, "noisy"), (LAYER_NULL, "clean"))
 
 
 def _layerwise(run: Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -288,13 +294,13 @@ def _layerwise(run: Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
         init_state = {k: v.detach() for k, v in _model_from(run.model, ka, 1000 * seed + 11).state_dict().items()}
         as_t = lambda st: {k: torch.as_tensor(v) for k, v in st.items()}  # noqa: E731
         pretrained = {
+            "reference": as_t(states[(seed, *LAYER_REFERENCE)]),
             "clean": as_t(states[(seed, "clean", 0)]),
-            "null": as_t(states[(seed, "clean", 1)]),
             "noisy": as_t(states[(seed, run.main, 0)]),
         }
         for name, other in COMPARISONS:
             df = weight_analysis.layerwise_divergence(
-                pretrained["clean"],
+                pretrained["reference"],
                 pretrained[other],
                 init_state,
                 sample=s["layer_sample"],
@@ -307,11 +313,11 @@ def _layerwise(run: Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
         arrays = _load_arrays(run.data.files[seed]["path"], run.data.files[seed]["digest"])
         images = torch.as_tensor(arrays["x_test"][:8])
         nets = {}
-        for key in ("clean", "null", "noisy"):
+        for key in ("reference", "clean", "noisy"):
             nets[key] = _model_from(run.model, ka, 0)
             nets[key].load_state_dict(pretrained[key])
         for name, other in COMPARISONS:
-            df = weight_analysis.encoder_feature_cka(nets["clean"].encoder, nets[other].encoder, images, seed=seed)
+            df = weight_analysis.encoder_feature_cka(nets["reference"].encoder, nets[other].encoder, images, seed=seed)
             df.insert(0, "comparison", name)
             df.insert(0, "seed", seed)
             cka_frames.append(df)

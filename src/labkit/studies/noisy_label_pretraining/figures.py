@@ -11,6 +11,7 @@ from labkit.data import label_noise, landcover
 from labkit.methods import weight_analysis
 from labkit.studies.base import Runs, arm_colours
 from labkit.studies.noisy_label_pretraining.data import ARMS, INIT_LABELS, INITS, StudyData, steps_for_k
+from labkit.studies.noisy_label_pretraining.setup import LAYER_NULL, LAYER_RAW
 from labkit.studies.noisy_label_pretraining.tables import label_efficiency_table, layer_excess_table, noise_sweep_table
 from labkit.studies.noisy_label_pretraining.tasks import IGNORE_INDEX, TASK_A, TASK_B
 
@@ -255,14 +256,14 @@ def plot_noise_sweep(runs: Runs):
 
 
 def plot_layerwise(runs: Runs):
-    """Per-layer divergence along depth: raw (clean vs noisy) with the null (clean vs clean, other data order),
-    and the null-corrected excess; mean over seeds with the min-max band."""
+    """Per-layer divergence along depth: raw (clean order 1 vs noisy order 0) with the matched null (clean order 1
+    vs clean order 0), and the null-corrected excess; mean over seeds with the min-max band."""
     import matplotlib.pyplot as plt
 
     per_layer = layer_excess_table(runs)
     fig, axes = plt.subplots(2, 1, figsize=(8, 5.6), sharex=True)
     for ax, cols, title in (
-        (axes[0], ("raw", "null"), "raw: clean vs noisy, and the null"),
+        (axes[0], ("raw", "null"), "raw and its matched null (both pairs differ in data order; raw also in labels)"),
         (axes[1], ("excess",), "null-corrected: raw - null"),
     ):
         for i, col in enumerate(cols):
@@ -273,8 +274,8 @@ def plot_layerwise(runs: Runs):
                 color=f"C{i}",
                 lw=1,
                 label={
-                    "raw": "clean vs noisy",
-                    "null": "clean vs clean, other data order (null)",
+                    "raw": LAYER_RAW,
+                    "null": LAYER_NULL,
                     "excess": "excess over the null",
                 }[col],
             )

@@ -45,6 +45,12 @@ PRETRAIN_COLUMNS = (
     "steps",
     "seconds",
 )
+#: The layer-wise measure's two comparisons, matched: both take the clean pretraining in data order 1 as the
+#: reference and a pretraining in data order 0 as the other, so the tested pair and the null pair differ in the same
+#: things (data order and augmentation draws) except the one under study, the labels (noisy vs clean).
+LAYER_REFERENCE = ("clean", 1)
+LAYER_RAW = "clean (order 1) vs noisy (order 0)"
+LAYER_NULL = "clean (order 1) vs clean (order 0): the null"
 #: One torch thread per task: measured faster here (see README).
 THREADS = 1
 

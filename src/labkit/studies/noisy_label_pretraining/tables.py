@@ -10,6 +10,7 @@ from labkit.core.metrics import aggregate_over_seeds
 from labkit.core.stats import paired_by_index
 from labkit.studies.base import Runs
 from labkit.studies.noisy_label_pretraining.data import INIT_LABELS, INITS, NO_NODATA, StudyData, label_key
+from labkit.studies.noisy_label_pretraining.setup import LAYER_NULL, LAYER_RAW
 from labkit.studies.noisy_label_pretraining.tasks import TASK_A, TASK_B
 
 
@@ -153,12 +154,13 @@ def task_b_table(runs: Runs) -> pd.DataFrame:
 
 
 def layer_excess_table(runs: Runs) -> pd.DataFrame:
-    """Per seed and layer: clean vs noisy value, the null (clean vs clean, other order) and their difference."""
+    """Per seed and layer: the raw value (clean order 1 vs noisy order 0), the matched null (clean order 1 vs clean
+    order 0: the same difference in data order, no difference in labels) and their difference, the excess."""
     lay = runs.tables["layer_divergence"]
     if lay.empty:
         return pd.DataFrame(columns=["seed", "name", "part", "depth", "n_params", "raw", "null", "excess"])
-    main = lay[lay.comparison == "clean vs noisy"].set_index(["seed", "name"])
-    null = lay[lay.comparison != "clean vs noisy"].set_index(["seed", "name"]).value
+    main = lay[lay.comparison == LAYER_RAW].set_index(["seed", "name"])
+    null = lay[lay.comparison == LAYER_NULL].set_index(["seed", "name"]).value
     out = main[["part", "depth", "n_params"]].copy()
     out["raw"], out["null"] = main.value, null.reindex(main.index)
     out["excess"] = out.raw - out.null
