@@ -24,15 +24,16 @@ def write_tree(
     nodata_step: int | None = None,
     ignored_label_pixels: int = 0,
     places: list[int] | None = None,
+    bands: tuple[str, ...] = BANDS,
 ) -> dict:
     """Write ``n_tiles`` simulated tiles with clean and noisy ``lulc`` labels; returns what was written.
 
     ``nodata_step``: image pixels ``(y, x)`` with ``y % step == x % step == 0`` are no data (NaN, written as
     ``image_nodata``) in every band of every tile; ``ignored_label_pixels``: pixels of the second tile's clean
     label written as the label no-data value (0); ``places``: one place index per tile (tiles of one index share
-    their bounds, as dates of one place do).
+    their bounds, as dates of one place do); ``bands``: the band descriptions written.
     """
-    tiles = landcover.LandscapeSimulator(size, bands=BANDS).sample(n_tiles, seed=seed)
+    tiles = landcover.LandscapeSimulator(size, bands=BANDS).sample(n_tiles, seed=seed)  # simulated as BANDS
     classes = landcover.task_legend("lulc")[0]
     clean = tiles.labels("lulc")
     noisy = label_noise.apply_noise(label_noise.make_noise(["boundary", "flips"], 0.4, len(classes)), clean, seed=1)
@@ -52,7 +53,7 @@ def write_tree(
         classes,
         values=VALUES,
         names=names,
-        band_names=list(BANDS),
+        band_names=list(bands),
         image_nodata=image_nodata,
         legend=legend,
         places=places,

@@ -27,6 +27,7 @@ from labkit.data.geotiff_tree import load_geotiff_tree
 from labkit.data.layouts_geotiff import LAYOUTS
 from labkit.methods.noisy_label_encoder import DEFAULT_NOISE, band_statistics, noisy_labels, normalise
 from labkit.methods.unet_training import IGNORE_INDEX
+from labkit.models.band_mapping import BandMappingError, describe_mapping
 
 NAME = STUDY = "noisy_label_pretraining"
 TASK_A, TASK_B = "lulc", "structure"  # the land-cover task the encoder is pretrained on, and the new-classes task
@@ -135,6 +136,8 @@ def validate_settings(cfg) -> None:
             f"finetune_steps must hold one step count for every k or one per entry of k_values ({len(k_values)}), "
             f"got {steps}"
         )
+    if cfg.get("data_source", "simulated") == "simulated":
+        check_rgb_bands(cfg, list(cfg.get("bands", landcover.NIRRGB)))
     if int(cfg.get("eval_points")) > min(steps):
         raise ParameterError(
             "eval_points must be <= every finetune_steps (the steps are split between the evaluations)"
@@ -144,6 +147,29 @@ def validate_settings(cfg) -> None:
 #: No-data pixels of the chips a run uses, counted apart: image (NaN in any band), clean label and noisy label
 #: (the pretraining chips' noisy masks) no-data; each is masked out of every loss and score.
 NO_NODATA = {"nodata_image_pixels": 0, "nodata_label_pixels": 0, "nodata_noisy_label_pixels": 0}
+
+
+def imagenet_mapped(cfg) -> bool:
+    """Whether the run maps ImageNet's RGB filters to its bands: the ``imagenet`` row with ``pretrained`` weights."""
+    return "imagenet" in list(cfg.get("inits")) and str(cfg.get("encoder_weights")) == "pretrained"
+
+
+def check_rgb_bands(cfg, bands: Sequence[str]) -> str | None:
+    """The mapping of ImageNet's R, G, B filters to ``bands`` in words (None when no ``imagenet`` row maps them);
+    ParameterError naming the bands and the parameter to set when the bands cannot be matched by name."""
+    if not imagenet_mapped(cfg):
+        return None
+    rgb = cfg.get("rgb_bands")
+    try:
+        return describe_mapping(bands, rgb)
+    except BandMappingError as exc:
+        what = f"rgb_bands={list(rgb)}" if rgb else "the bands"
+        raise ParameterError(
+            f"inits includes 'imagenet' with encoder_weights 'pretrained', whose first convolution has red, green and "
+            f"blue filters, but {what} of this run cannot be matched to them: {exc}. Set parameter 'rgb_bands' to the "
+            "names of the red, green and blue bands (in that order), or drop 'imagenet' from inits, or give "
+            "encoder_weights a file for these bands"
+        ) from None
 
 
 @dataclasses.dataclass
@@ -271,6 +297,7 @@ def _from_tree(cfg) -> StudyData:
     source, root, tile = cfg.get("data_source", "simulated"), cfg.get("data_root"), int(cfg.get("tile"))
     sizes = _split_sizes(cfg)
     tree = load_geotiff_tree(root, tile)
+    check_rgb_bands(cfg, tree["bands"])
     plans = {seed: _tree_plan(cfg, tree, seed, sizes) for seed in regime_seeds(cfg)}
     _check_plans(cfg, plans, sizes)
     tree_digest = file_digest(root)

@@ -11,7 +11,7 @@ from labkit.data import label_noise, landcover
 from labkit.methods import weight_analysis
 from labkit.studies.base import Runs, arm_colours
 from labkit.studies.noisy_label_pretraining.data import ARMS, INIT_LABELS, INITS, StudyData, steps_for_k
-from labkit.studies.noisy_label_pretraining.setup import LAYER_NULL, LAYER_RAW
+from labkit.studies.noisy_label_pretraining.setup import LAYER_NULL, LAYER_RAW, init_label
 from labkit.studies.noisy_label_pretraining.tables import label_efficiency_table, layer_excess_table, noise_sweep_table
 from labkit.studies.noisy_label_pretraining.tasks import IGNORE_INDEX, TASK_A, TASK_B
 
@@ -154,7 +154,7 @@ def plot_label_efficiency(runs: Runs, task: str = TASK_A):
         style = {"color": COLOURS.get(init, "grey")}
         if init in REFERENCE_STYLES:
             style["ls"] = REFERENCE_STYLES[init]
-        ax.plot(sub.k, sub.miou_mean, marker="o", label=INIT_LABELS.get(init, init), **style)
+        ax.plot(sub.k, sub.miou_mean, marker="o", label=init_label(runs.examples["settings"], init), **style)
         if sub.miou_ci95_low.notna().any():
             ax.fill_between(sub.k, sub.miou_ci95_low, sub.miou_ci95_high, color=style["color"], alpha=0.15, lw=0)
     ax.set_xscale("log")
@@ -168,7 +168,9 @@ def plot_label_efficiency(runs: Runs, task: str = TASK_A):
     )
     for init, _reason in runs.unavailable.items():
         if init in INITS:
-            title += f"\n{INIT_LABELS.get(init, init)}: not evaluated (weights unavailable; see the table)"
+            title += (
+                f"\n{init_label(runs.examples['settings'], init)}: not evaluated (weights unavailable; see the table)"
+            )
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from labkit.core.claims import BUDGET_KEYS, missing_budget
 from labkit.studies.base import regime_seeds, task_device
 from labkit.studies.noisy_label_pretraining.data import (
+    INIT_LABELS,
     TASK_B,
     StudyData,
+    check_rgb_bands,
     finetune_steps,
     label_key,
     main_noisy_key,
@@ -85,6 +87,8 @@ def settings(cfg, data: StudyData) -> dict:
         "task_b_k": int(cfg.get("task_b_k")),
         "inits": list(cfg.get("inits")),
         "encoder_weights": str(cfg.get("encoder_weights")),
+        "rgb_bands": list(cfg.get("rgb_bands")) if cfg.get("rgb_bands") else None,
+        "imagenet_bands": check_rgb_bands(cfg, data.bands),
         "kl_bins": int(cfg.get("kl_bins")),
         "layer_sample": int(cfg.get("layer_sample")),
         "plateau_max_gain": float(cfg.get("plateau_max_gain")),
@@ -144,6 +148,13 @@ def resolve_setup(cfg, data: StudyData) -> Setup:
         unavailable,
         bool(cfg.get("save_checkpoint", False)),
     )
+
+
+def init_label(settings: Mapping, init: str) -> str:
+    """An arm's label in tables and figures; the ``imagenet`` row names its band mapping (R->B04, ...)."""
+    label = INIT_LABELS.get(init, init)
+    mapping = settings.get("imagenet_bands") if init == "imagenet" else None
+    return f"{label}, bands {mapping}" if mapping else label
 
 
 def budget_row(record: Mapping, grid: str, **keys) -> dict:

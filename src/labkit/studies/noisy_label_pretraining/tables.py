@@ -10,7 +10,7 @@ from labkit.core.metrics import aggregate_over_seeds
 from labkit.core.stats import paired_by_index
 from labkit.studies.base import Runs
 from labkit.studies.noisy_label_pretraining.data import INIT_LABELS, INITS, NO_NODATA, StudyData, label_key
-from labkit.studies.noisy_label_pretraining.setup import LAYER_NULL, LAYER_RAW
+from labkit.studies.noisy_label_pretraining.setup import LAYER_NULL, LAYER_RAW, init_label
 from labkit.studies.noisy_label_pretraining.tasks import TASK_A, TASK_B
 
 
@@ -33,7 +33,7 @@ def label_efficiency_table(runs: Runs, task: str = TASK_A) -> pd.DataFrame:
     """mIoU per initialisation and k (main noisy labels; QDA reference; unavailable rows say why)."""
     df = _main_runs(runs, task)
     out = aggregate_over_seeds(df, "miou", ["init", "k"]).rename(columns={"n": "n_seeds"})
-    out["label"] = out.init.map(INIT_LABELS)
+    out["label"] = [init_label(_settings(runs), i) for i in out.init]
     for init, reason in runs.unavailable.items():
         if init in INITS:
             out = pd.concat(
@@ -46,7 +46,7 @@ def label_efficiency_table(runs: Runs, task: str = TASK_A) -> pd.DataFrame:
                                 "k": np.nan,
                                 "miou_mean": np.nan,
                                 "n_seeds": 0,
-                                "label": INIT_LABELS.get(init, init),
+                                "label": init_label(_settings(runs), init),
                                 "note": f"not evaluated: {reason}",
                             }
                         ]

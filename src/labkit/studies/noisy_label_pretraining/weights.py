@@ -1,6 +1,6 @@
 """The weights the fine-tuning grid loads by file: each pretrained state dict written once, named by its content
 (its digest enters every fine-tuning task's fingerprint), and the reference-encoder row's ``encoder_weights``
-(ImageNet by default, its first convolution fitted to the bands), resolved once; never replaced by random weights.
+(ImageNet by default, its first convolution fitted to the bands by name), resolved once; never replaced by random weights.
 """
 
 from __future__ import annotations
@@ -12,31 +12,31 @@ import numpy as np
 import torch
 
 from labkit.core.errors import WeightsUnavailableError
+from labkit.models.band_mapping import map_rgb_filters
 from labkit.models.weights import resolve_weights
 from labkit.studies.noisy_label_pretraining.data import STUDY
 from labkit.studies.noisy_label_pretraining.tasks import build_model
 
-#: Sentinel-2 bands that ImageNet's red, green and blue input filters belong to.
-IMAGENET_RGB_BANDS = ("B04", "B03", "B02")
-
 
 def imagenet_encoder_state(
-    num_classes: int, encoder: str, bands: Sequence[str], decoder_width: int, encoder_depth: int = 5
+    num_classes: int,
+    encoder: str,
+    bands: Sequence[str],
+    decoder_width: int,
+    encoder_depth: int = 5,
+    rgb: Sequence[str] | None = None,
 ) -> dict:
-    """Encoder state dict (``encoder.*`` keys) with ImageNet weights, its first convolution fitted to ``bands``.
-
-    Each of B04, B03, B02 gets the filter of its own colour, any other band (NIR, red edge, SWIR) the mean of the
-    three, all scaled by 3 / bands (timm's rule). Raises WeightsUnavailableError when the weights cannot be had:
-    they are never replaced by random ones.
+    """Encoder state dict (``encoder.*`` keys) with ImageNet weights, its first convolution fitted to ``bands`` by
+    name (:func:`labkit.models.band_mapping.map_rgb_filters`): the red, green and blue bands (found by name, or
+    ``rgb``: the parameter ``rgb_bands``) get the filter of their own colour, any other band (NIR, red edge, SWIR)
+    the mean of the three, all scaled by 3 / bands (timm's rule). Raises WeightsUnavailableError when the weights
+    cannot be had: they are never replaced by random ones.
     """
     bands = list(bands)
-    rgb = build_model(num_classes, encoder, 3, decoder_width, weights="pretrained", seed=0, encoder_depth=encoder_depth)
-    state = {f"encoder.{k}": v.detach().clone() for k, v in rgb.encoder.state_dict().items()}
+    net = build_model(num_classes, encoder, 3, decoder_width, weights="pretrained", seed=0, encoder_depth=encoder_depth)
+    state = {f"encoder.{k}": v.detach().clone() for k, v in net.encoder.state_dict().items()}
     stem = next(k for k, v in state.items() if v.ndim == 4 and v.shape[1] == 3)
-    w = state[stem]
-    mean = w.mean(dim=1, keepdim=True)
-    columns = [w[:, IMAGENET_RGB_BANDS.index(b)][:, None] if b in IMAGENET_RGB_BANDS else mean for b in bands]
-    state[stem] = torch.cat(columns, dim=1) * (3.0 / len(bands))
+    state[stem] = map_rgb_filters(state[stem], bands, rgb)
     return state
 
 
@@ -71,7 +71,9 @@ def external_encoder(settings: dict, num_classes: int) -> tuple[dict | None, str
     shape = dict(num_classes=num_classes, encoder=settings["encoder"], decoder_width=settings["decoder_width"])
     try:
         if weights == "pretrained":
-            state = imagenet_encoder_state(bands=settings["bands"], encoder_depth=settings["encoder_depth"], **shape)
+            state = imagenet_encoder_state(
+                bands=settings["bands"], encoder_depth=settings["encoder_depth"], rgb=settings.get("rgb_bands"), **shape
+            )
         else:
             model = build_model(
                 **shape,
