@@ -742,3 +742,29 @@ def test_the_layer_null_is_matched_to_the_pair_it_corrects():
     layers, _ = experiment._layerwise(run, states)
     table = study.tables.layer_excess_table(SimpleNamespace(tables={"layer_divergence": layers}))
     assert table.excess.mean() > 0
+
+
+def test_no_batch_repeats_a_tile_and_the_batch_is_capped_at_the_tiles():
+    from labkit.methods.unet_training import DistinctBatches, effective_batch
+
+    batches = list(DistinctBatches(5, 16, 50, torch.Generator().manual_seed(0)))
+    assert len(batches) == 50 and all(sorted(b) == [0, 1, 2, 3, 4] for b in batches)  # 16 capped at the 5 tiles
+    batches = list(DistinctBatches(32, 4, 200, torch.Generator().manual_seed(0)))
+    assert all(len(set(b)) == 4 for b in batches) and len({i for b in batches for i in b}) == 32
+    assert effective_batch(16, 5) == 5 and effective_batch(4, 32) == 4
+
+
+def test_paper_budgets_are_sane_and_plan_shows_them():
+    """At paper: every fine-tune's batch at most its k (no tile twice in a batch), about 200 data epochs per k (not
+    12,800), the reference code's fine-tuning rate; the plan refuses nothing and names the cap."""
+    from labkit.core.plan import degenerate
+
+    paper = load_spec("noisy_label_pretraining").resolve("paper")
+    assert paper.finetune_lr == 5e-4
+    plans = study.plan(paper)
+    fine = next(p for p in plans if p.grid == "finetune").budgets
+    for b in fine:
+        assert b.batch <= b.data_items, b.name
+        assert 150 <= b.epochs <= 250, (b.name, b.epochs)
+        assert "capped at k" in b.notes and "0.0005" in b.notes
+    assert not [p for p in degenerate(plans) if "finetune" in p or "probe" in p]

@@ -1,7 +1,7 @@
 """A U-Net over a timm encoder, trained and scored on tile arrays (N, C, H, W) with integer masks.
 
 The supervised plumbing of the land-cover segmentation recipes: the model, a loader that gives every training set
-the same number of steps (batches drawn with replacement), the training loop over :func:`labkit.methods.training.fit`
+the same number of steps (each batch drawn without replacement, capped at the set's size), the training loop over :func:`labkit.methods.training.fit`
 and the scoring, with the checks that name a tile set of the wrong band count or with NaN pixels.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, Sampler
 
 from labkit.core.errors import DataError
 from labkit.core.seeding import seed_everything
@@ -68,15 +68,40 @@ def check_bands(model, images: np.ndarray, what: str = "tiles") -> None:
         raise DataError(f"{what}: have {images.shape[1]} bands but the model takes {expected}")
 
 
+def effective_batch(batch_size: int, n_items: int) -> int:
+    """The batch a training set of ``n_items`` tiles gets: ``batch_size``, capped at the set's size, so that no
+    batch holds a tile twice."""
+    return max(1, min(int(batch_size), int(n_items)))
+
+
+class DistinctBatches(Sampler):
+    """``steps`` batches of :func:`effective_batch` distinct indices each, every batch a fresh draw without
+    replacement: every training set, however small, gets the same number of steps, and no batch repeats a tile."""
+
+    def __init__(self, n_items: int, batch_size: int, steps: int, generator: torch.Generator):
+        self.n, self.batch, self.steps, self.generator = (
+            int(n_items),
+            effective_batch(batch_size, n_items),
+            steps,
+            generator,
+        )
+
+    def __iter__(self):
+        for _ in range(self.steps):
+            yield torch.randperm(self.n, generator=self.generator)[: self.batch].tolist()
+
+    def __len__(self) -> int:
+        return self.steps
+
+
 def tile_loader(images, labels, num_classes, batch_size, steps_per_epoch=None, seed=0, augment=True):
     transform = random_flip_rotate if augment else None
     dataset = ArraySegmentationDataset(images, labels, num_classes, ignore_index=IGNORE_INDEX, transform=transform)
     if steps_per_epoch is None:
         return DataLoader(dataset, batch_size=batch_size, shuffle=False)
     generator = torch.Generator().manual_seed(int(seed))
-    # Sampling with replacement gives every training set, however small, the same number of steps.
-    sampler = RandomSampler(dataset, replacement=True, num_samples=steps_per_epoch * batch_size, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator)
+    sampler = DistinctBatches(len(dataset), batch_size, int(steps_per_epoch), generator)
+    return DataLoader(dataset, batch_sampler=sampler, generator=generator)
 
 
 def train(

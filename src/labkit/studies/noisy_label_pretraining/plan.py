@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 from labkit.methods.linear_probe import LinearProbe
+from labkit.methods.unet_training import effective_batch
 from labkit.studies.base import regime_seeds
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
@@ -40,7 +43,8 @@ def _finetune_runs(cfg) -> dict[int, int]:
 
 def plan(cfg) -> list:
     """Pretraining and fine-tuning grids as ``run`` builds them (ImageNet init assumed available; task B only
-    on simulated data); tiles are drawn with replacement, a fixed number of steps per epoch."""
+    on simulated data): a fixed number of steps, each batch ``batch_size`` tiles capped at the tiles drawn from
+    (no tile twice in a batch); ``epochs`` are data epochs (steps x batch / tiles)."""
     from labkit.core.plan import GridPlan, TaskBudget, measure
 
     s = {k: cfg[k] for k in ("encoder", "encoder_depth", "decoder_width", "batch_size", "tile", "eval_points")}
@@ -49,44 +53,54 @@ def plan(cfg) -> list:
     flops, tr, tot = measure(
         ("noisy", s["encoder"], s["encoder_depth"], s["decoder_width"], tile, bands), build, [(2, bands, tile, tile)]
     )
-    common = dict(
-        input_size=f"{tile} px x {bands} ch",
-        batch=b,
-        trainable_params=tr,
-        total_params=tot,
-        flops_per_step=flops * b,
-        replacement=True,
-    )
+
+    def common(items: int) -> dict:
+        # batches of batch_size capped at the tiles drawn from, no tile twice in a batch (unet_training.tile_loader)
+        batch = effective_batch(b, items)
+        return dict(
+            input_size=f"{tile} px x {bands} ch",
+            batch=batch,
+            requested_batch=b,
+            full_batch_ok=True,
+            trainable_params=tr,
+            total_params=tot,
+            flops_per_step=flops * batch,
+        )
+
     main, levels = main_noisy_key(cfg), sweep_levels(cfg)
     label_sets = ["clean"] + sorted({main} | {label_key(v) for v in levels})
     n_pre = len(cfg.seeds) * (len(label_sets) + 1) + int(bool(cfg.save_checkpoint) and s["encoder"] == "resnet18")
     epochs = min(10, cfg.pretrain_steps)
     spe = max(1, cfg.pretrain_steps // epochs) if epochs else 0  # pretrain_steps=0: nothing is trained
+    n = int(cfg.n_pretrain_tiles)
     pre = TaskBudget(
         "pretrain",
         n_pre,
-        cfg.n_pretrain_tiles,
+        n,
         steps=epochs * spe,
-        epochs=epochs,
-        steps_per_epoch=spe,
+        epochs=round(epochs * spe * effective_batch(b, n) / n, 2),
+        steps_per_epoch=math.ceil(n / effective_batch(b, n)),
         params={"batch": "batch_size", "data_items": "n_pretrain_tiles", "steps": "pretrain_steps"},
-        **common,
+        **common(n),
     )
     ks = sorted(cfg.k_values)
     fine = []
     for k, n in sorted(_finetune_runs(cfg).items()):
         steps = steps_for_k(finetune_steps(cfg), ks, k)
         per = max(1, steps // s["eval_points"])
+        batch = effective_batch(b, k)
         fine.append(
             TaskBudget(
                 f"fine-tune k={k}",
                 n,
                 k,
                 steps=s["eval_points"] * per,
-                epochs=s["eval_points"],
-                steps_per_epoch=per,
+                epochs=round(s["eval_points"] * per * batch / k, 1),
+                steps_per_epoch=math.ceil(k / batch),
                 params={"batch": "batch_size", "data_items": "k_values", "steps": "finetune_steps"},
-                **common,
+                notes=f"batch {batch} of the {k} tiles (batch_size {b} capped at k: no tile twice in a batch); "
+                f"lr {cfg.finetune_lr:g} (finetune_lr)",
+                **common(k),
             )
         )
     # the frozen linear probes ("features learned"): noisy-pretrained and random-init encoder per claim seed, a
@@ -103,10 +117,15 @@ def plan(cfg) -> list:
         2 * len(cfg.seeds),
         ks[0],
         steps=steps,
-        epochs=1,
-        steps_per_epoch=steps,
+        epochs=round(steps * effective_batch(b, ks[0]) / ks[0], 1),
+        steps_per_epoch=math.ceil(ks[0] / effective_batch(b, ks[0])),
         params={"batch": "batch_size", "data_items": "k_values", "steps": "probe_steps"},
-        **{**common, "trainable_params": p_tr, "total_params": p_tot, "flops_per_step": p_flops * b},
+        **{
+            **common(ks[0]),
+            "trainable_params": p_tr,
+            "total_params": p_tot,
+            "flops_per_step": p_flops * effective_batch(b, ks[0]),
+        },
     )
     return [
         GridPlan(STUDY, "pretrain", f"{len(label_sets)} label sets + the order null x {len(cfg.seeds)} seeds", [pre]),

@@ -24,6 +24,7 @@ from labkit.methods.unet_training import (  # noqa: F401  (the U-Net and its tra
     build_model,
     check_bands,
     decoder_channels,
+    effective_batch,
     full_state,
     model_in_channels,
     score,
@@ -122,7 +123,9 @@ def pretrain_task(
         "test_miou": float(s["miou"]),
         "pixel_noise_rate": label_noise.noise_rate(arrays["a_pretrain"], y),
         "steps": int(epochs * per_epoch),
-        "budget": budget_record(epochs * per_epoch, batch_size, lr, schedule, trainable_params(net)),
+        "budget": budget_record(
+            epochs * per_epoch, effective_batch(batch_size, len(x)), lr, schedule, trainable_params(net)
+        ),
         "seconds": time.time() - started,
     }
 
@@ -142,7 +145,8 @@ def finetune_task(
     lr: float,
     device: str = "cpu",
 ) -> dict:
-    """Fine-tune one initialisation on the first ``k`` clean tiles of ``task`` for ``steps`` steps, scoring the
+    """Fine-tune one initialisation on the first ``k`` clean tiles of ``task`` for ``steps`` steps (batches of
+    ``batch_size`` capped at ``k``, no tile twice in a batch), scoring the
     validation tiles before training and ``eval_points`` times along it (the best point's weights are kept, the
     starting weights included) and the test tiles at the end.
 
@@ -201,7 +205,9 @@ def finetune_task(
         "kept_initial": kept_initial,
         "best_point": 0 if kept_initial else int(result.best_epoch or 0),
         "steps": int(eval_points * per_point),
-        "budget": budget_record(eval_points * per_point, batch_size, lr, schedule, trainable_params(net)),
+        "budget": budget_record(
+            eval_points * per_point, effective_batch(batch_size, len(x)), lr, schedule, trainable_params(net)
+        ),
         "seconds": time.time() - started,
     }
 
@@ -249,7 +255,7 @@ def probe_task(
         "pixel_accuracy": float(s["pixel_accuracy"]),
         "final_loss": float(result.history.train_loss.iloc[-1]),
         "steps": int(steps),
-        "budget": budget_record(int(steps), batch_size, lr, schedule, trainable_params(probe)),
+        "budget": budget_record(int(steps), effective_batch(batch_size, len(x)), lr, schedule, trainable_params(probe)),
         "seconds": time.time() - started,
     }
 
