@@ -127,6 +127,7 @@ def test_real_tiles_split_honestly_chips_disjoint_and_places_never_in_two_splits
             ["s2_00.tif", "s2_01.tif"],
             ["s2_02.tif", "s2_03.tif"],
         ]
+    assert (study.tables.data_table(data).tiles_sharing_bounds == 4).all()  # said in the report's data table
     # the fine-tuning arrays are those chips, not pretraining ones
     arrays = np.load(data.files[0]["path"])
     pre = {arrays["x_pretrain"][i].tobytes() for i in range(len(arrays["x_pretrain"]))}

@@ -236,7 +236,8 @@ def settings_table(runs: Runs) -> pd.DataFrame:
 def data_table(data: StudyData) -> pd.DataFrame:
     """Per seed: chips per split, pixel noise rate of each pretraining label set, no-data pixels of the chips used
     (masked out of every loss and score): of the image (NaN in any band), of the clean labels and of the pretraining
-    chips' noisy labels, each counted as the files give it."""
+    chips' noisy labels, each counted as the files give it; tiles sharing their bounds with another (grouped as one
+    place, never in two splits)."""
     rows = []
     for seed, info in data.summary.items():
         rows.append(
@@ -245,6 +246,8 @@ def data_table(data: StudyData) -> pd.DataFrame:
                 **{f"tiles_{k}": v for k, v in info["tiles"].items()},
                 **{f"noise_rate_{k}": round(v, 3) for k, v in info["pixel_noise_rate"].items()},
                 **{k: info.get(k, 0) for k in NO_NODATA},
+                # tiles on the same bounds as another (dates of one place): kept in one split, never two
+                "tiles_sharing_bounds": sum(len(group) for group in info.get("same_place_tiles", [])),
             }
         )
     return pd.DataFrame(rows)
