@@ -96,8 +96,13 @@ def test_more_pretraining_chips_than_the_data_allow_is_an_error_naming_the_large
     # a fine-tuning k that leaves the pretraining pool too small names both parameters
     with pytest.raises(DataError, match=r"n_pretrain_tiles=4: the data allow at most 3 .*k_values / task_b_k"):
         study.run(geotiff(data_root=str(root), k_values=[2, 13]), progress=False)
-    with pytest.raises(DataError, match=r"the largest fine-tuning k \(17, of k_values / task_b_k\) is larger"):
+    with pytest.raises(
+        DataError, match=r"the largest fine-tuning k \(17, of k_values / task_b_k / sweep_k\) is larger"
+    ):
         study.run(geotiff(data_root=str(root), k_values=[2, 17]), progress=False)
+    # sweep_k reads the same pool: never fewer tiles than it asks for
+    with pytest.raises(DataError, match=r"the largest fine-tuning k \(18, of k_values / task_b_k / sweep_k\)"):
+        study.run(geotiff(data_root=str(root), sweep_k=18), progress=False)
 
 
 def test_real_tiles_split_honestly_chips_disjoint_and_places_never_in_two_splits(tmp_path):

@@ -768,3 +768,9 @@ def test_paper_budgets_are_sane_and_plan_shows_them():
         assert 150 <= b.epochs <= 250, (b.name, b.epochs)
         assert "capped at k" in b.notes and "0.0005" in b.notes
     assert not [p for p in degenerate(plans) if "finetune" in p or "probe" in p]
+
+
+def test_the_fine_tuning_pool_holds_the_sweep_k():
+    data = study.make_data(config(k_values=[2, 3], task_b_k=2, sweep_k=5, n_pretrain_tiles=4))
+    arrays = np.load(data.files[0]["path"])
+    assert len(arrays["x_finetune"]) == 5 and data.summary[0]["tiles"]["finetune"] == 5

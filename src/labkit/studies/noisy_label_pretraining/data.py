@@ -207,7 +207,8 @@ def _save_arrays(arrays: dict, recipe: dict) -> dict:
 def _split_sizes(cfg) -> dict:
     return {
         "pretrain": int(cfg.get("n_pretrain_tiles")),
-        "finetune": max(int(k) for k in cfg.get("k_values") + [cfg.get("task_b_k")]),
+        # every k a fine-tune reads (k_values, task_b_k, sweep_k): the pool holds the largest, never fewer
+        "finetune": max(int(k) for k in [*cfg.get("k_values"), cfg.get("task_b_k"), cfg.get("sweep_k") or 0]),
         "val": int(cfg.get("n_val_tiles")),
         "test": int(cfg.get("n_test_tiles")),
     }
@@ -398,7 +399,7 @@ def _check_plans(cfg, plans: dict, sizes: dict) -> None:
             )
         if plan["locations"] < sizes["finetune"]:
             raise DataError(
-                f"data_root {root}: the largest fine-tuning k ({sizes['finetune']}, of k_values / task_b_k) is larger "
+                f"data_root {root}: the largest fine-tuning k ({sizes['finetune']}, of k_values / task_b_k / sweep_k) is larger "
                 f"than the {plan['locations']} chip locations of {tile} px left after {held_out} (seed "
                 f"{plan['seed']}), before any pretraining chip; lower k_values / task_b_k, n_test_tiles / n_val_tiles "
                 "or add tiles"
@@ -408,8 +409,8 @@ def _check_plans(cfg, plans: dict, sizes: dict) -> None:
         raise DataError(
             f"n_pretrain_tiles={sizes['pretrain']}: the data allow at most {worst['pretrain_pool']} pretraining chips "
             f"of {tile} px (seed {worst['seed']}: {worst['locations']} chip locations outside the {held_out}, of which "
-            f"{sizes['finetune']} are the fine-tuning chips, largest k of k_values / task_b_k, kept apart from "
-            f"pretraining); set n_pretrain_tiles to {worst['pretrain_pool']} or less, lower k_values / task_b_k or "
+            f"{sizes['finetune']} are the fine-tuning chips, largest k of k_values / task_b_k / sweep_k, kept apart "
+            f"from pretraining); set n_pretrain_tiles to {worst['pretrain_pool']} or less, lower k_values / task_b_k or "
             "n_test_tiles / n_val_tiles, or add tiles"
         )
 
