@@ -460,18 +460,55 @@ def test_every_trained_arm_of_a_smoke_run_records_its_budget(tmp_path, monkeypat
     assert len(floor) == 2 and (floor.miou == data.floor_miou).all()  # one per split (1_4, all) and seed
 
 
-def test_pretrained_weights_that_cannot_be_had_stop_before_any_grid_naming_the_parameter(monkeypatch):
+def test_pretrained_weights_that_cannot_be_had_leave_the_arms_not_evaluated_and_the_rest_runs(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from labkit.core.claims import judge_all
     from labkit.core.errors import WeightsUnavailableError
     from labkit.models import backbones
 
     def offline(*args, **kwargs):
         raise WeightsUnavailableError("offline")
 
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(backbones, "resolve_pretrained_file", lambda name: None)
     monkeypatch.setattr(backbones, "create_backbone", offline)
-    cfg = labkit.configure("farcluss", "smoke", {"encoder_weights": "pretrained"})
-    with pytest.raises(WeightsUnavailableError, match="Set parameter 'encoder_weights'"):
-        study.run(cfg, None)  # refused before the data is touched
+    cfg = labkit.configure(
+        "farcluss",
+        "smoke",
+        {"encoder_weights": "pretrained", "n_train_images": 16, "n_val_images": 2, "seeds": [0], "cost_repeats": 1},
+    )
+    data = study.data(cfg)
+    runs = study.run(cfg, data)  # completes: nothing trains, the splits and the cost per iteration are measured
+    assert runs.tables["trained"].empty and runs.examples["teacher"] is None and runs.grids == []
+    assert len(runs.tables["splits"]) and len(runs.tables["cost_rounds"])
+    file = backbones.timm_name(cfg.encoder) + ".safetensors"
+    for arm in study.MAIN_METHODS:
+        assert "Set parameter 'encoder_weights'" in runs.unavailable[arm] and file in runs.unavailable[arm]
+    # every table, figure and the headline handle the empty arms, and say why
+    empty = (
+        tables.main_miou(runs, data),
+        tables.runs(runs),
+        tables.budgets(runs),
+        tables.ablation(cfg, runs),
+        tables.regime(cfg, runs),
+        tables.miou_by_frequency_group(runs, data),
+        tables.per_class_iou(runs, data),
+    )
+    for table in empty:
+        assert "encoder_weights" in table.iloc[0, 0]
+    assert len(tables.splits(runs)) and len(tables.cost_per_iteration(runs))
+    for fig in (study.figures.pseudo_labels(cfg, data, runs), study.figures.gains_by_group(runs)):
+        assert "encoder_weights" in fig.axes[0].texts[0].get_text()
+        plt.close(fig)
+    head = study.headline(runs)
+    assert "encoder_weights" in head["arms_not_evaluated"] and "prototype_extra_pct_median" in head
+    verdicts = {v["id"]: v for v in judge_all(study.claims(cfg, runs), runs.tables)}
+    for claim in ("beats_baselines_every_fraction", "largest_gains_tail_and_boundaries", "each_part_contributes"):
+        assert verdicts[claim]["status"] == NOT_EVALUATED
+        assert "Set parameter 'encoder_weights'" in verdicts[claim]["reason"] and file in verdicts[claim]["reason"]
+    # the cost claims are judged on their own (one round here: too few to judge, for that reason, not the weights)
+    assert "encoder_weights" not in verdicts["prototype_contrast_cheap"]["reason"]
 
 
 def test_new_encoder_weights_in_the_same_file_rerun_the_tasks(tmp_path):

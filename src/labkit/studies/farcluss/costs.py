@@ -74,6 +74,12 @@ def exponent_table(exponents: pd.DataFrame) -> pd.DataFrame:
     return stats.round(3).reset_index()
 
 
+def timed_model(cfg, data: StudyData) -> dict:
+    """The network whose steps are timed: the arms' architecture at random weights (a step costs the same whatever
+    the weights, so the cost claims are judged even when the encoder's pretrained weights are missing)."""
+    return {**model_params(cfg, data), "weights": "random"}
+
+
 def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, device=None) -> pd.DataFrame:
     """Time and memory per training step of each method on the same batch, in interleaved rounds."""
     torch.manual_seed(0)
@@ -99,7 +105,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
         COST_PAIRWISE: replace(base, prototype=False, pairwise=True),
     }
     rounds = repeats or cfg.cost_repeats
-    model = model_params(cfg, data)
+    model = timed_model(cfg, data)
     table = ss.measure_step_costs(
         lambda: build_model(model).to(dev),
         configs,
@@ -168,5 +174,5 @@ def measure_costs(
     fits = log_log_slopes(
         scaling, ["contrast", "repeat"], "pixels", {"time_exponent": "ms", "memory_exponent": "saved_activation_mb"}
     )
-    n_params = sum(p.numel() for p in build_model(model_params(cfg, data)).parameters())
+    n_params = sum(p.numel() for p in build_model(timed_model(cfg, data)).parameters())
     return CostResults(table, pd.DataFrame(rows), scaling, fits, int(n_params))

@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 
 from labkit.core.claims import BUDGET_KEYS
-from labkit.core.errors import WeightsUnavailableError
 from labkit.core.grid import Grid, GridResult, grid_runs
 from labkit.core.paths import cache_dir
 from labkit.data import scenes as sc
@@ -44,6 +43,8 @@ from .costs import CostResults, measure_costs, no_cost_tables
 from .data import ALL_LABELS, GROUPS, NAME, StudyData, labelled_indices, split_fraction, split_names
 from .tasks import arm_task, build_model, warmup_task
 
+#: The claims judged on trained arms (not the cost claims, which time steps of random weights).
+ARM_CLAIMS = ("beats_baselines_every_fraction", "largest_gains_tail_and_boundaries", "each_part_contributes")
 BUDGET_TABLE_COLUMNS = ["arm", "split", *BUDGET_KEYS, "unlabeled_batch", "seeds"]
 
 
@@ -63,14 +64,15 @@ def run(cfg, data: StudyData) -> Runs:
     """Train every arm (:func:`train`), measure the cost per iteration (:func:`costs.measure_costs`), gather both.
 
     The encoder's weights are resolved once first (``pretrained`` fetched here if need be, so that the tasks only
-    read a file); when they cannot be had, nothing runs and the error names the parameter to set."""
+    read a file). Every trained arm starts from that encoder: when its weights cannot be had, no arm trains and
+    every claim about the arms is *not evaluated* with the reason (the parameter to set and the file to provide);
+    the rest of the study (the splits, the cost per iteration, which times random weights) still runs."""
     weights = resolve_weights("encoder_weights", cfg.encoder_weights, cfg.encoder)
-    if not weights.ok:
-        raise WeightsUnavailableError(weights.reason)
     with Stopwatch() as clock:
-        trained = train(cfg, data)
+        trained = train(cfg, data) if weights.ok else not_trained(cfg, data)
         costs = measure_costs(cfg, data)
-    runs = gather(cfg, trained, data, costs)
+    reason = None if weights.ok else f"every arm trains the encoder from these weights; {weights.reason}"
+    runs = gather(cfg, trained, data, costs, weights_reason=reason)
     runs.grids, runs.seconds = grid_runs(since=clock.started), clock.seconds
     return runs
 
@@ -95,6 +97,20 @@ def train(cfg, data: StudyData, split_dir: str | Path | None = None, progress: b
     return Trained(
         add_group_scores(every, data), budgets, pd.DataFrame(split_rows), teacher, time.perf_counter() - start
     )
+
+
+#: The columns of the trained runs' table when no arm could train (the tables, figures and headline read them).
+RUN_COLUMNS = ["arm", "split", "seed", "n_labeled", "miou", "miou_head", "miou_body", "miou_tail", "boundary_miou"]
+
+
+def not_trained(cfg, data: StudyData, split_dir: str | Path | None = None) -> Trained:
+    """What :func:`train` gives when no arm can train (the encoder's weights are missing): the labelled splits
+    (drawn and listed as a trained run would), and empty runs and budgets."""
+    plan = run_plan(cfg)
+    trained = [(sp, sd) for sp in dict.fromkeys(s for _, s in plan) for sd in cfg.seeds]
+    _, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else cache_dir(NAME) / "splits")
+    empty = pd.DataFrame(columns=RUN_COLUMNS).astype({"seed": int, "n_labeled": int})
+    return Trained(empty, pd.DataFrame(columns=["arm", "split", "seed", *BUDGET_KEYS]), pd.DataFrame(split_rows))
 
 
 def _shared(cfg, data: StudyData, folder: Path) -> dict[str, Any]:
@@ -235,7 +251,9 @@ def add_group_scores(runs: pd.DataFrame, data: StudyData) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- gathered
 
 
-def gather(cfg, trained: Trained, data: StudyData, costs: CostResults | None = None) -> Runs:
+def gather(
+    cfg, trained: Trained, data: StudyData, costs: CostResults | None = None, weights_reason: str | None = None
+) -> Runs:
     """The runs every table, figure, claim and headline reads.
 
     ``tables``: what the claims are judged on: ``runs`` (arm x split x seed at the main seeds, with the
@@ -243,7 +261,10 @@ def gather(cfg, trained: Trained, data: StudyData, costs: CostResults | None = N
     all labels over the regime seeds), ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable
     parameters), ``cost_rounds`` (contrast x measuring round), ``scaling`` (contrast x repeat) and ``cost_regime``
     (the size of the network whose step was timed); and ``trained`` (the runs without the floor rows), ``splits``,
-    ``step_costs`` and ``contrast_scaling`` for the tables."""
+    ``step_costs`` and ``contrast_scaling`` for the tables.
+
+    ``weights_reason``: why no arm trained (the encoder's weights missing): every trained arm and every claim about
+    the arms is then unavailable with that reason."""
     few, every = split_names(cfg)[0], trained.every
     regime = every[(every.arm == "supervised") & every.split.isin([few, ALL_LABELS])].reset_index(drop=True)
     runs = every[every.seed.isin(cfg.seeds)].reset_index(drop=True)
@@ -264,10 +285,15 @@ def gather(cfg, trained: Trained, data: StudyData, costs: CostResults | None = N
         "contrast_scaling": costs.scaling if costs is not None else pd.DataFrame(),
     }
     not_run = [a for a in (*ABLATION_REMOVE, *ABLATION_ADD) if a not in ablation_arms(cfg)]
+    unavailable = {a: f"not run at ablation: {cfg.ablation}; run with ablation: all" for a in not_run}
+    claims_unavailable = {}
+    if weights_reason:
+        unavailable.update({arm: weights_reason for arm, _ in run_plan(cfg)})
+        claims_unavailable = {c: weights_reason for c in ARM_CLAIMS}
     return Runs(
         tables=tables,
-        unavailable={a: f"not run at ablation: {cfg.ablation}; run with ablation: all" for a in not_run},
-        context={"data": data},
+        unavailable=unavailable,
+        context={"data": data, "unavailable": claims_unavailable},
         examples={"teacher": trained.teacher, "training_seconds": trained.seconds},
     )
 
