@@ -162,6 +162,18 @@ def test_an_unresolved_tail_leaves_the_tail_claim_not_evaluated(cfg):
     assert verdicts["beats_baselines_every_fraction"]["status"] == HELD
 
 
+def test_the_tail_claim_names_the_datas_tail_classes_and_speaks_of_simulation_only_on_simulated_data(cfg):
+    groups = {"road": "head", "car": "body", "bicyclist": "tail", "sign": "tail"}
+    freqs = np.array([0.6, 0.38, 0.012, 0.008])
+    for source in ("folders", "simulated"):
+        data = StudyData(None, None, tuple(groups), freqs, groups, None, source)
+        claim = next(c for c in study.declare_claims(cfg, data=data) if c.id == "largest_gains_tail_and_boundaries")
+        why = next(p.why for p in claim.preconditions if p.name == "tail resolvable")
+        assert "(bicyclist, sign)" in claim.statement and "bicyclist, sign (1.2%, 0.8%" in why
+        assert "vehicle" not in why + claim.statement
+        assert ("simulated" in why) == (source == "simulated") and "image_size" in why
+
+
 def test_no_tail_class_or_no_ablation_says_why(cfg):
     data = StudyData(None, None, ("a", "b"), np.array([0.5, 0.5]), {"a": "head", "b": "head"}, None, "x")
     claims = {c.id: c for c in study.declare_claims(cfg, data=data)}
