@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -89,11 +90,14 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
     b = batch_size or cfg.batch_size
     if len(data.train) < 2 * b:
         raise DataError(f"cost table needs {2 * b} training images, got {len(data.train)}")
-    xl = torch.from_numpy(data.train.images[:b]).to(dev)
-    yl = torch.from_numpy(data.train.masks[:b]).long().to(dev)
-    xu = torch.from_numpy(data.train.images[b : 2 * b]).to(dev)
+    # the batch a step sees: whole simulated scenes, or a crop of the model's side from real images
+    side = data.tile or max(data.train.images.shape[-2:])
+    images, masks = data.train.images[: 2 * b, :, :side, :side], data.train.masks[: 2 * b, :side, :side]
+    xl = torch.from_numpy(ss.as_float(np.ascontiguousarray(images[:b]))).to(dev)
+    yl = torch.from_numpy(np.ascontiguousarray(masks[:b])).long().to(dev)
+    xu = torch.from_numpy(ss.as_float(np.ascontiguousarray(images[b:]))).to(dev)
     # Default: every pixel of the batch at the embedding stride, so the two contrasts see the same, full set.
-    h, w = data.train.images.shape[-2:]
+    h, w = xl.shape[-2:]
     all_pixels = 2 * b * -(-h // 4) * -(-w // 4)
     n_pix = min(contrast_pixels or all_pixels, all_pixels)
     base = replace(arm_config(cfg, "farcluss"), contrast_pixels=n_pix)

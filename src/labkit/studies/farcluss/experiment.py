@@ -40,7 +40,7 @@ from .arms import (
     run_plan,
 )
 from .costs import CostResults, measure_costs, no_cost_tables
-from .data import ALL_LABELS, GROUPS, NAME, StudyData, labelled_indices, split_fraction, split_names
+from .data import ALL_LABELS, GROUPS, NAME, StudyData, crop_size, labelled_indices, split_fraction, split_names
 from .tasks import arm_task, build_model, warmup_task
 
 #: The claims judged on trained arms (not the cost claims, which time steps of random weights).
@@ -60,21 +60,36 @@ class Trained:
     seconds: float = 0.0
 
 
-def run(cfg, data: StudyData) -> Runs:
+def run(cfg, data: StudyData, split_dir: str | Path | None = None) -> Runs:
     """Train every arm (:func:`train`), measure the cost per iteration (:func:`costs.measure_costs`), gather both.
 
     The encoder's weights are resolved once first (``pretrained`` fetched here if need be, so that the tasks only
     read a file). Every trained arm starts from that encoder: when its weights cannot be had, no arm trains and
     every claim about the arms is *not evaluated* with the reason (the parameter to set and the file to provide);
-    the rest of the study (the splits, the cost per iteration, which times random weights) still runs."""
+    the rest of the study (the splits, the cost per iteration, which times random weights) still runs.
+
+    ``split_dir``: where the drawn split lists are written (the notebook passes its run folder); by default the
+    run folder ``labkit reproduce`` names (``LABKIT_REPORT_DIR``), else a fresh temporary folder: never a shared
+    cache that another run would overwrite."""
+    split_dir = Path(split_dir) if split_dir else _split_folder()
     weights = resolve_weights("encoder_weights", cfg.encoder_weights, cfg.encoder)
     with Stopwatch() as clock:
-        trained = train(cfg, data) if weights.ok else not_trained(cfg, data)
+        trained = train(cfg, data, split_dir) if weights.ok else not_trained(cfg, data, split_dir)
         costs = measure_costs(cfg, data)
     reason = None if weights.ok else f"every arm trains the encoder from these weights; {weights.reason}"
     runs = gather(cfg, trained, data, costs, weights_reason=reason)
     runs.grids, runs.seconds = grid_runs(since=clock.started), clock.seconds
     return runs
+
+
+def _split_folder() -> Path:
+    """The run's own folder for its split lists: ``splits/`` of the run folder ``labkit reproduce`` names, else a
+    fresh temporary folder."""
+    import os
+    import tempfile
+
+    managed = os.environ.get("LABKIT_REPORT_DIR")
+    return Path(managed) / "splits" if managed else Path(tempfile.mkdtemp(prefix="farcluss-splits-"))
 
 
 def train(cfg, data: StudyData, split_dir: str | Path | None = None, progress: bool | None = None) -> Trained:
@@ -89,7 +104,7 @@ def train(cfg, data: StudyData, split_dir: str | Path | None = None, progress: b
     trained += [(sp, sd) for sp in (few, ALL_LABELS) for sd in extra_seeds]
     runs = [(a, sp, sd) for a, sp in plan for sd in cfg.seeds]
     runs += [("supervised", sp, sd) for sp in (few, ALL_LABELS) for sd in extra_seeds]
-    labelled, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else root / "splits")
+    labelled, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else _split_folder())
     (warm,) = run_grids(cfg, _warmup_grid(cfg, trained, labelled, shared), progress=progress)
     warm_files = _warm_files(warm, root / "warm")
     (arms,) = run_grids(cfg, _arm_grid(cfg, data, runs, labelled, warm_files, shared), progress=progress)
@@ -108,7 +123,7 @@ def not_trained(cfg, data: StudyData, split_dir: str | Path | None = None) -> Tr
     (drawn and listed as a trained run would), and empty runs and budgets."""
     plan = run_plan(cfg)
     trained = [(sp, sd) for sp in dict.fromkeys(s for _, s in plan) for sd in cfg.seeds]
-    _, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else cache_dir(NAME) / "splits")
+    _, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else _split_folder())
     empty = pd.DataFrame(columns=RUN_COLUMNS).astype({"seed": int, "n_labeled": int})
     return Trained(empty, pd.DataFrame(columns=["arm", "split", "seed", *BUDGET_KEYS]), pd.DataFrame(split_rows))
 
@@ -116,23 +131,39 @@ def not_trained(cfg, data: StudyData, split_dir: str | Path | None = None) -> Tr
 def _shared(cfg, data: StudyData, folder: Path) -> dict[str, Any]:
     """What every task of both grids shares: the study's arrays written once under their digest (the grids'
     input), the network's parameters and the device, resolved here once."""
+    arrays = {
+        "train_images": data.train.images,
+        "train_masks": data.train.masks,
+        "val_images": data.val.images,
+        "val_masks": data.val.masks,
+        "val_band": data.val_band,
+    }
+    if data.train_sizes is not None:  # whole real images in padded canvases: each one's true size
+        arrays["train_sizes"] = np.asarray(data.train_sizes)
     data_file, digest = write_prepared_arrays(
         folder,
-        {
-            "train_images": data.train.images,
-            "train_masks": data.train.masks,
-            "val_images": data.val.images,
-            "val_masks": data.val.masks,
-            "val_band": data.val_band,
-            "class_names": np.array(data.class_names, dtype=object).astype(str),
-        },
-        digest_of=("train_images", "train_masks", "val_images", "val_masks", "val_band"),
+        {**arrays, "class_names": np.array(data.class_names, dtype=object).astype(str)},
+        digest_of=tuple(arrays),
     )
     inputs = {"data": digest}
     if cfg.encoder_weights != "random":  # new weights in the same file rerun the tasks (random init has no file)
         inputs["weights"] = resolve_weights("encoder_weights", cfg.encoder_weights, cfg.encoder, fetch=False).digest
-    shared = {"data_file": data_file, "digest": digest, "model": model_params(cfg, data), "device": task_device(cfg)}
+    shared = {
+        "data_file": data_file,
+        "digest": digest,
+        "model": model_params(cfg, data),
+        "device": task_device(cfg),
+        # every step's optimiser, and a new random crop per step from whole real images (none on simulated scenes)
+        "optimiser": optimiser_params(cfg) | ({"crop": data.tile} if data.train_sizes is not None else {}),
+    }
     return {**shared, "inputs": inputs}
+
+
+def optimiser_params(cfg) -> dict[str, Any]:
+    """The tasks' optimiser parameters; AdamW at one learning rate is the tasks' default and is not passed, so
+    that the cached tasks of the CPU presets keep their keys."""
+    optimizer, scale = str(cfg.optimizer), float(cfg.head_lr_scale)
+    return {} if (optimizer, scale) == ("adamw", 1.0) else {"optimizer": optimizer, "head_lr_scale": scale}
 
 
 def _labelled_splits(cfg, data: StudyData, trained, split_dir: Path) -> tuple[dict, list[dict]]:
@@ -181,6 +212,7 @@ def _warmup_grid(cfg, trained, labelled, shared: dict) -> Grid:
             device=shared["device"],
             batch_size=cfg.batch_size,
             lr=cfg.lr,
+            **shared["optimiser"],
         )
     return warm
 
@@ -220,6 +252,7 @@ def _arm_grid(cfg, data: StudyData, runs, labelled, warm_files, shared: dict) ->
             warmup_iterations=cfg.warmup_iterations,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
+            **shared["optimiser"],
         )
     return arms
 
@@ -355,13 +388,14 @@ def plan(cfg) -> list:
     classes = len(sc.SCENE_CLASSES) if cfg.data_source == "simulated" else PLAN_CLASSES[cfg.data_source]
     kwargs = decoder_kwargs(cfg)
     build = lambda: ss.build_model(classes, cfg.encoder, cfg.arch, cfg.embed_dim, weights="random", **kwargs)  # noqa: E731
-    size, note = cfg.image_size, ""
-    try:
-        fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
-    except RuntimeError:
-        size = -(-size // 16) * 16
-        note = f"the model rejects image_size {cfg.image_size} (sides must be multiples of 16): counted at {size}"
-        fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
+    size, note = crop_size(cfg)  # the side the model can take, asked of it
+    fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
+    what = "a whole simulated scene" if cfg.data_source == "simulated" else "a new random crop of a whole image"
+    seen = (
+        f"a step sees {cfg.batch_size} x {size} x {size} = {cfg.batch_size * size * size:,} labelled pixels "
+        f"({what} per image; the teacher-student arms as many unlabelled)"
+    )
+    note = "; ".join(n for n in (seen, note) if n)
     fwd, _, _ = measure(
         ("farcluss-fwd", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)], backward=False
     )
@@ -396,7 +430,11 @@ def plan(cfg) -> list:
             cfg.iterations,
             replacement=True,
             flops_per_step=fb * b if arm == "supervised" else (2 * fb + fwd) * b,
-            notes="" if arm == "supervised" else f"{b} labelled + {b} unlabelled per step, plus the teacher's forward",
+            notes=(
+                f"{size} px crops"
+                if arm == "supervised"
+                else f"{b} labelled + {b} unlabelled {size} px crops per step, plus the teacher's forward"
+            ),
             **common,
         )
         for arm, n in arms.items()

@@ -86,9 +86,11 @@ def pseudo_labels(cfg, data: StudyData, runs: Runs, n: int = 3):
         return not_trained(_why_not_trained(runs))
     k = data.num_classes
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
-    side = data.tile or max(data.val.images.shape[-2:])  # real data: one window of the size the model was run at
+    # real data: one window of the side the model was run at (a multiple of what it requires); simulated scenes
+    # are whole (their side was rounded to the multiple by data())
+    side = data.tile or max(data.val.images.shape[-2:])
     val_images, val_masks = data.val.images[:n, :, :side, :side], data.val.masks[:n, :side, :side]
-    images = torch.from_numpy(np.ascontiguousarray(val_images)).to(next(teacher.parameters()).device)
+    images = torch.from_numpy(ss.as_float(np.ascontiguousarray(val_images))).to(next(teacher.parameters()).device)
     teacher.eval()
     with torch.no_grad():
         probs = teacher(images).softmax(dim=1).cpu()
