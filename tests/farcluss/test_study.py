@@ -539,3 +539,41 @@ def test_new_encoder_weights_in_the_same_file_rerun_the_tasks(tmp_path):
     second = _shared(cfg, data, tmp_path / "b")["inputs"]
     assert first["data"] == second["data"] and first["weights"] != second["weights"]
     assert "weights" not in _shared(labkit.configure("farcluss", "smoke", {}), data, tmp_path / "c")["inputs"]
+
+
+def test_an_image_size_the_model_cannot_take_is_rounded_to_its_multiple_with_a_note(tmp_path, monkeypatch):
+    from labkit.studies.farcluss.data import ImageSizeNote, crop_size
+
+    deeplab = {"arch": "deeplabv3plus", "encoder_depth": 5, "n_train_images": 8, "n_val_images": 2}
+    cfg = labkit.configure("farcluss", "smoke", {**deeplab, "image_size": 33})
+    assert crop_size(cfg)[0] == 32  # DeepLabV3+ at output stride 16: asked of the model
+    with pytest.warns(ImageSizeNote, match="image_size 33 is not a multiple of 16.*trains and evaluates at 32"):
+        data = study.data(cfg)
+    assert data.train.images.shape[-1] == 32 and any("image_size 33" in n for n in data.notes)
+    exact = labkit.configure("farcluss", "smoke", {**deeplab, "image_size": 32})
+    assert crop_size(exact) == (32, "")
+
+
+def test_drawn_split_lists_go_to_the_run_folder_never_the_shared_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABKIT_REPORT_DIR", str(tmp_path / "run"))
+    cfg = labkit.configure(
+        "farcluss",
+        "smoke",
+        {
+            "n_train_images": 16,
+            "n_val_images": 2,
+            "seeds": [0],
+            "ablation": "none",
+            "iterations": 1,
+            "warmup_iterations": 1,
+            "cost_repeats": 1,
+        },
+    )
+    data = study.data(cfg)
+    runs = study.run(cfg, data)
+    assert (tmp_path / "run" / "splits" / "1_8" / "seed0" / "labeled.txt").is_file()
+    assert not list((tmp_path / "cache").rglob("labeled.txt"))
+    mine = study.run(cfg, data, split_dir=tmp_path / "mine")
+    assert (tmp_path / "mine" / "1_8" / "seed0" / "unlabeled.txt").is_file()
+    assert runs.tables["splits"].lists.tolist() == mine.tables["splits"].lists.tolist()
