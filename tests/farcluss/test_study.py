@@ -318,6 +318,8 @@ def test_cost_measurement_gives_rounds_and_scaling_exponents():
     exps = costs.exponents.groupby("contrast").memory_exponent.mean()
     assert exps["prototype"] == pytest.approx(1.0, abs=0.1) and exps["pairwise"] > 1.6
     c = costs.table.set_index("method")
+    # the contrasts see the pixels the arms sample per step (contrast_pixels 128 < the batch's 2 x 2 x 8 x 8 = 256)
+    assert c.loc[farcluss_costs.COST_PAIRWISE, "contrast_pixels"] == cfg.contrast_pixels == 128
     assert (
         c.loc[farcluss_costs.COST_PAIRWISE, "saved_activation_mb"]
         > c.loc[farcluss_costs.COST_PROTOTYPE, "saved_activation_mb"]

@@ -96,10 +96,12 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
     xl = torch.from_numpy(ss.as_float(np.ascontiguousarray(images[:b]))).to(dev)
     yl = torch.from_numpy(np.ascontiguousarray(masks[:b])).long().to(dev)
     xu = torch.from_numpy(ss.as_float(np.ascontiguousarray(images[b:]))).to(dev)
-    # Default: every pixel of the batch at the embedding stride, so the two contrasts see the same, full set.
+    # The pixels the arms' contrast samples per step (contrast_pixels), at most every pixel of the batch at the
+    # embedding stride; both contrasts see the same set. Every pixel of a 320-px batch would be 25,600 per two
+    # images: a pairwise matrix of 2.6 GB, 168 GB at the paper's batch.
     h, w = xl.shape[-2:]
     all_pixels = 2 * b * -(-h // 4) * -(-w // 4)
-    n_pix = min(contrast_pixels or all_pixels, all_pixels)
+    n_pix = min(contrast_pixels or cfg.contrast_pixels, all_pixels)
     base = replace(arm_config(cfg, "farcluss"), contrast_pixels=n_pix)
     configs = {
         COST_REFERENCE: arm_config(cfg, "supervised"),

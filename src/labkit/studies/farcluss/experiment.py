@@ -186,7 +186,8 @@ def _labelled_splits(cfg, data: StudyData, trained, split_dir: Path) -> tuple[di
             if split != ALL_LABELS and split not in data.split_lists:
                 ids = data.train.ids
                 chosen_ids = [ids[i] for i in chosen]
-                rest = [ids[i] for i in range(len(ids)) if i not in set(chosen)]
+                taken = set(chosen)
+                rest = [ids[i] for i in range(len(ids)) if i not in taken]
                 path = sc.write_split_lists(split_dir / split / f"seed{seed}", chosen_ids, rest)
                 row["lists"] = f"{path.parent.name}/{path.name}/labeled.txt"
             else:
