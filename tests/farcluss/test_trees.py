@@ -190,3 +190,20 @@ def test_the_study_runs_on_each_tree_with_frequency_groups_and_sliding_windows(t
     one = runs[(runs.split == "1_4") & (runs.arm == "farcluss")]
     assert one.n_labeled.tolist() == [len(tree["splits"]["1_4"])]
     assert set(runs.split) == {"1_4", study.ALL_LABELS}
+
+
+def test_class_shares_groups_and_floor_come_from_the_whole_masks_not_a_centre_crop(tmp_path):
+    tree = trees.write_folder_tree(tmp_path, size=(48, 48))
+    for sid in tree["train"] + tree["val"]:
+        mask = np.zeros((48, 48), dtype=np.uint8)  # background everywhere but a centre square of crop
+        mask[16:32, 16:32] = 1
+        Image.fromarray(mask, mode="L").save(tmp_path / "masks" / f"{sid}.png")
+    cfg = labkit.configure(
+        "farcluss",
+        "smoke",
+        {"data_source": "folders", "data_root": str(tmp_path), "splits": ["1_4"], "image_size": 16},
+    )
+    data = study.data(cfg)
+    # a 16-px centre crop would be all "crop": the whole masks are 8/9 background
+    assert data.frequencies[0] == pytest.approx(8 / 9) and data.frequencies[1] == pytest.approx(1 / 9)
+    assert data.groups["background"] == "head" and data.floor_miou == pytest.approx(8 / 9 / 2)

@@ -120,7 +120,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
         xu,
         data.num_classes,
         repeats=rounds,
-        warmup=3,
+        warmup=min(3, rounds),  # untimed steps first; a one-round (smoke) measurement is not a timing
         reference=COST_REFERENCE,
         baselines={COST_PROTOTYPE: COST_WITHOUT_CONTRAST, COST_PAIRWISE: COST_WITHOUT_CONTRAST},
     )
