@@ -64,7 +64,7 @@ def scenes(data: StudyData, n: int = 6):
     return fig
 
 
-def not_trained(text: str):
+def _message(text: str):
     """A figure that says why it has nothing to show (no arm trained)."""
     fig, ax = plt.subplots(figsize=(8, 1.2))
     ax.set_axis_off()
@@ -83,7 +83,7 @@ def pseudo_labels(cfg, data: StudyData, runs: Runs, n: int = 3):
     FARCLUSS's of the first split and seed (a figure saying why when it was not trained)."""
     teacher = runs.examples.get("teacher")
     if teacher is None:
-        return not_trained(_why_not_trained(runs))
+        return _message(_why_not_trained(runs))
     k = data.num_classes
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
     # real data: one window of the side the model was run at (a multiple of what it requires); simulated scenes
@@ -134,7 +134,7 @@ def gains_by_group(runs: Runs):
     """FARCLUSS minus each baseline, per frequency group and on boundary pixels (mean ± std over seeds)."""
     gains = runs.tables["gains"]
     if gains.empty:
-        return not_trained(_why_not_trained(runs))
+        return _message(_why_not_trained(runs))
     labels = ["head", "body", "tail", "boundary", "all"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.38
