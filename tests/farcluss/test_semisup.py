@@ -348,3 +348,53 @@ def test_embedding_normalisation_matches_f_normalize():
     assert torch.allclose(x.grad, y.grad, atol=1e-5)
     _, emb = _tiny_model().forward_with_embedding(torch.rand(2, 3, 32, 32))
     assert torch.allclose(emb.norm(dim=1), torch.ones(1), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- input sides, crops, optimiser
+
+
+def test_the_model_states_its_input_multiple_and_predictions_are_padded_to_it():
+    import torch
+
+    deeplab = ss.build_model(3, "resnet10t", "deeplabv3plus", 8, encoder_depth=5, decoder_channels=16)
+    assert ss.input_multiple(deeplab) == 16
+    deeplab.eval()
+    with pytest.raises(RuntimeError):  # the negative control: 40 px is not a multiple of 16
+        deeplab(torch.zeros(1, 3, 40, 40))
+    pred = ss.predict(deeplab, np.zeros((2, 3, 40, 40), dtype=np.float32))
+    assert pred.shape == (2, 40, 40)
+    assert ss.predict(deeplab, np.zeros((1, 3, 40, 56), dtype=np.uint8), tile=32).shape == (1, 40, 56)
+    assert ss.round_to_multiple(321, 16) == 320 and ss.round_to_multiple(8, 16) == 16
+
+
+def test_random_crops_are_new_windows_of_each_whole_image_and_pad_small_ones_with_ignore():
+    import torch
+
+    images = torch.arange(2 * 3 * 20 * 30, dtype=torch.float32).reshape(2, 3, 20, 30)
+    masks = torch.zeros(2, 20, 30, dtype=torch.long)
+    masks[1, 6:, :] = 255  # image 1 is 6 x 10 in its canvas
+    masks[1, :, 10:] = 255
+    sizes = torch.tensor([[20, 30], [6, 10]])
+    g = torch.Generator().manual_seed(0)
+    windows = set()
+    for _ in range(20):
+        xi, xm = ss.random_crops(images, masks, sizes, 8, g)
+        assert xi.shape == (2, 3, 8, 8) and xm.shape == (2, 8, 8)
+        y, x = divmod(int(xi[0, 0, 0, 0]), 30)
+        assert 0 <= y <= 12 and 0 <= x <= 22  # inside the true 20 x 30 extent
+        windows.add((y, x))
+        assert (xm[1, 6:] == 255).all() and (xm[1, :, :] != 255).sum() <= 6 * 8  # small image: padded with ignore
+    assert len(windows) > 5  # a new window at every call, not one centre crop
+
+
+def test_sgd_trains_the_encoder_at_lr_and_the_rest_at_head_lr_scale_times_it():
+    model = ss.build_model(3, "resnet10t", "deeplabv3plus", 8, encoder_depth=3, decoder_channels=16)
+    opt = ss.make_optimizer(model, "sgd", 1e-3, head_lr_scale=10)
+    backbone, head = opt.param_groups
+    encoder = {id(p) for p in model.segmenter.encoder.parameters()}
+    assert {id(p) for p in backbone["params"]} == encoder and backbone["lr"] == 1e-3
+    assert head["lr"] == pytest.approx(1e-2) and {id(p) for p in head["params"]}.isdisjoint(encoder)
+    assert isinstance(opt, torch.optim.SGD) and backbone["momentum"] == 0.9 and backbone["weight_decay"] == 1e-4
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    with pytest.raises(ParameterError, match="optimizer must be one of"):
+        ss.make_optimizer(model, "adam", 1e-3)

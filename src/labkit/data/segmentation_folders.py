@@ -16,6 +16,7 @@ redistributed by labkit: point ``root`` at a local copy.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,7 +390,15 @@ class MaskFolder(_PairFolder):
         super().__init__(pairs, crop, source or root)
 
     def read_mask(self, path: Path) -> np.ndarray:
-        return read_voc_mask(path, len(self.class_names))
+        try:
+            return read_voc_mask(path, len(self.class_names))
+        except DataError as exc:
+            if "outside the" not in str(exc):
+                raise
+            raise DataError(
+                f"{exc}: classes.txt names only {len(self.class_names)} classes; add a name for every value the "
+                "masks hold (one per line, in id order)"
+            ) from None
 
 
 @dataclass
@@ -405,6 +414,9 @@ class SemiSupData:
     val_ids: list[str]
     class_names: tuple[str, ...]
     split_lists: dict[str, list[str]]
+    train_sizes: np.ndarray | None = None  # (N, 2) each training image's true height and width in its canvas
+    val_sizes: np.ndarray | None = None
+    notes: list[str] | None = None  # what was done to the data that a reader must know (padding, subsets)
 
 
 def _sample_id(token: str, source: str) -> str:
@@ -424,16 +436,74 @@ def read_id_list(path: Path, source: str) -> list[str]:
     return ids
 
 
-def _pad_to(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Stack samples of different sizes, padding to the largest (image 0, mask 255 so padding is not scored)."""
-    h = max(m.shape[0] for m in masks)
-    w = max(m.shape[1] for m in masks)
-    out_i = np.zeros((len(images), 3, h, w), dtype=np.float32)
-    out_m = np.full((len(masks), h, w), IGNORE_INDEX, dtype=np.int64)
+class ImageSizeWarning(UserWarning):
+    """Real images and ``image_size`` that do not fit well: images padded, or a crop tiny against the images."""
+
+
+def _whole(dataset: _PairFolder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every sample at its full size as bytes, padded to the largest (image 0, mask 255, so padding is never
+    scored or learned): images (N,3,H,W) uint8, masks (N,H,W) uint8, sizes (N,2) the true (height, width)."""
+    images, masks = [], []
+    for i in range(len(dataset)):
+        sid, img_path, mask_path = dataset.pairs[i]
+        image, mask = _read_rgb(img_path), dataset.read_mask(mask_path)
+        if image.shape[1:] != mask.shape:
+            raise DataError(f"sample {sid}: image {img_path} is {image.shape[1:]} but mask {mask_path} is {mask.shape}")
+        images.append(np.round(image * 255).astype(np.uint8))
+        masks.append(mask.astype(np.uint8))
+    sizes = np.array([m.shape for m in masks], dtype=np.int64)
+    h, w = sizes.max(axis=0) if len(sizes) else (0, 0)
+    out_i = np.zeros((len(images), 3, h, w), dtype=np.uint8)
+    out_m = np.full((len(masks), h, w), IGNORE_INDEX, dtype=np.uint8)
     for k, (img, msk) in enumerate(zip(images, masks)):
         out_i[k, :, : msk.shape[0], : msk.shape[1]] = img
         out_m[k, : msk.shape[0], : msk.shape[1]] = msk
-    return out_i, out_m
+    return out_i, out_m, sizes
+
+
+def _at_least(images: np.ndarray, masks: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The canvas padded (image 0, mask 255) so that both sides are at least ``side``."""
+    ph, pw = max(side - masks.shape[1], 0), max(side - masks.shape[2], 0)
+    if ph or pw:
+        images = np.pad(images, ((0, 0), (0, 0), (0, ph), (0, pw)))
+        masks = np.pad(masks, ((0, 0), (0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+    return images, masks
+
+
+def _draw(ids: list[str], n: int | None, keep: Sequence[str], rng: np.random.Generator) -> list[str]:
+    """``n`` of ``ids`` (all of ``keep`` and the rest drawn at random), in their listed order."""
+    if n is None or n >= len(ids):
+        return list(ids)
+    kept = set(keep)
+    rest = [i for i in ids if i not in kept]
+    chosen = set(rng.choice(len(rest), size=max(n - len(kept), 0), replace=False).tolist()) if rest else set()
+    picked = kept | {rest[k] for k in chosen}
+    return [i for i in ids if i in picked]
+
+
+def size_notes(sizes: np.ndarray, ids: Sequence[str], crop: int, parameter: str = "image_size") -> list[str]:
+    """What a reader must know of the images against the crop: those smaller (padded with the ignore index) and a
+    crop tiny against them (the parameter to raise); each also warned (:class:`ImageSizeWarning`)."""
+    notes = []
+    small = [(i, s) for i, s in zip(ids, sizes) if s[0] < crop or s[1] < crop]
+    if small:
+        eg = ", ".join(f"{i} ({s[0]}x{s[1]})" for i, s in small[:3])
+        notes.append(
+            f"{len(small)} of {len(ids)} training images are smaller than {parameter} {crop} (e.g. {eg}): their "
+            f"crops are padded with the ignore index {IGNORE_INDEX}, so the padding is neither learned nor scored"
+        )
+    if len(sizes):
+        med_h, med_w = (int(v) for v in np.median(sizes, axis=0))
+        share = crop * crop / max(med_h * med_w, 1)
+        if share < 1 / 16:
+            notes.append(
+                f"{parameter} {crop} is small against images of {med_h}x{med_w} (median): a crop holds "
+                f"{100 * share:.1f}% of an image, too little context to tell the classes apart; raise {parameter} "
+                f"(e.g. to {min(med_h, med_w)})"
+            )
+    for note in notes:
+        warnings.warn(note, ImageSizeWarning, stacklevel=3)
+    return notes
 
 
 def load_semisup_folder(
@@ -443,13 +513,16 @@ def load_semisup_folder(
     n_train: int | None = None,
     n_val: int | None = None,
     splits: Sequence[str] | None = None,
+    seed: int = 0,
 ) -> SemiSupData:
     """Read a VOC ``train_aug``, Cityscapes or own-folders tree with its split lists (see docs/data/farcluss.md).
 
-    Training samples are centre crops of ``crop`` (padded with the ignore index when smaller); held-out samples
-    keep their full size (padded to the largest, the padding ignored) for sliding-window evaluation at ``crop``.
+    Every sample is kept whole, as bytes (uint8), padded to the largest and to at least ``crop`` (image 0, mask
+    255: the padding is neither learned nor scored), with its true size: training takes a new random ``crop``
+    window of each image at every step, held-out images are scored whole (sliding windows of ``crop``).
     ``splits``: names of folders under ``root/splits/`` whose ``labeled.txt`` is read (each must exist and name
-    training samples). ``n_train``: the pool is cut to this many samples, the labelled ones first.
+    training samples). ``n_train`` / ``n_val``: subsets drawn at random with ``seed`` (the labelled samples of
+    the split lists always kept), not the first ids in listed order.
     """
     root = Path(root)
     if not root.is_dir():
@@ -516,13 +589,13 @@ def load_semisup_folder(
                 f"the training pool, e.g. {unknown[:3]}"
             )
     labelled = list(dict.fromkeys(i for ids in split_lists.values() for i in ids))
-    order = labelled + [i for i in pool if i not in set(labelled)]
-    if n_train is not None:
-        order = order[: max(n_train, len(labelled))]
+    rng = np.random.default_rng(seed)
+    order = _draw(list(dict.fromkeys(pool)), n_train, labelled, rng)
     if source == "cityscapes":
         train_ds = CityscapesFolder.__new__(CityscapesFolder)
         _PairFolder.__init__(train_ds, [(i, *by_id[i]) for i in order], crop, root / "leftImg8bit" / "train")
-        val_pairs = val_ds.pairs[:n_val] if n_val else val_ds.pairs
+        keep = _draw([p[0] for p in val_ds.pairs], n_val, (), rng)
+        val_pairs = [p for p in val_ds.pairs if p[0] in set(keep)]
         val_ds = CityscapesFolder.__new__(CityscapesFolder)
         _PairFolder.__init__(val_ds, val_pairs, None, root / "leftImg8bit" / "val")
     elif source == "voc":
@@ -533,7 +606,7 @@ def load_semisup_folder(
             crop,
             pool_list if pool_list.is_file() else split_root,
         )
-        val_ids = val_ids[:n_val] if n_val else val_ids
+        val_ids = _draw(val_ids, n_val, (), rng)
         val_ds = VOCSegmentationFolder.__new__(VOCSegmentationFolder)
         _PairFolder.__init__(
             val_ds,
@@ -543,8 +616,10 @@ def load_semisup_folder(
         )
     else:
         train_ds = MaskFolder(root, order, class_names, crop=crop, source=root / "images")
-        val_ds = MaskFolder(root, val_ids[:n_val] if n_val else val_ids, class_names, source=val_list)
-    x, y, ids = train_ds.to_arrays()
-    loaded = [val_ds.load(i) for i in range(len(val_ds))]
-    xv, yv = _pad_to([a for a, _ in loaded], [b for _, b in loaded])
-    return SemiSupData(x, y, ids, xv, yv, val_ds.ids, tuple(class_names), split_lists)
+        val_ds = MaskFolder(root, _draw(val_ids, n_val, (), rng), class_names, source=val_list)
+    x, y, sizes = _whole(train_ds)
+    xv, yv, val_sizes = _whole(val_ds)
+    notes = size_notes(sizes, train_ds.ids, crop)
+    x, y = _at_least(x, y, crop)
+    xv, yv = _at_least(xv, yv, crop)
+    return SemiSupData(x, y, train_ds.ids, xv, yv, val_ds.ids, tuple(class_names), split_lists, sizes, val_sizes, notes)

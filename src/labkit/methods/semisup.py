@@ -210,6 +210,53 @@ def l2_normalize_channels(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.square().sum(dim=1, keepdim=True).sqrt().clamp_min(eps)
 
 
+def input_multiple(model: nn.Module) -> int:
+    """The multiple every input side must be, asked of the model (smp: its encoder's output stride, where the
+    architecture requires divisible inputs; DeepLabV3+ ResNet at output stride 16 needs 16)."""
+    seg = model.segmenter if isinstance(model, SegmenterWithEmbedding) else model
+    encoder = getattr(seg, "encoder", None)
+    return int(getattr(encoder, "output_stride", 1) or 1)
+
+
+def round_to_multiple(size: int, multiple: int) -> int:
+    """``size`` rounded to the nearest multiple of ``multiple`` (ties up), at least one multiple."""
+    return max(multiple, int(multiple * ((size + multiple / 2) // multiple)))
+
+
+def as_float(images):
+    """Images as float32 in [0, 1]: uint8 arrays or tensors (real photographs, stored as bytes) are divided by
+    255; float images are returned as they are."""
+    if isinstance(images, torch.Tensor):
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+    images = np.asarray(images)
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+
+
+def random_crops(
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    sizes: torch.Tensor,
+    crop: int,
+    generator: torch.Generator,
+    ignore_index: int = 255,
+):
+    """One random ``crop`` x ``crop`` window per sample, drawn anew at every call from the whole image
+    (``sizes``: each sample's true (height, width) inside its padded canvas). An image smaller than ``crop`` is
+    padded (image 0, mask ``ignore_index``), as UniMatch does."""
+    b, _, canvas_h, canvas_w = images.shape
+    out_i = images.new_zeros((b, images.shape[1], crop, crop))
+    out_m = None if masks is None else masks.new_full((b, crop, crop), ignore_index)
+    for k in range(b):
+        h, w = int(sizes[k, 0]), int(sizes[k, 1])
+        y = int(torch.randint(0, max(h - crop, 0) + 1, (1,), generator=generator))
+        x = int(torch.randint(0, max(w - crop, 0) + 1, (1,), generator=generator))
+        hh, ww = min(crop, h - y, canvas_h - y), min(crop, w - x, canvas_w - x)
+        out_i[k, :, :hh, :ww] = images[k, :, y : y + hh, x : x + ww]
+        if masks is not None:
+            out_m[k, :hh, :ww] = masks[k, y : y + hh, x : x + ww]
+    return out_i, out_m
+
+
 def build_model(
     num_classes: int,
     encoder: str = "resnet10t",
@@ -466,8 +513,31 @@ def sample_pixels(labels: torch.Tensor, weights: torch.Tensor, n: int, generator
 # ----------------------------------------------------------------------------- trainer
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def make_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float = 1e-4, head_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
+    """``adamw``, or ``sgd`` as UniMatch trains DeepLabV3+ (momentum 0.9, weight decay 1e-4); the encoder (the
+    backbone) at ``lr`` and everything else (decoder, heads) at ``head_lr_scale`` x ``lr`` (UniMatch: 10x)."""
+    if name not in OPTIMIZERS:
+        raise ParameterError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    seg = model.segmenter if isinstance(model, SegmenterWithEmbedding) else model
+    backbone = {id(p) for p in getattr(seg, "encoder", nn.Module()).parameters()}
+    params = list(model.parameters())
+    groups = [
+        {"params": [p for p in params if id(p) in backbone], "lr": lr},
+        {"params": [p for p in params if id(p) not in backbone], "lr": lr * head_lr_scale},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
 class TeacherStudentTrainer:
-    """Student trained by AdamW, EMA teacher, prototypes and class-frequency tracker; one call per step."""
+    """Student trained by AdamW or SGD, EMA teacher, prototypes and class-frequency tracker; one call per step."""
 
     def __init__(
         self,
@@ -478,13 +548,15 @@ class TeacherStudentTrainer:
         weight_decay: float = 1e-4,
         seed: int = 0,
         ignore_index: int = 255,
+        optimizer: str = "adamw",
+        head_lr_scale: float = 1.0,
     ):
         self.student = model
         self.teacher = copy.deepcopy(model)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.config, self.num_classes, self.ignore_index = config, num_classes, ignore_index
-        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = make_optimizer(model, optimizer, lr, weight_decay, head_lr_scale)
         self.generator = torch.Generator().manual_seed(seed)
         self.tracker = ClassFrequencyTracker(
             num_classes, config.rebalance_momentum, config.rebalance_power, config.max_class_weight
@@ -663,11 +735,19 @@ def train_semisupervised(
     progress: bool = True,
     desc: str = "",
     lr_schedule: str = "constant",
+    optimizer: str = "adamw",
+    head_lr_scale: float = 1.0,
+    crop: int | None = None,
+    labeled_sizes: np.ndarray | None = None,
+    unlabeled_sizes: np.ndarray | None = None,
 ) -> tuple[nn.Module, pd.DataFrame]:
     """Train ``model`` for ``iterations`` steps; returns (the EMA teacher, per-step loss history).
 
     ``lr_schedule``: ``constant`` or ``poly`` (lr x (1 - t/T)^0.9 over the ``iterations`` steps, the decay
-    of UniMatch and FARCLUSS).
+    of UniMatch and FARCLUSS). ``optimizer``, ``head_lr_scale``: see :func:`make_optimizer`. ``crop``: every
+    step takes a new random ``crop`` x ``crop`` window of each drawn image (:func:`random_crops`; the sizes give
+    each image's true extent in its padded canvas); None trains on the images as they are. uint8 images are
+    scaled to [0, 1] per batch.
     """
     if lr_schedule not in ("constant", "poly"):
         raise ParameterError(f"lr_schedule must be 'constant' or 'poly', got {lr_schedule!r}")
@@ -678,7 +758,16 @@ def train_semisupervised(
     if config.uses_unlabeled and (unlabeled_images is None or len(unlabeled_images) == 0):
         raise DataError(f"{config.method} needs unlabeled images, but the unlabeled set is empty")
     torch.manual_seed(seed)
-    trainer = TeacherStudentTrainer(model, num_classes, config, lr=lr, weight_decay=weight_decay, seed=seed)
+    trainer = TeacherStudentTrainer(
+        model,
+        num_classes,
+        config,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=seed,
+        optimizer=optimizer,
+        head_lr_scale=head_lr_scale,
+    )
     scheduler = None
     if lr_schedule == "poly":
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -689,13 +778,24 @@ def train_semisupervised(
         torch.from_numpy(np.ascontiguousarray(labeled_masks)).long(),
     )
     xu_all = torch.from_numpy(np.ascontiguousarray(unlabeled_images)) if config.uses_unlabeled else None
+
+    def full_sizes(images):
+        return torch.tensor([list(images.shape[-2:])] * len(images)) if images is not None else None
+
+    sl = torch.as_tensor(labeled_sizes) if labeled_sizes is not None else full_sizes(xl_all)
+    su = torch.as_tensor(unlabeled_sizes) if unlabeled_sizes is not None else full_sizes(xu_all)
     g = torch.Generator().manual_seed(seed + 7919)
+    crop_g = torch.Generator().manual_seed(seed + 104_729)  # its own stream: crops leave the other draws as they were
     rows = []
     start = time.perf_counter()
     for it in tqdm(range(iterations), desc=desc or config.method, disable=not progress, leave=False):
         li = torch.randint(0, len(xl_all), (batch_size,), generator=g)
         ui = torch.randint(0, len(xu_all), (batch_size,), generator=g) if xu_all is not None else None
-        terms = trainer.step(xl_all[li], yl_all[li], xu_all[ui] if ui is not None else None)
+        xl, yl, xu = xl_all[li], yl_all[li], xu_all[ui] if ui is not None else None
+        if crop is not None:
+            xl, yl = random_crops(xl, yl, sl[li], crop, crop_g)
+            xu = random_crops(xu, None, su[ui], crop, crop_g)[0] if xu is not None else None
+        terms = trainer.step(as_float(xl), yl, as_float(xu) if xu is not None else None)
         rows.append({"iteration": it, "lr": trainer.optimizer.param_groups[0]["lr"], **terms})
         if scheduler is not None:
             scheduler.step()
@@ -727,19 +827,27 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 32, tile: in
     model.eval()
     num_classes = None
     preds = []
+    multiple = input_multiple(model)
     if tile is not None and max(images.shape[-2:]) > tile:
+        if tile % multiple:
+            raise ParameterError(f"the sliding window's side {tile} is not a multiple of the model's {multiple}")
         # The foundation's sliding window feeds CPU tensors; the adapter carries them to the model's device.
         on_device = _DeviceAdapter(model)
         for image in images:
+            image = as_float(image)
             if num_classes is None:
-                num_classes = on_device(torch.from_numpy(image[None, :, :tile, :tile])).shape[1]
+                num_classes = on_device(torch.from_numpy(np.ascontiguousarray(image[None, :, :tile, :tile]))).shape[1]
             probs = sliding_window_predict(on_device, image, num_classes, tile=tile, overlap=0.25)
             preds.append(probs.argmax(axis=0))
         return np.stack(preds)
     device = next(model.parameters()).device
+    h, w = images.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple  # padded to the model's multiple, the padding cut off the prediction
     for i in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
-        preds.append(model(batch).argmax(dim=1).cpu().numpy())
+        batch = torch.from_numpy(np.ascontiguousarray(as_float(images[i : i + batch_size])))
+        if ph or pw:
+            batch = F.pad(batch, (0, pw, 0, ph))
+        preds.append(model(batch.to(device))[..., :h, :w].argmax(dim=1).cpu().numpy())
     return np.concatenate(preds)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from labkit.core.arms import Arm, arm_labels
@@ -108,8 +109,7 @@ def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def model_params(cfg, data: StudyData) -> dict:
     """The network every arm trains (a task's ``model`` parameter): the architecture, the input normalisation from
     the training images, and the encoder's weights."""
-    mean = data.train.images.mean(axis=(0, 2, 3))
-    std = data.train.images.std(axis=(0, 2, 3)) + 1e-6
+    mean, std = image_stats(data.train.images, data.train_sizes)
     return {
         "num_classes": data.num_classes,
         "encoder": cfg.encoder,
@@ -120,6 +120,22 @@ def model_params(cfg, data: StudyData) -> dict:
         "weights": str(cfg.encoder_weights),
         "kwargs": decoder_kwargs(cfg),
     }
+
+
+def image_stats(images: np.ndarray, sizes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the images in [0, 1], over each image's true extent (``sizes``)
+    when they are padded canvases (the padding left out)."""
+    if sizes is None:
+        x = ss.as_float(images)
+        return x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3)) + 1e-6
+    total, squares, n = np.zeros(images.shape[1]), np.zeros(images.shape[1]), 0
+    for image, (h, w) in zip(images, sizes):
+        v = ss.as_float(image[:, :h, :w]).astype(np.float64)
+        total += v.sum(axis=(1, 2))
+        squares += np.square(v).sum(axis=(1, 2))
+        n += int(h) * int(w)
+    mean = total / max(n, 1)
+    return mean, np.sqrt(np.maximum(squares / max(n, 1) - mean**2, 0)) + 1e-6
 
 
 def decoder_kwargs(cfg) -> dict[str, Any]:

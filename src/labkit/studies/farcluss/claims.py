@@ -138,9 +138,10 @@ def _largest_gains_tail_and_boundaries(cfg, unavailable: dict[str, str], data: S
                     effect_source="a stated practical size: 2 mIoU points (the paper reports no effect size)",
                 )
             )
+    tail = f" ({', '.join(data.tail_classes)})" if data is not None and data.tail_classes else ""
     return Claim(
         id="largest_gains_tail_and_boundaries",
-        statement="FARCLUSS's gains are largest on tail (minority) classes and on boundary pixels",
+        statement=f"FARCLUSS's gains are largest on tail (minority) classes{tail} and on boundary pixels",
         compare=tail_parts,
         preconditions=[
             *_main_preconditions(cfg),
@@ -153,15 +154,35 @@ def _largest_gains_tail_and_boundaries(cfg, unavailable: dict[str, str], data: S
                     table="regime",
                     label=f"all-labels supervised tail mIoU > {cfg.tail_floor:g}",
                 ),
-                why=f"with every label the model segments the tail classes (tail mIoU above {cfg.tail_floor:g}); "
-                "otherwise no method could gain there. On the simulated scenes the tail is vehicles of 2x3 px, "
-                "about one cell of a ResNet encoder's first (stride-2) stage: run the paper preset (VOC) or a "
-                "model that keeps full resolution",
+                why=_tail_why(cfg, data),
             ),
         ],
         unavailable=tail_reason,
         note="gain = FARCLUSS minus the baseline, per seed averaged over the main splits; parts: head, body, "
         "tail class groups, boundary pixels (within 1 px of a class edge), all pixels",
+    )
+
+
+def _tail_why(cfg, data: StudyData | None) -> str:
+    """What the tail-resolvable precondition asks, in the data's own terms: its tail classes by name and what would
+    make them resolvable (the parameters to change)."""
+    floor = f"tail mIoU above {cfg.tail_floor:g}"
+    if data is None or not data.tail_classes:
+        return f"with every label the model segments the tail classes ({floor}); otherwise no method could gain there"
+    names = ", ".join(data.tail_classes)
+    share = ", ".join(f"{100 * data.frequencies[data.class_names.index(c)]:.2g}%" for c in data.tail_classes)
+    why = (
+        f"with every label the model segments the tail classes {names} ({share} of the training pixels; {floor}); "
+        "otherwise no method could gain there"
+    )
+    if data.source == "simulated":
+        return why + (
+            f". On these simulated {cfg.image_size}-px scenes such objects are a few pixels across, about one cell "
+            "of a ResNet encoder's first (stride-2) stage: raise image_size, or run the paper preset on real data"
+        )
+    return why + (
+        f". At image_size {cfg.image_size} and encoder_depth {cfg.encoder_depth} they may be too small or too few to "
+        "learn: raise image_size (larger crops of your images), iterations, or n_train_images"
     )
 
 
@@ -312,6 +333,10 @@ def headline(runs: Runs) -> dict:
     labels (the headline), the label-limited gap, the contrasts' median extra time and the training's seconds."""
     trained, regime = runs.tables["trained"], runs.tables["regime"]
     out = {"seconds_training": round(runs.examples.get("training_seconds", runs.seconds), 1)}
+    if trained.empty:  # no arm trained (the encoder's weights missing): the reason, no mIoU
+        out["arms_not_evaluated"] = next(iter(runs.unavailable.values()), "no arm was trained")
+        out["farcluss_gain_over_supervised_lowest_fraction"] = None
+        return {**out, **_cost_headline(runs)}
     for (arm, split), grp in trained.groupby(["arm", "split"]):
         out[f"miou_{arm}_{split}".replace(" ", "_").replace("+", "plus")] = round(float(grp.miou.mean()), 4)
     first = next(s for s in dict.fromkeys(regime.split) if s != ALL_LABELS)  # the regime runs' smallest split
@@ -320,6 +345,11 @@ def headline(runs: Runs) -> dict:
     out["farcluss_gain_over_supervised_lowest_fraction"] = round(float((far - sup).mean()), 4)
     full = trained[(trained.arm == "supervised") & (trained.split == ALL_LABELS)].set_index("seed").miou
     out["label_limited_gap"] = round(float((full - sup).mean()), 4)
+    return {**out, **_cost_headline(runs)}
+
+
+def _cost_headline(runs: Runs) -> dict:
+    out = {}
     if len(runs.tables["cost_rounds"]):
         r = runs.tables["cost_rounds"].groupby("contrast")["extra_pct"].median()
         out["prototype_extra_pct_median"] = round(float(r.get("prototype", np.nan)), 2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -74,6 +75,12 @@ def exponent_table(exponents: pd.DataFrame) -> pd.DataFrame:
     return stats.round(3).reset_index()
 
 
+def timed_model(cfg, data: StudyData) -> dict:
+    """The network whose steps are timed: the arms' architecture at random weights (a step costs the same whatever
+    the weights, so the cost claims are judged even when the encoder's pretrained weights are missing)."""
+    return {**model_params(cfg, data), "weights": "random"}
+
+
 def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, device=None) -> pd.DataFrame:
     """Time and memory per training step of each method on the same batch, in interleaved rounds."""
     torch.manual_seed(0)
@@ -83,13 +90,18 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
     b = batch_size or cfg.batch_size
     if len(data.train) < 2 * b:
         raise DataError(f"cost table needs {2 * b} training images, got {len(data.train)}")
-    xl = torch.from_numpy(data.train.images[:b]).to(dev)
-    yl = torch.from_numpy(data.train.masks[:b]).long().to(dev)
-    xu = torch.from_numpy(data.train.images[b : 2 * b]).to(dev)
-    # Default: every pixel of the batch at the embedding stride, so the two contrasts see the same, full set.
-    h, w = data.train.images.shape[-2:]
+    # the batch a step sees: whole simulated scenes, or a crop of the model's side from real images
+    side = data.tile or max(data.train.images.shape[-2:])
+    images, masks = data.train.images[: 2 * b, :, :side, :side], data.train.masks[: 2 * b, :side, :side]
+    xl = torch.from_numpy(ss.as_float(np.ascontiguousarray(images[:b]))).to(dev)
+    yl = torch.from_numpy(np.ascontiguousarray(masks[:b])).long().to(dev)
+    xu = torch.from_numpy(ss.as_float(np.ascontiguousarray(images[b:]))).to(dev)
+    # The pixels the arms' contrast samples per step (contrast_pixels), at most every pixel of the batch at the
+    # embedding stride; both contrasts see the same set. Every pixel of a 320-px batch would be 25,600 per two
+    # images: a pairwise matrix of 2.6 GB, 168 GB at the paper's batch.
+    h, w = xl.shape[-2:]
     all_pixels = 2 * b * -(-h // 4) * -(-w // 4)
-    n_pix = min(contrast_pixels or all_pixels, all_pixels)
+    n_pix = min(contrast_pixels or cfg.contrast_pixels, all_pixels)
     base = replace(arm_config(cfg, "farcluss"), contrast_pixels=n_pix)
     configs = {
         COST_REFERENCE: arm_config(cfg, "supervised"),
@@ -99,7 +111,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
         COST_PAIRWISE: replace(base, prototype=False, pairwise=True),
     }
     rounds = repeats or cfg.cost_repeats
-    model = model_params(cfg, data)
+    model = timed_model(cfg, data)
     table = ss.measure_step_costs(
         lambda: build_model(model).to(dev),
         configs,
@@ -108,7 +120,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
         xu,
         data.num_classes,
         repeats=rounds,
-        warmup=3,
+        warmup=min(3, rounds),  # untimed steps first; a one-round (smoke) measurement is not a timing
         reference=COST_REFERENCE,
         baselines={COST_PROTOTYPE: COST_WITHOUT_CONTRAST, COST_PAIRWISE: COST_WITHOUT_CONTRAST},
     )
@@ -168,5 +180,5 @@ def measure_costs(
     fits = log_log_slopes(
         scaling, ["contrast", "repeat"], "pixels", {"time_exponent": "ms", "memory_exponent": "saved_activation_mb"}
     )
-    n_params = sum(p.numel() for p in build_model(model_params(cfg, data)).parameters())
+    n_params = sum(p.numel() for p in build_model(timed_model(cfg, data)).parameters())
     return CostResults(table, pd.DataFrame(rows), scaling, fits, int(n_params))

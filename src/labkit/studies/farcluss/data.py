@@ -3,6 +3,9 @@ the majority-class floor, and the labelled splits (drawn per seed from a fractio
 
 from __future__ import annotations
 
+import functools
+import json
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +19,8 @@ from labkit.methods import semisup as ss
 NAME = "farcluss"
 ALL_LABELS = "all"
 GROUPS = ("head", "body", "tail")
+#: The seed of the random subsets of a real data set's training pool and held-out set (n_train_images, n_val_images).
+SUBSET_SEED = 0
 
 #: What each real source's data_root holds (quoted when data_root is missing or wrong).
 LAYOUTS = semisup_layouts("docs/data/farcluss.md")
@@ -35,6 +40,8 @@ class StudyData:
     tail_max: float = 0.02
     split_lists: dict[str, list[str]] = field(default_factory=dict)  # split name -> labelled ids (from files)
     floor_miou: float = 0.0
+    train_sizes: np.ndarray | None = None  # real data: each training image's (height, width) in its padded canvas
+    notes: list[str] = field(default_factory=list)  # what was done to the data (crop rounded, images padded)
 
     @property
     def num_classes(self) -> int:
@@ -52,13 +59,53 @@ def majority_floor(train_masks: np.ndarray, val_masks: np.ndarray, class_names) 
     return float(ss.score_predictions(pred, val_masks, class_names)["miou"])
 
 
+class ImageSizeNote(UserWarning):
+    """``image_size`` changed to a side the model can take."""
+
+
+@functools.lru_cache(maxsize=8)
+def _multiple(arch: str, encoder: str, kwargs: str) -> int:
+    model = ss.build_model(2, encoder, arch, 4, weights="random", **json.loads(kwargs))
+    return ss.input_multiple(model)
+
+
+def model_multiple(cfg) -> int:
+    """The multiple every input side must be, asked of the network the arms train (random weights, built once)."""
+    from .arms import decoder_kwargs
+
+    return _multiple(cfg.arch, cfg.encoder, json.dumps(decoder_kwargs(cfg), sort_keys=True))
+
+
+def crop_size(cfg) -> tuple[int, str]:
+    """The side the model trains and evaluates at: ``image_size``, or the nearest multiple of the model's required
+    multiple with a note saying so (DeepLabV3+ ResNet at output stride 16 cannot take the paper's 321)."""
+    multiple = model_multiple(cfg)
+    size = ss.round_to_multiple(int(cfg.image_size), multiple)
+    if size == cfg.image_size:
+        return size, ""
+    return size, (
+        f"image_size {cfg.image_size} is not a multiple of {multiple}, which {cfg.arch} with encoder {cfg.encoder} "
+        f"(encoder_depth {cfg.encoder_depth}) requires of its input sides: the study trains and evaluates at "
+        f"{size}, the nearest multiple (set image_size {size} to silence this)"
+    )
+
+
 def data(cfg) -> StudyData:
     """Simulated scenes (default), or a local VOC / Cityscapes copy or your own folders (``data_source``,
-    ``data_root``); a real source needs an existing ``data_root`` folder (:data:`LAYOUTS` says what it holds)."""
+    ``data_root``); a real source needs an existing ``data_root`` folder (:data:`LAYOUTS` says what it holds).
+
+    Before anything is read, ``image_size`` is checked against the model (:func:`crop_size`). Real images are
+    kept whole (training draws a new random crop of the model's side from each at every step); class shares,
+    groups and the floor come from the whole masks."""
     check_data_root(cfg, LAYOUTS)
+    size, note = crop_size(cfg)
+    notes = [note] if note else []
+    if note:
+        warnings.warn(note, ImageSizeNote, stacklevel=2)
     split_lists: dict[str, list[str]] = {}
+    sizes = None
     if cfg.data_source == "simulated":
-        scene_cfg = sc.SceneConfig(size=cfg.image_size)
+        scene_cfg = sc.SceneConfig(size=size)
         train = sc.simulate_scenes(cfg.n_train_images, seed=10_000, config=scene_cfg, prefix="train")
         val = sc.simulate_scenes(cfg.n_val_images, seed=20_000, config=scene_cfg, prefix="val")
         names, tile = sc.SCENE_CLASSES, None
@@ -68,14 +115,16 @@ def data(cfg) -> StudyData:
         real = sf.load_semisup_folder(
             cfg.data_source,
             cfg.data_root,
-            crop=cfg.image_size,
+            crop=size,
             n_train=cfg.n_train_images,
             n_val=cfg.n_val_images,
             splits=split_names(cfg) if cfg.splits else None,
+            seed=SUBSET_SEED,
         )
         train = sc.SceneSet(real.train_images, real.train_masks, real.train_ids, real.class_names)
         val = sc.SceneSet(real.val_images, real.val_masks, real.val_ids, real.class_names)
-        names, tile, split_lists = real.class_names, cfg.image_size, real.split_lists
+        names, tile, split_lists, sizes = real.class_names, size, real.split_lists, real.train_sizes
+        notes += real.notes or []
     freqs = sc.class_frequencies(train.masks, len(names))
     groups = sc.frequency_groups(freqs, names, head_min=cfg.head_min_fraction, tail_max=cfg.tail_max_fraction)
     band = sc.boundary_band(val.masks, width=1)
@@ -92,6 +141,8 @@ def data(cfg) -> StudyData:
         cfg.tail_max_fraction,
         split_lists,
         majority_floor(train.masks, val.masks, names),
+        sizes,
+        notes,
     )
 
 

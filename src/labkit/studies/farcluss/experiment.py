@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 
 from labkit.core.claims import BUDGET_KEYS
-from labkit.core.errors import WeightsUnavailableError
 from labkit.core.grid import Grid, GridResult, grid_runs
 from labkit.core.paths import cache_dir
 from labkit.data import scenes as sc
@@ -41,9 +40,11 @@ from .arms import (
     run_plan,
 )
 from .costs import CostResults, measure_costs, no_cost_tables
-from .data import ALL_LABELS, GROUPS, NAME, StudyData, labelled_indices, split_fraction, split_names
+from .data import ALL_LABELS, GROUPS, NAME, StudyData, crop_size, labelled_indices, split_fraction, split_names
 from .tasks import arm_task, build_model, warmup_task
 
+#: The claims judged on trained arms (not the cost claims, which time steps of random weights).
+ARM_CLAIMS = ("beats_baselines_every_fraction", "largest_gains_tail_and_boundaries", "each_part_contributes")
 BUDGET_TABLE_COLUMNS = ["arm", "split", *BUDGET_KEYS, "unlabeled_batch", "seeds"]
 
 
@@ -59,20 +60,36 @@ class Trained:
     seconds: float = 0.0
 
 
-def run(cfg, data: StudyData) -> Runs:
+def run(cfg, data: StudyData, split_dir: str | Path | None = None) -> Runs:
     """Train every arm (:func:`train`), measure the cost per iteration (:func:`costs.measure_costs`), gather both.
 
     The encoder's weights are resolved once first (``pretrained`` fetched here if need be, so that the tasks only
-    read a file); when they cannot be had, nothing runs and the error names the parameter to set."""
+    read a file). Every trained arm starts from that encoder: when its weights cannot be had, no arm trains and
+    every claim about the arms is *not evaluated* with the reason (the parameter to set and the file to provide);
+    the rest of the study (the splits, the cost per iteration, which times random weights) still runs.
+
+    ``split_dir``: where the drawn split lists are written (the notebook passes its run folder); by default the
+    run folder ``labkit reproduce`` names (``LABKIT_REPORT_DIR``), else a fresh temporary folder: never a shared
+    cache that another run would overwrite."""
+    split_dir = Path(split_dir) if split_dir else _split_folder()
     weights = resolve_weights("encoder_weights", cfg.encoder_weights, cfg.encoder)
-    if not weights.ok:
-        raise WeightsUnavailableError(weights.reason)
     with Stopwatch() as clock:
-        trained = train(cfg, data)
+        trained = train(cfg, data, split_dir) if weights.ok else not_trained(cfg, data, split_dir)
         costs = measure_costs(cfg, data)
-    runs = gather(cfg, trained, data, costs)
+    reason = None if weights.ok else f"every arm trains the encoder from these weights; {weights.reason}"
+    runs = gather(cfg, trained, data, costs, weights_reason=reason)
     runs.grids, runs.seconds = grid_runs(since=clock.started), clock.seconds
     return runs
+
+
+def _split_folder() -> Path:
+    """The run's own folder for its split lists: ``splits/`` of the run folder ``labkit reproduce`` names, else a
+    fresh temporary folder."""
+    import os
+    import tempfile
+
+    managed = os.environ.get("LABKIT_REPORT_DIR")
+    return Path(managed) / "splits" if managed else Path(tempfile.mkdtemp(prefix="farcluss-splits-"))
 
 
 def train(cfg, data: StudyData, split_dir: str | Path | None = None, progress: bool | None = None) -> Trained:
@@ -87,7 +104,7 @@ def train(cfg, data: StudyData, split_dir: str | Path | None = None, progress: b
     trained += [(sp, sd) for sp in (few, ALL_LABELS) for sd in extra_seeds]
     runs = [(a, sp, sd) for a, sp in plan for sd in cfg.seeds]
     runs += [("supervised", sp, sd) for sp in (few, ALL_LABELS) for sd in extra_seeds]
-    labelled, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else root / "splits")
+    labelled, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else _split_folder())
     (warm,) = run_grids(cfg, _warmup_grid(cfg, trained, labelled, shared), progress=progress)
     warm_files = _warm_files(warm, root / "warm")
     (arms,) = run_grids(cfg, _arm_grid(cfg, data, runs, labelled, warm_files, shared), progress=progress)
@@ -97,26 +114,56 @@ def train(cfg, data: StudyData, split_dir: str | Path | None = None, progress: b
     )
 
 
+#: The columns of the trained runs' table when no arm could train (the tables, figures and headline read them).
+RUN_COLUMNS = ["arm", "split", "seed", "n_labeled", "miou", "miou_head", "miou_body", "miou_tail", "boundary_miou"]
+
+
+def not_trained(cfg, data: StudyData, split_dir: str | Path | None = None) -> Trained:
+    """What :func:`train` gives when no arm can train (the encoder's weights are missing): the labelled splits
+    (drawn and listed as a trained run would), and empty runs and budgets."""
+    plan = run_plan(cfg)
+    trained = [(sp, sd) for sp in dict.fromkeys(s for _, s in plan) for sd in cfg.seeds]
+    _, split_rows = _labelled_splits(cfg, data, trained, Path(split_dir) if split_dir else _split_folder())
+    empty = pd.DataFrame(columns=RUN_COLUMNS).astype({"seed": int, "n_labeled": int})
+    return Trained(empty, pd.DataFrame(columns=["arm", "split", "seed", *BUDGET_KEYS]), pd.DataFrame(split_rows))
+
+
 def _shared(cfg, data: StudyData, folder: Path) -> dict[str, Any]:
     """What every task of both grids shares: the study's arrays written once under their digest (the grids'
     input), the network's parameters and the device, resolved here once."""
+    arrays = {
+        "train_images": data.train.images,
+        "train_masks": data.train.masks,
+        "val_images": data.val.images,
+        "val_masks": data.val.masks,
+        "val_band": data.val_band,
+    }
+    if data.train_sizes is not None:  # whole real images in padded canvases: each one's true size
+        arrays["train_sizes"] = np.asarray(data.train_sizes)
     data_file, digest = write_prepared_arrays(
         folder,
-        {
-            "train_images": data.train.images,
-            "train_masks": data.train.masks,
-            "val_images": data.val.images,
-            "val_masks": data.val.masks,
-            "val_band": data.val_band,
-            "class_names": np.array(data.class_names, dtype=object).astype(str),
-        },
-        digest_of=("train_images", "train_masks", "val_images", "val_masks", "val_band"),
+        {**arrays, "class_names": np.array(data.class_names, dtype=object).astype(str)},
+        digest_of=tuple(arrays),
     )
     inputs = {"data": digest}
     if cfg.encoder_weights != "random":  # new weights in the same file rerun the tasks (random init has no file)
         inputs["weights"] = resolve_weights("encoder_weights", cfg.encoder_weights, cfg.encoder, fetch=False).digest
-    shared = {"data_file": data_file, "digest": digest, "model": model_params(cfg, data), "device": task_device(cfg)}
+    shared = {
+        "data_file": data_file,
+        "digest": digest,
+        "model": model_params(cfg, data),
+        "device": task_device(cfg),
+        # every step's optimiser, and a new random crop per step from whole real images (none on simulated scenes)
+        "optimiser": optimiser_params(cfg) | ({"crop": data.tile} if data.train_sizes is not None else {}),
+    }
     return {**shared, "inputs": inputs}
+
+
+def optimiser_params(cfg) -> dict[str, Any]:
+    """The tasks' optimiser parameters; AdamW at one learning rate is the tasks' default and is not passed, so
+    that the cached tasks of the CPU presets keep their keys."""
+    optimizer, scale = str(cfg.optimizer), float(cfg.head_lr_scale)
+    return {} if (optimizer, scale) == ("adamw", 1.0) else {"optimizer": optimizer, "head_lr_scale": scale}
 
 
 def _labelled_splits(cfg, data: StudyData, trained, split_dir: Path) -> tuple[dict, list[dict]]:
@@ -139,7 +186,8 @@ def _labelled_splits(cfg, data: StudyData, trained, split_dir: Path) -> tuple[di
             if split != ALL_LABELS and split not in data.split_lists:
                 ids = data.train.ids
                 chosen_ids = [ids[i] for i in chosen]
-                rest = [ids[i] for i in range(len(ids)) if i not in set(chosen)]
+                taken = set(chosen)
+                rest = [ids[i] for i in range(len(ids)) if i not in taken]
                 path = sc.write_split_lists(split_dir / split / f"seed{seed}", chosen_ids, rest)
                 row["lists"] = f"{path.parent.name}/{path.name}/labeled.txt"
             else:
@@ -165,6 +213,7 @@ def _warmup_grid(cfg, trained, labelled, shared: dict) -> Grid:
             device=shared["device"],
             batch_size=cfg.batch_size,
             lr=cfg.lr,
+            **shared["optimiser"],
         )
     return warm
 
@@ -204,6 +253,7 @@ def _arm_grid(cfg, data: StudyData, runs, labelled, warm_files, shared: dict) ->
             warmup_iterations=cfg.warmup_iterations,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
+            **shared["optimiser"],
         )
     return arms
 
@@ -235,7 +285,9 @@ def add_group_scores(runs: pd.DataFrame, data: StudyData) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- gathered
 
 
-def gather(cfg, trained: Trained, data: StudyData, costs: CostResults | None = None) -> Runs:
+def gather(
+    cfg, trained: Trained, data: StudyData, costs: CostResults | None = None, weights_reason: str | None = None
+) -> Runs:
     """The runs every table, figure, claim and headline reads.
 
     ``tables``: what the claims are judged on: ``runs`` (arm x split x seed at the main seeds, with the
@@ -243,7 +295,10 @@ def gather(cfg, trained: Trained, data: StudyData, costs: CostResults | None = N
     all labels over the regime seeds), ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable
     parameters), ``cost_rounds`` (contrast x measuring round), ``scaling`` (contrast x repeat) and ``cost_regime``
     (the size of the network whose step was timed); and ``trained`` (the runs without the floor rows), ``splits``,
-    ``step_costs`` and ``contrast_scaling`` for the tables."""
+    ``step_costs`` and ``contrast_scaling`` for the tables.
+
+    ``weights_reason``: why no arm trained (the encoder's weights missing): every trained arm and every claim about
+    the arms is then unavailable with that reason."""
     few, every = split_names(cfg)[0], trained.every
     regime = every[(every.arm == "supervised") & every.split.isin([few, ALL_LABELS])].reset_index(drop=True)
     runs = every[every.seed.isin(cfg.seeds)].reset_index(drop=True)
@@ -264,10 +319,15 @@ def gather(cfg, trained: Trained, data: StudyData, costs: CostResults | None = N
         "contrast_scaling": costs.scaling if costs is not None else pd.DataFrame(),
     }
     not_run = [a for a in (*ABLATION_REMOVE, *ABLATION_ADD) if a not in ablation_arms(cfg)]
+    unavailable = {a: f"not run at ablation: {cfg.ablation}; run with ablation: all" for a in not_run}
+    claims_unavailable = {}
+    if weights_reason:
+        unavailable.update({arm: weights_reason for arm, _ in run_plan(cfg)})
+        claims_unavailable = {c: weights_reason for c in ARM_CLAIMS}
     return Runs(
         tables=tables,
-        unavailable={a: f"not run at ablation: {cfg.ablation}; run with ablation: all" for a in not_run},
-        context={"data": data},
+        unavailable=unavailable,
+        context={"data": data, "unavailable": claims_unavailable},
         examples={"teacher": trained.teacher, "training_seconds": trained.seconds},
     )
 
@@ -329,13 +389,14 @@ def plan(cfg) -> list:
     classes = len(sc.SCENE_CLASSES) if cfg.data_source == "simulated" else PLAN_CLASSES[cfg.data_source]
     kwargs = decoder_kwargs(cfg)
     build = lambda: ss.build_model(classes, cfg.encoder, cfg.arch, cfg.embed_dim, weights="random", **kwargs)  # noqa: E731
-    size, note = cfg.image_size, ""
-    try:
-        fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
-    except RuntimeError:
-        size = -(-size // 16) * 16
-        note = f"the model rejects image_size {cfg.image_size} (sides must be multiples of 16): counted at {size}"
-        fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
+    size, note = crop_size(cfg)  # the side the model can take, asked of it
+    fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
+    what = "a whole simulated scene" if cfg.data_source == "simulated" else "a new random crop of a whole image"
+    seen = (
+        f"a step sees {cfg.batch_size} x {size} x {size} = {cfg.batch_size * size * size:,} labelled pixels "
+        f"({what} per image; the teacher-student arms as many unlabelled)"
+    )
+    note = "; ".join(n for n in (seen, note) if n)
     fwd, _, _ = measure(
         ("farcluss-fwd", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)], backward=False
     )
@@ -370,7 +431,11 @@ def plan(cfg) -> list:
             cfg.iterations,
             replacement=True,
             flops_per_step=fb * b if arm == "supervised" else (2 * fb + fwd) * b,
-            notes="" if arm == "supervised" else f"{b} labelled + {b} unlabelled per step, plus the teacher's forward",
+            notes=(
+                f"{size} px crops"
+                if arm == "supervised"
+                else f"{b} labelled + {b} unlabelled {size} px crops per step, plus the teacher's forward"
+            ),
             **common,
         )
         for arm, n in arms.items()

@@ -64,18 +64,33 @@ def scenes(data: StudyData, n: int = 6):
     return fig
 
 
+def _message(text: str):
+    """A figure that says why it has nothing to show (no arm trained)."""
+    fig, ax = plt.subplots(figsize=(8, 1.2))
+    ax.set_axis_off()
+    ax.text(0.0, 0.5, "not evaluated: " + text, wrap=True, va="center", fontsize=9)
+    return fig
+
+
+def _why_not_trained(runs: Runs) -> str:
+    reasons = [r for arm, r in runs.unavailable.items() if arm in ("supervised", "fixmatch", "farcluss")]
+    return reasons[0] if reasons else "no arm was trained"
+
+
 def pseudo_labels(cfg, data: StudyData, runs: Runs, n: int = 3):
     """Teacher views on held-out scenes: hard label with the 0.95 threshold (grey where dropped), the
     fuzzy top-K target's second-class share, and the certainty weight (before class rebalancing). The teacher is
-    FARCLUSS's of the first split and seed (None without it)."""
+    FARCLUSS's of the first split and seed (a figure saying why when it was not trained)."""
     teacher = runs.examples.get("teacher")
     if teacher is None:
-        return None
+        return _message(_why_not_trained(runs))
     k = data.num_classes
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20", k)
-    side = data.tile or max(data.val.images.shape[-2:])  # real data: one window of the size the model was run at
+    # real data: one window of the side the model was run at (a multiple of what it requires); simulated scenes
+    # are whole (their side was rounded to the multiple by data())
+    side = data.tile or max(data.val.images.shape[-2:])
     val_images, val_masks = data.val.images[:n, :, :side, :side], data.val.masks[:n, :side, :side]
-    images = torch.from_numpy(np.ascontiguousarray(val_images)).to(next(teacher.parameters()).device)
+    images = torch.from_numpy(ss.as_float(np.ascontiguousarray(val_images))).to(next(teacher.parameters()).device)
     teacher.eval()
     with torch.no_grad():
         probs = teacher(images).softmax(dim=1).cpu()
@@ -118,6 +133,8 @@ def pseudo_labels(cfg, data: StudyData, runs: Runs, n: int = 3):
 def gains_by_group(runs: Runs):
     """FARCLUSS minus each baseline, per frequency group and on boundary pixels (mean ± std over seeds)."""
     gains = runs.tables["gains"]
+    if gains.empty:
+        return _message(_why_not_trained(runs))
     labels = ["head", "body", "tail", "boundary", "all"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.38

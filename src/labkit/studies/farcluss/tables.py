@@ -15,6 +15,14 @@ from .costs import exponent_table, scaling_table
 from .data import ALL_LABELS, GROUPS, StudyData, ablation_split, split_names
 
 
+def _not_trained(runs: Runs) -> pd.DataFrame | None:
+    """A one-row table saying why no arm trained (the encoder's weights missing), or None when the arms ran."""
+    if len(runs.tables["trained"]):
+        return None
+    reasons = list(dict.fromkeys(runs.unavailable.get(a) for a in MAIN_METHODS if runs.unavailable.get(a)))
+    return pd.DataFrame({"not evaluated": reasons or ["no arm was trained"]})
+
+
 def class_frequency(data: StudyData) -> pd.DataFrame:
     """Each class's share of the training pixels and its frequency group."""
     return pd.DataFrame(
@@ -29,6 +37,8 @@ def class_frequency(data: StudyData) -> pd.DataFrame:
 def main_miou(runs: Runs, data: StudyData | None = None, value: str = "miou") -> pd.DataFrame:
     """Methods x labelled splits, mean ± std over seeds (in %), between a floor (the majority-class
     predictor) and a ceiling (supervised with all labels, same seeds)."""
+    if (empty := _not_trained(runs)) is not None:
+        return empty
     runs = runs.tables["trained"]
     splits = [s for s in dict.fromkeys(runs.split) if s != ALL_LABELS]
     main_splits = [s for s in splits if set(MAIN_METHODS) <= set(runs[runs.split == s].arm)]
@@ -58,6 +68,8 @@ def main_miou(runs: Runs, data: StudyData | None = None, value: str = "miou") ->
 
 def runs(runs: Runs) -> pd.DataFrame:
     """Every run, one row per arm x split x seed (the tidy table the claims are judged on)."""
+    if (empty := _not_trained(runs)) is not None:
+        return empty
     cols = [
         "arm",
         "split",
@@ -82,6 +94,8 @@ def runs(runs: Runs) -> pd.DataFrame:
 def regime(cfg, runs: Runs) -> pd.DataFrame:
     """Per seed: supervised with all labels vs with the fewest (the label-limited gap), and the all-labels
     model's tail IoU (the tail-resolvable check), against the stated margin and floor."""
+    if (empty := _not_trained(runs)) is not None:
+        return empty
     regime = runs.tables["regime"]
     few = split_names(cfg)[0]
     sup = regime[regime.arm == "supervised"].pivot_table(index="seed", columns="split", values=["miou", "miou_tail"])
@@ -99,6 +113,8 @@ def regime(cfg, runs: Runs) -> pd.DataFrame:
 
 def miou_by_frequency_group(runs: Runs, data: StudyData) -> pd.DataFrame:
     """Per method: mIoU of head/body/tail classes and of boundary pixels, averaged over splits and seeds."""
+    if (empty := _not_trained(runs)) is not None:
+        return empty
     main = main_runs(runs.tables["trained"])
     cols = [f"miou_{g}" for g in GROUPS] + ["boundary_miou", "miou"]
     table = main.groupby("arm")[cols].mean().loc[[m for m in MAIN_METHODS if m in set(main.arm)]] * 100
@@ -110,6 +126,8 @@ def miou_by_frequency_group(runs: Runs, data: StudyData) -> pd.DataFrame:
 
 def per_class_iou(runs: Runs, data: StudyData) -> pd.DataFrame:
     """Per class: IoU of each main method over the main splits and seeds, and of supervised with all labels."""
+    if (empty := _not_trained(runs)) is not None:
+        return empty
     trained = runs.tables["trained"]
     main = main_runs(trained)
     cols = [f"iou/{c}" for c in data.class_names]
@@ -125,6 +143,8 @@ def per_class_iou(runs: Runs, data: StudyData) -> pd.DataFrame:
 
 def ablation(cfg, runs: Runs) -> pd.DataFrame:
     """The ablation arms at the ablation split: mIoU, and the paired difference to FARCLUSS with all parts."""
+    if (empty := _not_trained(runs)) is not None:
+        return empty
     arms = ablation_arms(cfg)
     split = ablation_split(cfg)
     trained = runs.tables["trained"]
@@ -155,6 +175,8 @@ def splits(runs: Runs) -> pd.DataFrame:
 
 def budgets(runs: Runs) -> pd.DataFrame:
     """The training budget of every trained arm (the "same budget" precondition's table)."""
+    if (empty := _not_trained(runs)) is not None:
+        return empty
     return runs.tables["budgets"]
 
 

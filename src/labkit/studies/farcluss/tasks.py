@@ -58,14 +58,19 @@ def warmup_task(
     lr: float,
     crop_min_scale: float,
     device: str = "cpu",
+    optimizer: str = "adamw",
+    head_lr_scale: float = 1.0,
+    crop: int | None = None,
 ) -> dict:
-    """One split's shared supervised warm-up: the student's weights after ``iterations`` steps on the labels."""
+    """One split's shared supervised warm-up: the student's weights after ``iterations`` steps on the labels
+    (``crop``: a new random window of each drawn image at every step, from the whole image)."""
     from labkit.core.claims import budget_record  # imported here: importing the tasks loads no claims module
 
     arrays = load_prepared_arrays(data_file)
     torch.manual_seed(seed)
     net = build_model(model).to(torch_device(device))
     config = replace(ss.method_config("supervised"), crop_min_scale=crop_min_scale)
+    sizes = arrays.get("train_sizes")
     ss.train_semisupervised(
         net,
         arrays["train_images"][labeled],
@@ -78,9 +83,16 @@ def warmup_task(
         lr=lr,
         seed=seed,
         progress=False,
+        **_optimiser(optimizer, head_lr_scale),
+        crop=crop,
+        labeled_sizes=sizes[labeled] if sizes is not None else None,
     )
     budget = budget_record(
-        iterations, batch_size, lr, f"constant lr (AdamW) over {iterations} supervised steps", _trained_params(net)
+        iterations,
+        batch_size,
+        lr,
+        f"constant lr ({optimizer_words(optimizer, head_lr_scale)}) over {iterations} supervised steps",
+        _trained_params(net),
     )
     return {"state": {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}, "budget": budget}
 
@@ -91,12 +103,28 @@ def _trained_params(net: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in (touched or [p for p in net.parameters() if p.requires_grad])))
 
 
-def arm_schedule(warmup_iterations: int, iterations: int, lr_schedule: str) -> str:
+def _optimiser(optimizer: str, head_lr_scale: float) -> dict:
+    """``train_semisupervised``'s optimiser arguments; AdamW at one learning rate keeps its earlier call (and so
+    the cached tasks' draws)."""
+    if optimizer == "adamw" and head_lr_scale == 1.0:
+        return {}
+    return {"optimizer": optimizer, "head_lr_scale": head_lr_scale}
+
+
+def optimizer_words(optimizer: str = "adamw", head_lr_scale: float = 1.0) -> str:
+    """The optimiser in words, for the budget's schedule."""
+    name = "SGD, momentum 0.9, weight decay 1e-4" if optimizer == "sgd" else "AdamW"
+    return name + (f"; decoder and heads at {head_lr_scale:g}x the encoder's lr" if head_lr_scale != 1 else "")
+
+
+def arm_schedule(
+    warmup_iterations: int, iterations: int, lr_schedule: str, optimizer: str = "adamw", head_lr_scale: float = 1.0
+) -> str:
     """An arm's schedule in words: the shared warm-up, then the arm's own steps."""
     after = "poly decay (1 - t/T)^0.9 to 0" if lr_schedule == "poly" else "constant lr"
     return (
         f"{warmup_iterations} supervised warm-up steps at constant lr (shared), then {iterations} steps, {after} "
-        f"(AdamW; {warmup_iterations + iterations} in all)"
+        f"({optimizer_words(optimizer, head_lr_scale)}; {warmup_iterations + iterations} in all)"
     )
 
 
@@ -125,6 +153,9 @@ def arm_task(
     class_names: list[str] | None = None,
     keep_state: bool = False,
     warmup_iterations: int = 0,
+    optimizer: str = "adamw",
+    head_lr_scale: float = 1.0,
+    crop: int | None = None,
 ) -> dict:
     """One arm on one split and seed, from the split's warm-up: the EMA teacher's scores on the held-out set,
     and the arm's budget from initialisation (``warmup_iterations``: the shared warm-up's steps)."""
@@ -140,6 +171,7 @@ def arm_task(
     train_x, train_y = arrays["train_images"], arrays["train_masks"]
     unlabeled = np.setdiff1d(np.arange(len(train_x)), np.asarray(labeled, dtype=np.int64))
     semisup = _config_from(config)
+    sizes = arrays.get("train_sizes")
     t0 = time.perf_counter()
     teacher, history = ss.train_semisupervised(
         net,
@@ -154,6 +186,10 @@ def arm_task(
         seed=seed + 1,
         progress=False,
         lr_schedule=lr_schedule,
+        **_optimiser(optimizer, head_lr_scale),
+        crop=crop,
+        labeled_sizes=sizes[labeled] if sizes is not None else None,
+        unlabeled_sizes=sizes[unlabeled] if sizes is not None else None,
     )
     seconds = time.perf_counter() - t0
     pred = ss.predict(teacher, arrays["val_images"], tile=tile)
@@ -162,7 +198,7 @@ def arm_task(
         warmup_iterations + iterations,
         batch_size,
         lr,
-        arm_schedule(warmup_iterations, iterations, lr_schedule),
+        arm_schedule(warmup_iterations, iterations, lr_schedule, optimizer, head_lr_scale),
         _trained_params(net),
     )
     # not compared by "same budget": the teacher-student arms also draw as many unlabeled images per step
