@@ -75,7 +75,7 @@ def test_model_is_resnet18_truncated_after_layer3_with_deeplab_head():
     keys = model.encoder.state_dict().keys()
     assert any(k.startswith("model.layer3.") for k in keys) and not any(k.startswith("model.layer4.") for k in keys)
     assert model.encoder.out_channels[-1] == 256
-    x = torch.zeros(2, 2, 64, 64)
+    x = torch.zeros(2, 3, 64, 64)  # co-pol, cross-pol, incidence angle: the authors' three inputs
     with torch.no_grad():
         features = model.encoder(x)
         assert features[-1].shape[-2:] == (4, 4)  # stride 16, no dilation
@@ -115,7 +115,7 @@ def test_encoder_state_fits_truncated_encoder(optical_checkpoint):
     encoder = tasks.create_model().encoder
     loaded, info = experiment.adapt_encoder_state(optical_checkpoint, encoder, "the stand-in checkpoint")
     encoder.load_state_dict(loaded, strict=True)
-    assert info["dropped_stages"] == ["layer4"] and info["first_conv_bands"] == "4 -> 2"
+    assert info["dropped_stages"] == ["layer4"] and info["first_conv_bands"] == "4 -> 3"
     for key in ("model.layer2.0.conv1.weight", "model.layer3.1.conv2.weight", "model.layer3.0.bn1.running_var"):
         torch.testing.assert_close(encoder.state_dict()[key], optical_checkpoint[key])
     broken = {k: v for k, v in optical_checkpoint.items() if not k.startswith("model.layer1.")}
@@ -149,6 +149,31 @@ def test_weights_record_the_checkpoint_and_its_provenance(optical_checkpoint):
     assert "sha256" in table.set_index("arm").loc["cross_sensor", "weights"]
 
 
+def test_the_cross_sensor_description_is_generated_from_the_checkpoint_sidecar(optical_checkpoint):
+    """Issue 31: a checkpoint made on 13-band tiles is described as such (never as "labkit's 4-band optical
+    land-cover encoder"), with the digest of the file the run used."""
+    import labkit.models.registry as registry
+    from labkit.core.checkpoints import save_checkpoint
+
+    bands = [f"B{i:02d}" for i in range(1, 14)]
+    save_checkpoint(
+        registry.named_checkpoint_path(CHECKPOINT_NAME),
+        optical_checkpoint,
+        {"study": "noisy_label_pretraining", "bands": bands, "in_channels": 13, "data_source": "geotiff",
+         "classes": ["forest", "water"], "n_tiles": 12, "encoder": "resnet18"},
+    )  # fmt: skip
+    weights = experiment.resolve_weights(smoke_cfg())
+    cs = weights["cross_sensor"]
+    text = cs["label"]
+    assert "13-band" in text and "B13" in text and "2 classes (forest, water)" in text, text
+    assert "4-band" not in text and "land-cover" not in text
+    assert cs["provenance"]["sha256"][:12] in text and "noisy_label_pretraining" in text
+    table = frames.weights_frame(weights).set_index("arm")
+    assert table.loc["cross_sensor", "description"] == text
+    claims = declare_claims(smoke_cfg(), descriptions={"cross_sensor": text})
+    assert any(text in (c.note or "") for c in claims)
+
+
 def test_a_weights_file_is_an_option(tmp_path, optical_checkpoint):
     """e.g. Sentinel-1 pretrained ResNet-18 weights a user has: timm key names, 2 input bands, a classifier."""
     import timm
@@ -160,7 +185,10 @@ def test_a_weights_file_is_an_option(tmp_path, optical_checkpoint):
     file = save_checkpoint(tmp_path / "s1_resnet18", state, {"source": "user"})
     weights = experiment.resolve_weights(smoke_cfg(cross_sensor_weights=str(file)))
     assert weights["cross_sensor"]["status"] == "ok"
-    assert weights["cross_sensor"]["provenance"]["first_conv_bands"] == "2 -> 2"
+    assert weights["cross_sensor"]["provenance"]["first_conv_bands"] == "2 -> 3"
+    description = weights["cross_sensor"]["label"]  # generated from the file, with its digest
+    assert "s1_resnet18.safetensors" in description and weights["cross_sensor"]["digest"] != ""
+    assert weights["cross_sensor"]["provenance"]["sha256"][:12] in description
     model = tasks.build_model("cross_sensor", 0, weights["cross_sensor"]["path"], 32)
     torch.testing.assert_close(
         model.encoder.state_dict()["model.layer2.0.conv1.weight"], state["layer2.0.conv1.weight"]
@@ -178,7 +206,7 @@ def test_arms_differ_only_in_the_encoder(optical_checkpoint):
         elif not key.startswith("encoder."):
             assert same, key  # decoder and head start identical
     torch.testing.assert_close(
-        b["encoder.model.conv1.weight"], adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 2)
+        b["encoder.model.conv1.weight"], adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 3)
     )
 
 
@@ -492,7 +520,7 @@ def test_the_probe_trains_only_its_linear_readout():
     assert not torch.equal(probe.readout.weight, readout)
     assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["readout.weight", "readout.bias"]
     with torch.no_grad():
-        assert probe(torch.zeros(2, 2, 48, 48)).shape == (2, tasks.NUM_CLASSES, 48, 48)
+        assert probe(torch.zeros(2, 3, 48, 48)).shape == (2, tasks.NUM_CLASSES, 48, 48)
 
 
 def test_an_untrained_cross_sensor_encoder_leaves_its_claims_not_evaluated(optical_checkpoint):

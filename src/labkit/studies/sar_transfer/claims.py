@@ -78,7 +78,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
             "better_on_melt": [*shared, *_floors(arm, "melt", few), data_limited],
             "freeze_smaller_mixed": [*shared, *_floors(arm, "freeze", few), data_limited],
         }
-        note = ARM_LABELS[arm] + f"; judged at {few} training tiles"
+        note = (context.get("descriptions") or {}).get(arm, ARM_LABELS[arm]) + f"; judged at {few} training tiles"
         claims += [
             Claim(claim_id(base, arm), text, compare[base], preconditions[base], unavailable=reason, note=note)
             for base, text in CLAIMS.items()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from labkit.core.errors import ParameterError
+from labkit.core.errors import DataError, ParameterError
 from labkit.core.params import check_data_root
 from labkit.data import sar
 from labkit.data.layouts_sar import sar_layouts
@@ -26,8 +26,8 @@ from labkit.data.sar import CLASS_NAMES
 
 NAME = "sar_transfer"
 CHECKPOINT_NAME = "noisy-pretrained-unet-r18"
-NUM_CLASSES = len(CLASS_NAMES)
-IN_CHANNELS = 2
+NUM_CLASSES = len(CLASS_NAMES)  # the simulated and sea-ice sources' classes; a geotiff legend sets its own
+IN_CHANNELS = 3  # co-pol, cross-pol, incidence angle: the authors' three inputs (sar.network_input)
 INITS = ("random", "imagenet", "cross_sensor")
 PRETRAINED_ARMS = ("imagenet", "cross_sensor")  # the paper's arm first: it is the headline when evaluated
 REFERENCE_ARMS = ("gbm", "majority")
@@ -97,12 +97,14 @@ def data_settings(cfg) -> dict[str, Any]:
         "looks": cfg["looks"],
         "n_test_scenes": cfg["n_test_scenes"],
         "max_tiles": max(cfg["tiles"]),
+        "standardisation": cfg["standardisation"],
     }
 
 
 @dataclasses.dataclass
 class SarData:
-    """One seed's scenes: training (and validation) scenes, test scenes, the band normaliser."""
+    """One seed's scenes: training (and validation) scenes, test scenes, the input normaliser (co-pol, cross-pol,
+    incidence angle). Class and band names are the data's (a geotiff folder's legend, its polarisations)."""
 
     train_scenes: list[sar.SarScene]
     val_scenes: list[sar.SarScene]
@@ -114,6 +116,32 @@ class SarData:
     def scenes(self) -> list[sar.SarScene]:
         return self.train_scenes + self.val_scenes + self.test_scenes
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.train_scenes[0].class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """The two polarisations (co-pol, cross-pol) as the data names them, e.g. ("VV", "VH")."""
+        return tuple(self.train_scenes[0].band_names)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (*self.band_names, "incidence angle")
+
+
+def normalizer(settings: Mapping, train: list[sar.SarScene]) -> sar.BandNormalizer:
+    """The input standardisation (``standardisation``): the authors' statistics as published, or the same
+    statistics computed on the training scenes."""
+    if settings.get("standardisation") == "authors":
+        s = sar.AUTHORS_STANDARDISATION
+        return sar.BandNormalizer.fixed(s["mean"], s["std"], f"the authors' statistics ({s['source']})")
+    return sar.BandNormalizer().fit(train)
+
 
 def _simulated(settings: Mapping, seed: int) -> SarData:
     size, looks = settings["scene_size"], settings["looks"]
@@ -124,19 +152,28 @@ def _simulated(settings: Mapping, seed: int) -> SarData:
             scene = sar.simulate_scene(month, size=size, seed=(seed, 1000 + k), looks=looks, name=f"{season}_{k + 1}")
             scene.meta["season"] = season
             test.append(scene)
-    return SarData(train, [], test, sar.BandNormalizer().fit(train), "simulated")
+    return SarData(train, [], test, normalizer(settings, train), "simulated")
 
 
 def _real(settings: Mapping) -> SarData:
     source, root = settings["data_source"], Path(settings["data_root"])
     entries = sar.read_scene_list(root, source)
     scenes = {"train": [], "val": [], "test": []}
+    first = None
     for entry in entries:
-        scene = sar.load_scene(entry, source, settings.get("sar_bands"))
+        scene = sar.load_scene(entry, source, settings.get("sar_bands"), root=root)
+        sar.fill_missing_incidence(scene, str(entry.file))
         sar.check_tile_fits(scene, settings["tile"])
+        first = first or (entry.file, scene)
+        for what in ("band_names", "class_names"):
+            if tuple(getattr(scene, what)) != tuple(getattr(first[1], what)):
+                raise DataError(
+                    f"{entry.file}: its {what.replace('_', ' ')} {list(getattr(scene, what))} differ from "
+                    f"{first[0]}'s {list(getattr(first[1], what))}; every scene of a run must share them"
+                )
         scenes[entry.split].append(scene)
     test = [s for s in scenes["test"] if s.season in SEASONS]
-    return SarData(scenes["train"], scenes["val"], test, sar.BandNormalizer().fit(scenes["train"]), source)
+    return SarData(scenes["train"], scenes["val"], test, normalizer(settings, scenes["train"]), source)
 
 
 @functools.lru_cache(maxsize=2)

@@ -106,7 +106,10 @@ def _source_state(arm: str, cfg) -> tuple[dict, dict]:
     provenance = {"weights": spec}
     if arm == "imagenet":
         model = create_model(weights="pretrained", weights_path=resolved.file)
-        provenance["source"] = "timm resnet18 ImageNet weights; first conv RGB -> 2 bands by timm"
+        provenance["source"] = (
+            "timm resnet18 ImageNet weights; first conv unchanged (co-pol, cross-pol, incidence angle into its "
+            "RGB filters, as the authors feed it)"
+        )
         if spec != "pretrained":
             provenance.update(file=resolved.file, sha256=resolved.digest)
         state = {f"model.{k}" if not k.startswith("model.") else k: v for k, v in model.encoder.state_dict().items()}
@@ -118,6 +121,9 @@ def _source_state(arm: str, cfg) -> tuple[dict, dict]:
     if spec.startswith("labkit:"):
         provenance["sidecar"] = str(Path(resolved.file).with_suffix(".json"))
     provenance.update(produced_here=produced, checkpoint_meta=_checkpoint_meta(meta))
+    for key in ("bands", "classes"):
+        if isinstance((meta or {}).get(key), (list, tuple)):
+            provenance[f"sidecar_{key}"] = [str(v) for v in meta[key]]
     return state, provenance
 
 
@@ -145,10 +151,51 @@ def resolve_weights(cfg) -> dict[str, dict]:
                 tmp.replace(path)
                 tmp.with_suffix(".json").replace(path.with_suffix(".json"))
                 row.update(provenance=provenance, path=str(path), digest=digest)
+                row["label"] = describe_weights(arm, provenance)
             except WeightsUnavailableError as exc:
                 row.update(status="not evaluated", reason=str(exc))
         out[arm] = row
     return out
+
+
+def describe_weights(arm: str, provenance: Mapping) -> str:
+    """An arm's description, generated from the weights it loaded: for a labkit checkpoint its sidecar (the study
+    that made it, the data, bands and classes it was trained on), for a plain file its name, always the source
+    file's digest; never a fixed text, so a checkpoint made on other data is described as it is."""
+    digest = str(provenance.get("sha256") or "")[:12]
+    first = provenance.get("first_conv_bands", "")
+    conv = f"; first convolution {first} bands" if first else ""
+    if arm == "imagenet":
+        where = f", file sha256 {digest}" if digest else ""
+        return f"ImageNet-pretrained ResNet-18 (the paper's arm; {provenance.get('source', 'timm')}{where})"
+    meta = dict(provenance.get("checkpoint_meta") or {})
+    if provenance.get("checkpoint"):
+        made = meta.get("study") or "another study"
+        data = []
+        if meta.get("n_tiles"):
+            data.append(f"{meta['n_tiles']}")
+        if meta.get("data_source"):
+            data.append(str(meta["data_source"]))
+        if meta.get("in_channels"):
+            data.append(f"{meta['in_channels']}-band")
+        data.append("tiles")
+        bands = provenance.get("sidecar_bands")
+        classes = provenance.get("sidecar_classes")
+        trained = " ".join(data) + (f" ({', '.join(bands)})" if bands else "")
+        if classes:
+            trained += f", {len(classes)} classes ({', '.join(classes)})"
+        if meta.get("noise_severity") is not None:
+            trained += f", noisy labels (severity {meta['noise_severity']})"
+        return (
+            f"cross-sensor transfer: the {meta.get('encoder', 'ResNet-18')} encoder of labkit checkpoint "
+            f"'{provenance['checkpoint']}' (made by {made}; trained on {trained}; file sha256 {digest}{conv})"
+        )
+    name = Path(str(provenance.get("file") or provenance.get("weights", ""))).name
+    told = ", ".join(f"{k}={v}" for k, v in meta.items() if k in ("study", "source", "bands", "in_channels", "data"))
+    return (
+        f"cross-sensor transfer: ResNet-18 weights from file {name} (sha256 {digest}"
+        f"{'; ' + told if told else '; no sidecar: what they were trained on is not recorded'}{conv})"
+    )
 
 
 def _flat(d: Mapping) -> dict:
@@ -240,12 +287,18 @@ def gather(
     """The grid's records as ``Runs``: every tidy table (``frames.all_tables``), the arms that could not run, the
     first seed's predicted maps at the fewest tiles (``examples``)."""
     unavailable = unavailable_arms(results.weights)
+    descriptions = {arm: w["label"] for arm, w in results.weights.items()}
     seed = results.settings["seeds"][0]
     maps = {r["arm"]: r["maps"] for r in results.records if r["seed"] == seed and r["n_tiles"] == results.few}
     return Runs(
         tables=all_tables(results),
         unavailable=unavailable,
-        context={"unavailable": unavailable},
+        context={
+            "unavailable": unavailable,
+            "descriptions": descriptions,
+            "class_names": list(results.class_names),
+            "band_names": list(results.band_names),
+        },
         examples={"seed": seed, "maps": {arm: m for arm, m in maps.items() if m}},
         grids=list(grids),
         checkpoints=list(checkpoints),

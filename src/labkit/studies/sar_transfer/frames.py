@@ -14,7 +14,7 @@ import pandas as pd
 from labkit.core.claims import BUDGET_KEYS
 from labkit.data.sar import CLASS_NAMES
 
-from .data import INITS, NUM_CLASSES, PRETRAINED_ARMS, SEASONS
+from .data import INITS, PRETRAINED_ARMS, SEASONS
 
 
 @dataclasses.dataclass
@@ -34,6 +34,15 @@ class GridRecords:
     @property
     def few(self) -> int:
         return min(self.settings["tiles"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The data's class names (every task records them; the sea-ice classes when there is no record)."""
+        return tuple(next((r["class_names"] for r in self.records if r.get("class_names")), CLASS_NAMES))
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(next((r["band_names"] for r in self.records if r.get("band_names")), ("HH", "HV")))
 
     def record(self, arm: str, seed: int, n_tiles: int) -> dict | None:
         return next(
@@ -156,7 +165,7 @@ def gains_frame(results: GridRecords) -> pd.DataFrame:
             }
             freeze = a.index[a.season == "freeze"]
             class_gain = {}
-            for name in CLASS_NAMES:
+            for name in results.class_names:
                 present = a.loc[freeze, f"present/{name}"].astype(bool)
                 scenes_with = freeze[present.to_numpy()]
                 if len(scenes_with):
@@ -243,6 +252,7 @@ def confusion_frame(results: GridRecords) -> pd.DataFrame:
     """Pixel counts per arm x seed x tile count x test scene, chart class and predicted class (the long form of
     each record's confusion matrices)."""
     rows = []
+    k = len(results.class_names)
     for r in results.records:
         for s in r["scenes"]:
             matrix = r.get("confusion", {}).get(s["scene"])
@@ -256,9 +266,7 @@ def confusion_frame(results: GridRecords) -> pd.DataFrame:
                 "season": s["season"],
             }
             rows += [
-                {**key, "chart": i, "predicted": j, "pixels": int(matrix[i][j])}
-                for i in range(NUM_CLASSES)
-                for j in range(NUM_CLASSES)
+                {**key, "chart": i, "predicted": j, "pixels": int(matrix[i][j])} for i in range(k) for j in range(k)
             ]
     return pd.DataFrame(rows, columns=["arm", "seed", "n_tiles", "scene", "season", "chart", "predicted", "pixels"])
 

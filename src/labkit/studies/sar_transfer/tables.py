@@ -90,7 +90,7 @@ def per_class_table(runs: Runs) -> pd.DataFrame:
     few = scenes[scenes.n_tiles == tile_counts(runs.tables)[0]]
     rows = []
     for (season, arm), g in few.groupby(["season", "arm"], sort=False):
-        for name in CLASS_NAMES:
+        for name in runs.context.get("class_names", CLASS_NAMES):
             h = g[g[f"present/{name}"].astype(bool)]
             rows.append(
                 {

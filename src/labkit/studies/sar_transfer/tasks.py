@@ -72,13 +72,15 @@ def create_model(
     )
 
 
-def build_model(arm: str, seed: int, encoder_path: str | None = None, decoder_channels: int = 256) -> nn.Module:
-    """The segmenter for one arm; the decoder and head start identical across arms because the model is
-    built from the same seed before the encoder weights are replaced."""
+def build_model(
+    arm: str, seed: int, encoder_path: str | None = None, decoder_channels: int = 256, num_classes: int = NUM_CLASSES
+) -> nn.Module:
+    """The segmenter for one arm (``num_classes``: the data's); the decoder and head start identical across arms
+    because the model is built from the same seed before the encoder weights are replaced."""
     from labkit.core.checkpoints import load_checkpoint
 
     seed_everything(seed)
-    model = create_model(weights="random", decoder_channels=decoder_channels)
+    model = create_model(num_classes=num_classes, weights="random", decoder_channels=decoder_channels)
     if arm != "random":
         if encoder_path is None:
             raise WeightsUnavailableError(f"arm '{arm}' has no encoder weights")
@@ -110,13 +112,14 @@ def predict_scene(
     tile: int,
     overlap: float,
     batch_size: int = 8,
+    num_classes: int = NUM_CLASSES,
 ) -> np.ndarray:
     """Class map of a whole scene by sliding-window inference; no-data and land pixels -> IGNORE_INDEX.
     Memory: one batch of tiles plus the scene's class probabilities (never whole-scene feature maps)."""
     from labkit.methods.inference import sliding_window_predict
 
     probs = sliding_window_predict(
-        model, normalizer.transform(scene.sar), NUM_CLASSES, tile=tile, overlap=overlap, batch_size=batch_size
+        model, normalizer.transform_scene(scene), num_classes, tile=tile, overlap=overlap, batch_size=batch_size
     )
     pred = probs.argmax(0).astype(np.int64)
     pred[~scene.valid] = IGNORE_INDEX
@@ -128,7 +131,9 @@ def _score_scenes(data: SarData, predict, keep_maps: bool) -> dict[str, Any]:
     for scene in data.test_scenes:
         pred = predict(scene)
         pred[~scene.valid] = IGNORE_INDEX
-        cm = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX).update(np.where(pred == IGNORE_INDEX, 0, pred), scene.labels)
+        cm = ConfusionMatrix(data.num_classes, IGNORE_INDEX).update(
+            np.where(pred == IGNORE_INDEX, 0, pred), scene.labels
+        )
         rows.append(
             {
                 "scene": scene.name,
@@ -136,18 +141,25 @@ def _score_scenes(data: SarData, predict, keep_maps: bool) -> dict[str, Any]:
                 "month": scene.month,
                 "wind_speed": float(scene.meta.get("wind_speed", float("nan"))),
                 "air_temperature": float(scene.meta.get("air_temperature", float("nan"))),
-                **scene_scores(cm),
+                **scene_scores(cm, data.class_names),
             }
         )
         confusion[scene.name] = cm.matrix.astype(np.int64)
         if keep_maps:
             maps[scene.name] = pred.astype(np.uint8)
-    return {"scenes": rows, "confusion": confusion, "maps": maps}
+    return {
+        "scenes": rows,
+        "confusion": confusion,
+        "maps": maps,
+        "class_names": list(data.class_names),
+        "band_names": list(data.band_names),
+    }
 
 
 def pixel_features(image: np.ndarray) -> np.ndarray:
-    """(H*W, 8) per-pixel features of a normalised (2, H, W) image: HH, HV, their 5x5 and 11x11 local means,
-    HH - HV and its 5x5 local mean (an affine map of dB, so trees see the dB values)."""
+    """(H*W, 8) per-pixel features of a normalised (C, H, W) network input: its two polarisations (co-pol,
+    cross-pol), their 5x5 and 11x11 local means, their difference and its 5x5 local mean (an affine map of dB, so
+    trees see the dB values)."""
     from scipy import ndimage
 
     hh, hv = image[0].astype(np.float32), image[1].astype(np.float32)
@@ -199,9 +211,9 @@ def run_task(
 def _reference_task(arm, seed, d, images, masks, keep_maps):
     labelled = masks != IGNORE_INDEX
     if arm == "majority":
-        majority = int(np.bincount(masks[labelled].ravel(), minlength=NUM_CLASSES).argmax())
+        majority = int(np.bincount(masks[labelled].ravel(), minlength=d.num_classes).argmax())
         return _score_scenes(d, lambda scene: np.full(scene.shape, majority, np.int64), keep_maps) | {
-            "majority_class": CLASS_NAMES[majority]
+            "majority_class": d.class_names[majority]
         }
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -214,7 +226,7 @@ def _reference_task(arm, seed, d, images, masks, keep_maps):
     clf = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=int(seed)).fit(x, y)
 
     def predict(scene):
-        return clf.predict(pixel_features(d.normalizer.transform(scene.sar))).reshape(scene.shape).astype(np.int64)
+        return clf.predict(pixel_features(d.normalizer.transform_scene(scene))).reshape(scene.shape).astype(np.int64)
 
     return _score_scenes(d, predict, keep_maps) | {"train_pixels": int(len(y))}
 
@@ -228,7 +240,7 @@ def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
 
     device = resolve_device(train["device"], announce=False)
     val_x, val_y = validation_tiles(d, data, seed)
-    model = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"]).to(device)
+    model = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"], d.num_classes).to(device)
     batch = train["batch_size"]
     steps_per_epoch = math.ceil(len(images) / batch)
     epochs = max(2, math.ceil(train["n_steps"] / steps_per_epoch))
@@ -246,7 +258,7 @@ def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
         loader,
         val_loader,
         task="segmentation",
-        num_classes=NUM_CLASSES,
+        num_classes=d.num_classes,
         epochs=epochs,
         lr=train["lr"],
         optimizer="adam",
@@ -270,7 +282,11 @@ def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
         sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
     out = _score_scenes(
-        d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]), keep_maps
+        d,
+        lambda scene: predict_scene(
+            model, scene, d.normalizer, data["tile"], train["overlap"], num_classes=d.num_classes
+        ),
+        keep_maps,
     )
     out.update(
         val_miou=curve,
@@ -302,14 +318,18 @@ def _probe_task(arm, seed, d, data, train, images, masks, encoder, probe) -> dic
     from labkit.core.device import resolve_device
 
     device = resolve_device(train["device"], announce=False)
-    network = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"])
-    model = FrozenProbe(network.encoder, NUM_CLASSES).to(device)
+    network = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"], d.num_classes)
+    model = FrozenProbe(network.encoder, d.num_classes).to(device)
     before = state_digest(model.encoder)
     batch = min(train["batch_size"], len(images))
     losses = train_probe(model, images, masks, probe["steps"], probe["lr"], batch, seed, IGNORE_INDEX)
     model.eval()
     out = _score_scenes(
-        d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]), False
+        d,
+        lambda scene: predict_scene(
+            model, scene, d.normalizer, data["tile"], train["overlap"], num_classes=d.num_classes
+        ),
+        False,
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out.update(
