@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, budget_record, judge_all, missing_budget
-from labkit.core.errors import CheckpointMismatchError, ParameterError
+from labkit.core.errors import CheckpointMismatchError, DataError, ParameterError
 from labkit.core.metrics import ConfusionMatrix
 from labkit.core.params import load_spec
 from labkit.data import sar
@@ -309,7 +309,15 @@ def _probe(arm, seed, miou):
     return {"arm": arm, "seed": seed, "n_tiles": 16, "probe": True, "scenes": scenes, "budget": budget}
 
 
-def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=True, data_limited=True, floor=0.2):
+def _coverage(n_tiles, distinct, area=10_000):
+    drawn = n_tiles * 100
+    return {"tiles": n_tiles, "drawn_pixels": drawn, "distinct_pixels": distinct, "area_pixels": area,
+            "distinct_per_tile": distinct / n_tiles, "oversampling": drawn / distinct, "area_covered": distinct / area}  # fmt: skip
+
+
+def _results(
+    seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=True, data_limited=True, floor=0.2, area=True
+):
     cfg = smoke_cfg(seeds=list(seeds), tiles=[16, 64])
     slow = [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6]
     fast = [0.3, 0.5, 0.58, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
@@ -318,9 +326,13 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
     for s in seeds:
         base = 0.5 + 0.01 * rng.standard_normal()
         noise = 0.002 * rng.standard_normal()
-        records.append(_record("random", s, 16, {"freeze": base, "melt": base}, slow))
+        records.append(
+            _record("random", s, 16, {"freeze": base, "melt": base}, slow) | {"coverage": _coverage(16, 1500)}
+        )
         rich = base + (0.1 if data_limited else 0.0) + noise
-        records.append(_record("random", s, 64, {"freeze": rich, "melt": rich}, slow))
+        # the data-rich tiles: from 4x the distinct area of the fewest, or (area=False) nearly the same pixels again
+        cover = _coverage(64, 6000 if area else 2000)
+        records.append(_record("random", s, 64, {"freeze": rich, "melt": rich}, slow) | {"coverage": cover})
         classes = {n: base for n in CLASS_NAMES}
         if freeze_mixed:
             classes = {
@@ -402,6 +414,47 @@ def test_claims_are_not_evaluated_outside_their_regime():
     assert "precondition 'plateau (random)' failed" in v["faster_convergence_cross_sensor"]["reason"]
     cfg, res = _results(seeds=(0, 1))
     assert "n seeds 2 < 3" in _verdicts(cfg, res)["better_on_melt_cross_sensor"]["reason"]
+
+
+def test_a_training_area_too_small_for_the_data_rich_tiles_leaves_the_season_claims_not_evaluated():
+    """Issue 29: 16x the tiles drawn from nearly the same pixels is not a data-rich control."""
+    cfg, res = _results()
+    v = _verdicts(cfg, res)
+    assert v["better_on_melt_cross_sensor"]["status"] == HELD
+    cfg, res = _results(area=False)  # negative control: the data-rich tiles from 1.33x the fewest's distinct area
+    v = _verdicts(cfg, res)
+    for c in ("better_on_melt_cross_sensor", "freeze_smaller_mixed_cross_sensor"):
+        assert v[c]["status"] == NOT_EVALUATED and "precondition 'distinct area' failed" in v[c]["reason"]
+    assert v["faster_convergence_cross_sensor"]["status"] == HELD  # convergence reads no data-rich run
+    runs = experiment.gather(res)
+    table = tables.coverage_table(runs).set_index("n_tiles")
+    assert table.loc[64, "oversampling"] == pytest.approx(3.2) and table.loc[64, "area_gain"] == pytest.approx(
+        1.33, 0.01
+    )
+    assert table.loc[16, "distinct_per_tile"] == 94  # 1500 distinct pixels / 16 tiles
+
+
+def test_tile_coverage_counts_distinct_pixels_and_oversampling():
+    scene = sar.simulate_scene(2, size=64, seed=0, no_data_corner=False)
+    scene.labels[:] = 0  # every pixel labelled
+    same = np.array([[0, 0, 0]] * 4)  # four draws of the same tile
+    cov = sar.tile_coverage([scene], same, 16)
+    assert cov["distinct_pixels"] == 256 and cov["drawn_pixels"] == 1024 and cov["oversampling"] == 4.0
+    apart = np.array([[0, 0, 0], [0, 0, 16], [0, 16, 0], [0, 16, 16]])
+    cov = sar.tile_coverage([scene], apart, 16)
+    assert cov["oversampling"] == 1.0 and cov["area_covered"] == pytest.approx(1024 / 64**2)
+
+
+def test_a_small_training_area_warns_with_the_oversampling_factor(recwarn):
+    cfg, res = _results()
+    for r in res.records:
+        if r.get("coverage") and r["n_tiles"] == 64:
+            r["coverage"] = _coverage(64, 400)  # 6400 pixels drawn from 400: 16x
+    with pytest.warns(UserWarning, match="drawn 16.0 times on average"):
+        experiment.warn_oversampling(res)
+    cfg, res = _results()
+    experiment.warn_oversampling(res)
+    assert not [w for w in recwarn if "times on average" in str(w.message)]
 
 
 def test_tables_show_floor_reference_and_per_scene_scores():
@@ -533,3 +586,32 @@ def test_an_untrained_cross_sensor_encoder_leaves_its_claims_not_evaluated(optic
         assert verdict["status"] == NOT_EVALUATED, (c, verdict["reason"])
         assert "precondition 'features learned (cross_sensor)' failed" in verdict["reason"], verdict["reason"]
         assert "frozen probe beats the same network's at random init" in verdict["reason"]  # what it would take
+
+
+def test_a_vv_vh_water_mask_shows_its_own_bands_and_classes(tmp_path):
+    """Issue 31: a Sentinel-1 VV/VH chip with a 0/1 water mask: figures labelled VV/VH with non-empty class panels,
+    classes land/water from the legend, the incidence substitute reported."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from labkit.studies.sar_transfer import figures
+
+    from .test_sar_data import _water_mask_tree
+
+    root = _water_mask_tree(tmp_path / "chip")
+    cfg = smoke_cfg(data_source="geotiff", data_root=str(root), tile=32, scene_size=64)
+    with pytest.warns(UserWarning, match="no incidence-angle band"):
+        data = study.data(cfg)
+    assert data.class_names == ("land", "water") and data.band_names == ("VV", "VH") and data.num_classes == 2
+    fig = figures.backscatter_histograms_figure(data)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["freeze season, VV", "freeze season, VH", "melt season, VV", "melt season, VH"]
+    assert all(ax.patches for ax in fig.axes)  # no empty panel
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"land", "water"}
+    fig = figures.scenes_figure(data)
+    assert fig.axes[0].get_title().endswith(": VV") and fig.axes[1].get_title().startswith("VH")
+    inputs = tables.inputs_table(data)
+    assert set(inputs["incidence angle"]) == {"substitute (constant 34 degrees)"}
+    assert set(inputs["classes"]) == {"land, water"} and set(inputs["polarisations"]) == {"VV/VH"}
+    with pytest.raises(DataError, match="s0.tif: has no band HV"):
+        study.data(smoke_cfg(data_source="geotiff", data_root=str(root), tile=32, sar_bands=["VV", "HV"]))

@@ -730,16 +730,19 @@ def sample_tiles(
     rng: np.random.Generator,
     rows: tuple[float, float] = (0.0, 1.0),
     min_valid: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray]:
+    positions: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Random tiles (N, C, t, t) of the standardised network input and labels (N, t, t) from the ``rows`` band of each scene.
 
     Tiles are spread evenly over scenes; a tile with less than ``min_valid`` labelled pixels is redrawn
-    (up to 20 times) so land and no-data corners do not dominate.
+    (up to 20 times) so land and no-data corners do not dominate. Tiles are drawn with replacement: with
+    ``positions`` a third array (N, 3) gives each tile's scene index, row and column (:func:`tile_coverage`).
     """
     normed = [normalizer.transform_scene(s) for s in scenes]
     images = np.zeros((n_tiles, normed[0].shape[0], tile, tile), np.float32)
     masks = np.full((n_tiles, tile, tile), IGNORE_INDEX, np.int64)
     spans = [check_tile_fits(s, tile, rows) for s in scenes]
+    where = np.zeros((n_tiles, 3), np.int64)
     for i in range(n_tiles):
         k = i % len(scenes)
         (r0, r1), w = spans[k], scenes[k].shape[1]
@@ -751,7 +754,39 @@ def sample_tiles(
                 break
         images[i] = normed[k][:, y : y + tile, x : x + tile]
         masks[i] = lab
-    return images, masks
+        where[i] = (k, y, x)
+    return (images, masks, where) if positions else (images, masks)
+
+
+def tile_coverage(
+    scenes: Sequence[SarScene], where: np.ndarray, tile: int, rows: tuple[float, float] = (0.0, 1.0)
+) -> dict[str, float]:
+    """How much distinct area tiles drawn at ``where`` (:func:`sample_tiles` positions) come from: labelled pixels
+    drawn (a pixel drawn twice counts twice), distinct labelled pixels covered, the training area (labelled pixels
+    in the ``rows`` band of the scenes), and the oversampling factor (drawn / distinct: 1 when no tile overlaps
+    another, 16 when every pixel is drawn 16 times on average)."""
+    covered = [np.zeros(s.shape, bool) for s in scenes]
+    drawn = 0
+    for k, y, x in np.asarray(where, np.int64).reshape(-1, 3):
+        labelled = scenes[k].labels[y : y + tile, x : x + tile] != IGNORE_INDEX
+        drawn += int(labelled.sum())
+        covered[k][y : y + tile, x : x + tile] = True
+    distinct = area = 0
+    for scene, cover in zip(scenes, covered):
+        r0, r1 = check_tile_fits(scene, tile, rows)
+        labelled = scene.labels != IGNORE_INDEX
+        distinct += int((cover & labelled).sum())
+        area += int(labelled[r0:r1].sum())
+    n = len(np.asarray(where).reshape(-1, 3))
+    return {
+        "tiles": n,
+        "drawn_pixels": drawn,
+        "distinct_pixels": distinct,
+        "area_pixels": area,
+        "distinct_per_tile": distinct / n if n else float("nan"),
+        "oversampling": drawn / distinct if distinct else float("nan"),
+        "area_covered": distinct / area if area else float("nan"),
+    }
 
 
 def grid_tiles(

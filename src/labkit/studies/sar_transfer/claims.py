@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from labkit.core.claims import Claim, Compare, Precondition
+from labkit.core.claims import Check, Claim, Compare, Precondition
 from labkit.studies.base import Runs
 
 from .arms import ARM_LABELS
@@ -62,6 +62,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
     tiles = sorted(set(cfg["tiles"]))
     few, many = tiles[0], tiles[-1]
     data_limited = _data_limited(few, many, cfg["data_limited_margin"])
+    area = _distinct_area(few, many)
     claims = []
     for arm in PRETRAINED_ARMS:
         reason = _unavailable_reason(arm, cfg, unavailable)
@@ -75,8 +76,8 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
         shared = _shared_preconditions(arm, few)
         preconditions = {
             "faster_convergence": [*shared, *_floors(arm, "all", few), *plateaus],
-            "better_on_melt": [*shared, *_floors(arm, "melt", few), data_limited],
-            "freeze_smaller_mixed": [*shared, *_floors(arm, "freeze", few), data_limited],
+            "better_on_melt": [*shared, *_floors(arm, "melt", few), area, data_limited],
+            "freeze_smaller_mixed": [*shared, *_floors(arm, "freeze", few), area, data_limited],
         }
         note = (context.get("descriptions") or {}).get(arm, ARM_LABELS[arm]) + f"; judged at {few} training tiles"
         claims += [
@@ -84,6 +85,28 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
             for base, text in CLAIMS.items()
         ]
     return claims
+
+
+MIN_AREA_GAIN = 2.0  # the data-rich tiles must come from at least twice the distinct area of the fewest
+OVERSAMPLING_WARNING = 4.0  # a data-rich draw whose pixels are drawn more than this often on average is warned about
+
+
+def _distinct_area(few: int, many: int) -> Precondition:
+    """The data-rich tiles come from clearly more distinct area than the fewest (tiles are crops with replacement:
+    from a small training area, 16 times the tiles can be the same pixels again)."""
+    return Precondition(
+        "distinct area",
+        Check(
+            "area_gain",
+            {"n_tiles": many},
+            ">=",
+            MIN_AREA_GAIN,
+            table="coverage",
+            label=f"distinct pixels of the {many} data-rich tiles / those of the {few} fewest >= {MIN_AREA_GAIN:g}",
+        ),
+        why=f"the {many} data-rich tiles come from at least {MIN_AREA_GAIN:g} times the distinct training area of "
+        f"the {few} fewest (table tile_area); else the training area is too small for the data-rich control",
+    )
 
 
 def _data_limited(few: int, many: int, margin: float) -> Precondition:

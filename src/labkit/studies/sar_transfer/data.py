@@ -200,18 +200,29 @@ def _val_split(data: SarData, settings: Mapping) -> float:
     return 1.0 - max(settings["val_fraction"], tile / min(s.shape[0] for s in data.train_scenes))
 
 
-def training_tiles(data: SarData, settings: Mapping, seed: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n_tiles`` of one seeded draw of ``max_tiles`` tiles: fewer tiles are a subset of more."""
+def training_tiles(
+    data: SarData, settings: Mapping, seed: int, n_tiles: int, coverage: bool = False
+) -> tuple[np.ndarray, ...]:
+    """The first ``n_tiles`` of one seeded draw of ``max_tiles`` tiles: fewer tiles are a subset of more. With
+    ``coverage`` a third item says how much distinct area they come from (``sar.tile_coverage``)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
-    images, masks = sar.sample_tiles(
+    rows = (0.0, _val_split(data, settings))
+    images, masks, where = sar.sample_tiles(
         data.train_scenes,
         data.normalizer,
         settings["tile"],
         max(settings["max_tiles"], n_tiles),
         rng,
-        rows=(0.0, _val_split(data, settings)),
+        rows=rows,
+        positions=True,
     )
-    return images[:n_tiles], masks[:n_tiles]
+    if not coverage:
+        return images[:n_tiles], masks[:n_tiles]
+    return (
+        images[:n_tiles],
+        masks[:n_tiles],
+        sar.tile_coverage(data.train_scenes, where[:n_tiles], settings["tile"], rows),
+    )
 
 
 def validation_tiles(data: SarData, settings: Mapping, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -317,9 +317,33 @@ def run(
             check_settings(cfg)
         weights = dict(weights) if weights is not None else resolve_weights(cfg)
         results = run_grid(cfg, weights, progress=progress, threads=threads)
+    warn_oversampling(results)
     written = [w["path"] for w in weights.values() if w.get("path")]
     written += [w["provenance"]["file"] for w in weights.values() if w["provenance"].get("produced_here")]
     return gather(results, grids=grid_runs(since=clock.started), seconds=clock.seconds, checkpoints=written)
+
+
+def warn_oversampling(results: GridRecords) -> None:
+    """A warning, with the oversampling factor, when the data-rich tiles draw each training pixel more than
+    ``claims.OVERSAMPLING_WARNING`` times on average: the training area is too small for the requested tiles."""
+    import warnings
+
+    from .claims import OVERSAMPLING_WARNING
+    from .frames import coverage_frame
+
+    cov = coverage_frame(results)
+    if cov.empty:
+        return
+    many = cov[cov.n_tiles == cov.n_tiles.max()]
+    factor = float(many["oversampling"].mean())
+    if factor > OVERSAMPLING_WARNING:
+        n = int(many["n_tiles"].iloc[0])
+        warnings.warn(
+            f"the training area is small for {n} data-rich tiles (parameter 'tiles'): each labelled pixel is drawn "
+            f"{factor:.1f} times on average ({int(many['distinct_pixels'].mean())} distinct pixels, "
+            f"{int(many['area_pixels'].mean())} in the training area); see table tile_area",
+            stacklevel=2,
+        )
 
 
 # ---- plan: the preset's real budget (labkit plan) ------------------------------------------------------------

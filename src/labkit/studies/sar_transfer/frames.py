@@ -187,6 +187,37 @@ def gains_frame(results: GridRecords) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+COVERAGE_COLUMNS = [
+    "seed",
+    "n_tiles",
+    "drawn_pixels",
+    "distinct_pixels",
+    "distinct_per_tile",
+    "oversampling",
+    "area_pixels",
+    "area_covered",
+    "area_gain",
+]
+
+
+def coverage_frame(results: GridRecords) -> pd.DataFrame:
+    """Per seed and training-tile count: how much distinct area the tiles come from (tiles are drawn with
+    replacement from the training scenes' training rows): labelled pixels drawn, distinct labelled pixels, distinct
+    pixels per tile drawn, the oversampling factor (drawn / distinct), the training area and the share of it
+    covered, and ``area_gain``: distinct pixels over those of the fewest tiles on the seed (the data-rich arm's
+    real gain in data, which the "distinct area" precondition reads)."""
+    rows = {}
+    for r in results.records:
+        if r.get("coverage") and r["arm"] == "random":
+            rows[(r["seed"], r["n_tiles"])] = {"seed": r["seed"], "n_tiles": r["n_tiles"], **r["coverage"]}
+    frame = pd.DataFrame(list(rows.values()))
+    if frame.empty:
+        return pd.DataFrame(columns=COVERAGE_COLUMNS)
+    few = frame[frame.n_tiles == frame.n_tiles.min()].set_index("seed")["distinct_pixels"]
+    frame["area_gain"] = frame["distinct_pixels"] / frame["seed"].map(few)
+    return frame[COVERAGE_COLUMNS].sort_values(["n_tiles", "seed"]).reset_index(drop=True)
+
+
 BUDGET_TABLE_COLUMNS = ["arm", "n_tiles", *BUDGET_KEYS, "seeds"]
 
 
@@ -236,8 +267,9 @@ def probe_frame(results: GridRecords) -> pd.DataFrame:
 def claim_tables(results: GridRecords) -> dict[str, pd.DataFrame]:
     """The tidy tables the claims are judged on: ``runs`` (season mIoU per arm, seed, tile count; the
     ``majority`` floor included), ``curves`` (plateau per run), ``convergence`` (common-threshold epochs),
-    ``gains``, ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable parameters) and
-    ``probes`` (each arm's frozen linear probe: test mIoU per seed)."""
+    ``gains``, ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable parameters),
+    ``probes`` (each arm's frozen linear probe: test mIoU per seed) and ``coverage`` (the distinct area each
+    tile count's tiles come from)."""
     return {
         "probes": probe_frame(results),
         "runs": season_frame(results),
@@ -245,6 +277,7 @@ def claim_tables(results: GridRecords) -> dict[str, pd.DataFrame]:
         "convergence": convergence_frame(results),
         "gains": gains_frame(results),
         "budgets": budget_frame(results),
+        "coverage": coverage_frame(results),
     }
 
 

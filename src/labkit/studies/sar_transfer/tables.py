@@ -18,6 +18,29 @@ def calibration_table(data: SarData) -> pd.DataFrame:
     return sar.calibration_table(data.scenes)
 
 
+def inputs_table(data: SarData) -> pd.DataFrame:
+    """Per scene of the first seed: split, season, the two polarisations, the classes, and where the network's third
+    input (the incidence angle) comes from: the scene's own band, or the documented substitute (a constant 34
+    degrees, which carries no information) when it has none; and how the inputs are standardised."""
+    rows = []
+    for split, scenes in (("train", data.train_scenes), ("val", data.val_scenes), ("test", data.test_scenes)):
+        for s in scenes:
+            rows.append(
+                {
+                    "scene": s.name,
+                    "split": split,
+                    "season": s.season,
+                    "polarisations": "/".join(s.band_names),
+                    "classes": ", ".join(s.class_names),
+                    "incidence angle": "substitute (constant 34 degrees)"
+                    if s.meta.get("incidence") == "substitute"
+                    else "from the scene",
+                    "standardised with": data.normalizer.source,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def weights_table(runs: Runs) -> pd.DataFrame:
     """Per arm: status, the weights it used (checkpoint, file, sha256, provenance from the sidecar), reason."""
     return runs.tables["weights"][WEIGHTS_COLUMNS]
@@ -26,6 +49,21 @@ def weights_table(runs: Runs) -> pd.DataFrame:
 def budget_table(runs: Runs) -> pd.DataFrame:
     """The training budget of every trained arm (the claims' table ``budgets``)."""
     return runs.tables["budgets"]
+
+
+def coverage_table(runs: Runs) -> pd.DataFrame:
+    """Per training-tile count: how much distinct area the tiles come from, mean over seeds (tiles are random crops
+    with replacement from the training rows): pixels drawn, distinct pixels, distinct pixels per tile drawn, the
+    oversampling factor, the share of the training area covered and the gain in distinct area over the fewest
+    tiles."""
+    cov = runs.tables["coverage"]
+    if cov.empty:
+        return pd.DataFrame(columns=["n_tiles"])
+    out = cov.drop(columns="seed").groupby("n_tiles", as_index=False).mean()
+    out.insert(1, "seeds", cov.groupby("n_tiles")["seed"].nunique().to_numpy())
+    for c in ("drawn_pixels", "distinct_pixels", "area_pixels", "distinct_per_tile"):
+        out[c] = out[c].round(0).astype(int)
+    return out.round({"oversampling": 2, "area_covered": 3, "area_gain": 2})
 
 
 def probe_table(runs: Runs) -> pd.DataFrame:

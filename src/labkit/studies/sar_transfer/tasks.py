@@ -191,7 +191,7 @@ def run_task(
     the arm's frozen linear probe instead (:func:`_probe_task`; its record has ``probe: True``)."""
     started, cpu = time.perf_counter(), time.process_time()
     d = make_data(data, seed)
-    images, masks = training_tiles(d, data, seed, n_tiles)
+    images, masks, coverage = training_tiles(d, data, seed, n_tiles, coverage=True)
     if probe is not None:
         out = _probe_task(arm, seed, d, data, train, images, masks, encoder, probe)
     elif arm in REFERENCE_ARMS:
@@ -202,6 +202,7 @@ def run_task(
         arm=arm,
         seed=int(seed),
         n_tiles=int(n_tiles),
+        coverage=coverage,
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu,
     )
