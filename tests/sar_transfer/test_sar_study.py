@@ -416,6 +416,20 @@ def test_claims_are_not_evaluated_outside_their_regime():
     assert "n seeds 2 < 3" in _verdicts(cfg, res)["better_on_melt_cross_sensor"]["reason"]
 
 
+def test_a_data_rich_control_still_climbing_leaves_the_season_claims_not_evaluated():
+    """Issue 29: the data-limited control is read in epochs; a data-rich run that has not plateaued is step-limited."""
+    cfg, res = _results()
+    for r in res.records:
+        if r["arm"] == "random" and r["n_tiles"] == 64:
+            r["val_miou"] = np.linspace(0.1, 0.6, 10)  # negative control: still rising at its last epoch
+            r["late_gain"] = tasks.late_gain(r["val_miou"])
+    v = _verdicts(cfg, res)
+    for c in ("better_on_melt_cross_sensor", "freeze_smaller_mixed_cross_sensor"):
+        assert v[c]["status"] == NOT_EVALUATED
+        assert "precondition 'plateau (random, data-rich)' failed" in v[c]["reason"]
+    assert v["faster_convergence_cross_sensor"]["status"] == HELD
+
+
 def test_a_training_area_too_small_for_the_data_rich_tiles_leaves_the_season_claims_not_evaluated():
     """Issue 29: 16x the tiles drawn from nearly the same pixels is not a data-rich control."""
     cfg, res = _results()
@@ -467,7 +481,8 @@ def test_tables_show_floor_reference_and_per_scene_scores():
     seasons = tables.season_table(runs)
     assert set(seasons.season) == {"freeze", "melt"}
     metrics = study.headline(runs)
-    assert metrics["pretrained_arm"] == "cross_sensor"
+    assert metrics["pretrained_arm"] == "cross_sensor" and metrics["headline_arm"] == "cross_sensor"
+    assert "cross-sensor encoder (ImageNet weights absent)" in metrics["headline_note"]
     assert metrics["melt_miou_pretrained"] == pytest.approx(
         frames.season_frame(res).query("arm == 'cross_sensor' and season == 'melt' and n_tiles == 16")["miou"].mean()
     )
@@ -486,7 +501,9 @@ def test_every_trained_arm_of_a_smoke_run_records_its_budget(optical_checkpoint)
     for r in trained:
         missing = missing_budget(r)
         assert not missing, f"sar_transfer grid: the {r['arm']} record at {r['n_tiles']} tiles lacks budget {missing}"
-        assert r["budget"]["steps"] == r["epochs"] * r["steps_per_epoch"] >= cfg["n_steps"]
+        # the budget granted (every arm the same epochs and stopping rule); the steps taken may be fewer
+        assert r["budget"]["steps"] == cfg["epochs"] * r["steps_per_epoch"] >= r["steps_taken"]
+        assert "early stopping after 20 epochs" in r["budget"]["schedule"] and len(r["lr_history"]) == r["epochs"]
     # the frozen probes: one per arm and seed, the encoder at its initial weights, only the readout trained
     assert {(p["arm"], p["seed"]) for p in res.probes} == {(a, s) for a in cfg["inits"] for s in cfg["seeds"]}
     for p in res.probes:
@@ -599,7 +616,7 @@ def test_a_vv_vh_water_mask_shows_its_own_bands_and_classes(tmp_path):
     from .test_sar_data import _water_mask_tree
 
     root = _water_mask_tree(tmp_path / "chip")
-    cfg = smoke_cfg(data_source="geotiff", data_root=str(root), tile=32, scene_size=64)
+    cfg = smoke_cfg(data_source="geotiff", data_root=str(root), tile=32, scene_size=64, n_val_tiles=4)
     with pytest.warns(UserWarning, match="no incidence-angle band"):
         data = study.data(cfg)
     assert data.class_names == ("land", "water") and data.band_names == ("VV", "VH") and data.num_classes == 2
@@ -614,4 +631,24 @@ def test_a_vv_vh_water_mask_shows_its_own_bands_and_classes(tmp_path):
     assert set(inputs["incidence angle"]) == {"substitute (constant 34 degrees)"}
     assert set(inputs["classes"]) == {"land, water"} and set(inputs["polarisations"]) == {"VV/VH"}
     with pytest.raises(DataError, match="s0.tif: has no band HV"):
-        study.data(smoke_cfg(data_source="geotiff", data_root=str(root), tile=32, sar_bands=["VV", "HV"]))
+        study.data(
+            smoke_cfg(data_source="geotiff", data_root=str(root), tile=32, n_val_tiles=4, sar_bands=["VV", "HV"])
+        )
+
+
+def test_a_validation_subset_larger_than_the_validation_tiles_is_an_error():
+    cfg = smoke_cfg(n_val_tiles=21)  # the smoke scenes' lower rows hold 20 labelled 48 px tiles
+    with pytest.raises(ParameterError, match="parameter 'n_val_tiles' 21 is more than the 20 labelled 48 px"):
+        study.data(cfg)
+    assert len(study.data(smoke_cfg(n_val_tiles=20)).train_scenes) == 10
+
+
+def test_plan_shows_the_papers_epochs_steps_and_validation_cost():
+    cfg = load_spec("sar_transfer").resolve("paper", {"seeds": [0]})
+    (grid,) = experiment.plan(cfg)
+    budgets = {b.name: b for b in grid.budgets}
+    rich = budgets["random n_tiles=4000"]
+    assert rich.epochs == 300 and rich.steps == 300 * 125 and rich.batch == 32
+    assert "lr x0.1 after 5 epochs" in rich.notes and "early stopping after 20 epochs" in rich.notes
+    assert "512 tiles (n_val_tiles, a fixed subset) after every epoch, 153,600 tile forwards" in rich.notes
+    assert cfg["lr"] == 1e-5 and cfg["standardisation"] == "authors"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,11 +73,6 @@ def check_settings(cfg) -> None:
         )
     if cfg["sar_bands"] is not None and source != "geotiff":
         raise ParameterError("parameter 'sar_bands' names the bands of GeoTIFF scenes (data_source geotiff)")
-    if cfg["n_steps"] < 2 * math.ceil(min(tiles) / cfg["batch_size"]):
-        raise ParameterError(
-            f"parameter 'n_steps' {cfg['n_steps']} gives the fewest tiles ({min(tiles)}) less than "
-            "2 epochs: convergence cannot be measured"
-        )
     if root is not None:
         sar.read_scene_list(root, source)  # the list and its files, before any work
 
@@ -226,7 +220,8 @@ def training_tiles(
 
 
 def validation_tiles(data: SarData, settings: Mapping, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validation tiles: the val scenes, or the lower rows of the training scenes; at most ``n_val_tiles``."""
+    """Validation tiles: a fixed seeded subset of ``n_val_tiles`` of the val scenes' tiles (or of the lower rows of
+    the training scenes), the same for every arm; more than they hold is a ParameterError."""
     if data.val_scenes:
         images, masks = sar.grid_tiles(data.val_scenes, data.normalizer, settings["tile"])
     else:
@@ -234,6 +229,16 @@ def validation_tiles(data: SarData, settings: Mapping, seed: int) -> tuple[np.nd
             data.train_scenes, data.normalizer, settings["tile"], rows=(_val_split(data, settings), 1.0)
         )
     n = settings["n_val_tiles"]
+    if n > len(images):
+        where = (
+            "validation scenes"
+            if data.val_scenes
+            else f"lower {1 - _val_split(data, settings):.0%} of the training scenes"
+        )
+        raise ParameterError(
+            f"parameter 'n_val_tiles' {n} is more than the {len(images)} labelled {settings['tile']} px validation "
+            f"tiles the {where} hold; set n_val_tiles to at most {len(images)}"
+        )
     if len(images) > n:
         keep = np.sort(
             np.random.default_rng(np.random.SeedSequence([int(seed), 11])).choice(len(images), n, replace=False)
@@ -252,6 +257,10 @@ def data_inputs(cfg) -> dict[str, str]:
 
 
 def data(cfg) -> SarData:
-    """The first seed's scenes (the notebook's figures); checks every setting first, before any work."""
+    """The first seed's scenes (the notebook's figures); checks every setting first, before any work (the
+    validation subset against the validation tiles the scenes hold, too)."""
     check_settings(cfg)
-    return make_data(data_settings(cfg), cfg["seeds"][0])
+    settings = data_settings(cfg)
+    first = make_data(settings, cfg["seeds"][0])
+    validation_tiles(first, settings, cfg["seeds"][0])
+    return first

@@ -214,7 +214,9 @@ def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
 def train_settings(cfg) -> dict[str, Any]:
     """The JSON-able training parameters of a grid task (the device resolved here, once)."""
     return {
-        "n_steps": cfg["n_steps"],
+        "epochs": cfg["epochs"],
+        "lr_patience": cfg["lr_patience"],
+        "early_stopping": cfg["early_stopping"],
         "lr": cfg["lr"],
         "batch_size": cfg["batch_size"],
         "decoder_channels": cfg["decoder_channels"],
@@ -354,15 +356,20 @@ def plan(cfg) -> list:
     ``inits`` assumed available; the references train no network)."""
     from labkit.core.plan import GridPlan, TaskBudget, measure
 
-    tiles, batch, steps = sorted(set(cfg["tiles"])), cfg["batch_size"], cfg["n_steps"]
+    tiles, batch, epochs = sorted(set(cfg["tiles"])), cfg["batch_size"], cfg["epochs"]
     arms = [a for a in INITS if a in cfg["inits"]]
-    size = cfg["tile"]
+    size, n_val = cfg["tile"], cfg["n_val_tiles"]
     build = lambda: create_model(weights="random", decoder_channels=cfg["decoder_channels"])  # noqa: E731
     flops, tr, tot = measure(("sar", size, cfg["decoder_channels"]), build, [(2, IN_CHANNELS, size, size)])
+    stopping = (
+        f"early stopping after {cfg['early_stopping']} epochs without a validation-mIoU gain (steps are an upper bound)"
+        if cfg["early_stopping"]
+        else "no early stopping"
+    )
+    lr_rule = f"lr x0.1 after {cfg['lr_patience']} epochs without a gain" if cfg["lr_patience"] else "constant lr"
     budgets = []
     for n_tiles in tiles:
         spe = math.ceil(n_tiles / batch)
-        epochs = max(2, math.ceil(steps / spe))
         for arm in arms:
             if n_tiles != tiles[0] and arm != "random":
                 continue
@@ -378,9 +385,12 @@ def plan(cfg) -> list:
                     spe,
                     tr,
                     tot,
-                    flops * min(batch, n_tiles),
-                    params={"batch": "batch_size", "data_items": "tiles", "steps": "n_steps"},
-                    notes="the last batch of an epoch is partial; validation each epoch not counted",
+                    # a step's FLOPs plus its share of the validation after each epoch (forward only, ~1/3 a step)
+                    flops * min(batch, n_tiles) + flops / 3 * n_val / spe,
+                    params={"batch": "batch_size", "data_items": "tiles"},
+                    notes=f"up to {epochs} epochs; {lr_rule}; {stopping}; validation: {n_val} tiles (n_val_tiles, a "
+                    f"fixed subset) after every epoch, {n_val * epochs:,} tile forwards per run at most, counted in the "
+                    "FLOPs; the last batch of an epoch is partial",
                     requested_batch=batch,
                 )
             )

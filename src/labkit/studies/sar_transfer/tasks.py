@@ -233,18 +233,20 @@ def _reference_task(arm, seed, d, images, masks, keep_maps):
 
 
 def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
+    """Train ``arm``'s network on the schedule of the parameters (``epochs``, ``lr_patience``, ``early_stopping``:
+    the paper's reduce-on-plateau and early stopping on validation mIoU at ``paper``), validating after every
+    epoch on the fixed validation subset; the best validation epoch is scored on every test scene."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from labkit.core.claims import budget_record  # here: a grid worker imports no claims machinery
     from labkit.core.device import resolve_device
-    from labkit.methods.training import fit
+    from labkit.methods.plateau_training import describe_schedule, fit_on_plateau
 
     device = resolve_device(train["device"], announce=False)
     val_x, val_y = validation_tiles(d, data, seed)
     model = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"], d.num_classes).to(device)
     batch = train["batch_size"]
     steps_per_epoch = math.ceil(len(images) / batch)
-    epochs = max(2, math.ceil(train["n_steps"] / steps_per_epoch))
     # The same generator seed gives every arm the same batches in the same order.
     order = torch.Generator().manual_seed(int(seed))
     loader = DataLoader(
@@ -254,32 +256,27 @@ def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
         generator=order,
     )
     val_loader = DataLoader(TensorDataset(torch.from_numpy(val_x), torch.from_numpy(val_y)), batch_size=64)
-    result = fit(
+    result = fit_on_plateau(
         model,
         loader,
         val_loader,
-        task="segmentation",
         num_classes=d.num_classes,
-        epochs=epochs,
+        max_epochs=train["epochs"],
         lr=train["lr"],
-        optimizer="adam",
-        weight_decay=0.0,
-        scheduler=None,
+        lr_patience=train["lr_patience"],
+        stop_patience=train["early_stopping"],
         ignore_index=IGNORE_INDEX,
-        monitor="miou",
         seed=int(seed),
-        progress=False,
     )
-    history = result.history
-    curve = history["val_miou"].to_numpy(dtype=float)
+    curve = result.val_miou
     model = result.model.eval()
-    steps = int(len(curve)) * steps_per_epoch  # optimiser steps actually taken (the last batch may be partial)
+    # The budget is what every arm is granted: the same epochs, steps, batch and stopping rule; the steps a run
+    # actually took (it may stop early) are in ``epochs`` and ``steps_taken``.
     budget = budget_record(
-        steps,
+        train["epochs"] * steps_per_epoch,
         min(batch, len(images)),
         train["lr"],
-        f"constant lr (Adam, no decay) over {steps} steps ({len(curve)} epochs x {steps_per_epoch}); "
-        "best validation epoch kept",
+        describe_schedule(train["epochs"], train["lr"], train["lr_patience"], train["early_stopping"], steps_per_epoch),
         sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
     out = _score_scenes(
@@ -291,9 +288,13 @@ def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
     )
     out.update(
         val_miou=curve,
-        train_loss=history["train_loss"].to_numpy(dtype=float),
-        epochs=int(len(curve)),
+        train_loss=result.train_loss,
+        lr_history=result.lr,
+        epochs=int(result.epochs),
         steps_per_epoch=int(steps_per_epoch),
+        steps_taken=int(result.epochs * steps_per_epoch),
+        stopped_early=bool(result.stopped_early),
+        best_epoch=int(result.best_epoch),
         best_val_miou=float(np.nanmax(curve)),
         late_gain=late_gain(curve),
         val_tiles=int(len(val_x)),
