@@ -94,7 +94,6 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
 
 
 MIN_AREA_GAIN = 2.0  # the data-rich tiles must come from at least twice the distinct area of the fewest
-OVERSAMPLING_WARNING = 4.0  # a data-rich draw whose pixels are drawn more than this often on average is warned about
 
 
 def _distinct_area(few: int, many: int) -> Precondition:

@@ -34,6 +34,8 @@ TRAIN_MONTHS = (2, 3, 4, 5, 6, 8, 9, 10, 11, 12)
 TEST_MONTHS = {"freeze": 1, "melt": 7}  # the held-out test months of the paper (January, July)
 SEASONS = ("freeze", "melt")
 
+OVERSAMPLING_WARNING = 4.0  # a run warns when its data-rich tiles draw each labelled pixel more often on average
+
 ENCODER_DEPTH = 4  # smp stages kept: stem, layer1, layer2, layer3 (layer4 dropped)
 OUTPUT_STRIDE = 16  # layer3's stride in an undilated ResNet-18: tiles must be a multiple of it
 

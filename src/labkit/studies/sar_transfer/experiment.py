@@ -327,10 +327,10 @@ def run(
 
 def warn_oversampling(results: GridRecords) -> None:
     """A warning, with the oversampling factor, when the data-rich tiles draw each training pixel more than
-    ``claims.OVERSAMPLING_WARNING`` times on average: the training area is too small for the requested tiles."""
+    ``data.OVERSAMPLING_WARNING`` times on average: the training area is too small for the requested tiles."""
     import warnings
 
-    from .claims import OVERSAMPLING_WARNING
+    from .data import OVERSAMPLING_WARNING
     from .frames import coverage_frame
 
     cov = coverage_frame(results)
