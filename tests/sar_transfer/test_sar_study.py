@@ -476,6 +476,7 @@ def test_tables_show_floor_reference_and_per_scene_scores():
     runs = experiment.gather(res)
     regime = tables.regime_table(runs)
     assert {"claims' regime", "data-rich (ceiling)", "classical reference"} <= set(regime.role)
+    assert (regime.dropna(subset=["epochs_mean"])["epochs_mean"] == 10).all()  # the epochs each run trained
     scenes = tables.scene_table(runs)
     assert len(scenes) == 6 and {"random", "cross_sensor", "gbm"} <= set(scenes.columns)
     seasons = tables.season_table(runs)

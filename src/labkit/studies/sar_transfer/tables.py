@@ -86,13 +86,14 @@ def convergence_table(runs: Runs) -> pd.DataFrame:
 
 def regime_table(runs: Runs) -> pd.DataFrame:
     """The regime: test mIoU (all scenes) of random init and the references at each tile count, and the
-    plateau measure (late gain) of each trained arm; floor (majority) and data-rich rows included."""
+    plateau measure (late gain) and the epochs each trained arm actually trained (early stopping may end a run
+    before ``epochs``); floor (majority) and data-rich rows included."""
     seasons = runs.tables["runs"]
     many = tile_counts(runs.tables)[1]
     table = aggregate_over_seeds(seasons[seasons.season == "all"], "miou", ["arm", "n_tiles"])
     curves = runs.tables["curves"]
     if not curves.empty:
-        late = aggregate_over_seeds(curves, ["late_gain", "best_val_miou", "seconds"], ["arm", "n_tiles"])
+        late = aggregate_over_seeds(curves, ["late_gain", "best_val_miou", "epochs", "seconds"], ["arm", "n_tiles"])
         table = table.merge(late.drop(columns="n"), on=["arm", "n_tiles"], how="left")
     role = {"majority": "floor", "gbm": "classical reference"}
     table.insert(
