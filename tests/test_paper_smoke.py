@@ -166,7 +166,7 @@ CASES: dict[str, tuple] = {
         {
             "seeds": "[0]",
             "tiles": "[8, 16]",
-            "n_steps": "4",
+            "epochs": "2",
             "batch_size": "4",
             "scene_size": "96",
             "tile": "32",

@@ -173,21 +173,33 @@ def test_validate_scene_rejects_bad_charts_and_missing_polarisation(jan):
 
 def test_band_normalizer_masks_nan_and_land(jan, jul):
     norm = sar.BandNormalizer().fit([jan, jul])
-    valid = np.concatenate([s.sar[:, s.valid] for s in (jan, jul)], axis=1)
+    valid = np.concatenate([sar.network_input(s)[:, s.valid] for s in (jan, jul)], axis=1)
     np.testing.assert_allclose(norm.mean_, valid.mean(1), rtol=1e-5)
-    out = norm.transform(jan.sar)
-    assert np.isfinite(out).all() and out.dtype == np.float32
+    assert len(norm.mean_) == 3  # co-pol, cross-pol, incidence angle: the authors' three inputs
+    out = norm.transform_scene(jan)
+    assert out.shape == (3, *jan.shape) and np.isfinite(out).all() and out.dtype == np.float32
     assert abs(out[:, jan.valid].mean()) < 0.5
     with pytest.raises(RuntimeError, match="not fitted"):
-        sar.BandNormalizer().transform(jan.sar)
+        sar.BandNormalizer().transform_scene(jan)
+    with pytest.raises(ValueError, match="2 channels given, fitted on 3"):
+        norm.transform(jan.sar)
+
+
+def test_authors_standardisation_is_their_published_statistics(jan):
+    s = sar.AUTHORS_STANDARDISATION
+    norm = sar.BandNormalizer.fixed(s["mean"], s["std"], "authors")
+    x = norm.transform_scene(jan)
+    v = jan.valid
+    np.testing.assert_allclose(x[0][v], (jan.sar[0][v] - s["mean"][0]) / s["std"][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(x[2][v], (jan.incidence[v] - s["mean"][2]) / s["std"][2], rtol=1e-4, atol=1e-4)
 
 
 def test_tiles_and_scenes_smaller_than_the_tile(jan, jul):
     norm = sar.BandNormalizer().fit([jan, jul])
     x, y = sar.sample_tiles([jan, jul], norm, 32, 6, np.random.default_rng(0), rows=(0, 0.75))
-    assert x.shape == (6, 2, 32, 32) and y.shape == (6, 32, 32) and np.isfinite(x).all()
+    assert x.shape == (6, 3, 32, 32) and y.shape == (6, 32, 32) and np.isfinite(x).all()
     vx, vy = sar.grid_tiles([jan], norm, 32, rows=(0.75, 1.0))
-    assert vx.shape[1:] == (2, 32, 32) and len(vx) == len(vy) >= 1
+    assert vx.shape[1:] == (3, 32, 32) and len(vx) == len(vy) >= 1
     small = sar.simulate_scene(3, size=40, seed=0, name="tiny_scene")
     with pytest.raises(DataError, match="tiny_scene.*smaller than the tile 64"):
         sar.sample_tiles([small], norm, 64, 2, np.random.default_rng(0))
@@ -230,7 +242,7 @@ def test_netcdf_sar_fill_value_is_masked_not_propagated(tmp_path, jul):
     assert np.isnan(scene.sar[0, 10:20, 30:40]).all() and np.isfinite(scene.sar[1, 10:20, 30:40]).all()
     assert (scene.labels[10:20, 30:40] == IGNORE_INDEX).all()
     assert not scene.valid[10:20, 30:40].any()
-    assert np.isfinite(sar.BandNormalizer().fit([scene]).transform(scene.sar)).all()
+    assert np.isfinite(sar.BandNormalizer().fit([scene]).transform_scene(scene)).all()
 
 
 def test_netcdf_bad_inputs_name_file_and_problem(tmp_path, jul):
@@ -415,7 +427,8 @@ def test_geotiff_with_three_unnamed_bands_needs_names(tmp_path, jul):
         sar.read_geotiff_scene(tmp_path / "three.tif")
     scene = sar.read_geotiff_scene(tmp_path / "three.tif", band_names=["HH", "HV", "incidence"])
     np.testing.assert_allclose(scene.sar[:, jul.valid], jul.sar[:, jul.valid])
-    with pytest.raises(DataError, match="3 band\\(s\\) but 2 band name"):
+    np.testing.assert_allclose(scene.incidence, jul.incidence)  # the band named incidence is the third input
+    with pytest.raises(DataError, match="three.tif: has 3 unnamed band\\(s\\) but parameter 'sar_bands' names 2"):
         sar.read_geotiff_scene(tmp_path / "three.tif", band_names=["HH", "HV"])
 
 
@@ -441,7 +454,7 @@ def test_scene_tree_round_trip(tmp_path, layout):
     entries = sar.read_scene_list(tmp_path, layout)
     assert [e.split for e in entries] == ["train", "train", "test", "test"]
     for entry, (orig, season, split) in zip(entries, triples):
-        scene = sar.load_scene(entry, layout)
+        scene = sar.load_scene(entry, layout, root=tmp_path)
         assert scene.season == season and scene.meta["split"] == split and scene.month == orig.month
         np.testing.assert_allclose(scene.sar[:, orig.valid], orig.sar[:, orig.valid], atol=1e-4)
         np.testing.assert_array_equal(scene.labels[orig.valid], orig.labels[orig.valid])
@@ -504,3 +517,90 @@ def test_scene_list_errors_name_the_list_and_the_row(tmp_path):
     listing.unlink()
     with pytest.raises(DataError, match="no scene list"):
         sar.read_scene_list(tmp_path, "geotiff")
+
+
+# ---- the user's classes and polarisations (issue 31): a legend file, any two polarisations ----------------
+
+
+def _water_mask_tree(root, legend='{"0": "land", "1": "water"}', bands=("VV", "VH"), incidence=False):
+    """A Sentinel-1 IW-like VV/VH tree with a 0/1 water mask (0 land, 1 water) and its legend, as published
+    (Sen1Floods11's LabelHand: 1 water, 0 not water)."""
+    import pandas as pd
+
+    from labkit.data.io import write_geotiff
+
+    (root / "sar").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rows = []
+    for i, (season, split) in enumerate([("freeze", "train"), ("melt", "train"), ("freeze", "test"), ("melt", "test")]):
+        scene = sar.simulate_scene(1 if season == "freeze" else 7, size=64, seed=i)
+        water = (scene.labels == sar.WATER).astype(np.uint8)  # 1 water, 0 everything else
+        water[scene.labels == IGNORE_INDEX] = 255
+        stack = np.nan_to_num(scene.sar, nan=-9999.0)
+        names = list(bands)
+        if incidence:
+            stack, names = np.concatenate([stack, scene.incidence[None]]), [*names, "incidence"]
+        write_geotiff(root / "sar" / f"s{i}.tif", stack.astype(np.float32), nodata=-9999.0, band_names=names)
+        write_geotiff(root / "labels" / f"s{i}.tif", water)
+        rows.append(
+            {
+                "file": f"sar/s{i}.tif",
+                "date": f"2019-0{1 if season == 'freeze' else 7}-1{i}",
+                "season": season,
+                "split": split,
+            }
+        )
+    pd.DataFrame(rows).to_csv(root / "scenes.csv", index=False)
+    if legend is not None:
+        (root / "legend.json").write_text(legend)
+    return root
+
+
+def test_a_water_mask_loads_with_its_legends_names_not_the_sea_ice_legend(tmp_path):
+    root = _water_mask_tree(tmp_path)
+    entry = sar.read_scene_list(root, "geotiff")[0]
+    scene = sar.load_scene(entry, "geotiff", root=root)
+    assert scene.class_names == ("land", "water") and scene.band_names == ("VV", "VH")
+    raw = sar.read_geotiff_scene(entry.file, entry.label, label_nodata=(255,))  # the fixed legend would say...
+    assert raw.class_names[:2] == ("open_water", "young_ice")  # ...open water / young ice: what must not happen
+    water = scene.labels == 1
+    assert water.any() and (scene.labels[water] == 1).all()
+    np.testing.assert_array_equal(scene.labels, raw.labels)  # same ids (0, 1), now named as the data names them
+
+
+def test_a_geotiff_folder_without_a_legend_is_an_error_naming_the_legend_file(tmp_path):
+    root = _water_mask_tree(tmp_path, legend=None)
+    with pytest.raises(DataError, match="no legend file \\(legend.json or legend.csv\\)"):
+        sar.read_scene_list(root, "geotiff")
+
+
+def test_a_legend_missing_a_label_value_names_the_label_file_legend_and_value(tmp_path):
+    root = _water_mask_tree(tmp_path, legend='{"0": "land", "2": "water"}')
+    entry = sar.read_scene_list(root, "geotiff")[0]
+    with pytest.raises(DataError, match="s0.tif: label value\\(s\\) \\[1\\].*not in the legend .*legend.json"):
+        sar.load_scene(entry, "geotiff", root=root)
+
+
+def test_sar_bands_pick_two_polarisations_by_name_and_a_missing_band_names_file_and_band(tmp_path):
+    root = _water_mask_tree(tmp_path, bands=("VV", "VH"), incidence=True)
+    entry = sar.read_scene_list(root, "geotiff")[0]
+    scene = sar.load_scene(entry, "geotiff", ["VV", "VH", "incidence"], root=root)
+    assert scene.band_names == ("VV", "VH") and np.isfinite(scene.incidence).all()
+    scene = sar.load_scene(entry, "geotiff", None, root=root)  # the file's own names
+    assert scene.band_names == ("VV", "VH") and np.isfinite(scene.incidence).all()
+    with pytest.raises(DataError, match="s0.tif: has no band HH, HV \\(its bands: VV, VH, INCIDENCE\\).*sar_bands"):
+        sar.load_scene(entry, "geotiff", ["HH", "HV"], root=root)
+    with pytest.raises(DataError, match="must name two polarisations"):
+        sar.load_scene(entry, "geotiff", ["VV", "incidence"], root=root)
+
+
+def test_a_scene_without_an_incidence_band_gets_the_documented_substitute(tmp_path):
+    root = _water_mask_tree(tmp_path)
+    entry = sar.read_scene_list(root, "geotiff")[0]
+    scene = sar.load_scene(entry, "geotiff", root=root)
+    assert np.isnan(scene.incidence).all()
+    with pytest.warns(UserWarning, match="s0.tif: no incidence-angle band.*34 degrees"):
+        sar.fill_missing_incidence(scene, str(entry.file))
+    assert scene.meta["incidence"] == "substitute" and (scene.incidence == sar.REFERENCE_INCIDENCE).all()
+    x = sar.BandNormalizer().fit([scene]).transform_scene(scene)
+    assert np.allclose(x[2], 0.0)  # a constant channel: no information, and no blow-up from a zero spread

@@ -26,7 +26,7 @@ def test_notebook_runs_on_a_fixture_tree(tmp_path, layout):
     tree = sar.write_scene_tree(tmp_path / "scenes", triples, layout)
     run_under_nbval(
         NOTEBOOK,
-        {"preset": "smoke", "data_source": layout, "data_root": str(tree)},
+        {"preset": "smoke", "data_source": layout, "data_root": str(tree), "n_val_tiles": 6},
         tmp_path,
         f"on the {layout} tree",
         env={"LABKIT_RUNS": str(tmp_path / "runs")},

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from labkit.core.claims import HELD, NOT_EVALUATED, NOT_HELD, budget_record, judge_all, missing_budget
-from labkit.core.errors import CheckpointMismatchError, ParameterError
+from labkit.core.errors import CheckpointMismatchError, DataError, ParameterError
 from labkit.core.metrics import ConfusionMatrix
 from labkit.core.params import load_spec
 from labkit.data import sar
@@ -75,7 +75,7 @@ def test_model_is_resnet18_truncated_after_layer3_with_deeplab_head():
     keys = model.encoder.state_dict().keys()
     assert any(k.startswith("model.layer3.") for k in keys) and not any(k.startswith("model.layer4.") for k in keys)
     assert model.encoder.out_channels[-1] == 256
-    x = torch.zeros(2, 2, 64, 64)
+    x = torch.zeros(2, 3, 64, 64)  # co-pol, cross-pol, incidence angle: the authors' three inputs
     with torch.no_grad():
         features = model.encoder(x)
         assert features[-1].shape[-2:] == (4, 4)  # stride 16, no dilation
@@ -115,7 +115,7 @@ def test_encoder_state_fits_truncated_encoder(optical_checkpoint):
     encoder = tasks.create_model().encoder
     loaded, info = experiment.adapt_encoder_state(optical_checkpoint, encoder, "the stand-in checkpoint")
     encoder.load_state_dict(loaded, strict=True)
-    assert info["dropped_stages"] == ["layer4"] and info["first_conv_bands"] == "4 -> 2"
+    assert info["dropped_stages"] == ["layer4"] and info["first_conv_bands"] == "4 -> 3"
     for key in ("model.layer2.0.conv1.weight", "model.layer3.1.conv2.weight", "model.layer3.0.bn1.running_var"):
         torch.testing.assert_close(encoder.state_dict()[key], optical_checkpoint[key])
     broken = {k: v for k, v in optical_checkpoint.items() if not k.startswith("model.layer1.")}
@@ -149,6 +149,31 @@ def test_weights_record_the_checkpoint_and_its_provenance(optical_checkpoint):
     assert "sha256" in table.set_index("arm").loc["cross_sensor", "weights"]
 
 
+def test_the_cross_sensor_description_is_generated_from_the_checkpoint_sidecar(optical_checkpoint):
+    """Issue 31: a checkpoint made on 13-band tiles is described as such (never as "labkit's 4-band optical
+    land-cover encoder"), with the digest of the file the run used."""
+    import labkit.models.registry as registry
+    from labkit.core.checkpoints import save_checkpoint
+
+    bands = [f"B{i:02d}" for i in range(1, 14)]
+    save_checkpoint(
+        registry.named_checkpoint_path(CHECKPOINT_NAME),
+        optical_checkpoint,
+        {"study": "noisy_label_pretraining", "bands": bands, "in_channels": 13, "data_source": "geotiff",
+         "classes": ["forest", "water"], "n_tiles": 12, "encoder": "resnet18"},
+    )  # fmt: skip
+    weights = experiment.resolve_weights(smoke_cfg())
+    cs = weights["cross_sensor"]
+    text = cs["label"]
+    assert "13-band" in text and "B13" in text and "2 classes (forest, water)" in text, text
+    assert "4-band" not in text and "land-cover" not in text
+    assert cs["provenance"]["sha256"][:12] in text and "noisy_label_pretraining" in text
+    table = frames.weights_frame(weights).set_index("arm")
+    assert table.loc["cross_sensor", "description"] == text
+    claims = declare_claims(smoke_cfg(), descriptions={"cross_sensor": text})
+    assert any(text in (c.note or "") for c in claims)
+
+
 def test_a_weights_file_is_an_option(tmp_path, optical_checkpoint):
     """e.g. Sentinel-1 pretrained ResNet-18 weights a user has: timm key names, 2 input bands, a classifier."""
     import timm
@@ -160,7 +185,10 @@ def test_a_weights_file_is_an_option(tmp_path, optical_checkpoint):
     file = save_checkpoint(tmp_path / "s1_resnet18", state, {"source": "user"})
     weights = experiment.resolve_weights(smoke_cfg(cross_sensor_weights=str(file)))
     assert weights["cross_sensor"]["status"] == "ok"
-    assert weights["cross_sensor"]["provenance"]["first_conv_bands"] == "2 -> 2"
+    assert weights["cross_sensor"]["provenance"]["first_conv_bands"] == "2 -> 3"
+    description = weights["cross_sensor"]["label"]  # generated from the file, with its digest
+    assert "s1_resnet18.safetensors" in description and weights["cross_sensor"]["digest"] != ""
+    assert weights["cross_sensor"]["provenance"]["sha256"][:12] in description
     model = tasks.build_model("cross_sensor", 0, weights["cross_sensor"]["path"], 32)
     torch.testing.assert_close(
         model.encoder.state_dict()["model.layer2.0.conv1.weight"], state["layer2.0.conv1.weight"]
@@ -178,7 +206,7 @@ def test_arms_differ_only_in_the_encoder(optical_checkpoint):
         elif not key.startswith("encoder."):
             assert same, key  # decoder and head start identical
     torch.testing.assert_close(
-        b["encoder.model.conv1.weight"], adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 2)
+        b["encoder.model.conv1.weight"], adapt_input_conv_weight(optical_checkpoint["model.conv1.weight"], 3)
     )
 
 
@@ -281,7 +309,15 @@ def _probe(arm, seed, miou):
     return {"arm": arm, "seed": seed, "n_tiles": 16, "probe": True, "scenes": scenes, "budget": budget}
 
 
-def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=True, data_limited=True, floor=0.2):
+def _coverage(n_tiles, distinct, area=10_000):
+    drawn = n_tiles * 100
+    return {"tiles": n_tiles, "drawn_pixels": drawn, "distinct_pixels": distinct, "area_pixels": area,
+            "distinct_per_tile": distinct / n_tiles, "oversampling": drawn / distinct, "area_covered": distinct / area}  # fmt: skip
+
+
+def _results(
+    seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=True, data_limited=True, floor=0.2, area=True
+):
     cfg = smoke_cfg(seeds=list(seeds), tiles=[16, 64])
     slow = [0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.6, 0.6, 0.6]
     fast = [0.3, 0.5, 0.58, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
@@ -290,9 +326,13 @@ def _results(seeds=(0, 1, 2, 3), pre_faster=True, melt_gain=0.05, freeze_mixed=T
     for s in seeds:
         base = 0.5 + 0.01 * rng.standard_normal()
         noise = 0.002 * rng.standard_normal()
-        records.append(_record("random", s, 16, {"freeze": base, "melt": base}, slow))
+        records.append(
+            _record("random", s, 16, {"freeze": base, "melt": base}, slow) | {"coverage": _coverage(16, 1500)}
+        )
         rich = base + (0.1 if data_limited else 0.0) + noise
-        records.append(_record("random", s, 64, {"freeze": rich, "melt": rich}, slow))
+        # the data-rich tiles: from 4x the distinct area of the fewest, or (area=False) nearly the same pixels again
+        cover = _coverage(64, 6000 if area else 2000)
+        records.append(_record("random", s, 64, {"freeze": rich, "melt": rich}, slow) | {"coverage": cover})
         classes = {n: base for n in CLASS_NAMES}
         if freeze_mixed:
             classes = {
@@ -376,17 +416,74 @@ def test_claims_are_not_evaluated_outside_their_regime():
     assert "n seeds 2 < 3" in _verdicts(cfg, res)["better_on_melt_cross_sensor"]["reason"]
 
 
+def test_a_data_rich_control_still_climbing_leaves_the_season_claims_not_evaluated():
+    """Issue 29: the data-limited control is read in epochs; a data-rich run that has not plateaued is step-limited."""
+    cfg, res = _results()
+    for r in res.records:
+        if r["arm"] == "random" and r["n_tiles"] == 64:
+            r["val_miou"] = np.linspace(0.1, 0.6, 10)  # negative control: still rising at its last epoch
+            r["late_gain"] = tasks.late_gain(r["val_miou"])
+    v = _verdicts(cfg, res)
+    for c in ("better_on_melt_cross_sensor", "freeze_smaller_mixed_cross_sensor"):
+        assert v[c]["status"] == NOT_EVALUATED
+        assert "precondition 'plateau (random, data-rich)' failed" in v[c]["reason"]
+    assert v["faster_convergence_cross_sensor"]["status"] == HELD
+
+
+def test_a_training_area_too_small_for_the_data_rich_tiles_leaves_the_season_claims_not_evaluated():
+    """Issue 29: 16x the tiles drawn from nearly the same pixels is not a data-rich control."""
+    cfg, res = _results()
+    v = _verdicts(cfg, res)
+    assert v["better_on_melt_cross_sensor"]["status"] == HELD
+    cfg, res = _results(area=False)  # negative control: the data-rich tiles from 1.33x the fewest's distinct area
+    v = _verdicts(cfg, res)
+    for c in ("better_on_melt_cross_sensor", "freeze_smaller_mixed_cross_sensor"):
+        assert v[c]["status"] == NOT_EVALUATED and "precondition 'distinct area' failed" in v[c]["reason"]
+    assert v["faster_convergence_cross_sensor"]["status"] == HELD  # convergence reads no data-rich run
+    runs = experiment.gather(res)
+    table = tables.coverage_table(runs).set_index("n_tiles")
+    assert table.loc[64, "oversampling"] == pytest.approx(3.2) and table.loc[64, "area_gain"] == pytest.approx(
+        1.33, 0.01
+    )
+    assert table.loc[16, "distinct_per_tile"] == 94  # 1500 distinct pixels / 16 tiles
+
+
+def test_tile_coverage_counts_distinct_pixels_and_oversampling():
+    scene = sar.simulate_scene(2, size=64, seed=0, no_data_corner=False)
+    scene.labels[:] = 0  # every pixel labelled
+    same = np.array([[0, 0, 0]] * 4)  # four draws of the same tile
+    cov = sar.tile_coverage([scene], same, 16)
+    assert cov["distinct_pixels"] == 256 and cov["drawn_pixels"] == 1024 and cov["oversampling"] == 4.0
+    apart = np.array([[0, 0, 0], [0, 0, 16], [0, 16, 0], [0, 16, 16]])
+    cov = sar.tile_coverage([scene], apart, 16)
+    assert cov["oversampling"] == 1.0 and cov["area_covered"] == pytest.approx(1024 / 64**2)
+
+
+def test_a_small_training_area_warns_with_the_oversampling_factor(recwarn):
+    cfg, res = _results()
+    for r in res.records:
+        if r.get("coverage") and r["n_tiles"] == 64:
+            r["coverage"] = _coverage(64, 400)  # 6400 pixels drawn from 400: 16x
+    with pytest.warns(UserWarning, match="drawn 16.0 times on average"):
+        experiment.warn_oversampling(res)
+    cfg, res = _results()
+    experiment.warn_oversampling(res)
+    assert not [w for w in recwarn if "times on average" in str(w.message)]
+
+
 def test_tables_show_floor_reference_and_per_scene_scores():
     cfg, res = _results()
     runs = experiment.gather(res)
     regime = tables.regime_table(runs)
     assert {"claims' regime", "data-rich (ceiling)", "classical reference"} <= set(regime.role)
+    assert (regime.dropna(subset=["epochs_mean"])["epochs_mean"] == 10).all()  # the epochs each run trained
     scenes = tables.scene_table(runs)
     assert len(scenes) == 6 and {"random", "cross_sensor", "gbm"} <= set(scenes.columns)
     seasons = tables.season_table(runs)
     assert set(seasons.season) == {"freeze", "melt"}
     metrics = study.headline(runs)
-    assert metrics["pretrained_arm"] == "cross_sensor"
+    assert metrics["pretrained_arm"] == "cross_sensor" and metrics["headline_arm"] == "cross_sensor"
+    assert "cross-sensor encoder (ImageNet weights absent)" in metrics["headline_note"]
     assert metrics["melt_miou_pretrained"] == pytest.approx(
         frames.season_frame(res).query("arm == 'cross_sensor' and season == 'melt' and n_tiles == 16")["miou"].mean()
     )
@@ -405,7 +502,9 @@ def test_every_trained_arm_of_a_smoke_run_records_its_budget(optical_checkpoint)
     for r in trained:
         missing = missing_budget(r)
         assert not missing, f"sar_transfer grid: the {r['arm']} record at {r['n_tiles']} tiles lacks budget {missing}"
-        assert r["budget"]["steps"] == r["epochs"] * r["steps_per_epoch"] >= cfg["n_steps"]
+        # the budget granted (every arm the same epochs and stopping rule); the steps taken may be fewer
+        assert r["budget"]["steps"] == cfg["epochs"] * r["steps_per_epoch"] >= r["steps_taken"]
+        assert "early stopping after 20 epochs" in r["budget"]["schedule"] and len(r["lr_history"]) == r["epochs"]
     # the frozen probes: one per arm and seed, the encoder at its initial weights, only the readout trained
     assert {(p["arm"], p["seed"]) for p in res.probes} == {(a, s) for a in cfg["inits"] for s in cfg["seeds"]}
     for p in res.probes:
@@ -492,7 +591,7 @@ def test_the_probe_trains_only_its_linear_readout():
     assert not torch.equal(probe.readout.weight, readout)
     assert [n for n, p in probe.named_parameters() if p.requires_grad] == ["readout.weight", "readout.bias"]
     with torch.no_grad():
-        assert probe(torch.zeros(2, 2, 48, 48)).shape == (2, tasks.NUM_CLASSES, 48, 48)
+        assert probe(torch.zeros(2, 3, 48, 48)).shape == (2, tasks.NUM_CLASSES, 48, 48)
 
 
 def test_an_untrained_cross_sensor_encoder_leaves_its_claims_not_evaluated(optical_checkpoint):
@@ -505,3 +604,52 @@ def test_an_untrained_cross_sensor_encoder_leaves_its_claims_not_evaluated(optic
         assert verdict["status"] == NOT_EVALUATED, (c, verdict["reason"])
         assert "precondition 'features learned (cross_sensor)' failed" in verdict["reason"], verdict["reason"]
         assert "frozen probe beats the same network's at random init" in verdict["reason"]  # what it would take
+
+
+def test_a_vv_vh_water_mask_shows_its_own_bands_and_classes(tmp_path):
+    """Issue 31: a Sentinel-1 VV/VH chip with a 0/1 water mask: figures labelled VV/VH with non-empty class panels,
+    classes land/water from the legend, the incidence substitute reported."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from labkit.studies.sar_transfer import figures
+
+    from .test_sar_data import _water_mask_tree
+
+    root = _water_mask_tree(tmp_path / "chip")
+    cfg = smoke_cfg(data_source="geotiff", data_root=str(root), tile=32, scene_size=64, n_val_tiles=4)
+    with pytest.warns(UserWarning, match="no incidence-angle band"):
+        data = study.data(cfg)
+    assert data.class_names == ("land", "water") and data.band_names == ("VV", "VH") and data.num_classes == 2
+    fig = figures.backscatter_histograms_figure(data)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["freeze season, VV", "freeze season, VH", "melt season, VV", "melt season, VH"]
+    assert all(ax.patches for ax in fig.axes)  # no empty panel
+    assert {t.get_text() for t in fig.axes[0].get_legend().get_texts()} == {"land", "water"}
+    fig = figures.scenes_figure(data)
+    assert fig.axes[0].get_title().endswith(": VV") and fig.axes[1].get_title().startswith("VH")
+    inputs = tables.inputs_table(data)
+    assert set(inputs["incidence angle"]) == {"substitute (constant 34 degrees)"}
+    assert set(inputs["classes"]) == {"land, water"} and set(inputs["polarisations"]) == {"VV/VH"}
+    with pytest.raises(DataError, match="s0.tif: has no band HV"):
+        study.data(
+            smoke_cfg(data_source="geotiff", data_root=str(root), tile=32, n_val_tiles=4, sar_bands=["VV", "HV"])
+        )
+
+
+def test_a_validation_subset_larger_than_the_validation_tiles_is_an_error():
+    cfg = smoke_cfg(n_val_tiles=21)  # the smoke scenes' lower rows hold 20 labelled 48 px tiles
+    with pytest.raises(ParameterError, match="parameter 'n_val_tiles' 21 is more than the 20 labelled 48 px"):
+        study.data(cfg)
+    assert len(study.data(smoke_cfg(n_val_tiles=20)).train_scenes) == 10
+
+
+def test_plan_shows_the_papers_epochs_steps_and_validation_cost():
+    cfg = load_spec("sar_transfer").resolve("paper", {"seeds": [0]})
+    (grid,) = experiment.plan(cfg)
+    budgets = {b.name: b for b in grid.budgets}
+    rich = budgets["random n_tiles=4000"]
+    assert rich.epochs == 300 and rich.steps == 300 * 125 and rich.batch == 32
+    assert "lr x0.1 after 5 epochs" in rich.notes and "early stopping after 20 epochs" in rich.notes
+    assert "512 tiles (n_val_tiles, a fixed subset) after every epoch, 153,600 tile forwards" in rich.notes
+    assert cfg["lr"] == 1e-5 and cfg["standardisation"] == "authors"

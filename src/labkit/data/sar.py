@@ -55,6 +55,28 @@ LAND = 4  # surface code only (never a label): land is masked with IGNORE_INDEX
 IGNORE_INDEX = 255
 BAND_NAMES: tuple[str, str] = ("HH", "HV")
 CLASS_COLOURS = ("#1f4e9c", "#9ad0f5", "#f2f2f2", "#d95f02")
+OTHER_CLASS_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"
+)  # fmt: skip
+INCIDENCE_NAMES = ("INCIDENCE", "INCIDENCE_ANGLE", "ANGLE", "THETA")
+"""Band names (any case) read as the incidence angle in degrees, the network's third input."""
+# The authors' input standardisation (geohai/sea-ice-segment, configs/SA-all.ini ``[datamodule] mean, std``): HH dB,
+# HV dB and incidence angle in degrees over their ExtremeEarth training scenes (computed by their
+# utils/compute_mean_std.py). ``standardisation: authors`` uses them as they are; ``training_scenes`` computes the
+# same three statistics on the run's own training scenes (the authors' procedure on other data).
+AUTHORS_STANDARDISATION = {
+    "mean": (-13.41794195, -27.00508461, 34.10005417),
+    "std": (5.42232225, 5.09901729, 7.83123517),
+    "source": "geohai/sea-ice-segment configs/SA-all.ini",
+}
+
+
+def class_colours(class_names: Sequence[str]) -> tuple[str, ...]:
+    """A colour per class: the sea-ice chart colours for the kit's four classes, else a qualitative palette."""
+    if tuple(class_names) == CLASS_NAMES:
+        return CLASS_COLOURS
+    return tuple(OTHER_CLASS_COLOURS[i % len(OTHER_CLASS_COLOURS)] for i in range(len(class_names)))
+
 
 # --- Geometry of Sentinel-1 EW mode ------------------------------------------------------------------
 EW_INCIDENCE_RANGE = (18.9, 47.0)  # degrees, near to far range
@@ -598,44 +620,89 @@ def validate_scene(scene: SarScene, num_classes: int | None = None, source: str 
     return scene
 
 
-class BandNormalizer:
-    """Per-band standardisation of dB backscatter, fitted on valid training pixels only.
+def network_input(scene: SarScene) -> np.ndarray:
+    """(3, H, W) float32: co-pol and cross-pol backscatter (dB) and the incidence angle (degrees), the three inputs
+    the authors feed the network (geohai/sea-ice-segment: HH, HV, incidence angle). NaN where there is no data."""
+    incidence = np.asarray(scene.incidence, np.float32)
+    return np.concatenate([np.asarray(scene.sar, np.float32), incidence[None]], axis=0)
 
-    ``transform`` returns float32 with NaN (no data) replaced by 0 after standardising (the band mean),
-    so no NaN reaches a network; labels of those pixels are ignored by :func:`validate_scene`.
+
+def fill_missing_incidence(scene: SarScene, source: str | None = None) -> SarScene:
+    """A scene without an incidence angle (no incidence band, or one with no finite value) gets the documented
+    substitute: the constant :data:`REFERENCE_INCIDENCE` (34 degrees, the AI4Arctic training scenes' mean), which
+    standardises to a constant channel that carries no information; a warning names the file and
+    ``scene.meta["incidence"]`` says ``"substitute"`` (the study's data table reports it)."""
+    incidence = np.asarray(scene.incidence, np.float32)
+    if incidence.shape == scene.labels.shape and np.isfinite(incidence).any():
+        scene.meta.setdefault("incidence", "read")
+        return scene
+    warnings.warn(
+        f"{source or scene.name}: no incidence-angle band; the network's third input is the constant "
+        f"{REFERENCE_INCIDENCE:g} degrees (documented substitute: it carries no information)",
+        stacklevel=2,
+    )
+    scene.incidence = np.full(scene.labels.shape, REFERENCE_INCIDENCE, np.float32)
+    scene.meta["incidence"] = "substitute"
+    return scene
+
+
+class BandNormalizer:
+    """Per-channel standardisation of the network input (:func:`network_input`: co-pol dB, cross-pol dB, incidence
+    degrees), fitted on valid training pixels only, or fixed (:meth:`fixed`, e.g. the authors' statistics).
+
+    ``transform`` returns float32 with NaN (no data) replaced by 0 after standardising (the channel mean),
+    so no NaN reaches a network; labels of those pixels are ignored by :func:`validate_scene`. A constant channel
+    (a substituted incidence angle) standardises to 0.
     """
 
     def __init__(self):
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
+        self.source = "training scenes"
+
+    @classmethod
+    def fixed(cls, mean: Sequence[float], std: Sequence[float], source: str) -> BandNormalizer:
+        out = cls()
+        out.mean_, out.std_, out.source = np.asarray(mean, float), np.asarray(std, float), source
+        return out
 
     def fit(self, scenes: Sequence[SarScene]) -> BandNormalizer:
         if not scenes:
             raise DataError("BandNormalizer.fit: no scenes given")
-        sums = np.zeros(2)
-        sq = np.zeros(2)
-        count = 0
+        sums = sq = count = None
         for scene in scenes:
-            valid = scene.valid
-            vals = scene.sar[:, valid].astype(np.float64)
+            vals = network_input(scene)[:, scene.valid].astype(np.float64)
+            finite = np.isfinite(vals)
+            vals = np.where(finite, vals, 0.0)
+            if sums is None:
+                sums, sq, count = np.zeros(len(vals)), np.zeros(len(vals)), np.zeros(len(vals))
             sums += vals.sum(axis=1)
             sq += (vals**2).sum(axis=1)
-            count += vals.shape[1]
-        if count == 0:
+            count += finite.sum(axis=1)
+        if count is None or count.min() == 0:
             raise DataError("BandNormalizer.fit: the scenes hold no valid sea pixels")
         self.mean_ = sums / count
-        self.std_ = np.sqrt(np.maximum(sq / count - self.mean_**2, 1e-12))
+        std = np.sqrt(np.maximum(sq / count - self.mean_**2, 0.0))
+        self.std_ = np.where(std > 1e-6 * np.maximum(np.abs(self.mean_), 1.0), std, 1.0)
         return self
 
-    def transform(self, sar: np.ndarray) -> np.ndarray:
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardise a (C, H, W) array of the channels the normaliser was fitted on."""
         if self.mean_ is None:
             raise RuntimeError("BandNormalizer is not fitted: call fit(scenes) first")
-        out = (np.asarray(sar, dtype=np.float64) - self.mean_[:, None, None]) / self.std_[:, None, None]
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[0] != len(self.mean_):
+            raise ValueError(f"BandNormalizer: {x.shape[0]} channels given, fitted on {len(self.mean_)}")
+        out = (x - self.mean_[:, None, None]) / self.std_[:, None, None]
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def transform_scene(self, scene: SarScene) -> np.ndarray:
+        """The scene's standardised network input (:func:`network_input`), NaN replaced by 0."""
+        return self.transform(network_input(scene))
 
     def fit_transform(self, scenes: Sequence[SarScene]) -> list[np.ndarray]:
         self.fit(scenes)
-        return [self.transform(s.sar) for s in scenes]
+        return [self.transform_scene(s) for s in scenes]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -663,16 +730,19 @@ def sample_tiles(
     rng: np.random.Generator,
     rows: tuple[float, float] = (0.0, 1.0),
     min_valid: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random tiles (N, 2, t, t) normalised and labels (N, t, t) from the ``rows`` band of each scene.
+    positions: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """Random tiles (N, C, t, t) of the standardised network input and labels (N, t, t) from the ``rows`` band of each scene.
 
     Tiles are spread evenly over scenes; a tile with less than ``min_valid`` labelled pixels is redrawn
-    (up to 20 times) so land and no-data corners do not dominate.
+    (up to 20 times) so land and no-data corners do not dominate. Tiles are drawn with replacement: with
+    ``positions`` a third array (N, 3) gives each tile's scene index, row and column (:func:`tile_coverage`).
     """
-    images = np.zeros((n_tiles, 2, tile, tile), np.float32)
+    normed = [normalizer.transform_scene(s) for s in scenes]
+    images = np.zeros((n_tiles, normed[0].shape[0], tile, tile), np.float32)
     masks = np.full((n_tiles, tile, tile), IGNORE_INDEX, np.int64)
-    normed = [normalizer.transform(s.sar) for s in scenes]
     spans = [check_tile_fits(s, tile, rows) for s in scenes]
+    where = np.zeros((n_tiles, 3), np.int64)
     for i in range(n_tiles):
         k = i % len(scenes)
         (r0, r1), w = spans[k], scenes[k].shape[1]
@@ -684,7 +754,39 @@ def sample_tiles(
                 break
         images[i] = normed[k][:, y : y + tile, x : x + tile]
         masks[i] = lab
-    return images, masks
+        where[i] = (k, y, x)
+    return (images, masks, where) if positions else (images, masks)
+
+
+def tile_coverage(
+    scenes: Sequence[SarScene], where: np.ndarray, tile: int, rows: tuple[float, float] = (0.0, 1.0)
+) -> dict[str, float]:
+    """How much distinct area tiles drawn at ``where`` (:func:`sample_tiles` positions) come from: labelled pixels
+    drawn (a pixel drawn twice counts twice), distinct labelled pixels covered, the training area (labelled pixels
+    in the ``rows`` band of the scenes), and the oversampling factor (drawn / distinct: 1 when no tile overlaps
+    another, 16 when every pixel is drawn 16 times on average)."""
+    covered = [np.zeros(s.shape, bool) for s in scenes]
+    drawn = 0
+    for k, y, x in np.asarray(where, np.int64).reshape(-1, 3):
+        labelled = scenes[k].labels[y : y + tile, x : x + tile] != IGNORE_INDEX
+        drawn += int(labelled.sum())
+        covered[k][y : y + tile, x : x + tile] = True
+    distinct = area = 0
+    for scene, cover in zip(scenes, covered):
+        r0, r1 = check_tile_fits(scene, tile, rows)
+        labelled = scene.labels != IGNORE_INDEX
+        distinct += int((cover & labelled).sum())
+        area += int(labelled[r0:r1].sum())
+    n = len(np.asarray(where).reshape(-1, 3))
+    return {
+        "tiles": n,
+        "drawn_pixels": drawn,
+        "distinct_pixels": distinct,
+        "area_pixels": area,
+        "distinct_per_tile": distinct / n if n else float("nan"),
+        "oversampling": drawn / distinct if distinct else float("nan"),
+        "area_covered": distinct / area if area else float("nan"),
+    }
 
 
 def grid_tiles(
@@ -694,7 +796,7 @@ def grid_tiles(
     images, masks = [], []
     for scene in scenes:
         r0, r1 = check_tile_fits(scene, tile, rows)
-        normed = normalizer.transform(scene.sar)
+        normed = normalizer.transform_scene(scene)
         for y in range(r0, r1 - tile + 1, tile):
             for x in range(0, scene.shape[1] - tile + 1, tile):
                 lab = scene.labels[y : y + tile, x : x + tile]
@@ -886,6 +988,65 @@ def write_ai4arctic_netcdf(path: str | Path, scene: SarScene, units: str = "dB")
 _POLARISATION_PAIRS = (("HH", "HV"), ("VV", "VH"))
 
 
+def _select_bands(
+    names: list[str], n_bands: int, band_names: Sequence[str] | None, sar_path
+) -> tuple[list[int], int | None, tuple[str, str]]:
+    """(indices of the two polarisations, index of the incidence band or None, the two polarisations' names) of a
+    SAR GeoTIFF's bands. ``band_names`` (the ``sar_bands`` parameter): with bands the file names, which of them to
+    use (two polarisations, co-pol first, and optionally an incidence band); with unnamed bands, every band's name
+    in order. Without it, the file's own names (HH+HV or VV+VH, and an incidence band if named)."""
+    file_named = len(names) == n_bands and all(names)
+    if band_names is not None:
+        wanted = [str(b).upper() for b in band_names]
+        if file_named:
+            missing = [b for b in wanted if b not in names]
+            if missing:
+                raise DataError(
+                    f"{sar_path}: has no band {', '.join(missing)} (its bands: {', '.join(names)}); parameter "
+                    f"'sar_bands' names {list(band_names)}"
+                )
+            index = [names.index(b) for b in wanted]
+        else:
+            if len(wanted) != n_bands:
+                raise DataError(
+                    f"{sar_path}: has {n_bands} unnamed band(s) but parameter 'sar_bands' names {len(wanted)} "
+                    f"({list(band_names)}); name every band of the file in order, e.g. [HH, HV, incidence]"
+                )
+            index = list(range(n_bands))
+        pols = [(i, b) for i, b in zip(index, wanted) if b not in INCIDENCE_NAMES]
+        angle = [i for i, b in zip(index, wanted) if b in INCIDENCE_NAMES]
+        if len(pols) != 2:
+            raise DataError(
+                f"{sar_path}: parameter 'sar_bands' {list(band_names)} must name two polarisations (co-pol first, "
+                f"then cross-pol, e.g. [VV, VH]) and optionally an incidence band ({', '.join(INCIDENCE_NAMES)}); "
+                f"it names {len(pols)} polarisation(s)"
+            )
+        return [pols[0][0], pols[1][0]], (angle[0] if angle else None), (pols[0][1], pols[1][1])
+    if n_bands < 2:
+        raise DataError(
+            f"{sar_path}: has {n_bands} band(s) {names}; a co-polarised and a cross-polarised "
+            "band are needed (HH+HV or VV+VH): a polarisation is missing"
+        )
+    angle = next((names.index(b) for b in INCIDENCE_NAMES if b in names), None)
+    pair = next((p for p in _POLARISATION_PAIRS if all(b in names for b in p)), None)
+    if pair is not None:
+        return [names.index(b) for b in pair], angle, pair
+    if any(names):
+        raise DataError(
+            f"{sar_path}: bands {names} do not hold a co-pol/cross-pol pair (HH+HV or VV+VH): a polarisation is "
+            "missing, or name the two to use with parameter 'sar_bands' (e.g. [VV, VH])"
+        )
+    if n_bands != 2:
+        # Which of three or more unnamed bands are the polarisations cannot be guessed (and dropping one silently
+        # would hide a mistake): the file must name its bands, or the caller must.
+        raise DataError(
+            f"{sar_path}: {n_bands} bands without names; name them in the file (band "
+            "descriptions) or say which are which with parameter 'sar_bands' (e.g. [HH, HV, incidence])"
+        )
+    warnings.warn(f"{sar_path}: the 2 bands are unnamed; taking band 1 as co-pol and band 2 as cross-pol", stacklevel=3)
+    return [0, 1], None, ("band1", "band2")
+
+
 def read_geotiff_scene(
     sar_path: str | Path,
     label_path: str | Path | None = None,
@@ -895,54 +1056,32 @@ def read_geotiff_scene(
     label_nodata: Sequence[int] = (),
     class_names: Sequence[str] = CLASS_NAMES,
     units: str = "dB",
+    legend: dict[int, str] | None = None,
+    legend_path: str | Path | None = None,
 ) -> SarScene:
-    """A SAR GeoTIFF (co-pol and cross-pol bands) with an optional label GeoTIFF.
+    """A SAR GeoTIFF (two polarisations, optionally an incidence-angle band) with an optional label GeoTIFF.
 
-    ``band_names`` default to the file's band descriptions; the bands are reordered to (co-pol, cross-pol)
-    and a missing polarisation is a DataError. ``label_map`` maps file codes to class ids (default:
-    identity over ``class_names``); codes in ``label_nodata`` become ``IGNORE_INDEX``; any other code is an
-    error that names the file and the codes.
+    Bands (:func:`_select_bands`): the file's band descriptions, or ``band_names`` (the ``sar_bands`` parameter);
+    any two polarisations (HH/HV, VV/VH, ...), co-pol first; a band named ``incidence`` (or ``angle``) is the
+    incidence angle. Labels: with ``legend`` (label value -> class name, e.g. read from the data folder's
+    ``legend.json``) the classes are the legend's, in value order; else ``label_map`` maps file codes to class ids
+    (default: identity over ``class_names``). Codes in ``label_nodata`` (unless the legend names them) become
+    ``IGNORE_INDEX``; any other code is an error that names the label file, the legend file and the values.
     """
     from labkit.data.io import read_geotiff
 
     data, meta = read_geotiff(sar_path)
-    names = list(band_names or meta.get("band_names") or [])
-    names = [str(n).upper() if n else "" for n in names]
-    if data.shape[0] < 2:
-        raise DataError(
-            f"{sar_path}: has {data.shape[0]} band(s) {names}; a co-polarised and a cross-polarised "
-            "band are needed (HH+HV or VV+VH): a polarisation is missing"
-        )
-    if band_names is not None and len(names) != data.shape[0]:
-        raise DataError(
-            f"{sar_path}: has {data.shape[0]} band(s) but {len(names)} band name(s) were given "
-            f"({names}); name every band, e.g. HH, HV, incidence"
-        )
-    pair = next((p for p in _POLARISATION_PAIRS if all(b in names for b in p)), None)
-    if pair is None:
-        if len(names) == data.shape[0] and any(names):
-            raise DataError(
-                f"{sar_path}: bands {names} do not hold a co-pol/cross-pol pair (HH+HV or VV+VH): "
-                "a polarisation is missing"
-            )
-        if data.shape[0] != 2:
-            # Which of three or more unnamed bands are HH and HV cannot be guessed (and dropping one silently
-            # would hide a mistake): the file must name its bands, or the caller must.
-            raise DataError(
-                f"{sar_path}: {data.shape[0]} bands without names; name them in the file (band "
-                "descriptions) or say which are which (band_names, e.g. ['HH', 'HV', 'incidence'], or "
-                "the study's sar_bands parameter)"
-            )
-        pair, order = ("band1", "band2"), [0, 1]
-        warnings.warn(
-            f"{sar_path}: the 2 bands are unnamed; taking band 1 as co-pol and band 2 as cross-pol", stacklevel=2
-        )
-    else:
-        order = [names.index(b) for b in pair]
-    sar = data[order].astype(np.float32)
+    names = [str(n).upper() if n else "" for n in (meta.get("band_names") or [])]
+    pol_index, angle_index, pair = _select_bands(names, data.shape[0], band_names, sar_path)
+    sar = data[pol_index].astype(np.float32)
     if units.lower() in _LINEAR_UNITS:
         sar = to_db(sar)
     h, w = sar.shape[1:]
+    if legend is not None:
+        values = sorted(int(v) for v in legend)
+        class_names = tuple(str(legend[v]) for v in values)
+        label_map = {v: i for i, v in enumerate(values)}
+        label_nodata = [c for c in label_nodata if int(c) not in legend]
     if label_path is not None:
         lab_raw, _ = read_geotiff(label_path, masked_nodata=False)
         if lab_raw.shape[1:] != (h, w):
@@ -958,6 +1097,12 @@ def read_geotiff_scene(
         bad = ~np.isin(codes, list(known))
         if bad.any():
             found = sorted(np.unique(codes[bad]).tolist())
+            if legend is not None:
+                raise DataError(
+                    f"{label_path}: label value(s) {found[:10]} at {int(bad.sum())} pixel(s) are not in the legend "
+                    f"{legend_path or ''} ({', '.join(f'{v}={legend[v]}' for v in sorted(legend))}; no-data values "
+                    f"{list(label_nodata)}): add them to the legend file"
+                )
             raise DataError(
                 f"{label_path}: code(s) {found[:10]} outside the legend {sorted(mapping)} "
                 f"(no-data codes {list(label_nodata)}) at {int(bad.sum())} pixel(s)"
@@ -967,11 +1112,12 @@ def read_geotiff_scene(
             labels[codes == code] = cls
     else:
         labels = np.full((h, w), IGNORE_INDEX, np.int64)
+    incidence = data[angle_index].astype(np.float32) if angle_index is not None else np.full((h, w), np.nan, np.float32)
     scene = SarScene(
         sar=sar,
         labels=labels,
         land=np.zeros((h, w), bool),
-        incidence=np.full((h, w), np.nan, np.float32),
+        incidence=incidence,
         name=str(sar_path),
         band_names=tuple(pair),
         class_names=tuple(class_names),
@@ -1031,9 +1177,10 @@ LAYOUTS = {
   ...                             sar_incidenceangle, SIC, SOD, FLOE, distance_map, all on the SAR grid""",
     "geotiff": f"""{{data_root}}/
   {SCENE_LIST}                      file,date,season,split[,label]
-  sar/<scene>.tif                 co-pol and cross-pol bands (named HH/HV or VV/VH, or set sar_bands), dB
-  labels/<scene>.tif              one band on the same grid: 0 open water, 1 young ice, 2 first-year ice,
-                                  3 multi-year ice; 255 or -1 no data / land""",
+  legend.json                     label value -> class name, e.g. {{{{"0": "land", "1": "water"}}}} (or legend.csv)
+  sar/<scene>.tif                 two polarisations in dB (named HH/HV or VV/VH, or set sar_bands) and
+                                  optionally an incidence-angle band (degrees) named incidence
+  labels/<scene>.tif              one band on the same grid, values as in the legend; 255 or -1 no data""",
     "extremeearth": f"""{{data_root}}/
   {SCENE_LIST}                      optional: file,date,season,split (default: January freeze test, July melt test,
                                   the other ten months training, as in the paper)
@@ -1147,6 +1294,8 @@ def read_scene_list(root: str | Path, data_source: str) -> list[SceneEntry]:
     for e in entries:
         if e.label is not None and not e.label.is_file():
             raise DataError(f"{e.file}: its label raster {e.label} does not exist")
+    if data_source == "geotiff":
+        read_geotiff_legend(root)
     where = listing if listing.is_file() else root
     if not any(e.split == "train" for e in entries):
         raise DataError(f"{where}: no scene has split 'train'")
@@ -1167,30 +1316,57 @@ def read_extremeearth_scene(sar_path: str | Path, label_path: str | Path) -> Sar
 
     data, meta = read_geotiff(sar_path)
     names = [str(n).upper() if n else "" for n in (meta.get("band_names") or [])]
-    bands = names if any(names) else list(EXTREMEEARTH_BANDS)[: data.shape[0]]
+    bands = None if any(names) else list(EXTREMEEARTH_BANDS)[: data.shape[0]]
     scene = read_geotiff_scene(
         sar_path, label_path, band_names=bands, label_map=EXTREMEEARTH_SA_TO_CLASS, label_nodata=EXTREMEEARTH_IGNORED
     )
     lab_raw, _ = read_geotiff(label_path, masked_nodata=False)
     scene.land = lab_raw[0] == -1
     scene.labels[scene.land] = IGNORE_INDEX
-    upper = [b.upper() for b in bands]
-    if "INCIDENCE" in upper:
-        scene.incidence = data[upper.index("INCIDENCE")].astype(np.float32)
     scene.meta["source"] = "extremeearth"
     return scene
 
 
-def load_scene(entry: SceneEntry, data_source: str, sar_bands: Sequence[str] | None = None) -> SarScene:
-    """Read one scene of a scene list in its data source's format; season and date from the list."""
+def read_geotiff_legend(root: str | Path) -> tuple[dict[int, str], Path]:
+    """(label value -> class name, the legend file) of a ``geotiff`` folder: ``legend.json`` (``{"0": "land",
+    "1": "water"}``) or ``legend.csv`` (``value,class``), read as the noisy-label study's GeoTIFF tree reads its
+    legend. A geotiff folder without one is an error: its classes are the data's, never a fixed legend."""
+    from labkit.data.geotiff_tree import LEGEND_FILES, read_legend
+
+    root = Path(root)
+    try:
+        legend = read_legend(root)
+    except DataError as exc:
+        if any((root / f).exists() for f in LEGEND_FILES):
+            raise
+        example = ", ".join(f'"{i}": "{n}"' for i, n in enumerate(CLASS_NAMES))
+        raise DataError(
+            f"{root}: no legend file ({' or '.join(LEGEND_FILES)}) mapping the label rasters' values to class names; "
+            f'e.g. legend.json {{{example}}} for the sea-ice classes, or {{"0": "land", "1": "water"}} for '
+            f"a water mask (values {list(GEOTIFF_LABEL_NODATA)} are no data unless the legend names them)"
+        ) from exc
+    path = next(root / f for f in LEGEND_FILES if (root / f).exists())
+    return legend, path
+
+
+def load_scene(
+    entry: SceneEntry, data_source: str, sar_bands: Sequence[str] | None = None, root: str | Path | None = None
+) -> SarScene:
+    """Read one scene of a scene list in its data source's format; season and date from the list. A ``geotiff``
+    scene's classes come from the legend file in ``root`` (:func:`read_geotiff_legend`)."""
     if data_source == "ai4arctic":
         scene = read_ai4arctic_netcdf(entry.file)
     elif data_source == "geotiff":
+        if root is None:
+            raise ParameterError("load_scene: a geotiff scene needs its data folder (root), which holds the legend")
+        legend, legend_path = read_geotiff_legend(root)
         scene = read_geotiff_scene(
             entry.file,
             entry.label,
             band_names=list(sar_bands) if sar_bands else None,
             label_nodata=GEOTIFF_LABEL_NODATA,
+            legend=legend,
+            legend_path=legend_path,
         )
     elif data_source == "extremeearth":
         scene = read_extremeearth_scene(entry.file, entry.label)
@@ -1217,6 +1393,11 @@ def write_scene_tree(
     describe_layout(layout)
     root.mkdir(parents=True, exist_ok=True)
     rows = []
+    if layout == "geotiff" and scenes:
+        import json
+
+        legend = {str(i): name for i, name in enumerate(scenes[0][0].class_names)}
+        (root / "legend.json").write_text(json.dumps(legend, indent=1))
     for i, (scene, season, split) in enumerate(scenes):
         month = scene.month or 1
         stamp = f"2018{month:02d}{15 + i % 10:02d}t0{i % 10}0000"
@@ -1227,12 +1408,16 @@ def write_scene_tree(
             rel = f"sar/{stamp}.tif"
             (root / "sar").mkdir(exist_ok=True)
             (root / "labels").mkdir(exist_ok=True)
-            write_geotiff(
-                root / rel,
-                np.nan_to_num(scene.sar, nan=-9999.0).astype(np.float32),
-                nodata=-9999.0,
-                band_names=list(scene.band_names),
-            )
+            bands, names = np.nan_to_num(scene.sar, nan=-9999.0), list(scene.band_names)
+            if np.isfinite(scene.incidence).any():
+                bands, names = (
+                    np.concatenate([bands, np.nan_to_num(scene.incidence, nan=-9999.0)[None]]),
+                    [
+                        *names,
+                        "incidence",
+                    ],
+                )
+            write_geotiff(root / rel, bands.astype(np.float32), nodata=-9999.0, band_names=names)
             write_geotiff(
                 root / "labels" / f"{stamp}.tif",
                 np.where(scene.labels == IGNORE_INDEX, 255, scene.labels).astype(np.uint8),

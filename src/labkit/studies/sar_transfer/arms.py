@@ -11,16 +11,16 @@ from .data import CHECKPOINT_NAME
 
 ARMS = (
     Arm("random", "random initialisation", "#555555"),
-    Arm("imagenet", "ImageNet-pretrained encoder (optical RGB -> SAR; the paper's arm)", "#1b9e77"),
+    Arm("imagenet", "ImageNet-pretrained encoder (the paper's arm)", "#1b9e77"),
     Arm(
         "cross_sensor",
-        "cross-sensor transfer: an encoder pretrained on another sensor (by default labkit's 4-band "
-        f"optical land-cover encoder '{CHECKPOINT_NAME}')",
+        "cross-sensor transfer: an encoder pretrained on another sensor (by default labkit checkpoint "
+        f"'{CHECKPOINT_NAME}'; the run describes it from the checkpoint's sidecar)",
         "#d95f02",
     ),
     Arm(
         "gbm",
-        "gradient-boosting pixel classifier on HH/HV and their local means (reference)",
+        "gradient-boosting pixel classifier on the two polarisations and their local means (reference)",
         "#7570b3",
         reference=True,
     ),

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from labkit.core.claims import Claim, Compare, Precondition
+from labkit.core.claims import Check, Claim, Compare, Precondition
 from labkit.studies.base import Runs
 
 from .arms import ARM_LABELS
@@ -62,6 +62,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
     tiles = sorted(set(cfg["tiles"]))
     few, many = tiles[0], tiles[-1]
     data_limited = _data_limited(few, many, cfg["data_limited_margin"])
+    area = _distinct_area(few, many)
     claims = []
     for arm in PRETRAINED_ARMS:
         reason = _unavailable_reason(arm, cfg, unavailable)
@@ -72,18 +73,45 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
             )
             for a in ("random", arm)
         ]
+        rich_plateau = _rename(
+            Precondition.plateau("late_gain", {"arm": "random", "n_tiles": many}, cfg["plateau_gain"]),
+            "plateau (random, data-rich)",
+            why=f"the data-rich control (random init on {many} tiles) trained to its plateau: the last fifth of its "
+            f"epochs improved validation mIoU by less than {cfg['plateau_gain']:g} (else 'data-limited' is step-limited)",
+        )
         shared = _shared_preconditions(arm, few)
         preconditions = {
             "faster_convergence": [*shared, *_floors(arm, "all", few), *plateaus],
-            "better_on_melt": [*shared, *_floors(arm, "melt", few), data_limited],
-            "freeze_smaller_mixed": [*shared, *_floors(arm, "freeze", few), data_limited],
+            "better_on_melt": [*shared, *_floors(arm, "melt", few), area, rich_plateau, data_limited],
+            "freeze_smaller_mixed": [*shared, *_floors(arm, "freeze", few), area, rich_plateau, data_limited],
         }
-        note = ARM_LABELS[arm] + f"; judged at {few} training tiles"
+        note = (context.get("descriptions") or {}).get(arm, ARM_LABELS[arm]) + f"; judged at {few} training tiles"
         claims += [
             Claim(claim_id(base, arm), text, compare[base], preconditions[base], unavailable=reason, note=note)
             for base, text in CLAIMS.items()
         ]
     return claims
+
+
+MIN_AREA_GAIN = 2.0  # the data-rich tiles must come from at least twice the distinct area of the fewest
+
+
+def _distinct_area(few: int, many: int) -> Precondition:
+    """The data-rich tiles come from clearly more distinct area than the fewest (tiles are crops with replacement:
+    from a small training area, 16 times the tiles can be the same pixels again)."""
+    return Precondition(
+        "distinct area",
+        Check(
+            "area_gain",
+            {"n_tiles": many},
+            ">=",
+            MIN_AREA_GAIN,
+            table="coverage",
+            label=f"distinct pixels of the {many} data-rich tiles / those of the {few} fewest >= {MIN_AREA_GAIN:g}",
+        ),
+        why=f"the {many} data-rich tiles come from at least {MIN_AREA_GAIN:g} times the distinct training area of "
+        f"the {few} fewest (table tile_area); else the training area is too small for the data-rich control",
+    )
 
 
 def _data_limited(few: int, many: int, margin: float) -> Precondition:
@@ -191,7 +219,8 @@ def claims(cfg, runs: Runs) -> list[Claim]:
 
 def headline(runs: Runs) -> dict[str, Any]:
     """Numbers for metrics.json; ``melt_miou_pretrained`` (the headline) is the judged pretrained arm's melt
-    mIoU at the fewest tiles (NaN when no pretrained arm ran)."""
+    mIoU at the fewest tiles (NaN when no pretrained arm ran): the ImageNet arm when it ran, else the cross-sensor
+    arm; ``headline_arm`` and ``headline_note`` name which."""
     seasons, weights = runs.tables["runs"], runs.tables["weights"]
     few, many = int(seasons["n_tiles"].min()), int(seasons["n_tiles"].max())
     evaluated = set(weights.arm[weights.status == "ok"])
@@ -204,6 +233,18 @@ def headline(runs: Runs) -> dict[str, Any]:
         out[f"epochs_to_common_{arm}_vs_{pair}" if arm == "random" else f"epochs_to_common_{arm}"] = float(
             g["epochs_to_common"].mean()
         )
+    descriptions = dict(runs.context.get("descriptions") or {})
+    out["headline_arm"] = pre or "none"
+    if pre == "imagenet":
+        who = "the ImageNet-pretrained encoder (the paper's arm)"
+    elif pre == "cross_sensor":
+        why = "ImageNet weights absent" if "imagenet" in runs.unavailable else "the ImageNet arm was not run"
+        who = f"the cross-sensor encoder ({why}): {descriptions.get(pre, pre)}"
+    else:
+        who = "no pretrained arm (none could run): NaN"
+    out["headline_note"] = (
+        f"mIoU (0-1) on the melt-season test scenes at the fewest training tiles of {who}; higher is better"
+    )
     at_few = seasons[seasons.n_tiles == few]
     for season in ("melt", "freeze"):
         sel = at_few[(at_few.arm == pre) & (at_few.season == season)] if pre else at_few.iloc[:0]

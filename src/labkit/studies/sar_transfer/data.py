@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from labkit.core.errors import ParameterError
+from labkit.core.errors import DataError, ParameterError
 from labkit.core.params import check_data_root
 from labkit.data import sar
 from labkit.data.layouts_sar import sar_layouts
@@ -26,14 +25,16 @@ from labkit.data.sar import CLASS_NAMES
 
 NAME = "sar_transfer"
 CHECKPOINT_NAME = "noisy-pretrained-unet-r18"
-NUM_CLASSES = len(CLASS_NAMES)
-IN_CHANNELS = 2
+NUM_CLASSES = len(CLASS_NAMES)  # the simulated and sea-ice sources' classes; a geotiff legend sets its own
+IN_CHANNELS = 3  # co-pol, cross-pol, incidence angle: the authors' three inputs (sar.network_input)
 INITS = ("random", "imagenet", "cross_sensor")
 PRETRAINED_ARMS = ("imagenet", "cross_sensor")  # the paper's arm first: it is the headline when evaluated
 REFERENCE_ARMS = ("gbm", "majority")
 TRAIN_MONTHS = (2, 3, 4, 5, 6, 8, 9, 10, 11, 12)
 TEST_MONTHS = {"freeze": 1, "melt": 7}  # the held-out test months of the paper (January, July)
 SEASONS = ("freeze", "melt")
+
+OVERSAMPLING_WARNING = 4.0  # a run warns when its data-rich tiles draw each labelled pixel more often on average
 
 ENCODER_DEPTH = 4  # smp stages kept: stem, layer1, layer2, layer3 (layer4 dropped)
 OUTPUT_STRIDE = 16  # layer3's stride in an undilated ResNet-18: tiles must be a multiple of it
@@ -74,11 +75,6 @@ def check_settings(cfg) -> None:
         )
     if cfg["sar_bands"] is not None and source != "geotiff":
         raise ParameterError("parameter 'sar_bands' names the bands of GeoTIFF scenes (data_source geotiff)")
-    if cfg["n_steps"] < 2 * math.ceil(min(tiles) / cfg["batch_size"]):
-        raise ParameterError(
-            f"parameter 'n_steps' {cfg['n_steps']} gives the fewest tiles ({min(tiles)}) less than "
-            "2 epochs: convergence cannot be measured"
-        )
     if root is not None:
         sar.read_scene_list(root, source)  # the list and its files, before any work
 
@@ -97,12 +93,14 @@ def data_settings(cfg) -> dict[str, Any]:
         "looks": cfg["looks"],
         "n_test_scenes": cfg["n_test_scenes"],
         "max_tiles": max(cfg["tiles"]),
+        "standardisation": cfg["standardisation"],
     }
 
 
 @dataclasses.dataclass
 class SarData:
-    """One seed's scenes: training (and validation) scenes, test scenes, the band normaliser."""
+    """One seed's scenes: training (and validation) scenes, test scenes, the input normaliser (co-pol, cross-pol,
+    incidence angle). Class and band names are the data's (a geotiff folder's legend, its polarisations)."""
 
     train_scenes: list[sar.SarScene]
     val_scenes: list[sar.SarScene]
@@ -114,6 +112,32 @@ class SarData:
     def scenes(self) -> list[sar.SarScene]:
         return self.train_scenes + self.val_scenes + self.test_scenes
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.train_scenes[0].class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        """The two polarisations (co-pol, cross-pol) as the data names them, e.g. ("VV", "VH")."""
+        return tuple(self.train_scenes[0].band_names)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (*self.band_names, "incidence angle")
+
+
+def normalizer(settings: Mapping, train: list[sar.SarScene]) -> sar.BandNormalizer:
+    """The input standardisation (``standardisation``): the authors' statistics as published, or the same
+    statistics computed on the training scenes."""
+    if settings.get("standardisation") == "authors":
+        s = sar.AUTHORS_STANDARDISATION
+        return sar.BandNormalizer.fixed(s["mean"], s["std"], f"the authors' statistics ({s['source']})")
+    return sar.BandNormalizer().fit(train)
+
 
 def _simulated(settings: Mapping, seed: int) -> SarData:
     size, looks = settings["scene_size"], settings["looks"]
@@ -124,19 +148,28 @@ def _simulated(settings: Mapping, seed: int) -> SarData:
             scene = sar.simulate_scene(month, size=size, seed=(seed, 1000 + k), looks=looks, name=f"{season}_{k + 1}")
             scene.meta["season"] = season
             test.append(scene)
-    return SarData(train, [], test, sar.BandNormalizer().fit(train), "simulated")
+    return SarData(train, [], test, normalizer(settings, train), "simulated")
 
 
 def _real(settings: Mapping) -> SarData:
     source, root = settings["data_source"], Path(settings["data_root"])
     entries = sar.read_scene_list(root, source)
     scenes = {"train": [], "val": [], "test": []}
+    first = None
     for entry in entries:
-        scene = sar.load_scene(entry, source, settings.get("sar_bands"))
+        scene = sar.load_scene(entry, source, settings.get("sar_bands"), root=root)
+        sar.fill_missing_incidence(scene, str(entry.file))
         sar.check_tile_fits(scene, settings["tile"])
+        first = first or (entry.file, scene)
+        for what in ("band_names", "class_names"):
+            if tuple(getattr(scene, what)) != tuple(getattr(first[1], what)):
+                raise DataError(
+                    f"{entry.file}: its {what.replace('_', ' ')} {list(getattr(scene, what))} differ from "
+                    f"{first[0]}'s {list(getattr(first[1], what))}; every scene of a run must share them"
+                )
         scenes[entry.split].append(scene)
     test = [s for s in scenes["test"] if s.season in SEASONS]
-    return SarData(scenes["train"], scenes["val"], test, sar.BandNormalizer().fit(scenes["train"]), source)
+    return SarData(scenes["train"], scenes["val"], test, normalizer(settings, scenes["train"]), source)
 
 
 @functools.lru_cache(maxsize=2)
@@ -163,22 +196,34 @@ def _val_split(data: SarData, settings: Mapping) -> float:
     return 1.0 - max(settings["val_fraction"], tile / min(s.shape[0] for s in data.train_scenes))
 
 
-def training_tiles(data: SarData, settings: Mapping, seed: int, n_tiles: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n_tiles`` of one seeded draw of ``max_tiles`` tiles: fewer tiles are a subset of more."""
+def training_tiles(
+    data: SarData, settings: Mapping, seed: int, n_tiles: int, coverage: bool = False
+) -> tuple[np.ndarray, ...]:
+    """The first ``n_tiles`` of one seeded draw of ``max_tiles`` tiles: fewer tiles are a subset of more. With
+    ``coverage`` a third item says how much distinct area they come from (``sar.tile_coverage``)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
-    images, masks = sar.sample_tiles(
+    rows = (0.0, _val_split(data, settings))
+    images, masks, where = sar.sample_tiles(
         data.train_scenes,
         data.normalizer,
         settings["tile"],
         max(settings["max_tiles"], n_tiles),
         rng,
-        rows=(0.0, _val_split(data, settings)),
+        rows=rows,
+        positions=True,
     )
-    return images[:n_tiles], masks[:n_tiles]
+    if not coverage:
+        return images[:n_tiles], masks[:n_tiles]
+    return (
+        images[:n_tiles],
+        masks[:n_tiles],
+        sar.tile_coverage(data.train_scenes, where[:n_tiles], settings["tile"], rows),
+    )
 
 
 def validation_tiles(data: SarData, settings: Mapping, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validation tiles: the val scenes, or the lower rows of the training scenes; at most ``n_val_tiles``."""
+    """Validation tiles: a fixed seeded subset of ``n_val_tiles`` of the val scenes' tiles (or of the lower rows of
+    the training scenes), the same for every arm; more than they hold is a ParameterError."""
     if data.val_scenes:
         images, masks = sar.grid_tiles(data.val_scenes, data.normalizer, settings["tile"])
     else:
@@ -186,6 +231,16 @@ def validation_tiles(data: SarData, settings: Mapping, seed: int) -> tuple[np.nd
             data.train_scenes, data.normalizer, settings["tile"], rows=(_val_split(data, settings), 1.0)
         )
     n = settings["n_val_tiles"]
+    if n > len(images):
+        where = (
+            "validation scenes"
+            if data.val_scenes
+            else f"lower {1 - _val_split(data, settings):.0%} of the training scenes"
+        )
+        raise ParameterError(
+            f"parameter 'n_val_tiles' {n} is more than the {len(images)} labelled {settings['tile']} px validation "
+            f"tiles the {where} hold; set n_val_tiles to at most {len(images)}"
+        )
     if len(images) > n:
         keep = np.sort(
             np.random.default_rng(np.random.SeedSequence([int(seed), 11])).choice(len(images), n, replace=False)
@@ -204,6 +259,10 @@ def data_inputs(cfg) -> dict[str, str]:
 
 
 def data(cfg) -> SarData:
-    """The first seed's scenes (the notebook's figures); checks every setting first, before any work."""
+    """The first seed's scenes (the notebook's figures); checks every setting first, before any work (the
+    validation subset against the validation tiles the scenes hold, too)."""
     check_settings(cfg)
-    return make_data(data_settings(cfg), cfg["seeds"][0])
+    settings = data_settings(cfg)
+    first = make_data(settings, cfg["seeds"][0])
+    validation_tiles(first, settings, cfg["seeds"][0])
+    return first

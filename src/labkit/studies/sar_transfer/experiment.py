@@ -106,7 +106,10 @@ def _source_state(arm: str, cfg) -> tuple[dict, dict]:
     provenance = {"weights": spec}
     if arm == "imagenet":
         model = create_model(weights="pretrained", weights_path=resolved.file)
-        provenance["source"] = "timm resnet18 ImageNet weights; first conv RGB -> 2 bands by timm"
+        provenance["source"] = (
+            "timm resnet18 ImageNet weights; first conv unchanged (co-pol, cross-pol, incidence angle into its "
+            "RGB filters, as the authors feed it)"
+        )
         if spec != "pretrained":
             provenance.update(file=resolved.file, sha256=resolved.digest)
         state = {f"model.{k}" if not k.startswith("model.") else k: v for k, v in model.encoder.state_dict().items()}
@@ -118,6 +121,9 @@ def _source_state(arm: str, cfg) -> tuple[dict, dict]:
     if spec.startswith("labkit:"):
         provenance["sidecar"] = str(Path(resolved.file).with_suffix(".json"))
     provenance.update(produced_here=produced, checkpoint_meta=_checkpoint_meta(meta))
+    for key in ("bands", "classes"):
+        if isinstance((meta or {}).get(key), (list, tuple)):
+            provenance[f"sidecar_{key}"] = [str(v) for v in meta[key]]
     return state, provenance
 
 
@@ -145,10 +151,51 @@ def resolve_weights(cfg) -> dict[str, dict]:
                 tmp.replace(path)
                 tmp.with_suffix(".json").replace(path.with_suffix(".json"))
                 row.update(provenance=provenance, path=str(path), digest=digest)
+                row["label"] = describe_weights(arm, provenance)
             except WeightsUnavailableError as exc:
                 row.update(status="not evaluated", reason=str(exc))
         out[arm] = row
     return out
+
+
+def describe_weights(arm: str, provenance: Mapping) -> str:
+    """An arm's description, generated from the weights it loaded: for a labkit checkpoint its sidecar (the study
+    that made it, the data, bands and classes it was trained on), for a plain file its name, always the source
+    file's digest; never a fixed text, so a checkpoint made on other data is described as it is."""
+    digest = str(provenance.get("sha256") or "")[:12]
+    first = provenance.get("first_conv_bands", "")
+    conv = f"; first convolution {first} bands" if first else ""
+    if arm == "imagenet":
+        where = f", file sha256 {digest}" if digest else ""
+        return f"ImageNet-pretrained ResNet-18 (the paper's arm; {provenance.get('source', 'timm')}{where})"
+    meta = dict(provenance.get("checkpoint_meta") or {})
+    if provenance.get("checkpoint"):
+        made = meta.get("study") or "another study"
+        data = []
+        if meta.get("n_tiles"):
+            data.append(f"{meta['n_tiles']}")
+        if meta.get("data_source"):
+            data.append(str(meta["data_source"]))
+        if meta.get("in_channels"):
+            data.append(f"{meta['in_channels']}-band")
+        data.append("tiles")
+        bands = provenance.get("sidecar_bands")
+        classes = provenance.get("sidecar_classes")
+        trained = " ".join(data) + (f" ({', '.join(bands)})" if bands else "")
+        if classes:
+            trained += f", {len(classes)} classes ({', '.join(classes)})"
+        if meta.get("noise_severity") is not None:
+            trained += f", noisy labels (severity {meta['noise_severity']})"
+        return (
+            f"cross-sensor transfer: the {meta.get('encoder', 'ResNet-18')} encoder of labkit checkpoint "
+            f"'{provenance['checkpoint']}' (made by {made}; trained on {trained}; file sha256 {digest}{conv})"
+        )
+    name = Path(str(provenance.get("file") or provenance.get("weights", ""))).name
+    told = ", ".join(f"{k}={v}" for k, v in meta.items() if k in ("study", "source", "bands", "in_channels", "data"))
+    return (
+        f"cross-sensor transfer: ResNet-18 weights from file {name} (sha256 {digest}"
+        f"{'; ' + told if told else '; no sidecar: what they were trained on is not recorded'}{conv})"
+    )
 
 
 def _flat(d: Mapping) -> dict:
@@ -167,7 +214,9 @@ def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
 def train_settings(cfg) -> dict[str, Any]:
     """The JSON-able training parameters of a grid task (the device resolved here, once)."""
     return {
-        "n_steps": cfg["n_steps"],
+        "epochs": cfg["epochs"],
+        "lr_patience": cfg["lr_patience"],
+        "early_stopping": cfg["early_stopping"],
         "lr": cfg["lr"],
         "batch_size": cfg["batch_size"],
         "decoder_channels": cfg["decoder_channels"],
@@ -240,12 +289,18 @@ def gather(
     """The grid's records as ``Runs``: every tidy table (``frames.all_tables``), the arms that could not run, the
     first seed's predicted maps at the fewest tiles (``examples``)."""
     unavailable = unavailable_arms(results.weights)
+    descriptions = {arm: w["label"] for arm, w in results.weights.items()}
     seed = results.settings["seeds"][0]
     maps = {r["arm"]: r["maps"] for r in results.records if r["seed"] == seed and r["n_tiles"] == results.few}
     return Runs(
         tables=all_tables(results),
         unavailable=unavailable,
-        context={"unavailable": unavailable},
+        context={
+            "unavailable": unavailable,
+            "descriptions": descriptions,
+            "class_names": list(results.class_names),
+            "band_names": list(results.band_names),
+        },
         examples={"seed": seed, "maps": {arm: m for arm, m in maps.items() if m}},
         grids=list(grids),
         checkpoints=list(checkpoints),
@@ -264,9 +319,33 @@ def run(
             check_settings(cfg)
         weights = dict(weights) if weights is not None else resolve_weights(cfg)
         results = run_grid(cfg, weights, progress=progress, threads=threads)
+    warn_oversampling(results)
     written = [w["path"] for w in weights.values() if w.get("path")]
     written += [w["provenance"]["file"] for w in weights.values() if w["provenance"].get("produced_here")]
     return gather(results, grids=grid_runs(since=clock.started), seconds=clock.seconds, checkpoints=written)
+
+
+def warn_oversampling(results: GridRecords) -> None:
+    """A warning, with the oversampling factor, when the data-rich tiles draw each training pixel more than
+    ``data.OVERSAMPLING_WARNING`` times on average: the training area is too small for the requested tiles."""
+    import warnings
+
+    from .data import OVERSAMPLING_WARNING
+    from .frames import coverage_frame
+
+    cov = coverage_frame(results)
+    if cov.empty:
+        return
+    many = cov[cov.n_tiles == cov.n_tiles.max()]
+    factor = float(many["oversampling"].mean())
+    if factor > OVERSAMPLING_WARNING:
+        n = int(many["n_tiles"].iloc[0])
+        warnings.warn(
+            f"the training area is small for {n} data-rich tiles (parameter 'tiles'): each labelled pixel is drawn "
+            f"{factor:.1f} times on average ({int(many['distinct_pixels'].mean())} distinct pixels, "
+            f"{int(many['area_pixels'].mean())} in the training area); see table tile_area",
+            stacklevel=2,
+        )
 
 
 # ---- plan: the preset's real budget (labkit plan) ------------------------------------------------------------
@@ -277,15 +356,20 @@ def plan(cfg) -> list:
     ``inits`` assumed available; the references train no network)."""
     from labkit.core.plan import GridPlan, TaskBudget, measure
 
-    tiles, batch, steps = sorted(set(cfg["tiles"])), cfg["batch_size"], cfg["n_steps"]
+    tiles, batch, epochs = sorted(set(cfg["tiles"])), cfg["batch_size"], cfg["epochs"]
     arms = [a for a in INITS if a in cfg["inits"]]
-    size = cfg["tile"]
+    size, n_val = cfg["tile"], cfg["n_val_tiles"]
     build = lambda: create_model(weights="random", decoder_channels=cfg["decoder_channels"])  # noqa: E731
     flops, tr, tot = measure(("sar", size, cfg["decoder_channels"]), build, [(2, IN_CHANNELS, size, size)])
+    stopping = (
+        f"early stopping after {cfg['early_stopping']} epochs without a validation-mIoU gain (steps are an upper bound)"
+        if cfg["early_stopping"]
+        else "no early stopping"
+    )
+    lr_rule = f"lr x0.1 after {cfg['lr_patience']} epochs without a gain" if cfg["lr_patience"] else "constant lr"
     budgets = []
     for n_tiles in tiles:
         spe = math.ceil(n_tiles / batch)
-        epochs = max(2, math.ceil(steps / spe))
         for arm in arms:
             if n_tiles != tiles[0] and arm != "random":
                 continue
@@ -301,9 +385,12 @@ def plan(cfg) -> list:
                     spe,
                     tr,
                     tot,
-                    flops * min(batch, n_tiles),
-                    params={"batch": "batch_size", "data_items": "tiles", "steps": "n_steps"},
-                    notes="the last batch of an epoch is partial; validation each epoch not counted",
+                    # a step's FLOPs plus its share of the validation after each epoch (forward only, ~1/3 a step)
+                    flops * min(batch, n_tiles) + flops / 3 * n_val / spe,
+                    params={"batch": "batch_size", "data_items": "tiles"},
+                    notes=f"up to {epochs} epochs; {lr_rule}; {stopping}; validation: {n_val} tiles (n_val_tiles, a "
+                    f"fixed subset) after every epoch, {n_val * epochs:,} tile forwards per run at most, counted in the "
+                    "FLOPs; the last batch of an epoch is partial",
                     requested_batch=batch,
                 )
             )

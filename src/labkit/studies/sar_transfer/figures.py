@@ -11,17 +11,17 @@ from labkit.reports.false_colour import class_map_rgb, false_colour
 from labkit.studies.base import Runs
 
 from .arms import ARM_COLOURS
-from .data import INITS, NUM_CLASSES, REFERENCE_ARMS, SEASONS, SarData
+from .data import INITS, REFERENCE_ARMS, SEASONS, SarData
 from .frames import tile_counts
 
 LAND_COLOUR = "#a6894f"  # tan: land (masked, never a label)
 NO_DATA_COLOUR = "#6a3d9a"  # purple: outside the swath (NaN backscatter)
 
 
-def _class_map(labels: np.ndarray, land: np.ndarray, nodata: np.ndarray) -> np.ndarray:
-    """(H, W, 3) colours of a chart or a prediction: classes in ``CLASS_COLOURS``, land tan, no data purple;
-    any other ignored pixel (e.g. a chart's unlabelled area) mid grey."""
-    return class_map_rgb(labels, sar.CLASS_COLOURS, [(land, LAND_COLOUR), (nodata, NO_DATA_COLOUR)])
+def _class_map(labels: np.ndarray, land: np.ndarray, nodata: np.ndarray, class_names=CLASS_NAMES) -> np.ndarray:
+    """(H, W, 3) colours of a chart or a prediction: a colour per class (``sar.class_colours``), land tan, no data
+    purple; any other ignored pixel (e.g. a chart's unlabelled area) mid grey."""
+    return class_map_rgb(labels, sar.class_colours(class_names), [(land, LAND_COLOUR), (nodata, NO_DATA_COLOUR)])
 
 
 def _scene_masks(scene: sar.SarScene) -> tuple[np.ndarray, np.ndarray]:
@@ -29,43 +29,58 @@ def _scene_masks(scene: sar.SarScene) -> tuple[np.ndarray, np.ndarray]:
     return scene.land & ~nodata, nodata
 
 
-def _legend_handles():
+def _legend_handles(class_names=CLASS_NAMES):
     from matplotlib.patches import Patch
 
-    return [Patch(facecolor=c, edgecolor="#555555", label=n) for c, n in zip(sar.CLASS_COLOURS, CLASS_NAMES)] + [
+    colours = sar.class_colours(class_names)
+    return [Patch(facecolor=c, edgecolor="#555555", label=n) for c, n in zip(colours, class_names)] + [
         Patch(facecolor=LAND_COLOUR, label="land (masked)"),
         Patch(facecolor=NO_DATA_COLOUR, label="no data (outside swath)"),
     ]
 
 
 def scenes_figure(data: SarData):
-    """HH, HV, false colour and chart of each test scene (rows) of the first seed, with its season and weather; no
-    data purple in every panel, land tan in the chart (land is imaged in HH and HV)."""
+    """Both polarisations (named as the data names them, e.g. HH/HV or VV/VH), false colour and chart of each test
+    scene (rows) of the first seed, with its season and weather; no data purple in every panel, land tan in the
+    chart (land is imaged in both polarisations)."""
     import matplotlib.pyplot as plt
 
     grey = plt.get_cmap("gray").with_extremes(bad=NO_DATA_COLOUR)
     scenes = list(data.test_scenes)
+    co, cross = data.band_names
     fig, axes = plt.subplots(len(scenes), 4, figsize=(11, 2.8 * len(scenes)), squeeze=False)
     for row, scene in zip(axes, scenes):
         land, nodata = _scene_masks(scene)
         row[0].imshow(np.ma.masked_invalid(scene.sar[0]), cmap=grey, vmin=-30, vmax=-5)
         row[1].imshow(np.ma.masked_invalid(scene.sar[1]), cmap=grey, vmin=-32, vmax=-15)
-        row[2].imshow(false_colour(scene.sar, NO_DATA_COLOUR))  # R=HH G=HV B=HH-HV
-        row[3].imshow(_class_map(scene.labels, land, nodata), interpolation="nearest")
+        row[2].imshow(false_colour(scene.sar, NO_DATA_COLOUR))  # R=co-pol G=cross-pol B=co-pol - cross-pol
+        row[3].imshow(_class_map(scene.labels, land, nodata, data.class_names), interpolation="nearest")
         weather = ""
         if "wind_speed" in scene.meta:
             weather = f", wind {scene.meta['wind_speed']:.1f} m/s, {scene.meta['air_temperature']:+.1f} C"
-        titles = [f"{scene.name} ({scene.season}{weather}): HH", "HV (dB, -32..-15)", "R=HH G=HV B=HH-HV", "ice chart"]
+        titles = [
+            f"{scene.name} ({scene.season}{weather}): {co}",
+            f"{cross} (dB, -32..-15)",
+            f"R={co} G={cross} B={co}-{cross}",
+            "labels" if data.class_names != CLASS_NAMES else "ice chart",
+        ]
         for ax, t in zip(row, titles):
             ax.set_title(t, fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
-    fig.legend(handles=_legend_handles(), loc="lower center", ncol=NUM_CLASSES + 2, frameon=False, fontsize=8)
+    fig.legend(
+        handles=_legend_handles(data.class_names),
+        loc="lower center",
+        ncol=data.num_classes + 2,
+        frameon=False,
+        fontsize=8,
+    )
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
 def backscatter_histograms_figure(data: SarData):
-    """Class histograms of HH and HV in dB over all scenes of the first seed, freeze vs melt season."""
+    """Class histograms of both polarisations in dB (named as the data names them) over all scenes of the first
+    seed, freeze vs melt season; every class of the data's legend."""
     import matplotlib.pyplot as plt
 
     table = sar.class_backscatter(data.scenes)
@@ -73,9 +88,9 @@ def backscatter_histograms_figure(data: SarData):
     fig, axes = plt.subplots(len(seasons), 2, figsize=(11, 3.2 * len(seasons)), squeeze=False)
     bins = np.linspace(-35, 0, 71)
     for row, season in zip(axes, seasons):
-        for ax, band in zip(row, ("HH", "HV")):
+        for ax, band in zip(row, data.band_names):
             sel = table[(table.season == season) & (table.band == band)]
-            for colour, name in zip(sar.CLASS_COLOURS, CLASS_NAMES):
+            for colour, name in zip(sar.class_colours(data.class_names), data.class_names):
                 v = sel.loc[sel["class"] == name, "db"].to_numpy()
                 if v.size:
                     ax.hist(
@@ -165,10 +180,10 @@ def predictions_figure(runs: Runs, data: SarData):
             score = scenes.loc[(scenes.arm == arm) & (scenes.scene == scene.name), "miou"].iloc[0]
             panels.append((f"{arm} (mIoU {score:.2f})", maps[arm][scene.name].astype(np.int64), score))
         for ax, (title, img, _) in zip(row, panels):
-            ax.imshow(_class_map(img, land, nodata), interpolation="nearest")
+            ax.imshow(_class_map(img, land, nodata, data.class_names), interpolation="nearest")
             ax.set_title(f"{scene.name}: {title}", fontsize=8)
             ax.set_xticks([]), ax.set_yticks([])
-    fig.legend(handles=_legend_handles(), loc="lower center", ncol=3, frameon=False, fontsize=8)
+    fig.legend(handles=_legend_handles(data.class_names), loc="lower center", ncol=3, frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     return fig
 
@@ -178,24 +193,24 @@ def confusion_figure(runs: Runs):
     import matplotlib.pyplot as plt
 
     counts = runs.tables["confusion"]
+    names = tuple(runs.context.get("class_names", CLASS_NAMES))
+    k = len(names)
     arms = [a for a in INITS + ("gbm",) if a in set(counts.arm)]
     few = counts[counts.n_tiles == tile_counts(runs.tables)[0]]
     fig, axes = plt.subplots(len(SEASONS), len(arms), figsize=(3.4 * len(arms), 3.3 * len(SEASONS)), squeeze=False)
-    short = ["water", "young", "FYI", "MYI"]
+    short = ["water", "young", "FYI", "MYI"] if names == CLASS_NAMES else [n[:8] for n in names]
     for row, season in zip(axes, SEASONS):
         for ax, arm in zip(row, arms):
-            m = np.zeros((NUM_CLASSES, NUM_CLASSES))
+            m = np.zeros((k, k))
             sel = few[(few.arm == arm) & (few.season == season)]
             np.add.at(m, (sel.chart.to_numpy(), sel.predicted.to_numpy()), sel.pixels.to_numpy(float))
             with np.errstate(invalid="ignore"):
                 norm = m / m.sum(axis=1, keepdims=True)
             ax.imshow(np.nan_to_num(norm), vmin=0, vmax=1, cmap="Blues")
-            for i in range(NUM_CLASSES):
+            for i in range(k):
                 if not np.isfinite(norm[i]).any():
-                    ax.text(
-                        NUM_CLASSES / 2 - 0.5, i, "not in chart", ha="center", va="center", fontsize=7, color="#777777"
-                    )
-                for j in range(NUM_CLASSES):
+                    ax.text(k / 2 - 0.5, i, "not in chart", ha="center", va="center", fontsize=7, color="#777777")
+                for j in range(k):
                     if np.isfinite(norm[i, j]):
                         ax.text(
                             j,
@@ -206,8 +221,8 @@ def confusion_figure(runs: Runs):
                             fontsize=7,
                             color="white" if norm[i, j] > 0.6 else "black",
                         )
-            ax.set_xticks(range(NUM_CLASSES), short, fontsize=7)
-            ax.set_yticks(range(NUM_CLASSES), short, fontsize=7)
+            ax.set_xticks(range(k), short, fontsize=7)
+            ax.set_yticks(range(k), short, fontsize=7)
             ax.set_xlabel("predicted", fontsize=8)
             ax.set_ylabel("chart", fontsize=8)
             ax.set_title(f"{season}: {arm}", fontsize=9)

@@ -14,7 +14,7 @@ import pandas as pd
 from labkit.core.claims import BUDGET_KEYS
 from labkit.data.sar import CLASS_NAMES
 
-from .data import INITS, NUM_CLASSES, PRETRAINED_ARMS, SEASONS
+from .data import INITS, PRETRAINED_ARMS, SEASONS
 
 
 @dataclasses.dataclass
@@ -34,6 +34,15 @@ class GridRecords:
     @property
     def few(self) -> int:
         return min(self.settings["tiles"])
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The data's class names (every task records them; the sea-ice classes when there is no record)."""
+        return tuple(next((r["class_names"] for r in self.records if r.get("class_names")), CLASS_NAMES))
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(next((r["band_names"] for r in self.records if r.get("band_names")), ("HH", "HV")))
 
     def record(self, arm: str, seed: int, n_tiles: int) -> dict | None:
         return next(
@@ -156,7 +165,7 @@ def gains_frame(results: GridRecords) -> pd.DataFrame:
             }
             freeze = a.index[a.season == "freeze"]
             class_gain = {}
-            for name in CLASS_NAMES:
+            for name in results.class_names:
                 present = a.loc[freeze, f"present/{name}"].astype(bool)
                 scenes_with = freeze[present.to_numpy()]
                 if len(scenes_with):
@@ -176,6 +185,37 @@ def gains_frame(results: GridRecords) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+COVERAGE_COLUMNS = [
+    "seed",
+    "n_tiles",
+    "drawn_pixels",
+    "distinct_pixels",
+    "distinct_per_tile",
+    "oversampling",
+    "area_pixels",
+    "area_covered",
+    "area_gain",
+]
+
+
+def coverage_frame(results: GridRecords) -> pd.DataFrame:
+    """Per seed and training-tile count: how much distinct area the tiles come from (tiles are drawn with
+    replacement from the training scenes' training rows): labelled pixels drawn, distinct labelled pixels, distinct
+    pixels per tile drawn, the oversampling factor (drawn / distinct), the training area and the share of it
+    covered, and ``area_gain``: distinct pixels over those of the fewest tiles on the seed (the data-rich arm's
+    real gain in data, which the "distinct area" precondition reads)."""
+    rows = {}
+    for r in results.records:
+        if r.get("coverage") and r["arm"] == "random":
+            rows[(r["seed"], r["n_tiles"])] = {"seed": r["seed"], "n_tiles": r["n_tiles"], **r["coverage"]}
+    frame = pd.DataFrame(list(rows.values()))
+    if frame.empty:
+        return pd.DataFrame(columns=COVERAGE_COLUMNS)
+    few = frame[frame.n_tiles == frame.n_tiles.min()].set_index("seed")["distinct_pixels"]
+    frame["area_gain"] = frame["distinct_pixels"] / frame["seed"].map(few)
+    return frame[COVERAGE_COLUMNS].sort_values(["n_tiles", "seed"]).reset_index(drop=True)
 
 
 BUDGET_TABLE_COLUMNS = ["arm", "n_tiles", *BUDGET_KEYS, "seeds"]
@@ -227,8 +267,9 @@ def probe_frame(results: GridRecords) -> pd.DataFrame:
 def claim_tables(results: GridRecords) -> dict[str, pd.DataFrame]:
     """The tidy tables the claims are judged on: ``runs`` (season mIoU per arm, seed, tile count; the
     ``majority`` floor included), ``curves`` (plateau per run), ``convergence`` (common-threshold epochs),
-    ``gains``, ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable parameters) and
-    ``probes`` (each arm's frozen linear probe: test mIoU per seed)."""
+    ``gains``, ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable parameters),
+    ``probes`` (each arm's frozen linear probe: test mIoU per seed) and ``coverage`` (the distinct area each
+    tile count's tiles come from)."""
     return {
         "probes": probe_frame(results),
         "runs": season_frame(results),
@@ -236,6 +277,7 @@ def claim_tables(results: GridRecords) -> dict[str, pd.DataFrame]:
         "convergence": convergence_frame(results),
         "gains": gains_frame(results),
         "budgets": budget_frame(results),
+        "coverage": coverage_frame(results),
     }
 
 
@@ -243,6 +285,7 @@ def confusion_frame(results: GridRecords) -> pd.DataFrame:
     """Pixel counts per arm x seed x tile count x test scene, chart class and predicted class (the long form of
     each record's confusion matrices)."""
     rows = []
+    k = len(results.class_names)
     for r in results.records:
         for s in r["scenes"]:
             matrix = r.get("confusion", {}).get(s["scene"])
@@ -256,9 +299,7 @@ def confusion_frame(results: GridRecords) -> pd.DataFrame:
                 "season": s["season"],
             }
             rows += [
-                {**key, "chart": i, "predicted": j, "pixels": int(matrix[i][j])}
-                for i in range(NUM_CLASSES)
-                for j in range(NUM_CLASSES)
+                {**key, "chart": i, "predicted": j, "pixels": int(matrix[i][j])} for i in range(k) for j in range(k)
             ]
     return pd.DataFrame(rows, columns=["arm", "seed", "n_tiles", "scene", "season", "chart", "predicted", "pixels"])
 

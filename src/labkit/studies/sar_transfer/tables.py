@@ -18,6 +18,29 @@ def calibration_table(data: SarData) -> pd.DataFrame:
     return sar.calibration_table(data.scenes)
 
 
+def inputs_table(data: SarData) -> pd.DataFrame:
+    """Per scene of the first seed: split, season, the two polarisations, the classes, and where the network's third
+    input (the incidence angle) comes from: the scene's own band, or the documented substitute (a constant 34
+    degrees, which carries no information) when it has none; and how the inputs are standardised."""
+    rows = []
+    for split, scenes in (("train", data.train_scenes), ("val", data.val_scenes), ("test", data.test_scenes)):
+        for s in scenes:
+            rows.append(
+                {
+                    "scene": s.name,
+                    "split": split,
+                    "season": s.season,
+                    "polarisations": "/".join(s.band_names),
+                    "classes": ", ".join(s.class_names),
+                    "incidence angle": "substitute (constant 34 degrees)"
+                    if s.meta.get("incidence") == "substitute"
+                    else "from the scene",
+                    "standardised with": data.normalizer.source,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def weights_table(runs: Runs) -> pd.DataFrame:
     """Per arm: status, the weights it used (checkpoint, file, sha256, provenance from the sidecar), reason."""
     return runs.tables["weights"][WEIGHTS_COLUMNS]
@@ -26,6 +49,21 @@ def weights_table(runs: Runs) -> pd.DataFrame:
 def budget_table(runs: Runs) -> pd.DataFrame:
     """The training budget of every trained arm (the claims' table ``budgets``)."""
     return runs.tables["budgets"]
+
+
+def coverage_table(runs: Runs) -> pd.DataFrame:
+    """Per training-tile count: how much distinct area the tiles come from, mean over seeds (tiles are random crops
+    with replacement from the training rows): pixels drawn, distinct pixels, distinct pixels per tile drawn, the
+    oversampling factor, the share of the training area covered and the gain in distinct area over the fewest
+    tiles."""
+    cov = runs.tables["coverage"]
+    if cov.empty:
+        return pd.DataFrame(columns=["n_tiles"])
+    out = cov.drop(columns="seed").groupby("n_tiles", as_index=False).mean()
+    out.insert(1, "seeds", cov.groupby("n_tiles")["seed"].nunique().to_numpy())
+    for c in ("drawn_pixels", "distinct_pixels", "area_pixels", "distinct_per_tile"):
+        out[c] = out[c].round(0).astype(int)
+    return out.round({"oversampling": 2, "area_covered": 3, "area_gain": 2})
 
 
 def probe_table(runs: Runs) -> pd.DataFrame:
@@ -48,13 +86,14 @@ def convergence_table(runs: Runs) -> pd.DataFrame:
 
 def regime_table(runs: Runs) -> pd.DataFrame:
     """The regime: test mIoU (all scenes) of random init and the references at each tile count, and the
-    plateau measure (late gain) of each trained arm; floor (majority) and data-rich rows included."""
+    plateau measure (late gain) and the epochs each trained arm actually trained (early stopping may end a run
+    before ``epochs``); floor (majority) and data-rich rows included."""
     seasons = runs.tables["runs"]
     many = tile_counts(runs.tables)[1]
     table = aggregate_over_seeds(seasons[seasons.season == "all"], "miou", ["arm", "n_tiles"])
     curves = runs.tables["curves"]
     if not curves.empty:
-        late = aggregate_over_seeds(curves, ["late_gain", "best_val_miou", "seconds"], ["arm", "n_tiles"])
+        late = aggregate_over_seeds(curves, ["late_gain", "best_val_miou", "epochs", "seconds"], ["arm", "n_tiles"])
         table = table.merge(late.drop(columns="n"), on=["arm", "n_tiles"], how="left")
     role = {"majority": "floor", "gbm": "classical reference"}
     table.insert(
@@ -90,7 +129,7 @@ def per_class_table(runs: Runs) -> pd.DataFrame:
     few = scenes[scenes.n_tiles == tile_counts(runs.tables)[0]]
     rows = []
     for (season, arm), g in few.groupby(["season", "arm"], sort=False):
-        for name in CLASS_NAMES:
+        for name in runs.context.get("class_names", CLASS_NAMES):
             h = g[g[f"present/{name}"].astype(bool)]
             rows.append(
                 {

@@ -72,13 +72,15 @@ def create_model(
     )
 
 
-def build_model(arm: str, seed: int, encoder_path: str | None = None, decoder_channels: int = 256) -> nn.Module:
-    """The segmenter for one arm; the decoder and head start identical across arms because the model is
-    built from the same seed before the encoder weights are replaced."""
+def build_model(
+    arm: str, seed: int, encoder_path: str | None = None, decoder_channels: int = 256, num_classes: int = NUM_CLASSES
+) -> nn.Module:
+    """The segmenter for one arm (``num_classes``: the data's); the decoder and head start identical across arms
+    because the model is built from the same seed before the encoder weights are replaced."""
     from labkit.core.checkpoints import load_checkpoint
 
     seed_everything(seed)
-    model = create_model(weights="random", decoder_channels=decoder_channels)
+    model = create_model(num_classes=num_classes, weights="random", decoder_channels=decoder_channels)
     if arm != "random":
         if encoder_path is None:
             raise WeightsUnavailableError(f"arm '{arm}' has no encoder weights")
@@ -110,13 +112,14 @@ def predict_scene(
     tile: int,
     overlap: float,
     batch_size: int = 8,
+    num_classes: int = NUM_CLASSES,
 ) -> np.ndarray:
     """Class map of a whole scene by sliding-window inference; no-data and land pixels -> IGNORE_INDEX.
     Memory: one batch of tiles plus the scene's class probabilities (never whole-scene feature maps)."""
     from labkit.methods.inference import sliding_window_predict
 
     probs = sliding_window_predict(
-        model, normalizer.transform(scene.sar), NUM_CLASSES, tile=tile, overlap=overlap, batch_size=batch_size
+        model, normalizer.transform_scene(scene), num_classes, tile=tile, overlap=overlap, batch_size=batch_size
     )
     pred = probs.argmax(0).astype(np.int64)
     pred[~scene.valid] = IGNORE_INDEX
@@ -128,7 +131,9 @@ def _score_scenes(data: SarData, predict, keep_maps: bool) -> dict[str, Any]:
     for scene in data.test_scenes:
         pred = predict(scene)
         pred[~scene.valid] = IGNORE_INDEX
-        cm = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX).update(np.where(pred == IGNORE_INDEX, 0, pred), scene.labels)
+        cm = ConfusionMatrix(data.num_classes, IGNORE_INDEX).update(
+            np.where(pred == IGNORE_INDEX, 0, pred), scene.labels
+        )
         rows.append(
             {
                 "scene": scene.name,
@@ -136,18 +141,25 @@ def _score_scenes(data: SarData, predict, keep_maps: bool) -> dict[str, Any]:
                 "month": scene.month,
                 "wind_speed": float(scene.meta.get("wind_speed", float("nan"))),
                 "air_temperature": float(scene.meta.get("air_temperature", float("nan"))),
-                **scene_scores(cm),
+                **scene_scores(cm, data.class_names),
             }
         )
         confusion[scene.name] = cm.matrix.astype(np.int64)
         if keep_maps:
             maps[scene.name] = pred.astype(np.uint8)
-    return {"scenes": rows, "confusion": confusion, "maps": maps}
+    return {
+        "scenes": rows,
+        "confusion": confusion,
+        "maps": maps,
+        "class_names": list(data.class_names),
+        "band_names": list(data.band_names),
+    }
 
 
 def pixel_features(image: np.ndarray) -> np.ndarray:
-    """(H*W, 8) per-pixel features of a normalised (2, H, W) image: HH, HV, their 5x5 and 11x11 local means,
-    HH - HV and its 5x5 local mean (an affine map of dB, so trees see the dB values)."""
+    """(H*W, 8) per-pixel features of a normalised (C, H, W) network input: its two polarisations (co-pol,
+    cross-pol), their 5x5 and 11x11 local means, their difference and its 5x5 local mean (an affine map of dB, so
+    trees see the dB values)."""
     from scipy import ndimage
 
     hh, hv = image[0].astype(np.float32), image[1].astype(np.float32)
@@ -179,7 +191,7 @@ def run_task(
     the arm's frozen linear probe instead (:func:`_probe_task`; its record has ``probe: True``)."""
     started, cpu = time.perf_counter(), time.process_time()
     d = make_data(data, seed)
-    images, masks = training_tiles(d, data, seed, n_tiles)
+    images, masks, coverage = training_tiles(d, data, seed, n_tiles, coverage=True)
     if probe is not None:
         out = _probe_task(arm, seed, d, data, train, images, masks, encoder, probe)
     elif arm in REFERENCE_ARMS:
@@ -190,6 +202,7 @@ def run_task(
         arm=arm,
         seed=int(seed),
         n_tiles=int(n_tiles),
+        coverage=coverage,
         seconds=time.perf_counter() - started,
         cpu_seconds=time.process_time() - cpu,
     )
@@ -199,9 +212,9 @@ def run_task(
 def _reference_task(arm, seed, d, images, masks, keep_maps):
     labelled = masks != IGNORE_INDEX
     if arm == "majority":
-        majority = int(np.bincount(masks[labelled].ravel(), minlength=NUM_CLASSES).argmax())
+        majority = int(np.bincount(masks[labelled].ravel(), minlength=d.num_classes).argmax())
         return _score_scenes(d, lambda scene: np.full(scene.shape, majority, np.int64), keep_maps) | {
-            "majority_class": CLASS_NAMES[majority]
+            "majority_class": d.class_names[majority]
         }
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -214,24 +227,26 @@ def _reference_task(arm, seed, d, images, masks, keep_maps):
     clf = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=int(seed)).fit(x, y)
 
     def predict(scene):
-        return clf.predict(pixel_features(d.normalizer.transform(scene.sar))).reshape(scene.shape).astype(np.int64)
+        return clf.predict(pixel_features(d.normalizer.transform_scene(scene))).reshape(scene.shape).astype(np.int64)
 
     return _score_scenes(d, predict, keep_maps) | {"train_pixels": int(len(y))}
 
 
 def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
+    """Train ``arm``'s network on the schedule of the parameters (``epochs``, ``lr_patience``, ``early_stopping``:
+    the paper's reduce-on-plateau and early stopping on validation mIoU at ``paper``), validating after every
+    epoch on the fixed validation subset; the best validation epoch is scored on every test scene."""
     from torch.utils.data import DataLoader, TensorDataset
 
     from labkit.core.claims import budget_record  # here: a grid worker imports no claims machinery
     from labkit.core.device import resolve_device
-    from labkit.methods.training import fit
+    from labkit.methods.plateau_training import describe_schedule, fit_on_plateau
 
     device = resolve_device(train["device"], announce=False)
     val_x, val_y = validation_tiles(d, data, seed)
-    model = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"]).to(device)
+    model = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"], d.num_classes).to(device)
     batch = train["batch_size"]
     steps_per_epoch = math.ceil(len(images) / batch)
-    epochs = max(2, math.ceil(train["n_steps"] / steps_per_epoch))
     # The same generator seed gives every arm the same batches in the same order.
     order = torch.Generator().manual_seed(int(seed))
     loader = DataLoader(
@@ -241,42 +256,45 @@ def _network_task(arm, seed, d, data, train, images, masks, encoder, keep_maps):
         generator=order,
     )
     val_loader = DataLoader(TensorDataset(torch.from_numpy(val_x), torch.from_numpy(val_y)), batch_size=64)
-    result = fit(
+    result = fit_on_plateau(
         model,
         loader,
         val_loader,
-        task="segmentation",
-        num_classes=NUM_CLASSES,
-        epochs=epochs,
+        num_classes=d.num_classes,
+        max_epochs=train["epochs"],
         lr=train["lr"],
-        optimizer="adam",
-        weight_decay=0.0,
-        scheduler=None,
+        lr_patience=train["lr_patience"],
+        stop_patience=train["early_stopping"],
         ignore_index=IGNORE_INDEX,
-        monitor="miou",
         seed=int(seed),
-        progress=False,
     )
-    history = result.history
-    curve = history["val_miou"].to_numpy(dtype=float)
+    curve = result.val_miou
     model = result.model.eval()
-    steps = int(len(curve)) * steps_per_epoch  # optimiser steps actually taken (the last batch may be partial)
+    # The budget is what every arm is granted: the same epochs, steps, batch and stopping rule; the steps a run
+    # actually took (it may stop early) are in ``epochs`` and ``steps_taken``.
     budget = budget_record(
-        steps,
+        train["epochs"] * steps_per_epoch,
         min(batch, len(images)),
         train["lr"],
-        f"constant lr (Adam, no decay) over {steps} steps ({len(curve)} epochs x {steps_per_epoch}); "
-        "best validation epoch kept",
+        describe_schedule(train["epochs"], train["lr"], train["lr_patience"], train["early_stopping"], steps_per_epoch),
         sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
     out = _score_scenes(
-        d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]), keep_maps
+        d,
+        lambda scene: predict_scene(
+            model, scene, d.normalizer, data["tile"], train["overlap"], num_classes=d.num_classes
+        ),
+        keep_maps,
     )
     out.update(
         val_miou=curve,
-        train_loss=history["train_loss"].to_numpy(dtype=float),
-        epochs=int(len(curve)),
+        train_loss=result.train_loss,
+        lr_history=result.lr,
+        epochs=int(result.epochs),
         steps_per_epoch=int(steps_per_epoch),
+        steps_taken=int(result.epochs * steps_per_epoch),
+        stopped_early=bool(result.stopped_early),
+        best_epoch=int(result.best_epoch),
         best_val_miou=float(np.nanmax(curve)),
         late_gain=late_gain(curve),
         val_tiles=int(len(val_x)),
@@ -302,14 +320,18 @@ def _probe_task(arm, seed, d, data, train, images, masks, encoder, probe) -> dic
     from labkit.core.device import resolve_device
 
     device = resolve_device(train["device"], announce=False)
-    network = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"])
-    model = FrozenProbe(network.encoder, NUM_CLASSES).to(device)
+    network = build_model(arm, seed, (encoder or {}).get("path"), train["decoder_channels"], d.num_classes)
+    model = FrozenProbe(network.encoder, d.num_classes).to(device)
     before = state_digest(model.encoder)
     batch = min(train["batch_size"], len(images))
     losses = train_probe(model, images, masks, probe["steps"], probe["lr"], batch, seed, IGNORE_INDEX)
     model.eval()
     out = _score_scenes(
-        d, lambda scene: predict_scene(model, scene, d.normalizer, data["tile"], train["overlap"]), False
+        d,
+        lambda scene: predict_scene(
+            model, scene, d.normalizer, data["tile"], train["overlap"], num_classes=d.num_classes
+        ),
+        False,
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out.update(
