@@ -46,7 +46,7 @@ CELLS = [
         "if cfg.fail:\n    raise RuntimeError('the toy failed on purpose')\n"
         "report.table('numbers', pd.DataFrame({{'n': [cfg.n], 'seeds': [len(cfg.seeds)]}}))\n"
         "fig, ax = plt.subplots()\nax.plot([0, cfg.n])\nreport.figure('line', fig)\n"
-        "report.metrics(score=cfg.n * 10)\n"
+        "report.metrics(score=cfg.n * 10, headline_note='the toy arm, times ten')\n"
         "from labkit.core.claims import Claim, Compare\n"
         "runs = pd.DataFrame({{'arm': ['a'] * 3 + ['b'] * 3, 'seed': [0, 1, 2] * 2,\n"
         "                     'score': [cfg.n + 0.1, cfg.n + 0.2, cfg.n + 0.15, 0, 0, 0]}})\n"
@@ -120,6 +120,11 @@ def test_runs_inject_parameters_publish_and_skip_when_unchanged(toys):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["preset"] == "default" and manifest["params"]["n"] == 4 and manifest["seeds"] == [0, 1]
     assert manifest["published"] is True
+    # what the headline is on this run, as the study said, reaches the manifest and the README
+    assert (
+        manifest["headline_note"] == "the toy arm, times ten"
+        and "the toy arm, times ten" in (folder / "README.md").read_text()
+    )
     assert manifest["packages"]["torch"] and "cpu_count" in manifest["device"]
     (grid,) = manifest["grids"]  # the notebook's one grid run, logged for the report
     assert grid["name"] == "toy" and grid["tasks"] == 2 and grid["cached"] + grid["computed"] == 2

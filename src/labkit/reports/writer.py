@@ -327,6 +327,8 @@ class Report:
             "tables": self.tables,
             "headline_table": self.headline_table,
             "headline_metric": self.spec.headline,
+            # a study may say what its headline is on this run (which arm it reports): the README shows it
+            "headline_note": self._metrics.get("headline_note"),
             "grids": grid_runs(since=self.started),
             "status": "ok",
         }
