@@ -7,7 +7,7 @@ import math
 from labkit.methods import baselines
 from labkit.models.vit_heads import BackboneSegmenter, create_head
 from labkit.studies.dinov2_microct.backbones import STANDIN_ARCH, vit_input_size
-from labkit.studies.dinov2_microct.data import NAME, NUM_PHASES, VIT_KINDS
+from labkit.studies.dinov2_microct.data import NAME, VIT_KINDS, phases_of
 from labkit.studies.dinov2_microct.experiment import parts
 
 
@@ -52,7 +52,7 @@ def _lora(cfg, name, make, targets, head, size, key):
     def build():
         tuned = apply_lora(make(), rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=targets)
         dim = getattr(tuned, "num_features", None) or tuned.embed_dim
-        return BackboneSegmenter(tuned, create_head(head, dim, NUM_PHASES), size, cfg.resize_policy)
+        return BackboneSegmenter(tuned, create_head(head, dim, len(phases_of(cfg))), size, cfg.resize_policy)
 
     return _budget(cfg, name, build, size, cfg.lora_batch_size, cfg.lora_epochs, ("lora", key, head, size), "lora")
 
@@ -69,7 +69,7 @@ def plan(cfg) -> list:
         _budget(
             cfg,
             "UNet from scratch",
-            lambda: baselines.create_unet(NUM_PHASES, in_channels=1),
+            lambda: baselines.create_unet(len(phases_of(cfg)), in_channels=1),
             cfg.slice_size,
             cfg.unet_batch_size,
             cfg.unet_epochs,

@@ -14,7 +14,6 @@ import numpy as np
 from labkit.core.grid import grid_task
 from labkit.core.metrics import ConfusionMatrix
 from labkit.core.seeding import seed_everything
-from labkit.data.microct import PHASES
 from labkit.methods import baselines, probing
 from labkit.methods.array_segmentation import fit_budget, fit_segmenter, predict_grey, token_oracle
 from labkit.models.vit_heads import BackboneSegmenter, count_parameters, create_head, patch_size_of
@@ -22,7 +21,6 @@ from labkit.studies.dinov2_microct.backbones import Backbone, build_backbone, to
 from labkit.studies.dinov2_microct.data import (
     BACKBONE_LABELS,
     NAME,
-    NUM_PHASES,
     SPLITS,
     evaluated_splits,
     pca_indices,
@@ -35,9 +33,19 @@ CEILING_GRIDS = (8, 12, 16, 24, 32, 48)
 ORACLE = "per-token oracle"
 
 
-def _scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    cm = ConfusionMatrix(NUM_PHASES).update(pred, target)
-    return cm.scores(PHASES)
+def _scores(pred: np.ndarray, target: np.ndarray, phases: tuple[str, ...]) -> dict[str, float]:
+    """IoU of each phase and their mean over the phases present in ``target``, so every method is scored on the
+    same set of phases, the data's: a phase absent from the split (a sandstone without micro-porosity) counts for
+    no method (its IoU is NaN for all), and predicting it costs a method through the present phases' IoU."""
+    cm = ConfusionMatrix(len(phases)).update(pred, target)
+    s = cm.scores(phases)
+    present = cm.support > 0
+    iou = cm.iou()
+    for i, p in enumerate(phases):
+        if not present[i]:
+            s[f"iou/{p}"] = float("nan")
+    s["miou"] = float(np.nanmean(iou[present])) if present.any() else float("nan")
+    return s
 
 
 @dataclass
@@ -95,7 +103,7 @@ def _seg_rows(
 ):
     """One row per split it predicted; a trained arm's rows carry its ``budget``."""
     for split in preds:
-        s = _scores(preds[split], ds.masks[sp[split]])
+        s = _scores(preds[split], ds.masks[sp[split]], ds.phases)
         out.segmentation.append(
             {
                 "seed": seed,
@@ -107,7 +115,7 @@ def _seg_rows(
                 "train_seconds": seconds,
                 "status": "evaluated",
                 "miou": s["miou"],
-                **{f"iou/{p}": s[f"iou/{p}"] for p in PHASES},
+                **{f"iou/{p}": s[f"iou/{p}"] for p in ds.phases},
                 **({"budget": dict(budget)} if budget is not None else {}),
             }
         )
@@ -115,7 +123,7 @@ def _seg_rows(
     out.examples[key] = preds["ood_rock"][example_idx]
 
 
-def _not_evaluated(out: SeedResult, seed, method, backbone, kind, reason):
+def _not_evaluated(out: SeedResult, seed, method, backbone, kind, reason, phases):
     for split in SPLITS:
         out.segmentation.append(
             {
@@ -128,7 +136,7 @@ def _not_evaluated(out: SeedResult, seed, method, backbone, kind, reason):
                 "train_seconds": np.nan,
                 "status": reason,
                 "miou": np.nan,
-                **{f"iou/{p}": np.nan for p in PHASES},
+                **{f"iou/{p}": np.nan for p in phases},
             }
         )
 
@@ -138,7 +146,8 @@ def ceiling_rows(cfg, seed, ds, sp, grids=CEILING_GRIDS) -> list[dict]:
     rows = []
     for g in grids:
         for split in evaluated_splits(sp):
-            s = _scores(token_oracle(ds.masks[sp[split]], g, NUM_PHASES), ds.masks[sp[split]])
+            masks = ds.masks[sp[split]]
+            s = _scores(token_oracle(masks, g, len(ds.phases)), masks, ds.phases)
             rows.append({"seed": seed, "grid": g, "split": split, "miou": s["miou"]})
     return rows
 
@@ -186,10 +195,11 @@ def _baselines(cfg, seed, ds, sp, out: SeedResult) -> None:
     example_idx = _example_index(sp)
     out.examples["image"] = ds.images[sp["ood_rock"]][example_idx]
     out.examples["truth"] = ds.masks[sp["ood_rock"]][example_idx]
+    n = len(ds.phases)  # one output / cluster per phase of the data
     classical = [
-        ("multi-Otsu", baselines.ClusterSegmenter("otsu", NUM_PHASES, cfg.denoise_sigma, seed)),
-        ("K-means", baselines.ClusterSegmenter("kmeans", NUM_PHASES, cfg.denoise_sigma, seed)),
-        ("fuzzy C-means", baselines.ClusterSegmenter("fcm", NUM_PHASES, cfg.denoise_sigma, seed)),
+        ("multi-Otsu", baselines.ClusterSegmenter("otsu", n, cfg.denoise_sigma, seed)),
+        ("K-means", baselines.ClusterSegmenter("kmeans", n, cfg.denoise_sigma, seed)),
+        ("fuzzy C-means", baselines.ClusterSegmenter("fcm", n, cfg.denoise_sigma, seed)),
         ("random forest (filter bank)", baselines.FilterBankForest(n_estimators=cfg.rf_trees, seed=seed)),
     ]
     for name, est in classical:
@@ -200,7 +210,7 @@ def _baselines(cfg, seed, ds, sp, out: SeedResult) -> None:
         _seg_rows(out, seed, name, "", "classical", np.nan, seconds, preds, ds, sp, example_idx)
 
     seed_everything(seed)
-    unet = baselines.create_unet(NUM_PHASES, in_channels=1)
+    unet = baselines.create_unet(n, in_channels=1)
     res = _fit(cfg, unet, seg_tr, cfg.unet_batch_size, cfg.unet_epochs, cfg.unet_lr, seed, "UNet from scratch")
     preds = {s: predict_grey(res.model, ds.images[sp[s]]) for s in evaluated_splits(sp)}
     trainable = count_parameters(unet)
@@ -219,7 +229,7 @@ def _fit(cfg, model, seg_tr, batch_size, epochs, lr, seed, desc):
         model,
         seg_tr.images,
         seg_tr.masks,
-        num_classes=NUM_PHASES,
+        num_classes=len(seg_tr.phases),
         batch_size=batch_size,
         epochs=epochs,
         lr=lr,
@@ -241,7 +251,7 @@ def fit_lora(cfg, backbone, head_kind, seg_tr, seed, desc, targets=None, img_siz
     )
     dim = getattr(backbone, "num_features", None) or backbone.embed_dim
     model = BackboneSegmenter(
-        tuned, create_head(head_kind, dim, NUM_PHASES), img_size or vit_input_size(cfg), cfg.resize_policy
+        tuned, create_head(head_kind, dim, len(seg_tr.phases)), img_size or vit_input_size(cfg), cfg.resize_policy
     )
     return model, _fit(cfg, model, seg_tr, cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, seed, desc)
 
@@ -266,7 +276,7 @@ def _token_grid_oracle(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None
     grid = bb.img_size // patch_size_of(bb.model)
     out.grids[bb.label] = int(grid)
     preds = {
-        s: token_oracle(ds.masks[sp[s]], grid, NUM_PHASES, bb.img_size if cfg.resize_policy == "pad" else None)
+        s: token_oracle(ds.masks[sp[s]], grid, len(ds.phases), bb.img_size if cfg.resize_policy == "pad" else None)
         for s in evaluated_splits(sp)
     }
     _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, _example_index(sp))
@@ -320,7 +330,7 @@ def _frozen_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probi
             tok_tr,
             tr_masks,
             kind=head,
-            num_classes=NUM_PHASES,
+            num_classes=len(ds.phases),
             epochs=cfg.head_epochs,
             lr=cfg.head_lr,
             batch_size=cfg.batch_size,
@@ -342,7 +352,7 @@ def _frozen_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probi
             tr_masks,
             feats.patch_of(sp[s]),
             size,
-            num_classes=NUM_PHASES,
+            num_classes=len(ds.phases),
             k=cfg.knn_seg_k,
             temperature=cfg.knn_temperature,
             memory_size=cfg.knn_seg_memory,
@@ -362,7 +372,7 @@ def _lora_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
         name = f"{head} head + LoRA"
         if not cfg.lora:
             reason = "not evaluated: LoRA not run for this backbone in this preset (parameter lora_backbones)"
-            _not_evaluated(out, seed, name, bb.label, "LoRA", reason)
+            _not_evaluated(out, seed, name, bb.label, "LoRA", reason, ds.phases)
             continue
         model, r = fit_lora(cfg, bb.model, head, seg_tr, seed, f"LoRA {head} {bb.kind}", img_size=bb.img_size)
         preds = {s: predict_grey(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
@@ -372,7 +382,7 @@ def _lora_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
         del model, r
 
 
-def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads) -> None:
+def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads, phases) -> None:
     """The rows of a ViT that could not run, each saying why."""
     for probe in ("knn", "linear"):
         out.classification.append(
@@ -387,18 +397,19 @@ def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads)
             }
         )
     for m in ("linear head (frozen)", "CNN head (frozen)", "kNN segmentation (frozen)"):
-        _not_evaluated(out, seed, m, label, "frozen", status)
+        _not_evaluated(out, seed, m, label, "frozen", status, phases)
     for h in lora_heads:
-        _not_evaluated(out, seed, f"{h} head + LoRA", label, "LoRA", status)
+        _not_evaluated(out, seed, f"{h} head + LoRA", label, "LoRA", status, phases)
 
 
-def unavailable_record(cfg, part: str, seed: int, status: str) -> dict:
-    """The record of a part whose arm could not run: its rows, each saying why."""
+def unavailable_record(cfg, part: str, seed: int, status: str, phases: tuple[str, ...]) -> dict:
+    """The record of a part whose arm could not run: its rows (one IoU column per phase of the data), each saying
+    why."""
     out = SeedResult()
     if part == "resnet":
-        _not_evaluated(out, seed, "linear head + LoRA", resnet_lora_label(cfg), "LoRA", status)
+        _not_evaluated(out, seed, "linear head + LoRA", resnet_lora_label(cfg), "LoRA", status, phases)
     else:
-        _unavailable_vit(out, seed, BACKBONE_LABELS[part], status, cfg.lora_heads)
+        _unavailable_vit(out, seed, BACKBONE_LABELS[part], status, cfg.lora_heads, phases)
     return out.record(part, seed, keep=False)
 
 

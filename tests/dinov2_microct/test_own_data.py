@@ -1,0 +1,95 @@
+"""The study on a researcher's own volumes (issue 31): the class names and the networks' outputs come from the
+manifest's ``phases``, every method is scored on the data's phases, a ``phases`` list that does not match the
+label values is refused before any work, and claims that describe the data are filled from it."""
+
+import numpy as np
+import pytest
+
+import labkit
+from labkit.core.errors import DataError
+from labkit.methods import baselines
+from labkit.models.vit_heads import count_parameters
+from labkit.studies import dinov2_microct as study
+from labkit.studies.dinov2_microct import tables
+from labkit.studies.dinov2_microct.tasks import _scores
+from tests.dinov2_microct import trees
+
+# the smallest run that still trains every kind of network on the tree (random ViT: frozen heads; UNet; classical)
+RUN = dict(
+    samples_per_rock=2,
+    slices_per_sample=2,
+    slice_step=4,
+    slice_size=28,
+    backbones=["random"],
+    lora_backbones=["dinov2"],
+    resnet_lora=False,
+    embedders=["pca"],
+    knn_ks=[1, 3],
+    executor="serial",
+)
+
+
+def _cfg(root, **kw):
+    return labkit.configure("dinov2_microct", "smoke", {"data_source": "volumes", "data_root": str(root), **RUN, **kw})
+
+
+def two_phases(doc):
+    """pore / solid: the mineral and micro-porous phases of the tree's labels merged through a label map."""
+    doc["phases"] = ["pore", "solid"]
+    for v in doc["volumes"]:
+        labels = v["labels"] if isinstance(v["labels"], dict) else {"file": v["labels"]}
+        v["labels"] = {**labels, "map": {0: 0, 1: 1, 2: 1}}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return trees.write_manifest_tree(tmp_path / "data", shape=(12, 40, 40))[0]
+
+
+def test_two_phase_data_give_two_output_networks_and_two_iou_columns(tree, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tree.parent / "cache"))
+    trees.edit_manifest(tree, two_phases)
+    cfg = _cfg(tree)
+    data = study.data(cfg)
+    assert data.phases == ("pore", "solid") and set(np.unique(data.masks)) == {0, 1}
+    runs = study.run(cfg, data)
+    seg = tables.segmentation(runs)
+    iou_cols = sorted(c for c in seg.columns if "/iou/" in c)
+    assert iou_cols == ["ood_rock/iou/pore", "ood_rock/iou/solid"], iou_cols
+    rows = runs.tables["segmentation_rows"]
+    assert not any(c.endswith("microporous") for c in rows.columns)
+    # the UNet was built with one output per phase of the data: its trainable parameters are a 2-class UNet's
+    unet = rows[rows["method"] == "UNet from scratch"]["trainable_params"].iloc[0]
+    assert unet == count_parameters(baselines.create_unet(2, in_channels=1))
+    assert unet != count_parameters(baselines.create_unet(3, in_channels=1))
+    # every prediction (networks and classical pipelines) is a phase of the data
+    for name, masks in runs.examples["masks"].items():
+        if name != "image":
+            assert set(np.unique(masks)) <= {0, 1}, name
+    assert list(tables.data_splits(cfg, data).filter(like="fraction/").columns) == ["fraction/pore", "fraction/solid"]
+
+
+def test_phases_with_more_entries_than_the_label_values_are_refused_before_any_work(tree):
+    # four declared phases, labels hold 0, 1, 2: phase 3 occurs nowhere
+    trees.edit_manifest(tree, lambda d: d.update(phases=["pore", "mineral", "microporous", "pyrite"]))
+    with pytest.raises(DataError, match=r"manifest\.yaml: 'phases' lists 4 phases .*phase ids \['3 \(pyrite\)'\].*values \[0, 1, 2\]"):
+        study.data(_cfg(tree))
+
+
+def test_label_values_outside_the_phases_are_refused_before_any_work_naming_the_manifest(tree):
+    trees.edit_manifest(tree, lambda d: d.update(phases=["pore", "solid"]))
+    with pytest.raises(DataError, match=r"manifest\.yaml: volume .* holds label values \[2\] outside the 2 declared"):
+        study.data(_cfg(tree))
+
+
+def test_every_method_is_scored_on_the_phases_present_in_the_split():
+    phases = ("pore", "mineral", "microporous")
+    truth = np.zeros((1, 4, 4), np.int64)
+    truth[0, :, 2:] = 1  # no micro-porosity in this split
+    never = truth.copy()  # a method that never predicts the absent phase
+    stray = truth.copy()
+    stray[0, 0, 0] = 2  # one pixel of the absent phase: it costs the pore IoU, not a whole class of IoU 0
+    a, b = _scores(never, truth, phases), _scores(stray, truth, phases)
+    assert np.isnan(a["iou/microporous"]) and np.isnan(b["iou/microporous"])
+    assert a["miou"] == 1.0
+    assert b["miou"] == pytest.approx((7 / 8 + 1.0) / 2)
