@@ -3,6 +3,7 @@ manifest's ``phases``, every method is scored on the data's phases, a ``phases``
 label values is refused before any work, and claims that describe the data are filled from it."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import labkit
@@ -10,7 +11,9 @@ from labkit.core.errors import DataError
 from labkit.methods import baselines
 from labkit.models.vit_heads import count_parameters
 from labkit.studies import dinov2_microct as study
+from labkit.studies.base import Runs
 from labkit.studies.dinov2_microct import tables
+from labkit.studies.dinov2_microct.probes import probe_rows
 from labkit.studies.dinov2_microct.tasks import _scores
 from tests.dinov2_microct import trees
 
@@ -72,7 +75,9 @@ def test_two_phase_data_give_two_output_networks_and_two_iou_columns(tree, monke
 def test_phases_with_more_entries_than_the_label_values_are_refused_before_any_work(tree):
     # four declared phases, labels hold 0, 1, 2: phase 3 occurs nowhere
     trees.edit_manifest(tree, lambda d: d.update(phases=["pore", "mineral", "microporous", "pyrite"]))
-    with pytest.raises(DataError, match=r"manifest\.yaml: 'phases' lists 4 phases .*phase ids \['3 \(pyrite\)'\].*values \[0, 1, 2\]"):
+    with pytest.raises(
+        DataError, match=r"manifest\.yaml: 'phases' lists 4 phases .*phase ids \['3 \(pyrite\)'\].*values \[0, 1, 2\]"
+    ):
         study.data(_cfg(tree))
 
 
@@ -93,3 +98,20 @@ def test_every_method_is_scored_on_the_phases_present_in_the_split():
     assert np.isnan(a["iou/microporous"]) and np.isnan(b["iou/microporous"])
     assert a["miou"] == 1.0
     assert b["miou"] == pytest.approx((7 / 8 + 1.0) / 2)
+
+
+def test_a_k_larger_than_the_training_slices_is_a_row_saying_so_not_a_silent_copy():
+    cfg = labkit.configure("dinov2_microct", "smoke", {"knn_ks": [1, 3, 8, 50, 100]})
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 6)
+    x = rng.normal(size=(12, 4)).astype(np.float32) + labels[:, None]
+    tr, te = np.arange(0, 12, 2), np.arange(1, 12, 2)  # 6 training slices
+    rows = pd.DataFrame(probe_rows(cfg, 0, "toy", {"cls": x}, labels, tr, te, 3))
+    knn = rows[rows["probe"] == "knn"]
+    assert sorted(knn[knn["status"] == "evaluated"]["k"]) == [1, 3]
+    skipped = knn[knn["status"] != "evaluated"]
+    assert sorted(skipped["k"]) == [8, 50, 100] and skipped["accuracy"].isna().all()
+    assert all("more than the 6 training slices" in s and "knn_ks" in s for s in skipped["status"])
+    table = tables.classification(Runs(tables={"classification_rows": rows}))
+    shown = table[table["probe"].isin(["kNN k=8", "kNN k=50", "kNN k=100"])]
+    assert len(shown) == 3 and shown["status"].str.contains("knn_ks").all()

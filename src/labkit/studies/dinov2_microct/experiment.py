@@ -140,7 +140,9 @@ def gather(cfg, arms: dict[str, dict], records: list[dict | None], slices) -> Ru
     first = SeedResult()
     for seed in cfg.seeds:
         for part in parts(cfg):
-            record = by_task.get((seed, part)) or unavailable_record(cfg, part, seed, arms[part]["status"], slices.phases)
+            record = by_task.get((seed, part)) or unavailable_record(
+                cfg, part, seed, arms[part]["status"], slices.phases
+            )
             cls_rows += record["classification"]
             for row in record["segmentation"]:
                 row = dict(row)

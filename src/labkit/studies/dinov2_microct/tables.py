@@ -30,10 +30,12 @@ def classification(runs: Runs) -> pd.DataFrame:
         ok["feature"] = "cls"
     ok["feature"] = ok["feature"].map(lambda f: FEATURE_LABELS.get(f, f))
     agg = aggregate_over_seeds(ok, ["accuracy"], ["backbone", "feature", "probe"]) if len(ok) else pd.DataFrame()
-    missing = df[df["status"] != "evaluated"].drop_duplicates("backbone")[["backbone", "status"]]
-    if len(missing):
-        missing = missing.assign(probe="all")
-        agg = pd.concat([agg, missing], ignore_index=True)
+    missing = df[df["status"] != "evaluated"].copy()
+    if len(missing):  # a backbone that could not run (every probe), or a k larger than the training slices
+        k = missing["k"] if "k" in missing else pd.Series(np.nan, index=missing.index)
+        missing["probe"] = np.where(k.notna(), "kNN k=" + k.fillna(0).astype(int).astype(str), "all")
+        missing = missing.drop_duplicates(["backbone", "probe"])[["backbone", "probe", "status"]]
+        agg = pd.concat([agg, missing.assign(feature="every feature view")], ignore_index=True)
     return agg.round(3)
 
 
