@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import labkit
+from labkit.core.claims import judge_all
 from labkit.core.errors import DataError
 from labkit.methods import baselines
 from labkit.models.vit_heads import count_parameters
@@ -115,3 +116,22 @@ def test_a_k_larger_than_the_training_slices_is_a_row_saying_so_not_a_silent_cop
     table = tables.classification(Runs(tables={"classification_rows": rows}))
     shown = table[table["probe"].isin(["kNN k=8", "kNN k=50", "kNN k=100"])]
     assert len(shown) == 3 and shown["status"].str.contains("knn_ks").all()
+
+
+def test_one_training_rock_and_scanner_leave_claim_5_not_evaluated_and_the_statements_name_the_data(tree, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tree.parent / "cache"))
+    trees.edit_manifest(tree, lambda d: d["splits"].update(train_rocks=["berea"], train_scanners=["zeiss_versa"]))
+    cfg = _cfg(tree)
+    data = study.data(cfg)
+    runs = study.run(cfg, data)
+    verdicts = {v["id"]: v for v in judge_all(study.claims(cfg, runs), runs.tables)}
+    c5 = verdicts["c5_holds_out_of_distribution"]
+    assert c5["status"] == "not evaluated", c5
+    assert "one training rock (berea) and one training scanner (zeiss_versa)" in c5["reason"], c5["reason"]
+    assert "splits" in c5["reason"]  # where to add a second one
+    assert "trained on berea imaged by zeiss_versa" in c5["statement"]
+    assert "(wacke)" in c5["statement"] and "(tomcat)" in c5["statement"] and "two rocks" not in c5["statement"]
+    assert "held-out rock wacke" in verdicts["c2_linear_head_beats_classical"]["statement"]
+    # the same manifest with two training rocks and scanners: claim 5 is judged (here on too few seeds)
+    both = {c.id: c for c in study.declare_claims(cfg, split=dict(trees.SPLITS))}["c5_holds_out_of_distribution"]
+    assert both.unavailable is None and "berea and estaillades imaged by zeiss_versa and nikon_xth" in both.statement

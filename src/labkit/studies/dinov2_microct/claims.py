@@ -38,15 +38,57 @@ STATEMENTS = {
     "(k in the grid) and t-SNE of the class tokens shows one cluster per rock.",
     "c2_linear_head_beats_classical": "For phase segmentation, a linear head on frozen patch tokens beats "
     "multi-Otsu, K-means, fuzzy C-means and a random forest on filter-bank "
-    "features (third-rock test, mean IoU).",
+    "features (held-out rock {test_rock}, mean IoU).",
     "c3_lora_lifts_heads": f"LoRA fine-tuning lifts the frozen heads a lot (by at least {LORA_LIFT} mean IoU; "
     "paper: linear 0.67 -> 0.81, CNN 0.75 -> 0.82).",
     "c4_lora_beats_unet": "With LoRA the ViT beats a UNet trained from scratch, with fewer trainable parameters.",
     "c4b_lora_beats_resnet_lora": "With LoRA the ViT beats a pretrained ResNet with LoRA.",
-    "c5_holds_out_of_distribution": "These hold out of distribution: trained on two rocks and scanners, the "
-    "ViT's best method (chosen in distribution) still beats the UNet and every "
-    "classical pipeline on a third rock and on a third scanner.",
+    "c5_holds_out_of_distribution": "These hold out of distribution: trained on {train_rocks} imaged by "
+    "{train_scanners}, the ViT's best method (chosen in distribution) still beats the UNet and every "
+    "classical pipeline on another rock ({test_rock}) and on another scanner ({test_scanner}).",
 }
+
+
+def data_split(cfg, split: dict | None = None) -> dict:
+    """The rocks and scanners the segmenters train and are judged on: the manifest's split for real volumes
+    (``split``, from the run), else the parameters; with ``source`` saying where a user changes them."""
+    if split:
+        return {**split, "source": "the manifest's splits (train_rocks, train_scanners)"}
+    return {
+        "train_rocks": list(cfg.seg_train_rocks),
+        "test_rock": cfg.seg_test_rock,
+        "train_scanners": list(cfg.seg_train_scanners),
+        "test_scanner": cfg.seg_test_scanner,
+        "source": "parameters seg_train_rocks and seg_train_scanners",
+    }
+
+
+def _names(names) -> str:
+    names = [str(n) for n in ([names] if isinstance(names, str) else names)]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def statement(cid: str, split: dict) -> str:
+    """A claim's statement with the data's rocks and scanners filled in."""
+    return STATEMENTS[cid].format(**{k: _names(v) for k, v in split.items() if k != "source"})
+
+
+def needs_two(split: dict) -> str | None:
+    """Why claim 5 cannot be judged on this data (it is about segmenters trained on two rocks and two scanners,
+    the paper's design), or None."""
+    few = [
+        f"one training {what} ({_names(split[key])})"
+        for key, what in (("train_rocks", "rock"), ("train_scanners", "scanner"))
+        if len(split[key]) < 2
+    ]
+    if not few:
+        return None
+    return (
+        f"not evaluated: the data give {' and '.join(few)}; the claim is about segmenters trained on two rocks and "
+        f"two scanners and judged on another of each; list a second in {split['source']}"
+    )
+
+
 FROZEN_OF = {"linear": "linear head (frozen)", "cnn": "CNN head (frozen)"}
 DEFAULT_CHOICE = "linear head (frozen)"
 # The stand-in "features learned" precondition: its frozen linear head against the same architecture's at random
@@ -298,7 +340,7 @@ def _lora_beats_resnet_lora(v: _Vit, unavailable: dict[str, str]) -> tuple:
     return "c4b_lora_beats_resnet_lora", compare, preconditions, v.no_lora or unavailable.get("resnet"), ""
 
 
-def _holds_out_of_distribution(v: _Vit, unavailable: dict[str, str]) -> tuple:
+def _holds_out_of_distribution(v: _Vit, unavailable: dict[str, str], split: dict) -> tuple:
     """5. The ViT's best method (chosen in distribution) vs the UNet and every classical pipeline, out of
     distribution."""
     compare = [
@@ -316,7 +358,8 @@ def _holds_out_of_distribution(v: _Vit, unavailable: dict[str, str]) -> tuple:
     ]
     preconditions = [_resolvable(v.kind, s, BEST_BASELINE) for s in ("ood_rock", "ood_scanner")]
     note = f"method chosen on the in-distribution split: {v.best}"
-    return "c5_holds_out_of_distribution", compare, preconditions, unavailable.get("ood_scanner"), note
+    why_not = needs_two(split) or unavailable.get("ood_scanner")
+    return "c5_holds_out_of_distribution", compare, preconditions, why_not, note
 
 
 def declare_claims(
@@ -324,6 +367,7 @@ def declare_claims(
     unavailable: dict[str, str] | None = None,
     chosen: dict[str, dict[str, str]] | None = None,
     ks: list[int] | None = None,
+    split: dict | None = None,
 ) -> list[Claim]:
     """The paper's claims for DINOv2, then the same tests on labkit's stand-in ViT (an analogue).
 
@@ -333,11 +377,14 @@ def declare_claims(
       ``lora:<kind>``, ``tsne``), reasons a user can act on;
     - ``chosen``: ``{kind: {"lora": method, "best": method}}``, the methods picked on the
       in-distribution split (:func:`experiment.claim_context`), never on the split they are judged on;
-    - ``ks``: the k judged for claim 1 (default: :func:`judged_ks`).
+    - ``ks``: the k judged for claim 1 (default: :func:`judged_ks`);
+    - ``split``: the manifest's rocks and scanners for real volumes (default: the parameters), which fill the
+      statements and decide whether claim 5 can be judged (:func:`needs_two`).
     """
     unavailable = dict(unavailable or {})
     chosen = dict(chosen or {})
     ks = judged_ks(cfg) if ks is None else list(ks)
+    split = data_split(cfg, split)
     kinds = [k for k in ("dinov2", "ssl") if k in cfg.backbones] or ["dinov2"]
     claims = []
     for kind in kinds:
@@ -352,12 +399,12 @@ def declare_claims(
             _lora_lifts_heads(v),
             _lora_beats_unet(v),
             _lora_beats_resnet_lora(v, unavailable),
-            _holds_out_of_distribution(v, unavailable),
+            _holds_out_of_distribution(v, unavailable, split),
         ):
             claims.append(
                 Claim(
                     cid + suffix,
-                    prefix + STATEMENTS[cid],
+                    prefix + statement(cid, split),
                     compare,
                     pre + preconditions,
                     unavailable=blocked or why_not,

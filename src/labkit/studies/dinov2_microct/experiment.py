@@ -320,4 +320,6 @@ def claim_context(cfg, runs: Runs) -> dict:
             .dropna()
             .unique()
         )
-    return {"unavailable": unavailable, "chosen": chosen, "ks": ks}
+    slices = runs.examples.get("slices")
+    split = getattr(slices, "split_plan", None)  # real volumes: the manifest's split; simulated: the parameters
+    return {"unavailable": unavailable, "chosen": chosen, "ks": ks, "split": dict(split) if split else None}
