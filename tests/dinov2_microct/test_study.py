@@ -182,7 +182,7 @@ def test_tables_and_figures(tiny_result):
     # k = 50 is more than the training slices (30): a row saying so, not a copy of the largest k that fits
     assert vit[vit["probe"] == "kNN k=50"]["status"].str.contains("more than the 30 training slices").all()
     assert {HISTOGRAM, resnet_baseline_label(cfg)} <= set(cls["backbone"])
-    assert cls[cls["backbone"] == HISTOGRAM]["accuracy_mean"].between(0, 1).all()
+    assert cls[cls["backbone"] == HISTOGRAM]["accuracy_mean"].dropna().between(0, 1).all()
     seg = tables.segmentation(res)
     heads = seg[seg["kind"] == "frozen"]
     oracle = seg[seg["kind"] == "oracle"].set_index("backbone")["ood_rock/miou"]
