@@ -109,6 +109,11 @@ def check_config(cfg) -> None:
         cfg.seg_test_scanner not in cfg.seg_train_scanners,
         f"parameter 'seg_test_scanner' {cfg.seg_test_scanner!r} is also a training scanner (seg_train_scanners)",
     )
+    need(
+        cfg.lora_epochs <= cfg.head_epochs,
+        f"parameter 'lora_epochs' {cfg.lora_epochs} is more than head_epochs {cfg.head_epochs}: a LoRA arm tunes its "
+        "adapters in the last lora_epochs of the head_epochs passes every compared head gets (the same budget)",
+    )
     if cfg.resize_policy in ("pad", "error") and cfg.img_size is not None and cfg.img_size != cfg.slice_size:
         raise ParameterError(
             f"parameter 'img_size' {cfg.img_size} differs from slice_size {cfg.slice_size}, but "

@@ -18,7 +18,17 @@ from labkit.studies.dinov2_microct.tasks import SeedResult, seed_part_task, unav
 
 # The parameters each part reads besides the data's (see task_settings): a changed one reruns only its tasks
 PROBE_KEYS = ("knn_ks", "knn_temperature", "feature_batch_size")
-LORA_KEYS = ("batch_size", "lora_rank", "lora_alpha", "lora_epochs", "lora_lr", "lora_batch_size", "resize_policy")
+LORA_KEYS = (
+    "batch_size",
+    "lora_rank",
+    "lora_alpha",
+    "head_epochs",
+    "head_lr",
+    "lora_epochs",
+    "lora_lr",
+    "resize_policy",
+    "feature_batch_size",
+)
 PART_KEYS = {
     "baselines": PROBE_KEYS
     + ("denoise_sigma", "rf_trees", "unet_epochs", "unet_batch_size", "unet_lr", "resnet_backbone"),
