@@ -262,3 +262,25 @@ def test_analogue_claims_need_the_random_control_of_the_standins_architecture():
             if c.id.endswith("__ssl"):
                 verdict = judge(c, {})
                 assert verdict["status"] == "not evaluated" and words in verdict["reason"], c.id
+
+
+def test_claim_1_needs_the_histogram_floor_below_the_bar():
+    """Negative control of the floor: rocks a grey-level histogram already classifies near perfectly leave claim 1
+    not evaluated (it would hold whatever the features); a floor near chance lets it be judged."""
+    from labkit.studies.dinov2_microct.probes import HISTOGRAM
+
+    cfg = labkit.configure("dinov2_microct", "default", {})
+    claim = next(c for c in study.declare_claims(cfg, ks=[5, 10]) if c.id == "c1_knn_rock_classification")
+    tables = synthetic_tables(claim)
+
+    def with_floor(acc):
+        rows = [
+            {"arm": HISTOGRAM, "probe": "knn", "feature": "histogram", "k": k, "seed": s, "accuracy": acc}
+            for k in (5, 10)
+            for s in range(3)
+        ]
+        return {**tables, "classification": pd.concat([tables["classification"], pd.DataFrame(rows)])}
+
+    high = judge(claim, with_floor(0.99))
+    assert high["status"] == "not evaluated" and "grey levels alone fall short (k=5)" in high["reason"], high["reason"]
+    assert judge(claim, with_floor(0.25))["status"] == "held"

@@ -333,6 +333,46 @@ def check_manifest(manifest: Manifest) -> dict[str, tuple[int, int, int]]:
     return shapes
 
 
+def check_slicing(
+    manifest: Manifest, shapes: dict[str, tuple[int, int, int]], *, blocks: int, per_block: int, step: int, size: int
+) -> None:
+    """Before any work: every volume can supply ``blocks`` (``samples_per_rock``) blocks of ``per_block``
+    (``slices_per_sample``) slices ``step`` (``slice_step``) apart, centre-cropped to ``size`` (``slice_size``). A
+    DataError names the shallowest (narrowest) volume and the largest values of those parameters the data allow."""
+    name = min(shapes, key=lambda k: shapes[k][0])
+    depth = shapes[name][0]
+    need = (per_block - 1) * step + 1
+    if depth // blocks < need:
+        path = next(v.image.path for v in manifest.volumes if v.name == name)
+        options = []
+        if depth // need >= 2:
+            options.append(f"samples_per_rock {depth // need} (at slices_per_sample {per_block}, slice_step {step})")
+        if depth // blocks >= 1:
+            options.append(
+                f"slices_per_sample {(depth // blocks - 1) // step + 1} (at samples_per_rock {blocks}, "
+                f"slice_step {step})"
+            )
+        if per_block > 1 and (depth // blocks - 1) // (per_block - 1) >= 1:
+            options.append(
+                f"slice_step {(depth // blocks - 1) // (per_block - 1)} (at samples_per_rock {blocks}, "
+                f"slices_per_sample {per_block})"
+            )
+        raise DataError(
+            f"{path}: the shallowest volume ({name!r} in {manifest.source}) has {depth} slices; samples_per_rock "
+            f"{blocks} blocks of slices_per_sample {per_block} slices slice_step {step} apart need "
+            f"{blocks * need}. The data allow at most "
+            + ("; or ".join(options) if options else "fewer blocks than the study needs (2)")
+        )
+    name = min(shapes, key=lambda k: min(shapes[k][1:]))
+    side = min(shapes[name][1:])
+    if side < size:
+        path = next(v.image.path for v in manifest.volumes if v.name == name)
+        raise DataError(
+            f"{path}: the narrowest volume ({name!r} in {manifest.source}) has slices of {shapes[name][1]} x "
+            f"{shapes[name][2]} pixels, smaller than slice_size {size}; the data allow at most slice_size {side}"
+        )
+
+
 def _block_indices(depth: int, blocks: int, per_block: int, step: int, where: Path) -> list[np.ndarray]:
     need = (per_block - 1) * step + 1
     length = depth // blocks

@@ -18,6 +18,7 @@ from labkit.studies.dinov2_microct.experiment import (
     LEARNER_FREE_PREDICTOR,
     TRAINED_RATIO,
 )
+from labkit.studies.dinov2_microct.probes import HISTOGRAM
 from labkit.studies.dinov2_microct.tasks import ORACLE
 
 CLASSICAL = ("multi-Otsu", "K-means", "fuzzy C-means", "random forest (filter bank)")
@@ -53,7 +54,11 @@ def data_split(cfg, split: dict | None = None) -> dict:
     """The rocks and scanners the segmenters train and are judged on: the manifest's split for real volumes
     (``split``, from the run), else the parameters; with ``source`` saying where a user changes them."""
     if split:
-        return {**split, "source": "the manifest's splits (train_rocks, train_scanners)"}
+        return {
+            **split,
+            "source": "the data's split (train_rocks, train_scanners: the manifest's splits, or splits.yaml in a "
+            "Digital Rocks Portal data_root)",
+        }
     return {
         "train_rocks": list(cfg.seg_train_rocks),
         "test_rock": cfg.seg_test_rock,
@@ -229,8 +234,28 @@ def _knn_classification(v: _Vit, ks: list[int], unavailable: dict[str, str]) -> 
     why_not = (
         None if ks else "not evaluated: no k of parameter knn_ks is below the training slices per rock; add a smaller k"
     ) or unavailable.get("tsne")
-    note = "judged at k = " + ", ".join(map(str, ks)) + " (below the training slices per rock)"
-    return "c1_knn_rock_classification", c1, [], why_not, note
+    floor = [
+        Precondition(
+            f"grey levels alone fall short (k={k})",
+            Check(
+                "accuracy",
+                {"arm": HISTOGRAM, "probe": "knn", "feature": "histogram", "k": k},
+                "<",
+                NEAR_PERFECT_ACCURACY,
+                table="classification",
+                label=f"kNN accuracy of the {HISTOGRAM} (k={k}) < {NEAR_PERFECT_ACCURACY}",
+            ),
+            why="the floor row: a kNN on each slice's grey-level histogram does not already classify the rocks "
+            "near perfectly, so the claim tests what the features add (rocks told apart by their grey levels alone "
+            "would pass it whatever the features)",
+        )
+        for k in ks
+    ]
+    note = (
+        "judged at k = " + ", ".join(map(str, ks)) + " (below the training slices per rock); floor row: the "
+        f"{HISTOGRAM} kNN"
+    )
+    return "c1_knn_rock_classification", c1, floor, why_not, note
 
 
 def _linear_head_beats_classical(v: _Vit) -> tuple:
@@ -358,7 +383,8 @@ def _holds_out_of_distribution(v: _Vit, unavailable: dict[str, str], split: dict
     ]
     preconditions = [_resolvable(v.kind, s, BEST_BASELINE) for s in ("ood_rock", "ood_scanner")]
     note = f"method chosen on the in-distribution split: {v.best}"
-    why_not = needs_two(split) or unavailable.get("ood_scanner")
+    reasons = [r for r in (needs_two(split), unavailable.get("ood_scanner")) if r]
+    why_not = "; and ".join(reasons[:1] + [r.removeprefix("not evaluated: ") for r in reasons[1:]]) or None
     return "c5_holds_out_of_distribution", compare, preconditions, why_not, note
 
 

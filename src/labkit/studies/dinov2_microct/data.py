@@ -49,7 +49,8 @@ def _real_manifest(cfg):
 
 def check_data_source(cfg) -> None:
     """Before any work: a real data source needs an existing ``data_root`` holding a readable manifest (files
-    present, raw sizes, TIFF pages, label shapes, split: each a DataError naming the file) whose ``phases`` match
+    present, raw sizes, TIFF pages, label shapes, split: each a DataError naming the file), volumes deep and wide
+    enough for the slicing parameters (the error gives the largest values the data allow), and ``phases`` matching
     its label volumes' values (:func:`labkit.data.microct_volumes.check_phases`); simulated data take no
     ``data_root``."""
     if check_data_root(cfg, LAYOUTS) is None:
@@ -57,16 +58,24 @@ def check_data_source(cfg) -> None:
     from labkit.data import microct_volumes
 
     manifest = _real_manifest(cfg)
-    microct_volumes.check_manifest(manifest)
+    shapes = microct_volumes.check_manifest(manifest)
+    microct_volumes.check_slicing(
+        manifest,
+        shapes,
+        blocks=cfg.samples_per_rock,
+        per_block=cfg.slices_per_sample,
+        step=cfg.slice_step,
+        size=cfg.slice_size,
+    )
     microct_volumes.check_phases(manifest)
 
 
 def phases_of(cfg) -> tuple[str, ...]:
     """The phase names the study segments: the manifest's ``phases`` for real volumes (every network gets one
     output per phase, every table and legend one column or entry), the simulator's otherwise."""
-    if cfg.data_source in REAL_SOURCES:
+    if cfg.data_source in REAL_SOURCES and cfg.data_root:
         return tuple(_real_manifest(cfg).phases)
-    return PHASES
+    return PHASES  # simulated, or a plan made without the data (the paper's three phases)
 
 
 def check_weights(cfg) -> None:

@@ -11,6 +11,7 @@ from labkit.data import microct
 from labkit.studies.base import Runs
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, SPLITS, splits
 from labkit.studies.dinov2_microct.experiment import LEARNER_FREE_PREDICTOR, TRAINED_RATIO
+from labkit.studies.dinov2_microct.probes import HISTOGRAM
 
 FEATURE_LABELS = {"cls": "class token", "mean": "mean patch token", "cls+mean": "class + mean patch token"}
 
@@ -36,6 +37,8 @@ def classification(runs: Runs) -> pd.DataFrame:
         missing["probe"] = np.where(k.notna(), "kNN k=" + k.fillna(0).astype(int).astype(str), "all")
         missing = missing.drop_duplicates(["backbone", "probe"])[["backbone", "probe", "status"]]
         agg = pd.concat([agg, missing.assign(feature="every feature view")], ignore_index=True)
+    if len(agg):  # the floor of claim 1: grey levels alone, no features
+        agg.insert(0, "role", np.where(agg["backbone"] == HISTOGRAM, "floor (claim 1)", ""))
     return agg.round(3)
 
 
