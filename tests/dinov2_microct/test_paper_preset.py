@@ -35,7 +35,8 @@ def _check(manifest, shapes, cfg):
 def test_the_paper_slicing_fits_the_published_volumes_and_crops_560_px():
     cfg = labkit.configure("dinov2_microct", "paper", {"data_root": None})
     assert cfg.slice_size == 560 and cfg.img_size == 560
-    _check(*_manifest(1000), cfg)  # 11 blocks of 25 slices 3 apart: 803 of the 1,000 slices
+    _check(*_manifest(1000), cfg)  # project 317: 11 blocks of 25 slices 2 apart, 539 of the 1,000 slices
+    _check(*_manifest(601, side=976), cfg)  # project 151's Sample2 (976 x 1014 x 601 voxels), the shallowest
 
 
 def test_a_volume_too_shallow_or_narrow_names_the_largest_sizes_the_data_allow():
