@@ -181,7 +181,7 @@ def test_tables_and_figures(tiny_result):
     assert {"kNN k=1", "kNN k=3", "linear"} <= set(cls["probe"])
     # every ViT probed on three centred views; the histogram and random-ResNet baseline rows
     vit = cls[cls["backbone"] == BACKBONE_LABELS["random"]]
-    assert set(vit[vit["status"].isna()]["feature"]) == set(FEATURE_LABELS.values())
+    assert set(vit[vit["status"] == "evaluated"]["feature"]) == set(FEATURE_LABELS.values())
     # k = 50 is more than the training slices (30): a row saying so, not a copy of the largest k that fits
     assert vit[vit["probe"] == "kNN k=50"]["status"].str.contains("more than the 30 training slices").all()
     assert {HISTOGRAM, resnet_baseline_label(cfg)} <= set(cls["backbone"])

@@ -13,7 +13,7 @@ from labkit.studies.dinov2_microct.experiment import TRAINED_RATIO
 PHASE_COLOURS = ["#1f1f5f", "#e8d9a8", "#6aa84f"]
 
 
-def phase_colormap(phases):
+def _phase_colormap(phases):
     """One colour per phase of the data (the simulator's three first; more phases from tab10)."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -29,7 +29,7 @@ def data_slices(data: microct.MicroCTSlices):
     ds = data
     nr, nc = len(ds.scanners) + 1, len(ds.rock_types)
     fig, axes = plt.subplots(nr, nc, figsize=(2.2 * nc, 2.2 * nr), squeeze=False)
-    cmap, top = phase_colormap(ds.phases), len(ds.phases) - 1
+    cmap, top = _phase_colormap(ds.phases), len(ds.phases) - 1
     for ri, rock in enumerate(ds.rock_types):
         shown = None
         for si, sc in enumerate(ds.scanners):
@@ -191,7 +191,7 @@ def example_masks(runs: Runs, max_methods: int | None = None):
     cols = ["image", "truth"] + methods
     n = len(ex["image"])
     phases = runs.examples["slices"].phases
-    cmap, top = phase_colormap(phases), len(phases) - 1
+    cmap, top = _phase_colormap(phases), len(phases) - 1
     fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.9 * n), squeeze=False)
     for i in range(n):
         for j, c in enumerate(cols):

@@ -39,6 +39,7 @@ def classification(runs: Runs) -> pd.DataFrame:
         agg = pd.concat([agg, missing.assign(feature="every feature view")], ignore_index=True)
     if len(agg):  # the floor of claim 1: grey levels alone, no features
         agg.insert(0, "role", np.where(agg["backbone"] == HISTOGRAM, "floor (claim 1)", ""))
+        agg["status"] = agg["status"].fillna("evaluated") if "status" in agg else "evaluated"
     return agg.round(3)
 
 
