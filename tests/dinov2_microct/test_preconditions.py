@@ -6,9 +6,10 @@ real study code:
   learner-free predictor: each hidden patch filled with the mean of its image's visible pixels) or "features
   learned" (its frozen linear head against the random-init ViT of the same architecture);
 - every gradient-trained arm's grid record carries its full budget;
-- claim 3 (LoRA lifts the heads) is *not evaluated* when the LoRA head and the frozen head it is compared with
-  trained with different budgets (as the ``default`` preset configures them today), naming both budgets, and
-  passes "same budget" when they are equal.
+- at ``default`` every compared pair of trained arms (LoRA and its frozen head, LoRA and the UNet, the ViT's and the
+  ResNet's LoRA) has the same budget; claims 3 and 4 are *not evaluated* when the budgets differ (the budgets the
+  ``default`` preset gave before LoRA started from the frozen head), naming both budgets;
+- a LoRA arm starts from the frozen head: with its adapters' learning rate at 0 it is the frozen arm.
 """
 
 import math
@@ -40,7 +41,6 @@ ZERO = dict(
     batch_size=8,
     head_epochs=1,
     lora_epochs=1,
-    lora_batch_size=8,
     unet_epochs=1,
     unet_batch_size=8,
     rf_trees=5,
@@ -156,47 +156,95 @@ def test_every_trained_arm_record_carries_its_budget(zero_step_run):
     assert len(shown) == len(arms.drop_duplicates(["method", "backbone"])) and (shown["n_seeds"] == 3).all()
 
 
-def _c3(cfg):
-    return next(c for c in study.declare_claims(cfg) if c.id == "c3_lora_lifts_heads")
-
-
 def _budgets_as_configured(cfg, n_train: int) -> pd.DataFrame:
-    """The budgets the study's tasks record for the LoRA head and its frozen head under ``cfg`` (the same
-    function, the same parameters; trainable parameters do not enter 'same budget')."""
+    """The budgets the study's tasks record under ``cfg`` (the same function, the same parameters; trainable
+    parameters do not enter 'same budget'): every head, frozen or with LoRA, and the ResNet + LoRA at head_epochs
+    and batch_size (:func:`tasks.train_arm`), the UNet at unet_epochs and unet_batch_size."""
+    heads = train_budget(n_train, cfg.batch_size, cfg.head_epochs, cfg.head_lr, 1)
+    unet = train_budget(n_train, cfg.unet_batch_size, cfg.unet_epochs, cfg.unet_lr, 1)
     rows = []
     for seed in range(3):
-        lora = train_budget(n_train, cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, 1)
-        frozen = train_budget(n_train, cfg.batch_size, cfg.head_epochs, cfg.head_lr, 1)
         rows += [
-            {"method": "linear head + LoRA", "arm": "dinov2", "seed": seed, **lora},
-            {"method": "linear head (frozen)", "arm": "dinov2", "seed": seed, **frozen},
+            {"method": "linear head + LoRA", "arm": "dinov2", "seed": seed, **heads},
+            {"method": "linear head (frozen)", "arm": "dinov2", "seed": seed, **heads},
+            {"method": "linear head + LoRA", "arm": "resnet", "seed": seed, **heads},
+            {"method": "UNet from scratch", "arm": "unet", "seed": seed, **unet},
         ]
     return pd.DataFrame(rows)
 
 
-def test_claim_3_at_default_is_not_evaluated_naming_both_budgets():
-    """The ``default`` preset as configured today: the LoRA head trains 30 steps (5 epochs of 48 slices in batches
-    of 8), the frozen head 75 (25 epochs in batches of 16): the lift would be the budget's, not LoRA's."""
+def _claims(cfg):
+    ids = ("c3_lora_lifts_heads", "c4_lora_beats_unet", "c4b_lora_beats_resnet_lora")
+    return {c.id: c for c in study.declare_claims(cfg) if c.id in ids}
+
+
+def test_at_default_every_compared_pair_has_the_same_budget_and_unequal_budgets_fail():
     cfg = labkit.configure("dinov2_microct", "default", {})
     ds = make_data(cfg, 0)
     n_train = len(splits(cfg, ds)["seg_train"])
     assert n_train == 48
     budgets = _budgets_as_configured(cfg, n_train)
-    lora, frozen = budgets.iloc[0], budgets.iloc[1]
-    assert (lora["steps"], lora["batch_size"], lora["lr"]) == (30, 8, 1e-3)
-    assert (frozen["steps"], frozen["batch_size"], frozen["lr"]) == (75, 16, 3e-3)
-    claim = _c3(cfg)
-    tables = synthetic_tables(claim)  # every comparison and other precondition holds
-    tables["budgets"] = budgets
-    verdict = judge(claim, tables)
-    assert verdict["status"] == "not evaluated"
-    assert "precondition 'same budget' failed" in verdict["reason"]
-    assert "steps 30" in verdict["reason"] and "steps 75" in verdict["reason"], verdict["reason"]
-    assert "batch_size 8" in verdict["reason"] and "batch_size 16" in verdict["reason"]
-    # equal budgets: the same claim on the same evidence holds
-    equal = labkit.configure("dinov2_microct", "default", {"batch_size": 8, "head_epochs": cfg.lora_epochs})
-    tables["budgets"] = _budgets_as_configured(equal, n_train)
-    assert judge(claim, tables)["status"] == "held"
+    assert set(budgets["steps"]) == {60} and set(budgets["batch_size"]) == {16}
+    for cid, claim in _claims(cfg).items():
+        tables = synthetic_tables(claim)  # every comparison and other precondition holds
+        tables["budgets"] = budgets
+        verdict = judge(claim, tables)
+        assert verdict["status"] == "held", (cid, verdict["reason"])
+        same = [p for p in verdict["preconditions"] if p["name"] == "same budget"]
+        assert same and all(p["passed"] for p in same), cid
+    # negative control: the budgets default gave before (LoRA 30 steps of 8, frozen 75 of 16, UNet 96 of 4)
+    before = _budgets_as_configured(cfg, n_train)
+    lora = before["method"].eq("linear head + LoRA")
+    before.loc[lora, ["steps", "batch_size"]] = [30, 8]
+    before.loc[before["method"].eq("linear head (frozen)"), ["steps", "batch_size"]] = [75, 16]
+    before.loc[before["arm"].eq("unet"), ["steps", "batch_size"]] = [96, 4]
+    for cid, claim in _claims(cfg).items():
+        tables = synthetic_tables(claim)
+        tables["budgets"] = before
+        verdict = judge(claim, tables)
+        if cid == "c4b_lora_beats_resnet_lora":  # both LoRA rows: still the same budget
+            assert verdict["status"] == "held", verdict["reason"]
+            continue
+        assert verdict["status"] == "not evaluated", cid
+        assert "precondition 'same budget' failed" in verdict["reason"] and "steps 30" in verdict["reason"], cid
+    # a UNet configured off the heads' budget fails claim 4's precondition, naming both budgets
+    off = labkit.configure("dinov2_microct", "default", {"unet_epochs": 8, "unet_batch_size": 4})
+    tables = synthetic_tables(_claims(off)["c4_lora_beats_unet"])
+    tables["budgets"] = _budgets_as_configured(off, n_train)
+    verdict = judge(_claims(off)["c4_lora_beats_unet"], tables)
+    assert verdict["status"] == "not evaluated" and "steps 96" in verdict["reason"] and "steps 60" in verdict["reason"]
+
+
+def test_a_lora_arm_starts_from_the_frozen_head():
+    """LoRA with its adapters' learning rate at 0 is the frozen arm (same initial head, same probe, same data order,
+    the same steps): what LoRA adds at its budget is the adapters, nothing else."""
+    import numpy as np
+    import torch
+
+    from labkit.models.backbones import create_backbone
+    from labkit.studies.dinov2_microct.tasks import frozen_tokens, train_arm
+
+    values = {"head_epochs": 3, "lora_epochs": 2, "batch_size": 4, "lora_lr": 0.0, "head_lr": 1e-2, "slice_size": 28}
+    cfg = labkit.configure("dinov2_microct", "smoke", values)
+    ds = make_data(cfg, 0)
+    seg_tr = ds.subset(splits(cfg, ds)["seg_train"][:8])
+    torch.manual_seed(0)
+    vit = create_backbone("test_vit", weights="random", img_size=32, num_classes=0)
+    tokens = frozen_tokens(cfg, vit, seg_tr.images, 32)
+    frozen, _, _, fb = train_arm(cfg, vit, "linear", seg_tr, tokens, seg_tr.masks, 0, lora=False, img_size=32)
+    lora, n_lora, _, lb = train_arm(cfg, vit, "linear", seg_tr, tokens, seg_tr.masks, 0, lora=True, img_size=32)
+    assert fb["steps"] == lb["steps"] == 3 * 2 and fb["schedule"] == lb["schedule"]
+    assert n_lora > fb["trainable_params"]  # the adapters train too
+    for a, b in zip(frozen.head.state_dict().values(), lora.head.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4)
+    # and with a learning rate the adapters move the LoRA arm away from the frozen head
+    tuned = labkit.configure("dinov2_microct", "smoke", dict(values, lora_lr=1e-2))
+    moved, *_ = train_arm(tuned, vit, "linear", seg_tr, tokens, seg_tr.masks, 0, lora=True, img_size=32)
+    diffs = [
+        float((a.float() - b.float()).abs().max())
+        for a, b in zip(frozen.head.state_dict().values(), moved.head.state_dict().values())
+    ]
+    assert max(diffs) > 1e-4 and np.isfinite(diffs).all()
 
 
 def test_train_budget_counts_the_steps_fit_takes():
@@ -214,3 +262,25 @@ def test_analogue_claims_need_the_random_control_of_the_standins_architecture():
             if c.id.endswith("__ssl"):
                 verdict = judge(c, {})
                 assert verdict["status"] == "not evaluated" and words in verdict["reason"], c.id
+
+
+def test_claim_1_needs_the_histogram_floor_below_the_bar():
+    """Negative control of the floor: rocks a grey-level histogram already classifies near perfectly leave claim 1
+    not evaluated (it would hold whatever the features); a floor near chance lets it be judged."""
+    from labkit.studies.dinov2_microct.probes import HISTOGRAM
+
+    cfg = labkit.configure("dinov2_microct", "default", {})
+    claim = next(c for c in study.declare_claims(cfg, ks=[5, 10]) if c.id == "c1_knn_rock_classification")
+    tables = synthetic_tables(claim)
+
+    def with_floor(acc):
+        rows = [
+            {"arm": HISTOGRAM, "probe": "knn", "feature": "histogram", "k": k, "seed": s, "accuracy": acc}
+            for k in (5, 10)
+            for s in range(3)
+        ]
+        return {**tables, "classification": pd.concat([tables["classification"], pd.DataFrame(rows)])}
+
+    high = judge(claim, with_floor(0.99))
+    assert high["status"] == "not evaluated" and "grey levels alone fall short (k=5)" in high["reason"], high["reason"]
+    assert judge(claim, with_floor(0.25))["status"] == "held"

@@ -333,6 +333,46 @@ def check_manifest(manifest: Manifest) -> dict[str, tuple[int, int, int]]:
     return shapes
 
 
+def check_slicing(
+    manifest: Manifest, shapes: dict[str, tuple[int, int, int]], *, blocks: int, per_block: int, step: int, size: int
+) -> None:
+    """Before any work: every volume can supply ``blocks`` (``samples_per_rock``) blocks of ``per_block``
+    (``slices_per_sample``) slices ``step`` (``slice_step``) apart, centre-cropped to ``size`` (``slice_size``). A
+    DataError names the shallowest (narrowest) volume and the largest values of those parameters the data allow."""
+    name = min(shapes, key=lambda k: shapes[k][0])
+    depth = shapes[name][0]
+    need = (per_block - 1) * step + 1
+    if depth // blocks < need:
+        path = next(v.image.path for v in manifest.volumes if v.name == name)
+        options = []
+        if depth // need >= 2:
+            options.append(f"samples_per_rock {depth // need} (at slices_per_sample {per_block}, slice_step {step})")
+        if depth // blocks >= 1:
+            options.append(
+                f"slices_per_sample {(depth // blocks - 1) // step + 1} (at samples_per_rock {blocks}, "
+                f"slice_step {step})"
+            )
+        if per_block > 1 and (depth // blocks - 1) // (per_block - 1) >= 1:
+            options.append(
+                f"slice_step {(depth // blocks - 1) // (per_block - 1)} (at samples_per_rock {blocks}, "
+                f"slices_per_sample {per_block})"
+            )
+        raise DataError(
+            f"{path}: the shallowest volume ({name!r} in {manifest.source}) has {depth} slices; samples_per_rock "
+            f"{blocks} blocks of slices_per_sample {per_block} slices slice_step {step} apart need "
+            f"{blocks * need}. The data allow at most "
+            + ("; or ".join(options) if options else "fewer blocks than the study needs (2)")
+        )
+    name = min(shapes, key=lambda k: min(shapes[k][1:]))
+    side = min(shapes[name][1:])
+    if side < size:
+        path = next(v.image.path for v in manifest.volumes if v.name == name)
+        raise DataError(
+            f"{path}: the narrowest volume ({name!r} in {manifest.source}) has slices of {shapes[name][1]} x "
+            f"{shapes[name][2]} pixels, smaller than slice_size {size}; the data allow at most slice_size {side}"
+        )
+
+
 def _block_indices(depth: int, blocks: int, per_block: int, step: int, where: Path) -> list[np.ndarray]:
     need = (per_block - 1) * step + 1
     length = depth // blocks
@@ -368,23 +408,17 @@ def label_values(labels, chunk_voxels: int = 1 << 24) -> np.ndarray:
     return np.unique(np.concatenate(seen))
 
 
-_CHECKED_LABELS: set[tuple] = set()  # label files already checked (path, size, mtime, map, phases): once per process
+_LABEL_VALUES: dict[tuple, np.ndarray] = {}  # label file (path, size, mtime, map) -> its phase ids: once per process
 
 
-def _check_label_volume(labels, vf: VolumeFile, n_phases: int) -> None:
-    """Every value of the whole label volume maps to a declared phase (not only the slices taken)."""
+def mapped_label_values(vf: VolumeFile) -> np.ndarray:
+    """The distinct phase ids of the whole label volume (its values through its ``map``), read once per process
+    (not only the slices taken); a DataError names the file when a value is not an integer or not in its map."""
     st = vf.path.stat()
-    key = (
-        str(vf.path.resolve()),
-        st.st_size,
-        st.st_mtime_ns,
-        vf.variable,
-        tuple(sorted((vf.value_map or {}).items())),
-        n_phases,
-    )
-    if key in _CHECKED_LABELS:
-        return
-    values = label_values(labels)
+    key = (str(vf.path.resolve()), st.st_size, st.st_mtime_ns, vf.variable, tuple(sorted((vf.value_map or {}).items())))
+    if key in _LABEL_VALUES:
+        return _LABEL_VALUES[key]
+    values = label_values(open_volume(vf))
     if values.dtype.kind not in "iub":
         raise DataError(f"{vf.path}: labels must be integers, got dtype {values.dtype}")
     if vf.value_map is not None:
@@ -394,8 +428,42 @@ def _check_label_volume(labels, vf: VolumeFile, n_phases: int) -> None:
                 f"{vf.path}: label values {unmapped[:10]} are not in its map {vf.value_map} (outside the declared phases)"
             )
         values = np.unique([vf.value_map[int(x)] for x in values])
-    microct.validate_phase_labels(values, n_phases, name=str(vf.path), ignore_index=None)
-    _CHECKED_LABELS.add(key)
+    _LABEL_VALUES[key] = np.asarray(values, np.int64)
+    return _LABEL_VALUES[key]
+
+
+def check_phases(manifest: Manifest) -> dict[str, np.ndarray]:
+    """The manifest's ``phases`` match its label volumes: every label value (through its map) is a phase id
+    0..len(phases)-1, and every declared phase occurs in some label volume (a phase that no volume holds would
+    give the networks an output that can never be right and every table a column of nothing). Reads each label
+    volume once (before any work); returns the phase ids of each volume by name. A DataError names the manifest,
+    the phases and the values."""
+    n = len(manifest.phases)
+    found, seen = {}, set()
+    for v in manifest.volumes:
+        values = mapped_label_values(v.labels)
+        outside = [int(x) for x in values if not 0 <= int(x) < n]
+        if outside:
+            raise DataError(
+                f"{manifest.source}: volume {v.name!r} ({v.labels.path}) holds label values {outside[:10]} outside "
+                f"the {n} declared phases {list(manifest.phases)} (ids 0..{n - 1}); its values are "
+                f"{values.tolist()[:10]}: add the missing phases to 'phases' or map the values ('map' under labels)"
+            )
+        found[v.name] = values
+        seen.update(int(x) for x in values)
+    absent = [f"{i} ({p})" for i, p in enumerate(manifest.phases) if i not in seen]
+    if absent:
+        raise DataError(
+            f"{manifest.source}: 'phases' lists {n} phases {list(manifest.phases)}, but no label volume holds "
+            f"phase ids {absent}: the label volumes hold only the values {sorted(seen)}. List one phase per label "
+            "value, in id order"
+        )
+    return found
+
+
+def _check_label_volume(vf: VolumeFile, n_phases: int) -> None:
+    """Every value of the whole label volume maps to a declared phase (not only the slices taken)."""
+    microct.validate_phase_labels(mapped_label_values(vf), n_phases, name=str(vf.path), ignore_index=None)
 
 
 def _labels_to_phases(labels: np.ndarray, vf: VolumeFile, n_phases: int) -> np.ndarray:
@@ -443,7 +511,7 @@ def load_slices(
         index = _block_indices(shape[0], blocks, slices_per_block, step, v.image.path)
         ys, xs = _crop(shape[1:], size, v.image.path)
         vol, lab = open_volume(v.image), open_volume(v.labels)
-        _check_label_volume(lab, v.labels, len(manifest.phases))
+        _check_label_volume(v.labels, len(manifest.phases))
         take = np.concatenate(index)
         grey = np.asarray(vol[take][:, ys, xs])
         phases = _labels_to_phases(np.asarray(lab[take][:, ys, xs]), v.labels, len(manifest.phases))

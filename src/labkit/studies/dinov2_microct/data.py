@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from labkit.core.arms import Arm, arm_labels
-from labkit.core.errors import DataError, ParameterError
+from labkit.core.errors import ParameterError
 from labkit.core.params import check_data_root
 from labkit.data import microct
 from labkit.data.layouts_microct import LAYOUTS
@@ -49,19 +49,33 @@ def _real_manifest(cfg):
 
 def check_data_source(cfg) -> None:
     """Before any work: a real data source needs an existing ``data_root`` holding a readable manifest (files
-    present, raw sizes, TIFF pages, label shapes, split: each a DataError naming the file), no more phases than
-    the study segments; simulated data take no ``data_root``."""
+    present, raw sizes, TIFF pages, label shapes, split: each a DataError naming the file), volumes deep and wide
+    enough for the slicing parameters (the error gives the largest values the data allow), and ``phases`` matching
+    its label volumes' values (:func:`labkit.data.microct_volumes.check_phases`); simulated data take no
+    ``data_root``."""
     if check_data_root(cfg, LAYOUTS) is None:
         return
     from labkit.data import microct_volumes
 
     manifest = _real_manifest(cfg)
-    if len(manifest.phases) > NUM_PHASES:
-        raise DataError(
-            f"{manifest.source}: declares {len(manifest.phases)} phases {list(manifest.phases)}; this study "
-            f"segments at most {NUM_PHASES}"
-        )
-    microct_volumes.check_manifest(manifest)
+    shapes = microct_volumes.check_manifest(manifest)
+    microct_volumes.check_slicing(
+        manifest,
+        shapes,
+        blocks=cfg.samples_per_rock,
+        per_block=cfg.slices_per_sample,
+        step=cfg.slice_step,
+        size=cfg.slice_size,
+    )
+    microct_volumes.check_phases(manifest)
+
+
+def phases_of(cfg) -> tuple[str, ...]:
+    """The phase names the study segments: the manifest's ``phases`` for real volumes (every network gets one
+    output per phase, every table and legend one column or entry), the simulator's otherwise."""
+    if cfg.data_source in REAL_SOURCES and cfg.data_root:
+        return tuple(_real_manifest(cfg).phases)
+    return PHASES  # simulated, or a plan made without the data (the paper's three phases)
 
 
 def check_weights(cfg) -> None:
@@ -103,6 +117,11 @@ def check_config(cfg) -> None:
     need(
         cfg.seg_test_scanner not in cfg.seg_train_scanners,
         f"parameter 'seg_test_scanner' {cfg.seg_test_scanner!r} is also a training scanner (seg_train_scanners)",
+    )
+    need(
+        cfg.lora_epochs <= cfg.head_epochs,
+        f"parameter 'lora_epochs' {cfg.lora_epochs} is more than head_epochs {cfg.head_epochs}: a LoRA arm tunes its "
+        "adapters in the last lora_epochs of the head_epochs passes every compared head gets (the same budget)",
     )
     if cfg.resize_policy in ("pad", "error") and cfg.img_size is not None and cfg.img_size != cfg.slice_size:
         raise ParameterError(

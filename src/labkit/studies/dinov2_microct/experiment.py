@@ -18,7 +18,17 @@ from labkit.studies.dinov2_microct.tasks import SeedResult, seed_part_task, unav
 
 # The parameters each part reads besides the data's (see task_settings): a changed one reruns only its tasks
 PROBE_KEYS = ("knn_ks", "knn_temperature", "feature_batch_size")
-LORA_KEYS = ("batch_size", "lora_rank", "lora_alpha", "lora_epochs", "lora_lr", "lora_batch_size", "resize_policy")
+LORA_KEYS = (
+    "batch_size",
+    "lora_rank",
+    "lora_alpha",
+    "head_epochs",
+    "head_lr",
+    "lora_epochs",
+    "lora_lr",
+    "resize_policy",
+    "feature_batch_size",
+)
 PART_KEYS = {
     "baselines": PROBE_KEYS
     + ("denoise_sigma", "rf_trees", "unet_epochs", "unet_batch_size", "unet_lr", "resnet_backbone"),
@@ -140,7 +150,9 @@ def gather(cfg, arms: dict[str, dict], records: list[dict | None], slices) -> Ru
     first = SeedResult()
     for seed in cfg.seeds:
         for part in parts(cfg):
-            record = by_task.get((seed, part)) or unavailable_record(cfg, part, seed, arms[part]["status"])
+            record = by_task.get((seed, part)) or unavailable_record(
+                cfg, part, seed, arms[part]["status"], slices.phases
+            )
             cls_rows += record["classification"]
             for row in record["segmentation"]:
                 row = dict(row)
@@ -318,4 +330,6 @@ def claim_context(cfg, runs: Runs) -> dict:
             .dropna()
             .unique()
         )
-    return {"unavailable": unavailable, "chosen": chosen, "ks": ks}
+    slices = runs.examples.get("slices")
+    split = getattr(slices, "split_plan", None)  # real volumes: the manifest's split; simulated: the parameters
+    return {"unavailable": unavailable, "chosen": chosen, "ks": ks, "split": dict(split) if split else None}

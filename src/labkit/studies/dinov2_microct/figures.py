@@ -6,23 +6,30 @@ import numpy as np
 import pandas as pd
 
 from labkit.data import microct
-from labkit.data.microct import PHASES
 from labkit.studies.base import Runs
-from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, NUM_PHASES, pca_indices
+from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, pca_indices
 from labkit.studies.dinov2_microct.experiment import TRAINED_RATIO
 
 PHASE_COLOURS = ["#1f1f5f", "#e8d9a8", "#6aa84f"]
 
 
+def _phase_colormap(phases):
+    """One colour per phase of the data (the simulator's three first; more phases from tab10)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    extra = [plt.get_cmap("tab10")(i) for i in range(max(0, len(phases) - len(PHASE_COLOURS)))]
+    return ListedColormap((PHASE_COLOURS + extra)[: len(phases)])
+
+
 def data_slices(data: microct.MicroCTSlices):
     """One slice per rock type (columns) and scanner (rows) of the first seed, with its phase map (last row)."""
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
 
     ds = data
     nr, nc = len(ds.scanners) + 1, len(ds.rock_types)
     fig, axes = plt.subplots(nr, nc, figsize=(2.2 * nc, 2.2 * nr), squeeze=False)
-    cmap = ListedColormap(PHASE_COLOURS)
+    cmap, top = _phase_colormap(ds.phases), len(ds.phases) - 1
     for ri, rock in enumerate(ds.rock_types):
         shown = None
         for si, sc in enumerate(ds.scanners):
@@ -37,13 +44,13 @@ def data_slices(data: microct.MicroCTSlices):
             if ri == 0:
                 ax.set_ylabel(sc, fontsize=8)
         if shown is not None:
-            axes[-1, ri].imshow(ds.masks[shown], cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+            axes[-1, ri].imshow(ds.masks[shown], cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
         if ri == 0:
             axes[-1, 0].set_ylabel("phases", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
-    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(NUM_PHASES)]
-    fig.legend(handles, PHASES, loc="lower center", ncol=NUM_PHASES, fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(len(ds.phases))]
+    fig.legend(handles, ds.phases, loc="lower center", ncol=len(ds.phases), fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
@@ -178,13 +185,13 @@ def example_masks(runs: Runs, max_methods: int | None = None):
     """Out-of-distribution (third rock) slices: image, truth and each evaluated method's phases
     (all of them unless ``max_methods`` is given)."""
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
 
     ex = runs.examples["masks"]
     methods = [k for k in ex if k not in ("image", "truth")][:max_methods]
     cols = ["image", "truth"] + methods
     n = len(ex["image"])
-    cmap = ListedColormap(PHASE_COLOURS)
+    phases = runs.examples["slices"].phases
+    cmap, top = _phase_colormap(phases), len(phases) - 1
     fig, axes = plt.subplots(n, len(cols), figsize=(1.7 * len(cols), 1.9 * n), squeeze=False)
     for i in range(n):
         for j, c in enumerate(cols):
@@ -192,7 +199,7 @@ def example_masks(runs: Runs, max_methods: int | None = None):
             if c == "image":
                 ax.imshow(ex[c][i], cmap="gray")
             else:
-                ax.imshow(ex[c][i], cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+                ax.imshow(ex[c][i], cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
             if i == 0:
                 ax.set_title(c.replace(" | ", "\n").replace("(", "\n("), fontsize=6)
             ax.set_xticks([]), ax.set_yticks([])

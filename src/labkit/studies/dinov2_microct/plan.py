@@ -7,7 +7,7 @@ import math
 from labkit.methods import baselines
 from labkit.models.vit_heads import BackboneSegmenter, create_head
 from labkit.studies.dinov2_microct.backbones import STANDIN_ARCH, vit_input_size
-from labkit.studies.dinov2_microct.data import NAME, NUM_PHASES, VIT_KINDS
+from labkit.studies.dinov2_microct.data import NAME, VIT_KINDS, phases_of
 from labkit.studies.dinov2_microct.experiment import parts
 
 
@@ -16,7 +16,7 @@ def _train_slices(cfg) -> int:
     return len(cfg.seg_train_rocks) * len(cfg.seg_train_scanners) * (cfg.samples_per_rock - 1) * cfg.slices_per_sample
 
 
-def _budget(cfg, name, build, size, batch, epochs, key, prefix):
+def _budget(cfg, name, build, size, batch, epochs, key, prefix, batch_param=None):
     """One trained row's budget: ``epochs`` passes over the training slices in batches of ``batch``."""
     from labkit.core.plan import TaskBudget, measure
 
@@ -38,7 +38,7 @@ def _budget(cfg, name, build, size, batch, epochs, key, prefix):
         counts_epochs=True,
         requested_batch=batch,
         params={
-            "batch": f"{prefix}_batch_size",
+            "batch": batch_param or f"{prefix}_batch_size",
             "data_items": "samples_per_rock/slices_per_sample",
             "epochs": f"{prefix}_epochs",
         },
@@ -52,14 +52,17 @@ def _lora(cfg, name, make, targets, head, size, key):
     def build():
         tuned = apply_lora(make(), rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=targets)
         dim = getattr(tuned, "num_features", None) or tuned.embed_dim
-        return BackboneSegmenter(tuned, create_head(head, dim, NUM_PHASES), size, cfg.resize_policy)
+        return BackboneSegmenter(tuned, create_head(head, dim, len(phases_of(cfg))), size, cfg.resize_policy)
 
-    return _budget(cfg, name, build, size, cfg.lora_batch_size, cfg.lora_epochs, ("lora", key, head, size), "lora")
+    # the passes through the backbone: the last lora_epochs of head_epochs (the probe before them runs on cached tokens)
+    return _budget(
+        cfg, name, build, size, cfg.batch_size, cfg.lora_epochs, ("lora", key, head, size), "lora", "batch_size"
+    )
 
 
 def plan(cfg) -> list:
     """The grid of :func:`experiment.build_grid` (every arm assumed available): per seed, the U-Net from scratch, the
-    ResNet + LoRA and each ViT's LoRA heads (:func:`tasks.fit_lora`); the segmentation training slices counted
+    ResNet + LoRA and each ViT's LoRA heads (:func:`tasks.train_arm`: the passes through the backbone); the segmentation training slices counted
     from the parameters (real volumes: from the data). Frozen heads on cached tokens and the probes are not
     counted."""
     from labkit.core.plan import GridPlan
@@ -69,7 +72,7 @@ def plan(cfg) -> list:
         _budget(
             cfg,
             "UNet from scratch",
-            lambda: baselines.create_unet(NUM_PHASES, in_channels=1),
+            lambda: baselines.create_unet(len(phases_of(cfg)), in_channels=1),
             cfg.slice_size,
             cfg.unet_batch_size,
             cfg.unet_epochs,

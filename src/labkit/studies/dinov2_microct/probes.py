@@ -48,12 +48,28 @@ def grey_histograms(images: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarra
     return np.stack([np.histogram(np.clip(a, 0, 1), edges, density=True)[0] for a in images]).astype(np.float32)
 
 
+def knn_too_large(k: int, n_train: int) -> str:
+    """Why a k of ``knn_ks`` is not run: a kNN over ``n_train`` training slices cannot take more neighbours than
+    that (the search would silently stop at ``n_train`` and repeat the row of the largest k that fits)."""
+    return (
+        f"not evaluated: k = {k} is more than the {n_train} training slices of the classification split, so it "
+        f"would repeat the k = {n_train} row (parameter knn_ks; more slices: samples_per_rock, slices_per_sample)"
+    )
+
+
 def probe_rows(cfg, seed, label, views: dict[str, np.ndarray], labels, tr, te, n_per_class) -> list[dict]:
-    """kNN (every k of knn_ks) and linear probes on each centred feature view."""
+    """kNN (every k of knn_ks up to the training slices; a larger k is a row saying why it did not run) and linear
+    probes on each centred feature view."""
     rows = []
+    ks = [int(k) for k in cfg.knn_ks if k <= len(tr)]
+    skipped = [int(k) for k in cfg.knn_ks if k > len(tr)]
     for feature, x in centred_views(views, tr).items():
-        preds = probing.knn_predict(
-            x[tr], labels[tr], x[te], cfg.knn_ks, temperature=cfg.knn_temperature, num_classes=int(labels.max()) + 1
+        preds = (
+            probing.knn_predict(
+                x[tr], labels[tr], x[te], ks, temperature=cfg.knn_temperature, num_classes=int(labels.max()) + 1
+            )
+            if ks
+            else {}
         )
         for k, p in preds.items():
             rows.append(
@@ -66,6 +82,19 @@ def probe_rows(cfg, seed, label, views: dict[str, np.ndarray], labels, tr, te, n
                     "k_below_class_size": bool(k < n_per_class),
                     "accuracy": float((p == labels[te]).mean()),
                     "status": "evaluated",
+                }
+            )
+        for k in skipped:
+            rows.append(
+                {
+                    "seed": seed,
+                    "backbone": label,
+                    "probe": "knn",
+                    "feature": feature,
+                    "k": k,
+                    "k_below_class_size": False,
+                    "accuracy": np.nan,
+                    "status": knn_too_large(k, len(tr)),
                 }
             )
         p = probing.linear_probe(x[tr], labels[tr], x[te], seed=seed)

@@ -8,10 +8,10 @@ import pandas as pd
 from labkit.core.claims import BUDGET_KEYS
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.data import microct
-from labkit.data.microct import PHASES
 from labkit.studies.base import Runs
-from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, NUM_PHASES, SPLITS, splits
+from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, SPLITS, splits
 from labkit.studies.dinov2_microct.experiment import LEARNER_FREE_PREDICTOR, TRAINED_RATIO
+from labkit.studies.dinov2_microct.probes import HISTOGRAM
 
 FEATURE_LABELS = {"cls": "class token", "mean": "mean patch token", "cls+mean": "class + mean patch token"}
 
@@ -31,16 +31,23 @@ def classification(runs: Runs) -> pd.DataFrame:
         ok["feature"] = "cls"
     ok["feature"] = ok["feature"].map(lambda f: FEATURE_LABELS.get(f, f))
     agg = aggregate_over_seeds(ok, ["accuracy"], ["backbone", "feature", "probe"]) if len(ok) else pd.DataFrame()
-    missing = df[df["status"] != "evaluated"].drop_duplicates("backbone")[["backbone", "status"]]
-    if len(missing):
-        missing = missing.assign(probe="all")
-        agg = pd.concat([agg, missing], ignore_index=True)
+    missing = df[df["status"] != "evaluated"].copy()
+    if len(missing):  # a backbone that could not run (every probe), or a k larger than the training slices
+        k = missing["k"] if "k" in missing else pd.Series(np.nan, index=missing.index)
+        missing["probe"] = np.where(k.notna(), "kNN k=" + k.fillna(0).astype(int).astype(str), "all")
+        missing = missing.drop_duplicates(["backbone", "probe"])[["backbone", "probe", "status"]]
+        agg = pd.concat([agg, missing.assign(feature="every feature view")], ignore_index=True)
+    if len(agg):  # the floor of claim 1: grey levels alone, no features
+        agg.insert(0, "role", np.where(agg["backbone"] == HISTOGRAM, "floor (claim 1)", ""))
+        agg["status"] = agg["status"].fillna("evaluated") if "status" in agg else "evaluated"
     return agg.round(3)
 
 
 def segmentation(runs: Runs) -> pd.DataFrame:
-    """Mean over seeds (and 95% CI of the mean IoU) per method and split, wide over splits."""
+    """Mean over seeds (and 95% CI of the mean IoU) per method and split, wide over splits, with the IoU of each
+    phase of the data on the held-out rock."""
     df = runs.tables["segmentation_rows"]
+    phases = [c.split("/", 1)[1] for c in df.columns if c.startswith("iou/")]
     ok = df[df["status"] == "evaluated"]
     rows = []
     keys = ["method", "backbone", "kind"]
@@ -63,7 +70,7 @@ def segmentation(runs: Runs) -> pd.DataFrame:
             row[f"{split}/miou"] = a["miou_mean"]
             row[f"{split}/miou_ci95"] = f"[{a['miou_ci95_low']:.3f}, {a['miou_ci95_high']:.3f}]" if a["n"] > 1 else ""
             if split == "ood_rock":
-                for p in PHASES:
+                for p in phases:
                     row[f"ood_rock/iou/{p}"] = sg[f"iou/{p}"].mean()
         row["n_seeds"] = og["seed"].nunique()
         rows.append(row)
@@ -130,14 +137,14 @@ def data_splits(cfg, data: microct.MicroCTSlices) -> pd.DataFrame:
     rows = []
     for name, idx in sp.items():
         sub = ds.subset(idx)
-        frac = np.bincount(sub.masks.ravel(), minlength=NUM_PHASES) / max(sub.masks.size, 1)
+        frac = np.bincount(sub.masks.ravel(), minlength=len(ds.phases)) / max(sub.masks.size, 1)
         rows.append(
             {
                 "split": name,
                 "slices": len(idx),
                 "rocks": ", ".join(sorted({ds.rock_types[r] for r in sub.rock})),
                 "scanners": ", ".join(sorted({ds.scanners[s] for s in sub.scanner})),
-                **{f"fraction/{p}": round(float(f), 3) for p, f in zip(PHASES, frac)},
+                **{f"fraction/{p}": round(float(f), 3) for p, f in zip(ds.phases, frac)},
             }
         )
     return pd.DataFrame(rows)

@@ -14,15 +14,13 @@ import numpy as np
 from labkit.core.grid import grid_task
 from labkit.core.metrics import ConfusionMatrix
 from labkit.core.seeding import seed_everything
-from labkit.data.microct import PHASES
 from labkit.methods import baselines, probing
 from labkit.methods.array_segmentation import fit_budget, fit_segmenter, predict_grey, token_oracle
 from labkit.models.vit_heads import BackboneSegmenter, count_parameters, create_head, patch_size_of
-from labkit.studies.dinov2_microct.backbones import Backbone, build_backbone, torch_device, vit_input_size
+from labkit.studies.dinov2_microct.backbones import Backbone, build_backbone, torch_device
 from labkit.studies.dinov2_microct.data import (
     BACKBONE_LABELS,
     NAME,
-    NUM_PHASES,
     SPLITS,
     evaluated_splits,
     pca_indices,
@@ -35,9 +33,19 @@ CEILING_GRIDS = (8, 12, 16, 24, 32, 48)
 ORACLE = "per-token oracle"
 
 
-def _scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    cm = ConfusionMatrix(NUM_PHASES).update(pred, target)
-    return cm.scores(PHASES)
+def _scores(pred: np.ndarray, target: np.ndarray, phases: tuple[str, ...]) -> dict[str, float]:
+    """IoU of each phase and their mean over the phases present in ``target``, so every method is scored on the
+    same set of phases, the data's: a phase absent from the split (a sandstone without micro-porosity) counts for
+    no method (its IoU is NaN for all), and predicting it costs a method through the present phases' IoU."""
+    cm = ConfusionMatrix(len(phases)).update(pred, target)
+    s = cm.scores(phases)
+    present = cm.support > 0
+    iou = cm.iou()
+    for i, p in enumerate(phases):
+        if not present[i]:
+            s[f"iou/{p}"] = float("nan")
+    s["miou"] = float(np.nanmean(iou[present])) if present.any() else float("nan")
+    return s
 
 
 @dataclass
@@ -95,7 +103,7 @@ def _seg_rows(
 ):
     """One row per split it predicted; a trained arm's rows carry its ``budget``."""
     for split in preds:
-        s = _scores(preds[split], ds.masks[sp[split]])
+        s = _scores(preds[split], ds.masks[sp[split]], ds.phases)
         out.segmentation.append(
             {
                 "seed": seed,
@@ -107,7 +115,7 @@ def _seg_rows(
                 "train_seconds": seconds,
                 "status": "evaluated",
                 "miou": s["miou"],
-                **{f"iou/{p}": s[f"iou/{p}"] for p in PHASES},
+                **{f"iou/{p}": s[f"iou/{p}"] for p in ds.phases},
                 **({"budget": dict(budget)} if budget is not None else {}),
             }
         )
@@ -115,7 +123,7 @@ def _seg_rows(
     out.examples[key] = preds["ood_rock"][example_idx]
 
 
-def _not_evaluated(out: SeedResult, seed, method, backbone, kind, reason):
+def _not_evaluated(out: SeedResult, seed, method, backbone, kind, reason, phases):
     for split in SPLITS:
         out.segmentation.append(
             {
@@ -128,7 +136,7 @@ def _not_evaluated(out: SeedResult, seed, method, backbone, kind, reason):
                 "train_seconds": np.nan,
                 "status": reason,
                 "miou": np.nan,
-                **{f"iou/{p}": np.nan for p in PHASES},
+                **{f"iou/{p}": np.nan for p in phases},
             }
         )
 
@@ -138,7 +146,8 @@ def ceiling_rows(cfg, seed, ds, sp, grids=CEILING_GRIDS) -> list[dict]:
     rows = []
     for g in grids:
         for split in evaluated_splits(sp):
-            s = _scores(token_oracle(ds.masks[sp[split]], g, NUM_PHASES), ds.masks[sp[split]])
+            masks = ds.masks[sp[split]]
+            s = _scores(token_oracle(masks, g, len(ds.phases)), masks, ds.phases)
             rows.append({"seed": seed, "grid": g, "split": split, "miou": s["miou"]})
     return rows
 
@@ -186,10 +195,11 @@ def _baselines(cfg, seed, ds, sp, out: SeedResult) -> None:
     example_idx = _example_index(sp)
     out.examples["image"] = ds.images[sp["ood_rock"]][example_idx]
     out.examples["truth"] = ds.masks[sp["ood_rock"]][example_idx]
+    n = len(ds.phases)  # one output / cluster per phase of the data
     classical = [
-        ("multi-Otsu", baselines.ClusterSegmenter("otsu", NUM_PHASES, cfg.denoise_sigma, seed)),
-        ("K-means", baselines.ClusterSegmenter("kmeans", NUM_PHASES, cfg.denoise_sigma, seed)),
-        ("fuzzy C-means", baselines.ClusterSegmenter("fcm", NUM_PHASES, cfg.denoise_sigma, seed)),
+        ("multi-Otsu", baselines.ClusterSegmenter("otsu", n, cfg.denoise_sigma, seed)),
+        ("K-means", baselines.ClusterSegmenter("kmeans", n, cfg.denoise_sigma, seed)),
+        ("fuzzy C-means", baselines.ClusterSegmenter("fcm", n, cfg.denoise_sigma, seed)),
         ("random forest (filter bank)", baselines.FilterBankForest(n_estimators=cfg.rf_trees, seed=seed)),
     ]
     for name, est in classical:
@@ -200,7 +210,7 @@ def _baselines(cfg, seed, ds, sp, out: SeedResult) -> None:
         _seg_rows(out, seed, name, "", "classical", np.nan, seconds, preds, ds, sp, example_idx)
 
     seed_everything(seed)
-    unet = baselines.create_unet(NUM_PHASES, in_channels=1)
+    unet = baselines.create_unet(n, in_channels=1)
     res = _fit(cfg, unet, seg_tr, cfg.unet_batch_size, cfg.unet_epochs, cfg.unet_lr, seed, "UNet from scratch")
     preds = {s: predict_grey(res.model, ds.images[sp[s]]) for s in evaluated_splits(sp)}
     trainable = count_parameters(unet)
@@ -219,7 +229,7 @@ def _fit(cfg, model, seg_tr, batch_size, epochs, lr, seed, desc):
         model,
         seg_tr.images,
         seg_tr.masks,
-        num_classes=NUM_PHASES,
+        num_classes=len(seg_tr.phases),
         batch_size=batch_size,
         epochs=epochs,
         lr=lr,
@@ -230,20 +240,66 @@ def _fit(cfg, model, seg_tr, batch_size, epochs, lr, seed, desc):
     )
 
 
-def fit_lora(cfg, backbone, head_kind, seg_tr, seed, desc, targets=None, img_size=None):
-    """``backbone`` (copied) with LoRA adapters on ``targets`` (default ``lora_targets``) and a ``head_kind`` head,
-    fine-tuned on the segmentation training slices; returns the model and labkit ``fit``'s result."""
+def train_arm(cfg, backbone, head_kind, seg_tr, tokens, token_masks, seed, *, lora, img_size, targets=None):
+    """One frozen or LoRA arm at the budget every compared arm shares: ``head_epochs`` passes over the segmentation
+    training slices in batches of ``batch_size``, AdamW on one cosine (:mod:`labkit.methods.probe_then_finetune`).
+    The head first learns on the frozen ``tokens`` (a linear probe); with ``lora`` the backbone (copied) gets LoRA
+    adapters on ``targets`` (default ``lora_targets``) that join the head for the last ``lora_epochs`` passes (at
+    ``lora_lr``), else the head keeps learning on the tokens. Returns (the model to predict with: a
+    :class:`TokenHead` on tokens or the tuned :class:`BackboneSegmenter` on images, trainable parameters, seconds,
+    budget)."""
+    from labkit.methods.probe_then_finetune import probe_then_finetune
     from labkit.models.lora import apply_lora
+    from labkit.models.vit_heads import TokenHead
 
     seed_everything(seed)
-    tuned = apply_lora(
-        copy.deepcopy(backbone), rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=targets or cfg.lora_targets
+    head = create_head(head_kind, tokens.shape[1], len(seg_tr.phases))  # the same initial head in both arms
+    model = None
+    if lora:
+        tuned = apply_lora(
+            copy.deepcopy(backbone), rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=targets or cfg.lora_targets
+        )
+        model = BackboneSegmenter(tuned, head, img_size, cfg.resize_policy)
+    token_head = TokenHead(head)
+    seconds = probe_then_finetune(
+        token_head,
+        tokens,
+        token_masks,
+        epochs=cfg.head_epochs,
+        finetune_epochs=cfg.lora_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.head_lr,
+        finetune_lr=cfg.lora_lr,
+        seed=seed,
+        model=model,
+        images=seg_tr.images,
+        masks=seg_tr.masks,
+        device=torch_device(cfg),
     )
-    dim = getattr(backbone, "num_features", None) or backbone.embed_dim
-    model = BackboneSegmenter(
-        tuned, create_head(head_kind, dim, NUM_PHASES), img_size or vit_input_size(cfg), cfg.resize_policy
-    )
-    return model, _fit(cfg, model, seg_tr, cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, seed, desc)
+    trained = model if lora else token_head
+    trainable = count_parameters(trained)
+    return trained, trainable, seconds, fit_budget(len(tokens), cfg.batch_size, cfg.head_epochs, cfg.head_lr, trainable)
+
+
+def frozen_tokens(cfg, backbone, images: np.ndarray, img_size: int) -> np.ndarray:
+    """The frozen backbone's patch tokens (a CNN: its last feature map) of ``images`` at ``img_size``."""
+    import torch
+
+    from labkit.models.vit_heads import backbone_tokens, prepare_input
+
+    device = torch_device(cfg)
+    backbone.to(device).eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), cfg.feature_batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + cfg.feature_batch_size, None], np.float32))
+            out.append(backbone_tokens(backbone, prepare_input(x.to(device), img_size, cfg.resize_policy))[1].cpu())
+    return torch.cat(out).numpy()
+
+
+def _token_masks(cfg, masks: np.ndarray, img_size: int) -> np.ndarray:
+    """Training masks as the token heads see them: padded with an ignored label where the input is padded."""
+    return probing.pad_masks(masks, img_size) if cfg.resize_policy == "pad" and img_size != cfg.slice_size else masks
 
 
 def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> None:
@@ -257,8 +313,7 @@ def _vit_rows(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, keep: bool) -> N
     feats = _features(cfg, bb, ds, sp, out, keep)
     _probes(cfg, bb, seed, ds, sp, out, feats)
     _frozen_heads(cfg, bb, seed, ds, sp, out, feats)
-    del feats
-    _lora_heads(cfg, bb, seed, ds, sp, out)
+    _lora_heads(cfg, bb, seed, ds, sp, out, feats)
 
 
 def _token_grid_oracle(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
@@ -266,7 +321,7 @@ def _token_grid_oracle(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None
     grid = bb.img_size // patch_size_of(bb.model)
     out.grids[bb.label] = int(grid)
     preds = {
-        s: token_oracle(ds.masks[sp[s]], grid, NUM_PHASES, bb.img_size if cfg.resize_policy == "pad" else None)
+        s: token_oracle(ds.masks[sp[s]], grid, len(ds.phases), bb.img_size if cfg.resize_policy == "pad" else None)
         for s in evaluated_splits(sp)
     }
     _seg_rows(out, seed, ORACLE, bb.label, "oracle", 0, 0.0, preds, ds, sp, _example_index(sp))
@@ -313,28 +368,17 @@ def _frozen_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probi
     example_idx = _example_index(sp)
     seg_tr = ds.subset(sp["seg_train"])
     padded = (bb.img_size, bb.img_size) if cfg.resize_policy == "pad" and bb.img_size != cfg.slice_size else None
-    tr_masks = seg_tr.masks if padded is None else probing.pad_masks(seg_tr.masks, bb.img_size)
+    tr_masks = _token_masks(cfg, seg_tr.masks, bb.img_size)
     tok_tr = feats.patch_of(sp["seg_train"])
     for head, name in (("linear", "linear head (frozen)"), ("cnn", "CNN head (frozen)")):
-        hr = probing.train_token_head(
-            tok_tr,
-            tr_masks,
-            kind=head,
-            num_classes=NUM_PHASES,
-            epochs=cfg.head_epochs,
-            lr=cfg.head_lr,
-            batch_size=cfg.batch_size,
-            seed=seed,
-            progress=cfg.progress,
+        model, trainable, seconds, budget = train_arm(
+            cfg, bb.model, head, seg_tr, tok_tr, tr_masks, seed, lora=False, img_size=bb.img_size
         )
         preds = {
-            s: probing.predict_token_head(hr.model, feats.patch_of(sp[s]), size, padded_size=padded)
+            s: probing.predict_token_head(model, feats.patch_of(sp[s]), size, padded_size=padded)
             for s in evaluated_splits(sp)
         }
-        budget = fit_budget(len(tok_tr), cfg.batch_size, cfg.head_epochs, cfg.head_lr, hr.trainable_params)
-        _seg_rows(
-            out, seed, name, bb.label, "frozen", hr.trainable_params, hr.seconds, preds, ds, sp, example_idx, budget
-        )
+        _seg_rows(out, seed, name, bb.label, "frozen", trainable, seconds, preds, ds, sp, example_idx, budget)
     t0 = time.perf_counter()
     preds = {
         s: probing.knn_segment(
@@ -342,7 +386,7 @@ def _frozen_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probi
             tr_masks,
             feats.patch_of(sp[s]),
             size,
-            num_classes=NUM_PHASES,
+            num_classes=len(ds.phases),
             k=cfg.knn_seg_k,
             temperature=cfg.knn_temperature,
             memory_size=cfg.knn_seg_memory,
@@ -355,24 +399,26 @@ def _frozen_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probi
     _seg_rows(out, seed, "kNN segmentation (frozen)", bb.label, "frozen", 0, seconds, preds, ds, sp, example_idx)
 
 
-def _lora_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult) -> None:
-    """Each head of ``lora_heads`` fine-tuned with LoRA on the ViT (where ``lora``; else rows saying why)."""
+def _lora_heads(cfg, bb: Backbone, seed, ds, sp, out: SeedResult, feats: probing.Features) -> None:
+    """Each head of ``lora_heads`` probed on the frozen tokens, then fine-tuned with LoRA, at the frozen head's budget
+    (:func:`train_arm`; where ``lora``, else rows saying why)."""
     seg_tr = ds.subset(sp["seg_train"])
+    tok_tr, tr_masks = feats.patch_of(sp["seg_train"]), _token_masks(cfg, seg_tr.masks, bb.img_size)
     for head in cfg.lora_heads:
         name = f"{head} head + LoRA"
         if not cfg.lora:
             reason = "not evaluated: LoRA not run for this backbone in this preset (parameter lora_backbones)"
-            _not_evaluated(out, seed, name, bb.label, "LoRA", reason)
+            _not_evaluated(out, seed, name, bb.label, "LoRA", reason, ds.phases)
             continue
-        model, r = fit_lora(cfg, bb.model, head, seg_tr, seed, f"LoRA {head} {bb.kind}", img_size=bb.img_size)
-        preds = {s: predict_grey(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
-        trainable = count_parameters(model)
-        budget = fit_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
-        _seg_rows(out, seed, name, bb.label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget)
-        del model, r
+        model, trainable, seconds, budget = train_arm(
+            cfg, bb.model, head, seg_tr, tok_tr, tr_masks, seed, lora=True, img_size=bb.img_size
+        )
+        preds = {s: predict_grey(model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
+        _seg_rows(out, seed, name, bb.label, "LoRA", trainable, seconds, preds, ds, sp, _example_index(sp), budget)
+        del model
 
 
-def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads) -> None:
+def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads, phases) -> None:
     """The rows of a ViT that could not run, each saying why."""
     for probe in ("knn", "linear"):
         out.classification.append(
@@ -387,18 +433,19 @@ def _unavailable_vit(out: SeedResult, seed, label: str, status: str, lora_heads)
             }
         )
     for m in ("linear head (frozen)", "CNN head (frozen)", "kNN segmentation (frozen)"):
-        _not_evaluated(out, seed, m, label, "frozen", status)
+        _not_evaluated(out, seed, m, label, "frozen", status, phases)
     for h in lora_heads:
-        _not_evaluated(out, seed, f"{h} head + LoRA", label, "LoRA", status)
+        _not_evaluated(out, seed, f"{h} head + LoRA", label, "LoRA", status, phases)
 
 
-def unavailable_record(cfg, part: str, seed: int, status: str) -> dict:
-    """The record of a part whose arm could not run: its rows, each saying why."""
+def unavailable_record(cfg, part: str, seed: int, status: str, phases: tuple[str, ...]) -> dict:
+    """The record of a part whose arm could not run: its rows (one IoU column per phase of the data), each saying
+    why."""
     out = SeedResult()
     if part == "resnet":
-        _not_evaluated(out, seed, "linear head + LoRA", resnet_lora_label(cfg), "LoRA", status)
+        _not_evaluated(out, seed, "linear head + LoRA", resnet_lora_label(cfg), "LoRA", status, phases)
     else:
-        _unavailable_vit(out, seed, BACKBONE_LABELS[part], status, cfg.lora_heads)
+        _unavailable_vit(out, seed, BACKBONE_LABELS[part], status, cfg.lora_heads, phases)
     return out.record(part, seed, keep=False)
 
 
@@ -407,17 +454,27 @@ def resnet_lora_label(cfg) -> str:
 
 
 def _resnet_lora(cfg, seed, out: SeedResult, ds, sp, weights: dict) -> None:
-    """The pretrained ResNet + LoRA with a linear head, at the ViTs' input side (``input_size``)."""
+    """The pretrained ResNet + LoRA with a linear head, at the ViTs' input side (``input_size``) and their LoRA arms'
+    budget: probed on its frozen last feature map, then fine-tuned with LoRA on its convolutions (:func:`train_arm`)."""
     from labkit.models.backbones import create_backbone
 
     seg_tr = ds.subset(sp["seg_train"])
     resnet = create_backbone(cfg.resnet_backbone, weights=weights["weights"], num_classes=0)
-    model, r = fit_lora(
-        cfg, resnet, "linear", seg_tr, seed, "LoRA resnet", targets="resnet-convs", img_size=cfg.input_size
+    tokens = frozen_tokens(cfg, resnet, seg_tr.images, cfg.input_size)
+    model, trainable, seconds, budget = train_arm(
+        cfg,
+        resnet,
+        "linear",
+        seg_tr,
+        tokens,
+        _token_masks(cfg, seg_tr.masks, cfg.input_size),
+        seed,
+        lora=True,
+        img_size=cfg.input_size,
+        targets="resnet-convs",
     )
-    preds = {s: predict_grey(r.model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
-    label, trainable = resnet_lora_label(cfg), count_parameters(model)
-    budget = fit_budget(len(seg_tr.images), cfg.lora_batch_size, cfg.lora_epochs, cfg.lora_lr, trainable)
+    preds = {s: predict_grey(model, ds.images[sp[s]], cfg.batch_size) for s in evaluated_splits(sp)}
+    label = resnet_lora_label(cfg)
     _seg_rows(
-        out, seed, "linear head + LoRA", label, "LoRA", trainable, r.seconds, preds, ds, sp, _example_index(sp), budget
+        out, seed, "linear head + LoRA", label, "LoRA", trainable, seconds, preds, ds, sp, _example_index(sp), budget
     )
