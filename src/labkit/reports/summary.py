@@ -26,6 +26,10 @@ STATUSES = ("held", "did not hold", "inconclusive", "not evaluated")  # labkit.c
 # ``headline_note``; otherwise this table, then a rule on the name (see :func:`headline_meaning`).
 HEADLINE_MEANING: dict[str, str] = {
     "ood_rock_miou_dinov2_linear": "mIoU (0-1) of the DINOv2 linear head on the held-out rock; higher is better",
+    "ood_rock_miou_best_backbone_linear": (
+        "mIoU (0-1) of the best available backbone's frozen linear head on the held-out rock (DINOv2 when its "
+        "weights are present, else labkit's stand-in; headline_backbone in metrics.json names it); higher is better"
+    ),
     "farcluss_gain_over_supervised_lowest_fraction": (
         "mIoU of FARCLUSS minus supervised-only at the fewest labels (0-1 scale); > 0: FARCLUSS ahead"
     ),
