@@ -56,6 +56,18 @@ def pretraining_figure(runs: Runs):
     return fig
 
 
+def label_count_ticks(ax, counts) -> None:
+    """Plain integer ticks at exactly the label counts on a log x axis, and no minor tick labels (a log axis
+    otherwise labels its minor ticks too, "6x10^1" on top of "64")."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
+
+    ticks = sorted(int(c) for c in counts)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FixedFormatter([str(t) for t in ticks]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def label_efficiency_figure(runs: Runs):
     """Defect AP and defect F1 vs labelled images per init (full fine-tuning), 95 % bands over seeds."""
     frame = runs.tables["runs"]
@@ -73,9 +85,7 @@ def label_efficiency_figure(runs: Runs):
             if low.notna().all():
                 ax.fill_between(g["n_labels"], low, high, alpha=0.15, color=COLOURS.get(name))
         ax.set(xscale="log", xlabel="labelled images", ylabel=metric, title=metric.replace("_", " "))
-        ticks = sorted(df["n_labels"].unique())
-        ax.set_xticks(ticks)
-        ax.set_xticklabels(ticks)
+        label_count_ticks(ax, df["n_labels"].unique())
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Label efficiency after full fine-tuning (bands: 95% CI over seeds; dashed: 'all good' floor)")
