@@ -272,7 +272,15 @@ def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]
 
 
 RUN_COLUMNS = ["init", "protocol", "n_labels", "seed", "defect_ap", "defect_f1", "image_auroc", "miou", "defect_iou"]
-RUN_COLUMNS += ["trainable_params", "seconds", "final_train_loss", "n_train", "train_defective"]
+RUN_COLUMNS += [
+    "decoder",
+    "decoder_params",
+    "trainable_params",
+    "seconds",
+    "final_train_loss",
+    "n_train",
+    "train_defective",
+]
 RUN_COLUMNS += ["steps", "batch_size", "lr", "schedule"]  # the run's budget (its record's; empty for the floor)
 
 

@@ -99,7 +99,7 @@ def _finetune_budgets(cfg, vit, tasks) -> list:
             side = dinov2_side(s) if init == "dinov2" else s
             enc = (lambda: dinov2_encoder(s, "random")) if init == "dinov2" else vit
             build = lambda enc=enc, frozen=frozen: ViTSegmenter(  # noqa: E731
-                enc(), out_size=s, head="linear" if frozen else cfg.seg_head, frozen=frozen
+                enc(), out_size=s, head=cfg.seg_head, frozen=frozen
             )
         ch = 3 if init == "dinov2" else c
         flops, tr, tot = measure(

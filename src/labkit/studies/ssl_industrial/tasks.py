@@ -163,16 +163,17 @@ def _build_encoder(
 
 def _fit_vit(model, x_train, y_train, x_test, encoder_lr_scale: float, train: dict):
     """Train a ViT segmenter and predict the test set: full fine-tuning (the encoder at ``encoder_lr_scale`` x lr),
-    or, when frozen, the frozen encoder's features computed once and only the head learning (no augmentation).
-    Returns ``(info, defect probabilities)``."""
-    from labkit.methods.defect_segmentation import predict_defect_prob, train_segmenter
+    or, when frozen, the frozen encoder's features computed once per image and augmentation view and only the
+    same decoder learning, on the same augmented batches as full fine-tuning with the same seed (so C2's gain
+    isolates fine-tuning the encoder). Returns ``(info, defect probabilities)``."""
+    from labkit.methods.defect_segmentation import predict_defect_prob, train_segmenter, view_features
 
     dev = train["device"]
     if model.frozen:
+        views = view_features(model.features, x_train, device=dev).clone()
         with torch.inference_mode():
-            f_train = torch.cat([model.features(x_train[i : i + 64].to(dev)) for i in range(0, len(x_train), 64)])
             f_test = torch.cat([model.features(x_test[i : i + 64].to(dev)) for i in range(0, len(x_test), 64)])
-        info = train_segmenter(model, f_train.clone(), y_train, augment=False, forward=model.decode, **train)
+        info = train_segmenter(model, views[0], y_train, views=views, forward=model.decode, **train)
         return info, predict_defect_prob(model.decode, f_test, device=dev)
     info = train_segmenter(model, x_train, y_train, encoder_lr_scale=encoder_lr_scale, **train)
     return info, predict_defect_prob(model, x_test, device=dev)
@@ -207,8 +208,9 @@ def finetune_task(
 
     ``init``: scratch / mae / simclr / mae_unrelated / dinov2 (a ViT), ``unet`` (a small CNN U-Net from
     scratch) or ``all_good`` (no defect anywhere: the floor, no training). ``protocol``: ``full`` (every
-    parameter of the encoder, patch embedding included, and the decoder) or ``frozen`` (a linear head on the
-    frozen encoder's patch tokens). Returns defect AP, defect F1, image AUROC, mIoU, trainable parameters.
+    parameter of the encoder, patch embedding included, and the decoder) or ``frozen`` (the frozen encoder's
+    patch tokens under the same decoder, ``seg_head``, on the same augmented batches). Returns defect AP,
+    defect F1, image AUROC, mIoU, the decoder and its parameters, trainable parameters.
     """
     from labkit.core.claims import budget_record
     from labkit.core.device import resolve_device
@@ -244,9 +246,9 @@ def finetune_task(
         enc = _build_encoder(
             init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights, dinov2_weights
         )
-        head = "linear" if protocol == "frozen" else seg_head
-        model = ViTSegmenter(enc, out_size=int(test_masks.shape[-1]), head=head, frozen=protocol == "frozen").to(dev)
-        info, prob = _fit_vit(model, x_train, y_train, x_test, encoder_lr_scale, train)
+        model = ViTSegmenter(enc, out_size=int(test_masks.shape[-1]), head=seg_head, frozen=protocol == "frozen")
+        info, prob = _fit_vit(model.to(dev), x_train, y_train, x_test, encoder_lr_scale, train)
+        out.update(decoder=seg_head, decoder_params=count_trainable(model.head))
     trainable = count_trainable(model)
     scaled = init != "unet" and protocol == "full" and encoder_lr_scale != 1
     schedule = f"cosine over {steps} steps" + (f", encoder at {encoder_lr_scale:g} x lr" if scaled else "")
