@@ -20,7 +20,8 @@ Pipeline, in the kit's order (data -> the grids' tasks -> claims -> tables -> fi
    "all good" predictor (the floor) are rows of the same table. Label subsets of different seeds are
    disjoint where the pool allows (:func:`tasks.label_subset`).
 4. **anomaly detection** (grid ``ssl_industrial-patchcore``, :func:`tasks.patchcore_task`): PatchCore with local
-   neighbourhood aggregation, greedy coreset, max-patch image score; image/pixel AUROC and AUPRO.
+   neighbourhood aggregation, greedy coreset, nearest-neighbour distance, the re-weighted image score (eq. 7);
+   image/pixel AUROC and AUPRO.
 5. **claims** (:func:`claims.declare_claims`, on :func:`experiment.claim_tables`), judged by
    :mod:`labkit.core.claims`.
 

@@ -338,6 +338,7 @@ def patchcore_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
             channels=cfg.channels,
             coreset_ratio=cfg.coreset_ratio,
             neighbourhood=cfg.patchcore_neighbourhood,
+            reweight_neighbours=cfg.patchcore_reweight_neighbours,
             encoder_weights=cfg.encoder_weights,
             dinov2_weights=cfg.dinov2_weights,
             seed=cfg.seeds[0],
@@ -350,7 +351,7 @@ def anomaly_frame(result: GridResult) -> pd.DataFrame:
     """One row per init: image AUROC, pixel AUROC, AUPRO and the memory bank's size."""
     frame = result.frame()
     if len(frame):
-        frame = frame[["init", "image_auroc", "pixel_auroc", "aupro", "memory_bank"]]
+        frame = frame[["init", "image_auroc", "pixel_auroc", "aupro", "memory_bank", "reweight_neighbours"]]
         frame.insert(1, "row", [INIT_LABELS.get(i, i) for i in frame["init"]])
     return frame
 

@@ -276,12 +276,15 @@ def patchcore_task(
     channels: int,
     coreset_ratio: float,
     neighbourhood: int,
+    reweight_neighbours: int = 1,
     encoder_weights: str = "random",
     dinov2_weights: str = "pretrained",
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
-    """PatchCore on one init's patch features: memory bank from defect-free images, scored on the test set."""
+    """PatchCore as published (Roth et al. 2022) on one init's patch features: locally aware patch features
+    (``neighbourhood``), a greedy coreset of the defect-free images' patches (``coreset_ratio``), nearest-neighbour
+    distances, and the re-weighted image score (eq. 7, ``reweight_neighbours``); scored on the test set."""
     from labkit.core.device import resolve_device
     from labkit.methods.anomaly import PatchCore, anomaly_aurocs, vit_patch_features
 
@@ -303,6 +306,7 @@ def patchcore_task(
         coreset_ratio=coreset_ratio,
         seed=seed,
         neighbourhood=neighbourhood,
+        reweight_neighbours=reweight_neighbours,
     )
     model.fit(_prepare(d["good_images"], init, mean, std, img_size).numpy())
     scores, maps = model.score(_prepare(d["test_images"], init, mean, std, img_size).numpy())
@@ -319,5 +323,6 @@ def patchcore_task(
         "pixel_auroc": res["pixel_auroc"],
         "aupro": res["aupro"],
         "memory_bank": int(model.memory_bank_.shape[0]),
+        "reweight_neighbours": int(reweight_neighbours),
         "layers": list(layers),
     }
