@@ -56,7 +56,7 @@ def pretraining_figure(runs: Runs):
     return fig
 
 
-def label_count_ticks(ax, counts) -> None:
+def _label_count_ticks(ax, counts) -> None:
     """Plain integer ticks at exactly the label counts on a log x axis, and no minor tick labels (a log axis
     otherwise labels its minor ticks too, "6x10^1" on top of "64")."""
     from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
@@ -85,7 +85,7 @@ def label_efficiency_figure(runs: Runs):
             if low.notna().all():
                 ax.fill_between(g["n_labels"], low, high, alpha=0.15, color=COLOURS.get(name))
         ax.set(xscale="log", xlabel="labelled images", ylabel=metric, title=metric.replace("_", " "))
-        label_count_ticks(ax, df["n_labels"].unique())
+        _label_count_ticks(ax, df["n_labels"].unique())
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Label efficiency after full fine-tuning (bands: 95% CI over seeds; dashed: 'all good' floor)")
