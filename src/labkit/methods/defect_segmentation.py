@@ -181,8 +181,13 @@ class TokenClassifier(nn.Module):
 
 
 def count_trainable(model: nn.Module) -> int:
-    """Parameters the optimiser updates."""
+    """Parameters that require gradients (an upper bound of what trains: see :func:`params_with_gradients`)."""
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def params_with_gradients(model: nn.Module) -> int:
+    """Parameters holding a gradient now (call after a backward pass): what the optimiser actually updates."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad and p.grad is not None))
 
 
 def _check_tokens(train_tokens, n_targets: int, test_tokens, n_test_targets: int, what: str):
@@ -530,7 +535,9 @@ def train_segmenter(
     ``model.decode`` over cached features). ``views`` (``augment`` on): the inputs precomputed under every
     augmentation view (:func:`view_features`); each batch then reads the view the same random draw picks for
     images, so a frozen probe sees exactly the batches and augmentations a full fine-tune with the same seed
-    sees. Returns ``{"seconds", "final_loss", "steps"}``.
+    sees. Returns ``{"seconds", "final_loss", "steps", "trained_params"}``: ``trained_params`` counts the
+    parameters that received a gradient at the first step (what trains: a parameter that requires gradients but
+    sits in an unused layer, e.g. a U-Net encoder's stages below its depth, does not count).
     """
     import time
 
@@ -571,6 +578,8 @@ def train_segmenter(
             loss = loss_fn(forward(x.to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if step == 0:
+                trained = params_with_gradients(model)
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
@@ -580,6 +589,7 @@ def train_segmenter(
         "seconds": time.time() - started,
         "final_loss": float(np.mean(losses[-max(1, steps // 10) :])),
         "steps": steps,
+        "trained_params": trained,
     }
 
 

@@ -276,6 +276,7 @@ RUN_COLUMNS += [
     "decoder",
     "decoder_params",
     "trainable_params",
+    "requires_grad_params",
     "seconds",
     "final_train_loss",
     "n_train",

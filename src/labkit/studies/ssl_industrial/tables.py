@@ -96,6 +96,17 @@ def runs_table(runs: Runs) -> pd.DataFrame:
     return runs.tables["runs"]
 
 
+def what_trains_table(runs: Runs) -> pd.DataFrame:
+    """Per init x protocol: the decoder, the parameters that receive gradients (``trainable_params``: what trains)
+    and those that merely require them (``requires_grad_params``), and the decoder's own parameters."""
+    frame = runs.tables["runs"]
+    cols = [c for c in ("decoder", "decoder_params", "trainable_params", "requires_grad_params") if c in frame]
+    trained = frame[frame["init"] != "all_good"]
+    out = trained.groupby(["init", "protocol"], sort=False)[cols].first().reset_index()
+    out.insert(0, "row", [INIT_LABELS.get(i, i) for i in out["init"]])
+    return out
+
+
 def results_table(runs: Runs) -> pd.DataFrame:
     """One row per init x protocol x label count: mean and 95 % interval over seeds of defect AP, defect F1,
     image AUROC (the claims' metrics) and mIoU (secondary), with the 'all good' floor as the first row; an

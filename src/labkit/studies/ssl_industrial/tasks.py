@@ -210,7 +210,8 @@ def finetune_task(
     scratch) or ``all_good`` (no defect anywhere: the floor, no training). ``protocol``: ``full`` (every
     parameter of the encoder, patch embedding included, and the decoder) or ``frozen`` (the frozen encoder's
     patch tokens under the same decoder, ``seg_head``, on the same augmented batches). Returns defect AP,
-    defect F1, image AUROC, mIoU, the decoder and its parameters, trainable parameters.
+    defect F1, image AUROC, mIoU, the decoder and its parameters, the parameters that receive gradients
+    (``trainable_params``: what trains) and those that merely require them (``requires_grad_params``).
     """
     from labkit.core.claims import budget_record
     from labkit.core.device import resolve_device
@@ -249,7 +250,8 @@ def finetune_task(
         model = ViTSegmenter(enc, out_size=int(test_masks.shape[-1]), head=seg_head, frozen=protocol == "frozen")
         info, prob = _fit_vit(model.to(dev), x_train, y_train, x_test, encoder_lr_scale, train)
         out.update(decoder=seg_head, decoder_params=count_trainable(model.head))
-    trainable = count_trainable(model)
+    trainable = info["trained_params"]  # what trains: the parameters that receive gradients
+    out["requires_grad_params"] = count_trainable(model)
     scaled = init != "unet" and protocol == "full" and encoder_lr_scale != 1
     schedule = f"cosine over {steps} steps" + (f", encoder at {encoder_lr_scale:g} x lr" if scaled else "")
     return {
