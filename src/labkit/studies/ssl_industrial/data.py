@@ -48,6 +48,12 @@ def check_inputs(cfg) -> None:
     ``good_class`` (per_class only, a folder that exists), and hub weights asked for the study's ViT, which has
     none at its size."""
     check_data_root(cfg, INSPECTION_LAYOUTS)
+    if cfg.pretrain_batch_size > cfg.n_unlabeled:
+        raise ParameterError(
+            f"parameter pretrain_batch_size = {cfg.pretrain_batch_size} is larger than n_unlabeled = "
+            f"{cfg.n_unlabeled}, the unlabeled images it draws its batches from; lower pretrain_batch_size (a "
+            "fraction of n_unlabeled, so an epoch is several optimiser steps) or raise n_unlabeled"
+        )
     if cfg.good_class is not None:
         if cfg.data_source != "per_class":
             raise ParameterError(

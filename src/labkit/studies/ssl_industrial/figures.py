@@ -37,17 +37,20 @@ def samples_figure(data: dict, per_type: int = 3):
 
 
 def pretraining_figure(runs: Runs):
-    """Each pretraining's loss per epoch over the best learner-free predictor's (star: on the fixed batches)."""
+    """Each pretraining's loss per epoch (at the optimiser step it ends on) over the best learner-free predictor's
+    (star: on the fixed batches after the last step)."""
     pretrained = runs.examples["pretrained"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for name, p in pretrained.items():
         r = p["record"]
         ax = axes[0] if PRETRAINED[name][0] == "mae" else axes[1]
         loss = np.asarray(r["loss"]) / r["learner_free_loss"]
-        ax.plot(np.arange(1, len(loss) + 1), loss, marker="o", ms=3, label=INIT_LABELS[name], color=COLOURS[name])
-        ax.plot([len(loss)], [r["loss_ratio"]], marker="*", ms=10, color=COLOURS[name], ls="none")
-    axes[0].set(title="MAE: hidden-patch loss / learner-free predictor's", xlabel="epoch", ylabel="loss ratio")
-    axes[1].set(title="SimCLR: NT-Xent / untrained network's", xlabel="epoch", ylabel="loss ratio")
+        per_epoch = r.get("steps", len(loss)) / max(1, len(loss))
+        step = np.arange(1, len(loss) + 1) * per_epoch
+        ax.plot(step, loss, marker="o", ms=3, label=INIT_LABELS[name], color=COLOURS[name])
+        ax.plot(step[-1:], [r["loss_ratio"]], marker="*", ms=10, color=COLOURS[name], ls="none")
+    axes[0].set(title="MAE: hidden-patch loss / learner-free predictor's", xlabel="optimiser step", ylabel="loss ratio")
+    axes[1].set(title="SimCLR: NT-Xent / untrained network's", xlabel="optimiser step", ylabel="loss ratio")
     for ax in axes:
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.legend(fontsize=8)

@@ -10,7 +10,7 @@ from labkit.studies.base import Runs, regime_seeds
 
 from .data import INIT_LABELS, PRETRAINED, VIT_INITS
 from .experiment import is_trained
-from .tasks import label_subset
+from .tasks import shared_between_seeds
 
 
 def data_summary(data: dict) -> pd.DataFrame:
@@ -39,14 +39,14 @@ def subset_overlap(cfg, data) -> pd.DataFrame:
     rows = []
     for n in cfg.label_counts:
         seeds = regime_seeds(cfg) if n in (lo, hi) else list(cfg.seeds)
-        subsets = {s: set(label_subset(labels, n, s, hi, cfg.data_seed)) for s in seeds}
-        shared = [len(subsets[a] & subsets[b]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
         rows.append(
             {
                 "n_labels": n,
                 "pool": len(labels),
+                "pool_defective": int(labels.sum()),
                 "seeds": len(seeds),
-                "max_shared_between_seeds": max(shared, default=0),
+                "max_shared_between_seeds": shared_between_seeds(labels, n, seeds, hi, cfg.data_seed),
+                "max_shared_between_claim_seeds": shared_between_seeds(labels, n, cfg.seeds, hi, cfg.data_seed),
             }
         )
     return pd.DataFrame(rows)

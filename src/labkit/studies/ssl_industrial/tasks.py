@@ -30,6 +30,30 @@ def label_subset(defect_labels: np.ndarray, n: int, seed: int, block: int, data_
     return np.sort(np.concatenate([pick_bad, pick_good]).astype(int))
 
 
+def shared_between_seeds(defect_labels, n: int, seeds, block: int, data_seed: int = 0) -> int:
+    """The most labelled images two of ``seeds`` share at ``n`` labels (0 while the pool allows disjoint subsets)."""
+    subsets = [set(label_subset(defect_labels, n, s, block, data_seed)) for s in seeds]
+    return max((len(a & b) for i, a in enumerate(subsets) for b in subsets[i + 1 :]), default=0)
+
+
+def check_pretraining_batch(n_images: int, batch_size: int) -> None:
+    """A pretraining batch must fit the unlabeled set (never clipped silently: a clipped batch made every epoch
+    one optimiser step)."""
+    if batch_size > n_images:
+        raise ParameterError(
+            f"parameter pretrain_batch_size = {batch_size} is larger than the unlabeled set's {n_images} images "
+            f"(n_unlabeled = {n_images}); lower pretrain_batch_size (a fraction of n_unlabeled) or raise n_unlabeled"
+        )
+
+
+def pretraining_epochs(steps: int, n_images: int, batch_size: int) -> int:
+    """The whole epochs that run at least ``steps`` optimiser steps on ``n_images`` in batches of ``batch_size``
+    (the last partial batch of an epoch dropped): ``ceil(steps / (n_images // batch_size))``."""
+    check_pretraining_batch(n_images, batch_size)
+    per_epoch = n_images // batch_size
+    return -(-int(steps) // per_epoch)
+
+
 def new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights="random"):
     """The study's ViT encoder (no head) at its image, patch and channel counts."""
     from labkit.models.backbones import create_backbone
@@ -54,7 +78,7 @@ def pretrain_task(
     encoder_kwargs: dict,
     img_size: int,
     patch_size: int,
-    epochs: int,
+    steps: int,
     batch_size: int,
     mask_ratio: float,
     norm_pix_loss: bool,
@@ -66,17 +90,20 @@ def pretrain_task(
     network's loss (``initial_loss``, ``eval_loss``) and the best learner-free predictor's
     (``learner_free_loss``: MAE, each hidden patch filled with its image's visible mean or zeros, whichever is
     lower; SimCLR, the untrained network or a constant embedding, whichever is lower), their ratio
-    (``loss_ratio``) and the run's ``budget``. ``epochs`` 0 scores the untrained network."""
+    (``loss_ratio``) and the run's ``budget``. ``steps``: optimiser steps asked for; the epochs are
+    :func:`pretraining_epochs` (whole epochs, so the steps run, recorded, are at least ``steps``); 0 scores the
+    untrained network."""
     from labkit.core.device import resolve_device
     from labkit.methods.ssl import pretrain_mae, pretrain_simclr
 
     d = load_prepared_arrays(data_file)
     images = d["unlabeled_images"] if source == "in_domain" else d["unrelated_images"]
+    epochs = pretraining_epochs(steps, len(images), batch_size)
     common = dict(
         arch=arch,
         img_size=img_size,
         patch_size=patch_size,
-        batch_size=min(batch_size, len(images)),
+        batch_size=batch_size,
         epochs=epochs,
         seed=seed,
         progress=False,
@@ -105,6 +132,7 @@ def pretrain_task(
         "images_per_s": float(hist["images_per_second"].median()) if len(hist) else float("nan"),
         "n_images": int(len(images)),
         "epochs_run": int(len(hist)),
+        "steps_asked": int(steps),
         "steps": int(meta["steps"]),
         "budget": meta["budget"],
     }
