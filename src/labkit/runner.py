@@ -590,10 +590,13 @@ def reproduce(
                     )
                 log(f"--out: the previous run in {display_path(folder)}/ is replaced by this one")
     if not will_publish:
-        log(
-            f"preset {preset}: writing to run folders under {display_path(out) if out else 'runs/'} "
-            "(reports/ is published only from the default preset, or with --publish)"
+        # say the reason that applies: --out never publishes; otherwise it is the preset
+        why = (
+            "--out never publishes reports/"
+            if out is not None
+            else f"reports/ is published only from the {PUBLISHED_PRESET} preset, or with --publish"
         )
+        log(f"preset {preset}: writing to run folders under {display_path(out) if out else 'runs/'} ({why})")
     results: list[RunResult] = []
     if jobs <= 1:
         for i, spec in enumerate(specs, 1):

@@ -259,3 +259,24 @@ def test_check_needs_a_matching_row():
     check = Check("x", {"arm": "zz"}, "<", 1.0)
     assert check.evaluate({"runs": pd.DataFrame({"arm": ["a"], "x": [0.0]})})["holds"] is False
     assert np.isfinite(judge(_claim(), _runs([0.1, 0.12, 0.11]))["comparisons"][0]["ci95_low"])
+
+
+def test_a_reason_against_a_constant_with_no_spread_shows_no_zero_width_interval_and_names_its_unit():
+    # an all-labels tail IoU of 0 in every seed against a floor of 0.05: every difference is -0.05
+    regime = pd.DataFrame([{"arm": "full", "seed": s, "miou_tail": 0.0} for s in range(5)])
+    pre = Precondition("tail resolvable", Compare("miou_tail", a={"arm": "full"}, b=0.05, table="regime"))
+    verdict = _with(pre, {"regime": regime})
+    assert verdict["status"] == NOT_EVALUATED
+    assert "-0.05 in each of 5 seeds (no spread)" in verdict["reason"] and "CI [-0.05, -0.05]" not in verdict["reason"]
+    # a cost comparison pairs measuring rounds, and says so
+    rounds = pd.DataFrame(
+        [
+            {"arm": arm, "round": r, "ms": base + 0.1 * r * (arm == "a")}
+            for r in range(3)
+            for arm, base in (("a", 5), ("b", 1))
+        ]
+    )
+    cost = Claim(
+        "cost", "a costs more", [Compare("ms", a={"arm": "a"}, b={"arm": "b"}, pair_on=("round",), effect=1.0)]
+    )
+    assert "3/3 measuring rounds" in judge(cost, {"runs": rounds})["reason"]

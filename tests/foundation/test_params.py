@@ -134,3 +134,41 @@ def test_the_one_data_root_rule(tmp_path):
         ParameterError, match=r"data_source is 'simulated', which reads no folder: set data_source to 'mvtec'"
     ):
         check_data_root({"data_source": "simulated", "data_root": str(tmp_path)}, layout)
+
+
+def test_a_simulator_parameter_is_listed_as_not_applying_on_real_data(tmp_path):
+    from labkit.reports.summary import render_study_readme
+
+    spec_text = SPEC + textwrap.indent(
+        textwrap.dedent("""
+        data_source: {type: str, choices: [simulated, folders], value: simulated, help: data}
+        scene_size: {type: int, value: 64, help: simulated side, applies_when: {data_source: [simulated]}}
+        """),
+        "  ",
+    )
+    (tmp_path / "toy.yaml").write_text(spec_text)
+    spec = parse_spec(tmp_path / "toy.yaml")
+    assert spec.resolve("smoke").inapplicable == ()
+    real = spec.resolve("smoke", {"data_source": "folders"})
+    assert real.inapplicable == ("scene_size",) and "scene_size" not in real.applicable()
+    assert real.scene_size == 64  # kept, only not shown as a setting
+    html = real._repr_html_()
+    assert "Not applying to this run's data: <code>scene_size</code>" in html and "<td><code>scene_size" not in html
+    # the study README's settings leave it out and say so
+    folder = tmp_path / "report"
+    folder.mkdir()
+    manifest = {"study": "toy", "title": "t", "preset": "smoke", "params": real.to_dict(), "status": "ok"}
+    manifest["params_not_applying"] = list(real.inapplicable)
+    (folder / "manifest.json").write_text(__import__("json").dumps(manifest))
+    readme = render_study_readme(folder)
+    assert (
+        "| `scene_size` |" not in readme
+        and "Not applying to this run's data (kept in the manifest): `scene_size`" in readme
+    )
+    # a condition on a parameter the spec lacks, or on a value it cannot take, names both
+    (tmp_path / "toy.yaml").write_text(spec_text.replace("data_source: [simulated]", "source: [simulated]"))
+    with pytest.raises(ParameterError, match="scene_size' applies_when names no parameter 'source'"):
+        parse_spec(tmp_path / "toy.yaml")
+    (tmp_path / "toy.yaml").write_text(spec_text.replace("data_source: [simulated]", "data_source: [simulate]"))
+    with pytest.raises(ParameterError, match="must be one of"):
+        parse_spec(tmp_path / "toy.yaml")

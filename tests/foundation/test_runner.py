@@ -157,8 +157,12 @@ def test_other_presets_and_out_go_to_run_folders_and_leave_reports_untouched(toy
     runs = list((toys / "runs" / "alpha").glob("*-smoke"))
     assert len(runs) == 1 and json.loads((runs[0] / "metrics.json").read_text())["score"] == 70
     assert json.loads((runs[0] / "manifest.json").read_text())["published"] is False
-    out = quiet(["alpha"], preset="default", overrides=[("n", "8")], out=toys / "elsewhere")[0]
+    lines = []
+    out = reproduce(["alpha"], "default", [("n", "8")], out=toys / "elsewhere", progress=False, log=lines.append)[0]
     assert out.status == "ok" and (toys / "elsewhere" / "alpha" / "metrics.json").exists()
+    # the console gives the reason that applies: at the default preset it is --out, not the preset
+    assert any("--out never publishes" in line for line in lines)
+    assert not any("published only from the default preset" in line for line in lines)
     assert snapshot(toys / "reports") == before, "a non-published run changed reports/"
     published = quiet(["alpha"], preset="smoke", overrides=[("n", "3")], publish=True)[0]
     assert published.status == "ok"

@@ -183,6 +183,8 @@ class Compare:
             "ci95_high": diff["ci95_high"],
             "wins": wins,
             "n": n,
+            # what a pair is (seeds; measuring rounds or repeats for a cost claim), so a reason names it
+            "unit": "+".join(self.pair_on),
             "margin": float(self.margin),
             "effect": None if effect is None else float(effect),
             "effect_source": self.effect_source,
@@ -493,12 +495,22 @@ def missing_budget(record: Mapping[str, Any]) -> list[str]:
     return [k for k in BUDGET_KEYS if k not in budget]
 
 
+_UNIT_NAMES = {"seed": "seeds", "round": "measuring rounds", "repeat": "repeats"}
+
+
+def _unit_text(unit: str) -> str:
+    return _UNIT_NAMES.get(unit, f"{unit} values")
+
+
 def _brief(evidence: Mapping[str, Any]) -> str:
     if "mean_diff" in evidence:
-        return (
-            f"{evidence['mean_diff']:+.4g}, 95% CI [{evidence['ci95_low']:+.4g}, {evidence['ci95_high']:+.4g}], "
-            f"{evidence['wins']}/{evidence['n']} seeds"
-        )
+        units = _unit_text(evidence.get("unit", "seed"))
+        low, high = evidence["ci95_low"], evidence["ci95_high"]
+        if evidence["n"] >= 2 and low == high:
+            # every pair gives the same difference (e.g. an IoU of 0 in every seed against a floor): an interval
+            # of zero width would read as certainty the spread does not give
+            return f"{evidence['mean_diff']:+.4g} in each of {evidence['n']} {units} (no spread)"
+        return f"{evidence['mean_diff']:+.4g}, 95% CI [{low:+.4g}, {high:+.4g}], {evidence['wins']}/{evidence['n']} {units}"
     if "differs" in evidence:
         return f"{evidence['a']} vs {evidence['b']}; differ in {', '.join(evidence['differs'])}"
     return f"values {evidence.get('values')} vs {evidence.get('op')} {evidence.get('threshold')}"

@@ -108,6 +108,12 @@ class Param:
     max: float | None = None
     choices: tuple | None = None
     nullable: bool = False
+    # the values of other parameters under which this one means anything, e.g. {"data_source": ("simulated",)}
+    # for a simulator's knob: a run on other data lists it as not applying instead of showing it as a setting
+    applies_when: Mapping[str, tuple] | None = None
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        return not self.applies_when or all(values.get(k) in allowed for k, allowed in self.applies_when.items())
 
     def validate(self, value: Any, where: str = "") -> Any:
         """Return ``value`` coerced to this parameter's type, or raise ParameterError naming it."""
@@ -223,7 +229,8 @@ class StudySpec:
                     f"exist (from {os.getcwd()}); give an existing .safetensors/.pth file, pretrained, random or "
                     f"labkit:<name>"
                 )
-        return Config(study=self.name, preset=preset, values=values)
+        inapplicable = [name for name, p in self.params.items() if not p.applies(values)]
+        return Config(study=self.name, preset=preset, values=values, inapplicable=inapplicable)
 
 
 def check_data_root(cfg: Mapping[str, Any], layout: Mapping[str, str], simulated: str = "simulated") -> Path | None:
@@ -269,10 +276,16 @@ def unknown_parameter_message(spec: StudySpec, name: str) -> str:
 class Config(Mapping):
     """The resolved, validated parameters of one study run; attribute and mapping access."""
 
-    def __init__(self, study: str, preset: str, values: dict[str, Any]):
+    def __init__(self, study: str, preset: str, values: dict[str, Any], inapplicable: Iterable[str] = ()):
         object.__setattr__(self, "study", study)
         object.__setattr__(self, "preset", preset)
         object.__setattr__(self, "_values", dict(values))
+        # parameters that mean nothing for this run's data (a simulator's knobs on real data): kept, not shown
+        object.__setattr__(self, "inapplicable", tuple(n for n in values if n in set(inapplicable)))
+
+    def applicable(self) -> dict[str, Any]:
+        """The parameters that apply to this run (what a report lists as its settings)."""
+        return {k: v for k, v in self._values.items() if k not in self.inapplicable}
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -303,14 +316,20 @@ class Config(Mapping):
         """A notebook shows the parameters as a compact two-column table, not one long line."""
         import html
 
+        shown = self.applicable()
         rows = "".join(
             f"<tr><td><code>{html.escape(k)}</code></td><td><code>{html.escape(_short(v))}</code></td></tr>"
-            for k, v in self._values.items()
+            for k, v in shown.items()
+        )
+        left_out = (
+            f"<p>Not applying to this run's data: {', '.join(f'<code>{html.escape(n)}</code>' for n in self.inapplicable)}</p>"
+            if self.inapplicable
+            else ""
         )
         return (
             f"<details><summary>study <code>{html.escape(self.study)}</code>, preset "
-            f"<code>{html.escape(self.preset)}</code>: {len(self._values)} parameters</summary>"
-            f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table></details>"
+            f"<code>{html.escape(self.preset)}</code>: {len(shown)} parameters</summary>"
+            f"<table><tr><th>parameter</th><th>value</th></tr>{rows}</table>{left_out}</details>"
         )
 
 
@@ -350,10 +369,21 @@ def _parse_param(study: str, name: str, raw: Mapping, source: Path) -> Param:
         max=raw.get("max"),
         choices=tuple(raw["choices"]) if raw.get("choices") is not None else None,
         nullable=bool(raw.get("nullable", False)),
+        applies_when=_applies_when(raw.get("applies_when"), where),
     )
     for preset, value in presets.items():
         param.validate(value, f" in {source.name} preset '{preset}'")
     return dataclasses.replace(param, presets={p: param.validate(v) for p, v in presets.items()})
+
+
+def _applies_when(raw: Any, where: str) -> dict[str, tuple] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not raw:
+        raise ParameterError(
+            f"{where}: applies_when must map a parameter to its values, e.g. {{data_source: [simulated]}}"
+        )
+    return {str(k): tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in raw.items()}
 
 
 # Parameters every study has, with one meaning everywhere; a spec may restate one to change its presets.
@@ -395,6 +425,14 @@ def parse_spec(source: Path) -> StudySpec:
     params = {name: _parse_param(raw["name"], name, value, Path(source)) for name, value in raw["params"].items()}
     for name, value in _yaml(COMMON_PARAMS).items():
         params.setdefault(name, _parse_param(raw["name"], name, value, Path(source)))
+    for param in params.values():
+        for other, allowed in (param.applies_when or {}).items():
+            if other not in params:
+                raise ParameterError(
+                    f"{Path(source).name}: parameter '{param.name}' applies_when names no parameter '{other}'"
+                )
+            for value in allowed:
+                params[other].validate(value, f" (in applies_when of '{param.name}' in {Path(source).name})")
     return StudySpec(
         name=raw["name"],
         title=raw["title"],

@@ -339,7 +339,17 @@ def render_study_readme(folder: str | Path) -> str:
         from labkit.reports.html import path_replacements, scrub_paths
 
         paths = path_replacements(folder)  # a data_root inside the project or the home folder reads relative
-        lines += [f"| `{cell(k)}` | `{cell(_param_text(v, paths, scrub_paths))}` |" for k, v in params.items()]
+        skipped = [k for k in m.get("params_not_applying") or [] if k in params]
+        lines += [
+            f"| `{cell(k)}` | `{cell(_param_text(v, paths, scrub_paths))}` |"
+            for k, v in params.items()
+            if k not in skipped
+        ]
+        if skipped:
+            lines += [
+                "",
+                "Not applying to this run's data (kept in the manifest): " + ", ".join(f"`{k}`" for k in skipped),
+            ]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
 

@@ -314,6 +314,8 @@ class Report:
             "title": self.title,
             "preset": self.cfg.preset,
             "params": values,
+            # kept for reproduction, left out of the README's settings: they mean nothing for this run's data
+            "params_not_applying": list(getattr(self.cfg, "inapplicable", ())),
             "seeds": values.get("seeds"),
             "started_at": self.started_at,
             "wall_seconds": round(time.time() - self.started, 1),
