@@ -49,12 +49,24 @@ def write_mvtec_tree(
 
 
 def write_per_class_tree(
-    root, n_good=28, defects=("crack", "stain"), n_per_defect=4, size=(36, 44), colour=False, seed=1
+    root,
+    n_good=28,
+    defects=("crack", "stain"),
+    n_per_defect=4,
+    size=(36, 44),
+    colour=False,
+    seed=1,
+    good_name="good",
+    good_masks=False,
 ):
-    """``root/<class>/Imgs/<name>.jpg`` with its mask beside it as ``<name>.png`` (the good class has none)."""
+    """``root/<class>/Imgs/<name>.jpg`` with its mask beside it as ``<name>.png``: the defect-free class
+    (``good_name``) has none, or all-zero ones when ``good_masks`` (as plants publish them)."""
     rng = np.random.default_rng(seed)
     for i in range(n_good):
-        _save(root / "good" / "Imgs" / f"g{i:03d}.bmp", _part(rng, size, colour)[0])
+        img, mask = _part(rng, size, colour)
+        _save(root / good_name / "Imgs" / f"g{i:03d}.bmp", img)
+        if good_masks:
+            _save(root / good_name / "Imgs" / f"g{i:03d}.png", mask)
     for defect in defects:
         for i in range(n_per_defect):
             img, mask = _part(rng, size, colour, defect=True)

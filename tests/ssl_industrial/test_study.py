@@ -77,7 +77,7 @@ def test_too_few_defect_free_images_for_pretraining_is_an_error(tmp_path):
 
 def test_unknown_defect_folder_is_an_error(tmp_path):
     root = write_mvtec_tree(tmp_path / "d")
-    cfg = _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=8, defect_types=["scratch"])
+    cfg = _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=16, defect_types=["scratch"])
     with pytest.raises(DataError, match="unknown defect folder 'hole'"):
         study.data(cfg)
 

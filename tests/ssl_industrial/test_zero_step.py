@@ -28,8 +28,8 @@ def zero_step(tmp_path_factory):
         "smoke",
         # three seeds, so that the judge reaches the preconditions rather than stopping at "n seeds < 3"
         {
-            "mae_epochs": 0,
-            "simclr_epochs": 0,
+            "mae_steps": 0,
+            "simclr_steps": 0,
             "seeds": [0, 1, 2],
             "inits": ["scratch", "mae", "simclr", "mae_unrelated"],
         },

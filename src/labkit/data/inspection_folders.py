@@ -18,7 +18,10 @@ Images come back as float32 (N, C, H, W) in [0, 1] with ``channels`` 1 (grey) or
 resized to ``size`` (any input size; masks resized with nearest neighbour). Masks are binarised:
 a pixel is a defect when its value exceeds ``mask_threshold`` times the mask's full scale (255 for
 8-bit, 65535 for 16-bit, 1 for masks stored as 0/1); a defect image whose mask comes out empty
-is kept, with one warning listing such masks.
+is kept, with one warning listing such masks, and a defect class folder whose masks are **all** empty
+is reported as probably the defect-free class (naming ``good_class``). Each image's defect-pixel share
+at its own resolution is kept (``InspectionSet.defect_fractions``), and masks that had defect pixels
+but none after the resize to ``size`` are listed (``InspectionSet.vanished``).
 Float images (e.g. 32-bit TIFF) are scaled by their own min and max; one holding NaN or infinite
 pixels raises DataError naming the file and the count (never passed through, never filled in).
 Unreadable image files are skipped with one warning that lists them (``on_corrupt="warn"``) or
@@ -52,6 +55,10 @@ class InspectionSet:
     splits: np.ndarray
     files: list[str]
     skipped: list[str] = field(default_factory=list)
+    #: (N,) each image's defect-pixel share at its own resolution, before any resize (0 for defect-free images).
+    defect_fractions: np.ndarray | None = None
+    #: masks with defect pixels at their own resolution and none after the resize to ``size``.
+    vanished: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -69,6 +76,8 @@ class InspectionSet:
             self.splits[index],
             [self.files[i] for i in np.arange(len(self))[index]],
             list(self.skipped),
+            None if self.defect_fractions is None else self.defect_fractions[index],
+            list(self.vanished),
         )
 
 
@@ -133,7 +142,8 @@ class _Reader:
     def __init__(self, channels, size, on_corrupt, mask_threshold):
         self.channels, self.size, self.on_corrupt, self.mask_threshold = channels, size, on_corrupt, mask_threshold
         self.images, self.masks, self.types, self.splits, self.files, self.skipped = [], [], [], [], [], []
-        self.empty_masks = []
+        self.empty_masks, self.fractions, self.vanished = [], [], []
+        self.masks_by_class: dict[str, list[bool]] = {}  # defect class -> whether each of its masks has a defect
 
     def add(self, image_path: Path, mask_path: Path | None, defect: str, split: str):
         from labkit.data.io import read_image
@@ -167,8 +177,14 @@ class _Reader:
                 )
             if defect != "good" and not mask.any():
                 self.empty_masks.append(str(mask_path))
+            if defect != "good":
+                self.masks_by_class.setdefault(defect, []).append(bool(mask.any()))
+        resized = _resize(mask.astype(np.uint8), self.size, 0)
+        if mask.any() and not resized.any():
+            self.vanished.append(str(mask_path))
+        self.fractions.append(float(mask.mean()))
         self.images.append(np.clip(_resize(image, self.size, 1), 0, 1))
-        self.masks.append(_resize(mask.astype(np.uint8), self.size, 0))
+        self.masks.append(resized)
         self.types.append(defect)
         self.splits.append(split)
         self.files.append(str(image_path))
@@ -186,6 +202,13 @@ class _Reader:
                 + "; ".join(self.empty_masks[:10]),
                 stacklevel=3,
             )
+        for name, has_defect in self.masks_by_class.items():
+            if not any(has_defect):
+                warnings.warn(
+                    f"defect class folder '{name}' under {root}: all {len(has_defect)} of its masks are empty, so it "
+                    f"is probably the defect-free class; if so, name it with good_class (-p good_class {name})",
+                    stacklevel=3,
+                )
         if not self.images:
             raise DataError(f"{root}: no readable images found")
         shapes = {im.shape for im in self.images}
@@ -198,6 +221,8 @@ class _Reader:
             np.array(self.splits, dtype=str),
             self.files,
             self.skipped,
+            np.asarray(self.fractions, np.float64),
+            self.vanished,
         )
 
 
@@ -257,16 +282,27 @@ def load_per_class(
     mask_threshold: float = 0.5,
     on_corrupt: str = "warn",
     good_classes=GOOD_NAMES,
+    good_class: str | None = None,
 ) -> InspectionSet:
     """Load ``root/<class>/<image_dir>/<name>.<jpg|...>`` with masks ``<name>.png`` beside them.
 
-    An image of a defect class without its mask raises DataError; in ``good_classes`` a missing mask
-    means an all-good mask. classes: the class folders expected (None: all); others raise DataError.
+    The defect classes are the folder names; the defect-free class is a folder named in ``good_classes``
+    (case-insensitive) or ``good_class`` (a plant's own name for it, e.g. ``Normal_parts``; a folder of that
+    name must exist). An image of a defect class without its mask raises DataError; in the defect-free class a
+    missing mask means an all-good mask. classes: the class folders expected (None: all); others raise DataError.
     """
     _check_options(channels, on_corrupt, mask_threshold)
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: inspection folder does not exist")
+    good_classes = {g.lower() for g in good_classes}
+    if good_class is not None:
+        if not (root / good_class).is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise DataError(
+                f"good_class '{good_class}': no such class folder under {root}; its class folders are {found}"
+            )
+        good_classes.add(good_class.lower())
     reader = _Reader(channels, size, on_corrupt, mask_threshold)
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         name = class_dir.name

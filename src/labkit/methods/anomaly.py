@@ -2,8 +2,9 @@
 
 Roth et al. 2022: patch features of defect-free images form a memory bank (thinned by greedy
 k-centre coreset selection); a test patch's anomaly score is the distance to its nearest bank
-entry; the image score is the largest patch score; the pixel map is the patch-score grid upsampled
-and smoothed. Patch features are **locally aware** as in the paper: each patch's feature is the
+entry; the image score is the largest patch score ``s*`` re-weighted by how isolated its nearest bank
+entry ``m*`` is (the paper's eq. 7, :func:`reweighted_image_score`); the pixel map is the patch-score
+grid upsampled and smoothed. Patch features are **locally aware** as in the paper: each patch's feature is the
 average of the features in its ``neighbourhood`` x ``neighbourhood`` window of adjacent patches
 (PatchCore's local neighbourhood aggregation, ``p = 3``). Scored with image AUROC, pixel AUROC
 (scikit-learn's ``roc_auc_score``) and AUPRO (:func:`aupro`: per-region overlap up to 30 % FPR).
@@ -52,11 +53,41 @@ def greedy_coreset(features: torch.Tensor, n_select: int, seed: int = 0, project
     return torch.tensor(picked)
 
 
+def reweighted_image_score(
+    test_feature: torch.Tensor, memory_bank: torch.Tensor, nearest: torch.Tensor, neighbours: int
+) -> torch.Tensor:
+    """PatchCore's image score (Roth et al. 2022, eq. 7) for each image's most anomalous test patch.
+
+    ``test_feature`` (B, D): each image's patch ``m_test*`` with the largest nearest-neighbour distance;
+    ``nearest`` (B,): the index in ``memory_bank`` (M, D) of its nearest entry ``m*``. With ``s* = ||m_test* -
+    m*||`` and ``N_b(m*)`` the ``neighbours`` entries of the bank nearest to ``m*`` (``m*`` itself included)::
+
+        s = (1 - exp(||m_test* - m*||) / sum_{m in N_b(m*)} exp(||m_test* - m||)) * s*
+
+    so a test patch whose nearest entry sits in a sparse region of the bank (far from ``m_test*``'s other
+    neighbours too) keeps more of its score. ``neighbours`` 1 keeps ``s*`` (the plain max patch score; eq. 7
+    would give 0).
+    """
+    m_star = memory_bank[nearest]
+    s_star = torch.linalg.vector_norm(test_feature - m_star, dim=1)
+    if neighbours <= 1:
+        return s_star
+    b = min(int(neighbours), len(memory_bank))
+    to_star = torch.cdist(m_star, memory_bank)
+    to_star[torch.arange(len(nearest)), nearest] = -1.0  # m* is its own nearest neighbour, whatever the ties
+    support = to_star.topk(b, dim=1, largest=False).indices  # (B, b): N_b(m*)
+    dist = torch.linalg.vector_norm(test_feature[:, None] - memory_bank[support], dim=2)
+    weight = 1.0 - torch.exp(s_star - torch.logsumexp(dist, dim=1))
+    return weight * s_star
+
+
 class PatchCore:
     """Memory bank of defect-free patch features; scores images by nearest-neighbour distance.
 
     feature_fn: ``images (B, C, H, W) tensor -> (B, D, h, w)`` patch features (e.g. a lambda around
     :func:`vit_patch_features`). coreset_ratio: fraction of bank patches kept (1.0 = all).
+    reweight_neighbours: ``b`` of the image score's re-weighting (:func:`reweighted_image_score`; 1 turns
+    it off: the image score is the largest patch score).
     """
 
     def __init__(
@@ -67,12 +98,15 @@ class PatchCore:
         smoothing_sigma: float = 2.0,
         seed: int = 0,
         neighbourhood: int = 3,
+        reweight_neighbours: int = 9,
     ):
         if not 0 < coreset_ratio <= 1:
             raise ParameterError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
         if neighbourhood < 1 or neighbourhood % 2 == 0:
             raise ParameterError(f"neighbourhood must be an odd number >= 1, got {neighbourhood}")
-        self.neighbourhood = int(neighbourhood)
+        if reweight_neighbours < 1:
+            raise ParameterError(f"reweight_neighbours must be >= 1, got {reweight_neighbours}")
+        self.neighbourhood, self.reweight_neighbours = int(neighbourhood), int(reweight_neighbours)
         self.feature_fn, self.coreset_ratio = feature_fn, float(coreset_ratio)
         self.batch_size, self.smoothing_sigma, self.seed = int(batch_size), float(smoothing_sigma), int(seed)
 
@@ -111,16 +145,21 @@ class PatchCore:
         feats = self._features(images)
         b, d, h, w = feats.shape
         flat = feats.permute(0, 2, 3, 1).reshape(-1, d)
-        dists = torch.cat(
-            [torch.cdist(flat[i : i + 4096], self.memory_bank_).min(1).values for i in range(0, len(flat), 4096)]
-        )
+        nearest = [torch.cdist(flat[i : i + 4096], self.memory_bank_).min(1) for i in range(0, len(flat), 4096)]
+        dists = torch.cat([n.values for n in nearest])
+        index = torch.cat([n.indices for n in nearest]).reshape(b, h * w)
         patch_scores = dists.reshape(b, 1, h, w)
+        star = patch_scores.flatten(1).argmax(1)  # each image's most anomalous patch
+        rows = torch.arange(b)
+        image_scores = reweighted_image_score(
+            flat.reshape(b, h * w, d)[rows, star], self.memory_bank_, index[rows, star], self.reweight_neighbours
+        )
         maps = F.interpolate(patch_scores, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         if self.smoothing_sigma > 0:
             from scipy.ndimage import gaussian_filter
 
             maps = torch.from_numpy(np.stack([gaussian_filter(m.numpy(), self.smoothing_sigma) for m in maps]))
-        return patch_scores.flatten(1).max(1).values.numpy(), maps.numpy()
+        return image_scores.numpy(), maps.numpy()
 
 
 def anomaly_aurocs(image_scores, maps, labels, masks) -> dict:

@@ -35,6 +35,37 @@ from labkit.core.seeding import seed_everything
 SEG_HEADS = ("linear", "conv")
 
 
+def upsampling_steps(patch: int) -> int:
+    """The conv decoder's 2x upsampling steps over a patch-token grid: floor(log2(patch)) - 1, so the decoder
+    never upsamples past half the patch side (the final bilinear resize to the mask's side does the rest)."""
+    return max(0, int(math.floor(math.log2(patch))) - 1)
+
+
+def decoder_head(dim: int, patch: int, kind: str, num_classes: int = 2, decoder_channels: int = 32) -> nn.Module:
+    """The one segmentation head over a (B, dim, h, w) patch-token grid, used by every segmenter here.
+
+    ``"linear"``: BatchNorm + 1x1 convolution. ``"conv"``: 1x1 convolution to ``2 * decoder_channels``, then
+    :func:`upsampling_steps` blocks of 2x bilinear upsampling + 3x3 convolution + BatchNorm + ReLU, then a 1x1
+    convolution to the classes."""
+    if kind not in SEG_HEADS:
+        raise ParameterError(f"head must be one of {SEG_HEADS}, got {kind!r}")
+    if kind == "linear":
+        return nn.Sequential(nn.BatchNorm2d(dim), nn.Conv2d(dim, num_classes, 1))
+    c = decoder_channels
+    layers: list[nn.Module] = [nn.Conv2d(dim, 2 * c, 1), nn.BatchNorm2d(2 * c), nn.ReLU(inplace=True)]
+    ch = 2 * c
+    for _ in range(upsampling_steps(patch)):
+        layers += [
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(ch, c, 3, padding=1),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        ]
+        ch = c
+    layers.append(nn.Conv2d(ch, num_classes, 1))
+    return nn.Sequential(*layers)
+
+
 @torch.inference_mode()
 def trunk_tokens(encoder: nn.Module, images, trainable_blocks: int, batch_size: int = 128) -> torch.Tensor:
     """Tokens (N, prefix + L, D) after the frozen part of a timm ViT (all but its last ``trainable_blocks``)."""
@@ -115,23 +146,7 @@ class TokenSegmenter(nn.Module):
             raise ParameterError(f"head must be one of {SEG_HEADS}, got {head!r}")
         self.top = _Top(encoder, trainable_blocks, lora_rank, lora_alpha)
         self.out_size, self.head_kind = int(out_size), head
-        d = self.top.dim
-        if head == "linear":
-            self.head = nn.Sequential(nn.BatchNorm2d(d), nn.Conv2d(d, num_classes, 1))
-        else:
-            c = decoder_channels
-            layers: list[nn.Module] = [nn.Conv2d(d, 2 * c, 1), nn.BatchNorm2d(2 * c), nn.ReLU(inplace=True)]
-            ch = 2 * c
-            for _ in range(max(0, int(round(math.log2(self.top.patch))) - 1)):
-                layers += [
-                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                    nn.Conv2d(ch, c, 3, padding=1),
-                    nn.BatchNorm2d(c),
-                    nn.ReLU(inplace=True),
-                ]
-                ch = c
-            layers.append(nn.Conv2d(ch, num_classes, 1))
-            self.head = nn.Sequential(*layers)
+        self.head = decoder_head(self.top.dim, self.top.patch, head, num_classes, decoder_channels)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         t = self.top.patch_tokens(tokens)
@@ -166,8 +181,13 @@ class TokenClassifier(nn.Module):
 
 
 def count_trainable(model: nn.Module) -> int:
-    """Parameters the optimiser updates."""
+    """Parameters that require gradients (an upper bound of what trains: see :func:`params_with_gradients`)."""
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def params_with_gradients(model: nn.Module) -> int:
+    """Parameters holding a gradient now (call after a backward pass): what the optimiser actually updates."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad and p.grad is not None))
 
 
 def _check_tokens(train_tokens, n_targets: int, test_tokens, n_test_targets: int, what: str):
@@ -397,10 +417,11 @@ def finetune_classification(
 # --------------------------------------------------------------------------------------
 class ViTSegmenter(nn.Module):
     """A timm ViT (every parameter: patch embedding, position embedding, class token, blocks, final norm)
-    followed by a light convolutional decoder on its patch-token grid, upsampled to ``out_size``.
+    followed by :func:`decoder_head` (``head``: linear or conv) on its patch-token grid, upsampled to ``out_size``.
 
-    ``frozen=True`` freezes the whole encoder (a frozen probe): only the decoder learns, and the study
-    computes the encoder's features once (:meth:`features`) and trains :meth:`decode` on them.
+    ``frozen=True`` freezes the whole encoder (a frozen probe): only the same decoder learns, and the study
+    computes the encoder's features once per image and augmentation view (:meth:`features`,
+    :func:`view_features`) and trains :meth:`decode` on them.
     Input (B, C, H, W) -> logits (B, num_classes, out_size, out_size).
     """
 
@@ -423,23 +444,8 @@ class ViTSegmenter(nn.Module):
         ps = encoder.patch_embed.patch_size
         patch = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
         self.out_size = int(out_size)
-        d = int(encoder.embed_dim)
-        if head == "linear":
-            self.head = nn.Sequential(nn.BatchNorm2d(d), nn.Conv2d(d, num_classes, 1))
-        else:
-            c = decoder_channels
-            layers: list[nn.Module] = [nn.Conv2d(d, 2 * c, 1), nn.BatchNorm2d(2 * c), nn.ReLU(inplace=True)]
-            ch = 2 * c
-            for _ in range(max(0, int(math.floor(math.log2(patch))) - 1)):
-                layers += [
-                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                    nn.Conv2d(ch, c, 3, padding=1),
-                    nn.BatchNorm2d(c),
-                    nn.ReLU(inplace=True),
-                ]
-                ch = c
-            layers.append(nn.Conv2d(ch, num_classes, 1))
-            self.head = nn.Sequential(*layers)
+        self.head_kind = head
+        self.head = decoder_head(int(encoder.embed_dim), patch, head, num_classes, decoder_channels)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> patch-token grid (B, D, h, w)."""
@@ -470,14 +476,40 @@ def small_unet(in_channels: int, num_classes: int = 2) -> nn.Module:
     )
 
 
+#: The eight views of the augmentation (k quarter turns, then a horizontal flip or not): view ``2 * k + flip``.
+N_VIEWS = 8
+
+
+def _draw_view(gen: torch.Generator) -> tuple[int, bool]:
+    k = int(torch.randint(0, 4, (1,), generator=gen))
+    return k, bool(torch.randint(0, 2, (1,), generator=gen))
+
+
+def apply_view(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """``t`` (..., H, W) turned ``k`` quarter turns, then flipped horizontally if ``flip``."""
+    if k:
+        t = torch.rot90(t, k, (-2, -1))
+    return torch.flip(t, (-1,)) if flip else t
+
+
 def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator):
     """The same random flip / 90-degree turn for a batch of images (B, C, H, W) and masks (B, H, W)."""
-    k = int(torch.randint(0, 4, (1,), generator=gen))
-    if k:
-        x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
-    if bool(torch.randint(0, 2, (1,), generator=gen)):
-        x, y = torch.flip(x, (-1,)), torch.flip(y, (-1,))
-    return x, y
+    k, flip = _draw_view(gen)
+    return apply_view(x, k, flip), apply_view(y, k, flip)
+
+
+@torch.inference_mode()
+def view_features(features, images: torch.Tensor, batch_size: int = 64, device=None) -> torch.Tensor:
+    """A frozen encoder's features of every augmentation view of ``images``: (N_VIEWS, N, ...), view ``2 * k +
+    flip``, so a frozen probe trains on the same augmented batches as a full fine-tune (``train_segmenter``'s
+    ``views``) while the encoder runs once per image and view."""
+    device = torch.device(device or "cpu")
+    out = []
+    for k in range(4):
+        for flip in (False, True):
+            x = apply_view(images, k, flip)
+            out.append(torch.cat([features(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]))
+    return torch.stack(out)
 
 
 def train_segmenter(
@@ -494,12 +526,18 @@ def train_segmenter(
     weight_decay: float = 1e-4,
     device=None,
     forward=None,
+    views: torch.Tensor | None = None,
 ) -> dict:
     """Exactly ``steps`` AdamW steps (cosine decay) of class-weighted cross-entropy on (images, masks).
 
     ``model.encoder`` parameters (if any are trainable) learn at ``lr * encoder_lr_scale``, the rest at ``lr``.
     ``forward``: what maps a batch of ``images`` to logits (default ``model``; a frozen probe passes
-    ``model.decode`` over cached features). Returns ``{"seconds", "final_loss", "steps"}``.
+    ``model.decode`` over cached features). ``views`` (``augment`` on): the inputs precomputed under every
+    augmentation view (:func:`view_features`); each batch then reads the view the same random draw picks for
+    images, so a frozen probe sees exactly the batches and augmentations a full fine-tune with the same seed
+    sees. Returns ``{"seconds", "final_loss", "steps", "trained_params"}``: ``trained_params`` counts the
+    parameters that received a gradient at the first step (what trains: a parameter that requires gradients but
+    sits in an unused layer, e.g. a U-Net encoder's stages below its depth, does not count).
     """
     import time
 
@@ -532,11 +570,16 @@ def train_segmenter(
                 break
             idx = order[b * size : (b + 1) * size]
             x, y = images[idx], masks[idx]
-            if augment:
+            if augment and views is not None:
+                k, flip = _draw_view(gen)
+                x, y = views[2 * k + int(flip)][idx], apply_view(y, k, flip)
+            elif augment:
                 x, y = _augment(x, y, gen)
             loss = loss_fn(forward(x.to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if step == 0:
+                trained = params_with_gradients(model)
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
@@ -546,6 +589,7 @@ def train_segmenter(
         "seconds": time.time() - started,
         "final_loss": float(np.mean(losses[-max(1, steps // 10) :])),
         "steps": steps,
+        "trained_params": trained,
     }
 
 

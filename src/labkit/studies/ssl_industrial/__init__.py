@@ -14,12 +14,14 @@ Pipeline, in the kit's order (data -> the grids' tasks -> claims -> tables -> fi
    encoders become named checkpoints.
 3. **fine-tuning** (grid ``ssl_industrial-finetune``, :func:`tasks.finetune_task`): init x label count x seed. Full
    fine-tuning trains every parameter (patch embedding, position embedding, every block, the decoder); the
-   frozen probe trains only a linear head on the frozen encoder (every ViT init, the random-init one included:
+   frozen probe trains only the same decoder (``seg_head``) on the frozen encoder, on the same augmented batches
+   (every ViT init, the random-init one included:
    precondition "features learned"); a small CNN U-Net from scratch and an
    "all good" predictor (the floor) are rows of the same table. Label subsets of different seeds are
    disjoint where the pool allows (:func:`tasks.label_subset`).
 4. **anomaly detection** (grid ``ssl_industrial-patchcore``, :func:`tasks.patchcore_task`): PatchCore with local
-   neighbourhood aggregation, greedy coreset, max-patch image score; image/pixel AUROC and AUPRO.
+   neighbourhood aggregation, greedy coreset, nearest-neighbour distance, the re-weighted image score (eq. 7);
+   image/pixel AUROC and AUPRO.
 5. **claims** (:func:`claims.declare_claims`, on :func:`experiment.claim_tables`), judged by
    :mod:`labkit.core.claims`.
 

@@ -6,6 +6,9 @@ test set, and as many unrelated photographs (the claim-3 control). Saved once as
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 
 from labkit.core.arms import Arm, arm_colours, arm_labels
@@ -13,6 +16,7 @@ from labkit.core.errors import DataError, ParameterError
 from labkit.core.grid import file_digest
 from labkit.core.params import check_data_root
 from labkit.core.seeding import regime_seeds
+from labkit.data.inspection_folders import GOOD_NAMES
 from labkit.data.layouts_inspection import INSPECTION_LAYOUTS
 from labkit.data.prepared_arrays import write_prepared_arrays
 from labkit.data.surfaces import SurfaceSimulator, unrelated_images
@@ -35,10 +39,33 @@ PRETRAINED = {"mae": ("mae", "in_domain"), "simclr": ("simclr", "in_domain"), "m
 VIT_INITS = ("scratch", "mae", "simclr", "mae_unrelated", "dinov2")
 
 
+#: A defect smaller than this many pixels at ``img_size`` is about gone after the resize (a 3 x 3 blob).
+MIN_DEFECT_PIXELS = 9
+
+
 def check_inputs(cfg) -> None:
     """Fail before any work: the ``data_source`` / ``data_root`` rule (a real source's folder, its layout quoted),
-    and hub weights asked for the study's ViT, which has none at its size."""
+    ``good_class`` (per_class only, a folder that exists), and hub weights asked for the study's ViT, which has
+    none at its size."""
     check_data_root(cfg, INSPECTION_LAYOUTS)
+    if cfg.pretrain_batch_size > cfg.n_unlabeled:
+        raise ParameterError(
+            f"parameter pretrain_batch_size = {cfg.pretrain_batch_size} is larger than n_unlabeled = "
+            f"{cfg.n_unlabeled}, the unlabeled images it draws its batches from; lower pretrain_batch_size (a "
+            "fraction of n_unlabeled, so an epoch is several optimiser steps) or raise n_unlabeled"
+        )
+    if cfg.good_class is not None:
+        if cfg.data_source != "per_class":
+            raise ParameterError(
+                f"parameter good_class ('{cfg.good_class}') names the defect-free class folder of data_source "
+                f"per_class; data_source is {cfg.data_source} (the MVTec layout's defect-free folder is always 'good')"
+            )
+        root = Path(cfg.data_root)
+        if not (root / cfg.good_class).is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise DataError(
+                f"parameter good_class: no class folder '{cfg.good_class}' under {root}; its class folders are {found}"
+            )
     if cfg.encoder_weights == "pretrained":
         raise ParameterError(
             "parameter encoder_weights: the study's ViT has no hub weights at its size; give random, "
@@ -50,6 +77,37 @@ def _pool_size(cfg) -> int:
     """Simulated labelled pool: one block of the most labels per seed (regime seeds included), and 15 % more, as
     about half the draws are defective: no two seeds share an image."""
     return int(np.ceil(1.15 * max(cfg.label_counts) * len(regime_seeds(cfg))))
+
+
+def warn_small_defects(inspection, cfg) -> dict:
+    """Warn, naming ``img_size``, when the median defect of a real folder would cover fewer than
+    :data:`MIN_DEFECT_PIXELS` pixels at ``img_size`` (it is resized away: every row would sit at the floor), and
+    list the masks whose defect vanished in the resize. Returns the numbers (``median_fraction``,
+    ``median_pixels``, ``suggested_img_size``, ``vanished``)."""
+    fractions = inspection.defect_fractions
+    bad = (inspection.labels == 1) & (fractions > 0) if fractions is not None else None
+    if bad is None or not bad.any():
+        return {}
+    median = float(np.median(fractions[bad]))
+    pixels = median * cfg.img_size**2
+    side = int(np.ceil(np.sqrt(MIN_DEFECT_PIXELS / median) / cfg.patch_size) * cfg.patch_size)
+    out = {"median_fraction": median, "median_pixels": pixels, "suggested_img_size": side}
+    out["vanished"] = list(inspection.vanished)
+    if pixels < MIN_DEFECT_PIXELS:
+        warnings.warn(
+            f"{cfg.data_root}: the median defect covers {100 * median:.3g} % of its image, {pixels:.1f} pixel(s) at "
+            f"img_size={cfg.img_size}: defects this small mostly vanish in the resize and every row may sit at the "
+            f"'all good' floor; raise img_size (-p img_size {side} gives the median defect about "
+            f"{MIN_DEFECT_PIXELS} pixels)",
+            stacklevel=2,
+        )
+    if inspection.vanished:
+        warnings.warn(
+            f"{len(inspection.vanished)} defect mask(s) under {cfg.data_root} have no defect pixel left after the "
+            f"resize to img_size={cfg.img_size} (raise img_size): " + "; ".join(inspection.vanished[:10]),
+            stacklevel=2,
+        )
+    return out
 
 
 def split_inspection(inspection, cfg) -> dict:
@@ -64,6 +122,17 @@ def split_inspection(inspection, cfg) -> dict:
     rng = np.random.default_rng(1000 * cfg.data_seed + 7)
     labels = inspection.labels
     bad, good = rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
+    if len(good) == 0:
+        classes = sorted(set(inspection.defect_types))
+        where = (
+            "train/good and test/good hold no readable image"
+            if cfg.data_source == "mvtec"
+            else f"no class folder is named {'/'.join(GOOD_NAMES)}"
+            + (f" or good_class '{cfg.good_class}'" if cfg.good_class else "")
+            + f"; every class folder was read as a defect class: {classes}. Name your defect-free folder with "
+            "good_class (-p good_class <folder>)"
+        )
+        raise DataError(f"{cfg.data_root}: 0 defect-free images: {where}")
     if len(bad) < 2:
         raise DataError(
             f"{cfg.data_root}: {len(bad)} defect image(s) with masks; the study needs at least 2 "
@@ -76,11 +145,15 @@ def split_inspection(inspection, cfg) -> dict:
     test_good, pool_good = good[:n_test_good], good[n_test_good : n_test_good + n_pool_good]
     rest = good[n_test_good + n_pool_good :]
     if len(rest) < cfg.n_unlabeled:
+        remedy = (
+            f"lower n_unlabeled (-p n_unlabeled {len(rest)}) or add defect-free images"
+            if len(rest) >= 2
+            else "add defect-free images (pretraining needs at least 2)"
+        )
         raise DataError(
             f"{cfg.data_root}: {len(good)} defect-free images, of which {len(rest)} are left for "
             f"pretraining after the test set and the labelled pool take theirs, but n_unlabeled="
-            f"{cfg.n_unlabeled} were asked for; lower n_unlabeled (-p n_unlabeled {len(rest)}) or add "
-            "defect-free images"
+            f"{cfg.n_unlabeled} were asked for; {remedy}"
         )
     unlabeled = rest[: cfg.n_unlabeled]
     return {
@@ -106,14 +179,17 @@ def data(cfg) -> dict:
             "good": sim.sample(cfg.n_good, seed=base + 4, defect_fraction=0.0),
         }
     else:
-        from labkit.data.inspection_folders import GOOD_NAMES, load_mvtec_style, load_per_class
+        from labkit.data.inspection_folders import load_mvtec_style, load_per_class
 
         common = dict(channels=cfg.channels, size=cfg.img_size, on_corrupt=cfg.on_corrupt)
         if cfg.data_source == "mvtec":
             inspection = load_mvtec_style(cfg.data_root, defect_types=cfg.defect_types, **common)
         else:
-            classes = None if cfg.defect_types is None else list(cfg.defect_types) + list(GOOD_NAMES)
-            inspection = load_per_class(cfg.data_root, classes=classes, **common)
+            classes = None
+            if cfg.defect_types is not None:
+                classes = list(cfg.defect_types) + list(GOOD_NAMES) + ([cfg.good_class] if cfg.good_class else [])
+            inspection = load_per_class(cfg.data_root, classes=classes, good_class=cfg.good_class, **common)
+        warn_small_defects(inspection, cfg)
         sets = split_inspection(inspection, cfg)
     out = {}
     for name, s in sets.items():

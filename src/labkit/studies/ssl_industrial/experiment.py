@@ -28,7 +28,7 @@ from labkit.models.weights import resolve_weights
 from labkit.studies.base import Runs, Stopwatch, regime_seeds, run_grids
 
 from .data import INIT_LABELS, NAME, PRETRAINED, VIT_INITS
-from .tasks import DINOV2, finetune_task, patchcore_task, pretrain_task
+from .tasks import DINOV2, finetune_task, patchcore_task, pretrain_task, shared_between_seeds
 
 #: The named labkit checkpoints of the in-domain encoders (``labkit:<name>`` in other studies and notebooks).
 CHECKPOINTS = {"mae": "ssl-mae-vit-tiny-industrial", "simclr": "ssl-simclr-vit-tiny-industrial"}
@@ -75,7 +75,7 @@ def is_trained(cfg, init: str, pretrained: dict) -> tuple[bool, str]:
     if verdict["passed"]:
         return True, ""
     r = pretrained[init]["record"]
-    knob = "mae_epochs" if PRETRAINED[init][0] == "mae" else "simclr_epochs"
+    knob = "mae_steps" if PRETRAINED[init][0] == "mae" else "simclr_steps"
     return False, (
         f"did not train: precondition 'trained ({init})' failed (after {r.get('steps', '?')} steps, loss "
         f"{r['eval_loss']:.4g} on fixed evaluation batches = {r['loss_ratio']:.3f} x the best learner-free "
@@ -86,6 +86,7 @@ def is_trained(cfg, init: str, pretrained: dict) -> tuple[bool, str]:
 
 def run(cfg, data) -> Runs:
     """Pretrain, decide which encoders count, fine-tune and run PatchCore: every grid of the study, gathered."""
+    warn_shared_labels(cfg, data)
     with Stopwatch() as clock:
         pretraining = pretrain_grid(cfg, data)
         (pretrain_result,) = run_grids(cfg, pretraining)
@@ -110,6 +111,32 @@ def run(cfg, data) -> Runs:
     )
 
 
+def warn_shared_labels(cfg, data) -> list[str]:
+    """Warn (one line per label count) where the labelled pool is too small for every seed to draw its own images:
+    the seeds' runs then share images and their intervals overstate the evidence. Returns the lines."""
+    import warnings
+
+    labels = (np.asarray(data["pool"]["defect_types"]) != "good").astype(int)
+    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
+    lines = []
+    for n in cfg.label_counts:
+        seeds = regime_seeds(cfg) if n in (lo, hi) else list(cfg.seeds)
+        shared = shared_between_seeds(labels, n, seeds, hi, cfg.data_seed)
+        if shared:
+            lines.append(
+                f"at {n} labels, {len(seeds)} seeds share up to {shared} labelled image(s): the pool holds "
+                f"{len(labels)} images ({int(labels.sum())} defective), and disjoint subsets need {n} per seed"
+            )
+    if lines:
+        warnings.warn(
+            "labelled subsets overlap (table label_subset_overlap): "
+            + "; ".join(lines)
+            + "; fewer seeds or label_counts, or more defect images, would keep them apart",
+            stacklevel=2,
+        )
+    return lines
+
+
 # ----------------------------------------------------------------------------- 1. pretraining
 def encoder_kwargs(cfg) -> dict:
     """The ViT's size overrides (``encoder_depth``, ``encoder_width``; heads: width / 32)."""
@@ -132,7 +159,7 @@ def pretrain_params(cfg, data, init) -> dict:
         encoder_kwargs=encoder_kwargs(cfg),
         img_size=cfg.img_size,
         patch_size=cfg.patch_size,
-        epochs=cfg.mae_epochs if method == "mae" else cfg.simclr_epochs,
+        steps=cfg.mae_steps if method == "mae" else cfg.simclr_steps,
         batch_size=cfg.pretrain_batch_size,
         mask_ratio=cfg.mask_ratio,
         norm_pix_loss=cfg.mae_norm_pix_loss,
@@ -272,7 +299,16 @@ def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]
 
 
 RUN_COLUMNS = ["init", "protocol", "n_labels", "seed", "defect_ap", "defect_f1", "image_auroc", "miou", "defect_iou"]
-RUN_COLUMNS += ["trainable_params", "seconds", "final_train_loss", "n_train", "train_defective"]
+RUN_COLUMNS += [
+    "decoder",
+    "decoder_params",
+    "trainable_params",
+    "requires_grad_params",
+    "seconds",
+    "final_train_loss",
+    "n_train",
+    "train_defective",
+]
 RUN_COLUMNS += ["steps", "batch_size", "lr", "schedule"]  # the run's budget (its record's; empty for the floor)
 
 
@@ -330,6 +366,7 @@ def patchcore_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
             channels=cfg.channels,
             coreset_ratio=cfg.coreset_ratio,
             neighbourhood=cfg.patchcore_neighbourhood,
+            reweight_neighbours=cfg.patchcore_reweight_neighbours,
             encoder_weights=cfg.encoder_weights,
             dinov2_weights=cfg.dinov2_weights,
             seed=cfg.seeds[0],
@@ -342,7 +379,7 @@ def anomaly_frame(result: GridResult) -> pd.DataFrame:
     """One row per init: image AUROC, pixel AUROC, AUPRO and the memory bank's size."""
     frame = result.frame()
     if len(frame):
-        frame = frame[["init", "image_auroc", "pixel_auroc", "aupro", "memory_bank"]]
+        frame = frame[["init", "image_auroc", "pixel_auroc", "aupro", "memory_bank", "reweight_neighbours"]]
         frame.insert(1, "row", [INIT_LABELS.get(i, i) for i in frame["init"]])
     return frame
 

@@ -37,23 +37,38 @@ def samples_figure(data: dict, per_type: int = 3):
 
 
 def pretraining_figure(runs: Runs):
-    """Each pretraining's loss per epoch over the best learner-free predictor's (star: on the fixed batches)."""
+    """Each pretraining's loss per epoch (at the optimiser step it ends on) over the best learner-free predictor's
+    (star: on the fixed batches after the last step)."""
     pretrained = runs.examples["pretrained"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for name, p in pretrained.items():
         r = p["record"]
         ax = axes[0] if PRETRAINED[name][0] == "mae" else axes[1]
         loss = np.asarray(r["loss"]) / r["learner_free_loss"]
-        ax.plot(np.arange(1, len(loss) + 1), loss, marker="o", ms=3, label=INIT_LABELS[name], color=COLOURS[name])
-        ax.plot([len(loss)], [r["loss_ratio"]], marker="*", ms=10, color=COLOURS[name], ls="none")
-    axes[0].set(title="MAE: hidden-patch loss / learner-free predictor's", xlabel="epoch", ylabel="loss ratio")
-    axes[1].set(title="SimCLR: NT-Xent / untrained network's", xlabel="epoch", ylabel="loss ratio")
+        per_epoch = r.get("steps", len(loss)) / max(1, len(loss))
+        step = np.arange(1, len(loss) + 1) * per_epoch
+        ax.plot(step, loss, marker="o", ms=3, label=INIT_LABELS[name], color=COLOURS[name])
+        ax.plot(step[-1:], [r["loss_ratio"]], marker="*", ms=10, color=COLOURS[name], ls="none")
+    axes[0].set(title="MAE: hidden-patch loss / learner-free predictor's", xlabel="optimiser step", ylabel="loss ratio")
+    axes[1].set(title="SimCLR: NT-Xent / untrained network's", xlabel="optimiser step", ylabel="loss ratio")
     for ax in axes:
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _label_count_ticks(ax, counts) -> None:
+    """Plain integer ticks at exactly the label counts on a log x axis, and no minor tick labels (a log axis
+    otherwise labels its minor ticks too, "6x10^1" on top of "64")."""
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
+
+    ticks = sorted(int(c) for c in counts)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FixedFormatter([str(t) for t in ticks]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def label_efficiency_figure(runs: Runs):
@@ -73,9 +88,7 @@ def label_efficiency_figure(runs: Runs):
             if low.notna().all():
                 ax.fill_between(g["n_labels"], low, high, alpha=0.15, color=COLOURS.get(name))
         ax.set(xscale="log", xlabel="labelled images", ylabel=metric, title=metric.replace("_", " "))
-        ticks = sorted(df["n_labels"].unique())
-        ax.set_xticks(ticks)
-        ax.set_xticklabels(ticks)
+        _label_count_ticks(ax, df["n_labels"].unique())
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Label efficiency after full fine-tuning (bands: 95% CI over seeds; dashed: 'all good' floor)")

@@ -8,7 +8,7 @@ from collections import Counter
 
 from .data import NAME, PRETRAINED, VIT_INITS
 from .experiment import encoder_kwargs, finetune_tasks, pretrain_params
-from .tasks import dinov2_encoder, dinov2_side, new_vit
+from .tasks import dinov2_encoder, dinov2_side, new_vit, pretraining_epochs
 
 #: The paper's settings (MAE: He et al. 2022; SimCLR: Chen et al. 2020) that the plan warns about when far off.
 REFERENCE = {"mask_ratio": 0.75, "pretrain_batch_size": 256}
@@ -42,12 +42,17 @@ def _pretrain_budgets(cfg, vit) -> list:
     from labkit.core.plan import TaskBudget, measure
     from labkit.methods.ssl import MaskedAutoencoder, SimCLR
 
+    from .data import check_inputs
+
     c, s = cfg.channels, cfg.img_size
+    if cfg.data_source == "simulated":
+        check_inputs(cfg)  # a real folder's checks read data_root, which a plan may not have
     pre = []
     for init in [n for n in PRETRAINED if n in cfg.inits]:
         p = pretrain_params(cfg, {"file": None}, init)
         n = cfg.n_unlabeled
-        batch = min(p["batch_size"], n)
+        batch = p["batch_size"]
+        epochs = pretraining_epochs(p["steps"], n, batch)
         spe = n // batch
         if p["method"] == "mae":
             build = lambda: MaskedAutoencoder(  # noqa: E731
@@ -63,8 +68,8 @@ def _pretrain_budgets(cfg, vit) -> list:
                 n,
                 f"{s} px x {c} ch",
                 batch,
-                p["epochs"] * spe,
-                p["epochs"],
+                epochs * spe,
+                epochs,
                 spe,
                 tr,
                 tot,
@@ -73,10 +78,10 @@ def _pretrain_budgets(cfg, vit) -> list:
                 params={
                     "batch": "pretrain_batch_size",
                     "data_items": "n_unlabeled",
-                    "epochs": "mae_epochs" if p["method"] == "mae" else "simclr_epochs",
+                    "steps": "mae_steps" if p["method"] == "mae" else "simclr_steps",
                 },
                 counts_epochs=True,
-                warmup=max(1, p["epochs"] * spe // 10),
+                warmup=max(1, epochs * spe // 10),
                 requested_batch=p["batch_size"],
             )
         )
@@ -99,7 +104,7 @@ def _finetune_budgets(cfg, vit, tasks) -> list:
             side = dinov2_side(s) if init == "dinov2" else s
             enc = (lambda: dinov2_encoder(s, "random")) if init == "dinov2" else vit
             build = lambda enc=enc, frozen=frozen: ViTSegmenter(  # noqa: E731
-                enc(), out_size=s, head="linear" if frozen else cfg.seg_head, frozen=frozen
+                enc(), out_size=s, head=cfg.seg_head, frozen=frozen
             )
         ch = 3 if init == "dinov2" else c
         flops, tr, tot = measure(

@@ -10,7 +10,7 @@ from labkit.studies.base import Runs, regime_seeds
 
 from .data import INIT_LABELS, PRETRAINED, VIT_INITS
 from .experiment import is_trained
-from .tasks import label_subset
+from .tasks import shared_between_seeds
 
 
 def data_summary(data: dict) -> pd.DataFrame:
@@ -39,14 +39,14 @@ def subset_overlap(cfg, data) -> pd.DataFrame:
     rows = []
     for n in cfg.label_counts:
         seeds = regime_seeds(cfg) if n in (lo, hi) else list(cfg.seeds)
-        subsets = {s: set(label_subset(labels, n, s, hi, cfg.data_seed)) for s in seeds}
-        shared = [len(subsets[a] & subsets[b]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
         rows.append(
             {
                 "n_labels": n,
                 "pool": len(labels),
+                "pool_defective": int(labels.sum()),
                 "seeds": len(seeds),
-                "max_shared_between_seeds": max(shared, default=0),
+                "max_shared_between_seeds": shared_between_seeds(labels, n, seeds, hi, cfg.data_seed),
+                "max_shared_between_claim_seeds": shared_between_seeds(labels, n, cfg.seeds, hi, cfg.data_seed),
             }
         )
     return pd.DataFrame(rows)
@@ -94,6 +94,17 @@ def initialisations_table(runs: Runs) -> pd.DataFrame:
 def runs_table(runs: Runs) -> pd.DataFrame:
     """Every fine-tuning run over ``seeds``: init x protocol x label count x seed, its metrics and budget."""
     return runs.tables["runs"]
+
+
+def what_trains_table(runs: Runs) -> pd.DataFrame:
+    """Per init x protocol: the decoder, the parameters that receive gradients (``trainable_params``: what trains)
+    and those that merely require them (``requires_grad_params``), and the decoder's own parameters."""
+    frame = runs.tables["runs"]
+    cols = [c for c in ("decoder", "decoder_params", "trainable_params", "requires_grad_params") if c in frame]
+    trained = frame[frame["init"] != "all_good"]
+    out = trained.groupby(["init", "protocol"], sort=False)[cols].first().reset_index()
+    out.insert(0, "row", [INIT_LABELS.get(i, i) for i in out["init"]])
+    return out
 
 
 def results_table(runs: Runs) -> pd.DataFrame:

@@ -30,6 +30,30 @@ def label_subset(defect_labels: np.ndarray, n: int, seed: int, block: int, data_
     return np.sort(np.concatenate([pick_bad, pick_good]).astype(int))
 
 
+def shared_between_seeds(defect_labels, n: int, seeds, block: int, data_seed: int = 0) -> int:
+    """The most labelled images two of ``seeds`` share at ``n`` labels (0 while the pool allows disjoint subsets)."""
+    subsets = [set(label_subset(defect_labels, n, s, block, data_seed)) for s in seeds]
+    return max((len(a & b) for i, a in enumerate(subsets) for b in subsets[i + 1 :]), default=0)
+
+
+def check_pretraining_batch(n_images: int, batch_size: int) -> None:
+    """A pretraining batch must fit the unlabeled set (never clipped silently: a clipped batch made every epoch
+    one optimiser step)."""
+    if batch_size > n_images:
+        raise ParameterError(
+            f"parameter pretrain_batch_size = {batch_size} is larger than the unlabeled set's {n_images} images "
+            f"(n_unlabeled = {n_images}); lower pretrain_batch_size (a fraction of n_unlabeled) or raise n_unlabeled"
+        )
+
+
+def pretraining_epochs(steps: int, n_images: int, batch_size: int) -> int:
+    """The whole epochs that run at least ``steps`` optimiser steps on ``n_images`` in batches of ``batch_size``
+    (the last partial batch of an epoch dropped): ``ceil(steps / (n_images // batch_size))``."""
+    check_pretraining_batch(n_images, batch_size)
+    per_epoch = n_images // batch_size
+    return -(-int(steps) // per_epoch)
+
+
 def new_vit(arch, img_size, patch_size, channels, encoder_kwargs, weights="random"):
     """The study's ViT encoder (no head) at its image, patch and channel counts."""
     from labkit.models.backbones import create_backbone
@@ -54,7 +78,7 @@ def pretrain_task(
     encoder_kwargs: dict,
     img_size: int,
     patch_size: int,
-    epochs: int,
+    steps: int,
     batch_size: int,
     mask_ratio: float,
     norm_pix_loss: bool,
@@ -66,17 +90,20 @@ def pretrain_task(
     network's loss (``initial_loss``, ``eval_loss``) and the best learner-free predictor's
     (``learner_free_loss``: MAE, each hidden patch filled with its image's visible mean or zeros, whichever is
     lower; SimCLR, the untrained network or a constant embedding, whichever is lower), their ratio
-    (``loss_ratio``) and the run's ``budget``. ``epochs`` 0 scores the untrained network."""
+    (``loss_ratio``) and the run's ``budget``. ``steps``: optimiser steps asked for; the epochs are
+    :func:`pretraining_epochs` (whole epochs, so the steps run, recorded, are at least ``steps``); 0 scores the
+    untrained network."""
     from labkit.core.device import resolve_device
     from labkit.methods.ssl import pretrain_mae, pretrain_simclr
 
     d = load_prepared_arrays(data_file)
     images = d["unlabeled_images"] if source == "in_domain" else d["unrelated_images"]
+    epochs = pretraining_epochs(steps, len(images), batch_size)
     common = dict(
         arch=arch,
         img_size=img_size,
         patch_size=patch_size,
-        batch_size=min(batch_size, len(images)),
+        batch_size=batch_size,
         epochs=epochs,
         seed=seed,
         progress=False,
@@ -105,6 +132,7 @@ def pretrain_task(
         "images_per_s": float(hist["images_per_second"].median()) if len(hist) else float("nan"),
         "n_images": int(len(images)),
         "epochs_run": int(len(hist)),
+        "steps_asked": int(steps),
         "steps": int(meta["steps"]),
         "budget": meta["budget"],
     }
@@ -163,16 +191,17 @@ def _build_encoder(
 
 def _fit_vit(model, x_train, y_train, x_test, encoder_lr_scale: float, train: dict):
     """Train a ViT segmenter and predict the test set: full fine-tuning (the encoder at ``encoder_lr_scale`` x lr),
-    or, when frozen, the frozen encoder's features computed once and only the head learning (no augmentation).
-    Returns ``(info, defect probabilities)``."""
-    from labkit.methods.defect_segmentation import predict_defect_prob, train_segmenter
+    or, when frozen, the frozen encoder's features computed once per image and augmentation view and only the
+    same decoder learning, on the same augmented batches as full fine-tuning with the same seed (so C2's gain
+    isolates fine-tuning the encoder). Returns ``(info, defect probabilities)``."""
+    from labkit.methods.defect_segmentation import predict_defect_prob, train_segmenter, view_features
 
     dev = train["device"]
     if model.frozen:
+        views = view_features(model.features, x_train, device=dev).clone()
         with torch.inference_mode():
-            f_train = torch.cat([model.features(x_train[i : i + 64].to(dev)) for i in range(0, len(x_train), 64)])
             f_test = torch.cat([model.features(x_test[i : i + 64].to(dev)) for i in range(0, len(x_test), 64)])
-        info = train_segmenter(model, f_train.clone(), y_train, augment=False, forward=model.decode, **train)
+        info = train_segmenter(model, views[0], y_train, views=views, forward=model.decode, **train)
         return info, predict_defect_prob(model.decode, f_test, device=dev)
     info = train_segmenter(model, x_train, y_train, encoder_lr_scale=encoder_lr_scale, **train)
     return info, predict_defect_prob(model, x_test, device=dev)
@@ -207,8 +236,10 @@ def finetune_task(
 
     ``init``: scratch / mae / simclr / mae_unrelated / dinov2 (a ViT), ``unet`` (a small CNN U-Net from
     scratch) or ``all_good`` (no defect anywhere: the floor, no training). ``protocol``: ``full`` (every
-    parameter of the encoder, patch embedding included, and the decoder) or ``frozen`` (a linear head on the
-    frozen encoder's patch tokens). Returns defect AP, defect F1, image AUROC, mIoU, trainable parameters.
+    parameter of the encoder, patch embedding included, and the decoder) or ``frozen`` (the frozen encoder's
+    patch tokens under the same decoder, ``seg_head``, on the same augmented batches). Returns defect AP,
+    defect F1, image AUROC, mIoU, the decoder and its parameters, the parameters that receive gradients
+    (``trainable_params``: what trains) and those that merely require them (``requires_grad_params``).
     """
     from labkit.core.claims import budget_record
     from labkit.core.device import resolve_device
@@ -244,10 +275,11 @@ def finetune_task(
         enc = _build_encoder(
             init, encoder_file, arch, encoder_kwargs, img_size, patch_size, channels, encoder_weights, dinov2_weights
         )
-        head = "linear" if protocol == "frozen" else seg_head
-        model = ViTSegmenter(enc, out_size=int(test_masks.shape[-1]), head=head, frozen=protocol == "frozen").to(dev)
-        info, prob = _fit_vit(model, x_train, y_train, x_test, encoder_lr_scale, train)
-    trainable = count_trainable(model)
+        model = ViTSegmenter(enc, out_size=int(test_masks.shape[-1]), head=seg_head, frozen=protocol == "frozen")
+        info, prob = _fit_vit(model.to(dev), x_train, y_train, x_test, encoder_lr_scale, train)
+        out.update(decoder=seg_head, decoder_params=count_trainable(model.head))
+    trainable = info["trained_params"]  # what trains: the parameters that receive gradients
+    out["requires_grad_params"] = count_trainable(model)
     scaled = init != "unet" and protocol == "full" and encoder_lr_scale != 1
     schedule = f"cosine over {steps} steps" + (f", encoder at {encoder_lr_scale:g} x lr" if scaled else "")
     return {
@@ -274,12 +306,15 @@ def patchcore_task(
     channels: int,
     coreset_ratio: float,
     neighbourhood: int,
+    reweight_neighbours: int = 1,
     encoder_weights: str = "random",
     dinov2_weights: str = "pretrained",
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
-    """PatchCore on one init's patch features: memory bank from defect-free images, scored on the test set."""
+    """PatchCore as published (Roth et al. 2022) on one init's patch features: locally aware patch features
+    (``neighbourhood``), a greedy coreset of the defect-free images' patches (``coreset_ratio``), nearest-neighbour
+    distances, and the re-weighted image score (eq. 7, ``reweight_neighbours``); scored on the test set."""
     from labkit.core.device import resolve_device
     from labkit.methods.anomaly import PatchCore, anomaly_aurocs, vit_patch_features
 
@@ -301,6 +336,7 @@ def patchcore_task(
         coreset_ratio=coreset_ratio,
         seed=seed,
         neighbourhood=neighbourhood,
+        reweight_neighbours=reweight_neighbours,
     )
     model.fit(_prepare(d["good_images"], init, mean, std, img_size).numpy())
     scores, maps = model.score(_prepare(d["test_images"], init, mean, std, img_size).numpy())
@@ -317,5 +353,6 @@ def patchcore_task(
         "pixel_auroc": res["pixel_auroc"],
         "aupro": res["aupro"],
         "memory_bank": int(model.memory_bank_.shape[0]),
+        "reweight_neighbours": int(reweight_neighbours),
         "layers": list(layers),
     }
