@@ -26,9 +26,11 @@ def test_every_study_plans_with_positive_budgets(planned):
             assert b.steps > 0 and b.total_params > 0 and b.flops_per_step > 0, (study, preset, b)
 
 
-def test_ssl_paper_is_refused_naming_both_parameters():
+def test_a_pretraining_batch_larger_than_the_unlabeled_set_is_refused_naming_both_parameters():
+    # the paper preset's own batch (32 of 150 images) plans; the audit's batch of 256 on 150 images is refused
+    assert study_plan("ssl_industrial", "paper", {})[0]
     with pytest.raises(ParameterError) as err:
-        study_plan("ssl_industrial", "paper", {})
+        study_plan("ssl_industrial", "paper", {"pretrain_batch_size": 256})
     msg = str(err.value)
     assert "pretrain_batch_size = 256" in msg and "n_unlabeled = 150" in msg
 
@@ -78,8 +80,8 @@ def test_flop_counter_on_a_linear_layer():
 def test_cli_exit_codes(capsys):
     assert main(["plan", "sar_transfer", "--preset", "smoke"]) == 0
     assert "sar_transfer/grid" in capsys.readouterr().out
-    assert main(["plan", "ssl_industrial", "--preset", "paper"]) == 2
+    assert main(["plan", "ssl_industrial", "--preset", "paper", "-p", "pretrain_batch_size", "256"]) == 2
     assert "pretrain_batch_size" in capsys.readouterr().err
     assert main(["plan", "ssl_industrial", "--preset", "paper", "--allow-degenerate", "--markdown"]) == 0
     assert "| ssl_industrial |" in capsys.readouterr().out
-    assert main(["plan", "sar_transfer", "-p", "n_steps", "0"]) == 2
+    assert main(["plan", "sar_transfer", "-p", "epochs", "0"]) == 2
