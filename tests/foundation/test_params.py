@@ -172,3 +172,33 @@ def test_a_simulator_parameter_is_listed_as_not_applying_on_real_data(tmp_path):
     (tmp_path / "toy.yaml").write_text(spec_text.replace("data_source: [simulated]", "data_source: [simulate]"))
     with pytest.raises(ParameterError, match="must be one of"):
         parse_spec(tmp_path / "toy.yaml")
+
+
+def batch_within_images(cfg):
+    """A config check as a study would write one: two parameters (or the data they name) against each other."""
+    if cfg.batch > cfg.images:
+        raise ParameterError(f"parameter 'batch' is {cfg.batch}, larger than the {cfg.images} images; lower it")
+
+
+def test_a_spec_config_check_refuses_bad_input_at_resolve_time(tmp_path):
+    spec_text = SPEC.replace("name: toy", "name: toy\nconfig_checks: [tests.foundation.test_params:batch_within_images]")
+    spec_text += textwrap.indent(
+        textwrap.dedent("""
+        images: {type: int, value: 8, help: images}
+        batch: {type: int, value: 4, help: batch}
+        """),
+        "  ",
+    )
+    (tmp_path / "toy.yaml").write_text(spec_text)
+    spec = parse_spec(tmp_path / "toy.yaml")
+    assert spec.config_checks == ("tests.foundation.test_params:batch_within_images",)
+    assert spec.resolve("smoke").batch == 4
+    with pytest.raises(ParameterError, match="'batch' is 16, larger than the 8 images"):
+        spec.resolve("smoke", {"batch": 16})
+    # an entry that cannot be imported is named at resolve time, not silently skipped
+    (tmp_path / "toy.yaml").write_text(spec_text.replace("batch_within_images", "no_such_check"))
+    with pytest.raises(ParameterError, match="config_checks names 'tests.foundation.test_params:no_such_check'"):
+        parse_spec(tmp_path / "toy.yaml").resolve("smoke")
+    (tmp_path / "toy.yaml").write_text(spec_text.replace("[tests.foundation.test_params:batch_within_images]", "[7]"))
+    with pytest.raises(ParameterError, match="config_checks must list 'module:function' entries"):
+        parse_spec(tmp_path / "toy.yaml")

@@ -199,6 +199,11 @@ class StudySpec:
     produces: tuple[dict, ...] = ()
     consumes: tuple[str, ...] = ()  # named labkit checkpoints the study reads: part of its fingerprint
     source: Path | None = None
+    # "module:function" checks of the resolved parameters against each other and against the data they name
+    # (e.g. a batch larger than the images in data_root), run by resolve: every entry point (notebook,
+    # reproduce, plan) refuses bad input before any work. Named in the spec, like an entry point, so that
+    # core never imports a study.
+    config_checks: tuple[str, ...] = ()
 
     def preset_values(self, preset: str) -> dict[str, Any]:
         check_preset(preset)
@@ -230,7 +235,25 @@ class StudySpec:
                     f"labkit:<name>"
                 )
         inapplicable = [name for name, p in self.params.items() if not p.applies(values)]
-        return Config(study=self.name, preset=preset, values=values, inapplicable=inapplicable)
+        cfg = Config(study=self.name, preset=preset, values=values, inapplicable=inapplicable)
+        for target in self.config_checks:
+            config_check(target, self.source)(cfg)
+        return cfg
+
+
+def config_check(target: str, source: Path | None = None):
+    """The function a spec's ``config_checks`` entry ``module:function`` names (it raises ParameterError)."""
+    import importlib
+
+    module_name, _, function = target.partition(":")
+    where = Path(source).name if source else "a study spec"
+    try:
+        check = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as exc:
+        raise ParameterError(f"{where}: config_checks names {target!r}, which cannot be imported: {exc}") from exc
+    if not callable(check):
+        raise ParameterError(f"{where}: config_checks names {target!r}, which is not a function")
+    return check
 
 
 def check_data_root(cfg: Mapping[str, Any], layout: Mapping[str, str], simulated: str = "simulated") -> Path | None:
@@ -442,7 +465,17 @@ def parse_spec(source: Path) -> StudySpec:
         produces=tuple(raw.get("produces") or ()),
         consumes=tuple(raw.get("consumes") or ()),
         source=Path(source),
+        config_checks=_config_checks(raw.get("config_checks"), Path(source)),
     )
+
+
+def _config_checks(raw: Any, source: Path) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    entries = [raw] if isinstance(raw, str) else raw
+    if not isinstance(entries, list) or not all(isinstance(e, str) and ":" in e for e in entries):
+        raise ParameterError(f"{source.name}: config_checks must list 'module:function' entries, got {raw!r}")
+    return tuple(entries)
 
 
 @cache
