@@ -12,6 +12,7 @@ from typing import Any
 from labkit.core.claims import Check, Claim, Compare, Precondition
 from labkit.studies.base import Runs
 
+from . import source_features
 from .arms import ARM_LABELS
 from .data import PRETRAINED_ARMS
 
@@ -53,19 +54,24 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
     data-limited (random init with the most tiles beats itself with the fewest by more than
     ``data_limited_margin`` test mIoU) for the season claims.
 
-    Features learned, for every claim of a pretrained arm: that arm's frozen linear probe (``tasks._probe_task``)
-    beats the random-init network's frozen probe in test mIoU, paired over seeds (table ``probes``); an encoder
-    whose features a linear readout cannot use better than random ones gives its claims no footing.
+    Features learned, for every claim of a pretrained arm, judged on the encoder's **source task**
+    (:mod:`.source_features`): the record its producer wrote in the weights' sidecar (the producing study's frozen
+    probe against the same network at random init, paired over seeds) passed; table ``source_features``. An
+    encoder that learned nothing on its own task gives its claims no footing; whether its features serve SAR is
+    what the claims test, so the frozen SAR probe (table ``probes``) is a finding, not a gate. Weights without the
+    record leave the arm's claims not evaluated (``unjudged_features``: ``{arm: reason}`` naming what to provide).
     ``unavailable``: ``{arm: reason}`` for arms that cannot run (e.g. missing weights).
     """
     unavailable = dict(unavailable or {})
+    unjudged = dict(context.get("unjudged_features") or {})
+    records = _records(context.get("weights_records"))
     tiles = sorted(set(cfg["tiles"]))
     few, many = tiles[0], tiles[-1]
     data_limited = _data_limited(few, many, cfg["data_limited_margin"])
     area = _distinct_area(few, many)
     claims = []
     for arm in PRETRAINED_ARMS:
-        reason = _unavailable_reason(arm, cfg, unavailable)
+        reason = _unavailable_reason(arm, cfg, unavailable) or unjudged.get(arm)
         compare = _comparisons(arm, few, cfg["convergence_fraction"])
         plateaus = [
             _rename(
@@ -79,7 +85,7 @@ def declare_claims(cfg, unavailable: Mapping[str, str] | None = None, **context)
             why=f"the data-rich control (random init on {many} tiles) trained to its plateau: the last fifth of its "
             f"epochs improved validation mIoU by less than {cfg['plateau_gain']:g} (else 'data-limited' is step-limited)",
         )
-        shared = _shared_preconditions(arm, few)
+        shared = _shared_preconditions(arm, few, records.get(arm))
         preconditions = {
             "faster_convergence": [*shared, *_floors(arm, "all", few), *plateaus],
             "better_on_melt": [*shared, *_floors(arm, "melt", few), area, rich_plateau, data_limited],
@@ -181,15 +187,39 @@ def _comparisons(arm: str, few: int, fraction: float) -> dict[str, list[Compare]
     }
 
 
-def _shared_preconditions(arm: str, few: int) -> list[Precondition]:
-    """Features learned (``arm``'s frozen probe beats random init's) and the same budget, for every claim."""
-    learned = Precondition.features_learned(
-        "miou",
-        pretrained={"arm": arm},
-        random={"arm": "random"},
-        table="probes",
-        name=f"features learned ({arm})",
+def _records(weights_records) -> dict[str, Mapping]:
+    return {arm: r for arm, r in dict(weights_records or {}).items() if isinstance(r, Mapping)}
+
+
+def features_learned(arm: str, record: Mapping | None = None) -> Precondition:
+    """Features learned, on the source task: the producer's record (table ``source_features``, ``passed`` 1 or 0)
+    passed. Its reason quotes the record's statement and interval and names the producer."""
+    why = (
+        f"the {arm} encoder learned features {source_features.describe(record)}"
+        if record
+        else f"the {arm} encoder learned features on its source task, as its producer recorded in the weights' "
+        "sidecar ('features_learned': its frozen probe beats the same network at random init there)"
     )
+    if record and not record.get("passed"):
+        why += "; the encoder learned nothing its claims could rest on: use weights whose producer's record passed"
+    return Precondition(
+        f"features learned ({arm})",
+        Check(
+            "passed",
+            {"arm": arm},
+            ">=",
+            1.0,
+            table="source_features",
+            label=f"[{arm}] the producer's source-task 'features learned' record passed (1) or failed (0)",
+        ),
+        why=why,
+    )
+
+
+def _shared_preconditions(arm: str, few: int, record: Mapping | None = None) -> list[Precondition]:
+    """Features learned (on ``arm``'s source task, :func:`features_learned`) and the same budget, for every
+    claim."""
+    learned = features_learned(arm, record)
     same_budget = Precondition.same_budget(
         a={"arm": arm, "n_tiles": few},
         b={"arm": "random", "n_tiles": few},

@@ -32,6 +32,7 @@ from labkit.core.grid import Grid, grid_runs
 from labkit.models import weight_transfer
 from labkit.studies.base import Runs, Stopwatch, run_grids, task_device
 
+from . import source_features
 from .arms import ARM_LABELS
 from .data import (
     CHECKPOINT_NAME,
@@ -112,6 +113,9 @@ def _source_state(arm: str, cfg) -> tuple[dict, dict]:
         )
         if spec != "pretrained":
             provenance.update(file=resolved.file, sha256=resolved.digest)
+        sidecar = Path(resolved.file).with_suffix(".json") if spec != "pretrained" else None
+        meta = _read_sidecar(sidecar)
+        _source_task_record(provenance, arm, spec, meta, str(sidecar) if sidecar and sidecar.is_file() else None)
         state = {f"model.{k}" if not k.startswith("model.") else k: v for k, v in model.encoder.state_dict().items()}
         return state, provenance
     state, meta = load_checkpoint(resolved.file)
@@ -124,7 +128,30 @@ def _source_state(arm: str, cfg) -> tuple[dict, dict]:
     for key in ("bands", "classes"):
         if isinstance((meta or {}).get(key), (list, tuple)):
             provenance[f"sidecar_{key}"] = [str(v) for v in meta[key]]
+    sidecar = Path(resolved.file).with_suffix(".json")
+    _source_task_record(provenance, arm, spec, meta, str(sidecar) if sidecar.is_file() else None)
     return state, provenance
+
+
+def _read_sidecar(path: Path | None) -> dict:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _source_task_record(provenance: dict, arm: str, spec: str, meta: Mapping | None, sidecar: str | None) -> None:
+    """Put the weights' source-task "features learned" record (``source_features``) into ``provenance``, or why
+    there is none (``features_learned_missing``, naming what to provide)."""
+    producer = str((meta or {}).get("study") or "") or None
+    record, why = source_features.record_for(arm, spec, meta, producer or "the weights' sidecar")
+    if record is not None:
+        provenance[source_features.KEY] = record
+    else:
+        provenance["features_learned_missing"] = source_features.missing_reason(arm, spec, why, sidecar, producer)
 
 
 def resolve_weights(cfg) -> dict[str, dict]:
@@ -206,6 +233,16 @@ def unavailable_arms(weights: Mapping[str, dict]) -> dict[str, str]:
     """``{arm: reason}`` for the arms that cannot run (context for ``claims.declare_claims``), each naming the
     parameter to set."""
     return {arm: row["reason"] for arm, row in weights.items() if row["status"] != "ok"}
+
+
+def unjudged_features(weights: Mapping[str, dict]) -> dict[str, str]:
+    """``{arm: reason}`` for the pretrained arms that ran but whose weights record no source-task "features
+    learned" result (context for ``claims.declare_claims``: their claims are not evaluated with that reason)."""
+    return {
+        arm: row["provenance"]["features_learned_missing"]
+        for arm, row in weights.items()
+        if row["status"] == "ok" and (row.get("provenance") or {}).get("features_learned_missing")
+    }
 
 
 # ---- the grid -------------------------------------------------------------------------------------------
@@ -297,6 +334,12 @@ def gather(
         unavailable=unavailable,
         context={
             "unavailable": unavailable,
+            "unjudged_features": unjudged_features(results.weights),
+            "weights_records": {
+                arm: w["provenance"][source_features.KEY]
+                for arm, w in results.weights.items()
+                if source_features.KEY in (w.get("provenance") or {})
+            },
             "descriptions": descriptions,
             "class_names": list(results.class_names),
             "band_names": list(results.band_names),

@@ -14,6 +14,7 @@ import pandas as pd
 from labkit.core.claims import BUDGET_KEYS
 from labkit.data.sar import CLASS_NAMES
 
+from . import source_features
 from .data import INITS, PRETRAINED_ARMS, SEASONS
 
 
@@ -245,7 +246,8 @@ PROBE_COLUMNS = ["arm", "seed", "n_tiles", "miou", "freeze_miou", "melt_miou", *
 
 def probe_frame(results: GridRecords) -> pd.DataFrame:
     """One row per arm and seed: its frozen linear probe's test mIoU (mean over the test scenes, as the study
-    scores; and per season), with the probe's budget (the "features learned" precondition reads ``miou``)."""
+    scores; and per season), with the probe's budget: how well each encoder's frozen features serve SAR against random
+    init's (a finding the report shows; "features learned" is judged on the source task, ``source_features``)."""
     rows = []
     for r in results.probes:
         scenes = pd.DataFrame(r["scenes"])
@@ -268,9 +270,11 @@ def claim_tables(results: GridRecords) -> dict[str, pd.DataFrame]:
     """The tidy tables the claims are judged on: ``runs`` (season mIoU per arm, seed, tile count; the
     ``majority`` floor included), ``curves`` (plateau per run), ``convergence`` (common-threshold epochs),
     ``gains``, ``budgets`` (each trained arm's steps, batch size, lr, schedule, trainable parameters),
-    ``probes`` (each arm's frozen linear probe: test mIoU per seed) and ``coverage`` (the distinct area each
-    tile count's tiles come from)."""
+    ``probes`` (each arm's frozen linear probe: test mIoU per seed; a finding, not a precondition),
+    ``source_features`` (each pretrained arm's source-task "features learned" record, from its weights' sidecar:
+    the precondition reads it) and ``coverage`` (the distinct area each tile count's tiles come from)."""
     return {
+        "source_features": source_features.frame(results.weights),
         "probes": probe_frame(results),
         "runs": season_frame(results),
         "curves": curves_frame(results),

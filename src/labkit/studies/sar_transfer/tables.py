@@ -67,11 +67,41 @@ def coverage_table(runs: Runs) -> pd.DataFrame:
 
 
 def probe_table(runs: Runs) -> pd.DataFrame:
-    """Per arm: its frozen linear probe's test mIoU (all scenes, freeze, melt), mean over seeds with 95 % CI."""
+    """Frozen features on SAR: per arm, its frozen linear probe's test mIoU (all scenes, freeze, melt), mean over
+    seeds with 95 % CI; then per pretrained arm a row "frozen features on SAR vs random init": the paired difference
+    over seeds of its probe's mIoU minus random init's (a finding of the run, not a precondition: "features
+    learned" is judged on the encoder's source task, table ``source_features``)."""
+    from labkit.core.stats import paired_by_index
+
     probes = runs.tables["probes"]
     if probes.empty:
         return pd.DataFrame(columns=["arm", "n"])
-    return aggregate_over_seeds(probes, ["miou", "freeze_miou", "melt_miou"], ["arm", "n_tiles"])
+    table = aggregate_over_seeds(probes, ["miou", "freeze_miou", "melt_miou"], ["arm", "n_tiles"])
+    table.insert(0, "row", "frozen features on SAR")
+    rows = []
+    base = probes[probes.arm == "random"].set_index("seed")
+    for arm in sorted(set(probes.arm) - {"random"}):
+        mine = probes[probes.arm == arm].set_index("seed")
+        row = {"row": "frozen features on SAR vs random init (paired)", "arm": f"{arm} - random"}
+        row["n_tiles"] = int(mine["n_tiles"].iloc[0])
+        for col in ("miou", "freeze_miou", "melt_miou"):
+            d = paired_by_index(mine[col], base[col])
+            row.update(
+                {f"{col}_mean": d["mean_diff"], f"{col}_ci95_low": d["ci95_low"], f"{col}_ci95_high": d["ci95_high"]}
+            )
+            row["n"] = d["n"]
+        rows.append(row)
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if rows and not base.empty else table
+
+
+def source_features_table(runs: Runs) -> pd.DataFrame:
+    """Features learned, per pretrained arm, on its encoder's source task: the record its producer wrote into the
+    weights' sidecar (statement, estimate, interval, seeds, margin, passed), or why there is none."""
+    table = runs.tables.get("source_features")
+    rows = [] if table is None else table.to_dict("records")
+    for arm, reason in (runs.context.get("unjudged_features") or {}).items():
+        rows.append({"arm": arm, "statement": "-", "producer": "-", "missing": reason})
+    return pd.DataFrame(rows)
 
 
 def convergence_table(runs: Runs) -> pd.DataFrame:
