@@ -738,3 +738,17 @@ def test_plan_shows_the_papers_epochs_steps_and_validation_cost():
     assert "lr x0.1 after 5 epochs" in rich.notes and "early stopping after 20 epochs" in rich.notes
     assert "512 tiles (n_val_tiles, a fixed subset) after every epoch, 153,600 tile forwards" in rich.notes
     assert cfg["lr"] == 1e-5 and cfg["standardisation"] == "authors"
+
+
+def test_more_training_scenes_per_month_widen_the_distinct_area():
+    """Issue 29: the data-rich control needs distinct area; each extra training scene of a month draws its own
+    weather, and the first keeps the one-scene data (fewer tiles come from the same pool)."""
+    settings = data_settings(smoke_cfg(scene_size=64, tile=16, train_scenes_per_month=2))
+    two = make_data(settings, 0)
+    one = make_data({**settings, "train_scenes_per_month": 1}, 0)
+    assert len(two.train_scenes) == 2 * len(one.train_scenes) == 20
+    assert np.array_equal(two.train_scenes[0].sar, one.train_scenes[0].sar, equal_nan=True)
+    assert len({s.name for s in two.train_scenes}) == 20 and not np.array_equal(
+        two.train_scenes[0].sar, two.train_scenes[1].sar, equal_nan=True
+    )
+    assert load_spec("sar_transfer").params["train_scenes_per_month"].presets["default"] == 2

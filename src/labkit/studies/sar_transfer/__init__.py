@@ -15,8 +15,9 @@ The study, in the kit's order:
    fits the pixel classifier) and scores every test scene whole; cached, resumable, on any executor. The arms
    and their weights: ``experiment``'s docstring.
 3. **claims** (``claims.declare_claims``): the paper's three claims for each pretrained arm, with the
-   preconditions that make them testable (the pretrained encoder's frozen linear probe beats a random
-   encoder's; both arms plateau; the baseline is data-limited).
+   preconditions that make them testable (the pretrained encoder learned features on its source task, as its
+   producer recorded in the weights' sidecar, ``source_features``; both arms plateau; the baseline is
+   data-limited). Each arm's frozen linear probe on SAR is a finding of the report, not a gate.
 4. **tables** and 5. **figures**.
 """
 

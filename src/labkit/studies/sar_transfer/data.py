@@ -92,6 +92,7 @@ def data_settings(cfg) -> dict[str, Any]:
         "n_val_tiles": cfg["n_val_tiles"],
         "looks": cfg["looks"],
         "n_test_scenes": cfg["n_test_scenes"],
+        "train_scenes_per_month": cfg["train_scenes_per_month"],
         "max_tiles": max(cfg["tiles"]),
         "standardisation": cfg["standardisation"],
     }
@@ -141,7 +142,12 @@ def normalizer(settings: Mapping, train: list[sar.SarScene]) -> sar.BandNormaliz
 
 def _simulated(settings: Mapping, seed: int) -> SarData:
     size, looks = settings["scene_size"], settings["looks"]
-    train = [sar.simulate_scene(m, size=size, seed=(seed,), looks=looks) for m in TRAIN_MONTHS]
+    # each training month: ``train_scenes_per_month`` scenes, each its own weather draw (the first keeps the seed)
+    train = [
+        sar.simulate_scene(m, size=size, seed=(seed,) if k == 0 else (seed, 2000 + k), looks=looks)
+        for m in TRAIN_MONTHS
+        for k in range(settings.get("train_scenes_per_month", 1))
+    ]
     test = []
     for season, month in TEST_MONTHS.items():
         for k in range(settings["n_test_scenes"]):  # each its own wind and weather draw
