@@ -734,7 +734,8 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
                 assert ratios["training labels"] == pytest.approx(1.0, abs=1e-5)
             # the validation labels' own entropy never exceeds the class prior's loss (it is the best constant)
             assert losses["clean_val_trivial_loss"] <= losses["clean_val_prior_loss"] + 1e-5
-            rows.append({"seed": seed, "labels": labels, "order": 0, **losses})
+            for purpose in ("arms", "layers"):
+                rows.append({"seed": seed, "purpose": purpose, "labels": labels, "order": 0, **losses})
     v = _judged(cfg, runs, {**tables, "pretraining": pd.DataFrame(rows)})
     layer = v["encoder_robust_decoder_sensitive"]
     assert layer["status"] == NOT_EVALUATED and "precondition 'trained' failed" in layer["reason"]
@@ -803,14 +804,14 @@ def test_the_layer_null_is_matched_to_the_pair_it_corrects():
         return {k: (v.numpy() + scale * rng.standard_normal(v.shape)).astype(np.float32) for k, v in init.items()}
 
     order0, order1 = trained(0.05), trained(0.05)
-    states = {(0, "clean", 0): order0, (0, "clean", 1): order1, (0, run.main, 0): order0}
+    states = {("layers", 0, "clean", 0): order0, ("layers", 0, "clean", 1): order1, ("layers", 0, run.main, 0): order0}
     layers, cka = experiment._layerwise(run, states)
     table = study.tables.layer_excess_table(SimpleNamespace(tables={"layer_divergence": layers}))
     assert len(table) and table.null.gt(0).any()
     np.testing.assert_allclose(table.excess, 0.0, atol=1e-12)
     assert set(cka.comparison) == {setup.LAYER_RAW, setup.LAYER_NULL}
     # noisy weights that do differ give a positive excess
-    states[(0, run.main, 0)] = trained(0.2)
+    states[("layers", 0, run.main, 0)] = trained(0.2)
     layers, _ = experiment._layerwise(run, states)
     table = study.tables.layer_excess_table(SimpleNamespace(tables={"layer_divergence": layers}))
     assert table.excess.mean() > 0

@@ -143,9 +143,11 @@ def plan(cfg) -> list:
         [(2, bands, tile, tile)],
     )
     steps = int(cfg.get("probe_steps") or PROBE_STEPS)
+    # the saved checkpoint's own full-depth encoder probed alike when the U-Net is shallower (its sidecar's record)
+    probe_networks = 1 + int(bool(cfg.save_checkpoint) and s["encoder"] == "resnet18" and s["encoder_depth"] != 5)
     probe = TaskBudget(
         f"probe k={ks[0]}",
-        2 * len(cfg.seeds),
+        2 * len(cfg.seeds) * probe_networks,
         ks[0],
         steps=steps,
         epochs=round(steps * effective_batch(b, ks[0]) / ks[0], 1),
@@ -176,7 +178,8 @@ def plan(cfg) -> list:
         GridPlan(
             STUDY,
             "probe",
-            f"frozen linear probes: noisy-pretrained and random-init encoder x {len(cfg.seeds)} seeds",
+            f"frozen linear probes: noisy-pretrained and random-init encoder x {len(cfg.seeds)} seeds"
+            + (" x (the arms' encoder, the saved full-depth checkpoint's)" if probe_networks == 2 else ""),
             [probe],
         ),
     ]
