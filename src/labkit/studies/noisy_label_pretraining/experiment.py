@@ -403,9 +403,13 @@ def checkpoint_features_learned(run: Setup, probes: pd.DataFrame) -> dict:
         "unit": "seeds" if ev["unit"] == "seed" else ev["unit"],
         "statement": f"frozen linear probe (per-pixel head, {s['probe_steps']} steps on the k={k_few} clean tiles "
         f"of task A) of the {run.main}-pretrained ResNet-18 encoder ({saved}) vs the same network at random init, "
-        f"test mIoU on the {run.data.source} land-cover tiles, paired over seeds {s['seeds']} ({pooled}); what "
-        "this study's precondition 'features learned (noisy-pretrained encoder)' reads"
-        + ("" if network == FOR_ARMS else " for the arms' encoder"),
+        f"test mIoU on the {run.data.source} land-cover tiles, paired over seeds {s['seeds']} ({pooled}); "
+        + (
+            "this study's precondition 'features learned (noisy-pretrained encoder)' itself"
+            if network == FOR_ARMS
+            else "the comparison this study's precondition 'features learned (noisy-pretrained encoder)' makes for "
+            "the arms' own encoder, made for the saved one"
+        ),
         "margin": float(ev["margin"]),
     }
 
@@ -414,7 +418,7 @@ def _checkpoint(run: Setup, pretrain: pd.DataFrame, state, probes: pd.DataFrame)
     """Save the first seed's full-depth noisy-pretrained ResNet-18 encoder as ``noisy-pretrained-unet-r18``, its
     sidecar carrying the source task's "features learned" record (:func:`checkpoint_features_learned`).
 
-    Returns ``{"saved": bool, "path" or "reason": str}`` for the report."""
+    Returns ``{"saved": bool, "path" or "reason": str}`` (and the ``features_learned`` record) for the report."""
     s = run.s
     if not run.save_checkpoint:
         return {"saved": False, "reason": "save_checkpoint is false"}
@@ -453,7 +457,8 @@ def _checkpoint(run: Setup, pretrain: pd.DataFrame, state, probes: pd.DataFrame)
             "features_learned": checkpoint_features_learned(run, probes),
         },
     )
-    return {"saved": True, "path": str(save_pretrained_encoder(state, meta))}
+    path = save_pretrained_encoder(state, meta)
+    return {"saved": True, "path": str(path), "features_learned": meta["features_learned"]}
 
 
 # ---- the run

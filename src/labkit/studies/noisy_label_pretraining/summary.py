@@ -53,6 +53,21 @@ def kept_initial(runs: Runs) -> str:
     return "; ".join(parts)
 
 
+def checkpoint_line(runs: Runs) -> str:
+    """The named checkpoint and the "features learned" record its sidecar carries (what the SAR study judges)."""
+    saved = runs.examples["checkpoint"]
+    if not saved.get("saved"):
+        return f"**Checkpoint** `noisy-pretrained-unet-r18` not saved: {saved.get('reason', '')}."
+    fl = saved.get("features_learned") or {}
+    if not fl:
+        return "**Checkpoint** `noisy-pretrained-unet-r18` saved."
+    return (
+        f"**Checkpoint** `noisy-pretrained-unet-r18` saved; its sidecar's `features_learned`: "
+        f"{'passed' if fl['passed'] else 'not passed'}, {fl['estimate']:+.3f} mIoU, 95 % CI "
+        f"[{fl['ci'][0]:+.3f}, {fl['ci'][1]:+.3f}], {fl['n']} {fl['unit']} ({fl['statement']})."
+    )
+
+
 def closing_note(cfg, runs: Runs) -> str:
     """The report's closing note (markdown): the regime's numbers and each claim's status, from the run's tables."""
     s, m = runs.examples["settings"], headline(runs)
@@ -90,6 +105,8 @@ def closing_note(cfg, runs: Runs) -> str:
         f"Fine-tuning rate {s['finetune_lr']:g} for random init, {s.get('finetune_lr_pretrained', s['finetune_lr']):g} "
         "for the pretrained arms (same steps, batches and schedule; the best validation point kept, the starting "
         f"weights included: {kept_initial(runs)}).",
+        "",
+        checkpoint_line(runs),
         "",
         f"**Layer-wise measure** (mean over seeds): encoder raw {num('layer_encoder_raw', '.3g')}, null "
         f"{num('layer_encoder_null', '.3g')}, excess {num('layer_encoder_excess', '.3g')}; decoder raw "
