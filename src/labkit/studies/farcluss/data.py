@@ -153,6 +153,16 @@ def data(cfg) -> StudyData:
     )
 
 
+def check_config(cfg) -> None:
+    """The spec's configure-time check (no arrays, no model): simulated scenes at least as large as the crop."""
+    if cfg.data_source == "simulated" and cfg.scene_size is not None and cfg.scene_size < cfg.image_size:
+        raise ParameterError(
+            f"scene_size {cfg.scene_size} is smaller than image_size {cfg.image_size} (the random crop every training "
+            f"step takes from a scene): raise scene_size to at least {cfg.image_size}, or set it null to train on "
+            "whole scenes"
+        )
+
+
 def scene_side(cfg, size: int | None = None) -> int:
     """The side of the simulated scenes: ``scene_size``, or the training side (``image_size`` as the model takes
     it) when null; a scene smaller than the training crop is refused."""
