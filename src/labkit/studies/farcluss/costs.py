@@ -120,7 +120,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
         xu,
         data.num_classes,
         repeats=rounds,
-        warmup=min(3, rounds),  # untimed steps first; a one-round (smoke) measurement is not a timing
+        warmup=min(3, rounds - 1),  # untimed steps first; a one-round (smoke) measurement is not a timing: none
         reference=COST_REFERENCE,
         baselines={COST_PROTOTYPE: COST_WITHOUT_CONTRAST, COST_PAIRWISE: COST_WITHOUT_CONTRAST},
     )
