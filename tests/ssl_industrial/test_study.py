@@ -68,11 +68,10 @@ def test_real_folders_split_by_the_documented_rule(tmp_path, monkeypatch, layout
     assert again["digest"] == data["digest"]  # seeded split
 
 
-def test_too_few_defect_free_images_for_pretraining_is_an_error(tmp_path):
-    root = write_mvtec_tree(tmp_path / "d", n_train_good=6)
-    cfg = _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=16)
-    with pytest.raises(DataError, match="n_unlabeled=16"):
-        study.data(cfg)
+def test_too_few_defect_free_images_for_pretraining_is_an_error_at_configure_time(tmp_path):
+    root = write_mvtec_tree(tmp_path / "d", n_train_good=6)  # 10 defect-free: 6 left after test and pool
+    with pytest.raises(DataError, match=r"10 defect-free images, of which 6 .* n_unlabeled=16.*-p n_unlabeled 6"):
+        _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=16, pretrain_batch_size=8)
 
 
 def test_unknown_defect_folder_is_an_error(tmp_path):

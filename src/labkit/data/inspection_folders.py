@@ -230,6 +230,58 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _per_class_photos(folder: Path) -> tuple[list[Path], dict[str, Path]]:
+    """A per-class ``Imgs`` folder's images and ``{stem: mask}``: the non-PNG files with their PNG masks, or in a
+    PNG-only folder the PNGs that are not ``<name>_mask.png`` with those masks."""
+    files = _images_in(folder)
+    masks = {p.stem: p for p in files if p.suffix.lower() == ".png"}
+    photos = [p for p in files if p.suffix.lower() != ".png"]
+    if not photos:
+        photos = [p for p in files if not p.stem.endswith("_mask")]
+        masks = {p.stem[:-5]: p for p in files if p.stem.endswith("_mask")}
+    return photos, masks
+
+
+def count_inspection_files(
+    root: str | Path, layout: str, *, good_class: str | None = None, image_dir: str = "Imgs", good_classes=GOOD_NAMES
+) -> dict:
+    """The image files an inspection folder holds, by name only (no pixel is read: a configure-time check):
+    ``{"good": defect-free images, "defect": defect images, "classes": {defect class: images}}``. ``layout``:
+    ``mvtec`` or ``per_class`` (the loaders' rules). Unreadable files are counted; the loaders skip them later.
+    Raises DataError for a ``good_class`` folder that does not exist."""
+    root = Path(root)
+    classes: dict[str, int] = {}
+    good = 0
+    if layout == "mvtec":
+        for split in ("train", "test"):
+            folder = root / split
+            if not folder.is_dir():
+                continue
+            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+                n = len(_images_in(sub))
+                if sub.name == "good":
+                    good += n
+                else:
+                    classes[sub.name] = classes.get(sub.name, 0) + n
+    else:
+        names = {g.lower() for g in good_classes}
+        if good_class is not None:
+            if not (root / good_class).is_dir():
+                found = sorted(p.name for p in root.iterdir() if p.is_dir())
+                raise DataError(
+                    f"parameter good_class: no class folder '{good_class}' under {root}; its class folders are {found}"
+                )
+            names.add(good_class.lower())
+        for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            folder = class_dir / image_dir
+            n = len(_per_class_photos(folder)[0]) if folder.is_dir() else 0
+            if class_dir.name.lower() in names:
+                good += n
+            else:
+                classes[class_dir.name] = n
+    return {"good": good, "defect": sum(classes.values()), "classes": classes}
+
+
 def load_mvtec_style(
     root: str | Path,
     *,
@@ -312,12 +364,7 @@ def load_per_class(
         if not folder.is_dir():
             raise DataError(f"{class_dir}: no '{image_dir}' folder with images and masks")
         is_good = name.lower() in good_classes
-        files = _images_in(folder)
-        masks = {p.stem: p for p in files if p.suffix.lower() == ".png"}
-        photos = [p for p in files if p.suffix.lower() != ".png"]
-        if not photos:  # a PNG-only folder: images are the PNGs that are not '<name>_mask.png'
-            photos = [p for p in files if not p.stem.endswith("_mask")]
-            masks = {p.stem[:-5]: p for p in files if p.stem.endswith("_mask")}
+        photos, masks = _per_class_photos(folder)
         for image_path in photos:
             mask_path = masks.get(image_path.stem)
             if mask_path is None and not is_good:

@@ -43,34 +43,95 @@ VIT_INITS = ("scratch", "mae", "simclr", "mae_unrelated", "dinov2")
 MIN_DEFECT_PIXELS = 9
 
 
-def check_inputs(cfg) -> None:
-    """Fail before any work: the ``data_source`` / ``data_root`` rule (a real source's folder, its layout quoted),
-    ``good_class`` (per_class only, a folder that exists), and hub weights asked for the study's ViT, which has
-    none at its size."""
-    check_data_root(cfg, INSPECTION_LAYOUTS)
+def check_config(cfg) -> None:
+    """The configure-time checks (the spec's ``config_checks``: every entry point runs them before any work; no
+    pixel is read). Parameters against each other: a pretraining batch larger than ``n_unlabeled`` (both
+    numbers named), ``good_class`` without ``data_source`` per_class, hub weights for the study's ViT. Then the
+    ``data_source`` / ``data_root`` rule, and against a real folder's files, counted by name:
+    :func:`check_folder_counts`. A real source without ``data_root`` passes here (a plan needs no folder); the
+    data step stops on it, quoting the layout."""
     if cfg.pretrain_batch_size > cfg.n_unlabeled:
         raise ParameterError(
             f"parameter pretrain_batch_size = {cfg.pretrain_batch_size} is larger than n_unlabeled = "
             f"{cfg.n_unlabeled}, the unlabeled images it draws its batches from; lower pretrain_batch_size (a "
             "fraction of n_unlabeled, so an epoch is several optimiser steps) or raise n_unlabeled"
         )
-    if cfg.good_class is not None:
-        if cfg.data_source != "per_class":
-            raise ParameterError(
-                f"parameter good_class ('{cfg.good_class}') names the defect-free class folder of data_source "
-                f"per_class; data_source is {cfg.data_source} (the MVTec layout's defect-free folder is always 'good')"
-            )
-        root = Path(cfg.data_root)
-        if not (root / cfg.good_class).is_dir():
-            found = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise DataError(
-                f"parameter good_class: no class folder '{cfg.good_class}' under {root}; its class folders are {found}"
-            )
+    if cfg.good_class is not None and cfg.data_source != "per_class":
+        raise ParameterError(
+            f"parameter good_class ('{cfg.good_class}') names the defect-free class folder of data_source "
+            f"per_class; data_source is {cfg.data_source} (the MVTec layout's defect-free folder is always 'good')"
+        )
     if cfg.encoder_weights == "pretrained":
         raise ParameterError(
             "parameter encoder_weights: the study's ViT has no hub weights at its size; give random, "
             "labkit:<name> or a file"
         )
+    if cfg.data_source != "simulated" and not cfg.data_root:
+        return
+    root = check_data_root(cfg, INSPECTION_LAYOUTS)
+    if root is not None:
+        check_folder_counts(cfg, root)
+
+
+def check_folder_counts(cfg, root: Path) -> dict:
+    """A real folder's image files counted by name (:func:`~labkit.data.inspection_folders.count_inspection_files`)
+    against the parameters, with :func:`split_inspection`'s rule: no defect-free image (the folder is not named
+    like one: ``good_class``), fewer than 2 defect images, fewer defect-free images left for pretraining than
+    ``n_unlabeled`` are errors. (A labelled pool too small for every seed to draw its own images is not: the run
+    warns and reports the overlap, table ``label_subset_overlap``.) Returns the counts and the split's sizes."""
+    from labkit.data.inspection_folders import count_inspection_files
+
+    counts = count_inspection_files(root, cfg.data_source, good_class=cfg.good_class)
+    good, bad = counts["good"], counts["defect"]
+    if good == 0:
+        where = (
+            "train/good and test/good hold no image"
+            if cfg.data_source == "mvtec"
+            else f"no class folder is named {'/'.join(GOOD_NAMES)}"
+            + (f" or good_class '{cfg.good_class}'" if cfg.good_class else "")
+            + f"; every class folder reads as a defect class: {sorted(counts['classes'])}. Name your defect-free "
+            "folder with good_class (-p good_class <folder>)"
+        )
+        raise DataError(f"{root}: 0 defect-free images: {where}")
+    if bad < 2:
+        raise DataError(
+            f"{root}: {bad} defect image(s); the study needs at least 2 (one for the labelled pool, one for the "
+            "test set)"
+        )
+    sizes = split_sizes(good, bad)
+    if sizes["unlabeled"] < cfg.n_unlabeled:
+        rest = sizes["unlabeled"]
+        remedy = (
+            f"lower n_unlabeled (-p n_unlabeled {rest}) or add defect-free images"
+            if rest >= 2
+            else "add defect-free images (pretraining needs at least 2)"
+        )
+        raise DataError(
+            f"{root}: {good} defect-free images, of which {rest} are left for pretraining after the test set and "
+            f"the labelled pool take theirs, but n_unlabeled={cfg.n_unlabeled} were asked for; {remedy}"
+        )
+    return {**counts, **sizes}
+
+
+def split_sizes(n_good: int, n_bad: int) -> dict:
+    """The sizes :func:`split_inspection` gives a folder of ``n_good`` defect-free and ``n_bad`` defect images."""
+    pool_bad = n_bad // 2
+    test_bad = n_bad - pool_bad
+    test_good, pool_good = min(test_bad, n_good // 4), min(pool_bad, n_good // 4)
+    return {
+        "pool_defect": pool_bad,
+        "pool_good": pool_good,
+        "test_defect": test_bad,
+        "test_good": test_good,
+        "unlabeled": n_good - test_good - pool_good,
+    }
+
+
+def check_inputs(cfg) -> None:
+    """Before the data are read: the ``data_source`` / ``data_root`` rule (a real source without its folder stops
+    here, quoting the layout), then :func:`check_config` again (a folder changed since configure)."""
+    check_data_root(cfg, INSPECTION_LAYOUTS)
+    check_config(cfg)
 
 
 def _pool_size(cfg) -> int:
@@ -138,10 +199,9 @@ def split_inspection(inspection, cfg) -> dict:
             f"{cfg.data_root}: {len(bad)} defect image(s) with masks; the study needs at least 2 "
             "(one for the labelled pool, one for the test set)"
         )
-    n_pool_bad = len(bad) // 2
+    sizes = split_sizes(len(good), len(bad))
+    n_pool_bad, n_test_good, n_pool_good = sizes["pool_defect"], sizes["test_good"], sizes["pool_good"]
     pool_bad, test_bad = bad[:n_pool_bad], bad[n_pool_bad:]
-    n_test_good = min(len(test_bad), len(good) // 4)
-    n_pool_good = min(len(pool_bad), len(good) // 4)
     test_good, pool_good = good[:n_test_good], good[n_test_good : n_test_good + n_pool_good]
     rest = good[n_test_good + n_pool_good :]
     if len(rest) < cfg.n_unlabeled:
