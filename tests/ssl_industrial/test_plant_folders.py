@@ -29,7 +29,7 @@ def test_a_plants_own_defect_free_folder_name_is_read_as_defect_free_with_good_c
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "probably defect-free" warning once it is named
         data = study.data(_cfg(root, good_class="Normal_parts"))
-    assert (data["unlabeled"]["defect_types"] == "good").all() and len(data["unlabeled"]["images"]) == 16
+    assert (data["unlabeled"]["defect_types"] == "good").all() and data["geometry"]["unlabeled"]["source_images"] == 16
     types = set(data["pool"]["defect_types"]) | set(data["test"]["defect_types"])
     assert types == {"good", "crack", "stain"}  # the defect classes are the folder names
 
@@ -57,8 +57,9 @@ def test_a_defect_folder_whose_masks_are_all_empty_is_reported_as_probably_defec
 def test_a_median_defect_under_a_few_pixels_at_img_size_warns_naming_img_size(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     root = write_per_class_tree(tmp_path / "plant")  # 5 x 6 px defects in 36 x 44 images: 1.9 % of the image
+    # the short side 36 -> 16 (aspect kept: 16 x 20), so the median defect covers 1.9 % of 320 pixels
     with pytest.warns(
-        UserWarning, match=r"median defect covers 1.89 % .*4.8 pixel\(s\) at img_size=16.*-p img_size 24"
+        UserWarning, match=r"median defect covers 1.89 % .*6.1 pixel\(s\) .* at img_size=16.*-p img_size 24"
     ):
         study.data(_cfg(root, img_size=16))
     with warnings.catch_warnings():

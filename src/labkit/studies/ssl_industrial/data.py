@@ -142,24 +142,24 @@ def _pool_size(cfg) -> int:
 
 def warn_small_defects(inspection, cfg) -> dict:
     """Warn, naming ``img_size``, when the median defect of a real folder would cover fewer than
-    :data:`MIN_DEFECT_PIXELS` pixels at ``img_size`` (it is resized away: every row would sit at the floor), and
-    list the masks whose defect vanished in the resize. Returns the numbers (``median_fraction``,
-    ``median_pixels``, ``suggested_img_size``, ``vanished``)."""
+    :data:`MIN_DEFECT_PIXELS` pixels once its image's short side is resized to ``img_size`` (it is resized away:
+    every row would sit at the floor), and list the masks whose defect vanished in the resize. Returns the
+    numbers (``median_fraction``, ``median_pixels``, ``suggested_img_size``, ``vanished``)."""
     fractions = inspection.defect_fractions
     bad = (inspection.labels == 1) & (fractions > 0) if fractions is not None else None
     if bad is None or not bad.any():
         return {}
     median = float(np.median(fractions[bad]))
-    pixels = median * cfg.img_size**2
-    side = int(np.ceil(np.sqrt(MIN_DEFECT_PIXELS / median) / cfg.patch_size) * cfg.patch_size)
+    pixels = float(np.median(inspection.defect_pixels[bad]))
+    side = int(np.ceil(cfg.img_size * np.sqrt(MIN_DEFECT_PIXELS / pixels) / cfg.patch_size) * cfg.patch_size)
     out = {"median_fraction": median, "median_pixels": pixels, "suggested_img_size": side}
     out["vanished"] = list(inspection.vanished)
     if pixels < MIN_DEFECT_PIXELS:
         warnings.warn(
-            f"{cfg.data_root}: the median defect covers {100 * median:.3g} % of its image, {pixels:.1f} pixel(s) at "
-            f"img_size={cfg.img_size}: defects this small mostly vanish in the resize and every row may sit at the "
-            f"'all good' floor; raise img_size (-p img_size {side} gives the median defect about "
-            f"{MIN_DEFECT_PIXELS} pixels)",
+            f"{cfg.data_root}: the median defect covers {100 * median:.3g} % of its image, {pixels:.1f} pixel(s) with "
+            f"the image's short side at img_size={cfg.img_size}: defects this small mostly vanish in the resize and "
+            f"every row may sit at the 'all good' floor; raise img_size (-p img_size {side} gives the median defect "
+            f"about {MIN_DEFECT_PIXELS} pixels)",
             stacklevel=2,
         )
     if inspection.vanished:
@@ -169,6 +169,90 @@ def warn_small_defects(inspection, cfg) -> dict:
             stacklevel=2,
         )
     return out
+
+
+def tile_starts(length: int, size: int) -> list[int]:
+    """Where tiles of ``size`` start along a side of ``length`` (>= size): the fewest that cover it, evenly spread
+    (neighbours overlap when ``size`` does not divide ``length``)."""
+    n = -(-length // size)
+    return sorted({int(round(x)) for x in np.linspace(0, length - size, n)})
+
+
+def crop_start(mask: np.ndarray, size: int, rng) -> tuple[int, int]:
+    """The top-left corner of one ``size`` x ``size`` crop of an image whose short side is ``size``: for a defect
+    mask, the window holding the most defect pixels (the first such along the long side); a defect-free one at a
+    seeded random position."""
+    h, w = mask.shape
+    axis_len = max(h, w)
+    if axis_len == size:
+        return 0, 0
+    profile = mask.sum(axis=0 if h <= w else 1).astype(np.int64)
+    if profile.any():
+        window = np.convolve(profile, np.ones(size, np.int64), mode="valid")
+        start = int(np.argmax(window))
+    else:
+        start = int(rng.integers(0, axis_len - size + 1))
+    return (0, start) if h <= w else (start, 0)
+
+
+def cut_to_size(s, size: int, how: str, rng) -> dict:
+    """A split of aspect-kept images (short side ``size``, :func:`labkit.data.inspection_folders.load_per_class`
+    with ``fit="short_side"``) as ``size`` x ``size`` inputs, never squashed: ``tiles`` covers each image (every
+    defect pixel lands in at least one tile; a tile of a defect image without defect pixels is defect-free),
+    ``crop`` takes one crop per image (a defect image's crop holds the most defect pixels: the labelled pool
+    keeps one input per labelled image). Returns images, masks, defect_types, the source image of each input
+    (``source``), and for crops the defect pixels the crop left out (``cut_pixels``, per image)."""
+    images, masks, types, source, cut = [], [], [], [], []
+    for i in range(len(s)):
+        im, m, t = s.images[i], s.masks[i], s.defect_types[i]
+        h, w = m.shape
+        if how == "tiles":
+            corners = [(y, x) for y in tile_starts(h, size) for x in tile_starts(w, size)]
+        else:
+            corners = [crop_start(m, size, rng)]
+        for y, x in corners:
+            part = m[y : y + size, x : x + size]
+            images.append(im[:, y : y + size, x : x + size])
+            masks.append(part)
+            types.append(t if t == "good" or part.any() or not m.any() else "good")
+            source.append(i)
+        if how == "crop":
+            cut.append(int(m.sum() - masks[-1].sum()))
+    c = s.images[0].shape[0] if len(s) else 1
+    out = {
+        "images": np.stack(images).astype(np.float32) if images else np.zeros((0, c, size, size), np.float32),
+        "masks": np.stack(masks).astype(np.int64) if masks else np.zeros((0, size, size), np.int64),
+        "defect_types": np.asarray(types, str),
+        "source": np.asarray(source, np.int64),
+    }
+    if how == "crop":
+        out["cut_pixels"] = np.asarray(cut, np.int64)
+    return out
+
+
+def fit_real_sets(sets: dict, cfg) -> tuple[dict, dict]:
+    """The split's images as ``img_size`` inputs (:func:`cut_to_size`): the labelled pool one crop per image, the
+    unlabeled, memory-bank and test sets tiled. Warns, naming the images, when a labelled crop leaves defect
+    pixels out (a defect longer than ``img_size``). Returns the sets and what the fit did (``geometry``: per set
+    the source images and the inputs cut from them, and the labelled crops that left defect pixels out)."""
+    rng = np.random.default_rng(1000 * cfg.data_seed + 11)
+    out, geometry = (
+        {},
+        {"fit": f"short side resized to img_size={cfg.img_size}, aspect kept; pool cropped, others tiled"},
+    )
+    for name, s in sets.items():
+        out[name] = cut_to_size(s, cfg.img_size, "crop" if name == "pool" else "tiles", rng)
+        geometry[name] = {"source_images": len(s), "inputs": len(out[name]["images"])}
+    pool, cut = sets["pool"], out["pool"]["cut_pixels"]
+    if cut.any():
+        lost = [f"{pool.files[i]} ({int(cut[i])} of {int(pool.masks[i].sum())} px)" for i in np.flatnonzero(cut)]
+        warnings.warn(
+            f"{len(lost)} labelled image(s) under {cfg.data_root} hold a defect longer than img_size={cfg.img_size} "
+            "after the resize: their crop leaves defect pixels out (the crop keeps the most): " + "; ".join(lost[:10]),
+            stacklevel=2,
+        )
+    geometry["pool_crops_cutting_defects"] = int((cut > 0).sum())
+    return out, geometry
 
 
 def split_inspection(inspection, cfg) -> dict:
@@ -241,7 +325,8 @@ def data(cfg) -> dict:
     else:
         from labkit.data.inspection_folders import load_mvtec_style, load_per_class
 
-        common = dict(channels=cfg.channels, size=cfg.img_size, on_corrupt=cfg.on_corrupt)
+        # aspect kept (short side img_size), then tiled or cropped to img_size: never squashed
+        common = dict(channels=cfg.channels, size=cfg.img_size, on_corrupt=cfg.on_corrupt, fit="short_side")
         if cfg.data_source == "mvtec":
             inspection = load_mvtec_style(cfg.data_root, defect_types=cfg.defect_types, **common)
         else:
@@ -249,14 +334,16 @@ def data(cfg) -> dict:
             if cfg.defect_types is not None:
                 classes = list(cfg.defect_types) + list(GOOD_NAMES) + ([cfg.good_class] if cfg.good_class else [])
             inspection = load_per_class(cfg.data_root, classes=classes, good_class=cfg.good_class, **common)
-        warn_small_defects(inspection, cfg)
-        sets = split_inspection(inspection, cfg)
+        defects = warn_small_defects(inspection, cfg)
+        sets, geometry = fit_real_sets(split_inspection(inspection, cfg), cfg)
+        geometry["masks_vanished_in_resize"] = len(defects.get("vanished", []))
+        geometry["median_defect_pixels"] = defects.get("median_pixels")
     out = {}
     for name, s in sets.items():
         out[name] = {
-            "images": np.asarray(s.images, np.float32),
-            "masks": np.asarray(s.masks, np.int64),
-            "defect_types": np.asarray(s.defect_types, str),
+            "images": np.asarray(s["images"] if isinstance(s, dict) else s.images, np.float32),
+            "masks": np.asarray(s["masks"] if isinstance(s, dict) else s.masks, np.int64),
+            "defect_types": np.asarray(s["defect_types"] if isinstance(s, dict) else s.defect_types, str),
         }
     out["unrelated"] = {
         "images": unrelated_images(
@@ -271,4 +358,6 @@ def data(cfg) -> dict:
 
     path, _ = write_prepared_arrays(cache_dir(f"{NAME}/data"), arrays, digest_of=sorted(arrays))
     out.update(file=path, digest=file_digest(path), source=cfg.data_source)
+    if cfg.data_source != "simulated":
+        out["geometry"] = geometry
     return out
