@@ -60,9 +60,11 @@ def test_real_folders_split_by_the_documented_rule(tmp_path, monkeypatch, layout
     data = study.data(cfg)
     assert data["pool"]["images"].shape[1:] == (channels, 32, 32)
     n_bad = 8
-    assert (data["pool"]["defect_types"] != "good").sum() == n_bad // 2
-    assert (data["test"]["defect_types"] != "good").sum() == n_bad - n_bad // 2
-    assert (data["unlabeled"]["defect_types"] == "good").all() and len(data["unlabeled"]["images"]) == 16
+    assert (data["pool"]["defect_types"] != "good").sum() == n_bad // 2  # one crop per labelled image
+    test_bad = data["test"]["defect_types"] != "good"  # tiles: each defect image gives one or more defect tiles
+    assert test_bad.sum() >= n_bad - n_bad // 2
+    assert data["geometry"]["test"]["source_images"] == 2 * (n_bad - n_bad // 2)
+    assert (data["unlabeled"]["defect_types"] == "good").all() and data["geometry"]["unlabeled"]["source_images"] == 16
     assert data["test"]["masks"][data["test"]["defect_types"] != "good"].any(axis=(1, 2)).all()
     again = study.data(cfg)
     assert again["digest"] == data["digest"]  # seeded split
