@@ -103,7 +103,16 @@ def test_tiny_run_on_the_grid_has_every_row_and_resumes_from_cache():
     # pretraining: clean, the clean null (another data order) and each noisy severity, from one initialisation
     pre = runs.tables["pretraining"]
     assert set(zip(pre.labels, pre.order)) == {("clean", 0), ("clean", 1), ("sev0p3", 0), ("sev1", 0)}
-    rates = pre[pre.order == 0].set_index("labels").pixel_noise_rate
+    # per seed (shared_pretraining false) with layer_pretrain_steps null: the layer-wise trio reuses the arms' clean
+    # and main noisy networks (a row for each purpose, one task); the null in data order 1 is the layers' alone
+    purposes = pre.groupby(["labels", "order"]).purpose.apply(lambda v: tuple(sorted(v))).to_dict()
+    assert purposes == {
+        ("clean", 0): ("arms", "layers"),
+        ("clean", 1): ("layers",),
+        ("sev0p3", 0): ("arms", "layers"),
+        ("sev1", 0): ("arms",),
+    }
+    rates = pre[(pre.order == 0) & (pre.purpose == "arms")].set_index("labels").pixel_noise_rate
     assert rates["clean"] == 0 and 0 < rates["sev0p3"] < rates["sev1"]
     assert set(ft[ft.task == "structure"].init) == {"random", "noisy_encoder"}
     # the sweep: noisy_full at severity 1 on sweep_k tiles, on top of the main severity's rows
@@ -151,7 +160,8 @@ def assert_every_trained_run_has_a_budget(runs):
     assert counts.get(f"{study.STUDY}-pretrain", 0) == n_pre, f"{study.STUDY}: grid {study.STUDY}-pretrain"
     assert counts.get(f"{study.STUDY}-finetune", 0) == n_ft, f"{study.STUDY}: grid {study.STUDY}-finetune"
     n_probe = len(runs.tables["probes"])
-    assert n_probe == 2 * len(s["seeds"]), f"{study.STUDY}: grid {study.STUDY}-probe"
+    networks = runs.tables["probes"].network.nunique()  # the arms' encoder, and the checkpoint's when another
+    assert n_probe == 2 * len(s["seeds"]) * networks, f"{study.STUDY}: grid {study.STUDY}-probe"
     assert counts.get(f"{study.STUDY}-probe", 0) == n_probe, f"{study.STUDY}: grid {study.STUDY}-probe"
     assert (budgets.batch_size == s["batch_size"]).all() and budgets.trainable_params.gt(0).all()
 
@@ -166,6 +176,40 @@ def test_resnet18_run_saves_the_full_depth_named_checkpoint():
     model = create_segmenter("unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3)
     model.encoder.load_state_dict(state, strict=True)  # format unchanged for the SAR study: full depth
     assert meta["encoder"] == "resnet18" and meta["bands"] == TINY["bands"] and meta["noise_severity"] == 0.3
+    # the source task's "features learned" record the SAR study judges its cross-sensor arm on: the saved
+    # full-depth encoder's own probes (network "checkpoint", beside the 3-stage U-Net), judged by core.claims
+    record = meta["features_learned"]
+    assert set(record) == {"passed", "estimate", "ci", "n", "unit", "statement", "margin"}
+    probes = runs.tables["probes"]
+    assert set(probes.network) == {"arms", "checkpoint"}
+    evidence = study.setup.features_learned("sev0p3", 2, "checkpoint").evaluate({"probes": probes})
+    assert record["passed"] is evidence["passed"] is False  # one seed: never passed
+    assert record["n"] == evidence["evidence"]["n"] == 1 and record["unit"] == "seeds" and record["margin"] == 0
+    assert record["estimate"] == pytest.approx(evidence["evidence"]["mean_diff"])
+    assert "full-depth" in record["statement"] and "random init" in record["statement"]
+
+
+def test_the_checkpoint_record_is_the_claims_features_learned_verdict_when_it_is_the_same_encoder():
+    """At encoder_depth 5 the saved encoder is the arms' own: its sidecar record is the precondition's verdict, read
+    by the same constructor from the same table (and it fails alike on equal probes)."""
+    from labkit.studies.noisy_label_pretraining.experiment import checkpoint_features_learned
+
+    tables = _tables(probe_gain=0.08)
+    cfg = Config(study.NAME, "test", {**dict(DEFAULT), "encoder_depth": 5})
+    run = SimpleNamespace(
+        s={"encoder_depth": 5, "k_values": [4, 32], "shared_pretraining": True, "probe_steps": 100, "seeds": [0, 1, 2]},
+        main="sev0p3",
+        data=SimpleNamespace(source="simulated"),
+    )
+    for gain, passed in ((0.08, True), (0.0, False)):
+        tables = _tables(probe_gain=gain)
+        record = checkpoint_features_learned(run, tables["probes"])
+        verdict = judge(study.declare_claims(cfg)[0], tables)
+        pre = _precondition(verdict, FEATURES_LEARNED)
+        assert record["passed"] is pre["passed"] is passed
+        assert record["estimate"] == pytest.approx(pre["evidence"]["mean_diff"]) and record["n"] == 3
+        assert record["ci"] == pytest.approx([pre["evidence"]["ci95_low"], pre["evidence"]["ci95_high"]])
+        assert "the fine-tuned arms' own" in record["statement"]
 
 
 def _tables(
@@ -230,8 +274,10 @@ def _tables(
                 clean_val_loss=loss_ratio * 1.5,
                 clean_val_prior_loss=1.5,
             )
+            | {"purpose": purpose}
             for s in seeds
             for lab in ("clean", "sev0p3")
+            for purpose in ("arms", "layers")
         ]
     )
     floor_rows = pd.concat(
@@ -246,9 +292,12 @@ def _tables(
         return dict(stage=stage, steps=steps, batch_size=4, lr=5e-3, schedule=f"cosine over {steps}", **keys)
 
     budgets = [
-        budget("pretrain", null_steps if order else 200, seed=s, labels=lab, order=order)
+        budget("pretrain", 800, purpose="arms", seed=0, labels=lab, order=0)
+        for lab in ("clean", "sev0p3", "sev0p6", "sev1")
+    ] + [
+        budget("pretrain", null_steps if order else 200, purpose="layers", seed=s, labels=lab, order=order)
         for s in seeds
-        for lab, order in (("clean", 0), ("clean", 1), ("sev0p3", 0), ("sev0p6", 0), ("sev1", 0))
+        for lab, order in (("clean", 0), ("clean", 1), ("sev0p3", 0))
     ]
     for r in runs.itertuples():
         steps = {4: 150, 32: 400, 16: 200}[r.k]
@@ -265,9 +314,20 @@ def _tables(
         ]
     )
     probes = pd.DataFrame(
-        [dict(seed=s, task="lulc", init="random", k=4, pretraining="none", miou=0.25 + j()) for s in seeds]
+        [
+            dict(seed=s, network="arms", task="lulc", init="random", k=4, pretraining="none", miou=0.25 + j())
+            for s in seeds
+        ]
         + [
-            dict(seed=s, task="lulc", init="noisy_encoder", k=4, pretraining="sev0p3", miou=0.25 + probe_gain + j())
+            dict(
+                seed=s,
+                network="arms",
+                task="lulc",
+                init="noisy_encoder",
+                k=4,
+                pretraining="sev0p3",
+                miou=0.25 + probe_gain + j(),
+            )
             for s in seeds
         ]
     )
@@ -445,6 +505,17 @@ def test_paths_that_do_not_exist_are_named_before_any_work(tmp_path):
         load_spec("noisy_label_pretraining").resolve("smoke", {"encoder_weights": str(tmp_path / "w.safetensors")})
 
 
+def test_real_tiles_always_pretrain_per_seed():
+    # real tiles are split per seed: the first seed's pretraining chips could be another seed's test chips
+    from labkit.studies.noisy_label_pretraining.data import shared_pretraining
+
+    spec = load_spec("noisy_label_pretraining")
+    assert shared_pretraining(spec.resolve("default")) and not shared_pretraining(spec.resolve("paper"))
+    real = spec.resolve("smoke", {"data_source": "geotiff", "shared_pretraining": True})
+    assert "shared_pretraining" in real.inapplicable and not shared_pretraining(real)
+    assert not shared_pretraining(config(data_source="geotiff", shared_pretraining=True))
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -554,7 +625,8 @@ def test_zero_pretraining_steps_leave_every_claim_not_evaluated_naming_trained(u
         assert v["status"] == NOT_EVALUATED, (claim, v["reason"])
         assert "precondition 'trained' failed" in v["reason"], (claim, v["reason"])
         # what a user can do about it: in the precondition's why, shown with the verdict
-        assert "raise pretrain_steps (0 trains nothing)" in _precondition(v, "trained")["why"]
+        # (the layer-wise claim's per-seed pretrainings: layer_pretrain_steps, null taking pretrain_steps)
+        assert "pretrain_steps (0 trains nothing" in _precondition(v, "trained")["why"], claim
         for p in v["preconditions"]:  # the fine-tunes and pretrainings a claim compares had the same budget
             assert not p["name"].startswith("same budget") or p["passed"], (claim, p)
     assert runs.examples["checkpoint"]["saved"] is False  # never saved as 'noisy-pretrained'
@@ -662,7 +734,8 @@ def test_a_network_that_outputs_the_class_prior_is_not_trained(untrained):
                 assert ratios["training labels"] == pytest.approx(1.0, abs=1e-5)
             # the validation labels' own entropy never exceeds the class prior's loss (it is the best constant)
             assert losses["clean_val_trivial_loss"] <= losses["clean_val_prior_loss"] + 1e-5
-            rows.append({"seed": seed, "labels": labels, "order": 0, **losses})
+            for purpose in ("arms", "layers"):
+                rows.append({"seed": seed, "purpose": purpose, "labels": labels, "order": 0, **losses})
     v = _judged(cfg, runs, {**tables, "pretraining": pd.DataFrame(rows)})
     layer = v["encoder_robust_decoder_sensitive"]
     assert layer["status"] == NOT_EVALUATED and "precondition 'trained' failed" in layer["reason"]
@@ -731,14 +804,14 @@ def test_the_layer_null_is_matched_to_the_pair_it_corrects():
         return {k: (v.numpy() + scale * rng.standard_normal(v.shape)).astype(np.float32) for k, v in init.items()}
 
     order0, order1 = trained(0.05), trained(0.05)
-    states = {(0, "clean", 0): order0, (0, "clean", 1): order1, (0, run.main, 0): order0}
+    states = {("layers", 0, "clean", 0): order0, ("layers", 0, "clean", 1): order1, ("layers", 0, run.main, 0): order0}
     layers, cka = experiment._layerwise(run, states)
     table = study.tables.layer_excess_table(SimpleNamespace(tables={"layer_divergence": layers}))
     assert len(table) and table.null.gt(0).any()
     np.testing.assert_allclose(table.excess, 0.0, atol=1e-12)
     assert set(cka.comparison) == {setup.LAYER_RAW, setup.LAYER_NULL}
     # noisy weights that do differ give a positive excess
-    states[(0, run.main, 0)] = trained(0.2)
+    states[("layers", 0, run.main, 0)] = trained(0.2)
     layers, _ = experiment._layerwise(run, states)
     table = study.tables.layer_excess_table(SimpleNamespace(tables={"layer_divergence": layers}))
     assert table.excess.mean() > 0

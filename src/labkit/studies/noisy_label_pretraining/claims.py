@@ -22,7 +22,15 @@ import pandas as pd
 from labkit.core.claims import Check, Claim, Compare, Precondition
 from labkit.methods import weight_analysis
 from labkit.studies.base import Runs
-from labkit.studies.noisy_label_pretraining.data import REFERENCE_ROWS, label_key, main_noisy_key, sweep_levels
+from labkit.studies.noisy_label_pretraining.data import (
+    REFERENCE_ROWS,
+    label_key,
+    main_noisy_key,
+    shared_pretraining,
+    sweep_levels,
+)
+from labkit.studies.noisy_label_pretraining.setup import FOR_ARMS, FOR_LAYERS
+from labkit.studies.noisy_label_pretraining.setup import features_learned as setup_features_learned
 from labkit.studies.noisy_label_pretraining.tables import (
     layer_null_table,
     layer_parts_table,
@@ -68,25 +76,45 @@ class _Regime:
     plateau: Precondition
     headroom: Precondition
     features_learned: Precondition
+    shared: bool
+    pretrain_steps: int
+    layer_steps: int
+
+    @property
+    def pretraining_note(self) -> str:
+        if self.shared:
+            return (
+                f"; one pretraining per label set ({self.pretrain_steps} steps, on the first seed's pool) shared by "
+                "every seed's fine-tunes, so each interval covers the fine-tuning draws (tiles, decoder "
+                "initialisation, batches) only, not the pretraining's"
+            )
+        return f"; each seed its own pretraining ({self.pretrain_steps} steps)"
 
     @property
     def random_few(self) -> dict:
         return {**A, "init": "random", "k": self.k_few}
 
-    def trained(self, labels) -> Precondition:
+    def trained(self, labels, purpose: str = FOR_ARMS) -> Precondition:
         # Read on the clean validation labels: noisy training labels floor the training loss at their own entropy.
         # The learner-free bar is the best class prior (of the labels it trained on, of the same tiles' clean labels,
-        # or uniform), scored by the same code (methods.class_prior.ClassPrior).
+        # or uniform), scored by the same code (methods.class_prior.ClassPrior). ``purpose``: the pretrainings the
+        # arms start from, or the layer-wise claim's per-seed ones.
         return Precondition.trained(
             "clean_val_loss",
-            {"labels": labels, "order": 0},
+            {"purpose": purpose, "labels": labels, "order": 0},
             TRAINED_MAX_RATIO,
             learner_free="clean_val_prior_loss",
             why=f"the {labels}-pretrained network, before fine-tuning, predicts the clean validation tiles with less "
             f"than {TRAINED_MAX_RATIO:g} x the cross-entropy of the class prior (of its training labels, of the same "
             "tiles' clean labels or uniform, whichever predicts them best: the best learner-free predictor; the noisy "
             "training labels' own loss is floored by their noise); when it fails, "
-            "pretraining learned too little to test: raise pretrain_steps (0 trains nothing) or n_pretrain_tiles",
+            "pretraining learned too little to test: raise "
+            + (
+                "pretrain_steps (0 trains nothing)"
+                if purpose == FOR_ARMS
+                else "layer_pretrain_steps (0 trains nothing; null takes pretrain_steps)"
+            )
+            + " or n_pretrain_tiles",
         )
 
     @staticmethod
@@ -98,9 +126,10 @@ class _Regime:
         return self.same_budget({"stage": "finetune", **a}, {"stage": "finetune", **b}, what)
 
     def pretrainings(self, a, b, what) -> Precondition:
+        # the layer-wise claim's per-seed pretrainings
         return self.same_budget(
-            {"stage": "pretrain", "labels": a[0], "order": a[1]},
-            {"stage": "pretrain", "labels": b[0], "order": b[1]},
+            {"stage": "pretrain", "purpose": FOR_LAYERS, "labels": a[0], "order": a[1]},
+            {"stage": "pretrain", "purpose": FOR_LAYERS, "labels": b[0], "order": b[1]},
             what,
         )
 
@@ -131,28 +160,23 @@ def _regime(cfg) -> _Regime:
     plateau = Precondition.plateau("late_gain", where={**A, "init": "random"}, max_late_gain=plateau_gain)
     # The clean-pretrained upper bound must itself beat random init where the gain is claimed: if pretraining on
     # clean labels gains nothing here, no noisy pretraining can show a gain, and its absence says nothing.
+    shared = shared_pretraining(cfg)
     headroom = Precondition(
         "headroom",
         Compare("miou", a={**A, "init": "clean_full", "k": k_few}, b=random_few),
-        why=f"the clean-pretrained upper bound beats random init at k={k_few} (paired interval above 0): pretraining "
-        "can help in this regime at all; otherwise pretrain longer or on more tiles (pretrain_steps, n_pretrain_tiles) "
-        "or run the paper preset",
+        why=f"the clean-pretrained upper bound beats random init at k={k_few} (paired interval above 0"
+        + (
+            "; one clean pretraining shared by every seed, so the interval covers the fine-tuning draws only"
+            if shared
+            else ""
+        )
+        + "): pretraining can help in this regime at all; otherwise pretrain longer or on more tiles "
+        "(pretrain_steps, n_pretrain_tiles) or run the paper preset",
     )
     # The claims that rest on the noisy-pretrained encoder need it to carry features the task can use: its frozen
-    # linear probe (tasks.probe_task) beats that of the same U-Net's random-init encoder, paired over seeds.
-    features_learned = dataclasses.replace(
-        Precondition.features_learned(
-            "miou",
-            pretrained={"init": "noisy_encoder", "pretraining": main},
-            random={"init": "random"},
-            table="probes",
-        ),
-        name="features learned (noisy-pretrained encoder)",
-        why=f"the {main}-pretrained encoder, frozen, with a linear per-pixel head trained on the k={k_few} clean "
-        "tiles of task A beats the same U-Net's random-init encoder probed alike (paired over seeds, interval above "
-        "0): pretraining left features the task can use; when it fails, pretraining learned nothing a gain could rest "
-        "on: raise pretrain_steps (0 trains nothing) or n_pretrain_tiles, or probe longer (probe_steps)",
-    )
+    # linear probe (tasks.probe_task) beats that of the same U-Net's random-init encoder, paired over seeds. The
+    # named checkpoint's sidecar records the same constructor's verdict (experiment.checkpoint_features_learned).
+    features_learned = setup_features_learned(main, k_few, FOR_ARMS, shared)
     return _Regime(
         k_values,
         cfg.get("finetune_steps"),
@@ -166,6 +190,13 @@ def _regime(cfg) -> _Regime:
         plateau,
         headroom,
         features_learned,
+        shared,
+        int(cfg.get("pretrain_steps")),
+        int(
+            cfg.get("layer_pretrain_steps")
+            if cfg.get("layer_pretrain_steps") is not None
+            else cfg.get("pretrain_steps")
+        ),
     )
 
 
@@ -210,7 +241,7 @@ def _gain(r: _Regime) -> Claim:
             r.above_floor(noisy_full_few, f"noisy_full, k={r.k_few}"),
         ],
         note=f"fine-tuning runs train {r.finetune_steps} steps at k={r.k_values} (both arms of a k the "
-        "same; measured so random initialisation plateaus)",
+        "same; measured so random initialisation plateaus)" + r.pretraining_note,
     )
 
 
@@ -267,7 +298,7 @@ def _transfer(r: _Regime, unavailable: Mapping[str, str]) -> Claim:
         ],
         unavailable=unavailable.get(TASK_B),
         note="task B has no floor row (the most frequent class is computed on task A only): the floor "
-        f"preconditions read task A at k={r.k_few}",
+        f"preconditions read task A at k={r.k_few}" + r.pretraining_note,
     )
 
 
@@ -305,12 +336,14 @@ def _layers(r: _Regime) -> Claim:
                 why="the null-corrected value the claim is judged on does not follow layer size (|Spearman rho| "
                 "of a layer's excess vs its number of weights below 0.5), so a part's mean is not its layers' size",
             ),
-            r.trained("clean"),
-            r.trained(r.main),
+            r.trained("clean", FOR_LAYERS),
+            r.trained(r.main, FOR_LAYERS),
             r.pretrainings(("clean", 1), (r.main, 0), f"clean (order 1) vs {r.main} pretraining"),
             r.pretrainings(("clean", 1), ("clean", 0), "clean vs the clean null pretraining"),
         ],
-        note=LAYER_ESTIMATOR,
+        note=LAYER_ESTIMATOR
+        + f"; compares each seed's own pretrainings ({r.layer_steps} steps: clean in data order 0 and 1, "
+        f"{r.main} in order 0), so the interval covers the pretraining draws",
     )
 
 
@@ -379,7 +412,7 @@ def _sweep(r: _Regime, unavailable: Mapping[str, str]) -> Claim:
         ],
         unavailable=sweep_unavailable,
         note=f"judged on the noisy severities {levels} only, fine-tuned on k={sweep_k} tiles; clean pretraining is "
-        "the reference line of the sweep figure, not a level",
+        "the reference line of the sweep figure, not a level" + r.pretraining_note,
     )
 
 

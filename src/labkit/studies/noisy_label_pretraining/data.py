@@ -74,6 +74,13 @@ def finetune_steps(cfg) -> list[int]:
     return [int(steps)] if isinstance(steps, (int, np.integer)) else [int(v) for v in steps]
 
 
+def shared_pretraining(cfg) -> bool:
+    """Whether one pretraining per label set (on the first seed's pool) serves every seed's fine-tunes: simulated
+    data only (real tiles are split per seed, so the first seed's pretraining chips can be another seed's fine-tuning
+    or test chips: they always pretrain per seed)."""
+    return bool(cfg.get("shared_pretraining", False)) and cfg.get("data_source", "simulated") == "simulated"
+
+
 def steps_for_k(steps: Sequence[int], k_values: Sequence[int], k: int) -> int:
     """Fine-tuning steps on ``k`` tiles: ``steps`` (from :func:`finetune_steps`) holds one count per entry of
     ``k_values`` (paired in their order) or one count for every k; a k between two entries (task B, a sweep k)
@@ -254,6 +261,14 @@ def _simulated(cfg) -> StudyData:
     files, summary, examples = {}, {}, None
     bands = list(cfg.get("bands"))
     sim = landcover.LandscapeSimulator(tile, bands=bands)
+    # Shared pretraining: every seed's tiles normalised by the band statistics of the pool that one pretraining saw
+    # (the first seed's; as a user normalises with the pretrained network's statistics), each seed by its own else.
+    pool_seed = int(cfg.get("seeds")[0]) if shared_pretraining(cfg) else None
+    shared_norm = (
+        band_statistics(sim.sample(sizes["pretrain"], seed=1000 * pool_seed + 1).images)
+        if pool_seed is not None
+        else None
+    )
     for seed in seeds:
         base = 1000 * seed
         recipe = {
@@ -265,11 +280,12 @@ def _simulated(cfg) -> StudyData:
             "noise_models": noise_models,
             "levels": levels,
             "version": 2,
+            **({"norm_pool_seed": pool_seed} if pool_seed is not None else {}),
         }
         split = {name: sim.sample(n, seed=base + i + 1) for i, (name, n) in enumerate(sizes.items())}
         if examples is None:
             examples = split["finetune"].subset(slice(0, 4))
-        mean, std = band_statistics(split["pretrain"].images)
+        mean, std = shared_norm if shared_norm is not None else band_statistics(split["pretrain"].images)
         arrays = {f"x_{name}": normalise(t.images, mean, std) for name, t in split.items()}
         for name, t in split.items():
             arrays[f"a_{name}"] = t.labels(TASK_A)

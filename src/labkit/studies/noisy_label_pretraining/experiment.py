@@ -45,6 +45,8 @@ from labkit.studies.noisy_label_pretraining.data import (
 from labkit.studies.noisy_label_pretraining.setup import (
     BUDGET_TABLE_COLUMNS,
     FEWEST_TILES_ONLY,
+    FOR_ARMS,
+    FOR_LAYERS,
     FT_KEYS,
     LAYER_NULL,
     LAYER_RAW,
@@ -54,6 +56,8 @@ from labkit.studies.noisy_label_pretraining.setup import (
     THREADS,
     Setup,
     budget_row,
+    features_learned,
+    pretrain_jobs,
     resolve_setup,
 )
 from labkit.studies.noisy_label_pretraining.tasks import (
@@ -68,49 +72,69 @@ from labkit.studies.noisy_label_pretraining.tasks import (
 )
 from labkit.studies.noisy_label_pretraining.weights import external_encoder, weights_file
 
-# ---- grid 1: pretraining (clean, clean in another data order = the null, each noisy label set)
+# ---- grid 1: pretraining (the arms' label sets, shared or per seed; the layer-wise trio per seed; the checkpoint)
 
 
-def _pretrain_grid(run: Setup) -> Grid:
+def _pretrain_jobs(run: Setup) -> dict:
+    """The run's pretrainings (:func:`setup.pretrain_jobs`), ``(seed, labels, order, steps, depth) -> purposes``."""
+    s = run.s
+    return pretrain_jobs(
+        s["seeds"],
+        run.label_sets,
+        run.main,
+        s["pretrain_steps"],
+        s["layer_pretrain_steps"],
+        s["encoder_depth"],
+        s["shared_pretraining"],
+        run.save,
+    )
+
+
+def _pretrain_grid(run: Setup, jobs: dict) -> Grid:
     s, files = run.s, run.data.files
     pre = Grid(f"{STUDY}-pretrain", pretrain_task)
-    train = dict(model=run.model, steps=s["pretrain_steps"], batch_size=s["batch_size"], lr=s["lr"], device=run.device)
-    if run.save:  # the named checkpoint: a full-depth ResNet-18 on the first seed's main noisy labels (longest: first)
-        seed = s["seeds"][0]
-        pre.add(data=files[seed], seed=seed, labels=run.main, order=0, **train, depth=5)
-    for seed in s["seeds"]:
-        for labels in run.label_sets:
-            pre.add(data=files[seed], seed=seed, labels=labels, order=0, **train)
-        pre.add(data=files[seed], seed=seed, labels="clean", order=1, **train)
+    common = dict(model=run.model, batch_size=s["batch_size"], lr=s["lr"], device=run.device)
+    for seed, labels, order, steps, depth in jobs:
+        extra = {"depth": 5} if depth == 5 and s["encoder_depth"] != 5 else {}
+        pre.add(data=files[seed], seed=seed, labels=labels, order=order, steps=steps, **common, **extra)
     return pre
 
 
 def _pretrain(cfg, run: Setup, progress) -> dict:
-    """Run the pretraining grid: the pretraining table's rows, each network's weights (in memory and as a file),
-    the named checkpoint's state and every run's budget."""
+    """Run the pretraining grid: the pretraining table's rows (one per purpose a network serves), each network's
+    weights (in memory and as a file) by ``(purpose, seed, labels, order)``, the named checkpoint's state and file,
+    and every run's budget."""
     s = run.s
-    pre = _pretrain_grid(run)
+    jobs = _pretrain_jobs(run)
+    pre = _pretrain_grid(run, jobs)
     (result,) = run_grids(cfg, pre, progress=progress, threads=THREADS)
     rows, states, checkpoint_state, budgets = [], {}, None, []
-    for task, record in zip(result.tasks, result.records):
-        p = task.params
-        stage = "checkpoint" if p.get("depth") == 5 else "pretrain"
-        budgets.append(budget_row(record, pre.name, stage=stage, seed=p["seed"], labels=p["labels"], order=p["order"]))
-        if p.get("depth") == 5 and s["encoder_depth"] != 5:
+    for (seed, labels, order, _, depth), record in zip(jobs, result.records):
+        purposes = jobs[(seed, labels, order, _, depth)]
+        for purpose in purposes:
+            stage = "checkpoint" if purpose == "checkpoint" else "pretrain"
+            budgets.append(
+                budget_row(record, pre.name, stage=stage, purpose=purpose, seed=seed, labels=labels, order=order)
+            )
+        if purposes == ["checkpoint"]:
             checkpoint_state = record["state"]
             continue
-        states[(p["seed"], p["labels"], p["order"])] = record["state"]
-        severity = run.severity_of.get(p["labels"], np.nan)
-        rows.append(
-            {"seed": p["seed"], "labels": p["labels"], "order": p["order"], "severity": severity}
-            | {k: record[k] for k in PRETRAIN_COLUMNS}
-        )
-        first_main = p["seed"] == s["seeds"][0] and p["labels"] == run.main and p["order"] == 0
-        if run.save and checkpoint_state is None and s["encoder_depth"] == 5 and first_main:
-            checkpoint_state = record["state"]
+        severity = run.severity_of.get(labels, np.nan)
+        for purpose in purposes:
+            states[(purpose, seed, labels, order)] = record["state"]
+            rows.append(
+                {"seed": seed, "purpose": purpose, "labels": labels, "order": order, "severity": severity}
+                | {k: record[k] for k in PRETRAIN_COLUMNS}
+            )
+    if run.save and checkpoint_state is None and s["encoder_depth"] == 5:  # the arms' own main noisy network
+        checkpoint_state = states.get((FOR_ARMS, s["seeds"][0], run.main, 0))
     files = {
-        key: weights_file(state, {"seed": key[0], "labels": key[1], "order": key[2]}) for key, state in states.items()
+        key: weights_file(state, {"purpose": key[0], "seed": key[1], "labels": key[2], "order": key[3]})
+        for key, state in states.items()
+        if key[0] == FOR_ARMS
     }
+    if checkpoint_state is not None:
+        files["checkpoint"] = weights_file(checkpoint_state, {"purpose": "checkpoint", "labels": run.main})
     return {
         "table": pd.DataFrame(rows),
         "states": states,
@@ -135,7 +159,10 @@ def _finetune_grid(run: Setup, files: dict, external: dict | None) -> tuple[Grid
         elif init == "imagenet":
             weights = {**external, "part": "encoder"}
         else:
-            weights = {**files[(seed, labels, 0)], "part": "full" if init.endswith("_full") else "encoder"}
+            weights = {
+                **files[(FOR_ARMS, run.pool_of(seed), labels, 0)],
+                "part": "full" if init.endswith("_full") else "encoder",
+            }
         ft.add(
             data=run.data.files[seed],
             seed=seed,
@@ -147,7 +174,7 @@ def _finetune_grid(run: Setup, files: dict, external: dict | None) -> tuple[Grid
             steps=steps_for_k(s["finetune_steps"], s["k_values"], k),
             eval_points=s["eval_points"],
             batch_size=s["batch_size"],
-            lr=s["finetune_lr"],
+            lr=s["finetune_lr"] if init == "random" else s["finetune_lr_pretrained"],
             device=run.device,
         )
         severity = (
@@ -215,32 +242,49 @@ def _finetune(cfg, run: Setup, files: dict, progress) -> dict:
 
 def _probes(cfg, run: Setup, files: dict, progress) -> dict:
     """The main noisy-pretrained encoder and the random-init one, frozen, a linear head trained on the fewest clean
-    tiles of task A for probe_steps steps."""
+    tiles of task A for probe_steps steps (network ``arms``); when the named checkpoint is a pretraining of its own
+    (a full-depth network beside a shallower U-Net), its encoder and the full-depth random-init one alike (network
+    ``checkpoint``: what the checkpoint's sidecar records)."""
     s = run.s
     probe = Grid(f"{STUDY}-probe", probe_task)
     metas = []
-    for seed in s["seeds"]:
-        for init, weights, labels in (
-            ("noisy_encoder", {**files[(seed, run.main, 0)], "part": "encoder"}, run.main),
-            ("random", None, "none"),
-        ):
-            probe.add(
-                data=run.data.files[seed],
-                seed=seed,
-                init=init,
-                k=s["k_values"][0],
-                weights=weights,
-                model=run.model,
-                steps=s["probe_steps"],
-                batch_size=s["batch_size"],
-                lr=s["probe_lr"],
-                device=run.device,
-            )
-            metas.append({"seed": seed, "task": TASK_A, "init": init, "k": s["k_values"][0], "pretraining": labels})
+    networks = [(FOR_ARMS, lambda seed: files[(FOR_ARMS, run.pool_of(seed), run.main, 0)], None)]
+    if "checkpoint" in files and s["encoder_depth"] != 5:
+        networks.append(("checkpoint", lambda seed: files["checkpoint"], 5))
+    for network, weights_of, depth in networks:
+        for seed in s["seeds"]:
+            for init, weights, labels in (
+                ("noisy_encoder", {**weights_of(seed), "part": "encoder"}, run.main),
+                ("random", None, "none"),
+            ):
+                probe.add(
+                    data=run.data.files[seed],
+                    seed=seed,
+                    init=init,
+                    k=s["k_values"][0],
+                    weights=weights,
+                    model=run.model,
+                    steps=s["probe_steps"],
+                    batch_size=s["batch_size"],
+                    lr=s["probe_lr"],
+                    device=run.device,
+                    **({"depth": depth} if depth else {}),
+                )
+                metas.append(
+                    {
+                        "seed": seed,
+                        "network": network,
+                        "task": TASK_A,
+                        "init": init,
+                        "k": s["k_values"][0],
+                        "pretraining": labels,
+                    }
+                )
     (result,) = run_grids(cfg, probe, progress=progress, threads=THREADS)
     rows, budgets = [], []
     for meta, record in zip(metas, result.records):
-        budgets.append(budget_row(record, probe.name, stage="probe", regime=False, **meta))
+        keys = {k: v for k, v in meta.items() if k != "network"}
+        budgets.append(budget_row(record, probe.name, stage="probe", purpose=meta["network"], regime=False, **keys))
         rows.append({**meta, **{k: record[k] for k in ("miou", "pixel_accuracy", "steps", "seconds")}})
     return {"rows": rows, "budgets": budgets}
 
@@ -294,9 +338,9 @@ def _layerwise(run: Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
         init_state = {k: v.detach() for k, v in _model_from(run.model, ka, 1000 * seed + 11).state_dict().items()}
         as_t = lambda st: {k: torch.as_tensor(v) for k, v in st.items()}  # noqa: E731
         pretrained = {
-            "reference": as_t(states[(seed, *LAYER_REFERENCE)]),
-            "clean": as_t(states[(seed, "clean", 0)]),
-            "noisy": as_t(states[(seed, run.main, 0)]),
+            "reference": as_t(states[(FOR_LAYERS, seed, *LAYER_REFERENCE)]),
+            "clean": as_t(states[(FOR_LAYERS, seed, "clean", 0)]),
+            "noisy": as_t(states[(FOR_LAYERS, seed, run.main, 0)]),
         }
         for name, other in COMPARISONS:
             df = weight_analysis.layerwise_divergence(
@@ -327,10 +371,54 @@ def _layerwise(run: Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 # ---- the checkpoint another study uses
 
 
-def _checkpoint(run: Setup, pretrain: pd.DataFrame, state) -> dict:
-    """Save the first seed's full-depth noisy-pretrained ResNet-18 encoder as ``noisy-pretrained-unet-r18``.
+def checkpoint_features_learned(run: Setup, probes: pd.DataFrame) -> dict:
+    """The "features learned (noisy-pretrained encoder)" comparison of the encoder the named checkpoint holds, as its
+    sidecar records it (key ``features_learned``): judged by :mod:`labkit.core.claims` with the constructor the
+    claims' precondition uses (:func:`setup.features_learned`) on the same ``probes`` table, so the two cannot
+    disagree; at encoder_depth 5 the checkpoint is the arms' own encoder and the record is the precondition's
+    verdict itself, else it reads the probes of the saved full-depth encoder (network ``checkpoint``)."""
+    s = run.s
+    network = FOR_ARMS if s["encoder_depth"] == 5 else "checkpoint"
+    k_few = s["k_values"][0]
+    pre = features_learned(run.main, k_few, network, s["shared_pretraining"])
+    result = pre.evaluate({"probes": probes})
+    ev = result["evidence"]
+    saved = (
+        "the saved encoder, the fine-tuned arms' own"
+        if network == FOR_ARMS
+        else "the saved full-depth (5-stage) encoder, a pretraining of its own beside the "
+        f"{s['encoder_depth']}-stage U-Net the arms fine-tune (same labels, pool, steps and recipe)"
+    )
+    pooled = (
+        "one pretraining shared by every seed: the interval covers the probe draws (tiles, head, random-init "
+        "encoder) only"
+        if s["shared_pretraining"]
+        else "each seed's own pretraining"
+    )
+    return {
+        "passed": bool(result["passed"]),
+        "estimate": float(ev["mean_diff"]),
+        "ci": [float(ev["ci95_low"]), float(ev["ci95_high"])],
+        "n": int(ev["n"]),
+        "unit": "seeds" if ev["unit"] == "seed" else ev["unit"],
+        "statement": f"frozen linear probe (per-pixel head, {s['probe_steps']} steps on the k={k_few} clean tiles "
+        f"of task A) of the {run.main}-pretrained ResNet-18 encoder ({saved}) vs the same network at random init, "
+        f"test mIoU on the {run.data.source} land-cover tiles, paired over seeds {s['seeds']} ({pooled}); "
+        + (
+            "this study's precondition 'features learned (noisy-pretrained encoder)' itself"
+            if network == FOR_ARMS
+            else "the comparison this study's precondition 'features learned (noisy-pretrained encoder)' makes for "
+            "the arms' own encoder, made for the saved one"
+        ),
+        "margin": float(ev["margin"]),
+    }
 
-    Returns ``{"saved": bool, "path" or "reason": str}`` for the report."""
+
+def _checkpoint(run: Setup, pretrain: pd.DataFrame, state, probes: pd.DataFrame) -> dict:
+    """Save the first seed's full-depth noisy-pretrained ResNet-18 encoder as ``noisy-pretrained-unet-r18``, its
+    sidecar carrying the source task's "features learned" record (:func:`checkpoint_features_learned`).
+
+    Returns ``{"saved": bool, "path" or "reason": str}`` (and the ``features_learned`` record) for the report."""
     s = run.s
     if not run.save_checkpoint:
         return {"saved": False, "reason": "save_checkpoint is false"}
@@ -346,7 +434,9 @@ def _checkpoint(run: Setup, pretrain: pd.DataFrame, state) -> dict:
         return {"saved": False, "reason": "pretrain_steps=0: the encoder was never pretrained (its initial weights)"}
     seed, main, data = s["seeds"][0], run.main, run.data
     norm = _load_arrays(data.files[seed]["path"], data.files[seed]["digest"])["norm"]
-    row = pretrain[(pretrain.seed == seed) & (pretrain.labels == main) & (pretrain.order == 0)].iloc[0]
+    row = pretrain[
+        (pretrain.purpose == FOR_ARMS) & (pretrain.seed == seed) & (pretrain.labels == main) & (pretrain.order == 0)
+    ].iloc[0]
     meta = checkpoint_meta(
         data.bands,
         data.classes_a,
@@ -364,9 +454,11 @@ def _checkpoint(run: Setup, pretrain: pd.DataFrame, state) -> dict:
             "decoder_width": s["decoder_width"],
             "data_source": data.source,
             "produced_by": f"{STUDY} notebook",
+            "features_learned": checkpoint_features_learned(run, probes),
         },
     )
-    return {"saved": True, "path": str(save_pretrained_encoder(state, meta))}
+    path = save_pretrained_encoder(state, meta)
+    return {"saved": True, "path": str(path), "features_learned": meta["features_learned"]}
 
 
 # ---- the run
@@ -386,7 +478,9 @@ def run(cfg, data: StudyData | None = None, progress: bool | None = None) -> Run
         probes = _probes(cfg, setup, pre["files"], progress)
         finetune = ft["rows"] + _references(cfg, setup, progress)
         layers, cka = _layerwise(setup, pre["states"])
-        checkpoint = _checkpoint(setup, pre["table"], pre["checkpoint_state"])
+        checkpoint = _checkpoint(
+            setup, pre["table"], pre["checkpoint_state"], pd.DataFrame(probes["rows"], columns=PROBE_COLUMNS)
+        )
     patch = (data.real_patch or {}).get("summary") or {"available": False, "reason": "not loaded (make_data alone)"}
     runs = Runs(
         tables={

@@ -12,10 +12,11 @@ from labkit.studies.noisy_label_pretraining.data import (
     finetune_steps,
     label_key,
     main_noisy_key,
+    shared_pretraining,
     steps_for_k,
     sweep_levels,
 )
-from labkit.studies.noisy_label_pretraining.setup import FEWEST_TILES_ONLY, PROBE_STEPS
+from labkit.studies.noisy_label_pretraining.setup import FEWEST_TILES_ONLY, PROBE_STEPS, pretrain_jobs
 from labkit.studies.noisy_label_pretraining.tasks import build_model
 
 #: Classes of task A where the data decide it (the simulated legend's fine classes).
@@ -69,20 +70,48 @@ def plan(cfg) -> list:
 
     main, levels = main_noisy_key(cfg), sweep_levels(cfg)
     label_sets = ["clean"] + sorted({main} | {label_key(v) for v in levels})
-    n_pre = len(cfg.seeds) * (len(label_sets) + 1) + int(bool(cfg.save_checkpoint) and s["encoder"] == "resnet18")
-    epochs = min(10, cfg.pretrain_steps)
-    spe = max(1, cfg.pretrain_steps // epochs) if epochs else 0  # pretrain_steps=0: nothing is trained
-    n = int(cfg.n_pretrain_tiles)
-    pre = TaskBudget(
-        "pretrain",
-        n_pre,
-        n,
-        steps=epochs * spe,
-        epochs=round(epochs * spe * effective_batch(b, n) / n, 2),
-        steps_per_epoch=math.ceil(n / effective_batch(b, n)),
-        params={"batch": "batch_size", "data_items": "n_pretrain_tiles", "steps": "pretrain_steps"},
-        **common(n),
+    shared = shared_pretraining(cfg)
+    layer_steps = cfg.get("layer_pretrain_steps")
+    layer_steps = int(cfg.pretrain_steps if layer_steps is None else layer_steps)
+    jobs = pretrain_jobs(
+        cfg.seeds,
+        label_sets,
+        main,
+        int(cfg.pretrain_steps),
+        layer_steps,
+        s["encoder_depth"],
+        shared,
+        bool(cfg.save_checkpoint) and s["encoder"] == "resnet18",
     )
+    n = int(cfg.n_pretrain_tiles)
+    pres = []
+    for what in ("checkpoint", "arms", "layers"):  # each job counted under its first purpose
+        group = [key for key, purposes in jobs.items() if purposes[0] == what]
+        if not group:
+            continue
+        steps = group[0][3]
+        epochs = min(10, steps)
+        spe = max(1, steps // epochs) if epochs else 0  # 0 steps: nothing is trained
+        pres.append(
+            TaskBudget(
+                {
+                    "checkpoint": "pretrain (the named checkpoint, full depth)",
+                    "arms": "pretrain (the arms' label sets" + (", shared by every seed)" if shared else ", per seed)"),
+                    "layers": "pretrain (the layer-wise trio per seed)",
+                }[what],
+                len(group),
+                n,
+                steps=epochs * spe,
+                epochs=round(epochs * spe * effective_batch(b, n) / n, 2),
+                steps_per_epoch=math.ceil(n / effective_batch(b, n)),
+                params={
+                    "batch": "batch_size",
+                    "data_items": "n_pretrain_tiles",
+                    "steps": "layer_pretrain_steps" if what == "layers" else "pretrain_steps",
+                },
+                **common(n),
+            )
+        )
     ks = sorted(cfg.k_values)
     fine = []
     for k, n in sorted(_finetune_runs(cfg).items()):
@@ -99,7 +128,9 @@ def plan(cfg) -> list:
                 steps_per_epoch=math.ceil(k / batch),
                 params={"batch": "batch_size", "data_items": "k_values", "steps": "finetune_steps"},
                 notes=f"batch {batch} of the {k} tiles (batch_size {b} capped at k: no tile twice in a batch); "
-                f"lr {cfg.finetune_lr:g} (finetune_lr)",
+                f"lr {cfg.finetune_lr:g} (finetune_lr) for random init, "
+                f"{cfg.finetune_lr if cfg.get('finetune_lr_pretrained') is None else cfg.finetune_lr_pretrained:g} "
+                "(finetune_lr_pretrained) for the pretrained arms",
                 **common(k),
             )
         )
@@ -112,9 +143,11 @@ def plan(cfg) -> list:
         [(2, bands, tile, tile)],
     )
     steps = int(cfg.get("probe_steps") or PROBE_STEPS)
+    # the saved checkpoint's own full-depth encoder probed alike when the U-Net is shallower (its sidecar's record)
+    probe_networks = 1 + int(bool(cfg.save_checkpoint) and s["encoder"] == "resnet18" and s["encoder_depth"] != 5)
     probe = TaskBudget(
         f"probe k={ks[0]}",
-        2 * len(cfg.seeds),
+        2 * len(cfg.seeds) * probe_networks,
         ks[0],
         steps=steps,
         epochs=round(steps * effective_batch(b, ks[0]) / ks[0], 1),
@@ -128,7 +161,13 @@ def plan(cfg) -> list:
         },
     )
     return [
-        GridPlan(STUDY, "pretrain", f"{len(label_sets)} label sets + the order null x {len(cfg.seeds)} seeds", [pre]),
+        GridPlan(
+            STUDY,
+            "pretrain",
+            f"{len(label_sets)} label sets {'shared' if shared else f'x {len(cfg.seeds)} seeds'}; clean (order 0, 1) and "
+            f"main noisy x {len(cfg.seeds)} seeds for the layer-wise claim (one network serving both trained once)",
+            pres,
+        ),
         GridPlan(
             STUDY,
             "finetune",
@@ -139,7 +178,8 @@ def plan(cfg) -> list:
         GridPlan(
             STUDY,
             "probe",
-            f"frozen linear probes: noisy-pretrained and random-init encoder x {len(cfg.seeds)} seeds",
+            f"frozen linear probes: noisy-pretrained and random-init encoder x {len(cfg.seeds)} seeds"
+            + (" x (the arms' encoder, the saved full-depth checkpoint's)" if probe_networks == 2 else ""),
             [probe],
         ),
     ]

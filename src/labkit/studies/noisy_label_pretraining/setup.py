@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from labkit.core.claims import BUDGET_KEYS, missing_budget
+from labkit.core.claims import BUDGET_KEYS, Precondition, missing_budget
 from labkit.studies.base import regime_seeds, task_device
 from labkit.studies.noisy_label_pretraining.data import (
     INIT_LABELS,
@@ -16,6 +16,7 @@ from labkit.studies.noisy_label_pretraining.data import (
     finetune_steps,
     label_key,
     main_noisy_key,
+    shared_pretraining,
     sweep_levels,
 )
 
@@ -28,10 +29,28 @@ FEWEST_TILES_ONLY = ("noisy_encoder", "clean_full")
 PROBE_STEPS = 100
 PROBE_LR = 1e-2
 #: The probes table: one frozen linear probe per seed and encoder.
-PROBE_COLUMNS = ["seed", "task", "init", "k", "pretraining", "miou", "pixel_accuracy", "steps", "seconds"]
+PROBE_COLUMNS = ["seed", "network", "task", "init", "k", "pretraining", "miou", "pixel_accuracy", "steps", "seconds"]
 #: What identifies a fine-tuning run in the budgets table (the claims' filters read these columns).
 FT_KEYS = ("seed", "task", "init", "k", "pretraining")
-BUDGET_TABLE_COLUMNS = ["grid", "stage", "seed", "labels", "order", *FT_KEYS[1:], "regime", *BUDGET_KEYS, "missing"]
+BUDGET_TABLE_COLUMNS = [
+    "grid",
+    "stage",
+    "purpose",
+    "seed",
+    "labels",
+    "order",
+    *FT_KEYS[1:],
+    "regime",
+    *BUDGET_KEYS,
+    "missing",
+]
+#: What a pretraining serves (column ``purpose`` of the pretraining and budgets tables): ``arms`` - the fine-tuned
+#: arms and the probes start from it (one per label set when shared, else per seed); ``layers`` - the per-seed
+#: pretrainings the layer-wise claim compares. One network serving both has a row for each.
+FOR_ARMS, FOR_LAYERS = "arms", "layers"
+#: The probes table's ``network``: the encoder the fine-tuned arms start from (``arms``), or the saved named
+#: checkpoint's full-depth encoder when that is another pretraining (``checkpoint``: at encoder_depth below 5).
+PROBE_NETWORKS = (FOR_ARMS, "checkpoint")
 #: What a pretraining record gives the pretraining table.
 PRETRAIN_COLUMNS = (
     "pixel_noise_rate",
@@ -71,8 +90,19 @@ def settings(cfg, data: StudyData) -> dict:
         "batch_size": int(cfg.get("batch_size")),
         "lr": float(cfg.get("lr")),
         "finetune_lr": float(cfg.get("finetune_lr")),
+        "finetune_lr_pretrained": float(
+            cfg.get("finetune_lr_pretrained")
+            if cfg.get("finetune_lr_pretrained") is not None
+            else cfg.get("finetune_lr")
+        ),
         "n_pretrain_tiles": int(cfg.get("n_pretrain_tiles")),
         "pretrain_steps": int(cfg.get("pretrain_steps")),
+        "shared_pretraining": shared_pretraining(cfg),
+        "layer_pretrain_steps": int(
+            cfg.get("layer_pretrain_steps")
+            if cfg.get("layer_pretrain_steps") is not None
+            else cfg.get("pretrain_steps")
+        ),
         "finetune_steps": finetune_steps(cfg),
         "regime_seeds": [v for v in regime_seeds(cfg) if v not in cfg.get("seeds")],
         "eval_points": int(cfg.get("eval_points")),
@@ -117,6 +147,10 @@ class Setup:
     @property
     def save(self) -> bool:
         return self.save_checkpoint and self.s["encoder"] == "resnet18"
+
+    def pool_of(self, seed: int) -> int:
+        """The seed whose pretraining a seed's arms start from: the first seed's when shared, else its own."""
+        return self.s["seeds"][0] if self.s["shared_pretraining"] else seed
 
 
 def resolve_setup(cfg, data: StudyData) -> Setup:
@@ -167,3 +201,54 @@ def budget_row(record: Mapping, grid: str, **keys) -> dict:
         **{k: budget.get(k) for k in BUDGET_KEYS},
         "missing": ", ".join(missing_budget(record)),
     }
+
+
+def pretrain_jobs(
+    seeds, label_sets, main: str, steps: int, layer_steps: int, depth: int, shared: bool, checkpoint: bool
+) -> dict:
+    """Every pretraining a run needs, ``(seed, labels, order, steps, depth) -> purposes``, longest first: the arms'
+    label sets (on the first seed's pool when ``shared``, else every seed's), the layer-wise trio per seed (clean in
+    data order 0 and 1, main noisy in order 0, at ``layer_steps``) and, with ``checkpoint``, the named checkpoint's
+    full-depth network when the U-Net is shallower. A network two purposes need is trained once (the experiment's
+    grid and ``labkit plan`` both read this)."""
+    seeds = list(seeds)
+    jobs: dict = {}
+    if checkpoint and depth != 5:  # the named checkpoint: a full-depth ResNet-18 on the first seed's main noisy labels
+        jobs[(seeds[0], main, 0, steps, 5)] = ["checkpoint"]
+    for seed in seeds[:1] if shared else seeds:
+        for labels in label_sets:
+            jobs.setdefault((seed, labels, 0, steps, depth), []).append(FOR_ARMS)
+    for seed in seeds:
+        for labels, order in (("clean", 0), ("clean", 1), (main, 0)):
+            jobs.setdefault((seed, labels, order, layer_steps, depth), []).append(FOR_LAYERS)
+    return dict(sorted(jobs.items(), key=lambda item: -item[0][3] * (2 if item[0][4] == 5 else 1)))
+
+
+def features_learned(main: str, k_few: int, network: str = FOR_ARMS, shared: bool = True) -> Precondition:
+    """The "features learned" precondition of the claims resting on the noisy-pretrained encoder, and the record the
+    named checkpoint's sidecar carries (``network="checkpoint"`` when the saved encoder is another pretraining): the
+    ``main``-pretrained encoder, frozen, with a linear per-pixel head trained on the k_few clean tiles of task A,
+    against the same U-Net's random-init encoder probed alike, paired over seeds (the ``probes`` table). One
+    constructor for both, judged by :mod:`labkit.core.claims`, so the two cannot disagree."""
+    import dataclasses
+
+    which = "saved full-depth (5-stage) checkpoint encoder" if network != FOR_ARMS else "encoder"
+    draws = (
+        "one shared pretraining, so the interval covers the probe draws (tiles, head, random-init encoder) only"
+        if shared
+        else "each seed its own pretraining"
+    )
+    return dataclasses.replace(
+        Precondition.features_learned(
+            "miou",
+            pretrained={"network": network, "init": "noisy_encoder", "pretraining": main},
+            random={"network": network, "init": "random"},
+            table="probes",
+        ),
+        name="features learned (noisy-pretrained encoder)",
+        why=f"the {main}-pretrained {which}, frozen, with a linear per-pixel head trained on the k={k_few} clean "
+        "tiles of task A beats the same U-Net's random-init encoder probed alike (paired over seeds, interval above "
+        f"0; {draws}): pretraining left features the task can use; when it fails, pretraining learned nothing a "
+        "gain could rest on: raise pretrain_steps (0 trains nothing) or n_pretrain_tiles, or probe longer "
+        "(probe_steps)",
+    )

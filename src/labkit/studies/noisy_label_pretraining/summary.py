@@ -40,6 +40,34 @@ def headline(runs: Runs) -> dict:
     return out
 
 
+def kept_initial(runs: Runs) -> str:
+    """How many pretrained fine-tunes kept their starting weights (no validation point beat them), per arm."""
+    ft = runs.tables["finetune"]
+    ft = ft[ft.init.isin(["noisy_full", "clean_full", "noisy_encoder", "imagenet"]) & (ft.task == TASK_A)]
+    if ft.empty or "kept_initial" not in ft:
+        return "no pretrained arm"
+    parts = [
+        f"{init} at k={int(k)} {int(sub.kept_initial.sum())} of {len(sub)}"
+        for (init, k), sub in ft.groupby(["init", "k"], sort=True)
+    ]
+    return "; ".join(parts)
+
+
+def checkpoint_line(runs: Runs) -> str:
+    """The named checkpoint and the "features learned" record its sidecar carries (what the SAR study judges)."""
+    saved = runs.examples["checkpoint"]
+    if not saved.get("saved"):
+        return f"**Checkpoint** `noisy-pretrained-unet-r18` not saved: {saved.get('reason', '')}."
+    fl = saved.get("features_learned") or {}
+    if not fl:
+        return "**Checkpoint** `noisy-pretrained-unet-r18` saved."
+    return (
+        f"**Checkpoint** `noisy-pretrained-unet-r18` saved; its sidecar's `features_learned`: "
+        f"{'passed' if fl['passed'] else 'not passed'}, {fl['estimate']:+.3f} mIoU, 95 % CI "
+        f"[{fl['ci'][0]:+.3f}, {fl['ci'][1]:+.3f}], {fl['n']} {fl['unit']} ({fl['statement']})."
+    )
+
+
 def closing_note(cfg, runs: Runs) -> str:
     """The report's closing note (markdown): the regime's numbers and each claim's status, from the run's tables."""
     s, m = runs.examples["settings"], headline(runs)
@@ -65,6 +93,20 @@ def closing_note(cfg, runs: Runs) -> str:
         f"noisy-pretrained encoder+decoder {num(f'miou_noisy_full_k{k_few}')} / {num(f'miou_noisy_full_k{k_many}')}. "
         f"Largest late gain of random init {late(TASK_A)} on task A, {late(TASK_B)} on task B (plateau if below "
         f"{s.get('plateau_max_gain', float('nan')):g}).",
+        "",
+        f"**Pretraining**: {s['pretrain_steps']} steps per label set"
+        + (
+            " on the first seed's pool, one network shared by every seed's fine-tunes and probes (the intervals of "
+            "claims 1, 2 and 4 and of their preconditions cover the fine-tuning draws only)"
+            if s.get("shared_pretraining")
+            else ", each seed its own"
+        )
+        + f"; the layer-wise claim compares each seed's own pretrainings ({s.get('layer_pretrain_steps')} steps). "
+        f"Fine-tuning rate {s['finetune_lr']:g} for random init, {s.get('finetune_lr_pretrained', s['finetune_lr']):g} "
+        "for the pretrained arms (same steps, batches and schedule; the best validation point kept, the starting "
+        f"weights included: {kept_initial(runs)}).",
+        "",
+        checkpoint_line(runs),
         "",
         f"**Layer-wise measure** (mean over seeds): encoder raw {num('layer_encoder_raw', '.3g')}, null "
         f"{num('layer_encoder_null', '.3g')}, excess {num('layer_encoder_excess', '.3g')}; decoder raw "

@@ -115,7 +115,7 @@ def noise_sweep_table(runs: Runs) -> pd.DataFrame:
     ft, pre = runs.tables["finetune"], runs.tables["pretraining"]
     ft = ft[(ft.task == TASK_A) & (ft.k == s["sweep_k"])]
     random_ = ft[ft.init == "random"].set_index("seed").miou
-    pre = pre[pre.order == 0]
+    pre = pre[(pre.order == 0) & (pre.purpose == "arms")] if "purpose" in pre else pre[pre.order == 0]
     rows = []
     for level in [0.0] + list(s["noise_levels"]):
         key = label_key(level)
@@ -201,13 +201,19 @@ def probe_table(runs: Runs) -> pd.DataFrame:
     minus random init: the evidence of the "features learned" precondition."""
     probes = runs.tables["probes"].reset_index(drop=True)
     if probes.empty:
-        return pd.DataFrame(columns=["init", "pretraining", "k", "miou_mean", "n_seeds"])
-    out = aggregate_over_seeds(probes, "miou", ["init", "pretraining", "k"]).rename(columns={"n": "n_seeds"})
-    a = probes[probes.init == "noisy_encoder"].set_index("seed").miou
-    b = probes[probes.init == "random"].set_index("seed").miou
-    if len(set(a.index) & set(b.index)):
-        diff = paired_by_index(a, b)
-        out["paired_diff_vs_random"] = [diff.get("mean_diff") if i == "noisy_encoder" else np.nan for i in out.init]
+        return pd.DataFrame(columns=["network", "init", "pretraining", "k", "miou_mean", "n_seeds"])
+    if "network" not in probes:
+        probes = probes.assign(network="arms")
+    out = aggregate_over_seeds(probes, "miou", ["network", "init", "pretraining", "k"]).rename(columns={"n": "n_seeds"})
+    diffs = {}
+    for network, sub in probes.groupby("network", sort=False):
+        a = sub[sub.init == "noisy_encoder"].set_index("seed").miou
+        b = sub[sub.init == "random"].set_index("seed").miou
+        if len(set(a.index) & set(b.index)):
+            diffs[network] = paired_by_index(a, b).get("mean_diff")
+    out["paired_diff_vs_random"] = [
+        diffs.get(n, np.nan) if i == "noisy_encoder" else np.nan for n, i in zip(out.network, out.init)
+    ]
     out["steps"] = probes.steps.iloc[0]
     return out
 
@@ -216,7 +222,8 @@ def budgets_table(runs: Runs) -> pd.DataFrame:
     """Each trained arm's budget, one row per arm and condition (seeds folded into ``n_runs``; a budget column
     that differs between seeds lists its values)."""
     budgets = runs.tables["budgets"].reset_index(drop=True)
-    keys = ["stage", "task", "init", "k", "pretraining", "labels", "order"]
+    keys = ["stage", "purpose", "task", "init", "k", "pretraining", "labels", "order"]
+    keys = [k for k in keys if k in budgets.columns]
     if budgets.empty:
         return pd.DataFrame(columns=[*keys, "n_runs", *BUDGET_KEYS])
     join = lambda v: v.iloc[0] if v.nunique(dropna=False) == 1 else " / ".join(sorted({str(x) for x in v}))  # noqa: E731

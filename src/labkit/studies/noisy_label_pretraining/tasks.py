@@ -224,9 +224,11 @@ def probe_task(
     batch_size: int,
     lr: float,
     device: str = "cpu",
+    depth: int | None = None,
 ) -> dict:
     """Frozen linear probe of one encoder on task A: the seed's initial U-Net of :func:`finetune_task` (the random
-    initialisation the study compares against), its encoder replaced by the pretrained one (``weights``: ``{"path",
+    initialisation the study compares against; ``depth``: another encoder depth, the named checkpoint's full depth),
+    its encoder replaced by the pretrained one (``weights``: ``{"path",
     "digest"}``) or kept as it is (``weights=None``: random init), frozen; only a :class:`LinearProbe` head trains,
     on the first ``k`` clean fine-tuning tiles for ``steps`` AdamW steps (constant learning rate, no model
     selection; the same head initialisation and batches for every init of a seed), then scores the test tiles.
@@ -237,7 +239,7 @@ def probe_task(
 
     arrays = _load_arrays(data["path"], data["digest"])
     num_classes = int(model["num_classes"])
-    net = _model_from(model, num_classes, 1000 * seed + 21)
+    net = _model_from(model, num_classes, 1000 * seed + 21, depth)
     if weights is not None:
         state, _ = load_checkpoint(weights["path"])
         net.encoder.load_state_dict({n[len("encoder.") :]: v for n, v in state.items() if n.startswith("encoder.")})
