@@ -16,14 +16,16 @@ from .data import ALL_LABELS, StudyData, ablation_split, split_names
 
 # Effects of interest (labkit.core.claims)
 PAPER_GAIN = 0.03
-#: The paper's +3.0 mIoU over UniMatch at 1/16 (VOC, ResNet-50) as a share of the room labels leave there: about
-#: 12 mIoU points between supervised-only at 1/16 and full supervision for DeepLabV3+ ResNet-50 on VOC train-aug.
+#: The effect of interest as a share of the room labels leave in this regime (supervised-only at the fewest labels
+#: vs all labels): a stated practical size. The paper's +3.0 mIoU over UniMatch at 1/16 (VOC, ResNet-50) is its
+#: smallest reported gain; a quarter of the label gap is our reading of its order relative to the room there (the
+#: VOC supervised-only gap is not restated here: check it against the paper's tables before relying on the share).
 PAPER_GAIN_SHARE = 0.25
 #: The smallest effect of interest when the regime's gap is tiny (then label-limited fails anyway).
 MIN_GAIN = 0.005
 PAPER_GAIN_SOURCE = (
-    "the paper's gain over UniMatch at 1/16 labels on VOC with ResNet-50 (+3.0 mIoU, the smallest gain it reports "
-    "over a baseline), about a quarter of the ~12-point gap labels leave there, scaled to this regime's gap"
+    "a stated practical size: a quarter of this regime's label gap, read as the order of the paper's smallest "
+    "reported gain (+3.0 mIoU over UniMatch at 1/16 labels on VOC with ResNet-50) relative to the room labels leave"
 )
 PRACTICAL_MIOU = 0.02
 FLOOR_MARGIN = 0.01  # an arm a claim compares must beat the majority-class floor by this much mIoU
@@ -57,7 +59,10 @@ def paper_effect(gap: float | None) -> tuple[float, str]:
     """The beats-baselines effect of interest: :data:`PAPER_GAIN_SHARE` of the regime's label gap (at least
     :data:`MIN_GAIN`), or the paper's +3.0 mIoU as it stands when the gap is unknown."""
     if gap is None or not np.isfinite(gap):
-        return PAPER_GAIN, PAPER_GAIN_SOURCE.split(", about a quarter")[0] + ") as it stands (no regime gap measured)"
+        return (
+            PAPER_GAIN,
+            "the paper's smallest reported gain (+3.0 mIoU over UniMatch at 1/16 labels on VOC with ResNet-50) as it stands (no regime gap measured)",
+        )
     effect = max(PAPER_GAIN_SHARE * gap, MIN_GAIN)
     return effect, PAPER_GAIN_SOURCE + f" ({100 * gap:.2g} points here: {100 * effect:.2g} points)"
 
