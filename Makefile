@@ -31,7 +31,7 @@ reproduce: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 ## Every study's paper preset (the paper's architectures and data layouts) on small fixture trees, a few steps
 ## each, random weights under the kit's file names (offline; DEVICE=cuda on a GPU machine)

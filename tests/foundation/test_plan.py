@@ -5,7 +5,7 @@ import torch
 
 from labkit.cli import main
 from labkit.core.errors import ParameterError
-from labkit.core.plan import GridPlan, TaskBudget, check_budgets, count_flops
+from labkit.core.plan import GridPlan, TaskBudget, check_budgets, count_flops, measure
 from labkit.runner import study_plan
 
 STUDIES = ["dinov2_microct", "noisy_label_pretraining", "ssl_industrial", "sar_transfer", "farcluss"]
@@ -75,6 +75,23 @@ def test_flop_counter_on_a_linear_layer():
     x = torch.randn(3, 7)
     assert count_flops(layer, x, backward=False) == 2 * 7 * 5 * 3
     assert count_flops(layer, x.requires_grad_(), backward=True) == 3 * 2 * 7 * 5 * 3
+
+
+def test_trainable_counts_the_parameters_that_receive_a_gradient():
+    class SkipsAStage(torch.nn.Module):  # like a U-Net that stops its encoder before the last stage
+        def __init__(self):
+            super().__init__()
+            self.used = torch.nn.Linear(4, 3)  # 15 parameters
+            self.unreached = torch.nn.Linear(3, 100)  # 400 parameters the forward never reaches
+
+        def forward(self, x):
+            return self.used(x)
+
+    flops, trainable, total = measure("skips-a-stage", SkipsAStage, [(1, 4)])
+    assert (trainable, total) == (15, 415)
+    # a frozen part receives no gradient either; without a backward, requires_grad decides
+    _, trainable, _ = measure("skips-no-backward", SkipsAStage, [(1, 4)], backward=False)
+    assert trainable == 415
 
 
 def test_cli_exit_codes(capsys):

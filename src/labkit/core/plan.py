@@ -119,9 +119,16 @@ _FLOP_CACHE: dict[Any, tuple[float, int, int]] = {}
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """``(trainable, total)`` parameters of a torch module."""
+    """``(trainable, total)`` parameters of a torch module.
+
+    After a backward pass, trainable means *receives a gradient*: a parameter with ``requires_grad`` that the
+    forward never reaches (an encoder stage a truncated U-Net skips) does not train, and is not counted as if it
+    did. Before any backward, every parameter with ``requires_grad`` counts."""
     params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+    wanting = [p for p in params if p.requires_grad]
+    if any(p.grad is not None for p in wanting):
+        wanting = [p for p in wanting if p.grad is not None]
+    return sum(p.numel() for p in wanting), sum(p.numel() for p in params)
 
 
 def count_flops(model, inputs, backward: bool = True, loss: Callable | None = None) -> float:
@@ -161,7 +168,8 @@ def measure(
     """``(flops per sample, trainable, total parameters)`` of the model ``build()`` makes, on inputs of
     ``input_shapes`` (batch 1, or 2 where batch norm needs it: divided by the first input's batch), cached per ``key`` in this process. Tried on the ``meta`` device first (no
     arithmetic, so a ViT-B at 560 px costs nothing), then on the CPU. ``trainable(model)`` overrides the count of
-    trainable parameters (a frozen encoder); parameters with ``requires_grad`` are counted by default."""
+    trainable parameters (a frozen encoder); by default the parameters that receive a gradient in the backward
+    pass (with ``backward``), else those with ``requires_grad``."""
     if key in _FLOP_CACHE:
         return _FLOP_CACHE[key]
     import torch
