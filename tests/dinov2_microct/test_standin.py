@@ -11,7 +11,6 @@ from labkit.studies import dinov2_microct as study
 from labkit.studies.base import Runs
 from labkit.studies.dinov2_microct.claims import TRAINED_RATIO
 
-
 SMALL_CROP = 56  # the tests train and check at 8 x 8 tokens (the shipped stand-in: 24 x 24), to stay fast
 
 
