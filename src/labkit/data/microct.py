@@ -309,7 +309,9 @@ def _laminated_shale(rng, shape, scale, fr):
         aspect=lambda: (rng.uniform(0.8, 1.2), rng.uniform(0.3, 0.45), rng.uniform(1.0, 1.8)),
     )
     if pores.sum() > _n(shape, fr, "pore"):
-        pores = _take_top(ndimage.distance_transform_edt(pores) + 0.01 * rng.random(shape), pores, _n(shape, fr, "pore"))
+        pores = _take_top(
+            ndimage.distance_transform_edt(pores) + 0.01 * rng.random(shape), pores, _n(shape, fr, "pore")
+        )
     lamina = np.sin(2 * np.pi * u / period + rng.uniform(0, 6.3)) + 0.3 * _smooth_field(rng, shape, 2.5)
     phases = np.full(shape, MINERAL, np.uint8)
     phases[pores] = PORE

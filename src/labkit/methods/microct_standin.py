@@ -168,7 +168,11 @@ def heldout_losses(mae, images: torch.Tensor, seed: int = 0, batch_size: int = 3
         x = crops[i : i + batch_size]
         loss, _, mask = mae(x, generator=gen)
         target = mae.target(x)  # the loss's target space (per-patch normalised with norm_pix_loss)
-        mean = target.mean((1, 2), keepdim=True) if mae.norm_pix_loss else patchify(x.mean((2, 3), keepdim=True).expand_as(x), mae.patch)
+        mean = (
+            target.mean((1, 2), keepdim=True)
+            if mae.norm_pix_loss
+            else patchify(x.mean((2, 3), keepdim=True).expand_as(x), mae.patch)
+        )
         per_patch = ((mean - target) ** 2).mean(-1)
         total += float(loss) * len(x)
         trivial += float((per_patch * mask).sum() / mask.sum()) * len(x)
@@ -280,11 +284,39 @@ def pretrain(
         state = {k: v for k, v in warm.state_dict().items() if k not in ("encoder.pos_embed", "decoder_pos")}
         missing, unexpected = mae.load_state_dict(state, strict=False)
         assert not unexpected and set(missing) <= {"encoder.pos_embed", "decoder_pos"}, (missing, unexpected)
-    _train(mae, data, steps, batch_size, lr, gen, curve, started, progress, log_every, probe.to(device), TRAIN_CROP, warm_steps)
+    _train(
+        mae,
+        data,
+        steps,
+        batch_size,
+        lr,
+        gen,
+        curve,
+        started,
+        progress,
+        log_every,
+        probe.to(device),
+        TRAIN_CROP,
+        warm_steps,
+    )
     final, trivial = heldout_losses(mae.cpu(), heldout)
     return to_eval_size(encoder.cpu().eval()), _record(
-        mae, heldout, final, trivial, data, steps, batch_size, lr, mask_ratio, seed, spr, norm_pix, curve, started,
-        warm_steps, warm_crop,
+        mae,
+        heldout,
+        final,
+        trivial,
+        data,
+        steps,
+        batch_size,
+        lr,
+        mask_ratio,
+        seed,
+        spr,
+        norm_pix,
+        curve,
+        started,
+        warm_steps,
+        warm_crop,
     )
 
 
@@ -331,8 +363,22 @@ def _train(mae, data, steps, batch_size, lr, gen, curve, started, progress, log_
 
 
 def _record(
-    mae, heldout, final, trivial, data, steps, batch_size, lr, mask_ratio, seed, spr, norm_pix, curve, started,
-    warm_steps=0, warm_crop=56,
+    mae,
+    heldout,
+    final,
+    trivial,
+    data,
+    steps,
+    batch_size,
+    lr,
+    mask_ratio,
+    seed,
+    spr,
+    norm_pix,
+    curve,
+    started,
+    warm_steps=0,
+    warm_crop=56,
 ) -> dict:
     learner_free = learner_free_losses(heldout, mask_ratio, norm_pix=norm_pix)["visible_mean"]
     record = {
