@@ -11,17 +11,52 @@ from labkit.core.errors import DataError
 from labkit.data import microct as m
 
 
-def test_every_rock_type_has_all_three_phases_and_differs():
-    fractions = {}
+def _phases(rock, seed, shape=(12, 64, 64)):
+    return m.material_phases(m.simulate_rock(rock, shape, seed=seed))
+
+
+def test_rocks_share_phase_fractions_and_mineralogy():
+    """Every rock type draws its porosity and micro-porosity from the same ranges and hits them exactly, with the
+    same materials per phase: a phase's grey level is the scanner's, not the rock's."""
     for rock in m.ROCK_TYPES:
-        phases = m.material_phases(m.simulate_rock(rock, (12, 64, 64), seed=1))
+        rng = np.random.default_rng(1)
+        mat = m.simulate_rock(rock, (12, 64, 64), seed=rng)
+        phases = m.material_phases(mat)
         frac = np.bincount(phases.ravel(), minlength=3) / phases.size
-        assert (frac > 0.01).all(), (rock, frac)
-        fractions[rock] = frac
-    # geology: the shale is clay-dominated and tight, the clean sandstone is mostly grains
-    assert fractions["laminated_shale"][m.MICRO] > 0.5
-    assert fractions["laminated_shale"][m.PORE] < fractions["well_sorted_sandstone"][m.PORE]
-    assert fractions["well_sorted_sandstone"][m.MINERAL] > fractions["poorly_sorted_sandstone"][m.MINERAL]
+        lo = [m.PHASE_FRACTION_RANGES["pore"][0], 0.0, m.PHASE_FRACTION_RANGES["microporous"][0]]
+        hi = [m.PHASE_FRACTION_RANGES["pore"][1], 1.0, m.PHASE_FRACTION_RANGES["microporous"][1]]
+        assert np.all(frac >= np.array(lo) - 1e-3) and np.all(frac <= np.array(hi) + 1e-3), (rock, frac)
+        used = {m.MATERIALS[i].name for i in np.unique(mat)}
+        assert used == {"air", "quartz", "feldspar", "clay"}, (rock, used)
+
+
+def test_same_fractions_give_same_grey_histograms_but_textures_differ():
+    """Rocks drawn with the same phase fractions: their grey histograms match within the scanner's noise (the
+    histogram distance between rocks is of the order of that between two samples of one rock), while their
+    textures differ (the two-point autocorrelation of the pore phase: its range and its anisotropy)."""
+
+    fr = dict(m.PHASE_FRACTIONS)
+    hists, corr, aniso = {}, {}, {}
+    for rock, build in m._PHASE_BUILDERS.items():
+        for s in (0, 1):
+            rng = np.random.default_rng(s)
+            ph = build(rng, (8, 64, 64), 1.0, fr)
+            frac = np.bincount(ph.ravel(), minlength=3) / ph.size
+            assert np.allclose(frac, [fr["pore"], fr["mineral"], fr["microporous"]], atol=2e-3), (rock, frac)
+            grey = m.ct_forward(m._to_materials(rng, ph, 1.0), "benchtop_80kv", seed=s).astype(float)
+            hists[rock, s] = np.histogram(grey, 32, (0, 255), density=True)[0]
+            if s == 0:
+                pore = (ph == m.PORE).astype(float)[4] - fr["pore"]
+                ac = np.fft.ifft2(np.abs(np.fft.fft2(pore)) ** 2).real
+                corr[rock] = float(ac[0, 3] / ac[0, 0])
+                aniso[rock] = float(ac[0, 3] / ac[0, 0]) / max(float(ac[3, 0] / ac[0, 0]), 1e-3)
+    within = np.mean([np.abs(hists[r, 0] - hists[r, 1]).sum() for r in m.ROCK_TYPES])
+    between = np.mean([np.abs(hists[a, 0] - hists[b, 1]).sum() for a in m.ROCK_TYPES for b in m.ROCK_TYPES if a != b])
+    assert between < 3 * within + 0.02, (between, within)
+    # textures: the vugs and the big ooid pores correlate over longer distances than the shale's thin pores
+    assert max(corr.values()) - min(corr.values()) > 0.15, corr
+    # and the shale's bedding: its pores correlate further along the bedding (x) than across it (y)
+    assert aniso["laminated_shale"] > 1.5 * max(v for r, v in aniso.items() if r != "laminated_shale"), aniso
 
 
 def test_simulation_is_seeded():

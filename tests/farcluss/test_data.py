@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labkit.core.errors import DataError
+import labkit
+from labkit.core.errors import DataError, ParameterError
 from labkit.data import scenes as sc
 from labkit.data import segmentation_folders as sf
 
@@ -292,3 +293,31 @@ def test_prepared_arrays_are_written_once_under_their_content_digest(tmp_path):
     assert pa.array_digest(x.reshape(4, 3), y) != digest
     state_path, state_digest = pa.write_state_file(tmp_path / "states", {"b": y, "a": x})
     assert state_digest == pa.array_digest(x, y) and state_path.endswith(f"{state_digest}.safetensors")
+
+
+def test_a_finer_scene_resolution_keeps_the_class_shares_and_enlarges_the_objects():
+    from scipy import ndimage
+
+    coarse = sc.simulate_scenes(24, seed=5, config=sc.SceneConfig(size=32, resolution=1.0))
+    fine = sc.simulate_scenes(24, seed=5, config=sc.SceneConfig(size=64, resolution=2.0))
+    f_coarse = sc.class_frequencies(coarse.masks, len(sc.SCENE_CLASSES))
+    f_fine = sc.class_frequencies(fine.masks, len(sc.SCENE_CLASSES))
+    vehicle = sc.SCENE_CLASSES.index("vehicle")
+    assert 0 < f_fine[vehicle] < 0.02 and 0.5 < f_fine[vehicle] / f_coarse[vehicle] < 2  # still a tail, same share
+    assert np.abs(f_fine - f_coarse).max() < 0.06
+
+    def median_area(masks):
+        areas = []
+        for m in masks:
+            lab, n = ndimage.label(m == vehicle)
+            areas += list(np.bincount(lab.ravel())[1:])
+        return np.median(areas)
+
+    assert median_area(fine.masks) >= 3 * median_area(coarse.masks)  # about 4x the pixels: 2x finer sampling
+    with pytest.raises(ParameterError, match="resolution"):
+        sc.SceneConfig(resolution=0)
+
+
+def test_a_scene_smaller_than_the_crop_is_refused_at_configure_time():
+    with pytest.raises(ParameterError, match="scene_size 16 is smaller than image_size 32"):
+        labkit.configure("farcluss", "smoke", {"scene_size": 16, "image_size": 32})

@@ -1,5 +1,6 @@
 """Study glue: the run plan (each configuration once), the tables, and the claims judged on (synthetic) runs."""
 
+import importlib
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from labkit.studies.farcluss import tables
 from labkit.studies.farcluss.arms import ablation_arms
 from labkit.studies.farcluss.data import StudyData, ablation_split, split_fraction, split_names
 from labkit.studies.farcluss.experiment import Trained, gains_table, gather, train
+
+fc_claims = importlib.import_module("labkit.studies.farcluss.claims")  # the package attribute "claims" is the function
 
 
 @pytest.fixture
@@ -40,9 +43,12 @@ def _gathered(cfg, results, costs=None):
     return gather(cfg, Trained(results.runs, results.budgets, pd.DataFrame()), data, costs)
 
 
-def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_gain=0.1, seeds=3, floor=0.2):
+def _runs(
+    cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_gain=0.1, seeds=3, floor=0.2, late_gain=0.001
+):
     """Runs as the grids give them: FARCLUSS gains ``gain`` (more on tail and boundary pixels), each
-    part adds ``part_gain``, all labels beat the fewest by ``full_gap``."""
+    part adds ``part_gain``, all labels beat the fewest by ``full_gap``; FARCLUSS's last fifth gains ``late_gain``
+    (the other arms 0.001)."""
     rng = np.random.default_rng(0)
     rows = []
     for seed in range(seeds):
@@ -61,6 +67,7 @@ def _runs(cfg, gain=0.05, part_gain=0.00625, full_gap=0.08, tail_all=0.3, tail_g
                         "miou_body": base + g,
                         "miou_tail": 0.1 + g + tail_gain * (arm == "farcluss"),
                         "boundary_miou": 0.3 + 2 * g,
+                        "late_gain": late_gain if arm == "farcluss" else 0.001,
                     }
                 )
         split = ablation_split(cfg)
@@ -153,6 +160,24 @@ def test_a_baseline_that_is_not_label_limited_leaves_the_claims_not_evaluated(cf
         assert "precondition 'label-limited' failed" in verdicts[claim]["reason"]
     assert verdicts["prototype_contrast_cheap"]["status"] == HELD
     assert verdicts["prototype_contrast_small_overhead"]["status"] == HELD
+
+
+def test_an_arm_still_improving_leaves_the_main_claims_not_evaluated(cfg):
+    verdicts = _verdicts(cfg, _runs(cfg, late_gain=0.05), _costs())
+    few = split_names(cfg)[0]
+    for claim in ("beats_baselines_every_fraction", "largest_gains_tail_and_boundaries"):
+        assert verdicts[claim]["status"] == NOT_EVALUATED
+        assert f"precondition 'plateau (farcluss at {few})' failed" in verdicts[claim]["reason"]
+
+
+def test_the_papers_gain_is_scaled_to_the_regimes_label_gap(cfg):
+    effect, source = fc_claims.paper_effect(0.08)
+    assert effect == pytest.approx(0.02) and "8 points here" in source
+    assert fc_claims.paper_effect(None)[0] == 0.03 and fc_claims.paper_effect(0.001)[0] == fc_claims.MIN_GAIN
+    runs = _gathered(cfg, _runs(cfg, full_gap=0.08))
+    assert fc_claims.label_gap(cfg, runs.tables["regime"]) == pytest.approx(0.08)
+    claim = next(c for c in fc_claims.claims(cfg, runs) if c.id == "beats_baselines_every_fraction")
+    assert [c.effect for c in claim.compare] == pytest.approx([0.02] * len(claim.compare))
 
 
 def test_an_unresolved_tail_leaves_the_tail_claim_not_evaluated(cfg):

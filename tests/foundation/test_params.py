@@ -181,7 +181,9 @@ def batch_within_images(cfg):
 
 
 def test_a_spec_config_check_refuses_bad_input_at_resolve_time(tmp_path):
-    spec_text = SPEC.replace("name: toy", "name: toy\nconfig_checks: [tests.foundation.test_params:batch_within_images]")
+    spec_text = SPEC.replace(
+        "name: toy", "name: toy\nconfig_checks: [tests.foundation.test_params:batch_within_images]"
+    )
     spec_text += textwrap.indent(
         textwrap.dedent("""
         images: {type: int, value: 8, help: images}

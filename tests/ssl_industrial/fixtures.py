@@ -73,3 +73,29 @@ def write_per_class_tree(
             _save(root / defect / "Imgs" / f"{defect}{i:03d}.bmp", img)
             _save(root / defect / "Imgs" / f"{defect}{i:03d}.png", mask)
     return root
+
+
+def write_non_square_tree(
+    root, n_good=24, n_per_defect=4, shapes=((30, 72), (60, 24)), defect_side=6, seed=2, defect_at=None
+):
+    """A per-class tree of non-square grey images (aspect 0.4 and 2.4, alternating): the defect-free class
+    ``good`` and one defect class ``dent`` whose square ``defect_side`` px defects sit near the far end of the long
+    side (a centre crop would miss them; a squash would flatten them; ``defect_at``: their top-left corner
+    instead). Returns the root."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_good):
+        h, w = shapes[i % len(shapes)]
+        img = (128 + 30 * rng.standard_normal((h, w))).clip(0, 255).astype(np.uint8)
+        _save(root / "good" / "Imgs" / f"g{i:03d}.bmp", img)
+    for i in range(n_per_defect):
+        h, w = shapes[i % len(shapes)]
+        img = (128 + 30 * rng.standard_normal((h, w))).clip(0, 255).astype(np.uint8)
+        mask = np.zeros((h, w), np.uint8)
+        y, x = (h // 2, w - defect_side - 2) if w > h else (h - defect_side - 2, w // 2)
+        if defect_at is not None:
+            y, x = defect_at
+        mask[y : y + defect_side, x : x + defect_side] = 255
+        img[mask > 0] = 10
+        _save(root / "dent" / "Imgs" / f"d{i:03d}.bmp", img)
+        _save(root / "dent" / "Imgs" / f"d{i:03d}.png", mask)
+    return root

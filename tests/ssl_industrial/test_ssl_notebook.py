@@ -40,5 +40,7 @@ def test_notebook_runs_on_a_fixture_tree(tmp_path, layout):
     import pandas as pd
 
     summary = pd.read_csv(sorted((tmp_path / "runs").rglob("data_summary.csv"))[-1]).set_index("set")
-    assert summary.loc["pool", "defective"] == 4 and summary.loc["test", "defective"] == 4  # the tree's 8, split
-    assert summary.loc["unlabeled", "images"] == 32 and summary.loc["unlabeled", "defective"] == 0
+    # the tree's 8 defect images, split; the test set is tiled (non-square images: one or more defect tiles each)
+    assert summary.loc["pool", "defective"] == 4 and summary.loc["test", "defective"] >= 4
+    assert summary.loc["unlabeled", "source_images"] == 32 and summary.loc["unlabeled", "defective"] == 0
+    assert summary.loc["defect masks vanished in the resize", "images"] == 0

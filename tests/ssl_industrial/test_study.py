@@ -60,19 +60,20 @@ def test_real_folders_split_by_the_documented_rule(tmp_path, monkeypatch, layout
     data = study.data(cfg)
     assert data["pool"]["images"].shape[1:] == (channels, 32, 32)
     n_bad = 8
-    assert (data["pool"]["defect_types"] != "good").sum() == n_bad // 2
-    assert (data["test"]["defect_types"] != "good").sum() == n_bad - n_bad // 2
-    assert (data["unlabeled"]["defect_types"] == "good").all() and len(data["unlabeled"]["images"]) == 16
+    assert (data["pool"]["defect_types"] != "good").sum() == n_bad // 2  # one crop per labelled image
+    test_bad = data["test"]["defect_types"] != "good"  # tiles: each defect image gives one or more defect tiles
+    assert test_bad.sum() >= n_bad - n_bad // 2
+    assert data["geometry"]["test"]["source_images"] == 2 * (n_bad - n_bad // 2)
+    assert (data["unlabeled"]["defect_types"] == "good").all() and data["geometry"]["unlabeled"]["source_images"] == 16
     assert data["test"]["masks"][data["test"]["defect_types"] != "good"].any(axis=(1, 2)).all()
     again = study.data(cfg)
     assert again["digest"] == data["digest"]  # seeded split
 
 
-def test_too_few_defect_free_images_for_pretraining_is_an_error(tmp_path):
-    root = write_mvtec_tree(tmp_path / "d", n_train_good=6)
-    cfg = _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=16)
-    with pytest.raises(DataError, match="n_unlabeled=16"):
-        study.data(cfg)
+def test_too_few_defect_free_images_for_pretraining_is_an_error_at_configure_time(tmp_path):
+    root = write_mvtec_tree(tmp_path / "d", n_train_good=6)  # 10 defect-free: 6 left after test and pool
+    with pytest.raises(DataError, match=r"10 defect-free images, of which 6 .* n_unlabeled=16.*-p n_unlabeled 6"):
+        _cfg("smoke", data_source="mvtec", data_root=str(root), n_unlabeled=16, pretrain_batch_size=8)
 
 
 def test_unknown_defect_folder_is_an_error(tmp_path):

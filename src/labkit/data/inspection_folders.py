@@ -15,7 +15,10 @@ Two layouts:
       root/<class>/Imgs/<name>.png   its mask (a class of "good"/"ok" images may have none)
 
 Images come back as float32 (N, C, H, W) in [0, 1] with ``channels`` 1 (grey) or 3 (colour),
-resized to ``size`` (any input size; masks resized with nearest neighbour). Masks are binarised:
+resized to ``size`` (any input size; masks resized with nearest neighbour): squashed to ``size`` x ``size``
+(``fit="squash"``), or with their aspect kept, the short side resized to ``size`` (``fit="short_side"``: the
+images and masks are then (N,) object arrays of (C, H, W) and (H, W) arrays, to be tiled or cropped to
+``size`` x ``size`` by the caller, so a non-square image is never squashed). Masks are binarised:
 a pixel is a defect when its value exceeds ``mask_threshold`` times the mask's full scale (255 for
 8-bit, 65535 for 16-bit, 1 for masks stored as 0/1); a defect image whose mask comes out empty
 is kept, with one warning listing such masks, and a defect class folder whose masks are **all** empty
@@ -59,6 +62,8 @@ class InspectionSet:
     defect_fractions: np.ndarray | None = None
     #: masks with defect pixels at their own resolution and none after the resize to ``size``.
     vanished: list[str] = field(default_factory=list)
+    #: (N,) each image's defect area in pixels after the resize (its defect share x the resized image's area).
+    defect_pixels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -78,6 +83,7 @@ class InspectionSet:
             list(self.skipped),
             None if self.defect_fractions is None else self.defect_fractions[index],
             list(self.vanished),
+            None if self.defect_pixels is None else self.defect_pixels[index],
         )
 
 
@@ -128,21 +134,39 @@ def _binarise(mask: np.ndarray, threshold: float) -> np.ndarray:
     return mask > threshold * full
 
 
-def _resize(array: np.ndarray, size: int | None, order: int) -> np.ndarray:
-    if size is None or array.shape[-2:] == (size, size):
+FITS = ("squash", "short_side")
+
+
+def fitted_shape(shape: tuple[int, int], size: int | None, fit: str = "squash") -> tuple[int, int]:
+    """The (H, W) an image of ``shape`` is resized to: ``size`` x ``size`` (squash), or its short side to ``size``
+    with the aspect kept (short_side); ``size`` None keeps it."""
+    h, w = int(shape[0]), int(shape[1])
+    if size is None:
+        return h, w
+    if fit == "squash":
+        return size, size
+    scale = size / min(h, w)
+    return (size, max(size, round(w * scale))) if h <= w else (max(size, round(h * scale)), size)
+
+
+def _resize(array: np.ndarray, shape: tuple[int, int], order: int) -> np.ndarray:
+    if array.shape[-2:] == tuple(shape):
         return array
     from skimage.transform import resize
 
     return resize(
-        array, array.shape[:-2] + (size, size), order=order, anti_aliasing=order > 0, preserve_range=True
+        array, array.shape[:-2] + tuple(shape), order=order, anti_aliasing=order > 0, preserve_range=True
     ).astype(array.dtype)
 
 
 class _Reader:
-    def __init__(self, channels, size, on_corrupt, mask_threshold):
+    def __init__(self, channels, size, on_corrupt, mask_threshold, fit="squash"):
+        if fit not in FITS:
+            raise ParameterError(f"fit must be one of {FITS}, got {fit!r}")
         self.channels, self.size, self.on_corrupt, self.mask_threshold = channels, size, on_corrupt, mask_threshold
+        self.fit = fit
         self.images, self.masks, self.types, self.splits, self.files, self.skipped = [], [], [], [], [], []
-        self.empty_masks, self.fractions, self.vanished = [], [], []
+        self.empty_masks, self.fractions, self.vanished, self.pixels = [], [], [], []
         self.masks_by_class: dict[str, list[bool]] = {}  # defect class -> whether each of its masks has a defect
 
     def add(self, image_path: Path, mask_path: Path | None, defect: str, split: str):
@@ -179,11 +203,13 @@ class _Reader:
                 self.empty_masks.append(str(mask_path))
             if defect != "good":
                 self.masks_by_class.setdefault(defect, []).append(bool(mask.any()))
-        resized = _resize(mask.astype(np.uint8), self.size, 0)
+        shape = fitted_shape(mask.shape, self.size, self.fit)
+        resized = _resize(mask.astype(np.uint8), shape, 0)
         if mask.any() and not resized.any():
             self.vanished.append(str(mask_path))
         self.fractions.append(float(mask.mean()))
-        self.images.append(np.clip(_resize(image, self.size, 1), 0, 1))
+        self.pixels.append(float(mask.mean()) * shape[0] * shape[1])
+        self.images.append(np.clip(_resize(image, shape, 1), 0, 1))
         self.masks.append(resized)
         self.types.append(defect)
         self.splits.append(split)
@@ -211,23 +237,84 @@ class _Reader:
                 )
         if not self.images:
             raise DataError(f"{root}: no readable images found")
-        shapes = {im.shape for im in self.images}
-        if len(shapes) > 1:
-            raise DataError(f"{root}: images have different sizes {sorted(shapes)[:4]}; pass size=... to resize them")
+        if self.fit == "short_side":  # one array per image, its aspect kept
+            images, masks = np.empty(len(self.images), object), np.empty(len(self.masks), object)
+            for i, (im, m) in enumerate(zip(self.images, self.masks)):
+                images[i], masks[i] = im.astype(np.float32), m.astype(np.int64)
+        else:
+            shapes = {im.shape for im in self.images}
+            if len(shapes) > 1:
+                raise DataError(
+                    f"{root}: images have different sizes {sorted(shapes)[:4]}; pass size=... to resize them"
+                )
+            images, masks = np.stack(self.images).astype(np.float32), np.stack(self.masks).astype(np.int64)
         return InspectionSet(
-            np.stack(self.images).astype(np.float32),
-            np.stack(self.masks).astype(np.int64),
+            images,
+            masks,
             np.array(self.types, dtype=str),
             np.array(self.splits, dtype=str),
             self.files,
             self.skipped,
             np.asarray(self.fractions, np.float64),
             self.vanished,
+            np.asarray(self.pixels, np.float64),
         )
 
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _per_class_photos(folder: Path) -> tuple[list[Path], dict[str, Path]]:
+    """A per-class ``Imgs`` folder's images and ``{stem: mask}``: the non-PNG files with their PNG masks, or in a
+    PNG-only folder the PNGs that are not ``<name>_mask.png`` with those masks."""
+    files = _images_in(folder)
+    masks = {p.stem: p for p in files if p.suffix.lower() == ".png"}
+    photos = [p for p in files if p.suffix.lower() != ".png"]
+    if not photos:
+        photos = [p for p in files if not p.stem.endswith("_mask")]
+        masks = {p.stem[:-5]: p for p in files if p.stem.endswith("_mask")}
+    return photos, masks
+
+
+def count_inspection_files(
+    root: str | Path, layout: str, *, good_class: str | None = None, image_dir: str = "Imgs", good_classes=GOOD_NAMES
+) -> dict:
+    """The image files an inspection folder holds, by name only (no pixel is read: a configure-time check):
+    ``{"good": defect-free images, "defect": defect images, "classes": {defect class: images}}``. ``layout``:
+    ``mvtec`` or ``per_class`` (the loaders' rules). Unreadable files are counted; the loaders skip them later.
+    Raises DataError for a ``good_class`` folder that does not exist."""
+    root = Path(root)
+    classes: dict[str, int] = {}
+    good = 0
+    if layout == "mvtec":
+        for split in ("train", "test"):
+            folder = root / split
+            if not folder.is_dir():
+                continue
+            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+                n = len(_images_in(sub))
+                if sub.name == "good":
+                    good += n
+                else:
+                    classes[sub.name] = classes.get(sub.name, 0) + n
+    else:
+        names = {g.lower() for g in good_classes}
+        if good_class is not None:
+            if not (root / good_class).is_dir():
+                found = sorted(p.name for p in root.iterdir() if p.is_dir())
+                raise DataError(
+                    f"parameter good_class: no class folder '{good_class}' under {root}; its class folders are {found}"
+                )
+            names.add(good_class.lower())
+        for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            folder = class_dir / image_dir
+            n = len(_per_class_photos(folder)[0]) if folder.is_dir() else 0
+            if class_dir.name.lower() in names:
+                good += n
+            else:
+                classes[class_dir.name] = n
+    return {"good": good, "defect": sum(classes.values()), "classes": classes}
 
 
 def load_mvtec_style(
@@ -239,8 +326,9 @@ def load_mvtec_style(
     size: int | None = 64,
     mask_threshold: float = 0.5,
     on_corrupt: str = "warn",
+    fit: str = "squash",
 ) -> InspectionSet:
-    """Load an MVTec-AD-style category folder (see module docstring).
+    """Load an MVTec-AD-style category folder (see module docstring; ``fit``: squash or short_side).
 
     defect_types: the defect folder names expected under ``test/`` (None: accept any); a folder not
     in the list raises DataError. Every defective test image must have its mask.
@@ -249,7 +337,7 @@ def load_mvtec_style(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: inspection folder does not exist")
-    reader = _Reader(channels, size, on_corrupt, mask_threshold)
+    reader = _Reader(channels, size, on_corrupt, mask_threshold, fit)
     for split in splits:
         if split not in ("train", "test"):
             raise ParameterError(f"splits must be among ('train', 'test'), got {split!r}")
@@ -283,6 +371,7 @@ def load_per_class(
     on_corrupt: str = "warn",
     good_classes=GOOD_NAMES,
     good_class: str | None = None,
+    fit: str = "squash",
 ) -> InspectionSet:
     """Load ``root/<class>/<image_dir>/<name>.<jpg|...>`` with masks ``<name>.png`` beside them.
 
@@ -290,6 +379,7 @@ def load_per_class(
     (case-insensitive) or ``good_class`` (a plant's own name for it, e.g. ``Normal_parts``; a folder of that
     name must exist). An image of a defect class without its mask raises DataError; in the defect-free class a
     missing mask means an all-good mask. classes: the class folders expected (None: all); others raise DataError.
+    ``fit``: squash or short_side (module docstring).
     """
     _check_options(channels, on_corrupt, mask_threshold)
     root = Path(root)
@@ -303,7 +393,7 @@ def load_per_class(
                 f"good_class '{good_class}': no such class folder under {root}; its class folders are {found}"
             )
         good_classes.add(good_class.lower())
-    reader = _Reader(channels, size, on_corrupt, mask_threshold)
+    reader = _Reader(channels, size, on_corrupt, mask_threshold, fit)
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         name = class_dir.name
         if classes is not None and name not in classes:
@@ -312,12 +402,7 @@ def load_per_class(
         if not folder.is_dir():
             raise DataError(f"{class_dir}: no '{image_dir}' folder with images and masks")
         is_good = name.lower() in good_classes
-        files = _images_in(folder)
-        masks = {p.stem: p for p in files if p.suffix.lower() == ".png"}
-        photos = [p for p in files if p.suffix.lower() != ".png"]
-        if not photos:  # a PNG-only folder: images are the PNGs that are not '<name>_mask.png'
-            photos = [p for p in files if not p.stem.endswith("_mask")]
-            masks = {p.stem[:-5]: p for p in files if p.stem.endswith("_mask")}
+        photos, masks = _per_class_photos(folder)
         for image_path in photos:
             mask_path = masks.get(image_path.stem)
             if mask_path is None and not is_good:

@@ -106,26 +106,56 @@ def _smooth_field(rng: np.random.Generator, shape, sigma) -> np.ndarray:
     return (f - f.mean()) / (f.std() + 1e-8)
 
 
+# Every rock type shares one mineralogy and one distribution of phase fractions; they differ only in how the
+# phases are arranged (texture and morphology). Each rock sample draws its porosity and micro-porosity from the
+# same ranges (:data:`PHASE_FRACTION_RANGES`, whatever its rock type: samples of one formation overlap in porosity)
+# and its phase map hits them exactly; grey levels per phase are set by the scanner, not the rock. A slice's grey
+# histogram then tells its sample's porosity, not its rock type (up to the partial-volume voxels at phase
+# boundaries, whose number does depend on the texture, as in real scans).
+PHASE_FRACTION_RANGES: dict[str, tuple[float, float]] = {"pore": (0.10, 0.26), "microporous": (0.08, 0.24)}
+PHASE_FRACTIONS: dict[str, float] = {"pore": 0.18, "mineral": 0.66, "microporous": 0.16}  # the ranges' middle
+
+
+def draw_phase_fractions(rng: np.random.Generator) -> dict[str, float]:
+    """One sample's phase fractions: porosity and micro-porosity uniform in :data:`PHASE_FRACTION_RANGES`,
+    the same for every rock type; the mineral phase takes the rest."""
+    pore = float(rng.uniform(*PHASE_FRACTION_RANGES["pore"]))
+    micro = float(rng.uniform(*PHASE_FRACTION_RANGES["microporous"]))
+    return {"pore": pore, "mineral": 1.0 - pore - micro, "microporous": micro}
+
+
+FELDSPAR_FRACTION = 0.15  # of the mineral voxels, in every rock (an arkosic / mixed assemblage)
+
+
+def _take_top(score: np.ndarray, allowed: np.ndarray, n: int) -> np.ndarray:
+    """Boolean mask of the ``n`` voxels of ``allowed`` with the highest ``score`` (exact count, ties broken
+    by position): how every rock hits :data:`PHASE_FRACTIONS` exactly."""
+    out = np.zeros(score.shape, bool)
+    idx = np.flatnonzero(allowed)
+    n = int(min(max(n, 0), idx.size))
+    if n:
+        vals = score.ravel()[idx]
+        keep = idx[np.argpartition(-vals, n - 1)[:n]] if n < idx.size else idx
+        out.ravel()[keep] = True
+    return out
+
+
 def _place_ellipsoids(
-    mat: np.ndarray,
+    shape,
     rng: np.random.Generator,
     radius: Callable[[], float],
     target_fraction: float,
-    material: Callable[[], int],
     *,
     aspect: Callable[[], tuple[float, float, float]] = lambda: (1.0, 1.0, 1.0),
-    core: tuple[float, int] | None = None,
     occupied: np.ndarray | None = None,
-    max_objects: int = 20000,
-) -> np.ndarray:
-    """Drop ellipsoids at random until `target_fraction` of the volume is covered.
-
-    Overlap is allowed (it stands for compaction and pressure solution). ``core=(f, m)``
-    paints the inner fraction ``f`` of each radius with material ``m`` (ooid nuclei).
-    Returns the boolean coverage mask.
-    """
-    shape = np.array(mat.shape)
-    covered = np.zeros(mat.shape, bool) if occupied is None else occupied
+    max_objects: int = 50000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Drop ellipsoids at random until ``target_fraction`` of the volume is covered (overlap allowed: it
+    stands for compaction and pressure solution). Returns (coverage mask, q) where ``q`` is each covered
+    voxel's normalised radius in the ellipsoid that covers it most centrally (0 centre, 1 rim; 2 outside)."""
+    shape_a = np.array(shape)
+    covered = np.zeros(shape, bool) if occupied is None else occupied
+    q_map = np.full(shape, 2.0, np.float32)
     n_total = covered.size
     count = int(covered.sum())
     for _ in range(max_objects):
@@ -133,133 +163,180 @@ def _place_ellipsoids(
             break
         r = float(radius())
         ax = np.array(aspect(), dtype=float) * r
-        c = rng.uniform(-ax, shape + ax)
+        c = rng.uniform(-ax, shape_a + ax)
         lo = np.maximum(np.floor(c - ax).astype(int), 0)
-        hi = np.minimum(np.ceil(c + ax).astype(int) + 1, shape)
+        hi = np.minimum(np.ceil(c + ax).astype(int) + 1, shape_a)
         if np.any(hi <= lo):
             continue
         zz, yy, xx = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        q = ((zz - c[0]) / ax[0]) ** 2 + ((yy - c[1]) / ax[1]) ** 2 + ((xx - c[2]) / ax[2]) ** 2
+        q = np.sqrt(((zz - c[0]) / ax[0]) ** 2 + ((yy - c[1]) / ax[1]) ** 2 + ((xx - c[2]) / ax[2]) ** 2)
         inside = q <= 1.0
         box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
         count += int(np.count_nonzero(inside & ~covered[box]))
         covered[box] |= inside
-        mat[box][inside] = material()
-        if core is not None:
-            mat[box][q <= core[0] ** 2] = core[1]
-    return covered
+        q_map[box] = np.minimum(q_map[box], np.where(inside, q, 2.0)).astype(np.float32)
+    return covered, q_map
 
 
-def _well_sorted_sandstone(rng, shape, scale):
-    """Clean, well-sorted quartz arenite (Berea-like): equant grains of one size, ~20%
-    intergranular porosity, patchy grain-coating clay."""
-    mat = np.full(shape, MATERIAL_INDEX["air"], np.uint8)
-    q, f = MATERIAL_INDEX["quartz"], MATERIAL_INDEX["feldspar"]
-    solid = _place_ellipsoids(
-        mat,
+def _n(shape, fr: dict[str, float], phase: str) -> int:
+    return int(round(fr[phase] * int(np.prod(shape))))
+
+
+def _to_materials(rng, phases: np.ndarray, scale: float) -> np.ndarray:
+    """Material map of a phase map, with the same assemblage in every rock: air in pores, clay in the
+    micro-porous phase, quartz grains/crystals with :data:`FELDSPAR_FRACTION` of the mineral voxels feldspar
+    (patches about a grain across)."""
+    mat = np.full(phases.shape, MATERIAL_INDEX["air"], np.uint8)
+    mineral = phases == MINERAL
+    mat[mineral] = MATERIAL_INDEX["quartz"]
+    feld = _take_top(_smooth_field(rng, phases.shape, 2.5 * scale), mineral, int(FELDSPAR_FRACTION * mineral.sum()))
+    mat[feld] = MATERIAL_INDEX["feldspar"]
+    mat[phases == MICRO] = MATERIAL_INDEX["clay"]
+    return mat
+
+
+def _grains_then_pore_fill(rng, shape, scale, fr, radius, aspect, fill_score) -> np.ndarray:
+    """Grain-supported rocks: grains cover the mineral fraction, then the pore space is split into the
+    micro-porous fill (the voxels of the highest ``fill_score(solid)``) and open pores (the rest)."""
+    solid, _ = _place_ellipsoids(shape, rng, radius, fr["mineral"], aspect=aspect)
+    solid = _trim(solid, rng, shape, fr)
+    phases = np.full(shape, MINERAL, np.uint8)
+    phases[~solid] = PORE
+    phases[_take_top(fill_score(solid), ~solid, _n(shape, fr, "microporous"))] = MICRO
+    return phases
+
+
+def _trim(solid: np.ndarray, rng, shape, fr) -> np.ndarray:
+    """Exactly the mineral fraction: the last grain overshoots by up to one grain's volume; the surplus
+    voxels nearest the pore space (grain rims) go back to pore."""
+    n_min = _n(shape, fr, "mineral")
+    if solid.sum() <= n_min:
+        return solid
+    depth = ndimage.distance_transform_edt(solid) + 0.01 * rng.random(shape)
+    return _take_top(depth, solid, n_min)
+
+
+def _well_sorted_sandstone(rng, shape, scale, fr):
+    """Clean, well-sorted arenite (Berea-like): equant grains of one size (radius ~6.5 px, sorting
+    sigma 0.12), grain-coating clay lining every pore wall, open pore bodies in the middle."""
+
+    def coats(solid):
+        return -ndimage.distance_transform_edt(~solid) + 0.3 * _smooth_field(rng, shape, 1.0)
+
+    return _grains_then_pore_fill(
         rng,
+        shape,
+        scale,
+        fr,
         lambda: 6.5 * scale * rng.lognormal(0, 0.12),
-        0.78,
-        lambda: f if rng.random() < 0.08 else q,
-        aspect=lambda: tuple(rng.uniform(0.85, 1.15, 3)),
+        lambda: tuple(rng.uniform(0.85, 1.15, 3)),
+        coats,
     )
-    dist = ndimage.distance_transform_edt(~solid)
-    coat = (~solid) & (dist <= 2.0) & (_smooth_field(rng, shape, 2.0) > 0.6)
-    mat[coat] = MATERIAL_INDEX["clay"]
-    return mat
 
 
-def _poorly_sorted_sandstone(rng, shape, scale):
-    """Immature, poorly sorted arkosic wacke: grains from silt to coarse sand, many feldspars,
-    pores largely filled by detrital clay."""
-    mat = np.full(shape, MATERIAL_INDEX["air"], np.uint8)
-    q, f = MATERIAL_INDEX["quartz"], MATERIAL_INDEX["feldspar"]
-    solid = _place_ellipsoids(
-        mat,
+def _poorly_sorted_sandstone(rng, shape, scale, fr):
+    """Immature, poorly sorted wacke: angular-elongate grains from silt to coarse sand (lognormal sigma
+    0.6), detrital clay filling whole pore clusters in patches, the rest of the pores open."""
+    return _grains_then_pore_fill(
         rng,
+        shape,
+        scale,
+        fr,
         lambda: float(np.clip(4.0 * scale * rng.lognormal(0, 0.6), 1.2, 18 * scale)),
-        0.70,
-        lambda: f if rng.random() < 0.3 else q,
-        aspect=lambda: tuple(rng.uniform(0.6, 1.4, 3)),
+        lambda: tuple(rng.uniform(0.6, 1.4, 3)),
+        lambda solid: _smooth_field(rng, shape, 3.0 * scale),
     )
-    fill = (~solid) & (_smooth_field(rng, shape, 3.0 * scale) > -0.1)
-    mat[fill] = MATERIAL_INDEX["clay"]
-    return mat
 
 
-def _vuggy_carbonate(rng, shape, scale):
-    """Vuggy limestone: micritic (micro-porous) mud patches and sparry calcite, large
-    irregular dissolution vugs, sparse intercrystalline pores."""
-    mat = np.full(shape, MATERIAL_INDEX["calcite"], np.uint8)
-    mat[_smooth_field(rng, shape, 4.0 * scale) < 0.1] = MATERIAL_INDEX["micrite"]
-    fine = _smooth_field(rng, shape, 1.0)
-    mat[(mat == MATERIAL_INDEX["calcite"]) & (fine > 1.9)] = MATERIAL_INDEX["air"]
-    n_vugs = max(1, int(round(np.prod(shape) / (40.0 * scale) ** 3 * 2.5)))
-    centres = rng.uniform(0, np.array(shape), size=(n_vugs, 3))
+def _vuggy_carbonate(rng, shape, scale, fr):
+    """Vuggy fabric: large irregular dissolution vugs (unions of lobes) in a crystalline matrix with
+    micro-porous mud (micrite-like) patches and fine intercrystalline pores; mineral crystals fill the rest.
+    (Same mineral assemblage as every rock here: a silicified/dolomitised fabric; the texture is the vuggy one.)"""
+    n_pore = _n(shape, fr, "pore")
+    vug = np.zeros(shape, bool)
     zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    for c in centres:
+    for _ in range(10000):  # vugs take about two thirds of the porosity
+        if vug.sum() >= 0.65 * n_pore:
+            break
+        c = rng.uniform(0, np.array(shape))
         for _ in range(rng.integers(3, 7)):  # a vug is a union of lobes: irregular outline
             cc = c + rng.normal(0, 5 * scale, 3)
             r = rng.uniform(4, 10) * scale
-            mat[((zz - cc[0]) ** 2 + (yy - cc[1]) ** 2 + (xx - cc[2]) ** 2) <= r * r] = MATERIAL_INDEX["air"]
-    return mat
+            vug |= ((zz - cc[0]) ** 2 + (yy - cc[1]) ** 2 + (xx - cc[2]) ** 2) <= r * r
+    if vug.sum() > n_pore:
+        vug = _take_top(ndimage.distance_transform_edt(vug) + 0.01 * rng.random(shape), vug, n_pore)
+    pore = vug | _take_top(_smooth_field(rng, shape, 1.0), ~vug, n_pore - int(vug.sum()))
+    phases = np.full(shape, MINERAL, np.uint8)
+    phases[pore] = PORE
+    phases[_take_top(_smooth_field(rng, shape, 4.0 * scale), ~pore, _n(shape, fr, "microporous"))] = MICRO
+    return phases
 
 
-def _oolitic_limestone(rng, shape, scale):
-    """Oolitic grainstone: well-rounded, very well sorted ooids with micro-porous nuclei and
-    calcite cortices, isopachous calcite rim cement, open interparticle pores."""
-    mat = np.full(shape, MATERIAL_INDEX["air"], np.uint8)
-    cal = MATERIAL_INDEX["calcite"]
-    solid = _place_ellipsoids(
-        mat,
+def _oolitic_limestone(rng, shape, scale, fr):
+    """Oolitic grainstone fabric: well-rounded, very well sorted ooids (radius ~7 px, sorting 0.08) with
+    micro-porous nuclei, mineral cortices, an isopachous rim cement round every ooid, open interparticle
+    pores. (Same mineral assemblage as every rock here; the texture is the oolitic one.)"""
+    n_solid = _n(shape, fr, "mineral") + _n(shape, fr, "microporous")
+    ooid, q = _place_ellipsoids(
+        shape,
         rng,
         lambda: 7.0 * scale * rng.lognormal(0, 0.08),
-        0.60,
-        lambda: cal,
+        fr["mineral"] + fr["microporous"] - 0.2,
         aspect=lambda: tuple(rng.uniform(0.9, 1.1, 3)),
-        core=(0.55, MATERIAL_INDEX["micrite"]),
     )
-    dist = ndimage.distance_transform_edt(~solid)
-    mat[(~solid) & (dist <= 1.5)] = cal
-    return mat
+    if ooid.sum() > n_solid:
+        ooid = _take_top(-q, ooid, n_solid)
+    rim = _take_top(-ndimage.distance_transform_edt(~ooid) + 0.01 * rng.random(shape), ~ooid, n_solid - ooid.sum())
+    phases = np.full(shape, PORE, np.uint8)
+    phases[ooid | rim] = MINERAL
+    phases[_take_top(-q, ooid, _n(shape, fr, "microporous"))] = MICRO
+    return phases
 
 
-def _laminated_shale(rng, shape, scale):
-    """Laminated silty shale: clay-rich (micro-porous) matrix with silt laminae of small
-    quartz grains and bedding-parallel, flattened pores (bedding is horizontal in a slice)."""
+def _laminated_shale(rng, shape, scale, fr):
+    """Laminated silty shale fabric: thin, wavy clay (micro-porous) laminae between silt laminae, and
+    bedding-parallel flattened pores (bedding is horizontal in a slice)."""
     nz, ny, nx = shape
-    mat = np.full(shape, MATERIAL_INDEX["clay"], np.uint8)
     zz, yy, xx = np.ogrid[:nz, :ny, :nx]
-    period = rng.uniform(14, 24) * scale
+    period = rng.uniform(20, 32) * scale
     wave = 2.5 * scale * np.sin(2 * np.pi * xx / rng.uniform(60, 120) + rng.uniform(0, 6.3))
     u = yy + wave + 1.5 * _smooth_field(rng, shape, 4.0)
-    silt_band = np.sin(2 * np.pi * u / period + rng.uniform(0, 6.3)) > 0.35
-    # silt grains: small blobs (a thresholded fine random field is much cheaper than
-    # thousands of tiny spheres and looks the same at this resolution)
-    silt = _smooth_field(rng, shape, 0.9 * scale) > 0.35
-    mat[silt_band & silt] = MATERIAL_INDEX["quartz"]
-    mat[(~silt_band) & silt & (_smooth_field(rng, shape, 0.9 * scale) > 1.6)] = MATERIAL_INDEX["quartz"]
-    pores = np.full(shape, 255, np.uint8)
-    air = MATERIAL_INDEX["air"]
-    _place_ellipsoids(
-        pores,
+    pores, _ = _place_ellipsoids(
+        shape,
         rng,
-        lambda: rng.uniform(2.5, 6.0) * scale,
-        0.05,
-        lambda: air,
-        aspect=lambda: (rng.uniform(0.8, 1.2), rng.uniform(0.15, 0.3), rng.uniform(0.8, 1.4)),
+        lambda: rng.uniform(4.0, 8.0) * scale,
+        fr["pore"],
+        aspect=lambda: (rng.uniform(0.8, 1.2), rng.uniform(0.3, 0.45), rng.uniform(1.0, 1.8)),
     )
-    mat[pores == air] = air
-    return mat
+    if pores.sum() > _n(shape, fr, "pore"):
+        pores = _take_top(
+            ndimage.distance_transform_edt(pores) + 0.01 * rng.random(shape), pores, _n(shape, fr, "pore")
+        )
+    lamina = np.sin(2 * np.pi * u / period + rng.uniform(0, 6.3)) + 0.3 * _smooth_field(rng, shape, 2.5)
+    phases = np.full(shape, MINERAL, np.uint8)
+    phases[pores] = PORE
+    phases[_take_top(np.broadcast_to(lamina, shape), ~pores, _n(shape, fr, "microporous"))] = MICRO
+    return phases
 
 
-ROCK_TYPES: dict[str, Callable] = {
+_PHASE_BUILDERS: dict[str, Callable] = {
     "well_sorted_sandstone": _well_sorted_sandstone,
     "poorly_sorted_sandstone": _poorly_sorted_sandstone,
     "vuggy_carbonate": _vuggy_carbonate,
     "oolitic_limestone": _oolitic_limestone,
     "laminated_shale": _laminated_shale,
 }
+
+
+def _material_builder(build: Callable) -> Callable:
+    def make(rng, shape, scale):
+        return _to_materials(rng, build(rng, shape, scale, draw_phase_fractions(rng)), scale)
+
+    make.__doc__ = build.__doc__
+    return make
+
+
+ROCK_TYPES: dict[str, Callable] = {name: _material_builder(b) for name, b in _PHASE_BUILDERS.items()}
 
 
 def simulate_rock(

@@ -16,8 +16,16 @@ blur everything with a Gaussian PSF (so boundaries become ambiguous over
 1-2 pixels) and the sensor adds shot and read noise.
 
 The class frequencies are long-tailed because of the geometry, not because of
-a target: parcels cover most of the scene, roads are a few pixels wide,
-vehicles are 2x3 pixels and hedgerows one or two pixels wide.
+a target: parcels cover most of the scene, roads are 3-6 ground units wide,
+vehicles 1.6x3 units and hedgerows one or two units wide.
+
+``SceneConfig.resolution`` is the camera's pixels per ground unit: every ground
+length (parcels' crop rows, roads, buildings, vehicles, hedgerows, tree crowns,
+texture scales) is that many pixels per unit, while the optics' blur stays
+0.6-1.3 px (a finer sensor behind a lens designed for it). A scene of side
+``2 n`` at resolution 2 covers the ground of a scene of side ``n`` at 1 with the
+same object counts, so the class shares stay and only the sampling is finer
+(a vehicle is about 3x6 px instead of 2x3).
 
 Splits: :func:`sample_labeled_split` draws the labelled subset for a fraction
 (fixed by the seed) and :func:`write_split_lists` saves it as the
@@ -98,10 +106,13 @@ class SceneConfig:
     season_shift: float = 0.5
     read_noise: float = 0.015
     photons_at_white: float = 2000.0
+    resolution: float = 1.0
 
     def __post_init__(self) -> None:
         if self.size < 16:
             raise ParameterError(f"SceneConfig.size must be >= 16, got {self.size}")
+        if not self.resolution > 0:
+            raise ParameterError(f"SceneConfig.resolution must be > 0, got {self.resolution}")
 
 
 @dataclass
@@ -142,7 +153,7 @@ def _draw_rect(mask: np.ndarray, cy: float, cx: float, h: float, w: float, angle
 
 
 def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray]:
-    n = cfg.size
+    n, r = cfg.size, cfg.resolution  # r: pixels per ground unit (every length below is in ground units x r)
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
     label = np.zeros((n, n), dtype=np.int64)
     reflect = np.zeros((3, n, n), dtype=np.float32)
@@ -159,7 +170,7 @@ def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarra
     rows = np.zeros((n, n), dtype=np.float32)
     for p in range(n_parcels):
         theta = rng.uniform(0, np.pi)
-        period = rng.uniform(2.5, 5.0)
+        period = r * rng.uniform(2.5, 5.0)
         phase = rng.uniform(0, 2 * np.pi)
         wave = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + phase)
         rows = np.where(nearest == p, wave * rng.uniform(0.03, 0.1), rows)
@@ -178,7 +189,7 @@ def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarra
     # 4. Hedgerows on some parcel borders (1-2 px wide, woodland-like texture).
     if rng.random() < cfg.hedgerow_probability and n_parcels > 1:
         pair_keep = rng.random((n_parcels, n_parcels)) < 0.5
-        border = (d_sorted[1] - d_sorted[0]) < rng.uniform(0.6, 1.2)
+        border = (d_sorted[1] - d_sorted[0]) < r * rng.uniform(0.6, 1.2)
         keep = pair_keep[np.minimum(nearest, second), np.maximum(nearest, second)]
         label[border & keep & (label != 3)] = 7
 
@@ -187,16 +198,16 @@ def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarra
     for _ in range(int(rng.integers(cfg.n_roads[0], cfg.n_roads[1] + 1))):
         angle = rng.uniform(0, np.pi)
         offset = rng.uniform(-n / 3, n / 3)
-        bend = _smooth_noise(rng, (n, n), n / 3) * rng.uniform(0, 3)
+        bend = _smooth_noise(rng, (n, n), n / 3) * r * rng.uniform(0, 3)
         dist_line = (xx - n / 2) * np.sin(angle) - (yy - n / 2) * np.cos(angle) - offset + bend
-        road_mask |= np.abs(dist_line) < rng.uniform(1.5, 2.8)
+        road_mask |= np.abs(dist_line) < r * rng.uniform(1.5, 2.8)
     label[road_mask] = 4
 
     # 6. Buildings beside roads (or anywhere when there is no road): red or grey roofs.
     roof_grey = np.zeros((n, n), dtype=bool)
     building_mask = np.zeros((n, n), dtype=bool)
     if road_mask.any():
-        near_road = ndimage.binary_dilation(road_mask, iterations=6) & ~road_mask
+        near_road = ndimage.binary_dilation(road_mask, iterations=max(1, round(6 * r))) & ~road_mask
     else:
         near_road = np.ones((n, n), dtype=bool)
     candidates = np.argwhere(near_road)
@@ -204,7 +215,7 @@ def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarra
         if len(candidates) == 0:
             break
         cy, cx = candidates[rng.integers(len(candidates))]
-        rect = _draw_rect(label, cy, cx, rng.uniform(3, 7), rng.uniform(4, 9), rng.uniform(0, np.pi))
+        rect = _draw_rect(label, cy, cx, r * rng.uniform(3, 7), r * rng.uniform(4, 9), rng.uniform(0, np.pi))
         rect &= ~road_mask
         building_mask |= rect
         if rng.random() < 0.5:
@@ -218,7 +229,7 @@ def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarra
         if len(road_px) == 0:
             break
         cy, cx = road_px[rng.integers(len(road_px))]
-        rect = _draw_rect(label, cy, cx, 1.6, 3.0, rng.uniform(0, np.pi))
+        rect = _draw_rect(label, cy, cx, 1.6 * r, 3.0 * r, rng.uniform(0, np.pi))
         label[rect] = 6
         paint = rng.choice([0.85, 0.15, 0.55]) * np.ones(3) + rng.normal(0, 0.08, 3)
         vehicle_paint[:, rect] = np.clip(paint, 0.02, 0.95)[:, None]
@@ -226,8 +237,8 @@ def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarra
     # 8. Single tree crowns on top of everything (occlusion).
     for _ in range(int(rng.integers(cfg.n_tree_crowns[0], cfg.n_tree_crowns[1] + 1))):
         cy, cx = rng.uniform(0, n, 2)
-        r = rng.uniform(1.5, 3.5)
-        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 2
+        radius = r * rng.uniform(1.5, 3.5)
+        label[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius] = 2
 
     # Image formation.
     season = rng.uniform(0, cfg.season_shift)  # 0 = summer green, 1 = dry
@@ -239,7 +250,7 @@ def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarra
         if not sel.any():
             continue
         sigma, amp = _TEXTURE[c]
-        tex = 1.0 + amp * _smooth_noise(rng, (n, n), float(sigma))
+        tex = 1.0 + amp * _smooth_noise(rng, (n, n), float(sigma) * r)
         if c in (0, 1):
             tex = tex + rows
         reflect[:, sel] = refl_cls[c][:, None] * tex[sel][None]
@@ -251,7 +262,7 @@ def _render_scene(rng: np.random.Generator, cfg: SceneConfig) -> tuple[np.ndarra
     illumination = 1.0 + 0.15 * _smooth_noise(rng, (n, n), n / 2)
     haze = rng.uniform(0.0, 0.08)
     radiance = np.clip(reflect * illumination[None] * (1 - haze) + haze * 0.8, 0, None)
-    psf = rng.uniform(*cfg.psf_sigma)
+    psf = rng.uniform(*cfg.psf_sigma)  # the optics blur in pixels: a finer sensor keeps its PSF in pixels
     blurred = np.stack([ndimage.gaussian_filter(ch, psf, mode="reflect") for ch in radiance])
     photons = rng.poisson(np.clip(blurred, 0, None) * cfg.photons_at_white).astype(np.float32)
     image = photons / cfg.photons_at_white + rng.normal(0, cfg.read_noise, blurred.shape).astype(np.float32)

@@ -740,6 +740,8 @@ def train_semisupervised(
     crop: int | None = None,
     labeled_sizes: np.ndarray | None = None,
     unlabeled_sizes: np.ndarray | None = None,
+    checkpoints: Sequence[int] = (),
+    on_checkpoint=None,
 ) -> tuple[nn.Module, pd.DataFrame]:
     """Train ``model`` for ``iterations`` steps; returns (the EMA teacher, per-step loss history).
 
@@ -747,7 +749,8 @@ def train_semisupervised(
     of UniMatch and FARCLUSS). ``optimizer``, ``head_lr_scale``: see :func:`make_optimizer`. ``crop``: every
     step takes a new random ``crop`` x ``crop`` window of each drawn image (:func:`random_crops`; the sizes give
     each image's true extent in its padded canvas); None trains on the images as they are. uint8 images are
-    scaled to [0, 1] per batch.
+    scaled to [0, 1] per batch. ``on_checkpoint(steps, teacher)`` is called after each step count in
+    ``checkpoints`` (e.g. to score the teacher part-way: the plateau); it must draw no random numbers.
     """
     if lr_schedule not in ("constant", "poly"):
         raise ParameterError(f"lr_schedule must be 'constant' or 'poly', got {lr_schedule!r}")
@@ -799,6 +802,8 @@ def train_semisupervised(
         rows.append({"iteration": it, "lr": trainer.optimizer.param_groups[0]["lr"], **terms})
         if scheduler is not None:
             scheduler.step()
+        if on_checkpoint is not None and it + 1 in checkpoints:
+            on_checkpoint(it + 1, trainer.teacher)
     history = pd.DataFrame(rows)
     history.attrs["seconds"] = time.perf_counter() - start
     return trainer.teacher, history

@@ -91,7 +91,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
     if len(data.train) < 2 * b:
         raise DataError(f"cost table needs {2 * b} training images, got {len(data.train)}")
     # the batch a step sees: whole simulated scenes, or a crop of the model's side from real images
-    side = data.tile or max(data.train.images.shape[-2:])
+    side = data.crop or data.tile or max(data.train.images.shape[-2:])
     images, masks = data.train.images[: 2 * b, :, :side, :side], data.train.masks[: 2 * b, :side, :side]
     xl = torch.from_numpy(ss.as_float(np.ascontiguousarray(images[:b]))).to(dev)
     yl = torch.from_numpy(np.ascontiguousarray(masks[:b])).long().to(dev)
@@ -120,7 +120,7 @@ def _step_costs(cfg, data, repeats=None, batch_size=None, contrast_pixels=None, 
         xu,
         data.num_classes,
         repeats=rounds,
-        warmup=min(3, rounds),  # untimed steps first; a one-round (smoke) measurement is not a timing
+        warmup=min(3, rounds - 1),  # untimed steps first; a one-round (smoke) measurement is not a timing: none
         reference=COST_REFERENCE,
         baselines={COST_PROTOTYPE: COST_WITHOUT_CONTRAST, COST_PAIRWISE: COST_WITHOUT_CONTRAST},
     )

@@ -40,8 +40,9 @@ class StudyData:
     tail_max: float = 0.02
     split_lists: dict[str, list[str]] = field(default_factory=dict)  # split name -> labelled ids (from files)
     floor_miou: float = 0.0
-    train_sizes: np.ndarray | None = None  # real data: each training image's (height, width) in its padded canvas
+    train_sizes: np.ndarray | None = None  # each training image's (height, width) in its (padded) canvas, when cropped
     notes: list[str] = field(default_factory=list)  # what was done to the data (crop rounded, images padded)
+    crop: int | None = None  # the side of the random crop every training step takes (None: whole images)
 
     @property
     def num_classes(self) -> int:
@@ -104,11 +105,15 @@ def data(cfg) -> StudyData:
         warnings.warn(note, ImageSizeNote, stacklevel=2)
     split_lists: dict[str, list[str]] = {}
     sizes = None
+    crop = None
     if cfg.data_source == "simulated":
-        scene_cfg = sc.SceneConfig(size=size)
+        side = scene_side(cfg, size)
+        scene_cfg = sc.SceneConfig(size=side, resolution=float(cfg.scene_resolution))
         train = sc.simulate_scenes(cfg.n_train_images, seed=10_000, config=scene_cfg, prefix="train")
         val = sc.simulate_scenes(cfg.n_val_images, seed=20_000, config=scene_cfg, prefix="val")
         names, tile = sc.SCENE_CLASSES, None
+        if side > size:  # every step takes a new random crop of image_size; held-out scenes are predicted whole
+            crop, sizes = size, np.full((len(train), 2), side, dtype=np.int64)
     else:
         from labkit.data import segmentation_folders as sf
 
@@ -124,6 +129,7 @@ def data(cfg) -> StudyData:
         train = sc.SceneSet(real.train_images, real.train_masks, real.train_ids, real.class_names)
         val = sc.SceneSet(real.val_images, real.val_masks, real.val_ids, real.class_names)
         names, tile, split_lists, sizes = real.class_names, size, real.split_lists, real.train_sizes
+        crop = size
         notes += real.notes or []
     freqs = sc.class_frequencies(train.masks, len(names))
     groups = sc.frequency_groups(freqs, names, head_min=cfg.head_min_fraction, tail_max=cfg.tail_max_fraction)
@@ -143,7 +149,31 @@ def data(cfg) -> StudyData:
         majority_floor(train.masks, val.masks, names),
         sizes,
         notes,
+        crop,
     )
+
+
+def check_config(cfg) -> None:
+    """The spec's configure-time check (no arrays, no model): simulated scenes at least as large as the crop."""
+    if cfg.data_source == "simulated" and cfg.scene_size is not None and cfg.scene_size < cfg.image_size:
+        raise ParameterError(
+            f"scene_size {cfg.scene_size} is smaller than image_size {cfg.image_size} (the random crop every training "
+            f"step takes from a scene): raise scene_size to at least {cfg.image_size}, or set it null to train on "
+            "whole scenes"
+        )
+
+
+def scene_side(cfg, size: int | None = None) -> int:
+    """The side of the simulated scenes: ``scene_size``, or the training side (``image_size`` as the model takes
+    it) when null; a scene smaller than the training crop is refused."""
+    size = crop_size(cfg)[0] if size is None else size
+    side = int(cfg.scene_size) if cfg.scene_size is not None else size
+    if side < size:
+        raise ParameterError(
+            f"scene_size {side} is smaller than image_size {size} (the random crop every training step takes from "
+            f"a scene): raise scene_size to at least {size}, or set it null to train on whole scenes"
+        )
+    return side
 
 
 def split_names(cfg) -> list[str]:

@@ -138,7 +138,7 @@ def _shared(cfg, data: StudyData, folder: Path) -> dict[str, Any]:
         "val_masks": data.val.masks,
         "val_band": data.val_band,
     }
-    if data.train_sizes is not None:  # whole real images in padded canvases: each one's true size
+    if data.train_sizes is not None:  # whole images (real: in padded canvases) cropped at every step: true sizes
         arrays["train_sizes"] = np.asarray(data.train_sizes)
     data_file, digest = write_prepared_arrays(
         folder,
@@ -154,7 +154,7 @@ def _shared(cfg, data: StudyData, folder: Path) -> dict[str, Any]:
         "model": model_params(cfg, data),
         "device": task_device(cfg),
         # every step's optimiser, and a new random crop per step from whole real images (none on simulated scenes)
-        "optimiser": optimiser_params(cfg) | ({"crop": data.tile} if data.train_sizes is not None else {}),
+        "optimiser": optimiser_params(cfg) | ({"crop": data.crop} if data.crop is not None else {}),
     }
     return {**shared, "inputs": inputs}
 
@@ -391,7 +391,12 @@ def plan(cfg) -> list:
     build = lambda: ss.build_model(classes, cfg.encoder, cfg.arch, cfg.embed_dim, weights="random", **kwargs)  # noqa: E731
     size, note = crop_size(cfg)  # the side the model can take, asked of it
     fb, tr, tot = measure(("farcluss", cfg.encoder, cfg.arch, size, str(kwargs)), build, [(2, 3, size, size)])
-    what = "a whole simulated scene" if cfg.data_source == "simulated" else "a new random crop of a whole image"
+    if cfg.data_source != "simulated":
+        what = "a new random crop of a whole image"
+    elif cfg.scene_size is not None and cfg.scene_size > size:
+        what = f"a new random crop of a whole {cfg.scene_size}-px simulated scene"
+    else:
+        what = "a whole simulated scene"
     seen = (
         f"a step sees {cfg.batch_size} x {size} x {size} = {cfg.batch_size * size * size:,} labelled pixels "
         f"({what} per image; the teacher-student arms as many unlabelled)"

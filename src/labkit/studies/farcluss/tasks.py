@@ -172,6 +172,16 @@ def arm_task(
     unlabeled = np.setdiff1d(np.arange(len(train_x)), np.asarray(labeled, dtype=np.int64))
     semisup = _config_from(config)
     sizes = arrays.get("train_sizes")
+    names = class_names or [str(c) for c in range(model["num_classes"])]
+    # the plateau: the teacher scored again where the last fifth of all its steps (warm-up included) begins
+    late_start = iterations - round((warmup_iterations + iterations) / 5)
+    early: dict[str, float] = {}
+
+    def score_early(_steps, teacher):
+        early["miou"] = ss.score_predictions(
+            ss.predict(teacher, arrays["val_images"], tile=tile), arrays["val_masks"], names
+        )["miou"]
+
     t0 = time.perf_counter()
     teacher, history = ss.train_semisupervised(
         net,
@@ -190,10 +200,11 @@ def arm_task(
         crop=crop,
         labeled_sizes=sizes[labeled] if sizes is not None else None,
         unlabeled_sizes=sizes[unlabeled] if sizes is not None else None,
+        checkpoints=(late_start,) if 0 < late_start < iterations else (),
+        on_checkpoint=score_early,
     )
     seconds = time.perf_counter() - t0
     pred = ss.predict(teacher, arrays["val_images"], tile=tile)
-    names = class_names or [str(c) for c in range(model["num_classes"])]
     budget = budget_record(
         warmup_iterations + iterations,
         batch_size,
@@ -207,9 +218,13 @@ def arm_task(
         **ss.score_predictions(pred, arrays["val_masks"], names, band=arrays["val_band"]),
         "train_seconds": seconds,
         "n_labeled": len(labeled),
+        # mIoU gained over the last fifth of the run's steps (NaN: the arm's own steps are under a fifth of all, or none)
+        "late_gain": float("nan"),
         "warm": warm_digest,
         "budget": budget,
     }
+    if "miou" in early:
+        record["late_gain"] = float(record["miou"] - early["miou"])
     late = history.iloc[int(0.8 * len(history)) :]
     for col in ("pseudo_kept", "pseudo_weight"):
         if col in late:

@@ -43,34 +43,95 @@ VIT_INITS = ("scratch", "mae", "simclr", "mae_unrelated", "dinov2")
 MIN_DEFECT_PIXELS = 9
 
 
-def check_inputs(cfg) -> None:
-    """Fail before any work: the ``data_source`` / ``data_root`` rule (a real source's folder, its layout quoted),
-    ``good_class`` (per_class only, a folder that exists), and hub weights asked for the study's ViT, which has
-    none at its size."""
-    check_data_root(cfg, INSPECTION_LAYOUTS)
+def check_config(cfg) -> None:
+    """The configure-time checks (the spec's ``config_checks``: every entry point runs them before any work; no
+    pixel is read). Parameters against each other: a pretraining batch larger than ``n_unlabeled`` (both
+    numbers named), ``good_class`` without ``data_source`` per_class, hub weights for the study's ViT. Then the
+    ``data_source`` / ``data_root`` rule, and against a real folder's files, counted by name:
+    :func:`check_folder_counts`. A real source without ``data_root`` passes here (a plan needs no folder); the
+    data step stops on it, quoting the layout."""
     if cfg.pretrain_batch_size > cfg.n_unlabeled:
         raise ParameterError(
             f"parameter pretrain_batch_size = {cfg.pretrain_batch_size} is larger than n_unlabeled = "
             f"{cfg.n_unlabeled}, the unlabeled images it draws its batches from; lower pretrain_batch_size (a "
             "fraction of n_unlabeled, so an epoch is several optimiser steps) or raise n_unlabeled"
         )
-    if cfg.good_class is not None:
-        if cfg.data_source != "per_class":
-            raise ParameterError(
-                f"parameter good_class ('{cfg.good_class}') names the defect-free class folder of data_source "
-                f"per_class; data_source is {cfg.data_source} (the MVTec layout's defect-free folder is always 'good')"
-            )
-        root = Path(cfg.data_root)
-        if not (root / cfg.good_class).is_dir():
-            found = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise DataError(
-                f"parameter good_class: no class folder '{cfg.good_class}' under {root}; its class folders are {found}"
-            )
+    if cfg.good_class is not None and cfg.data_source != "per_class":
+        raise ParameterError(
+            f"parameter good_class ('{cfg.good_class}') names the defect-free class folder of data_source "
+            f"per_class; data_source is {cfg.data_source} (the MVTec layout's defect-free folder is always 'good')"
+        )
     if cfg.encoder_weights == "pretrained":
         raise ParameterError(
             "parameter encoder_weights: the study's ViT has no hub weights at its size; give random, "
             "labkit:<name> or a file"
         )
+    if cfg.data_source != "simulated" and not cfg.data_root:
+        return
+    root = check_data_root(cfg, INSPECTION_LAYOUTS)
+    if root is not None:
+        check_folder_counts(cfg, root)
+
+
+def check_folder_counts(cfg, root: Path) -> dict:
+    """A real folder's image files counted by name (:func:`~labkit.data.inspection_folders.count_inspection_files`)
+    against the parameters, with :func:`split_inspection`'s rule: no defect-free image (the folder is not named
+    like one: ``good_class``), fewer than 2 defect images, fewer defect-free images left for pretraining than
+    ``n_unlabeled`` are errors. (A labelled pool too small for every seed to draw its own images is not: the run
+    warns and reports the overlap, table ``label_subset_overlap``.) Returns the counts and the split's sizes."""
+    from labkit.data.inspection_folders import count_inspection_files
+
+    counts = count_inspection_files(root, cfg.data_source, good_class=cfg.good_class)
+    good, bad = counts["good"], counts["defect"]
+    if good == 0:
+        where = (
+            "train/good and test/good hold no image"
+            if cfg.data_source == "mvtec"
+            else f"no class folder is named {'/'.join(GOOD_NAMES)}"
+            + (f" or good_class '{cfg.good_class}'" if cfg.good_class else "")
+            + f"; every class folder reads as a defect class: {sorted(counts['classes'])}. Name your defect-free "
+            "folder with good_class (-p good_class <folder>)"
+        )
+        raise DataError(f"{root}: 0 defect-free images: {where}")
+    if bad < 2:
+        raise DataError(
+            f"{root}: {bad} defect image(s); the study needs at least 2 (one for the labelled pool, one for the "
+            "test set)"
+        )
+    sizes = split_sizes(good, bad)
+    if sizes["unlabeled"] < cfg.n_unlabeled:
+        rest = sizes["unlabeled"]
+        remedy = (
+            f"lower n_unlabeled (-p n_unlabeled {rest}) or add defect-free images"
+            if rest >= 2
+            else "add defect-free images (pretraining needs at least 2)"
+        )
+        raise DataError(
+            f"{root}: {good} defect-free images, of which {rest} are left for pretraining after the test set and "
+            f"the labelled pool take theirs, but n_unlabeled={cfg.n_unlabeled} were asked for; {remedy}"
+        )
+    return {**counts, **sizes}
+
+
+def split_sizes(n_good: int, n_bad: int) -> dict:
+    """The sizes :func:`split_inspection` gives a folder of ``n_good`` defect-free and ``n_bad`` defect images."""
+    pool_bad = n_bad // 2
+    test_bad = n_bad - pool_bad
+    test_good, pool_good = min(test_bad, n_good // 4), min(pool_bad, n_good // 4)
+    return {
+        "pool_defect": pool_bad,
+        "pool_good": pool_good,
+        "test_defect": test_bad,
+        "test_good": test_good,
+        "unlabeled": n_good - test_good - pool_good,
+    }
+
+
+def check_inputs(cfg) -> None:
+    """Before the data are read: the ``data_source`` / ``data_root`` rule (a real source without its folder stops
+    here, quoting the layout), then :func:`check_config` again (a folder changed since configure)."""
+    check_data_root(cfg, INSPECTION_LAYOUTS)
+    check_config(cfg)
 
 
 def _pool_size(cfg) -> int:
@@ -81,24 +142,24 @@ def _pool_size(cfg) -> int:
 
 def warn_small_defects(inspection, cfg) -> dict:
     """Warn, naming ``img_size``, when the median defect of a real folder would cover fewer than
-    :data:`MIN_DEFECT_PIXELS` pixels at ``img_size`` (it is resized away: every row would sit at the floor), and
-    list the masks whose defect vanished in the resize. Returns the numbers (``median_fraction``,
-    ``median_pixels``, ``suggested_img_size``, ``vanished``)."""
+    :data:`MIN_DEFECT_PIXELS` pixels once its image's short side is resized to ``img_size`` (it is resized away:
+    every row would sit at the floor), and list the masks whose defect vanished in the resize. Returns the
+    numbers (``median_fraction``, ``median_pixels``, ``suggested_img_size``, ``vanished``)."""
     fractions = inspection.defect_fractions
     bad = (inspection.labels == 1) & (fractions > 0) if fractions is not None else None
     if bad is None or not bad.any():
         return {}
     median = float(np.median(fractions[bad]))
-    pixels = median * cfg.img_size**2
-    side = int(np.ceil(np.sqrt(MIN_DEFECT_PIXELS / median) / cfg.patch_size) * cfg.patch_size)
+    pixels = float(np.median(inspection.defect_pixels[bad]))
+    side = int(np.ceil(cfg.img_size * np.sqrt(MIN_DEFECT_PIXELS / pixels) / cfg.patch_size) * cfg.patch_size)
     out = {"median_fraction": median, "median_pixels": pixels, "suggested_img_size": side}
     out["vanished"] = list(inspection.vanished)
     if pixels < MIN_DEFECT_PIXELS:
         warnings.warn(
-            f"{cfg.data_root}: the median defect covers {100 * median:.3g} % of its image, {pixels:.1f} pixel(s) at "
-            f"img_size={cfg.img_size}: defects this small mostly vanish in the resize and every row may sit at the "
-            f"'all good' floor; raise img_size (-p img_size {side} gives the median defect about "
-            f"{MIN_DEFECT_PIXELS} pixels)",
+            f"{cfg.data_root}: the median defect covers {100 * median:.3g} % of its image, {pixels:.1f} pixel(s) with "
+            f"the image's short side at img_size={cfg.img_size}: defects this small mostly vanish in the resize and "
+            f"every row may sit at the 'all good' floor; raise img_size (-p img_size {side} gives the median defect "
+            f"about {MIN_DEFECT_PIXELS} pixels)",
             stacklevel=2,
         )
     if inspection.vanished:
@@ -108,6 +169,90 @@ def warn_small_defects(inspection, cfg) -> dict:
             stacklevel=2,
         )
     return out
+
+
+def tile_starts(length: int, size: int) -> list[int]:
+    """Where tiles of ``size`` start along a side of ``length`` (>= size): the fewest that cover it, evenly spread
+    (neighbours overlap when ``size`` does not divide ``length``)."""
+    n = -(-length // size)
+    return sorted({int(round(x)) for x in np.linspace(0, length - size, n)})
+
+
+def crop_start(mask: np.ndarray, size: int, rng) -> tuple[int, int]:
+    """The top-left corner of one ``size`` x ``size`` crop of an image whose short side is ``size``: for a defect
+    mask, the window holding the most defect pixels (the first such along the long side); a defect-free one at a
+    seeded random position."""
+    h, w = mask.shape
+    axis_len = max(h, w)
+    if axis_len == size:
+        return 0, 0
+    profile = mask.sum(axis=0 if h <= w else 1).astype(np.int64)
+    if profile.any():
+        window = np.convolve(profile, np.ones(size, np.int64), mode="valid")
+        start = int(np.argmax(window))
+    else:
+        start = int(rng.integers(0, axis_len - size + 1))
+    return (0, start) if h <= w else (start, 0)
+
+
+def cut_to_size(s, size: int, how: str, rng) -> dict:
+    """A split of aspect-kept images (short side ``size``, :func:`labkit.data.inspection_folders.load_per_class`
+    with ``fit="short_side"``) as ``size`` x ``size`` inputs, never squashed: ``tiles`` covers each image (every
+    defect pixel lands in at least one tile; a tile of a defect image without defect pixels is defect-free),
+    ``crop`` takes one crop per image (a defect image's crop holds the most defect pixels: the labelled pool
+    keeps one input per labelled image). Returns images, masks, defect_types, the source image of each input
+    (``source``), and for crops the defect pixels the crop left out (``cut_pixels``, per image)."""
+    images, masks, types, source, cut = [], [], [], [], []
+    for i in range(len(s)):
+        im, m, t = s.images[i], s.masks[i], s.defect_types[i]
+        h, w = m.shape
+        if how == "tiles":
+            corners = [(y, x) for y in tile_starts(h, size) for x in tile_starts(w, size)]
+        else:
+            corners = [crop_start(m, size, rng)]
+        for y, x in corners:
+            part = m[y : y + size, x : x + size]
+            images.append(im[:, y : y + size, x : x + size])
+            masks.append(part)
+            types.append(t if t == "good" or part.any() or not m.any() else "good")
+            source.append(i)
+        if how == "crop":
+            cut.append(int(m.sum() - masks[-1].sum()))
+    c = s.images[0].shape[0] if len(s) else 1
+    out = {
+        "images": np.stack(images).astype(np.float32) if images else np.zeros((0, c, size, size), np.float32),
+        "masks": np.stack(masks).astype(np.int64) if masks else np.zeros((0, size, size), np.int64),
+        "defect_types": np.asarray(types, str),
+        "source": np.asarray(source, np.int64),
+    }
+    if how == "crop":
+        out["cut_pixels"] = np.asarray(cut, np.int64)
+    return out
+
+
+def fit_real_sets(sets: dict, cfg) -> tuple[dict, dict]:
+    """The split's images as ``img_size`` inputs (:func:`cut_to_size`): the labelled pool one crop per image, the
+    unlabeled, memory-bank and test sets tiled. Warns, naming the images, when a labelled crop leaves defect
+    pixels out (a defect longer than ``img_size``). Returns the sets and what the fit did (``geometry``: per set
+    the source images and the inputs cut from them, and the labelled crops that left defect pixels out)."""
+    rng = np.random.default_rng(1000 * cfg.data_seed + 11)
+    out, geometry = (
+        {},
+        {"fit": f"short side resized to img_size={cfg.img_size}, aspect kept; pool cropped, others tiled"},
+    )
+    for name, s in sets.items():
+        out[name] = cut_to_size(s, cfg.img_size, "crop" if name == "pool" else "tiles", rng)
+        geometry[name] = {"source_images": len(s), "inputs": len(out[name]["images"])}
+    pool, cut = sets["pool"], out["pool"]["cut_pixels"]
+    if cut.any():
+        lost = [f"{pool.files[i]} ({int(cut[i])} of {int(pool.masks[i].sum())} px)" for i in np.flatnonzero(cut)]
+        warnings.warn(
+            f"{len(lost)} labelled image(s) under {cfg.data_root} hold a defect longer than img_size={cfg.img_size} "
+            "after the resize: their crop leaves defect pixels out (the crop keeps the most): " + "; ".join(lost[:10]),
+            stacklevel=2,
+        )
+    geometry["pool_crops_cutting_defects"] = int((cut > 0).sum())
+    return out, geometry
 
 
 def split_inspection(inspection, cfg) -> dict:
@@ -138,10 +283,9 @@ def split_inspection(inspection, cfg) -> dict:
             f"{cfg.data_root}: {len(bad)} defect image(s) with masks; the study needs at least 2 "
             "(one for the labelled pool, one for the test set)"
         )
-    n_pool_bad = len(bad) // 2
+    sizes = split_sizes(len(good), len(bad))
+    n_pool_bad, n_test_good, n_pool_good = sizes["pool_defect"], sizes["test_good"], sizes["pool_good"]
     pool_bad, test_bad = bad[:n_pool_bad], bad[n_pool_bad:]
-    n_test_good = min(len(test_bad), len(good) // 4)
-    n_pool_good = min(len(pool_bad), len(good) // 4)
     test_good, pool_good = good[:n_test_good], good[n_test_good : n_test_good + n_pool_good]
     rest = good[n_test_good + n_pool_good :]
     if len(rest) < cfg.n_unlabeled:
@@ -181,7 +325,8 @@ def data(cfg) -> dict:
     else:
         from labkit.data.inspection_folders import load_mvtec_style, load_per_class
 
-        common = dict(channels=cfg.channels, size=cfg.img_size, on_corrupt=cfg.on_corrupt)
+        # aspect kept (short side img_size), then tiled or cropped to img_size: never squashed
+        common = dict(channels=cfg.channels, size=cfg.img_size, on_corrupt=cfg.on_corrupt, fit="short_side")
         if cfg.data_source == "mvtec":
             inspection = load_mvtec_style(cfg.data_root, defect_types=cfg.defect_types, **common)
         else:
@@ -189,14 +334,16 @@ def data(cfg) -> dict:
             if cfg.defect_types is not None:
                 classes = list(cfg.defect_types) + list(GOOD_NAMES) + ([cfg.good_class] if cfg.good_class else [])
             inspection = load_per_class(cfg.data_root, classes=classes, good_class=cfg.good_class, **common)
-        warn_small_defects(inspection, cfg)
-        sets = split_inspection(inspection, cfg)
+        defects = warn_small_defects(inspection, cfg)
+        sets, geometry = fit_real_sets(split_inspection(inspection, cfg), cfg)
+        geometry["masks_vanished_in_resize"] = len(defects.get("vanished", []))
+        geometry["median_defect_pixels"] = defects.get("median_pixels")
     out = {}
     for name, s in sets.items():
         out[name] = {
-            "images": np.asarray(s.images, np.float32),
-            "masks": np.asarray(s.masks, np.int64),
-            "defect_types": np.asarray(s.defect_types, str),
+            "images": np.asarray(s["images"] if isinstance(s, dict) else s.images, np.float32),
+            "masks": np.asarray(s["masks"] if isinstance(s, dict) else s.masks, np.int64),
+            "defect_types": np.asarray(s["defect_types"] if isinstance(s, dict) else s.defect_types, str),
         }
     out["unrelated"] = {
         "images": unrelated_images(
@@ -211,4 +358,6 @@ def data(cfg) -> dict:
 
     path, _ = write_prepared_arrays(cache_dir(f"{NAME}/data"), arrays, digest_of=sorted(arrays))
     out.update(file=path, digest=file_digest(path), source=cfg.data_source)
+    if cfg.data_source != "simulated":
+        out["geometry"] = geometry
     return out

@@ -42,11 +42,7 @@ def _pretrain_budgets(cfg, vit) -> list:
     from labkit.core.plan import TaskBudget, measure
     from labkit.methods.ssl import MaskedAutoencoder, SimCLR
 
-    from .data import check_inputs
-
     c, s = cfg.channels, cfg.img_size
-    if cfg.data_source == "simulated":
-        check_inputs(cfg)  # a real folder's checks read data_root, which a plan may not have
     pre = []
     for init in [n for n in PRETRAINED if n in cfg.inits]:
         p = pretrain_params(cfg, {"file": None}, init)

@@ -14,20 +14,33 @@ from .tasks import shared_between_seeds
 
 
 def data_summary(data: dict) -> pd.DataFrame:
-    """Per set: its images, how many are defective, the defect pixels' share and each defect type's count."""
+    """Per set: its images, how many are defective, the defect pixels' share and each defect type's count. For a
+    real folder (``data["geometry"]``) the inputs are img_size tiles and crops: ``source_images`` says how many
+    images they were cut from, and two rows count the defect masks that vanished in the resize and the labelled
+    crops that left defect pixels out (none is dropped silently)."""
+    geometry = data.get("geometry") or {}
     rows = []
     for name in ("unlabeled", "pool", "test", "good"):
         s = data[name]
         types = s["defect_types"]
-        row = {
-            "set": name,
-            "images": len(types),
-            "defective": int((types != "good").sum()),
-            "defect_pixel_%": round(100 * float(s["masks"].mean()), 2),
-        }
+        row = {"set": name}
+        if geometry:
+            row["source_images"] = geometry[name]["source_images"]
+        row.update(
+            {
+                "images": len(types),
+                "defective": int((types != "good").sum()),
+                "defect_pixel_%": round(100 * float(s["masks"].mean()), 2),
+            }
+        )
         row.update({d: int((types == d).sum()) for d in sorted(set(types) - {"good"})})
         rows.append(row)
     rows.append({"set": "unrelated (photos)", "images": len(data["unrelated"]["images"])})
+    if geometry:
+        rows.append({"set": "defect masks vanished in the resize", "images": geometry["masks_vanished_in_resize"]})
+        rows.append(
+            {"set": "labelled crops leaving defect pixels out", "images": geometry["pool_crops_cutting_defects"]}
+        )
     return pd.DataFrame(rows).fillna(0)
 
 
