@@ -115,7 +115,7 @@ def _above_floor(arm: str, split: str) -> Precondition:
 
 
 def _plateau(cfg, arm: str, split: str) -> Precondition:
-    pre = Precondition.plateau("late_gain", {"arm": arm, "split": split}, float(cfg.plateau_gain), table="runs")
+    pre = Precondition.plateau("late_gain", {"arm": arm, "split": split}, float(cfg.plateau_gain), table="plateau")
     return replace(
         pre,
         name=f"plateau ({arm} at {split})",

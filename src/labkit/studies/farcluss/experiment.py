@@ -309,6 +309,9 @@ def gather(
         )
     tables = {
         "runs": _with_floor(runs, data.floor_miou),
+        # the plateau precondition reads its own table: only the rows that measure a late gain (a floor row or a
+        # comparison's row must not count as an arm that was never scored part-way); NaN stays and fails the check
+        "plateau": runs.reindex(columns=["arm", "split", "seed", "late_gain"]).reset_index(drop=True),
         "gains": gains_table(runs),
         "regime": regime if len(regime) else runs,
         "budgets": budget_table(trained.budgets),
