@@ -11,6 +11,7 @@ from labkit.core.errors import DataError
 from labkit.data import microct_volumes
 from labkit.studies import dinov2_microct as study
 from labkit.studies.dinov2_microct.data import check_data_source
+from labkit.studies.dinov2_microct.data import check_slicing as _check
 from tests.dinov2_microct import trees
 
 
@@ -19,17 +20,6 @@ def _manifest(depth: int, side: int = 1000):
         "Berea", microct_volumes.VolumeFile(Path("317/Berea/Berea_2d25um_grayscale.raw")), None, "Berea", "DRP-317"
     )
     return microct_volumes.Manifest(Path("data_root"), [entry]), {"Berea": (depth, side, side)}
-
-
-def _check(manifest, shapes, cfg):
-    microct_volumes.check_slicing(
-        manifest,
-        shapes,
-        blocks=cfg.samples_per_rock,
-        per_block=cfg.slices_per_sample,
-        step=cfg.slice_step,
-        size=cfg.slice_size,
-    )
 
 
 def test_the_paper_slicing_fits_the_published_volumes_and_crops_560_px():

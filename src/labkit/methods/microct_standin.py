@@ -300,24 +300,26 @@ def pretrain(
         warm_steps,
     )
     final, trivial = heldout_losses(mae.cpu(), heldout)
-    return to_eval_size(encoder.cpu().eval()), _record(
+    # by keyword: sixteen values in a row are easy to pass in the wrong order
+    record = _record(
         mae,
         heldout,
         final,
         trivial,
         data,
-        steps,
-        batch_size,
-        lr,
-        mask_ratio,
-        seed,
-        spr,
-        norm_pix,
-        curve,
-        started,
-        warm_steps,
-        warm_crop,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        mask_ratio=mask_ratio,
+        seed=seed,
+        spr=spr,
+        norm_pix=norm_pix,
+        curve=curve,
+        started=started,
+        warm_steps=warm_steps,
+        warm_crop=warm_crop,
     )
+    return to_eval_size(encoder.cpu().eval()), record
 
 
 def _train(mae, data, steps, batch_size, lr, gen, curve, started, progress, log_every, probe, crop, offset=0):

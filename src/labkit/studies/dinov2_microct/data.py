@@ -59,6 +59,15 @@ def check_data_source(cfg) -> None:
 
     manifest = _real_manifest(cfg)
     shapes = microct_volumes.check_manifest(manifest)
+    check_slicing(manifest, shapes, cfg)
+    microct_volumes.check_phases(manifest)
+
+
+def check_slicing(manifest, shapes, cfg) -> None:
+    """Whether every volume of ``manifest`` (its ``shapes``) supplies the slices the parameters ask for: an error
+    naming the volume and the largest sizes the data allow (:func:`labkit.data.microct_volumes.check_slicing`)."""
+    from labkit.data import microct_volumes
+
     microct_volumes.check_slicing(
         manifest,
         shapes,
@@ -67,7 +76,6 @@ def check_data_source(cfg) -> None:
         step=cfg.slice_step,
         size=cfg.slice_size,
     )
-    microct_volumes.check_phases(manifest)
 
 
 def phases_of(cfg) -> tuple[str, ...]:

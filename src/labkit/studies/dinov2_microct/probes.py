@@ -71,32 +71,13 @@ def probe_rows(cfg, seed, label, views: dict[str, np.ndarray], labels, tr, te, n
             if ks
             else {}
         )
+        knn = {"seed": seed, "backbone": label, "probe": "knn", "feature": feature}
         for k, p in preds.items():
-            rows.append(
-                {
-                    "seed": seed,
-                    "backbone": label,
-                    "probe": "knn",
-                    "feature": feature,
-                    "k": k,
-                    "k_below_class_size": bool(k < n_per_class),
-                    "accuracy": float((p == labels[te]).mean()),
-                    "status": "evaluated",
-                }
-            )
-        for k in skipped:
-            rows.append(
-                {
-                    "seed": seed,
-                    "backbone": label,
-                    "probe": "knn",
-                    "feature": feature,
-                    "k": k,
-                    "k_below_class_size": False,
-                    "accuracy": np.nan,
-                    "status": knn_too_large(k, len(tr)),
-                }
-            )
+            accuracy, below = float((p == labels[te]).mean()), bool(k < n_per_class)
+            rows.append({**knn, "k": k, "k_below_class_size": below, "accuracy": accuracy, "status": "evaluated"})
+        for k in skipped:  # a row that says why, never a silently capped k
+            status = knn_too_large(k, len(tr))
+            rows.append({**knn, "k": k, "k_below_class_size": False, "accuracy": np.nan, "status": status})
         p = probing.linear_probe(x[tr], labels[tr], x[te], seed=seed)
         rows.append(
             {

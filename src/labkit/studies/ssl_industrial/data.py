@@ -73,6 +73,21 @@ def check_config(cfg) -> None:
         check_folder_counts(cfg, root)
 
 
+def no_defect_free_images(cfg, root, classes, readable: bool = False) -> str:
+    """The error for a folder without a defect-free image, at configure time (files counted by name) or after
+    reading (``readable``): where the study looked, and the parameter that names the folder."""
+    image = "readable image" if readable else "image"
+    where = (
+        f"train/good and test/good hold no {image}"
+        if cfg.data_source == "mvtec"
+        else f"no class folder is named {'/'.join(GOOD_NAMES)}"
+        + (f" or good_class '{cfg.good_class}'" if cfg.good_class else "")
+        + f"; every class folder {'was read' if readable else 'reads'} as a defect class: {sorted(set(classes))}. "
+        "Name your defect-free folder with good_class (-p good_class <folder>)"
+    )
+    return f"{root}: 0 defect-free images: {where}"
+
+
 def check_folder_counts(cfg, root: Path) -> dict:
     """A real folder's image files counted by name (:func:`~labkit.data.inspection_folders.count_inspection_files`)
     against the parameters, with :func:`split_inspection`'s rule: no defect-free image (the folder is not named
@@ -84,15 +99,7 @@ def check_folder_counts(cfg, root: Path) -> dict:
     counts = count_inspection_files(root, cfg.data_source, good_class=cfg.good_class)
     good, bad = counts["good"], counts["defect"]
     if good == 0:
-        where = (
-            "train/good and test/good hold no image"
-            if cfg.data_source == "mvtec"
-            else f"no class folder is named {'/'.join(GOOD_NAMES)}"
-            + (f" or good_class '{cfg.good_class}'" if cfg.good_class else "")
-            + f"; every class folder reads as a defect class: {sorted(counts['classes'])}. Name your defect-free "
-            "folder with good_class (-p good_class <folder>)"
-        )
-        raise DataError(f"{root}: 0 defect-free images: {where}")
+        raise DataError(no_defect_free_images(cfg, root, counts["classes"]))
     if bad < 2:
         raise DataError(
             f"{root}: {bad} defect image(s); the study needs at least 2 (one for the labelled pool, one for the "
@@ -268,16 +275,7 @@ def split_inspection(inspection, cfg) -> dict:
     labels = inspection.labels
     bad, good = rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
     if len(good) == 0:
-        classes = sorted(set(inspection.defect_types))
-        where = (
-            "train/good and test/good hold no readable image"
-            if cfg.data_source == "mvtec"
-            else f"no class folder is named {'/'.join(GOOD_NAMES)}"
-            + (f" or good_class '{cfg.good_class}'" if cfg.good_class else "")
-            + f"; every class folder was read as a defect class: {classes}. Name your defect-free folder with "
-            "good_class (-p good_class <folder>)"
-        )
-        raise DataError(f"{cfg.data_root}: 0 defect-free images: {where}")
+        raise DataError(no_defect_free_images(cfg, cfg.data_root, inspection.defect_types, readable=True))
     if len(bad) < 2:
         raise DataError(
             f"{cfg.data_root}: {len(bad)} defect image(s) with masks; the study needs at least 2 "
