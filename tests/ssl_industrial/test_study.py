@@ -313,6 +313,7 @@ def test_regime_seeds_add_scratch_runs_at_the_fewest_and_most_labels_and_the_flo
     assert seeds["mae", "full", 4] == seeds["simclr", "full", 4] == seeds["all_good", "-", 4] == regime  # the floor
     for key in [("scratch", "full", 6), ("mae", "full", 8), ("mae", "frozen", 8), ("unet", "-", 4), ("all_good", "-", 8)]:
         assert seeds[key] == {0, 1}  # the claims stay on seeds
+    assert ("unet", "-", 8) not in seeds and ("unet", "-", 6) not in seeds  # the U-Net at the fewest labels only
     overlap = study.tables.subset_overlap(cfg, data).set_index("n_labels")
     assert list(overlap["seeds"]) == [5, 2, 5] and (overlap["max_shared_between_seeds"] == 0).all()
     frame = pd.DataFrame(
