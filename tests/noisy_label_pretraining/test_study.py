@@ -175,7 +175,9 @@ def test_resnet18_run_saves_the_arms_own_encoder_as_the_named_checkpoint():
     state, meta = load_checkpoint(saved["path"])
     # the arms' own encoder (encoder_depth 3 here: stem to layer2), no pretraining of its own
     assert set(runs.tables["pretraining"].purpose) == {"arms", "layers"}
-    model = create_segmenter("unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3, encoder_depth=3)
+    model = create_segmenter(
+        "unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3, encoder_depth=3
+    )
     model.encoder.load_state_dict(state, strict=True)
     arms = runs.tables["pretraining"].query("purpose == 'arms' and labels == 'sev0p3'")
     assert len(arms) == 1 and meta["encoder_depth"] == 3 and meta["steps"] == TINY["pretrain_steps"]

@@ -254,7 +254,14 @@ def _probes(cfg, run: Setup, files: dict, progress) -> dict:
                 device=run.device,
             )
             metas.append(
-                {"seed": seed, "network": FOR_ARMS, "task": TASK_A, "init": init, "k": s["k_values"][0], "pretraining": labels}
+                {
+                    "seed": seed,
+                    "network": FOR_ARMS,
+                    "task": TASK_A,
+                    "init": init,
+                    "k": s["k_values"][0],
+                    "pretraining": labels,
+                }
             )
     (result,) = run_grids(cfg, probe, progress=progress, threads=THREADS)
     rows, budgets = [], []
