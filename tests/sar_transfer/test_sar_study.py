@@ -187,13 +187,13 @@ def test_the_cross_sensor_description_is_generated_from_the_checkpoint_sidecar(o
         registry.named_checkpoint_path(CHECKPOINT_NAME),
         optical_checkpoint,
         {"study": "noisy_label_pretraining", "bands": bands, "in_channels": 13, "data_source": "geotiff",
-         "classes": ["forest", "water"], "n_tiles": 12, "encoder": "resnet18"},
+         "classes": ["forest", "water"], "n_tiles": 12, "encoder": "resnet18", "encoder_depth": 5},
     )  # fmt: skip
     weights = experiment.resolve_weights(smoke_cfg())
     cs = weights["cross_sensor"]
     text = cs["label"]
     assert "13-band" in text and "B13" in text and "2 classes (forest, water)" in text, text
-    assert "4-band" not in text and "land-cover" not in text
+    assert "4-band" not in text and "land-cover" not in text and "resnet18 encoder (5 stages)" in text
     assert cs["provenance"]["sha256"][:12] in text and "noisy_label_pretraining" in text
     table = frames.weights_frame(weights).set_index("arm")
     assert table.loc["cross_sensor", "description"] == text

@@ -220,8 +220,9 @@ def describe_weights(arm: str, provenance: Mapping) -> str:
             trained += f", {len(classes)} classes ({', '.join(classes)})"
         if meta.get("noise_severity") is not None:
             trained += f", noisy labels (severity {meta['noise_severity']})"
+        stages = f" ({meta['encoder_depth']} stages)" if meta.get("encoder_depth") else ""
         return (
-            f"cross-sensor transfer: the {meta.get('encoder', 'ResNet-18')} encoder of labkit checkpoint "
+            f"cross-sensor transfer: the {meta.get('encoder', 'ResNet-18')} encoder{stages} of labkit checkpoint "
             f"'{provenance['checkpoint']}' (made by {made}; trained on {trained}; file sha256 {digest}{conv})"
         )
     name = Path(str(provenance.get("file") or provenance.get("weights", ""))).name
