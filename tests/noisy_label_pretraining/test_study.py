@@ -64,13 +64,21 @@ def test_produce_pretrained_encoder_loads_into_a_resnet18_unet_encoder():
     path = produce_pretrained_encoder(n_tiles=8, epochs=1, tile=32, progress=False)
     assert path.name == "noisy-pretrained-unet-r18.safetensors" and path.exists()
     state, meta = load_checkpoint(path)
-    model = create_segmenter("unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3)
-    model.encoder.load_state_dict(state, strict=True)  # exactly the full-depth encoder's keys
+    model = create_segmenter(
+        "unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3, encoder_depth=4
+    )
+    model.encoder.load_state_dict(state, strict=True)  # exactly the 4-stage encoder's keys, as the study saves it
+    assert meta["encoder_depth"] == 4 and "features_learned" not in meta  # a small budget proves no features
     assert meta["in_channels"] == 4 and meta["bands"] == ["B08", "B04", "B03", "B02"]
     assert meta["classes"][-1] == "artificial" and meta["noise_severity"] == 0.6
     assert len(meta["norm_mean"]) == 4 and 0 < meta["pixel_noise_rate"] < 1
     named = create_segmenter(
-        "unet", encoder="resnet18", weights="labkit:noisy-pretrained-unet-r18", in_channels=4, num_classes=3
+        "unet",
+        encoder="resnet18",
+        weights="labkit:noisy-pretrained-unet-r18",
+        in_channels=4,
+        num_classes=3,
+        encoder_depth=4,
     )
     key = next(iter(state))
     assert np.allclose(named.encoder.state_dict()[key].numpy(), state[key].numpy())
