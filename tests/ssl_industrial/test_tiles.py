@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import labkit
-from labkit.studies import ssl_industrial as study
 from labkit.runner import study_plan
+from labkit.studies import ssl_industrial as study
 from labkit.studies.ssl_industrial.data import crop_start, pretraining_inputs, tile_starts
 from labkit.studies.ssl_industrial.tables import data_summary
 
