@@ -311,7 +311,13 @@ def test_regime_seeds_add_scratch_runs_at_the_fewest_and_most_labels_and_the_flo
     regime = {0, 1, 2, 3, 4}
     assert seeds["scratch", "full", 4] == seeds["scratch", "full", 8] == regime  # label-limited
     assert seeds["mae", "full", 4] == seeds["simclr", "full", 4] == seeds["all_good", "-", 4] == regime  # the floor
-    for key in [("scratch", "full", 6), ("mae", "full", 8), ("mae", "frozen", 8), ("unet", "-", 4), ("all_good", "-", 8)]:
+    for key in [
+        ("scratch", "full", 6),
+        ("mae", "full", 8),
+        ("mae", "frozen", 8),
+        ("unet", "-", 4),
+        ("all_good", "-", 8),
+    ]:
         assert seeds[key] == {0, 1}  # the claims stay on seeds
     assert ("unet", "-", 8) not in seeds and ("unet", "-", 6) not in seeds  # the U-Net at the fewest labels only
     overlap = study.tables.subset_overlap(cfg, data).set_index("n_labels")
@@ -375,13 +381,20 @@ def test_above_the_floor_at_the_fewest_labels_is_judged_on_the_regime_seeds():
     claim = {c.id: c for c in study.declare_claims(cfg)}["C1_label_efficiency_mae"]
     gains = [0.15 + 0.01 * (s % 3) for s in range(20)]
     lottery = [0.3 if s % 3 == 0 else FLOOR_AP + 0.002 for s in range(20)]  # 7 of 20 subsets learnable
-    tables = experiment.claim_tables({"runs": _runs(0.1, 0.02), "regime": _regime(gains, lo, hi, lottery), "pretrained": _pre()})
-    floor = next(p for p in judge(claim, tables)["preconditions"] if p["name"].startswith(f"above the floor (mae full at {lo}"))
+    tables = experiment.claim_tables(
+        {"runs": _runs(0.1, 0.02), "regime": _regime(gains, lo, hi, lottery), "pretrained": _pre()}
+    )
+    floor = next(
+        p for p in judge(claim, tables)["preconditions"] if p["name"].startswith(f"above the floor (mae full at {lo}")
+    )
     assert floor["passed"] and floor["evidence"]["n"] == 20 and "regime seeds" in floor["name"]
     at_floor = _regime(gains, lo, hi, FLOOR_AP + 0.002)  # negative control: every subset at the floor
     tables = experiment.claim_tables({"runs": _runs(0.1, 0.02), "regime": at_floor, "pretrained": _pre()})
     verdict = judge(claim, tables)
-    assert verdict["status"] == NOT_EVALUATED and f"above the floor (mae full at {lo} labels, regime seeds)" in verdict["reason"]
+    assert (
+        verdict["status"] == NOT_EVALUATED
+        and f"above the floor (mae full at {lo} labels, regime seeds)" in verdict["reason"]
+    )
 
 
 def test_dinov2_without_weights_is_not_evaluated_with_a_reason_naming_the_parameter(monkeypatch, tmp_path):

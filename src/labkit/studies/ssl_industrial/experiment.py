@@ -366,9 +366,7 @@ def split_regime(cfg, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def regime_rows(frame: pd.DataFrame, lo: int, hi: int) -> pd.DataFrame:
     """The rows of ``frame`` that belong to the regime (:func:`in_regime`), every seed they ran."""
-    keep = [
-        in_regime(i, int(n), lo, hi, p) for i, n, p in zip(frame["init"], frame["n_labels"], frame["protocol"])
-    ]
+    keep = [in_regime(i, int(n), lo, hi, p) for i, n, p in zip(frame["init"], frame["n_labels"], frame["protocol"])]
     return frame[np.asarray(keep, bool)].reset_index(drop=True)
 
 

@@ -79,9 +79,7 @@ def _pretrain_budgets(cfg, vit) -> list:
                 tot,
                 flops * batch,
                 notes="; ".join(
-                    x
-                    for x in (where, "the unrelated photos: as many inputs" if init == "mae_unrelated" else "")
-                    if x
+                    x for x in (where, "the unrelated photos: as many inputs" if init == "mae_unrelated" else "") if x
                 ),
                 params={
                     "batch": "pretrain_batch_size",
