@@ -228,12 +228,12 @@ def _tail_why(cfg, data: StudyData | None) -> str:
         "otherwise no method could gain there"
     )
     if data.source == "simulated":
-        r = float(cfg.scene_resolution)  # a vehicle is 1.6 x 3 ground units (labkit.data.scenes)
+        r = float(cfg.scene_resolution)  # the smallest simulated object is 1.6 x 3 ground units (labkit.data.scenes)
         return why + (
-            f". On these simulated scenes ({r:g} px per ground unit) a vehicle is about {1.6 * r:.2g} x {3 * r:.2g} px, "
-            "a few cells of a ResNet encoder's first (stride-2) stage, and with every label the tail is still missed "
-            "in some seeds: raise scene_resolution (with scene_size), iterations or regime_seeds, or run the paper "
-            "preset on real data"
+            f". On these simulated scenes ({r:g} px per ground unit) the smallest objects are about {1.6 * r:.2g} x "
+            f"{3 * r:.2g} px, a few cells of a ResNet encoder's first (stride-2) stage, and with every label the tail "
+            "is still missed in some seeds: raise scene_resolution (with scene_size and image_size), iterations or "
+            "regime_seeds, or run the paper preset on real data"
         )
     return why + (
         f". At image_size {cfg.image_size} and encoder_depth {cfg.encoder_depth} they may be too small or too few to "

@@ -9,19 +9,11 @@ from labkit.core.claims import Claim, Compare, Precondition
 from labkit.studies.base import Runs
 
 from .data import INIT_LABELS, VIT_INITS
-from .experiment import REGIME_AT_FEWEST, trained_precondition
+from .experiment import FLOOR_MARGIN, REGIME_AT_FEWEST, trained_precondition
 
 # Effects of interest (labkit.core.claims): the paper reports no effect size for these comparisons.
 PRACTICAL_AP = 0.03
 PRACTICAL_SOURCE = "a stated practical size: 3 points of defect average precision (the paper reports no effect size)"
-#: Precondition "above the floor": the arms a claim says score well must beat the 'all good' row (predict no
-#: defect: defect AP = the defect-pixel prevalence) by this much defect AP, paired over seeds, so arms that all
-#: sit at the floor leave the claim not evaluated rather than "did not hold". Two points: below the practical
-#: size of 3, above the seed-to-seed wobble of a predictor that only learned the prevalence. A baseline the
-#: claim expects to be weak may sit at the floor (scratch with the fewest labels, which the published default
-#: run put at 0.033 against a floor of 0.015; MAE's frozen probe; the unrelated-photo MAE): that is the regime
-#: the claim is about, and "A beats B" stays a fair test while A is above the floor.
-FLOOR_MARGIN = 0.02
 
 
 def declare_claims(cfg, unavailable: dict | None = None, **context) -> list[Claim]:

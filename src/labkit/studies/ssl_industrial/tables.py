@@ -154,7 +154,7 @@ def regime_table(cfg, runs: Runs) -> pd.DataFrame:
     """The regime the claims are judged in: the floor, the scratch ViT (over the regime seeds: the rows the
     label-limited precondition reads) and the U-Net at the fewest and the most labels: defect AP means, the
     seeds they average over, and the gain with its paired 95 % interval against the stated margin; then, over the
-    regime seeds, each init whose "above the floor" at the fewest labels is judged there (:func:`floor_rows`)."""
+    regime seeds, each init whose "above the floor" at the fewest labels is judged there (:func:`_floor_rows`)."""
     from labkit.core.stats import paired_difference
 
     frame, regime = runs.tables["runs"], runs.tables.get("regime")
@@ -180,16 +180,16 @@ def regime_table(cfg, runs: Runs) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["label_limited_margin"] = cfg.label_limited_margin
     if regime is not None and len(regime):
-        out = pd.concat([out, floor_rows(cfg, regime)], ignore_index=True)
+        out = pd.concat([out, _floor_rows(cfg, regime)], ignore_index=True)
     return out
 
 
-def floor_rows(cfg, regime: pd.DataFrame) -> pd.DataFrame:
+def _floor_rows(cfg, regime: pd.DataFrame) -> pd.DataFrame:
     """At the fewest labels, over the regime seeds: each init of ``REGIME_AT_FEWEST`` against the 'all good'
     floor (precondition "above the floor", margin ``FLOOR_MARGIN``), with the subsets it learns from."""
     from labkit.core.stats import paired_difference
 
-    from .claims import FLOOR_MARGIN
+    from .experiment import FLOOR_MARGIN
 
     lo = min(cfg.label_counts)
     at_lo = regime[regime["n_labels"] == lo]
