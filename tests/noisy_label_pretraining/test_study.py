@@ -64,13 +64,21 @@ def test_produce_pretrained_encoder_loads_into_a_resnet18_unet_encoder():
     path = produce_pretrained_encoder(n_tiles=8, epochs=1, tile=32, progress=False)
     assert path.name == "noisy-pretrained-unet-r18.safetensors" and path.exists()
     state, meta = load_checkpoint(path)
-    model = create_segmenter("unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3)
-    model.encoder.load_state_dict(state, strict=True)  # exactly the full-depth encoder's keys
+    model = create_segmenter(
+        "unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3, encoder_depth=4
+    )
+    model.encoder.load_state_dict(state, strict=True)  # exactly the 4-stage encoder's keys, as the study saves it
+    assert meta["encoder_depth"] == 4 and "features_learned" not in meta  # a small budget proves no features
     assert meta["in_channels"] == 4 and meta["bands"] == ["B08", "B04", "B03", "B02"]
     assert meta["classes"][-1] == "artificial" and meta["noise_severity"] == 0.6
     assert len(meta["norm_mean"]) == 4 and 0 < meta["pixel_noise_rate"] < 1
     named = create_segmenter(
-        "unet", encoder="resnet18", weights="labkit:noisy-pretrained-unet-r18", in_channels=4, num_classes=3
+        "unet",
+        encoder="resnet18",
+        weights="labkit:noisy-pretrained-unet-r18",
+        in_channels=4,
+        num_classes=3,
+        encoder_depth=4,
     )
     key = next(iter(state))
     assert np.allclose(named.encoder.state_dict()[key].numpy(), state[key].numpy())
@@ -154,50 +162,63 @@ def assert_every_trained_run_has_a_budget(runs):
         f"grid {r.grid} ({r.stage} seed {r.seed}): missing {r.missing}" for r in missing.itertuples()
     )
     ft = runs.tables["finetune"]
-    n_pre = len(runs.tables["pretraining"]) + int(s["encoder"] == "resnet18" and s["encoder_depth"] != 5)
+    n_pre = len(runs.tables["pretraining"])  # no pretraining of the checkpoint's own: it is the arms' encoder
     n_ft = len(ft[~ft.init.isin(study.REFERENCE_ROWS)]) + len(runs.tables["extra_regime_runs"])
     counts = budgets.grid.value_counts()
     assert counts.get(f"{study.STUDY}-pretrain", 0) == n_pre, f"{study.STUDY}: grid {study.STUDY}-pretrain"
     assert counts.get(f"{study.STUDY}-finetune", 0) == n_ft, f"{study.STUDY}: grid {study.STUDY}-finetune"
     n_probe = len(runs.tables["probes"])
-    networks = runs.tables["probes"].network.nunique()  # the arms' encoder, and the checkpoint's when another
-    assert n_probe == 2 * len(s["seeds"]) * networks, f"{study.STUDY}: grid {study.STUDY}-probe"
+    assert set(runs.tables["probes"].network) <= {"arms"}  # the arms' encoder, which is also the checkpoint's
+    assert n_probe == 2 * len(s["seeds"]), f"{study.STUDY}: grid {study.STUDY}-probe"
     assert counts.get(f"{study.STUDY}-probe", 0) == n_probe, f"{study.STUDY}: grid {study.STUDY}-probe"
     assert (budgets.batch_size == s["batch_size"]).all() and budgets.trainable_params.gt(0).all()
 
 
-def test_resnet18_run_saves_the_full_depth_named_checkpoint():
+def test_resnet18_run_saves_the_arms_own_encoder_as_the_named_checkpoint(tmp_path, monkeypatch):
+    # its own checkpoints folder: this 3-stage encoder must not become the session's shared checkpoint, which the
+    # SAR study's tests load (its encoder needs 4 stages and refuses this one, naming the keys)
+    monkeypatch.setenv("LABKIT_CHECKPOINTS", str(tmp_path / "checkpoints"))
     cfg = config(encoder="resnet18", inits=["random", "noisy_full"], k_values=[2, 3], noise_levels=[0.3])
     runs = study.run(cfg, progress=False)
     saved = runs.examples["checkpoint"]
     assert saved["saved"], saved
     assert runs.checkpoints == [saved["path"]]
     state, meta = load_checkpoint(saved["path"])
-    model = create_segmenter("unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3)
-    model.encoder.load_state_dict(state, strict=True)  # format unchanged for the SAR study: full depth
+    # the arms' own encoder (encoder_depth 3 here: stem to layer2), no pretraining of its own
+    assert set(runs.tables["pretraining"].purpose) == {"arms", "layers"}
+    model = create_segmenter(
+        "unet", encoder="resnet18", weights="random", in_channels=4, num_classes=3, encoder_depth=3
+    )
+    model.encoder.load_state_dict(state, strict=True)
+    arms = runs.tables["pretraining"].query("purpose == 'arms' and labels == 'sev0p3'")
+    assert len(arms) == 1 and meta["encoder_depth"] == 3 and meta["steps"] == TINY["pretrain_steps"]
     assert meta["encoder"] == "resnet18" and meta["bands"] == TINY["bands"] and meta["noise_severity"] == 0.3
-    # the source task's "features learned" record the SAR study judges its cross-sensor arm on: the saved
-    # full-depth encoder's own probes (network "checkpoint", beside the 3-stage U-Net), judged by core.claims
+    assert meta["pixel_noise_rate"] == pytest.approx(float(arms.pixel_noise_rate.iloc[0]))
+    # the source task's "features learned" record the SAR study judges its cross-sensor arm on: this study's own
+    # precondition on the same encoder's probes (network "arms"), in the format both studies import
+    from labkit.models.features_record import FIELDS, check_record
+
     record = meta["features_learned"]
-    assert set(record) == {"passed", "estimate", "ci", "n", "unit", "statement", "margin"}
+    assert set(record) == set(FIELDS)
     probes = runs.tables["probes"]
-    assert set(probes.network) == {"arms", "checkpoint"}
-    evidence = study.setup.features_learned("sev0p3", 2, "checkpoint").evaluate({"probes": probes})
+    assert set(probes.network) == {"arms"}
+    evidence = study.setup.features_learned("sev0p3", 2).evaluate({"probes": probes})
     assert record["passed"] is evidence["passed"] is False  # one seed: never passed
     assert record["n"] == evidence["evidence"]["n"] == 1 and record["unit"] == "seeds" and record["margin"] == 0
-    assert record["estimate"] == pytest.approx(evidence["evidence"]["mean_diff"])
-    assert "full-depth" in record["statement"] and "random init" in record["statement"]
+    assert "must be finite" in check_record(record)  # one seed has no interval: SAR would call it unusable
+    assert "3 stages" in record["statement"] and "random init" in record["statement"]
 
 
 def test_the_checkpoint_record_is_the_claims_features_learned_verdict_when_it_is_the_same_encoder():
-    """At encoder_depth 5 the saved encoder is the arms' own: its sidecar record is the precondition's verdict, read
-    by the same constructor from the same table (and it fails alike on equal probes)."""
+    """The saved encoder is the arms' own (at any encoder_depth): its sidecar record is the precondition's verdict,
+    read by the same constructor from the same table (and it fails alike on equal probes), a well-formed record."""
+    from labkit.models.features_record import check_record
     from labkit.studies.noisy_label_pretraining.experiment import checkpoint_features_learned
 
     tables = _tables(probe_gain=0.08)
-    cfg = Config(study.NAME, "test", {**dict(DEFAULT), "encoder_depth": 5})
+    cfg = Config(study.NAME, "test", dict(DEFAULT))
     run = SimpleNamespace(
-        s={"encoder_depth": 5, "k_values": [4, 32], "shared_pretraining": True, "probe_steps": 100, "seeds": [0, 1, 2]},
+        s={"encoder_depth": 4, "k_values": [4, 32], "shared_pretraining": True, "probe_steps": 100, "seeds": [0, 1, 2]},
         main="sev0p3",
         data=SimpleNamespace(source="simulated"),
     )
@@ -209,7 +230,8 @@ def test_the_checkpoint_record_is_the_claims_features_learned_verdict_when_it_is
         assert record["passed"] is pre["passed"] is passed
         assert record["estimate"] == pytest.approx(pre["evidence"]["mean_diff"]) and record["n"] == 3
         assert record["ci"] == pytest.approx([pre["evidence"]["ci95_low"], pre["evidence"]["ci95_high"]])
-        assert "the fine-tuned arms' own" in record["statement"]
+        assert "fine-tuned arms' own" in record["statement"] and "4 stages" in record["statement"]
+        assert check_record(record) is None
 
 
 def _tables(

@@ -123,6 +123,33 @@ def test_encoder_state_fits_truncated_encoder(optical_checkpoint):
         experiment.adapt_encoder_state(broken, encoder, "a broken checkpoint")
 
 
+def test_the_noisy_studys_4_stage_encoder_fills_every_key_and_a_short_or_foreign_state_is_named(optical_checkpoint):
+    """The noisy-label study now saves its arms' own 4-stage encoder (stem to layer3): nothing to drop, every key the
+    truncated encoder loads comes from the file (the first convolution adapted from its 4 bands); a 3-stage state,
+    or a state with blocks the encoder has no place for (a ResNet-34), is an error naming the keys, through
+    resolve_weights before any work, naming the parameter and the file."""
+    import labkit.models.registry as registry
+    from labkit.core.checkpoints import save_checkpoint
+    from labkit.methods.unet_training import build_model
+
+    encoder = tasks.create_model().encoder
+    state = {k: v.detach().clone() for k, v in build_model(6, "resnet18", 4, 8, seed=5, encoder_depth=4).encoder.state_dict().items()}  # fmt: skip
+    loaded, info = experiment.adapt_encoder_state(state, encoder, "the 4-stage encoder")
+    assert info["dropped_keys"] == 0 and info["dropped_stages"] == [] and set(loaded) == set(encoder.state_dict())
+    for key, value in loaded.items():
+        expected = adapt_input_conv_weight(state[key], 3) if key == "model.conv1.weight" else state[key]
+        torch.testing.assert_close(value, expected)
+    short = {k: v for k, v in state.items() if not k.startswith("model.layer3.")}  # a 3-stage encoder
+    with pytest.raises(CheckpointMismatchError, match=r"lacks \d+ key\(s\) .*\(in layer3\).*at least 4 stages"):
+        experiment.adapt_encoder_state(short, encoder, "a 3-stage encoder")
+    deeper = {**state, "model.layer1.2.conv1.weight": state["model.layer1.0.conv1.weight"]}  # a ResNet-34's block
+    with pytest.raises(CheckpointMismatchError, match=r"no place for: \['model.layer1.2.conv1.weight'\]"):
+        experiment.adapt_encoder_state(deeper, encoder, "a deeper encoder")
+    path = save_checkpoint(registry.named_checkpoint_path(CHECKPOINT_NAME), short, {"study": "noisy_label_pretraining"})
+    with pytest.raises(CheckpointMismatchError, match="parameter 'cross_sensor_weights'.*" + path.name):
+        experiment.resolve_weights(smoke_cfg())
+
+
 def test_missing_weights_are_reported_with_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CHECKPOINTS", str(tmp_path / "empty"))
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
@@ -160,13 +187,13 @@ def test_the_cross_sensor_description_is_generated_from_the_checkpoint_sidecar(o
         registry.named_checkpoint_path(CHECKPOINT_NAME),
         optical_checkpoint,
         {"study": "noisy_label_pretraining", "bands": bands, "in_channels": 13, "data_source": "geotiff",
-         "classes": ["forest", "water"], "n_tiles": 12, "encoder": "resnet18"},
+         "classes": ["forest", "water"], "n_tiles": 12, "encoder": "resnet18", "encoder_depth": 5},
     )  # fmt: skip
     weights = experiment.resolve_weights(smoke_cfg())
     cs = weights["cross_sensor"]
     text = cs["label"]
     assert "13-band" in text and "B13" in text and "2 classes (forest, water)" in text, text
-    assert "4-band" not in text and "land-cover" not in text
+    assert "4-band" not in text and "land-cover" not in text and "resnet18 encoder (5 stages)" in text
     assert cs["provenance"]["sha256"][:12] in text and "noisy_label_pretraining" in text
     table = frames.weights_frame(weights).set_index("arm")
     assert table.loc["cross_sensor", "description"] == text

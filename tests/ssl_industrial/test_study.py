@@ -296,17 +296,24 @@ def test_pretraining_records_the_trivial_predictors_loss(tmp_path, monkeypatch):
     assert np.isclose(rec["loss_ratio"], rec["eval_loss"] / rec["learner_free_loss"])
 
 
-def test_regime_seeds_add_scratch_runs_at_the_fewest_and_most_labels_only_with_disjoint_subsets(tmp_path, monkeypatch):
+def test_regime_seeds_add_scratch_runs_at_the_fewest_and_most_labels_and_the_floor_arms_at_the_fewest(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
     cfg = _cfg("smoke", seeds=[0, 1], regime_seeds=[0, 1, 2, 3, 4], label_counts=[4, 6, 8])
     assert regime_seeds(cfg) == [0, 1, 2, 3, 4]
     data = study.data(cfg)
-    tasks = experiment.finetune_tasks(cfg, data, {}, {k: "x" for k in ("mae", "simclr", "mae_unrelated", "dinov2")})
+    pretrained = {k: {"file": "f", "digest": "d"} for k in ("mae", "simclr")}
+    tasks = experiment.finetune_tasks(cfg, data, pretrained, {k: "x" for k in ("mae_unrelated", "dinov2")})
     seeds = {}
     for t in tasks:
-        seeds.setdefault((t["init"], t["n_labels"]), set()).add(t["seed"])
-    assert seeds["scratch", 4] == seeds["scratch", 8] == {0, 1, 2, 3, 4}
-    assert seeds["scratch", 6] == seeds["unet", 4] == seeds["all_good", 8] == {0, 1}  # the claims stay on seeds
+        seeds.setdefault((t["init"], t["protocol"], t["n_labels"]), set()).add(t["seed"])
+    regime = {0, 1, 2, 3, 4}
+    assert seeds["scratch", "full", 4] == seeds["scratch", "full", 8] == regime  # label-limited
+    assert seeds["mae", "full", 4] == seeds["simclr", "full", 4] == seeds["all_good", "-", 4] == regime  # the floor
+    for key in [("scratch", "full", 6), ("mae", "full", 8), ("mae", "frozen", 8), ("unet", "-", 4), ("all_good", "-", 8)]:
+        assert seeds[key] == {0, 1}  # the claims stay on seeds
+    assert ("unet", "-", 8) not in seeds and ("unet", "-", 6) not in seeds  # the U-Net at the fewest labels only
     overlap = study.tables.subset_overlap(cfg, data).set_index("n_labels")
     assert list(overlap["seeds"]) == [5, 2, 5] and (overlap["max_shared_between_seeds"] == 0).all()
     frame = pd.DataFrame(
@@ -316,16 +323,23 @@ def test_regime_seeds_add_scratch_runs_at_the_fewest_and_most_labels_only_with_d
         ]
     )
     runs, regime = experiment.split_regime(cfg, frame)
-    assert set(runs["seed"]) == {0, 1} and len(runs) == len(frame) - 6
-    assert set(regime["init"]) == {"scratch"} and set(regime["n_labels"]) == {4, 8} and len(regime) == 10
+    assert set(runs["seed"]) == {0, 1} and len(runs) == len(frame) - 3 * 5
+    assert set(regime["init"]) == {"scratch", "mae", "simclr", "all_good"} and len(regime) == 5 * 5
+    assert set(regime.loc[regime["init"] == "scratch", "n_labels"]) == {4, 8}
+    assert set(regime.loc[regime["init"] != "scratch", "n_labels"]) == {4}
     assert regime_seeds(_cfg("smoke")) == [0]  # null: the seeds
 
 
-def _regime(gains, lo, hi):
+def _regime(gains, lo, hi, mae_at_lo=0.3):
+    """The regime's rows: scratch at the fewest and the most labels (``gains`` between them), MAE at the fewest
+    (``mae_at_lo``, a list per seed or one value) and the floor, one seed per gain."""
     rows = []
     for seed, gain in enumerate(gains):
         for n, ap in ((lo, 0.2), (hi, 0.2 + gain)):
             rows.append({"init": "scratch", "protocol": "full", "n_labels": n, "seed": seed, "defect_ap": ap})
+        mae = mae_at_lo[seed] if isinstance(mae_at_lo, list) else mae_at_lo
+        rows.append({"init": "mae", "protocol": "full", "n_labels": lo, "seed": seed, "defect_ap": mae})
+        rows.append({"init": "all_good", "protocol": "-", "n_labels": lo, "seed": seed, "defect_ap": FLOOR_AP})
     return pd.DataFrame(rows)
 
 
@@ -351,6 +365,23 @@ def test_label_limited_is_judged_on_the_regime_seeds_and_the_claims_on_seeds():
     per_seed = study.tables.regime_runs_table(_cfg(seeds=[0, 1, 2]), Runs(tables={"regime": steady}))
     assert list(per_seed["in_seeds"]) == ["yes"] * 3 + ["regime only"] * 7
     assert np.allclose(per_seed["gain"], [0.15 + 0.01 * (s % 3) for s in range(10)])
+    assert np.allclose(per_seed[f"mae_defect_ap_at_{lo}"], 0.3)
+
+
+def test_above_the_floor_at_the_fewest_labels_is_judged_on_the_regime_seeds():
+    # a 4-label run's score is decided by which images its seed draws: bimodal, at the floor or well above it
+    cfg = _cfg()
+    lo, hi = min(cfg.label_counts), max(cfg.label_counts)
+    claim = {c.id: c for c in study.declare_claims(cfg)}["C1_label_efficiency_mae"]
+    gains = [0.15 + 0.01 * (s % 3) for s in range(20)]
+    lottery = [0.3 if s % 3 == 0 else FLOOR_AP + 0.002 for s in range(20)]  # 7 of 20 subsets learnable
+    tables = experiment.claim_tables({"runs": _runs(0.1, 0.02), "regime": _regime(gains, lo, hi, lottery), "pretrained": _pre()})
+    floor = next(p for p in judge(claim, tables)["preconditions"] if p["name"].startswith(f"above the floor (mae full at {lo}"))
+    assert floor["passed"] and floor["evidence"]["n"] == 20 and "regime seeds" in floor["name"]
+    at_floor = _regime(gains, lo, hi, FLOOR_AP + 0.002)  # negative control: every subset at the floor
+    tables = experiment.claim_tables({"runs": _runs(0.1, 0.02), "regime": at_floor, "pretrained": _pre()})
+    verdict = judge(claim, tables)
+    assert verdict["status"] == NOT_EVALUATED and f"above the floor (mae full at {lo} labels, regime seeds)" in verdict["reason"]
 
 
 def test_dinov2_without_weights_is_not_evaluated_with_a_reason_naming_the_parameter(monkeypatch, tmp_path):

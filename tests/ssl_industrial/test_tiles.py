@@ -6,15 +6,20 @@ import pytest
 
 import labkit
 from labkit.studies import ssl_industrial as study
-from labkit.studies.ssl_industrial.data import crop_start, tile_starts
+from labkit.runner import study_plan
+from labkit.studies.ssl_industrial.data import crop_start, pretraining_inputs, tile_starts
 from labkit.studies.ssl_industrial.tables import data_summary
 
 from .fixtures import write_non_square_tree
 
 
-def _cfg(root, **over):
+def _over(root, **over):
     base = dict(data_source="per_class", data_root=str(root), n_unlabeled=16, n_good=4, img_size=16, patch_size=8)
-    return labkit.configure("ssl_industrial", "smoke", {**base, **over})
+    return {**base, **over}
+
+
+def _cfg(root, **over):
+    return labkit.configure("ssl_industrial", "smoke", _over(root, **over))
 
 
 def test_tiles_cover_a_side_and_a_crop_holds_the_defect():
@@ -43,6 +48,10 @@ def test_non_square_images_are_tiled_and_cropped_not_squashed(tmp_path, monkeypa
     # tiled: every image gives 3 tiles (long side 38 or 40 at a short side of 16), so every defect is in the test set
     assert geometry["test"]["inputs"] == 3 * geometry["test"]["source_images"]
     assert geometry["unlabeled"]["inputs"] == 3 * 16
+    # labkit plan counts the same inputs from file names and image headers (no pixel read): the tiles, not n_unlabeled
+    assert pretraining_inputs(_cfg(root)) == {"images": 16, "tiles": len(data["unlabeled"]["images"])}
+    (pre, *_), _ = study_plan("ssl_industrial", "smoke", {**_over(root), "pretrain_batch_size": 4, "inits": ["mae"]})
+    assert [b.data_items for b in pre.budgets] == [48] and "48 tiles of img_size 16" in pre.budgets[0].notes
     test = data["test"]
     assert (test["defect_types"] == "dent").sum() >= 2 and test["masks"][test["defect_types"] == "dent"].any(
         (1, 2)

@@ -317,6 +317,29 @@ def count_inspection_files(
     return {"good": good, "defect": sum(classes.values()), "classes": classes}
 
 
+def list_inspection_files(
+    root: str | Path, layout: str, *, good_class: str | None = None, image_dir: str = "Imgs", good_classes=GOOD_NAMES
+) -> list[tuple[Path, bool]]:
+    """The image files of an inspection folder in the order the loaders read them, each with whether it is
+    defect-free, by name only (no pixel is read): what a plan needs to know which images a split takes.
+    ``layout``: ``mvtec`` or ``per_class``. Unreadable files are listed; the loaders skip them later."""
+    root = Path(root)
+    out: list[tuple[Path, bool]] = []
+    if layout == "mvtec":
+        for split in ("train", "test"):
+            folder = root / split
+            if folder.is_dir():
+                for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+                    out += [(p, sub.name == "good") for p in _images_in(sub)]
+        return out
+    names = {g.lower() for g in good_classes} | ({good_class.lower()} if good_class else set())
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        folder = class_dir / image_dir
+        if folder.is_dir():
+            out += [(p, class_dir.name.lower() in names) for p in _per_class_photos(folder)[0]]
+    return out
+
+
 def load_mvtec_style(
     root: str | Path,
     *,

@@ -1,10 +1,12 @@
 """The noisy-label pretrained land-cover encoder another study consumes: labkit checkpoint ``noisy-pretrained-unet-r18``.
 
-A U-Net (ResNet-18 encoder, full depth) pretrained on simulated multispectral land-cover tiles whose labels a
-composite of label-noise models corrupted; the encoder's state dict is saved under the name with its bands,
-classes, noise settings and input normalisation. :func:`produce_pretrained_encoder` is the checkpoint's declared
-producer (a small budget, for a study that needs it and finds none); :func:`save_pretrained_encoder` saves one a
-longer run trained.
+A U-Net (ResNet-18 encoder of 4 stages, the stem to layer3, as the noisy-label study's arms use it) pretrained on
+simulated multispectral land-cover tiles whose labels a composite of label-noise models corrupted; the encoder's
+state dict is saved under the name with its bands, classes, noise settings, input normalisation and depth. The
+noisy-label study publishes it with its own "features learned" record in the sidecar
+(:mod:`labkit.models.features_record`) through :func:`save_pretrained_encoder`; :func:`produce_pretrained_encoder`
+is the checkpoint's declared producer (a small budget, for a study that needs it and finds none), whose sidecar
+holds no such record, so a consumer that gates on it leaves its transfer arm *not evaluated*.
 """
 
 from __future__ import annotations
@@ -95,8 +97,8 @@ def checkpoint_meta(bands, classes, noise_models, severity, norm_mean, norm_std,
 
 
 def save_pretrained_encoder(model_or_state, meta: dict) -> Path:
-    """Save a full-depth ResNet-18 encoder (a U-Net, or its state dict with ``encoder.*`` keys) as the named
-    checkpoint ``noisy-pretrained-unet-r18`` (keys of ``model.encoder.state_dict()``)."""
+    """Save a ResNet-18 encoder (a U-Net, or its state dict with ``encoder.*`` keys; any number of stages) as the
+    named checkpoint ``noisy-pretrained-unet-r18`` (keys of ``model.encoder.state_dict()``)."""
     from labkit.models.registry import save_named_checkpoint
 
     if meta.get("encoder") != "resnet18":
@@ -126,11 +128,14 @@ def produce_pretrained_encoder(
     batch_size: int = 8,
     decoder_width: int = 32,
     lr: float = 1e-3,
+    encoder_depth: int = 4,
 ) -> Path:
     """Simulate ``n_tiles`` noisy land-cover tiles, pretrain a U-Net on them, save its encoder, return the path.
 
-    The checkpoint is ``noisy-pretrained-unet-r18`` (the keys of a full-depth ``model.encoder.state_dict()``; meta:
-    bands, in_channels, classes, noise settings, input normalisation). Only ResNet-18 encoders are saved under it.
+    The checkpoint is ``noisy-pretrained-unet-r18`` (the keys of ``model.encoder.state_dict()`` at
+    ``encoder_depth`` stages, 4 as the study saves it; meta: bands, in_channels, classes, noise settings, input
+    normalisation, depth). Only ResNet-18 encoders are saved under it. Its sidecar carries no "features learned"
+    record: the small budget proves nothing about the features.
     """
     if encoder != "resnet18":
         raise ValueError(f"'{CHECKPOINT_NAME}' is a ResNet-18 encoder; got encoder={encoder!r}")
@@ -138,7 +143,7 @@ def produce_pretrained_encoder(
     classes = landcover.task_legend(TASK)[0]
     tiles, clean, noisy, rate = simulate_noisy_pool(n_tiles, tile, seed, noise_models, severity)
     mean, std = band_statistics(tiles.images)
-    model = build_model(len(classes), encoder, len(tiles.bands), decoder_width, seed=seed)
+    model = build_model(len(classes), encoder, len(tiles.bands), decoder_width, seed=seed, encoder_depth=encoder_depth)
     steps = max(1, int(np.ceil(n_tiles / batch_size)))
     train(
         model,
@@ -168,6 +173,7 @@ def produce_pretrained_encoder(
             "seed": seed,
             "pixel_noise_rate": rate,
             "decoder_width": decoder_width,
+            "encoder_depth": encoder_depth,
             "seconds": round(time.time() - started, 2),
             "produced_by": "produce_pretrained_encoder",
         },

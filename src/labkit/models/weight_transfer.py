@@ -56,9 +56,11 @@ def adapt_encoder_state(
 
     Keys are mapped by :func:`timm_encoder_key`; stages the target lacks (a deeper stage, a classifier) are
     dropped and listed; the first convolution is adapted to ``in_chans`` (:func:`adapt_input_conv_weight`); any
-    key the target needs and the checkpoint lacks, or any other shape mismatch, is a CheckpointMismatchError
-    naming the keys (``source``, ``target`` and ``expected`` word its message). Returns the state dict to load
-    (strictly) and what was done: ``dropped_keys``, ``dropped_stages``, ``first_conv_bands``.
+    key the target needs and the checkpoint lacks, a key the checkpoint has inside a stage the target keeps (another
+    architecture, e.g. a deeper ResNet's extra blocks), or any other shape mismatch, is a CheckpointMismatchError
+    naming the keys (``source``, ``target`` and ``expected`` word its message): every key the target loads comes
+    from the checkpoint. Returns the state dict to load (strictly) and what was done: ``dropped_keys``,
+    ``dropped_stages``, ``first_conv_bands``.
     """
     own = encoder.state_dict()
     renamed = {timm_encoder_key(k): v for k, v in state.items()}
@@ -68,8 +70,17 @@ def adapt_encoder_state(
     dropped = sorted(k for k in renamed if k not in own)
     missing = sorted(k for k in own if k not in renamed)
     if missing:
+        stages = sorted({k.split(".")[1] for k in missing})
         raise CheckpointMismatchError(
-            f"{source} lacks {len(missing)} key(s) of {target}: {missing[:8]} (is it {expected}?)"
+            f"{source} lacks {len(missing)} key(s) of {target} (in {', '.join(stages)}): {missing[:8]} "
+            f"(is it {expected}?)"
+        )
+    kept_stages = {k.split(".")[1] for k in own}
+    stray = [k for k in dropped if k.split(".")[1] in kept_stages]
+    if stray:
+        raise CheckpointMismatchError(
+            f"{source} has {len(stray)} key(s) inside the stages {target} keeps that it has no place for: "
+            f"{stray[:8]} (is it {expected}?)"
         )
     loaded = {k: adapted.get(k, renamed[k]) for k in own}
     shapes = [

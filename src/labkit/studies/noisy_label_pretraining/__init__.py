@@ -7,8 +7,8 @@ study shape (``labkit.studies.base``):
   split per seed into a pretraining pool (noisy labels), a fine-tuning pool, validation and test tiles (clean);
 - :mod:`.tasks`: the grid tasks (pretraining, fine-tuning, frozen linear probes, the QDA reference);
 - :mod:`.setup`: the settings and what every grid shares;
-- :mod:`.experiment`: the grids, the layer-wise measure with its null, gathered into ``Runs``; the first seed's
-  noisy-pretrained encoder saved as the labkit checkpoint ``noisy-pretrained-unet-r18`` (consumed by the SAR study;
+- :mod:`.experiment`: the grids, the layer-wise measure with its null, gathered into ``Runs``; the arms' own
+  noisy-pretrained encoder (the first seed's) saved as the labkit checkpoint ``noisy-pretrained-unet-r18`` (consumed by the SAR study;
   its recipe is :mod:`labkit.methods.noisy_label_encoder`);
 - :mod:`.tables`, :mod:`.figures`: the report's results;
 - :mod:`.claims`: the paper's four claims with the preconditions that make them testable;

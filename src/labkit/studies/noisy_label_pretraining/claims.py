@@ -175,7 +175,7 @@ def _regime(cfg) -> _Regime:
     )
     # The claims that rest on the noisy-pretrained encoder need it to carry features the task can use: its frozen
     # linear probe (tasks.probe_task) beats that of the same U-Net's random-init encoder, paired over seeds. The
-    # named checkpoint's sidecar records the same constructor's verdict (experiment.checkpoint_features_learned).
+    # named checkpoint is that encoder and its sidecar records this verdict (experiment.checkpoint_features_learned).
     features_learned = setup_features_learned(main, k_few, FOR_ARMS, shared)
     return _Regime(
         k_values,

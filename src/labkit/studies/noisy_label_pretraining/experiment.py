@@ -16,8 +16,9 @@
    pretraining in data order 1 against the noisy one in order 0 (raw) and against the clean one in order 0 (the
    null), so both pairs differ in data order and only the raw pair in labels; CKA of encoder features alike.
 
-The first seed's noisy-pretrained, full-depth ResNet-18 encoder is saved as the labkit checkpoint
-``noisy-pretrained-unet-r18`` (:mod:`labkit.methods.noisy_label_encoder`; the SAR study consumes it).
+The arms' own noisy-pretrained ResNet-18 encoder (the first seed's main noisy pretraining, ``encoder_depth`` stages)
+is saved as the labkit checkpoint ``noisy-pretrained-unet-r18`` (:mod:`labkit.methods.noisy_label_encoder`; the SAR
+study consumes it), its sidecar carrying this run's "features learned" precondition on that same encoder.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from labkit.methods.noisy_label_encoder import (
     checkpoint_meta,
     save_pretrained_encoder,
 )
+from labkit.models.features_record import make_record
 from labkit.studies.base import Runs, Stopwatch, grid_options, run_grids
 from labkit.studies.noisy_label_pretraining.data import (
     STUDY,
@@ -72,21 +74,14 @@ from labkit.studies.noisy_label_pretraining.tasks import (
 )
 from labkit.studies.noisy_label_pretraining.weights import external_encoder, weights_file
 
-# ---- grid 1: pretraining (the arms' label sets, shared or per seed; the layer-wise trio per seed; the checkpoint)
+# ---- grid 1: pretraining (the arms' label sets, shared or per seed; the layer-wise trio per seed)
 
 
 def _pretrain_jobs(run: Setup) -> dict:
-    """The run's pretrainings (:func:`setup.pretrain_jobs`), ``(seed, labels, order, steps, depth) -> purposes``."""
+    """The run's pretrainings (:func:`setup.pretrain_jobs`), ``(seed, labels, order, steps) -> purposes``."""
     s = run.s
     return pretrain_jobs(
-        s["seeds"],
-        run.label_sets,
-        run.main,
-        s["pretrain_steps"],
-        s["layer_pretrain_steps"],
-        s["encoder_depth"],
-        s["shared_pretraining"],
-        run.save,
+        s["seeds"], run.label_sets, run.main, s["pretrain_steps"], s["layer_pretrain_steps"], s["shared_pretraining"]
     )
 
 
@@ -94,31 +89,27 @@ def _pretrain_grid(run: Setup, jobs: dict) -> Grid:
     s, files = run.s, run.data.files
     pre = Grid(f"{STUDY}-pretrain", pretrain_task)
     common = dict(model=run.model, batch_size=s["batch_size"], lr=s["lr"], device=run.device)
-    for seed, labels, order, steps, depth in jobs:
-        extra = {"depth": 5} if depth == 5 and s["encoder_depth"] != 5 else {}
-        pre.add(data=files[seed], seed=seed, labels=labels, order=order, steps=steps, **common, **extra)
+    for seed, labels, order, steps in jobs:
+        pre.add(data=files[seed], seed=seed, labels=labels, order=order, steps=steps, **common)
     return pre
 
 
 def _pretrain(cfg, run: Setup, progress) -> dict:
     """Run the pretraining grid: the pretraining table's rows (one per purpose a network serves), each network's
-    weights (in memory and as a file) by ``(purpose, seed, labels, order)``, the named checkpoint's state and file,
-    and every run's budget."""
+    weights (in memory and as a file) by ``(purpose, seed, labels, order)``, the named checkpoint's state (the
+    arms' own main noisy encoder, the first seed's) and every run's budget."""
     s = run.s
     jobs = _pretrain_jobs(run)
     pre = _pretrain_grid(run, jobs)
     (result,) = run_grids(cfg, pre, progress=progress, threads=THREADS)
-    rows, states, checkpoint_state, budgets = [], {}, None, []
-    for (seed, labels, order, _, depth), record in zip(jobs, result.records):
-        purposes = jobs[(seed, labels, order, _, depth)]
+    rows, states, budgets = [], {}, []
+    for key, record in zip(jobs, result.records):
+        seed, labels, order, _ = key
+        purposes = jobs[key]
         for purpose in purposes:
-            stage = "checkpoint" if purpose == "checkpoint" else "pretrain"
             budgets.append(
-                budget_row(record, pre.name, stage=stage, purpose=purpose, seed=seed, labels=labels, order=order)
+                budget_row(record, pre.name, stage="pretrain", purpose=purpose, seed=seed, labels=labels, order=order)
             )
-        if purposes == ["checkpoint"]:
-            checkpoint_state = record["state"]
-            continue
         severity = run.severity_of.get(labels, np.nan)
         for purpose in purposes:
             states[(purpose, seed, labels, order)] = record["state"]
@@ -126,15 +117,14 @@ def _pretrain(cfg, run: Setup, progress) -> dict:
                 {"seed": seed, "purpose": purpose, "labels": labels, "order": order, "severity": severity}
                 | {k: record[k] for k in PRETRAIN_COLUMNS}
             )
-    if run.save and checkpoint_state is None and s["encoder_depth"] == 5:  # the arms' own main noisy network
-        checkpoint_state = states.get((FOR_ARMS, s["seeds"][0], run.main, 0))
+    # the named checkpoint: the encoder every seed's noisy arms start from when shared (the first seed's), the
+    # one the features-learned precondition probes, so its sidecar's record is that precondition's verdict
+    checkpoint_state = states.get((FOR_ARMS, s["seeds"][0], run.main, 0)) if run.save else None
     files = {
         key: weights_file(state, {"purpose": key[0], "seed": key[1], "labels": key[2], "order": key[3]})
         for key, state in states.items()
         if key[0] == FOR_ARMS
     }
-    if checkpoint_state is not None:
-        files["checkpoint"] = weights_file(checkpoint_state, {"purpose": "checkpoint", "labels": run.main})
     return {
         "table": pd.DataFrame(rows),
         "states": states,
@@ -241,45 +231,38 @@ def _finetune(cfg, run: Setup, files: dict, progress) -> dict:
 
 
 def _probes(cfg, run: Setup, files: dict, progress) -> dict:
-    """The main noisy-pretrained encoder and the random-init one, frozen, a linear head trained on the fewest clean
-    tiles of task A for probe_steps steps (network ``arms``); when the named checkpoint is a pretraining of its own
-    (a full-depth network beside a shallower U-Net), its encoder and the full-depth random-init one alike (network
-    ``checkpoint``: what the checkpoint's sidecar records)."""
+    """The main noisy-pretrained encoder (the arms' own, network ``arms``; also the saved named checkpoint's) and the
+    random-init one, frozen, a linear head trained on the fewest clean tiles of task A for probe_steps steps."""
     s = run.s
     probe = Grid(f"{STUDY}-probe", probe_task)
     metas = []
-    networks = [(FOR_ARMS, lambda seed: files[(FOR_ARMS, run.pool_of(seed), run.main, 0)], None)]
-    if "checkpoint" in files and s["encoder_depth"] != 5:
-        networks.append(("checkpoint", lambda seed: files["checkpoint"], 5))
-    for network, weights_of, depth in networks:
-        for seed in s["seeds"]:
-            for init, weights, labels in (
-                ("noisy_encoder", {**weights_of(seed), "part": "encoder"}, run.main),
-                ("random", None, "none"),
-            ):
-                probe.add(
-                    data=run.data.files[seed],
-                    seed=seed,
-                    init=init,
-                    k=s["k_values"][0],
-                    weights=weights,
-                    model=run.model,
-                    steps=s["probe_steps"],
-                    batch_size=s["batch_size"],
-                    lr=s["probe_lr"],
-                    device=run.device,
-                    **({"depth": depth} if depth else {}),
-                )
-                metas.append(
-                    {
-                        "seed": seed,
-                        "network": network,
-                        "task": TASK_A,
-                        "init": init,
-                        "k": s["k_values"][0],
-                        "pretraining": labels,
-                    }
-                )
+    for seed in s["seeds"]:
+        for init, weights, labels in (
+            ("noisy_encoder", {**files[(FOR_ARMS, run.pool_of(seed), run.main, 0)], "part": "encoder"}, run.main),
+            ("random", None, "none"),
+        ):
+            probe.add(
+                data=run.data.files[seed],
+                seed=seed,
+                init=init,
+                k=s["k_values"][0],
+                weights=weights,
+                model=run.model,
+                steps=s["probe_steps"],
+                batch_size=s["batch_size"],
+                lr=s["probe_lr"],
+                device=run.device,
+            )
+            metas.append(
+                {
+                    "seed": seed,
+                    "network": FOR_ARMS,
+                    "task": TASK_A,
+                    "init": init,
+                    "k": s["k_values"][0],
+                    "pretraining": labels,
+                }
+            )
     (result,) = run_grids(cfg, probe, progress=progress, threads=THREADS)
     rows, budgets = [], []
     for meta, record in zip(metas, result.records):
@@ -372,51 +355,37 @@ def _layerwise(run: Setup, states: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def checkpoint_features_learned(run: Setup, probes: pd.DataFrame) -> dict:
-    """The "features learned (noisy-pretrained encoder)" comparison of the encoder the named checkpoint holds, as its
-    sidecar records it (key ``features_learned``): judged by :mod:`labkit.core.claims` with the constructor the
-    claims' precondition uses (:func:`setup.features_learned`) on the same ``probes`` table, so the two cannot
-    disagree; at encoder_depth 5 the checkpoint is the arms' own encoder and the record is the precondition's
-    verdict itself, else it reads the probes of the saved full-depth encoder (network ``checkpoint``)."""
+    """The "features learned (noisy-pretrained encoder)" precondition of the claims, as the named checkpoint's
+    sidecar records it (key ``features_learned``, format :mod:`labkit.models.features_record`): the saved encoder is
+    the arms' own, so the record is that precondition judged by :mod:`labkit.core.claims` with the claims' own
+    constructor (:func:`setup.features_learned`) on the same ``probes`` table: the same verdict and numbers."""
     s = run.s
-    network = FOR_ARMS if s["encoder_depth"] == 5 else "checkpoint"
     k_few = s["k_values"][0]
-    pre = features_learned(run.main, k_few, network, s["shared_pretraining"])
-    result = pre.evaluate({"probes": probes})
-    ev = result["evidence"]
-    saved = (
-        "the saved encoder, the fine-tuned arms' own"
-        if network == FOR_ARMS
-        else "the saved full-depth (5-stage) encoder, a pretraining of its own beside the "
-        f"{s['encoder_depth']}-stage U-Net the arms fine-tune (same labels, pool, steps and recipe)"
-    )
+    result = features_learned(run.main, k_few, FOR_ARMS, s["shared_pretraining"]).evaluate({"probes": probes})
     pooled = (
         "one pretraining shared by every seed: the interval covers the probe draws (tiles, head, random-init "
         "encoder) only"
         if s["shared_pretraining"]
         else "each seed's own pretraining"
     )
-    return {
-        "passed": bool(result["passed"]),
-        "estimate": float(ev["mean_diff"]),
-        "ci": [float(ev["ci95_low"]), float(ev["ci95_high"])],
-        "n": int(ev["n"]),
-        "unit": "seeds" if ev["unit"] == "seed" else ev["unit"],
-        "statement": f"frozen linear probe (per-pixel head, {s['probe_steps']} steps on the k={k_few} clean tiles "
-        f"of task A) of the {run.main}-pretrained ResNet-18 encoder ({saved}) vs the same network at random init, "
-        f"test mIoU on the {run.data.source} land-cover tiles, paired over seeds {s['seeds']} ({pooled}); "
-        + (
-            "this study's precondition 'features learned (noisy-pretrained encoder)' itself"
-            if network == FOR_ARMS
-            else "the comparison this study's precondition 'features learned (noisy-pretrained encoder)' makes for "
-            "the arms' own encoder, made for the saved one"
-        ),
-        "margin": float(ev["margin"]),
-    }
+    saved = (
+        "the saved encoder, every seed's fine-tuned arms' own"
+        if s["shared_pretraining"]
+        else f"the saved encoder is seed {s['seeds'][0]}'s, one of the per-seed encoders the fine-tuned arms start from"
+    )
+    statement = (
+        f"frozen linear probe (per-pixel head, {s['probe_steps']} steps on the k={k_few} clean tiles of task A) of "
+        f"the {run.main}-pretrained ResNet-18 encoder ({s['encoder_depth']} stages; {saved}) vs the same network at random init, test mIoU on the {run.data.source} land-cover tiles, paired "
+        f"over seeds {s['seeds']} ({pooled}); this study's precondition 'features learned (noisy-pretrained "
+        "encoder)' itself"
+    )
+    return make_record(result, statement)
 
 
 def _checkpoint(run: Setup, pretrain: pd.DataFrame, state, probes: pd.DataFrame) -> dict:
-    """Save the first seed's full-depth noisy-pretrained ResNet-18 encoder as ``noisy-pretrained-unet-r18``, its
-    sidecar carrying the source task's "features learned" record (:func:`checkpoint_features_learned`).
+    """Save the arms' noisy-pretrained ResNet-18 encoder (the first seed's main noisy pretraining, ``encoder_depth``
+    stages) as ``noisy-pretrained-unet-r18``, its sidecar carrying the source task's "features learned" record
+    (:func:`checkpoint_features_learned`).
 
     Returns ``{"saved": bool, "path" or "reason": str}`` (and the ``features_learned`` record) for the report."""
     s = run.s
@@ -429,7 +398,7 @@ def _checkpoint(run: Setup, pretrain: pd.DataFrame, state, probes: pd.DataFrame)
             "(the SAR study produces its own with produce_pretrained_encoder)",
         }
     if state is None:
-        return {"saved": False, "reason": "no full-depth noisy-pretrained encoder in the results"}
+        return {"saved": False, "reason": "no noisy-pretrained encoder in the results"}
     if s["pretrain_steps"] == 0:
         return {"saved": False, "reason": "pretrain_steps=0: the encoder was never pretrained (its initial weights)"}
     seed, main, data = s["seeds"][0], run.main, run.data
@@ -448,6 +417,7 @@ def _checkpoint(run: Setup, pretrain: pd.DataFrame, state, probes: pd.DataFrame)
         {
             "n_tiles": s["n_pretrain_tiles"],
             "steps": s["pretrain_steps"],
+            "encoder_depth": s["encoder_depth"],
             "tile": s["tile"],
             "seed": seed,
             "pixel_noise_rate": float(row.pixel_noise_rate),

@@ -73,19 +73,10 @@ def plan(cfg) -> list:
     shared = shared_pretraining(cfg)
     layer_steps = cfg.get("layer_pretrain_steps")
     layer_steps = int(cfg.pretrain_steps if layer_steps is None else layer_steps)
-    jobs = pretrain_jobs(
-        cfg.seeds,
-        label_sets,
-        main,
-        int(cfg.pretrain_steps),
-        layer_steps,
-        s["encoder_depth"],
-        shared,
-        bool(cfg.save_checkpoint) and s["encoder"] == "resnet18",
-    )
+    jobs = pretrain_jobs(cfg.seeds, label_sets, main, int(cfg.pretrain_steps), layer_steps, shared)
     n = int(cfg.n_pretrain_tiles)
     pres = []
-    for what in ("checkpoint", "arms", "layers"):  # each job counted under its first purpose
+    for what in ("arms", "layers"):  # each job counted under its first purpose
         group = [key for key, purposes in jobs.items() if purposes[0] == what]
         if not group:
             continue
@@ -95,7 +86,6 @@ def plan(cfg) -> list:
         pres.append(
             TaskBudget(
                 {
-                    "checkpoint": "pretrain (the named checkpoint, full depth)",
                     "arms": "pretrain (the arms' label sets" + (", shared by every seed)" if shared else ", per seed)"),
                     "layers": "pretrain (the layer-wise trio per seed)",
                 }[what],
@@ -143,11 +133,9 @@ def plan(cfg) -> list:
         [(2, bands, tile, tile)],
     )
     steps = int(cfg.get("probe_steps") or PROBE_STEPS)
-    # the saved checkpoint's own full-depth encoder probed alike when the U-Net is shallower (its sidecar's record)
-    probe_networks = 1 + int(bool(cfg.save_checkpoint) and s["encoder"] == "resnet18" and s["encoder_depth"] != 5)
     probe = TaskBudget(
         f"probe k={ks[0]}",
-        2 * len(cfg.seeds) * probe_networks,
+        2 * len(cfg.seeds),
         ks[0],
         steps=steps,
         epochs=round(steps * effective_batch(b, ks[0]) / ks[0], 1),
@@ -178,8 +166,8 @@ def plan(cfg) -> list:
         GridPlan(
             STUDY,
             "probe",
-            f"frozen linear probes: noisy-pretrained and random-init encoder x {len(cfg.seeds)} seeds"
-            + (" x (the arms' encoder, the saved full-depth checkpoint's)" if probe_networks == 2 else ""),
+            f"frozen linear probes: noisy-pretrained and random-init encoder x {len(cfg.seeds)} seeds (the noisy one "
+            "is also the saved checkpoint's, whose sidecar records this precondition)",
             [probe],
         ),
     ]

@@ -48,9 +48,9 @@ BUDGET_TABLE_COLUMNS = [
 #: arms and the probes start from it (one per label set when shared, else per seed); ``layers`` - the per-seed
 #: pretrainings the layer-wise claim compares. One network serving both has a row for each.
 FOR_ARMS, FOR_LAYERS = "arms", "layers"
-#: The probes table's ``network``: the encoder the fine-tuned arms start from (``arms``), or the saved named
-#: checkpoint's full-depth encoder when that is another pretraining (``checkpoint``: at encoder_depth below 5).
-PROBE_NETWORKS = (FOR_ARMS, "checkpoint")
+#: The probes table's ``network``: the encoder the fine-tuned arms start from (``arms``; also the saved named
+#: checkpoint's encoder).
+PROBE_NETWORKS = (FOR_ARMS,)
 #: What a pretraining record gives the pretraining table.
 PRETRAIN_COLUMNS = (
     "pixel_noise_rate",
@@ -203,36 +203,32 @@ def budget_row(record: Mapping, grid: str, **keys) -> dict:
     }
 
 
-def pretrain_jobs(
-    seeds, label_sets, main: str, steps: int, layer_steps: int, depth: int, shared: bool, checkpoint: bool
-) -> dict:
-    """Every pretraining a run needs, ``(seed, labels, order, steps, depth) -> purposes``, longest first: the arms'
-    label sets (on the first seed's pool when ``shared``, else every seed's), the layer-wise trio per seed (clean in
-    data order 0 and 1, main noisy in order 0, at ``layer_steps``) and, with ``checkpoint``, the named checkpoint's
-    full-depth network when the U-Net is shallower. A network two purposes need is trained once (the experiment's
-    grid and ``labkit plan`` both read this)."""
+def pretrain_jobs(seeds, label_sets, main: str, steps: int, layer_steps: int, shared: bool) -> dict:
+    """Every pretraining a run needs, ``(seed, labels, order, steps) -> purposes``, longest first: the arms' label
+    sets (on the first seed's pool when ``shared``, else every seed's) and the layer-wise trio per seed (clean in data
+    order 0 and 1, main noisy in order 0, at ``layer_steps``). A network two purposes need is trained once (the
+    experiment's grid and ``labkit plan`` both read this). The named checkpoint is the arms' own main noisy encoder
+    (the first seed's), no pretraining of its own."""
     seeds = list(seeds)
     jobs: dict = {}
-    if checkpoint and depth != 5:  # the named checkpoint: a full-depth ResNet-18 on the first seed's main noisy labels
-        jobs[(seeds[0], main, 0, steps, 5)] = ["checkpoint"]
     for seed in seeds[:1] if shared else seeds:
         for labels in label_sets:
-            jobs.setdefault((seed, labels, 0, steps, depth), []).append(FOR_ARMS)
+            jobs.setdefault((seed, labels, 0, steps), []).append(FOR_ARMS)
     for seed in seeds:
         for labels, order in (("clean", 0), ("clean", 1), (main, 0)):
-            jobs.setdefault((seed, labels, order, layer_steps, depth), []).append(FOR_LAYERS)
-    return dict(sorted(jobs.items(), key=lambda item: -item[0][3] * (2 if item[0][4] == 5 else 1)))
+            jobs.setdefault((seed, labels, order, layer_steps), []).append(FOR_LAYERS)
+    return dict(sorted(jobs.items(), key=lambda item: -item[0][3]))
 
 
 def features_learned(main: str, k_few: int, network: str = FOR_ARMS, shared: bool = True) -> Precondition:
     """The "features learned" precondition of the claims resting on the noisy-pretrained encoder, and the record the
-    named checkpoint's sidecar carries (``network="checkpoint"`` when the saved encoder is another pretraining): the
-    ``main``-pretrained encoder, frozen, with a linear per-pixel head trained on the k_few clean tiles of task A,
-    against the same U-Net's random-init encoder probed alike, paired over seeds (the ``probes`` table). One
-    constructor for both, judged by :mod:`labkit.core.claims`, so the two cannot disagree."""
+    named checkpoint's sidecar carries (the saved encoder is the arms' own): the ``main``-pretrained encoder, frozen,
+    with a linear per-pixel head trained on the k_few clean tiles of task A, against the same U-Net's random-init
+    encoder probed alike, paired over seeds (the ``probes`` table, its rows of ``network``). One constructor for
+    both, judged by :mod:`labkit.core.claims`, so the two cannot disagree."""
     import dataclasses
 
-    which = "saved full-depth (5-stage) checkpoint encoder" if network != FOR_ARMS else "encoder"
+    which = "encoder"
     draws = (
         "one shared pretraining, so the interval covers the probe draws (tiles, head, random-init encoder) only"
         if shared

@@ -53,15 +53,17 @@ from .tasks import PROBE_LR, PROBE_STEPS, FrozenProbe, create_model, run_task
 
 
 def adapt_encoder_state(state: dict, encoder: nn.Module, source: str) -> tuple[dict, dict]:
-    """Fit a ResNet-18 encoder state dict (from a deeper encoder, any band count) into the truncated 2-band encoder:
-    layer4 and any classifier dropped and listed, the first convolution adapted to the SAR bands."""
+    """Fit a ResNet-18 encoder state dict (any band count; 4 stages - stem, layer1 to layer3 - or more) into the
+    truncated encoder of the SAR inputs: layer4 and any classifier dropped and listed, the first convolution adapted
+    to the SAR inputs, every other key the encoder loads taken from ``state`` (a shorter or another network's state
+    is a CheckpointMismatchError naming the keys)."""
     return weight_transfer.adapt_encoder_state(
         state,
         encoder,
         IN_CHANNELS,
         source=source,
-        target="the truncated ResNet-18 encoder",
-        expected="a ResNet-18 encoder state dict",
+        target="the truncated ResNet-18 encoder (stem, layer1 to layer3)",
+        expected="a ResNet-18 encoder state dict of at least 4 stages: stem, layer1, layer2, layer3",
     )
 
 
@@ -169,7 +171,12 @@ def resolve_weights(cfg) -> dict[str, dict]:
             try:
                 state, provenance = _source_state(arm, cfg)
                 encoder = create_model(weights="random").encoder
-                loaded, info = adapt_encoder_state(state, encoder, source=f"{arm} weights ({cfg[arm + '_weights']})")
+                where = f", file {provenance['file']}" if provenance.get("file") else ""
+                loaded, info = adapt_encoder_state(
+                    state,
+                    encoder,
+                    source=f"the {arm} weights (parameter '{arm}_weights': {cfg[arm + '_weights']}{where})",
+                )
                 provenance.update(info)
                 folder = cache_dir(f"{NAME}/encoders")
                 tmp = save_checkpoint(folder / f"{arm}-staging", loaded, {"arm": arm, **_flat(provenance)})
@@ -213,8 +220,9 @@ def describe_weights(arm: str, provenance: Mapping) -> str:
             trained += f", {len(classes)} classes ({', '.join(classes)})"
         if meta.get("noise_severity") is not None:
             trained += f", noisy labels (severity {meta['noise_severity']})"
+        stages = f" ({meta['encoder_depth']} stages)" if meta.get("encoder_depth") else ""
         return (
-            f"cross-sensor transfer: the {meta.get('encoder', 'ResNet-18')} encoder of labkit checkpoint "
+            f"cross-sensor transfer: the {meta.get('encoder', 'ResNet-18')} encoder{stages} of labkit checkpoint "
             f"'{provenance['checkpoint']}' (made by {made}; trained on {trained}; file sha256 {digest}{conv})"
         )
     name = Path(str(provenance.get("file") or provenance.get("weights", ""))).name

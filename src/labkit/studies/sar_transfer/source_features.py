@@ -5,7 +5,8 @@ SAR is what the claims themselves test, so gating them on a frozen SAR probe wou
 probe of every arm stays in the report as a finding (table ``probes``: frozen features on SAR vs random init).
 
 * ``cross_sensor``: the record its producer wrote into the checkpoint's sidecar (the JSON beside the safetensors,
-  read by ``labkit.core.checkpoints.load_checkpoint``), key ``features_learned``: ``{"passed": bool, "estimate":
+  read by ``labkit.core.checkpoints.load_checkpoint``), key ``features_learned`` in the format of
+  :mod:`labkit.models.features_record` (which the producer writes with): ``{"passed": bool, "estimate":
   float, "ci": [lo, hi], "n": int, "unit": "seeds", "statement": str, "margin": float}`` (the producing study's
   own "features learned" precondition: its encoder's frozen probe against the same network at random init on its
   own task, paired over seeds). A sidecar without it leaves the arm's claims *not evaluated*, naming what to provide.
@@ -16,14 +17,11 @@ probe of every arm stays in the report as a finding (table ``probes``: frozen fe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from typing import Any
 
 import pandas as pd
 
-KEY = "features_learned"
-FIELDS = ("passed", "estimate", "ci", "n", "unit", "statement", "margin")
+from labkit.models.features_record import FIELDS, KEY, check_record  # noqa: F401  (the format, one definition)
 
 # timm resnet18.a1_in1k ("ResNet strikes back" A1 recipe, arXiv 2110.00476): 71.5 % top-1 on the ImageNet-1k
 # validation set against 0.1 % (chance, 1,000 classes) for the same network at random init. One published
@@ -41,32 +39,6 @@ IMAGENET_RECORD = {
 }
 
 COLUMNS = ["arm", "passed", "estimate", "ci95_low", "ci95_high", "n", "unit", "margin", "statement", "producer"]
-
-
-def check_record(record: Any) -> str | None:
-    """What is wrong with a ``features_learned`` record (None when it is well formed and consistent)."""
-    if not isinstance(record, Mapping):
-        return f"'{KEY}' is a {type(record).__name__}, not an object"
-    missing = [k for k in FIELDS if k not in record]
-    if missing:
-        return f"'{KEY}' lacks {', '.join(missing)} (it needs {', '.join(FIELDS)})"
-    if not isinstance(record["passed"], bool):
-        return f"'{KEY}.passed' is {record['passed']!r}, not true or false"
-    ci = record["ci"]
-    try:
-        lo, hi = (float(v) for v in ci)
-        numbers = [float(record["estimate"]), lo, hi, float(record["margin"])]
-        n = int(record["n"])
-    except (TypeError, ValueError):
-        return f"'{KEY}': estimate, margin and the two ends of ci must be numbers and n an integer"
-    if not all(math.isfinite(v) for v in numbers) or not lo <= hi or n < 1:
-        return f"'{KEY}': ci {list(ci)} must be finite with lo <= hi, and n >= 1 (got {n})"
-    if record["passed"] != (lo > float(record["margin"])):
-        return (
-            f"'{KEY}' says passed={record['passed']} but its interval [{lo:g}, {hi:g}] "
-            f"{'does not lie' if record['passed'] else 'lies'} above its margin {float(record['margin']):g}"
-        )
-    return None
 
 
 def record_for(arm: str, spec: str, meta: Mapping | None, producer: str) -> tuple[dict | None, str]:

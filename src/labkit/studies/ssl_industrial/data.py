@@ -262,6 +262,43 @@ def fit_real_sets(sets: dict, cfg) -> tuple[dict, dict]:
     return out, geometry
 
 
+def split_order(labels, data_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded order :func:`split_inspection` deals a folder's defect and defect-free images in (indices)."""
+    rng = np.random.default_rng(1000 * data_seed + 7)
+    labels = np.asarray(labels)
+    return rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
+
+
+def pretraining_inputs(cfg) -> dict | None:
+    """What a real folder gives pretraining, from file names and image headers only (no pixel decoded; a plan's
+    count): the ``n_unlabeled`` defect-free images :func:`split_inspection` leaves for pretraining, and the
+    ``img_size`` tiles they are cut into (aspect kept, :func:`tile_starts`: an image longer than it is wide gives
+    several), which are the inputs the pretraining batches draw from. None for simulated data or without a
+    folder. A file whose header cannot be read counts one tile (the loader skips or rejects it later)."""
+    if cfg.data_source == "simulated" or not cfg.data_root:
+        return None
+    from PIL import Image
+
+    from labkit.data.inspection_folders import fitted_shape, list_inspection_files
+
+    files = list_inspection_files(cfg.data_root, cfg.data_source, good_class=cfg.good_class)
+    labels = np.array([0 if good else 1 for _, good in files], int)
+    bad, good = split_order(labels, cfg.data_seed)
+    sizes = split_sizes(len(good), len(bad))
+    start = sizes["test_good"] + sizes["pool_good"]
+    tiles = 0
+    for i in good[start : start + cfg.n_unlabeled]:
+        try:
+            with Image.open(files[i][0]) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001 - a plan counts; the loader reports the file
+            tiles += 1
+            continue
+        fh, fw = fitted_shape((h, w), cfg.img_size, "short_side")
+        tiles += len(tile_starts(fh, cfg.img_size)) * len(tile_starts(fw, cfg.img_size))
+    return {"images": int(min(cfg.n_unlabeled, max(0, len(good) - start))), "tiles": int(tiles)}
+
+
 def split_inspection(inspection, cfg) -> dict:
     """The documented, seeded split of a real inspection folder (``docs/data/ssl_industrial.md``).
 
@@ -271,9 +308,7 @@ def split_inspection(inspection, cfg) -> dict:
     is the unlabeled pretraining set, whose first ``n_good`` images are also PatchCore's memory bank.
     Raises DataError when fewer than ``n_unlabeled`` defect-free images are left for pretraining.
     """
-    rng = np.random.default_rng(1000 * cfg.data_seed + 7)
-    labels = inspection.labels
-    bad, good = rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
+    bad, good = split_order(inspection.labels, cfg.data_seed)
     if len(good) == 0:
         raise DataError(no_defect_free_images(cfg, cfg.data_root, inspection.defect_types, readable=True))
     if len(bad) < 2:

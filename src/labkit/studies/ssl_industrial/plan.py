@@ -1,12 +1,13 @@
 """Study 3's plan: the preset's real budget of its three grids (``labkit plan``), from the same helpers the study
-runs (:func:`experiment.pretrain_params`, :func:`experiment.finetune_tasks`); no data is read: the unrelated photos
-count as ``n_unlabeled``."""
+runs (:func:`experiment.pretrain_params`, :func:`experiment.finetune_tasks`); no pixel is read: a real folder's
+pretraining inputs are its images' tiles, counted from file names and image headers (:func:`data.pretraining_inputs`),
+and the unrelated photos count as many."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from .data import NAME, PRETRAINED, VIT_INITS
+from .data import NAME, PRETRAINED, VIT_INITS, pretraining_inputs
 from .experiment import encoder_kwargs, finetune_tasks, pretrain_params
 from .tasks import dinov2_encoder, dinov2_side, new_vit, pretraining_epochs
 
@@ -43,10 +44,17 @@ def _pretrain_budgets(cfg, vit) -> list:
     from labkit.methods.ssl import MaskedAutoencoder, SimCLR
 
     c, s = cfg.channels, cfg.img_size
+    real = pretraining_inputs(cfg)  # a real folder: its defect-free images cut into img_size tiles
+    n = real["tiles"] if real else cfg.n_unlabeled
+    where = (
+        f"{real['tiles']} tiles of img_size {s} cut from the {real['images']} defect-free images left for "
+        f"pretraining (n_unlabeled = {cfg.n_unlabeled})"
+        if real
+        else ""
+    )
     pre = []
-    for init in [n for n in PRETRAINED if n in cfg.inits]:
+    for init in [name for name in PRETRAINED if name in cfg.inits]:
         p = pretrain_params(cfg, {"file": None}, init)
-        n = cfg.n_unlabeled
         batch = p["batch_size"]
         epochs = pretraining_epochs(p["steps"], n, batch)
         spe = n // batch
@@ -70,7 +78,11 @@ def _pretrain_budgets(cfg, vit) -> list:
                 tr,
                 tot,
                 flops * batch,
-                notes="the unrelated photos: as many as n_unlabeled" if init == "mae_unrelated" else "",
+                notes="; ".join(
+                    x
+                    for x in (where, "the unrelated photos: as many inputs" if init == "mae_unrelated" else "")
+                    if x
+                ),
                 params={
                     "batch": "pretrain_batch_size",
                     "data_items": "n_unlabeled",

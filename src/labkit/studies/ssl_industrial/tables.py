@@ -9,7 +9,7 @@ from labkit.core.metrics import aggregate_over_seeds
 from labkit.studies.base import Runs, regime_seeds
 
 from .data import INIT_LABELS, PRETRAINED, VIT_INITS
-from .experiment import is_trained
+from .experiment import REGIME_AT_FEWEST, is_trained
 from .tasks import shared_between_seeds
 
 
@@ -153,7 +153,8 @@ def results_table(runs: Runs) -> pd.DataFrame:
 def regime_table(cfg, runs: Runs) -> pd.DataFrame:
     """The regime the claims are judged in: the floor, the scratch ViT (over the regime seeds: the rows the
     label-limited precondition reads) and the U-Net at the fewest and the most labels: defect AP means, the
-    seeds they average over, and the gain with its paired 95 % interval against the stated margin."""
+    seeds they average over, and the gain with its paired 95 % interval against the stated margin; then, over the
+    regime seeds, each init whose "above the floor" at the fewest labels is judged there (:func:`floor_rows`)."""
     from labkit.core.stats import paired_difference
 
     frame, regime = runs.tables["runs"], runs.tables.get("regime")
@@ -178,23 +179,63 @@ def regime_table(cfg, runs: Runs) -> pd.DataFrame:
         rows.append(row)
     out = pd.DataFrame(rows)
     out["label_limited_margin"] = cfg.label_limited_margin
+    if regime is not None and len(regime):
+        out = pd.concat([out, floor_rows(cfg, regime)], ignore_index=True)
     return out
+
+
+def floor_rows(cfg, regime: pd.DataFrame) -> pd.DataFrame:
+    """At the fewest labels, over the regime seeds: each init of ``REGIME_AT_FEWEST`` against the 'all good'
+    floor (precondition "above the floor", margin ``FLOOR_MARGIN``), with the subsets it learns from."""
+    from labkit.core.stats import paired_difference
+
+    from .claims import FLOOR_MARGIN
+
+    lo = min(cfg.label_counts)
+    at_lo = regime[regime["n_labels"] == lo]
+    floor = at_lo[at_lo["init"] == "all_good"].set_index("seed")["defect_ap"]
+    rows = []
+    for init in [i for i in REGIME_AT_FEWEST if i in set(at_lo["init"])]:
+        arm = at_lo[at_lo["init"] == init].set_index("seed")["defect_ap"]
+        both = pd.concat([arm, floor], axis=1, keys=["arm", "floor"]).dropna()
+        diff = paired_difference(both["arm"].to_numpy(float), both["floor"].to_numpy(float)) if len(both) > 1 else {}
+        rows.append(
+            {
+                "row": f"{INIT_LABELS.get(init, init)} over the floor at {lo} labels",
+                "seeds": int(len(both)),
+                f"defect_ap_at_{lo}": float(arm.mean()),
+                "median_defect_ap": float(arm.median()),
+                "seeds_above_floor_margin": int((both["arm"] - both["floor"] > FLOOR_MARGIN).sum()),
+                "gain": diff.get("mean_diff", np.nan),
+                "gain_ci95_low": diff.get("ci95_low", np.nan),
+                "gain_ci95_high": diff.get("ci95_high", np.nan),
+                "floor_margin": FLOOR_MARGIN,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def regime_runs_table(cfg, runs: Runs) -> pd.DataFrame:
     """Per regime seed: the scratch ViT's defect AP (and final training loss) at the fewest and the most labels,
-    and the gain the label-limited precondition pairs."""
+    the gain the label-limited precondition pairs, and at the fewest labels the defect AP of each init whose
+    "above the floor" is judged on the regime seeds, and the floor's."""
     regime = runs.tables["regime"]
     lo, hi = min(cfg.label_counts), max(cfg.label_counts)
     values = [c for c in ("defect_ap", "final_train_loss") if c in regime.columns]
-    wide = regime.pivot_table(index="seed", columns="n_labels", values=values)
-    out = pd.DataFrame(index=wide.index)
+    scratch = regime[regime["init"] == "scratch"]
+    wide = scratch.pivot_table(index="seed", columns="n_labels", values=values)
+    out = pd.DataFrame(index=sorted(set(regime["seed"])))
+    out.index.name = "seed"
     for n in (lo, hi):
         for v in values:
             if (v, n) in wide:
                 out[f"{v}_at_{n}"] = wide[(v, n)]
     if ("defect_ap", lo) in wide and ("defect_ap", hi) in wide:
         out["gain"] = wide[("defect_ap", hi)] - wide[("defect_ap", lo)]
+    # the inits whose "above the floor" at the fewest labels is judged here, and the floor itself
+    for init in [i for i in (*REGIME_AT_FEWEST, "all_good") if i in set(regime["init"])]:
+        g = regime[(regime["init"] == init) & (regime["n_labels"] == lo)].set_index("seed")["defect_ap"]
+        out[f"{init}_defect_ap_at_{lo}"] = g
     out.insert(0, "in_seeds", ["yes" if s in cfg.seeds else "regime only" for s in out.index])
     return out.reset_index()
 
