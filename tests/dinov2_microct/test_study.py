@@ -15,7 +15,7 @@ from labkit.studies import dinov2_microct as study
 from labkit.studies.base import Runs
 from labkit.studies.dinov2_microct import experiment, figures, tables
 from labkit.studies.dinov2_microct.backbones import build_backbone, input_note, load_ssl_backbone, vit_input_size
-from labkit.studies.dinov2_microct.claims import TRAINED_RATIO
+from labkit.studies.dinov2_microct.claims import TRAINED_RATIO, judged_ks
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, PHASES, SPLITS, check_config
 from labkit.studies.dinov2_microct.experiment import claim_context, claim_tables, task_settings
 from labkit.studies.dinov2_microct.probes import (
@@ -400,15 +400,24 @@ def test_untrained_standin_leaves_its_analogue_claims_not_evaluated(tmp_path):
         judged["pretraining"] = pd.DataFrame([{"arm": "ssl", **untrained}])
         verdict = judge(c, judged)
         assert verdict["status"] == "not evaluated" and "precondition 'trained' failed" in verdict["reason"], c.id
-        # features learned: the stand-in's frozen linear head no better than the random ViT's
         judged["pretraining"] = trained
-        seg = judged["segmentation"]
-        ssl = (seg["method"] == "linear head (frozen)") & (seg["arm"] == "ssl") & (seg["split"] == "ood_rock")
-        rnd = seg[(seg["method"] == "linear head (frozen)") & (seg["arm"] == "random")].set_index("seed")["miou"]
-        seg.loc[ssl, "miou"] = seg.loc[ssl, "seed"].map(rnd).to_numpy()
+        if c.id.startswith("c1_"):  # features learned: the stand-in's class-token kNN no better than the random ViT's
+            k = min(judged_ks(cfg))
+            cl = judged["classification"]
+            knn = (cl["probe"] == "knn") & (cl["feature"] == "cls") & (cl["k"] == k)
+            rnd = cl[knn & (cl["arm"] == "random")].set_index("seed")["accuracy"]
+            ssl = knn & (cl["arm"] == "ssl")
+            cl.loc[ssl, "accuracy"] = cl.loc[ssl, "seed"].map(rnd).to_numpy()
+            failed = f"features learned (rock classification, kNN k={k})"
+        else:  # the stand-in's frozen linear head on the held-out rock no better than the random ViT's
+            seg = judged["segmentation"]
+            ssl = (seg["method"] == "linear head (frozen)") & (seg["arm"] == "ssl") & (seg["split"] == "ood_rock")
+            rnd = seg[(seg["method"] == "linear head (frozen)") & (seg["arm"] == "random")].set_index("seed")["miou"]
+            seg.loc[ssl, "miou"] = seg.loc[ssl, "seed"].map(rnd).to_numpy()
+            failed = "features learned (held-out-rock segmentation)"
         verdict = judge(c, judged)
         assert verdict["status"] == "not evaluated", c.id
-        assert "precondition 'features learned' failed" in verdict["reason"], c.id
+        assert f"precondition '{failed}' failed" in verdict["reason"], c.id
 
 
 def test_centred_probe_ignores_a_common_offset():

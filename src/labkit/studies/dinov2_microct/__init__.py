@@ -17,9 +17,11 @@ Backbones (each a row, each judged the same way):
 * ``ssl``: labkit's stand-in for DINOv2, a small ViT pretrained by masked autoencoding on unlabeled
   simulated slices disjoint from every evaluation slice (:mod:`labkit.methods.microct_standin`),
   shipped as a checkpoint (``ssl_weights``); its analogue claims are judged only where it is "trained" (held-out
-  MAE loss below 0.7 of the learner-free predictor's: each hidden patch filled with the mean of its image's visible
-  pixels) and its "features learned" (its frozen linear head beats the ``random`` ViT of the same architecture on
-  the held-out rock, paired over seeds).
+  masked-patch loss below 0.7 of the better learner-free predictor's: each hidden patch filled with the mean of
+  its image's visible pixels, or the visible pixels interpolated by a Gaussian-weighted mean) and its "features
+  learned" on what the claim measures, paired over seeds against the ``random`` ViT of the same architecture:
+  its class-token kNN (claim 1, rock classification) or its frozen linear head on the held-out rock (the
+  segmentation claims).
 * ``resnet``: a pretrained ResNet with LoRA (the paper's weaker baseline); pretrained weights only.
 
 Every ViT meets the slices on a ``token_grid`` x ``token_grid`` token grid (input side = grid x patch),

@@ -136,12 +136,13 @@ def _resolvable(kind: str, split: str, baseline: str, margin: float = 0.0) -> Pr
     )
 
 
-def analogue_preconditions(kind: str) -> list[Precondition]:
+def analogue_preconditions(kind: str, ks: list[int] | None = None) -> list[Precondition]:
     """What an analogue claim (the stand-in in place of DINOv2) rests on: the stand-in *trained* (its held-out
-    MAE loss below :data:`TRAINED_RATIO` of the learner-free predictor's, each hidden patch filled with the mean
-    of its image's visible pixels, on the same held-out crops and masks) and its *features learned* (its frozen
-    linear head beats the same architecture's at random init on the held-out rock, paired over seeds)."""
-    return [
+    loss below :data:`TRAINED_RATIO` of the better learner-free predictor's, on the same held-out crops and masks)
+    and its *features learned* on what the claim measures, paired over seeds against the same architecture at
+    random init: with ``ks`` (claim 1, rock classification) its class-token kNN at the smallest judged k, else
+    (the segmentation claims) its frozen linear head on the held-out rock."""
+    trained = [
         Precondition.trained(
             "final_loss",
             {"arm": kind},
@@ -150,12 +151,26 @@ def analogue_preconditions(kind: str) -> list[Precondition]:
             why=f"the stand-in's held-out MAE loss is below {TRAINED_RATIO:g} x the loss of {LEARNER_FREE_PREDICTOR}, "
             "on the same held-out crops and masks",
         ),
+    ]
+    if ks:
+        knn = {"probe": "knn", "feature": "cls", "k": int(min(ks))}
+        return trained + [
+            Precondition.features_learned(
+                "accuracy",
+                pretrained={"arm": kind, **knn},
+                random={"arm": "random", **knn},
+                table="classification",
+                name=f"features learned (rock classification, kNN k={int(min(ks))})",
+            )
+        ]
+    return trained + [
         Precondition.features_learned(
             "miou",
             pretrained=_seg(FEATURES_LEARNED_METHOD, kind),
             random=_seg(FEATURES_LEARNED_METHOD, "random"),
             table="segmentation",
-        ),
+            name="features learned (held-out-rock segmentation)",
+        )
     ]
 
 
@@ -204,6 +219,9 @@ def _vit(cfg, kind: str, pick: dict[str, str], unavailable: dict[str, str]) -> _
 
 
 # Each claim below: (id, comparisons, preconditions, why it cannot be judged or None, note)
+
+
+C1 = "c1_knn_rock_classification"
 
 
 def _knn_classification(v: _Vit, ks: list[int], unavailable: dict[str, str]) -> tuple:
@@ -255,7 +273,7 @@ def _knn_classification(v: _Vit, ks: list[int], unavailable: dict[str, str]) -> 
         "judged at k = " + ", ".join(map(str, ks)) + " (below the training slices per rock); floor row: the "
         f"{HISTOGRAM} kNN"
     )
-    return "c1_knn_rock_classification", c1, floor, why_not, note
+    return C1, c1, floor, why_not, note
 
 
 def _linear_head_beats_classical(v: _Vit) -> tuple:
@@ -416,7 +434,6 @@ def declare_claims(
     for kind in kinds:
         suffix = "" if kind == "dinov2" else f"__{kind}"
         prefix = "" if kind == "dinov2" else f"[analogue: {BACKBONE_LABELS[kind]} in place of DINOv2] "
-        pre = [] if kind == "dinov2" else analogue_preconditions(kind)
         blocked = unavailable.get(kind) or (None if kind == "dinov2" else no_random_control(cfg))
         v = _vit(cfg, kind, chosen.get(kind, {}), unavailable)
         for cid, compare, preconditions, why_not, note in (
@@ -432,7 +449,8 @@ def declare_claims(
                     cid + suffix,
                     prefix + statement(cid, split),
                     compare,
-                    pre + preconditions,
+                    ([] if kind == "dinov2" else analogue_preconditions(kind, ks if cid == C1 else None))
+                    + preconditions,
                     unavailable=blocked or why_not,
                     note=note,
                 )
