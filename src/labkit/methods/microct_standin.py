@@ -241,9 +241,7 @@ def _mae(
     from labkit.methods.ssl import MaskedAutoencoder
 
     if decoder == "conv":
-        return ConvDecoderMAE(
-            encoder, mask_ratio, norm_pix, conv_layers=conv_layers, encoder_input=encoder_input
-        )
+        return ConvDecoderMAE(encoder, mask_ratio, norm_pix, conv_layers=conv_layers, encoder_input=encoder_input)
     mae = MaskedAutoencoder(
         encoder, decoder_dim=128, decoder_depth=2, decoder_heads=4, mask_ratio=mask_ratio, norm_pix_loss=norm_pix
     )
@@ -534,7 +532,11 @@ def _record(
     losses = learner_free_losses(heldout, mask_ratio, norm_pix=norm_pix)
     learner_free = losses["best"]
     dec = f"{conv_layers}-layer convolutional decoder" if decoder == "conv" else "transformer decoder"
-    sees = "every token, hidden ones as a mask embedding" if encoder_input == "all" and decoder == "conv" else "the visible tokens"
+    sees = (
+        "every token, hidden ones as a mask embedding"
+        if encoder_input == "all" and decoder == "conv"
+        else "the visible tokens"
+    )
     record = {
         "method": f"masked image modelling ({'per-patch normalised pixel' if norm_pix else 'pixel'} MSE on the ViT's "
         f"inputs, {mask_ratio:.0%} of 7-px patches hidden, {EVAL_SIZE}-px inputs: 24 x 24 tokens; the encoder sees "
@@ -629,7 +631,12 @@ def main(argv=None) -> int:
     p.add_argument("--warm-steps", type=int, default=0, help="steps on 56-px crops (batch 4x) before the 168-px steps")
     p.add_argument("--decoder", choices=["conv", "transformer"], default="conv")
     p.add_argument("--conv-layers", type=int, default=1, help="3x3 convolutions of the conv decoder")
-    p.add_argument("--encoder-input", choices=["all", "visible"], default="visible", help="conv decoder: MAE (visible) or SimMIM (all)")
+    p.add_argument(
+        "--encoder-input",
+        choices=["all", "visible"],
+        default="visible",
+        help="conv decoder: MAE (visible) or SimMIM (all)",
+    )
     p.add_argument("--out", default=str(SHIPPED))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from labkit.core.claims import Check, Claim, Compare, Precondition
+from labkit.methods.microct_standin import LEARNER_FREE_PREDICTOR
 from labkit.studies.base import Runs
 from labkit.studies.dinov2_microct.backbones import STANDIN_ARCH
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS
 from labkit.studies.dinov2_microct.experiment import (
     BEST_BASELINE,
     BEST_CLASSICAL,
-    LEARNER_FREE_PREDICTOR,
     TRAINED_RATIO,
 )
 from labkit.studies.dinov2_microct.probes import HISTOGRAM

@@ -47,7 +47,6 @@ BEST_BASELINE = "best of UNet and classical pipelines"
 
 # The stand-in "trained" precondition: final held-out MAE loss below this fraction of the learner-free predictor's
 TRAINED_RATIO = 0.7
-from labkit.methods.microct_standin import LEARNER_FREE_PREDICTOR  # noqa: E402  (the "trained" reference)
 
 
 def pretrained_arm(parameter: str, value: str, backbone: str) -> dict:

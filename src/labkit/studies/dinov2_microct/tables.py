@@ -8,9 +8,10 @@ import pandas as pd
 from labkit.core.claims import BUDGET_KEYS
 from labkit.core.metrics import aggregate_over_seeds
 from labkit.data import microct
+from labkit.methods.microct_standin import LEARNER_FREE_PREDICTOR
 from labkit.studies.base import Runs
 from labkit.studies.dinov2_microct.data import BACKBONE_LABELS, SPLITS, splits
-from labkit.studies.dinov2_microct.experiment import LEARNER_FREE_PREDICTOR, TRAINED_RATIO
+from labkit.studies.dinov2_microct.experiment import TRAINED_RATIO
 from labkit.studies.dinov2_microct.probes import HISTOGRAM
 
 FEATURE_LABELS = {"cls": "class token", "mean": "mean patch token", "cls+mean": "class + mean patch token"}
