@@ -277,6 +277,44 @@ def _per_class_photos(folder: Path) -> tuple[list[Path], dict[str, Path]]:
     return photos, masks
 
 
+def good_class_names(root: Path, good_classes=GOOD_NAMES, good_class: str | None = None) -> set[str]:
+    """The lower-case folder names of a per-class folder's defect-free class: ``good_classes`` and ``good_class`` (a
+    plant's own name for it), which must name a folder under ``root`` (DataError naming the parameter and the
+    folders there)."""
+    names = {g.lower() for g in good_classes}
+    if good_class is not None:
+        if not (root / good_class).is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise DataError(
+                f"parameter good_class: no class folder '{good_class}' under {root}; its class folders are {found}"
+            )
+        names.add(good_class.lower())
+    return names
+
+
+def _class_files(
+    root: Path, layout: str, good_class: str | None, image_dir: str, good_classes
+) -> list[tuple[str, bool, list[Path]]]:
+    """Each class folder of an inspection folder in the loaders' order: ``(class, defect-free?, image files)``, by
+    name only (no pixel is read). ``layout``: ``mvtec`` (train and test sub-folders, ``good`` defect-free) or
+    ``per_class`` (:func:`good_class_names`; a class without ``image_dir`` holds no file)."""
+    out = []
+    if layout == "mvtec":
+        for split in ("train", "test"):
+            folder = root / split
+            if folder.is_dir():
+                out += [
+                    (sub.name, sub.name == "good", _images_in(sub)) for sub in sorted(folder.iterdir()) if sub.is_dir()
+                ]
+        return out
+    names = good_class_names(root, good_classes, good_class)
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        folder = class_dir / image_dir
+        files = _per_class_photos(folder)[0] if folder.is_dir() else []
+        out.append((class_dir.name, class_dir.name.lower() in names, files))
+    return out
+
+
 def count_inspection_files(
     root: str | Path, layout: str, *, good_class: str | None = None, image_dir: str = "Imgs", good_classes=GOOD_NAMES
 ) -> dict:
@@ -284,36 +322,13 @@ def count_inspection_files(
     ``{"good": defect-free images, "defect": defect images, "classes": {defect class: images}}``. ``layout``:
     ``mvtec`` or ``per_class`` (the loaders' rules). Unreadable files are counted; the loaders skip them later.
     Raises DataError for a ``good_class`` folder that does not exist."""
-    root = Path(root)
     classes: dict[str, int] = {}
     good = 0
-    if layout == "mvtec":
-        for split in ("train", "test"):
-            folder = root / split
-            if not folder.is_dir():
-                continue
-            for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-                n = len(_images_in(sub))
-                if sub.name == "good":
-                    good += n
-                else:
-                    classes[sub.name] = classes.get(sub.name, 0) + n
-    else:
-        names = {g.lower() for g in good_classes}
-        if good_class is not None:
-            if not (root / good_class).is_dir():
-                found = sorted(p.name for p in root.iterdir() if p.is_dir())
-                raise DataError(
-                    f"parameter good_class: no class folder '{good_class}' under {root}; its class folders are {found}"
-                )
-            names.add(good_class.lower())
-        for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            folder = class_dir / image_dir
-            n = len(_per_class_photos(folder)[0]) if folder.is_dir() else 0
-            if class_dir.name.lower() in names:
-                good += n
-            else:
-                classes[class_dir.name] = n
+    for name, is_good, files in _class_files(Path(root), layout, good_class, image_dir, good_classes):
+        if is_good:
+            good += len(files)
+        else:
+            classes[name] = classes.get(name, 0) + len(files)
     return {"good": good, "defect": sum(classes.values()), "classes": classes}
 
 
@@ -323,21 +338,11 @@ def list_inspection_files(
     """The image files of an inspection folder in the order the loaders read them, each with whether it is
     defect-free, by name only (no pixel is read): what a plan needs to know which images a split takes.
     ``layout``: ``mvtec`` or ``per_class``. Unreadable files are listed; the loaders skip them later."""
-    root = Path(root)
-    out: list[tuple[Path, bool]] = []
-    if layout == "mvtec":
-        for split in ("train", "test"):
-            folder = root / split
-            if folder.is_dir():
-                for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-                    out += [(p, sub.name == "good") for p in _images_in(sub)]
-        return out
-    names = {g.lower() for g in good_classes} | ({good_class.lower()} if good_class else set())
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        folder = class_dir / image_dir
-        if folder.is_dir():
-            out += [(p, class_dir.name.lower() in names) for p in _per_class_photos(folder)[0]]
-    return out
+    return [
+        (path, is_good)
+        for _, is_good, files in _class_files(Path(root), layout, good_class, image_dir, good_classes)
+        for path in files
+    ]
 
 
 def load_mvtec_style(
@@ -408,14 +413,7 @@ def load_per_class(
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: inspection folder does not exist")
-    good_classes = {g.lower() for g in good_classes}
-    if good_class is not None:
-        if not (root / good_class).is_dir():
-            found = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise DataError(
-                f"good_class '{good_class}': no such class folder under {root}; its class folders are {found}"
-            )
-        good_classes.add(good_class.lower())
+    good_classes = good_class_names(root, good_classes, good_class)
     reader = _Reader(channels, size, on_corrupt, mask_threshold, fit)
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         name = class_dir.name
