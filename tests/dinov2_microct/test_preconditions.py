@@ -57,7 +57,9 @@ def zero_step_run(tmp_path_factory):
     from labkit.methods import microct_standin
 
     tmp = tmp_path_factory.mktemp("zero_step")
-    encoder, record = microct_standin.pretrain(steps=0, samples_per_rock=1, progress=False)
+    with pytest.MonkeyPatch.context() as mp:  # two slices per sample: the held-out check's 30 slices, not 120
+        mp.setattr(microct_standin, "DATA", {**microct_standin.DATA, "slices_per_sample": 2})
+        encoder, record = microct_standin.pretrain(steps=0, samples_per_rock=1, progress=False)
     path = microct_standin.save(encoder, record, tmp / "standin_0_steps", "pretrain(steps=0) in a test")
     cfg = labkit.configure("dinov2_microct", "smoke", dict(ZERO, ssl_weights=str(path)))
     with _offline_resnet(tmp / "cache"):

@@ -71,6 +71,17 @@ def test_norm_pix_learner_free_loss_is_about_one():
     assert losses["visible_mean"] == pytest.approx(1.0, abs=0.05)
 
 
+def test_norm_pix_interpolation_is_shrunk_when_it_predicts_nothing():
+    """Negative control of the shrunk interpolator (per-patch normalised targets): on white noise the normalised
+    interpolation predicts nothing, so the best scale is the smallest one and it beats the unit-variance guess
+    (loss about 2) by far."""
+    noise = torch.rand(4, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    losses = standin.learner_free_losses(noise, 0.5, norm_pix=True)
+    assert losses["interpolation_scale"] == min(standin.INTERPOLATION_SCALES)
+    assert losses["interpolated"] < 1.2 * losses["visible_mean"] and losses["best"] <= losses["visible_mean"]
+    assert standin.learner_free_losses(noise, 0.5)["interpolation_scale"] == 1.0  # pixel targets: never shrunk
+
+
 def test_zero_steps_is_a_checkpoint_the_learner_free_predictor_beats(monkeypatch, small_crop):
     rng = np.random.default_rng(0)
     monkeypatch.setattr(standin, "_slices", lambda seed, spr: rng.random((6, 112, 112)).astype(np.float32))

@@ -175,6 +175,19 @@ def test_the_token_oracle_is_exact_on_a_grid_aligned_mask():
     assert len(np.unique(coarse)) == 1
 
 
+def test_the_token_oracle_fits_scores_through_the_heads_bilinear_read_out():
+    """A 2-px stripe in the middle of 6-px tokens: no token is mostly stripe, so the phase-fraction oracle
+    (``fit_steps=0``) never predicts it; scores fitted through the bilinear read-out recover it (the ceiling of a
+    per-token head is above the fractions')."""
+    masks = np.zeros((1, 24, 24), np.int64)
+    masks[0, :, 8:10] = 2
+    fractions = token_oracle(masks, 4, len(PHASES), fit_steps=0)
+    fitted = token_oracle(masks, 4, len(PHASES))
+    assert not (fractions == 2).any()
+    stripe = masks == 2
+    assert (fitted[stripe] == 2).mean() > 0.5 and (fitted == masks).mean() > (fractions == masks).mean()
+
+
 def test_tables_and_figures(tiny_result):
     cfg, data, res = tiny_result
     cls = tables.classification(res)

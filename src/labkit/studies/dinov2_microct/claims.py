@@ -130,8 +130,8 @@ def _resolvable(kind: str, split: str, baseline: str, margin: float = 0.0) -> Pr
     return Precondition(
         f"resolvable ({split})",
         Compare("miou", a=_seg(ORACLE, kind, split), b=base, margin=margin, table="segmentation"),
-        why=f"the per-token oracle of this token grid (each token labelled with its true phase "
-        f"fractions) scores above {baseline}{f' + {margin:g}' if margin else ''} on {split}: "
+        why=f"the per-token oracle of this token grid (per slice, the token scores that best fit the true mask "
+        f"through the heads' own bilinear read-out) scores above {baseline}{f' + {margin:g}' if margin else ''} on {split}: "
         "the grid allows a per-token head to win",
     )
 
