@@ -50,8 +50,14 @@ def test_non_square_images_are_tiled_and_cropped_not_squashed(tmp_path, monkeypa
     assert geometry["unlabeled"]["inputs"] == 3 * 16
     # labkit plan counts the same inputs from file names and image headers (no pixel read): the tiles, not n_unlabeled
     assert pretraining_inputs(_cfg(root)) == {"images": 16, "tiles": len(data["unlabeled"]["images"])}
-    (pre, *_), _ = study_plan("ssl_industrial", "smoke", {**_over(root), "pretrain_batch_size": 4, "inits": ["mae"]})
+    (pre, _, patchcore), _ = study_plan(
+        "ssl_industrial", "smoke", {**_over(root), "pretrain_batch_size": 4, "inits": ["mae"]}
+    )
     assert [b.data_items for b in pre.budgets] == [48] and "48 tiles of img_size 16" in pre.budgets[0].notes
+    # and PatchCore's row counts the memory bank's and the test set's tiles the run feeds it, not images
+    bank_and_test = len(data["good"]["images"]) + len(data["test"]["images"])
+    assert bank_and_test > 4 + geometry["test"]["source_images"]
+    assert [b.data_items for b in patchcore.budgets] == [bank_and_test]
     test = data["test"]
     assert (test["defect_types"] == "dent").sum() >= 2 and test["masks"][test["defect_types"] == "dent"].any(
         (1, 2)

@@ -15,13 +15,18 @@ Every image is drawn the way a line-scan or area camera sees a part:
    is deep, sometimes branched), ``blowhole`` (gas porosity: a round cavity, shadowed on the side
    facing the light, bright on the other inner wall, with a raised rim), ``edge_break`` (a chip
    missing at the part edge showing the dark conveyor behind; on fabric a fray with loose
-   threads) and ``stain`` (oil or water residue: a soft, low-contrast, irregular blob).
+   threads) and ``stain`` (oil or water residue: a soft, irregular film, darker or brighter).
 4. **Acquisition**: lighting gradient and vignetting (multiplicative), photon (signal-dependent) and
    read noise, clipping to [0, 1].
 
 Defect contrast is set by the physics (groove depth, cavity size, stain thickness) relative to the
-texture, so some defects are subtle and some textures hide them: nothing here knows which method
-should win.
+texture, so some textures hide some defects: nothing here knows which method should win. The camera
+is an inspection station's: low-angle light that makes relief cast shadows, so grooves, cracks and
+cavities show darker than the texture's own relief (35-75 %), and every kind is a defect a person
+sees and labels (a stain's mask is where its film shows, over 40 % of its peak). Before December 2026
+scratches and cracks were 8-45 % dark over under 1.5 px and stains 8-20 % with half the defect pixels:
+only the edge breaks (a black belt behind a large chip) were learnable at 64 px, so whether a 4-image
+labelled set held one decided a run (``docs/data/ssl_industrial.md``).
 """
 
 from __future__ import annotations
@@ -218,8 +223,9 @@ def _draw_scratch(img, size, rng):
     t = np.linspace(0, 1, 4 * size)[:, None]
     pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
     dist = _curve_distance(pts, size)
-    width = rng.uniform(0.6, 1.4)
-    depth = rng.uniform(0.08, 0.2)
+    # Under the station's low-angle light the groove's far wall is in shadow: 35-55 % darker over 1.2-2.2 px.
+    width = rng.uniform(1.2, 2.2)
+    depth = rng.uniform(0.35, 0.55)
     groove = np.exp(-((dist / width) ** 2))
     # Lip thrown up beside the groove catches the light: a faint bright halo.
     lip = np.exp(-(((dist - 1.5 * width) / width) ** 2))
@@ -244,13 +250,15 @@ def _draw_crack(img, size, rng):
             if i > 3 and rng.random() < 0.02 and len(branches) < 2:
                 branches.append((pos.copy(), head + rng.choice([-1, 1]) * rng.uniform(0.5, 1.0), steps // 3))
     dist = _curve_distance(np.array(mask_pts), size)
-    depth = rng.uniform(0.2, 0.45)
-    img = img * (1 - depth * np.exp(-((dist / 0.7) ** 2)))
-    return img, dist <= 0.75
+    # An open crack is deep and narrow: little light reaches its floor (50-75 % darker over a 1-1.8 px opening).
+    opening = rng.uniform(1.0, 1.8)
+    depth = rng.uniform(0.5, 0.75)
+    img = img * (1 - depth * np.exp(-((dist / opening) ** 2)))
+    return img, dist <= opening
 
 
 def _draw_blowhole(img, size, rng):
-    r = rng.uniform(1.8, 4.5)
+    r = rng.uniform(3.0, 6.0)
     cy, cx = rng.uniform(r + 2, size - r - 2, 2)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     dy, dx = yy - cy, xx - cx
@@ -272,13 +280,15 @@ def _draw_edge_break(img, size, rng, material):
     along = [xx, yy, xx, yy][side]
     depth_from_edge = [yy, xx, size - 1 - yy, size - 1 - xx][side]
     centre = rng.uniform(0.2, 0.8) * size
-    half = rng.uniform(0.1, 0.25) * size
-    reach = rng.uniform(0.08, 0.22) * size
+    # A chip is a small piece lost: 7-16 % of the frame along the edge (half-width), 5-12 % into the part.
+    half = rng.uniform(0.07, 0.16) * size
+    reach = rng.uniform(0.05, 0.12) * size
     rough = ndimage.gaussian_filter1d(rng.normal(0, 1.5, size), 1.5)
     profile = reach * np.clip(1 - ((along - centre) / half) ** 2, 0, None)
     profile = profile + np.where(profile > 0, rough[along.astype(int)], 0)
     region = depth_from_edge < profile
-    background = 0.08 + 0.02 * rng.standard_normal((size, size))
+    # The belt behind: its shade and the light it gets differ from part to part (dark, never black).
+    background = rng.uniform(0.08, 0.2) + 0.02 * rng.standard_normal((size, size))
     if material in ("woven", "grass"):
         # Fray: broken threads hang out into the gap, pointing away from the edge.
         threads = np.zeros((size, size), np.float32)
@@ -295,7 +305,7 @@ def _draw_edge_break(img, size, rng, material):
 def _draw_stain(img, size, rng):
     # Residue film: irregular blob (noisy field thresholded inside a soft envelope), low contrast.
     cy, cx = rng.uniform(0.2, 0.8, 2) * size
-    sy, sx = rng.uniform(0.08, 0.2, 2) * size
+    sy, sx = rng.uniform(0.06, 0.14, 2) * size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     envelope = np.exp(-0.5 * (((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2))
     field_ = ndimage.gaussian_filter(rng.standard_normal((size, size)), 2.5)
@@ -305,8 +315,10 @@ def _draw_stain(img, size, rng):
     if thickness.max() <= 0:
         return img, np.zeros((size, size), bool)
     thickness = thickness / thickness.max()
-    contrast = rng.uniform(0.08, 0.2) * rng.choice([-1.0, 1.0], p=[0.75, 0.25])
-    return img * (1 + contrast * thickness), thickness > 0.3
+    # A film that shows: 35-55 % darker (oil, coolant) or, one in four, brighter (dried salts) at its thickest;
+    # the mask is where it is over 40 % of that (a thinner rim does not show and is not labelled).
+    contrast = rng.uniform(0.35, 0.55) * rng.choice([-1.0, 1.0], p=[0.75, 0.25])
+    return img * (1 + contrast * thickness), thickness > 0.4
 
 
 def _draw_defect(kind, img, size, rng, material):

@@ -269,34 +269,52 @@ def split_order(labels, data_seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.permutation(np.flatnonzero(labels == 1)), rng.permutation(np.flatnonzero(labels == 0))
 
 
-def pretraining_inputs(cfg) -> dict | None:
-    """What a real folder gives pretraining, from file names and image headers only (no pixel decoded; a plan's
-    count): the ``n_unlabeled`` defect-free images :func:`split_inspection` leaves for pretraining, and the
-    ``img_size`` tiles they are cut into (aspect kept, :func:`tile_starts`: an image longer than it is wide gives
-    several), which are the inputs the pretraining batches draw from. None for simulated data or without a
-    folder. A file whose header cannot be read counts one tile (the loader skips or rejects it later)."""
-    if cfg.data_source == "simulated" or not cfg.data_root:
-        return None
+def _tiles_of(path, img_size: int) -> int:
+    """The ``img_size`` tiles :func:`cut_to_size` cuts one image into, from its header alone (no pixel decoded):
+    short side resized to ``img_size``, aspect kept, :func:`tile_starts` along both sides. A file whose header
+    cannot be read counts one tile (the loader skips or rejects it later)."""
     from PIL import Image
 
-    from labkit.data.inspection_folders import fitted_shape, list_inspection_files
+    from labkit.data.inspection_folders import fitted_shape
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # noqa: BLE001 - a plan counts; the loader reports the file
+        return 1
+    fh, fw = fitted_shape((h, w), img_size, "short_side")
+    return len(tile_starts(fh, img_size)) * len(tile_starts(fw, img_size))
+
+
+def split_inputs(cfg) -> dict | None:
+    """What a real folder gives the tiled sets, from file names and image headers only (no pixel decoded; a
+    plan's count), as :func:`split_inspection` deals it and :func:`cut_to_size` tiles it: per set (``unlabeled``:
+    the ``n_unlabeled`` defect-free images left for pretraining; ``good``: the first ``n_good`` of them,
+    PatchCore's memory bank; ``test``: its defect and defect-free images) the source ``images`` and the
+    ``img_size`` ``tiles`` the run feeds the network (an image longer than it is wide gives several). None for
+    simulated data or without a folder."""
+    if cfg.data_source == "simulated" or not cfg.data_root:
+        return None
+    from labkit.data.inspection_folders import list_inspection_files
 
     files = list_inspection_files(cfg.data_root, cfg.data_source, good_class=cfg.good_class)
     labels = np.array([0 if good else 1 for _, good in files], int)
     bad, good = split_order(labels, cfg.data_seed)
     sizes = split_sizes(len(good), len(bad))
     start = sizes["test_good"] + sizes["pool_good"]
-    tiles = 0
-    for i in good[start : start + cfg.n_unlabeled]:
-        try:
-            with Image.open(files[i][0]) as im:
-                w, h = im.size
-        except Exception:  # noqa: BLE001 - a plan counts; the loader reports the file
-            tiles += 1
-            continue
-        fh, fw = fitted_shape((h, w), cfg.img_size, "short_side")
-        tiles += len(tile_starts(fh, cfg.img_size)) * len(tile_starts(fw, cfg.img_size))
-    return {"images": int(min(cfg.n_unlabeled, max(0, len(good) - start))), "tiles": int(tiles)}
+    unlabeled = good[start : start + cfg.n_unlabeled]
+    test = np.concatenate([bad[sizes["pool_defect"] :], good[: sizes["test_good"]]])
+    sets = {"unlabeled": unlabeled, "good": unlabeled[: cfg.n_good], "test": test}
+    tiles = {int(i): _tiles_of(files[i][0], cfg.img_size) for i in np.concatenate(list(sets.values()))}
+    return {k: {"images": len(v), "tiles": int(sum(tiles[int(i)] for i in v))} for k, v in sets.items()}
+
+
+def pretraining_inputs(cfg) -> dict | None:
+    """What a real folder gives pretraining (:func:`split_inputs`' ``unlabeled``): the ``n_unlabeled`` defect-free
+    images :func:`split_inspection` leaves for pretraining and the ``img_size`` tiles they are cut into, which are
+    the inputs the pretraining batches draw from. None for simulated data or without a folder."""
+    sets = split_inputs(cfg)
+    return None if sets is None else sets["unlabeled"]
 
 
 def split_inspection(inspection, cfg) -> dict:

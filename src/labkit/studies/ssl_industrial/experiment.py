@@ -179,7 +179,8 @@ def pretrain_grid(cfg, data) -> Grid:
 
 def save_encoders(cfg, data, grid: Grid, result: GridResult) -> dict:
     """Save each pretrained encoder (in-domain ones as named labkit checkpoints) and return
-    ``{init: {"record", "file", "digest"}}`` for the inits asked for."""
+    ``{init: {"record", "file", "task_file", "digest"}}`` for the inits asked for: ``file`` the published one,
+    ``task_file`` (and its ``digest``) the copy the grid tasks read."""
     from labkit.core.checkpoints import save_checkpoint
     from labkit.core.paths import cache_dir
     from labkit.models.registry import save_named_checkpoint
@@ -201,13 +202,13 @@ def save_encoders(cfg, data, grid: Grid, result: GridResult) -> dict:
             "loss_ratio": rec["loss_ratio"],
             "data": f"{data['source']} inspection images, preset {cfg.preset}",
         }
-        if name in CHECKPOINTS:
-            path = save_named_checkpoint(CHECKPOINTS[name], state, meta)
-        else:
-            path = save_checkpoint(
-                cache_dir(f"{NAME}/encoders") / f"{name}-{grid.tasks[names.index(name)].fingerprint()}", state, meta
-            )
-        out[name] = {"record": rec, "file": str(path), "digest": file_digest(path)}
+        # the tasks read a copy in the cache, named by the pretraining's fingerprint: a task's cache key holds
+        # its parameters' paths, so a copy in the run's folder would recompute every fine-tune in another folder
+        cached = save_checkpoint(
+            cache_dir(f"{NAME}/encoders") / f"{name}-{grid.tasks[names.index(name)].fingerprint()}", state, meta
+        )
+        path = save_named_checkpoint(CHECKPOINTS[name], state, meta) if name in CHECKPOINTS else cached
+        out[name] = {"record": rec, "file": str(path), "task_file": str(cached), "digest": file_digest(cached)}
     return out
 
 
@@ -308,7 +309,7 @@ def finetune_tasks(cfg, data, pretrained: dict, unavailable: dict) -> list[dict]
 
     def task(init, protocol, n, seed):
         enc = pretrained.get(init, {})
-        file, digest = enc.get("file"), enc.get("digest")
+        file, digest = enc.get("task_file"), enc.get("digest")
         return dict(
             init=init, protocol=protocol, n_labels=n, seed=seed, encoder_file=file, encoder_digest=digest, **common
         )
@@ -389,7 +390,7 @@ def patchcore_grid(cfg, data, pretrained: dict, unavailable: dict) -> Grid:
         grid.add(
             init=init,
             data_file=data["file"],
-            encoder_file=enc.get("file"),
+            encoder_file=enc.get("task_file"),
             encoder_digest=enc.get("digest"),
             arch=cfg.arch,
             encoder_kwargs=encoder_kwargs(cfg),

@@ -1,13 +1,13 @@
 """Study 3's plan: the preset's real budget of its three grids (``labkit plan``), from the same helpers the study
 runs (:func:`experiment.pretrain_params`, :func:`experiment.finetune_tasks`); no pixel is read: a real folder's
-pretraining inputs are its images' tiles, counted from file names and image headers (:func:`data.pretraining_inputs`),
-and the unrelated photos count as many."""
+pretraining inputs, PatchCore's memory bank and test set are its images' tiles, counted from file names and image
+headers (:func:`data.split_inputs`), and the unrelated photos count as many as the pretraining inputs."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from .data import NAME, PRETRAINED, VIT_INITS, pretraining_inputs
+from .data import NAME, PRETRAINED, VIT_INITS, split_inputs
 from .experiment import encoder_kwargs, finetune_tasks, pretrain_params
 from .tasks import dinov2_encoder, dinov2_side, new_vit, pretraining_epochs
 
@@ -21,10 +21,11 @@ def plan(cfg) -> list:
 
     c, s = cfg.channels, cfg.img_size
     vit = lambda: new_vit(cfg.arch, s, cfg.patch_size, c, encoder_kwargs(cfg))  # noqa: E731
-    pre = _pretrain_budgets(cfg, vit)
+    real = split_inputs(cfg)  # a real folder: its sets' images and tiles (headers only); None when simulated
+    pre = _pretrain_budgets(cfg, vit, real)
     tasks = finetune_tasks(cfg, {"file": None}, {}, {})
     fine = _finetune_budgets(cfg, vit, tasks)
-    patch = _patchcore_budgets(cfg, vit)
+    patch = _patchcore_budgets(cfg, vit, real)
     return [
         GridPlan(NAME, "pretrain", f"{len(pre)} pretrainings x 1 seed", pre),
         GridPlan(
@@ -38,13 +39,13 @@ def plan(cfg) -> list:
     ]
 
 
-def _pretrain_budgets(cfg, vit) -> list:
+def _pretrain_budgets(cfg, vit, sets) -> list:
     """One budget per pretraining (MAE or SimCLR, in-domain or unrelated)."""
     from labkit.core.plan import TaskBudget, measure
     from labkit.methods.ssl import MaskedAutoencoder, SimCLR
 
     c, s = cfg.channels, cfg.img_size
-    real = pretraining_inputs(cfg)  # a real folder: its defect-free images cut into img_size tiles
+    real = sets and sets["unlabeled"]  # a real folder: its defect-free images cut into img_size tiles
     n = real["tiles"] if real else cfg.n_unlabeled
     where = (
         f"{real['tiles']} tiles of img_size {s} cut from the {real['images']} defect-free images left for "
@@ -141,13 +142,21 @@ def _finetune_budgets(cfg, vit, tasks) -> list:
     return fine
 
 
-def _patchcore_budgets(cfg, vit) -> list:
-    """One budget per PatchCore init: forward passes only."""
+def _patchcore_budgets(cfg, vit, real) -> list:
+    """One budget per PatchCore init: forward passes only, over the memory bank and the test set (on a real
+    folder their ``img_size`` tiles, :func:`data.split_inputs`, as the run cuts them)."""
     from labkit.core.plan import TaskBudget, measure
 
     c, s = cfg.channels, cfg.img_size
     inits = [i for i in cfg.inits if i in VIT_INITS]
-    n_fwd = cfg.n_good + cfg.n_test
+    if real:
+        n_fwd = real["good"]["tiles"] + real["test"]["tiles"]
+        what = (
+            f"{real['good']['tiles']} memory-bank tiles (of the first n_good = {real['good']['images']} defect-free "
+            f"images) + {real['test']['tiles']} test tiles (of {real['test']['images']} images), img_size {s}"
+        )
+    else:
+        n_fwd, what = cfg.n_good + cfg.n_test, "n_good + n_test images"
     patch = []
     for init in inits:
         side = dinov2_side(s) if init == "dinov2" else s
@@ -169,7 +178,7 @@ def _patchcore_budgets(cfg, vit) -> list:
                 0,
                 tot,
                 flops * 64,
-                notes="forward passes only (no optimiser): n_good + n_test images in batches of 64",
+                notes=f"forward passes only (no optimiser): {what} in batches of 64",
                 full_batch_ok=True,
             )
         )
