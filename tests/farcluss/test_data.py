@@ -321,3 +321,44 @@ def test_a_finer_scene_resolution_keeps_the_class_shares_and_enlarges_the_object
 def test_a_scene_smaller_than_the_crop_is_refused_at_configure_time():
     with pytest.raises(ParameterError, match="scene_size 16 is smaller than image_size 32"):
         labkit.configure("farcluss", "smoke", {"scene_size": 16, "image_size": 32})
+
+
+def _pool(shares_per_image):
+    """A pool whose image i is all class 0 except ``shares_per_image[i]`` pixels of class 1 (of 100)."""
+    from types import SimpleNamespace
+
+    masks = np.zeros((len(shares_per_image), 10, 10), dtype=np.int64)
+    for i, n in enumerate(shares_per_image):
+        masks[i].flat[:n] = 1
+    ids = [f"img{i:03d}" for i in range(len(masks))]
+    train = SimpleNamespace(ids=ids, masks=masks)
+    return SimpleNamespace(train=train, frequencies=sc.class_frequencies(masks, 2), num_classes=2)
+
+
+def test_a_covering_draw_redraws_a_split_that_starves_a_class_and_keeps_one_that_covers_it():
+    from labkit.studies.farcluss.data import covering_draw
+
+    # class 1 lives in 4 of 40 images: most plain draws of 4 miss it (a negative control: min_share 0 keeps them)
+    data = _pool([50 if i % 10 == 0 else 0 for i in range(40)])
+    pool = data.frequencies[1]
+    plain = {s: covering_draw(data, 0.1, s, 0.0) for s in range(20)}
+    starved = [s for s, chosen in plain.items() if sc.class_frequencies(data.train.masks[chosen], 2)[1] < pool / 2]
+    assert starved, "no plain draw starves class 1"
+    for seed in starved[:3]:
+        chosen = covering_draw(data, 0.1, seed, 0.5)
+        assert len(chosen) == 4
+        assert sc.class_frequencies(data.train.masks[chosen], 2)[1] >= pool / 2
+        assert covering_draw(data, 0.1, seed, 0.5) == chosen  # seeded
+    # a class spread evenly: every plain draw covers it and is kept as it was
+    even = _pool([30] * 40)
+    assert covering_draw(even, 0.1, 3, 0.5) == covering_draw(even, 0.1, 3, 0.0)
+
+
+def test_a_covering_draw_that_cannot_be_met_keeps_the_best_draw_with_a_warning():
+    from labkit.studies.farcluss.data import covering_draw
+
+    data = _pool([100] + [0] * 39)
+    data.frequencies[:] = [0.0, 1.0]  # a pool share of class 1 that no split of 4 images can reach
+    with pytest.warns(sc.SplitCoverageWarning, match="split_min_share"):
+        chosen = covering_draw(data, 0.1, 0, 0.5)
+    assert 0 in chosen  # the best draw holds the one image with class 1

@@ -215,9 +215,7 @@ def labelled_indices(cfg, data: StudyData, split: str, seed: int) -> tuple[list[
             raise ParameterError(
                 f"split {split!r} is neither a fraction name like 1_16 nor a list under data_root/splits/"
             )
-        labeled, _ = sc.sample_labeled_split(ids, fraction, seed)
-        index = {i: n for n, i in enumerate(ids)}
-        chosen = sorted(index[i] for i in labeled)
+        chosen = covering_draw(data, fraction, seed, float(getattr(cfg, "split_min_share", 0.0) or 0.0))
     if len(chosen) >= len(ids):
         raise DataError(
             f"split {split} labels all {len(ids)} training images: the unlabeled set is empty "
@@ -227,3 +225,44 @@ def labelled_indices(cfg, data: StudyData, split: str, seed: int) -> tuple[list[
         data.train.masks[chosen], data.num_classes, data.class_names, context=f"split {split} seed {seed}"
     )
     return chosen, missing
+
+
+#: Draws tried before the covering draw settles for the best one (with a warning).
+MAX_DRAWS = 1000
+
+
+def covering_draw(data: StudyData, fraction: float, seed: int, min_share: float) -> list[int]:
+    """Indices of a labelled split of ``fraction`` drawn at ``seed``: the plain random draw
+    (:func:`labkit.data.scenes.sample_labeled_split`'s) when every class's pixel share in it is at least ``min_share``
+    times its share in the whole pool (or ``min_share`` is 0), else the first of further draws of the seed
+    (``default_rng((seed, k))``, k = 1, 2, ...) that is; after :data:`MAX_DRAWS` the draw whose smallest
+    ratio is largest, with a warning. A seed whose plain draw covers every class keeps it."""
+    ids = data.train.ids
+    labeled, _ = sc.sample_labeled_split(ids, fraction, seed)
+    index = {i: n for n, i in enumerate(ids)}
+    chosen = sorted(index[i] for i in labeled)
+    if min_share <= 0:
+        return chosen
+    n_labeled, masks, pool = len(chosen), data.train.masks, data.frequencies
+    present = pool > 0
+
+    def ratio(picked) -> float:
+        shares = sc.class_frequencies(masks[picked], data.num_classes)
+        return float((shares[present] / pool[present]).min()) if present.any() else 1.0
+
+    best, best_ratio = chosen, ratio(chosen)
+    for k in range(1, MAX_DRAWS + 1):
+        if best_ratio >= min_share:
+            return best
+        picked = sorted(np.random.default_rng((seed, k)).permutation(len(ids))[:n_labeled].tolist())
+        r = ratio(picked)
+        if r > best_ratio:
+            best, best_ratio = picked, r
+    warnings.warn(
+        f"no draw of {n_labeled} labelled images (seed {seed}, {MAX_DRAWS} tries) gives every class at least "
+        f"{min_share:g} of its pool share (best {best_ratio:.2f}): the split keeps the best draw; lower "
+        "split_min_share or raise the fraction",
+        sc.SplitCoverageWarning,
+        stacklevel=3,
+    )
+    return best
