@@ -361,7 +361,8 @@ def test_label_limited_is_judged_on_the_regime_seeds_and_the_claims_on_seeds():
     verdict = judge(claim, experiment.claim_tables({"runs": runs, "regime": steady, "pretrained": pre}))
     assert verdict["status"] == HELD
     assert verdict["preconditions"][0]["evidence"]["n"] == 10
-    assert all(c["n"] == 4 for c in verdict["comparisons"])
+    # the 4-label comparison over the regime seeds (both arms ran there), the gaps over the claim seeds
+    assert [c["n"] for c in verdict["comparisons"]] == [10, 4]
     noisy = _regime([0.4, -0.2] * 5, lo, hi)  # the same mean gain, too noisy to clear the margin
     verdict = judge(claim, experiment.claim_tables({"runs": runs, "regime": noisy, "pretrained": pre}))
     assert verdict["status"] == NOT_EVALUATED and "precondition 'label-limited' failed" in verdict["reason"]
