@@ -417,15 +417,21 @@ def error_summary(exc: BaseException, limit: int = SUMMARY_LIMIT) -> str:
 # ----------------------------------------------------------------------------- staging folders
 
 
+#: A staging folder (or lock file) younger than this is never taken for a killed run's.
+STALE_STAGING_AGE_S = 60.0
+
+
 def _new_staging(name: str):
     """A fresh, locked ``reports/.staging/<study>-<id>/``; first removes stale staging folders of killed runs."""
     from filelock import FileLock
 
     root = reports_root() / ".staging"
     root.mkdir(parents=True, exist_ok=True)
-    clean_stale_staging(root, before=time.time())
+    # only what is older than a minute: another run's lock file exists a moment before that run holds it, and a
+    # cleaner that took it in that moment would fail the run (seen with two runs starting together)
+    clean_stale_staging(root, before=time.time() - STALE_STAGING_AGE_S)
     staging = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-    lock = FileLock(str(staging) + ".lock", timeout=0)
+    lock = FileLock(str(staging) + ".lock", timeout=30)
     lock.acquire()  # held for the whole run, so no other run takes this folder for stale
     staging.mkdir()
     return staging, lock

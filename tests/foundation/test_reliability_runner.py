@@ -326,6 +326,17 @@ def test_a_publishing_run_removes_a_killed_runs_staging_folder(toys):
     assert not list((toys / "reports" / ".staging").iterdir())  # its own folder and lock are gone too
 
 
+def test_a_run_leaves_another_runs_fresh_lock_alone(toys):
+    # another run starting now: its lock file exists a moment before it holds it; a cleaner that took it then
+    # failed that run (two runs of one study starting together)
+    root = toys / "reports" / ".staging"
+    root.mkdir(parents=True)
+    fresh = root / "alpha-20991231-000000-0123abcd.lock"
+    fresh.write_text("")
+    assert quiet(["alpha"], preset="default")[0].status == "ok"
+    assert fresh.exists()
+
+
 # ---- 15: printed paths --------------------------------------------------------------------------
 
 
