@@ -8,12 +8,15 @@ parameters, 3.6 MB in float16), without LayerScale, pretrained on whole 112-px s
 position embedding between pretraining and use).
 
 The objective: an MAE (the encoder sees the visible quarter of the tokens; 75 % hidden) whose decoder is one
-residual 3 x 3 convolution on the token grid (:class:`ConvDecoderMAE`), pixel MSE on the hidden patches. Why:
+residual 3 x 3 convolution on the token grid (:class:`ConvDecoderMAE`), MSE on the hidden patches' per-patch
+normalised pixels (``--norm-pix``; pixel targets until round 6). Why:
 
 - a loss with learner-free predictors to beat, so "trained" is a number: the better of (a) every hidden patch
   filled with the mean of its image's visible pixels and (b) a Gaussian-weighted mean of the visible pixels
-  around each hidden pixel at the best sigma (normalised convolution; :func:`learner_free_losses`). (b) is the
-  strong one: 0.40 of the image-mean predictor's loss at 50 % hidden, 0.63 at 75 %;
+  around each hidden pixel at the best sigma (normalised convolution; :func:`learner_free_losses`), for
+  normalised targets also shrunk toward 0 by the best factor. (b) is the strong one: with pixel targets 0.40 of
+  the image-mean predictor's loss at 50 % hidden, 0.63 at 75 %; with normalised targets its loss is 0.766
+  against the visible mean's 0.825;
 - a convolutional decoder: MAE's transformer decoder must first learn from position embeddings which of 576
   tokens are neighbours, and on this CPU budget it did not (round 4: from scratch 200 steps at 168 px, ratio
   1.008; a warm start on 56-px crops, ratio 1.03 after 60 steps at 168 px). A 3 x 3 convolution has locality
@@ -139,6 +142,12 @@ def sincos_2d(grid: int, dim: int, prefix: int = 1) -> torch.Tensor:
     return torch.cat([torch.zeros(prefix, dim), emb], 0)[None]
 
 
+def normalise_patches(target: torch.Tensor) -> torch.Tensor:
+    """MAE's per-patch normalised targets (``norm_pix_loss``): each patch's pixels (last axis) to mean 0 and unit
+    variance; the one formula of the loss and of its learner-free predictors."""
+    return (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
+
+
 class ConvDecoderMAE(torch.nn.Module):
     """A masked autoencoder over the stand-in ViT whose decoder is convolutional on the token grid: the tokens
     (a learned mask embedding at the hidden ones) laid out as a (dim, grid, grid) map, ``conv_layers`` residual
@@ -194,9 +203,7 @@ class ConvDecoderMAE(torch.nn.Module):
         from labkit.methods.ssl import patchify
 
         target = patchify(images, self.patch)
-        if self.norm_pix_loss:
-            target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6) ** 0.5
-        return target
+        return normalise_patches(target) if self.norm_pix_loss else target
 
     def forward(self, images: torch.Tensor, mask_ratio: float | None = None, generator=None):
         """Returns (loss over the hidden patches, predicted patches (B, L, p*p*C), mask (B, L) with 1 = hidden)."""
@@ -337,7 +344,7 @@ def learner_free_losses(
     totals, n = dict.fromkeys(names, 0.0), 0
 
     def normalised(t):
-        return (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5 if norm_pix else t
+        return normalise_patches(t) if norm_pix else t
 
     for i in range(0, len(crops), batch_size):
         x = crops[i : i + batch_size]
